@@ -1,0 +1,385 @@
+#!/usr/bin/env -S node --import tsx
+// The launcher: run on your laptop, from the repository root. It validates the whole configuration before
+// touching anything, opens ONE multiplexed SSH connection to the server as root (host key pinned), takes
+// the server lock, makes sure the pinned Node.js runtime is there, uploads this tree and the config, then
+// runs bootstrap/remote/NN_*.mts in order, streaming their output. See --help and docs/runbook.md.
+import { createHash } from 'node:crypto';
+import { readFileSync, mkdtempSync, rmSync, createReadStream, writeFileSync } from 'node:fs';
+import { hostname, tmpdir, userInfo } from 'node:os';
+import { join, relative, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { randomBytes } from 'node:crypto';
+import { loadConfig, serializeServerEnv, configHash, describeValue, SETTINGS, SETTING_BY_NAME } from '../lib/config.mts';
+import type { Config, LoadResult } from '../lib/config.mts';
+import { Logger, color, formatSeconds } from '../lib/log.mts';
+import { parseCli, helpText, runMain } from '../lib/cli.mts';
+import type { CliSpec } from '../lib/cli.mts';
+import { UsageError, OperationError, EXIT_LOCKED } from '../lib/errors.mts';
+import { STEPS, stepNames, stepInfo } from '../lib/catalogue.mts';
+import { selectSteps, checkPrerequisites, parseJournal } from '../lib/state.mts';
+import type { Journal } from '../lib/state.mts';
+import { SshSession, knownHostsPath, shellQuote } from '../lib/ssh.mts';
+import { parseLockAnswer, explainHeldLock } from '../lib/lock.mts';
+import { REMOTE, RESULT_MARKER, UPLOAD_ENTRIES } from '../lib/paths.mts';
+import { NODE } from '../lib/versions.mts';
+import { resolveArtifact } from '../lib/artifacts.mts';
+import { buildUploadTree } from '../lib/upload.mts';
+import { run } from '../lib/exec.mts';
+import { newRunId } from '../lib/step.mts';
+import type { StepResult } from '../lib/step.mts';
+import { canPrompt, readHidden } from '../lib/prompt.mts';
+import { registerSecret } from '../lib/redact.mts';
+
+const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const SELF = './bootstrap/host/bootstrap_remote_staging.mts';
+const HELPERS = readFileSync(join(REPO_ROOT, 'bootstrap/lib/remote_helpers.sh'), 'utf8');
+
+export const SPEC: CliSpec = {
+  name: SELF,
+  usage: `${SELF} [--env-file PATH] [--dry-run | --list] [--from STEP | --only STEP[,STEP]] [--yes] [--verbose]`,
+  summary:
+    'Bootstraps a fresh Ubuntu 24.04 server into the codex-k8s staging environment over SSH.\n' +
+    'Validates every setting first (nothing is contacted when one is wrong), then runs the remote steps in order.\n' +
+    'Safe to re-run: every step checks before it changes and reports "unchanged" when there is nothing to do.',
+  flags: [
+    { name: 'help', short: 'h', type: 'boolean', description: 'show this help and exit' },
+    { name: 'env-file', type: 'string', value: 'PATH', description: 'settings file (dotenv; default .env). Variables already in the environment win' },
+    { name: 'dry-run', type: 'boolean', description: 'validate and print the plan (each step, what it checks and changes); contact nothing, no secrets needed' },
+    { name: 'list', type: 'boolean', description: 'list the steps in order and exit' },
+    { name: 'from', type: 'string', value: 'STEP', description: 'start at STEP (name, number or words: 10_operator_user, 10, operator_user); earlier steps must have succeeded' },
+    { name: 'only', type: 'string', value: 'STEP[,STEP]', description: 'run just these steps; the steps before them must have succeeded' },
+    { name: 'yes', short: 'y', type: 'boolean', description: 'never prompt: a missing secret is an error' },
+    { name: 'verbose', short: 'v', type: 'boolean', description: 'print every command, locally and on the server' },
+  ],
+  sections: [
+    { title: 'Steps', body: STEPS.map((s) => `${s.name.padEnd(18)} ${s.title}`).join('\n') },
+    {
+      title: 'What it changes on the server',
+      body:
+        `${REMOTE.node}            pinned Node.js ${NODE.version} (sha256-verified)\n` +
+        `${REMOTE.base}/{bootstrap,manifests,node_modules}  this tree\n` +
+        `${REMOTE.envFile}   the settings (0600)\n` +
+        `${REMOTE.journal}   per-step journal\n` +
+        `${REMOTE.logDir}/      logs, one file per run\n` +
+        'and whatever each step says under "Changes" (--dry-run prints them).',
+    },
+    {
+      title: 'On the laptop',
+      body: 'CODEXK8S_HOST_STATE_DIR/known_hosts/<host>_<port>  the pinned SSH host key of each server\nCODEXK8S_HOST_LOG_DIR/<run-id>.log                 the log of each run (secrets masked)',
+    },
+    { title: 'Environment', body: 'Every setting in .env.example (see docs/configuration.md). NO_COLOR=1 disables colours.' },
+    { title: 'Exit codes', body: `0 done\n1 a step, the connection or an upload failed (the message says how to resume)\n2 bad flag or setting; nothing was contacted\n${EXIT_LOCKED} another run holds the server lock` },
+    {
+      title: 'Examples',
+      body:
+        `${SELF} --dry-run --env-file .env.example   # the plan, without a server\n` +
+        `${SELF}                                      # full run with .env\n` +
+        `${SELF} --from 10_operator_user              # resume after a failure\n` +
+        `${SELF} --only 00_preflight --yes            # one step, no prompts`,
+    },
+  ],
+};
+
+interface Options {
+  envFile: string;
+  explicitEnvFile: boolean;
+  dryRun: boolean;
+  yes: boolean;
+  verbose: boolean;
+  from?: string;
+  only?: string[];
+}
+
+async function main(argv: readonly string[], log: Logger): Promise<number> {
+  const flags = parseCli(SPEC, argv);
+  if (flags['help']) {
+    process.stdout.write(helpText(SPEC));
+    return 0;
+  }
+  if (flags['list']) {
+    STEPS.forEach((s, i) => log.info(`${String(i + 1).padStart(2, '0')}  ${s.name.padEnd(18)} ${s.title}`));
+    return 0;
+  }
+  const opts: Options = {
+    envFile: (flags['env-file'] as string | undefined) ?? '.env',
+    explicitEnvFile: flags['env-file'] !== undefined,
+    dryRun: Boolean(flags['dry-run']),
+    yes: Boolean(flags['yes']),
+    verbose: Boolean(flags['verbose']),
+    from: flags['from'] as string | undefined,
+    only: typeof flags['only'] === 'string' ? flags['only'].split(',').map((s) => s.trim()).filter(Boolean) : undefined,
+  };
+  log.verbose = opts.verbose;
+  const selected = selectSteps(stepNames(), { from: opts.from, only: opts.only });
+  const loaded = await loadSettings(opts, log);
+  return opts.dryRun ? printPlan(loaded, selected, log) : realRun(opts, loaded.config, selected, log);
+}
+
+/** Validation of everything, all problems at once; prompts for missing secrets on a terminal. */
+async function loadSettings(opts: Options, log: Logger): Promise<LoadResult> {
+  const base = { envFile: opts.envFile, explicitEnvFile: opts.explicitEnvFile, side: 'host' as const };
+  let loaded = loadConfig({ ...base, strict: !opts.dryRun });
+  if (!opts.dryRun && loaded.missingSecrets.length > 0 && !opts.yes && canPrompt()) {
+    const env: Record<string, string | undefined> = { ...process.env };
+    for (const name of loaded.missingSecrets) {
+      const s = SETTING_BY_NAME.get(name);
+      const value = await readHidden(`${name} (${s?.description.split('.')[0] ?? 'secret'}): `);
+      registerSecret(value);
+      env[name] = value;
+    }
+    loaded = loadConfig({ ...base, strict: true, env });
+  }
+  for (const w of loaded.warnings) log.warn(w);
+  if (loaded.problems.length > 0) {
+    log.error(`${loaded.problems.length} problem(s) in the settings (from ${opts.envFile} and the environment); nothing was contacted:`);
+    throw new UsageError(loaded.problems);
+  }
+  return loaded;
+}
+
+function printPlan(loaded: LoadResult, selected: readonly string[], log: Logger): number {
+  const c = loaded.config;
+  const node = resolveArtifact(NODE, 'x64', c.maybe('CODEXK8S_ARTIFACT_MIRROR'), c.maybe('CODEXK8S_ARTIFACT_SHA256_OVERRIDES'));
+  log.info(color.bold(`Plan (dry run: nothing is contacted, nothing changes)`));
+  log.info(`target   ${c.get('TARGET_ROOT_USER')}@${c.get('TARGET_HOST')}:${c.get('TARGET_PORT')}   mode ${c.get('CODEXK8S_MODE')}   repo ${c.get('CODEXK8S_GITHUB_REPO')}`);
+  log.info('');
+  log.info(color.bold('Settings'));
+  for (const s of SETTINGS) {
+    const v = c[s.name];
+    if (v === undefined) continue;
+    log.info(`  ${s.name.padEnd(34)} ${describeValue(s.name, v)}${loaded.sources[s.name] === 'default' ? color.dim('  (default)') : ''}`);
+  }
+  log.info('');
+  log.info(color.bold('Prepare'));
+  log.info(`  - connect over SSH once (multiplexed), host key pinned in ${knownHostsPath(c.get('CODEXK8S_HOST_STATE_DIR'), c.get('TARGET_HOST'), c.get<number>('TARGET_PORT'))}`);
+  log.info(`  - take the server lock ${REMOTE.lockDir}`);
+  log.info(`  - Node.js ${node.version} in ${REMOTE.node} unless already there (${node.url}, sha256 ${node.sha256.slice(0, 12)}..., arm64 likewise)`);
+  log.info(`  - upload ${UPLOAD_ENTRIES.join(', ')} to ${REMOTE.base} unless identical`);
+  log.info(`  - write ${REMOTE.envFile} (0600, via stdin) unless identical`);
+  log.info('');
+  log.info(color.bold('Steps'));
+  selected.forEach((name, i) => {
+    const info = stepInfo(name);
+    log.stepHeader(i + 1, selected.length, name);
+    log.info(`    ${info.title}`);
+    for (const x of info.checks) log.info(`    checks:  ${x}`);
+    for (const x of info.changes) log.info(`    changes: ${x}`);
+  });
+  log.info('');
+  const secrets = SETTINGS.filter((s) => s.secret);
+  const missing = new Set(loaded.missingSecrets);
+  log.info(color.bold('Secrets a real run needs'));
+  for (const s of secrets) log.info(`  ${s.name.padEnd(34)} ${missing.has(s.name) ? 'not set: a real run asks for it on a terminal (or fails with --yes)' : 'set'}`);
+  return 0;
+}
+
+interface Ctx {
+  cfg: Config;
+  log: Logger;
+  ssh: SshSession;
+  runId: string;
+  lockToken: string;
+  sshHint: string;
+}
+
+async function helper(ctx: Ctx, args: string[], opts: { input?: string | Buffer | NodeJS.ReadableStream; allowFail?: boolean } = {}) {
+  return ctx.ssh.run(['bash', '-c', HELPERS, 'remote_helpers', ...args], opts as { input?: string | Buffer; allowFail?: boolean });
+}
+
+async function realRun(opts: Options, cfg: Config, selected: readonly string[], log: Logger): Promise<number> {
+  const started = performance.now();
+  const runId = newRunId();
+  log.setFile(join(cfg.get('CODEXK8S_HOST_LOG_DIR'), `${runId}.log`));
+  const host = cfg.get('TARGET_HOST');
+  const port = cfg.get<number>('TARGET_PORT');
+  const user = cfg.get('TARGET_ROOT_USER');
+  const key = cfg.get('TARGET_ROOT_SSH_KEY');
+  const extra = cfg.maybe<readonly string[]>('CODEXK8S_SSH_EXTRA_OPTS') ?? [];
+  const sshHint = ['ssh', '-p', String(port), '-i', key, ...extra, `${user}@${host}`].map(shellQuote).join(' ');
+  log.info(color.bold(`codex-k8s staging bootstrap: ${user}@${host}:${port}, mode ${cfg.get('CODEXK8S_MODE')}, run ${runId}`));
+  log.info(color.dim(`log: ${log.filePath}`));
+
+  const ssh = await SshSession.connect({ host, port, user, identityFile: key, knownHostsFile: knownHostsPath(cfg.get('CODEXK8S_HOST_STATE_DIR'), host, port), extraOptions: extra, log });
+  const ctx: Ctx = { cfg, log, ssh, runId, lockToken: randomBytes(12).toString('hex'), sshHint };
+  let locked = false;
+  const onSignal = () => {
+    log.error('interrupted; releasing the server lock');
+    const done = () => process.exit(130);
+    (locked ? helper(ctx, ['lock-release', REMOTE.lockDir, ctx.lockToken], { allowFail: true }) : Promise.resolve())
+      .catch(() => undefined)
+      .finally(() => ssh.close().finally(done));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  try {
+    await acquireLock(ctx);
+    locked = true;
+    try {
+      const journal = await readRemoteJournal(ctx);
+      const pre = checkPrerequisites(stepNames(), selected, journal, configHash(cfg));
+      for (const w of pre.warnings) log.warn(w);
+      if (pre.problems.length > 0) throw new UsageError(pre.problems);
+      await prepare(ctx);
+      const results = await runSteps(ctx, selected, opts);
+      const finalJournal = await readRemoteJournal(ctx);
+      printSummary(ctx, selected, results, finalJournal, (performance.now() - started) / 1000);
+      const failed = selected.find((n) => results.get(n)?.status === 'failed');
+      if (failed) {
+        const r = results.get(failed);
+        throw new OperationError(`step ${failed} failed: ${r?.error ?? 'see the output above'}`, {
+          hint: `fix the cause, then resume: ${SELF}${opts.explicitEnvFile ? ` --env-file ${opts.envFile}` : ''} --from ${failed}`,
+          detail: r?.stderrTail,
+        });
+      }
+      return 0;
+    } finally {
+      await helper(ctx, ['lock-release', REMOTE.lockDir, ctx.lockToken], { allowFail: true });
+      locked = false;
+    }
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await ssh.close();
+  }
+}
+
+async function acquireLock(ctx: Ctx): Promise<void> {
+  const holder = `${userInfo().username}@${hostname()} pid ${process.pid} run ${ctx.runId}`;
+  const r = await helper(ctx, ['lock-acquire', REMOTE.lockDir, ctx.lockToken, holder], { allowFail: true });
+  if (r.exitCode !== 0 && r.exitCode !== 3) throw new OperationError('could not take the server lock', { detail: r.stderr });
+  const answer = parseLockAnswer(r.stdout);
+  if (!answer.acquired) {
+    const { message, hint } = explainHeldLock(answer.owner, answer.now, ctx.cfg.get<number>('CODEXK8S_LOCK_STALE_AFTER'), ctx.sshHint);
+    throw new OperationError(message, { hint, exitCode: EXIT_LOCKED });
+  }
+  ctx.log.detail(`lock ${REMOTE.lockDir} taken`);
+}
+
+async function readRemoteJournal(ctx: Ctx): Promise<Journal> {
+  const r = await helper(ctx, ['read-file', REMOTE.journal]);
+  try {
+    return parseJournal(r.stdout);
+  } catch (e) {
+    throw new OperationError(`the journal ${REMOTE.journal} on the server is unreadable (${(e as Error).message})`, {
+      hint: `inspect it (${ctx.sshHint} cat ${REMOTE.journal}); moving it aside makes every step run again, which is safe`,
+    });
+  }
+}
+
+/** Runtime, tree and settings on the server; each skipped when already identical. */
+async function prepare(ctx: Ctx): Promise<void> {
+  const { cfg, log } = ctx;
+  const t0 = performance.now();
+  log.info(color.bold('==> prepare: runtime, files and settings on the server'));
+  let changed = 0;
+  const mirror = cfg.maybe('CODEXK8S_ARTIFACT_MIRROR');
+  const overrides = cfg.maybe<Readonly<Record<string, string>>>('CODEXK8S_ARTIFACT_SHA256_OVERRIDES');
+  const x64 = resolveArtifact(NODE, 'x64', mirror, overrides);
+  const arm64 = resolveArtifact(NODE, 'arm64', mirror, overrides);
+  for (const a of [x64, arm64]) if (a.overriddenFrom) log.warn(`checksum of ${a.name} ${a.version} (${a.arch}) overridden: ${a.sha256} instead of the pinned ${a.overriddenFrom}`);
+  const node = await helper(ctx, ['ensure-node', REMOTE.node, NODE.version, x64.url, x64.sha256, arm64.url, arm64.sha256], { allowFail: true });
+  if (node.exitCode !== 0) throw new OperationError(`installing Node.js ${NODE.version} on the server failed`, { detail: node.stderr, hint: `check that the server can reach ${x64.url} (or set CODEXK8S_ARTIFACT_MIRROR)` });
+  const nodeOut = node.stdout.trim();
+  if (nodeOut.startsWith('installed')) changed++;
+  log.info(`  ${nodeOut.startsWith('installed') ? '+' : '='} Node.js ${nodeOut}`);
+
+  const tree = buildUploadTree(REPO_ROOT);
+  const remoteHash = (await helper(ctx, ['tree-hash', REMOTE.treeHashFile])).stdout.trim();
+  if (remoteHash === tree.hash) log.info(`  = tree unchanged (${tree.files.length} files, ${tree.hash.slice(0, 12)})`);
+  else {
+    const dir = mkdtempSync(join(tmpdir(), 'ck8s-upload-'));
+    try {
+      const list = join(dir, 'files');
+      const tar = join(dir, 'tree.tar');
+      writeFileSync(list, tree.files.join('\n') + '\n');
+      await run(['tar', '-cf', tar, '-C', REPO_ROOT, '-T', list], { env: { COPYFILE_DISABLE: '1' }, log });
+      await helper(ctx, ['install-tree', REMOTE.base, tree.hash, ...UPLOAD_ENTRIES], { input: createReadStream(tar) });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    changed++;
+    log.info(`  + tree uploaded (${tree.files.length} files, ${tree.hash.slice(0, 12)})`);
+  }
+
+  const envText = serializeServerEnv(cfg);
+  const envHash = createHash('sha256').update(envText).digest('hex');
+  const remoteEnvHash = (await helper(ctx, ['file-sha256', REMOTE.envFile])).stdout.trim();
+  if (remoteEnvHash === envHash) log.info(`  = ${REMOTE.envFile} unchanged`);
+  else {
+    await helper(ctx, ['write-private', REMOTE.envFile], { input: envText });
+    changed++;
+    log.info(`  + ${REMOTE.envFile} written (0600)`);
+  }
+  log.stepFooter({ status: changed ? 'changed' : 'unchanged', changed, seconds: (performance.now() - t0) / 1000 });
+}
+
+type LaunchResult = StepResult & { stderrTail?: string };
+
+async function runSteps(ctx: Ctx, selected: readonly string[], opts: Options): Promise<Map<string, LaunchResult>> {
+  const results = new Map<string, LaunchResult>();
+  for (const [i, name] of selected.entries()) {
+    ctx.log.stepHeader(i + 1, selected.length, name);
+    const t0 = performance.now();
+    let result: LaunchResult | undefined;
+    const stderr: string[] = [];
+    const r = await ctx.ssh.run(
+      [
+        'env', 'CODEXK8S_LAUNCHER=1', `CODEXK8S_RUN_ID=${ctx.runId}`, `CODEXK8S_LOCK_TOKEN=${ctx.lockToken}`,
+        REMOTE.nodeBin, `${REMOTE.base}/bootstrap/remote/${name}.mts`, ...(opts.verbose ? ['--verbose'] : []),
+      ],
+      {
+        allowFail: true,
+        onStdoutLine: (line) => {
+          if (line.startsWith(RESULT_MARKER)) result = JSON.parse(line.slice(RESULT_MARKER.length)) as StepResult;
+          else ctx.log.info(`    ${line}`);
+        },
+        onStderrLine: (line) => {
+          stderr.push(line);
+          ctx.log.info(`    ${line}`);
+        },
+      },
+    );
+    const seconds = (performance.now() - t0) / 1000;
+    if (!result || r.exitCode !== 0) {
+      result = { status: 'failed', changes: result?.changes ?? [], drift: [], seconds, error: result?.error ?? `exit code ${r.exitCode}` };
+    }
+    result.stderrTail = stderr.slice(-15).join('\n') || undefined;
+    results.set(name, result);
+    ctx.log.stepFooter({ status: result.status === 'drift' ? 'failed' : result.status, changed: result.changes.length, seconds });
+    if (result.status === 'failed') break;
+  }
+  return results;
+}
+
+function printSummary(ctx: Ctx, selected: readonly string[], results: Map<string, LaunchResult>, journal: Journal, seconds: number): void {
+  const { log, cfg } = ctx;
+  log.info('');
+  log.info(color.bold('Summary'));
+  let changedSteps = 0;
+  for (const s of STEPS) {
+    const r = results.get(s.name);
+    const rec = journal.steps[s.name];
+    let state: string;
+    if (r) {
+      state = r.status === 'changed' ? `changed ${r.changes.length}` : r.status;
+      if (r.status === 'changed') changedSteps++;
+    } else if (selected.includes(s.name)) state = 'not run (an earlier step failed)';
+    else state = `skipped (last: ${rec ? `${rec.status} ${rec.endedAt ?? rec.startedAt}` : 'never ran'})`;
+    const time = r ? formatSeconds(r.seconds) : '';
+    log.info(`  ${s.name.padEnd(18)} ${state.padEnd(16)} ${time}`);
+  }
+  const ran = selected.filter((n) => results.has(n)).length;
+  log.info(`  ${ran} step(s) run, ${changedSteps} changed, total ${formatSeconds(seconds)}`);
+  if (selected.every((n) => results.get(n) && results.get(n)?.status !== 'failed')) {
+    log.info('');
+    log.info(color.bold('Next'));
+    log.info(`  log in as the operator:  ssh -p ${cfg.get('TARGET_PORT')} ${cfg.get('OPERATOR_USER')}@${cfg.get('TARGET_HOST')}`);
+    log.info(`  check a step by hand:    ${ctx.sshHint} ${REMOTE.base}/bootstrap/remote/10_operator_user.mts --check`);
+    log.info(`  this run's log:          ${relative(process.cwd(), log.filePath ?? '') || log.filePath}`);
+  }
+}
+
+if (import.meta.filename === process.argv[1]) {
+  const log = new Logger();
+  await runMain(SPEC, log, () => main(process.argv.slice(2), log));
+}

@@ -1,0 +1,537 @@
+// Configuration: one typed schema for every setting, loaded from .env (dotenv) and the environment,
+// validated all at once. Adding a setting is one entry in SETTINGS; .env.example and
+// docs/configuration.md are generated from it (bootstrap/host/gen_config_docs.mts).
+//
+// Names follow the existing codex-k8s bash bootstrap (TARGET_*, OPERATOR_*, CODEXK8S_*), so its users'
+// config.env files keep working. New settings take the CODEXK8S_ prefix.
+import { readFileSync, existsSync, statSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { createHash } from 'node:crypto';
+import { parse as parseDotenv } from 'dotenv';
+import { registerSecret } from './redact.mts';
+
+export type Scope = 'host' | 'server' | 'both';
+export type Kind =
+  | 'string'
+  | 'int'
+  | 'bool'
+  | 'port'
+  | 'host'
+  | 'email'
+  | 'domain'
+  | 'repo'
+  | 'duration'
+  | 'url'
+  | 'enum'
+  | 'path'
+  | 'username'
+  | 'dnsLabel'
+  | 'sshPublicKey'
+  | 'githubToken'
+  | 'sshOptions'
+  | 'sha256Overrides';
+
+export type Value = string | number | boolean | readonly string[] | Readonly<Record<string, string>>;
+type Values = Record<string, Value | undefined>;
+
+export interface Setting {
+  readonly name: string;
+  readonly group: string;
+  readonly kind: Kind;
+  readonly description: string;
+  /** A literal default, or one computed from the settings parsed before this one. */
+  readonly default?: string | ((v: Values) => string | undefined);
+  /** Shown in docs when the default is computed. */
+  readonly defaultText?: string;
+  readonly required?: boolean | ((v: Values) => boolean);
+  /** Shown in docs and errors when `required` is a function. */
+  readonly requiredText?: string;
+  readonly secret?: boolean;
+  /** host: used on the laptop only (never uploaded); server: used by the remote steps; both. */
+  readonly scope: Scope;
+  readonly min?: number;
+  readonly max?: number;
+  readonly values?: readonly string[];
+  /** Value written into .env.example (commented out when absent). */
+  readonly example?: string;
+}
+
+const GROUPS = {
+  target: 'Target server and SSH',
+  operator: 'Operator user',
+  github: 'GitHub repository',
+  staging: 'Staging environment',
+  runner: 'GitHub Actions runners',
+  host: 'Host hardening',
+  limits: 'Preflight thresholds',
+  timing: 'Timeouts and locks',
+  artifacts: 'Downloads',
+  local: 'Launcher (laptop side)',
+} as const;
+
+const isLocal = (v: Values) => v['CODEXK8S_MODE'] === 'local';
+const isServer = (v: Values) => v['CODEXK8S_MODE'] === 'server';
+
+export const SETTINGS: readonly Setting[] = [
+  // --- target -------------------------------------------------------------------------------------
+  { name: 'TARGET_HOST', group: GROUPS.target, kind: 'host', scope: 'host', required: true, example: '203.0.113.10',
+    description: 'Address or DNS name of the server to bootstrap (a fresh Ubuntu 24.04).' },
+  { name: 'TARGET_PORT', group: GROUPS.target, kind: 'port', scope: 'host', default: '22',
+    description: 'SSH port of the server as it is now (before hardening).' },
+  { name: 'TARGET_ROOT_USER', group: GROUPS.target, kind: 'username', scope: 'host', default: 'root',
+    description: 'User the launcher logs in as. It must be root or have passwordless sudo as root.' },
+  { name: 'TARGET_ROOT_SSH_KEY', group: GROUPS.target, kind: 'path', scope: 'host', default: '~/.ssh/id_ed25519',
+    description: 'Private key for that login (stays on the laptop).' },
+  { name: 'CODEXK8S_SSH_EXTRA_OPTS', group: GROUPS.target, kind: 'sshOptions', scope: 'host',
+    example: '-o ProxyJump=bastion.example.com',
+    description: 'Extra ssh options, space-separated, each starting with -. Example: a ProxyJump. Options that disable host key checking are refused.' },
+  { name: 'CODEXK8S_SSH_PORT', group: GROUPS.target, kind: 'port', scope: 'both', default: '22',
+    description: 'SSH port the server should listen on after hardening.' },
+
+  // --- operator -----------------------------------------------------------------------------------
+  { name: 'OPERATOR_USER', group: GROUPS.operator, kind: 'username', scope: 'server', default: 'codex',
+    description: 'Unprivileged user created on the server for day-to-day work, with passwordless sudo and your key.' },
+  { name: 'OPERATOR_SSH_PUBKEY_PATH', group: GROUPS.operator, kind: 'path', scope: 'host', default: '~/.ssh/id_ed25519.pub',
+    description: 'Public key (on the laptop) installed for the operator user. Ignored when OPERATOR_SSH_PUBKEY is set.' },
+  { name: 'OPERATOR_SSH_PUBKEY', group: GROUPS.operator, kind: 'sshPublicKey', scope: 'server',
+    defaultText: 'read from OPERATOR_SSH_PUBKEY_PATH',
+    description: 'The operator public key itself (one line). Normally left empty: the launcher reads OPERATOR_SSH_PUBKEY_PATH.' },
+
+  // --- github -------------------------------------------------------------------------------------
+  { name: 'CODEXK8S_GITHUB_REPO', group: GROUPS.github, kind: 'repo', scope: 'both', required: true, example: 'codex-k8s/codex-k8s',
+    description: 'The GitHub repository that deploys to this staging, as owner/name.' },
+  { name: 'CODEXK8S_GITHUB_PAT', group: GROUPS.github, kind: 'githubToken', scope: 'both', required: true, secret: true,
+    description: 'Fine-grained personal access token for that repository (see README for the permissions). Prompted for on a terminal when empty.' },
+  { name: 'CODEXK8S_GITHUB_API_URL', group: GROUPS.github, kind: 'url', scope: 'both', default: 'https://api.github.com',
+    description: 'GitHub REST API base URL (change for GitHub Enterprise Server).' },
+  { name: 'CODEXK8S_GITHUB_URL', group: GROUPS.github, kind: 'url', scope: 'both', default: 'https://github.com',
+    description: 'GitHub web URL, used for the runner registration URL (change for GitHub Enterprise Server).' },
+
+  // --- staging ------------------------------------------------------------------------------------
+  { name: 'CODEXK8S_STAGING_DOMAIN', group: GROUPS.staging, kind: 'domain', scope: 'both',
+    required: isServer, requiredText: 'in server mode', example: 'staging.example.com',
+    description: 'Public DNS name of staging; it must resolve to the server. Setting it selects server mode (TLS, autoscaled runners).' },
+  { name: 'CODEXK8S_MODE', group: GROUPS.staging, kind: 'enum', scope: 'both', values: ['local', 'server'],
+    default: (v) => (v['CODEXK8S_STAGING_DOMAIN'] ? 'server' : 'local'),
+    defaultText: 'server when CODEXK8S_STAGING_DOMAIN is set, otherwise local',
+    description: 'local: plain HTTP on the server address, one persistent runner. server: a domain with Let\'s Encrypt TLS and an autoscaled runner scale set.' },
+  { name: 'CODEXK8S_STAGING_NAMESPACE', group: GROUPS.staging, kind: 'dnsLabel', scope: 'both', default: 'codex-k8s-staging',
+    description: 'Kubernetes namespace of the staging service and PostgreSQL.' },
+  { name: 'CODEXK8S_LETSENCRYPT_EMAIL', group: GROUPS.staging, kind: 'email', scope: 'both',
+    required: isServer, requiredText: 'in server mode', example: 'ops@example.com',
+    description: 'Contact e-mail for the Let\'s Encrypt account (expiry notices).' },
+  { name: 'CODEXK8S_LETSENCRYPT_SERVER', group: GROUPS.staging, kind: 'enum', scope: 'both', values: ['production', 'staging'],
+    default: 'production',
+    description: 'Let\'s Encrypt endpoint. Use staging while experimenting: production allows 5 certificates per name set per week.' },
+  { name: 'CODEXK8S_INTERNAL_REGISTRY_PORT', group: GROUPS.staging, kind: 'port', scope: 'both', default: '5000',
+    description: 'Node port of the in-cluster image registry (reached by containerd through the node\'s loopback).' },
+
+  // --- runners ------------------------------------------------------------------------------------
+  { name: 'CODEXK8S_RUNNER_NAMESPACE', group: GROUPS.runner, kind: 'dnsLabel', scope: 'both', default: 'arc-runners',
+    description: 'Namespace of the GitHub Actions runner scale set.' },
+  { name: 'CODEXK8S_RUNNER_SCALE_SET_NAME', group: GROUPS.runner, kind: 'dnsLabel', scope: 'both', default: 'codex-k8s-staging',
+    description: 'Name of the runner scale set; workflows use it in runs-on.' },
+  { name: 'CODEXK8S_RUNNER_MIN', group: GROUPS.runner, kind: 'int', scope: 'both', min: 0, max: 20,
+    default: (v) => (isLocal(v) ? '1' : '0'), defaultText: '1 in local mode, 0 in server mode',
+    description: 'Minimum number of runners kept online.' },
+  { name: 'CODEXK8S_RUNNER_MAX', group: GROUPS.runner, kind: 'int', scope: 'both', min: 1, max: 50,
+    default: (v) => (isLocal(v) ? '1' : '3'), defaultText: '1 in local mode, 3 in server mode',
+    description: 'Maximum number of runners.' },
+
+  // --- host hardening -----------------------------------------------------------------------------
+  { name: 'CODEXK8S_FIREWALL_ENABLED', group: GROUPS.host, kind: 'bool', scope: 'both', default: 'true',
+    description: 'Manage an nftables firewall (SSH, 80 and 443 inbound only).' },
+
+  // --- thresholds ---------------------------------------------------------------------------------
+  { name: 'CODEXK8S_MIN_MEMORY_MIB', group: GROUPS.limits, kind: 'int', scope: 'both', min: 0, max: 1048576, default: '2048',
+    description: 'Preflight fails below this much memory (MiB).' },
+  { name: 'CODEXK8S_WARN_MEMORY_MIB', group: GROUPS.limits, kind: 'int', scope: 'both', min: 0, max: 1048576, default: '4096',
+    description: 'Preflight warns below this much memory (MiB).' },
+  { name: 'CODEXK8S_MIN_DISK_GIB', group: GROUPS.limits, kind: 'int', scope: 'both', min: 0, max: 1048576, default: '15',
+    description: 'Preflight fails when /var/lib has less free space than this (GiB).' },
+
+  // --- timing -------------------------------------------------------------------------------------
+  { name: 'CODEXK8S_ROLLOUT_TIMEOUT', group: GROUPS.timing, kind: 'duration', scope: 'both', default: '5m',
+    description: 'How long to wait for a Kubernetes rollout (e.g. 90s, 5m, 1h).' },
+  { name: 'CODEXK8S_LOCK_STALE_AFTER', group: GROUPS.timing, kind: 'duration', scope: 'both', default: '2h',
+    description: 'A server lock older than this is reported as stale, with the command that clears it.' },
+
+  // --- artifacts ----------------------------------------------------------------------------------
+  { name: 'CODEXK8S_ARTIFACT_MIRROR', group: GROUPS.artifacts, kind: 'url', scope: 'both',
+    example: 'https://mirror.example.com/codex-k8s',
+    description: 'Download every pinned artifact from this mirror instead of its vendor, as MIRROR/<name>/<file> (e.g. node/node-v24.11.1-linux-x64.tar.xz). Checksums are still enforced.' },
+  { name: 'CODEXK8S_ARTIFACT_SHA256_OVERRIDES', group: GROUPS.artifacts, kind: 'sha256Overrides', scope: 'both',
+    example: 'node:x64=<sha256>',
+    description: 'Replace pinned sha256 sums, as name:arch=sha256 separated by commas. Only for a mirror that serves rebuilt artifacts; every override is printed as a warning.' },
+
+  // --- launcher -----------------------------------------------------------------------------------
+  { name: 'CODEXK8S_HOST_STATE_DIR', group: GROUPS.local, kind: 'path', scope: 'host', default: '.bootstrap-state',
+    description: 'Where the launcher keeps per-server state on the laptop (the pinned SSH host keys).' },
+  { name: 'CODEXK8S_HOST_LOG_DIR', group: GROUPS.local, kind: 'path', scope: 'host', default: '.bootstrap-logs',
+    description: 'Where the launcher writes its log file, one per run.' },
+];
+
+export const SETTING_BY_NAME: ReadonlyMap<string, Setting> = new Map(SETTINGS.map((s) => [s.name, s]));
+
+// ------------------------------------------------------------------------------------------------
+// Parsing of single values. Each returns the value or a reason and what is expected.
+
+type Parsed = { ok: true; value: Value } | { ok: false; why: string; expected: string };
+
+const HOSTNAME = /^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/;
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+const IPV6 = /^[0-9a-fA-F:]+$/;
+const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const USERNAME = /^[a-z_][a-z0-9_-]{0,31}$/;
+const EMAIL = /^[^@\s]+@([a-zA-Z0-9-]+\.)+[a-zA-Z]{2,}$/;
+const REPO = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})\/[A-Za-z0-9._-]{1,100}$/;
+const SSH_KEY_TYPES = ['ssh-ed25519', 'ssh-rsa', 'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521', 'sk-ssh-ed25519@openssh.com', 'sk-ecdsa-sha2-nistp256@openssh.com'];
+const SSH_FORBIDDEN = /(StrictHostKeyChecking\s*=?\s*(no|off)|UserKnownHostsFile\s*=?\s*\/dev\/null|ControlPath|ControlMaster)/i;
+
+export function parseDuration(raw: string): number | undefined {
+  const m = /^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/.exec(raw.trim());
+  if (!m || raw.trim() === '') {
+    return /^\d+$/.test(raw.trim()) ? Number(raw.trim()) : undefined;
+  }
+  return Number(m[1] ?? 0) * 3600 + Number(m[2] ?? 0) * 60 + Number(m[3] ?? 0);
+}
+
+export function expandHome(p: string): string {
+  return p === '~' ? homedir() : p.startsWith('~/') ? homedir() + p.slice(1) : p;
+}
+
+function parseValue(s: Setting, raw: string): Parsed {
+  const shown = s.secret ? 'the value (hidden)' : JSON.stringify(raw);
+  switch (s.kind) {
+    case 'string':
+      return { ok: true, value: raw };
+    case 'int': {
+      if (!/^-?\d+$/.test(raw)) return { ok: false, why: `${shown} is not a whole number`, expected: `an integer from ${s.min} to ${s.max}` };
+      const n = Number(raw);
+      if ((s.min !== undefined && n < s.min) || (s.max !== undefined && n > s.max))
+        return { ok: false, why: `${shown} is out of range`, expected: `an integer from ${s.min} to ${s.max}` };
+      return { ok: true, value: n };
+    }
+    case 'port': {
+      if (!/^\d+$/.test(raw) || Number(raw) < 1 || Number(raw) > 65535)
+        return { ok: false, why: `${shown} is not a valid port`, expected: 'an integer from 1 to 65535' };
+      return { ok: true, value: Number(raw) };
+    }
+    case 'bool': {
+      const v = raw.toLowerCase();
+      if (['true', 'yes', '1', 'on'].includes(v)) return { ok: true, value: true };
+      if (['false', 'no', '0', 'off'].includes(v)) return { ok: true, value: false };
+      return { ok: false, why: `${shown} is not a boolean`, expected: 'true or false' };
+    }
+    case 'host': {
+      const h = raw.replace(/^\[(.*)\]$/, '$1');
+      if (IPV4.test(h) || HOSTNAME.test(h) || (h.includes(':') && IPV6.test(h))) return { ok: true, value: h };
+      return { ok: false, why: `${shown} is not a host name or IP address`, expected: 'e.g. 203.0.113.10 or server.example.com (no user@, no port, no scheme)' };
+    }
+    case 'domain': {
+      if (HOSTNAME.test(raw) && raw.includes('.') && !IPV4.test(raw) && /[a-zA-Z]/.test(raw.split('.').pop() ?? ''))
+        return { ok: true, value: raw.toLowerCase() };
+      return { ok: false, why: `${shown} is not a fully qualified domain name`, expected: 'a DNS name such as staging.example.com (no scheme, no path, not an IP address)' };
+    }
+    case 'email':
+      return EMAIL.test(raw) ? { ok: true, value: raw } : { ok: false, why: `${shown} is not an e-mail address`, expected: 'an address such as ops@example.com' };
+    case 'repo':
+      return REPO.test(raw) ? { ok: true, value: raw } : { ok: false, why: `${shown} is not a repository`, expected: 'owner/name, e.g. codex-k8s/codex-k8s (no URL, no .git)' };
+    case 'duration': {
+      const d = parseDuration(raw);
+      if (d === undefined || d <= 0) return { ok: false, why: `${shown} is not a duration`, expected: 'a positive duration such as 90s, 5m, 1h30m' };
+      return { ok: true, value: d };
+    }
+    case 'url': {
+      try {
+        const u = new URL(raw);
+        if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new Error();
+        return { ok: true, value: raw.replace(/\/+$/, '') };
+      } catch {
+        return { ok: false, why: `${shown} is not an http(s) URL`, expected: 'a URL such as https://example.com/path' };
+      }
+    }
+    case 'enum':
+      return s.values?.includes(raw) ? { ok: true, value: raw } : { ok: false, why: `${shown} is not allowed`, expected: `one of: ${s.values?.join(', ')}` };
+    case 'path':
+      return raw.includes('\0') || raw.trim() === '' ? { ok: false, why: `${shown} is not a path`, expected: 'a file system path' } : { ok: true, value: expandHome(raw) };
+    case 'username':
+      return USERNAME.test(raw) ? { ok: true, value: raw } : { ok: false, why: `${shown} is not a valid Linux user name`, expected: 'lower-case letters, digits, _ or -, starting with a letter or _, at most 32 characters' };
+    case 'dnsLabel':
+      return DNS_LABEL.test(raw) ? { ok: true, value: raw } : { ok: false, why: `${shown} is not a valid Kubernetes name`, expected: 'a DNS label: lower-case letters, digits and -, at most 63 characters' };
+    case 'sshPublicKey': {
+      const parts = raw.trim().split(/\s+/);
+      if (parts.length >= 2 && SSH_KEY_TYPES.includes(parts[0] ?? '') && /^[A-Za-z0-9+/]+={0,3}$/.test(parts[1] ?? '') && !raw.includes('\n'))
+        return { ok: true, value: raw.trim() };
+      if (raw.includes('PRIVATE KEY')) return { ok: false, why: 'this is a PRIVATE key', expected: 'the public key (the .pub file)' };
+      return { ok: false, why: 'not an OpenSSH public key', expected: `one line "TYPE BASE64 [comment]" with TYPE one of ${SSH_KEY_TYPES.slice(0, 3).join(', ')}, ...` };
+    }
+    case 'githubToken': {
+      if (/^github_pat_[A-Za-z0-9_]{20,}$/.test(raw) || /^gh[ps]_[A-Za-z0-9]{20,}$/.test(raw)) return { ok: true, value: raw };
+      return { ok: false, why: `${shown} does not look like a GitHub token`, expected: 'a fine-grained personal access token (github_pat_...)' };
+    }
+    case 'sshOptions': {
+      const tokens = raw.trim().split(/\s+/).filter(Boolean);
+      if (tokens.length === 0) return { ok: true, value: [] };
+      if (!tokens[0]?.startsWith('-')) return { ok: false, why: `${shown} does not start with an option`, expected: 'ssh options such as "-o ProxyJump=bastion" or "-J bastion"' };
+      if (SSH_FORBIDDEN.test(raw)) return { ok: false, why: `${shown} changes host key checking or connection sharing, which the launcher manages`, expected: 'options that keep host keys verified (the launcher pins them per server)' };
+      return { ok: true, value: tokens };
+    }
+    case 'sha256Overrides': {
+      const out: Record<string, string> = {};
+      for (const item of raw.split(',').map((x) => x.trim()).filter(Boolean)) {
+        const m = /^([a-z0-9-]+):(x64|arm64)=([0-9a-f]{64})$/.exec(item);
+        if (!m) return { ok: false, why: `${JSON.stringify(item)} is not an override`, expected: 'name:arch=<64 hex digits>, comma-separated, e.g. node:x64=60e3...89a8' };
+        out[`${m[1]}:${m[2]}`] = m[3] ?? '';
+      }
+      return { ok: true, value: out };
+    }
+  }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Loading
+
+export interface LoadOptions {
+  /** The .env file; when `explicit`, a missing file is an error. */
+  envFile?: string;
+  explicitEnvFile?: boolean;
+  /** Which side is loading: the laptop validates host and shared settings, the server only what it uses. */
+  side: 'host' | 'server';
+  /** Values that win over the file (normally process.env). */
+  env?: Record<string, string | undefined>;
+  /** false for --dry-run: missing secrets are listed, not errors; unreadable files are warnings. */
+  strict?: boolean;
+}
+
+export interface LoadResult {
+  config: Config;
+  problems: string[];
+  warnings: string[];
+  /** Secret settings that are required but empty (prompted for on a TTY). */
+  missingSecrets: string[];
+  /** Where each value came from, for --verbose and docs: 'env', 'file', 'default', 'derived'. */
+  sources: Record<string, string>;
+}
+
+export type Config = Readonly<Record<string, Value | undefined>> & {
+  get<T extends Value = string>(name: string): T;
+  maybe<T extends Value = string>(name: string): T | undefined;
+};
+
+function makeConfig(values: Values): Config {
+  const c = { ...values } as Record<string, unknown>;
+  Object.defineProperty(c, 'get', {
+    enumerable: false,
+    value: (name: string) => {
+      if (!SETTING_BY_NAME.has(name)) throw new Error(`unknown setting ${name}`);
+      const v = values[name];
+      if (v === undefined) throw new Error(`setting ${name} is not set`);
+      return v;
+    },
+  });
+  Object.defineProperty(c, 'maybe', {
+    enumerable: false,
+    value: (name: string) => {
+      if (!SETTING_BY_NAME.has(name)) throw new Error(`unknown setting ${name}`);
+      return values[name];
+    },
+  });
+  return Object.freeze(c) as Config;
+}
+
+function inScope(s: Setting, side: 'host' | 'server'): boolean {
+  return side === 'host' ? true : s.scope !== 'host';
+}
+
+function levenshtein(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) (d[0] as number[])[j] = j;
+  for (let i = 1; i <= a.length; i++)
+    for (let j = 1; j <= b.length; j++) {
+      const row = d[i] as number[];
+      const prev = d[i - 1] as number[];
+      row[j] = Math.min((prev[j] as number) + 1, (row[j - 1] as number) + 1, (prev[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+  return (d[a.length] as number[])[b.length] as number;
+}
+
+export function loadConfig(opts: LoadOptions): LoadResult {
+  const strict = opts.strict ?? true;
+  const problems: string[] = [];
+  const warnings: string[] = [];
+  const missingSecrets: string[] = [];
+  const sources: Record<string, string> = {};
+  const env = opts.env ?? process.env;
+
+  let fileValues: Record<string, string> = {};
+  if (opts.envFile) {
+    if (existsSync(opts.envFile)) {
+      try {
+        fileValues = parseDotenv(readFileSync(opts.envFile));
+      } catch (e) {
+        problems.push(`--env-file ${opts.envFile}: cannot be read (${(e as Error).message}); expected a readable dotenv file`);
+      }
+    } else if (opts.explicitEnvFile) {
+      problems.push(`--env-file ${opts.envFile}: the file does not exist; expected a dotenv file (copy .env.example to .env)`);
+    }
+  }
+  for (const key of Object.keys(fileValues)) {
+    if ((key.startsWith('CODEXK8S_') || key.startsWith('TARGET_') || key.startsWith('OPERATOR_')) && !SETTING_BY_NAME.has(key)) {
+      const near = SETTINGS.map((s) => s.name).sort((a, b) => levenshtein(key, a) - levenshtein(key, b))[0] ?? '';
+      warnings.push(`${key} in ${opts.envFile} is not a known setting${levenshtein(key, near) <= 3 ? ` (did you mean ${near}?)` : ''}; it is ignored`);
+    }
+  }
+
+  const values: Values = {};
+  for (const s of SETTINGS) {
+    if (!inScope(s, opts.side)) continue;
+    let raw: string | undefined;
+    const fromEnv = env[s.name];
+    if (fromEnv !== undefined && fromEnv !== '') {
+      raw = fromEnv;
+      sources[s.name] = 'env';
+    } else if (fileValues[s.name] !== undefined && fileValues[s.name] !== '') {
+      raw = fileValues[s.name];
+      sources[s.name] = 'file';
+    }
+    raw = raw?.trim();
+    if (raw !== undefined && s.secret) registerSecret(raw);
+
+    // The operator key is normally read from a file on the laptop.
+    if (s.name === 'OPERATOR_SSH_PUBKEY' && raw === undefined && opts.side === 'host') {
+      const path = values['OPERATOR_SSH_PUBKEY_PATH'] as string | undefined;
+      if (path) {
+        const read = readSmallFile(path);
+        if (read.ok) {
+          raw = read.text.trim();
+          sources[s.name] = 'derived';
+        } else {
+          (strict ? problems : warnings).push(`OPERATOR_SSH_PUBKEY_PATH: ${read.why} (${path}); expected a readable OpenSSH public key file`);
+          continue;
+        }
+      }
+    }
+
+    if (raw === undefined) {
+      const def = typeof s.default === 'function' ? s.default(values) : s.default;
+      if (def !== undefined) {
+        raw = def;
+        sources[s.name] = 'default';
+      }
+    }
+    const required = typeof s.required === 'function' ? s.required(values) : (s.required ?? false);
+    if (raw === undefined) {
+      if (required) {
+        if (s.secret) missingSecrets.push(s.name);
+        else problems.push(`${s.name}: is not set; it is required${s.requiredText ? ' ' + s.requiredText : ''}. ${s.description}`);
+      }
+      continue;
+    }
+    const parsed = parseValue(s, raw);
+    if (!parsed.ok) {
+      problems.push(`${s.name}: ${parsed.why}; expected ${parsed.expected}`);
+      continue;
+    }
+    values[s.name] = parsed.value;
+  }
+
+  crossChecks(values, opts.side, strict, problems, warnings);
+  if (strict && missingSecrets.length > 0) {
+    for (const name of missingSecrets) problems.push(`${name}: is not set; it is a required secret. Put it in the env file, export it, or run on a terminal without --yes to be prompted.`);
+  }
+  return { config: makeConfig(values), problems, warnings, missingSecrets, sources };
+}
+
+function readSmallFile(path: string): { ok: true; text: string } | { ok: false; why: string } {
+  try {
+    const st = statSync(path);
+    if (!st.isFile()) return { ok: false, why: 'is not a file' };
+    if (st.size > 64 * 1024) return { ok: false, why: 'is too large for a key file' };
+    return { ok: true, text: readFileSync(path, 'utf8') };
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return { ok: false, why: code === 'ENOENT' ? 'the file does not exist' : code === 'EACCES' ? 'the file is not readable' : (e as Error).message };
+  }
+}
+
+function crossChecks(v: Values, side: 'host' | 'server', strict: boolean, problems: string[], warnings: string[]): void {
+  const min = v['CODEXK8S_RUNNER_MIN'];
+  const max = v['CODEXK8S_RUNNER_MAX'];
+  if (typeof min === 'number' && typeof max === 'number' && min > max)
+    problems.push(`CODEXK8S_RUNNER_MIN: ${min} is greater than CODEXK8S_RUNNER_MAX (${max}); expected MIN <= MAX`);
+  if (v['CODEXK8S_MODE'] === 'local' && v['CODEXK8S_STAGING_DOMAIN'] !== undefined)
+    warnings.push('CODEXK8S_STAGING_DOMAIN is set but CODEXK8S_MODE is local: the domain is not used (no TLS, no webhook)');
+  const warn = v['CODEXK8S_WARN_MEMORY_MIB'];
+  const fail = v['CODEXK8S_MIN_MEMORY_MIB'];
+  if (typeof warn === 'number' && typeof fail === 'number' && warn < fail)
+    problems.push(`CODEXK8S_WARN_MEMORY_MIB: ${warn} is below CODEXK8S_MIN_MEMORY_MIB (${fail}); expected WARN >= MIN`);
+  if (side === 'host') {
+    const key = v['TARGET_ROOT_SSH_KEY'];
+    if (typeof key === 'string') {
+      const r = readSmallFile(key);
+      if (!r.ok) (strict ? problems : warnings).push(`TARGET_ROOT_SSH_KEY: ${r.why} (${key}); expected the private key file for the root login`);
+      else if (/PUBLIC KEY|^ssh-/.test(r.text.slice(0, 80))) problems.push(`TARGET_ROOT_SSH_KEY: ${key} is a public key; expected the private key (without .pub)`);
+      else if ((statSync(key).mode & 0o077) !== 0)
+        (strict ? problems : warnings).push(`TARGET_ROOT_SSH_KEY: ${key} is readable by other users (mode 0${(statSync(key).mode & 0o777).toString(8)}), and ssh refuses such keys; expected mode 0600 (chmod 600 ${key})`);
+    }
+    if (v['OPERATOR_SSH_PUBKEY'] === undefined && !problems.some((p) => p.startsWith('OPERATOR_SSH_PUBKEY')) && strict)
+      problems.push('OPERATOR_SSH_PUBKEY: is not set and OPERATOR_SSH_PUBKEY_PATH gave no key; expected an OpenSSH public key');
+  } else if (v['OPERATOR_SSH_PUBKEY'] === undefined && strict) {
+    problems.push('OPERATOR_SSH_PUBKEY: is not set in the server config; expected the operator public key (the launcher writes it)');
+  }
+}
+
+/** Mask every secret in `values` (for printing a config). */
+export function describeValue(name: string, value: Value | undefined): string {
+  const s = SETTING_BY_NAME.get(name);
+  if (value === undefined) return '(unset)';
+  if (s?.secret) return '***';
+  if (Array.isArray(value)) return value.join(' ');
+  if (typeof value === 'object') return Object.entries(value).map(([k, x]) => `${k}=${x}`).join(',');
+  if (s?.kind === 'duration') return formatDuration(value as number);
+  return String(value);
+}
+
+/** 300 -> 5m, 5400 -> 1h30m, 45 -> 45s (the form parseDuration reads back). */
+export function formatDuration(seconds: number): string {
+  const h = Math.floor(seconds / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  const s = seconds % 60;
+  return `${h ? `${h}h` : ''}${m ? `${m}m` : ''}${s || (!h && !m) ? `${s}s` : ''}`;
+}
+
+function rawForm(s: Setting, value: Value): string {
+  if (Array.isArray(value)) return value.join(' ');
+  if (typeof value === 'object') return Object.entries(value).map(([k, x]) => `${k}=${x}`).join(',');
+  if (s.kind === 'duration') return formatDuration(value as number);
+  return String(value);
+}
+
+/** One dotenv value, quoted so that dotenv reads it back unchanged. */
+export function quoteDotenv(value: string): string {
+  if (value.includes('\n') || value.includes('\r')) throw new Error('multi-line values are not supported in bootstrap.env');
+  for (const q of ["'", '"', '`']) if (!value.includes(q)) return `${q}${value}${q}`;
+  throw new Error('a value that contains all of \' " ` cannot be written to bootstrap.env');
+}
+
+/** The server's bootstrap.env: every setting the remote steps use, nothing that stays on the laptop. */
+export function serializeServerEnv(config: Config): string {
+  const lines = ['# Written by bootstrap_remote_staging.mts. Holds secrets: keep it 0600, root-owned.', ''];
+  for (const s of SETTINGS) {
+    if (s.scope === 'host') continue;
+    const v = config[s.name];
+    if (v === undefined) continue;
+    lines.push(`${s.name}=${quoteDotenv(rawForm(s, v))}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+/** A stable hash of the settings a server run depends on (the journal records it per step). */
+export function configHash(config: Config): string {
+  return createHash('sha256').update(serializeServerEnv(config)).digest('hex').slice(0, 16);
+}
+
+export function secretSettings(): Setting[] {
+  return SETTINGS.filter((s) => s.secret);
+}

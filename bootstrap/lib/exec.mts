@@ -1,0 +1,104 @@
+// The only module that starts processes (with lib/ssh.mts building on it).
+// Commands are argv arrays; zx quotes every element (`$\`${argv}\``), so no shell string is ever built by hand.
+// Secret values travel on stdin (`input`), never in argv.
+import { $ } from 'zx';
+import type { Readable } from 'node:stream';
+import { OperationError } from './errors.mts';
+import { mask } from './redact.mts';
+import type { Logger } from './log.mts';
+
+$.verbose = false;
+$.quiet = true;
+
+export interface RunOptions {
+  /** Bytes for the process's stdin. Use this for every secret. */
+  input?: string | Buffer | Readable;
+  env?: Record<string, string | undefined>;
+  cwd?: string;
+  /** Return non-zero exit codes instead of throwing. */
+  allowFail?: boolean;
+  /** Kill the process after this long; a timeout is a failure. */
+  timeoutSeconds?: number;
+  /** Called for each complete stdout / stderr line as it arrives (live streaming). */
+  onStdoutLine?: (line: string) => void;
+  onStderrLine?: (line: string) => void;
+  log?: Logger;
+}
+
+export interface RunResult {
+  argv: readonly string[];
+  stdout: string;
+  stderr: string;
+  exitCode: number;
+  seconds: number;
+}
+
+export class CommandError extends OperationError {
+  readonly result: RunResult;
+  constructor(result: RunResult, what?: string) {
+    const cmd = mask(result.argv.join(' '));
+    const tail = mask(result.stderr.trim().split('\n').slice(-15).join('\n'));
+    super(`${what ?? 'command failed'}: ${cmd} (exit ${result.exitCode})`, { detail: tail || undefined });
+    this.result = result;
+  }
+}
+
+function lineSplitter(cb: (line: string) => void): { push(chunk: Buffer | string): void; end(): void } {
+  let buf = '';
+  return {
+    push(chunk) {
+      buf += chunk.toString();
+      let i: number;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        cb(buf.slice(0, i));
+        buf = buf.slice(i + 1);
+      }
+    },
+    end() {
+      if (buf.length > 0) cb(buf);
+      buf = '';
+    },
+  };
+}
+
+export async function run(argv: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  if (argv.length === 0) throw new Error('run(): empty argv');
+  const started = performance.now();
+  opts.log?.detail(`$ ${argv.join(' ')}`);
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries({ ...process.env, ...opts.env })) if (v !== undefined) env[k] = v;
+  const p = $({
+    input: opts.input,
+    env,
+    cwd: opts.cwd,
+    nothrow: true,
+    quiet: true,
+    verbose: false,
+    timeout: opts.timeoutSeconds ? `${opts.timeoutSeconds}s` : undefined,
+  })`${argv}`;
+  const outLines = opts.onStdoutLine ? lineSplitter(opts.onStdoutLine) : undefined;
+  const errLines = opts.onStderrLine ? lineSplitter(opts.onStderrLine) : undefined;
+  if (outLines) p.stdout.on('data', (c: Buffer) => outLines.push(c));
+  if (errLines) p.stderr.on('data', (c: Buffer) => errLines.push(c));
+  const out = await p;
+  outLines?.end();
+  errLines?.end();
+  const result: RunResult = {
+    argv,
+    stdout: out.stdout,
+    stderr: out.stderr,
+    exitCode: out.exitCode ?? (out.signal ? 128 : 1),
+    seconds: (performance.now() - started) / 1000,
+  };
+  if (out.signal && opts.timeoutSeconds) {
+    throw new CommandError(result, `timed out after ${opts.timeoutSeconds}s`);
+  }
+  if (result.exitCode !== 0 && !opts.allowFail) throw new CommandError(result);
+  return result;
+}
+
+/** True when `name` is an executable on PATH (no process needed for the answer to be wrong later: check once). */
+export async function which(name: string): Promise<string | undefined> {
+  const r = await run(['sh', '-c', 'command -v "$1"', 'which', name], { allowFail: true });
+  return r.exitCode === 0 ? r.stdout.trim() : undefined;
+}

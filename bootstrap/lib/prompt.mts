@@ -1,0 +1,36 @@
+// Asking for a missing secret on a terminal, without echo. Never used without a TTY or with --yes.
+import type { Readable, Writable } from 'node:stream';
+import { UsageError } from './errors.mts';
+
+type TtyIn = Readable & { isTTY?: boolean; setRawMode?: (mode: boolean) => unknown };
+
+export function canPrompt(input: TtyIn = process.stdin): boolean {
+  return Boolean(input.isTTY) && typeof input.setRawMode === 'function';
+}
+
+/** Reads one line with echo off. Ctrl-C aborts (exit 2: nothing was touched), backspace edits. */
+export function readHidden(prompt: string, input: TtyIn = process.stdin, output: Writable = process.stderr): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    output.write(prompt);
+    input.setRawMode?.(true);
+    input.resume();
+    const finish = (err?: Error) => {
+      input.off('data', onData);
+      input.setRawMode?.(false);
+      input.pause();
+      output.write('\n');
+      if (err) reject(err);
+      else resolve(buf.trim());
+    };
+    const onData = (chunk: Buffer | string) => {
+      for (const ch of chunk.toString()) {
+        if (ch === '\r' || ch === '\n') return finish();
+        if (ch === '\u0003' || ch === '\u0004') return finish(new UsageError('interrupted while reading a secret; nothing was changed'));
+        if (ch === '\u007f' || ch === '\b') buf = buf.slice(0, -1);
+        else buf += ch;
+      }
+    };
+    input.on('data', onData);
+  });
+}

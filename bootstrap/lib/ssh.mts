@@ -1,0 +1,162 @@
+// SSH through the system `ssh`: one multiplexed master connection that every later command reuses.
+// The host key is pinned per target in a known_hosts file the launcher keeps (accept-new records it on the
+// first connection; a later mismatch stops the run). ~/.ssh/config is honoured; extra options pass through.
+//
+// The builders (sshBaseArgs, masterArgs, commandArgs, remoteCommand, shellQuote) are pure: tests assert them.
+import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { run, CommandError } from './exec.mts';
+import type { RunResult } from './exec.mts';
+import { OperationError } from './errors.mts';
+import type { Logger } from './log.mts';
+
+export interface SshTarget {
+  host: string;
+  port: number;
+  user: string;
+  identityFile: string;
+  knownHostsFile: string;
+  controlPath: string;
+  extraOptions: readonly string[];
+}
+
+const SAFE = /^[A-Za-z0-9_\-.,:/@=+%^]+$/;
+
+/** POSIX shell quoting for one word of the remote command line (ssh sends one string to the remote shell). */
+export function shellQuote(word: string): string {
+  if (word !== '' && SAFE.test(word)) return word;
+  return `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+export function remoteCommand(argv: readonly string[]): string {
+  return argv.map(shellQuote).join(' ');
+}
+
+export function destination(t: SshTarget): string {
+  return `${t.user}@${t.host}`;
+}
+
+/** Known-hosts file for one target: per host and port, so two servers never share a pin. */
+export function knownHostsPath(stateDir: string, host: string, port: number): string {
+  return join(stateDir, 'known_hosts', `${host.replace(/[^A-Za-z0-9.-]/g, '_')}_${port}`);
+}
+
+export function sshBaseArgs(t: SshTarget): string[] {
+  return [
+    '-p', String(t.port),
+    '-i', t.identityFile,
+    '-o', 'IdentitiesOnly=yes',
+    '-o', 'BatchMode=yes',
+    '-o', `UserKnownHostsFile=${t.knownHostsFile}`,
+    '-o', 'StrictHostKeyChecking=accept-new',
+    '-o', 'UpdateHostKeys=no',
+    '-o', `ControlPath=${t.controlPath}`,
+    '-o', 'ConnectTimeout=20',
+    '-o', 'ServerAliveInterval=15',
+    '-o', 'ServerAliveCountMax=4',
+    ...t.extraOptions,
+  ];
+}
+
+/** Starts the master in the background once authenticated; it lives until `-O exit` or 10 idle minutes. */
+export function masterArgs(t: SshTarget): string[] {
+  return ['ssh', ...sshBaseArgs(t), '-o', 'ControlMaster=yes', '-o', 'ControlPersist=600', '-N', '-f', destination(t)];
+}
+
+export function commandArgs(t: SshTarget, remoteArgv: readonly string[]): string[] {
+  return ['ssh', ...sshBaseArgs(t), '-o', 'ControlMaster=no', destination(t), '--', remoteCommand(remoteArgv)];
+}
+
+export function checkArgs(t: SshTarget): string[] {
+  return ['ssh', ...sshBaseArgs(t), '-O', 'check', destination(t)];
+}
+
+export function exitArgs(t: SshTarget): string[] {
+  return ['ssh', ...sshBaseArgs(t), '-O', 'exit', destination(t)];
+}
+
+export function explainSshFailure(t: SshTarget, stderr: string): OperationError {
+  if (/REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed|host key for .* has changed/i.test(stderr)) {
+    return new OperationError(
+      `the SSH host key of ${t.host}:${t.port} differs from the one pinned in ${t.knownHostsFile}. ` +
+        'Either the server was rebuilt, or something is intercepting the connection. The run stopped before sending anything.',
+      {
+        hint: `if (and only if) you rebuilt this server, forget the old key: ssh-keygen -R '${t.port === 22 ? t.host : `[${t.host}]:${t.port}`}' -f ${t.knownHostsFile}`,
+        detail: stderr.trim(),
+      },
+    );
+  }
+  if (/Permission denied/i.test(stderr)) {
+    return new OperationError(`SSH login as ${t.user}@${t.host}:${t.port} with ${t.identityFile} was refused`, {
+      hint: `check that the key is in /${t.user === 'root' ? 'root' : 'home/' + t.user}/.ssh/authorized_keys on the server: ssh -i ${t.identityFile} -p ${t.port} ${destination(t)} true`,
+      detail: stderr.trim(),
+    });
+  }
+  return new OperationError(`cannot connect to ${t.host}:${t.port} over SSH`, {
+    hint: `try by hand: ssh -v -i ${t.identityFile} -p ${t.port} ${destination(t)} true`,
+    detail: stderr.trim(),
+  });
+}
+
+export interface RemoteRunOptions {
+  input?: string | Buffer | Readable;
+  allowFail?: boolean;
+  onStdoutLine?: (line: string) => void;
+  onStderrLine?: (line: string) => void;
+  timeoutSeconds?: number;
+}
+
+/** One multiplexed connection to the server. All remote work goes through `run`. */
+export class SshSession {
+  readonly target: SshTarget;
+  private readonly log: Logger;
+  private controlDir: string | undefined;
+  private open = false;
+
+  private constructor(target: SshTarget, log: Logger, controlDir: string) {
+    this.target = target;
+    this.log = log;
+    this.controlDir = controlDir;
+  }
+
+  static async connect(opts: Omit<SshTarget, 'controlPath'> & { log: Logger }): Promise<SshSession> {
+    // A private directory for the control socket: only we can reach the master through it.
+    const controlDir = mkdtempSync(join(tmpdir(), 'ck8s-ssh-'));
+    const target: SshTarget = { ...opts, controlPath: join(controlDir, 'cm') };
+    mkdirSync(join(opts.knownHostsFile, '..'), { recursive: true, mode: 0o700 });
+    const s = new SshSession(target, opts.log, controlDir);
+    const r = await run(masterArgs(target), { allowFail: true, log: opts.log, timeoutSeconds: 60 });
+    if (r.exitCode !== 0) {
+      s.cleanupDir();
+      throw explainSshFailure(target, r.stderr);
+    }
+    s.open = true;
+    return s;
+  }
+
+  async run(remoteArgv: readonly string[], opts: RemoteRunOptions = {}): Promise<RunResult> {
+    if (!this.open) throw new Error('SSH session is closed');
+    const r = await run(commandArgs(this.target, remoteArgv), { ...opts, allowFail: true, log: this.log });
+    // 255 is ssh's own failure (connection, host key); anything else is the remote command's exit code.
+    if (r.exitCode === 255 && /^(ssh:|Host key|@@@|mux_client|Control socket|kex_|Connection)/m.test(r.stderr)) {
+      throw explainSshFailure(this.target, r.stderr);
+    }
+    if (r.exitCode !== 0 && !opts.allowFail) throw new CommandError({ ...r, argv: remoteArgv }, 'remote command failed');
+    return r;
+  }
+
+  async close(): Promise<void> {
+    if (this.open) {
+      this.open = false;
+      await run(exitArgs(this.target), { allowFail: true, timeoutSeconds: 15 });
+    }
+    this.cleanupDir();
+  }
+
+  private cleanupDir(): void {
+    if (this.controlDir) rmSync(this.controlDir, { recursive: true, force: true });
+    this.controlDir = undefined;
+  }
+}

@@ -1,0 +1,108 @@
+// The journal (/var/lib/codex-k8s-bootstrap/state.json): per step, the last status, times, what changed and
+// the hash of the config it ran with. The remote step runner writes it; the launcher reads it for
+// --from / --only and for the summary. Selection and resume rules are pure functions, tested without a server.
+import { readFileSync, writeFileSync, renameSync, mkdirSync, existsSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { UsageError } from './errors.mts';
+
+export type StepStatus = 'running' | 'ok' | 'failed';
+
+export interface StepRecord {
+  status: StepStatus;
+  startedAt: string;
+  endedAt?: string;
+  seconds?: number;
+  changes: string[];
+  configHash: string;
+  runId: string;
+  error?: string;
+}
+
+export interface Journal {
+  version: 1;
+  steps: Record<string, StepRecord>;
+  /** The last runs of any step, newest last (bounded). */
+  history: Array<{ step: string; status: StepStatus; at: string; runId: string; changed: number }>;
+}
+
+const HISTORY_LIMIT = 200;
+
+export function emptyJournal(): Journal {
+  return { version: 1, steps: {}, history: [] };
+}
+
+export function parseJournal(text: string): Journal {
+  if (text.trim() === '') return emptyJournal();
+  const j = JSON.parse(text) as Partial<Journal>;
+  if (j.version !== 1 || typeof j.steps !== 'object' || j.steps === null) throw new Error('not a version 1 journal');
+  return { version: 1, steps: j.steps, history: Array.isArray(j.history) ? j.history : [] };
+}
+
+export function readJournal(path: string): Journal {
+  if (!existsSync(path)) return emptyJournal();
+  return parseJournal(readFileSync(path, 'utf8'));
+}
+
+/** Atomic: a crash mid-write leaves the previous journal intact. */
+export function writeJournal(path: string, j: Journal): void {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, JSON.stringify(j, null, 2) + '\n', { mode: 0o600 });
+  renameSync(tmp, path);
+}
+
+export function recordStep(j: Journal, step: string, rec: StepRecord): Journal {
+  const steps = { ...j.steps, [step]: rec };
+  const history = rec.status === 'running' ? j.history : [...j.history, { step, status: rec.status, at: rec.endedAt ?? rec.startedAt, runId: rec.runId, changed: rec.changes.length }].slice(-HISTORY_LIMIT);
+  return { version: 1, steps, history };
+}
+
+/** Accepts the full name (10_operator_user), its number (10) or its words (operator_user). */
+export function resolveStepName(all: readonly string[], given: string, flag: string): string {
+  const g = given.trim();
+  const hit = all.find((n) => n === g || n.split('_')[0] === g || n.slice(n.indexOf('_') + 1) === g);
+  if (!hit) throw new UsageError(`${flag}: "${given}" is not a step; expected one of: ${all.join(', ')}`);
+  return hit;
+}
+
+export interface Selection {
+  from?: string;
+  only?: readonly string[];
+}
+
+/** The steps a run executes, in catalogue order. */
+export function selectSteps(all: readonly string[], sel: Selection): string[] {
+  if (sel.from !== undefined && sel.only !== undefined) throw new UsageError('--from and --only cannot be combined; expected one of them');
+  if (sel.only !== undefined) {
+    const wanted = new Set(sel.only.map((s) => resolveStepName(all, s, '--only')));
+    return all.filter((n) => wanted.has(n));
+  }
+  if (sel.from !== undefined) {
+    const start = resolveStepName(all, sel.from, '--from');
+    return all.slice(all.indexOf(start));
+  }
+  return [...all];
+}
+
+/**
+ * Steps skipped by --from / --only must have succeeded on this server before: every step relies on the
+ * ones before it. Returns problems (refuse to run) and warnings (ran with another config).
+ */
+export function checkPrerequisites(all: readonly string[], selected: readonly string[], j: Journal, configHash: string): { problems: string[]; warnings: string[] } {
+  const problems: string[] = [];
+  const warnings: string[] = [];
+  if (selected.length === 0) return { problems, warnings };
+  const first = all.indexOf(selected[0] as string);
+  for (const name of all.slice(0, first)) {
+    const rec = j.steps[name];
+    if (!rec) problems.push(`${name} has never run on this server; it must succeed before ${selected[0]}. Run without --from/--only, or with --from ${name}`);
+    else if (rec.status !== 'ok') problems.push(`${name} is ${rec.status} on this server (since ${rec.endedAt ?? rec.startedAt}); resume with --from ${name}`);
+    else if (rec.configHash !== configHash) warnings.push(`${name} last succeeded with a different configuration (config hash ${rec.configHash}, now ${configHash}); consider --from ${name}`);
+  }
+  return { problems, warnings };
+}
+
+/** The step a failed run should be resumed from: the first selected step that is not ok. */
+export function resumePoint(selected: readonly string[], j: Journal): string | undefined {
+  return selected.find((n) => j.steps[n]?.status !== 'ok');
+}

@@ -1,0 +1,187 @@
+// The remote step runner. Every bootstrap/remote/NN_name.mts calls runStep() with its check() and apply():
+//   check()  read-only; returns drift lines ("user codex does not exist"), empty when converged
+//   apply()  fixes the drift; returns what it changed
+// The runner does check -> apply (only when drifting) -> check again; drift left after apply is a failure
+// that names what is still wrong. `--check` prints the drift and changes nothing (exit 0 clean, 1 drift).
+//
+// Run by the launcher, a step receives CODEXK8S_RUN_ID and CODEXK8S_LOCK_TOKEN; run by hand, it takes the
+// server lock itself. Either way it journals its result and appends to /var/log/codex-k8s-bootstrap/.
+import { mkdirSync, readFileSync, writeFileSync, rmSync, renameSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { loadConfig, configHash } from './config.mts';
+import type { Config } from './config.mts';
+import { Logger, color } from './log.mts';
+import { parseCli, helpText, runMain } from './cli.mts';
+import type { CliSpec } from './cli.mts';
+import { UsageError, OperationError, EXIT_LOCKED } from './errors.mts';
+import { stepInfo } from './catalogue.mts';
+import { REMOTE, RESULT_MARKER } from './paths.mts';
+import { readJournal, writeJournal, recordStep } from './state.mts';
+import { parseOwner, formatOwner, explainHeldLock } from './lock.mts';
+import { mask } from './redact.mts';
+
+export interface StepContext {
+  readonly cfg: Config;
+  readonly log: Logger;
+  readonly runId: string;
+}
+
+export interface StepImpl {
+  check(ctx: StepContext): Promise<string[]>;
+  apply(ctx: StepContext, drift: readonly string[]): Promise<string[]>;
+}
+
+export interface StepResult {
+  status: 'unchanged' | 'changed' | 'failed' | 'drift';
+  changes: string[];
+  drift: string[];
+  seconds: number;
+  error?: string;
+}
+
+export function stepCliSpec(name: string): CliSpec {
+  const info = stepInfo(name);
+  return {
+    name: `${name}.mts`,
+    usage: `${REMOTE.base}/bootstrap/remote/${name}.mts [--check] [--env-file PATH] [--verbose]`,
+    summary: `${info.title}\nRuns on the server as root. Idempotent: checks first, changes only what drifts, checks again.`,
+    flags: [
+      { name: 'help', short: 'h', type: 'boolean', description: 'show this help and exit' },
+      { name: 'check', type: 'boolean', description: 'print what drifts from the wanted state and change nothing (exit 0 clean, 1 drift)' },
+      { name: 'env-file', type: 'string', value: 'PATH', description: `configuration to read (default ${REMOTE.envFile})` },
+      { name: 'verbose', short: 'v', type: 'boolean', description: 'print every command it runs' },
+    ],
+    sections: [
+      { title: 'Checks', body: info.checks.map((c) => `- ${c}`).join('\n') },
+      { title: 'Changes', body: info.changes.map((c) => `- ${c}`).join('\n') },
+      {
+        title: 'Files',
+        body: `reads   ${REMOTE.envFile} (written by the launcher)\njournal ${REMOTE.journal}\nlogs    ${REMOTE.logDir}/<run-id>.log\nlock    ${REMOTE.lockDir} (taken unless the launcher holds it)`,
+      },
+      { title: 'Exit codes', body: `0 converged (or clean with --check)\n1 failed, or drift found with --check\n2 bad flag or configuration\n${EXIT_LOCKED} another run holds the lock` },
+      { title: 'Example', body: `sudo ${REMOTE.base}/bootstrap/remote/${name}.mts --check` },
+    ],
+  };
+}
+
+/** Entry point of a step file: `await runStep('10_operator_user', { check, apply })`. */
+export async function runStep(name: string, impl: StepImpl, argv: readonly string[] = process.argv.slice(2)): Promise<never> {
+  const spec = stepCliSpec(name);
+  const log = new Logger();
+  return runMain(spec, log, async () => {
+    const flags = parseCli(spec, argv);
+    if (flags['help']) {
+      process.stdout.write(helpText(spec));
+      return 0;
+    }
+    log.verbose = Boolean(flags['verbose']);
+    const envFile = (flags['env-file'] as string | undefined) ?? REMOTE.envFile;
+    const loaded = loadConfig({ envFile, explicitEnvFile: true, side: 'server' });
+    for (const w of loaded.warnings) log.warn(w);
+    if (loaded.problems.length > 0) throw new UsageError(loaded.problems);
+
+    const fromLauncher = process.env['CODEXK8S_LAUNCHER'] === '1';
+    const runId = process.env['CODEXK8S_RUN_ID'] ?? newRunId();
+    const logDir = process.env['CODEXK8S_LOG_DIR'] ?? REMOTE.logDir;
+    log.setFile(join(logDir, `${runId}.log`));
+    const ctx: StepContext = { cfg: loaded.config, log, runId };
+
+    if (flags['check']) {
+      const drift = await impl.check(ctx);
+      for (const d of drift) log.info(`  ~ ${d}`);
+      log.info(drift.length === 0 ? color.green(`${name}: converged`) : color.yellow(`${name}: ${drift.length} drift(s)`));
+      return drift.length === 0 ? 0 : 1;
+    }
+
+    const lock = holdLock(name, process.env['CODEXK8S_LOCK_TOKEN'], loaded.config.get<number>('CODEXK8S_LOCK_STALE_AFTER'));
+    if (!fromLauncher) log.info(color.bold(`==> ${name}`));
+    const result = await converge(name, impl, ctx, configHash(loaded.config));
+    lock.release();
+    if (!fromLauncher) {
+      log.stepFooter({ status: result.status === 'failed' ? 'failed' : result.status === 'changed' ? 'changed' : 'unchanged', changed: result.changes.length, seconds: result.seconds });
+    }
+    process.stdout.write(`${RESULT_MARKER} ${mask(JSON.stringify(result))}\n`);
+    if (result.status === 'failed') {
+      log.error(`${name} failed: ${result.error ?? 'unknown error'}`);
+      return 1;
+    }
+    return 0;
+  });
+}
+
+/** check -> apply -> check, journaled. Never throws: a failure is a result. */
+export async function converge(name: string, impl: StepImpl, ctx: StepContext, cfgHash: string, journalPath: string = process.env['CODEXK8S_JOURNAL'] ?? REMOTE.journal): Promise<StepResult> {
+  const started = performance.now();
+  const startedAt = new Date().toISOString();
+  const seconds = () => Math.round((performance.now() - started) / 100) / 10;
+  writeJournal(journalPath, recordStep(readJournal(journalPath), name, { status: 'running', startedAt, changes: [], configHash: cfgHash, runId: ctx.runId }));
+  let changes: string[] = [];
+  let drift: string[] = [];
+  try {
+    drift = await impl.check(ctx);
+    if (drift.length > 0) {
+      for (const d of drift) ctx.log.info(`  ~ ${d}`);
+      changes = await impl.apply(ctx, drift);
+      for (const c of changes) ctx.log.info(`  + ${c}`);
+      const left = await impl.check(ctx);
+      if (left.length > 0) throw new OperationError(`still drifting after apply: ${left.join('; ')}`);
+    }
+    const status = changes.length > 0 || drift.length > 0 ? 'changed' : 'unchanged';
+    const endedAt = new Date().toISOString();
+    writeJournal(journalPath, recordStep(readJournal(journalPath), name, { status: 'ok', startedAt, endedAt, seconds: seconds(), changes, configHash: cfgHash, runId: ctx.runId }));
+    return { status, changes, drift, seconds: seconds() };
+  } catch (e) {
+    const err = e as OperationError;
+    const message = mask(err.message ?? String(e));
+    if (err.detail) ctx.log.info(color.dim(err.detail.split('\n').map((l) => `  | ${l}`).join('\n')));
+    if (err.hint) ctx.log.info(`next: ${err.hint}`);
+    const endedAt = new Date().toISOString();
+    writeJournal(journalPath, recordStep(readJournal(journalPath), name, { status: 'failed', startedAt, endedAt, seconds: seconds(), changes, configHash: cfgHash, runId: ctx.runId, error: message }));
+    return { status: 'failed', changes, drift, seconds: seconds(), error: message };
+  }
+}
+
+export function newRunId(): string {
+  return new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z') + '-' + randomBytes(2).toString('hex');
+}
+
+/** With the launcher's token: verify it owns the lock and record the step. Without: take the lock for this step. */
+function holdLock(step: string, token: string | undefined, staleAfter: number): { release(): void } {
+  const dir = process.env['CODEXK8S_LOCK_DIR'] ?? REMOTE.lockDir;
+  const ownerFile = join(dir, 'owner');
+  if (token) {
+    let owner;
+    try {
+      owner = parseOwner(readFileSync(ownerFile, 'utf8'));
+    } catch {
+      throw new OperationError(`the launcher's lock ${dir} is gone; refusing to run ${step} unlocked`, { exitCode: EXIT_LOCKED });
+    }
+    if (owner.token !== token) throw new OperationError(`the lock ${dir} belongs to another run (${owner.holder}); refusing to run ${step}`, { exitCode: EXIT_LOCKED });
+    writeFileSync(`${ownerFile}.tmp`, formatOwner({ ...owner, step }));
+    renameSync(`${ownerFile}.tmp`, ownerFile);
+    return { release() {} };
+  }
+  mkdirSync(join(dir, '..'), { recursive: true });
+  const mine = randomBytes(8).toString('hex');
+  try {
+    mkdirSync(dir, { mode: 0o700 });
+  } catch {
+    let owner;
+    try {
+      owner = parseOwner(readFileSync(ownerFile, 'utf8'));
+    } catch {
+      owner = { token: '', holder: 'unknown (no owner file)', since: 0, step: '-' };
+    }
+    const { message, hint } = explainHeldLock(owner, Math.floor(Date.now() / 1000), staleAfter, '');
+    throw new OperationError(message, { hint: hint.replace('clear the lock:  ', 'clear the lock: '), exitCode: EXIT_LOCKED });
+  }
+  writeFileSync(ownerFile, formatOwner({ token: mine, holder: `${process.env['SUDO_USER'] ?? 'root'}@${hostname()} (by hand, pid ${process.pid})`, since: Math.floor(Date.now() / 1000), step }));
+  const release = () => rmSync(dir, { recursive: true, force: true });
+  process.once('SIGINT', () => {
+    release();
+    process.exit(130);
+  });
+  return { release };
+}

@@ -1,0 +1,86 @@
+// What the launcher uploads to the server: bootstrap/, manifests/, package.json and the production
+// node_modules (pure JS only), as one tar stream. The tree hash lets a re-run skip an identical upload.
+import { readFileSync, readdirSync, statSync, existsSync, lstatSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { createHash } from 'node:crypto';
+import { OperationError } from './errors.mts';
+
+interface LockPackage {
+  dev?: boolean;
+  devOptional?: boolean;
+  optional?: boolean;
+  link?: boolean;
+}
+
+/** node_modules/<pkg> directories needed at run time, from package-lock.json (no npm process needed). */
+export function productionPackages(lockText: string): string[] {
+  const lock = JSON.parse(lockText) as { packages?: Record<string, LockPackage> };
+  if (!lock.packages) throw new OperationError('package-lock.json has no "packages" map (lockfileVersion >= 2 expected); run npm install');
+  return Object.entries(lock.packages)
+    .filter(([path, p]) => path.startsWith('node_modules/') && !p.dev && !p.devOptional && !p.link)
+    .map(([path]) => path)
+    .sort();
+}
+
+function walk(root: string, rel: string, out: string[]): void {
+  const abs = join(root, rel);
+  const st = lstatSync(abs);
+  if (st.isSymbolicLink()) return; // .bin links are not needed on the server
+  if (st.isDirectory()) {
+    for (const name of readdirSync(abs).sort()) {
+      if (rel === '' && name === 'node_modules') continue;
+      walk(root, rel === '' ? name : join(rel, name), out);
+    }
+  } else if (st.isFile()) out.push(rel);
+}
+
+export interface UploadTree {
+  /** Paths relative to the repository root, sorted; what tar packs. */
+  files: string[];
+  /** sha256 over every path, mode and content. */
+  hash: string;
+}
+
+/**
+ * Lists the files to upload. Nested node_modules of production packages come along with their parent;
+ * a native addon (.node) is refused: the server runtime may not match the laptop's.
+ */
+export function buildUploadTree(repoRoot: string): UploadTree {
+  const files: string[] = [];
+  for (const dir of ['bootstrap', 'manifests']) if (existsSync(join(repoRoot, dir))) walk(repoRoot, dir, files);
+  files.push('package.json');
+  const lockPath = join(repoRoot, 'package-lock.json');
+  if (!existsSync(lockPath)) throw new OperationError('package-lock.json is missing; run npm ci first');
+  const pkgs = productionPackages(readFileSync(lockPath, 'utf8'));
+  const seen = new Set<string>();
+  for (const p of pkgs) {
+    if (!existsSync(join(repoRoot, p))) throw new OperationError(`${p} is missing; run npm ci first`);
+    // A nested production package (node_modules/a/node_modules/b) is inside its parent's walk already.
+    if ([...seen].some((s) => p.startsWith(s + '/'))) continue;
+    seen.add(p);
+    const before = files.length;
+    walkPackage(repoRoot, p, files);
+    if (files.length === before) throw new OperationError(`${p} has no files; run npm ci`);
+  }
+  const native = files.filter((f) => f.endsWith('.node'));
+  if (native.length > 0) throw new OperationError(`production dependencies contain native addons (${native.join(', ')}); only pure-JS packages can be uploaded`);
+  const h = createHash('sha256');
+  for (const f of files) {
+    const abs = join(repoRoot, f);
+    h.update(`${f}\0${(statSync(abs).mode & 0o111) !== 0 ? 'x' : '-'}\0`);
+    h.update(readFileSync(abs));
+    h.update('\0');
+  }
+  return { files, hash: h.digest('hex') };
+}
+
+function walkPackage(root: string, rel: string, out: string[]): void {
+  const abs = join(root, rel);
+  for (const name of readdirSync(abs).sort()) {
+    const childRel = join(rel, name);
+    const st = lstatSync(join(root, childRel));
+    if (st.isSymbolicLink()) continue;
+    if (st.isDirectory()) walkPackage(root, childRel, out);
+    else if (st.isFile()) out.push(relative(root, join(root, childRel)));
+  }
+}
