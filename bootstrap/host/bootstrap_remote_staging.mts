@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --import tsx
+#!/usr/bin/env -S node --import tsx --
 // The launcher: run on your laptop, from the repository root. It validates the whole configuration before
 // touching anything, opens ONE multiplexed SSH connection to the server as root (host key pinned), takes
 // the server lock, makes sure the pinned Node.js runtime is there, uploads this tree and the config, then
@@ -325,7 +325,8 @@ async function runSteps(ctx: Ctx, selected: readonly string[], opts: Options): P
     const r = await ctx.ssh.run(
       [
         'env', 'CODEXK8S_LAUNCHER=1', `CODEXK8S_RUN_ID=${ctx.runId}`, `CODEXK8S_LOCK_TOKEN=${ctx.lockToken}`,
-        REMOTE.nodeBin, `${REMOTE.base}/bootstrap/remote/${name}.mts`, ...(opts.verbose ? ['--verbose'] : []),
+        // `--` keeps node from reading a later --env-file as its own option (node scans the whole argv).
+        REMOTE.nodeBin, '--', `${REMOTE.base}/bootstrap/remote/${name}.mts`, ...(opts.verbose ? ['--verbose'] : []),
       ],
       {
         allowFail: true,

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --import tsx
+#!/usr/bin/env -S node --import tsx --
 // Generates .env.example and docs/configuration.md from the settings schema (bootstrap/lib/config.mts),
 // so the three never disagree. `--check` exits 1 when a generated file is out of date (run by npm test).
 import { readFileSync, writeFileSync, existsSync, mkdirSync } from 'node:fs';

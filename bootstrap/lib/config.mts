@@ -384,6 +384,7 @@ export function loadConfig(opts: LoadOptions): LoadResult {
   }
 
   const values: Values = {};
+  const unset: Setting[] = [];
   for (const s of SETTINGS) {
     if (!inScope(s, opts.side)) continue;
     let raw: string | undefined;
@@ -420,12 +421,8 @@ export function loadConfig(opts: LoadOptions): LoadResult {
         sources[s.name] = 'default';
       }
     }
-    const required = typeof s.required === 'function' ? s.required(values) : (s.required ?? false);
     if (raw === undefined) {
-      if (required) {
-        if (s.secret) missingSecrets.push(s.name);
-        else problems.push(`${s.name}: is not set; it is required${s.requiredText ? ' ' + s.requiredText : ''}. ${s.description}`);
-      }
+      unset.push(s);
       continue;
     }
     const parsed = parseValue(s, raw);
@@ -436,6 +433,13 @@ export function loadConfig(opts: LoadOptions): LoadResult {
     values[s.name] = parsed.value;
   }
 
+  // Required-when rules may depend on settings listed after them (the domain on the mode): second pass.
+  for (const s of unset) {
+    const required = typeof s.required === 'function' ? s.required(values) : (s.required ?? false);
+    if (!required) continue;
+    if (s.secret) missingSecrets.push(s.name);
+    else problems.push(`${s.name}: is not set; it is required${s.requiredText ? ' ' + s.requiredText : ''}. ${s.description}`);
+  }
   crossChecks(values, opts.side, strict, problems, warnings);
   if (strict && missingSecrets.length > 0) {
     for (const name of missingSecrets) problems.push(`${name}: is not set; it is a required secret. Put it in the env file, export it, or run on a terminal without --yes to be prompted.`);

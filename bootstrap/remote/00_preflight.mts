@@ -1,4 +1,4 @@
-#!/opt/codex-k8s-bootstrap/node/bin/node
+#!/opt/codex-k8s-bootstrap/node/bin/node --
 // 00_preflight: is this a server we can bootstrap? Changes nothing.
 // Each check gives ok / warn / fail with a reason and, when not ok, a fix. Any fail stops the run here,
 // before a single change; warnings are printed and the run goes on.

@@ -1,4 +1,4 @@
-#!/opt/codex-k8s-bootstrap/node/bin/node
+#!/opt/codex-k8s-bootstrap/node/bin/node --
 // 10_operator_user: the unprivileged operator account you use day to day (and that stays usable when root
 // login gets restricted): the user, your public key in its authorized_keys, passwordless sudo.
 // The sudoers drop-in is validated with `visudo -cf` before it replaces anything: a broken file never lands.

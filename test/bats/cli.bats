@@ -1,0 +1,164 @@
+#!/usr/bin/env bats
+# CLI behaviour of every script: --help, unknown flags, --dry-run touching nothing, validation errors.
+# A fake ssh/curl/scp first on PATH records any attempt to reach a server; the dry run also runs in an
+# empty network namespace when we can make one (root), so a network call could not succeed anyway.
+
+load '../../node_modules/bats-support/load'
+load '../../node_modules/bats-assert/load'
+
+LAUNCHER=./bootstrap/host/bootstrap_remote_staging.mts
+
+setup() {
+  cd "$BATS_TEST_DIRNAME/../.." || exit 1
+  FAKEBIN=$(mktemp -d)
+  CALLS="$FAKEBIN/calls"
+  for tool in ssh scp curl wget; do
+    printf '#!/bin/sh\necho "%s $*" >>"%s"\nexit 99\n' "$tool" "$CALLS" >"$FAKEBIN/$tool"
+    chmod +x "$FAKEBIN/$tool"
+  done
+  export PATH="$FAKEBIN:$PATH"
+  # Keys for the validation cases that must get past file checks.
+  KEYDIR=$(mktemp -d)
+  printf -- '-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n' >"$KEYDIR/id"
+  chmod 600 "$KEYDIR/id"
+  echo 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl op@laptop' >"$KEYDIR/id.pub"
+  unset CODEXK8S_GITHUB_PAT
+}
+
+teardown() {
+  rm -rf "$FAKEBIN" "$KEYDIR"
+}
+
+no_network_calls() {
+  if [ -s "$CALLS" ]; then
+    echo "unexpected calls:" >&2
+    cat "$CALLS" >&2
+    return 1
+  fi
+}
+
+in_empty_netns() {
+  if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && unshare --net true 2>/dev/null; then
+    unshare --net "$@"
+  else
+    "$@"
+  fi
+}
+
+@test "launcher --help exits 0 and lists every flag" {
+  run "$LAUNCHER" --help
+  assert_success
+  for flag in --help --env-file --dry-run --list --from --only --yes --verbose; do
+    assert_output --partial -- "$flag"
+  done
+  assert_output --partial "Exit codes"
+}
+
+@test "launcher: an unknown flag exits 2 with the usage line" {
+  run "$LAUNCHER" --frobnicate
+  assert_failure 2
+  assert_output --partial "unknown flag '--frobnicate'"
+  assert_output --partial "Usage: ./bootstrap/host/bootstrap_remote_staging.mts"
+  no_network_calls
+}
+
+@test "launcher: a flag without its value exits 2" {
+  run "$LAUNCHER" --from
+  assert_failure 2
+  assert_output --partial "Usage:"
+}
+
+@test "launcher --list prints the steps in order" {
+  run "$LAUNCHER" --list
+  assert_success
+  assert_line --index 0 --regexp '^01  00_preflight'
+  assert_line --index 1 --regexp '^02  10_operator_user'
+}
+
+@test "dry run with .env.example prints every step and the plan, and touches no network" {
+  run in_empty_netns "$LAUNCHER" --dry-run --env-file .env.example
+  assert_success
+  for f in bootstrap/remote/[0-9][0-9]_*.mts; do
+    name=$(basename "$f" .mts)
+    assert_output --regexp "==> \[[0-9]+/[0-9]+\] $name"
+  done
+  assert_output --partial "dry run: nothing is contacted"
+  assert_output --partial "CODEXK8S_GITHUB_PAT"
+  assert_output --partial "a real run asks for it"
+  no_network_calls
+  [ ! -d .bootstrap-logs ] || [ -z "$(find .bootstrap-logs -newer "$CALLS" 2>/dev/null)" ]
+}
+
+@test "dry run honours --from and --only" {
+  run "$LAUNCHER" --dry-run --env-file .env.example --only 10
+  assert_success
+  assert_output --partial "==> [01/01] 10_operator_user"
+  refute_output --partial "00_preflight"
+}
+
+@test "an unknown step name exits 2 and lists the real ones" {
+  run "$LAUNCHER" --dry-run --env-file .env.example --from 99_nope
+  assert_failure 2
+  assert_output --partial '--from: "99_nope" is not a step; expected one of: 00_preflight, 10_operator_user'
+}
+
+@test "bad settings: every problem at once, exit 2, nothing contacted" {
+  run env TARGET_HOST='root@bad host' TARGET_PORT=99999 CODEXK8S_GITHUB_REPO=nope CODEXK8S_MODE=server \
+    TARGET_ROOT_SSH_KEY="$KEYDIR/id" OPERATOR_SSH_PUBKEY_PATH="$KEYDIR/id.pub" \
+    "$LAUNCHER" --env-file .env.example --yes
+  assert_failure 2
+  assert_output --partial 'TARGET_HOST: "root@bad host" is not a host name or IP address'
+  assert_output --partial 'TARGET_PORT: "99999" is not a valid port; expected an integer from 1 to 65535'
+  assert_output --partial 'CODEXK8S_GITHUB_REPO: "nope" is not a repository; expected owner/name'
+  assert_output --partial 'CODEXK8S_STAGING_DOMAIN: is not set; it is required in server mode'
+  assert_output --partial 'CODEXK8S_GITHUB_PAT: is not set; it is a required secret'
+  assert_output --partial 'nothing was contacted'
+  no_network_calls
+}
+
+@test "a bad secret is named but never echoed" {
+  run env CODEXK8S_GITHUB_PAT='hunter2-is-my-password' TARGET_ROOT_SSH_KEY="$KEYDIR/id" OPERATOR_SSH_PUBKEY_PATH="$KEYDIR/id.pub" \
+    "$LAUNCHER" --env-file .env.example --yes
+  assert_failure 2
+  assert_output --partial 'CODEXK8S_GITHUB_PAT: the value (hidden) does not look like a GitHub token'
+  refute_output --partial 'hunter2'
+  no_network_calls
+}
+
+@test "a missing --env-file exits 2" {
+  run "$LAUNCHER" --dry-run --env-file /nonexistent/.env
+  assert_failure 2
+  assert_output --partial '--env-file /nonexistent/.env: the file does not exist'
+}
+
+@test "every remote step: --help exits 0 and says what it checks and changes" {
+  for f in bootstrap/remote/[0-9][0-9]_*.mts; do
+    run node --import tsx -- "$f" --help
+    assert_success
+    assert_output --partial "Usage: /opt/codex-k8s-bootstrap/bootstrap/remote/$(basename "$f")"
+    assert_output --partial "Checks:"
+    assert_output --partial "Changes:"
+    assert_output --partial "--check"
+  done
+}
+
+@test "every remote step: an unknown flag exits 2" {
+  for f in bootstrap/remote/[0-9][0-9]_*.mts; do
+    run node --import tsx -- "$f" --nope
+    assert_failure 2
+    assert_output --partial "unknown flag '--nope'"
+  done
+}
+
+@test "a remote step with a missing config file exits 2 and names it" {
+  run node --import tsx -- bootstrap/remote/00_preflight.mts --check --env-file /nonexistent/bootstrap.env
+  assert_failure 2
+  assert_output --partial "--env-file /nonexistent/bootstrap.env: the file does not exist"
+}
+
+@test "gen_config_docs: --help exits 0, --check passes on a clean tree" {
+  run ./bootstrap/host/gen_config_docs.mts --help
+  assert_success
+  run ./bootstrap/host/gen_config_docs.mts --check
+  assert_success
+}

@@ -1,0 +1,165 @@
+// Config parsing and validation: every bad input gets a line naming the variable, what was wrong and
+// what is expected; all problems are reported at once; secrets are never echoed.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync, chmodSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig, serializeServerEnv, quoteDotenv, parseDuration, formatDuration, configHash, SETTINGS } from '../../bootstrap/lib/config.mts';
+import { parse as parseDotenv } from 'dotenv';
+import { registeredSecrets, clearSecretsForTests } from '../../bootstrap/lib/redact.mts';
+
+const dir = mkdtempSync(join(tmpdir(), 'ck8s-config-'));
+const key = join(dir, 'id_ed25519');
+writeFileSync(key, '-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n', { mode: 0o600 });
+const pub = join(dir, 'id_ed25519.pub');
+const PUBKEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl operator@laptop';
+writeFileSync(pub, PUBKEY + '\n');
+const TOKEN = 'github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJ';
+
+const GOOD: Record<string, string> = {
+  TARGET_HOST: '203.0.113.10',
+  TARGET_ROOT_SSH_KEY: key,
+  OPERATOR_SSH_PUBKEY_PATH: pub,
+  CODEXK8S_GITHUB_REPO: 'codex-k8s/codex-k8s',
+  CODEXK8S_GITHUB_PAT: TOKEN,
+};
+
+function load(overrides: Record<string, string | undefined>, opts: { strict?: boolean; side?: 'host' | 'server' } = {}) {
+  return loadConfig({ side: opts.side ?? 'host', env: { ...GOOD, ...overrides }, strict: opts.strict ?? true });
+}
+
+test('a good configuration has no problems and typed values', () => {
+  const r = load({});
+  assert.deepEqual(r.problems, []);
+  assert.equal(r.config.get<number>('TARGET_PORT'), 22);
+  assert.equal(r.config.get('CODEXK8S_MODE'), 'local');
+  assert.equal(r.config.get<number>('CODEXK8S_RUNNER_MIN'), 1);
+  assert.equal(r.config.get<number>('CODEXK8S_RUNNER_MAX'), 1);
+  assert.equal(r.config.get<number>('CODEXK8S_ROLLOUT_TIMEOUT'), 300);
+  assert.equal(r.config.get('OPERATOR_SSH_PUBKEY'), PUBKEY);
+  assert.equal(r.sources['OPERATOR_SSH_PUBKEY'], 'derived');
+});
+
+test('a domain selects server mode with its own runner defaults', () => {
+  const r = load({ CODEXK8S_STAGING_DOMAIN: 'staging.example.com', CODEXK8S_LETSENCRYPT_EMAIL: 'ops@example.com' });
+  assert.deepEqual(r.problems, []);
+  assert.equal(r.config.get('CODEXK8S_MODE'), 'server');
+  assert.equal(r.config.get<number>('CODEXK8S_RUNNER_MIN'), 0);
+  assert.equal(r.config.get<number>('CODEXK8S_RUNNER_MAX'), 3);
+});
+
+// [overrides, the expected problem line (regex)]
+const BAD: Array<[string, Record<string, string | undefined>, RegExp]> = [
+  ['missing host', { TARGET_HOST: undefined }, /^TARGET_HOST: is not set; it is required/],
+  ['host with user@', { TARGET_HOST: 'root@1.2.3.4' }, /^TARGET_HOST: "root@1.2.3.4" is not a host name or IP address; expected e\.g\. 203\.0\.113\.10/],
+  ['host with scheme', { TARGET_HOST: 'ssh://server' }, /^TARGET_HOST: .* is not a host name or IP address/],
+  ['port zero', { TARGET_PORT: '0' }, /^TARGET_PORT: "0" is not a valid port; expected an integer from 1 to 65535$/],
+  ['port too big', { TARGET_PORT: '70000' }, /^TARGET_PORT: "70000" is not a valid port/],
+  ['port not a number', { CODEXK8S_SSH_PORT: 'ssh' }, /^CODEXK8S_SSH_PORT: "ssh" is not a valid port/],
+  ['repo as URL', { CODEXK8S_GITHUB_REPO: 'https://github.com/a/b' }, /^CODEXK8S_GITHUB_REPO: .* is not a repository; expected owner\/name/],
+  ['repo without owner', { CODEXK8S_GITHUB_REPO: 'codex-k8s' }, /^CODEXK8S_GITHUB_REPO: "codex-k8s" is not a repository/],
+  ['bad token', { CODEXK8S_GITHUB_PAT: 'password123' }, /^CODEXK8S_GITHUB_PAT: the value \(hidden\) does not look like a GitHub token; expected a fine-grained personal access token/],
+  ['server mode without domain', { CODEXK8S_MODE: 'server' }, /^CODEXK8S_STAGING_DOMAIN: is not set; it is required in server mode/],
+  ['server mode without e-mail', { CODEXK8S_STAGING_DOMAIN: 'staging.example.com' }, /^CODEXK8S_LETSENCRYPT_EMAIL: is not set; it is required in server mode/],
+  ['bad e-mail', { CODEXK8S_STAGING_DOMAIN: 'staging.example.com', CODEXK8S_LETSENCRYPT_EMAIL: 'ops-at-example' }, /^CODEXK8S_LETSENCRYPT_EMAIL: "ops-at-example" is not an e-mail address/],
+  ['domain is an IP', { CODEXK8S_STAGING_DOMAIN: '203.0.113.10' }, /^CODEXK8S_STAGING_DOMAIN: "203\.0\.113\.10" is not a fully qualified domain name/],
+  ['domain with scheme', { CODEXK8S_STAGING_DOMAIN: 'https://staging.example.com' }, /^CODEXK8S_STAGING_DOMAIN: .* is not a fully qualified domain name/],
+  ['unknown mode', { CODEXK8S_MODE: 'prod' }, /^CODEXK8S_MODE: "prod" is not allowed; expected one of: local, server$/],
+  ['unknown ACME server', { CODEXK8S_LETSENCRYPT_SERVER: 'test' }, /^CODEXK8S_LETSENCRYPT_SERVER: "test" is not allowed; expected one of: production, staging$/],
+  ['runner min out of range', { CODEXK8S_RUNNER_MIN: '-1' }, /^CODEXK8S_RUNNER_MIN: "-1" is out of range; expected an integer from 0 to 20$/],
+  ['runner max not a number', { CODEXK8S_RUNNER_MAX: 'three' }, /^CODEXK8S_RUNNER_MAX: "three" is not a whole number/],
+  ['runner min above max', { CODEXK8S_RUNNER_MIN: '3', CODEXK8S_RUNNER_MAX: '2' }, /^CODEXK8S_RUNNER_MIN: 3 is greater than CODEXK8S_RUNNER_MAX \(2\); expected MIN <= MAX$/],
+  ['namespace with capitals', { CODEXK8S_STAGING_NAMESPACE: 'Staging' }, /^CODEXK8S_STAGING_NAMESPACE: "Staging" is not a valid Kubernetes name; expected a DNS label/],
+  ['bad duration', { CODEXK8S_ROLLOUT_TIMEOUT: '5 minutes' }, /^CODEXK8S_ROLLOUT_TIMEOUT: "5 minutes" is not a duration; expected a positive duration such as 90s, 5m, 1h30m$/],
+  ['bad boolean', { CODEXK8S_FIREWALL_ENABLED: 'maybe' }, /^CODEXK8S_FIREWALL_ENABLED: "maybe" is not a boolean; expected true or false$/],
+  ['bad user name', { OPERATOR_USER: 'Root User' }, /^OPERATOR_USER: "Root User" is not a valid Linux user name/],
+  ['missing private key', { TARGET_ROOT_SSH_KEY: join(dir, 'nope') }, /^TARGET_ROOT_SSH_KEY: the file does not exist .*; expected the private key file/],
+  ['public key given as private key', { TARGET_ROOT_SSH_KEY: pub }, /^TARGET_ROOT_SSH_KEY: .* is a public key; expected the private key/],
+  ['private key given as operator key', { OPERATOR_SSH_PUBKEY: '-----BEGIN OPENSSH PRIVATE KEY-----' }, /^OPERATOR_SSH_PUBKEY: this is a PRIVATE key; expected the public key/],
+  ['garbage operator key', { OPERATOR_SSH_PUBKEY: 'hello world' }, /^OPERATOR_SSH_PUBKEY: not an OpenSSH public key/],
+  ['ssh options disabling host key checks', { CODEXK8S_SSH_EXTRA_OPTS: '-o StrictHostKeyChecking=no' }, /^CODEXK8S_SSH_EXTRA_OPTS: .* changes host key checking or connection sharing/],
+  ['ssh options not starting with -', { CODEXK8S_SSH_EXTRA_OPTS: 'ProxyJump=x' }, /^CODEXK8S_SSH_EXTRA_OPTS: .* does not start with an option/],
+  ['bad checksum override', { CODEXK8S_ARTIFACT_SHA256_OVERRIDES: 'node=abc' }, /^CODEXK8S_ARTIFACT_SHA256_OVERRIDES: "node=abc" is not an override; expected name:arch=<64 hex digits>/],
+  ['mirror not a URL', { CODEXK8S_ARTIFACT_MIRROR: 'ftp://mirror' }, /^CODEXK8S_ARTIFACT_MIRROR: "ftp:\/\/mirror" is not an http\(s\) URL/],
+  ['memory warn below fail', { CODEXK8S_MIN_MEMORY_MIB: '4096', CODEXK8S_WARN_MEMORY_MIB: '1024' }, /^CODEXK8S_WARN_MEMORY_MIB: 1024 is below CODEXK8S_MIN_MEMORY_MIB \(4096\)/],
+  ['missing secret without a prompt', { CODEXK8S_GITHUB_PAT: undefined }, /^CODEXK8S_GITHUB_PAT: is not set; it is a required secret/],
+];
+
+for (const [name, overrides, expected] of BAD) {
+  test(`bad input: ${name}`, () => {
+    const r = load(overrides);
+    assert.ok(r.problems.some((p) => expected.test(p)), `expected a problem matching ${expected}, got:\n${r.problems.join('\n')}`);
+  });
+}
+
+test('all problems are reported at once', () => {
+  const r = load({ TARGET_HOST: 'a b', TARGET_PORT: '0', CODEXK8S_GITHUB_REPO: 'x', CODEXK8S_MODE: 'prod' });
+  assert.equal(r.problems.length, 4, r.problems.join('\n'));
+});
+
+test('a secret value never appears in a problem line, and is registered for masking', () => {
+  clearSecretsForTests();
+  const secret = 'not-a-token-but-secret-42';
+  const r = load({ CODEXK8S_GITHUB_PAT: secret });
+  assert.ok(r.problems.length > 0);
+  for (const p of r.problems) assert.ok(!p.includes(secret), p);
+  assert.ok(registeredSecrets().includes(secret));
+});
+
+test('a key readable by others is refused like ssh would', () => {
+  const loose = join(dir, 'loose');
+  writeFileSync(loose, '-----BEGIN OPENSSH PRIVATE KEY-----\n');
+  chmodSync(loose, 0o644);
+  const r = load({ TARGET_ROOT_SSH_KEY: loose });
+  assert.ok(r.problems.some((p) => /TARGET_ROOT_SSH_KEY: .* readable by other users \(mode 0644\).*chmod 600/.test(p)), r.problems.join('\n'));
+});
+
+test('dry run (not strict): missing secrets and files are listed, not errors', () => {
+  const r = load({ CODEXK8S_GITHUB_PAT: undefined, TARGET_ROOT_SSH_KEY: join(dir, 'nope') }, { strict: false });
+  assert.deepEqual(r.problems, []);
+  assert.deepEqual(r.missingSecrets, ['CODEXK8S_GITHUB_PAT']);
+  assert.ok(r.warnings.some((w) => w.startsWith('TARGET_ROOT_SSH_KEY')));
+});
+
+test('env file: values from the environment win; unknown CODEXK8S_ names are flagged with a suggestion', () => {
+  const f = join(dir, 'a.env');
+  writeFileSync(f, `TARGET_HOST=10.0.0.1\nTARGET_PORT=2222\nCODEXK8S_RUNER_MAX=3\nCODEXK8S_GITHUB_REPO=a/b\n`);
+  const r = loadConfig({ side: 'host', envFile: f, explicitEnvFile: true, env: { TARGET_PORT: '2200', TARGET_ROOT_SSH_KEY: key, OPERATOR_SSH_PUBKEY_PATH: pub, CODEXK8S_GITHUB_PAT: TOKEN } });
+  assert.deepEqual(r.problems, []);
+  assert.equal(r.config.get('TARGET_HOST'), '10.0.0.1');
+  assert.equal(r.config.get<number>('TARGET_PORT'), 2200);
+  assert.ok(r.warnings.some((w) => /CODEXK8S_RUNER_MAX .* not a known setting \(did you mean CODEXK8S_RUNNER_MAX\?\)/.test(w)), r.warnings.join('\n'));
+});
+
+test('an explicit env file that does not exist is a problem', () => {
+  const r = loadConfig({ side: 'host', envFile: join(dir, 'missing.env'), explicitEnvFile: true, env: GOOD });
+  assert.ok(r.problems.some((p) => /^--env-file .*missing\.env: the file does not exist/.test(p)));
+});
+
+test('the server file holds server settings only and round-trips through dotenv', () => {
+  const r = load({ CODEXK8S_SSH_EXTRA_OPTS: '-o ProxyJump=bastion' });
+  const text = serializeServerEnv(r.config);
+  assert.ok(!text.includes('TARGET_ROOT_SSH_KEY'), 'the private key path stays on the laptop');
+  assert.ok(!text.includes('CODEXK8S_SSH_EXTRA_OPTS'));
+  assert.ok(!text.includes('TARGET_HOST='));
+  const back = loadConfig({ side: 'server', env: parseDotenv(text) });
+  assert.deepEqual(back.problems, []);
+  for (const s of SETTINGS.filter((x) => x.scope !== 'host')) assert.deepEqual(back.config[s.name], r.config[s.name], s.name);
+  assert.equal(configHash(back.config), configHash(r.config));
+});
+
+test('dotenv quoting survives quotes and #', () => {
+  for (const v of [`a#b`, `it's`, `say "hi"`, `both ' and "`]) assert.equal(parseDotenv(`X=${quoteDotenv(v)}`)['X'], v);
+  assert.throws(() => quoteDotenv('a\nb'));
+});
+
+test('durations', () => {
+  assert.equal(parseDuration('90s'), 90);
+  assert.equal(parseDuration('1h30m'), 5400);
+  assert.equal(parseDuration('120'), 120);
+  assert.equal(parseDuration('soon'), undefined);
+  assert.equal(formatDuration(5400), '1h30m');
+  assert.equal(formatDuration(300), '5m');
+  assert.equal(parseDuration(formatDuration(3725)), 3725);
+});

@@ -1,0 +1,165 @@
+// Pure building blocks: redaction, SSH argv builders, journal and resume rules, lock parsing, artifacts,
+// the upload tree, flag parsing, and the catalogue against the files in bootstrap/remote.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync, statSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { registerSecret, mask, clearSecretsForTests } from '../../bootstrap/lib/redact.mts';
+import { shellQuote, remoteCommand, sshBaseArgs, masterArgs, commandArgs, exitArgs, knownHostsPath, explainSshFailure } from '../../bootstrap/lib/ssh.mts';
+import type { SshTarget } from '../../bootstrap/lib/ssh.mts';
+import { emptyJournal, recordStep, selectSteps, checkPrerequisites, resolveStepName, parseJournal, resumePoint, writeJournal, readJournal } from '../../bootstrap/lib/state.mts';
+import type { StepRecord } from '../../bootstrap/lib/state.mts';
+import { parseLockAnswer, isStale, explainHeldLock, parseOwner, formatOwner } from '../../bootstrap/lib/lock.mts';
+import { resolveArtifact } from '../../bootstrap/lib/artifacts.mts';
+import { NODE, ARTIFACTS } from '../../bootstrap/lib/versions.mts';
+import { productionPackages, buildUploadTree } from '../../bootstrap/lib/upload.mts';
+import { parseCli, helpText } from '../../bootstrap/lib/cli.mts';
+import { UsageError } from '../../bootstrap/lib/errors.mts';
+import { STEPS, stepNames } from '../../bootstrap/lib/catalogue.mts';
+import { SPEC as LAUNCHER } from '../../bootstrap/host/bootstrap_remote_staging.mts';
+import { run } from '../../bootstrap/lib/exec.mts';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+
+test('redaction masks every registered secret, longest first, and ignores tiny values', () => {
+  clearSecretsForTests();
+  registerSecret('github_pat_ABCDEF123456');
+  registerSecret('ABCDEF');
+  registerSecret('abc');
+  assert.equal(mask('token github_pat_ABCDEF123456 and ABCDEF and abc'), 'token *** and *** and abc');
+  assert.equal(mask('nothing here'), 'nothing here');
+  clearSecretsForTests();
+});
+
+test('shell quoting survives spaces, quotes and metacharacters', async () => {
+  const words = ['plain', 'with space', "it's", '$HOME', '`id`', 'a;b|c&d', '', 'x\ny', '--flag=v', '*'];
+  const r = await run(['sh', '-c', `printf '%s\\0' ${remoteCommand(words)}`]);
+  assert.deepEqual(r.stdout.split('\0').slice(0, -1), words);
+  assert.equal(shellQuote('/opt/x/y.mts'), '/opt/x/y.mts');
+});
+
+const T: SshTarget = { host: '203.0.113.10', port: 2222, user: 'root', identityFile: '/k/id', knownHostsFile: '/s/kh', controlPath: '/tmp/c/cm', extraOptions: ['-o', 'ProxyJump=b'] };
+
+test('ssh builders: pinned host key, never StrictHostKeyChecking=no, one master reused', () => {
+  const base = sshBaseArgs(T);
+  assert.ok(base.includes('StrictHostKeyChecking=accept-new'));
+  assert.ok(base.includes('UserKnownHostsFile=/s/kh'));
+  assert.ok(base.includes('BatchMode=yes'));
+  assert.ok(!base.join(' ').includes('StrictHostKeyChecking=no'));
+  assert.deepEqual(base.slice(0, 4), ['-p', '2222', '-i', '/k/id']);
+  assert.deepEqual(base.slice(-2), ['-o', 'ProxyJump=b'], 'extra options come last so they cannot be shadowed');
+  const m = masterArgs(T);
+  assert.ok(m.includes('ControlMaster=yes') && m.includes('-N') && m.includes('-f'));
+  const c = commandArgs(T, ['echo', 'a b']);
+  assert.ok(c.includes('ControlMaster=no'));
+  assert.deepEqual(c.slice(-3), ['root@203.0.113.10', '--', "echo 'a b'"]);
+  assert.deepEqual(exitArgs(T).slice(-3), ['-O', 'exit', 'root@203.0.113.10']);
+  assert.equal(knownHostsPath('/st', '2001:db8::1', 22), '/st/known_hosts/2001_db8__1_22');
+});
+
+test('ssh failures are explained: changed host key, refused login', () => {
+  const e = explainSshFailure(T, '@@@@@@@@\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\nHost key verification failed.');
+  assert.match(e.message, /host key of 203\.0\.113\.10:2222 differs from the one pinned in \/s\/kh/);
+  assert.match(e.hint ?? '', /ssh-keygen -R '\[203\.0\.113\.10\]:2222' -f \/s\/kh/);
+  assert.match(explainSshFailure(T, 'root@x: Permission denied (publickey).').message, /login as root@203\.0\.113\.10:2222 .* was refused/);
+});
+
+const ALL = ['00_preflight', '10_operator_user', '20_install_k3s', '30_cluster_deps'];
+const ok = (hash = 'h1'): StepRecord => ({ status: 'ok', startedAt: 't0', endedAt: 't1', changes: [], configHash: hash, runId: 'r' });
+
+test('step selection: --from, --only, names by number or words, bad names exit 2', () => {
+  assert.deepEqual(selectSteps(ALL, {}), ALL);
+  assert.deepEqual(selectSteps(ALL, { from: '20' }), ['20_install_k3s', '30_cluster_deps']);
+  assert.deepEqual(selectSteps(ALL, { only: ['cluster_deps', '00_preflight'] }), ['00_preflight', '30_cluster_deps']);
+  assert.equal(resolveStepName(ALL, 'operator_user', '--from'), '10_operator_user');
+  assert.throws(() => selectSteps(ALL, { from: '99' }), (e: unknown) => e instanceof UsageError && /--from: "99" is not a step; expected one of: 00_preflight/.test(e.message));
+  assert.throws(() => selectSteps(ALL, { from: '00', only: ['10'] }), UsageError);
+});
+
+test('resume rules: skipped steps must have succeeded; another config only warns', () => {
+  let j = emptyJournal();
+  assert.match(checkPrerequisites(ALL, ['20_install_k3s', '30_cluster_deps'], j, 'h1').problems[0] ?? '', /00_preflight has never run on this server/);
+  j = recordStep(j, '00_preflight', ok());
+  j = recordStep(j, '10_operator_user', { ...ok(), status: 'failed', error: 'boom' });
+  const p = checkPrerequisites(ALL, ['20_install_k3s'], j, 'h1');
+  assert.equal(p.problems.length, 1);
+  assert.match(p.problems[0] ?? '', /10_operator_user is failed .*resume with --from 10_operator_user/);
+  j = recordStep(j, '10_operator_user', ok('h0'));
+  const q = checkPrerequisites(ALL, ['20_install_k3s'], j, 'h1');
+  assert.deepEqual(q.problems, []);
+  assert.match(q.warnings[0] ?? '', /10_operator_user last succeeded with a different configuration/);
+  assert.equal(resumePoint(ALL, j), '20_install_k3s');
+  assert.equal(j.history.length, 3);
+});
+
+test('the journal is written atomically and read back; garbage is refused', () => {
+  const d = mkdtempSync(join(tmpdir(), 'ck8s-j-'));
+  const path = join(d, 'sub', 'state.json');
+  assert.deepEqual(readJournal(path), emptyJournal());
+  writeJournal(path, recordStep(emptyJournal(), '00_preflight', ok()));
+  assert.equal(readJournal(path).steps['00_preflight']?.status, 'ok');
+  assert.equal(statSync(path).mode & 0o777, 0o600);
+  assert.throws(() => parseJournal('{"version":7}'));
+  assert.deepEqual(parseJournal(''), emptyJournal());
+});
+
+test('lock answers: acquired, held, stale, with the clearing command', () => {
+  assert.deepEqual(parseLockAnswer('acquired\n'), { acquired: true });
+  const held = parseLockAnswer(`held\nnow=10000\n${formatOwner({ token: 't', holder: 'ana@laptop pid 7', since: 9000, step: '10_operator_user' })}`);
+  assert.equal(held.acquired, false);
+  if (held.acquired) return;
+  assert.equal(held.owner.step, '10_operator_user');
+  assert.equal(isStale(held.owner, held.now, 7200), false);
+  assert.equal(isStale(held.owner, held.now, 600), true);
+  const fresh = explainHeldLock(held.owner, held.now, 7200, 'ssh root@h');
+  assert.match(fresh.message, /another bootstrap run holds the server lock: ana@laptop pid 7, since 1970-01-01T02:30:00.000Z \(17m ago\), step 10_operator_user/);
+  const stale = explainHeldLock(held.owner, held.now, 600, 'ssh root@h');
+  assert.match(stale.message, /STALE/);
+  assert.match(stale.hint, /ssh root@h rm -rf \/run\/lock\/codex-k8s-bootstrap/);
+  assert.equal(parseOwner('holder=x').since, 0);
+  assert.throws(() => parseLockAnswer('what'));
+});
+
+test('artifacts: pinned by default, mirror layout, overrides are explicit', () => {
+  const a = resolveArtifact(NODE, 'x64', undefined, undefined);
+  assert.equal(a.url, `https://nodejs.org/dist/v${NODE.version}/node-v${NODE.version}-linux-x64.tar.xz`);
+  assert.equal(a.sha256, NODE.sha256.x64);
+  assert.equal(a.overriddenFrom, undefined);
+  const m = resolveArtifact(NODE, 'arm64', 'http://10.0.0.1:8080/m/', { 'node:arm64': 'f'.repeat(64) });
+  assert.equal(m.url, `http://10.0.0.1:8080/m/node/node-v${NODE.version}-linux-arm64.tar.xz`);
+  assert.equal(m.sha256, 'f'.repeat(64));
+  assert.equal(m.overriddenFrom, NODE.sha256.arm64);
+  for (const art of ARTIFACTS) for (const arch of ['x64', 'arm64'] as const) assert.match(art.sha256[arch], /^[0-9a-f]{64}$/, `${art.name} ${arch}`);
+});
+
+test('upload: production packages only, from the lockfile', () => {
+  const lock = JSON.stringify({ packages: { '': {}, 'node_modules/zx': {}, 'node_modules/tsx': { dev: true }, 'node_modules/x': { devOptional: true }, 'node_modules/a/node_modules/b': {} } });
+  assert.deepEqual(productionPackages(lock), ['node_modules/a/node_modules/b', 'node_modules/zx']);
+  const tree = buildUploadTree(ROOT);
+  assert.ok(tree.files.includes('bootstrap/remote/00_preflight.mts'));
+  assert.ok(tree.files.includes('node_modules/zx/package.json'));
+  assert.ok(tree.files.includes('node_modules/tweetsodium/package.json'));
+  assert.ok(!tree.files.some((f) => f.startsWith('node_modules/typescript/') || f.startsWith('node_modules/tsx/')), 'no dev dependencies');
+  assert.ok(!tree.files.some((f) => f.startsWith('test/') || f === '.env'), 'no tests, no .env');
+  assert.equal(buildUploadTree(ROOT).hash, tree.hash, 'the hash is stable');
+});
+
+test('flags: unknown flag and empty values are usage errors; help lists every flag', () => {
+  assert.throws(() => parseCli(LAUNCHER, ['--bogus']), (e: unknown) => e instanceof UsageError && /unknown flag '--bogus'/.test(e.message));
+  assert.throws(() => parseCli(LAUNCHER, ['--from', ' ']), (e: unknown) => e instanceof UsageError && /--from: the value is empty/.test(e.message));
+  assert.equal(parseCli(LAUNCHER, ['--from', '10', '-y'])['yes'], true);
+  const help = helpText(LAUNCHER);
+  for (const f of LAUNCHER.flags) assert.ok(help.includes(`--${f.name}`), f.name);
+});
+
+test('catalogue and bootstrap/remote agree, both ways, and every step is executable', () => {
+  const files = readdirSync(join(ROOT, 'bootstrap/remote')).filter((f) => /^\d\d_.*\.mts$/.test(f)).map((f) => f.replace(/\.mts$/, '')).sort();
+  assert.deepEqual(stepNames(), files);
+  assert.deepEqual([...stepNames()].sort(), stepNames(), 'catalogue order is numeric order');
+  for (const s of STEPS) {
+    const st = statSync(join(ROOT, 'bootstrap/remote', `${s.name}.mts`));
+    assert.ok((st.mode & 0o100) !== 0, `${s.name}.mts is executable`);
+    assert.ok(s.checks.length > 0 && s.changes.length > 0, `${s.name} says what it checks and changes`);
+  }
+});

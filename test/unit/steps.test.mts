@@ -1,0 +1,69 @@
+// The pure parts of the remote steps, and the generated files being current.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { evaluate, formatTable } from '../../bootstrap/remote/00_preflight.mts';
+import type { Facts } from '../../bootstrap/remote/00_preflight.mts';
+import { parsePasswd, withKey, keyIdentity, sudoersContent } from '../../bootstrap/remote/10_operator_user.mts';
+import { GENERATED } from '../../bootstrap/host/gen_config_docs.mts';
+import { SETTINGS } from '../../bootstrap/lib/config.mts';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const UBUNTU = 'PRETTY_NAME="Ubuntu 24.04.1 LTS"\nID=ubuntu\nVERSION_ID="24.04"\n';
+const GOOD: Facts = { osRelease: UBUNTU, uid: 0, arch: 'x64', cpus: 4, memoryMiB: 8192, varLibFreeGiB: 80 };
+const LIMITS = { minMemoryMiB: 2048, warnMemoryMiB: 4096, minDiskGiB: 15 };
+const status = (f: Partial<Facts>) => Object.fromEntries(evaluate({ ...GOOD, ...f }, LIMITS).map((c) => [c.name, c.status]));
+
+test('preflight: a good Ubuntu 24.04 passes every check', () => {
+  assert.deepEqual(status({}), { os: 'ok', root: 'ok', arch: 'ok', cpus: 'ok', memory: 'ok', disk: 'ok' });
+});
+
+test('preflight: Debian 12 is accepted and says so; other systems fail with what was found', () => {
+  const deb = evaluate({ ...GOOD, osRelease: 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n' }, LIMITS)[0];
+  assert.equal(deb?.status, 'ok');
+  assert.match(deb?.reason ?? '', /Debian GNU\/Linux 12.*accepted/);
+  const old = evaluate({ ...GOOD, osRelease: 'PRETTY_NAME="Ubuntu 22.04.4 LTS"\nID=ubuntu\nVERSION_ID="22.04"\n' }, LIMITS)[0];
+  assert.equal(old?.status, 'fail');
+  assert.match(old?.reason ?? '', /found Ubuntu 22\.04\.4 LTS/);
+  assert.match(old?.fix ?? '', /Ubuntu 24\.04/);
+});
+
+test('preflight: thresholds fail and warn where configured', () => {
+  assert.equal(status({ uid: 1000 }).root, 'fail');
+  assert.equal(status({ arch: 'ia32' }).arch, 'fail');
+  assert.equal(status({ cpus: 1 }).cpus, 'warn');
+  assert.equal(status({ memoryMiB: 1900 }).memory, 'fail');
+  assert.equal(status({ memoryMiB: 3000 }).memory, 'warn');
+  assert.equal(status({ varLibFreeGiB: 10 }).disk, 'fail');
+  const lines = formatTable(evaluate({ ...GOOD, varLibFreeGiB: 10 }, LIMITS));
+  assert.ok(lines.some((l) => /fail\s+disk\s+10\.0 GiB free under \/var\/lib, below the minimum 15 GiB\s+-> grow the disk/.test(l)), lines.join('\n'));
+});
+
+const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl op@laptop';
+
+test('operator user: authorized_keys keeps other keys and never duplicates ours', () => {
+  assert.equal(withKey(undefined, KEY), KEY + '\n');
+  const other = 'ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 someone@else';
+  assert.equal(withKey(other + '\n', KEY), `${other}\n${KEY}\n`);
+  const sameKeyOtherComment = KEY.replace('op@laptop', 'renamed');
+  assert.equal(withKey(`${other}\n${sameKeyOtherComment}\n`, KEY), `${other}\n${sameKeyOtherComment}\n`);
+  assert.equal(keyIdentity(`from="10.0.0.1" ${KEY}`), keyIdentity(KEY), 'options before the key do not change its identity');
+  assert.equal(keyIdentity('# comment'), undefined);
+});
+
+test('operator user: passwd parsing and the sudoers line', () => {
+  assert.deepEqual(parsePasswd('codex:x:1001:1001:codex-k8s operator:/home/codex:/bin/bash\n'), { name: 'codex', uid: 1001, gid: 1001, home: '/home/codex', shell: '/bin/bash' });
+  assert.equal(parsePasswd('garbage'), undefined);
+  assert.match(sudoersContent('codex'), /^codex ALL=\(ALL:ALL\) NOPASSWD: ALL$/m);
+});
+
+test('.env.example and docs/configuration.md are generated from the schema and current', () => {
+  for (const g of GENERATED) assert.equal(readFileSync(join(ROOT, g.path), 'utf8'), g.render(), `${g.path} is stale: run ./bootstrap/host/gen_config_docs.mts`);
+});
+
+test('.env.example lists exactly the settings of the schema', () => {
+  const text = readFileSync(join(ROOT, '.env.example'), 'utf8');
+  const names = [...text.matchAll(/^#? ?([A-Z][A-Z0-9_]+)=/gm)].map((m) => m[1]);
+  assert.deepEqual([...names].sort(), SETTINGS.map((s) => s.name).sort());
+});
