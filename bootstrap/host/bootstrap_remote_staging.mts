@@ -154,7 +154,7 @@ function printPlan(loaded: LoadResult, selected: readonly string[], log: Logger)
   log.info(`  - connect over SSH once (multiplexed), host key pinned in ${knownHostsPath(c.get('CODEXK8S_HOST_STATE_DIR'), c.get('TARGET_HOST'), c.get<number>('TARGET_PORT'))}`);
   log.info(`  - take the server lock ${REMOTE.lockDir}`);
   log.info(`  - Node.js ${node.version} in ${REMOTE.node} unless already there (${node.url}, sha256 ${node.sha256.slice(0, 12)}..., arm64 likewise)`);
-  log.info(`  - upload ${UPLOAD_ENTRIES.join(', ')} to ${REMOTE.base} unless identical`);
+  log.info(`  - upload ${UPLOAD_ENTRIES.join(', ')} (those that exist) to ${REMOTE.base} unless identical`);
   log.info(`  - write ${REMOTE.envFile} (0600, via stdin) unless identical`);
   log.info('');
   log.info(color.bold('Steps'));
@@ -183,7 +183,7 @@ interface Ctx {
 }
 
 async function helper(ctx: Ctx, args: string[], opts: { input?: string | Buffer | NodeJS.ReadableStream; allowFail?: boolean } = {}) {
-  return ctx.ssh.run(['bash', '-c', HELPERS, 'remote_helpers', ...args], opts as { input?: string | Buffer; allowFail?: boolean });
+  return ctx.ssh.run(['bash', '-c', HELPERS, 'remote_helpers', ...args], { ...(opts as { input?: string | Buffer; allowFail?: boolean }), display: ['remote_helpers', ...args] });
 }
 
 async function realRun(opts: Options, cfg: Config, selected: readonly string[], log: Logger): Promise<number> {
@@ -293,7 +293,7 @@ async function prepare(ctx: Ctx): Promise<void> {
       const tar = join(dir, 'tree.tar');
       writeFileSync(list, tree.files.join('\n') + '\n');
       await run(['tar', '-cf', tar, '-C', REPO_ROOT, '-T', list], { env: { COPYFILE_DISABLE: '1' }, log });
-      await helper(ctx, ['install-tree', REMOTE.base, tree.hash, ...UPLOAD_ENTRIES], { input: createReadStream(tar) });
+      await helper(ctx, ['install-tree', REMOTE.base, tree.hash, ...tree.entries], { input: createReadStream(tar) });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -43,8 +43,9 @@ export function isStale(owner: LockOwner, now: number, staleAfterSeconds: number
   return owner.since === 0 || lockAgeSeconds(owner, now) > staleAfterSeconds;
 }
 
+/** `sshHint` is how to reach the server from the laptop; empty when the reader is on the server already. */
 export function clearLockCommand(sshHint: string): string {
-  return `${sshHint} rm -rf ${REMOTE.lockDir}`;
+  return `${sshHint ? `${sshHint} ` : ''}rm -rf ${REMOTE.lockDir}`;
 }
 
 /** The message a refused run prints: who holds the lock, since when, which step, and what to do. */

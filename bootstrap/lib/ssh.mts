@@ -106,6 +106,8 @@ export interface RemoteRunOptions {
   onStdoutLine?: (line: string) => void;
   onStderrLine?: (line: string) => void;
   timeoutSeconds?: number;
+  /** How to show the command in errors, when argv is long (a script sent with bash -c). */
+  display?: readonly string[];
 }
 
 /** One multiplexed connection to the server. All remote work goes through `run`. */
@@ -138,12 +140,14 @@ export class SshSession {
 
   async run(remoteArgv: readonly string[], opts: RemoteRunOptions = {}): Promise<RunResult> {
     if (!this.open) throw new Error('SSH session is closed');
-    const r = await run(commandArgs(this.target, remoteArgv), { ...opts, allowFail: true, log: this.log });
+    const { display, ...runOpts } = opts;
+    const r = await run(commandArgs(this.target, remoteArgv), { ...runOpts, allowFail: true, log: display ? undefined : this.log });
+    if (display) this.log.detail(`$ ssh ${destination(this.target)} ${display.join(' ')}`);
     // 255 is ssh's own failure (connection, host key); anything else is the remote command's exit code.
     if (r.exitCode === 255 && /^(ssh:|Host key|@@@|mux_client|Control socket|kex_|Connection)/m.test(r.stderr)) {
       throw explainSshFailure(this.target, r.stderr);
     }
-    if (r.exitCode !== 0 && !opts.allowFail) throw new CommandError({ ...r, argv: remoteArgv }, 'remote command failed');
+    if (r.exitCode !== 0 && !opts.allowFail) throw new CommandError({ ...r, argv: display ?? remoteArgv }, 'remote command failed');
     return r;
   }
 

@@ -175,7 +175,7 @@ function holdLock(step: string, token: string | undefined, staleAfter: number): 
       owner = { token: '', holder: 'unknown (no owner file)', since: 0, step: '-' };
     }
     const { message, hint } = explainHeldLock(owner, Math.floor(Date.now() / 1000), staleAfter, '');
-    throw new OperationError(message, { hint: hint.replace('clear the lock:  ', 'clear the lock: '), exitCode: EXIT_LOCKED });
+    throw new OperationError(message, { hint, exitCode: EXIT_LOCKED });
   }
   writeFileSync(ownerFile, formatOwner({ token: mine, holder: `${process.env['SUDO_USER'] ?? 'root'}@${hostname()} (by hand, pid ${process.pid})`, since: Math.floor(Date.now() / 1000), step }));
   const release = () => rmSync(dir, { recursive: true, force: true });

@@ -39,6 +39,8 @@ export interface UploadTree {
   files: string[];
   /** sha256 over every path, mode and content. */
   hash: string;
+  /** The top-level entries present (manifests/ may not exist yet), swapped in one by one on the server. */
+  entries: string[];
 }
 
 /**
@@ -71,7 +73,8 @@ export function buildUploadTree(repoRoot: string): UploadTree {
     h.update(readFileSync(abs));
     h.update('\0');
   }
-  return { files, hash: h.digest('hex') };
+  const entries = [...new Set(files.map((f) => f.split('/')[0] as string))];
+  return { files, hash: h.digest('hex'), entries };
 }
 
 function walkPackage(root: string, rel: string, out: string[]): void {

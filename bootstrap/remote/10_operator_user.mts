@@ -60,6 +60,9 @@ async function check(ctx: StepContext): Promise<string[]> {
   const acct = await account(user);
   if (!acct) return [`user ${user} does not exist`];
   if (acct.shell !== '/bin/bash') drift.push(`login shell of ${user} is ${acct.shell}, want /bin/bash`);
+  const home = facts(acct.home);
+  if (!home?.isDir) drift.push(`home ${acct.home} of ${user} is not a directory`);
+  else if (home.uid !== acct.uid) drift.push(`home ${acct.home} is owned by uid ${home.uid}, want ${acct.uid}`);
   const sshDir = join(acct.home, '.ssh');
   const dirFacts = facts(sshDir);
   if (!dirFacts?.isDir) drift.push(`${sshDir} does not exist`);
@@ -90,6 +93,13 @@ async function apply(ctx: StepContext): Promise<string[]> {
     changes.push(`set the login shell of ${user} to /bin/bash`);
   }
 
+  const home = facts(acct.home);
+  if (!home?.isDir || home.uid !== acct.uid) {
+    if (home && !home.isDir) throw new OperationError(`${acct.home} exists but is not a directory; it cannot be the home of ${user}`, { hint: `move it aside on the server (mv ${acct.home} ${acct.home}.bak), then resume` });
+    mkdirSync(acct.home, { recursive: true, mode: 0o750 });
+    chownSync(acct.home, acct.uid, acct.gid);
+    changes.push(`home ${acct.home} exists and belongs to ${user}`);
+  }
   const sshDir = join(acct.home, '.ssh');
   const before = facts(sshDir);
   if (!before?.isDir || before.mode !== 0o700 || before.uid !== acct.uid) {

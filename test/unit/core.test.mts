@@ -163,3 +163,26 @@ test('catalogue and bootstrap/remote agree, both ways, and every step is executa
     assert.ok(s.checks.length > 0 && s.changes.length > 0, `${s.name} says what it checks and changes`);
   }
 });
+
+test('a secret prompt reads without echo, supports backspace, and Ctrl-C aborts with a usage error', async () => {
+  const { PassThrough } = await import('node:stream');
+  const { readHidden } = await import('../../bootstrap/lib/prompt.mts');
+  const input = new PassThrough();
+  const output = new PassThrough();
+  let shown = '';
+  output.on('data', (c: Buffer) => (shown += c.toString()));
+  const answer = readHidden('TOKEN: ', input, output);
+  input.write('github_pat_x');
+  input.write('\u007fY\r');
+  assert.equal(await answer, 'github_pat_Y');
+  assert.equal(shown, 'TOKEN: \n', 'nothing typed is echoed');
+  const aborted = readHidden('TOKEN: ', input, output);
+  input.write('abc\u0003');
+  await assert.rejects(aborted, UsageError);
+});
+
+test('the lock-clearing hint is exact from the laptop and on the server', () => {
+  const owner = { token: 't', holder: 'h', since: 1, step: '-' };
+  assert.match(explainHeldLock(owner, 99999, 60, '').hint, /clear the lock: rm -rf \/run\/lock\/codex-k8s-bootstrap$/);
+  assert.match(explainHeldLock(owner, 99999, 60, 'ssh -p 22 root@h').hint, /clear the lock: ssh -p 22 root@h rm -rf /);
+});

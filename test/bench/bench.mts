@@ -1,0 +1,42 @@
+// `npm run bench`: performance figures, printed, not asserted.
+//   1. SSH connections the server accepted during one full launcher run (target: 1)
+//   2. wall time of a first run and of a converged re-run (target: re-run <= 25% of the first)
+//   3. wall time of `npm test` (skip with --skip-npm-test)
+// Needs what the e2e tests need: root, systemd-nspawn, debootstrap (see README).
+import { spawnSync } from 'node:child_process';
+import { startTarget } from '../e2e/harness.mts';
+import { REPO_ROOT } from '../sandbox/sandbox.mts';
+
+const skipNpmTest = process.argv.includes('--skip-npm-test');
+const rows: Array<[string, string, string]> = [];
+
+const t = await startTarget('bench');
+try {
+  const c0 = await t.sb.countAcceptedSsh();
+  const first = await t.launch(['--yes']);
+  if (first.code !== 0) throw new Error(`first run failed:\n${first.output}`);
+  const c1 = await t.sb.countAcceptedSsh();
+  const second = await t.launch(['--yes']);
+  if (second.code !== 0) throw new Error(`re-run failed:\n${second.output}`);
+  const c2 = await t.sb.countAcceptedSsh();
+  rows.push(['SSH connections accepted, first run', String(c1 - c0), 'target 1']);
+  rows.push(['SSH connections accepted, re-run', String(c2 - c1), 'target 1']);
+  rows.push(['first run (fresh server)', `${first.seconds.toFixed(2)} s`, '']);
+  rows.push(['converged re-run', `${second.seconds.toFixed(2)} s`, '']);
+  const ratio = (second.seconds / first.seconds) * 100;
+  rows.push(['re-run / first run', `${ratio.toFixed(0)} %`, `target <= 25 % (${ratio <= 25 ? 'met' : 'NOT met'})`]);
+} finally {
+  await t.stop();
+}
+
+if (!skipNpmTest) {
+  const started = performance.now();
+  const r = spawnSync('npm', ['test'], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+  const summary = (r.stdout?.toString() ?? '').trim().split('\n').pop() ?? '';
+  rows.push(['npm test', `${((performance.now() - started) / 1000).toFixed(1)} s`, `exit ${r.status}; ${summary}`]);
+}
+
+const w = Math.max(...rows.map((r) => r[0].length));
+const v = Math.max(...rows.map((r) => r[1].length));
+console.log('codex-k8s staging bootstrap: bench');
+for (const [k, val, note] of rows) console.log(`  ${k.padEnd(w)}  ${val.padStart(v)}  ${note}`);

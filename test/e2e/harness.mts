@@ -1,0 +1,184 @@
+// The end-to-end harness: a sandbox server (test/sandbox), a local artifact mirror it can reach, an env
+// file pointing the real launcher at it, and a recorder of everything that could leak a secret:
+// the launcher's stdout/stderr, its log files, the argv of every ssh it starts (a PATH shim), and the
+// server's logs and doubles' call records.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync, mkdirSync, copyFileSync, readFileSync, readdirSync, existsSync, chmodSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { startSandbox, startFileServer, prepareNodeMirror, REPO_ROOT, run as runProcess } from '../sandbox/sandbox.mts';
+import type { Sandbox, FileServer, OverlayFile } from '../sandbox/sandbox.mts';
+import { NODE } from '../../bootstrap/lib/versions.mts';
+
+export interface LauncherRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+  output: string;
+  seconds: number;
+}
+
+export interface Target {
+  sb: Sandbox;
+  mirror: FileServer;
+  dir: string;
+  envFile: string;
+  /** The GitHub token in the config: must never show up anywhere but bootstrap.env. */
+  secret: string;
+  operatorKey: string;
+  sshArgvLog: string;
+  runs: LauncherRun[];
+  launch(args: readonly string[], extraEnv?: Record<string, string>): Promise<LauncherRun>;
+  /** Starts the launcher and resolves once `marker` appears in its output; `done` resolves at exit. */
+  launchUntil(args: readonly string[], marker: RegExp): Promise<{ done: Promise<LauncherRun> }>;
+  /** Everything captured so far, on the host and on the server, as one text per source. */
+  capturedTexts(): Promise<Record<string, string>>;
+  stop(): Promise<void>;
+}
+
+async function overlayFiles(): Promise<OverlayFile[]> {
+  const layout = join(REPO_ROOT, 'test/fakes/install-layout.mts');
+  if (!existsSync(layout)) return [];
+  const mod = (await import(layout)) as { fakesOverlayFiles(): OverlayFile[] };
+  return mod.fakesOverlayFiles();
+}
+
+export async function startTarget(name?: string): Promise<Target> {
+  const dir = mkdtempSync(join(tmpdir(), 'ck8s-e2e-'));
+  const sb = await startSandbox({ name, overlayFiles: await overlayFiles() });
+  try {
+    // The artifact mirror, laid out as CODEXK8S_ARTIFACT_MIRROR expects: <mirror>/<name>/<file>.
+    const built = join(dir, 'built');
+    const { sha256 } = await prepareNodeMirror(built);
+    mkdirSync(join(dir, 'mirror', NODE.name), { recursive: true });
+    copyFileSync(join(built, NODE.path, NODE.files.x64), join(dir, 'mirror', NODE.name, NODE.files.x64));
+    const mirror = await startFileServer({ host: sb.hostAddr, root: join(dir, 'mirror') });
+
+    await runProcess('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'operator@e2e', '-f', join(dir, 'operator')]);
+    const secret = `github_pat_E2E${randomBytes(24).toString('hex')}`;
+    const envFile = join(dir, 'e2e.env');
+    writeFileSync(
+      envFile,
+      [
+        `TARGET_HOST=${sb.host}`,
+        `TARGET_PORT=${sb.port}`,
+        `TARGET_ROOT_SSH_KEY=${sb.rootKey}`,
+        `OPERATOR_SSH_PUBKEY_PATH=${join(dir, 'operator.pub')}`,
+        'CODEXK8S_GITHUB_REPO=codex-k8s/e2e-sandbox',
+        `CODEXK8S_GITHUB_PAT=${secret}`,
+        `CODEXK8S_ARTIFACT_MIRROR=${mirror.url}`,
+        `CODEXK8S_ARTIFACT_SHA256_OVERRIDES=node:x64=${sha256}`,
+        `CODEXK8S_HOST_STATE_DIR=${join(dir, 'state')}`,
+        `CODEXK8S_HOST_LOG_DIR=${join(dir, 'logs')}`,
+        // The sandbox's /var/lib is a tmpfs overlay: size it out of the decision.
+        'CODEXK8S_MIN_DISK_GIB=0',
+        'CODEXK8S_MIN_MEMORY_MIB=256',
+        'CODEXK8S_WARN_MEMORY_MIB=256',
+        '',
+      ].join('\n'),
+      { mode: 0o600 },
+    );
+
+    // A PATH shim that records the argv of every ssh the launcher starts, then runs the real one.
+    const shimDir = join(dir, 'shim');
+    mkdirSync(shimDir);
+    const sshArgvLog = join(dir, 'ssh-argv.log');
+    const realSsh = (await runProcess('sh', ['-c', 'command -v ssh'])).stdout.trim();
+    writeFileSync(join(shimDir, 'ssh'), `#!/bin/sh\nprintf '%s\\n' "ssh $*" >>'${sshArgvLog}'\nexec ${realSsh} "$@"\n`);
+    chmodSync(join(shimDir, 'ssh'), 0o755);
+
+    const runs: LauncherRun[] = [];
+    const spawnLauncher = (args: readonly string[], extraEnv: Record<string, string> = {}, onOutput?: (all: string) => void): Promise<LauncherRun> =>
+      new Promise((resolve, reject) => {
+        const started = performance.now();
+        const child = spawn(process.execPath, ['--import', 'tsx', '--', 'bootstrap/host/bootstrap_remote_staging.mts', '--env-file', envFile, ...args], {
+          cwd: REPO_ROOT,
+          env: { ...process.env, PATH: `${shimDir}:${process.env['PATH']}`, NO_COLOR: '1', ...extraEnv },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let stdout = '';
+        let stderr = '';
+        let output = '';
+        child.stdout.on('data', (c: Buffer) => {
+          stdout += c;
+          output += c;
+          onOutput?.(output);
+        });
+        child.stderr.on('data', (c: Buffer) => {
+          stderr += c;
+          output += c;
+          onOutput?.(output);
+        });
+        child.on('error', reject);
+        child.on('close', (code) => {
+          const r = { code: code ?? 1, stdout, stderr, output, seconds: (performance.now() - started) / 1000 };
+          runs.push(r);
+          resolve(r);
+        });
+      });
+
+    const target: Target = {
+      sb,
+      mirror,
+      dir,
+      envFile,
+      secret,
+      operatorKey: join(dir, 'operator'),
+      sshArgvLog,
+      runs,
+      launch: (args, extraEnv) => spawnLauncher(args, extraEnv),
+      launchUntil: (args, marker) =>
+        new Promise((resolveStarted, rejectStarted) => {
+          let seen = false;
+          const done = spawnLauncher(args, {}, (all) => {
+            if (!seen && marker.test(all)) {
+              seen = true;
+              resolveStarted({ done });
+            }
+          });
+          done.then((r) => {
+            if (!seen) rejectStarted(new Error(`launcher exited (${r.code}) before printing ${marker}:\n${r.output}`));
+          }, rejectStarted);
+        }),
+      async capturedTexts() {
+        const texts: Record<string, string> = {};
+        runs.forEach((r, i) => (texts[`launcher run ${i + 1} output`] = r.output));
+        const logDir = join(dir, 'logs');
+        if (existsSync(logDir)) for (const f of readdirSync(logDir)) texts[`host log ${f}`] = readFileSync(join(logDir, f), 'utf8');
+        if (existsSync(sshArgvLog)) texts['argv of every ssh'] = readFileSync(sshArgvLog, 'utf8');
+        const serverLogs = await sb.exec(['sh', '-c', 'cat /var/log/codex-k8s-bootstrap/*.log 2>/dev/null; true']);
+        texts['server logs'] = serverLogs.stdout;
+        const calls = await sb.exec(['sh', '-c', 'cat /var/lib/codex-k8s-fakes/calls.jsonl 2>/dev/null; true']);
+        texts['doubles calls.jsonl'] = calls.stdout;
+        const journal = await sb.exec(['sh', '-c', 'cat /var/lib/codex-k8s-bootstrap/state.json 2>/dev/null; true']);
+        texts['server journal'] = journal.stdout;
+        return texts;
+      },
+      async stop() {
+        await mirror.close();
+        await sb.stop();
+      },
+    };
+    return target;
+  } catch (e) {
+    await sb.stop();
+    throw e;
+  }
+}
+
+/** Steps and their footers, as the launcher printed them: { '00_preflight': '= unchanged', ... }. */
+export function footers(output: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  let current: string | undefined;
+  for (const line of output.split('\n')) {
+    const h = /^==> \[\d+\/\d+\] (\S+)/.exec(line);
+    if (h) current = h[1];
+    const f = /^([=+x~-]) (unchanged|changed \d+|failed|drift \d+|skipped)/.exec(line);
+    if (f && current) {
+      out[current] = `${f[1]} ${f[2]}`;
+      current = undefined;
+    }
+  }
+  return out;
+}

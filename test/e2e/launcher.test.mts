@@ -1,0 +1,156 @@
+// The launcher end to end, over real SSH, against a disposable Debian server (test/sandbox).
+// The tests run in order on one sandbox, like an operator's week: first run, re-run, single steps,
+// a failure and its resume, a concurrent run, a step by hand, and finally a server whose host key changed.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startTarget, footers } from './harness.mts';
+import type { Target } from './harness.mts';
+import { run as runProcess } from '../sandbox/sandbox.mts';
+import { RESULT_MARKER } from '../../bootstrap/lib/paths.mts';
+
+let t: Target;
+
+async function mutatingCalls(): Promise<number> {
+  const r = await t.sb.exec(['sh', '-c', 'cat /var/lib/codex-k8s-fakes/calls.jsonl 2>/dev/null; true']);
+  return r.stdout.split('\n').filter((l) => l.trim() && (JSON.parse(l) as { mutating?: boolean }).mutating).length;
+}
+
+async function operatorLogin(argv: string[]) {
+  return runProcess('ssh', ['-i', t.operatorKey, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', `UserKnownHostsFile=${t.sb.knownHostsPath}`, '-o', 'StrictHostKeyChecking=yes', `codex@${t.sb.host}`, '--', ...argv], { allowFail: true });
+}
+
+describe('launcher against a sandbox server', { concurrency: false }, () => {
+  before(async () => {
+    t = await startTarget();
+  });
+  after(async () => {
+    await t?.stop();
+  });
+
+  it('a full run succeeds, over one SSH connection', async () => {
+    const before = await t.sb.countAcceptedSsh();
+    const r = await t.launch(['--yes']);
+    assert.equal(r.code, 0, r.output);
+    assert.deepEqual(footers(r.output), { '00_preflight': '= unchanged', '10_operator_user': '+ changed 4' }, r.output);
+    assert.match(r.output, /^==> \[01\/02\] 00_preflight$/m);
+    assert.match(r.output, /^\s+ok\s+os\s+Debian GNU\/Linux 12/m, 'the preflight table is streamed');
+    assert.match(r.output, /^\s+\+ Node\.js installed v24\.11\.1 x64$/m);
+    assert.match(r.output, /^\s+\+ tree uploaded/m);
+    assert.match(r.output, /^Summary$/m);
+    assert.ok(!r.output.includes(RESULT_MARKER), 'the result marker is not shown');
+    assert.equal((await t.sb.countAcceptedSsh()) - before, 1, 'one multiplexed connection for the whole run');
+    assert.equal(t.mirror.requests.filter((q) => q.path.endsWith('.tar.xz')).length, 1);
+  });
+
+  it('the run had real effects: the operator logs in with its key and has passwordless sudo', async () => {
+    const r = await operatorLogin(['sudo', '-n', 'true']);
+    assert.equal(r.exitCode, 0, r.stderr);
+    const modes = await t.sb.exec(['stat', '-c', '%a %U %n', '/home/codex/.ssh', '/home/codex/.ssh/authorized_keys', '/etc/sudoers.d/codex-k8s-operator', '/etc/codex-k8s-bootstrap/bootstrap.env']);
+    assert.deepEqual(modes.stdout.trim().split('\n'), [
+      '700 codex /home/codex/.ssh',
+      '600 codex /home/codex/.ssh/authorized_keys',
+      '440 root /etc/sudoers.d/codex-k8s-operator',
+      '600 root /etc/codex-k8s-bootstrap/bootstrap.env',
+    ]);
+    const journal = JSON.parse((await t.sb.exec(['cat', '/var/lib/codex-k8s-bootstrap/state.json'])).stdout) as { steps: Record<string, { status: string }> };
+    assert.equal(journal.steps['00_preflight']?.status, 'ok');
+    assert.equal(journal.steps['10_operator_user']?.status, 'ok');
+  });
+
+  it('the second run reports everything unchanged and changes nothing', async () => {
+    const tarballs = t.mirror.requests.length;
+    const calls = await mutatingCalls();
+    const before = await t.sb.countAcceptedSsh();
+    const r = await t.launch(['--yes']);
+    assert.equal(r.code, 0, r.output);
+    assert.deepEqual(footers(r.output), { '00_preflight': '= unchanged', '10_operator_user': '= unchanged' }, r.output);
+    assert.match(r.output, /^\s+= Node\.js unchanged v24\.11\.1 x64$/m);
+    assert.match(r.output, /^\s+= tree unchanged/m);
+    assert.match(r.output, /^\s+= \/etc\/codex-k8s-bootstrap\/bootstrap\.env unchanged$/m);
+    assert.match(r.output, /^= unchanged \(/m, 'prepare is unchanged too');
+    assert.equal(t.mirror.requests.length, tarballs, 'nothing downloaded');
+    assert.equal(await mutatingCalls(), calls, 'the doubles recorded no mutating call');
+    assert.equal((await t.sb.countAcceptedSsh()) - before, 1);
+  });
+
+  it('--only runs just the named step; --from starts there', async () => {
+    const only = await t.launch(['--yes', '--only', '10']);
+    assert.equal(only.code, 0, only.output);
+    assert.deepEqual(footers(only.output), { '10_operator_user': '= unchanged' });
+    assert.match(only.output, /00_preflight\s+skipped \(last: ok/);
+    const from = await t.launch(['--yes', '--from', 'operator_user']);
+    assert.equal(from.code, 0, from.output);
+    assert.deepEqual(Object.keys(footers(from.output)), ['10_operator_user']);
+  });
+
+  it('a step run by hand on the server: --check reports drift, apply repairs it', async () => {
+    const step = '/opt/codex-k8s-bootstrap/bootstrap/remote/10_operator_user.mts';
+    assert.equal((await t.sb.ssh([step, '--check'], { allowFail: true })).exitCode, 0);
+    await t.sb.exec(['rm', '/etc/sudoers.d/codex-k8s-operator']);
+    const drift = await t.sb.ssh([step, '--check'], { allowFail: true });
+    assert.equal(drift.exitCode, 1);
+    assert.match(drift.stdout, /~ \/etc\/sudoers\.d\/codex-k8s-operator is missing/);
+    const fix = await t.sb.ssh([step], { allowFail: true });
+    assert.equal(fix.exitCode, 0, fix.stdout + fix.stderr);
+    assert.match(fix.stdout, /\+ changed 1/);
+    assert.equal((await operatorLogin(['sudo', '-n', 'true'])).exitCode, 0);
+  });
+
+  it('a step that fails mid-way stops the run, names the step and the resume command; the resume completes', async () => {
+    // The new operator's home path is taken by a file: useradd cannot create the home.
+    await t.sb.exec(['sh', '-c', 'echo not-a-dir > /home/ops2']);
+    const failed = await t.launch(['--yes'], { OPERATOR_USER: 'ops2' });
+    assert.equal(failed.code, 1, failed.output);
+    assert.equal(footers(failed.output)['10_operator_user'], 'x failed');
+    assert.match(failed.output, /error: step 10_operator_user failed: /);
+    assert.match(failed.output, /\/home\/ops2/);
+    assert.match(failed.output, new RegExp(`next: fix the cause, then resume: ./bootstrap/host/bootstrap_remote_staging.mts --env-file ${t.envFile.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} --from 10_operator_user`));
+    const journal = JSON.parse((await t.sb.exec(['cat', '/var/lib/codex-k8s-bootstrap/state.json'])).stdout) as { steps: Record<string, { status: string; error?: string }> };
+    assert.equal(journal.steps['10_operator_user']?.status, 'failed');
+    assert.equal((await t.sb.exec(['test', '-d', '/run/lock/codex-k8s-bootstrap'], { allowFail: true })).exitCode, 1, 'the lock was released');
+
+    await t.sb.exec(['mv', '/home/ops2', '/home/ops2.bak']);
+    const resumed = await t.launch(['--yes', '--from', '10_operator_user'], { OPERATOR_USER: 'ops2' });
+    assert.equal(resumed.code, 0, resumed.output);
+    assert.match(footers(resumed.output)['10_operator_user'] ?? '', /^\+ changed/);
+    assert.match(resumed.output, /warning: 00_preflight last succeeded with a different configuration/);
+  });
+
+  it('a second concurrent run is refused by the lock, with the holder named', async () => {
+    const first = await t.launchUntil(['--yes'], /==> prepare/);
+    const second = await t.launch(['--yes']);
+    const done = await first.done;
+    assert.equal(second.code, 3, second.output);
+    assert.match(second.output, /another bootstrap run holds the server lock: \S+@\S+ pid \d+ run \S+, since .* step /);
+    assert.match(second.output, /rm -rf \/run\/lock\/codex-k8s-bootstrap/);
+    assert.equal(done.code, 0, done.output);
+  });
+
+  it('a stale lock is reported as stale, with the command that clears it', async () => {
+    await t.sb.exec(['sh', '-c', 'mkdir -p /run/lock/codex-k8s-bootstrap && printf "token=x\\nholder=ghost@old-laptop pid 1\\nsince=1000\\nstep=10_operator_user\\n" > /run/lock/codex-k8s-bootstrap/owner']);
+    const r = await t.launch(['--yes']);
+    assert.equal(r.code, 3, r.output);
+    assert.match(r.output, /the server lock is STALE: held by ghost@old-laptop pid 1, since 1970-01-01T00:16:40\.000Z/);
+    assert.match(r.output, /clear the lock: ssh -p 22 -i \S+ root@\S+ rm -rf \/run\/lock\/codex-k8s-bootstrap/);
+    await t.sb.exec(['rm', '-rf', '/run/lock/codex-k8s-bootstrap']);
+  });
+
+  it('no secret from the config appears in any output, log, argv or record', async () => {
+    const texts = await t.capturedTexts();
+    assert.ok(Object.keys(texts).length >= 6);
+    for (const [where, text] of Object.entries(texts)) assert.ok(!text.includes(t.secret), `the GitHub token leaked into: ${where}`);
+    // It did reach the one place it must: the 0600 settings file on the server.
+    assert.match((await t.sb.exec(['cat', '/etc/codex-k8s-bootstrap/bootstrap.env'])).stdout, new RegExp(t.secret));
+  });
+
+  it('a changed host key is refused before anything is sent', async () => {
+    await t.sb.rekey();
+    const before = await t.sb.countAcceptedSsh();
+    const r = await t.launch(['--yes']);
+    assert.equal(r.code, 1, r.output);
+    assert.match(r.output, /the SSH host key of \S+:22 differs from the one pinned in /);
+    assert.match(r.output, /ssh-keygen -R/);
+    assert.doesNotMatch(r.output, /==> prepare/);
+    assert.equal(await t.sb.countAcceptedSsh(), before, 'no login happened');
+  });
+});
