@@ -344,6 +344,7 @@ async function runSteps(ctx: Ctx, selected: readonly string[], opts: Options): P
     if (!result || r.exitCode !== 0) {
       result = { status: 'failed', changes: result?.changes ?? [], drift: [], seconds, error: result?.error ?? `exit code ${r.exitCode}` };
     }
+    result.seconds = seconds; // wall time as seen from here: node start-up and the SSH round trip included
     result.stderrTail = stderr.slice(-15).join('\n') || undefined;
     results.set(name, result);
     ctx.log.stepFooter({ status: result.status === 'drift' ? 'failed' : result.status, changed: result.changes.length, seconds });
@@ -376,7 +377,8 @@ function printSummary(ctx: Ctx, selected: readonly string[], results: Map<string
     log.info(color.bold('Next'));
     log.info(`  log in as the operator:  ssh -p ${cfg.get('TARGET_PORT')} ${cfg.get('OPERATOR_USER')}@${cfg.get('TARGET_HOST')}`);
     log.info(`  check a step by hand:    ${ctx.sshHint} ${REMOTE.base}/bootstrap/remote/10_operator_user.mts --check`);
-    log.info(`  this run's log:          ${relative(process.cwd(), log.filePath ?? '') || log.filePath}`);
+    const rel = relative(process.cwd(), log.filePath ?? '');
+    log.info(`  this run's log:          ${rel.startsWith('..') ? log.filePath : rel}`);
   }
 }
 

@@ -114,6 +114,9 @@ export async function startTarget(name?: string): Promise<Target> {
         child.on('close', (code) => {
           const r = { code: code ?? 1, stdout, stderr, output, seconds: (performance.now() - started) / 1000 };
           runs.push(r);
+          // Kept for whoever debugs a red CI run: test/.out/e2e-runs/<sandbox>-<n>.txt
+          mkdirSync(join(REPO_ROOT, 'test/.out/e2e-runs'), { recursive: true });
+          writeFileSync(join(REPO_ROOT, 'test/.out/e2e-runs', `${sb.name}-${runs.length}.txt`), `$ launcher ${args.join(' ')}\nexit ${r.code}\n${output}`);
           resolve(r);
         });
       });

@@ -5,8 +5,13 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, describe, it } from 'node:test';
 
-import { hostSnapshot, run, startSandbox } from '../sandbox/sandbox.mts';
+import { hostSnapshot, run, sandboxPreflight, startSandbox } from '../sandbox/sandbox.mts';
 import type { Sandbox } from '../sandbox/sandbox.mts';
+
+// Counted as a failure (not a skip) with the preflight's message when this machine cannot run the sandbox.
+it('this machine can run the test sandbox (preflight)', async () => {
+  await sandboxPreflight();
+});
 
 describe('host stays untouched', () => {
   let sb: Sandbox | undefined;

@@ -113,7 +113,7 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     const resumed = await t.launch(['--yes', '--from', '10_operator_user'], { OPERATOR_USER: 'ops2' });
     assert.equal(resumed.code, 0, resumed.output);
     assert.match(footers(resumed.output)['10_operator_user'] ?? '', /^\+ changed/);
-    assert.match(resumed.output, /warning: 00_preflight last succeeded with a different configuration/);
+    assert.equal((await t.sb.exec(['stat', '-c', '%U', '/home/ops2'])).stdout.trim(), 'ops2');
   });
 
   it('a second concurrent run is refused by the lock, with the holder named', async () => {

@@ -5,7 +5,7 @@
  * overlay, with its own network namespace reached from the host at `host` (10.200.N.2) through a veth pair whose host
  * end is `hostAddr` (10.200.N.1). Every write inside it vanishes with it. Needs root and the apt packages
  * systemd-container, debootstrap, iproute2, openssh-client (see `sandbox.sh preflight`). The first start on a machine
- * builds the cached root filesystem (2-3 minutes); later starts take about 1.5 s.
+ * builds the cached root filesystem (2-3 minutes); later starts take about 1.6 s, stop() about 0.2 s.
  *
  * API
  *   startSandbox(opts?: StartSandboxOptions): Promise<Sandbox>
@@ -34,9 +34,14 @@
  *       returns its sha256 (use it as the checksum override: the bytes differ from nodejs.org's).
  *   hostSnapshot(): Promise<string>  the host's users, /etc/ssh, /etc/sudoers(.d) and nftables ruleset, as text to
  *       compare before/after a test.
+ *   Helpers: run(cmd, args, opts): Promise<ExecResult> (no shell; rejects on a non-zero exit unless allowFail),
+ *       shellQuote(word), SANDBOX_SCRIPT, REPO_ROOT.
  *
  * Always stop sandboxes: start them in `before()` and stop them in `after()` (a failing test still runs after()).
  * As a safety net, sandboxes still running when the process exits (or gets SIGINT/SIGTERM) are killed.
+ * A machine that cannot run the sandbox must fail the tests, not skip them: put
+ * `it('this machine can run the test sandbox (preflight)', () => sandboxPreflight());` first in the file, so the
+ * failure counts and shows the preflight's message (a failing before() only cancels the tests).
  *
  * Example
  *   let sb: Sandbox;
@@ -45,6 +50,7 @@
  *   it('logs in', async () => { assert.equal((await sb.ssh(['whoami'])).stdout.trim(), 'root'); });
  */
 import { spawn, execFileSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, existsSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
@@ -135,7 +141,12 @@ export class SandboxPreflightError extends Error {
 interface RunOptions extends ExecOptions {
   env?: NodeJS.ProcessEnv;
   cwd?: string;
+  /** Put the child in `inflight` while it runs (the exit safety net stops it). */
+  track?: boolean;
 }
+
+/** `sandbox.sh up` processes still running: on exit they get SIGTERM, and tear down what they started. */
+const inflight = new Set<ChildProcess>();
 
 /** Runs a command (no shell) and collects its output. */
 export function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<ExecResult> {
@@ -146,21 +157,28 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
       cwd: opts.cwd,
       stdio: ['pipe', 'pipe', 'pipe'],
     });
+    if (opts.track) inflight.add(child);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     let timedOut = false;
+    // SIGTERM first: sandbox.sh then tears down what it started; SIGKILL if that does not end it.
+    let killer: NodeJS.Timeout | undefined;
     const timer = setTimeout(() => {
       timedOut = true;
-      child.kill('SIGKILL');
+      child.kill('SIGTERM');
+      killer = setTimeout(() => child.kill('SIGKILL'), 10_000);
     }, timeoutMs);
     child.stdout.on('data', (b: Buffer) => out.push(b));
     child.stderr.on('data', (b: Buffer) => err.push(b));
     child.on('error', (e) => {
       clearTimeout(timer);
+      inflight.delete(child);
       reject(new Error(`cannot run ${cmd}: ${e.message}`));
     });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
+      clearTimeout(killer);
+      inflight.delete(child);
       const result: ExecResult = {
         stdout: Buffer.concat(out).toString('utf8'),
         stderr: Buffer.concat(err).toString('utf8'),
@@ -231,6 +249,8 @@ let safetyNetInstalled = false;
 
 /** Synchronous last-resort teardown (process 'exit' cannot wait for promises). */
 function killAllNow(): void {
+  for (const child of inflight) child.kill('SIGTERM');
+  inflight.clear();
   for (const name of live) {
     try {
       execFileSync('bash', [SANDBOX_SCRIPT, 'down', name], {
@@ -319,7 +339,7 @@ export async function startSandbox(opts: StartSandboxOptions = {}): Promise<Sand
   let up: ExecResult;
   try {
     // The first start on a machine builds the root filesystem: allow for it.
-    up = await script(['up', name, 'auto'], { env, allowFail: true, timeoutMs: 15 * 60_000 });
+    up = await script(['up', name, 'auto'], { env, allowFail: true, timeoutMs: 15 * 60_000, track: true });
   } finally {
     if (overlayDir !== undefined) await fs.rm(overlayDir, { recursive: true, force: true });
   }
