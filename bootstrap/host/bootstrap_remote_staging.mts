@@ -226,9 +226,11 @@ async function realRun(opts: Options, cfg: Config, selected: readonly string[], 
       const failed = selected.find((n) => results.get(n)?.status === 'failed');
       if (failed) {
         const r = results.get(failed);
+        const resume = `${SELF}${opts.explicitEnvFile ? ` --env-file ${opts.envFile}` : ''} --from ${failed}`;
         throw new OperationError(`step ${failed} failed: ${r?.error ?? 'see the output above'}`, {
-          hint: `fix the cause, then resume: ${SELF}${opts.explicitEnvFile ? ` --env-file ${opts.envFile}` : ''} --from ${failed}`,
-          detail: r?.stderrTail,
+          hint: `${r?.hint ?? 'fix the cause'}, then resume with: ${resume}`,
+          // A step that crashed before reporting gave no detail: its stderr is the best we have.
+          detail: r?.detail ?? (r?.crashed ? r.stderrTail : undefined),
         });
       }
       return 0;
@@ -313,7 +315,8 @@ async function prepare(ctx: Ctx): Promise<void> {
   log.stepFooter({ status: changed ? 'changed' : 'unchanged', changed, seconds: (performance.now() - t0) / 1000 });
 }
 
-type LaunchResult = StepResult & { stderrTail?: string };
+/** A step's result as the launcher saw it; `crashed` when the step died without reporting one. */
+type LaunchResult = StepResult & { stderrTail?: string; crashed?: boolean };
 
 async function runSteps(ctx: Ctx, selected: readonly string[], opts: Options): Promise<Map<string, LaunchResult>> {
   const results = new Map<string, LaunchResult>();
@@ -341,9 +344,8 @@ async function runSteps(ctx: Ctx, selected: readonly string[], opts: Options): P
       },
     );
     const seconds = (performance.now() - t0) / 1000;
-    if (!result || r.exitCode !== 0) {
-      result = { status: 'failed', changes: result?.changes ?? [], drift: [], seconds, error: result?.error ?? `exit code ${r.exitCode}` };
-    }
+    if (!result) result = { status: 'failed', changes: [], drift: [], seconds, error: `the step exited with code ${r.exitCode} without reporting a result`, crashed: true };
+    else if (r.exitCode !== 0 && result.status !== 'failed') result = { ...result, status: 'failed', error: `exit code ${r.exitCode}` };
     result.seconds = seconds; // wall time as seen from here: node start-up and the SSH round trip included
     result.stderrTail = stderr.slice(-15).join('\n') || undefined;
     results.set(name, result);

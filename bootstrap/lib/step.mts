@@ -39,6 +39,10 @@ export interface StepResult {
   drift: string[];
   seconds: number;
   error?: string;
+  /** The failed command's stderr (masked), when a command failed. */
+  detail?: string;
+  /** What a human should do next, when the step knows. */
+  hint?: string;
 }
 
 export function stepCliSpec(name: string): CliSpec {
@@ -102,11 +106,13 @@ export async function runStep(name: string, impl: StepImpl, argv: readonly strin
     if (!fromLauncher) {
       log.stepFooter({ status: result.status === 'failed' ? 'failed' : result.status === 'changed' ? 'changed' : 'unchanged', changed: result.changes.length, seconds: result.seconds });
     }
-    process.stdout.write(`${RESULT_MARKER} ${mask(JSON.stringify(result))}\n`);
     if (result.status === 'failed') {
       log.error(`${name} failed: ${result.error ?? 'unknown error'}`);
-      return 1;
+      if (result.detail) log.info(color.dim(result.detail.split('\n').map((l) => `  | ${l}`).join('\n')));
+      if (result.hint) log.info(`next: ${result.hint}`);
     }
+    process.stdout.write(`${RESULT_MARKER} ${mask(JSON.stringify(result))}\n`);
+    if (result.status === 'failed') return 1;
     return 0;
   });
 }
@@ -135,11 +141,10 @@ export async function converge(name: string, impl: StepImpl, ctx: StepContext, c
   } catch (e) {
     const err = e as OperationError;
     const message = mask(err.message ?? String(e));
-    if (err.detail) ctx.log.info(color.dim(err.detail.split('\n').map((l) => `  | ${l}`).join('\n')));
-    if (err.hint) ctx.log.info(`next: ${err.hint}`);
+    const detail = err.detail ? mask(err.detail) : e instanceof OperationError ? undefined : mask((e as Error).stack ?? '');
     const endedAt = new Date().toISOString();
     writeJournal(journalPath, recordStep(readJournal(journalPath), name, { status: 'failed', startedAt, endedAt, seconds: seconds(), changes, configHash: cfgHash, runId: ctx.runId, error: message }));
-    return { status: 'failed', changes, drift, seconds: seconds(), error: message };
+    return { status: 'failed', changes, drift, seconds: seconds(), error: message, detail: detail || undefined, hint: err.hint ? mask(err.hint) : undefined };
   }
 }
 

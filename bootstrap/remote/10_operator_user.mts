@@ -95,7 +95,7 @@ async function apply(ctx: StepContext): Promise<string[]> {
 
   const home = facts(acct.home);
   if (!home?.isDir || home.uid !== acct.uid) {
-    if (home && !home.isDir) throw new OperationError(`${acct.home} exists but is not a directory; it cannot be the home of ${user}`, { hint: `move it aside on the server (mv ${acct.home} ${acct.home}.bak), then resume` });
+    if (home && !home.isDir) throw new OperationError(`${acct.home} exists but is not a directory; it cannot be the home of ${user}`, { hint: `move it aside on the server (mv ${acct.home} ${acct.home}.bak)` });
     mkdirSync(acct.home, { recursive: true, mode: 0o750 });
     chownSync(acct.home, acct.uid, acct.gid);
     changes.push(`home ${acct.home} exists and belongs to ${user}`);

@@ -104,7 +104,8 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     assert.equal(footers(failed.output)['10_operator_user'], 'x failed');
     assert.match(failed.output, /error: step 10_operator_user failed: /);
     assert.match(failed.output, /\/home\/ops2/);
-    assert.match(failed.output, new RegExp(`next: fix the cause, then resume: ./bootstrap/host/bootstrap_remote_staging.mts --env-file ${t.envFile.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} --from 10_operator_user`));
+    const resume = `next: move it aside on the server (mv /home/ops2 /home/ops2.bak), then resume with: ./bootstrap/host/bootstrap_remote_staging.mts --env-file ${t.envFile} --from 10_operator_user`;
+    assert.ok(failed.output.includes(resume), failed.output);
     const journal = JSON.parse((await t.sb.exec(['cat', '/var/lib/codex-k8s-bootstrap/state.json'])).stdout) as { steps: Record<string, { status: string; error?: string }> };
     assert.equal(journal.steps['10_operator_user']?.status, 'failed');
     assert.equal((await t.sb.exec(['test', '-d', '/run/lock/codex-k8s-bootstrap'], { allowFail: true })).exitCode, 1, 'the lock was released');
