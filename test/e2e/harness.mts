@@ -31,7 +31,7 @@ export interface Target {
   runs: LauncherRun[];
   launch(args: readonly string[], extraEnv?: Record<string, string>): Promise<LauncherRun>;
   /** Starts the launcher and resolves once `marker` appears in its output; `done` resolves at exit. */
-  launchUntil(args: readonly string[], marker: RegExp): Promise<{ done: Promise<LauncherRun> }>;
+  launchUntil(args: readonly string[], marker: RegExp): Promise<{ pid: number; done: Promise<LauncherRun> }>;
   /** Everything captured so far, on the host and on the server, as one text per source. */
   capturedTexts(): Promise<Record<string, string>>;
   stop(): Promise<void>;
@@ -89,7 +89,7 @@ export async function startTarget(name?: string): Promise<Target> {
     chmodSync(join(shimDir, 'ssh'), 0o755);
 
     const runs: LauncherRun[] = [];
-    const spawnLauncher = (args: readonly string[], extraEnv: Record<string, string> = {}, onOutput?: (all: string) => void): Promise<LauncherRun> =>
+    const spawnLauncher = (args: readonly string[], extraEnv: Record<string, string> = {}, onOutput?: (all: string, pid: number) => void): Promise<LauncherRun> =>
       new Promise((resolve, reject) => {
         const started = performance.now();
         const child = spawn(process.execPath, ['--import', 'tsx', '--', 'bootstrap/host/bootstrap_remote_staging.mts', '--env-file', envFile, ...args], {
@@ -103,12 +103,12 @@ export async function startTarget(name?: string): Promise<Target> {
         child.stdout.on('data', (c: Buffer) => {
           stdout += c;
           output += c;
-          onOutput?.(output);
+          onOutput?.(output, child.pid ?? 0);
         });
         child.stderr.on('data', (c: Buffer) => {
           stderr += c;
           output += c;
-          onOutput?.(output);
+          onOutput?.(output, child.pid ?? 0);
         });
         child.on('error', reject);
         child.on('close', (code) => {
@@ -134,10 +134,10 @@ export async function startTarget(name?: string): Promise<Target> {
       launchUntil: (args, marker) =>
         new Promise((resolveStarted, rejectStarted) => {
           let seen = false;
-          const done = spawnLauncher(args, {}, (all) => {
+          const done = spawnLauncher(args, {}, (all, pid) => {
             if (!seen && marker.test(all)) {
               seen = true;
-              resolveStarted({ done });
+              resolveStarted({ pid, done });
             }
           });
           done.then((r) => {

@@ -118,8 +118,15 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
   });
 
   it('a second concurrent run is refused by the lock, with the holder named', async () => {
+    // Freeze the first launcher while it holds the lock (SIGSTOP), so the race is not left to timing.
     const first = await t.launchUntil(['--yes'], /==> prepare/);
-    const second = await t.launch(['--yes']);
+    process.kill(first.pid, 'SIGSTOP');
+    let second;
+    try {
+      second = await t.launch(['--yes']);
+    } finally {
+      process.kill(first.pid, 'SIGCONT');
+    }
     const done = await first.done;
     assert.equal(second.code, 3, second.output);
     assert.match(second.output, /another bootstrap run holds the server lock: \S+@\S+ pid \d+ run \S+, since .* step /);
