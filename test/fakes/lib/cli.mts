@@ -279,7 +279,8 @@ export async function runDouble(spec: DoubleSpec, argv: string[] = process.argv.
     }
   }
   const withNewline = (s: string): string => (s === '' || s.endsWith('\n') ? s : s + '\n');
-  if (outcome.stdout !== '') process.stdout.write(withNewline(outcome.stdout));
+  // stdout exactly as produced (kubectl -o jsonpath prints no trailing newline); stderr always ends with one.
+  if (outcome.stdout !== '') process.stdout.write(outcome.stdout);
   if (outcome.stderr !== '') process.stderr.write(withNewline(outcome.stderr));
   process.exitCode = outcome.exitCode;
 }

@@ -251,6 +251,10 @@ export const BUILTIN_KINDS: readonly KindInfo[] = [
   { group: 'admissionregistration.k8s.io', versions: ['v1'], kind: 'ValidatingWebhookConfiguration', plural: 'validatingwebhookconfigurations', namespaced: false },
   { group: 'admissionregistration.k8s.io', versions: ['v1'], kind: 'MutatingWebhookConfiguration', plural: 'mutatingwebhookconfigurations', namespaced: false },
   { group: 'apiextensions.k8s.io', versions: ['v1'], kind: 'CustomResourceDefinition', plural: 'customresourcedefinitions', shortNames: ['crd', 'crds'], namespaced: false,
+    check: (o) => {
+      const want = `${String(at(o, 'spec', 'names', 'plural'))}.${String(at(o, 'spec', 'group'))}`;
+      return o.metadata.name === want ? [] : [`metadata.name: Invalid value: must be spec.names.plural+"."+spec.group ("${want}")`];
+    },
     status: (o) => ({
       acceptedNames: at(o, 'spec', 'names'),
       storedVersions: ((at(o, 'spec', 'versions') as Json[] | undefined) ?? []).filter((v) => v['storage'] === true).map((v) => v['name']),

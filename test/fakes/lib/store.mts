@@ -194,6 +194,7 @@ export class Store {
   create(info: KindInfo, desired: K8sObject): K8sObject {
     const obj = clone(desired);
     obj.metadata = { ...obj.metadata, uid: crypto.randomUUID(), creationTimestamp: nowIso(), generation: 1 };
+    if (info.kind === 'Deployment') this.recordTemplate(info, obj);
     this.refreshStatus(info, obj);
     return this.put(info, obj);
   }
@@ -210,6 +211,7 @@ export class Store {
     }
     if (specView(obj) !== specView(current)) obj.metadata.generation = (current.metadata.generation ?? 1) + 1;
     if (info.status === undefined && current['status'] !== undefined) obj['status'] = current['status'];
+    if (info.kind === 'Deployment') this.recordTemplate(info, obj);
     this.refreshStatus(info, obj);
     return this.put(info, obj);
   }
@@ -232,6 +234,8 @@ export class Store {
         fs.rmSync(path.join(this.objectsRoot(), resourceName(k), name), { recursive: true, force: true });
         fs.rmSync(path.join(this.dir, 'history', resourceName(k), name), { recursive: true, force: true });
       }
+      // Helm keeps its releases (Secrets) in the release's namespace: they go too.
+      fs.rmSync(path.join(this.dir, 'helm', 'releases', name), { recursive: true, force: true });
     }
     return true;
   }

@@ -1,0 +1,82 @@
+// Host-side helpers for tests that drive the doubles as real processes (Node 20 + tsx). Not copied to the sandbox.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import type { Fault } from './lib/recorder.mts';
+
+export const FAKES_DIR = path.dirname(fileURLToPath(import.meta.url));
+export const REPO_ROOT = path.resolve(FAKES_DIR, '..', '..');
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface RunOptions {
+  /** The state dir (CODEXK8S_FAKES_DIR). */
+  dir: string;
+  stdin?: string;
+  env?: Record<string, string>;
+}
+
+/** A fresh, empty state dir. */
+export function newStateDir(prefix = 'codex-k8s-fakes-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+/** A clean environment: no KUBECONFIG or ~/.kube/config from the machine running the tests. */
+export function baseEnv(dir: string, extra: Record<string, string> = {}): Record<string, string> {
+  return { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: dir, CODEXK8S_FAKES_DIR: dir, ...extra };
+}
+
+export function runProcess(cmd: string, args: string[], opts: RunOptions): RunResult {
+  const r = spawnSync(cmd, args, {
+    cwd: REPO_ROOT,
+    env: baseEnv(opts.dir, opts.env),
+    input: opts.stdin ?? '',
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  if (r.error !== undefined) throw r.error;
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Runs test/fakes/<tool>.mts under tsx, as a separate process. */
+export function runDouble(tool: 'kubectl' | 'helm', args: string[], opts: RunOptions): RunResult {
+  return runProcess(process.execPath, ['--import', 'tsx', path.join(FAKES_DIR, `${tool}.mts`), ...args], opts);
+}
+
+/**
+ * Makes the fake cluster "up" as the k3s install double would: cluster.json + a kubeconfig (returned; pass it with
+ * --kubeconfig or KUBECONFIG).
+ */
+export function seedCluster(dir: string, cluster: { version?: string; nodeName?: string; disabled?: string[] } = {}): string {
+  fs.writeFileSync(path.join(dir, 'cluster.json'), JSON.stringify({ version: 'v1.31.4+k3s1', nodeName: 'sandbox', disabled: [], ...cluster }) + '\n');
+  const kubeconfig = path.join(dir, 'kubeconfig.yaml');
+  fs.writeFileSync(kubeconfig, 'apiVersion: v1\nkind: Config\n', { mode: 0o600 });
+  return kubeconfig;
+}
+
+export function writeFaults(dir: string, faults: Record<string, Partial<Fault>>): void {
+  fs.writeFileSync(path.join(dir, 'faults.json'), JSON.stringify(faults, null, 2) + '\n');
+}
+
+/** Writes a file under the state dir and returns its path (for -f arguments). */
+export function writeFile(dir: string, name: string, content: string): string {
+  const p = path.join(dir, name);
+  fs.mkdirSync(path.dirname(p), { recursive: true });
+  fs.writeFileSync(p, content);
+  return p;
+}
+
+/** A shell script that runs a .mts double with tsx on the host Node (stands in for the server's Node 24). */
+export function tsxNodeShim(dir: string): string {
+  const shim = path.join(dir, 'node-tsx');
+  const tsx = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
+  fs.writeFileSync(shim, `#!/bin/sh\nexec '${process.execPath}' --import '${tsx}' "$@"\n`, { mode: 0o755 });
+  return shim;
+}
