@@ -12,9 +12,10 @@ export function canPrompt(input: TtyIn = process.stdin): boolean {
 export function readHidden(prompt: string, input: TtyIn = process.stdin, output: Writable = process.stderr): Promise<string> {
   return new Promise((resolve, reject) => {
     let buf = '';
-    output.write(prompt);
+    // Echo goes off before the prompt shows: nothing typed after the prompt can be echoed.
     input.setRawMode?.(true);
     input.resume();
+    output.write(prompt);
     const finish = (err?: Error) => {
       input.off('data', onData);
       input.setRawMode?.(false);

@@ -162,3 +162,41 @@ in_empty_netns() {
   run ./bootstrap/host/gen_config_docs.mts --check
   assert_success
 }
+
+@test "on a terminal, a missing secret is prompted for without echo, then validated like any other" {
+  command -v script >/dev/null || skip "script(1) from util-linux is needed to fake a terminal"
+  # script(1) gives the launcher a real pseudo-terminal. We type only once the prompt is on screen (raw mode is
+  # on by then, so an echo would be the launcher's fault). The typed value is not a token: validation refuses it
+  # (exit 2) before anything is contacted, and the typed characters never appear on the terminal.
+  local tty_dir="$FAKEBIN/tty"
+  mkdir "$tty_dir"
+  mkfifo "$tty_dir/keys"
+  exec 5<>"$tty_dir/keys"
+  script -qfec "env TARGET_ROOT_SSH_KEY=$KEYDIR/id OPERATOR_SSH_PUBKEY_PATH=$KEYDIR/id.pub $LAUNCHER --env-file .env.example; echo \"launcher-exit:\$?\"" \
+    "$tty_dir/screen" <&5 >/dev/null 2>&1 &
+  local pid=$! i
+  for i in $(seq 1 100); do
+    grep -q 'CODEXK8S_GITHUB_PAT (' "$tty_dir/screen" 2>/dev/null && break
+    sleep 0.1
+  done
+  printf 'typed-but-not-a-token\r' >&5
+  for i in $(seq 1 100); do
+    grep -q 'launcher-exit:[0-9]' "$tty_dir/screen" && break
+    sleep 0.1
+  done
+  exec 5>&-
+  kill "$pid" 2>/dev/null || true
+  run cat "$tty_dir/screen"
+  assert_output --partial 'CODEXK8S_GITHUB_PAT (Fine-grained personal access token'
+  assert_output --partial 'CODEXK8S_GITHUB_PAT: the value (hidden) does not look like a GitHub token'
+  assert_output --partial 'launcher-exit:2'
+  refute_output --partial 'typed-but-not-a-token'
+  no_network_calls
+}
+
+@test "with --yes, a missing secret is an error even on a terminal" {
+  command -v script >/dev/null || skip "script(1) from util-linux is needed to fake a terminal"
+  run script -qec "env TARGET_ROOT_SSH_KEY=$KEYDIR/id OPERATOR_SSH_PUBKEY_PATH=$KEYDIR/id.pub $LAUNCHER --env-file .env.example --yes </dev/null" /dev/null
+  assert_output --partial 'CODEXK8S_GITHUB_PAT: is not set; it is a required secret'
+  refute_output --partial 'Fine-grained personal access token for'
+}
