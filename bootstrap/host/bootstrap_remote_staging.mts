@@ -19,6 +19,7 @@ import { STEPS, stepNames, stepInfo } from '../lib/catalogue.mts';
 import { selectSteps, checkPrerequisites, parseJournal } from '../lib/state.mts';
 import type { Journal } from '../lib/state.mts';
 import { SshSession, knownHostsPath, shellQuote } from '../lib/ssh.mts';
+import type { RemoteRunOptions } from '../lib/ssh.mts';
 import { parseLockAnswer, explainHeldLock } from '../lib/lock.mts';
 import { REMOTE, RESULT_MARKER, UPLOAD_ENTRIES } from '../lib/paths.mts';
 import { NODE } from '../lib/versions.mts';
@@ -182,8 +183,9 @@ interface Ctx {
   sshHint: string;
 }
 
-async function helper(ctx: Ctx, args: string[], opts: { input?: string | Buffer | NodeJS.ReadableStream; allowFail?: boolean } = {}) {
-  return ctx.ssh.run(['bash', '-c', HELPERS, 'remote_helpers', ...args], { ...(opts as { input?: string | Buffer; allowFail?: boolean }), display: ['remote_helpers', ...args] });
+/** Runs one subcommand of bootstrap/lib/remote_helpers.sh on the server (plain bash: no Node needed there yet). */
+async function helper(ctx: Ctx, args: string[], opts: Pick<RemoteRunOptions, 'input' | 'allowFail'> = {}) {
+  return ctx.ssh.run(['bash', '-c', HELPERS, 'remote_helpers', ...args], { ...opts, display: ['remote_helpers', ...args] });
 }
 
 async function realRun(opts: Options, cfg: Config, selected: readonly string[], log: Logger): Promise<number> {

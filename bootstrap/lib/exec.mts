@@ -96,9 +96,3 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
   if (result.exitCode !== 0 && !opts.allowFail) throw new CommandError(result);
   return result;
 }
-
-/** True when `name` is an executable on PATH (no process needed for the answer to be wrong later: check once). */
-export async function which(name: string): Promise<string | undefined> {
-  const r = await run(['sh', '-c', 'command -v "$1"', 'which', name], { allowFail: true });
-  return r.exitCode === 0 ? r.stdout.trim() : undefined;
-}

@@ -101,8 +101,3 @@ export function checkPrerequisites(all: readonly string[], selected: readonly st
   }
   return { problems, warnings };
 }
-
-/** The step a failed run should be resumed from: the first selected step that is not ok. */
-export function resumePoint(selected: readonly string[], j: Journal): string | undefined {
-  return selected.find((n) => j.steps[n]?.status !== 'ok');
-}

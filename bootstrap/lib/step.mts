@@ -88,8 +88,7 @@ export async function runStep(name: string, impl: StepImpl, argv: readonly strin
 
     const fromLauncher = process.env['CODEXK8S_LAUNCHER'] === '1';
     const runId = process.env['CODEXK8S_RUN_ID'] ?? newRunId();
-    const logDir = process.env['CODEXK8S_LOG_DIR'] ?? REMOTE.logDir;
-    log.setFile(join(logDir, `${runId}.log`));
+    log.setFile(join(REMOTE.logDir, `${runId}.log`));
     const ctx: StepContext = { cfg: loaded.config, log, runId };
 
     if (flags['check']) {
@@ -118,7 +117,7 @@ export async function runStep(name: string, impl: StepImpl, argv: readonly strin
 }
 
 /** check -> apply -> check, journaled. Never throws: a failure is a result. */
-export async function converge(name: string, impl: StepImpl, ctx: StepContext, cfgHash: string, journalPath: string = process.env['CODEXK8S_JOURNAL'] ?? REMOTE.journal): Promise<StepResult> {
+export async function converge(name: string, impl: StepImpl, ctx: StepContext, cfgHash: string, journalPath: string = REMOTE.journal): Promise<StepResult> {
   const started = performance.now();
   const startedAt = new Date().toISOString();
   const seconds = () => Math.round((performance.now() - started) / 100) / 10;
@@ -154,7 +153,7 @@ export function newRunId(): string {
 
 /** With the launcher's token: verify it owns the lock and record the step. Without: take the lock for this step. */
 function holdLock(step: string, token: string | undefined, staleAfter: number): { release(): void } {
-  const dir = process.env['CODEXK8S_LOCK_DIR'] ?? REMOTE.lockDir;
+  const dir = REMOTE.lockDir;
   const ownerFile = join(dir, 'owner');
   if (token) {
     let owner;

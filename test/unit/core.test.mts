@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { registerSecret, mask, clearSecretsForTests } from '../../bootstrap/lib/redact.mts';
 import { shellQuote, remoteCommand, sshBaseArgs, masterArgs, commandArgs, exitArgs, knownHostsPath, explainSshFailure } from '../../bootstrap/lib/ssh.mts';
 import type { SshTarget } from '../../bootstrap/lib/ssh.mts';
-import { emptyJournal, recordStep, selectSteps, checkPrerequisites, resolveStepName, parseJournal, resumePoint, writeJournal, readJournal } from '../../bootstrap/lib/state.mts';
+import { emptyJournal, recordStep, selectSteps, checkPrerequisites, resolveStepName, parseJournal, writeJournal, readJournal } from '../../bootstrap/lib/state.mts';
 import type { StepRecord } from '../../bootstrap/lib/state.mts';
 import { parseLockAnswer, isStale, explainHeldLock, parseOwner, formatOwner } from '../../bootstrap/lib/lock.mts';
 import { resolveArtifact } from '../../bootstrap/lib/artifacts.mts';
@@ -89,7 +89,6 @@ test('resume rules: skipped steps must have succeeded; another config only warns
   const q = checkPrerequisites(ALL, ['20_install_k3s'], j, 'h1');
   assert.deepEqual(q.problems, []);
   assert.match(q.warnings[0] ?? '', /10_operator_user last succeeded with a different configuration/);
-  assert.equal(resumePoint(ALL, j), '20_install_k3s');
   assert.equal(j.history.length, 3);
 });
 
@@ -185,4 +184,46 @@ test('the lock-clearing hint is exact from the laptop and on the server', () => 
   const owner = { token: 't', holder: 'h', since: 1, step: '-' };
   assert.match(explainHeldLock(owner, 99999, 60, '').hint, /clear the lock: rm -rf \/run\/lock\/codex-k8s-bootstrap$/);
   assert.match(explainHeldLock(owner, 99999, 60, 'ssh -p 22 root@h').hint, /clear the lock: ssh -p 22 root@h rm -rf /);
+});
+
+test('converge: check -> apply only on drift -> check again; leftover drift and errors fail, all journaled', async () => {
+  const { converge } = await import('../../bootstrap/lib/step.mts');
+  const { Logger } = await import('../../bootstrap/lib/log.mts');
+  const { loadConfig } = await import('../../bootstrap/lib/config.mts');
+  const { OperationError } = await import('../../bootstrap/lib/errors.mts');
+  const d = mkdtempSync(join(tmpdir(), 'ck8s-conv-'));
+  const journal = join(d, 'state.json');
+  const ctx = { cfg: loadConfig({ side: 'server', env: {}, strict: false }).config, log: new Logger(), runId: 'run-1' };
+  let state = ['a', 'b'];
+  let applied = 0;
+  const impl = {
+    check: async () => state.map((x) => `${x} is missing`),
+    apply: async () => {
+      applied++;
+      const done = state.map((x) => `created ${x}`);
+      state = [];
+      return done;
+    },
+  };
+  const first = await converge('10_demo', impl, ctx, 'hash1', journal);
+  assert.equal(first.status, 'changed');
+  assert.deepEqual(first.changes, ['created a', 'created b']);
+  const again = await converge('10_demo', impl, ctx, 'hash1', journal);
+  assert.equal(again.status, 'unchanged');
+  assert.equal(applied, 1, 'apply is not called when nothing drifts');
+  const j = readJournal(journal);
+  assert.equal(j.steps['10_demo']?.status, 'ok');
+  assert.equal(j.steps['10_demo']?.configHash, 'hash1');
+  assert.equal(j.history.length, 2);
+
+  const stubborn = { check: async () => ['x is wrong'], apply: async () => ['tried x'] };
+  const bad = await converge('20_stubborn', stubborn, ctx, 'hash1', journal);
+  assert.equal(bad.status, 'failed');
+  assert.match(bad.error ?? '', /still drifting after apply: x is wrong/);
+  assert.equal(readJournal(journal).steps['20_stubborn']?.status, 'failed');
+
+  const throwing = { check: async () => ['y'], apply: async () => { throw new OperationError('boom', { hint: 'do z', detail: 'stderr line' }); } };
+  const boom = await converge('30_boom', throwing, ctx, 'hash1', journal);
+  assert.deepEqual([boom.status, boom.error, boom.hint, boom.detail], ['failed', 'boom', 'do z', 'stderr line']);
+  assert.equal(readJournal(journal).steps['30_boom']?.error, 'boom');
 });
