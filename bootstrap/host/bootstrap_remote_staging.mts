@@ -16,8 +16,8 @@ import { parseCli, helpText, runMain } from '../lib/cli.mts';
 import type { CliSpec } from '../lib/cli.mts';
 import { UsageError, OperationError, EXIT_LOCKED } from '../lib/errors.mts';
 import { STEPS, stepNames, stepInfo } from '../lib/catalogue.mts';
-import { selectSteps, checkPrerequisites, parseJournal } from '../lib/state.mts';
-import type { Journal } from '../lib/state.mts';
+import { selectSteps, checkPrerequisites, parseServerState } from '../lib/state.mts';
+import type { Journal, ServerState } from '../lib/state.mts';
 import { SshSession, knownHostsPath, shellQuote } from '../lib/ssh.mts';
 import type { RemoteRunOptions } from '../lib/ssh.mts';
 import { parseLockAnswer, explainHeldLock } from '../lib/lock.mts';
@@ -214,16 +214,16 @@ async function realRun(opts: Options, cfg: Config, selected: readonly string[], 
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    await acquireLock(ctx);
+    const server = await begin(ctx);
     locked = true;
     try {
-      const journal = await readRemoteJournal(ctx);
-      const pre = checkPrerequisites(stepNames(), selected, journal, configHash(cfg));
+      const pre = checkPrerequisites(stepNames(), selected, server.journal, configHash(cfg));
       for (const w of pre.warnings) log.warn(w);
       if (pre.problems.length > 0) throw new UsageError(pre.problems);
-      await prepare(ctx);
+      await prepare(ctx, server);
       const results = await runSteps(ctx, selected, opts);
-      const finalJournal = await readRemoteJournal(ctx);
+      const finalJournal = await finish(ctx);
+      locked = false;
       printSummary(ctx, selected, results, finalJournal, (performance.now() - started) / 1000);
       const failed = selected.find((n) => results.get(n)?.status === 'failed');
       if (failed) {
@@ -237,7 +237,7 @@ async function realRun(opts: Options, cfg: Config, selected: readonly string[], 
       }
       return 0;
     } finally {
-      await helper(ctx, ['lock-release', REMOTE.lockDir, ctx.lockToken], { allowFail: true });
+      if (locked) await helper(ctx, ['lock-release', REMOTE.lockDir, ctx.lockToken], { allowFail: true });
       locked = false;
     }
   } finally {
@@ -247,22 +247,32 @@ async function realRun(opts: Options, cfg: Config, selected: readonly string[], 
   }
 }
 
-async function acquireLock(ctx: Ctx): Promise<void> {
+/**
+ * The first round trip: take the server lock and learn what is installed (runtime, tree, settings, journal).
+ * A converged re-run needs nothing else before its steps.
+ */
+async function begin(ctx: Ctx): Promise<ServerState> {
   const holder = `${userInfo().username}@${hostname()} pid ${process.pid} run ${ctx.runId}`;
-  const r = await helper(ctx, ['lock-acquire', REMOTE.lockDir, ctx.lockToken, holder], { allowFail: true });
-  if (r.exitCode !== 0 && r.exitCode !== 3) throw new OperationError('could not take the server lock', { detail: r.stderr });
+  const r = await helper(ctx, ['begin', REMOTE.lockDir, ctx.lockToken, holder, REMOTE.node, REMOTE.treeHashFile, REMOTE.envFile, REMOTE.journal], { allowFail: true });
+  if (r.exitCode !== 0 && r.exitCode !== EXIT_LOCKED) throw new OperationError('could not take the server lock', { detail: r.stderr });
   const answer = parseLockAnswer(r.stdout);
   if (!answer.acquired) {
     const { message, hint } = explainHeldLock(answer.owner, answer.now, ctx.cfg.get<number>('CODEXK8S_LOCK_STALE_AFTER'), ctx.sshHint);
     throw new OperationError(message, { hint, exitCode: EXIT_LOCKED });
   }
   ctx.log.detail(`lock ${REMOTE.lockDir} taken`);
+  return serverState(ctx, r.stdout);
 }
 
-async function readRemoteJournal(ctx: Ctx): Promise<Journal> {
-  const r = await helper(ctx, ['read-file', REMOTE.journal]);
+/** The last round trip: release the lock and read the journal for the summary. */
+async function finish(ctx: Ctx): Promise<Journal> {
+  const r = await helper(ctx, ['finish', REMOTE.lockDir, ctx.lockToken, REMOTE.journal]);
+  return serverState(ctx, r.stdout).journal;
+}
+
+function serverState(ctx: Ctx, stdout: string): ServerState {
   try {
-    return parseJournal(r.stdout);
+    return parseServerState(stdout);
   } catch (e) {
     throw new OperationError(`the journal ${REMOTE.journal} on the server is unreadable (${(e as Error).message})`, {
       hint: `inspect it (${ctx.sshHint} cat ${REMOTE.journal}); moving it aside makes every step run again, which is safe`,
@@ -271,7 +281,7 @@ async function readRemoteJournal(ctx: Ctx): Promise<Journal> {
 }
 
 /** Runtime, tree and settings on the server; each skipped when already identical. */
-async function prepare(ctx: Ctx): Promise<void> {
+async function prepare(ctx: Ctx, server: ServerState): Promise<void> {
   const { cfg, log } = ctx;
   const t0 = performance.now();
   log.info(color.bold('==> prepare: runtime, files and settings on the server'));
@@ -281,15 +291,17 @@ async function prepare(ctx: Ctx): Promise<void> {
   const x64 = resolveArtifact(NODE, 'x64', mirror, overrides);
   const arm64 = resolveArtifact(NODE, 'arm64', mirror, overrides);
   for (const a of [x64, arm64]) if (a.overriddenFrom) log.warn(`checksum of ${a.name} ${a.version} (${a.arch}) overridden: ${a.sha256} instead of the pinned ${a.overriddenFrom}`);
-  const node = await helper(ctx, ['ensure-node', REMOTE.node, NODE.version, x64.url, x64.sha256, arm64.url, arm64.sha256], { allowFail: true });
-  if (node.exitCode !== 0) throw new OperationError(`installing Node.js ${NODE.version} on the server failed`, { detail: node.stderr, hint: `check that the server can reach ${x64.url} (or set CODEXK8S_ARTIFACT_MIRROR)` });
-  const nodeOut = node.stdout.trim();
-  if (nodeOut.startsWith('installed')) changed++;
-  log.info(`  ${nodeOut.startsWith('installed') ? '+' : '='} Node.js ${nodeOut}`);
+  if (server.node === `v${NODE.version}`) log.info(`  = Node.js unchanged v${NODE.version}`);
+  else {
+    const node = await helper(ctx, ['ensure-node', REMOTE.node, NODE.version, x64.url, x64.sha256, arm64.url, arm64.sha256], { allowFail: true });
+    if (node.exitCode !== 0) throw new OperationError(`installing Node.js ${NODE.version} on the server failed`, { detail: node.stderr, hint: `check that the server can reach ${x64.url} (or set CODEXK8S_ARTIFACT_MIRROR)` });
+    const nodeOut = node.stdout.trim();
+    if (nodeOut.startsWith('installed')) changed++;
+    log.info(`  ${nodeOut.startsWith('installed') ? '+' : '='} Node.js ${nodeOut}`);
+  }
 
   const tree = buildUploadTree(REPO_ROOT);
-  const remoteHash = (await helper(ctx, ['tree-hash', REMOTE.treeHashFile])).stdout.trim();
-  if (remoteHash === tree.hash) log.info(`  = tree unchanged (${tree.files.length} files, ${tree.hash.slice(0, 12)})`);
+  if (server.tree === tree.hash) log.info(`  = tree unchanged (${tree.files.length} files, ${tree.hash.slice(0, 12)})`);
   else {
     const dir = mkdtempSync(join(tmpdir(), 'ck8s-upload-'));
     try {
@@ -307,8 +319,7 @@ async function prepare(ctx: Ctx): Promise<void> {
 
   const envText = serializeServerEnv(cfg);
   const envHash = createHash('sha256').update(envText).digest('hex');
-  const remoteEnvHash = (await helper(ctx, ['file-sha256', REMOTE.envFile])).stdout.trim();
-  if (remoteEnvHash === envHash) log.info(`  = ${REMOTE.envFile} unchanged`);
+  if (server.env === envHash) log.info(`  = ${REMOTE.envFile} unchanged`);
   else {
     await helper(ctx, ['write-private', REMOTE.envFile], { input: envText });
     changed++;

@@ -1,14 +1,21 @@
 // The only module that starts processes (with lib/ssh.mts building on it).
 // Commands are argv arrays; zx quotes every element (`$\`${argv}\``), so no shell string is ever built by hand.
 // Secret values travel on stdin (`input`), never in argv.
-import { $ } from 'zx';
 import type { Readable } from 'node:stream';
 import { OperationError } from './errors.mts';
 import { mask } from './redact.mts';
 import type { Logger } from './log.mts';
 
-$.verbose = false;
-$.quiet = true;
+// zx is loaded on first use: a step that starts no process (00_preflight) does not pay for it.
+let zx: typeof import('zx') | undefined;
+async function dollar(): Promise<typeof import('zx')['$']> {
+  if (!zx) {
+    zx = await import('zx');
+    zx.$.verbose = false;
+    zx.$.quiet = true;
+  }
+  return zx.$;
+}
 
 export interface RunOptions {
   /** Bytes for the process's stdin. Use this for every secret. */
@@ -67,6 +74,7 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
   opts.log?.detail(`$ ${argv.join(' ')}`);
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries({ ...process.env, ...opts.env })) if (v !== undefined) env[k] = v;
+  const $ = await dollar();
   const p = $({
     input: opts.input,
     env,

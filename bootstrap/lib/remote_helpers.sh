@@ -3,15 +3,16 @@
 # plain bash + coreutils + curl + tar. The launcher sends this file as the script of `bash -c SCRIPT`
 # over its SSH connection, with a subcommand and arguments; every path comes from bootstrap/lib/paths.mts.
 #
-#   lock-acquire LOCKDIR TOKEN HOLDER         -> "acquired", or "held" + owner lines (exit 3)
-#   lock-release LOCKDIR TOKEN                -> removes the lock if TOKEN owns it
+#   begin LOCKDIR TOKEN HOLDER NODE_DIR TREE_HASH_FILE ENV_FILE JOURNAL
+#                        one round trip at the start of a run: takes the lock ("held" + owner lines and
+#                        exit 3 when another run has it), then prints node=, tree=, env= and the journal
+#   finish LOCKDIR TOKEN JOURNAL
+#                        one round trip at the end: releases the lock if TOKEN owns it, prints the journal
+#   lock-release LOCKDIR TOKEN                -> removes the lock if TOKEN owns it (used on Ctrl-C)
 #   ensure-node DEST VERSION URL_X64 SHA_X64 URL_ARM64 SHA_ARM64
 #                                             -> "unchanged vX arch" | "installed vX arch"
-#   tree-hash FILE                            -> the hash of the uploaded tree, or nothing
 #   install-tree BASE HASH ENTRY...           -> tar on stdin, swapped in entry by entry
-#   file-sha256 PATH                          -> sha256 of PATH, or nothing
 #   write-private PATH                        -> stdin to PATH, 0600 before the first byte, atomic
-#   read-file PATH                            -> PATH's content, or nothing
 set -euo pipefail
 
 die() { echo "remote_helpers: $*" >&2; exit 1; }
@@ -42,6 +43,28 @@ lock_release() {
   fi
 }
 
+# The installed runtime's version, from the stamp written after a verified install (no process start).
+node_stamp() {
+  if [ -x "$1/bin/node" ]; then cat "$1/.codex-k8s-version" 2>/dev/null || true; fi
+}
+
+begin() {
+  local lockdir=$1 token=$2 holder=$3 node=$4 treefile=$5 envfile=$6 journal=$7
+  lock_acquire "$lockdir" "$token" "$holder" || return $?
+  printf 'node=%s\n' "$(node_stamp "$node")"
+  printf 'tree=%s\n' "$(cat "$treefile" 2>/dev/null || true)"
+  printf 'env=%s\n' "$(if [ -f "$envfile" ]; then sha256sum "$envfile" | cut -d' ' -f1; fi)"
+  echo '--- journal'
+  cat "$journal" 2>/dev/null || true
+}
+
+finish() {
+  local lockdir=$1 token=$2 journal=$3
+  lock_release "$lockdir" "$token"
+  echo '--- journal'
+  cat "$journal" 2>/dev/null || true
+}
+
 ensure_node() {
   local dest=$1 version=$2 arch url sha machine
   machine=$(uname -m)
@@ -50,7 +73,7 @@ ensure_node() {
     aarch64 | arm64) arch=arm64 url=$5 sha=$6 ;;
     *) die "unsupported CPU architecture $machine; expected x86_64 or aarch64" ;;
   esac
-  if [ "$("$dest/bin/node" --version 2>/dev/null || true)" = "v$version" ]; then
+  if [ "$(node_stamp "$dest")" = "v$version" ] && [ "$("$dest/bin/node" --version 2>/dev/null || true)" = "v$version" ]; then
     echo "unchanged v$version $arch"
     return 0
   fi
@@ -71,6 +94,7 @@ ensure_node() {
   [ "$("$tmp/node/bin/node" --version)" = "v$version" ] || die "the tarball from $url does not contain Node.js v$version"
   rm -rf "$dest.old"
   if [ -e "$dest" ]; then mv "$dest" "$dest.old"; fi
+  printf 'v%s\n' "$version" >"$tmp/node/.codex-k8s-version"
   mv "$tmp/node" "$dest"
   rm -rf "$dest.old"
   echo "installed v$version $arch"
@@ -114,13 +138,11 @@ cmd=${1:-}
 [ -n "$cmd" ] || die "no subcommand"
 shift
 case "$cmd" in
-  lock-acquire) lock_acquire "$@" ;;
+  begin) begin "$@" ;;
+  finish) finish "$@" ;;
   lock-release) lock_release "$@" ;;
   ensure-node) ensure_node "$@" ;;
-  tree-hash) cat "$1" 2>/dev/null || true ;;
   install-tree) install_tree "$@" ;;
-  file-sha256) if [ -f "$1" ]; then sha256sum "$1" | cut -d' ' -f1; fi ;;
   write-private) write_private "$@" ;;
-  read-file) cat "$1" 2>/dev/null || true ;;
   *) die "unknown subcommand $cmd" ;;
 esac

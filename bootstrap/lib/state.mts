@@ -101,3 +101,28 @@ export function checkPrerequisites(all: readonly string[], selected: readonly st
   }
   return { problems, warnings };
 }
+
+/** What the launcher learns about the server in its first round trip (remote_helpers.sh begin). */
+export interface ServerState {
+  /** Version stamp of the installed Node.js runtime ("v24.11.1"), or "" when absent. */
+  node: string;
+  /** Hash of the uploaded tree, or "". */
+  tree: string;
+  /** sha256 of bootstrap.env, or "". */
+  env: string;
+  journal: Journal;
+}
+
+const JOURNAL_SEPARATOR = '--- journal';
+
+/** Splits the output of `begin` (after its first line, "acquired") and of `finish` (after its first line). */
+export function parseServerState(stdout: string): ServerState {
+  const at = stdout.indexOf(`\n${JOURNAL_SEPARATOR}\n`);
+  if (at < 0) throw new Error(`no journal section in the server's answer: ${stdout.slice(0, 200)}`);
+  const kv: Record<string, string> = {};
+  for (const line of stdout.slice(0, at).split('\n')) {
+    const i = line.indexOf('=');
+    if (i > 0) kv[line.slice(0, i)] = line.slice(i + 1).trim();
+  }
+  return { node: kv['node'] ?? '', tree: kv['tree'] ?? '', env: kv['env'] ?? '', journal: parseJournal(stdout.slice(at + JOURNAL_SEPARATOR.length + 2)) };
+}

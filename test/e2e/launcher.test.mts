@@ -5,10 +5,11 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startTarget, footers } from './harness.mts';
 import type { Target } from './harness.mts';
-import { run as runProcess } from '../sandbox/sandbox.mts';
+import { run as runProcess, hostSnapshot } from '../sandbox/sandbox.mts';
 import { RESULT_MARKER } from '../../bootstrap/lib/paths.mts';
 
 let t: Target;
+let hostBefore: string;
 
 async function mutatingCalls(): Promise<number> {
   const r = await t.sb.exec(['sh', '-c', 'cat /var/lib/codex-k8s-fakes/calls.jsonl 2>/dev/null; true']);
@@ -21,6 +22,7 @@ async function operatorLogin(argv: string[]) {
 
 describe('launcher against a sandbox server', { concurrency: false }, () => {
   before(async () => {
+    hostBefore = await hostSnapshot();
     t = await startTarget();
   });
   after(async () => {
@@ -64,7 +66,7 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     const r = await t.launch(['--yes']);
     assert.equal(r.code, 0, r.output);
     assert.deepEqual(footers(r.output), { '00_preflight': '= unchanged', '10_operator_user': '= unchanged' }, r.output);
-    assert.match(r.output, /^\s+= Node\.js unchanged v24\.11\.1 x64$/m);
+    assert.match(r.output, /^\s+= Node\.js unchanged v24\.11\.1$/m);
     assert.match(r.output, /^\s+= tree unchanged/m);
     assert.match(r.output, /^\s+= \/etc\/codex-k8s-bootstrap\/bootstrap\.env unchanged$/m);
     assert.match(r.output, /^= unchanged \(/m, 'prepare is unchanged too');
@@ -160,5 +162,10 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     assert.match(r.output, /ssh-keygen -R/);
     assert.doesNotMatch(r.output, /==> prepare/);
     assert.equal(await t.sb.countAcceptedSsh(), before, 'no login happened');
+  });
+
+  it('the test host itself is untouched: users, /etc/ssh, sudoers and nftables', async () => {
+    await t.stop();
+    assert.equal(await hostSnapshot(), hostBefore);
   });
 });

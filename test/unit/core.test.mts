@@ -227,3 +227,13 @@ test('converge: check -> apply only on drift -> check again; leftover drift and 
   assert.deepEqual([boom.status, boom.error, boom.hint, boom.detail], ['failed', 'boom', 'do z', 'stderr line']);
   assert.equal(readJournal(journal).steps['30_boom']?.error, 'boom');
 });
+
+test('the server state of the first round trip is parsed: stamps, hashes and the journal', async () => {
+  const { parseServerState } = await import('../../bootstrap/lib/state.mts');
+  const j = JSON.stringify(recordStep(emptyJournal(), '00_preflight', ok()));
+  const s = parseServerState(`acquired\nnode=v24.11.1\ntree=abc\nenv=\n--- journal\n${j}\n`);
+  assert.deepEqual([s.node, s.tree, s.env], ['v24.11.1', 'abc', '']);
+  assert.equal(s.journal.steps['00_preflight']?.status, 'ok');
+  assert.deepEqual(parseServerState('released\n--- journal\n').journal, emptyJournal(), 'a fresh server has an empty journal');
+  assert.throws(() => parseServerState('acquired\nnode=\n'), /no journal section/);
+});
