@@ -33,7 +33,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml, stringify } from 'yaml';
 import type { FlagTable, Outcome, ParsedArgs, ParseStyle, ToolIO } from './lib/cli.mts';
-import { DoubleError, emptyOutcome, flagBool, flagList, flagString, parseArgs, parseDuration, runDouble } from './lib/cli.mts';
+import { DoubleError, emptyOutcome, flagBool, flagList, flagString, parseArgs, parseDuration, runDouble, runVerb } from './lib/cli.mts';
 import type { Release, ReleaseRevision } from './lib/helm-state.mts';
 import { deleteRelease, latest, listReleases, readRelease, writeRelease } from './lib/helm-state.mts';
 import { isObj, kindByApiVersion } from './lib/kinds.mts';
@@ -717,14 +717,7 @@ async function main(argv: string[], io: ToolIO): Promise<Outcome> {
       return store;
     },
   };
-  try {
-    await verb.run(ctx);
-  } catch (err) {
-    if (!(err instanceof DoubleError)) throw err;
-    out.stderr += err.message;
-    out.exitCode = err.exitCode;
-  }
-  return out;
+  return runVerb(out, () => verb.run(ctx));
 }
 
 await runDouble({ tool: 'helm', globalFlags: GLOBAL_FLAGS, run: main });

@@ -31,7 +31,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseAllDocuments, stringify } from 'yaml';
 import type { FlagTable, Outcome, ParsedArgs, ParseStyle, ToolIO } from './lib/cli.mts';
-import { DoubleError, emptyOutcome, flagBool, flagList, flagString, parseArgs, parseDuration, runDouble } from './lib/cli.mts';
+import { DoubleError, emptyOutcome, flagBool, flagList, flagString, parseArgs, parseDuration, runDouble, runVerb } from './lib/cli.mts';
 import type { K8sObject, KindInfo } from './lib/kinds.mts';
 import { at, isObj, kindByApiVersion, kindByResourceArg, printName, resourceName } from './lib/kinds.mts';
 import { clone, DEFAULT_K8S_VERSION, readCluster, requireCluster, sameObject, SERVER_METADATA, Store } from './lib/store.mts';
@@ -803,15 +803,7 @@ async function main(argv: string[], io: ToolIO): Promise<Outcome> {
       return store;
     },
   };
-  try {
-    await verb.run(ctx);
-  } catch (err) {
-    if (!(err instanceof DoubleError)) throw err;
-    // Keep what was printed (and changed) before the error, like kubectl does.
-    out.stderr += err.message;
-    out.exitCode = err.exitCode;
-  }
-  return out;
+  return runVerb(out, () => verb.run(ctx));
 }
 
 await runDouble({ tool: 'kubectl', globalFlags: GLOBAL_FLAGS, run: main });

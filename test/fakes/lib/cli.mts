@@ -197,6 +197,21 @@ export function parseDuration(text: string): number | undefined {
 // ---------------------------------------------------------------------------------------------------------------
 // Main
 
+/**
+ * Runs one verb and turns a DoubleError into the outcome's stderr and exit code, keeping what the verb printed
+ * (and changed) before failing, as the real tools do. Any other error is a bug of the double and propagates.
+ */
+export async function runVerb(out: Outcome, verb: () => Promise<void>): Promise<Outcome> {
+  try {
+    await verb();
+  } catch (err) {
+    if (!(err instanceof DoubleError)) throw err;
+    out.stderr += err.message;
+    out.exitCode = err.exitCode;
+  }
+  return out;
+}
+
 export interface DoubleSpec {
   /** Name recorded in calls.jsonl and used in faults.json keys ("kubectl", "helm"). */
   readonly tool: string;
