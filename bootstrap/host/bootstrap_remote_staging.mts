@@ -254,6 +254,11 @@ async function realRun(opts: Options, cfg: Config, selected: readonly string[], 
 async function begin(ctx: Ctx): Promise<ServerState> {
   const holder = `${userInfo().username}@${hostname()} pid ${process.pid} run ${ctx.runId}`;
   const r = await helper(ctx, ['begin', REMOTE.lockDir, ctx.lockToken, holder, REMOTE.node, REMOTE.treeHashFile, REMOTE.envFile, REMOTE.journal], { allowFail: true });
+  if (r.exitCode === 4 && r.stdout.startsWith('not-root')) {
+    throw new OperationError(`${ctx.cfg.get('TARGET_ROOT_USER')} on the server is not root (${r.stdout.trim().slice('not-root '.length)}); the bootstrap needs root`, {
+      hint: 'set TARGET_ROOT_USER=root (and a key that root accepts); nothing was changed',
+    });
+  }
   if (r.exitCode !== 0 && r.exitCode !== EXIT_LOCKED) throw new OperationError('could not take the server lock', { detail: r.stderr });
   const answer = parseLockAnswer(r.stdout);
   if (!answer.acquired) {

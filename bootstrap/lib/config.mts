@@ -79,7 +79,7 @@ export const SETTINGS: readonly Setting[] = [
   { name: 'TARGET_PORT', group: GROUPS.target, kind: 'port', scope: 'host', default: '22',
     description: 'SSH port of the server as it is now (before hardening).' },
   { name: 'TARGET_ROOT_USER', group: GROUPS.target, kind: 'username', scope: 'host', default: 'root',
-    description: 'User the launcher logs in as. It must be root or have passwordless sudo as root.' },
+    description: 'User the launcher logs in as. It must be root (uid 0): the launcher checks before it changes anything.' },
   { name: 'TARGET_ROOT_SSH_KEY', group: GROUPS.target, kind: 'path', scope: 'host', default: '~/.ssh/id_ed25519',
     description: 'Private key for that login (stays on the laptop).' },
   { name: 'CODEXK8S_SSH_EXTRA_OPTS', group: GROUPS.target, kind: 'sshOptions', scope: 'host',

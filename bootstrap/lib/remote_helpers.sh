@@ -4,8 +4,9 @@
 # over its SSH connection, with a subcommand and arguments; every path comes from bootstrap/lib/paths.mts.
 #
 #   begin LOCKDIR TOKEN HOLDER NODE_DIR TREE_HASH_FILE ENV_FILE JOURNAL
-#                        one round trip at the start of a run: takes the lock ("held" + owner lines and
-#                        exit 3 when another run has it), then prints node=, tree=, env= and the journal
+#                        one round trip at the start of a run: exit 4 unless root; takes the lock ("held" +
+#                        owner lines and exit 3 when another run has it), then prints node=, tree=, env= and
+#                        the journal
 #   finish LOCKDIR TOKEN JOURNAL
 #                        one round trip at the end: releases the lock if TOKEN owns it, prints the journal
 #   lock-release LOCKDIR TOKEN                -> removes the lock if TOKEN owns it (used on Ctrl-C)
@@ -50,6 +51,8 @@ node_stamp() {
 
 begin() {
   local lockdir=$1 token=$2 holder=$3 node=$4 treefile=$5 envfile=$6 journal=$7
+  # Everything after this needs root: refuse before taking the lock, so a wrong user changes nothing.
+  [ "$(id -u)" = 0 ] || { echo "not-root uid=$(id -u) user=$(id -un)"; return 4; }
   lock_acquire "$lockdir" "$token" "$holder" || return $?
   printf 'node=%s\n' "$(node_stamp "$node")"
   printf 'tree=%s\n' "$(cat "$treefile" 2>/dev/null || true)"

@@ -145,6 +145,24 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     await t.sb.exec(['rm', '-rf', '/run/lock/codex-k8s-bootstrap']);
   });
 
+  it('Ctrl-C during a run releases the server lock and exits 130', async () => {
+    const run = await t.launchUntil(['--yes'], /==> prepare/);
+    process.kill(run.pid, 'SIGINT');
+    const r = await run.done;
+    assert.equal(r.code, 130, r.output);
+    assert.match(r.output, /interrupted; releasing the server lock/);
+    assert.equal((await t.sb.exec(['test', '-e', '/run/lock/codex-k8s-bootstrap'], { allowFail: true })).exitCode, 1, 'no lock left behind');
+  });
+
+  it('a login that is not root is refused before anything changes', async () => {
+    await t.sb.exec(['sh', '-c', 'useradd -m plain && mkdir -p /home/plain/.ssh && cp /root/.ssh/authorized_keys /home/plain/.ssh/ && chown -R plain: /home/plain/.ssh']);
+    const r = await t.launch(['--yes'], { TARGET_ROOT_USER: 'plain' });
+    assert.equal(r.code, 1, r.output);
+    assert.match(r.output, /error: plain on the server is not root \(uid=\d+ user=plain\); the bootstrap needs root/);
+    assert.doesNotMatch(r.output, /==> prepare/);
+    assert.equal((await t.sb.exec(['test', '-e', '/run/lock/codex-k8s-bootstrap'], { allowFail: true })).exitCode, 1);
+  });
+
   it('no secret from the config appears in any output, log, argv or record', async () => {
     const texts = await t.capturedTexts();
     assert.ok(Object.keys(texts).length >= 6);
