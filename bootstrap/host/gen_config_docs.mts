@@ -12,7 +12,7 @@ import type { CliSpec } from '../lib/cli.mts';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-const SPEC: CliSpec = {
+export const SPEC: CliSpec = {
   name: './bootstrap/host/gen_config_docs.mts',
   usage: './bootstrap/host/gen_config_docs.mts [--check]',
   summary: 'Writes .env.example and docs/configuration.md from the settings schema in bootstrap/lib/config.mts.',
