@@ -214,9 +214,10 @@ async function realRun(opts: Options, cfg: Config, selected: readonly string[], 
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    const server = await begin(ctx);
+    const answer = await begin(ctx);
     locked = true;
     try {
+      const server = serverState(ctx, answer);
       const pre = checkPrerequisites(stepNames(), selected, server.journal, configHash(cfg));
       for (const w of pre.warnings) log.warn(w);
       if (pre.problems.length > 0) throw new UsageError(pre.problems);
@@ -248,10 +249,11 @@ async function realRun(opts: Options, cfg: Config, selected: readonly string[], 
 }
 
 /**
- * The first round trip: take the server lock and learn what is installed (runtime, tree, settings, journal).
- * A converged re-run needs nothing else before its steps.
+ * The first round trip: take the server lock and learn what is installed (runtime, tree, settings, journal;
+ * parsed by serverState once the caller knows it holds the lock). A converged re-run needs nothing else
+ * before its steps.
  */
-async function begin(ctx: Ctx): Promise<ServerState> {
+async function begin(ctx: Ctx): Promise<string> {
   const holder = `${userInfo().username}@${hostname()} pid ${process.pid} run ${ctx.runId}`;
   const r = await helper(ctx, ['begin', REMOTE.lockDir, ctx.lockToken, holder, REMOTE.node, REMOTE.treeHashFile, REMOTE.envFile, REMOTE.journal], { allowFail: true });
   if (r.exitCode === 4 && r.stdout.startsWith('not-root')) {
@@ -266,7 +268,7 @@ async function begin(ctx: Ctx): Promise<ServerState> {
     throw new OperationError(message, { hint, exitCode: EXIT_LOCKED });
   }
   ctx.log.detail(`lock ${REMOTE.lockDir} taken`);
-  return serverState(ctx, r.stdout);
+  return r.stdout;
 }
 
 /** The last round trip: release the lock and read the journal for the summary. */
