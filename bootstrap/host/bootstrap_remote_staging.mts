@@ -204,47 +204,62 @@ async function realRun(opts: Options, cfg: Config, selected: readonly string[], 
   const ssh = await SshSession.connect({ host, port, user, identityFile: key, knownHostsFile: knownHostsPath(cfg.get('CODEXK8S_HOST_STATE_DIR'), host, port), extraOptions: extra, log });
   const ctx: Ctx = { cfg, log, ssh, runId, lockToken: randomBytes(12).toString('hex'), sshHint };
   let locked = false;
+  // Ctrl-C / SIGTERM: release the lock, close the connection, exit 130. The main flow keeps running meanwhile
+  // (its remote command dies with the connection); whatever it ends with, it waits for this cleanup.
+  // A second Ctrl-C kills the launcher at once.
+  let interrupted: Promise<never> | undefined;
   const onSignal = () => {
     log.error('interrupted; releasing the server lock');
-    const done = () => process.exit(130);
-    (locked ? helper(ctx, ['lock-release', REMOTE.lockDir, ctx.lockToken], { allowFail: true }) : Promise.resolve())
-      .catch(() => undefined)
-      .finally(() => ssh.close().finally(done));
+    interrupted = (async () => {
+      if (locked) await helper(ctx, ['lock-release', REMOTE.lockDir, ctx.lockToken], { allowFail: true }).catch(() => undefined);
+      await ssh.close().catch(() => undefined);
+      process.exit(130);
+    })();
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
-  try {
-    const answer = await begin(ctx);
-    locked = true;
+  const outcome = await runLocked().then(
+    (code) => ({ code }),
+    (error: unknown) => ({ error }),
+  );
+  if (interrupted) await interrupted;
+  if ('error' in outcome) throw outcome.error;
+  return outcome.code;
+
+  async function runLocked(): Promise<number> {
     try {
-      const server = serverState(ctx, answer);
-      const pre = checkPrerequisites(stepNames(), selected, server.journal, configHash(cfg));
-      for (const w of pre.warnings) log.warn(w);
-      if (pre.problems.length > 0) throw new UsageError(pre.problems);
-      await prepare(ctx, server);
-      const results = await runSteps(ctx, selected, opts);
-      const finalJournal = await finish(ctx);
-      locked = false;
-      printSummary(ctx, selected, results, finalJournal, (performance.now() - started) / 1000);
-      const failed = selected.find((n) => results.get(n)?.status === 'failed');
-      if (failed) {
-        const r = results.get(failed);
-        const resume = `${SELF}${opts.explicitEnvFile ? ` --env-file ${opts.envFile}` : ''} --from ${failed}`;
-        throw new OperationError(`step ${failed} failed: ${r?.error ?? 'see the output above'}`, {
-          hint: `${r?.hint ?? 'fix the cause'}, then resume with: ${resume}`,
-          // A step that crashed before reporting gave no detail: its stderr is the best we have.
-          detail: r?.detail ?? (r?.crashed ? r.stderrTail : undefined),
-        });
+      const answer = await begin(ctx);
+      locked = true;
+      try {
+        const server = serverState(ctx, answer);
+        const pre = checkPrerequisites(stepNames(), selected, server.journal, configHash(cfg));
+        for (const w of pre.warnings) log.warn(w);
+        if (pre.problems.length > 0) throw new UsageError(pre.problems);
+        await prepare(ctx, server);
+        const results = await runSteps(ctx, selected, opts);
+        const finalJournal = await finish(ctx);
+        locked = false;
+        printSummary(ctx, selected, results, finalJournal, (performance.now() - started) / 1000);
+        const failed = selected.find((n) => results.get(n)?.status === 'failed');
+        if (failed) {
+          const r = results.get(failed);
+          const resume = `${SELF}${opts.explicitEnvFile ? ` --env-file ${opts.envFile}` : ''} --from ${failed}`;
+          throw new OperationError(`step ${failed} failed: ${r?.error ?? 'see the output above'}`, {
+            hint: `${r?.hint ?? 'fix the cause'}, then resume with: ${resume}`,
+            // A step that crashed before reporting gave no detail: its stderr is the best we have.
+            detail: r?.detail ?? (r?.crashed ? r.stderrTail : undefined),
+          });
+        }
+        return 0;
+      } finally {
+        if (locked) await helper(ctx, ['lock-release', REMOTE.lockDir, ctx.lockToken], { allowFail: true });
+        locked = false;
       }
-      return 0;
     } finally {
-      if (locked) await helper(ctx, ['lock-release', REMOTE.lockDir, ctx.lockToken], { allowFail: true });
-      locked = false;
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      if (!interrupted) await ssh.close();
     }
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
-    await ssh.close();
   }
 }
 
@@ -369,7 +384,7 @@ async function runSteps(ctx: Ctx, selected: readonly string[], opts: Options): P
     result.seconds = seconds; // wall time as seen from here: node start-up and the SSH round trip included
     result.stderrTail = stderr.slice(-15).join('\n') || undefined;
     results.set(name, result);
-    ctx.log.stepFooter({ status: result.status === 'drift' ? 'failed' : result.status, changed: result.changes.length, seconds });
+    ctx.log.stepFooter({ status: result.status, changed: result.changes.length, seconds });
     if (result.status === 'failed') break;
   }
   return results;

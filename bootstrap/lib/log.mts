@@ -16,7 +16,7 @@ export const color = {
 };
 
 export interface StepOutcome {
-  status: 'unchanged' | 'changed' | 'failed' | 'drift' | 'skipped';
+  status: 'unchanged' | 'changed' | 'failed';
   changed: number;
   seconds: number;
 }
@@ -87,10 +87,6 @@ export class Logger {
         return this.emit('out', color.green(`= unchanged ${t}`), `= unchanged ${t}`);
       case 'changed':
         return this.emit('out', color.cyan(`+ changed ${o.changed} ${t}`), `+ changed ${o.changed} ${t}`);
-      case 'drift':
-        return this.emit('out', color.yellow(`~ drift ${o.changed} ${t}`), `~ drift ${o.changed} ${t}`);
-      case 'skipped':
-        return this.emit('out', color.dim(`- skipped ${t}`), `- skipped ${t}`);
       case 'failed':
         return this.emit('out', color.red(`x failed ${t}`), `x failed ${t}`);
     }

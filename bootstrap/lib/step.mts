@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { loadConfig, configHash } from './config.mts';
 import type { Config } from './config.mts';
 import { Logger, color } from './log.mts';
-import { parseCli, helpText, runMain } from './cli.mts';
+import { parseCli, helpText, runMain, reportError } from './cli.mts';
 import type { CliSpec } from './cli.mts';
 import { UsageError, OperationError, EXIT_LOCKED } from './errors.mts';
 import { stepInfo } from './catalogue.mts';
@@ -34,7 +34,7 @@ export interface StepImpl {
 }
 
 export interface StepResult {
-  status: 'unchanged' | 'changed' | 'failed' | 'drift';
+  status: 'unchanged' | 'changed' | 'failed';
   changes: string[];
   drift: string[];
   seconds: number;
@@ -88,10 +88,10 @@ export async function runStep(name: string, impl: StepImpl, argv: readonly strin
 
     const fromLauncher = process.env['CODEXK8S_LAUNCHER'] === '1';
     const runId = process.env['CODEXK8S_RUN_ID'] ?? newRunId();
-    log.setFile(join(REMOTE.logDir, `${runId}.log`));
     const ctx: StepContext = { cfg: loaded.config, log, runId };
 
     if (flags['check']) {
+      // Read-only: no lock, no journal, no log file.
       const drift = await impl.check(ctx);
       for (const d of drift) log.info(`  ~ ${d}`);
       log.info(drift.length === 0 ? color.green(`${name}: converged`) : color.yellow(`${name}: ${drift.length} drift(s)`));
@@ -99,20 +99,18 @@ export async function runStep(name: string, impl: StepImpl, argv: readonly strin
     }
 
     const lock = holdLock(name, process.env['CODEXK8S_LOCK_TOKEN'], loaded.config.get<number>('CODEXK8S_LOCK_STALE_AFTER'));
+    log.setFile(join(REMOTE.logDir, `${runId}.log`));
     if (!fromLauncher) log.info(color.bold(`==> ${name}`));
     const result = await converge(name, impl, ctx, configHash(loaded.config));
     lock.release();
     if (!fromLauncher) {
-      log.stepFooter({ status: result.status === 'failed' ? 'failed' : result.status === 'changed' ? 'changed' : 'unchanged', changed: result.changes.length, seconds: result.seconds });
+      log.stepFooter({ status: result.status, changed: result.changes.length, seconds: result.seconds });
     }
     if (result.status === 'failed') {
-      log.error(`${name} failed: ${result.error ?? 'unknown error'}`);
-      if (result.detail) log.info(color.dim(result.detail.split('\n').map((l) => `  | ${l}`).join('\n')));
-      if (result.hint) log.info(`next: ${result.hint}`);
+      reportError(spec, log, new OperationError(`${name} failed: ${result.error ?? 'unknown error'}`, { detail: result.detail, hint: result.hint }));
     }
     process.stdout.write(`${RESULT_MARKER} ${mask(JSON.stringify(result))}\n`);
-    if (result.status === 'failed') return 1;
-    return 0;
+    return result.status === 'failed' ? 1 : 0;
   });
 }
 

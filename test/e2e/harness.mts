@@ -177,7 +177,7 @@ export function footers(output: string): Record<string, string> {
   for (const line of output.split('\n')) {
     const h = /^==> \[\d+\/\d+\] (\S+)/.exec(line);
     if (h) current = h[1];
-    const f = /^([=+x~-]) (unchanged|changed \d+|failed|drift \d+|skipped)/.exec(line);
+    const f = /^([=+x]) (unchanged|changed \d+|failed)/.exec(line);
     if (f && current) {
       out[current] = `${f[1]} ${f[2]}`;
       current = undefined;
