@@ -237,3 +237,8 @@ test('the server state of the first round trip is parsed: stamps, hashes and the
   assert.deepEqual(parseServerState('released\n--- journal\n').journal, emptyJournal(), 'a fresh server has an empty journal');
   assert.throws(() => parseServerState('acquired\nnode=\n'), /no journal section/);
 });
+
+test('lock ages read naturally', async () => {
+  const { formatAge } = await import('../../bootstrap/lib/lock.mts');
+  assert.deepEqual([formatAge(59), formatAge(600), formatAge(10800), formatAge(864000)], ['59s', '10m', '3h', '10d']);
+});
