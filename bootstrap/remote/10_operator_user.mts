@@ -74,7 +74,10 @@ async function check(ctx: StepContext): Promise<string[]> {
   if (akFacts && (akFacts.mode !== 0o600 || akFacts.uid !== acct.uid)) drift.push(`${ak} is ${octal(akFacts.mode)} uid ${akFacts.uid}, want 0600 uid ${acct.uid}`);
   const sudo = readIfExists(SUDOERS_FILE);
   const sudoFacts = facts(SUDOERS_FILE);
-  if (sudo !== sudoersContent(user)) drift.push(`${SUDOERS_FILE} ${sudo === undefined ? 'is missing' : 'differs from the managed content'}`);
+  if (sudo !== sudoersContent(user)) {
+    const other = sudo === undefined ? undefined : /^([a-z_][a-z0-9_-]*) ALL=/m.exec(sudo)?.[1];
+    drift.push(`${SUDOERS_FILE} ${sudo === undefined ? 'is missing' : other && other !== user ? `grants sudo to ${other}, want ${user} (${other} loses it)` : 'differs from the managed content'}`);
+  }
   else if (sudoFacts && (sudoFacts.mode !== 0o440 || sudoFacts.uid !== 0)) drift.push(`${SUDOERS_FILE} is ${octal(sudoFacts.mode)} uid ${sudoFacts.uid}, want 0440 uid 0`);
   return drift;
 }
