@@ -32,7 +32,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml, stringify } from 'yaml';
-import type { FlagTable, Outcome, ParsedArgs, ParseStyle, ToolIO } from './lib/cli.mts';
+import type { FlagTable, Outcome, ParseStyle, ToolIO, VerbContext, VerbSpec } from './lib/cli.mts';
 import { DoubleError, emptyOutcome, flagBool, flagList, flagString, parseArgs, parseDuration, runDouble, runVerb } from './lib/cli.mts';
 import type { Release, ReleaseRevision } from './lib/helm-state.mts';
 import { deleteRelease, latest, listReleases, readRelease, writeRelease } from './lib/helm-state.mts';
@@ -52,22 +52,8 @@ const GLOBAL_FLAGS: FlagTable = {
   help: { type: 'bool', short: 'h' },
 };
 
-interface Ctx {
-  readonly verb: string;
-  readonly args: ParsedArgs;
-  readonly pos: string[];
-  readonly io: ToolIO;
-  readonly out: Outcome;
-  namespace(): string;
-  store(): Store;
-}
-
-interface Verb {
-  readonly usage: string;
-  readonly flags: FlagTable;
-  readonly subverbs?: readonly string[];
-  run(ctx: Ctx): Promise<void>;
-}
+type Ctx = VerbContext<Store>;
+type Verb = VerbSpec<Ctx>;
 
 const say = (ctx: Ctx, text: string): void => {
   ctx.out.stdout += text.endsWith('\n') ? text : text + '\n';

@@ -30,7 +30,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseAllDocuments, stringify } from 'yaml';
-import type { FlagTable, Outcome, ParsedArgs, ParseStyle, ToolIO } from './lib/cli.mts';
+import type { FlagTable, Outcome, ParsedArgs, ParseStyle, ToolIO, VerbContext, VerbSpec } from './lib/cli.mts';
 import { DoubleError, emptyOutcome, flagBool, flagList, flagString, parseArgs, parseDuration, runDouble, runVerb } from './lib/cli.mts';
 import type { K8sObject, KindInfo } from './lib/kinds.mts';
 import { at, isObj, kindByApiVersion, kindByResourceArg, printName, resourceName } from './lib/kinds.mts';
@@ -46,28 +46,12 @@ const GLOBAL_FLAGS: FlagTable = {
   help: { type: 'bool', short: 'h' },
 };
 
-interface Ctx {
-  readonly verb: string;
-  readonly args: ParsedArgs;
-  /** Positionals after the verb (and sub-verb). */
-  readonly pos: string[];
-  readonly io: ToolIO;
-  readonly out: Outcome;
-  /** The cluster's store; fails with "connection refused" when there is no cluster or kubeconfig. */
-  store(): Store;
-  /** -n value, or "default". */
-  namespace(): string;
+interface Ctx extends VerbContext<Store> {
   /** -n was given. */
   readonly explicitNamespace: boolean;
 }
 
-interface Verb {
-  readonly usage: string;
-  readonly flags: FlagTable;
-  /** Sub-verbs (rollout status|undo ...); the first positional after the verb must be one of them. */
-  readonly subverbs?: readonly string[];
-  run(ctx: Ctx): Promise<void>;
-}
+type Verb = VerbSpec<Ctx>;
 
 const say = (ctx: Ctx, line: string): void => {
   ctx.out.stdout += line + '\n';

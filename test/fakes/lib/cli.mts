@@ -197,6 +197,29 @@ export function parseDuration(text: string): number | undefined {
 // ---------------------------------------------------------------------------------------------------------------
 // Main
 
+/** What a verb of a double gets: its name, flags, positionals, I/O, the outcome to fill, and the cluster. */
+export interface VerbContext<S> {
+  readonly verb: string;
+  readonly args: ParsedArgs;
+  /** Positionals after the verb (and sub-verb). */
+  readonly pos: string[];
+  readonly io: ToolIO;
+  readonly out: Outcome;
+  /** The cluster's store; fails with "connection refused" when there is no cluster or kubeconfig. */
+  store(): S;
+  /** -n value, or the tool's default namespace. */
+  namespace(): string;
+}
+
+/** One entry of a double's verb table. */
+export interface VerbSpec<C> {
+  readonly usage: string;
+  readonly flags: FlagTable;
+  /** Sub-verbs (rollout status|undo ...); the first positional after the verb must be one of them. */
+  readonly subverbs?: readonly string[];
+  run(ctx: C): Promise<void>;
+}
+
 /**
  * Runs one verb and turns a DoubleError into the outcome's stderr and exit code, keeping what the verb printed
  * (and changed) before failing, as the real tools do. Any other error is a bug of the double and propagates.
