@@ -486,15 +486,12 @@ function crossChecks(v: Values, side: 'host' | 'server', strict: boolean, proble
   }
 }
 
-/** Mask every secret in `values` (for printing a config). */
+/** A setting's value as printed (dry run, --verbose): secrets as ***, otherwise as the env file would hold it. */
 export function describeValue(name: string, value: Value | undefined): string {
   const s = SETTING_BY_NAME.get(name);
   if (value === undefined) return '(unset)';
-  if (s?.secret) return '***';
-  if (Array.isArray(value)) return value.join(' ');
-  if (typeof value === 'object') return Object.entries(value).map(([k, x]) => `${k}=${x}`).join(',');
-  if (s?.kind === 'duration') return formatDuration(value as number);
-  return String(value);
+  if (!s) throw new Error(`unknown setting ${name}`);
+  return s.secret ? '***' : rawForm(s, value);
 }
 
 /** 300 -> 5m, 5400 -> 1h30m, 45 -> 45s (the form parseDuration reads back). */
@@ -505,6 +502,7 @@ export function formatDuration(seconds: number): string {
   return `${h ? `${h}h` : ''}${m ? `${m}m` : ''}${s || (!h && !m) ? `${s}s` : ''}`;
 }
 
+/** A value in the form its env-file entry takes (parseValue reads it back to the same value). */
 function rawForm(s: Setting, value: Value): string {
   if (Array.isArray(value)) return value.join(' ');
   if (typeof value === 'object') return Object.entries(value).map(([k, x]) => `${k}=${x}`).join(',');
