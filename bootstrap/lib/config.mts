@@ -149,10 +149,14 @@ export const SETTINGS: readonly Setting[] = [
     description: 'Preflight warns below this much memory (MiB).' },
   { name: 'CODEXK8S_MIN_DISK_GIB', group: GROUPS.limits, kind: 'int', scope: 'both', min: 0, max: 1048576, default: '15',
     description: 'Preflight fails when /var/lib has less free space than this (GiB).' },
+  { name: 'CODEXK8S_OUTBOUND_CHECK', group: GROUPS.limits, kind: 'enum', scope: 'both', values: ['fail', 'warn', 'skip'], default: 'fail',
+    description: 'What preflight does when a host the later steps download from is unreachable over HTTPS: fail, warn (an air-gapped server with a mirror and preloaded images), or skip the probes.' },
 
   // --- timing -------------------------------------------------------------------------------------
   { name: 'CODEXK8S_ROLLOUT_TIMEOUT', group: GROUPS.timing, kind: 'duration', scope: 'both', default: '5m',
     description: 'How long to wait for a Kubernetes rollout (e.g. 90s, 5m, 1h).' },
+  { name: 'CODEXK8S_PREFLIGHT_WAIT', group: GROUPS.timing, kind: 'duration', scope: 'both', default: '10m',
+    description: 'How long preflight waits for cloud-init to finish and for the apt/dpkg locks to be released on a fresh server.' },
   { name: 'CODEXK8S_LOCK_STALE_AFTER', group: GROUPS.timing, kind: 'duration', scope: 'both', default: '2h',
     description: 'A server lock older than this is reported as stale, with the command that clears it.' },
 

@@ -38,3 +38,18 @@ export const NODE: Artifact = {
 };
 
 export const ARTIFACTS: readonly Artifact[] = [NODE];
+
+/**
+ * Hosts the server reaches over HTTPS besides the artifacts above: container registries the cluster pulls
+ * from, Helm chart repositories, and the ACME server. 00_preflight probes each one (and each artifact's
+ * host), so a blocked egress shows up before the first download. Keep it in step with the charts and
+ * images pinned in this file.
+ */
+export const OUTBOUND_ENDPOINTS: readonly { readonly url: string; readonly why: string; readonly serverModeOnly?: boolean }[] = [
+  { url: 'https://registry-1.docker.io/v2/', why: 'container images: k3s system images, the registry, PostgreSQL, BuildKit' },
+  { url: 'https://ghcr.io/v2/', why: 'the GitHub Actions Runner Controller charts and images' },
+  { url: 'https://quay.io/v2/', why: 'the cert-manager images' },
+  { url: 'https://charts.jetstack.io/index.yaml', why: 'the cert-manager Helm chart' },
+  { url: 'https://github.com/', why: 'the k3s release binaries' },
+  { url: 'https://acme-v02.api.letsencrypt.org/directory', why: "Let's Encrypt: TLS certificates", serverModeOnly: true },
+];

@@ -2,11 +2,18 @@
 // 00_preflight: is this a server we can bootstrap? Changes nothing.
 // Each check gives ok / warn / fail with a reason and, when not ok, a fix. Any fail stops the run here,
 // before a single change; warnings are printed and the run goes on.
+// Order: what the machine is (OS, root, arch, resources), then what it is busy with (cloud-init, apt locks,
+// ports), then what it can reach (DNS of the domain, every host a later step downloads from).
 import { readFileSync, statfsSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
+import { cpus, totalmem, networkInterfaces } from 'node:os';
+import { lookup } from 'node:dns/promises';
 import { runStep } from '../lib/step.mts';
 import type { StepContext } from '../lib/step.mts';
 import { OperationError } from '../lib/errors.mts';
+import { run } from '../lib/exec.mts';
+import { ARTIFACTS, OUTBOUND_ENDPOINTS } from '../lib/versions.mts';
+import type { Arch } from '../lib/versions.mts';
+import { resolveArtifact } from '../lib/artifacts.mts';
 
 export interface Check {
   name: string;
@@ -80,6 +87,175 @@ export function formatTable(checks: readonly Check[]): string[] {
   return checks.map((c) => `  ${c.status.padEnd(4)}  ${c.name.padEnd(w)}  ${c.reason}${c.fix && c.status !== 'ok' ? `  -> ${c.fix}` : ''}`);
 }
 
+// ---- ports --------------------------------------------------------------------------------------------
+
+export interface Listener {
+  port: number;
+  address: string;
+  /** Process names from `ss -p` (empty when ss cannot see them). */
+  processes: string[];
+}
+
+/** `ss -H -ltnp` lines -> listeners. */
+export function parseListeners(ssOutput: string): Listener[] {
+  const out: Listener[] = [];
+  for (const line of ssOutput.split('\n')) {
+    const f = line.trim().split(/\s+/);
+    if (f[0] !== 'LISTEN' || f.length < 4) continue;
+    const local = f[3] as string;
+    const m = /^(.*):(\d+)$/.exec(local);
+    if (!m) continue;
+    const processes = [...line.matchAll(/\("([^"]+)",pid=/g)].map((x) => x[1] as string);
+    out.push({ port: Number(m[2]), address: m[1] as string, processes: [...new Set(processes)] });
+  }
+  return out;
+}
+
+/** Processes of our own k3s (a re-run finds them holding these ports, which is fine). */
+const OUR_PROCESSES = /^(k3s|k3s-server|containerd|traefik)$/;
+
+export function evaluatePorts(listeners: readonly Listener[], ports: readonly number[] = [80, 443, 6443]): Check[] {
+  return ports.map((port) => {
+    const held = listeners.filter((l) => l.port === port);
+    const name = `port ${port}`;
+    if (held.length === 0) return { name, status: 'ok', reason: 'free' };
+    const procs = [...new Set(held.flatMap((l) => l.processes))];
+    if (procs.length > 0 && procs.every((p) => OUR_PROCESSES.test(p))) return { name, status: 'ok', reason: `held by our k3s (${procs.join(', ')}): a re-run` };
+    const who = procs.length > 0 ? procs.join(', ') : 'an unknown process';
+    return {
+      name,
+      status: 'fail',
+      reason: `in use by ${who} on ${held.map((l) => l.address).join(', ')}`,
+      fix: `stop and disable it (ss -ltnp 'sport = :${port}' shows the process); k3s needs ${port === 6443 ? 'the API port' : 'ports 80 and 443 for Traefik'}`,
+    };
+  });
+}
+
+async function listeners(): Promise<Listener[] | undefined> {
+  const r = await run(['ss', '-H', '-ltnp'], { allowFail: true });
+  return r.exitCode === 0 ? parseListeners(r.stdout) : undefined;
+}
+
+// ---- a busy fresh server: cloud-init and the apt/dpkg locks ------------------------------------------
+
+export const APT_LOCKS = ['/var/lib/dpkg/lock-frontend', '/var/lib/dpkg/lock', '/var/lib/apt/lists/lock', '/var/cache/apt/archives/lock'];
+
+/** `lslocks --json -o COMMAND,PID,PATH` -> the holders of the apt/dpkg locks. */
+export function aptLockHolders(lslocksJson: string): string[] {
+  const parsed = JSON.parse(lslocksJson || '{"locks":[]}') as { locks?: Array<{ command?: string; pid?: number | string; path?: string | null }> };
+  return (parsed.locks ?? []).filter((l) => l.path && APT_LOCKS.includes(l.path)).map((l) => `${l.command ?? '?'} (pid ${l.pid ?? '?'}) on ${l.path}`);
+}
+
+async function waitForCloudInit(waitSeconds: number): Promise<Check> {
+  const which = await run(['sh', '-c', 'command -v cloud-init'], { allowFail: true });
+  if (which.exitCode !== 0) return { name: 'cloud-init', status: 'ok', reason: 'not installed' };
+  const started = performance.now();
+  try {
+    const r = await run(['cloud-init', 'status', '--wait'], { allowFail: true, timeoutSeconds: waitSeconds });
+    const took = Math.round((performance.now() - started) / 1000);
+    const state = /status:\s*(\S+)/.exec(r.stdout)?.[1] ?? `exit ${r.exitCode}`;
+    if (r.exitCode === 0) return { name: 'cloud-init', status: 'ok', reason: `${state}${took > 1 ? ` (waited ${took}s)` : ''}` };
+    if (r.exitCode === 2) return { name: 'cloud-init', status: 'warn', reason: `finished with recoverable errors (${state})`, fix: 'see cloud-init status --long and /var/log/cloud-init.log' };
+    return { name: 'cloud-init', status: 'fail', reason: `finished with an error (${state})`, fix: 'see cloud-init status --long and /var/log/cloud-init-output.log; fix or rebuild the server' };
+  } catch {
+    return { name: 'cloud-init', status: 'fail', reason: `still running after ${waitSeconds}s`, fix: 'wait for cloud-init status --wait, or raise CODEXK8S_PREFLIGHT_WAIT' };
+  }
+}
+
+async function waitForAptLocks(waitSeconds: number, log: StepContext['log']): Promise<Check> {
+  const started = performance.now();
+  const attempts = Math.max(1, Math.ceil(waitSeconds / 2));
+  let holders: string[] = [];
+  for (let attempt = 1; attempt <= attempts; attempt++) {
+    const r = await run(['lslocks', '--json', '--output', 'COMMAND,PID,PATH'], { allowFail: true });
+    if (r.exitCode !== 0) return { name: 'apt locks', status: 'warn', reason: 'lslocks failed; cannot tell whether apt is busy', fix: 'if a later step fails on the dpkg lock, wait and resume' };
+    holders = aptLockHolders(r.stdout);
+    if (holders.length === 0) {
+      const took = Math.round((performance.now() - started) / 1000);
+      return { name: 'apt locks', status: 'ok', reason: took > 1 ? `free (waited ${took}s)` : 'free' };
+    }
+    if (attempt === 1 || attempt % 15 === 0) log.info(`  waiting for the apt/dpkg lock, held by ${holders.join('; ')} (attempt ${attempt}/${attempts})`);
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+  return { name: 'apt locks', status: 'fail', reason: `still held after ${waitSeconds}s by ${holders.join('; ')}`, fix: 'let the running apt/unattended-upgrades finish (journalctl -u unattended-upgrades), then resume' };
+}
+
+// ---- DNS and outbound HTTPS ----------------------------------------------------------------------------
+
+export function evaluateDns(domain: string, resolved: readonly string[] | Error, local: readonly string[]): Check {
+  const name = 'dns';
+  if (resolved instanceof Error) return { name, status: 'fail', reason: `${domain} does not resolve (${resolved.message})`, fix: `create an A record for ${domain} pointing at this server, then wait for it to propagate` };
+  const mine = resolved.filter((a) => local.includes(a));
+  if (mine.length > 0) return { name, status: 'ok', reason: `${domain} -> ${mine.join(', ')} (this server)` };
+  return {
+    name,
+    status: 'warn',
+    reason: `${domain} -> ${resolved.join(', ')}, not an address of this server (${local.join(', ') || 'none'})`,
+    fix: "expected behind 1:1 NAT (a cloud public IP); otherwise point the A record here, or Let's Encrypt cannot issue the certificate",
+  };
+}
+
+export interface Target {
+  url: string;
+  why: string;
+  /** CODEXK8S_ARTIFACT_MIRROR can stand in for it (the pinned downloads only). */
+  mirrorable?: boolean;
+}
+
+/** Every HTTPS endpoint a later step reaches, one per host (the first reason wins). */
+export function outboundTargets(opts: { mode: string; mirror?: string; overrides?: Readonly<Record<string, string>>; githubApiUrl: string; arch: Arch }): Target[] {
+  const all: Target[] = [
+    ...ARTIFACTS.map((a) => ({ url: resolveArtifact(a, opts.arch, opts.mirror, opts.overrides).url, why: `the ${a.name} ${a.version} download`, mirrorable: true })),
+    { url: `${opts.githubApiUrl}/`, why: 'the GitHub API: runners and repository wiring' },
+    ...OUTBOUND_ENDPOINTS.filter((e) => !e.serverModeOnly || opts.mode === 'server').map((e) => ({ url: e.url, why: e.why })),
+  ];
+  const seen = new Set<string>();
+  return all.filter((t) => {
+    const host = new URL(t.url).host;
+    if (seen.has(host)) return false;
+    seen.add(host);
+    return true;
+  });
+}
+
+/** Any HTTP answer counts as reachable (a 404 still proves DNS, routing, TLS and the proxy path). */
+export async function probe(url: string, timeoutMs = 5000): Promise<{ ok: true; status: number } | { ok: false; reason: string }> {
+  try {
+    const r = await fetch(url, { method: 'HEAD', redirect: 'manual', signal: AbortSignal.timeout(timeoutMs) });
+    return { ok: true, status: r.status };
+  } catch (e) {
+    const err = e as Error & { cause?: { code?: string; message?: string } };
+    if (err.name === 'TimeoutError') return { ok: false, reason: `no answer within ${timeoutMs / 1000}s` };
+    return { ok: false, reason: err.cause?.code ?? err.cause?.message ?? err.message };
+  }
+}
+
+export async function evaluateOutbound(targets: readonly Target[], onFailure: 'fail' | 'warn', timeoutMs = 5000): Promise<Check[]> {
+  const results = await Promise.all(targets.map(async (t) => ({ t, r: await probe(t.url, timeoutMs) })));
+  return results.map(({ t, r }): Check => {
+    const host = new URL(t.url).host;
+    if (r.ok) return { name: `https ${host}`, status: 'ok', reason: `reachable (HTTP ${r.status}; ${t.why})` };
+    return {
+      name: `https ${host}`,
+      status: onFailure,
+      reason: `unreachable: ${r.reason} (needed for ${t.why})`,
+      fix: `allow outbound HTTPS to it (firewall, proxy, DNS)${t.mirrorable ? ', or set CODEXK8S_ARTIFACT_MIRROR' : ''}`,
+    };
+  });
+}
+
+function localAddresses(): string[] {
+  return Object.values(networkInterfaces()).flatMap((l) => (l ?? []).map((a) => a.address));
+}
+
+async function resolveAll(domain: string): Promise<string[] | Error> {
+  try {
+    return (await lookup(domain, { all: true })).map((a) => a.address);
+  } catch (e) {
+    return e as Error;
+  }
+}
+
 function thresholds(ctx: StepContext): Thresholds {
   return {
     minMemoryMiB: ctx.cfg.get<number>('CODEXK8S_MIN_MEMORY_MIB'),
@@ -89,7 +265,28 @@ function thresholds(ctx: StepContext): Thresholds {
 }
 
 async function check(ctx: StepContext): Promise<string[]> {
+  const cfg = ctx.cfg;
+  const waitSeconds = cfg.get<number>('CODEXK8S_PREFLIGHT_WAIT');
   const checks = evaluate(gatherFacts(), thresholds(ctx));
+  checks.push(await waitForCloudInit(waitSeconds));
+  checks.push(await waitForAptLocks(waitSeconds, ctx.log));
+  const held = await listeners();
+  if (held) checks.push(...evaluatePorts(held));
+  else checks.push({ name: 'ports', status: 'warn', reason: 'ss failed; cannot tell whether 80, 443 and 6443 are free', fix: "check with ss -ltnp; k3s needs them" });
+  const domain = cfg.maybe('CODEXK8S_STAGING_DOMAIN');
+  if (cfg.get('CODEXK8S_MODE') === 'server' && domain) checks.push(evaluateDns(domain, await resolveAll(domain), localAddresses()));
+  const outbound = cfg.get('CODEXK8S_OUTBOUND_CHECK');
+  if (outbound === 'skip') checks.push({ name: 'https', status: 'warn', reason: 'outbound probes skipped (CODEXK8S_OUTBOUND_CHECK=skip)' });
+  else {
+    const targets = outboundTargets({
+      mode: cfg.get('CODEXK8S_MODE'),
+      mirror: cfg.maybe('CODEXK8S_ARTIFACT_MIRROR'),
+      overrides: cfg.maybe<Record<string, string>>('CODEXK8S_ARTIFACT_SHA256_OVERRIDES'),
+      githubApiUrl: cfg.get('CODEXK8S_GITHUB_API_URL'),
+      arch: process.arch === 'arm64' ? 'arm64' : 'x64',
+    });
+    checks.push(...(await evaluateOutbound(targets, outbound === 'warn' ? 'warn' : 'fail')));
+  }
   for (const line of formatTable(checks)) ctx.log.info(line);
   return checks.filter((c) => c.status === 'fail').map((c) => `${c.name}: ${c.reason}${c.fix ? ` (fix: ${c.fix})` : ''}`);
 }
