@@ -18,7 +18,7 @@ import { UsageError, OperationError, EXIT_LOCKED } from '../lib/errors.mts';
 import { STEPS, stepNames, stepInfo } from '../lib/catalogue.mts';
 import { selectSteps, checkPrerequisites, parseServerState } from '../lib/state.mts';
 import type { Journal, ServerState } from '../lib/state.mts';
-import { SshSession, knownHostsPath, shellQuote } from '../lib/ssh.mts';
+import { SshSession, knownHostsPath, shellQuote, freshLoginArgs, transientSshFailure } from '../lib/ssh.mts';
 import type { RemoteRunOptions } from '../lib/ssh.mts';
 import { parseLockAnswer, explainHeldLock } from '../lib/lock.mts';
 import { REMOTE, RESULT_MARKER, UPLOAD_ENTRIES } from '../lib/paths.mts';
@@ -27,9 +27,10 @@ import { resolveArtifact } from '../lib/artifacts.mts';
 import { buildUploadTree } from '../lib/upload.mts';
 import { run } from '../lib/exec.mts';
 import { newRunId } from '../lib/step.mts';
-import type { StepResult } from '../lib/step.mts';
+import type { StepResult, LoginCheck } from '../lib/step.mts';
 import { canPrompt, readHidden } from '../lib/prompt.mts';
 import { registerSecret } from '../lib/redact.mts';
+import { preflightToken, plannedTokenChecks, webhookEvents } from '../lib/github.mts';
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const SELF = './bootstrap/host/bootstrap_remote_staging.mts';
@@ -47,7 +48,7 @@ export const SPEC: CliSpec = {
     { name: 'env-file', type: 'string', value: 'PATH', description: 'settings file (dotenv; default .env). Variables already in the environment win' },
     { name: 'dry-run', type: 'boolean', description: 'validate and print the plan (each step, what it checks and changes); contact nothing, no secrets needed' },
     { name: 'list', type: 'boolean', description: 'list the steps in order and exit' },
-    { name: 'from', type: 'string', value: 'STEP', description: 'start at STEP (name, number or words: 10_operator_user, 10, operator_user); earlier steps must have succeeded' },
+    { name: 'from', type: 'string', value: 'STEP', description: 'start at STEP (name, number or words: 10_harden_host, 10, harden_host); earlier steps must have succeeded' },
     { name: 'only', type: 'string', value: 'STEP[,STEP]', description: 'run just these steps; the steps before them must have succeeded' },
     { name: 'yes', short: 'y', type: 'boolean', description: 'never prompt: a missing secret is an error' },
     { name: 'verbose', short: 'v', type: 'boolean', description: 'print every command, locally and on the server' },
@@ -75,7 +76,7 @@ export const SPEC: CliSpec = {
       body:
         `${SELF} --dry-run --env-file .env.example   # the plan, without a server\n` +
         `${SELF}                                      # full run with .env\n` +
-        `${SELF} --from 10_operator_user              # resume after a failure\n` +
+        `${SELF} --from 10_harden_host                # resume after a failure\n` +
         `${SELF} --only 00_preflight --yes            # one step, no prompts`,
     },
   ],
@@ -151,6 +152,12 @@ function printPlan(loaded: LoadResult, selected: readonly string[], log: Logger)
     log.info(`  ${s.name.padEnd(34)} ${describeValue(s.name, v)}${loaded.sources[s.name] === 'default' ? color.dim('  (default)') : ''}`);
   }
   log.info('');
+  if (usesGitHub(selected)) {
+    webhookEvents(c);
+    log.info(color.bold('GitHub token check (on this machine, before the server is touched; a missing permission exits 2)'));
+    for (const line of plannedTokenChecks(c)) log.info(`  - ${line}`);
+    log.info('');
+  }
   log.info(color.bold('Prepare'));
   log.info(`  - connect over SSH once (multiplexed), host key pinned in ${knownHostsPath(c.get('CODEXK8S_HOST_STATE_DIR'), c.get('TARGET_HOST'), c.get<number>('TARGET_PORT'))}`);
   log.info(`  - take the server lock ${REMOTE.lockDir}`);
@@ -172,6 +179,11 @@ function printPlan(loaded: LoadResult, selected: readonly string[], log: Logger)
   log.info(color.bold('Secrets a real run needs'));
   for (const s of secrets) log.info(`  ${s.name.padEnd(34)} ${missing.has(s.name) ? 'not set: a real run asks for it on a terminal (or fails with --yes)' : 'set'}`);
   return 0;
+}
+
+/** Whether any selected step talks to GitHub (then the token is checked first). */
+function usesGitHub(selected: readonly string[]): boolean {
+  return selected.some((n) => stepInfo(n).usesGitHub === true);
 }
 
 interface Ctx {
@@ -200,6 +212,12 @@ async function realRun(opts: Options, cfg: Config, selected: readonly string[], 
   const sshHint = ['ssh', '-p', String(port), '-i', key, ...extra, `${user}@${host}`].map(shellQuote).join(' ');
   log.info(color.bold(`codex-k8s staging bootstrap: ${user}@${host}:${port}, mode ${cfg.get('CODEXK8S_MODE')}, run ${runId}`));
   log.info(color.dim(`log: ${log.filePath}`));
+  // Before the first connection: a token that cannot do what the selected steps need stops the run here (exit 2).
+  if (usesGitHub(selected)) {
+    webhookEvents(cfg);
+    log.info(color.bold(`==> GitHub token: what ${cfg.get('CODEXK8S_GITHUB_REPO')} needs (${cfg.get('CODEXK8S_GITHUB_API_URL')})`));
+    await preflightToken(cfg, log);
+  }
 
   const ssh = await SshSession.connect({ host, port, user, identityFile: key, knownHostsFile: knownHostsPath(cfg.get('CODEXK8S_HOST_STATE_DIR'), host, port), extraOptions: extra, log });
   const ctx: Ctx = { cfg, log, ssh, runId, lockToken: randomBytes(12).toString('hex'), sshHint };
@@ -381,13 +399,74 @@ async function runSteps(ctx: Ctx, selected: readonly string[], opts: Options): P
     const seconds = (performance.now() - t0) / 1000;
     if (!result) result = { status: 'failed', changes: [], drift: [], seconds, error: `the step exited with code ${r.exitCode} without reporting a result`, crashed: true };
     else if (r.exitCode !== 0 && result.status !== 'failed') result = { ...result, status: 'failed', error: `exit code ${r.exitCode}` };
-    result.seconds = seconds; // wall time as seen from here: node start-up and the SSH round trip included
     result.stderrTail = stderr.slice(-15).join('\n') || undefined;
+    if (result.loginCheck) result = await proveLogin(ctx, name, result, result.loginCheck, opts);
+    result.seconds = (performance.now() - t0) / 1000; // wall time as seen from here: node start-up, SSH and the login check included
     results.set(name, result);
-    ctx.log.stepFooter({ status: result.status, changed: result.changes.length, seconds });
+    ctx.log.stepFooter({ status: result.status, changed: result.changes.length, seconds: result.seconds });
     if (result.status === 'failed') break;
   }
   return results;
+}
+
+/** Runs `<step> --confirm` or `--rollback` over the master connection (the one that is known to work). */
+async function runStepMode(ctx: Ctx, name: string, mode: 'confirm' | 'rollback', opts: Options) {
+  return ctx.ssh.run(
+    ['env', 'CODEXK8S_LAUNCHER=1', `CODEXK8S_RUN_ID=${ctx.runId}`, `CODEXK8S_LOCK_TOKEN=${ctx.lockToken}`, REMOTE.nodeBin, '--', `${REMOTE.base}/bootstrap/remote/${name}.mts`, `--${mode}`, ...(opts.verbose ? ['--verbose'] : [])],
+    { allowFail: true, onStdoutLine: (l) => ctx.log.info(`    ${l}`), onStderrLine: (l) => ctx.log.info(`    ${l}`) },
+  );
+}
+
+const LOGIN_ATTEMPTS = 30;
+const LOGIN_INTERVAL_MS = 500;
+
+/**
+ * The no-lockout rule: after a step changed sshd or the firewall, a NEW connection as the operator, with the
+ * operator's key, must log in and run `sudo -n true`. Transient refusals (sshd re-executing, the socket being
+ * re-bound) are retried, bounded; anything else fails at once. Success confirms the change on the server;
+ * failure rolls it back over the master connection, which is still open, and fails the step with the reason.
+ */
+async function proveLogin(ctx: Ctx, name: string, result: LaunchResult, lc: LoginCheck, opts: Options): Promise<LaunchResult> {
+  const { log, cfg } = ctx;
+  const key = cfg.get('OPERATOR_SSH_KEY');
+  const where = `${lc.user}@${cfg.get('TARGET_HOST')}:${lc.port}`;
+  log.info(`    login check: a new connection as ${where} with ${key}, then sudo -n true`);
+  let last = { exitCode: 0, stderr: '' };
+  let ok = false;
+  for (let i = 1; i <= LOGIN_ATTEMPTS; i++) {
+    const r = await run(freshLoginArgs(ctx.ssh.target, { user: lc.user, port: lc.port, identityFile: key }, ['sudo', '-n', 'true']), { allowFail: true, log, timeoutSeconds: 30 });
+    last = r;
+    if (r.exitCode === 0) {
+      ok = true;
+      log.info(`    + a new login as ${where} works and has sudo (attempt ${i}/${LOGIN_ATTEMPTS})`);
+      break;
+    }
+    if (!transientSshFailure(r.exitCode, r.stderr)) break;
+    log.detail(`login check attempt ${i}/${LOGIN_ATTEMPTS}: ${r.stderr.trim().split('\n').pop() ?? ''}`);
+    await new Promise((res) => setTimeout(res, LOGIN_INTERVAL_MS));
+  }
+  if (ok) {
+    const c = await runStepMode(ctx, name, 'confirm', opts);
+    if (c.exitCode === 0) return result;
+    return { ...result, status: 'failed', error: `the login check passed but --confirm failed (exit ${c.exitCode}); ${lc.unit}.timer will roll the change back`, detail: c.stderr, hint: `confirm by hand within ${lc.rollbackSeconds}s: ${ctx.sshHint} ${REMOTE.base}/bootstrap/remote/${name}.mts --confirm` };
+  }
+  const reason = last.stderr.trim() || `exit code ${last.exitCode}`;
+  log.error(`a new login as ${where} failed after: ${lc.reasons.join('; ')}`);
+  for (const line of reason.split('\n')) log.info(`    | ${line}`);
+  let undone: string;
+  try {
+    const rb = await runStepMode(ctx, name, 'rollback', opts);
+    undone = rb.exitCode === 0 ? 'the change was rolled back over the open connection' : `the rollback failed (exit ${rb.exitCode}); ${lc.unit}.timer retries it within ${lc.rollbackSeconds}s`;
+  } catch (e) {
+    undone = `the server could not be reached to roll back (${(e as Error).message}); ${lc.unit}.timer rolls back within ${lc.rollbackSeconds}s`;
+  }
+  return {
+    ...result,
+    status: 'failed',
+    error: `a new login as ${where} with OPERATOR_SSH_KEY failed after changing sshd/the firewall; ${undone}`,
+    detail: reason,
+    hint: `check that OPERATOR_SSH_KEY (${key}) is the private key of OPERATOR_SSH_PUBKEY (ssh-keygen -y -f ${key}) and that port ${lc.port} is reachable from here`,
+  };
 }
 
 function printSummary(ctx: Ctx, selected: readonly string[], results: Map<string, LaunchResult>, journal: Journal, seconds: number): void {
@@ -412,8 +491,9 @@ function printSummary(ctx: Ctx, selected: readonly string[], results: Map<string
   if (selected.every((n) => results.get(n) && results.get(n)?.status !== 'failed')) {
     log.info('');
     log.info(color.bold('Next'));
-    log.info(`  log in as the operator:  ssh -p ${cfg.get('TARGET_PORT')} ${cfg.get('OPERATOR_USER')}@${cfg.get('TARGET_HOST')}`);
-    log.info(`  check a step by hand:    ${ctx.sshHint} ${REMOTE.base}/bootstrap/remote/10_operator_user.mts --check`);
+    log.info(`  log in as the operator:  ssh -p ${cfg.get('CODEXK8S_SSH_PORT')} -i ${cfg.get('OPERATOR_SSH_KEY')} ${cfg.get('OPERATOR_USER')}@${cfg.get('TARGET_HOST')}`);
+    if (cfg.get<number>('CODEXK8S_SSH_PORT') !== cfg.get<number>('TARGET_PORT')) log.info(`  sshd now listens on ${cfg.get('CODEXK8S_SSH_PORT')}: set TARGET_PORT=${cfg.get('CODEXK8S_SSH_PORT')} for the next run`);
+    log.info(`  check a step by hand:    ${ctx.sshHint} ${REMOTE.base}/bootstrap/remote/10_harden_host.mts --check`);
     const rel = relative(process.cwd(), log.filePath ?? '');
     log.info(`  this run's log:          ${rel.startsWith('..') ? log.filePath : rel}`);
   }

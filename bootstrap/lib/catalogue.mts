@@ -7,6 +7,10 @@ export interface StepInfo {
   readonly title: string;
   readonly checks: readonly string[];
   readonly changes: readonly string[];
+  /** Extra one-off flags of the step (e.g. --confirm), shown in its --help; the step implements each. */
+  readonly modes?: ReadonlyArray<{ readonly name: string; readonly description: string }>;
+  /** The step calls the GitHub API with CODEXK8S_GITHUB_PAT: the launcher checks the token's permissions first. */
+  readonly usesGitHub?: boolean;
 }
 
 export const STEPS: readonly StepInfo[] = [
@@ -25,17 +29,115 @@ export const STEPS: readonly StepInfo[] = [
     changes: ['nothing'],
   },
   {
-    name: '10_operator_user',
-    title: 'Operator user with your SSH key and passwordless sudo',
+    name: '10_harden_host',
+    title: 'Harden the host: operator user, sshd, firewall, fail2ban, updates, kernel settings',
     checks: [
-      'user OPERATOR_USER exists with a home and /bin/bash',
-      'OPERATOR_SSH_PUBKEY is in ~OPERATOR_USER/.ssh/authorized_keys (0600, owned by the user)',
+      'packages nftables, fail2ban, python3-systemd, unattended-upgrades are installed (dpkg-query)',
+      'user OPERATOR_USER exists with a home and /bin/bash; OPERATOR_SSH_PUBKEY is in its authorized_keys (0600)',
       '/etc/sudoers.d/codex-k8s-operator grants NOPASSWD sudo (0440, validated with visudo)',
+      'effective sshd settings (sshd -T): PasswordAuthentication no, KbdInteractiveAuthentication no, PermitRootLogin prohibit-password, MaxAuthTries CODEXK8S_SSH_MAX_AUTH_TRIES, Port CODEXK8S_SSH_PORT; sshd_config includes sshd_config.d',
+      'with ssh.socket active (Ubuntu 24.04): the socket listens on CODEXK8S_SSH_PORT',
+      'the nftables table inet codex_k8s is loaded as rendered (content marker and rule count) and codex-k8s-firewall.service is enabled; or absent when CODEXK8S_FIREWALL_ENABLED=false',
+      'fail2ban: /etc/fail2ban/jail.d/codex-k8s.local, service enabled and running, jail sshd answers',
+      'unattended-upgrades: apt-config values (lists update, upgrade, Automatic-Reboot = CODEXK8S_AUTO_REBOOT), apt-daily timers enabled',
+      'kernel: /etc/modules-load.d (overlay, br_netfilter) and /etc/sysctl.d (ip_forward, bridge-nf-call) written and live; no active swap, none in /etc/fstab; NTP on (skipped in a container)',
     ],
     changes: [
-      'creates the user (useradd) when missing',
-      'adds the key to authorized_keys; other keys there are kept',
-      'writes the sudoers drop-in after `visudo -cf` accepts it',
+      'apt-get install of the missing packages only (waits for the dpkg lock)',
+      'creates the user (useradd) when missing; adds the key to authorized_keys, keeping other keys; writes the sudoers drop-in after `visudo -cf` accepts it',
+      'writes /etc/ssh/sshd_config.d/00-codex-k8s.conf after `sshd -t` accepts the full candidate config, then reloads sshd (open sessions survive); a port change with ssh.socket gets /etc/systemd/system/ssh.socket.d/addresses.conf and a socket restart',
+      'writes /etc/nftables.d/codex-k8s.nft after `nft -c` accepts it, and codex-k8s-firewall.service, which loads it at boot; other tables (k3s, the distribution) are not touched',
+      'before an sshd or firewall change: snapshots the previous files to /var/lib/codex-k8s-bootstrap/rollback/ and schedules codex-k8s-rollback.timer (CODEXK8S_LOCKOUT_ROLLBACK_AFTER); the launcher then logs in anew as the operator and confirms, or rolls back',
+      'writes /etc/fail2ban/jail.d/codex-k8s.local (checked with fail2ban-client -t), enables and (re)loads fail2ban',
+      'writes /etc/apt/apt.conf.d/52codex-k8s-unattended-upgrades and enables the apt-daily timers',
+      'writes /etc/sysctl.d/90-codex-k8s.conf and /etc/modules-load.d/codex-k8s.conf, applies them; swapoff -a and comments swap lines in /etc/fstab; timedatectl set-ntp true',
+    ],
+    modes: [
+      { name: 'confirm', description: 'keep the last sshd/firewall change: cancel the pending rollback timer and drop the snapshot (run it from a NEW login)' },
+      { name: 'rollback', description: 'restore the sshd/firewall files snapshotted before the last unconfirmed change and reload them' },
+    ],
+  },
+  {
+    name: '20_install_k3s',
+    title: 'k3s (pinned), the in-cluster registry mirror over http, node Ready, kubeconfig for the operator',
+    checks: [
+      '`k3s --version` is the pinned version (bootstrap/lib/versions.mts K3S_VERSION)',
+      'the k3s.service ExecStart has --write-kubeconfig-mode 600 and no --disable (Traefik, ServiceLB, local-path are kept)',
+      '/etc/rancher/k3s/registries.yaml maps registry.codex-k8s.internal:PORT and 127.0.0.1:PORT (CODEXK8S_INTERNAL_REGISTRY_PORT) to http://127.0.0.1:PORT',
+      "containerd's generated certs.d/<mirror>/hosts.toml use http, not https (k3s #12551)",
+      'k3s.service is active and every node is Ready (kubectl wait, bounded)',
+      '~OPERATOR_USER/.kube/config is a copy of /etc/rancher/k3s/k3s.yaml, 0600, owned by the operator',
+    ],
+    changes: [
+      'writes registries.yaml (0600) before k3s starts; restarts k3s when it changed',
+      'downloads the install script from its pinned commit URL, checks its sha256, runs the local copy with INSTALL_K3S_VERSION pinned (only when the version or flags differ)',
+      'copies the kubeconfig to the operator',
+    ],
+  },
+  {
+    name: '30_cluster_deps',
+    title: 'Cluster add-ons: helm, cert-manager (+ Let\'s Encrypt issuer in server mode), Traefik settings, namespaces, NetworkPolicy, in-cluster registry',
+    checks: [
+      'helm is the pinned, sha256-verified release (bootstrap/lib/versions.mts HELM)',
+      'helm release cert-manager/cert-manager runs the pinned chart version with the pinned values (crds.enabled=true); read with helm list / helm get values',
+      'namespaces codex-k8s-system, CODEXK8S_STAGING_NAMESPACE and CODEXK8S_RUNNER_NAMESPACE, the staging NetworkPolicy "baseline", the Traefik HelmChartConfig, the registry (PVC, Deployment, Service) and, in server mode, the ClusterIssuer "letsencrypt" match manifests/cluster and manifests/registry (kubectl diff)',
+      'the registry Deployment is available',
+    ],
+    changes: [
+      'installs helm from its pinned tarball (sha256-checked)',
+      'helm upgrade --install of cert-manager, only when the chart version or values differ (--wait, bounded by CODEXK8S_ROLLOUT_TIMEOUT)',
+      'kubectl apply of the manifests that differ; server mode: HTTP->HTTPS redirect in Traefik and the ClusterIssuer (CODEXK8S_LETSENCRYPT_EMAIL, CODEXK8S_LETSENCRYPT_SERVER)',
+      'waits, bounded, for the registry rollout (hostPort CODEXK8S_INTERNAL_REGISTRY_PORT on 127.0.0.1)',
+    ],
+  },
+  {
+    name: '40_postgres',
+    title: 'PostgreSQL (pgvector) StatefulSet with credentials generated once, and pg_dump backups',
+    checks: [
+      'Secret postgres-credentials exists in CODEXK8S_STAGING_NAMESPACE with POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB, DATABASE_URL (read back, never regenerated)',
+      'the StatefulSet, its Services, the backup PVC and the backup CronJob (CODEXK8S_POSTGRES_BACKUP_SCHEDULE, CODEXK8S_POSTGRES_BACKUP_KEEP) match manifests/postgres (kubectl diff)',
+      'the StatefulSet is ready (pg_isready readiness probe)',
+    ],
+    changes: [
+      'generates the password once (in memory, applied on stdin) when the Secret does not exist; refuses when the Secret is gone but the data PVC is not',
+      'kubectl apply of the manifests that differ; never deletes a PVC',
+      'waits, bounded, for the StatefulSet rollout',
+    ],
+  },
+  {
+    name: '60_runner_arc',
+    title: 'GitHub Actions runners in the cluster: ARC controller and runner scale set, runner ServiceAccount and deploy Role',
+    usesGitHub: true,
+    checks: [
+      'Secret codex-k8s-runner-github in CODEXK8S_RUNNER_NAMESPACE holds CODEXK8S_GITHUB_PAT under github_token (sha256 compared; the value is never printed)',
+      'ServiceAccount codex-k8s-runner (runner namespace), Role codex-k8s-deployer and RoleBinding codex-k8s-runner-deployer (CODEXK8S_STAGING_NAMESPACE) match manifests/runner (kubectl diff); no cluster-wide rights',
+      'helm release arc-systems/arc runs chart gha-runner-scale-set-controller at the pinned version with the pinned values (helm list / helm get values)',
+      'helm release CODEXK8S_RUNNER_NAMESPACE/CODEXK8S_RUNNER_SCALE_SET_NAME runs chart gha-runner-scale-set at the pinned version: githubConfigUrl CODEXK8S_GITHUB_URL/CODEXK8S_GITHUB_REPO, the Secret by name, min = max = 1 runner (local) or CODEXK8S_RUNNER_MIN..CODEXK8S_RUNNER_MAX (server), our ServiceAccount, the pinned runner image',
+      'the listener pod in arc-systems is Ready and GitHub gave the scale set an ID (annotation runner-scale-set-id); local mode: a runner of the set is online in GitHub (GET /repos/{owner}/{repo}/actions/runners)',
+    ],
+    changes: [
+      'kubectl apply (on stdin) of the token Secret when it is missing or holds another token',
+      'kubectl apply of the runner ServiceAccount, Role and RoleBinding that differ',
+      'helm upgrade --install of the controller, then of the scale set, each only when its chart version or values differ (--wait, bounded by CODEXK8S_ROLLOUT_TIMEOUT)',
+      'waits, bounded by CODEXK8S_ROLLOUT_TIMEOUT, for the listener, the scale set registration and (local mode) the runner; a timeout names what is missing and where to look',
+    ],
+  },
+  {
+    name: '70_github_repo',
+    title: 'GitHub repository wiring: Actions variables, sealed secrets, the codex-k8s webhook (server mode)',
+    usesGitHub: true,
+    checks: [
+      'repository variables CODEXK8S_MODE, CODEXK8S_STAGING_NAMESPACE, CODEXK8S_RUNNER_SCALE_SET_NAME, CODEXK8S_INTERNAL_REGISTRY, CODEXK8S_ROLLOUT_TIMEOUT (and CODEXK8S_STAGING_DOMAIN in server mode) have the configured values (listed with pagination)',
+      'Actions secret CODEXK8S_WEBHOOK_SECRET exists and was written from the current value (keyed hash in the journal, GitHub\'s updated_at unchanged)',
+      'server mode: one webhook https://CODEXK8S_STAGING_DOMAIN/webhooks/github, content type json, TLS verified, events CODEXK8S_GITHUB_WEBHOOK_EVENTS, current secret',
+      'names this tool created earlier and no longer uses (journal section "github") are gone',
+    ],
+    changes: [
+      'generates the webhook secret once: /etc/codex-k8s-bootstrap/secrets/github-webhook-secret (0600); later runs read it back',
+      'creates variables (POST) or updates them (PATCH), only when the value differs',
+      'seals each secret with the repository public key (tweetsodium) and PUTs it with the key_id, only when it changed',
+      'creates or updates the webhook, found by URL (never a duplicate)',
+      'deletes variables, secrets and webhooks this tool created and no longer uses; never a name it did not create',
     ],
   },
 ];

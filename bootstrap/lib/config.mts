@@ -29,7 +29,10 @@ export type Kind =
   | 'sshPublicKey'
   | 'githubToken'
   | 'sshOptions'
-  | 'sha256Overrides';
+  | 'sha256Overrides'
+  | 'cidr'
+  | 'cidrList'
+  | 'cron';
 
 export type Value = string | number | boolean | readonly string[] | Readonly<Record<string, string>>;
 type Values = Record<string, Value | undefined>;
@@ -66,6 +69,7 @@ const GROUPS = {
   limits: 'Preflight thresholds',
   timing: 'Timeouts and locks',
   artifacts: 'Downloads',
+  postgres: 'PostgreSQL',
   local: 'Launcher (laptop side)',
 } as const;
 
@@ -96,6 +100,10 @@ export const SETTINGS: readonly Setting[] = [
   { name: 'OPERATOR_SSH_PUBKEY', group: GROUPS.operator, kind: 'sshPublicKey', scope: 'server',
     defaultText: 'read from OPERATOR_SSH_PUBKEY_PATH',
     description: 'The operator public key itself (one line). Normally left empty: the launcher reads OPERATOR_SSH_PUBKEY_PATH.' },
+  { name: 'OPERATOR_SSH_KEY', group: GROUPS.operator, kind: 'path', scope: 'host',
+    default: (v) => (typeof v['OPERATOR_SSH_PUBKEY_PATH'] === 'string' ? v['OPERATOR_SSH_PUBKEY_PATH'].replace(/\.pub$/, '') : undefined),
+    defaultText: 'OPERATOR_SSH_PUBKEY_PATH without .pub',
+    description: 'Private key of the operator (stays on the laptop). After an sshd or firewall change the launcher logs in with it over a new connection; when that fails, the change is rolled back.' },
 
   // --- github -------------------------------------------------------------------------------------
   { name: 'CODEXK8S_GITHUB_REPO', group: GROUPS.github, kind: 'repo', scope: 'both', required: true, example: 'codex-k8s/codex-k8s',
@@ -106,6 +114,8 @@ export const SETTINGS: readonly Setting[] = [
     description: 'GitHub REST API base URL (change for GitHub Enterprise Server).' },
   { name: 'CODEXK8S_GITHUB_URL', group: GROUPS.github, kind: 'url', scope: 'both', default: 'https://github.com',
     description: 'GitHub web URL, used for the runner registration URL (change for GitHub Enterprise Server).' },
+  { name: 'CODEXK8S_GITHUB_WEBHOOK_EVENTS', group: GROUPS.github, kind: 'string', scope: 'both', default: 'push,pull_request,issues,issue_comment',
+    description: 'Events the codex-k8s repository webhook receives (server mode), comma-separated GitHub event names.' },
 
   // --- staging ------------------------------------------------------------------------------------
   { name: 'CODEXK8S_STAGING_DOMAIN', group: GROUPS.staging, kind: 'domain', scope: 'both',
@@ -140,7 +150,19 @@ export const SETTINGS: readonly Setting[] = [
 
   // --- host hardening -----------------------------------------------------------------------------
   { name: 'CODEXK8S_FIREWALL_ENABLED', group: GROUPS.host, kind: 'bool', scope: 'both', default: 'true',
-    description: 'Manage an nftables firewall (SSH, 80 and 443 inbound only).' },
+    description: 'Manage an nftables firewall (SSH, 80 and 443 inbound only). false removes the table and unit this bootstrap installed.' },
+  { name: 'CODEXK8S_POD_CIDR', group: GROUPS.host, kind: 'cidr', scope: 'both', default: '10.42.0.0/16',
+    description: 'The k3s pod network; the firewall lets it reach the host (CoreDNS, metrics).' },
+  { name: 'CODEXK8S_SERVICE_CIDR', group: GROUPS.host, kind: 'cidr', scope: 'both', default: '10.43.0.0/16',
+    description: 'The k3s service network; the firewall lets it reach the host.' },
+  { name: 'CODEXK8S_KUBE_API_ALLOW', group: GROUPS.host, kind: 'cidrList', scope: 'both', example: '198.51.100.7/32',
+    description: 'Addresses (CIDRs, comma- or space-separated) allowed to reach the Kubernetes API on 6443. Empty: 6443 is not reachable from outside.' },
+  { name: 'CODEXK8S_SSH_MAX_AUTH_TRIES', group: GROUPS.host, kind: 'int', scope: 'both', min: 1, max: 10, default: '3',
+    description: 'sshd MaxAuthTries. Keep it at least the number of keys your ssh agent offers.' },
+  { name: 'CODEXK8S_AUTO_REBOOT', group: GROUPS.host, kind: 'bool', scope: 'both', default: 'false',
+    description: 'Let unattended-upgrades reboot the server when an update needs it (Automatic-Reboot).' },
+  { name: 'CODEXK8S_LOCKOUT_ROLLBACK_AFTER', group: GROUPS.host, kind: 'duration', scope: 'both', default: '3m',
+    description: 'After an sshd or firewall change, undo it automatically this long later unless a new login confirmed it (the launcher confirms within seconds).' },
 
   // --- thresholds ---------------------------------------------------------------------------------
   { name: 'CODEXK8S_MIN_MEMORY_MIB', group: GROUPS.limits, kind: 'int', scope: 'both', min: 0, max: 1048576, default: '2048',
@@ -159,6 +181,12 @@ export const SETTINGS: readonly Setting[] = [
     description: 'How long preflight waits for cloud-init to finish and for the apt/dpkg locks to be released on a fresh server.' },
   { name: 'CODEXK8S_LOCK_STALE_AFTER', group: GROUPS.timing, kind: 'duration', scope: 'both', default: '2h',
     description: 'A server lock older than this is reported as stale, with the command that clears it.' },
+
+  // --- postgres -----------------------------------------------------------------------------------
+  { name: 'CODEXK8S_POSTGRES_BACKUP_SCHEDULE', group: GROUPS.postgres, kind: 'cron', scope: 'both', default: '17 3 * * *',
+    description: 'When the backup CronJob runs pg_dump (five cron fields, in the server\'s time zone, UTC on a fresh server).' },
+  { name: 'CODEXK8S_POSTGRES_BACKUP_KEEP', group: GROUPS.postgres, kind: 'int', scope: 'both', min: 1, max: 365, default: '7',
+    description: 'How many pg_dump files the backup volume keeps; older ones are removed after each successful dump.' },
 
   // --- artifacts ----------------------------------------------------------------------------------
   { name: 'CODEXK8S_ARTIFACT_MIRROR', group: GROUPS.artifacts, kind: 'url', scope: 'both',
@@ -191,6 +219,18 @@ const EMAIL = /^[^@\s]+@([a-zA-Z0-9-]+\.)+[a-zA-Z]{2,}$/;
 const REPO = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})\/[A-Za-z0-9._-]{1,100}$/;
 const SSH_KEY_TYPES = ['ssh-ed25519', 'ssh-rsa', 'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521', 'sk-ssh-ed25519@openssh.com', 'sk-ecdsa-sha2-nistp256@openssh.com'];
 const SSH_FORBIDDEN = /(StrictHostKeyChecking\s*=?\s*(no|off)|UserKnownHostsFile\s*=?\s*\/dev\/null|ControlPath|ControlMaster)/i;
+
+/** "10.42.0.0/16" or "2001:db8::/64" (a bare address gets /32 or /128); undefined when it is not one. */
+export function parseCidr(raw: string): string | undefined {
+  const m = /^([^/\s]+)(?:\/(\d{1,3}))?$/.exec(raw.trim());
+  if (!m) return undefined;
+  const addr = m[1] as string;
+  const v6 = addr.includes(':');
+  if (!(v6 ? IPV6.test(addr) && addr.split('::').length <= 2 : IPV4.test(addr))) return undefined;
+  const bits = m[2] === undefined ? (v6 ? 128 : 32) : Number(m[2]);
+  if (bits > (v6 ? 128 : 32)) return undefined;
+  return `${addr.toLowerCase()}/${bits}`;
+}
 
 export function parseDuration(raw: string): number | undefined {
   const m = /^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$/.exec(raw.trim());
@@ -280,6 +320,25 @@ function parseValue(s: Setting, raw: string): Parsed {
       if (!tokens[0]?.startsWith('-')) return { ok: false, why: `${shown} does not start with an option`, expected: 'ssh options such as "-o ProxyJump=bastion" or "-J bastion"' };
       if (SSH_FORBIDDEN.test(raw)) return { ok: false, why: `${shown} changes host key checking or connection sharing, which the launcher manages`, expected: 'options that keep host keys verified (the launcher pins them per server)' };
       return { ok: true, value: tokens };
+    }
+    case 'cron': {
+      const fields = raw.trim().split(/\s+/);
+      if (fields.length === 5 && fields.every((f) => /^[0-9*/,\-A-Za-z]+$/.test(f))) return { ok: true, value: fields.join(' ') };
+      return { ok: false, why: `${shown} is not a cron schedule`, expected: 'five cron fields (minute hour day-of-month month day-of-week), e.g. "17 3 * * *"' };
+    }
+    case 'cidr': {
+      const c = parseCidr(raw);
+      return c ? { ok: true, value: c } : { ok: false, why: `${shown} is not a CIDR`, expected: 'an address with a prefix length, e.g. 10.42.0.0/16 or 2001:db8::/64' };
+    }
+    case 'cidrList': {
+      const items = raw.split(/[\s,]+/).filter(Boolean);
+      const out: string[] = [];
+      for (const item of items) {
+        const c = parseCidr(item);
+        if (!c) return { ok: false, why: `${JSON.stringify(item)} is not a CIDR`, expected: 'CIDRs separated by commas or spaces, e.g. 198.51.100.7/32,203.0.113.0/24' };
+        out.push(c);
+      }
+      return { ok: true, value: out };
     }
     case 'sha256Overrides': {
       const out: Record<string, string> = {};
@@ -482,6 +541,14 @@ function crossChecks(v: Values, side: 'host' | 'server', strict: boolean, proble
       else if (/PUBLIC KEY|^ssh-/.test(r.text.slice(0, 80))) problems.push(`TARGET_ROOT_SSH_KEY: ${key} is a public key; expected the private key (without .pub)`);
       else if ((statSync(key).mode & 0o077) !== 0)
         (strict ? problems : warnings).push(`TARGET_ROOT_SSH_KEY: ${key} is readable by other users (mode 0${(statSync(key).mode & 0o777).toString(8)}), and ssh refuses such keys; expected mode 0600 (chmod 600 ${key})`);
+    }
+    // The launcher proves a fresh operator login with this key after changing sshd or the firewall; without
+    // it every such change would be rolled back, so say so before anything is contacted.
+    const opKey = v['OPERATOR_SSH_KEY'];
+    if (typeof opKey === 'string') {
+      const r = readSmallFile(opKey);
+      if (!r.ok) (strict ? problems : warnings).push(`OPERATOR_SSH_KEY: ${r.why} (${opKey}); expected the operator's private key, which the launcher logs in with after hardening sshd (set OPERATOR_SSH_KEY when it is not OPERATOR_SSH_PUBKEY_PATH without .pub)`);
+      else if (/PUBLIC KEY|^ssh-/.test(r.text.slice(0, 80))) problems.push(`OPERATOR_SSH_KEY: ${opKey} is a public key; expected the private key (without .pub)`);
     }
     if (v['OPERATOR_SSH_PUBKEY'] === undefined && !problems.some((p) => p.startsWith('OPERATOR_SSH_PUBKEY')) && strict)
       problems.push('OPERATOR_SSH_PUBKEY: is not set and OPERATOR_SSH_PUBKEY_PATH gave no key; expected an OpenSSH public key');

@@ -69,6 +69,44 @@ export function commandArgs(t: SshTarget, remoteArgv: readonly string[]): string
   return ['ssh', ...sshBaseArgs(t), '-o', 'ControlMaster=no', destination(t), '--', remoteCommand(remoteArgv)];
 }
 
+export interface FreshLogin {
+  user: string;
+  port: number;
+  identityFile: string;
+}
+
+/**
+ * A NEW connection, never through the master (ControlPath=none): after an sshd or firewall change only a fresh
+ * login proves that the operator can still get in. The host key must be the pinned one; on another port it is
+ * looked up under the name it was pinned with (HostKeyAlias).
+ */
+export function freshLoginArgs(t: SshTarget, login: FreshLogin, remoteArgv: readonly string[]): string[] {
+  const alias = login.port === t.port ? [] : ['-o', `HostKeyAlias=${t.port === 22 ? t.host : `[${t.host}]:${t.port}`}`];
+  return [
+    'ssh',
+    '-p', String(login.port),
+    '-i', login.identityFile,
+    '-o', 'IdentitiesOnly=yes',
+    '-o', 'BatchMode=yes',
+    '-o', `UserKnownHostsFile=${t.knownHostsFile}`,
+    '-o', 'StrictHostKeyChecking=yes',
+    '-o', 'UpdateHostKeys=no',
+    '-o', 'ControlMaster=no',
+    '-o', 'ControlPath=none',
+    '-o', 'ConnectTimeout=5',
+    ...alias,
+    ...t.extraOptions,
+    `${login.user}@${t.host}`,
+    '--',
+    remoteCommand(remoteArgv),
+  ];
+}
+
+/** ssh failures worth another attempt: sshd re-executing after a reload, the socket being re-bound. */
+export function transientSshFailure(exitCode: number, stderr: string): boolean {
+  return exitCode === 255 && /Connection refused|Connection reset|Connection closed|kex_exchange_identification|timed out|banner exchange/i.test(stderr);
+}
+
 export function checkArgs(t: SshTarget): string[] {
   return ['ssh', ...sshBaseArgs(t), '-O', 'check', destination(t)];
 }

@@ -26,11 +26,36 @@ export interface StepContext {
   readonly cfg: Config;
   readonly log: Logger;
   readonly runId: string;
+  /** What apply() wants the caller to know besides its change lines; converge copies it into the result. */
+  readonly notes?: StepNotes;
 }
+
+/**
+ * A change that could lock the operator out (sshd, firewall). The step has snapshotted the previous state and
+ * scheduled a dead-man rollback (`unit`, due in `rollbackSeconds`); the launcher proves a NEW login works, then
+ * runs the step with --confirm, or with --rollback when the login fails.
+ */
+export interface LoginCheck {
+  user: string;
+  port: number;
+  rollbackSeconds: number;
+  unit: string;
+  /** What changed, for the message when the login fails. */
+  reasons: string[];
+}
+
+export interface StepNotes {
+  loginCheck?: LoginCheck;
+}
+
+/** A one-off action of a step (--confirm, --rollback): no config, no lock, no journal by the runner. */
+export type StepMode = (log: Logger) => Promise<number>;
 
 export interface StepImpl {
   check(ctx: StepContext): Promise<string[]>;
   apply(ctx: StepContext, drift: readonly string[]): Promise<string[]>;
+  /** Handlers of the modes the catalogue lists for this step, by flag name. */
+  modes?: Readonly<Record<string, StepMode>>;
 }
 
 export interface StepResult {
@@ -43,19 +68,23 @@ export interface StepResult {
   detail?: string;
   /** What a human should do next, when the step knows. */
   hint?: string;
+  /** Set when apply() made a change that a fresh login must confirm (see LoginCheck). */
+  loginCheck?: LoginCheck;
 }
 
 export function stepCliSpec(name: string): CliSpec {
   const info = stepInfo(name);
+  const modes = info.modes ?? [];
   return {
     name: `${name}.mts`,
-    usage: `${REMOTE.base}/bootstrap/remote/${name}.mts [--check] [--env-file PATH] [--verbose]`,
+    usage: `${REMOTE.base}/bootstrap/remote/${name}.mts [--check${modes.map((m) => ` | --${m.name}`).join('')}] [--env-file PATH] [--verbose]`,
     summary: `${info.title}\nRuns on the server as root. Idempotent: checks first, changes only what drifts, checks again.`,
     flags: [
       { name: 'help', short: 'h', type: 'boolean', description: 'show this help and exit' },
       { name: 'check', type: 'boolean', description: 'print what drifts from the wanted state and change nothing (exit 0 clean, 1 drift)' },
       { name: 'env-file', type: 'string', value: 'PATH', description: `configuration to read (default ${REMOTE.envFile})` },
       { name: 'verbose', short: 'v', type: 'boolean', description: 'print every command it runs' },
+      ...modes.map((m) => ({ name: m.name, type: 'boolean' as const, description: m.description })),
     ],
     sections: [
       { title: 'Checks', body: info.checks.map((c) => `- ${c}`).join('\n') },
@@ -70,7 +99,7 @@ export function stepCliSpec(name: string): CliSpec {
   };
 }
 
-/** Entry point of a step file: `await runStep('10_operator_user', { check, apply })`. */
+/** Entry point of a step file: `await runStep('10_harden_host', { check, apply })`. */
 export async function runStep(name: string, impl: StepImpl, argv: readonly string[] = process.argv.slice(2)): Promise<never> {
   const spec = stepCliSpec(name);
   const log = new Logger();
@@ -81,6 +110,14 @@ export async function runStep(name: string, impl: StepImpl, argv: readonly strin
       return 0;
     }
     log.verbose = Boolean(flags['verbose']);
+    // Modes run before the configuration is read and without the lock: a rollback must work while the
+    // launcher holds the lock, and even when the settings file is broken.
+    const mode = (stepInfo(name).modes ?? []).find((m) => flags[m.name]);
+    if (mode) {
+      const handler = impl.modes?.[mode.name];
+      if (!handler) throw new Error(`${name} lists the mode --${mode.name} in the catalogue but implements no handler`);
+      return handler(log);
+    }
     const envFile = (flags['env-file'] as string | undefined) ?? REMOTE.envFile;
     const loaded = loadConfig({ envFile, explicitEnvFile: true, side: 'server' });
     for (const w of loaded.warnings) log.warn(w);
@@ -105,6 +142,7 @@ export async function runStep(name: string, impl: StepImpl, argv: readonly strin
     lock.release();
     if (!fromLauncher) {
       log.stepFooter({ status: result.status, changed: result.changes.length, seconds: result.seconds });
+      if (result.loginCheck) printConfirmHint(name, result.loginCheck, log);
     }
     if (result.status === 'failed') {
       reportError(spec, log, new OperationError(`${name} failed: ${result.error ?? 'unknown error'}`, { detail: result.detail, hint: result.hint }));
@@ -114,8 +152,19 @@ export async function runStep(name: string, impl: StepImpl, argv: readonly strin
   });
 }
 
+/** Run by hand, nobody checks the login for you: say how to keep the change before the timer undoes it. */
+function printConfirmHint(name: string, lc: LoginCheck, log: Logger): void {
+  const due = new Date(Date.now() + lc.rollbackSeconds * 1000).toISOString().replace(/\.\d+Z$/, 'Z');
+  log.warn(`${lc.reasons.join('; ')}: this change is rolled back automatically at ${due} (${lc.unit}.timer) unless confirmed.`);
+  log.warn(`From a NEW terminal, check that you can still log in, then confirm:`);
+  log.warn(`  ssh -p ${lc.port} ${lc.user}@<this server> sudo ${REMOTE.base}/bootstrap/remote/${name}.mts --confirm`);
+  log.warn(`To undo it now instead: ${REMOTE.base}/bootstrap/remote/${name}.mts --rollback`);
+}
+
 /** check -> apply -> check, journaled. Never throws: a failure is a result. */
-export async function converge(name: string, impl: StepImpl, ctx: StepContext, cfgHash: string, journalPath: string = REMOTE.journal): Promise<StepResult> {
+export async function converge(name: string, impl: StepImpl, baseCtx: StepContext, cfgHash: string, journalPath: string = REMOTE.journal): Promise<StepResult> {
+  const notes: StepNotes = {};
+  const ctx: StepContext = { ...baseCtx, notes };
   const started = performance.now();
   const startedAt = new Date().toISOString();
   const seconds = () => Math.round((performance.now() - started) / 100) / 10;
@@ -134,14 +183,16 @@ export async function converge(name: string, impl: StepImpl, ctx: StepContext, c
     const status = changes.length > 0 || drift.length > 0 ? 'changed' : 'unchanged';
     const endedAt = new Date().toISOString();
     writeJournal(journalPath, recordStep(readJournal(journalPath), name, { status: 'ok', startedAt, endedAt, seconds: seconds(), changes, configHash: cfgHash, runId: ctx.runId }));
-    return { status, changes, drift, seconds: seconds() };
+    return { status, changes, drift, seconds: seconds(), ...notes };
   } catch (e) {
     const err = e as OperationError;
     const message = mask(err.message ?? String(e));
     const detail = err.detail ? mask(err.detail) : e instanceof OperationError ? undefined : mask((e as Error).stack ?? '');
     const endedAt = new Date().toISOString();
     writeJournal(journalPath, recordStep(readJournal(journalPath), name, { status: 'failed', startedAt, endedAt, seconds: seconds(), changes, configHash: cfgHash, runId: ctx.runId, error: message }));
-    return { status: 'failed', changes, drift, seconds: seconds(), error: message, detail: detail || undefined, hint: err.hint ? mask(err.hint) : undefined };
+    // A failure after a guarded change still carries the login check: the launcher then proves the login (and
+    // keeps the change) or rolls it back, instead of leaving it to the timer.
+    return { status: 'failed', changes, drift, seconds: seconds(), error: message, detail: detail || undefined, hint: err.hint ? mask(err.hint) : undefined, ...notes };
   }
 }
 

@@ -72,7 +72,7 @@ in_empty_netns() {
   run "$LAUNCHER" --list
   assert_success
   assert_line --index 0 --regexp '^01  00_preflight'
-  assert_line --index 1 --regexp '^02  10_operator_user'
+  assert_line --index 1 --regexp '^02  10_harden_host'
 }
 
 @test "dry run with .env.example prints every step and the plan, and touches no network" {
@@ -92,14 +92,14 @@ in_empty_netns() {
 @test "dry run honours --from and --only" {
   run "$LAUNCHER" --dry-run --env-file .env.example --only 10
   assert_success
-  assert_output --partial "==> [01/01] 10_operator_user"
+  assert_output --partial "==> [01/01] 10_harden_host"
   refute_output --partial "00_preflight"
 }
 
 @test "an unknown step name exits 2 and lists the real ones" {
   run "$LAUNCHER" --dry-run --env-file .env.example --from 99_nope
   assert_failure 2
-  assert_output --partial '--from: "99_nope" is not a step; expected one of: 00_preflight, 10_operator_user'
+  assert_output --partial '--from: "99_nope" is not a step; expected one of: 00_preflight, 10_harden_host'
 }
 
 @test "bad settings: every problem at once, exit 2, nothing contacted" {

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { evaluate, formatTable } from '../../bootstrap/remote/00_preflight.mts';
 import type { Facts } from '../../bootstrap/remote/00_preflight.mts';
-import { parsePasswd, withKey, keyIdentity, sudoersContent } from '../../bootstrap/remote/10_operator_user.mts';
+import { parsePasswd, withKey, keyIdentity, sudoersContent } from '../../bootstrap/lib/host/operator.mts';
 import { GENERATED } from '../../bootstrap/host/gen_config_docs.mts';
 import { SETTINGS } from '../../bootstrap/lib/config.mts';
 

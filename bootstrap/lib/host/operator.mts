@@ -1,14 +1,13 @@
-#!/opt/codex-k8s-bootstrap/node/bin/node --
-// 10_operator_user: the unprivileged operator account you use day to day (and that stays usable when root
-// login gets restricted): the user, your public key in its authorized_keys, passwordless sudo.
-// The sudoers drop-in is validated with `visudo -cf` before it replaces anything: a broken file never lands.
+// The operator account you use day to day (and that stays usable when root login gets restricted): the user,
+// your public key in its authorized_keys, passwordless sudo. The sudoers drop-in is validated with `visudo -cf`
+// before it replaces anything: a broken file never lands.
 import { mkdirSync, chmodSync, chownSync } from 'node:fs';
 import { join } from 'node:path';
-import { runStep } from '../lib/step.mts';
-import type { StepContext } from '../lib/step.mts';
-import { run } from '../lib/exec.mts';
-import { OperationError } from '../lib/errors.mts';
-import { writeFileAtomic, readIfExists, facts, octal } from '../lib/fsx.mts';
+import type { StepContext } from '../step.mts';
+import { run } from '../exec.mts';
+import { OperationError } from '../errors.mts';
+import { writeFileAtomic, readIfExists, facts, octal } from '../fsx.mts';
+import type { HostPart } from './part.mts';
 
 export const SUDOERS_FILE = '/etc/sudoers.d/codex-k8s-operator';
 
@@ -28,7 +27,7 @@ export function parsePasswd(line: string): Account | undefined {
 }
 
 export function sudoersContent(user: string): string {
-  return `# Managed by codex-k8s bootstrap (10_operator_user). Edits are overwritten on the next run.\n${user} ALL=(ALL:ALL) NOPASSWD: ALL\n`;
+  return `# Managed by codex-k8s bootstrap (10_harden_host). Edits are overwritten on the next run.\n${user} ALL=(ALL:ALL) NOPASSWD: ALL\n`;
 }
 
 /** The "TYPE BASE64" part of a key line: comments and options do not make a key different. */
@@ -54,7 +53,7 @@ function settings(ctx: StepContext) {
   return { user: ctx.cfg.get('OPERATOR_USER'), key: ctx.cfg.get('OPERATOR_SSH_PUBKEY') };
 }
 
-async function check(ctx: StepContext): Promise<string[]> {
+async function checkOperator(ctx: StepContext): Promise<string[]> {
   const { user, key } = settings(ctx);
   const drift: string[] = [];
   const acct = await account(user);
@@ -82,7 +81,7 @@ async function check(ctx: StepContext): Promise<string[]> {
   return drift;
 }
 
-async function apply(ctx: StepContext): Promise<string[]> {
+async function applyOperator(ctx: StepContext): Promise<string[]> {
   const { user, key } = settings(ctx);
   const changes: string[] = [];
   let acct = await account(user);
@@ -137,4 +136,5 @@ async function apply(ctx: StepContext): Promise<string[]> {
   return changes;
 }
 
-if (import.meta.filename === process.argv[1]) await runStep('10_operator_user', { check, apply });
+
+export const operatorPart: HostPart = { name: 'operator', check: checkOperator, apply: applyOperator };

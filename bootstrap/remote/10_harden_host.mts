@@ -1,0 +1,98 @@
+#!/opt/codex-k8s-bootstrap/node/bin/node --
+// 10_harden_host: the server as a staging host should be before k3s arrives. Each part lives in
+// bootstrap/lib/host/ with its own check and apply; this step concatenates their drift and applies only the
+// parts that drift, in this order:
+//   packages   nftables, fail2ban, python3-systemd, unattended-upgrades (apt only for what is missing)
+//   operator   the operator user, its key, passwordless sudo (visudo-checked)
+//   kernel     overlay + br_netfilter, sysctl for Kubernetes, swap off, time sync
+//   upgrades   unattended security upgrades, reboot as CODEXK8S_AUTO_REBOOT says
+//   fail2ban   sshd jail
+//   sshd       key-only logins (sshd -T checked), port, reload without dropping sessions      [guarded]
+//   firewall   nftables table inet codex_k8s, persisted by codex-k8s-firewall.service          [guarded]
+// Guarded parts can lock the operator out. Before the first of them changes anything, the step snapshots their
+// files and schedules `--rollback` on a timer (lib/host/rollback.mts), and its result asks the launcher to log
+// in anew as the operator: that login confirms (--confirm) or rolls back (--rollback). Run by hand, the step
+// prints how to confirm from a new session before the timer undoes the change.
+import { runStep } from '../lib/step.mts';
+import type { StepContext, StepMode } from '../lib/step.mts';
+import { color } from '../lib/log.mts';
+import { REMOTE } from '../lib/paths.mts';
+import { readJournal, writeJournal, recordStep } from '../lib/state.mts';
+import type { HostPart } from '../lib/host/part.mts';
+import { packagesPart } from '../lib/host/packages.mts';
+import { operatorPart } from '../lib/host/operator.mts';
+import { kernelPart } from '../lib/host/kernel.mts';
+import { upgradesPart } from '../lib/host/upgrades.mts';
+import { fail2banPart } from '../lib/host/fail2ban.mts';
+import { sshdPart } from '../lib/host/sshd.mts';
+import { firewallPart } from '../lib/host/firewall.mts';
+import { snapshot, schedule, confirm, restore, ROLLBACK_UNIT } from '../lib/host/rollback.mts';
+
+export const STEP = '10_harden_host';
+export const PARTS: readonly HostPart[] = [packagesPart, operatorPart, kernelPart, upgradesPart, fail2banPart, sshdPart, firewallPart];
+const GUARDED = PARTS.filter((p) => p.guarded);
+
+// check() records each part's drift; apply() works from it (converge always checks right before it applies).
+const lastDrift = new Map<string, string[]>();
+
+async function check(ctx: StepContext): Promise<string[]> {
+  const all: string[] = [];
+  for (const part of PARTS) {
+    const drift = await part.check(ctx);
+    lastDrift.set(part.name, drift);
+    all.push(...drift);
+  }
+  return all;
+}
+
+async function apply(ctx: StepContext): Promise<string[]> {
+  const changes: string[] = [];
+  let armed = false;
+  for (const part of PARTS) {
+    const drift = lastDrift.get(part.name) ?? (await part.check(ctx));
+    if (drift.length === 0) continue;
+    if (part.guarded && !armed) {
+      changes.push(...(await armRollback(ctx)));
+      armed = true;
+    }
+    if (part.guarded && ctx.notes?.loginCheck) ctx.notes.loginCheck.reasons.push(`${part.name}: ${drift[0]}${drift.length > 1 ? ` (+${drift.length - 1} more)` : ''}`);
+    changes.push(...(await part.apply(ctx)));
+  }
+  return changes;
+}
+
+/** Snapshot first, timer second: a timer without a snapshot would have nothing to restore. */
+async function armRollback(ctx: StepContext): Promise<string[]> {
+  const seconds = ctx.cfg.get<number>('CODEXK8S_LOCKOUT_ROLLBACK_AFTER');
+  const fresh = await snapshot(STEP, GUARDED);
+  await schedule(seconds, process.execPath, import.meta.filename, ctx.log);
+  if (ctx.notes) ctx.notes.loginCheck = { user: ctx.cfg.get('OPERATOR_USER'), port: ctx.cfg.get<number>('CODEXK8S_SSH_PORT'), rollbackSeconds: seconds, unit: ROLLBACK_UNIT, reasons: [] };
+  return [
+    fresh ? `snapshot of the sshd and firewall files in /var/lib/codex-k8s-bootstrap/rollback/${STEP}` : 'kept the unconfirmed snapshot of an earlier change (a rollback returns to the last confirmed state)',
+    `${ROLLBACK_UNIT}.timer rolls the change back in ${seconds}s unless a new login confirms it`,
+  ];
+}
+
+const confirmMode: StepMode = async (log) => {
+  const done = await confirm(STEP, log);
+  log.info(done.length ? color.green(`${STEP}: ${done.join('; ')}`) : `${STEP}: nothing to confirm (no pending change)`);
+  return 0;
+};
+
+const rollbackMode: StepMode = async (log) => {
+  const done = await restore(STEP, GUARDED, log);
+  if (done.length === 0) {
+    log.info(`${STEP}: nothing to roll back (no pending change)`);
+    return 0;
+  }
+  for (const d of done) log.info(`  - ${d}`);
+  // The journal must not claim the step succeeded: the next run applies it again, and later steps wait for it.
+  const j = readJournal(REMOTE.journal);
+  const prev = j.steps[STEP];
+  const now = new Date().toISOString();
+  writeJournal(REMOTE.journal, recordStep(j, STEP, { status: 'failed', startedAt: now, endedAt: now, changes: [], configHash: prev?.configHash ?? '', runId: prev?.runId ?? 'rollback', error: 'the sshd/firewall change was rolled back (no confirmed login)' }));
+  log.warn(`${STEP}: rolled back the unconfirmed sshd/firewall change`);
+  return 0;
+};
+
+if (import.meta.filename === process.argv[1]) await runStep(STEP, { check, apply, modes: { confirm: confirmMode, rollback: rollbackMode } });
