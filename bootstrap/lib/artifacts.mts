@@ -14,7 +14,7 @@ export interface ResolvedArtifact {
 
 export function resolveArtifact(a: Artifact, arch: Arch, mirror: string | undefined, overrides: Readonly<Record<string, string>> | undefined): ResolvedArtifact {
   const file = a.files[arch];
-  const url = mirror ? `${mirror.replace(/\/+$/, '')}/${a.name}/${file}` : `${a.baseUrl}/${a.path}/${file}`;
+  const url = mirror ? `${mirror.replace(/\/+$/, '')}/${a.name}/${file}` : [a.baseUrl, a.path, file].filter((p) => p !== '').join('/');
   const pinned = a.sha256[arch];
   const override = overrides?.[`${a.name}:${arch}`];
   return override && override !== pinned

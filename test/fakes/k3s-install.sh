@@ -9,7 +9,9 @@
 #   K3S_KUBECONFIG_MODE, --write-kubeconfig-mode, --write-kubeconfig, --disable X, --node-name N.
 # Writes (each only when its content or mode differs, like the real script's hash comparison):
 #   /usr/local/bin/k3s             a shell stand-in: `k3s --version`, `k3s kubectl ...` (-> the kubectl double),
-#                                  `k3s server` (sleeps forever: the harmless long-running service process),
+#                                  `k3s server` (writes containerd's certs.d/*/hosts.toml from registries.yaml like
+#                                  the real agent, via k3s-registries.mts, then sleeps forever: the harmless
+#                                  long-running service process; CODEXK8S_FAKES_K3S_SERVER_ONCE=1 exits instead),
 #                                  minimal `k3s crictl|ctr version|images`; kubectl/crictl/ctr symlinks when free
 #   /usr/local/bin/k3s-killall.sh, /usr/local/bin/k3s-uninstall.sh
 #   /etc/systemd/system/k3s.service (Type=exec, ExecStart=/usr/local/bin/k3s server ...), k3s.service.env (0600)
@@ -31,6 +33,8 @@ FAKES_DIR="${CODEXK8S_FAKES_DIR:-/var/lib/codex-k8s-fakes}"
 BIN_DIR=/usr/local/bin
 SYSTEMD_DIR=/etc/systemd/system
 FAKES_KUBECTL=/opt/codex-k8s-fakes/bin/kubectl
+FAKES_HOME=/opt/codex-k8s-fakes
+FAKES_NODE=/opt/codex-k8s-bootstrap/node/bin/node
 
 KNOWN_VALUE_FLAGS='write-kubeconfig-mode write-kubeconfig write-kubeconfig-group tls-san disable node-name node-ip
 node-external-ip cluster-cidr service-cidr cluster-dns cluster-domain data-dir flannel-backend kube-apiserver-arg
@@ -236,6 +240,8 @@ write_k3s_binary() {
 #!/bin/sh
 # k3s test double written by test/fakes/k3s-install.sh (codex-k8s sandbox). NOT k3s: no cluster runs here.
 K3S_FAKE_VERSION=$(sq "$VERSION")
+K3S_FAKE_ROOT=$(sq "$ROOT")
+K3S_FAKE_STATE=$(sq "$FAKES_DIR")
 KUBECTL="\${CODEXK8S_FAKES_KUBECTL:-$FAKES_KUBECTL}"
 me=\$(basename "\$0")
 if [ "\$me" = k3s ]; then
@@ -249,7 +255,12 @@ case "\$me" in
     export KUBECONFIG="\${KUBECONFIG:-/etc/rancher/k3s/k3s.yaml}"
     exec "\$KUBECTL" "\$@" ;;
   server)
-    # The "server" is a harmless long-running process so that systemd reports k3s active.
+    # Like the real agent at start: containerd's hosts.toml files from registries.yaml (test/fakes/k3s-registries.mts).
+    # A registries.yaml it refuses makes the start fail, as it does for k3s.
+    CODEXK8S_FAKES_ROOT="\$K3S_FAKE_ROOT" CODEXK8S_FAKES_DIR="\${CODEXK8S_FAKES_DIR:-\$K3S_FAKE_STATE}" \\
+      "\${CODEXK8S_FAKES_NODE:-$FAKES_NODE}" --disable-warning=ExperimentalWarning "\${CODEXK8S_FAKES_HOME:-$FAKES_HOME}/k3s-registries.mts" server "\$@" || exit 1
+    # Then a harmless long-running process so that systemd reports k3s active (unit tests: exit instead).
+    [ "\${CODEXK8S_FAKES_K3S_SERVER_ONCE:-}" = 1 ] && exit 0
     exec sleep infinity ;;
   crictl|ctr)
     case "\${1:-}" in
