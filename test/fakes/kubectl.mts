@@ -14,6 +14,10 @@
 //   rollout  status deployment|statefulset|daemonset/NAME --timeout D (required: real status waits forever)
 //            undo deployment/NAME [--to-revision N] | restart KIND/NAME | history deployment/NAME
 //   create   namespace NAME
+//   diff     -f FILE|DIR|- : compares each object with the stored one the way apply would (so apply then diff is
+//            clean); exit 0 no differences, 1 differences (a unified diff per object on stdout, in sections
+//            `diff -u -N /tmp/LIVE-x/NAME /tmp/MERGED-x/NAME` like the real one; Secret values shown as ***),
+//            >1 on any error (validation, unknown kind, missing namespace: the real one's server dry run fails).
 //   version  [--client] [-o json|yaml]      cluster-info
 // Behaviour: objects are validated strictly (lib/validate.mts: kubernetes-models 1.27 schemas + unknown fields +
 // API-server rules); created/configured/unchanged like client-side apply; metadata uid/resourceVersion/generation/
@@ -34,7 +38,7 @@ import type { FlagTable, Outcome, ParsedArgs, ParseStyle, ToolIO, VerbContext, V
 import { DoubleError, emptyOutcome, flagBool, flagList, flagString, parseArgs, parseDuration, runDouble, runVerb } from './lib/cli.mts';
 import type { K8sObject, KindInfo } from './lib/kinds.mts';
 import { at, isObj, kindByApiVersion, kindByResourceArg, printName, resourceName } from './lib/kinds.mts';
-import { clone, DEFAULT_K8S_VERSION, readCluster, requireCluster, sameObject, SERVER_METADATA, Store } from './lib/store.mts';
+import { clone, DEFAULT_K8S_VERSION, readCluster, requireCluster, sameObject, SERVER_METADATA, Store, userView } from './lib/store.mts';
 import { validateObject } from './lib/validate.mts';
 import { JsonPathError, renderJsonPath } from './lib/jsonpath.mts';
 
@@ -646,6 +650,97 @@ const rollout: Verb = {
   },
 };
 
+/** A minimal unified diff of two line lists: one hunk holding every line (context is the whole object). */
+function unifiedHunk(a: readonly string[], b: readonly string[]): string[] {
+  const n = a.length;
+  const m = b.length;
+  const lcs: number[][] = Array.from({ length: n + 1 }, () => Array<number>(m + 1).fill(0));
+  for (let i = n - 1; i >= 0; i--) {
+    for (let j = m - 1; j >= 0; j--) {
+      const row = lcs[i] as number[];
+      row[j] = a[i] === b[j] ? ((lcs[i + 1] as number[])[j + 1] as number) + 1 : Math.max((lcs[i + 1] as number[])[j] as number, row[j + 1] as number);
+    }
+  }
+  const out: string[] = [`@@ -${n === 0 ? '0,0' : `1,${n}`} +${m === 0 ? '0,0' : `1,${m}`} @@`];
+  let i = 0;
+  let j = 0;
+  while (i < n || j < m) {
+    if (i < n && j < m && a[i] === b[j]) {
+      out.push(` ${a[i] as string}`);
+      i++;
+      j++;
+    } else if (i < n && (j >= m || ((lcs[i + 1] as number[])[j] as number) >= ((lcs[i] as number[])[j + 1] as number))) {
+      out.push(`-${a[i] as string}`);
+      i++;
+    } else {
+      out.push(`+${b[j] as string}`);
+      j++;
+    }
+  }
+  return out;
+}
+
+/** What the real kubectl diff does to Secrets: values never shown; a changed value is marked before/after. */
+function maskSecretPair(live: K8sObject | undefined, merged: K8sObject): [K8sObject | undefined, K8sObject] {
+  if (merged.kind !== 'Secret') return [live, merged];
+  const ld = (live?.['data'] ?? {}) as Record<string, string>;
+  const md = (merged['data'] ?? {}) as Record<string, string>;
+  const l: Record<string, string> = {};
+  const m: Record<string, string> = {};
+  for (const k of new Set([...Object.keys(ld), ...Object.keys(md)])) {
+    const changedValue = ld[k] !== undefined && md[k] !== undefined && ld[k] !== md[k];
+    if (ld[k] !== undefined) l[k] = changedValue ? '*** (before)' : '***';
+    if (md[k] !== undefined) m[k] = changedValue ? '*** (after)' : '***';
+  }
+  const lo = live === undefined ? undefined : { ...live, ...(live['data'] !== undefined ? { data: l } : {}) };
+  return [lo, { ...merged, ...(merged['data'] !== undefined ? { data: m } : {}) }];
+}
+
+/** kubectl diff's file name for an object: [group.]version.Kind.namespace.name */
+function diffFileName(obj: K8sObject): string {
+  const slash = obj.apiVersion.lastIndexOf('/');
+  const group = slash === -1 ? '' : `${obj.apiVersion.slice(0, slash)}.`;
+  return `${group}${obj.apiVersion.slice(slash + 1)}.${obj.kind}.${obj.metadata.namespace ?? ''}.${obj.metadata.name}`;
+}
+
+const diff: Verb = {
+  usage: 'diff -f FILE|DIR|-   (exit 0: no differences, 1: differences, >1: error)',
+  flags: { filename: { type: 'list', short: 'f' } },
+  async run(ctx) {
+    try {
+      const files = flagList(ctx.args, 'filename');
+      if (files.length === 0) throw new DoubleError("error: must specify one of -f and -k\n\nSee 'kubectl diff --help' for usage.");
+      if (ctx.pos.length > 0) throw new DoubleError(`error: Unexpected args: [${ctx.pos.join(' ')}]`);
+      const store = ctx.store();
+      const resolved = await resolveAll(ctx, loadManifests(ctx, files), store);
+      const tag = String(Math.floor(Math.random() * 1e9));
+      const stamp = '2026-01-01 00:00:00.000000000 +0000';
+      const sections: string[] = [];
+      for (const { obj, info } of resolved) {
+        const ns = info.namespaced ? obj.metadata.namespace : undefined;
+        if (ns !== undefined && !store.namespaceExists(ns)) throw new DoubleError(`Error from server (NotFound): namespaces "${ns}" not found`);
+        const desired = normalize(info, obj);
+        const current = store.get(info, ns, obj.metadata.name);
+        if (current !== undefined) preserveForeignFields(current, desired);
+        if (current !== undefined && sameObject(current, desired)) continue;
+        const [live, merged] = maskSecretPair(current === undefined ? undefined : userView(current), userView(desired));
+        const lines = (o: K8sObject | undefined): string[] => (o === undefined ? [] : toYaml(o).trimEnd().split('\n'));
+        const name = diffFileName(desired);
+        sections.push([`diff -u -N /tmp/LIVE-${tag}/${name} /tmp/MERGED-${tag}/${name}`, `--- /tmp/LIVE-${tag}/${name}\t${stamp}`,
+          `+++ /tmp/MERGED-${tag}/${name}\t${stamp}`, ...unifiedHunk(lines(live), lines(merged))].join('\n'));
+      }
+      if (sections.length > 0) {
+        say(ctx, sections.join('\n'));
+        ctx.out.exitCode = 1;
+      }
+    } catch (err) {
+      // Like kubectl's CheckDiffErr: an error exits with its code + 1, so 1 always means "differences".
+      if (err instanceof DoubleError) throw new DoubleError(err.message, err.exitCode + 1);
+      throw err;
+    }
+  },
+};
+
 const create: Verb = {
   usage: 'create namespace NAME',
   subverbs: ['namespace', 'ns'],
@@ -724,6 +819,7 @@ const VERBS: Readonly<Record<string, Verb>> = {
   wait,
   rollout,
   create,
+  diff,
   version,
   'cluster-info': clusterInfo,
 };

@@ -462,3 +462,61 @@ test('in-process: the objects a fresh k3s has are valid; faults match on word bo
   writeFaults(dir, { 'kubectl get': { exitCode: 1, stderrr: 'typo' } as never });
   assert.throws(() => readFaults(dir), /"kubectl get"\.stderrr: unknown field/);
 });
+
+test('diff: exit 1 with a section per object that would change, exit 0 once applied; never mutating', () => {
+  const { dir, k } = cluster();
+  const stack = STACK('registry.local/web:1');
+  const ns = k(['apply', '-f', '-'], 'apiVersion: v1\nkind: Namespace\nmetadata: {name: staging}\n');
+  assert.equal(ns.code, 0, ns.stderr);
+
+  const before = k(['diff', '-f', '-'], stack);
+  assert.equal(before.code, 1, before.stderr);
+  const headers = before.stdout.split('\n').filter((l) => l.startsWith('diff -u -N '));
+  assert.deepEqual(headers.map((h) => h.split('/').pop()), ['apps.v1.Deployment.staging.web', 'v1.ConfigMap.staging.web-config'], 'the namespace is unchanged: no section');
+  assert.match(before.stdout, /^diff -u -N \/tmp\/LIVE-\d+\/apps\.v1\.Deployment\.staging\.web \/tmp\/MERGED-\d+\/apps\.v1\.Deployment\.staging\.web$/m);
+  assert.match(before.stdout, /^@@ -0,0 \+1,\d+ @@$/m, 'a new object: empty live side');
+  assert.match(before.stdout, /^\+  name: web$/m);
+
+  assert.equal(k(['apply', '-f', '-'], stack).code, 0);
+  const after = k(['diff', '-f', '-'], stack);
+  assert.equal(after.code, 0, after.stdout + after.stderr);
+  assert.equal(after.stdout, '');
+
+  const changed = k(['diff', '-f', '-'], STACK('registry.local/web:2'));
+  assert.equal(changed.code, 1);
+  assert.match(changed.stdout, /^-\s+image: registry\.local\/web:1$/m);
+  assert.match(changed.stdout, /^\+\s+image: registry\.local\/web:2$/m);
+  assert.doesNotMatch(changed.stdout, /^[-+]\s+(uid|resourceVersion|generation|creationTimestamp):/m, 'server fields are not differences');
+  assert.equal(getJson(k, ['-n', 'staging', 'get', 'deployment', 'web'])['spec']['template']['spec']['containers'][0]['image'], 'registry.local/web:1', 'diff changes nothing');
+
+  // A restart annotation set by `rollout restart` survives apply, so diff does not report it either.
+  assert.equal(k(['-n', 'staging', 'rollout', 'restart', 'deployment/web']).code, 0);
+  assert.equal(k(['diff', '-f', '-'], stack).code, 0);
+
+  const diffs = readCalls(dir).filter((c) => c.argv.includes('diff'));
+  assert.deepEqual(diffs.map((c) => [c.exitCode, c.mutating]), [[1, false], [0, false], [1, false], [0, false]]);
+});
+
+test('diff: errors exit above 1 (invalid object, unknown CRD kind, missing namespace, no -f); Secret values never shown', () => {
+  const { k } = cluster();
+  const bad = k(['diff', '-f', '-'], deployment('x:1').replace('replicas: 2', 'replicas: two'));
+  assert.equal(bad.code, 2, bad.stderr);
+  assert.match(bad.stderr, /spec\.replicas: Invalid value/);
+  const noNs = k(['diff', '-f', '-'], deployment('x:1'));
+  assert.equal(noNs.code, 2);
+  assert.match(noNs.stderr, /namespaces "staging" not found/);
+  const crd = k(['diff', '-f', '-'], 'apiVersion: cert-manager.io/v1\nkind: ClusterIssuer\nmetadata: {name: le}\nspec: {selfSigned: {}}\n');
+  assert.equal(crd.code, 2);
+  assert.match(crd.stderr, /no matches for kind "ClusterIssuer"/);
+  assert.equal(k(['diff']).code, 2);
+
+  const secret = (v: string): string => `apiVersion: v1\nkind: Secret\nmetadata: {name: db, namespace: default}\nstringData: {password: ${v}, user: codex}\n`;
+  assert.equal(k(['apply', '-f', '-'], secret('first-password')).code, 0);
+  assert.equal(k(['diff', '-f', '-'], secret('first-password')).code, 0, 'stringData compares like apply stores it');
+  const d = k(['diff', '-f', '-'], secret('second-password'));
+  assert.equal(d.code, 1);
+  for (const v of ['first-password', 'second-password', Buffer.from('first-password').toString('base64'), Buffer.from('second-password').toString('base64')]) assert.ok(!d.stdout.includes(v), 'no secret value in the diff');
+  assert.match(d.stdout, /^-\s+password: ["']?\*\*\* \(before\)["']?$/m);
+  assert.match(d.stdout, /^\+\s+password: ["']?\*\*\* \(after\)["']?$/m);
+  assert.match(d.stdout, /^ \s+user: ["']?\*\*\*["']?$/m, 'an unchanged value is masked too');
+});

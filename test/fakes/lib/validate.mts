@@ -117,7 +117,7 @@ function ajvErrorLine(e: AjvError): string {
   return `${where}: Invalid value: ${e.message ?? e.keyword}`;
 }
 
-type ModelClass = (new (data: unknown) => { validate(): void }) & { apiVersion?: string; kind?: string };
+export type ModelClass = (new (data: unknown) => { validate(): void }) & { apiVersion?: string; kind?: string };
 
 async function importModel(specifier: string, kind: string): Promise<ModelClass | undefined> {
   try {
@@ -136,7 +136,7 @@ export function modelSpecifier(apiVersion: string, kind: string): string {
 }
 
 /** Runs a model's validator on `data` through the tracking proxy; returns schema errors + unknown fields. */
-function runModel(Model: ModelClass, data: unknown, prefix: string): string[] {
+export function runModel(Model: ModelClass, data: unknown, prefix: string): string[] {
   const instance = new Model(data); // constructing it is part of the contract: the model must accept the object
   const records = new WeakMap<object, AccessRecord>();
   const plain = JSON.parse(JSON.stringify(data)) as unknown;

@@ -1,0 +1,286 @@
+// kubectl and helm for the remote steps: pure argv builders (unit-tested) and thin runners over lib/exec.mts.
+//
+// Everything talks to the local k3s through its admin kubeconfig (KUBECONFIG below). Objects always travel on
+// stdin (`-f -`, `--values -`), never in argv and never through temp files, so a Secret's value cannot leak
+// into a process listing.
+//
+// API (what a step uses):
+//   objects (lib/manifests.mts renders them)
+//     objectsDrift(objects, log)          read-only: drift lines ("Deployment ns/x differs from its manifest",
+//                                         "... does not exist"). Uses `kubectl diff` (exit 0 same, 1 differs,
+//                                         >1 error); objects whose namespace does not exist yet are reported
+//                                         without asking the server (kubectl diff would fail on them).
+//     applyObjects(objects, log, opts)    `kubectl apply -f -`; returns the lines that changed something
+//                                         ("deployment.apps/x configured"); opts.retryOn retries, bounded, on
+//                                         errors such as a webhook that is not serving yet.
+//     getJson(kind, name, ns, log)        one object as JSON, or undefined when it does not exist.
+//     existingNamespaces(names, log)      which of these namespaces exist.
+//     readSecret(ns, name, log, mask)     a Secret's data decoded; the keys in `mask` are registered as secrets.
+//     rolloutStatus(kind, name, ns, s)    bounded wait for a Deployment/StatefulSet rollout; fails loudly.
+//   helm releases (pinned charts, lib/versions.mts ChartPin)
+//     helmReleaseState(pin, log)          installed chart version, status and user-supplied values, or undefined.
+//     helmReleaseDrift(pin, state, want)  pure: drift lines; empty means "do not upgrade". Every helm upgrade
+//                                         writes a new revision, so a step upgrades ONLY when this is non-empty.
+//     helmUpgrade(pin, values, s, log)    `helm upgrade --install ... --values - --wait --timeout`.
+//   argv builders: kubectlArgv, applyArgv, diffArgv, getJsonArgv, rolloutStatusArgv, helmArgv, helmUpgradeArgv,
+//     helmListArgv, helmGetValuesArgv; parsers: parseHelmList, diffSections, diffName.
+import { run } from './exec.mts';
+import type { RunResult } from './exec.mts';
+import { OperationError } from './errors.mts';
+import { registerSecret, mask } from './redact.mts';
+import type { Logger } from './log.mts';
+import type { ChartPin } from './versions.mts';
+import type { KubeObject } from './manifests.mts';
+import { describeObject, toYamlStream } from './manifests.mts';
+
+/** k3s' admin kubeconfig (root-only, mode 0600). */
+export const KUBECONFIG = '/etc/rancher/k3s/k3s.yaml';
+/** Per-call limit for quick kubectl/helm calls (the API server answers in well under a second when healthy). */
+const QUICK_SECONDS = 60;
+
+// ---------------------------------------------------------------------------------------------------------------
+// argv builders (pure)
+
+export function kubectlArgv(...args: string[]): string[] {
+  return ['kubectl', '--kubeconfig', KUBECONFIG, ...args];
+}
+
+export function applyArgv(): string[] {
+  return kubectlArgv('apply', '-f', '-');
+}
+
+export function diffArgv(): string[] {
+  return kubectlArgv('diff', '-f', '-');
+}
+
+export function getJsonArgv(kind: string, name: string | readonly string[], namespace?: string): string[] {
+  const names = typeof name === 'string' ? [name] : [...name];
+  return kubectlArgv(...(namespace !== undefined ? ['--namespace', namespace] : []), 'get', kind, ...names, '-o', 'json', '--ignore-not-found');
+}
+
+export function rolloutStatusArgv(kind: 'deployment' | 'statefulset' | 'daemonset', name: string, namespace: string, timeoutSeconds: number): string[] {
+  return kubectlArgv('--namespace', namespace, 'rollout', 'status', `${kind}/${name}`, `--timeout=${timeoutSeconds}s`);
+}
+
+export function helmArgv(...args: string[]): string[] {
+  return ['helm', '--kubeconfig', KUBECONFIG, ...args];
+}
+
+/** Values go on stdin as JSON (`--values -`): JSON is YAML, and nothing is in argv. */
+export function helmUpgradeArgv(pin: ChartPin, timeoutSeconds: number): string[] {
+  return helmArgv('upgrade', '--install', pin.release, pin.ref, '--version', pin.version, '--namespace', pin.namespace,
+    '--create-namespace', '--values', '-', '--wait', '--timeout', `${timeoutSeconds}s`);
+}
+
+/** `--all`: a release stuck in pending-install/failed must show up too (plain `helm list` hides pending ones). */
+export function helmListArgv(pin: ChartPin): string[] {
+  return helmArgv('list', '--namespace', pin.namespace, '--all', '--filter', `^${pin.release}$`, '-o', 'json');
+}
+
+export function helmGetValuesArgv(pin: ChartPin): string[] {
+  return helmArgv('get', 'values', pin.release, '--namespace', pin.namespace, '-o', 'json');
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Parsers (pure)
+
+export interface HelmListEntry {
+  name: string;
+  namespace: string;
+  status: string;
+  /** `<chart>-<version>`, e.g. cert-manager-v1.21.2 */
+  chart: string;
+}
+
+export function parseHelmList(stdout: string, release: string): HelmListEntry | undefined {
+  const list = JSON.parse(stdout.trim() === '' ? '[]' : stdout) as unknown;
+  if (!Array.isArray(list)) throw new OperationError(`helm list -o json printed something that is not a list: ${stdout.slice(0, 200)}`);
+  return (list as HelmListEntry[]).find((r) => r.name === release);
+}
+
+function canonical(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(canonical);
+  if (v !== null && typeof v === 'object') return Object.fromEntries(Object.keys(v).sort().map((k) => [k, canonical((v as Record<string, unknown>)[k])]));
+  return v;
+}
+
+export function canonicalJson(v: unknown): string {
+  return JSON.stringify(canonical(v));
+}
+
+/** kubectl diff's name for an object's files: `[group.]version.Kind.namespace.name` (kubectl's InfoObject.Name()). */
+export function diffName(o: KubeObject): string {
+  const slash = o.apiVersion.lastIndexOf('/');
+  const group = slash === -1 ? '' : `${o.apiVersion.slice(0, slash)}.`;
+  const version = o.apiVersion.slice(slash + 1);
+  return `${group}${version}.${o.kind}.${o.metadata.namespace ?? ''}.${o.metadata.name}`;
+}
+
+export interface DiffSection {
+  /** The file name kubectl diff used (see diffName). */
+  name: string;
+  /** True when the live side is empty: the object does not exist yet. */
+  created: boolean;
+  text: string;
+}
+
+/** Splits `kubectl diff` output (one `diff -u -N .../LIVE-x/NAME .../MERGED-x/NAME` section per object). */
+export function diffSections(out: string): DiffSection[] {
+  const sections: DiffSection[] = [];
+  for (const part of out.split(/^(?=diff )/m)) {
+    const m = /^diff .*?\/LIVE-[^/\s]+\/(\S+)\s/.exec(part);
+    if (m === null) continue;
+    sections.push({ name: m[1] as string, created: /^@@ -0,0 /m.test(part), text: part });
+  }
+  return sections;
+}
+
+export interface HelmReleaseState {
+  status: string;
+  chart: string;
+  /** Chart version, parsed from `<chart>-<version>`. */
+  version: string;
+  /** User-supplied values (`helm get values -o json`; `null` there means none). */
+  values: Record<string, unknown>;
+}
+
+/** What differs between the installed release and the pin; empty means "leave it alone". */
+export function helmReleaseDrift(pin: ChartPin, state: HelmReleaseState | undefined, want: Record<string, unknown>): string[] {
+  const id = `helm release ${pin.namespace}/${pin.release}`;
+  if (state === undefined) return [`${id} is not installed (want chart ${pin.chart} ${pin.version})`];
+  const drift: string[] = [];
+  if (state.status !== 'deployed') drift.push(`${id} is ${state.status}, want deployed`);
+  if (state.chart !== pin.chart || state.version !== pin.version) drift.push(`${id} runs chart ${state.chart} ${state.version}, want ${pin.chart} ${pin.version}`);
+  if (canonicalJson(state.values) !== canonicalJson(want)) {
+    const keys = [...new Set([...Object.keys(state.values), ...Object.keys(want)])].filter((k) => canonicalJson(state.values[k]) !== canonicalJson(want[k])).sort();
+    drift.push(`${id} values differ from the pinned values (${keys.join(', ')})`);
+  }
+  return drift;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Runners
+
+function failure(r: RunResult, what: string, hint?: string): OperationError {
+  return new OperationError(`${what}: ${mask(r.argv.join(' '))} exited ${r.exitCode}`, { detail: mask((r.stderr || r.stdout).trim().split('\n').slice(-15).join('\n')), hint });
+}
+
+export async function getJson<T = KubeObject>(kind: string, name: string, namespace: string | undefined, log?: Logger): Promise<T | undefined> {
+  const r = await run(getJsonArgv(kind, name, namespace), { allowFail: true, timeoutSeconds: QUICK_SECONDS, log });
+  if (r.exitCode !== 0) throw failure(r, `cannot read ${kind} ${namespace ? `${namespace}/` : ''}${name}`, `is k3s running? systemctl status k3s; kubectl --kubeconfig ${KUBECONFIG} get nodes`);
+  return r.stdout.trim() === '' ? undefined : (JSON.parse(r.stdout) as T);
+}
+
+export async function existingNamespaces(names: readonly string[], log?: Logger): Promise<Set<string>> {
+  if (names.length === 0) return new Set();
+  const r = await run(getJsonArgv('namespace', names), { allowFail: true, timeoutSeconds: QUICK_SECONDS, log });
+  if (r.exitCode !== 0) throw failure(r, 'cannot list namespaces', `kubectl --kubeconfig ${KUBECONFIG} get namespaces`);
+  if (r.stdout.trim() === '') return new Set();
+  const parsed = JSON.parse(r.stdout) as { kind: string; items?: KubeObject[] } & Partial<KubeObject>;
+  const items: KubeObject[] = Array.isArray(parsed.items) ? parsed.items : [parsed as KubeObject];
+  return new Set(items.map((n) => n.metadata.name));
+}
+
+/**
+ * Drift of rendered objects against the cluster, read-only. An object in a namespace that does not exist yet is
+ * reported as to-be-created without asking the server (kubectl diff would fail on it).
+ */
+export async function objectsDrift(objects: readonly KubeObject[], log?: Logger): Promise<string[]> {
+  const wanted = [...new Set(objects.map((o) => o.metadata.namespace).filter((n): n is string => n !== undefined))];
+  const existing = await existingNamespaces(wanted, log);
+  // One line per drifting object, in the order of `objects`.
+  const lines = new Map<KubeObject, string>();
+  const ask: KubeObject[] = [];
+  for (const o of objects) {
+    const ns = o.metadata.namespace;
+    if (ns !== undefined && !existing.has(ns)) lines.set(o, `${describeObject(o)} does not exist (namespace ${ns} does not exist yet)`);
+    else ask.push(o);
+  }
+  if (ask.length > 0) {
+    const r = await run(diffArgv(), { input: toYamlStream(ask), allowFail: true, timeoutSeconds: QUICK_SECONDS, log });
+    if (r.exitCode !== 0 && r.exitCode !== 1) throw failure(r, 'kubectl diff failed', 'the manifests or the cluster are broken; run the step with --verbose');
+    if (r.exitCode === 1) {
+      const sections = diffSections(r.stdout);
+      let attributed = 0;
+      for (const o of ask) {
+        const s = sections.find((x) => x.name === diffName(o));
+        if (s === undefined) continue;
+        attributed++;
+        lines.set(o, s.created ? `${describeObject(o)} does not exist` : `${describeObject(o)} differs from its manifest`);
+      }
+      if (attributed === 0) return [`kubectl diff reports differences it does not attribute to an object:\n${mask(r.stdout).slice(0, 2000)}`];
+    }
+  }
+  return objects.filter((o) => lines.has(o)).map((o) => lines.get(o) as string);
+}
+
+export interface ApplyOptions {
+  /** Retry (bounded) when stderr matches, e.g. an admission webhook that is not serving yet. */
+  retryOn?: RegExp;
+  attempts?: number;
+  delaySeconds?: number;
+  /** What the objects are, for messages ("the ClusterIssuer"). */
+  what?: string;
+}
+
+/** `kubectl apply -f -` of the objects; returns kubectl's lines for objects it created or changed. */
+export async function applyObjects(objects: readonly KubeObject[], log: Logger, opts: ApplyOptions = {}): Promise<string[]> {
+  if (objects.length === 0) return [];
+  const attempts = opts.retryOn ? (opts.attempts ?? 10) : 1;
+  for (let attempt = 1; ; attempt++) {
+    const r = await run(applyArgv(), { input: toYamlStream(objects), allowFail: true, timeoutSeconds: QUICK_SECONDS * 2, log });
+    if (r.exitCode === 0) return r.stdout.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !/ unchanged$/.test(l));
+    if (opts.retryOn === undefined || !opts.retryOn.test(r.stderr) || attempt >= attempts) {
+      throw failure(r, `kubectl apply of ${opts.what ?? objects.map(describeObject).join(', ')} failed${attempt > 1 ? ` (attempt ${attempt}/${attempts})` : ''}`,
+        'run the step again with --verbose; kubectl describe the object named above');
+    }
+    log.info(`  .. ${opts.what ?? 'apply'} not accepted yet (${mask(r.stderr.trim().split('\n')[0] ?? '')}); attempt ${attempt}/${attempts}, retrying in ${opts.delaySeconds ?? 3}s`);
+    await new Promise((res) => setTimeout(res, (opts.delaySeconds ?? 3) * 1000));
+  }
+}
+
+/**
+ * A Secret's data, decoded, or undefined when it does not exist. The values of the keys in `secretKeys` are
+ * registered for masking before anything else can print them.
+ */
+export async function readSecret(namespace: string, name: string, secretKeys: readonly string[], log?: Logger): Promise<Record<string, string> | undefined> {
+  const obj = await getJson<KubeObject & { data?: Record<string, string> }>('secret', name, namespace, log);
+  if (obj === undefined) return undefined;
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(obj.data ?? {})) {
+    out[k] = Buffer.from(v, 'base64').toString('utf8');
+    if (secretKeys.includes(k)) registerSecret(out[k]);
+  }
+  return out;
+}
+
+/** Waits (bounded by `timeoutSeconds`) for a rollout; a timeout is an error that says what to look at. */
+export async function rolloutStatus(kind: 'deployment' | 'statefulset' | 'daemonset', name: string, namespace: string, timeoutSeconds: number, log: Logger): Promise<void> {
+  const r = await run(rolloutStatusArgv(kind, name, namespace, timeoutSeconds), { allowFail: true, timeoutSeconds: timeoutSeconds + 30, log });
+  if (r.exitCode !== 0) {
+    throw failure(r, `${kind} ${namespace}/${name} did not become ready within ${timeoutSeconds}s`,
+      `kubectl --kubeconfig ${KUBECONFIG} -n ${namespace} describe ${kind}/${name}; kubectl --kubeconfig ${KUBECONFIG} -n ${namespace} get events --sort-by=.lastTimestamp | tail -20`);
+  }
+}
+
+export async function helmReleaseState(pin: ChartPin, log?: Logger): Promise<HelmReleaseState | undefined> {
+  const l = await run(helmListArgv(pin), { allowFail: true, timeoutSeconds: QUICK_SECONDS, log });
+  if (l.exitCode !== 0) throw failure(l, `cannot list helm releases in ${pin.namespace}`);
+  const entry = parseHelmList(l.stdout, pin.release);
+  if (entry === undefined) return undefined;
+  const prefix = `${pin.chart}-`;
+  const chart = entry.chart.startsWith(prefix) ? pin.chart : entry.chart.replace(/-v?\d[^-]*(-.*)?$/, '');
+  const version = entry.chart.startsWith(prefix) ? entry.chart.slice(prefix.length) : entry.chart.slice(chart.length + 1);
+  const v = await run(helmGetValuesArgv(pin), { allowFail: true, timeoutSeconds: QUICK_SECONDS, log });
+  if (v.exitCode !== 0) throw failure(v, `cannot read the values of helm release ${pin.namespace}/${pin.release}`);
+  const parsed = JSON.parse(v.stdout.trim() === '' ? 'null' : v.stdout) as Record<string, unknown> | null;
+  return { status: entry.status, chart, version, values: parsed ?? {} };
+}
+
+export async function helmUpgrade(pin: ChartPin, values: Record<string, unknown>, timeoutSeconds: number, log: Logger): Promise<void> {
+  const r = await run(helmUpgradeArgv(pin, timeoutSeconds), { input: JSON.stringify(values), allowFail: true, timeoutSeconds: timeoutSeconds + 60, log });
+  if (r.exitCode !== 0) {
+    throw failure(r, `helm could not install ${pin.chart} ${pin.version} as ${pin.namespace}/${pin.release}`,
+      `helm --kubeconfig ${KUBECONFIG} -n ${pin.namespace} status ${pin.release}; kubectl --kubeconfig ${KUBECONFIG} -n ${pin.namespace} get pods`);
+  }
+}
