@@ -8,6 +8,8 @@ export const REMOTE = {
   treeHashFile: '/opt/codex-k8s-bootstrap/.tree-sha256',
   /** The configuration the steps read, written by the launcher (0600, holds secrets). */
   envFile: '/etc/codex-k8s-bootstrap/bootstrap.env',
+  /** Secrets generated once on the server (0600 files, directory 0700), read back on every later run. */
+  secretsDir: '/etc/codex-k8s-bootstrap/secrets',
   /** The journal: per step status, times, changes, config hash. */
   stateDir: '/var/lib/codex-k8s-bootstrap',
   journal: '/var/lib/codex-k8s-bootstrap/state.json',

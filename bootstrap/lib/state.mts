@@ -23,6 +23,38 @@ export interface Journal {
   steps: Record<string, StepRecord>;
   /** The last runs of any step, newest last (bounded). */
   history: Array<{ step: string; status: StepStatus; at: string; runId: string; changed: number }>;
+  /** What the tool wrote to GitHub (lib/github.mts). Optional: journals written before it existed stay valid. */
+  github?: GitHubJournal;
+}
+
+/** A secret this tool wrote: GitHub secrets are write-only, so a keyed hash of the value says whether to write again. */
+export interface GitHubSecretRecord {
+  /** HMAC-SHA256(salt, "secret" \0 name \0 value). */
+  fingerprint: string;
+  /** GitHub's updated_at right after our write; another value later means someone changed it by hand. */
+  updatedAt?: string;
+  /** true when this tool created it (only then may it delete it). */
+  created: boolean;
+}
+
+export interface GitHubWebhookRecord {
+  id: number;
+  url: string;
+  /** HMAC-SHA256(salt, "webhook" \0 secret): GitHub never shows a hook's secret again. */
+  secretFingerprint: string;
+  created: boolean;
+}
+
+/** The names this tool manages in one repository. Only names it created are ever deleted. */
+export interface GitHubJournal {
+  /** owner/name the names below belong to. */
+  repo: string;
+  /** Random key of the fingerprints (per server). */
+  salt: string;
+  /** Variables this tool created. */
+  variables: string[];
+  secrets: Record<string, GitHubSecretRecord>;
+  webhooks: GitHubWebhookRecord[];
 }
 
 const HISTORY_LIMIT = 200;
@@ -35,7 +67,16 @@ export function parseJournal(text: string): Journal {
   if (text.trim() === '') return emptyJournal();
   const j = JSON.parse(text) as Partial<Journal>;
   if (j.version !== 1 || typeof j.steps !== 'object' || j.steps === null) throw new Error('not a version 1 journal');
-  return { version: 1, steps: j.steps, history: Array.isArray(j.history) ? j.history : [] };
+  const out: Journal = { version: 1, steps: j.steps, history: Array.isArray(j.history) ? j.history : [] };
+  if (j.github !== undefined) out.github = parseGitHubJournal(j.github);
+  return out;
+}
+
+function parseGitHubJournal(g: unknown): GitHubJournal {
+  const x = g as Partial<GitHubJournal> | null;
+  if (!x || typeof x.repo !== 'string' || typeof x.salt !== 'string' || !Array.isArray(x.variables) || typeof x.secrets !== 'object' || x.secrets === null || !Array.isArray(x.webhooks))
+    throw new Error('the github section is not {repo, salt, variables, secrets, webhooks}');
+  return { repo: x.repo, salt: x.salt, variables: x.variables, secrets: x.secrets, webhooks: x.webhooks };
 }
 
 export function readJournal(path: string): Journal {
@@ -54,10 +95,10 @@ export function writeJournal(path: string, j: Journal): void {
 export function recordStep(j: Journal, step: string, rec: StepRecord): Journal {
   const steps = { ...j.steps, [step]: rec };
   const history = rec.status === 'running' ? j.history : [...j.history, { step, status: rec.status, at: rec.endedAt ?? rec.startedAt, runId: rec.runId, changed: rec.changes.length }].slice(-HISTORY_LIMIT);
-  return { version: 1, steps, history };
+  return { ...j, version: 1, steps, history };
 }
 
-/** Accepts the full name (10_operator_user), its number (10) or its words (operator_user). */
+/** Accepts the full name (10_harden_host), its number (10) or its words (harden_host). */
 export function resolveStepName(all: readonly string[], given: string, flag: string): string {
   const g = given.trim();
   const hit = all.find((n) => n === g || n.split('_')[0] === g || n.slice(n.indexOf('_') + 1) === g);

@@ -1,0 +1,91 @@
+#!/opt/codex-k8s-bootstrap/node/bin/node --
+// 70_github_repo: wires the GitHub repository to this staging: the Actions variables the deploy workflow reads,
+// the Actions secrets it needs (sealed with the repository's public key), and in server mode the codex-k8s
+// webhook. Every write is an upsert that is skipped when GitHub already has the value; the journal's `github`
+// section lists what this tool created, so a later run removes only its own leftovers (docs/github.md).
+// Talks to CODEXK8S_GITHUB_API_URL with CODEXK8S_GITHUB_PAT from bootstrap.env; the launcher checked the token's
+// permissions before the run started.
+import { join } from 'node:path';
+import { runStep } from '../lib/step.mts';
+import type { StepContext } from '../lib/step.mts';
+import { formatDuration } from '../lib/config.mts';
+import type { Config } from '../lib/config.mts';
+import { REMOTE } from '../lib/paths.mts';
+import {
+  clientFromConfig, repoRef, snapshot, planWiring, applyWiring, describeAction, githubJournal, explainGitHubError,
+  readOrCreateSecretFile, webhookEvents, hookUrl,
+} from '../lib/github.mts';
+import type { Wanted } from '../lib/github.mts';
+
+/** The webhook secret: generated once here, read back by every later run (and by the app's deploy). */
+export const WEBHOOK_SECRET_FILE = join(REMOTE.secretsDir, 'github-webhook-secret');
+/** Name of the Actions secret holding it: the deploy workflow's smoke job signs a test delivery with it. */
+export const WEBHOOK_SECRET_NAME = 'CODEXK8S_WEBHOOK_SECRET';
+
+/** Pure: the repository variables the deploy workflow reads. */
+export function wantedVariables(cfg: Config): Record<string, string> {
+  const mode = cfg.get('CODEXK8S_MODE');
+  const vars: Record<string, string> = {
+    CODEXK8S_MODE: mode,
+    CODEXK8S_STAGING_NAMESPACE: cfg.get('CODEXK8S_STAGING_NAMESPACE'),
+    // What workflows put in runs-on.
+    CODEXK8S_RUNNER_SCALE_SET_NAME: cfg.get('CODEXK8S_RUNNER_SCALE_SET_NAME'),
+    // Where BuildKit pushes and the Deployment pulls from (registries.yaml maps it to the node's loopback).
+    CODEXK8S_INTERNAL_REGISTRY: `registry.codex-k8s.internal:${cfg.get<number>('CODEXK8S_INTERNAL_REGISTRY_PORT')}`,
+    CODEXK8S_ROLLOUT_TIMEOUT: formatDuration(cfg.get<number>('CODEXK8S_ROLLOUT_TIMEOUT')),
+  };
+  if (mode === 'server') vars['CODEXK8S_STAGING_DOMAIN'] = cfg.get('CODEXK8S_STAGING_DOMAIN');
+  return vars;
+}
+
+/** Pure: the whole wanted state, given the webhook secret (undefined while it is not generated yet). */
+export function wanted(cfg: Config, webhookSecret: string | undefined): Wanted {
+  const secrets: Record<string, string> = webhookSecret ? { [WEBHOOK_SECRET_NAME]: webhookSecret } : {};
+  const server = cfg.get('CODEXK8S_MODE') === 'server';
+  return {
+    variables: wantedVariables(cfg),
+    secrets,
+    webhook: server && webhookSecret ? { url: hookUrl(cfg.get('CODEXK8S_STAGING_DOMAIN')), events: webhookEvents(cfg), secret: webhookSecret } : undefined,
+  };
+}
+
+async function inspect(ctx: StepContext, secret: string | undefined) {
+  const { cfg, log } = ctx;
+  const ref = repoRef(cfg);
+  const repo = `${ref.owner}/${ref.repo}`;
+  const gh = clientFromConfig(cfg, log);
+  const journal = githubJournal(REMOTE.journal, repo, log);
+  const want = wanted(cfg, secret);
+  // Hooks are listed in server mode, or to remove one this tool created (a local-mode token may lack Webhooks).
+  const withHooks = cfg.get('CODEXK8S_MODE') === 'server' || journal.webhooks.length > 0;
+  try {
+    const snap = await snapshot(gh, ref, withHooks);
+    return { gh, ref, repo, snap, actions: planWiring(want, snap, journal) };
+  } catch (e) {
+    throw explainGitHubError(e, `reading ${repo}'s variables, secrets${withHooks ? ' and webhooks' : ''}`, repo, cfg.get('CODEXK8S_GITHUB_URL'));
+  }
+}
+
+async function check(ctx: StepContext): Promise<string[]> {
+  const secret = await readOrCreateSecretFile(WEBHOOK_SECRET_FILE, false);
+  const drift: string[] = [];
+  if (!secret) drift.push(`the webhook secret ${WEBHOOK_SECRET_FILE} is not generated yet (so neither the secret ${WEBHOOK_SECRET_NAME} nor the webhook can be current)`);
+  const { repo, actions } = await inspect(ctx, secret?.value);
+  return [...drift, ...actions.map((a) => describeAction(a, repo))];
+}
+
+async function apply(ctx: StepContext): Promise<string[]> {
+  const changes: string[] = [];
+  const secret = await readOrCreateSecretFile(WEBHOOK_SECRET_FILE, true);
+  if (!secret) throw new Error('unreachable: readOrCreateSecretFile(create=true) returned nothing');
+  if (secret.created) changes.push(`generated the webhook secret ${WEBHOOK_SECRET_FILE} (0600)`);
+  const { gh, ref, repo, snap, actions } = await inspect(ctx, secret.value);
+  try {
+    changes.push(...(await applyWiring(gh, ref, actions, snap, REMOTE.journal, ctx.log)));
+  } catch (e) {
+    throw explainGitHubError(e, `updating ${repo}`, repo, ctx.cfg.get('CODEXK8S_GITHUB_URL'));
+  }
+  return changes;
+}
+
+if (import.meta.filename === process.argv[1]) await runStep('70_github_repo', { check, apply });

@@ -1,0 +1,364 @@
+// The GitHub side against the fake GitHub API (test/fakes/github): token preflight, repository wiring
+// (variables, sealed secrets, webhook), ownership of names, retries and pagination. The fake validates every
+// request body against GitHub's OpenAPI schemas and opens every sealed secret with libsodium; `problems` must
+// stay empty in every test.
+import { test, describe, before, after, beforeEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, statSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startFakeGitHub } from '../fakes/github/server.mts';
+import type { FakeGitHub, Permission } from '../fakes/github/server.mts';
+import { loadConfig } from '../../bootstrap/lib/config.mts';
+import type { Config } from '../../bootstrap/lib/config.mts';
+import { Logger } from '../../bootstrap/lib/log.mts';
+import { mask } from '../../bootstrap/lib/redact.mts';
+import { UsageError, OperationError } from '../../bootstrap/lib/errors.mts';
+import {
+  createGitHub, preflightToken, plannedTokenChecks, snapshot, planWiring, applyWiring, githubJournal, describeAction,
+  describeAccepted, explainGitHubError, readOrCreateSecretFile, webhookEvents, PERMISSIONS, permissionLabel,
+} from '../../bootstrap/lib/github.mts';
+import type { GitHubClient, Wanted } from '../../bootstrap/lib/github.mts';
+import { parseJournal, recordStep, readJournal, writeJournal, emptyJournal } from '../../bootstrap/lib/state.mts';
+import { wanted, wantedVariables } from '../../bootstrap/remote/70_github_repo.mts';
+
+const TOKEN = `github_pat_11UNIT${'a1B2c3D4'.repeat(8)}`;
+const REPO = 'codex-k8s/unit-repo';
+const REF = { owner: 'codex-k8s', repo: 'unit-repo' };
+const PUBKEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl operator@laptop';
+
+/** A Logger that keeps its (masked) lines instead of printing them. */
+class CaptureLog extends Logger {
+  lines: string[] = [];
+  override info(m: string): void {
+    this.lines.push(mask(m));
+  }
+  override detail(m: string): void {
+    this.lines.push(mask(m));
+  }
+  override warn(m: string): void {
+    this.lines.push(`warning: ${mask(m)}`);
+  }
+  override error(m: string): void {
+    this.lines.push(`error: ${mask(m)}`);
+  }
+  override fileOnly(): void {}
+}
+
+function config(api: string, extra: Record<string, string> = {}): Config {
+  const r = loadConfig({
+    side: 'server',
+    strict: true,
+    env: { CODEXK8S_GITHUB_REPO: REPO, CODEXK8S_GITHUB_PAT: TOKEN, CODEXK8S_GITHUB_API_URL: api, OPERATOR_SSH_PUBKEY: PUBKEY, ...extra },
+  });
+  assert.deepEqual(r.problems, []);
+  return r.config;
+}
+const SERVER = { CODEXK8S_STAGING_DOMAIN: 'staging.example.com', CODEXK8S_LETSENCRYPT_EMAIL: 'ops@example.com' };
+
+async function refusal(p: Promise<unknown>): Promise<UsageError> {
+  try {
+    await p;
+  } catch (e) {
+    if (e instanceof UsageError) return e;
+    throw e;
+  }
+  assert.fail('expected a UsageError');
+}
+
+describe('token preflight', () => {
+  let gh: FakeGitHub;
+  beforeEach(async () => {
+    await gh?.close();
+    gh = await startFakeGitHub({ token: TOKEN, repo: REPO });
+  });
+  after(async () => gh?.close());
+
+  test('a token with every permission passes, with one probe per permission and no write', async () => {
+    const log = new CaptureLog();
+    const results = await preflightToken(config(gh.url, SERVER), log);
+    assert.deepEqual(results.map((r) => [permissionLabel(r.need), r.ok]), PERMISSIONS.map((p) => [permissionLabel(p), true]));
+    assert.deepEqual(gh.calls.map((c) => `${c.method} ${c.path.replace(/\?.*/, '')}`), [
+      `GET /repos/${REPO}`,
+      `POST /repos/${REPO}/actions/runners/registration-token`,
+      `GET /repos/${REPO}/actions/secrets/public-key`,
+      `GET /repos/${REPO}/actions/variables`,
+      `GET /repos/${REPO}/hooks`,
+      `GET /repos/${REPO}/actions/workflows`,
+    ]);
+    assert.equal(gh.writes().length, 0, 'the registration token changes no repository state');
+    assert.deepEqual(gh.problems, []);
+    assert.ok(!log.lines.join('\n').includes(TOKEN));
+  });
+
+  test('local mode does not ask for Webhooks', async () => {
+    gh.permissions.repository_hooks = 'none';
+    await preflightToken(config(gh.url), new CaptureLog());
+    assert.ok(!gh.calls.some((c) => c.path.includes('/hooks')));
+  });
+
+  const single: Array<[Permission, string, 'none' | 'read']> = [
+    ['administration', 'Administration: Read and write', 'read'],
+    ['secrets', 'Secrets: Read and write', 'none'],
+    ['actions_variables', 'Variables: Read and write', 'none'],
+    ['repository_hooks', 'Webhooks: Read and write', 'none'],
+    ['actions', 'Actions: Read and write', 'none'],
+  ];
+  for (const [perm, label, level] of single) {
+    test(`a token without ${label} gets exactly that message`, async () => {
+      gh.permissions[perm] = level;
+      const e = await refusal(preflightToken(config(gh.url, SERVER), new CaptureLog()));
+      const lacks = e.problems.filter((p) => p.includes('the token lacks'));
+      assert.equal(lacks.length, 1, e.message);
+      assert.match(lacks[0] ?? '', new RegExp(`lacks "${label}" on ${REPO}`));
+      assert.match(lacks[0] ?? '', /answered 403 "Resource not accessible by personal access token" \(this request needs /);
+      assert.equal(e.exitCode, 2);
+      assert.ok(!e.problems.some((p) => /not an admin|approved/.test(p)), 'no misleading hint');
+    });
+  }
+
+  test('everything missing in an organization: all at once, with the approval hint', async () => {
+    await gh.close();
+    gh = await startFakeGitHub({ token: TOKEN, repo: REPO, ownerType: 'Organization', permissions: { administration: 'none', secrets: 'none', actions_variables: 'none', repository_hooks: 'none', actions: 'none' } });
+    const e = await refusal(preflightToken(config(gh.url, SERVER), new CaptureLog()));
+    assert.equal(e.problems.filter((p) => p.includes('the token lacks')).length, 5, e.message);
+    assert.ok(e.problems.some((p) => p.includes('has not approved yet') && p.includes('codex-k8s')), e.message);
+  });
+
+  test('a token owner who is not a repository admin gets the hint', async () => {
+    gh.admin = false;
+    gh.permissions.administration = 'none';
+    const e = await refusal(preflightToken(config(gh.url), new CaptureLog()));
+    assert.ok(e.problems.some((p) => p.includes('is not an admin of codex-k8s/unit-repo')), e.message);
+  });
+
+  test('a 401 token: its own message, one request', async () => {
+    const cfg = config(gh.url, { CODEXK8S_GITHUB_PAT: `github_pat_11WRONG${'z'.repeat(60)}` });
+    const e = await refusal(preflightToken(cfg, new CaptureLog()));
+    assert.match(e.problems[0] ?? '', /refused the token: 401 "Bad credentials"\. It is wrong, expired or revoked/);
+    assert.equal(gh.calls.length, 1);
+  });
+
+  test('a repository that does not exist: its own message, one request', async () => {
+    const e = await refusal(preflightToken(config(gh.url, { CODEXK8S_GITHUB_REPO: 'codex-k8s/nope' }), new CaptureLog()));
+    assert.match(e.problems[0] ?? '', /codex-k8s\/nope was not found with this token .*404/);
+    assert.match(e.problems[1] ?? '', /Repository access/);
+    assert.equal(gh.calls.length, 1);
+  });
+
+  test('--dry-run lists the same probes without any request', () => {
+    const lines = plannedTokenChecks(config(gh.url, SERVER));
+    assert.equal(lines.length, PERMISSIONS.length);
+    assert.match(lines[1] ?? '', /Administration: Read and write\s+POST \/repos\/codex-k8s\/unit-repo\/actions\/runners\/registration-token/);
+    assert.equal(gh.calls.length, 0);
+  });
+});
+
+describe('repository wiring', () => {
+  let gh: FakeGitHub;
+  let client: GitHubClient;
+  let dir: string;
+  let journal: string;
+  let log: CaptureLog;
+  const SECRET = 'f'.repeat(64);
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'ck8s-gh-'));
+  });
+  after(async () => {
+    await gh?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  beforeEach(async () => {
+    await gh?.close();
+    gh = await startFakeGitHub({ token: TOKEN, repo: REPO });
+    log = new CaptureLog();
+    client = createGitHub({ token: TOKEN, baseUrl: gh.url, log });
+    journal = join(dir, `state-${Math.random().toString(36).slice(2)}.json`);
+  });
+
+  async function converge(w: Wanted): Promise<string[]> {
+    const snap = await snapshot(client, REF, true);
+    const actions = planWiring(w, snap, githubJournal(journal, REPO));
+    return applyWiring(client, REF, actions, snap, journal, log);
+  }
+  async function drift(w: Wanted): Promise<string[]> {
+    const snap = await snapshot(client, REF, true);
+    return planWiring(w, snap, githubJournal(journal, REPO)).map((a) => describeAction(a, REPO));
+  }
+
+  test('first run creates everything; the second run makes no write call', async () => {
+    const w = wanted(config(gh.url, SERVER), SECRET);
+    const changes = await converge(w);
+    assert.equal(changes.length, 6 + 1 + 1, changes.join('\n'));
+    assert.equal(gh.variables.get('CODEXK8S_STAGING_DOMAIN')?.value, 'staging.example.com');
+    assert.equal(gh.variables.get('CODEXK8S_INTERNAL_REGISTRY')?.value, 'registry.codex-k8s.internal:5000');
+    assert.equal(gh.secretValue('CODEXK8S_WEBHOOK_SECRET'), SECRET, 'tweetsodium output opens with libsodium crypto_box_seal_open');
+    const hooks = [...gh.hooks.values()];
+    assert.equal(hooks.length, 1);
+    assert.deepEqual({ url: hooks[0]?.config.url, ct: hooks[0]?.config.content_type, ssl: hooks[0]?.config.insecure_ssl, secret: hooks[0]?.config.secret, events: hooks[0]?.events },
+      { url: 'https://staging.example.com/webhooks/github', ct: 'json', ssl: '0', secret: SECRET, events: ['issue_comment', 'issues', 'pull_request', 'push'] });
+    const writes = gh.writes().length;
+    assert.deepEqual(await drift(w), []);
+    assert.deepEqual(await converge(w), []);
+    assert.equal(gh.writes().length, writes, 'no write call on the second run');
+    assert.deepEqual(gh.problems, []);
+    const j = readJournal(journal);
+    assert.equal(j.github?.repo, REPO);
+    assert.ok(!readFileSync(journal, 'utf8').includes(SECRET), 'the journal holds no secret value');
+    assert.equal(statSync(journal).mode & 0o777, 0o600);
+  });
+
+  test('a rotated secret value is written again (and a secret changed by hand too)', async () => {
+    const cfg = config(gh.url);
+    await converge(wanted(cfg, SECRET));
+    const rotated = 'e'.repeat(64);
+    assert.deepEqual(await drift(wanted(cfg, rotated)), ['secret CODEXK8S_WEBHOOK_SECRET: value changed']);
+    const before = gh.writes().length;
+    await converge(wanted(cfg, rotated));
+    assert.equal(gh.writes().length - before, 1);
+    assert.equal(gh.secretValue('CODEXK8S_WEBHOOK_SECRET'), rotated);
+    gh.setSecretByHand('CODEXK8S_WEBHOOK_SECRET', 'typed-in-the-ui');
+    assert.match((await drift(wanted(cfg, rotated)))[0] ?? '', /changed outside this tool/);
+    await converge(wanted(cfg, rotated));
+    assert.equal(gh.secretValue('CODEXK8S_WEBHOOK_SECRET'), rotated);
+    gh.rotateKey();
+    assert.deepEqual(await drift(wanted(cfg, rotated)), [], 'a new repository key alone does not rewrite secrets');
+    assert.deepEqual(gh.problems, []);
+  });
+
+  test('a stale name created earlier is removed; a foreign name is left alone; an adopted name is updated but never deleted', async () => {
+    const stamp = { created_at: '2026-01-01T00:00:00Z', updated_at: '2026-01-01T00:00:00Z' };
+    gh.variables.set('FOREIGN_VAR', { value: 'theirs', ...stamp });
+    gh.variables.set('CODEXK8S_MODE', { value: 'something-else', ...stamp });
+    gh.secrets.set('FOREIGN_SECRET', { value: 'theirs', ...stamp });
+    const base = wanted(config(gh.url), SECRET);
+    await converge({ ...base, variables: { ...base.variables, OLD_VAR: 'x' }, secrets: { ...base.secrets, OLD_SECRET: 'old-secret-value' } });
+    assert.equal(gh.variables.get('CODEXK8S_MODE')?.value, 'local', 'adopted and updated');
+    assert.deepEqual(readJournal(journal).github?.variables.includes('CODEXK8S_MODE'), false, 'an adopted name is not ours');
+    const lines = await drift({ variables: {}, secrets: {} });
+    assert.deepEqual(lines.sort(), [
+      'secret CODEXK8S_WEBHOOK_SECRET was created by this tool and is no longer used',
+      'secret OLD_SECRET was created by this tool and is no longer used',
+      ...Object.keys(base.variables).filter((n) => n !== 'CODEXK8S_MODE').map((n) => `variable ${n} was created by this tool and is no longer used`),
+      'variable OLD_VAR was created by this tool and is no longer used',
+    ].sort());
+    await converge(base);
+    assert.equal(gh.variables.has('OLD_VAR'), false);
+    assert.equal(gh.secrets.has('OLD_SECRET'), false);
+    assert.equal(gh.variables.get('FOREIGN_VAR')?.value, 'theirs');
+    assert.equal(gh.secrets.get('FOREIGN_SECRET')?.value, 'theirs');
+    await converge({ variables: {}, secrets: {} });
+    assert.equal(gh.variables.get('CODEXK8S_MODE')?.value, 'local', 'an adopted name stays when no longer wanted');
+    assert.deepEqual([...gh.variables.keys()].sort(), ['CODEXK8S_MODE', 'FOREIGN_VAR']);
+    assert.ok(!gh.calls.some((c) => c.method === 'DELETE' && /FOREIGN|CODEXK8S_MODE/.test(c.path)));
+    assert.deepEqual(gh.problems, []);
+  });
+
+  test('more than 30 variables: every page is read, nothing is written twice', async () => {
+    const stamp = { created_at: '2026-01-01T00:00:00Z', updated_at: '2026-01-01T00:00:00Z' };
+    for (let i = 0; i < 45; i++) gh.variables.set(`AAA_FOREIGN_${String(i).padStart(2, '0')}`, { value: String(i), ...stamp });
+    const w = wanted(config(gh.url), SECRET);
+    await converge(w);
+    const pages = gh.calls.filter((c) => c.path.startsWith(`/repos/${REPO}/actions/variables?`));
+    assert.deepEqual(pages.map((c) => new URL(c.path, 'http://x').searchParams.get('page') ?? '1'), ['1', '2']);
+    const snap = await snapshot(client, REF, false);
+    assert.equal(snap.variables.size, 45 + Object.keys(w.variables).length);
+    // Our names sort after the 45 foreign ones: they are on the last page, and seen as equal.
+    const writes = gh.writes().length;
+    await converge(w);
+    assert.equal(gh.writes().length, writes);
+    assert.deepEqual(gh.problems, []);
+  });
+
+  test('the webhook is upserted by URL: never duplicated, updated in place, removed in local mode', async () => {
+    const server = config(gh.url, SERVER);
+    gh.hooks.set(7, { id: 7, active: true, events: ['push'], config: { url: 'https://ci.example.net/hook', content_type: 'json', insecure_ssl: '0' }, created_at: '2026-01-01T00:00:00Z', updated_at: '2026-01-01T00:00:00Z' });
+    await converge(wanted(server, SECRET));
+    await converge(wanted(server, SECRET));
+    assert.equal([...gh.hooks.values()].filter((h) => h.config.url.startsWith('https://staging.example.com')).length, 1);
+    assert.equal(gh.calls.filter((c) => c.method === 'POST' && c.path.endsWith('/hooks')).length, 1);
+    const events = wanted(config(gh.url, { ...SERVER, CODEXK8S_GITHUB_WEBHOOK_EVENTS: 'push' }), SECRET);
+    await converge(events);
+    assert.equal(gh.calls.filter((c) => c.method === 'POST' && c.path.endsWith('/hooks')).length, 1, 'an update is a PATCH');
+    assert.deepEqual([...gh.hooks.values()].find((h) => h.id !== 7)?.events, ['push']);
+    // A hook with our URL that someone else made: adopted (secret set), never deleted.
+    await converge(wanted(config(gh.url), SECRET));
+    assert.deepEqual([...gh.hooks.keys()], [7], 'local mode removes our webhook, the foreign one stays');
+    assert.deepEqual(gh.problems, []);
+  });
+
+  test('502 and a secondary rate limit are retried', async () => {
+    gh.fault('GET /repos/{owner}/{repo}/actions/variables', { kind: 'bad-gateway', times: 2 });
+    gh.fault('POST /repos/{owner}/{repo}/actions/variables', { kind: 'secondary-rate-limit', retryAfter: 1 });
+    const w = wanted(config(gh.url), SECRET);
+    await converge(w);
+    assert.deepEqual(gh.calls.filter((c) => c.fault).map((c) => `${c.method} ${c.status} ${c.fault}`), ['GET 502 bad-gateway', 'GET 502 bad-gateway', 'POST 403 secondary-rate-limit']);
+    assert.equal(gh.variables.size, Object.keys(w.variables).length);
+    assert.ok(log.lines.some((l) => /secondary rate limit on POST .* retrying in 1s/.test(l)), log.lines.join('\n'));
+  });
+
+  test('a permission refused during the run names it in the token page\'s words', async () => {
+    gh.permissions.secrets = 'read';
+    try {
+      await converge(wanted(config(gh.url), SECRET));
+      assert.fail('expected a 403');
+    } catch (e) {
+      const err = explainGitHubError(e, 'updating the repository', REPO, 'https://github.com');
+      assert.ok(err instanceof OperationError);
+      assert.match(err.message, /403 "Resource not accessible by personal access token"; the token needs Secrets: Read and write/);
+    }
+  });
+});
+
+test('describeAccepted: GitHub names -> token page names; sets separated by ";", members by ","', () => {
+  assert.equal(describeAccepted('administration=write'), 'Administration: Read and write');
+  assert.equal(describeAccepted('actions_variables=read'), 'Variables: Read-only');
+  assert.equal(describeAccepted('repository_hooks=write; secrets=read,actions=read'), 'Webhooks: Read and write or Secrets: Read-only and Actions: Read-only');
+});
+
+test('step 70 wants: local mode has no domain and no webhook; server mode has both', () => {
+  const local = config('https://api.github.com');
+  assert.deepEqual(wantedVariables(local), {
+    CODEXK8S_MODE: 'local',
+    CODEXK8S_STAGING_NAMESPACE: 'codex-k8s-staging',
+    CODEXK8S_RUNNER_SCALE_SET_NAME: 'codex-k8s-staging',
+    CODEXK8S_INTERNAL_REGISTRY: 'registry.codex-k8s.internal:5000',
+    CODEXK8S_ROLLOUT_TIMEOUT: '5m',
+  });
+  assert.equal(wanted(local, 'x'.repeat(64)).webhook, undefined);
+  const server = wanted(config('https://api.github.com', SERVER), 'x'.repeat(64));
+  assert.equal(server.variables['CODEXK8S_STAGING_DOMAIN'], 'staging.example.com');
+  assert.equal(server.webhook?.url, 'https://staging.example.com/webhooks/github');
+  assert.throws(() => webhookEvents(config('https://api.github.com', { CODEXK8S_GITHUB_WEBHOOK_EVENTS: 'push, Pull-Request' })), /CODEXK8S_GITHUB_WEBHOOK_EVENTS: .* \(Pull-Request\)/);
+});
+
+test('the webhook secret file: created once 0600 in a 0700 dir, read back after; check never creates it', async () => {
+  if (process.getuid?.() !== 0) return; // writeFileAtomic chowns to root
+  const d = mkdtempSync(join(tmpdir(), 'ck8s-sec-'));
+  const path = join(d, 'secrets', 'github-webhook-secret');
+  assert.equal(await readOrCreateSecretFile(path, false), undefined);
+  const a = await readOrCreateSecretFile(path, true);
+  assert.equal(a?.created, true);
+  assert.match(a?.value ?? '', /^[0-9a-f]{64}$/);
+  assert.equal(statSync(path).mode & 0o777, 0o600);
+  assert.equal(statSync(join(d, 'secrets')).mode & 0o777, 0o700);
+  const b = await readOrCreateSecretFile(path, true);
+  assert.deepEqual(b, { value: a?.value, created: false });
+  writeFileSync(path, 'short\n');
+  await assert.rejects(readOrCreateSecretFile(path, false), /holds 5 characters/);
+  rmSync(d, { recursive: true, force: true });
+});
+
+test('journal: a v1 journal without a github section stays readable; recordStep keeps the section', () => {
+  const old = parseJournal(JSON.stringify({ version: 1, steps: {}, history: [] }));
+  assert.equal(old.github, undefined);
+  const g = { repo: REPO, salt: 'ab', variables: ['A'], secrets: {}, webhooks: [] };
+  const j = recordStep({ ...emptyJournal(), github: g }, '70_github_repo', { status: 'ok', startedAt: 'x', changes: [], configHash: 'h', runId: 'r' });
+  assert.deepEqual(j.github, g);
+  const d = mkdtempSync(join(tmpdir(), 'ck8s-j-'));
+  writeJournal(join(d, 's.json'), j);
+  assert.deepEqual(readJournal(join(d, 's.json')).github, g);
+  assert.throws(() => parseJournal(JSON.stringify({ version: 1, steps: {}, github: { repo: 1 } })), /github section/);
+  rmSync(d, { recursive: true, force: true });
+});
