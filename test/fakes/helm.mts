@@ -19,8 +19,9 @@
 //   - chart refs: oci://HOST/PATH/NAME (no tag: pin with --version) or REPO/NAME with REPO added by `repo add`;
 //     local chart dirs, .tgz files and URLs are refused;
 //   - values files must parse as YAML maps; --set syntax errors are errors;
-//   - charts.json (this dir, plus ${CODEXK8S_FAKES_DIR}/charts.json from a test) may restrict a chart's versions and
-//     run values hooks (lib/chart-hooks.mts);
+//   - charts.json (this dir, plus ${CODEXK8S_FAKES_DIR}/charts.json from a test) may restrict a chart's versions,
+//     run values hooks and chart effects (lib/chart-hooks.mts: an effect's preflight can fail the install, its
+//     apply creates what the chart and its controller would, e.g. ARC's AutoscalingRunnerSet and listener pod);
 //   - registry login refuses -p/--password (a password in argv): use --password-stdin;
 //   - the namespace must exist (in the kubectl double's store) unless --create-namespace.
 // Behaviour: each upgrade is a new revision (the previous one becomes "superseded"), like real helm, so it is
@@ -40,7 +41,8 @@ import { isObj, kindByApiVersion } from './lib/kinds.mts';
 import type { KindInfo } from './lib/kinds.mts';
 import { requireCluster, Store } from './lib/store.mts';
 import { sha256 } from './lib/recorder.mts';
-import { CHART_HOOKS } from './lib/chart-hooks.mts';
+import { CHART_EFFECTS, CHART_HOOKS } from './lib/chart-hooks.mts';
+import type { ClusterAccess } from './lib/chart-hooks.mts';
 
 export const DEFAULT_HELM_VERSION = 'v3.19.2+g8766e71';
 
@@ -122,9 +124,11 @@ interface ChartRule {
   requiredValues?: string[];
   allowedTopLevelValues?: string[];
   hooks?: string[];
+  /** What installing the chart creates in the fake cluster (lib/chart-hooks.mts CHART_EFFECTS). */
+  effects?: string[];
 }
 
-const RULE_FIELDS = new Set(['versions', 'requiredValues', 'allowedTopLevelValues', 'hooks']);
+const RULE_FIELDS = new Set(['versions', 'requiredValues', 'allowedTopLevelValues', 'hooks', 'effects']);
 
 function readRules(file: string): Record<string, ChartRule> {
   if (!fs.existsSync(file)) return {};
@@ -145,6 +149,9 @@ function readRules(file: string): Record<string, ChartRule> {
     }
     for (const h of (rule['hooks'] as string[] | undefined) ?? []) {
       if (CHART_HOOKS[h] === undefined) throw new DoubleError(`Error: fake helm rules: ${file}: charts.${name}.hooks: unknown hook "${h}" (known: ${Object.keys(CHART_HOOKS).join(', ')})`);
+    }
+    for (const e of (rule['effects'] as string[] | undefined) ?? []) {
+      if (CHART_EFFECTS[e] === undefined) throw new DoubleError(`Error: fake helm rules: ${file}: charts.${name}.effects: unknown effect "${e}" (known: ${Object.keys(CHART_EFFECTS).join(', ')})`);
     }
   }
   return charts as Record<string, ChartRule>;
@@ -323,6 +330,35 @@ function releaseBlock(rev: ReleaseRevision, name: string, namespace: string): st
   return [`NAME: ${name}`, `LAST DEPLOYED: ${deployedTime(rev.updated)}`, `NAMESPACE: ${namespace}`, `STATUS: ${rev.status}`, `REVISION: ${rev.revision}`, 'TEST SUITE: None'].join('\n');
 }
 
+/** The fake cluster as chart effects see it (lib/chart-hooks.mts ClusterAccess), on the kubectl double's store. */
+function clusterAccess(store: Store, dir: string): ClusterAccess {
+  const kind = (apiVersion: string, k: string): KindInfo => {
+    const info = kindByApiVersion(apiVersion, k);
+    if (info === undefined) throw new Error(`chart effect: unknown kind ${apiVersion} ${k} (add it to lib/kinds.mts)`);
+    return info;
+  };
+  return {
+    get: (apiVersion, k, ns, name) => store.get(kind(apiVersion, k), ns, name),
+    list: (apiVersion, k, ns) => store.list(kind(apiVersion, k), ns),
+    put(obj) {
+      const info = kind(obj.apiVersion, obj.kind);
+      const current = store.get(info, obj.metadata.namespace, obj.metadata.name);
+      if (current === undefined) {
+        store.create(info, obj);
+        return;
+      }
+      const updated = store.update(info, current, obj);
+      // Kinds without a fake controller keep their old status on update; an effect sets the new one.
+      if (info.status === undefined && obj['status'] !== undefined) store.put(info, { ...updated, status: obj['status'] });
+    },
+    remove: (apiVersion, k, ns, name) => {
+      store.remove(kind(apiVersion, k), ns, name);
+    },
+    unavailable: (apiVersion, k) => store.unavailableReason(kind(apiVersion, k)),
+    releaseNamespace: (chart) => listReleases(dir).find((r) => latest(r)?.status === 'deployed' && latest(r)?.chart.name === chart)?.namespace,
+  };
+}
+
 const upgrade: Verb = {
   usage: 'upgrade RELEASE CHART --version V [--install] [-n NS] [--create-namespace] [-f FILE]... [--set k=v]... [--wait] [--timeout D] [--atomic]',
   flags: {
@@ -393,7 +429,11 @@ const upgrade: Verb = {
     if (rule?.allowedTopLevelValues !== undefined) {
       for (const k of Object.keys(values)) if (!rule.allowedTopLevelValues.includes(k)) problems.push(`${k}: Additional property ${k} is not allowed`);
     }
-    for (const h of rule?.hooks ?? []) problems.push(...(CHART_HOOKS[h] as (typeof CHART_HOOKS)[string])(values, { name, namespace: ns, chart, version }));
+    const releaseInfo = { name, namespace: ns, chart, version };
+    for (const h of rule?.hooks ?? []) problems.push(...(CHART_HOOKS[h] as (typeof CHART_HOOKS)[string])(values, releaseInfo));
+    const cluster = clusterAccess(store, ctx.io.dir);
+    const effects = (rule?.effects ?? []).map((e) => CHART_EFFECTS[e] as (typeof CHART_EFFECTS)[string]);
+    if (problems.length === 0) for (const e of effects) problems.push(...e.preflight(values, releaseInfo, cluster));
     if (problems.length > 0) {
       throw new DoubleError(`Error: ${current === undefined ? 'INSTALLATION' : 'UPGRADE'} FAILED: values don't meet the specifications of the schema(s) in the following chart(s):\n${chart}:\n${problems.map((x) => `- ${x}`).join('\n')}`);
     }
@@ -418,6 +458,7 @@ const upgrade: Verb = {
     rel.history.push(rev);
     if (historyMax > 0 && rel.history.length > historyMax) rel.history = rel.history.slice(-historyMax);
     writeRelease(ctx.io.dir, rel);
+    for (const e of effects) for (const c of e.apply(values, releaseInfo, cluster)) changed(ctx, c);
 
     const same = current !== undefined && current.chart.version === version && current.chart.ref === ref && JSON.stringify(current.values) === JSON.stringify(values);
     changed(ctx, `helm release ${ns}/${name} revision ${rev.revision} (${chart} ${version}${same ? ', same chart and values as before' : ''})`);

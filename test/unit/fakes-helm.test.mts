@@ -39,6 +39,8 @@ test('upgrade without an exact --version is refused as an unpinned chart, and ch
 
 test('upgrade --install: revisions bump like real helm; list/status/history/get values show the latest', () => {
   const { dir, h, k } = cluster();
+  // Revision mechanics only: the shipped ARC rule (values, effects) is exercised in test/unit/runner.test.mts.
+  writeFile(dir, 'charts.json', JSON.stringify({ charts: { 'gha-runner-scale-set': { versions: ['0.14.2'] } } }));
   const values = writeFile(dir, 'values.yaml', 'githubConfigUrl: https://github.com/o/r\nminRunners: 0\nmaxRunners: 3\ntemplate:\n  spec:\n    serviceAccountName: runner\n');
   const missingNs = h(['upgrade', '--install', 'arc', ARC, '--version', '0.14.2', '-n', 'arc-runners', '-f', values]);
   assert.equal(missingNs.code, 1);
@@ -105,7 +107,15 @@ test('charts.json rules: allowed versions, required values and a values hook', (
 });
 
 test('a chart release installs its CRD kinds for the kubectl double (cert-manager needs crds.enabled=true)', () => {
-  const { h, k } = cluster();
+  const { dir, h, k } = cluster();
+  // The shipped rule (test/fakes/charts.json) pins the version and insists on crds.enabled=true:
+  const pinned = h(['upgrade', '--install', 'cert-manager', 'oci://quay.io/jetstack/charts/cert-manager', '--version', 'v1.16.1', '-n', 'cert-manager', '--create-namespace']);
+  assert.match(pinned.stderr, /version "v1\.16\.1" not found .*charts\.json allows v\d/);
+  const rules = JSON.parse(fs.readFileSync(path.join(import.meta.dirname, '..', 'fakes', 'charts.json'), 'utf8')) as { charts: Record<string, { versions: string[] }> };
+  const noCrds = h(['upgrade', '--install', 'cert-manager', 'oci://quay.io/jetstack/charts/cert-manager', '--version', rules.charts['cert-manager']?.versions[0] ?? '', '-n', 'cert-manager', '--create-namespace']);
+  assert.match(noCrds.stderr, /crds\.enabled: Required value[\s\S]*crds\.enabled: must be true/);
+  // A test's own rule (state dir charts.json) replaces it: here, to see the CRD gating of a release without CRDs.
+  writeFile(dir, 'charts.json', JSON.stringify({ charts: { 'cert-manager': { versions: ['v1.16.1'] } } }));
   assert.equal(h(['repo', 'add', 'jetstack', 'https://charts.jetstack.io']).stdout, '"jetstack" has been added to your repositories\n');
   assert.equal(h(['repo', 'add', 'jetstack', 'https://charts.jetstack.io']).stdout, '"jetstack" already exists with the same configuration, skipping\n');
   const install = ['upgrade', '--install', 'cert-manager', 'jetstack/cert-manager', '--version', 'v1.16.1', '-n', 'cert-manager', '--create-namespace'];

@@ -1,0 +1,360 @@
+#!/opt/codex-k8s-bootstrap/node/bin/node --
+// 60_runner_arc: GitHub Actions runners inside the cluster, with GitHub's Actions Runner Controller (ARC) in its
+// "runner scale sets" mode (docs/runners.md):
+//   - the controller chart (CRDs, controller, and the listener it starts per scale set) in arc-systems;
+//   - one scale set (chart gha-runner-scale-set) in CODEXK8S_RUNNER_NAMESPACE, named CODEXK8S_RUNNER_SCALE_SET_NAME,
+//     which is what workflows put in `runs-on`; local mode keeps one runner (min = max = 1), server mode autoscales
+//     between CODEXK8S_RUNNER_MIN and CODEXK8S_RUNNER_MAX;
+//   - the runners run as our ServiceAccount, bound to a Role in the staging namespace (manifests/runner);
+//   - the token reaches ARC as the Secret codex-k8s-runner-github (key github_token), applied on kubectl's stdin.
+// Both charts are pinned (lib/versions.mts); helm writes a new revision on every upgrade, so a release is upgraded
+// only when its chart version or values differ (lib/kube.mts helmReleaseDrift).
+// Verified, bounded: the listener pod is Ready and GitHub gave the scale set an ID (the controller writes it on the
+// AutoscalingRunnerSet); in local mode one runner of the set is online in GitHub (REST: list self-hosted runners).
+import { createHash } from 'node:crypto';
+import { runStep } from '../lib/step.mts';
+import type { StepContext } from '../lib/step.mts';
+import { OperationError } from '../lib/errors.mts';
+import { run } from '../lib/exec.mts';
+import { registerSecret } from '../lib/redact.mts';
+import { render, NAMES, recommendedLabels } from '../lib/manifests.mts';
+import type { KubeObject, Mode, PlaceholderValue } from '../lib/manifests.mts';
+import {
+  objectsDrift, applyObjects, getJson, existingNamespaces, helmReleaseState, helmReleaseDrift, helmUpgrade, kubectlArgv, KUBECONFIG,
+} from '../lib/kube.mts';
+import { clientFromConfig, repoRef, explainGitHubError } from '../lib/github.mts';
+import { ARC_CONTROLLER_CHART, ARC_SCALE_SET_CHART, IMAGES } from '../lib/versions.mts';
+import type { ChartPin } from '../lib/versions.mts';
+
+/** The controller's ServiceAccount, named explicitly so the scale-set chart can bind its manager Role to it. */
+export const CONTROLLER_SERVICE_ACCOUNT = 'arc-gha-rs-controller';
+/** The key ARC reads a personal access token from (chart gha-runner-scale-set, "pre-defined secret"). */
+export const TOKEN_KEY = 'github_token';
+/** The chart refuses longer scale set names ("Name must have up to 45 characters"). */
+export const MAX_SCALE_SET_NAME = 45;
+/** Seconds between two looks while waiting for the listener and the runner. */
+const POLL_SECONDS = 5;
+
+export interface RunnerSettings {
+  mode: Mode;
+  stagingNamespace: string;
+  runnerNamespace: string;
+  scaleSetName: string;
+  /** CODEXK8S_RUNNER_MIN / MAX as configured (server mode uses them; local mode keeps 1/1). */
+  min: number;
+  max: number;
+  githubUrl: string;
+  /** owner/name */
+  repo: string;
+}
+
+export function settingsFrom(ctx: StepContext): RunnerSettings {
+  const c = ctx.cfg;
+  return {
+    mode: c.get<string>('CODEXK8S_MODE') as Mode,
+    stagingNamespace: c.get('CODEXK8S_STAGING_NAMESPACE'),
+    runnerNamespace: c.get('CODEXK8S_RUNNER_NAMESPACE'),
+    scaleSetName: c.get('CODEXK8S_RUNNER_SCALE_SET_NAME'),
+    min: c.get<number>('CODEXK8S_RUNNER_MIN'),
+    max: c.get<number>('CODEXK8S_RUNNER_MAX'),
+    githubUrl: c.get('CODEXK8S_GITHUB_URL'),
+    repo: c.get('CODEXK8S_GITHUB_REPO'),
+  };
+}
+
+/** Local mode: one persistent runner, whatever MIN/MAX say (runners are ephemeral: "persistent" is min = max = 1). */
+export function runnerCounts(s: RunnerSettings): { min: number; max: number; ignored?: string } {
+  if (s.mode === 'server') return { min: s.min, max: s.max };
+  const ignored = s.min !== 1 || s.max !== 1 ? `local mode keeps exactly one runner: CODEXK8S_RUNNER_MIN=${s.min} / CODEXK8S_RUNNER_MAX=${s.max} are used in server mode only` : undefined;
+  return { min: 1, max: 1, ...(ignored ? { ignored } : {}) };
+}
+
+/** ARC's registration URL for a repository-level scale set: https://github.com/OWNER/REPO (GHES: its web URL). */
+export function githubConfigUrl(githubUrl: string, repo: string): string {
+  return `${githubUrl.replace(/\/+$/, '')}/${repo}`;
+}
+
+export function scaleSetPin(s: RunnerSettings): ChartPin {
+  return { ...ARC_SCALE_SET_CHART, release: s.scaleSetName, namespace: s.runnerNamespace };
+}
+
+const res = (cpu: string, memory: string, limit: string) => ({ requests: { cpu, memory }, limits: { memory: limit } });
+
+/** The user-supplied values of the controller release; a change here is an upgrade on the next run. */
+export function controllerValues(): Record<string, unknown> {
+  return {
+    serviceAccount: { create: true, name: CONTROLLER_SERVICE_ACCOUNT },
+    resources: res('10m', '64Mi', '256Mi'),
+  };
+}
+
+/**
+ * The user-supplied values of the scale-set release. Container mode is left unset: the runner pod has the runner
+ * container only, no docker-in-docker and nothing privileged; images are built by BuildKit running as a service in
+ * the cluster (docs/runners.md). The token is referenced by Secret name, never put in values (helm keeps values in
+ * the release and prints them with `helm get values`).
+ */
+export function scaleSetValues(s: RunnerSettings): Record<string, unknown> {
+  if (s.scaleSetName.length > MAX_SCALE_SET_NAME) {
+    throw new OperationError(`CODEXK8S_RUNNER_SCALE_SET_NAME "${s.scaleSetName}" has ${s.scaleSetName.length} characters; ARC allows at most ${MAX_SCALE_SET_NAME}`, { hint: 'choose a shorter name in .env and run again' });
+  }
+  const { min, max } = runnerCounts(s);
+  return {
+    githubConfigUrl: githubConfigUrl(s.githubUrl, s.repo),
+    githubConfigSecret: NAMES.runnerGitHubSecret,
+    runnerScaleSetName: s.scaleSetName,
+    minRunners: min,
+    maxRunners: max,
+    // Explicit, so the chart does not have to find the controller by looking around the cluster at install time.
+    controllerServiceAccount: { namespace: ARC_CONTROLLER_CHART.namespace, name: CONTROLLER_SERVICE_ACCOUNT },
+    template: {
+      spec: {
+        // Our ServiceAccount: the chart then creates none (its default one has no rights at all).
+        serviceAccountName: NAMES.runnerServiceAccount,
+        containers: [
+          {
+            name: 'runner',
+            image: IMAGES.arcRunner,
+            command: ['/home/runner/run.sh'],
+            resources: res('100m', '256Mi', '2Gi'),
+            // The runner image runs as its own non-root user; no sudo inside jobs, no added capabilities.
+            securityContext: { allowPrivilegeEscalation: false, capabilities: { drop: ['ALL'] } },
+          },
+        ],
+      },
+    },
+  };
+}
+
+export function rbacValues(s: RunnerSettings): Record<string, PlaceholderValue> {
+  return { RUNNER_NAMESPACE: s.runnerNamespace, STAGING_NAMESPACE: s.stagingNamespace };
+}
+
+/** The runners' ServiceAccount, Role and RoleBinding (manifests/runner). */
+export function runnerObjects(s: RunnerSettings): KubeObject[] {
+  return render('runner', s.mode, rbacValues(s)).objects;
+}
+
+export function sha256(data: Buffer | string): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** The Secret ARC reads the token from; `data` base64 like `get -o json` returns it. */
+export function tokenSecret(namespace: string, token: string): KubeObject {
+  return {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: {
+      name: NAMES.runnerGitHubSecret,
+      namespace,
+      labels: recommendedLabels(NAMES.runnerGitHubSecret, 'runners'),
+      annotations: { 'codex-k8s.io/source': '60_runner_arc from CODEXK8S_GITHUB_PAT; rotate: change it in .env and run the launcher (docs/github.md)' },
+    },
+    type: 'Opaque',
+    data: { [TOKEN_KEY]: Buffer.from(token, 'utf8').toString('base64') },
+  };
+}
+
+/** Drift of the live Secret (as `get -o json` returns it) against the token; compares hashes, prints no value. */
+export function tokenSecretDrift(live: (KubeObject & { data?: Record<string, string> }) | undefined, token: string, namespace: string): string[] {
+  const id = `Secret ${namespace}/${NAMES.runnerGitHubSecret}`;
+  if (live === undefined) return [`${id} does not exist (ARC reads the token from it)`];
+  const stored = live.data?.[TOKEN_KEY];
+  if (stored === undefined || stored === '') return [`${id} has no key ${TOKEN_KEY}`];
+  return sha256(Buffer.from(stored, 'base64')) === sha256(token) ? [] : [`${id}: ${TOKEN_KEY} is not the current CODEXK8S_GITHUB_PAT (sha256 differs)`];
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Health: the listener, the scale set's registration, the runner (pure evaluation; the step polls)
+
+export function listenerSelector(scaleSetName: string): string {
+  return `app.kubernetes.io/component=runner-scale-set-listener,actions.github.com/scale-set-name=${scaleSetName}`;
+}
+
+export function listenerPodsArgv(scaleSetName: string): string[] {
+  return kubectlArgv('--namespace', ARC_CONTROLLER_CHART.namespace, 'get', 'pods', '-l', listenerSelector(scaleSetName), '-o', 'json');
+}
+
+interface PodLike {
+  metadata: { name: string };
+  status?: { phase?: string; conditions?: Array<{ type: string; status: string }>; containerStatuses?: Array<{ state?: { waiting?: { reason?: string } } }> };
+}
+
+export interface Health {
+  /** The AutoscalingRunnerSet, or undefined when the chart has not created it. */
+  scaleSet?: { annotations: Record<string, string>; phase?: string };
+  listenerPods: PodLike[];
+  /** Local mode only: runners GitHub lists for the repository. */
+  runners?: Array<{ name: string; status: string; labels: string[] }>;
+}
+
+export const SCALE_SET_ID_ANNOTATION = 'runner-scale-set-id';
+
+export function podReady(p: PodLike): boolean {
+  return (p.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
+}
+
+/** ARC names a runner `<scale set>-<hash>-runner-<suffix>` and labels it with the scale set name. */
+export function isRunnerOf(r: { name: string; labels: string[] }, scaleSetName: string): boolean {
+  return r.labels.includes(scaleSetName) || r.name.startsWith(`${scaleSetName}-`);
+}
+
+/** What the cluster side lacks (scale set, its GitHub ID, the listener), one line each; empty when all is there. */
+export function clusterProblems(s: RunnerSettings, h: Health): string[] {
+  const ns = s.runnerNamespace;
+  const ctl = ARC_CONTROLLER_CHART.namespace;
+  if (h.scaleSet === undefined) return [`the AutoscalingRunnerSet ${ns}/${s.scaleSetName} does not exist (the scale-set chart creates it)`];
+  const problems: string[] = [];
+  if (!h.scaleSet.annotations[SCALE_SET_ID_ANNOTATION]) {
+    problems.push(`the scale set ${s.scaleSetName} is not registered in GitHub: the controller has not written the ${SCALE_SET_ID_ANNOTATION} annotation on AutoscalingRunnerSet ${ns}/${s.scaleSetName}`);
+  }
+  if (!h.listenerPods.some(podReady)) {
+    const seen = h.listenerPods.map((p) => {
+      const waiting = p.status?.containerStatuses?.[0]?.state?.waiting?.reason;
+      return `${p.metadata.name} ${p.status?.phase ?? 'unknown'}${waiting ? ` (${waiting})` : ''}`;
+    });
+    problems.push(`the listener pod of ${s.scaleSetName} in ${ctl} is not Ready (${seen.length === 0 ? 'no listener pod' : seen.join(', ')})`);
+  }
+  return problems;
+}
+
+/**
+ * What is not there yet, in the order ARC gets there; empty when the runners are ready. Server mode: the scale set
+ * registered in GitHub (GitHub's REST API has no repository-level listing of scale sets, so the proof is the ID
+ * GitHub returned, which the controller writes on the AutoscalingRunnerSet) and its listener Ready (it holds a
+ * message session with GitHub). Local mode also: one runner of the set online in GitHub's runner list.
+ */
+export function healthProblems(s: RunnerSettings, h: Health): string[] {
+  const problems = clusterProblems(s, h);
+  if (s.mode === 'local' && problems.length === 0) {
+    const mine = (h.runners ?? []).filter((r) => isRunnerOf(r, s.scaleSetName));
+    if (!mine.some((r) => r.status === 'online')) {
+      problems.push(`no runner of the scale set ${s.scaleSetName} is online in GitHub (${s.repo}: ${mine.length === 0 ? 'none registered' : mine.map((r) => `${r.name} ${r.status}`).join(', ')})`);
+    }
+  }
+  return problems;
+}
+
+export function healthHint(s: RunnerSettings): string {
+  const k = `kubectl --kubeconfig ${KUBECONFIG}`;
+  const ctl = ARC_CONTROLLER_CHART.namespace;
+  return [
+    `listener: ${k} -n ${ctl} logs -l app.kubernetes.io/component=runner-scale-set-listener --tail=50`,
+    `controller: ${k} -n ${ctl} logs deployment/${ARC_CONTROLLER_CHART.release}-gha-rs-controller --tail=50`,
+    `runners: ${k} -n ${s.runnerNamespace} get autoscalingrunnersets,ephemeralrunners,pods`,
+    `a 401/403 in those logs means CODEXK8S_GITHUB_PAT is invalid or lacks "Administration: Read and write" on ${s.repo} (docs/github.md)`,
+    `GitHub's view: ${githubConfigUrl(s.githubUrl, s.repo)}/settings/actions/runners`,
+  ].join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Reading the cluster and GitHub
+
+async function readHealth(s: RunnerSettings, ctx: StepContext): Promise<Health> {
+  const ars = await getJson<KubeObject & { status?: { phase?: string } }>('autoscalingrunnersets.actions.github.com', s.scaleSetName, s.runnerNamespace, ctx.log);
+  const r = await run(listenerPodsArgv(s.scaleSetName), { allowFail: true, timeoutSeconds: 60, log: ctx.log });
+  if (r.exitCode !== 0) throw new OperationError(`cannot list the listener pods in ${ARC_CONTROLLER_CHART.namespace}`, { detail: r.stderr.trim().slice(-2000) });
+  const pods = ((JSON.parse(r.stdout || '{"items":[]}') as { items?: PodLike[] }).items ?? []);
+  const h: Health = { listenerPods: pods };
+  if (ars !== undefined) h.scaleSet = { annotations: ars.metadata.annotations ?? {}, phase: ars.status?.phase };
+  // GitHub is asked only once the cluster side is there: before that, "no runner" says nothing new.
+  if (s.mode === 'local' && clusterProblems(s, h).length === 0) h.runners = await listRunners(s, ctx);
+  return h;
+}
+
+async function listRunners(s: RunnerSettings, ctx: StepContext): Promise<NonNullable<Health['runners']>> {
+  const gh = clientFromConfig(ctx.cfg, ctx.log);
+  try {
+    const all = await gh.paginate('GET /repos/{owner}/{repo}/actions/runners', { ...repoRef(ctx.cfg), per_page: 100 });
+    return all.map((r) => ({ name: r.name, status: r.status, labels: r.labels.map((l) => l.name) }));
+  } catch (e) {
+    throw explainGitHubError(e, `listing the self-hosted runners of ${s.repo}`, s.repo, s.githubUrl);
+  }
+}
+
+async function requireNamespaces(s: RunnerSettings, ctx: StepContext): Promise<void> {
+  const have = await existingNamespaces([s.runnerNamespace, s.stagingNamespace], ctx.log);
+  const missing = [s.runnerNamespace, s.stagingNamespace].filter((n) => !have.has(n));
+  if (missing.length > 0) throw new OperationError(`namespace ${missing.join(' and ')} does not exist`, { hint: 'the namespaces are created by 30_cluster_deps: run the launcher with --from 30' });
+}
+
+function token(ctx: StepContext): string {
+  const t = ctx.cfg.get('CODEXK8S_GITHUB_PAT');
+  registerSecret(t);
+  return t;
+}
+
+async function readTokenSecret(s: RunnerSettings, ctx: StepContext) {
+  return getJson<KubeObject & { data?: Record<string, string> }>('secret', NAMES.runnerGitHubSecret, s.runnerNamespace, ctx.log);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The step
+
+async function check(ctx: StepContext): Promise<string[]> {
+  const s = settingsFrom(ctx);
+  const ignored = runnerCounts(s).ignored;
+  if (ignored) ctx.log.warn(ignored);
+  await requireNamespaces(s, ctx);
+  const drift = [...tokenSecretDrift(await readTokenSecret(s, ctx), token(ctx), s.runnerNamespace)];
+  drift.push(...(await objectsDrift(runnerObjects(s), ctx.log)));
+  const controller = helmReleaseDrift(ARC_CONTROLLER_CHART, await helmReleaseState(ARC_CONTROLLER_CHART, ctx.log), controllerValues());
+  drift.push(...controller);
+  const pin = scaleSetPin(s);
+  const scaleSet = helmReleaseDrift(pin, await helmReleaseState(pin, ctx.log), scaleSetValues(s));
+  drift.push(...scaleSet);
+  // The runners are verified once both releases are as wanted (before that, apply installs them and then waits).
+  if (drift.length === 0) drift.push(...healthProblems(s, await readHealth(s, ctx)));
+  return drift;
+}
+
+async function waitForRunners(s: RunnerSettings, ctx: StepContext): Promise<string[]> {
+  const timeout = ctx.cfg.get<number>('CODEXK8S_ROLLOUT_TIMEOUT');
+  const attempts = Math.max(1, Math.ceil(timeout / POLL_SECONDS));
+  let problems: string[] = [];
+  for (let i = 1; i <= attempts; i++) {
+    problems = healthProblems(s, await readHealth(s, ctx));
+    if (problems.length === 0) {
+      const what = s.mode === 'local' ? `listener Ready, a runner of ${s.scaleSetName} online in GitHub` : `listener Ready, scale set ${s.scaleSetName} registered in GitHub`;
+      return [`${what} (attempt ${i}/${attempts})`];
+    }
+    if (i < attempts) {
+      ctx.log.info(`  .. waiting for the runners: ${problems[0]} (attempt ${i}/${attempts}, every ${POLL_SECONDS}s)`);
+      await new Promise((r) => setTimeout(r, POLL_SECONDS * 1000));
+    }
+  }
+  throw new OperationError(`the runner scale set ${s.scaleSetName} is not ready after ${timeout}s (CODEXK8S_ROLLOUT_TIMEOUT): ${problems.join('; ')}`, { hint: healthHint(s) });
+}
+
+async function apply(ctx: StepContext): Promise<string[]> {
+  const s = settingsFrom(ctx);
+  await requireNamespaces(s, ctx);
+  const timeout = ctx.cfg.get<number>('CODEXK8S_ROLLOUT_TIMEOUT');
+  const changes: string[] = [];
+  const t = token(ctx);
+  const secretId = `Secret ${s.runnerNamespace}/${NAMES.runnerGitHubSecret}`;
+  const live = await readTokenSecret(s, ctx);
+  if (tokenSecretDrift(live, t, s.runnerNamespace).length > 0) {
+    // On stdin (applyObjects), never in argv; the value is registered for masking above.
+    await applyObjects([tokenSecret(s.runnerNamespace, t)], ctx.log, { what: secretId });
+    changes.push(`${secretId} ${live === undefined ? 'created' : 'updated'} with the token (key ${TOKEN_KEY})`);
+  }
+  changes.push(...(await applyObjects(runnerObjects(s), ctx.log)));
+
+  // Controller first: it brings the CRDs the scale set's AutoscalingRunnerSet needs.
+  for (const [pin, values, what] of [
+    [ARC_CONTROLLER_CHART, controllerValues(), 'ARC controller'],
+    [scaleSetPin(s), scaleSetValues(s), `runner scale set ${s.scaleSetName}`],
+  ] as const) {
+    const state = await helmReleaseState(pin, ctx.log);
+    const rel = helmReleaseDrift(pin, state, values);
+    if (rel.length === 0) continue;
+    await helmUpgrade(pin, values, timeout, ctx.log);
+    changes.push(state === undefined ? `${what} installed (chart ${pin.chart} ${pin.version}, helm release ${pin.namespace}/${pin.release})` : `${what} upgraded (${rel.join('; ')})`);
+  }
+  const { min, max } = runnerCounts(s);
+  changes.push(...(await waitForRunners(s, ctx)).map((l) => `${l}; min ${min}, max ${max} runners`));
+  return changes;
+}
+
+if (import.meta.filename === process.argv[1]) await runStep('60_runner_arc', { check, apply });

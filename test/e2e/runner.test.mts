@@ -1,0 +1,154 @@
+// Step 60 (ARC runners) end to end: the real launcher runs 00..40 and 60 against a sandbox server in local mode,
+// then again, then 60 in server mode, then a run whose runner never comes online.
+// Through the doubles (test/fakes): helm (chart rules and ARC effects: the controller's CRDs, the
+// AutoscalingRunnerSet, a Ready listener pod only when the token Secret exists) and kubectl (objects validated on
+// apply). Through the fake GitHub API: the runner list. The fake cannot be reached by the "listener" (there is
+// none), so this test plays GitHub's part honestly: it registers an online runner named the way ARC names them
+// only once the scale set exists on the server, and never before.
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startTarget, footers } from './harness.mts';
+import type { Target } from './harness.mts';
+import { ARC_CONTROLLER_CHART, ARC_VERSION, IMAGES } from '../../bootstrap/lib/versions.mts';
+
+let t: Target;
+const ONLY = process.env['CODEXK8S_E2E_RUNNER_STEPS'] ?? '00,10,20,30,40,60';
+const STEP = '60_runner_arc';
+const SET = 'codex-k8s-staging';
+const RUNNERS_NS = 'arc-runners';
+const STAGING_NS = 'codex-k8s-staging';
+const KUBECONFIG = '/etc/rancher/k3s/k3s.yaml';
+const SERVER = { CODEXK8S_STAGING_DOMAIN: 'staging.e2e.example', CODEXK8S_LETSENCRYPT_EMAIL: 'ops@e2e.example', CODEXK8S_RUNNER_MIN: '2', CODEXK8S_RUNNER_MAX: '4' };
+
+interface Call { tool: string; argv: string[]; mutating: boolean; exitCode: number; changes?: string[]; stdinSha256?: string }
+
+async function calls(): Promise<Call[]> {
+  const r = await t.sb.exec(['sh', '-c', 'cat /var/lib/codex-k8s-fakes/calls.jsonl 2>/dev/null; true']);
+  return r.stdout.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as Call);
+}
+
+async function kubectl(...args: string[]): Promise<string> {
+  return (await t.sb.exec(['kubectl', '--kubeconfig', KUBECONFIG, ...args])).stdout;
+}
+const getJson = async (...args: string[]): Promise<Record<string, any>> => JSON.parse(await kubectl('get', ...args, '-o', 'json')) as Record<string, any>;
+
+async function helmJson(...args: string[]): Promise<any> {
+  return JSON.parse((await t.sb.exec(['helm', '--kubeconfig', KUBECONFIG, ...args, '-o', 'json'])).stdout) as unknown;
+}
+
+describe('60_runner_arc against a sandbox server', { concurrency: false }, () => {
+  before(async () => {
+    t = await startTarget();
+    if (!ONLY.split(',').includes('10')) await t.sb.exec(['useradd', '--create-home', '--shell', '/bin/bash', '--user-group', 'codex']);
+  });
+  after(async () => {
+    await t?.stop();
+  });
+
+  it('local mode: a first run installs the controller and the scale set (one runner) and waits for it online', async () => {
+    assert.equal(t.github.runners.length, 0, 'no runner before the scale set exists');
+    const stop = t.playArcRunner(SET, RUNNERS_NS);
+    const r = await t.launch(['--yes', '--only', ONLY]).finally(stop);
+    assert.equal(r.code, 0, r.output);
+    assert.match(footers(r.output)[STEP] ?? '', /^\+ changed \d+$/, r.output);
+    assert.match(r.output, /\+ Secret arc-runners\/codex-k8s-runner-github created with the token \(key github_token\)/);
+    assert.match(r.output, /\+ ARC controller installed \(chart gha-runner-scale-set-controller 0\.14\.2, helm release arc-systems\/arc\)/);
+    assert.match(r.output, /\+ runner scale set codex-k8s-staging installed \(chart gha-runner-scale-set 0\.14\.2/);
+    assert.match(r.output, /\+ listener Ready, a runner of codex-k8s-staging online in GitHub \(attempt \d+\/\d+\); min 1, max 1 runners/);
+    assert.match(r.output, /ok\s+Administration: Read and write/, 'the launcher checked the token for runner registration first');
+  });
+
+  it('both releases run 0.14.2 with the local values; RBAC present, namespaced only; the token Secret holds the token', async () => {
+    const ctl = (await helmJson('list', '-n', ARC_CONTROLLER_CHART.namespace)) as Array<Record<string, string>>;
+    assert.deepEqual(ctl.map((x) => [x['name'], x['status'], x['chart']]), [['arc', 'deployed', `gha-runner-scale-set-controller-${ARC_VERSION}`]]);
+    const set = (await helmJson('list', '-n', RUNNERS_NS)) as Array<Record<string, string>>;
+    assert.deepEqual(set.map((x) => [x['name'], x['status'], x['chart']]), [[SET, 'deployed', `gha-runner-scale-set-${ARC_VERSION}`]]);
+    const v = (await helmJson('get', 'values', SET, '-n', RUNNERS_NS)) as Record<string, any>;
+    assert.deepEqual([v['minRunners'], v['maxRunners']], [1, 1]);
+    assert.equal(v['githubConfigUrl'], `${t.github.url}/codex-k8s/e2e-sandbox`);
+    assert.equal(v['githubConfigSecret'], 'codex-k8s-runner-github');
+    assert.equal(v['runnerScaleSetName'], SET);
+    assert.equal(v['containerMode'], undefined);
+    assert.equal(v['template']['spec']['serviceAccountName'], 'codex-k8s-runner');
+    assert.deepEqual(v['template']['spec']['containers'].map((c: any) => [c.name, c.image]), [['runner', IMAGES.arcRunner]]);
+    assert.deepEqual(v['controllerServiceAccount'], { namespace: 'arc-systems', name: 'arc-gha-rs-controller' });
+    const cv = (await helmJson('get', 'values', 'arc', '-n', 'arc-systems')) as Record<string, any>;
+    assert.equal(cv['serviceAccount']['name'], 'arc-gha-rs-controller');
+
+    // What the (fake) controller made of it.
+    const ars = await getJson('-n', RUNNERS_NS, 'autoscalingrunnersets.actions.github.com', SET);
+    assert.ok(ars['metadata']['annotations']['runner-scale-set-id']);
+    const pods = await getJson('-n', 'arc-systems', 'pods', '-l', `app.kubernetes.io/component=runner-scale-set-listener,actions.github.com/scale-set-name=${SET}`);
+    assert.equal(pods['items'].length, 1);
+
+    // RBAC: validated by the kubectl double on apply; here, present, labelled, and nothing cluster-wide.
+    assert.equal((await getJson('-n', RUNNERS_NS, 'serviceaccount', 'codex-k8s-runner'))['metadata']['labels']['app.kubernetes.io/managed-by'], 'codex-k8s-bootstrap');
+    const role = await getJson('-n', STAGING_NS, 'role', 'codex-k8s-deployer');
+    assert.ok(!JSON.stringify(role['rules']).includes('secrets'), 'no right on Secrets');
+    assert.ok(!JSON.stringify(role['rules']).includes('*'), 'no wildcard');
+    const binding = await getJson('-n', STAGING_NS, 'rolebinding', 'codex-k8s-runner-deployer');
+    assert.deepEqual(binding['subjects'], [{ kind: 'ServiceAccount', name: 'codex-k8s-runner', namespace: RUNNERS_NS }]);
+    assert.equal((await kubectl('get', 'clusterroles', '-o', 'name')).trim(), '', 'no ClusterRole');
+    assert.equal((await kubectl('get', 'clusterrolebindings', '-o', 'name')).trim(), '', 'no ClusterRoleBinding');
+
+    const secret = await getJson('-n', RUNNERS_NS, 'secret', 'codex-k8s-runner-github');
+    assert.deepEqual(Object.keys(secret['data']), ['github_token']);
+    assert.equal(Buffer.from(secret['data']['github_token'], 'base64').toString('utf8'), t.secret);
+  });
+
+  it('the token never appeared in any argv, log or output; objects and values always went on stdin', async () => {
+    const all = await calls();
+    for (const c of all) assert.ok(!c.argv.join(' ').includes(t.secret) && !c.argv.join(' ').includes(Buffer.from(t.secret).toString('base64')), `token in argv: ${c.tool}`);
+    const texts = await t.capturedTexts();
+    for (const [where, text] of Object.entries(texts)) {
+      if (where === 'doubles calls.jsonl') continue; // checked above, argv by argv (stdin is recorded as a hash only)
+      assert.ok(!text.includes(t.secret), `the token appears in ${where}`);
+      assert.ok(!text.includes(Buffer.from(t.secret).toString('base64')), `the base64 token appears in ${where}`);
+    }
+    const upgrades = all.filter((c) => c.tool === 'helm' && c.argv.includes('upgrade'));
+    assert.deepEqual(upgrades.filter((c) => c.argv.some((a) => a.includes('gha-runner'))).map((c) => c.argv.slice(c.argv.indexOf('--values'), c.argv.indexOf('--values') + 2)), [['--values', '-'], ['--values', '-']]);
+    for (const c of all.filter((x) => x.tool === 'kubectl' && x.argv.includes('apply'))) assert.deepEqual(c.argv.slice(-3), ['apply', '-f', '-']);
+  });
+
+  it('the second run reports every step unchanged and makes no mutating call', async () => {
+    const before = (await calls()).length;
+    const r = await t.launch(['--yes', '--only', ONLY]);
+    assert.equal(r.code, 0, r.output);
+    assert.equal(footers(r.output)[STEP], '= unchanged', r.output);
+    for (const [step, footer] of Object.entries(footers(r.output))) assert.equal(footer, '= unchanged', `${step}: ${footer}`);
+    const after = (await calls()).slice(before);
+    assert.ok(after.some((c) => c.tool === 'helm' && c.argv.includes('get') && c.argv.includes(SET)), 'the re-run read the scale set values');
+    assert.deepEqual(after.filter((c) => c.mutating).map((c) => `${c.tool} ${c.argv.join(' ')}: ${(c.changes ?? []).join('; ')}`), []);
+  });
+
+  it('server mode: the scale set autoscales between CODEXK8S_RUNNER_MIN and MAX; the controller is not touched; a re-run changes nothing', async () => {
+    const before = (await calls()).length;
+    const r = await t.launch(['--yes', '--only', STEP], SERVER);
+    assert.equal(r.code, 0, r.output);
+    assert.match(r.output, /\+ runner scale set codex-k8s-staging upgraded \(helm release arc-runners\/codex-k8s-staging values differ from the pinned values \(maxRunners, minRunners\)\)/);
+    assert.match(r.output, /\+ listener Ready, scale set codex-k8s-staging registered in GitHub \(attempt 1\/\d+\); min 2, max 4 runners/);
+    const v = (await helmJson('get', 'values', SET, '-n', RUNNERS_NS)) as Record<string, any>;
+    assert.deepEqual([v['minRunners'], v['maxRunners']], [2, 4]);
+    const upgrades = (await calls()).slice(before).filter((c) => c.tool === 'helm' && c.argv.includes('upgrade'));
+    assert.deepEqual(upgrades.map((c) => c.argv[c.argv.indexOf('upgrade') + 2]), [SET], 'only the scale set release was upgraded');
+
+    const mid = (await calls()).length;
+    const again = await t.launch(['--yes', '--only', STEP], SERVER);
+    assert.equal(again.code, 0, again.output);
+    assert.deepEqual(footers(again.output), { [STEP]: '= unchanged' }, again.output);
+    assert.deepEqual((await calls()).slice(mid).filter((c) => c.mutating).map((c) => c.argv.join(' ')), []);
+    // 00_preflight's outbound probe sends HEAD ${CODEXK8S_GITHUB_API_URL}/, a route the fake API does not serve.
+    assert.deepEqual(t.github.problems, []);
+  });
+
+  it('local mode with no runner coming online: the bounded wait fails and says what is missing and where to look', async () => {
+    t.github.runners.length = 0;
+    const r = await t.launch(['--yes', '--only', STEP], { CODEXK8S_ROLLOUT_TIMEOUT: '10s' });
+    assert.equal(r.code, 1, r.output);
+    assert.match(footers(r.output)[STEP] ?? '', /^x failed/);
+    assert.match(r.output, /the runner scale set codex-k8s-staging is not ready after 10s \(CODEXK8S_ROLLOUT_TIMEOUT\): no runner of the scale set codex-k8s-staging is online in GitHub \(codex-k8s\/e2e-sandbox: none registered\)/);
+    assert.match(r.output, /attempt 1\/2/);
+    assert.match(r.output, /-n arc-systems logs -l app\.kubernetes\.io\/component=runner-scale-set-listener/);
+    assert.match(r.output, /lacks "Administration: Read and write"/);
+  });
+});
