@@ -15,9 +15,14 @@ export interface Artifact {
   readonly baseUrl: string;
   /** File name under the base URL, per architecture. */
   readonly files: Readonly<Record<Arch, string>>;
-  /** Path under the base URL that holds the file (joined as baseUrl/path/file). */
+  /** Path under the base URL that holds the file (joined as baseUrl/path/file; empty: baseUrl/file). */
   readonly path: string;
   readonly sha256: Readonly<Record<Arch, string>>;
+  /**
+   * For an archive: the member to take out of it, per architecture (vendors name architectures their own way:
+   * Node says x64, helm says linux-amd64/). Absent for a file used as downloaded (the k3s install script).
+   */
+  readonly member?: Readonly<Record<Arch, string>>;
 }
 
 /** Node.js LTS that runs the remote steps on the server (native type stripping, no loader). */
@@ -37,7 +42,52 @@ export const NODE: Artifact = {
   },
 };
 
-export const ARTIFACTS: readonly Artifact[] = [NODE];
+/**
+ * k3s, installed by its own install script with INSTALL_K3S_VERSION pinned. The script downloads the k3s binary
+ * and checks it against the release's sha256sum-<arch>.txt itself, so the version is the pin for the binary.
+ * v1.36.2+k3s1: released 2026-06-24 (k3s-io/docs docs/release-notes/v1.36.X.md), Kubernetes 1.36.2, Traefik 3.7.
+ */
+export const K3S_VERSION = 'v1.36.2+k3s1';
+
+/**
+ * The k3s install script (what https://get.k3s.io serves), pinned to a commit of k3s-io/k3s so that the bytes
+ * cannot change under us. Architecture-independent: the same file and sha256 for both.
+ * sha256 from install.sh.sha256sum at the same commit (k3s publishes the script's checksum next to it, PR #8312).
+ */
+const K3S_INSTALL_COMMIT = '019b0afdd830e36f5e4b7a5b237e6a4339e6a6be';
+const K3S_INSTALL_SHA256 = '68ae766b4c4fd2c8032f712cdd346c8f9d1ae60eaeb4736a1155effda44ea23d';
+export const K3S_INSTALL: Artifact = {
+  name: 'k3s-install',
+  version: K3S_INSTALL_COMMIT.slice(0, 12),
+  baseUrl: 'https://raw.githubusercontent.com/k3s-io/k3s',
+  path: K3S_INSTALL_COMMIT,
+  files: { x64: 'install.sh', arm64: 'install.sh' },
+  sha256: { x64: K3S_INSTALL_SHA256, arm64: K3S_INSTALL_SHA256 },
+};
+
+/**
+ * helm, the release tarball from get.helm.sh (Helm 4; Helm 3 gets security fixes only until November 2026).
+ * sha256 from https://get.helm.sh/helm-v4.0.0-linux-{amd64,arm64}.tar.gz.sha256sum, as recorded in
+ * abrisco/rules_helm helm/private/versions.bzl (fetched from those .sha256sum files by its tools/fetch_shas);
+ * the amd64 sum is the same in two unrelated projects that pin helm 4.0.0.
+ */
+export const HELM: Artifact = {
+  name: 'helm',
+  version: 'v4.0.0',
+  baseUrl: 'https://get.helm.sh',
+  path: '',
+  files: {
+    x64: 'helm-v4.0.0-linux-amd64.tar.gz',
+    arm64: 'helm-v4.0.0-linux-arm64.tar.gz',
+  },
+  sha256: {
+    x64: 'c77e9e7c1cc96e066bd240d190d1beed9a6b08060b2043ef0862c4f865eca08f',
+    arm64: '8c5c77e20cc29509d640e208a6a7d2b7e9f99bb04e5b5fbe22707b72a5235245',
+  },
+  member: { x64: 'linux-amd64/helm', arm64: 'linux-arm64/helm' },
+};
+
+export const ARTIFACTS: readonly Artifact[] = [NODE, K3S_INSTALL, HELM];
 
 /**
  * Hosts the server reaches over HTTPS besides the artifacts above: container registries the cluster pulls
@@ -48,8 +98,72 @@ export const ARTIFACTS: readonly Artifact[] = [NODE];
 export const OUTBOUND_ENDPOINTS: readonly { readonly url: string; readonly why: string; readonly serverModeOnly?: boolean }[] = [
   { url: 'https://registry-1.docker.io/v2/', why: 'container images: k3s system images, the registry, PostgreSQL, BuildKit' },
   { url: 'https://ghcr.io/v2/', why: 'the GitHub Actions Runner Controller charts and images' },
-  { url: 'https://quay.io/v2/', why: 'the cert-manager images' },
-  { url: 'https://charts.jetstack.io/index.yaml', why: 'the cert-manager Helm chart' },
+  { url: 'https://quay.io/v2/', why: 'the cert-manager chart (OCI) and images' },
   { url: 'https://github.com/', why: 'the k3s release binaries' },
   { url: 'https://acme-v02.api.letsencrypt.org/directory', why: "Let's Encrypt: TLS certificates", serverModeOnly: true },
 ];
+
+/**
+ * Container images the bootstrap's own manifests run (manifests/*, passed to the templates as placeholders).
+ * Always a fixed tag, never `latest`; fully qualified, so a containerd mirror config cannot change their origin.
+ */
+export const IMAGES = {
+  // distribution/distribution 3.0.0 (the `registry` image on Docker Hub).
+  registry: 'docker.io/library/registry:3.0.0',
+  // PostgreSQL 17 with pgvector 0.8.1, Debian bookworm; tag listed in pgvector's v0.8.1 README ("Docker").
+  // The backup CronJob uses it too, so pg_dump always matches the server's major version.
+  postgres: 'docker.io/pgvector/pgvector:0.8.1-pg17-bookworm',
+  // The GitHub Actions runner of the ARC scale set (60_runner_arc, chart value template.spec.containers[runner]).
+  // actions/runner 2.336.0. Pinned by tag only: the image is multi-arch and no digest was recorded at pin time;
+  // when bumping, take the version from https://github.com/actions/runner/releases. ARC runners do not
+  // self-update, and GitHub stops queueing jobs to a runner that has ignored an available update for 30 days:
+  // this pin must follow the runner releases.
+  arcRunner: 'ghcr.io/actions/actions-runner:2.336.0',
+} as const;
+
+/** A Helm chart pinned to an exact version, installed as one release. */
+export interface ChartPin {
+  readonly release: string;
+  readonly namespace: string;
+  /** oci://HOST/PATH/NAME (no tag: the version comes from `version`). */
+  readonly ref: string;
+  /** Chart name, as `helm list` prints it in CHART (`<name>-<version>`). */
+  readonly chart: string;
+  readonly version: string;
+}
+
+/** cert-manager, from the project's OCI registry (the chart of https://charts.jetstack.io, same versions). */
+export const CERT_MANAGER_CHART: ChartPin = {
+  release: 'cert-manager',
+  namespace: 'cert-manager',
+  ref: 'oci://quay.io/jetstack/charts/cert-manager',
+  chart: 'cert-manager',
+  version: 'v1.21.2',
+};
+
+/**
+ * GitHub Actions Runner Controller (ARC, "runner scale sets" mode), both charts from GitHub's OCI registry, same
+ * version. The controller chart brings the CRDs and the controller Deployment (image
+ * ghcr.io/actions/gha-runner-scale-set-controller at the chart's appVersion, 0.14.2, which also runs the listener);
+ * the scale-set chart creates one AutoscalingRunnerSet. See docs/runners.md.
+ */
+export const ARC_CHART_REPO = 'oci://ghcr.io/actions/actions-runner-controller-charts';
+export const ARC_VERSION = '0.14.2';
+
+export const ARC_CONTROLLER_CHART: ChartPin = {
+  release: 'arc',
+  namespace: 'arc-systems',
+  ref: `${ARC_CHART_REPO}/gha-runner-scale-set-controller`,
+  chart: 'gha-runner-scale-set-controller',
+  version: ARC_VERSION,
+};
+
+/**
+ * The scale-set chart; its release name is the scale set name (CODEXK8S_RUNNER_SCALE_SET_NAME) and its namespace
+ * CODEXK8S_RUNNER_NAMESPACE, so 60_runner_arc completes the pin from the configuration.
+ */
+export const ARC_SCALE_SET_CHART: Pick<ChartPin, 'ref' | 'chart' | 'version'> = {
+  ref: `${ARC_CHART_REPO}/gha-runner-scale-set`,
+  chart: 'gha-runner-scale-set',
+  version: ARC_VERSION,
+};

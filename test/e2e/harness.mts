@@ -6,10 +6,12 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync, mkdirSync, copyFileSync, readFileSync, readdirSync, existsSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, createHash } from 'node:crypto';
 import { startSandbox, startFileServer, prepareNodeMirror, REPO_ROOT, run as runProcess } from '../sandbox/sandbox.mts';
 import type { Sandbox, FileServer, OverlayFile } from '../sandbox/sandbox.mts';
-import { NODE } from '../../bootstrap/lib/versions.mts';
+import { startFakeGitHub } from '../fakes/github/server.mts';
+import type { FakeGitHub } from '../fakes/github/server.mts';
+import { NODE, K3S_INSTALL, HELM } from '../../bootstrap/lib/versions.mts';
 
 export interface LauncherRun {
   code: number;
@@ -22,6 +24,8 @@ export interface LauncherRun {
 export interface Target {
   sb: Sandbox;
   mirror: FileServer;
+  /** The fake GitHub API (test/fakes/github) on the sandbox's host address: host preflight and steps talk to it. */
+  github: FakeGitHub;
   dir: string;
   envFile: string;
   /** The GitHub token in the config: must never show up anywhere but bootstrap.env. */
@@ -34,6 +38,12 @@ export interface Target {
   launchUntil(args: readonly string[], marker: RegExp): Promise<{ pid: number; done: Promise<LauncherRun> }>;
   /** Everything captured so far, on the host and on the server, as one text per source. */
   capturedTexts(): Promise<Record<string, string>>;
+  /**
+   * GitHub's side of ARC, played openly: nothing in the sandbox can reach the fake GitHub API the way a real
+   * listener would, so once the AutoscalingRunnerSet `set` exists on the server an online runner of that set is
+   * registered in the fake (named the way ARC names them), never before. Returns a function that stops watching.
+   */
+  playArcRunner(set?: string, namespace?: string): () => void;
   stop(): Promise<void>;
 }
 
@@ -44,19 +54,50 @@ async function overlayFiles(): Promise<OverlayFile[]> {
   return mod.fakesOverlayFiles();
 }
 
+const sha256Of = (file: string): string => createHash('sha256').update(readFileSync(file)).digest('hex');
+
+/**
+ * The doubles served where the steps download the real things (x64, the sandbox's architecture):
+ *   <mirror>/k3s-install/install.sh                    test/fakes/k3s-install.sh (step 20)
+ *   <mirror>/helm/helm-vX-linux-amd64.tar.gz           linux-amd64/helm = the helm double's launcher (step 30)
+ * Returns the CODEXK8S_ARTIFACT_SHA256_OVERRIDES entries that make their checksums the expected ones.
+ */
+export async function prepareToolMirror(mirrorRoot: string, workDir: string): Promise<{ overrides: string[]; files: Record<string, string> }> {
+  const script = join(mirrorRoot, K3S_INSTALL.name, K3S_INSTALL.files.x64);
+  mkdirSync(join(mirrorRoot, K3S_INSTALL.name), { recursive: true });
+  copyFileSync(join(REPO_ROOT, 'test/fakes/k3s-install.sh'), script);
+  const member = HELM.member?.x64 ?? 'linux-amd64/helm';
+  const stage = join(workDir, 'helm-stage');
+  mkdirSync(join(stage, member, '..'), { recursive: true });
+  copyFileSync(join(REPO_ROOT, 'test/fakes/bin/helm'), join(stage, member));
+  chmodSync(join(stage, member), 0o755);
+  const tarball = join(mirrorRoot, HELM.name, HELM.files.x64);
+  mkdirSync(join(mirrorRoot, HELM.name), { recursive: true });
+  await runProcess('tar', ['-czf', tarball, '--owner=0', '--group=0', '-C', stage, member]);
+  return {
+    overrides: [`${K3S_INSTALL.name}:x64=${sha256Of(script)}`, `${HELM.name}:x64=${sha256Of(tarball)}`],
+    files: { [K3S_INSTALL.name]: script, [HELM.name]: tarball },
+  };
+}
+
 export async function startTarget(name?: string): Promise<Target> {
   const dir = mkdtempSync(join(tmpdir(), 'ck8s-e2e-'));
   const sb = await startSandbox({ name, overlayFiles: await overlayFiles() });
+  /** Servers started before the target is complete, closed if starting it fails. */
+  const cleanups: Array<() => Promise<void>> = [];
   try {
     // The artifact mirror, laid out as CODEXK8S_ARTIFACT_MIRROR expects: <mirror>/<name>/<file>.
     const built = join(dir, 'built');
     const { sha256 } = await prepareNodeMirror(built);
     mkdirSync(join(dir, 'mirror', NODE.name), { recursive: true });
     copyFileSync(join(built, NODE.path, NODE.files.x64), join(dir, 'mirror', NODE.name, NODE.files.x64));
+    const tools = await prepareToolMirror(join(dir, 'mirror'), join(dir, 'built'));
     const mirror = await startFileServer({ host: sb.hostAddr, root: join(dir, 'mirror') });
 
     await runProcess('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'operator@e2e', '-f', join(dir, 'operator')]);
     const secret = `github_pat_E2E${randomBytes(24).toString('hex')}`;
+    const github = await startFakeGitHub({ host: sb.hostAddr, token: secret, repo: 'codex-k8s/e2e-sandbox' });
+    cleanups.push(() => github.close());
     const envFile = join(dir, 'e2e.env');
     writeFileSync(
       envFile,
@@ -67,8 +108,10 @@ export async function startTarget(name?: string): Promise<Target> {
         `OPERATOR_SSH_PUBKEY_PATH=${join(dir, 'operator.pub')}`,
         'CODEXK8S_GITHUB_REPO=codex-k8s/e2e-sandbox',
         `CODEXK8S_GITHUB_PAT=${secret}`,
+        `CODEXK8S_GITHUB_API_URL=${github.url}`,
+        `CODEXK8S_GITHUB_URL=${github.url}`,
         `CODEXK8S_ARTIFACT_MIRROR=${mirror.url}`,
-        `CODEXK8S_ARTIFACT_SHA256_OVERRIDES=node:x64=${sha256}`,
+        `CODEXK8S_ARTIFACT_SHA256_OVERRIDES=${[`node:x64=${sha256}`, ...tools.overrides].join(',')}`,
         `CODEXK8S_HOST_STATE_DIR=${join(dir, 'state')}`,
         `CODEXK8S_HOST_LOG_DIR=${join(dir, 'logs')}`,
         // The sandbox's /var/lib is a tmpfs overlay: size it out of the decision.
@@ -126,6 +169,7 @@ export async function startTarget(name?: string): Promise<Target> {
     const target: Target = {
       sb,
       mirror,
+      github,
       dir,
       envFile,
       secret,
@@ -160,13 +204,32 @@ export async function startTarget(name?: string): Promise<Target> {
         texts['server journal'] = journal.stdout;
         return texts;
       },
+      playArcRunner(set = 'codex-k8s-staging', namespace = 'arc-runners') {
+        const file = `/var/lib/codex-k8s-fakes/objects/autoscalingrunnersets.actions.github.com/${namespace}/${set}.json`;
+        let stopped = false;
+        const loop = async () => {
+          while (!stopped) {
+            const r = await sb.exec(['test', '-f', file], { allowFail: true }).catch(() => ({ exitCode: 1 }));
+            if (r.exitCode === 0 && !github.runners.some((x) => x.name.startsWith(`${set}-`))) {
+              github.runners.push({ id: 101, name: `${set}-x7k2p-runner-4q8zd`, os: 'Linux', status: 'online', busy: false, labels: [set] });
+            }
+            await new Promise((res) => setTimeout(res, 1000));
+          }
+        };
+        void loop();
+        return () => {
+          stopped = true;
+        };
+      },
       async stop() {
         await mirror.close();
+        await github.close();
         await sb.stop();
       },
     };
     return target;
   } catch (e) {
+    for (const c of cleanups) await c().catch(() => undefined);
     await sb.stop();
     throw e;
   }

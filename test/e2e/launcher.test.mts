@@ -7,9 +7,13 @@ import { startTarget, footers } from './harness.mts';
 import type { Target } from './harness.mts';
 import { run as runProcess, hostSnapshot } from '../sandbox/sandbox.mts';
 import { RESULT_MARKER } from '../../bootstrap/lib/paths.mts';
+import { stepNames } from '../../bootstrap/lib/catalogue.mts';
 
 let t: Target;
 let hostBefore: string;
+let stopRunner: (() => void) | undefined;
+const ALL = stepNames();
+const unchangedAll = (names: readonly string[]) => Object.fromEntries(names.map((n) => [n, '= unchanged']));
 
 async function mutatingCalls(): Promise<number> {
   const r = await t.sb.exec(['sh', '-c', 'cat /var/lib/codex-k8s-fakes/calls.jsonl 2>/dev/null; true']);
@@ -24,23 +28,30 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
   before(async () => {
     hostBefore = await hostSnapshot();
     t = await startTarget();
+    stopRunner = t.playArcRunner();
   });
   after(async () => {
+    stopRunner?.();
     await t?.stop();
   });
 
-  it('a full run succeeds, over one SSH connection', async () => {
+  it('a full run succeeds, every step in order, over one SSH connection (plus the login check)', async () => {
     const before = await t.sb.countAcceptedSsh();
     const r = await t.launch(['--yes']);
     assert.equal(r.code, 0, r.output);
-    assert.deepEqual(footers(r.output), { '00_preflight': '= unchanged', '10_operator_user': '+ changed 4' }, r.output);
-    assert.match(r.output, /^==> \[01\/02\] 00_preflight$/m);
+    const f = footers(r.output);
+    assert.deepEqual(Object.keys(f), ALL, r.output);
+    assert.equal(f['00_preflight'], '= unchanged');
+    for (const name of ALL.slice(1)) assert.match(f[name] ?? '', /^\+ changed \d+$/, `${name}\n${r.output}`);
+    assert.match(r.output, new RegExp(`^==> \\[01/${String(ALL.length).padStart(2, '0')}\\] 00_preflight$`, 'm'));
     assert.match(r.output, /^\s+ok\s+os\s+Debian GNU\/Linux 12/m, 'the preflight table is streamed');
     assert.match(r.output, /^\s+\+ Node\.js installed v24\.11\.1 x64$/m);
     assert.match(r.output, /^\s+\+ tree uploaded/m);
     assert.match(r.output, /^Summary$/m);
     assert.ok(!r.output.includes(RESULT_MARKER), 'the result marker is not shown');
-    assert.equal((await t.sb.countAcceptedSsh()) - before, 1, 'one multiplexed connection for the whole run');
+    // The master, and the operator's fresh login that proves the sshd/firewall change did not lock anyone out.
+    assert.equal((await t.sb.countAcceptedSsh()) - before, 2, 'one multiplexed connection for the whole run, plus the login check');
+    assert.match(r.output, /\+ a new login as codex@\S+ works and has sudo/);
     assert.equal(t.mirror.requests.filter((q) => q.path.endsWith('.tar.xz')).length, 1);
   });
 
@@ -55,38 +66,39 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
       '600 root /etc/codex-k8s-bootstrap/bootstrap.env',
     ]);
     const journal = JSON.parse((await t.sb.exec(['cat', '/var/lib/codex-k8s-bootstrap/state.json'])).stdout) as { steps: Record<string, { status: string }> };
-    assert.equal(journal.steps['00_preflight']?.status, 'ok');
-    assert.equal(journal.steps['10_operator_user']?.status, 'ok');
+    for (const name of ALL) assert.equal(journal.steps[name]?.status, 'ok', name);
   });
 
   it('the second run reports everything unchanged and changes nothing', async () => {
     const tarballs = t.mirror.requests.length;
     const calls = await mutatingCalls();
+    const githubWrites = t.github.calls.filter((c) => c.write).length;
     const before = await t.sb.countAcceptedSsh();
     const r = await t.launch(['--yes']);
     assert.equal(r.code, 0, r.output);
-    assert.deepEqual(footers(r.output), { '00_preflight': '= unchanged', '10_operator_user': '= unchanged' }, r.output);
+    assert.deepEqual(footers(r.output), unchangedAll(ALL), r.output);
     assert.match(r.output, /^\s+= Node\.js unchanged v24\.11\.1$/m);
     assert.match(r.output, /^\s+= tree unchanged/m);
     assert.match(r.output, /^\s+= \/etc\/codex-k8s-bootstrap\/bootstrap\.env unchanged$/m);
     assert.match(r.output, /^= unchanged \(/m, 'prepare is unchanged too');
     assert.equal(t.mirror.requests.length, tarballs, 'nothing downloaded');
     assert.equal(await mutatingCalls(), calls, 'the doubles recorded no mutating call');
+    assert.equal(t.github.calls.filter((c) => c.write).length, githubWrites, 'no write call to GitHub');
     assert.equal((await t.sb.countAcceptedSsh()) - before, 1);
   });
 
   it('--only runs just the named step; --from starts there', async () => {
     const only = await t.launch(['--yes', '--only', '10']);
     assert.equal(only.code, 0, only.output);
-    assert.deepEqual(footers(only.output), { '10_operator_user': '= unchanged' });
+    assert.deepEqual(footers(only.output), { '10_harden_host': '= unchanged' });
     assert.match(only.output, /00_preflight\s+skipped \(last: ok/);
-    const from = await t.launch(['--yes', '--from', 'operator_user']);
+    const from = await t.launch(['--yes', '--from', 'harden_host']);
     assert.equal(from.code, 0, from.output);
-    assert.deepEqual(Object.keys(footers(from.output)), ['10_operator_user']);
+    assert.deepEqual(footers(from.output), unchangedAll(ALL.slice(1)));
   });
 
   it('a step run by hand on the server: --check reports drift, apply repairs it', async () => {
-    const step = '/opt/codex-k8s-bootstrap/bootstrap/remote/10_operator_user.mts';
+    const step = '/opt/codex-k8s-bootstrap/bootstrap/remote/10_harden_host.mts';
     assert.equal((await t.sb.ssh([step, '--check'], { allowFail: true })).exitCode, 0);
     await t.sb.exec(['rm', '/etc/sudoers.d/codex-k8s-operator']);
     const drift = await t.sb.ssh([step, '--check'], { allowFail: true });
@@ -103,19 +115,19 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     await t.sb.exec(['sh', '-c', 'echo not-a-dir > /home/ops2']);
     const failed = await t.launch(['--yes'], { OPERATOR_USER: 'ops2' });
     assert.equal(failed.code, 1, failed.output);
-    assert.equal(footers(failed.output)['10_operator_user'], 'x failed');
-    assert.match(failed.output, /error: step 10_operator_user failed: /);
+    assert.equal(footers(failed.output)['10_harden_host'], 'x failed');
+    assert.match(failed.output, /error: step 10_harden_host failed: /);
     assert.match(failed.output, /\/home\/ops2/);
-    const resume = `next: move it aside on the server (mv /home/ops2 /home/ops2.bak), then resume with: ./bootstrap/host/bootstrap_remote_staging.mts --env-file ${t.envFile} --from 10_operator_user`;
+    const resume = `next: move it aside on the server (mv /home/ops2 /home/ops2.bak), then resume with: ./bootstrap/host/bootstrap_remote_staging.mts --env-file ${t.envFile} --from 10_harden_host`;
     assert.ok(failed.output.includes(resume), failed.output);
     const journal = JSON.parse((await t.sb.exec(['cat', '/var/lib/codex-k8s-bootstrap/state.json'])).stdout) as { steps: Record<string, { status: string; error?: string }> };
-    assert.equal(journal.steps['10_operator_user']?.status, 'failed');
+    assert.equal(journal.steps['10_harden_host']?.status, 'failed');
     assert.equal((await t.sb.exec(['test', '-d', '/run/lock/codex-k8s-bootstrap'], { allowFail: true })).exitCode, 1, 'the lock was released');
 
     await t.sb.exec(['mv', '/home/ops2', '/home/ops2.bak']);
-    const resumed = await t.launch(['--yes', '--from', '10_operator_user'], { OPERATOR_USER: 'ops2' });
+    const resumed = await t.launch(['--yes', '--from', '10_harden_host'], { OPERATOR_USER: 'ops2' });
     assert.equal(resumed.code, 0, resumed.output);
-    assert.match(footers(resumed.output)['10_operator_user'] ?? '', /^\+ changed/);
+    assert.match(footers(resumed.output)['10_harden_host'] ?? '', /^\+ changed/);
     assert.equal((await t.sb.exec(['stat', '-c', '%U', '/home/ops2'])).stdout.trim(), 'ops2');
   });
 
@@ -137,7 +149,7 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
   });
 
   it('a stale lock is reported as stale, with the command that clears it', async () => {
-    await t.sb.exec(['sh', '-c', 'mkdir -p /run/lock/codex-k8s-bootstrap && printf "token=x\\nholder=ghost@old-laptop pid 1\\nsince=1000\\nstep=10_operator_user\\n" > /run/lock/codex-k8s-bootstrap/owner']);
+    await t.sb.exec(['sh', '-c', 'mkdir -p /run/lock/codex-k8s-bootstrap && printf "token=x\\nholder=ghost@old-laptop pid 1\\nsince=1000\\nstep=10_harden_host\\n" > /run/lock/codex-k8s-bootstrap/owner']);
     const r = await t.launch(['--yes']);
     assert.equal(r.code, 3, r.output);
     assert.match(r.output, /the server lock is STALE: held by ghost@old-laptop pid 1, since 1970-01-01T00:16:40\.000Z/);

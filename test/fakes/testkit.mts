@@ -1,11 +1,15 @@
-// Host-side helpers for tests that drive the doubles as real processes (Node 20 + tsx). Not copied to the sandbox.
+// Host-side helpers for tests that drive the doubles as real processes, on the server's Node.js (the pinned version,
+// unpacked once from the sandbox cache), as in the sandbox. Not copied to the sandbox.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { createRequire } from 'node:module';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
 import type { Fault } from './lib/recorder.mts';
+import { serverNodeBinary } from '../sandbox/sandbox.mts';
+
+/** The pinned server Node.js: runs the .mts doubles natively (type stripping), like /opt/codex-k8s-bootstrap/node. */
+export const SERVER_NODE_BIN = await serverNodeBinary();
 
 export const FAKES_DIR = path.dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = path.resolve(FAKES_DIR, '..', '..');
@@ -45,9 +49,9 @@ export function runProcess(cmd: string, args: string[], opts: RunOptions): RunRe
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
-/** Runs test/fakes/<tool>.mts under tsx, as a separate process. */
+/** Runs test/fakes/<tool>.mts on the server's Node.js, as a separate process. */
 export function runDouble(tool: 'kubectl' | 'helm', args: string[], opts: RunOptions): RunResult {
-  return runProcess(process.execPath, ['--import', 'tsx', path.join(FAKES_DIR, `${tool}.mts`), ...args], opts);
+  return runProcess(SERVER_NODE_BIN, [path.join(FAKES_DIR, `${tool}.mts`), ...args], opts);
 }
 
 /**
@@ -73,10 +77,7 @@ export function writeFile(dir: string, name: string, content: string): string {
   return p;
 }
 
-/** A shell script that runs a .mts double with tsx on the host Node (stands in for the server's Node 24). */
-export function tsxNodeShim(dir: string): string {
-  const shim = path.join(dir, 'node-tsx');
-  const tsx = pathToFileURL(createRequire(import.meta.url).resolve('tsx')).href;
-  fs.writeFileSync(shim, `#!/bin/sh\nexec '${process.execPath}' --import '${tsx}' "$@"\n`, { mode: 0o755 });
-  return shim;
+/** The Node.js the doubles' launchers exec (CODEXK8S_FAKES_NODE): the server's, as in the sandbox. */
+export function tsxNodeShim(_dir: string): string {
+  return SERVER_NODE_BIN;
 }
