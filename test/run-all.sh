@@ -81,7 +81,8 @@ shellcheck_all() {
 e2e() {
   local files
   mapfile -t files < <(find test/e2e -name '*.test.mts' | sort)
-  node_tests "$out_dir/e2e.tap" 1 "${files[@]}"
+  # Two sandboxes at a time: an end-to-end file mostly waits (SSH round trips, service starts, bounded waits).
+  node_tests "$out_dir/e2e.tap" 2 "${files[@]}"
 }
 
 stage typecheck typecheck

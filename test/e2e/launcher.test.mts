@@ -52,7 +52,8 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     // The master, and the operator's fresh login that proves the sshd/firewall change did not lock anyone out.
     assert.equal((await t.sb.countAcceptedSsh()) - before, 2, 'one multiplexed connection for the whole run, plus the login check');
     assert.match(r.output, /\+ a new login as codex@\S+ works and has sudo/);
-    assert.equal(t.mirror.requests.filter((q) => q.path.endsWith('.tar.xz')).length, 1);
+    // GET: preflight's reachability probes are HEAD requests.
+    assert.equal(t.mirror.requests.filter((q) => q.method === 'GET' && q.path.endsWith('.tar.xz')).length, 1);
   });
 
   it('the run had real effects: the operator logs in with its key and has passwordless sudo', async () => {
@@ -70,7 +71,8 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
   });
 
   it('the second run reports everything unchanged and changes nothing', async () => {
-    const tarballs = t.mirror.requests.length;
+    const downloads = () => t.mirror.requests.filter((q) => q.method === 'GET').length;
+    const tarballs = downloads();
     const calls = await mutatingCalls();
     const githubWrites = t.github.calls.filter((c) => c.write).length;
     const before = await t.sb.countAcceptedSsh();
@@ -81,7 +83,7 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     assert.match(r.output, /^\s+= tree unchanged/m);
     assert.match(r.output, /^\s+= \/etc\/codex-k8s-bootstrap\/bootstrap\.env unchanged$/m);
     assert.match(r.output, /^= unchanged \(/m, 'prepare is unchanged too');
-    assert.equal(t.mirror.requests.length, tarballs, 'nothing downloaded');
+    assert.equal(downloads(), tarballs, 'nothing downloaded');
     assert.equal(await mutatingCalls(), calls, 'the doubles recorded no mutating call');
     assert.equal(t.github.calls.filter((c) => c.write).length, githubWrites, 'no write call to GitHub');
     assert.equal((await t.sb.countAcceptedSsh()) - before, 1);
