@@ -1,5 +1,6 @@
 // `npm run bench`: performance figures, printed, not asserted.
-//   1. SSH connections the server accepted during one full launcher run (target: 1)
+//   1. SSH connections the server accepted during one full launcher run (target: 1, plus the operator's fresh
+//      login that proves an sshd/firewall change on a first run)
 //   2. wall time of a first run and of a converged re-run (target: re-run <= 25% of the first)
 //   3. wall time of `npm test` (skip with --skip-npm-test)
 // Needs what the e2e tests need: root, systemd-nspawn, debootstrap (see README).
@@ -11,6 +12,7 @@ const skipNpmTest = process.argv.includes('--skip-npm-test');
 const rows: Array<[string, string, string]> = [];
 
 const t = await startTarget('bench');
+const stopRunner = t.playArcRunner();
 try {
   const c0 = await t.sb.countAcceptedSsh();
   const first = await t.launch(['--yes']);
@@ -19,13 +21,14 @@ try {
   const second = await t.launch(['--yes']);
   if (second.code !== 0) throw new Error(`re-run failed:\n${second.output}`);
   const c2 = await t.sb.countAcceptedSsh();
-  rows.push(['SSH connections accepted, first run', String(c1 - c0), 'target 1']);
+  rows.push(['SSH connections accepted, first run', String(c1 - c0), 'target 2: the master and the login check']);
   rows.push(['SSH connections accepted, re-run', String(c2 - c1), 'target 1']);
   rows.push(['first run (fresh server)', `${first.seconds.toFixed(2)} s`, '']);
   rows.push(['converged re-run', `${second.seconds.toFixed(2)} s`, '']);
   const ratio = (second.seconds / first.seconds) * 100;
-  rows.push(['re-run / first run', `${ratio.toFixed(0)} %`, `target <= 25 % (${ratio <= 25 ? 'met' : 'NOT met'})`]);
+  rows.push(['re-run / first run', `${ratio.toFixed(1)} %`, `target <= 25 % (${ratio <= 25 ? 'met' : 'NOT met'})`]);
 } finally {
+  stopRunner();
   await t.stop();
 }
 

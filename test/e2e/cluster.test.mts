@@ -17,18 +17,9 @@ const ONLY = process.env['CODEXK8S_E2E_CLUSTER_STEPS'] ?? '00,10,20,30,40';
 const NS = 'codex-k8s-staging';
 const LABELS = { 'app.kubernetes.io/part-of': 'codex-k8s', 'app.kubernetes.io/managed-by': 'codex-k8s-bootstrap' };
 
-interface Call { tool: string; argv: string[]; mutating: boolean; changes?: string[] }
-
-async function calls(): Promise<Call[]> {
-  const r = await t.sb.exec(['sh', '-c', 'cat /var/lib/codex-k8s-fakes/calls.jsonl 2>/dev/null; true']);
-  return r.stdout.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as Call);
-}
-
-async function kubectl(...args: string[]): Promise<string> {
-  const r = await t.sb.exec(['kubectl', '--kubeconfig', '/etc/rancher/k3s/k3s.yaml', ...args]);
-  return r.stdout;
-}
-const getJson = async (...args: string[]): Promise<Record<string, any>> => JSON.parse(await kubectl('get', ...args, '-o', 'json')) as Record<string, any>;
+const calls = () => t.doublesCalls();
+const kubectl = (...args: string[]) => t.kubectl(...args);
+const getJson = (...args: string[]) => t.kubeJson(...args);
 
 async function password(): Promise<string> {
   const b64 = await kubectl('-n', NS, 'get', 'secret', 'postgres-credentials', '-o', 'jsonpath={.data.POSTGRES_PASSWORD}');

@@ -21,6 +21,17 @@ export interface LauncherRun {
   seconds: number;
 }
 
+/** One line of the doubles' calls.jsonl (test/fakes/README.md). */
+export interface DoubleCall {
+  tool: string;
+  argv: string[];
+  mutating: boolean;
+  exitCode: number;
+  changes?: string[];
+  stdinSha256?: string;
+  detail?: { env?: Record<string, string> };
+}
+
 export interface Target {
   sb: Sandbox;
   mirror: FileServer;
@@ -44,6 +55,12 @@ export interface Target {
    * registered in the fake (named the way ARC names them), never before. Returns a function that stops watching.
    */
   playArcRunner(set?: string, namespace?: string): () => void;
+  /** Every call the doubles (kubectl, helm, k3s installer) recorded on the server, in order. */
+  doublesCalls(): Promise<DoubleCall[]>;
+  /** kubectl on the server (the double), with the k3s kubeconfig; its stdout. */
+  kubectl(...args: string[]): Promise<string>;
+  /** `kubectl get ARGS -o json`, parsed. */
+  kubeJson(...args: string[]): Promise<Record<string, any>>;
   stop(): Promise<void>;
 }
 
@@ -203,6 +220,16 @@ export async function startTarget(name?: string): Promise<Target> {
         const journal = await sb.exec(['sh', '-c', 'cat /var/lib/codex-k8s-bootstrap/state.json 2>/dev/null; true']);
         texts['server journal'] = journal.stdout;
         return texts;
+      },
+      async doublesCalls() {
+        const r = await sb.exec(['sh', '-c', 'cat /var/lib/codex-k8s-fakes/calls.jsonl 2>/dev/null; true']);
+        return r.stdout.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as DoubleCall);
+      },
+      async kubectl(...args) {
+        return (await sb.exec(['kubectl', '--kubeconfig', '/etc/rancher/k3s/k3s.yaml', ...args])).stdout;
+      },
+      async kubeJson(...args) {
+        return JSON.parse(await target.kubectl('get', ...args, '-o', 'json')) as Record<string, any>;
       },
       playArcRunner(set = 'codex-k8s-staging', namespace = 'arc-runners') {
         const file = `/var/lib/codex-k8s-fakes/objects/autoscalingrunnersets.actions.github.com/${namespace}/${set}.json`;

@@ -21,13 +21,8 @@ const STEP20 = /^20_/;
 // operator user is then created here, as step 10 would).
 const ONLY = process.env['CODEXK8S_E2E_K3S_STEPS'] ?? '00,10,20';
 
-interface Call { tool: string; argv: string[]; mutating: boolean; detail?: { env?: Record<string, string> } }
-
-async function calls(): Promise<Call[]> {
-  const r = await t.sb.exec(['sh', '-c', 'cat /var/lib/codex-k8s-fakes/calls.jsonl 2>/dev/null; true']);
-  return r.stdout.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as Call);
-}
-const mutating = async (): Promise<Call[]> => (await calls()).filter((c) => c.mutating);
+const calls = () => t.doublesCalls();
+const mutating = async () => (await calls()).filter((c) => c.mutating);
 
 function step20Footer(output: string): string | undefined {
   const f = footers(output);

@@ -15,10 +15,7 @@ let stopRunner: (() => void) | undefined;
 const ALL = stepNames();
 const unchangedAll = (names: readonly string[]) => Object.fromEntries(names.map((n) => [n, '= unchanged']));
 
-async function mutatingCalls(): Promise<number> {
-  const r = await t.sb.exec(['sh', '-c', 'cat /var/lib/codex-k8s-fakes/calls.jsonl 2>/dev/null; true']);
-  return r.stdout.split('\n').filter((l) => l.trim() && (JSON.parse(l) as { mutating?: boolean }).mutating).length;
-}
+const mutatingCalls = async () => (await t.doublesCalls()).filter((c) => c.mutating).length;
 
 async function operatorLogin(argv: string[]) {
   return runProcess('ssh', ['-i', t.operatorKey, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', `UserKnownHostsFile=${t.sb.knownHostsPath}`, '-o', 'StrictHostKeyChecking=yes', `codex@${t.sb.host}`, '--', ...argv], { allowFail: true });

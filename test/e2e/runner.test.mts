@@ -20,17 +20,9 @@ const STAGING_NS = 'codex-k8s-staging';
 const KUBECONFIG = '/etc/rancher/k3s/k3s.yaml';
 const SERVER = { CODEXK8S_STAGING_DOMAIN: 'staging.e2e.example', CODEXK8S_LETSENCRYPT_EMAIL: 'ops@e2e.example', CODEXK8S_RUNNER_MIN: '2', CODEXK8S_RUNNER_MAX: '4' };
 
-interface Call { tool: string; argv: string[]; mutating: boolean; exitCode: number; changes?: string[]; stdinSha256?: string }
-
-async function calls(): Promise<Call[]> {
-  const r = await t.sb.exec(['sh', '-c', 'cat /var/lib/codex-k8s-fakes/calls.jsonl 2>/dev/null; true']);
-  return r.stdout.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as Call);
-}
-
-async function kubectl(...args: string[]): Promise<string> {
-  return (await t.sb.exec(['kubectl', '--kubeconfig', KUBECONFIG, ...args])).stdout;
-}
-const getJson = async (...args: string[]): Promise<Record<string, any>> => JSON.parse(await kubectl('get', ...args, '-o', 'json')) as Record<string, any>;
+const calls = () => t.doublesCalls();
+const kubectl = (...args: string[]) => t.kubectl(...args);
+const getJson = (...args: string[]) => t.kubeJson(...args);
 
 async function helmJson(...args: string[]): Promise<any> {
   return JSON.parse((await t.sb.exec(['helm', '--kubeconfig', KUBECONFIG, ...args, '-o', 'json'])).stdout) as unknown;
