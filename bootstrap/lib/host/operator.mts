@@ -11,6 +11,22 @@ import type { HostPart } from './part.mts';
 
 export const SUDOERS_FILE = '/etc/sudoers.d/codex-k8s-operator';
 
+/**
+ * Validate, then swap: the candidate is written next to `path` (0440, root), `visudo -cf` must accept it, and
+ * only then does it replace `path`. A refused candidate leaves the previous file exactly as it was.
+ */
+export async function installSudoers(path: string, content: string, log?: StepContext['log']): Promise<void> {
+  await writeFileAtomic(path, content, {
+    mode: 0o440,
+    uid: 0,
+    gid: 0,
+    validate: async (tmp) => {
+      const r = await run(['visudo', '-cf', tmp], { allowFail: true, log });
+      if (r.exitCode !== 0) throw new OperationError(`visudo refused the sudoers drop-in; ${path} was left as it was`, { detail: r.stdout + r.stderr });
+    },
+  });
+}
+
 export interface Account {
   name: string;
   uid: number;
@@ -122,15 +138,7 @@ async function applyOperator(ctx: StepContext): Promise<string[]> {
   const sudo = sudoersContent(user);
   const sudoFacts = facts(SUDOERS_FILE);
   if (readIfExists(SUDOERS_FILE) !== sudo || sudoFacts?.mode !== 0o440 || sudoFacts.uid !== 0) {
-    await writeFileAtomic(SUDOERS_FILE, sudo, {
-      mode: 0o440,
-      uid: 0,
-      gid: 0,
-      validate: async (tmp) => {
-        const r = await run(['visudo', '-cf', tmp], { allowFail: true, log: ctx.log });
-        if (r.exitCode !== 0) throw new OperationError(`visudo refused the sudoers drop-in; ${SUDOERS_FILE} was left as it was`, { detail: r.stdout + r.stderr });
-      },
-    });
+    await installSudoers(SUDOERS_FILE, sudo, ctx.log);
     changes.push(`${SUDOERS_FILE}: ${user} may sudo without a password`);
   }
   return changes;
