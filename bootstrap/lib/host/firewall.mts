@@ -4,7 +4,9 @@
 // Persistence: codex-k8s-firewall.service loads the rendered file at boot. Every file is checked with
 // `nft -c -f` before it is moved in; loading it replaces our table atomically (one transaction).
 // The loaded table carries a marker rule with the hash of the rendered rules: the check compares that marker
-// and the rule count, so a flushed, edited or stale table is drift.
+// and the rule count, so a flushed or stale table is drift. Right after each load the step also records a
+// fingerprint of the table as the kernel holds it (`nft -j`, handles left out); a rule edited by hand, even one
+// that keeps the count, changes the fingerprint and is drift too.
 import { createHash } from 'node:crypto';
 import { mkdirSync, rmSync, existsSync, writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -14,6 +16,7 @@ import { run } from '../exec.mts';
 import { OperationError } from '../errors.mts';
 import { checkFile, ensureFile, succeeds, systemctl } from './part.mts';
 import type { HostPart, ManagedFile } from './part.mts';
+import { REMOTE } from '../paths.mts';
 
 export const NFT = '/usr/sbin/nft';
 export const TABLE = 'codex_k8s';
@@ -21,6 +24,8 @@ export const FIREWALL_FILE = '/etc/nftables.d/codex-k8s.nft';
 export const FIREWALL_UNIT = 'codex-k8s-firewall.service';
 export const FIREWALL_UNIT_FILE = `/etc/systemd/system/${FIREWALL_UNIT}`;
 const MARKER = 'codex-k8s sha256=';
+/** Fingerprint of the table as loaded by the last apply (see tableFingerprint). */
+export const FIREWALL_FINGERPRINT = join(REMOTE.stateDir, 'firewall-loaded.sha256');
 
 export interface FirewallWanted {
   /** Every port sshd may be reached on: the configured one, and the current connection's during a change. */
@@ -154,6 +159,27 @@ export function parseLoadedTable(json: string): LoadedTable {
   return out;
 }
 
+/** A copy of an nft JSON value with what changes on its own left out: handles, and counters' packets and bytes. */
+function stable(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(stable);
+  if (value === null || typeof value !== 'object') return value;
+  return Object.fromEntries(
+    Object.entries(value as Record<string, unknown>)
+      .filter(([k]) => k !== 'handle')
+      .map(([k, v]) => [k, k === 'counter' ? null : stable(v)]),
+  );
+}
+
+/**
+ * sha256 of `nft -j list table inet codex_k8s` without metainfo, handles and counter values: the same rules in the
+ * same order give the same fingerprint, however much traffic they counted; any edit to a rule or chain changes it.
+ */
+export function tableFingerprint(json: string): string {
+  const doc = JSON.parse(json) as { nftables?: Array<Record<string, unknown>> };
+  const items = (doc.nftables ?? []).filter((item) => !('metainfo' in item)).map(stable);
+  return createHash('sha256').update(JSON.stringify(items)).digest('hex');
+}
+
 export function tableDrift(t: LoadedTable, w: FirewallWanted): string[] {
   if (!t.present) return [`nftables table inet ${TABLE} is not loaded`];
   const rules = renderRules(w);
@@ -178,9 +204,20 @@ function files(w: FirewallWanted): ManagedFile[] {
   ];
 }
 
-async function loaded(): Promise<LoadedTable> {
+async function loaded(): Promise<LoadedTable & { fingerprint?: string }> {
   const r = await run(nftCommands.listJson(), { allowFail: true });
-  return r.exitCode === 0 ? parseLoadedTable(r.stdout) : { present: false, rules: 0 };
+  return r.exitCode === 0 ? { ...parseLoadedTable(r.stdout), fingerprint: tableFingerprint(r.stdout) } : { present: false, rules: 0 };
+}
+
+/** Drift of the loaded table: the marker and count against the rendered rules, the fingerprint against the last load. */
+async function loadedDrift(w: FirewallWanted): Promise<string[]> {
+  const t = await loaded();
+  const drift = tableDrift(t, w);
+  if (drift.length === 0) {
+    const recorded = existsSync(FIREWALL_FINGERPRINT) ? readFileSync(FIREWALL_FINGERPRINT, 'utf8').trim() : undefined;
+    if (recorded !== t.fingerprint) drift.push(`table inet ${TABLE} differs from what was loaded (${recorded ? 'a rule was changed by hand' : `no fingerprint in ${FIREWALL_FINGERPRINT}`}): it is reloaded from ${FIREWALL_FILE}`);
+  }
+  return drift;
 }
 
 const enabled = (ctx: StepContext) => ctx.cfg.get<boolean>('CODEXK8S_FIREWALL_ENABLED');
@@ -195,7 +232,7 @@ async function check(ctx: StepContext): Promise<string[]> {
   const w = firewallWanted(ctx);
   const drift = files(w).map(checkFile).filter((d): d is string => d !== undefined);
   if (!(await succeeds(systemctl.isEnabled(FIREWALL_UNIT)))) drift.push(`${FIREWALL_UNIT} is not enabled (the rules would not survive a reboot)`);
-  drift.push(...tableDrift(await loaded(), w));
+  drift.push(...(await loadedDrift(w)));
   return drift;
 }
 
@@ -234,10 +271,15 @@ async function apply(ctx: StepContext): Promise<string[]> {
     await run(systemctl.enable(FIREWALL_UNIT), { log: ctx.log });
     changes.push(`${FIREWALL_UNIT} enabled`);
   }
-  if (tableDrift(await loaded(), w).length > 0) {
+  if ((await loadedDrift(w)).length > 0) {
     // reload runs nft -f: the table is replaced atomically; a stop/start would open a gap.
     const active = await succeeds(systemctl.isActive(FIREWALL_UNIT));
     await run(active ? systemctl.reload(FIREWALL_UNIT) : systemctl.start(FIREWALL_UNIT), { log: ctx.log });
+    const now = await loaded();
+    if (now.fingerprint) {
+      mkdirSync(REMOTE.stateDir, { recursive: true });
+      writeFileSync(FIREWALL_FINGERPRINT, `${now.fingerprint}\n`);
+    }
     changes.push(`nftables table inet ${TABLE} loaded`);
   }
   return changes;
@@ -259,6 +301,10 @@ async function afterRestore(dir: string, log: Logger): Promise<string[]> {
     await run(nftCommands.load(previous), { log });
     done.push(`nftables table inet ${TABLE} restored`);
   } else done.push(`nftables table inet ${TABLE} removed (there was none before)`);
+  // The fingerprint follows the table that is loaded now, so the next check does not call the restore a hand edit.
+  const now = await loaded();
+  if (now.fingerprint && now.present) writeFileSync(FIREWALL_FINGERPRINT, `${now.fingerprint}\n`);
+  else rmSync(FIREWALL_FINGERPRINT, { force: true });
   const wasEnabled = existsSync(join(dir, 'firewall-unit-enabled')) && readFileSync(join(dir, 'firewall-unit-enabled'), 'utf8').trim() === 'yes';
   if (existsSync(FIREWALL_UNIT_FILE)) await run(wasEnabled ? systemctl.enable(FIREWALL_UNIT) : ['systemctl', 'disable', FIREWALL_UNIT], { allowFail: true, log });
   return done;
