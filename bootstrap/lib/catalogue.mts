@@ -62,7 +62,7 @@ export const STEPS: readonly StepInfo[] = [
     title: 'k3s (pinned), the in-cluster registry mirror over http, node Ready, kubeconfig for the operator',
     checks: [
       '`k3s --version` is the pinned version (bootstrap/lib/versions.mts K3S_VERSION)',
-      'the k3s.service ExecStart has --write-kubeconfig-mode 600 and no --disable (Traefik, ServiceLB, local-path are kept)',
+      'the k3s.service ExecStart has --write-kubeconfig-mode 600, --cluster-cidr CODEXK8S_POD_CIDR, --service-cidr CODEXK8S_SERVICE_CIDR and no --disable (Traefik, ServiceLB, local-path are kept)',
       '/etc/rancher/k3s/registries.yaml maps registry.codex-k8s.internal:PORT and 127.0.0.1:PORT (CODEXK8S_INTERNAL_REGISTRY_PORT) to http://127.0.0.1:PORT',
       "containerd's generated certs.d/<mirror>/hosts.toml use http, not https (k3s #12551)",
       'k3s.service is active and every node is Ready (kubectl wait, bounded)',

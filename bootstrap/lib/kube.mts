@@ -45,9 +45,19 @@ export function kubectlArgv(...args: string[]): string[] {
   return ['kubectl', '--kubeconfig', KUBECONFIG, ...args];
 }
 
-export function applyArgv(): string[] {
-  return kubectlArgv('apply', '-f', '-');
+/**
+ * `kubectl apply -f -`. With `serverSide` (used for Secrets): server-side apply keeps no
+ * last-applied-configuration annotation, so a Secret's values are not stored a second time in it, and a value
+ * rotated by hand is not shadowed by a stale copy there.
+ */
+export function applyArgv(opts: { serverSide?: boolean } = {}): string[] {
+  return opts.serverSide
+    ? kubectlArgv('apply', '--server-side', '--field-manager', FIELD_MANAGER, '--force-conflicts', '-f', '-')
+    : kubectlArgv('apply', '-f', '-');
 }
+
+/** Who owns the fields this tool applies server-side. */
+export const FIELD_MANAGER = 'codex-k8s-bootstrap';
 
 export function diffArgv(): string[] {
   return kubectlArgv('diff', '-f', '-');
@@ -221,6 +231,8 @@ export interface ApplyOptions {
   delaySeconds?: number;
   /** What the objects are, for messages ("the ClusterIssuer"). */
   what?: string;
+  /** Server-side apply: for Secrets (see applyArgv). */
+  serverSide?: boolean;
 }
 
 /** `kubectl apply -f -` of the objects; returns kubectl's lines for objects it created or changed. */
@@ -228,7 +240,7 @@ export async function applyObjects(objects: readonly KubeObject[], log: Logger, 
   if (objects.length === 0) return [];
   const attempts = opts.retryOn ? (opts.attempts ?? 10) : 1;
   for (let attempt = 1; ; attempt++) {
-    const r = await run(applyArgv(), { input: toYamlStream(objects), allowFail: true, timeoutSeconds: QUICK_SECONDS * 2, log });
+    const r = await run(applyArgv({ serverSide: opts.serverSide }), { input: toYamlStream(objects), allowFail: true, timeoutSeconds: QUICK_SECONDS * 2, log });
     if (r.exitCode === 0) return r.stdout.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !/ unchanged$/.test(l));
     if (opts.retryOn === undefined || !opts.retryOn.test(r.stderr) || attempt >= attempts) {
       throw failure(r, `kubectl apply of ${opts.what ?? objects.map(describeObject).join(', ')} failed${attempt > 1 ? ` (attempt ${attempt}/${attempts})` : ''}`,

@@ -37,9 +37,18 @@ export const HOSTS_TOML_PAUSE_MS = 2000;
 
 // ---- pure builders and parsers ------------------------------------------------------------------------------------
 
-/** k3s server flags, passed as arguments to the install script (which writes them into the unit). */
-export function serverArgs(): string[] {
-  return ['server', '--write-kubeconfig-mode', '600'];
+/** The pod and service networks k3s is installed with; the firewall of 10_harden_host allows the same ones. */
+export interface Networks {
+  podCidr: string;
+  serviceCidr: string;
+}
+
+/**
+ * k3s server flags, passed as arguments to the install script (which writes them into the unit). The networks
+ * are explicit so that k3s and the firewall read them from the same settings (k3s cannot change them later).
+ */
+export function serverArgs(n: Networks): string[] {
+  return ['server', '--write-kubeconfig-mode', '600', '--cluster-cidr', n.podCidr, '--service-cidr', n.serviceCidr];
 }
 
 /** The install script's environment: the pinned version; a forced restart when registries.yaml changed with it. */
@@ -47,8 +56,8 @@ export function installEnv(forceRestart: boolean): Record<string, string> {
   return forceRestart ? { INSTALL_K3S_VERSION: K3S_VERSION, INSTALL_K3S_FORCE_RESTART: 'true' } : { INSTALL_K3S_VERSION: K3S_VERSION };
 }
 
-export function installArgv(scriptPath: string): string[] {
-  return ['sh', scriptPath, ...serverArgs()];
+export function installArgv(scriptPath: string, n: Networks): string[] {
+  return ['sh', scriptPath, ...serverArgs(n)];
 }
 
 export function nodeReadyArgv(timeoutSeconds: number): string[] {
@@ -105,7 +114,7 @@ export function parseExecStart(unit: string): string[] | undefined {
 }
 
 /** What is wrong with the k3s command line in the unit, against the flags we install with. */
-export function execStartDrift(words: readonly string[] | undefined): string[] {
+export function execStartDrift(words: readonly string[] | undefined, n: Networks): string[] {
   if (words === undefined) return [`${K3S_UNIT} has no ExecStart`];
   const drift: string[] = [];
   const args = words.slice(1);
@@ -120,6 +129,10 @@ export function execStartDrift(words: readonly string[] | undefined): string[] {
   };
   const mode = values('write-kubeconfig-mode');
   if (mode.length === 0 || !mode.every((m) => m === '600' || m === '0600')) drift.push(`${K3S_UNIT}: --write-kubeconfig-mode is ${mode.length ? mode.join(',') : 'not set'}, want 600`);
+  for (const [flag, want] of [['cluster-cidr', n.podCidr], ['service-cidr', n.serviceCidr]] as const) {
+    const got = values(flag);
+    if (got.length !== 1 || got[0] !== want) drift.push(`${K3S_UNIT}: --${flag} is ${got.length ? got.join(',') : 'not set'}, want ${want}`);
+  }
   for (const d of values('disable')) drift.push(`${K3S_UNIT}: --disable ${d}, want it kept (Traefik, ServiceLB and local-path are used by later steps)`);
   return drift;
 }
@@ -204,13 +217,13 @@ async function nodeReady(timeoutSeconds: number): Promise<{ ok: boolean; detail:
 }
 
 /** Drift in what the install script decides: binary version, unit flags, service running. */
-async function installDrift(): Promise<string[]> {
+async function installDrift(n: Networks): Promise<string[]> {
   const drift: string[] = [];
   const version = await installedVersion();
   if (version === undefined) return [`k3s is not installed (${K3S_BIN} missing or not answering --version)`];
   if (version !== K3S_VERSION) drift.push(`k3s is ${version}, want ${K3S_VERSION}`);
   const unit = readIfExists(K3S_UNIT);
-  drift.push(...(unit === undefined ? [`${K3S_UNIT} is missing`] : execStartDrift(parseExecStart(unit))));
+  drift.push(...(unit === undefined ? [`${K3S_UNIT} is missing`] : execStartDrift(parseExecStart(unit), n)));
   return drift;
 }
 
@@ -230,9 +243,13 @@ function kubeconfigDrift(op: Operator): string[] {
 
 // ---- check / apply ------------------------------------------------------------------------------------------------
 
+function networks(ctx: StepContext): Networks {
+  return { podCidr: ctx.cfg.get('CODEXK8S_POD_CIDR'), serviceCidr: ctx.cfg.get('CODEXK8S_SERVICE_CIDR') };
+}
+
 async function check(ctx: StepContext): Promise<string[]> {
   const port = ctx.cfg.get<number>('CODEXK8S_INTERNAL_REGISTRY_PORT');
-  const drift = await installDrift();
+  const drift = await installDrift(networks(ctx));
   if (readIfExists(REGISTRIES_FILE) !== registriesYaml(port)) drift.push(`${REGISTRIES_FILE} ${existsSync(REGISTRIES_FILE) ? 'differs from the managed content' : 'is missing'}`);
   else {
     const f = facts(REGISTRIES_FILE);
@@ -291,7 +308,7 @@ async function apply(ctx: StepContext): Promise<string[]> {
   if (!op) throw new OperationError(`user ${ctx.cfg.get('OPERATOR_USER')} does not exist; it gets the kubeconfig`, { hint: 'run step 10 first: --from 10' });
 
   // 1. When k3s must be (re)installed, fetch and verify the script first: a bad download changes nothing at all.
-  const drift = await installDrift();
+  const drift = await installDrift(networks(ctx));
   if (drift.length > 0) mkdirSync(REMOTE.stateDir, { recursive: true, mode: 0o700 });
   const workDir = drift.length > 0 ? mkdtempSync(join(REMOTE.stateDir, 'k3s-install-')) : undefined;
   let restarted = false;
@@ -312,7 +329,7 @@ async function apply(ctx: StepContext): Promise<string[]> {
     // 3. k3s itself, only when the version or the flags differ: the LOCAL, verified copy of the script.
     if (script !== undefined) {
       since = Date.now();
-      const r = await run(installArgv(script), { env: installEnv(registriesChanged), log: ctx.log, timeoutSeconds: 900, allowFail: true, onStdoutLine: (l) => ctx.log.detail(l) });
+      const r = await run(installArgv(script, networks(ctx)), { env: installEnv(registriesChanged), log: ctx.log, timeoutSeconds: 900, allowFail: true, onStdoutLine: (l) => ctx.log.detail(l) });
       if (r.exitCode !== 0) {
         throw new OperationError(`the k3s install script failed (exit ${r.exitCode})`, { detail: (r.stderr || r.stdout).trim().split('\n').slice(-15).join('\n'), hint: 'journalctl -u k3s --since -10min; the script is re-downloaded and re-run on the next run' });
       }

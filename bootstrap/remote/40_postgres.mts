@@ -147,11 +147,11 @@ async function apply(ctx: StepContext): Promise<string[]> {
     registerSecret(password);
     const secret = credentialsSecret(s.namespace, { user: POSTGRES_USER, password, db: POSTGRES_DB });
     registerSecret(databaseUrl(s.namespace, POSTGRES_USER, password, POSTGRES_DB));
-    await applyObjects([secret], ctx.log, { what: secretId(s.namespace) });
+    await applyObjects([secret], ctx.log, { what: secretId(s.namespace), serverSide: true });
     changes.push(`${secretId(s.namespace)} created with a generated password (kept from now on)`);
   } else if (state.drift.length > 0) {
     const d = state.data;
-    await applyObjects([credentialsSecret(s.namespace, { user: d['POSTGRES_USER'] as string, password: d['POSTGRES_PASSWORD'] as string, db: d['POSTGRES_DB'] as string })], ctx.log, { what: secretId(s.namespace) });
+    await applyObjects([credentialsSecret(s.namespace, { user: d['POSTGRES_USER'] as string, password: d['POSTGRES_PASSWORD'] as string, db: d['POSTGRES_DB'] as string })], ctx.log, { what: secretId(s.namespace), serverSide: true });
     changes.push(`${secretId(s.namespace)}: DATABASE_URL rewritten from the existing credentials (password kept)`);
   }
   changes.push(...(await applyObjects(postgresObjects(s), ctx.log)));

@@ -336,7 +336,7 @@ async function apply(ctx: StepContext): Promise<string[]> {
   const live = await readTokenSecret(s, ctx);
   if (tokenSecretDrift(live, t, s.runnerNamespace).length > 0) {
     // On stdin (applyObjects), never in argv; the value is registered for masking above.
-    await applyObjects([tokenSecret(s.runnerNamespace, t)], ctx.log, { what: secretId });
+    await applyObjects([tokenSecret(s.runnerNamespace, t)], ctx.log, { what: secretId, serverSide: true });
     changes.push(`${secretId} ${live === undefined ? 'created' : 'updated'} with the token (key ${TOKEN_KEY})`);
   }
   changes.push(...(await applyObjects(runnerObjects(s), ctx.log)));

@@ -75,7 +75,7 @@ describe('20_install_k3s against a sandbox server', { concurrency: false }, () =
 
     const installs = (await calls()).filter((c) => c.tool === 'k3s-install');
     assert.equal(installs.length, 1);
-    assert.deepEqual(installs[0]?.argv, ['server', '--write-kubeconfig-mode', '600']);
+    assert.deepEqual(installs[0]?.argv, ['server', '--write-kubeconfig-mode', '600', '--cluster-cidr', '10.42.0.0/16', '--service-cidr', '10.43.0.0/16']);
     assert.equal(installs[0]?.detail?.env?.['INSTALL_K3S_VERSION'], K3S_VERSION);
     assert.equal((await t.sb.exec(['/usr/local/bin/k3s', '--version'])).stdout.split('\n')[0], `k3s version ${K3S_VERSION} (fa4e0000)`);
     assert.equal((await t.sb.exec(['systemctl', 'is-active', 'k3s'], { allowFail: true })).stdout.trim(), 'active');

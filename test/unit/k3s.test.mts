@@ -38,10 +38,10 @@ test('the pins: k3s version shape, the install script by commit URL, helm tarbal
 // ---- builders -----------------------------------------------------------------------------------------------------
 
 test('install command: the local script, server flags as argv, the version in the environment', () => {
-  assert.deepEqual(installArgv('/tmp/x/install.sh'), ['sh', '/tmp/x/install.sh', 'server', '--write-kubeconfig-mode', '600']);
+  assert.deepEqual(installArgv('/tmp/x/install.sh', NETS), ['sh', '/tmp/x/install.sh', 'server', '--write-kubeconfig-mode', '600', '--cluster-cidr', '10.42.0.0/16', '--service-cidr', '10.43.0.0/16']);
   assert.deepEqual(installEnv(false), { INSTALL_K3S_VERSION: K3S_VERSION });
   assert.deepEqual(installEnv(true), { INSTALL_K3S_VERSION: K3S_VERSION, INSTALL_K3S_FORCE_RESTART: 'true' });
-  assert.ok(!serverArgs().some((a) => a.startsWith('--disable')), 'Traefik, ServiceLB and local-path stay');
+  assert.ok(!serverArgs(NETS).some((a) => a.startsWith('--disable')), 'Traefik, ServiceLB and local-path stay');
   assert.deepEqual(nodeReadyArgv(300), ['/usr/local/bin/k3s', 'kubectl', 'wait', '--for=condition=Ready', 'node', '--all', '--timeout=300s']);
 });
 
@@ -65,6 +65,9 @@ test('parseK3sVersion reads `k3s --version`', () => {
   assert.equal(parseK3sVersion('bash: k3s: command not found\n'), undefined);
 });
 
+const NETS = { podCidr: '10.42.0.0/16', serviceCidr: '10.43.0.0/16' };
+const NET_ARGS = ['--cluster-cidr', '10.42.0.0/16', '--service-cidr', '10.43.0.0/16'];
+
 test('parseExecStart + execStartDrift: the unit the real install script writes, and what drifts', () => {
   const real = [
     '[Service]',
@@ -73,23 +76,31 @@ test('parseExecStart + execStartDrift: the unit the real install script writes, 
     '    server \\',
     "\t'--write-kubeconfig-mode' \\",
     "\t'600' \\",
+    "\t'--cluster-cidr' \\",
+    "\t'10.42.0.0/16' \\",
+    "\t'--service-cidr' \\",
+    "\t'10.43.0.0/16' \\",
     '',
     '',
   ].join('\n');
-  assert.deepEqual(parseExecStart(real), ['/usr/local/bin/k3s', 'server', '--write-kubeconfig-mode', '600']);
-  assert.deepEqual(execStartDrift(parseExecStart(real)), []);
-  const double = "ExecStart=/usr/local/bin/k3s \\\n\t'server' \\\n\t'--write-kubeconfig-mode' \\\n\t'600'\n";
-  assert.deepEqual(execStartDrift(parseExecStart(double)), []);
-  assert.deepEqual(execStartDrift(['/usr/local/bin/k3s', 'server', '--write-kubeconfig-mode=0600']), []);
-  assert.deepEqual(execStartDrift(['/usr/local/bin/k3s', 'server', '--disable', 'traefik', '--write-kubeconfig-mode=644']), [
+  assert.deepEqual(parseExecStart(real), ['/usr/local/bin/k3s', 'server', '--write-kubeconfig-mode', '600', ...NET_ARGS]);
+  assert.deepEqual(execStartDrift(parseExecStart(real), NETS), []);
+  const double = "ExecStart=/usr/local/bin/k3s \\\n\t'server' \\\n\t'--write-kubeconfig-mode' \\\n\t'600' \\\n\t'--cluster-cidr=10.42.0.0/16' \\\n\t'--service-cidr' \\\n\t'10.43.0.0/16'\n";
+  assert.deepEqual(execStartDrift(parseExecStart(double), NETS), []);
+  assert.deepEqual(execStartDrift(['/usr/local/bin/k3s', 'server', '--write-kubeconfig-mode=0600', ...NET_ARGS], NETS), []);
+  assert.deepEqual(execStartDrift(['/usr/local/bin/k3s', 'server', '--disable', 'traefik', '--write-kubeconfig-mode=644', '--cluster-cidr', '10.52.0.0/16'], NETS), [
     '/etc/systemd/system/k3s.service: --write-kubeconfig-mode is 644, want 600',
+    '/etc/systemd/system/k3s.service: --cluster-cidr is 10.52.0.0/16, want 10.42.0.0/16',
+    '/etc/systemd/system/k3s.service: --service-cidr is not set, want 10.43.0.0/16',
     '/etc/systemd/system/k3s.service: --disable traefik, want it kept (Traefik, ServiceLB and local-path are used by later steps)',
   ]);
-  assert.deepEqual(execStartDrift(['/usr/local/bin/k3s', 'agent']), [
+  assert.deepEqual(execStartDrift(['/usr/local/bin/k3s', 'agent'], NETS), [
     '/etc/systemd/system/k3s.service runs "agent", want "server"',
     '/etc/systemd/system/k3s.service: --write-kubeconfig-mode is not set, want 600',
+    '/etc/systemd/system/k3s.service: --cluster-cidr is not set, want 10.42.0.0/16',
+    '/etc/systemd/system/k3s.service: --service-cidr is not set, want 10.43.0.0/16',
   ]);
-  assert.deepEqual(execStartDrift(undefined), ['/etc/systemd/system/k3s.service has no ExecStart']);
+  assert.deepEqual(execStartDrift(undefined, NETS), ['/etc/systemd/system/k3s.service has no ExecStart']);
   assert.equal(parseExecStart('[Unit]\n'), undefined);
 });
 

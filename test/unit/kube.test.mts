@@ -27,6 +27,7 @@ test('argv builders: the k3s kubeconfig, objects and values on stdin, bounded wa
   assert.equal(KUBECONFIG, '/etc/rancher/k3s/k3s.yaml');
   assert.deepEqual(kubectlArgv('version'), [...K, 'version']);
   assert.deepEqual(applyArgv(), [...K, 'apply', '-f', '-']);
+  assert.deepEqual(applyArgv({ serverSide: true }), [...K, 'apply', '--server-side', '--field-manager', 'codex-k8s-bootstrap', '--force-conflicts', '-f', '-']);
   assert.deepEqual(diffArgv(), [...K, 'diff', '-f', '-']);
   assert.deepEqual(getJsonArgv('secret', 'db', 'ns'), [...K, '--namespace', 'ns', 'get', 'secret', 'db', '-o', 'json', '--ignore-not-found']);
   assert.deepEqual(getJsonArgv('namespace', ['a', 'b']), [...K, 'get', 'namespace', 'a', 'b', '-o', 'json', '--ignore-not-found']);
