@@ -24,25 +24,31 @@ interface Invocation {
   flags: string[];
 }
 
-/** Lines inside fenced code blocks (and inline `code`) that run bootstrap/host/*.mts or bootstrap/remote/*.mts. */
+/**
+ * Commands inside fenced code blocks (and inline `code`) that run bootstrap/host/*.mts or bootstrap/remote/*.mts.
+ * A command continued with a trailing backslash is one command; a line is cut at `|`, `;` and `&&`/`||`, so
+ * the flags of the next command are never taken for our script's, and two of our scripts on one line are both checked.
+ */
 export function invocations(doc: string, text: string): Invocation[] {
   const out: Invocation[] = [];
-  const fenced = [...text.matchAll(/```[a-z]*\n([\s\S]*?)```/g)].flatMap((m) => (m[1] ?? '').split('\n'));
+  const fenced = [...text.matchAll(/```[a-z]*\n([\s\S]*?)```/g)].flatMap((m) => (m[1] ?? '').replace(/\\\n\s*/g, ' ').split('\n'));
   const inline = [...text.matchAll(/`([^`\n]+)`/g)].map((m) => m[1] ?? '');
   for (const raw of [...fenced, ...inline]) {
     const line = raw.replace(/#.*$/, '').trim();
-    const m = /(?:\.\/|\/opt\/codex-k8s-bootstrap\/)?(bootstrap\/(?:host|remote)\/[A-Za-z0-9_]+\.mts)(.*)$/.exec(line);
-    if (!m) continue;
-    const rest = (m[2] ?? '').replace(/['"]/g, ' ');
-    const flags = [...rest.matchAll(/(?:^|\s)(--?[A-Za-z][A-Za-z-]*)/g)].map((f) => f[1] as string);
-    out.push({ doc, line, script: m[1] as string, flags });
+    for (const command of line.split(/\s*(?:\|\|?|&&|;)\s*/)) {
+      const m = /(?:\.\/|\/opt\/codex-k8s-bootstrap\/)?(bootstrap\/(?:host|remote)\/[A-Za-z0-9_]+\.mts)(.*)$/.exec(command);
+      if (!m) continue;
+      const rest = (m[2] ?? '').replace(/['"]/g, ' ');
+      const flags = [...rest.matchAll(/(?:^|\s)(--?[A-Za-z][A-Za-z-]*)/g)].map((f) => f[1] as string);
+      out.push({ doc, line: command, script: m[1] as string, flags });
+    }
   }
   return out;
 }
 
 function specFor(script: string): CliSpec | undefined {
   if (HOST_SCRIPTS[script]) return HOST_SCRIPTS[script];
-  const m = /^bootstrap\/remote\/(\d\d_[a-z_]+)\.mts$/.exec(script);
+  const m = /^bootstrap\/remote\/(\d\d_[a-z0-9_]+)\.mts$/.exec(script);
   return m && stepNames().includes(m[1] as string) ? stepCliSpec(m[1] as string) : undefined;
 }
 
@@ -74,4 +80,21 @@ test('the README quick start shows the plan without a server first', () => {
 test('the extractor itself finds flags and ignores comments', () => {
   const found = invocations('x', '```sh\n./bootstrap/host/bootstrap_remote_staging.mts --from 10 -y   # not --this\n```\n');
   assert.deepEqual(found.map((f) => f.flags), [['--from', '-y']]);
+});
+
+test('the extractor follows continued lines and stops at the next command', () => {
+  const text = [
+    '```sh',
+    './bootstrap/host/bootstrap_remote_staging.mts --env-file .env.new \\',
+    '  --only 00_preflight',
+    'sudo /opt/codex-k8s-bootstrap/bootstrap/remote/40_postgres.mts --check | grep -c drift && /opt/codex-k8s-bootstrap/bootstrap/remote/20_install_k3s.mts --check',
+    '```',
+  ].join('\n');
+  const found = invocations('x', text);
+  assert.deepEqual(found.map((f) => [f.script, f.flags]), [
+    ['bootstrap/host/bootstrap_remote_staging.mts', ['--env-file', '--only']],
+    ['bootstrap/remote/40_postgres.mts', ['--check']],
+    ['bootstrap/remote/20_install_k3s.mts', ['--check']],
+  ]);
+  assert.ok(specFor('bootstrap/remote/20_install_k3s.mts'), 'a step name with a digit after the number (k3s) has a spec');
 });
