@@ -109,7 +109,7 @@ export const STEPS: readonly StepInfo[] = [
     title: 'GitHub Actions runners in the cluster: ARC controller and runner scale set, runner ServiceAccount and deploy Role',
     usesGitHub: true,
     checks: [
-      'Secret codex-k8s-runner-github in CODEXK8S_RUNNER_NAMESPACE holds CODEXK8S_GITHUB_PAT under github_token (sha256 compared; the value is never printed)',
+      'Secret codex-k8s-runner-github-<token sha256 prefix> in CODEXK8S_RUNNER_NAMESPACE holds CODEXK8S_GITHUB_PAT under github_token (sha256 compared; the value is never printed); Secrets of earlier tokens are gone',
       'ServiceAccount codex-k8s-runner (runner namespace), Role codex-k8s-deployer and RoleBinding codex-k8s-runner-deployer (CODEXK8S_STAGING_NAMESPACE) match manifests/runner (kubectl diff); no cluster-wide rights',
       'helm release arc-systems/arc runs chart gha-runner-scale-set-controller at the pinned version with the pinned values (helm list / helm get values)',
       'helm release CODEXK8S_RUNNER_NAMESPACE/CODEXK8S_RUNNER_SCALE_SET_NAME runs chart gha-runner-scale-set at the pinned version: githubConfigUrl CODEXK8S_GITHUB_URL/CODEXK8S_GITHUB_REPO, the Secret by name, min = max = 1 runner (local) or CODEXK8S_RUNNER_MIN..CODEXK8S_RUNNER_MAX (server), our ServiceAccount, the pinned runner image',
@@ -120,6 +120,7 @@ export const STEPS: readonly StepInfo[] = [
       'kubectl apply of the runner ServiceAccount, Role and RoleBinding that differ',
       'helm upgrade --install of the controller, then of the scale set, each only when its chart version or values differ (--wait, bounded by CODEXK8S_ROLLOUT_TIMEOUT)',
       'waits, bounded by CODEXK8S_ROLLOUT_TIMEOUT, for the listener, the scale set registration and (local mode) the runner; a timeout names what is missing and where to look',
+      'then deletes the token Secrets of earlier tokens (a rotated token is a new Secret the scale set is switched to)',
     ],
   },
   {

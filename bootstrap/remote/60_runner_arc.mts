@@ -6,7 +6,10 @@
 //     which is what workflows put in `runs-on`; local mode keeps one runner (min = max = 1), server mode autoscales
 //     between CODEXK8S_RUNNER_MIN and CODEXK8S_RUNNER_MAX;
 //   - the runners run as our ServiceAccount, bound to a Role in the staging namespace (manifests/runner);
-//   - the token reaches ARC as the Secret codex-k8s-runner-github (key github_token), applied on kubectl's stdin.
+//   - the token reaches ARC as the Secret codex-k8s-runner-github-<sha256 prefix of the token> (key github_token),
+//     applied on kubectl's stdin. The name follows the token: a rotated token is a new Secret and a new chart value,
+//     so the controller rebuilds the listener with it (ARC does not watch the Secret it was given). The Secrets of
+//     earlier tokens are deleted once the runners are healthy on the new one.
 // Both charts are pinned (lib/versions.mts); helm writes a new revision on every upgrade, so a release is upgraded
 // only when its chart version or values differ (lib/kube.mts helmReleaseDrift).
 // Verified, bounded: the listener pod is Ready and GitHub gave the scale set an ID (the controller writes it on the
@@ -94,14 +97,19 @@ export function controllerValues(): Record<string, unknown> {
  * the cluster (docs/runners.md). The token is referenced by Secret name, never put in values (helm keeps values in
  * the release and prints them with `helm get values`).
  */
-export function scaleSetValues(s: RunnerSettings): Record<string, unknown> {
+/** The Secret that holds `token`: named after a short prefix of its sha256 (no use to anyone without the token). */
+export function tokenSecretName(token: string): string {
+  return `${NAMES.runnerGitHubSecret}-${sha256(token).slice(0, 10)}`;
+}
+
+export function scaleSetValues(s: RunnerSettings, secretName: string): Record<string, unknown> {
   if (s.scaleSetName.length > MAX_SCALE_SET_NAME) {
     throw new OperationError(`CODEXK8S_RUNNER_SCALE_SET_NAME "${s.scaleSetName}" has ${s.scaleSetName.length} characters; ARC allows at most ${MAX_SCALE_SET_NAME}`, { hint: 'choose a shorter name in .env and run again' });
   }
   const { min, max } = runnerCounts(s);
   return {
     githubConfigUrl: githubConfigUrl(s.githubUrl, s.repo),
-    githubConfigSecret: NAMES.runnerGitHubSecret,
+    githubConfigSecret: secretName,
     runnerScaleSetName: s.scaleSetName,
     minRunners: min,
     maxRunners: max,
@@ -145,7 +153,7 @@ export function tokenSecret(namespace: string, token: string): KubeObject {
     apiVersion: 'v1',
     kind: 'Secret',
     metadata: {
-      name: NAMES.runnerGitHubSecret,
+      name: tokenSecretName(token),
       namespace,
       labels: recommendedLabels(NAMES.runnerGitHubSecret, 'runners'),
       annotations: { 'codex-k8s.io/source': '60_runner_arc from CODEXK8S_GITHUB_PAT; rotate: change it in .env and run the launcher (docs/github.md)' },
@@ -157,7 +165,7 @@ export function tokenSecret(namespace: string, token: string): KubeObject {
 
 /** Drift of the live Secret (as `get -o json` returns it) against the token; compares hashes, prints no value. */
 export function tokenSecretDrift(live: (KubeObject & { data?: Record<string, string> }) | undefined, token: string, namespace: string): string[] {
-  const id = `Secret ${namespace}/${NAMES.runnerGitHubSecret}`;
+  const id = `Secret ${namespace}/${tokenSecretName(token)}`;
   if (live === undefined) return [`${id} does not exist (ARC reads the token from it)`];
   const stored = live.data?.[TOKEN_KEY];
   if (stored === undefined || stored === '') return [`${id} has no key ${TOKEN_KEY}`];
@@ -284,8 +292,15 @@ function token(ctx: StepContext): string {
   return t;
 }
 
-async function readTokenSecret(s: RunnerSettings, ctx: StepContext) {
-  return getJson<KubeObject & { data?: Record<string, string> }>('secret', NAMES.runnerGitHubSecret, s.runnerNamespace, ctx.log);
+async function readTokenSecret(s: RunnerSettings, t: string, ctx: StepContext) {
+  return getJson<KubeObject & { data?: Record<string, string> }>('secret', tokenSecretName(t), s.runnerNamespace, ctx.log);
+}
+
+/** Token Secrets of earlier tokens (same name label, another name): deleted once the current one is in use. */
+async function staleTokenSecrets(s: RunnerSettings, t: string, ctx: StepContext): Promise<string[]> {
+  const r = await run(kubectlArgv('-n', s.runnerNamespace, 'get', 'secret', '-l', `app.kubernetes.io/name=${NAMES.runnerGitHubSecret}`, '-o', 'name'), { allowFail: true, log: ctx.log });
+  if (r.exitCode !== 0) return [];
+  return r.stdout.split('\n').map((l) => l.trim().replace(/^secret\//, '')).filter((n) => n !== '' && n !== tokenSecretName(t));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -296,15 +311,17 @@ async function check(ctx: StepContext): Promise<string[]> {
   const ignored = runnerCounts(s).ignored;
   if (ignored) ctx.log.warn(ignored);
   await requireNamespaces(s, ctx);
-  const drift = [...tokenSecretDrift(await readTokenSecret(s, ctx), token(ctx), s.runnerNamespace)];
+  const t = token(ctx);
+  const drift = [...tokenSecretDrift(await readTokenSecret(s, t, ctx), t, s.runnerNamespace)];
   drift.push(...(await objectsDrift(runnerObjects(s), ctx.log)));
   const controller = helmReleaseDrift(ARC_CONTROLLER_CHART, await helmReleaseState(ARC_CONTROLLER_CHART, ctx.log), controllerValues());
   drift.push(...controller);
   const pin = scaleSetPin(s);
-  const scaleSet = helmReleaseDrift(pin, await helmReleaseState(pin, ctx.log), scaleSetValues(s));
+  const scaleSet = helmReleaseDrift(pin, await helmReleaseState(pin, ctx.log), scaleSetValues(s, tokenSecretName(t)));
   drift.push(...scaleSet);
   // The runners are verified once both releases are as wanted (before that, apply installs them and then waits).
   if (drift.length === 0) drift.push(...healthProblems(s, await readHealth(s, ctx)));
+  for (const old of await staleTokenSecrets(s, t, ctx)) drift.push(`Secret ${s.runnerNamespace}/${old} holds an earlier token (deleted once the runners use the current one)`);
   return drift;
 }
 
@@ -332,8 +349,9 @@ async function apply(ctx: StepContext): Promise<string[]> {
   const timeout = ctx.cfg.get<number>('CODEXK8S_ROLLOUT_TIMEOUT');
   const changes: string[] = [];
   const t = token(ctx);
-  const secretId = `Secret ${s.runnerNamespace}/${NAMES.runnerGitHubSecret}`;
-  const live = await readTokenSecret(s, ctx);
+  const secretName = tokenSecretName(t);
+  const secretId = `Secret ${s.runnerNamespace}/${secretName}`;
+  const live = await readTokenSecret(s, t, ctx);
   if (tokenSecretDrift(live, t, s.runnerNamespace).length > 0) {
     // On stdin (applyObjects), never in argv; the value is registered for masking above.
     await applyObjects([tokenSecret(s.runnerNamespace, t)], ctx.log, { what: secretId, serverSide: true });
@@ -344,7 +362,7 @@ async function apply(ctx: StepContext): Promise<string[]> {
   // Controller first: it brings the CRDs the scale set's AutoscalingRunnerSet needs.
   for (const [pin, values, what] of [
     [ARC_CONTROLLER_CHART, controllerValues(), 'ARC controller'],
-    [scaleSetPin(s), scaleSetValues(s), `runner scale set ${s.scaleSetName}`],
+    [scaleSetPin(s), scaleSetValues(s, secretName), `runner scale set ${s.scaleSetName}`],
   ] as const) {
     const state = await helmReleaseState(pin, ctx.log);
     const rel = helmReleaseDrift(pin, state, values);
@@ -354,6 +372,11 @@ async function apply(ctx: StepContext): Promise<string[]> {
   }
   const { min, max } = runnerCounts(s);
   changes.push(...(await waitForRunners(s, ctx)).map((l) => `${l}; min ${min}, max ${max} runners`));
+  // Only now, with the runners healthy on the current token, do the Secrets of earlier tokens go.
+  for (const old of await staleTokenSecrets(s, t, ctx)) {
+    await run(kubectlArgv('-n', s.runnerNamespace, 'delete', 'secret', old, '--ignore-not-found'), { log: ctx.log });
+    changes.push(`Secret ${s.runnerNamespace}/${old} of an earlier token deleted (revoke that token in GitHub)`);
+  }
   return changes;
 }
 

@@ -10,6 +10,8 @@ import assert from 'node:assert/strict';
 import { startTarget, footers } from './harness.mts';
 import type { Target } from './harness.mts';
 import { ARC_CONTROLLER_CHART, ARC_VERSION, IMAGES } from '../../bootstrap/lib/versions.mts';
+import { tokenSecretName } from '../../bootstrap/remote/60_runner_arc.mts';
+import { randomBytes } from 'node:crypto';
 
 let t: Target;
 const ONLY = process.env['CODEXK8S_E2E_RUNNER_STEPS'] ?? '00,10,20,30,40,60';
@@ -43,7 +45,7 @@ describe('60_runner_arc against a sandbox server', { concurrency: false }, () =>
     const r = await t.launch(['--yes', '--only', ONLY]).finally(stop);
     assert.equal(r.code, 0, r.output);
     assert.match(footers(r.output)[STEP] ?? '', /^\+ changed \d+$/, r.output);
-    assert.match(r.output, /\+ Secret arc-runners\/codex-k8s-runner-github created with the token \(key github_token\)/);
+    assert.ok(r.output.includes(`+ Secret arc-runners/${tokenSecretName(t.secret)} created with the token (key github_token)`), r.output);
     assert.match(r.output, /\+ ARC controller installed \(chart gha-runner-scale-set-controller 0\.14\.2, helm release arc-systems\/arc\)/);
     assert.match(r.output, /\+ runner scale set codex-k8s-staging installed \(chart gha-runner-scale-set 0\.14\.2/);
     assert.match(r.output, /\+ listener Ready, a runner of codex-k8s-staging online in GitHub \(attempt \d+\/\d+\); min 1, max 1 runners/);
@@ -58,7 +60,7 @@ describe('60_runner_arc against a sandbox server', { concurrency: false }, () =>
     const v = (await helmJson('get', 'values', SET, '-n', RUNNERS_NS)) as Record<string, any>;
     assert.deepEqual([v['minRunners'], v['maxRunners']], [1, 1]);
     assert.equal(v['githubConfigUrl'], `${t.github.url}/codex-k8s/e2e-sandbox`);
-    assert.equal(v['githubConfigSecret'], 'codex-k8s-runner-github');
+    assert.equal(v['githubConfigSecret'], tokenSecretName(t.secret));
     assert.equal(v['runnerScaleSetName'], SET);
     assert.equal(v['containerMode'], undefined);
     assert.equal(v['template']['spec']['serviceAccountName'], 'codex-k8s-runner');
@@ -83,7 +85,7 @@ describe('60_runner_arc against a sandbox server', { concurrency: false }, () =>
     assert.equal((await kubectl('get', 'clusterroles', '-o', 'name')).trim(), '', 'no ClusterRole');
     assert.equal((await kubectl('get', 'clusterrolebindings', '-o', 'name')).trim(), '', 'no ClusterRoleBinding');
 
-    const secret = await getJson('-n', RUNNERS_NS, 'secret', 'codex-k8s-runner-github');
+    const secret = await getJson('-n', RUNNERS_NS, 'secret', tokenSecretName(t.secret));
     assert.deepEqual(Object.keys(secret['data']), ['github_token']);
     assert.equal(Buffer.from(secret['data']['github_token'], 'base64').toString('utf8'), t.secret);
   });
@@ -99,7 +101,7 @@ describe('60_runner_arc against a sandbox server', { concurrency: false }, () =>
     }
     const upgrades = all.filter((c) => c.tool === 'helm' && c.argv.includes('upgrade'));
     assert.deepEqual(upgrades.filter((c) => c.argv.some((a) => a.includes('gha-runner'))).map((c) => c.argv.slice(c.argv.indexOf('--values'), c.argv.indexOf('--values') + 2)), [['--values', '-'], ['--values', '-']]);
-    for (const c of all.filter((x) => x.tool === 'kubectl' && x.argv.includes('apply'))) assert.deepEqual(c.argv.slice(-3), ['apply', '-f', '-']);
+    for (const c of all.filter((x) => x.tool === 'kubectl' && x.argv.includes('apply'))) assert.deepEqual(c.argv.slice(-2), ['-f', '-']);
   });
 
   it('the second run reports every step unchanged and makes no mutating call', async () => {
@@ -129,8 +131,30 @@ describe('60_runner_arc against a sandbox server', { concurrency: false }, () =>
     assert.equal(again.code, 0, again.output);
     assert.deepEqual(footers(again.output), { [STEP]: '= unchanged' }, again.output);
     assert.deepEqual((await calls()).slice(mid).filter((c) => c.mutating).map((c) => c.argv.join(' ')), []);
-    // 00_preflight's outbound probe sends HEAD ${CODEXK8S_GITHUB_API_URL}/, a route the fake API does not serve.
     assert.deepEqual(t.github.problems, []);
+  });
+
+  it('a rotated token: a new Secret named after it, the scale set switched to it (ARC rebuilds the listener), the old Secret deleted; a re-run changes nothing', async () => {
+    const rotated = `github_pat_E2EROTATED${randomBytes(20).toString('hex')}`;
+    t.github.acceptToken(rotated);
+    const stop = t.playArcRunner(SET, RUNNERS_NS);
+    const r = await t.launch(['--yes', '--only', STEP], { CODEXK8S_GITHUB_PAT: rotated }).finally(stop);
+    assert.equal(r.code, 0, r.output);
+    assert.ok(r.output.includes(`+ Secret arc-runners/${tokenSecretName(rotated)} created with the token (key github_token)`), r.output);
+    assert.match(r.output, /\+ runner scale set codex-k8s-staging upgraded \(.*githubConfigSecret/);
+    assert.ok(r.output.includes(`+ Secret arc-runners/${tokenSecretName(t.secret)} of an earlier token deleted (revoke that token in GitHub)`), r.output);
+    const v = (await helmJson('get', 'values', SET, '-n', RUNNERS_NS)) as Record<string, any>;
+    assert.equal(v['githubConfigSecret'], tokenSecretName(rotated));
+    const names = (await kubectl('-n', RUNNERS_NS, 'get', 'secret', '-l', 'app.kubernetes.io/name=codex-k8s-runner-github', '-o', 'name')).trim().split('\n');
+    assert.deepEqual(names, [`secret/${tokenSecretName(rotated)}`]);
+    const pods = await getJson('-n', 'arc-systems', 'pods', '-l', `app.kubernetes.io/component=runner-scale-set-listener,actions.github.com/scale-set-name=${SET}`);
+    assert.equal(pods['items'].length, 1, 'a listener runs on the new token');
+
+    const mid = (await calls()).length;
+    const again = await t.launch(['--yes', '--only', STEP], { CODEXK8S_GITHUB_PAT: rotated });
+    assert.deepEqual(footers(again.output), { [STEP]: '= unchanged' }, again.output);
+    assert.deepEqual((await calls()).slice(mid).filter((c) => c.mutating).map((c) => c.argv.join(' ')), []);
+    for (const text of Object.values(await t.capturedTexts())) assert.ok(!text.includes(rotated), 'the rotated token is masked everywhere');
   });
 
   it('local mode with no runner coming online: the bounded wait fails and says what is missing and where to look', async () => {

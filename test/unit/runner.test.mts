@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  settingsFrom, runnerCounts, githubConfigUrl, scaleSetPin, controllerValues, scaleSetValues, runnerObjects, tokenSecret, tokenSecretDrift,
+  settingsFrom, runnerCounts, githubConfigUrl, scaleSetPin, controllerValues, scaleSetValues, runnerObjects, tokenSecret, tokenSecretDrift, tokenSecretName,
   healthProblems, clusterProblems, healthHint, listenerPodsArgv, listenerSelector, isRunnerOf, CONTROLLER_SERVICE_ACCOUNT, TOKEN_KEY,
 } from '../../bootstrap/remote/60_runner_arc.mts';
 import type { RunnerSettings, Health } from '../../bootstrap/remote/60_runner_arc.mts';
@@ -26,6 +26,7 @@ import { readCalls } from '../fakes/lib/recorder.mts';
 
 const ROOT = path.join(import.meta.dirname, '..', '..');
 const TOKEN = 'github_pat_UNIT_TEST_NOT_A_REAL_TOKEN_0123456789';
+const SECRET = tokenSecretName(TOKEN);
 
 function settings(mode: 'local' | 'server', over: Partial<RunnerSettings> = {}): RunnerSettings {
   return {
@@ -80,10 +81,10 @@ test('settings come from the configuration; local mode keeps one runner whatever
 test('scale-set values per mode: min/max, URL, Secret by name, our ServiceAccount, the pinned runner, no dind', () => {
   for (const [mode, over, min, max] of [['local', { min: 0, max: 5 }, 1, 1], ['server', {}, 0, 3], ['server', { min: 2, max: 7 }, 2, 7]] as const) {
     const s = settings(mode, over);
-    const v = scaleSetValues(s) as Record<string, any>;
+    const v = scaleSetValues(s, SECRET) as Record<string, any>;
     assert.deepEqual([v['minRunners'], v['maxRunners']], [min, max], `${mode} ${JSON.stringify(over)}`);
     assert.equal(v['githubConfigUrl'], 'https://github.com/codex-k8s/codex-k8s');
-    assert.equal(v['githubConfigSecret'], NAMES.runnerGitHubSecret, 'a Secret name (string), never inline credentials');
+    assert.equal(v['githubConfigSecret'], SECRET, 'a Secret name (string), never inline credentials');
     assert.equal(v['runnerScaleSetName'], 'codex-k8s-staging');
     assert.deepEqual(v['controllerServiceAccount'], { namespace: ARC_CONTROLLER_CHART.namespace, name: CONTROLLER_SERVICE_ACCOUNT });
     assert.equal(v['containerMode'], undefined, 'container mode unset: no dind, no kubernetes-mode hooks');
@@ -101,7 +102,7 @@ test('scale-set values per mode: min/max, URL, Secret by name, our ServiceAccoun
     assert.deepEqual(chartProblems(ARC_SCALE_SET_CHART.chart, ARC_SCALE_SET_CHART.version, v, { name: s.scaleSetName, namespace: s.runnerNamespace }), [], 'the helm double accepts them');
   }
   assert.deepEqual(scaleSetPin(settings('server')), { ...ARC_SCALE_SET_CHART, release: 'codex-k8s-staging', namespace: 'arc-runners' });
-  assert.throws(() => scaleSetValues(settings('server', { scaleSetName: 'x'.repeat(46) })), /has 46 characters; ARC allows at most 45/);
+  assert.throws(() => scaleSetValues(settings('server', { scaleSetName: 'x'.repeat(46) }), SECRET), /has 46 characters; ARC allows at most 45/);
 });
 
 test('controller values pass the chart rule; both charts are pinned to 0.14.2 from GitHub\'s OCI registry', () => {
@@ -114,7 +115,7 @@ test('controller values pass the chart rule; both charts are pinned to 0.14.2 fr
 });
 
 test('the helm double refuses what the real chart (or ARC) would: inline token, min > max, no runner container, bad URL', () => {
-  const good = scaleSetValues(settings('server'));
+  const good = scaleSetValues(settings('server'), SECRET);
   const rel = { name: 'codex-k8s-staging', namespace: 'arc-runners' };
   const p = (v: Record<string, unknown>) => chartProblems('gha-runner-scale-set', '0.14.2', v, rel).join('\n');
   assert.match(p({ ...good, githubConfigSecret: { github_token: TOKEN } }), /githubConfigSecret\.github_token: inline secret value[\s\S]*githubConfigSecret: must name an existing Secret/);
@@ -133,11 +134,11 @@ test('the helm double refuses what the real chart (or ARC) would: inline token, 
 test('helmReleaseDrift: the release as installed is left alone; a min/max change or a chart bump is drift', () => {
   const s = settings('server');
   const pin = scaleSetPin(s);
-  const installed = { status: 'deployed', chart: pin.chart, version: pin.version, values: JSON.parse(JSON.stringify(scaleSetValues(s))) as Record<string, unknown> };
-  assert.deepEqual(helmReleaseDrift(pin, installed, scaleSetValues(s)), []);
-  assert.deepEqual(helmReleaseDrift(pin, installed, scaleSetValues({ ...s, max: 5 })), ['helm release arc-runners/codex-k8s-staging values differ from the pinned values (maxRunners)']);
-  assert.match(helmReleaseDrift(pin, { ...installed, version: '0.13.0' }, scaleSetValues(s))[0] ?? '', /runs chart gha-runner-scale-set 0\.13\.0, want gha-runner-scale-set 0\.14\.2/);
-  assert.deepEqual(helmReleaseDrift(pin, installed, scaleSetValues({ ...s, mode: 'local' })), ['helm release arc-runners/codex-k8s-staging values differ from the pinned values (maxRunners, minRunners)']);
+  const installed = { status: 'deployed', chart: pin.chart, version: pin.version, values: JSON.parse(JSON.stringify(scaleSetValues(s, SECRET))) as Record<string, unknown> };
+  assert.deepEqual(helmReleaseDrift(pin, installed, scaleSetValues(s, SECRET)), []);
+  assert.deepEqual(helmReleaseDrift(pin, installed, scaleSetValues({ ...s, max: 5 }, SECRET)), ['helm release arc-runners/codex-k8s-staging values differ from the pinned values (maxRunners)']);
+  assert.match(helmReleaseDrift(pin, { ...installed, version: '0.13.0' }, scaleSetValues(s, SECRET))[0] ?? '', /runs chart gha-runner-scale-set 0\.13\.0, want gha-runner-scale-set 0\.14\.2/);
+  assert.deepEqual(helmReleaseDrift(pin, installed, scaleSetValues({ ...s, mode: 'local' }, SECRET)), ['helm release arc-runners/codex-k8s-staging values differ from the pinned values (maxRunners, minRunners)']);
 });
 
 for (const mode of ['local', 'server'] as const) {
@@ -196,11 +197,17 @@ test('the token Secret: built for stdin, compared by hash, never quoted in a dri
     ...tokenSecretDrift(tokenSecret('arc-runners', `${TOKEN}-rotated`), TOKEN, 'arc-runners'),
     ...tokenSecretDrift({ ...secret, data: {} }, TOKEN, 'arc-runners'),
   ];
+  const name = tokenSecretName(TOKEN);
   assert.deepEqual(lines, [
-    `Secret arc-runners/${NAMES.runnerGitHubSecret} does not exist (ARC reads the token from it)`,
-    `Secret arc-runners/${NAMES.runnerGitHubSecret}: github_token is not the current CODEXK8S_GITHUB_PAT (sha256 differs)`,
-    `Secret arc-runners/${NAMES.runnerGitHubSecret} has no key github_token`,
+    `Secret arc-runners/${name} does not exist (ARC reads the token from it)`,
+    `Secret arc-runners/${name}: github_token is not the current CODEXK8S_GITHUB_PAT (sha256 differs)`,
+    `Secret arc-runners/${name} has no key github_token`,
   ]);
+  // The name follows the token: a rotated token is another Secret, so the chart value changes and ARC rebuilds
+  // the listener with it. The name gives nothing away: a prefix of the sha256 of a 40+ character random token.
+  assert.match(name, new RegExp(`^${NAMES.runnerGitHubSecret}-[0-9a-f]{10}$`));
+  assert.notEqual(tokenSecretName(`${TOKEN}-rotated`), name);
+  assert.equal(tokenSecret('arc-runners', TOKEN).metadata.name, name);
 });
 
 const readyPod = { metadata: { name: 'set-abc-listener' }, status: { phase: 'Running', conditions: [{ type: 'Ready', status: 'True' }] } };
@@ -237,7 +244,7 @@ test('the helm double plays ARC: CRDs from the controller, the scale set, and a 
   const s = settings('local', { scaleSetName: 'set' });
   for (const ns of ['arc-runners', 'codex-k8s-staging']) assert.equal(k(['create', 'namespace', ns]).code, 0);
   const pin = scaleSetPin(s);
-  const upgradeScaleSet = () => h(['upgrade', '--install', pin.release, pin.ref, '--version', pin.version, '--namespace', pin.namespace, '--values', '-', '--wait', '--timeout', '60s'], JSON.stringify(scaleSetValues(s)));
+  const upgradeScaleSet = () => h(['upgrade', '--install', pin.release, pin.ref, '--version', pin.version, '--namespace', pin.namespace, '--values', '-', '--wait', '--timeout', '60s'], JSON.stringify(scaleSetValues(s, SECRET)));
 
   const early = upgradeScaleSet();
   assert.equal(early.code, 1);
@@ -272,6 +279,6 @@ test('the helm double plays ARC: CRDs from the controller, the scale set, and a 
   const entry = parseHelmList(h(['list', '--namespace', pin.namespace, '--all', '--filter', `^${pin.release}$`, '-o', 'json']).stdout, pin.release);
   assert.equal(entry?.chart, 'gha-runner-scale-set-0.14.2');
   const values = JSON.parse(h(['get', 'values', pin.release, '--namespace', pin.namespace, '-o', 'json']).stdout) as Record<string, unknown>;
-  assert.deepEqual(helmReleaseDrift(pin, { status: entry?.status ?? '', chart: pin.chart, version: '0.14.2', values }, scaleSetValues(s)), []);
+  assert.deepEqual(helmReleaseDrift(pin, { status: entry?.status ?? '', chart: pin.chart, version: '0.14.2', values }, scaleSetValues(s, SECRET)), []);
   assert.ok(readCalls(dir).every((call) => !call.argv.join(' ').includes(TOKEN)), 'the token is in no argv');
 });

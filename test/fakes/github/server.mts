@@ -102,6 +102,8 @@ export interface FakeGitHub {
   writes(): Call[];
   /** A new repository key pair (GitHub rotates them); a PUT with the old key_id is then refused. */
   rotateKey(): void;
+  /** Another token that authenticates as the same owner (a rotated PAT; both work until the old one is revoked). */
+  acceptToken(token: string): void;
   /** Sets a secret as if someone changed it in the GitHub UI. */
   setSecretByHand(name: string, value: string): void;
   close(): Promise<void>;
@@ -204,6 +206,7 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
   const variables = new Map<string, { value: string; created_at: string; updated_at: string }>();
   const secrets = new Map<string, { value: string; created_at: string; updated_at: string }>();
   const hooks = new Map<number, Hook>();
+  const tokens = new Set<string>([opts.token]);
   const runners: Runner[] = [];
   let nextHookId = 500_000_001;
   // A clock that moves one second per write, so updated_at always changes on a write.
@@ -237,6 +240,9 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
     },
     secretValue: (name) => secrets.get(name)?.value,
     writes: () => calls.filter((c) => c.write),
+    acceptToken(token: string) {
+      tokens.add(token);
+    },
     rotateKey() {
       keys = sodium.crypto_box_keypair();
       keyId = `${Number(keyId) + 1}`;
@@ -480,7 +486,8 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
     }
     const write = method !== 'GET' && c.key !== 'POST /repos/{owner}/{repo}/actions/runners/registration-token';
     const auth = req.headers['authorization'] ?? '';
-    if (auth !== `token ${opts.token}` && auth !== `Bearer ${opts.token}`) return { answer: faultAnswer({ kind: 'unauthorized' }, c.key), route: c.key, write };
+    const given = auth.replace(/^(token|Bearer) /, '');
+    if (!/^(token|Bearer) /.test(auth) || !tokens.has(given)) return { answer: faultAnswer({ kind: 'unauthorized' }, c.key), route: c.key, write };
     const f = faults.get(c.key);
     if (f && f.left > 0) {
       f.left--;
