@@ -43,15 +43,22 @@ export function knownHostsPath(stateDir: string, host: string, port: number): st
   return join(stateDir, 'known_hosts', `${host.replace(/[^A-Za-z0-9.-]/g, '_')}_${port}`);
 }
 
-export function sshBaseArgs(t: SshTarget): string[] {
+/** What every connection shares: this key only, never a prompt, host keys from our own pinned file, never rewritten. */
+function keyAndHostOptions(port: number, identityFile: string, knownHostsFile: string, hostKeyChecking: 'accept-new' | 'yes'): string[] {
   return [
-    '-p', String(t.port),
-    '-i', t.identityFile,
+    '-p', String(port),
+    '-i', identityFile,
     '-o', 'IdentitiesOnly=yes',
     '-o', 'BatchMode=yes',
-    '-o', `UserKnownHostsFile=${t.knownHostsFile}`,
-    '-o', 'StrictHostKeyChecking=accept-new',
+    '-o', `UserKnownHostsFile=${knownHostsFile}`,
+    '-o', `StrictHostKeyChecking=${hostKeyChecking}`,
     '-o', 'UpdateHostKeys=no',
+  ];
+}
+
+export function sshBaseArgs(t: SshTarget): string[] {
+  return [
+    ...keyAndHostOptions(t.port, t.identityFile, t.knownHostsFile, 'accept-new'),
     '-o', `ControlPath=${t.controlPath}`,
     '-o', 'ConnectTimeout=20',
     '-o', 'ServerAliveInterval=15',
@@ -84,13 +91,8 @@ export function freshLoginArgs(t: SshTarget, login: FreshLogin, remoteArgv: read
   const alias = login.port === t.port ? [] : ['-o', `HostKeyAlias=${t.port === 22 ? t.host : `[${t.host}]:${t.port}`}`];
   return [
     'ssh',
-    '-p', String(login.port),
-    '-i', login.identityFile,
-    '-o', 'IdentitiesOnly=yes',
-    '-o', 'BatchMode=yes',
-    '-o', `UserKnownHostsFile=${t.knownHostsFile}`,
-    '-o', 'StrictHostKeyChecking=yes',
-    '-o', 'UpdateHostKeys=no',
+    // The host key was pinned by the master: a fresh login never accepts a new one.
+    ...keyAndHostOptions(login.port, login.identityFile, t.knownHostsFile, 'yes'),
     '-o', 'ControlMaster=no',
     '-o', 'ControlPath=none',
     '-o', 'ConnectTimeout=5',
