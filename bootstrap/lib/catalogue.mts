@@ -37,7 +37,7 @@ export const STEPS: readonly StepInfo[] = [
       '/etc/sudoers.d/codex-k8s-operator grants NOPASSWD sudo (0440, validated with visudo)',
       'effective sshd settings (sshd -T): PasswordAuthentication no, KbdInteractiveAuthentication no, PermitRootLogin prohibit-password, MaxAuthTries CODEXK8S_SSH_MAX_AUTH_TRIES, Port CODEXK8S_SSH_PORT; sshd_config includes sshd_config.d',
       'with ssh.socket active (Ubuntu 24.04): the socket listens on CODEXK8S_SSH_PORT',
-      'the nftables table inet codex_k8s is loaded as rendered (content marker and rule count) and codex-k8s-firewall.service is enabled; or absent when CODEXK8S_FIREWALL_ENABLED=false',
+      'the nftables table inet codex_k8s is loaded as rendered (content marker and rule count) and unchanged since it was loaded (fingerprint) and codex-k8s-firewall.service is enabled; or absent when CODEXK8S_FIREWALL_ENABLED=false',
       'fail2ban: /etc/fail2ban/jail.d/codex-k8s.local, service enabled and running, jail sshd answers',
       'unattended-upgrades: apt-config values (lists update, upgrade, Automatic-Reboot = CODEXK8S_AUTO_REBOOT), apt-daily timers enabled',
       'kernel: /etc/modules-load.d (overlay, br_netfilter) and /etc/sysctl.d (ip_forward, bridge-nf-call) written and live; no active swap, none in /etc/fstab; NTP on (skipped in a container)',
