@@ -2,7 +2,8 @@
 // runners, one repository), checks the token and the fine-grained permissions the way GitHub answers, and records
 // every call. It is strict:
 //   - it serves only the operations in openapi-fixture.json (cut from GitHub's own OpenAPI description by
-//     refresh-openapi.mts); any other route is a 404 AND an entry in `problems`;
+//     refresh-openapi.mts), and the API root (`GET|HEAD /`, which 00_preflight probes); any other route is a 404
+//     AND an entry in `problems`;
 //   - every request body is validated with ajv against that operation's schema (plus: no unknown top-level
 //     properties), every query/path parameter against its schema; every 2xx answer of the fake itself against the
 //     documented response schema where the fixture has it. A failure answers 422 and lands in `problems`;
