@@ -137,6 +137,30 @@ export function execStartDrift(words: readonly string[] | undefined, n: Networks
   return drift;
 }
 
+/** k3s's own defaults: a unit written without the flags runs with these. */
+export const K3S_DEFAULT_NETWORKS: Networks = { podCidr: '10.42.0.0/16', serviceCidr: '10.43.0.0/16' };
+
+/**
+ * A cluster's pod and service networks are fixed when it is created: re-running the installer with other ones
+ * would restart k3s on networks its pods, services and CoreDNS do not use. Returns why that must not happen, or
+ * undefined when the wanted networks are the installed ones (or nothing is installed).
+ */
+export function networkChangeProblem(words: readonly string[] | undefined, n: Networks): string | undefined {
+  if (words === undefined) return undefined;
+  const value = (flag: string): string | undefined => {
+    const i = words.findIndex((w) => w === `--${flag}` || w.startsWith(`--${flag}=`));
+    if (i < 0) return undefined;
+    const w = words[i] as string;
+    return w.includes('=') ? w.slice(w.indexOf('=') + 1) : words[i + 1];
+  };
+  const installed: Networks = { podCidr: value('cluster-cidr') ?? K3S_DEFAULT_NETWORKS.podCidr, serviceCidr: value('service-cidr') ?? K3S_DEFAULT_NETWORKS.serviceCidr };
+  const diffs = [
+    installed.podCidr !== n.podCidr ? `pod network ${installed.podCidr} (CODEXK8S_POD_CIDR says ${n.podCidr})` : undefined,
+    installed.serviceCidr !== n.serviceCidr ? `service network ${installed.serviceCidr} (CODEXK8S_SERVICE_CIDR says ${n.serviceCidr})` : undefined,
+  ].filter((d): d is string => d !== undefined);
+  return diffs.length === 0 ? undefined : `this k3s cluster was created with the ${diffs.join(' and the ')}; k3s cannot change them`;
+}
+
 export interface HostsToml {
   server?: string;
   hosts: string[];
@@ -306,6 +330,13 @@ async function apply(ctx: StepContext): Promise<string[]> {
   let registriesChanged = false;
   const op = await operator(ctx);
   if (!op) throw new OperationError(`user ${ctx.cfg.get('OPERATOR_USER')} does not exist; it gets the kubeconfig`, { hint: 'run step 10 first: --from 10' });
+
+  // 0. Never re-install an existing cluster onto other networks.
+  const unit = readIfExists(K3S_UNIT);
+  const netProblem = networkChangeProblem(unit === undefined ? undefined : parseExecStart(unit), networks(ctx));
+  if (netProblem) {
+    throw new OperationError(netProblem, { hint: 'set CODEXK8S_POD_CIDR / CODEXK8S_SERVICE_CIDR back to the installed values in .env; new networks need a new cluster (docs/runbook.md "Rebuilding the server from scratch")' });
+  }
 
   // 1. When k3s must be (re)installed, fetch and verify the script first: a bad download changes nothing at all.
   const drift = await installDrift(networks(ctx));

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import {
   registriesYaml, mirrorNames, parseK3sVersion, parseExecStart, execStartDrift, parseHostsToml, hostsTomlProblems,
-  installArgv, installEnv, nodeReadyArgv, serverArgs,
+  installArgv, installEnv, nodeReadyArgv, serverArgs, networkChangeProblem,
 } from '../../bootstrap/remote/20_install_k3s.mts';
 import { downloadVerified, sourceHint, serverArch, helmStampContent, parseHelmStamp } from '../../bootstrap/lib/download.mts';
 import { resolveArtifact } from '../../bootstrap/lib/artifacts.mts';
@@ -217,4 +217,16 @@ test('a mirror serves <mirror>/<name>/<file>; an override replaces the pinned su
   assert.match(sourceHint(r, `${base}/mirror/`), /CODEXK8S_ARTIFACT_SHA256_OVERRIDES \(k3s-install:x64\), pinned is [0-9a-f]{64}/);
   // Without the override the mirror's bytes do not match the pin: refused.
   await assert.rejects(downloadVerified(resolveArtifact(K3S_INSTALL, 'x64', `${base}/mirror`, undefined), path.join(tmp, 'h', 'install.sh')), /sha256 mismatch/);
+});
+
+test('networks: an existing cluster is never re-installed onto other pod or service networks', () => {
+  const k3s = ['/usr/local/bin/k3s', 'server', '--write-kubeconfig-mode', '600'];
+  assert.equal(networkChangeProblem(undefined, { podCidr: '10.52.0.0/16', serviceCidr: '10.53.0.0/16' }), undefined, 'nothing installed: any networks');
+  assert.equal(networkChangeProblem(k3s, NETS), undefined, 'a unit without the flags runs on the defaults, which are wanted');
+  assert.equal(networkChangeProblem([...k3s, ...NET_ARGS], NETS), undefined);
+  assert.equal(
+    networkChangeProblem(k3s, { podCidr: '10.52.0.0/16', serviceCidr: '10.43.0.0/16' }),
+    'this k3s cluster was created with the pod network 10.42.0.0/16 (CODEXK8S_POD_CIDR says 10.52.0.0/16); k3s cannot change them',
+  );
+  assert.match(networkChangeProblem([...k3s, '--cluster-cidr=10.52.0.0/16', '--service-cidr', '10.53.0.0/16'], NETS) ?? '', /pod network 10\.52\.0\.0\/16 .* and the service network 10\.53\.0\.0\/16/);
 });
