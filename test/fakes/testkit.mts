@@ -76,8 +76,3 @@ export function writeFile(dir: string, name: string, content: string): string {
   fs.writeFileSync(p, content);
   return p;
 }
-
-/** The Node.js the doubles' launchers exec (CODEXK8S_FAKES_NODE): the server's, as in the sandbox. */
-export function tsxNodeShim(_dir: string): string {
-  return SERVER_NODE_BIN;
-}

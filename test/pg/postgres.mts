@@ -13,7 +13,6 @@ export interface Postgres {
   user: string;
   /** PGHOST/PGPORT/PGUSER for psql, pg_dump and pg_restore. */
   env: Record<string, string>;
-  bin(tool: string): string;
   /** Runs psql -At with `sql` on `db`; its stdout. Throws with stderr on failure. */
   psql(db: string, sql: string): string;
   stop(): void;
@@ -67,7 +66,6 @@ export async function startPostgres(): Promise<Postgres> {
     port,
     user: 'postgres',
     env,
-    bin: (tool) => join(bin, tool),
     psql: (db, sql) => runOk([join(bin, 'psql'), '-v', 'ON_ERROR_STOP=1', '-At', '-d', db, '-c', sql], undefined, env),
     stop() {
       if (stopped) return;

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { FAKES_DIR, newStateDir, runProcess, tsxNodeShim } from '../fakes/testkit.mts';
+import { FAKES_DIR, newStateDir, runProcess, SERVER_NODE_BIN } from '../fakes/testkit.mts';
 import type { RunResult } from '../fakes/testkit.mts';
 import { readCalls } from '../fakes/lib/recorder.mts';
 
@@ -109,7 +109,7 @@ test('refuses an unpinned or malformed version, agents and unknown server flags 
 test('`k3s kubectl` reaches the kubectl double through its launcher; k3s-uninstall.sh removes everything', () => {
   const { dir, root, install } = fixture();
   assert.equal(install({ INSTALL_K3S_VERSION: V1 }, ['--node-name', 'node1']).code, 0);
-  const env = { CODEXK8S_FAKES_ROOT: root, CODEXK8S_FAKES_KUBECTL: path.join(FAKES_DIR, 'bin', 'kubectl'), CODEXK8S_FAKES_NODE: tsxNodeShim(dir), CODEXK8S_FAKES_HOME: FAKES_DIR };
+  const env = { CODEXK8S_FAKES_ROOT: root, CODEXK8S_FAKES_KUBECTL: path.join(FAKES_DIR, 'bin', 'kubectl'), CODEXK8S_FAKES_NODE: SERVER_NODE_BIN, CODEXK8S_FAKES_HOME: FAKES_DIR };
   const nodes = runProcess(path.join(root, 'usr/local/bin/k3s'), ['kubectl', 'get', 'nodes', '-o', 'name'], { dir, env });
   assert.deepEqual([nodes.code, nodes.stdout], [0, 'node/node1\n'], nodes.stderr);
   const viaSymlink = runProcess(path.join(root, 'usr/local/bin/kubectl'), ['get', 'node', 'node1', '-o', 'jsonpath={.status.nodeInfo.kubeletVersion}'], { dir, env });
@@ -149,7 +149,7 @@ test('`k3s server` writes containerd hosts.toml from registries.yaml like k3s: h
     '      - "http://127.0.0.1:5000"',
     '',
   ].join('\n'));
-  const env = { CODEXK8S_FAKES_K3S_SERVER_ONCE: '1', CODEXK8S_FAKES_NODE: tsxNodeShim(dir), CODEXK8S_FAKES_HOME: FAKES_DIR };
+  const env = { CODEXK8S_FAKES_K3S_SERVER_ONCE: '1', CODEXK8S_FAKES_NODE: SERVER_NODE_BIN, CODEXK8S_FAKES_HOME: FAKES_DIR };
   const start = (): RunResult => runProcess(path.join(root, 'usr/local/bin/k3s'), ['server'], { dir, env });
   const certs = path.join(root, 'var/lib/rancher/k3s/agent/etc/containerd/certs.d');
   const hostsToml = path.join(certs, 'registry.codex-k8s.internal:5000', 'hosts.toml');

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fakesOverlayFiles, FAKES_HOME } from '../fakes/install-layout.mts';
-import { newStateDir, REPO_ROOT, runProcess, seedCluster, tsxNodeShim } from '../fakes/testkit.mts';
+import { newStateDir, REPO_ROOT, runProcess, seedCluster, SERVER_NODE_BIN } from '../fakes/testkit.mts';
 import { NODE } from '../../bootstrap/lib/versions.mts';
 
 function copyOverlay(root: string): void {
@@ -55,7 +55,7 @@ test('copied into an empty root, the doubles run from their launchers; without t
   const root = path.join(dir, 'root');
   copyOverlay(root);
   const kubeconfig = seedCluster(dir);
-  const env = { CODEXK8S_FAKES_NODE: tsxNodeShim(dir), CODEXK8S_FAKES_HOME: path.join(root, FAKES_HOME) };
+  const env = { CODEXK8S_FAKES_NODE: SERVER_NODE_BIN, CODEXK8S_FAKES_HOME: path.join(root, FAKES_HOME) };
   const apply = runProcess(path.join(root, 'usr/local/bin/kubectl'), ['--kubeconfig', kubeconfig, 'apply', '-f', '-'], {
     dir, env,
     stdin: 'apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: nginx, imagePullPolicyy: Always}]}\n',

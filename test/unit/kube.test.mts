@@ -17,7 +17,7 @@ import { CERT_MANAGER_CHART } from '../../bootstrap/lib/versions.mts';
 import { certManagerValues } from '../../bootstrap/remote/30_cluster_deps.mts';
 import { Logger } from '../../bootstrap/lib/log.mts';
 import { mask, clearSecretsForTests } from '../../bootstrap/lib/redact.mts';
-import { FAKES_DIR, newStateDir, seedCluster, tsxNodeShim } from '../fakes/testkit.mts';
+import { FAKES_DIR, newStateDir, seedCluster, SERVER_NODE_BIN } from '../fakes/testkit.mts';
 import { readCalls } from '../fakes/lib/recorder.mts';
 
 const K = ['kubectl', '--kubeconfig', '/etc/rancher/k3s/k3s.yaml'];
@@ -76,7 +76,7 @@ function fakeServer(): { dir: string; restore: () => void } {
   const root = path.join(dir, 'root');
   fs.mkdirSync(path.join(root, 'etc/rancher/k3s'), { recursive: true });
   fs.writeFileSync(path.join(root, KUBECONFIG), 'apiVersion: v1\nkind: Config\n', { mode: 0o600 });
-  const node = tsxNodeShim(dir);
+  const node = SERVER_NODE_BIN;
   const bin = path.join(dir, 'bin');
   fs.mkdirSync(bin);
   for (const tool of ['kubectl', 'helm']) fs.writeFileSync(path.join(bin, tool), `#!/bin/sh\nexec '${node}' '${path.join(FAKES_DIR, `${tool}.mts`)}' "$@"\n`, { mode: 0o755 });
