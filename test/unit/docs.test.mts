@@ -10,11 +10,13 @@ import { stepCliSpec } from '../../bootstrap/lib/step.mts';
 import { stepNames } from '../../bootstrap/lib/catalogue.mts';
 import { SPEC as LAUNCHER } from '../../bootstrap/host/bootstrap_remote_staging.mts';
 import { SPEC as GEN_DOCS } from '../../bootstrap/host/gen_config_docs.mts';
+import { SPEC as SMOKE } from '../../bootstrap/host/smoke_staging.mts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const HOST_SCRIPTS: Record<string, CliSpec> = {
   'bootstrap/host/bootstrap_remote_staging.mts': LAUNCHER,
   'bootstrap/host/gen_config_docs.mts': GEN_DOCS,
+  'bootstrap/host/smoke_staging.mts': SMOKE,
 };
 
 interface Invocation {
