@@ -13,6 +13,15 @@
 //            --timeout D (default 30s). The fake never waits: not met now = "timed out".
 //   rollout  status deployment|statefulset|daemonset/NAME --timeout D (required: real status waits forever)
 //            undo deployment/NAME [--to-revision N] | restart KIND/NAME | history deployment/NAME
+//            A Deployment whose image is in the in-cluster registry but was never pushed never becomes available
+//            (lib/registry.mts: ImagePullBackOff): status prints kubectl's "Waiting for ..." and times out.
+//   set      image deployment|statefulset|daemonset/NAME (or KIND NAME) CONTAINER=IMAGE... (`*=IMAGE`: all);
+//            prints `deployment.apps/NAME image updated`, nothing when the image is already that (not mutating);
+//            a change is a new rollout revision (`rollout undo` goes back). --record is refused (deprecated).
+//   exec     [-i] buildkitd-0 -c buildkitd -- /opt/codex-k8s-build/build.sh exists TAG | build TAG GIT_SHA, in
+//            codex-k8s-system only (lib/buildkit.mts: the build.sh protocol, the stdin tar checked, pushes kept in
+//            registry.json); the remote exit code is kubectl's ("command terminated with exit code N"). Any other
+//            pod, container or command is refused with what is supported. calls.jsonl `detail.exec` has the words.
 //   create   namespace NAME
 //   diff     -f FILE|DIR|- : compares each object with the stored one the way apply would (so apply then diff is
 //            clean); exit 0 no differences, 1 differences (a unified diff per object on stdout, in sections
@@ -27,7 +36,9 @@
 // written by the k3s install double) and a kubeconfig must exist, or you get "connection refused".
 // Refuses (exit 1, clear message): apply --prune, -k/kustomize, --validate=false, http(s) -f URLs, label selectors
 // other than equality, JSONPath beyond simple paths, unknown verbs/flags/kinds, CR kinds whose CRD isn't installed.
-// Deliberately not simulated: pods, events, real waiting, three-way merge (an apply replaces the user fields;
+// Pods of Deployments and StatefulSets are derived from them at read time (lib/pods.mts: get/wait see them, delete
+// refuses them); a Deployment pod whose internal image was never pushed shows ImagePullBackOff.
+// Deliberately not simulated: events, real waiting, three-way merge (an apply replaces the user fields;
 // only the restartedAt template annotation from `rollout restart` survives it), field ownership.
 //
 // To add a verb: add an entry to VERBS below (flags + run). To add a kind: lib/kinds.mts.
@@ -41,6 +52,7 @@ import { at, isObj, kindByApiVersion, kindByResourceArg, printName, resourceName
 import { clone, DEFAULT_K8S_VERSION, readCluster, requireCluster, sameObject, SERVER_METADATA, Store, userView } from './lib/store.mts';
 import { validateObject } from './lib/validate.mts';
 import { JsonPathError, renderJsonPath } from './lib/jsonpath.mts';
+import { checkExecTarget, runBuildScript, SUPPORTED_EXEC, terminated } from './lib/buildkit.mts';
 
 const GLOBAL_FLAGS: FlagTable = {
   kubeconfig: { type: 'string' },
@@ -53,6 +65,8 @@ const GLOBAL_FLAGS: FlagTable = {
 interface Ctx extends VerbContext<Store> {
   /** -n was given. */
   readonly explicitNamespace: boolean;
+  /** The words after `--` (exec's command); undefined without `--`. */
+  readonly command: string[] | undefined;
 }
 
 type Verb = VerbSpec<Ctx>;
@@ -573,13 +587,19 @@ function rolloutStatus(ctx: Ctx, store: Store): void {
   const gen = obj.metadata.generation ?? 1;
   const st = (k: string): number => Number(at(obj, 'status', k) ?? 0);
   const want = typeof at(obj, 'spec', 'replicas') === 'number' ? Number(at(obj, 'spec', 'replicas')) : 1;
+  // Like kubectl: the last "Waiting for ..." line on stdout, the timeout on stderr.
   const fail = (waiting: string): never => {
-    throw new DoubleError(`${waiting}\nerror: timed out waiting for the condition`);
+    say(ctx, waiting);
+    const pull = store.pullProblems(obj);
+    throw new DoubleError('error: timed out waiting for the condition' +
+      (pull.length > 0 ? `\n(fake kubectl: the new pods cannot pull their image: ${pull.join('; ')})` : ''));
   };
   if (st('observedGeneration') < gen) fail(`Waiting for ${info.kind.toLowerCase()} spec update to be observed...`);
   if (info.kind === 'Deployment') {
+    // The order of kubectl's DeploymentStatusViewer.
     if (st('updatedReplicas') < want) fail(`Waiting for deployment "${name}" rollout to finish: ${st('updatedReplicas')} out of ${want} new replicas have been updated...`);
-    if (st('availableReplicas') < want) fail(`Waiting for deployment "${name}" rollout to finish: ${st('availableReplicas')} of ${want} updated replicas are available...`);
+    if (st('replicas') > st('updatedReplicas')) fail(`Waiting for deployment "${name}" rollout to finish: ${st('replicas') - st('updatedReplicas')} old replicas are pending termination...`);
+    if (st('availableReplicas') < st('updatedReplicas')) fail(`Waiting for deployment "${name}" rollout to finish: ${st('availableReplicas')} of ${st('updatedReplicas')} updated replicas are available...`);
     say(ctx, `deployment "${name}" successfully rolled out`);
   } else if (info.kind === 'StatefulSet') {
     if (at(obj, 'spec', 'updateStrategy', 'type') === 'OnDelete') throw new DoubleError('error: rollout status is only available for RollingUpdate strategy type');
@@ -647,6 +667,116 @@ const rollout: Verb = {
     else if (sub === 'undo') rolloutUndo(ctx, store);
     else if (sub === 'restart') rolloutRestart(ctx, store);
     else rolloutHistory(ctx, store);
+  },
+};
+
+const setVerb: Verb = {
+  usage: 'set image deployment|statefulset|daemonset/NAME (or KIND NAME) CONTAINER=IMAGE... (`*=IMAGE` sets every container)',
+  subverbs: ['image'],
+  flags: { record: { type: 'bool' } },
+  async run(ctx) {
+    if (ctx.args.flags.has('record')) {
+      throw new DoubleError('error: the fake kubectl refuses --record (deprecated in kubectl, to be removed): set the kubernetes.io/change-cause annotation in the manifest instead');
+    }
+    const resources: string[] = [];
+    const pairs: Array<[string, string]> = [];
+    for (const a of ctx.pos) {
+      const eq = a.indexOf('=');
+      if (eq === -1) {
+        if (pairs.length > 0) throw new DoubleError(`error: all resources must be specified before image changes: ${a}`);
+        resources.push(a);
+        continue;
+      }
+      if (eq === 0 || eq === a.length - 1) throw new DoubleError(`error: invalid image format: ${a}`);
+      pairs.push([a.slice(0, eq), a.slice(eq + 1)]);
+    }
+    const problems: string[] = [];
+    if (resources.length === 0) problems.push('one or more resources must be specified as <resource> <name> or <resource>/<name>');
+    if (pairs.length === 0) problems.push('at least one image update is required');
+    else if (pairs.length > 1 && pairs.some(([c]) => c === '*')) problems.push('all containers are already specified by *, but saw more than one container_name=container_image pairs');
+    if (problems.length > 0) throw new DoubleError(problems.length === 1 ? `error: ${problems[0] as string}` : `[${problems.join(', ')}]`);
+    const store = ctx.store();
+    const targets = parseTargets(resources, store);
+    const errors: string[] = [];
+    for (const t of targets) {
+      if (t.name === undefined) throw new DoubleError('error: the fake kubectl needs a name for set image (KIND/NAME or KIND NAME); it does not support --all or -l');
+      if (!ROLLOUT_KINDS.includes(t.info.kind)) throw new DoubleError(`error: the fake kubectl supports set image on ${ROLLOUT_KINDS.join(', ')} only, not ${t.info.kind}`);
+      const obj = store.get(t.info, nsFor(ctx, t.info), t.name);
+      if (obj === undefined) {
+        errors.push(notFound(t.info, t.name));
+        continue;
+      }
+      const desired = clone(obj);
+      const podSpec = at(desired, 'spec', 'template', 'spec');
+      for (const [container, image] of pairs) {
+        let found = false;
+        for (const list of [at(podSpec, 'initContainers'), at(podSpec, 'containers')]) {
+          if (!Array.isArray(list)) continue;
+          for (const c of list) {
+            if (isObj(c) && (container === '*' || c['name'] === container)) {
+              c['image'] = image;
+              found = true;
+            }
+          }
+        }
+        // Like kubectl: the other pairs still apply; the call fails at the end.
+        if (!found) errors.push(`error: unable to find container named "${container}"`);
+      }
+      if (sameObject(obj, desired)) continue; // kubectl sends no patch and prints nothing
+      const invalid = await validateObject(userView(desired), t.info);
+      if (invalid.length > 0) throw new DoubleError(`The ${t.info.kind} "${t.name}" is invalid:\n${invalid.map((p) => `* ${p}`).join('\n')}`);
+      store.update(t.info, obj, desired);
+      const shown = printName(t.info, t.name);
+      say(ctx, `${shown} image updated`);
+      changed(ctx, `${shown} image updated (${pairs.map(([c, i]) => `${c}=${i}`).join(' ')})`);
+    }
+    if (errors.length > 0) throw new DoubleError(errors.join('\n'));
+  },
+};
+
+const exec: Verb = {
+  usage: `exec [-i] POD -c CONTAINER -- COMMAND...   (only ${SUPPORTED_EXEC})`,
+  flags: {
+    stdin: { type: 'bool', short: 'i' },
+    tty: { type: 'bool', short: 't' },
+    container: { type: 'string', short: 'c' },
+    quiet: { type: 'bool', short: 'q' },
+    'pod-running-timeout': { type: 'string' },
+  },
+  async run(ctx) {
+    const command = ctx.command;
+    if (command === undefined) {
+      throw new DoubleError("error: exec [POD] [COMMAND] is not supported anymore. Use exec [POD] -- [COMMAND] instead\nSee 'kubectl exec -h' for help and examples");
+    }
+    const podArgs = ctx.pos.slice(0, ctx.pos.length - command.length);
+    if (podArgs.length !== 1) {
+      throw new DoubleError("error: expected 'exec (POD | TYPE/NAME) [-c CONTAINER] [flags] -- COMMAND [args...]'.\nPOD or TYPE/NAME is a required argument for the exec command\nSee 'kubectl exec -h' for help and examples");
+    }
+    if (command.length === 0) throw new DoubleError('error: you must specify at least one command for the container');
+    const podArg = podArgs[0] as string;
+    const slash = podArg.indexOf('/');
+    if (slash !== -1 && !['pod', 'pods', 'po'].includes(podArg.slice(0, slash))) {
+      throw new DoubleError(`error: the fake kubectl execs into pods by name only, not ${podArg}\n(fake kubectl supports exactly: ${SUPPORTED_EXEC})`);
+    }
+    const pod = slash === -1 ? podArg : podArg.slice(slash + 1);
+    const container = flagString(ctx.args, 'container');
+    const withStdin = flagBool(ctx.args, 'stdin');
+    ctx.out.detail = { exec: { namespace: ctx.namespace(), pod, container: container ?? null, stdin: withStdin, command } };
+    if (flagBool(ctx.args, 'tty')) throw new DoubleError('error: the fake kubectl does not support exec -t (automation has no terminal; a TTY would also mangle a binary stdin)');
+    const pt = flagString(ctx.args, 'pod-running-timeout');
+    if (pt !== undefined && parseDuration(pt) === undefined) throw new DoubleError(`error: invalid argument "${pt}" for "--pod-running-timeout" flag`);
+    const store = ctx.store();
+    checkExecTarget(store, ctx.namespace(), pod, container, command);
+    // Read only when the script reads it (build with valid arguments): real kubectl ends as soon as the remote
+    // process does, so an `exists -i` whose stdin is never closed must not hang here either.
+    const r = runBuildScript(ctx.io.dir, store, command.slice(1), () => (withStdin ? ctx.io.readStdin() : Buffer.alloc(0)));
+    ctx.out.stdout += r.stdout;
+    ctx.out.stderr += r.stderr;
+    if (r.pushed !== undefined) {
+      changed(ctx, `pushed ${r.pushed.ref} (git ${r.pushed.gitSha}, context sha256 ${r.pushed.contextSha256})`);
+      for (const c of store.refreshDeployments()) changed(ctx, c);
+    }
+    if (r.exitCode !== 0) throw new DoubleError(terminated(r.exitCode), r.exitCode);
   },
 };
 
@@ -818,6 +948,8 @@ const VERBS: Readonly<Record<string, Verb>> = {
   delete: del,
   wait,
   rollout,
+  set: setVerb,
+  exec,
   create,
   diff,
   version,
@@ -874,6 +1006,7 @@ async function main(argv: string[], io: ToolIO): Promise<Outcome> {
     io,
     out,
     explicitNamespace: nsFlag !== undefined,
+    command: argv.includes('--') ? argv.slice(argv.indexOf('--') + 1) : undefined,
     namespace: () => nsFlag ?? 'default',
     store: () => {
       if (store === undefined) {
@@ -886,4 +1019,10 @@ async function main(argv: string[], io: ToolIO): Promise<Outcome> {
   return runVerb(out, () => verb.run(ctx));
 }
 
-await runDouble({ tool: 'kubectl', globalFlags: GLOBAL_FLAGS, run: main });
+/** faults.json keys may name an exec by its command words: `kubectl exec /opt/codex-k8s-build/build.sh build`. */
+function faultForms(argv: readonly string[]): string[][] {
+  const dash = argv.indexOf('--');
+  return findVerb([...argv]) === 'exec' && dash !== -1 ? [['exec', ...argv.slice(dash + 1)]] : [];
+}
+
+await runDouble({ tool: 'kubectl', globalFlags: GLOBAL_FLAGS, faultForms, run: main });

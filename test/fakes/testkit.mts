@@ -23,7 +23,8 @@ export interface RunResult {
 export interface RunOptions {
   /** The state dir (CODEXK8S_FAKES_DIR). */
   dir: string;
-  stdin?: string;
+  /** A Buffer for binary input (a tar). */
+  stdin?: string | Buffer;
   env?: Record<string, string>;
 }
 

@@ -9,7 +9,7 @@ import type { RunResult } from '../fakes/testkit.mts';
 import { readCalls, sha256 } from '../fakes/lib/recorder.mts';
 
 /** A state dir with a running fake cluster; `k(...)` runs the double against it. */
-function cluster(): { dir: string; k: (args: string[], stdin?: string) => RunResult } {
+function cluster(): { dir: string; k: (args: string[], stdin?: string | Buffer) => RunResult } {
   const dir = newStateDir();
   const kubeconfig = seedCluster(dir);
   return { dir, k: (args, stdin) => runDouble('kubectl', ['--kubeconfig', kubeconfig, ...args], stdin === undefined ? { dir } : { dir, stdin }) };
@@ -519,4 +519,345 @@ test('diff: errors exit above 1 (invalid object, unknown CRD kind, missing names
   assert.match(d.stdout, /^-\s+password: ["']?\*\*\* \(before\)["']?$/m);
   assert.match(d.stdout, /^\+\s+password: ["']?\*\*\* \(after\)["']?$/m);
   assert.match(d.stdout, /^ \s+user: ["']?\*\*\*["']?$/m, 'an unchanged value is masked too');
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// The deploy loop: exec into buildkitd-0 (build.sh), the registry, set image, rollouts of internal images.
+
+const BUILD = ['-n', 'codex-k8s-system', 'exec', '-i', 'buildkitd-0', '-c', 'buildkitd', '--', '/opt/codex-k8s-build/build.sh'];
+const SHA = '0123456789abcdef0123456789abcdef01234567';
+const TAG = 'sha-0123456789ab';
+const REF = `registry.codex-k8s-system.svc.cluster.local:5000/codex-k8s:${TAG}`;
+const PULL = (port: number, tag = TAG): string => `registry.codex-k8s.internal:${port}/codex-k8s:${tag}`;
+
+/** What manifests/registry and manifests/buildkit put in the cluster, cut down to what the double looks at. */
+const BUILDKIT_STACK = (mode = '0755'): string => `apiVersion: v1
+kind: Namespace
+metadata: {name: codex-k8s-system}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: registry, namespace: codex-k8s-system}
+spec:
+  selector: {app: registry}
+  ports: [{name: http, port: 5000, targetPort: http}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: registry, namespace: codex-k8s-system}
+spec:
+  selector: {matchLabels: {app: registry}}
+  template:
+    metadata: {labels: {app: registry}}
+    spec:
+      containers: [{name: registry, image: "registry:3.0.0", ports: [{name: http, containerPort: 5000, hostPort: 5000}]}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: buildkit-scripts, namespace: codex-k8s-system}
+data:
+  build.sh: |
+    #!/bin/sh
+    exit 0
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: buildkitd, namespace: codex-k8s-system}
+spec:
+  serviceName: buildkitd
+  replicas: 1
+  selector: {matchLabels: {app: buildkitd}}
+  template:
+    metadata: {labels: {app: buildkitd}}
+    spec:
+      containers:
+      - name: buildkitd
+        image: moby/buildkit:v0.23.2-rootless
+        volumeMounts: [{name: scripts, mountPath: /opt/codex-k8s-build, readOnly: true}]
+      volumes:
+      - name: scripts
+        configMap: {name: buildkit-scripts, defaultMode: ${mode}}
+`;
+
+const DOCKERFILE = `# syntax=docker/dockerfile:1
+ARG NODE_IMAGE=node:24.4.1-bookworm-slim
+FROM \${NODE_IMAGE} AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev
+FROM node:24.4.1-bookworm-slim
+ARG GIT_SHA
+ENV CODEXK8S_VERSION=\${GIT_SHA}
+COPY --from=build /app/node_modules ./node_modules
+COPY src/ ./src/
+USER node
+CMD ["node", "src/server.mts"]
+`;
+
+async function context(files: Record<string, string> = {}, dockerfileName = 'Dockerfile'): Promise<Buffer> {
+  const { makeTar } = await import('../fakes/lib/tar.mts');
+  const all = { [dockerfileName]: DOCKERFILE, 'package.json': '{}\n', 'package-lock.json': '{}\n', 'src/server.mts': 'export {};\n', ...files };
+  return makeTar(Object.entries(all).map(([name, content]) => ({ name, content })));
+}
+
+/** A cluster with the registry and BuildKit applied. */
+function buildCluster(mode = '0755'): { dir: string; k: (args: string[], stdin?: string | Buffer) => RunResult } {
+  const dir = newStateDir();
+  const kubeconfig = seedCluster(dir);
+  const k = (args: string[], stdin?: string | Buffer): RunResult => runDouble('kubectl', ['--kubeconfig', kubeconfig, ...args], stdin === undefined ? { dir } : { dir, stdin });
+  const r = k(['apply', '-f', '-'], BUILDKIT_STACK(mode));
+  assert.equal(r.code, 0, r.stderr);
+  return { dir, k };
+}
+
+test('exec build.sh: absent (exit 3), build pushes (mutating, registry keeps git sha + context sha256), present, unchanged', async () => {
+  const { readRegistry } = await import('../fakes/lib/registry.mts');
+  const { dir, k } = buildCluster();
+  const before = readCalls(dir).length;
+  const absent = k([...BUILD, 'exists', TAG]);
+  assert.deepEqual([absent.code, absent.stdout, absent.stderr], [3, `absent ${REF}\n`, 'command terminated with exit code 3\n']);
+
+  const tar = await context();
+  const built = k([...BUILD, 'build', TAG, SHA], tar);
+  assert.equal(built.code, 0, built.stderr);
+  assert.equal(built.stdout, `pushed ${REF}\n`);
+  assert.match(built.stderr, /^#1 \[internal\] load build definition from Dockerfile$/m, 'buildctl-like progress on stderr');
+  assert.match(built.stderr, /load metadata for docker\.io\/library\/node:24\.4\.1-bookworm-slim/);
+  assert.match(built.stderr, new RegExp(`pushing manifest for ${REF.replace(/\./g, '\\.')}@sha256:[0-9a-f]{64} done`));
+  const pushed = readRegistry(dir);
+  assert.equal(pushed.length, 1);
+  assert.deepEqual({ ref: pushed[0]?.ref, repository: pushed[0]?.repository, tag: pushed[0]?.tag, gitSha: pushed[0]?.gitSha, contextSha256: pushed[0]?.contextSha256 },
+    { ref: REF, repository: 'codex-k8s', tag: TAG, gitSha: SHA, contextSha256: sha256(tar) });
+
+  const podJson = getJson(k, ['-n', 'codex-k8s-system', 'get', 'pod', 'buildkitd-0']);
+  assert.deepEqual([podJson['status']['phase'], podJson['metadata']['ownerReferences'][0]['name']], ['Running', 'buildkitd'], 'the exec target is a pod get can see');
+  const present = k([...BUILD, 'exists', TAG]);
+  assert.deepEqual([present.code, present.stdout, present.stderr], [0, `present ${REF}\n`, '']);
+  const again = k([...BUILD, 'build', TAG, SHA], 'not even a tar: the script drains stdin and stops');
+  assert.deepEqual([again.code, again.stdout], [0, `unchanged ${REF}\n`]);
+  assert.equal(readRegistry(dir).length, 1);
+
+  const calls = readCalls(dir).slice(before).filter((c) => c.argv.includes('exec'));
+  assert.deepEqual(calls.map((c) => [c.exitCode, c.mutating]), [[3, false], [0, true], [0, false], [0, false]]);
+  assert.equal(calls[0]?.stdinSha256, undefined, 'exists does not read stdin (an open stdin must not hang it)');
+  assert.deepEqual(calls[1]?.detail, { exec: { namespace: 'codex-k8s-system', pod: 'buildkitd-0', container: 'buildkitd', stdin: true,
+    command: ['/opt/codex-k8s-build/build.sh', 'build', TAG, SHA] } });
+  assert.equal(calls[1]?.stdinSha256, sha256(tar), 'stdin is recorded by hash only');
+  assert.deepEqual(calls[1]?.changes, [`pushed ${REF} (git ${SHA}, context sha256 ${sha256(tar)})`]);
+  assert.ok(!JSON.stringify(calls).includes('npm ci'), 'no stdin content in calls.jsonl');
+});
+
+test('exec build.sh: stdin must be a complete tar with a Dockerfile at its root, and COPY sources must be in it', async () => {
+  const { readRegistry } = await import('../fakes/lib/registry.mts');
+  const { dir, k } = buildCluster();
+  const good = await context();
+  const cases: Array<[string, string | Buffer, RegExp]> = [
+    ['short text', 'FROM node:24\n', /not a tar archive \(fake: no tar header at the start \(13 bytes/],
+    ['text', 'FROM node:24\n'.repeat(100), /not a tar archive \(fake: no tar header at the start \(bad header checksum\)/],
+    ['empty', '', /not a tar archive \(fake: empty input\)/],
+    ['gzip', Buffer.concat([Buffer.from([0x1f, 0x8b, 0x08, 0x00]), Buffer.alloc(600)]), /gzip-compressed data/],
+    ['truncated', good.subarray(0, 700), /unexpected end of archive/],
+    ['no Dockerfile', await context({}, 'app/Dockerfile'), /failed to read dockerfile: open Dockerfile: no such file or directory/],
+    ['missing COPY source', (await import('../fakes/lib/tar.mts')).makeTar([{ name: 'Dockerfile', content: DOCKERFILE }, { name: 'package.json', content: '{}' }]),
+      /failed to calculate checksum of ref: "\/package-lock\.json": not found \(Dockerfile line 5/],
+    ['unknown instruction', await context({ Dockerfile: 'FROM node:24\nRUNN npm ci\n' }), /dockerfile parse error on line 2: unknown instruction: RUNN/],
+    ['no FROM', await context({ Dockerfile: 'ARG X=1\nRUN true\n' }), /no build stage in current context/],
+  ];
+  for (const [name, stdin, want] of cases) {
+    const r = k([...BUILD, 'build', TAG, SHA], stdin);
+    assert.equal(r.code, 1, `${name}: ${r.stderr}`);
+    assert.equal(r.stdout, '', name);
+    assert.match(r.stderr, want, name);
+    assert.match(r.stderr, /command terminated with exit code 1\n$/, name);
+  }
+  assert.deepEqual(readRegistry(dir), [], 'nothing pushed');
+  assert.ok(readCalls(dir).every((c) => !c.mutating || c.argv.includes('apply')), 'failed builds are not mutating');
+  const dotSlash = k([...BUILD, 'build', TAG, SHA], await context({}, './Dockerfile'));
+  assert.equal(dotSlash.code, 0, `./Dockerfile is the root Dockerfile too: ${dotSlash.stderr}`);
+});
+
+test('exec build.sh: bad arguments exit 2 with the usage, before anything is built', async () => {
+  const { dir, k } = buildCluster();
+  const tar = await context();
+  const bad: Array<[string[], RegExp]> = [
+    [[], /missing command/],
+    [['push', TAG], /unknown command "push"/],
+    [['exists'], /exists takes 1 argument, got 0/],
+    [['exists', 'sha-0123'], /bad TAG "sha-0123"/],
+    [['exists', 'latest'], /bad TAG "latest"/],
+    [['build', TAG], /build takes 2 arguments, got 1/],
+    [['build', TAG, SHA, 'extra'], /build takes 2 arguments, got 3/],
+    [['build', TAG, SHA.toUpperCase()], /bad GIT_SHA/],
+    [['build', 'sha-ffffffffffff', SHA], /TAG sha-ffffffffffff does not match GIT_SHA .* \(want sha-0123456789ab\)/],
+  ];
+  for (const [args, want] of bad) {
+    const r = k([...BUILD, ...args], tar);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, want);
+    assert.match(r.stderr, /usage: build\.sh exists TAG \| build\.sh build TAG GIT_SHA/);
+    assert.match(r.stderr, /command terminated with exit code 2\n$/);
+  }
+  assert.ok(readCalls(dir).filter((c) => c.argv.includes('exec')).every((c) => !c.mutating));
+});
+
+test('exec: only build.sh in buildkitd-0/buildkitd; NotFound without the StatefulSet; the script must be mounted executable', async () => {
+  const { dir, k } = cluster();
+  const notYet = k([...BUILD, 'exists', TAG]);
+  assert.equal(notYet.code, 1);
+  assert.match(notYet.stderr, /^Error from server \(NotFound\): pods "buildkitd-0" not found\n/);
+  assert.equal(k(['apply', '-f', '-'], BUILDKIT_STACK()).code, 0);
+  const refusals: Array<[string[], RegExp]> = [
+    [['-n', 'codex-k8s-system', 'exec', '-i', 'web-0', '-c', 'buildkitd', '--', '/opt/codex-k8s-build/build.sh', 'exists', TAG], /pods "web-0" not found\n\(fake kubectl: the only exec target is codex-k8s-system\/buildkitd-0; it supports exactly: kubectl -n codex-k8s-system exec/],
+    [['exec', '-i', 'buildkitd-0', '-c', 'buildkitd', '--', '/opt/codex-k8s-build/build.sh', 'exists', TAG], /pods "buildkitd-0" not found/],
+    [['-n', 'codex-k8s-system', 'exec', '-i', 'buildkitd-0', '-c', 'sidecar', '--', '/opt/codex-k8s-build/build.sh'], /\(BadRequest\): container sidecar is not valid for pod buildkitd-0/],
+    [['-n', 'codex-k8s-system', 'exec', 'buildkitd-0', '-c', 'buildkitd', '--', 'sh', '-c', 'buildctl du'], /cannot run "sh -c buildctl du" in buildkitd-0/],
+    [['-n', 'codex-k8s-system', 'exec', 'buildkitd-0', '-c', 'buildkitd', '/opt/codex-k8s-build/build.sh'], /Use exec \[POD\] -- \[COMMAND\] instead/],
+    [['-n', 'codex-k8s-system', 'exec', 'buildkitd-0', '--', '/opt/codex-k8s-build/build.sh'], /requires -c\/--container/],
+    [['-n', 'codex-k8s-system', 'exec', '-it', 'buildkitd-0', '-c', 'buildkitd', '--', '/opt/codex-k8s-build/build.sh'], /invalid argument "t" for "-i"/],
+    [['-n', 'codex-k8s-system', 'exec', '-i', '-t', 'buildkitd-0', '-c', 'buildkitd', '--', '/opt/codex-k8s-build/build.sh'], /does not support exec -t/],
+  ];
+  const registryPod = k(['-n', 'codex-k8s-system', 'get', 'pods', '-l', 'app=registry', '-o', 'jsonpath={.items[0].metadata.name}']).stdout;
+  assert.match(registryPod, /^registry-[a-z0-9]{10}-[a-z0-9]{5}$/);
+  refusals.push([['-n', 'codex-k8s-system', 'exec', registryPod, '-c', 'registry', '--', 'ls'], /^error: the fake kubectl cannot exec into pod codex-k8s-system\/registry-/]);
+  for (const [args, want] of refusals) {
+    const r = k(args);
+    assert.equal(r.code, 1, args.join(' '));
+    assert.match(r.stderr, want);
+  }
+
+  const { k: k644 } = buildCluster('0644');
+  const notExec = k644([...BUILD, 'exists', TAG]);
+  assert.equal(notExec.code, 126);
+  assert.match(notExec.stderr, /exec: "\/opt\/codex-k8s-build\/build\.sh": permission denied: unknown\ncommand terminated with exit code 126\n\(fake kubectl: the script is mounted with mode 0644/);
+
+  assert.equal(k(['-n', 'codex-k8s-system', 'delete', 'configmap', 'buildkit-scripts']).code, 0);
+  const noCm = k([...BUILD, 'exists', TAG]);
+  assert.equal(noCm.code, 1);
+  assert.match(noCm.stderr, /unable to upgrade connection: container not found \("buildkitd"\)\n\(fake kubectl: the pod cannot start: configmap "buildkit-scripts" not found/);
+  assert.equal(k(['apply', '-f', '-'], BUILDKIT_STACK()).code, 0);
+  assert.equal(k(['-n', 'codex-k8s-system', 'delete', 'service', 'registry']).code, 0);
+  const noRegistry = k([...BUILD, 'build', TAG, SHA], await context());
+  assert.equal(noRegistry.code, 1);
+  assert.match(noRegistry.stderr, /no such host\n\(fake build\.sh: the in-cluster registry is not deployed \(missing Service codex-k8s-system\/registry/);
+  assert.ok(readCalls(dir).filter((c) => c.argv.includes('exec')).every((c) => !c.mutating));
+});
+
+test('set image: image updated (new revision, generation bump), unchanged prints nothing; rollout undo restores the previous image', () => {
+  const { dir, k } = cluster();
+  assert.equal(k(['apply', '-f', '-'], STACK('registry.local/web:1')).code, 0);
+  const image = (): string => k(['-n', 'staging', 'get', 'deploy', 'web', '-o', 'jsonpath={.spec.template.spec.containers[0].image}']).stdout;
+  const before = readCalls(dir).length;
+
+  const set = k(['-n', 'staging', 'set', 'image', 'deployment/web', 'web=registry.local/web:2']);
+  assert.deepEqual([set.code, set.stdout, set.stderr], [0, 'deployment.apps/web image updated\n', '']);
+  assert.equal(image(), 'registry.local/web:2');
+  const d = getJson(k, ['-n', 'staging', 'get', 'deployment', 'web']);
+  assert.equal(d['metadata']['generation'], 2);
+  assert.equal(d['metadata']['annotations']['deployment.kubernetes.io/revision'], '2');
+  const same = k(['-n', 'staging', 'set', 'image', 'deployment', 'web', 'web=registry.local/web:2']);
+  assert.deepEqual([same.code, same.stdout, same.stderr], [0, '', ''], 'kubectl sends no patch and prints nothing');
+  const history = k(['-n', 'staging', 'rollout', 'history', 'deployment/web']);
+  assert.match(history.stdout, /^REVISION  CHANGE-CAUSE\n1 +<none>\n2 +<none>\n/m);
+
+  const undo = k(['-n', 'staging', 'rollout', 'undo', 'deployment/web']);
+  assert.deepEqual([undo.code, undo.stdout], [0, 'deployment.apps/web rolled back\n']);
+  assert.equal(image(), 'registry.local/web:1', 'undo after set image restores the previous image');
+  const undoAgain = k(['-n', 'staging', 'rollout', 'undo', 'deployment/web']);
+  assert.equal(image(), 'registry.local/web:2', 'a second undo goes forward again, like kubectl');
+  assert.equal(undoAgain.code, 0);
+
+  const missing = k(['-n', 'staging', 'set', 'image', 'deployment/web', 'app=registry.local/web:3']);
+  assert.deepEqual([missing.code, missing.stderr], [1, 'error: unable to find container named "app"\n']);
+  const nf = k(['-n', 'staging', 'set', 'image', 'deployment/api', 'web=x:1']);
+  assert.deepEqual([nf.code, nf.stderr.trim()], [1, 'Error from server (NotFound): deployments.apps "api" not found']);
+  const record = k(['-n', 'staging', 'set', 'image', 'deployment/web', 'web=x:1', '--record']);
+  assert.equal(record.code, 1);
+  assert.match(record.stderr, /refuses --record/);
+  assert.equal(k(['-n', 'staging', 'set', 'image', 'deployment/web']).stderr, 'error: at least one image update is required\n');
+  assert.equal(image(), 'registry.local/web:2', 'failed calls changed nothing');
+
+  const calls = readCalls(dir).slice(before).filter((c) => !c.argv.includes('get'));
+  assert.deepEqual(calls.map((c) => c.mutating), [true, false, false, true, true, false, false, false, false]);
+  assert.deepEqual(calls[0]?.changes, ['deployment.apps/web image updated (web=registry.local/web:2)']);
+});
+
+test('internal images: rollout status times out until the tag is pushed, then succeeds; a bad new tag keeps the old pods', async () => {
+  const { dir, k } = buildCluster();
+  assert.equal(k(['create', 'namespace', 'staging']).code, 0);
+  const app = (image: string): string => deployment(image).replace('replicas: 2', 'replicas: 1');
+  assert.equal(k(['apply', '-f', '-'], app(PULL(5000))).code, 0);
+  const status = (): RunResult => k(['-n', 'staging', 'rollout', 'status', 'deployment/web', '--timeout=120s']);
+  const stuck = status();
+  assert.equal(stuck.code, 1);
+  assert.equal(stuck.stdout, 'Waiting for deployment "web" rollout to finish: 0 of 1 updated replicas are available...\n');
+  assert.match(stuck.stderr, /^error: timed out waiting for the condition\n\(fake kubectl: the new pods cannot pull their image: registry\.codex-k8s\.internal:5000\/codex-k8s:sha-0123456789ab: codex-k8s:sha-0123456789ab was never pushed/);
+  const wait = k(['-n', 'staging', 'wait', '--for=condition=Available', 'deployment/web', '--timeout=5s']);
+  assert.equal(wait.code, 1, 'the Available condition is False');
+  assert.match(k(['-n', 'staging', 'get', 'deployments']).stdout, /^web\s+0\/1\s+1\s+0\s+/m);
+  const pods = (): Array<Record<string, any>> => getJson(k, ['-n', 'staging', 'get', 'pods', '-l', 'app=web'])['items'];
+  assert.deepEqual(pods().map((p) => [p['spec']['containers'][0]['image'], p['status']['phase'], p['status']['containerStatuses'][0]['state']['waiting']?.['reason']]),
+    [[PULL(5000), 'Pending', 'ImagePullBackOff']], 'the pods the Deployment would have, derived at read time');
+  assert.match(k(['-n', 'staging', 'get', 'pods']).stdout, /^NAME\s+READY\s+STATUS\s+RESTARTS\s+AGE\nweb-[a-z0-9]{10}-[a-z0-9]{5}\s+0\/1\s+ImagePullBackOff\s+0\s+/);
+
+  const before = readCalls(dir).length;
+  const built = k([...BUILD, 'build', TAG, SHA], await context());
+  assert.equal(built.code, 0, built.stderr);
+  assert.deepEqual(readCalls(dir).at(-1)?.changes?.slice(1), ['deployment.apps/web in staging rolled out (its image is in the registry now)']);
+  const ok = status();
+  assert.deepEqual([ok.code, ok.stdout], [0, 'deployment "web" successfully rolled out\n']);
+  assert.equal(k(['-n', 'staging', 'rollout', 'status', 'deployment/web', '--timeout=1s']).code, 0);
+
+  // 127.0.0.1:<port> is the same registry; a tag nobody pushed leaves the old pod serving.
+  assert.equal(k(['-n', 'staging', 'set', 'image', 'deployment/web', `web=127.0.0.1:5000/codex-k8s:${TAG}`]).code, 0);
+  assert.equal(status().code, 0, '127.0.0.1:<port> maps to the same store');
+  assert.equal(k(['-n', 'staging', 'set', 'image', 'deployment/web', `web=${PULL(5000, 'sha-ffffffffffff')}`]).code, 0);
+  const bad = status();
+  assert.equal(bad.code, 1);
+  assert.equal(bad.stdout, 'Waiting for deployment "web" rollout to finish: 1 old replicas are pending termination...\n');
+  const d = getJson(k, ['-n', 'staging', 'get', 'deployment', 'web']);
+  assert.equal(d['status']['availableReplicas'], 1, 'the old pod still serves');
+  assert.deepEqual(pods().map((p) => [p['spec']['containers'][0]['image'], p['status']['phase']]).sort(),
+    [[`127.0.0.1:5000/codex-k8s:${TAG}`, 'Running'], [PULL(5000, 'sha-ffffffffffff'), 'Pending']], 'the old pod runs the last image that pulled');
+  const podName = pods()[0]?.['metadata']['name'] as string;
+  const del = k(['-n', 'staging', 'delete', 'pod', podName]);
+  assert.equal(del.code, 1);
+  assert.match(del.stderr, /cannot delete pod .*derived from ReplicaSet web-[a-z0-9]{10}/);
+  assert.equal(k(['-n', 'staging', 'rollout', 'undo', 'deployment/web']).code, 0);
+  assert.equal(status().code, 0, 'rolling back to a pushed image completes');
+
+  // The cluster DNS name is where BuildKit pushes; the node cannot resolve it, so pods never pull from it.
+  assert.equal(k(['-n', 'staging', 'set', 'image', 'deployment/web', `web=${REF}`]).code, 0);
+  assert.match(status().stderr, /containerd resolves names with the host's DNS/);
+  // Other registries are not simulated: available at once, as before.
+  assert.equal(k(['-n', 'staging', 'set', 'image', 'deployment/web', 'web=docker.io/library/nginx:1.27']).code, 0);
+  assert.equal(status().code, 0);
+  assert.ok(readCalls(dir).slice(before).filter((c) => c.argv.includes('status')).every((c) => !c.mutating));
+});
+
+test('faults.json: an exec is matched by its command words too', async () => {
+  const { dir, k } = buildCluster();
+  writeFaults(dir, { 'kubectl exec /opt/codex-k8s-build/build.sh build': { exitCode: 1, stderr: 'error: failed to solve: rpc error: code = Unavailable', times: 1 } });
+  assert.equal(k([...BUILD, 'exists', TAG]).code, 3, 'exists is not faulted');
+  const tar = await context();
+  const faulted = k([...BUILD, 'build', TAG, SHA], tar);
+  assert.deepEqual([faulted.code, faulted.stderr], [1, 'error: failed to solve: rpc error: code = Unavailable\n']);
+  assert.equal(k([...BUILD, 'build', TAG, SHA], tar).code, 0, 'times: 1');
+  const execs = readCalls(dir).filter((c) => c.argv.includes('exec'));
+  assert.deepEqual(execs.map((c) => [c.fault, c.mutating]), [[undefined, false], ['kubectl exec /opt/codex-k8s-build/build.sh build', false], [undefined, true]]);
+});
+
+test('in-process: the double\'s names match bootstrap NAMES; tar reader and image references', async () => {
+  const { NAMES } = await import('../../bootstrap/lib/manifests.mts');
+  const { BUILDKIT } = await import('../fakes/lib/buildkit.mts');
+  const { REGISTRY_IN_CLUSTER, parseImageRef } = await import('../fakes/lib/registry.mts');
+  const { makeTar, readTar, normalizeTarPath } = await import('../fakes/lib/tar.mts');
+  assert.equal(REGISTRY_IN_CLUSTER, NAMES.registryInCluster);
+  assert.deepEqual([BUILDKIT.namespace, BUILDKIT.statefulSet, BUILDKIT.pod, BUILDKIT.container, BUILDKIT.script, BUILDKIT.scriptsConfigMap, BUILDKIT.repository, BUILDKIT.registryName],
+    [NAMES.systemNamespace, NAMES.buildkitStatefulSet, NAMES.buildkitPod, NAMES.buildkitContainer, NAMES.buildkitScriptPath, NAMES.buildkitScripts, NAMES.appImageRepo, NAMES.registryService]);
+
+  const entries = readTar(makeTar([{ name: './Dockerfile', content: 'FROM x\n' }, { name: 'src/a.mts', content: Buffer.alloc(1025, 0x61) }]));
+  assert.deepEqual(entries.map((e) => [normalizeTarPath(e.name), e.type, e.size]), [['Dockerfile', '0', 7], ['src/a.mts', '0', 1025]]);
+  assert.deepEqual(parseImageRef('registry.codex-k8s.internal:5000/codex-k8s:sha-0123456789ab'), { host: 'registry.codex-k8s.internal:5000', repository: 'codex-k8s', tag: 'sha-0123456789ab', digest: undefined });
+  assert.deepEqual(parseImageRef('nginx'), { host: undefined, repository: 'nginx', tag: undefined, digest: undefined });
+  assert.deepEqual(parseImageRef('localhost:5000/a/b@sha256:ab'), { host: 'localhost:5000', repository: 'a/b', tag: undefined, digest: 'sha256:ab' });
 });

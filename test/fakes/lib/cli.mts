@@ -21,6 +21,8 @@ export interface Outcome {
   /** True only when state really changed (see recorder.mts). */
   mutating: boolean;
   changes: string[];
+  /** Recorded as calls.jsonl `detail` (never stdin, never a secret): e.g. kubectl exec's pod, container, command. */
+  detail?: Record<string, unknown>;
 }
 
 export function emptyOutcome(): Outcome {
@@ -240,6 +242,8 @@ export interface DoubleSpec {
   readonly tool: string;
   /** Global flags, stripped from argv for the second fault-matching form. */
   readonly globalFlags: FlagTable;
+  /** More argv forms for faults.json keys to match (kubectl exec: `exec` + the command words). */
+  readonly faultForms?: (argv: readonly string[]) => string[][];
   run(argv: string[], io: ToolIO): Promise<Outcome>;
 }
 
@@ -287,7 +291,7 @@ export async function runDouble(spec: DoubleSpec, argv: string[] = process.argv.
   try {
     ensureStateDir(dir);
     outcome = await withLock(dir, async () => {
-      const hit = takeFault(dir, spec.tool, [argv, stripFlags(argv, spec.globalFlags)]);
+      const hit = takeFault(dir, spec.tool, [argv, stripFlags(argv, spec.globalFlags), ...(spec.faultForms?.(argv) ?? [])]);
       let result: Outcome;
       if (hit !== undefined) {
         faultKey = hit.key;
@@ -327,6 +331,7 @@ function record(dir: string, tool: string, argv: string[], o: Outcome, stdinSha:
   const rec: CallRecord = { tool, argv, mutating: o.mutating, at: new Date().toISOString(), exitCode: o.exitCode };
   if (stdinSha !== undefined) rec.stdinSha256 = stdinSha;
   if (o.changes.length > 0) rec.changes = o.changes;
+  if (o.detail !== undefined) rec.detail = o.detail;
   if (fault !== undefined) rec.fault = fault;
   if (internal) rec.internalError = true;
   appendCall(dir, rec);

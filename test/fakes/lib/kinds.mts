@@ -146,6 +146,27 @@ function deploymentStatus(obj: K8sObject): Json {
   return st;
 }
 
+/**
+ * A Deployment whose new pods cannot pull their image (ImagePullBackOff): the new ReplicaSet's pods never become
+ * available; `oldAvailable` pods of the previous ReplicaSet keep running (maxUnavailable rounds down to 0 for small
+ * replica counts, so the controller never scales them down). The image problem itself is only visible on pods,
+ * which the double does not model: `rollout status` names it in a note.
+ */
+export function deploymentStuckStatus(obj: K8sObject, oldAvailable: number): Json {
+  const n = replicasOf(obj);
+  if (n === 0) return deploymentStatus(obj);
+  const old = Math.max(0, Math.min(oldAvailable, n));
+  const st: Json = { observedGeneration: obj.metadata.generation ?? 1, replicas: n + old, updatedReplicas: n, unavailableReplicas: n };
+  if (old > 0) Object.assign(st, { readyReplicas: old, availableReplicas: old });
+  st['conditions'] = [
+    old >= n
+      ? condition('Available', 'True', 'MinimumReplicasAvailable', 'Deployment has minimum availability.')
+      : condition('Available', 'False', 'MinimumReplicasUnavailable', 'Deployment does not have minimum availability.'),
+    condition('Progressing', 'True', 'ReplicaSetUpdated', `ReplicaSet "${obj.metadata.name}" is progressing.`),
+  ];
+  return st;
+}
+
 function statefulSetStatus(obj: K8sObject): Json {
   const n = replicasOf(obj);
   const rev = `${obj.metadata.name}-${(obj.metadata.generation ?? 1).toString(16).padStart(10, '0')}`;
@@ -192,7 +213,18 @@ export const BUILTIN_KINDS: readonly KindInfo[] = [
   { group: '', versions: ['v1'], kind: 'Service', plural: 'services', shortNames: ['svc'], namespaced: true,
     columns: [NAME, col('TYPE', (o) => str(at(o, 'spec', 'type') ?? 'ClusterIP')), AGE] },
   { group: '', versions: ['v1'], kind: 'ServiceAccount', plural: 'serviceaccounts', shortNames: ['sa'], namespaced: true },
-  { group: '', versions: ['v1'], kind: 'Pod', plural: 'pods', shortNames: ['po'], namespaced: true },
+  { group: '', versions: ['v1'], kind: 'Pod', plural: 'pods', shortNames: ['po'], namespaced: true,
+    columns: [NAME,
+      col('READY', (o) => {
+        const cs = (at(o, 'status', 'containerStatuses') as Json[] | undefined) ?? [];
+        return `${cs.filter((c) => c['ready'] === true).length}/${((at(o, 'spec', 'containers') as unknown[] | undefined) ?? []).length}`;
+      }),
+      col('STATUS', (o) => {
+        const waiting = ((at(o, 'status', 'containerStatuses') as Json[] | undefined) ?? []).map((c) => at(c, 'state', 'waiting', 'reason')).find((r) => typeof r === 'string');
+        return typeof waiting === 'string' ? waiting : str(at(o, 'status', 'phase'));
+      }),
+      col('RESTARTS', (o) => String(((at(o, 'status', 'containerStatuses') as Json[] | undefined) ?? []).reduce((n, c) => n + Number(c['restartCount'] ?? 0), 0))),
+      AGE] },
   { group: '', versions: ['v1'], kind: 'PersistentVolumeClaim', plural: 'persistentvolumeclaims', shortNames: ['pvc'], namespaced: true,
     status: (o) => ({ phase: 'Bound', accessModes: at(o, 'spec', 'accessModes'), capacity: at(o, 'spec', 'resources', 'requests') }),
     columns: [NAME, col('STATUS', (o) => str(at(o, 'status', 'phase'))), AGE] },

@@ -2,7 +2,8 @@
 //
 // State dir: ${CODEXK8S_FAKES_DIR:-/var/lib/codex-k8s-fakes}. Files this module owns:
 //   calls.jsonl        one JSON line per invocation, appended when the invocation ends:
-//                      {"tool","argv","mutating","at","exitCode", "stdinSha256"?, "changes"?, "fault"?, "internalError"?}
+//                      {"tool","argv","mutating","at","exitCode", "stdinSha256"?, "changes"?, "fault"?, "internalError"?,
+//                       "detail"?}
 //                      - argv is exactly what the double received (so a test can scan it for secret values);
 //                      - stdin is never stored, only its sha256 (and only when the double read stdin);
 //                      - mutating is true only when cluster/host state actually changed

@@ -5,14 +5,18 @@
 //   objects/.seeded                       the objects k3s itself creates were added (SEED_OBJECTS)
 //   history/<plural.group>/<ns>/<name>.json   rollout history (pod templates by revision) for Deployments
 //   rv                                    the cluster-wide resourceVersion counter
+//   registry.json                         the in-cluster registry's pushed images (lib/registry.mts): a Deployment
+//                                         whose internal image was never pushed gets a stuck status (refreshStatus)
 import fs from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
 import crypto from 'node:crypto';
 import type { K8sObject, KindInfo } from './kinds.mts';
-import { ALL_KINDS, isObj, kindByApiVersion, resourceName } from './kinds.mts';
+import { ALL_KINDS, at, deploymentStuckStatus, isObj, kindByApiVersion, resourceName } from './kinds.mts';
 import { deployedReleasesOfChart } from './helm-state.mts';
 import { DoubleError } from './cli.mts';
+import { imagePullProblem } from './registry.mts';
+import { derivedPods } from './pods.mts';
 
 export const DEFAULT_K8S_VERSION = 'v1.31.4+k3s1';
 
@@ -149,21 +153,26 @@ export class Store {
     try {
       return JSON.parse(fs.readFileSync(this.file(info, namespace, name), 'utf8')) as K8sObject;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw err;
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      return info.kind === 'Pod' && info.group === '' ? derivedPods(this, namespace ?? 'default').find((p) => p.metadata.name === name) : undefined;
     }
   }
 
   /** Objects of a kind in one namespace, or in all namespaces when `namespace` is undefined. Sorted by ns, name. */
   list(info: KindInfo, namespace: string | undefined): K8sObject[] {
     const base = path.join(this.objectsRoot(), resourceName(info));
-    if (!fs.existsSync(base)) return [];
-    const nss = info.namespaced ? (namespace !== undefined ? [namespace] : fs.readdirSync(base).sort()) : ['_cluster'];
+    if (!fs.existsSync(base) && info.kind !== 'Pod') return [];
+    const nss = info.namespaced ? (namespace !== undefined ? [namespace] : fs.existsSync(base) ? fs.readdirSync(base).sort() : []) : ['_cluster'];
     const out: K8sObject[] = [];
     for (const ns of nss) {
       const d = path.join(base, ns);
       if (!fs.existsSync(d)) continue;
       for (const f of fs.readdirSync(d).sort()) if (f.endsWith('.json')) out.push(JSON.parse(fs.readFileSync(path.join(d, f), 'utf8')) as K8sObject);
+    }
+    if (info.kind === 'Pod' && info.group === '') {
+      // The pods of Deployments and StatefulSets are derived, not stored (lib/pods.mts).
+      out.push(...derivedPods(this, namespace));
+      out.sort((a, b) => (a.metadata.namespace ?? '').localeCompare(b.metadata.namespace ?? '') || a.metadata.name.localeCompare(b.metadata.name));
     }
     return out;
   }
@@ -212,19 +221,64 @@ export class Store {
     if (specView(obj) !== specView(current)) obj.metadata.generation = (current.metadata.generation ?? 1) + 1;
     if (info.status === undefined && current['status'] !== undefined) obj['status'] = current['status'];
     if (info.kind === 'Deployment') this.recordTemplate(info, obj);
-    this.refreshStatus(info, obj);
+    this.refreshStatus(info, obj, current);
     return this.put(info, obj);
   }
 
-  /** Lets the kind's fake controller (KindInfo.status) write the status; kinds without one keep theirs. */
-  refreshStatus(info: KindInfo, obj: K8sObject): void {
+  /**
+   * Lets the kind's fake controller (KindInfo.status) write the status; kinds without one keep theirs. A Deployment
+   * whose pod template names an image the node cannot pull (lib/registry.mts) gets a stuck rollout instead, keeping
+   * the pods that `previous` (the object before this change) had available.
+   */
+  refreshStatus(info: KindInfo, obj: K8sObject, previous?: K8sObject): void {
     const st = info.status?.(obj);
     if (st !== undefined) obj['status'] = st;
+    if (info.kind === 'Deployment' && this.pullProblems(obj).length > 0) {
+      // Recreate stops the old pods before starting new ones; RollingUpdate keeps them while the new ones fail.
+      const recreate = at(obj, 'spec', 'strategy', 'type') === 'Recreate';
+      obj['status'] = deploymentStuckStatus(obj, recreate ? 0 : Number(at(previous, 'status', 'availableReplicas') ?? 0));
+    }
+  }
+
+  /** Why the node cannot pull the images of a workload's pod template (containers and initContainers). */
+  pullProblems(obj: K8sObject): string[] {
+    const spec = at(obj, 'spec', 'template', 'spec');
+    const images = ['initContainers', 'containers'].flatMap((k) => {
+      const list = at(spec, k);
+      return Array.isArray(list) ? list.map((c) => (isObj(c) && typeof c['image'] === 'string' ? c['image'] : '')) : [];
+    });
+    return images.map((i) => imagePullProblem(this.dir, i)).filter((p): p is string => p !== undefined);
+  }
+
+  /**
+   * The Deployment controller after a push to the registry: a Deployment stuck on an image that is now pullable
+   * rolls out. Returns what changed, in the words of calls.jsonl `changes`.
+   */
+  refreshDeployments(): string[] {
+    const info = kindByApiVersion('apps/v1', 'Deployment') as KindInfo;
+    const counts = (o: K8sObject): string => canonicalJson(['replicas', 'updatedReplicas', 'readyReplicas', 'availableReplicas', 'unavailableReplicas'].map((k) => at(o, 'status', k) ?? 0));
+    const out: string[] = [];
+    for (const obj of this.list(info, undefined)) {
+      const next = clone(obj);
+      this.refreshStatus(info, next, obj);
+      if (counts(next) === counts(obj)) continue;
+      this.put(info, next);
+      out.push(`deployment.apps/${obj.metadata.name} in ${obj.metadata.namespace ?? 'default'} rolled out (its image is in the registry now)`);
+    }
+    return out;
   }
 
   remove(info: KindInfo, namespace: string | undefined, name: string): boolean {
     const file = this.file(info, namespace, name);
-    if (!fs.existsSync(file)) return false;
+    if (!fs.existsSync(file)) {
+      const owner = info.kind === 'Pod' ? this.get(info, namespace, name)?.metadata['ownerReferences'] : undefined;
+      if (Array.isArray(owner)) {
+        const o = owner[0] as { kind?: string; name?: string } | undefined;
+        throw new DoubleError(`error: the fake kubectl cannot delete pod ${name}: its pods are derived from ${o?.kind ?? 'its controller'} ${o?.name ?? ''} ` +
+          '(lib/pods.mts); use `kubectl rollout restart` to replace them');
+      }
+      return false;
+    }
     fs.rmSync(file);
     fs.rmSync(this.historyFile(info, namespace, name), { force: true });
     if (info.kind === 'Namespace') {
