@@ -4,7 +4,7 @@
 // the server lock, makes sure the pinned Node.js runtime is there, uploads this tree and the config, then
 // runs bootstrap/remote/NN_*.mts in order, streaming their output. See --help and docs/runbook.md.
 import { createHash } from 'node:crypto';
-import { readFileSync, mkdtempSync, rmSync, createReadStream, writeFileSync } from 'node:fs';
+import { readFileSync, mkdtempSync, mkdirSync, rmSync, createReadStream, writeFileSync } from 'node:fs';
 import { hostname, tmpdir, userInfo } from 'node:os';
 import { join, relative, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,6 +25,7 @@ import { REMOTE, RESULT_MARKER, UPLOAD_ENTRIES } from '../lib/paths.mts';
 import { NODE } from '../lib/versions.mts';
 import { resolveArtifact } from '../lib/artifacts.mts';
 import { buildUploadTree } from '../lib/upload.mts';
+import { appSourceProblem, gitAppStatusArgv, gitHeadArgv, sourceJson } from '../lib/build.mts';
 import { run } from '../lib/exec.mts';
 import { newRunId } from '../lib/step.mts';
 import type { StepResult, LoginCheck } from '../lib/step.mts';
@@ -33,6 +34,8 @@ import { registerSecret } from '../lib/redact.mts';
 import { preflightToken, plannedTokenChecks, webhookEvents } from '../lib/github.mts';
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+/** Column width of step names in --list, --help and the summary (the longest name, so the columns line up). */
+const NAME_WIDTH = Math.max(...STEPS.map((s) => s.name.length));
 const SELF = './bootstrap/host/bootstrap_remote_staging.mts';
 const HELPERS = readFileSync(join(REPO_ROOT, 'bootstrap/lib/remote_helpers.sh'), 'utf8');
 
@@ -54,12 +57,13 @@ export const SPEC: CliSpec = {
     { name: 'verbose', short: 'v', type: 'boolean', description: 'print every command, locally and on the server' },
   ],
   sections: [
-    { title: 'Steps', body: STEPS.map((s) => `${s.name.padEnd(18)} ${s.title}`).join('\n') },
+    { title: 'Steps', body: STEPS.map((s) => `${s.name.padEnd(NAME_WIDTH)} ${s.title}`).join('\n') },
     {
       title: 'What it changes on the server',
       body:
         `${REMOTE.node}            pinned Node.js ${NODE.version} (sha256-verified)\n` +
-        `${REMOTE.base}/{bootstrap,manifests,node_modules}  this tree\n` +
+        `${REMOTE.base}/{bootstrap,manifests,app,node_modules}  this tree (app/: the service's sources, no tests)\n` +
+        `${REMOTE.sourceFile}  {"gitSha"}: the commit app/ is (step 50 tags the first image with it)\n` +
         `${REMOTE.envFile}   the settings (0600)\n` +
         `${REMOTE.journal}   per-step journal\n` +
         `${REMOTE.logDir}/      logs, one file per run\n` +
@@ -99,7 +103,7 @@ async function main(argv: readonly string[], log: Logger): Promise<number> {
     return 0;
   }
   if (flags['list']) {
-    STEPS.forEach((s, i) => log.info(`${String(i + 1).padStart(2, '0')}  ${s.name.padEnd(18)} ${s.title}`));
+    STEPS.forEach((s, i) => log.info(`${String(i + 1).padStart(2, '0')}  ${s.name.padEnd(NAME_WIDTH)} ${s.title}`));
     return 0;
   }
   const opts: Options = {
@@ -163,6 +167,7 @@ function printPlan(loaded: LoadResult, selected: readonly string[], log: Logger)
   log.info(`  - take the server lock ${REMOTE.lockDir}`);
   log.info(`  - Node.js ${node.version} in ${REMOTE.node} unless already there (${node.url}, sha256 ${node.sha256.slice(0, 12)}..., arm64 likewise)`);
   log.info(`  - upload ${UPLOAD_ENTRIES.join(', ')} (those that exist) to ${REMOTE.base} unless identical`);
+  log.info(`  - source.json: the commit of app/ (git rev-parse HEAD); ${DEPLOY_STEP} refuses to run (exit 2) when app/ has uncommitted changes`);
   log.info(`  - write ${REMOTE.envFile} (0600, via stdin) unless identical`);
   log.info('');
   log.info(color.bold('Steps'));
@@ -179,6 +184,25 @@ function printPlan(loaded: LoadResult, selected: readonly string[], log: Logger)
   log.info(color.bold('Secrets a real run needs'));
   for (const s of secrets) log.info(`  ${s.name.padEnd(34)} ${missing.has(s.name) ? 'not set: a real run asks for it on a terminal (or fails with --yes)' : 'set'}`);
   return 0;
+}
+
+/** The step that builds the first image from the uploaded app/ and so needs source.json. */
+const DEPLOY_STEP = '50_deploy_codex_k8s';
+
+/**
+ * source.json for the upload: the commit app/ is, when app/ has no uncommitted change. When it has (or this is no
+ * git checkout) and the deploy step is selected, the run stops here with exit 2: the first image would carry the
+ * tag of a commit it is not. Otherwise the upload simply goes without source.json.
+ */
+async function appSource(selected: readonly string[], log: Logger): Promise<Record<string, string>> {
+  const failed = (e: unknown) => ({ exitCode: 127, stdout: '', stderr: (e as Error).message });
+  const head = await run(gitHeadArgv(REPO_ROOT), { allowFail: true, log, timeoutSeconds: 30 }).catch(failed);
+  const status = head.exitCode === 0 ? await run(gitAppStatusArgv(REPO_ROOT), { allowFail: true, log, timeoutSeconds: 30 }).catch(failed) : undefined;
+  const problem = appSourceProblem(head, status);
+  if (problem === undefined) return { 'source.json': sourceJson(head.stdout.trim()) };
+  if (selected.includes(DEPLOY_STEP)) throw new UsageError([`${DEPLOY_STEP} is selected, but ${problem}`]);
+  log.detail(`the upload goes without source.json: ${problem}`);
+  return {};
 }
 
 /** Whether any selected step talks to GitHub (then the token is checked first). */
@@ -212,6 +236,8 @@ async function realRun(opts: Options, cfg: Config, selected: readonly string[], 
   const sshHint = ['ssh', '-p', String(port), '-i', key, ...extra, `${user}@${host}`].map(shellQuote).join(' ');
   log.info(color.bold(`codex-k8s staging bootstrap: ${user}@${host}:${port}, mode ${cfg.get('CODEXK8S_MODE')}, run ${runId}`));
   log.info(color.dim(`log: ${log.filePath}`));
+  // Before anything is contacted: a deploy from an app/ that is not a commit stops the run (exit 2).
+  const generated = await appSource(selected, log);
   // Before the first connection: a token that cannot do what the selected steps need stops the run here (exit 2).
   if (usesGitHub(selected)) {
     webhookEvents(cfg);
@@ -253,7 +279,7 @@ async function realRun(opts: Options, cfg: Config, selected: readonly string[], 
         const pre = checkPrerequisites(stepNames(), selected, server.journal, configHash(cfg));
         for (const w of pre.warnings) log.warn(w);
         if (pre.problems.length > 0) throw new UsageError(pre.problems);
-        await prepare(ctx, server);
+        await prepare(ctx, server, generated);
         const results = await runSteps(ctx, selected, opts);
         const finalJournal = await finish(ctx);
         locked = false;
@@ -321,7 +347,7 @@ function serverState(ctx: Ctx, stdout: string): ServerState {
 }
 
 /** Runtime, tree and settings on the server; each skipped when already identical. */
-async function prepare(ctx: Ctx, server: ServerState): Promise<void> {
+async function prepare(ctx: Ctx, server: ServerState, generated: Record<string, string>): Promise<void> {
   const { cfg, log } = ctx;
   const t0 = performance.now();
   log.info(color.bold('==> prepare: runtime, files and settings on the server'));
@@ -340,7 +366,7 @@ async function prepare(ctx: Ctx, server: ServerState): Promise<void> {
     log.info(`  ${nodeOut.startsWith('installed') ? '+' : '='} Node.js ${nodeOut}`);
   }
 
-  const tree = buildUploadTree(REPO_ROOT);
+  const tree = buildUploadTree(REPO_ROOT, generated);
   if (server.tree === tree.hash) log.info(`  = tree unchanged (${tree.files.length} files, ${tree.hash.slice(0, 12)})`);
   else {
     const dir = mkdtempSync(join(tmpdir(), 'ck8s-upload-'));
@@ -349,6 +375,14 @@ async function prepare(ctx: Ctx, server: ServerState): Promise<void> {
       const tar = join(dir, 'tree.tar');
       writeFileSync(list, tree.files.join('\n') + '\n');
       await run(['tar', '-cf', tar, '-C', REPO_ROOT, '-T', list], { env: { COPYFILE_DISABLE: '1' }, log });
+      // Generated files are appended from a directory of their own (one -C per tar call works with GNU and BSD tar).
+      const names = Object.keys(tree.generated).sort();
+      if (names.length > 0) {
+        const stage = join(dir, 'generated');
+        mkdirSync(stage);
+        for (const n of names) writeFileSync(join(stage, n), tree.generated[n] as string);
+        await run(['tar', '-rf', tar, '-C', stage, ...names], { env: { COPYFILE_DISABLE: '1' }, log });
+      }
       await helper(ctx, ['install-tree', REMOTE.base, tree.hash, ...tree.entries], { input: createReadStream(tar) });
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -484,7 +518,7 @@ function printSummary(ctx: Ctx, selected: readonly string[], results: Map<string
     } else if (selected.includes(s.name)) state = 'not run (an earlier step failed)';
     else state = `skipped (last: ${rec ? `${rec.status} ${rec.endedAt ?? rec.startedAt}` : 'never ran'})`;
     const time = r ? formatSeconds(r.seconds) : '';
-    log.info(`  ${s.name.padEnd(18)} ${state.padEnd(16)} ${time}`);
+    log.info(`  ${s.name.padEnd(NAME_WIDTH)} ${state.padEnd(16)} ${time}`);
   }
   const ran = selected.filter((n) => results.has(n)).length;
   log.info(`  ${ran} step(s) run, ${changedSteps} changed, total ${formatSeconds(seconds)}`);

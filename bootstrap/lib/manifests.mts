@@ -64,7 +64,33 @@ export const NAMES = {
   runnerRoleBinding: 'codex-k8s-runner-deployer',
   /** Secret (runner namespace) with key github_token that ARC reads (chart value githubConfigSecret). */
   runnerGitHubSecret: 'codex-k8s-runner-github',
+  /** The codex-k8s staging service (manifests/app, 50_deploy_codex_k8s): Deployment, Service and Ingress share it. */
+  app: 'codex-k8s',
+  /** The app's container in the Deployment (what `kubectl set image deployment/codex-k8s app=...` names). */
+  appContainer: 'app',
+  /** The app's image repository in the in-cluster registry; tags are `sha-<12 hex>` (appImageTag). */
+  appImageRepo: 'codex-k8s',
+  /** The app's runtime Secret (staging namespace), created once by 50_deploy_codex_k8s, key github-webhook-secret. */
+  appRuntimeSecret: 'codex-k8s-runtime',
+  /** The TLS Secret cert-manager fills for the Ingress (server mode). */
+  appTlsSecret: 'codex-k8s-tls',
+  /** BuildKit (manifests/buildkit, system namespace): StatefulSet with one pod, buildkitd-0, container buildkitd. */
+  buildkitStatefulSet: 'buildkitd',
+  buildkitPod: 'buildkitd-0',
+  buildkitContainer: 'buildkitd',
+  /** ConfigMap with the build script, mounted in buildkitd-0 at buildkitScriptPath. */
+  buildkitScripts: 'buildkit-scripts',
+  buildkitScriptPath: '/opt/codex-k8s-build/build.sh',
+  /** Role (system namespace) letting the runner ServiceAccount exec into buildkitd-0 only, and its RoleBinding. */
+  builderRole: 'codex-k8s-builder',
+  builderRoleBinding: 'codex-k8s-runner-builder',
 } as const;
+
+/** The image tag of a git commit: `sha-` and the first 12 hex digits (what the deploy workflow computes too). */
+export function appImageTag(gitSha: string): string {
+  if (!/^[0-9a-f]{40}$/.test(gitSha)) throw new OperationError(`not a full git commit SHA: "${gitSha}" (want 40 lower-case hex digits)`);
+  return `sha-${gitSha.slice(0, 12)}`;
+}
 
 export const ACME_SERVERS = {
   production: 'https://acme-v02.api.letsencrypt.org/directory',

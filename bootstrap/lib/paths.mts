@@ -4,12 +4,21 @@ export const REMOTE = {
   base: '/opt/codex-k8s-bootstrap',
   node: '/opt/codex-k8s-bootstrap/node',
   nodeBin: '/opt/codex-k8s-bootstrap/node/bin/node',
+  /** The service's sources (app/: src, package files, Dockerfile), the build context of the first image (step 50). */
+  app: '/opt/codex-k8s-bootstrap/app',
+  /** {"gitSha": "<40 hex>"}: the commit app/ was uploaded from, written by the launcher (step 50 tags the image). */
+  sourceFile: '/opt/codex-k8s-bootstrap/source.json',
   /** Hash of the uploaded tree, to skip identical uploads. */
   treeHashFile: '/opt/codex-k8s-bootstrap/.tree-sha256',
   /** The configuration the steps read, written by the launcher (0600, holds secrets). */
   envFile: '/etc/codex-k8s-bootstrap/bootstrap.env',
   /** Secrets generated once on the server (0600 files, directory 0700), read back on every later run. */
   secretsDir: '/etc/codex-k8s-bootstrap/secrets',
+  /**
+   * The GitHub webhook secret: generated once by whichever step needs it first (50_deploy_codex_k8s puts it in the
+   * app's runtime Secret, 70_github_repo in the Actions secret and the webhook), read back by every later run.
+   */
+  webhookSecretFile: '/etc/codex-k8s-bootstrap/secrets/github-webhook-secret',
   /** The journal: per step status, times, changes, config hash. */
   stateDir: '/var/lib/codex-k8s-bootstrap',
   journal: '/var/lib/codex-k8s-bootstrap/state.json',
@@ -19,7 +28,7 @@ export const REMOTE = {
   lockDir: '/run/lock/codex-k8s-bootstrap',
 } as const;
 
-export const UPLOAD_ENTRIES = ['bootstrap', 'manifests', 'package.json', 'node_modules'] as const;
+export const UPLOAD_ENTRIES = ['bootstrap', 'manifests', 'app', 'package.json', 'source.json', 'node_modules'] as const;
 
 /** The result line a step prints last; the launcher reads it and hides it. */
 export const RESULT_MARKER = '@@codex-k8s-step-result@@';

@@ -1,5 +1,7 @@
-// What the launcher uploads to the server: bootstrap/, manifests/, package.json and the production
-// node_modules (pure JS only), as one tar stream. The tree hash lets a re-run skip an identical upload.
+// What the launcher uploads to the server: bootstrap/, manifests/, the service's build context (app/: sources,
+// package files, Dockerfile; never its node_modules or tests), package.json and the production node_modules
+// (pure JS only), plus generated files (source.json), as one tar stream. The tree hash lets a re-run skip an
+// identical upload.
 import { readFileSync, readdirSync, statSync, existsSync, lstatSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { createHash } from 'node:crypto';
@@ -37,6 +39,8 @@ function walk(root: string, rel: string, out: string[]): void {
 export interface UploadTree {
   /** Paths relative to the repository root, sorted; what tar packs. */
   files: string[];
+  /** Files made by the launcher (name at the top level -> content), packed after `files`. */
+  generated: Record<string, string>;
   /** sha256 over every path, mode and content. */
   hash: string;
   /** The top-level entries present (manifests/ may not exist yet), swapped in one by one on the server. */
@@ -44,12 +48,33 @@ export interface UploadTree {
 }
 
 /**
+ * app/ as uploaded: what its Dockerfile builds from, and nothing else. The image is built on the server from
+ * exactly these files (50_deploy_codex_k8s), so a test file or a laptop's node_modules never reaches it.
+ */
+export const APP_FILES = ['app/package.json', 'app/package-lock.json', 'app/Dockerfile', 'app/.dockerignore'] as const;
+export const APP_SOURCE_DIR = 'app/src';
+
+/** Test files and directories under app/src stay on the laptop. */
+export function isAppTestPath(rel: string): boolean {
+  return rel.split('/').some((seg) => seg === 'node_modules' || seg === 'test' || seg === 'tests' || seg === '__tests__') || /\.(test|spec)\.[cm]?[jt]s$/.test(rel);
+}
+
+function appFiles(repoRoot: string): string[] {
+  if (!existsSync(join(repoRoot, 'app'))) return [];
+  const out: string[] = [];
+  if (existsSync(join(repoRoot, APP_SOURCE_DIR))) walk(repoRoot, APP_SOURCE_DIR, out);
+  out.push(...APP_FILES.filter((f) => existsSync(join(repoRoot, f))));
+  return out.filter((f) => !isAppTestPath(f)).sort();
+}
+
+/**
  * Lists the files to upload. Nested node_modules of production packages come along with their parent;
  * a native addon (.node) is refused: the server runtime may not match the laptop's.
  */
-export function buildUploadTree(repoRoot: string): UploadTree {
+export function buildUploadTree(repoRoot: string, generated: Record<string, string> = {}): UploadTree {
   const files: string[] = [];
   for (const dir of ['bootstrap', 'manifests']) if (existsSync(join(repoRoot, dir))) walk(repoRoot, dir, files);
+  files.push(...appFiles(repoRoot));
   files.push('package.json');
   const lockPath = join(repoRoot, 'package-lock.json');
   if (!existsSync(lockPath)) throw new OperationError('package-lock.json is missing; run npm ci first');
@@ -73,8 +98,15 @@ export function buildUploadTree(repoRoot: string): UploadTree {
     h.update(readFileSync(abs));
     h.update('\0');
   }
-  const entries = [...new Set(files.map((f) => f.split('/')[0] as string))];
-  return { files, hash: h.digest('hex'), entries };
+  const names = Object.keys(generated).sort();
+  for (const name of names) {
+    if (name.includes('/') || files.some((f) => f.split('/')[0] === name)) throw new OperationError(`generated upload file ${name} must be a new top-level name`);
+    h.update(`${name}\0-\0`);
+    h.update(generated[name] as string);
+    h.update('\0');
+  }
+  const entries = [...new Set([...files.map((f) => f.split('/')[0] as string), ...names])];
+  return { files, generated, hash: h.digest('hex'), entries };
 }
 
 function walkPackage(root: string, rel: string, out: string[]): void {

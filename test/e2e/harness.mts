@@ -3,7 +3,7 @@
 // the launcher's stdout/stderr, its log files, the argv of every ssh it starts (a PATH shim), and the
 // server's logs and doubles' call records.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync, mkdirSync, copyFileSync, readFileSync, readdirSync, existsSync, chmodSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, mkdirSync, copyFileSync, readFileSync, readdirSync, existsSync, chmodSync, statSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes, createHash } from 'node:crypto';
@@ -44,7 +44,11 @@ export interface Target {
   operatorKey: string;
   sshArgvLog: string;
   runs: LauncherRun[];
-  launch(args: readonly string[], extraEnv?: Record<string, string>): Promise<LauncherRun>;
+  /**
+   * Runs the launcher. `opts.repoRoot`: a copy of the repository to run it from (its own git state, e.g. a snapshot
+   * with app/ committed: see snapshotRepo); default the repository itself.
+   */
+  launch(args: readonly string[], extraEnv?: Record<string, string>, opts?: { repoRoot?: string }): Promise<LauncherRun>;
   /** Starts the launcher and resolves once `marker` appears in its output; `done` resolves at exit. */
   launchUntil(args: readonly string[], marker: RegExp): Promise<{ pid: number; done: Promise<LauncherRun> }>;
   /** Everything captured so far, on the host and on the server, as one text per source. */
@@ -151,11 +155,11 @@ export async function startTarget(name?: string): Promise<Target> {
     chmodSync(join(shimDir, 'ssh'), 0o755);
 
     const runs: LauncherRun[] = [];
-    const spawnLauncher = (args: readonly string[], extraEnv: Record<string, string> = {}, onOutput?: (all: string, pid: number) => void): Promise<LauncherRun> =>
+    const spawnLauncher = (args: readonly string[], extraEnv: Record<string, string> = {}, onOutput?: (all: string, pid: number) => void, root: string = REPO_ROOT): Promise<LauncherRun> =>
       new Promise((resolve, reject) => {
         const started = performance.now();
         const child = spawn(process.execPath, ['--import', 'tsx', '--', 'bootstrap/host/bootstrap_remote_staging.mts', '--env-file', envFile, ...args], {
-          cwd: REPO_ROOT,
+          cwd: root,
           env: { ...process.env, PATH: `${shimDir}:${process.env['PATH']}`, NO_COLOR: '1', ...extraEnv },
           stdio: ['ignore', 'pipe', 'pipe'],
         });
@@ -193,7 +197,7 @@ export async function startTarget(name?: string): Promise<Target> {
       operatorKey: join(dir, 'operator'),
       sshArgvLog,
       runs,
-      launch: (args, extraEnv) => spawnLauncher(args, extraEnv),
+      launch: (args, extraEnv, opts) => spawnLauncher(args, extraEnv, undefined, opts?.repoRoot),
       launchUntil: (args, marker) =>
         new Promise((resolveStarted, rejectStarted) => {
           let seen = false;
@@ -260,6 +264,28 @@ export async function startTarget(name?: string): Promise<Target> {
     await sb.stop();
     throw e;
   }
+}
+
+/**
+ * A copy of the repository's working tree (tracked and untracked files, not ignored ones) committed as ONE commit
+ * in a fresh git repository, with node_modules linked: the launcher run from it sees a clean checkout whose HEAD is
+ * known, whatever the state of the real working tree. Returns the copy's root and its commit.
+ */
+export async function snapshotRepo(): Promise<{ root: string; sha: string; git(...args: string[]): Promise<string> }> {
+  const root = mkdtempSync(join(tmpdir(), 'ck8s-repo-'));
+  const list = (await runProcess('git', ['-C', REPO_ROOT, 'ls-files', '-z', '--cached', '--others', '--exclude-standard'])).stdout.split('\0').filter((f) => f !== '' && existsSync(join(REPO_ROOT, f)));
+  for (const f of list) {
+    mkdirSync(join(root, f, '..'), { recursive: true });
+    copyFileSync(join(REPO_ROOT, f), join(root, f));
+    chmodSync(join(root, f), statSync(join(REPO_ROOT, f)).mode & 0o777);
+  }
+  symlinkSync(join(REPO_ROOT, 'node_modules'), join(root, 'node_modules'));
+  const env = { GIT_AUTHOR_NAME: 'e2e', GIT_AUTHOR_EMAIL: 'e2e@example.com', GIT_COMMITTER_NAME: 'e2e', GIT_COMMITTER_EMAIL: 'e2e@example.com' };
+  const git = async (...args: string[]) => (await runProcess('git', ['-C', root, ...args], { env: { ...process.env, ...env } as Record<string, string> })).stdout;
+  await git('init', '-q');
+  await git('add', '-A');
+  await git('commit', '-q', '-m', 'e2e snapshot');
+  return { root, sha: (await git('rev-parse', 'HEAD')).trim(), git };
 }
 
 /** Steps and their footers, as the launcher printed them: { '00_preflight': '= unchanged', ... }. */

@@ -15,6 +15,9 @@ import { clusterValues, registryValues, clusterObjects } from '../../bootstrap/r
 import type { ClusterSettings } from '../../bootstrap/remote/30_cluster_deps.mts';
 import { postgresValues, postgresObjects, credentialsSecret, secretProblems, databaseUrl, generatePassword } from '../../bootstrap/remote/40_postgres.mts';
 import type { PostgresSettings } from '../../bootstrap/remote/40_postgres.mts';
+import { buildkitValues, buildkitObjects, appValues, appObjects, runtimeSecret } from '../../bootstrap/remote/50_deploy_codex_k8s.mts';
+import type { DeploySettings } from '../../bootstrap/remote/50_deploy_codex_k8s.mts';
+import { buildScriptText, internalTag, pullRef } from '../../bootstrap/lib/build.mts';
 import { IMAGES } from '../../bootstrap/lib/versions.mts';
 import { validateObject, runModel } from '../fakes/lib/validate.mts';
 import type { ModelClass } from '../fakes/lib/validate.mts';
@@ -23,16 +26,26 @@ import type { K8sObject } from '../fakes/lib/kinds.mts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const MODES: Mode[] = ['local', 'server'];
-const COMPONENTS = ['cluster', 'registry', 'postgres'];
+const COMPONENTS = ['cluster', 'registry', 'postgres', 'buildkit', 'app'];
 
 function clusterSettings(mode: Mode): ClusterSettings {
   return { mode, stagingNamespace: 'codex-k8s-staging', runnerNamespace: 'arc-runners', registryPort: 5000, letsencryptServer: 'staging', ...(mode === 'server' ? { letsencryptEmail: 'ops@example.com' } : {}) };
 }
 const pgSettings = (mode: Mode): PostgresSettings => ({ mode, namespace: 'codex-k8s-staging', backupSchedule: '17 3 * * *', backupKeep: 7 });
+const deploySettings = (mode: Mode): DeploySettings => ({ mode, stagingNamespace: 'codex-k8s-staging', runnerNamespace: 'arc-runners', registryPort: 5000,
+  rolloutTimeout: 300, buildTimeout: 900, ...(mode === 'server' ? { domain: 'staging.example.com' } : {}) });
+/** The service's image: built in the cluster and tagged by commit, so it is pinned by its tag, not in versions.mts. */
+const APP_IMAGE = pullRef(5000, 'sha-0123456789ab');
+/**
+ * Containers that cannot drop privileges, and why: rootless BuildKit's newuidmap/newgidmap are setuid binaries, so
+ * no_new_privs (allowPrivilegeEscalation: false) or a bounding set without SETUID/SETGID stops it (manifests/buildkit).
+ */
+const MAY_ESCALATE = new Set(['StatefulSet/buildkitd template container buildkitd']);
 
 /** Everything the steps apply in a mode, as they build it. */
 function allObjects(mode: Mode): KubeObject[] {
-  return [...clusterObjects(clusterSettings(mode)), ...postgresObjects(pgSettings(mode)), credentialsSecret('codex-k8s-staging', { user: 'codex', password: 'pw-for-tests-only', db: 'codex_k8s' })];
+  return [...clusterObjects(clusterSettings(mode)), ...postgresObjects(pgSettings(mode)), credentialsSecret('codex-k8s-staging', { user: 'codex', password: 'pw-for-tests-only', db: 'codex_k8s' }),
+    ...buildkitObjects(deploySettings(mode), buildScriptText()), ...appObjects(deploySettings(mode), APP_IMAGE), runtimeSecret('codex-k8s-staging', 'x'.repeat(64))];
 }
 
 /** cert-manager's 4.4 models predate `ingressClassName` on the HTTP-01 ingress solver (cert-manager >= 1.12 has it). */
@@ -87,9 +100,16 @@ for (const mode of MODES) {
         for (const c of [...(p.spec['initContainers'] ?? []), ...p.spec['containers']] as Array<Record<string, any>>) {
           const cid = `${p.where} container ${c['name']}`;
           assert.ok(c['resources']?.requests?.cpu && c['resources']?.requests?.memory && c['resources']?.limits?.memory, `${cid}: resources.requests.{cpu,memory} and limits.memory`);
-          assert.match(c['image'], /^[a-z0-9.-]+(\/[a-z0-9._-]+)+:[A-Za-z0-9._-]+$/, `${cid}: a fully qualified image with a tag`);
-          assert.doesNotMatch(c['image'], /:latest$/, `${cid}: no latest tag`);
-          assert.ok((Object.values(IMAGES) as string[]).includes(c['image']), `${cid}: ${c['image']} is not pinned in versions.mts IMAGES`);
+          if (internalTag(c['image']) !== undefined) assert.equal(c['image'], APP_IMAGE, `${cid}: the service's image as the step sets it`);
+          else {
+            assert.match(c['image'], /^[a-z0-9.-]+(\/[a-z0-9._-]+)+:[A-Za-z0-9._-]+$/, `${cid}: a fully qualified image with a tag`);
+            assert.doesNotMatch(c['image'], /:latest$/, `${cid}: no latest tag`);
+            assert.ok((Object.values(IMAGES) as string[]).includes(c['image']), `${cid}: ${c['image']} is not pinned in versions.mts IMAGES`);
+          }
+          if (MAY_ESCALATE.has(cid)) {
+            assert.equal(c['securityContext']?.allowPrivilegeEscalation, true, `${cid}: says so explicitly`);
+            continue;
+          }
           assert.equal(c['securityContext']?.allowPrivilegeEscalation, false, `${cid}: allowPrivilegeEscalation false`);
           assert.deepEqual(c['securityContext']?.capabilities?.drop, ['ALL'], `${cid}: drops all capabilities`);
         }
@@ -228,6 +248,8 @@ test('placeholders: every one used, none missing, whole values only, values quot
     assert.deepEqual([...used('cluster')].sort(), Object.keys(clusterValues(clusterSettings(mode))).sort(), `cluster ${mode}`);
     assert.deepEqual([...used('registry')].sort(), Object.keys(registryValues(clusterSettings(mode))).sort());
     assert.deepEqual([...used('postgres')].sort(), Object.keys(postgresValues(pgSettings(mode))).sort());
+    assert.deepEqual([...used('buildkit')].sort(), Object.keys(buildkitValues(deploySettings(mode), buildScriptText())).sort());
+    assert.deepEqual([...used('app')].sort(), Object.keys(appValues(deploySettings(mode), APP_IMAGE)).sort(), `app ${mode}`);
   }
   assert.throws(() => render('registry', 'local', { ...registryValues(clusterSettings('local')), EXTRA: 'x' }), /uses no placeholder \$\{EXTRA\}/);
   assert.throws(() => render('registry', 'local', { REGISTRY_IMAGE: IMAGES.registry }), /\$\{REGISTRY_PORT\} has no value/);
@@ -244,7 +266,11 @@ test('mode files: *.server.yaml only in server mode, *.local.yaml only in local 
   for (const f of ['b.yaml', 'a.server.yaml', 'a.local.yaml', 'notes.txt']) writeFileSync(join(dir, 'c', f), '');
   assert.deepEqual(componentFiles('c', 'server', dir), ['c/a.server.yaml', 'c/b.yaml']);
   assert.deepEqual(componentFiles('c', 'local', dir), ['c/a.local.yaml', 'c/b.yaml']);
-  for (const c of COMPONENTS) for (const mode of MODES) assert.ok(render(c, mode, c === 'cluster' ? clusterValues(clusterSettings(mode)) : c === 'registry' ? registryValues(clusterSettings(mode)) : postgresValues(pgSettings(mode))).objects.length > 0);
+  const valuesOf = (c: string, mode: Mode) => ({
+    cluster: () => clusterValues(clusterSettings(mode)), registry: () => registryValues(clusterSettings(mode)), postgres: () => postgresValues(pgSettings(mode)),
+    buildkit: () => buildkitValues(deploySettings(mode), buildScriptText()), app: () => appValues(deploySettings(mode), APP_IMAGE),
+  } as Record<string, () => Record<string, string | number | boolean>>)[c]?.() ?? {};
+  for (const c of COMPONENTS) for (const mode of MODES) assert.ok(render(c, mode, valuesOf(c, mode)).objects.length > 0, `${c} ${mode}`);
   assert.throws(() => componentFiles('nope', 'local'), /no manifests for component "nope"/);
 });
 

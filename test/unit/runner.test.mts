@@ -54,9 +54,9 @@ function chartProblems(chart: string, version: string, values: Record<string, un
   return problems;
 }
 
-test('the step sits between 40_postgres and 70_github_repo and is marked as calling GitHub', () => {
+test('the step sits between 50_deploy_codex_k8s and 70_github_repo and is marked as calling GitHub', () => {
   const names = stepNames();
-  assert.equal(names.indexOf('60_runner_arc'), names.indexOf('40_postgres') + 1);
+  assert.equal(names.indexOf('60_runner_arc'), names.indexOf('50_deploy_codex_k8s') + 1);
   assert.equal(names.indexOf('70_github_repo'), names.indexOf('60_runner_arc') + 1);
   assert.equal(stepInfo('60_runner_arc').usesGitHub, true);
   assert.ok(fs.existsSync(path.join(ROOT, 'bootstrap/remote/60_runner_arc.mts')));

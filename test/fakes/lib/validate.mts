@@ -14,6 +14,8 @@
 // 3. API-server rules the schema can't express: metadata.name syntax, label syntax, KindInfo.check.
 // 4. Extension (CRD) kinds: metadata is validated with the ObjectMeta model (same strictness), top-level fields
 //    against KindInfo.topLevel, then KindInfo.check.
+// 5. Fields newer than the 1.27 schemas that the manifests need (NEWER_THAN_MODELS, e.g. securityContext
+//    .appArmorProfile): checked by their own rule and removed before the model runs.
 import type { K8sObject, KindInfo } from './kinds.mts';
 import { isObj, splitApiVersion } from './kinds.mts';
 
@@ -154,6 +156,50 @@ export function runModel(Model: ModelClass, data: unknown, prefix: string): stri
   return prefix === '' ? uniq : uniq.map((l) => `${prefix}.${l}`);
 }
 
+/**
+ * Fields that the cluster the bootstrap pins (k3s 1.36) serves and the Kubernetes 1.27 schemas of kubernetes-models
+ * predate. Each is checked by its own rule here, then removed from the copy the model validates, so everything
+ * else stays exactly as strict. Add a row only for a field a manifest needs, with the version that added it.
+ */
+const NEWER_THAN_MODELS: readonly { readonly field: string; readonly since: string; readonly parent: RegExp; readonly check: (v: unknown) => string[] }[] = [
+  // securityContext.appArmorProfile (pod and container level), GA in 1.30; since 1.36 the API server no longer
+  // turns the old container.apparmor.security.beta.kubernetes.io annotations into it, so the field is the only way.
+  { field: 'appArmorProfile', since: 'v1.30', parent: /(^|\.)securityContext$/, check: appArmorProfileProblems },
+];
+
+function appArmorProfileProblems(v: unknown): string[] {
+  if (!isObj(v)) return [': Invalid value: must be an object'];
+  const out = Object.keys(v).filter((k) => k !== 'type' && k !== 'localhostProfile').map((k) => `.${k}: unknown field`);
+  const type = v['type'];
+  if (type !== 'RuntimeDefault' && type !== 'Unconfined' && type !== 'Localhost') out.push('.type: Unsupported value: must be one of ["Localhost","RuntimeDefault","Unconfined"]');
+  const local = v['localhostProfile'];
+  if (type === 'Localhost' && (typeof local !== 'string' || local.trim() === '')) out.push('.localhostProfile: Required value: must be set when type is Localhost');
+  if (type !== 'Localhost' && local !== undefined) out.push('.localhostProfile: Invalid value: may only be set when type is Localhost');
+  return out;
+}
+
+/** A copy of `obj` without the NEWER_THAN_MODELS fields, and the problems of those fields ("path: problem"). */
+export function stripNewerFields(obj: unknown): { rest: unknown; problems: string[] } {
+  const rest = JSON.parse(JSON.stringify(obj)) as unknown;
+  const problems: string[] = [];
+  const walk = (node: unknown, where: string): void => {
+    if (Array.isArray(node)) {
+      node.forEach((x, i) => walk(x, joinPath(where, i)));
+      return;
+    }
+    if (!isObj(node)) return;
+    for (const rule of NEWER_THAN_MODELS) {
+      if (rule.field in node && rule.parent.test(where)) {
+        problems.push(...rule.check(node[rule.field]).map((p) => `${joinPath(where, rule.field)}${p}`));
+        delete node[rule.field];
+      }
+    }
+    for (const [k, v] of Object.entries(node)) walk(v, joinPath(where, k));
+  };
+  walk(rest, '');
+  return { rest, problems };
+}
+
 const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 const LABEL_VALUE = /^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$/;
@@ -198,7 +244,8 @@ export async function validateObject(obj: K8sObject, info: KindInfo): Promise<st
     if (Model === undefined || Model.kind !== obj.kind || Model.apiVersion !== obj.apiVersion) {
       throw new Error(`kubernetes-models has no model for ${obj.apiVersion} ${obj.kind}: fix its row in test/fakes/lib/kinds.mts`);
     }
-    errors.push(...runModel(Model, obj, ''));
+    const newer = stripNewerFields(obj);
+    errors.push(...newer.problems, ...runModel(Model, newer.rest, ''));
   } else {
     const ObjectMeta = await importModel('@kubernetes-models/apimachinery/apis/meta/v1/ObjectMeta', 'ObjectMeta');
     if (ObjectMeta === undefined) throw new Error('@kubernetes-models/apimachinery ObjectMeta model not found');
