@@ -105,6 +105,23 @@ export const STEPS: readonly StepInfo[] = [
     ],
   },
   {
+    name: '50_deploy_codex_k8s',
+    title: 'The codex-k8s staging service: BuildKit in the cluster, the first image, Deployment, Service, Ingress, runtime Secret',
+    checks: [
+      'Secret codex-k8s-runtime in CODEXK8S_STAGING_NAMESPACE holds the webhook secret of /etc/codex-k8s-bootstrap/secrets/github-webhook-secret (key github-webhook-secret; compared, never printed)',
+      'BuildKit in codex-k8s-system: the ConfigMap buildkit-scripts equals manifests/buildkit/build.sh, the StatefulSet buildkitd (rootless, pinned image) and the Role codex-k8s-builder + RoleBinding codex-k8s-runner-builder (exec into buildkitd-0 only, for the runners) match manifests/buildkit (kubectl diff); buildkitd-0 is ready',
+      'the Deployment codex-k8s, its Service and Ingress (server mode: CODEXK8S_STAGING_DOMAIN with TLS from the ClusterIssuer letsencrypt; local mode: plain HTTP, no host) match manifests/app with the live image (kubectl diff)',
+      'the Deployment is rolled out and its pods run the wanted image',
+    ],
+    changes: [
+      'generates the webhook secret file once (0600) when it is missing; creates the runtime Secret from it (server-side apply, on stdin), or updates the Secret when the file was rotated',
+      'kubectl apply of the BuildKit objects that differ; waits, bounded, for buildkitd-0',
+      'only when the Deployment does not exist yet: streams the uploaded app/ as a tar to build.sh in buildkitd-0 (kubectl exec -i), which builds it and pushes registry.../codex-k8s:sha-<12 hex of source.json gitSha> (skipped when that tag is already pushed; bounded by CODEXK8S_BUILD_TIMEOUT)',
+      'kubectl apply of the app objects that differ; once the Deployment exists its image is the live one (the deploy workflow owns the tag), so a re-run never rolls staging back',
+      'waits, bounded by CODEXK8S_ROLLOUT_TIMEOUT, for the rollout; fails when a pod runs another image',
+    ],
+  },
+  {
     name: '60_runner_arc',
     title: 'GitHub Actions runners in the cluster: ARC controller and runner scale set, runner ServiceAccount and deploy Role',
     usesGitHub: true,
@@ -128,7 +145,7 @@ export const STEPS: readonly StepInfo[] = [
     title: 'GitHub repository wiring: Actions variables, sealed secrets, the codex-k8s webhook (server mode)',
     usesGitHub: true,
     checks: [
-      'repository variables CODEXK8S_MODE, CODEXK8S_STAGING_NAMESPACE, CODEXK8S_RUNNER_SCALE_SET_NAME, CODEXK8S_INTERNAL_REGISTRY, CODEXK8S_ROLLOUT_TIMEOUT (and CODEXK8S_STAGING_DOMAIN in server mode) have the configured values (listed with pagination)',
+      'repository variables CODEXK8S_MODE, CODEXK8S_STAGING_NAMESPACE, CODEXK8S_RUNNER_SCALE_SET_NAME, CODEXK8S_INTERNAL_REGISTRY, CODEXK8S_ROLLOUT_TIMEOUT, CODEXK8S_STAGING_URL (and CODEXK8S_STAGING_DOMAIN in server mode) have the configured values (listed with pagination)',
       'Actions secret CODEXK8S_WEBHOOK_SECRET exists and was written from the current value (keyed hash in the journal, GitHub\'s updated_at unchanged)',
       'server mode: one webhook https://CODEXK8S_STAGING_DOMAIN/webhooks/github, content type json, TLS verified, events CODEXK8S_GITHUB_WEBHOOK_EVENTS, current secret',
       'names this tool created earlier and no longer uses (journal section "github") are gone',
@@ -139,6 +156,20 @@ export const STEPS: readonly StepInfo[] = [
       'seals each secret with the repository public key (tweetsodium) and PUTs it with the key_id, only when it changed',
       'creates or updates the webhook, found by URL (never a duplicate)',
       'deletes variables, secrets and webhooks this tool created and no longer uses; never a name it did not create',
+    ],
+  },
+  {
+    name: '80_deploy_loop_check',
+    title: 'Deploy loop check: dispatch the staging-deploy workflow, wait for it green, smoke-check staging from the server',
+    usesGitHub: true,
+    checks: [
+      'the journal (section deployLoop) proves the loop for the newest commit staging-deploy.yml ran for on the default branch (GET /repos/{owner}/{repo}/actions/workflows/staging-deploy.yml/runs); a push to main is drift',
+      'staging still answers /version with that commit (CODEXK8S_SMOKE_URL; else https://CODEXK8S_STAGING_DOMAIN in server mode, http://<ClusterIP of kube-system/traefik> in local mode)',
+    ],
+    changes: [
+      'dispatches staging-deploy.yml on the default branch (POST .../actions/workflows/staging-deploy.yml/dispatches) and waits for its run, bounded by CODEXK8S_DEPLOY_WAIT; prints the run URL, its conclusion and each job\'s duration; a red run fails the step with the run URL',
+      'runs the smoke checks from the server (TLS in server mode, /healthz, /readyz, /version = the commit the run deployed, unsigned and signed webhook deliveries, the runner scale set) with the webhook secret of /etc/codex-k8s-bootstrap/secrets/github-webhook-secret',
+      'records the proven commit in the journal (state.json, deployLoop)',
     ],
   },
 ];

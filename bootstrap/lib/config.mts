@@ -135,6 +135,9 @@ export const SETTINGS: readonly Setting[] = [
     description: 'Let\'s Encrypt endpoint. Use staging while experimenting: production allows 5 certificates per name set per week.' },
   { name: 'CODEXK8S_INTERNAL_REGISTRY_PORT', group: GROUPS.staging, kind: 'port', scope: 'both', default: '5000',
     description: 'Node port of the in-cluster image registry (reached by containerd through the node\'s loopback).' },
+  { name: 'CODEXK8S_SMOKE_URL', group: GROUPS.staging, kind: 'url', scope: 'both', example: 'http://10.0.0.5:8080',
+    defaultText: 'https://CODEXK8S_STAGING_DOMAIN in server mode; in local mode http://<ClusterIP of the Traefik Service>',
+    description: 'Where 80_deploy_loop_check sends the smoke checks from the server. Normally left empty; set it when the server cannot reach staging at the default address.' },
 
   // --- runners ------------------------------------------------------------------------------------
   { name: 'CODEXK8S_RUNNER_NAMESPACE', group: GROUPS.runner, kind: 'dnsLabel', scope: 'both', default: 'arc-runners',
@@ -177,8 +180,12 @@ export const SETTINGS: readonly Setting[] = [
   // --- timing -------------------------------------------------------------------------------------
   { name: 'CODEXK8S_ROLLOUT_TIMEOUT', group: GROUPS.timing, kind: 'duration', scope: 'both', default: '5m',
     description: 'How long to wait for a Kubernetes rollout (e.g. 90s, 5m, 1h).' },
+  { name: 'CODEXK8S_BUILD_TIMEOUT', group: GROUPS.timing, kind: 'duration', scope: 'both', default: '15m',
+    description: 'How long 50_deploy_codex_k8s lets the first image build (BuildKit in the cluster: base image pull, npm ci, push) take.' },
   { name: 'CODEXK8S_PREFLIGHT_WAIT', group: GROUPS.timing, kind: 'duration', scope: 'both', default: '10m',
     description: 'How long preflight waits for cloud-init to finish and for the apt/dpkg locks to be released on a fresh server.' },
+  { name: 'CODEXK8S_DEPLOY_WAIT', group: GROUPS.timing, kind: 'duration', scope: 'both', default: '15m',
+    description: 'How long 80_deploy_loop_check waits for the staging-deploy run it dispatched to finish (queued behind another deploy, build, rollout and smoke checks).' },
   { name: 'CODEXK8S_LOCK_STALE_AFTER', group: GROUPS.timing, kind: 'duration', scope: 'both', default: '2h',
     description: 'A server lock older than this is reported as stale, with the command that clears it.' },
 

@@ -25,6 +25,25 @@ export interface Journal {
   history: Array<{ step: string; status: StepStatus; at: string; runId: string; changed: number }>;
   /** What the tool wrote to GitHub (lib/github.mts). Optional: journals written before it existed stay valid. */
   github?: GitHubJournal;
+  /** The last commit the deploy loop was proven for (80_deploy_loop_check). Optional, like `github`. */
+  deployLoop?: DeployLoopRecord;
+}
+
+/**
+ * A green staging-deploy run followed by passing smoke checks from the server, for one commit of the default branch.
+ * 80_deploy_loop_check reports no drift only while this is the newest commit deployed (a push to main makes it stale).
+ */
+export interface DeployLoopRecord {
+  /** owner/name */
+  repo: string;
+  branch: string;
+  /** The commit the run deployed and the smoke checks found live (40 hex). */
+  headSha: string;
+  runId: number;
+  runUrl: string;
+  /** The URL the smoke checks used. */
+  smokeUrl: string;
+  provenAt: string;
 }
 
 /** A secret this tool wrote: GitHub secrets are write-only, so a keyed hash of the value says whether to write again. */
@@ -69,7 +88,16 @@ export function parseJournal(text: string): Journal {
   if (j.version !== 1 || typeof j.steps !== 'object' || j.steps === null) throw new Error('not a version 1 journal');
   const out: Journal = { version: 1, steps: j.steps, history: Array.isArray(j.history) ? j.history : [] };
   if (j.github !== undefined) out.github = parseGitHubJournal(j.github);
+  if (j.deployLoop !== undefined) out.deployLoop = parseDeployLoop(j.deployLoop);
   return out;
+}
+
+function parseDeployLoop(d: unknown): DeployLoopRecord {
+  const x = d as Partial<DeployLoopRecord> | null;
+  const strings = ['repo', 'branch', 'headSha', 'runUrl', 'smokeUrl', 'provenAt'] as const;
+  if (!x || strings.some((k) => typeof x[k] !== 'string') || typeof x.runId !== 'number')
+    throw new Error('the deployLoop section is not {repo, branch, headSha, runId, runUrl, smokeUrl, provenAt}');
+  return { repo: x.repo!, branch: x.branch!, headSha: x.headSha!, runId: x.runId, runUrl: x.runUrl!, smokeUrl: x.smokeUrl!, provenAt: x.provenAt! };
 }
 
 function parseGitHubJournal(g: unknown): GitHubJournal {

@@ -90,16 +90,37 @@ export const HELM: Artifact = {
 export const ARTIFACTS: readonly Artifact[] = [NODE, K3S_INSTALL, HELM];
 
 /**
+ * kubectl for the jobs of .github/workflows/staging-deploy.yml: the ARC runner image has none, so each job downloads
+ * it on the runner and checks its sha256 (the bootstrap itself uses k3s's bundled kubectl). Same Kubernetes version
+ * as k3s (K3S_VERSION). A workflow cannot import this file: it repeats these values in its `env:`, and
+ * test/unit/staging-deploy.test.mts keeps the two equal. The URL is dl.k8s.io/release/VERSION/bin/linux/ARCH/kubectl.
+ * sha256: the contents of dl.k8s.io's kubectl.sha256 for v1.36.2, as pinned (amd64 and arm64 alike) by several
+ * unrelated public repositories (Dockerfiles and Makefiles that verify the download); dl.k8s.io itself was not
+ * reachable from the machine that pinned it. When bumping: take both sums from dl.k8s.io/release/VERSION/bin/linux/
+ * {amd64,arm64}/kubectl.sha256.
+ */
+export const WORKFLOW_KUBECTL = {
+  version: 'v1.36.2',
+  baseUrl: 'https://dl.k8s.io/release',
+  sha256: {
+    x64: '1e9045ec32bea85da43de85f0065358529ea7c7a152eca78154fba5b58c27d82',
+    arm64: 'c957eb8c4bea27a3bb35b269edd9082e27f027f7b76b20b5bf4afebc726c6d3e',
+  },
+} as const;
+
+/**
  * Hosts the server reaches over HTTPS besides the artifacts above: container registries the cluster pulls
  * from, Helm chart repositories, and the ACME server. 00_preflight probes each one (and each artifact's
  * host), so a blocked egress shows up before the first download. Keep it in step with the charts and
  * images pinned in this file.
  */
 export const OUTBOUND_ENDPOINTS: readonly { readonly url: string; readonly why: string; readonly serverModeOnly?: boolean }[] = [
-  { url: 'https://registry-1.docker.io/v2/', why: 'container images: k3s system images, the registry, PostgreSQL, BuildKit' },
+  { url: 'https://registry-1.docker.io/v2/', why: "container images: k3s system images, the registry, PostgreSQL, BuildKit and the service's node base image" },
   { url: 'https://ghcr.io/v2/', why: 'the GitHub Actions Runner Controller charts and images' },
   { url: 'https://quay.io/v2/', why: 'the cert-manager chart (OCI) and images' },
   { url: 'https://github.com/', why: 'the k3s release binaries' },
+  { url: 'https://registry.npmjs.org/', why: "the service's image build (npm ci in app/Dockerfile, run by BuildKit in the cluster)" },
+  { url: 'https://dl.k8s.io/', why: 'kubectl for the staging-deploy jobs on the runners (WORKFLOW_KUBECTL)' },
   { url: 'https://acme-v02.api.letsencrypt.org/directory', why: "Let's Encrypt: TLS certificates", serverModeOnly: true },
 ];
 
@@ -119,6 +140,12 @@ export const IMAGES = {
   // self-update, and GitHub stops queueing jobs to a runner that has ignored an available update for 30 days:
   // this pin must follow the runner releases.
   arcRunner: 'ghcr.io/actions/actions-runner:2.336.0',
+  // BuildKit, rootless variant (manifests/buildkit, uid 1000, rootlesskit): moby/buildkit v0.34.0, released
+  // 2026-10-07 (https://github.com/moby/buildkit/releases/tag/v0.34.0); every release publishes
+  // `<version>-rootless` next to `<version>`. Pinned by tag only: no digest published by the project was at hand
+  // at pin time. Bumping: take the tag from the releases page and re-read examples/kubernetes/*.rootless.yaml at
+  // that tag for changed securityContext needs.
+  buildkit: 'docker.io/moby/buildkit:v0.34.0-rootless',
 } as const;
 
 /** A Helm chart pinned to an exact version, installed as one release. */

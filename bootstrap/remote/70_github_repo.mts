@@ -5,7 +5,6 @@
 // section lists what this tool created, so a later run removes only its own leftovers (docs/github.md).
 // Talks to CODEXK8S_GITHUB_API_URL with CODEXK8S_GITHUB_PAT from bootstrap.env; the launcher checked the token's
 // permissions before the run started.
-import { join } from 'node:path';
 import { runStep } from '../lib/step.mts';
 import type { StepContext } from '../lib/step.mts';
 import { formatDuration } from '../lib/config.mts';
@@ -17,10 +16,20 @@ import {
 } from '../lib/github.mts';
 import type { Wanted } from '../lib/github.mts';
 
-/** The webhook secret: generated once here, read back by every later run (and by the app's deploy). */
-export const WEBHOOK_SECRET_FILE = join(REMOTE.secretsDir, 'github-webhook-secret');
+/** The webhook secret (generated once by 50_deploy_codex_k8s or here, whichever runs first). */
+export const WEBHOOK_SECRET_FILE = REMOTE.webhookSecretFile;
 /** Name of the Actions secret holding it: the deploy workflow's smoke job signs a test delivery with it. */
 export const WEBHOOK_SECRET_NAME = 'CODEXK8S_WEBHOOK_SECRET';
+/**
+ * Where the deploy workflow's smoke job reaches staging from its runner pod, inside the cluster. Local mode: the
+ * Ingress has no host rule, so Traefik's Service answers for the app under its cluster DNS name, plain HTTP.
+ */
+export const LOCAL_STAGING_URL = 'http://traefik.kube-system.svc.cluster.local';
+
+/** Pure: the staging URL the workflow's smoke job checks (server mode: the public HTTPS name, TLS included). */
+export function stagingUrl(cfg: Config): string {
+  return cfg.get('CODEXK8S_MODE') === 'server' ? `https://${cfg.get('CODEXK8S_STAGING_DOMAIN')}` : LOCAL_STAGING_URL;
+}
 
 /** Pure: the repository variables the deploy workflow reads. */
 export function wantedVariables(cfg: Config): Record<string, string> {
@@ -33,6 +42,7 @@ export function wantedVariables(cfg: Config): Record<string, string> {
     // Where BuildKit pushes and the Deployment pulls from (registries.yaml maps it to the node's loopback).
     CODEXK8S_INTERNAL_REGISTRY: `registry.codex-k8s.internal:${cfg.get<number>('CODEXK8S_INTERNAL_REGISTRY_PORT')}`,
     CODEXK8S_ROLLOUT_TIMEOUT: formatDuration(cfg.get<number>('CODEXK8S_ROLLOUT_TIMEOUT')),
+    CODEXK8S_STAGING_URL: stagingUrl(cfg),
   };
   if (mode === 'server') vars['CODEXK8S_STAGING_DOMAIN'] = cfg.get('CODEXK8S_STAGING_DOMAIN');
   return vars;

@@ -3,36 +3,47 @@
 //      login that proves an sshd/firewall change on a first run)
 //   2. wall time of a first run and of a converged re-run (target: re-run <= 25% of the first)
 //   3. wall time of `npm test` (skip with --skip-npm-test)
+//   4. the app image: build context, deps stage time, layer size (test/bench/image.mts; `--image-only` for just this)
 // Needs what the e2e tests need: root, systemd-nspawn, debootstrap (see README).
 import { spawnSync } from 'node:child_process';
 import { startTarget } from '../e2e/harness.mts';
 import { REPO_ROOT } from '../sandbox/sandbox.mts';
+import { benchImage } from './image.mts';
+import { startStaging } from '../e2e/staging.mts';
 
 const skipNpmTest = process.argv.includes('--skip-npm-test');
+const imageOnly = process.argv.includes('--image-only');
 const rows: Array<[string, string, string]> = [];
 
-const t = await startTarget('bench');
-const stopRunner = t.playArcRunner();
-try {
-  const c0 = await t.sb.countAcceptedSsh();
-  const first = await t.launch(['--yes']);
-  if (first.code !== 0) throw new Error(`first run failed:\n${first.output}`);
-  const c1 = await t.sb.countAcceptedSsh();
-  const second = await t.launch(['--yes']);
-  if (second.code !== 0) throw new Error(`re-run failed:\n${second.output}`);
-  const c2 = await t.sb.countAcceptedSsh();
-  rows.push(['SSH connections accepted, first run', String(c1 - c0), 'target 2: the master and the login check']);
-  rows.push(['SSH connections accepted, re-run', String(c2 - c1), 'target 1']);
-  rows.push(['first run (fresh server)', `${first.seconds.toFixed(2)} s`, '']);
-  rows.push(['converged re-run', `${second.seconds.toFixed(2)} s`, '']);
-  const ratio = (second.seconds / first.seconds) * 100;
-  rows.push(['re-run / first run', `${ratio.toFixed(1)} %`, `target <= 25 % (${ratio <= 25 ? 'met' : 'NOT met'})`]);
-} finally {
-  stopRunner();
-  await t.stop();
+rows.push(...benchImage(REPO_ROOT));
+if (!imageOnly) await benchLauncher();
+
+async function benchLauncher(): Promise<void> {
+  const t = await startTarget('bench');
+  const stopRunner = t.playArcRunner();
+  const staging = await startStaging(t);
+  try {
+    const c0 = await t.sb.countAcceptedSsh();
+    const first = await t.launch(['--yes']);
+    if (first.code !== 0) throw new Error(`first run failed:\n${first.output}`);
+    const c1 = await t.sb.countAcceptedSsh();
+    const second = await t.launch(['--yes']);
+    if (second.code !== 0) throw new Error(`re-run failed:\n${second.output}`);
+    const c2 = await t.sb.countAcceptedSsh();
+    rows.push(['SSH connections accepted, first run', String(c1 - c0), 'target 2: the master and the login check']);
+    rows.push(['SSH connections accepted, re-run', String(c2 - c1), 'target 1']);
+    rows.push(['first run (fresh server)', `${first.seconds.toFixed(2)} s`, '']);
+    rows.push(['converged re-run', `${second.seconds.toFixed(2)} s`, '']);
+    const ratio = (second.seconds / first.seconds) * 100;
+    rows.push(['re-run / first run', `${ratio.toFixed(1)} %`, `target <= 25 % (${ratio <= 25 ? 'met' : 'NOT met'})`]);
+  } finally {
+    stopRunner();
+    await staging.stop();
+    await t.stop();
+  }
 }
 
-if (!skipNpmTest) {
+if (!skipNpmTest && !imageOnly) {
   const started = performance.now();
   const r = spawnSync('npm', ['test'], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
   const summary = (r.stdout?.toString() ?? '').trim().split('\n').pop() ?? '';

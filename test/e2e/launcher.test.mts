@@ -5,6 +5,8 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startTarget, footers } from './harness.mts';
 import type { Target } from './harness.mts';
+import { startStaging } from './staging.mts';
+import type { Staging } from './staging.mts';
 import { run as runProcess, hostSnapshot } from '../sandbox/sandbox.mts';
 import { RESULT_MARKER } from '../../bootstrap/lib/paths.mts';
 import { stepNames } from '../../bootstrap/lib/catalogue.mts';
@@ -12,6 +14,7 @@ import { stepNames } from '../../bootstrap/lib/catalogue.mts';
 let t: Target;
 let hostBefore: string;
 let stopRunner: (() => void) | undefined;
+let staging: Staging | undefined;
 const ALL = stepNames();
 const unchangedAll = (names: readonly string[]) => Object.fromEntries(names.map((n) => [n, '= unchanged']));
 
@@ -26,9 +29,12 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     hostBefore = await hostSnapshot();
     t = await startTarget();
     stopRunner = t.playArcRunner();
+    // 80_deploy_loop_check smoke-checks a real app: the one on this host, playing the cluster's deployment.
+    staging = await startStaging(t);
   });
   after(async () => {
     stopRunner?.();
+    await staging?.stop();
     await t?.stop();
   });
 

@@ -190,7 +190,7 @@ describe('repository wiring', () => {
   test('first run creates everything; the second run makes no write call', async () => {
     const w = wanted(config(gh.url, SERVER), SECRET);
     const changes = await converge(w);
-    assert.equal(changes.length, 6 + 1 + 1, changes.join('\n'));
+    assert.equal(changes.length, 7 + 1 + 1, changes.join('\n'));
     assert.equal(gh.variables.get('CODEXK8S_STAGING_DOMAIN')?.value, 'staging.example.com');
     assert.equal(gh.variables.get('CODEXK8S_INTERNAL_REGISTRY')?.value, 'registry.codex-k8s.internal:5000');
     assert.equal(gh.secretValue('CODEXK8S_WEBHOOK_SECRET'), SECRET, 'tweetsodium output opens with libsodium crypto_box_seal_open');
@@ -325,10 +325,12 @@ test('step 70 wants: local mode has no domain and no webhook; server mode has bo
     CODEXK8S_RUNNER_SCALE_SET_NAME: 'codex-k8s-staging',
     CODEXK8S_INTERNAL_REGISTRY: 'registry.codex-k8s.internal:5000',
     CODEXK8S_ROLLOUT_TIMEOUT: '5m',
+    CODEXK8S_STAGING_URL: 'http://traefik.kube-system.svc.cluster.local',
   });
   assert.equal(wanted(local, 'x'.repeat(64)).webhook, undefined);
   const server = wanted(config('https://api.github.com', SERVER), 'x'.repeat(64));
   assert.equal(server.variables['CODEXK8S_STAGING_DOMAIN'], 'staging.example.com');
+  assert.equal(server.variables['CODEXK8S_STAGING_URL'], 'https://staging.example.com');
   assert.equal(server.webhook?.url, 'https://staging.example.com/webhooks/github');
   assert.throws(() => webhookEvents(config('https://api.github.com', { CODEXK8S_GITHUB_WEBHOOK_EVENTS: 'push, Pull-Request' })), /CODEXK8S_GITHUB_WEBHOOK_EVENTS: .* \(Pull-Request\)/);
 });

@@ -21,7 +21,7 @@ const SPEC = 'api.github.com.deref.json';
 /** Response schemas bigger than this are left out (GET /repos/{owner}/{repo} alone is ~90 kB). */
 const MAX_RESPONSE_SCHEMA = 20_000;
 
-/** Every operation the bootstrap (lib/github.mts, steps 60 and 70) calls. */
+/** Every operation the bootstrap (lib/github.mts, lib/actions.mts, steps 60, 70 and 80) calls. */
 export const OPERATIONS: ReadonlyArray<readonly [string, string]> = [
   ['get', '/repos/{owner}/{repo}'],
   ['get', '/repos/{owner}/{repo}/actions/variables'],
@@ -42,6 +42,11 @@ export const OPERATIONS: ReadonlyArray<readonly [string, string]> = [
   ['get', '/repos/{owner}/{repo}/actions/workflows'],
   ['get', '/repos/{owner}/{repo}/actions/runners'],
   ['post', '/repos/{owner}/{repo}/actions/runners/registration-token'],
+  // 80_deploy_loop_check: dispatch staging-deploy.yml, find and follow its run, read its jobs.
+  ['post', '/repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches'],
+  ['get', '/repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs'],
+  ['get', '/repos/{owner}/{repo}/actions/runs/{run_id}'],
+  ['get', '/repos/{owner}/{repo}/actions/runs/{run_id}/jobs'],
 ];
 
 export interface FixtureParameter {

@@ -16,6 +16,13 @@
 // `calls`: { method, path, route, status, write, fault? }. `write` is true for requests that change repository
 // state (POST/PATCH/PUT/DELETE), except the runner registration token, which only mints a token that expires in
 // an hour (the preflight sends it to prove "Administration: Read and write").
+// GitHub Actions (`actions`, for 80_deploy_loop_check): the workflow files on the default branch `main` (whose head
+// commit is `actions.headSha`), dispatches, runs and their jobs. A dispatch creates a run on the branch head that
+// follows `actions.nextRun` (the knobs: conclusion success|failure|cancelled, or `never` completing; how many looks
+// it stays queued/in progress; its jobs and their durations). `actions.dispatchRunDetails` says what a dispatch with
+// `return_run_details: true` answers: `returned` (200 with the run id and URLs, as api.github.com does since 2026),
+// `ignored` (204, a server without the parameter that ignores it) or `rejected` (422 naming the key).
+// `actions.push()` adds a run as a push to main would, completed at once.
 import { createServer } from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { readFileSync } from 'node:fs';
@@ -72,6 +79,77 @@ export interface Runner {
   labels: string[];
 }
 
+export type RunConclusion = 'success' | 'failure' | 'cancelled';
+
+export interface FakeJobPlan {
+  name: string;
+  /** How long the job took (started_at -> completed_at). */
+  seconds: number;
+  conclusion: RunConclusion | 'skipped';
+}
+
+/** What a run created by the fake does. */
+export interface RunPlan {
+  /** `never`: the run stays in progress forever (the waiting side must time out). */
+  conclusion: RunConclusion | 'never';
+  /** How many looks (GET of the run) answer queued / in_progress before it is completed (default 0: done at once). */
+  pollsUntilDone?: number;
+  /** Its jobs, in order (default: build, deploy, smoke with the run's conclusion on smoke). */
+  jobs?: FakeJobPlan[];
+}
+
+export interface WorkflowFile {
+  id: number;
+  /** .github/workflows/NAME.yml */
+  path: string;
+  name: string;
+  /** Whether the file on the default branch has a workflow_dispatch trigger. */
+  dispatch: boolean;
+}
+
+export interface FakeRun {
+  id: number;
+  runNumber: number;
+  workflowId: number;
+  event: 'push' | 'workflow_dispatch';
+  headBranch: string;
+  headSha: string;
+  createdAt: string;
+  plan: RunPlan;
+  /** GETs of the run so far. */
+  looks: number;
+  /** While onRun's promise is pending, the run is in progress whatever its plan says. */
+  pending: boolean;
+}
+
+export interface FakeActions {
+  /** The head commit of the default branch (main); a dispatched run checks out this commit. */
+  headSha: string;
+  workflows: WorkflowFile[];
+  /** What the next run (dispatched or pushed) does. */
+  nextRun: RunPlan;
+  dispatchRunDetails: 'returned' | 'ignored' | 'rejected';
+  readonly runs: FakeRun[];
+  /** A run as a push of `sha` to main creates (and main's head moves there), following `plan` (default: nextRun). */
+  push(sha: string, plan?: RunPlan): FakeRun;
+  /**
+   * Called for every new run: a test can make its staging serve the run's commit. When it returns a promise, the run
+   * stays in progress until the promise settles (a rejection is a problem and fails the run), as a deploy takes time.
+   */
+  onRun?: (run: FakeRun) => void | Promise<void>;
+}
+
+export const DEFAULT_BRANCH = 'main';
+
+export function defaultJobs(conclusion: RunPlan['conclusion']): FakeJobPlan[] {
+  const end: RunConclusion = conclusion === 'never' ? 'success' : conclusion;
+  return [
+    { name: 'build', seconds: 41, conclusion: 'success' },
+    { name: 'deploy', seconds: 17, conclusion: 'success' },
+    { name: 'smoke', seconds: 12, conclusion: end },
+  ];
+}
+
 export interface FakeGitHubOptions {
   host?: string;
   port?: number;
@@ -94,6 +172,7 @@ export interface FakeGitHub {
   readonly secrets: Map<string, { value: string; created_at: string; updated_at: string }>;
   readonly hooks: Map<number, Hook>;
   readonly runners: Runner[];
+  readonly actions: FakeActions;
   permissions: Record<Permission, Level>;
   admin: boolean;
   fault(route: string, spec: FaultSpec): void;
@@ -133,6 +212,10 @@ const NEEDS: Readonly<Record<string, readonly [Permission, 'read' | 'write']>> =
   'GET /repos/{owner}/{repo}/actions/workflows': ['actions', 'read'],
   'GET /repos/{owner}/{repo}/actions/runners': ['administration', 'read'],
   'POST /repos/{owner}/{repo}/actions/runners/registration-token': ['administration', 'write'],
+  'POST /repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches': ['actions', 'write'],
+  'GET /repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs': ['actions', 'read'],
+  'GET /repos/{owner}/{repo}/actions/runs/{run_id}': ['actions', 'read'],
+  'GET /repos/{owner}/{repo}/actions/runs/{run_id}/jobs': ['actions', 'read'],
 };
 
 /** per_page maxima GitHub documents (variables: 30; the others 100). */
@@ -209,6 +292,8 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
   const hooks = new Map<number, Hook>();
   const tokens = new Set<string>([opts.token]);
   const runners: Runner[] = [];
+  const runs: FakeRun[] = [];
+  let nextRunId = 18_000_000_001;
   let nextHookId = 500_000_001;
   // A clock that moves one second per write, so updated_at always changes on a write.
   let clock = Date.parse('2026-11-01T00:00:00Z');
@@ -225,6 +310,49 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
     ...opts.permissions,
   };
 
+  const newRun = (event: FakeRun['event'], sha: string, plan: RunPlan, workflowId: number): FakeRun => {
+    const run: FakeRun = {
+      id: nextRunId++,
+      runNumber: runs.filter((r) => r.workflowId === workflowId).length + 1,
+      workflowId,
+      event,
+      headBranch: DEFAULT_BRANCH,
+      headSha: sha,
+      // Real time: the waiting side prints durations, and correlates by id, never by the two clocks.
+      createdAt: stamp(Date.now()),
+      plan: { ...plan },
+      looks: 0,
+      pending: false,
+    };
+    runs.push(run);
+    const hook = actions.onRun?.(run);
+    if (hook instanceof Promise) {
+      run.pending = true;
+      hook.then(
+        () => (run.pending = false),
+        (e: unknown) => {
+          problems.push(`onRun of run ${run.id} failed: ${(e as Error).stack ?? String(e)}`);
+          run.plan = { ...run.plan, conclusion: 'failure' };
+          run.pending = false;
+        },
+      );
+    }
+    return run;
+  };
+  const actions: FakeActions = {
+    headSha: randomBytes(20).toString('hex'),
+    workflows: [{ id: 161_335, path: '.github/workflows/staging-deploy.yml', name: 'staging-deploy', dispatch: true }],
+    nextRun: { conclusion: 'success' },
+    dispatchRunDetails: 'returned',
+    runs,
+    push(sha, plan) {
+      const wf = actions.workflows.find((w) => w.path.endsWith('/staging-deploy.yml'));
+      if (!wf) throw new Error('fake: no staging-deploy.yml workflow to run on push');
+      actions.headSha = sha;
+      return newRun('push', sha, plan ?? actions.nextRun, wf.id);
+    },
+  };
+
   const fake: FakeGitHub = {
     url: '',
     calls,
@@ -233,6 +361,7 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
     secrets,
     hooks,
     runners,
+    actions,
     permissions,
     admin: opts.admin ?? true,
     fault(route, spec) {
@@ -316,7 +445,7 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
           private: true,
           owner: { login: owner, id: 1, type: opts.ownerType ?? 'User' },
           permissions: { admin: fake.admin, maintain: fake.admin, push: true, triage: true, pull: true },
-          default_branch: 'main',
+          default_branch: DEFAULT_BRANCH,
         });
       case 'GET /repos/{owner}/{repo}/actions/variables': {
         const all = [...variables].sort(([a], [b]) => a.localeCompare(b)).map(([name, v]) => ({ name, ...v }));
@@ -424,8 +553,51 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
       }
       case 'DELETE /repos/{owner}/{repo}/hooks/{hook_id}':
         return hooks.delete(Number(m['hook_id'])) ? new HttpAnswer(204, undefined) : notFound(docs);
-      case 'GET /repos/{owner}/{repo}/actions/workflows':
-        return new HttpAnswer(200, { total_count: 0, workflows: [] });
+      case 'GET /repos/{owner}/{repo}/actions/workflows': {
+        const all = actions.workflows.map(workflowJson);
+        const p = page(all, url, c.key);
+        return new HttpAnswer(200, { total_count: all.length, workflows: p.slice }, p.headers);
+      }
+      case 'POST /repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches': {
+        const wf = findWorkflow(m['workflow_id'] ?? '');
+        if (!wf) return notFound(docs);
+        const ref = String(body?.['ref'] ?? '').replace(/^refs\/heads\//, '');
+        if (ref !== DEFAULT_BRANCH) return new HttpAnswer(422, { message: `No ref found for: ${body?.['ref']}`, documentation_url: docs, status: '422' });
+        if (!wf.dispatch) return new HttpAnswer(422, { message: "Workflow does not have 'workflow_dispatch' trigger", documentation_url: docs, status: '422' });
+        const asked = body?.['return_run_details'] === true;
+        if (body?.['return_run_details'] !== undefined && actions.dispatchRunDetails === 'rejected') {
+          return new HttpAnswer(422, { message: 'Invalid request.\n\n"return_run_details" is not a permitted key.', documentation_url: docs, status: '422' });
+        }
+        const run = newRun('workflow_dispatch', actions.headSha, actions.nextRun, wf.id);
+        if (!asked || actions.dispatchRunDetails !== 'returned') return new HttpAnswer(204, undefined);
+        return new HttpAnswer(200, { workflow_run_id: run.id, run_url: `${base()}/repos/${opts.repo}/actions/runs/${run.id}`, html_url: runHtmlUrl(run) });
+      }
+      case 'GET /repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs': {
+        const wf = findWorkflow(m['workflow_id'] ?? '');
+        if (!wf) return notFound(docs);
+        const q = (k: string) => url.searchParams.get(k);
+        const all = runs
+          .filter((r) => r.workflowId === wf.id)
+          .filter((r) => !q('branch') || r.headBranch === q('branch'))
+          .filter((r) => !q('event') || r.event === q('event'))
+          .filter((r) => !q('head_sha') || r.headSha === q('head_sha'))
+          .map((r) => runJson(r, false))
+          .filter((r) => !q('status') || r.status === q('status') || r.conclusion === q('status'))
+          .sort((a, b) => b.id - a.id);
+        const p = page(all, url, c.key);
+        return new HttpAnswer(200, { total_count: all.length, workflow_runs: p.slice }, p.headers);
+      }
+      case 'GET /repos/{owner}/{repo}/actions/runs/{run_id}': {
+        const run = runs.find((r) => r.id === Number(m['run_id']));
+        return run ? new HttpAnswer(200, runJson(run, true)) : notFound(docs);
+      }
+      case 'GET /repos/{owner}/{repo}/actions/runs/{run_id}/jobs': {
+        const run = runs.find((r) => r.id === Number(m['run_id']));
+        if (!run) return notFound(docs);
+        const all = jobsJson(run);
+        const p = page(all, url, c.key);
+        return new HttpAnswer(200, { total_count: all.length, jobs: p.slice }, p.headers);
+      }
       case 'GET /repos/{owner}/{repo}/actions/runners': {
         const named = url.searchParams.get('name');
         const all = runners
@@ -439,6 +611,97 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
     }
     problems.push(`no handler for ${c.key}`);
     return new HttpAnswer(500, { message: 'fake: no handler' });
+  }
+
+  function findWorkflow(idOrFile: string): WorkflowFile | undefined {
+    return actions.workflows.find((w) => String(w.id) === idOrFile || w.path.split('/').pop() === idOrFile);
+  }
+
+  function workflowJson(w: WorkflowFile) {
+    return {
+      id: w.id,
+      node_id: `W_${w.id}`,
+      name: w.name,
+      path: w.path,
+      state: 'active' as const,
+      created_at: '2026-11-01T00:00:00Z',
+      updated_at: '2026-11-01T00:00:00Z',
+      url: `${base()}/repos/${opts.repo}/actions/workflows/${w.id}`,
+      html_url: `${base()}/${opts.repo}/blob/${DEFAULT_BRANCH}/${w.path}`,
+      badge_url: `${base()}/${opts.repo}/workflows/${w.name}/badge.svg`,
+    };
+  }
+
+  const runHtmlUrl = (r: FakeRun) => `${base()}/${opts.repo}/actions/runs/${r.id}`;
+
+  /** Where the run is now; `look` counts a GET of the run (the knob pollsUntilDone is in looks). */
+  function runState(r: FakeRun, look: boolean): { status: 'queued' | 'in_progress' | 'completed'; conclusion: RunConclusion | null } {
+    const seen = r.looks;
+    if (look) r.looks++;
+    if (r.pending || r.plan.conclusion === 'never' || seen < (r.plan.pollsUntilDone ?? 0)) return { status: seen === 0 ? 'queued' : 'in_progress', conclusion: null };
+    return { status: 'completed', conclusion: r.plan.conclusion };
+  }
+
+  function runJson(r: FakeRun, look: boolean) {
+    const wf = actions.workflows.find((w) => w.id === r.workflowId);
+    const { status, conclusion } = runState(r, look);
+    return {
+      id: r.id,
+      name: wf?.name ?? 'workflow',
+      node_id: `WFR_${r.id}`,
+      head_branch: r.headBranch,
+      head_sha: r.headSha,
+      path: wf?.path ?? '',
+      display_title: r.event === 'push' ? 'a push to main' : wf?.name ?? '',
+      run_number: r.runNumber,
+      run_attempt: 1,
+      event: r.event,
+      status,
+      conclusion,
+      workflow_id: r.workflowId,
+      url: `${base()}/repos/${opts.repo}/actions/runs/${r.id}`,
+      html_url: runHtmlUrl(r),
+      jobs_url: `${base()}/repos/${opts.repo}/actions/runs/${r.id}/jobs`,
+      created_at: r.createdAt,
+      updated_at: r.createdAt,
+      run_started_at: r.createdAt,
+    };
+  }
+
+  function jobsJson(r: FakeRun) {
+    const { status } = runState(r, false);
+    const plan = r.plan.jobs ?? defaultJobs(r.plan.conclusion);
+    let t = Date.parse(r.createdAt);
+    return plan.map((j, i) => {
+      const started = stamp(t);
+      t += j.seconds * 1000;
+      const done = status === 'completed';
+      return {
+        id: r.id * 10 + i,
+        run_id: r.id,
+        run_url: `${base()}/repos/${opts.repo}/actions/runs/${r.id}`,
+        run_attempt: 1,
+        node_id: `CR_${r.id}_${i}`,
+        head_sha: r.headSha,
+        url: `${base()}/repos/${opts.repo}/actions/jobs/${r.id * 10 + i}`,
+        html_url: `${runHtmlUrl(r)}/job/${r.id * 10 + i}`,
+        status: done ? ('completed' as const) : ('in_progress' as const),
+        conclusion: done ? j.conclusion : null,
+        created_at: started,
+        started_at: started,
+        completed_at: done ? stamp(t) : null,
+        name: j.name,
+        steps: [],
+        check_run_url: `${base()}/repos/${opts.repo}/check-runs/${r.id * 10 + i}`,
+        labels: ['codex-k8s-staging'],
+        runner_id: 101,
+        runner_name: `codex-k8s-staging-x7k2p-runner-${i}`,
+        runner_group_id: 1,
+        runner_group_name: 'Default',
+        workflow_name: actions.workflows.find((w) => w.id === r.workflowId)?.name ?? null,
+        head_branch: r.headBranch,
+      };
+    });
   }
 
   function faultAnswer(f: FaultSpec, route: string): HttpAnswer {

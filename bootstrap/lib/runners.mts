@@ -1,0 +1,160 @@
+// The runners of the ARC scale set as the bootstrap sees them: settings, and their health read from the cluster and
+// GitHub. 60_runner_arc installs them and waits until they are healthy; 80_deploy_loop_check reuses the same reading
+// as the smoke checks' runner probe (lib/smoke.mts), run from the server.
+import type { StepContext } from './step.mts';
+import { OperationError } from './errors.mts';
+import { run } from './exec.mts';
+import type { KubeObject, Mode } from './manifests.mts';
+import { getJson, kubectlArgv, KUBECONFIG } from './kube.mts';
+import { clientFromConfig, repoRef, explainGitHubError } from './github.mts';
+import { ARC_CONTROLLER_CHART } from './versions.mts';
+
+export interface RunnerSettings {
+  mode: Mode;
+  stagingNamespace: string;
+  runnerNamespace: string;
+  scaleSetName: string;
+  /** CODEXK8S_RUNNER_MIN / MAX as configured (server mode uses them; local mode keeps 1/1). */
+  min: number;
+  max: number;
+  githubUrl: string;
+  /** owner/name */
+  repo: string;
+}
+
+export function settingsFrom(ctx: StepContext): RunnerSettings {
+  const c = ctx.cfg;
+  return {
+    mode: c.get<string>('CODEXK8S_MODE') as Mode,
+    stagingNamespace: c.get('CODEXK8S_STAGING_NAMESPACE'),
+    runnerNamespace: c.get('CODEXK8S_RUNNER_NAMESPACE'),
+    scaleSetName: c.get('CODEXK8S_RUNNER_SCALE_SET_NAME'),
+    min: c.get<number>('CODEXK8S_RUNNER_MIN'),
+    max: c.get<number>('CODEXK8S_RUNNER_MAX'),
+    githubUrl: c.get('CODEXK8S_GITHUB_URL'),
+    repo: c.get('CODEXK8S_GITHUB_REPO'),
+  };
+}
+
+/** ARC's registration URL for a repository-level scale set: https://github.com/OWNER/REPO (GHES: its web URL). */
+export function githubConfigUrl(githubUrl: string, repo: string): string {
+  return `${githubUrl.replace(/\/+$/, '')}/${repo}`;
+}
+
+export function listenerSelector(scaleSetName: string): string {
+  return `app.kubernetes.io/component=runner-scale-set-listener,actions.github.com/scale-set-name=${scaleSetName}`;
+}
+
+export function listenerPodsArgv(scaleSetName: string): string[] {
+  return kubectlArgv('--namespace', ARC_CONTROLLER_CHART.namespace, 'get', 'pods', '-l', listenerSelector(scaleSetName), '-o', 'json');
+}
+
+interface PodLike {
+  metadata: { name: string };
+  status?: { phase?: string; conditions?: Array<{ type: string; status: string }>; containerStatuses?: Array<{ state?: { waiting?: { reason?: string } } }> };
+}
+
+export interface Health {
+  /** The AutoscalingRunnerSet, or undefined when the chart has not created it. */
+  scaleSet?: { annotations: Record<string, string>; phase?: string };
+  listenerPods: PodLike[];
+  /** Local mode only: runners GitHub lists for the repository. */
+  runners?: Array<{ name: string; status: string; labels: string[] }>;
+}
+
+export const SCALE_SET_ID_ANNOTATION = 'runner-scale-set-id';
+
+export function podReady(p: PodLike): boolean {
+  return (p.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
+}
+
+/** ARC names a runner `<scale set>-<hash>-runner-<suffix>` and labels it with the scale set name. */
+export function isRunnerOf(r: { name: string; labels: string[] }, scaleSetName: string): boolean {
+  return r.labels.includes(scaleSetName) || r.name.startsWith(`${scaleSetName}-`);
+}
+
+/** What the cluster side lacks (scale set, its GitHub ID, the listener), one line each; empty when all is there. */
+export function clusterProblems(s: RunnerSettings, h: Health): string[] {
+  const ns = s.runnerNamespace;
+  const ctl = ARC_CONTROLLER_CHART.namespace;
+  if (h.scaleSet === undefined) return [`the AutoscalingRunnerSet ${ns}/${s.scaleSetName} does not exist (the scale-set chart creates it)`];
+  const problems: string[] = [];
+  if (!h.scaleSet.annotations[SCALE_SET_ID_ANNOTATION]) {
+    problems.push(`the scale set ${s.scaleSetName} is not registered in GitHub: the controller has not written the ${SCALE_SET_ID_ANNOTATION} annotation on AutoscalingRunnerSet ${ns}/${s.scaleSetName}`);
+  }
+  if (!h.listenerPods.some(podReady)) {
+    const seen = h.listenerPods.map((p) => {
+      const waiting = p.status?.containerStatuses?.[0]?.state?.waiting?.reason;
+      return `${p.metadata.name} ${p.status?.phase ?? 'unknown'}${waiting ? ` (${waiting})` : ''}`;
+    });
+    problems.push(`the listener pod of ${s.scaleSetName} in ${ctl} is not Ready (${seen.length === 0 ? 'no listener pod' : seen.join(', ')})`);
+  }
+  return problems;
+}
+
+/**
+ * What is not there yet, in the order ARC gets there; empty when the runners are ready. Server mode: the scale set
+ * registered in GitHub (GitHub's REST API has no repository-level listing of scale sets, so the proof is the ID
+ * GitHub returned, which the controller writes on the AutoscalingRunnerSet) and its listener Ready (it holds a
+ * message session with GitHub). Local mode also: one runner of the set online in GitHub's runner list.
+ */
+export function healthProblems(s: RunnerSettings, h: Health): string[] {
+  const problems = clusterProblems(s, h);
+  if (s.mode === 'local' && problems.length === 0) {
+    const mine = (h.runners ?? []).filter((r) => isRunnerOf(r, s.scaleSetName));
+    if (!mine.some((r) => r.status === 'online')) {
+      problems.push(`no runner of the scale set ${s.scaleSetName} is online in GitHub (${s.repo}: ${mine.length === 0 ? 'none registered' : mine.map((r) => `${r.name} ${r.status}`).join(', ')})`);
+    }
+  }
+  return problems;
+}
+
+export function healthHint(s: RunnerSettings): string {
+  const k = `kubectl --kubeconfig ${KUBECONFIG}`;
+  const ctl = ARC_CONTROLLER_CHART.namespace;
+  return [
+    `listener: ${k} -n ${ctl} logs -l app.kubernetes.io/component=runner-scale-set-listener --tail=50`,
+    `controller: ${k} -n ${ctl} logs deployment/${ARC_CONTROLLER_CHART.release}-gha-rs-controller --tail=50`,
+    `runners: ${k} -n ${s.runnerNamespace} get autoscalingrunnersets,ephemeralrunners,pods`,
+    `a 401/403 in those logs means CODEXK8S_GITHUB_PAT is invalid or lacks "Administration: Read and write" on ${s.repo} (docs/github.md)`,
+    `GitHub's view: ${githubConfigUrl(s.githubUrl, s.repo)}/settings/actions/runners`,
+  ].join('\n');
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Reading the cluster and GitHub
+
+/** The cluster's and (local mode) GitHub's view of the runners, as healthProblems() evaluates it. */
+export async function readHealth(s: RunnerSettings, ctx: Pick<StepContext, 'cfg' | 'log'>): Promise<Health> {
+  const ars = await getJson<KubeObject & { status?: { phase?: string } }>('autoscalingrunnersets.actions.github.com', s.scaleSetName, s.runnerNamespace, ctx.log);
+  const r = await run(listenerPodsArgv(s.scaleSetName), { allowFail: true, timeoutSeconds: 60, log: ctx.log });
+  if (r.exitCode !== 0) throw new OperationError(`cannot list the listener pods in ${ARC_CONTROLLER_CHART.namespace}`, { detail: r.stderr.trim().slice(-2000) });
+  const pods = ((JSON.parse(r.stdout || '{"items":[]}') as { items?: PodLike[] }).items ?? []);
+  const h: Health = { listenerPods: pods };
+  if (ars !== undefined) h.scaleSet = { annotations: ars.metadata.annotations ?? {}, phase: ars.status?.phase };
+  // GitHub is asked only once the cluster side is there: before that, "no runner" says nothing new.
+  if (s.mode === 'local' && clusterProblems(s, h).length === 0) h.runners = await listRunners(s, ctx);
+  return h;
+}
+
+export async function listRunners(s: RunnerSettings, ctx: Pick<StepContext, 'cfg' | 'log'>): Promise<NonNullable<Health['runners']>> {
+  const gh = clientFromConfig(ctx.cfg, ctx.log);
+  try {
+    const all = await gh.paginate('GET /repos/{owner}/{repo}/actions/runners', { ...repoRef(ctx.cfg), per_page: 100 });
+    return all.map((r) => ({ name: r.name, status: r.status, labels: r.labels.map((l) => l.name) }));
+  } catch (e) {
+    throw explainGitHubError(e, `listing the self-hosted runners of ${s.repo}`, s.repo, s.githubUrl);
+  }
+}
+
+/** The runner probe of the smoke checks: healthy runners are a pass, otherwise the first problem is the reason. */
+export async function runnerProbe(s: RunnerSettings, ctx: Pick<StepContext, 'cfg' | 'log'>): Promise<{ ok: boolean; reason: string }> {
+  const problems = healthProblems(s, await readHealth(s, ctx));
+  if (problems.length > 0) return { ok: false, reason: problems.join('; ') };
+  return {
+    ok: true,
+    reason: s.mode === 'local'
+      ? `scale set ${s.scaleSetName} registered in GitHub, listener Ready, a runner online`
+      : `scale set ${s.scaleSetName} registered in GitHub, listener Ready`,
+  };
+}
