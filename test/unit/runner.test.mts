@@ -167,12 +167,12 @@ test('the Role grants exactly what a deploy needs in the staging namespace, no S
     assert.equal(r.resourceNames, undefined);
     for (const g of r.apiGroups) for (const res of r.resources) grants.set(`${g || 'core'}/${res}`, [...(grants.get(`${g || 'core'}/${res}`) ?? []), ...r.verbs].sort());
   }
-  const rw = ['create', 'get', 'list', 'patch', 'update', 'watch'];
   const read = ['get', 'list', 'watch'];
+  // set image and rollout undo are patches; nothing may be created or deleted in staging by a workflow.
   assert.deepEqual(Object.fromEntries([...grants].sort()), {
-    'apps/deployments': rw, 'apps/replicasets': read, 'batch/jobs': ['create', 'delete', 'get', 'list', 'watch'],
-    'core/configmaps': rw, 'core/events': read, 'core/pods': read, 'core/pods/log': ['get'], 'core/services': rw,
-    'networking.k8s.io/ingresses': rw,
+    'apps/deployments': ['get', 'list', 'patch', 'watch'], 'apps/replicasets': read,
+    'core/configmaps': read, 'core/events': read, 'core/pods': read, 'core/pods/log': ['get'], 'core/services': read,
+    'networking.k8s.io/ingresses': read,
   });
   for (const [res, verbs] of grants) {
     assert.ok(!verbs.includes('*') && !res.includes('*'), `${res}: no wildcards`);
