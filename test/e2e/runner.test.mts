@@ -14,7 +14,7 @@ import { tokenSecretName } from '../../bootstrap/remote/60_runner_arc.mts';
 import { randomBytes } from 'node:crypto';
 
 let t: Target;
-const ONLY = process.env['CODEXK8S_E2E_RUNNER_STEPS'] ?? '00,10,20,30,40,60';
+const ONLY = process.env['CODEXK8S_E2E_RUNNER_STEPS'] ?? '00,10,20,30,40,50,60';
 const STEP = '60_runner_arc';
 const SET = 'codex-k8s-staging';
 const RUNNERS_NS = 'arc-runners';
