@@ -124,6 +124,8 @@ export interface PermissionNeed {
   readonly why: string;
   /** The request that proves the permission (the preflight sends it). */
   readonly probe: { readonly method: 'GET' | 'POST'; readonly route: string };
+  /** What the probe does not prove, printed after it (so an `ok` never claims more than was checked). */
+  readonly probeLimit?: string;
   readonly serverModeOnly?: boolean;
 }
 
@@ -140,7 +142,7 @@ export const PERMISSIONS: readonly PermissionNeed[] = [
   { key: 'secrets', name: 'Secrets', level: 'Read and write', apiNames: ['secrets'], why: 'Actions secrets of the deploy workflow (70_github_repo)', probe: { method: 'GET', route: '/repos/{owner}/{repo}/actions/secrets/public-key' } },
   { key: 'variables', name: 'Variables', level: 'Read and write', apiNames: ['actions_variables', 'variables'], why: 'repository variables of the deploy workflow (70_github_repo)', probe: { method: 'GET', route: '/repos/{owner}/{repo}/actions/variables' } },
   { key: 'webhooks', name: 'Webhooks', level: 'Read and write', apiNames: ['repository_hooks'], why: 'the codex-k8s webhook (70_github_repo, server mode)', probe: { method: 'GET', route: '/repos/{owner}/{repo}/hooks' }, serverModeOnly: true },
-  { key: 'actions', name: 'Actions', level: 'Read and write', apiNames: ['actions'], why: 'dispatch the deploy workflow and read its runs (80_deploy_loop_check)', probe: { method: 'GET', route: '/repos/{owner}/{repo}/actions/workflows' } },
+  { key: 'actions', name: 'Actions', level: 'Read and write', apiNames: ['actions'], why: 'dispatch the deploy workflow and read its runs (80_deploy_loop_check)', probe: { method: 'GET', route: '/repos/{owner}/{repo}/actions/workflows' }, probeLimit: 'proves read only; write shows at the dispatch (step 80)' },
 ];
 
 export function requiredPermissions(mode: string): PermissionNeed[] {
@@ -268,7 +270,7 @@ export async function preflightToken(cfg: Config, log: Logger, gh: GitHubClient 
       results.push({ ...base, ok: false, status, message: githubMessage(e), accepted: acceptedPermissions(e) });
     }
   }
-  for (const r of results) log.info(`  ${r.ok ? 'ok  ' : 'FAIL'}  ${permissionLabel(r.need).padEnd(32)} ${r.request}`);
+  for (const r of results) log.info(`  ${r.ok ? 'ok  ' : 'FAIL'}  ${permissionLabel(r.need).padEnd(32)} ${r.request}${r.need.probeLimit ? ` (${r.need.probeLimit})` : ''}`);
   const problems = explainPreflight(name, repo, results, web);
   if (problems.length > 0) {
     log.error(`the GitHub token cannot do everything this run needs (${results.filter((r) => !r.ok).length} permission(s) missing); nothing was changed:`);
