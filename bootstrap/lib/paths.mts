@@ -22,6 +22,11 @@ export const REMOTE = {
   /** The journal: per step status, times, changes, config hash. */
   stateDir: '/var/lib/codex-k8s-bootstrap',
   journal: '/var/lib/codex-k8s-bootstrap/state.json',
+  /**
+   * Node's compile cache for the steps the launcher runs (NODE_COMPILE_CACHE): only speed, keyed by each module's
+   * content, safe to delete at any time.
+   */
+  compileCache: '/var/cache/codex-k8s-bootstrap/node-compile-cache',
   /** Append-only logs, one file per run. */
   logDir: '/var/log/codex-k8s-bootstrap',
   /** The run lock: a directory (mkdir is atomic) holding an `owner` file. /run is cleared by a reboot. */
