@@ -10,16 +10,15 @@
 //   const staging = await startStaging(t);     // before the first launcher run; appends CODEXK8S_SMOKE_URL to t.envFile
 //   ...
 //   await staging.stop();
-import { spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
 import { appendFileSync, mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Target } from './harness.mts';
 import { startPostgres } from '../pg/postgres.mts';
 import type { Postgres } from '../pg/postgres.mts';
-import { SERVER_NODE_BIN, REPO_ROOT } from '../fakes/testkit.mts';
+import { startAppProcess } from '../app-process.mts';
+import type { AppProcess } from '../app-process.mts';
+import { freePort } from '../net.mts';
 
 /** Where steps 50 and 70 keep the webhook secret on the server (REMOTE.webhookSecretFile). */
 const SERVER_SECRET_FILE = '/etc/codex-k8s-bootstrap/secrets/github-webhook-secret';
@@ -43,25 +42,13 @@ export interface Staging {
   stop(): Promise<void>;
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '0.0.0.0', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
-
 export async function startStaging(t: Target): Promise<Staging> {
   const pg = await startPostgres();
   const dir = mkdtempSync(join(tmpdir(), 'ck8s-staging-'));
   const secretFile = join(dir, 'github-webhook-secret');
-  const port = await freePort();
+  const port = await freePort('0.0.0.0');
   const url = `http://${t.sb.hostAddr}:${port}`;
-  let child: ChildProcess | undefined;
-  let exited: Promise<void> = Promise.resolve();
+  let app: AppProcess | undefined;
   let current = '';
   let secret = '';
   let out = '';
@@ -77,31 +64,15 @@ export async function startStaging(t: Target): Promise<Staging> {
   }
 
   async function stopApp(): Promise<void> {
-    if (child && child.exitCode === null) child.kill('SIGTERM');
-    await exited;
+    await app?.stop();
+    app = undefined;
   }
 
   async function serve(version: string): Promise<void> {
+    if (app) out += app.output();
     await stopApp();
     await syncSecret();
-    const c = spawn(SERVER_NODE_BIN, [join(REPO_ROOT, 'app', 'src', 'server.mts')], {
-      cwd: join(REPO_ROOT, 'app'),
-      env: { PATH: '/usr/bin:/bin', PORT: String(port), DATABASE_URL: `postgres://${pg.user}@${pg.host}:${pg.port}/postgres`, GITHUB_WEBHOOK_SECRET_FILE: secretFile, CODEXK8S_VERSION: version },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    child = c;
-    c.stdout?.on('data', (b: Buffer) => (out += b));
-    c.stderr?.on('data', (b: Buffer) => (out += b));
-    exited = new Promise<void>((r) => c.once('exit', () => r()));
-    for (let i = 1; ; i++) {
-      if (c.exitCode !== null) throw new Error(`the staging app exited (${c.exitCode}):\n${out}`);
-      if (await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false)) break;
-      if (i === 150) {
-        c.kill('SIGKILL');
-        throw new Error(`the staging app did not answer /healthz within 15 s:\n${out}`);
-      }
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    app = await startAppProcess({ pg, secretFile, version, port });
     current = version;
   }
 
@@ -122,7 +93,7 @@ export async function startStaging(t: Target): Promise<Staging> {
     serve: (v) => (pending = pending.catch(() => undefined).then(() => serve(v))),
     settled: () => pending,
     deliveries: () => Number(pg.psql('postgres', 'SELECT count(*) FROM github_deliveries')),
-    logs: () => out,
+    logs: () => out + (app?.output() ?? ''),
     async stop() {
       t.github.actions.onRun = undefined;
       await pending.catch(() => undefined);

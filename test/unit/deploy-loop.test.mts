@@ -8,8 +8,7 @@ import { startFakeGitHub } from '../fakes/github/server.mts';
 import type { FakeGitHub } from '../fakes/github/server.mts';
 import { createGitHub, explainGitHubError } from '../../bootstrap/lib/github.mts';
 import type { GitHubClient } from '../../bootstrap/lib/github.mts';
-import { Logger } from '../../bootstrap/lib/log.mts';
-import { mask } from '../../bootstrap/lib/redact.mts';
+import { CaptureLog } from '../capture-log.mts';
 import { OperationError } from '../../bootstrap/lib/errors.mts';
 import { DEPLOY_WORKFLOW, runWorkflow, listRuns, attemptsFor, formatJobs, formatSeconds } from '../../bootstrap/lib/actions.mts';
 import type { RunInfo } from '../../bootstrap/lib/actions.mts';
@@ -21,23 +20,6 @@ import { PERMISSIONS } from '../../bootstrap/lib/github.mts';
 const TOKEN = `github_pat_11UNIT${'e5F6g7H8'.repeat(8)}`;
 const REPO = 'codex-k8s/loop-repo';
 const REF = { owner: 'codex-k8s', repo: 'loop-repo' };
-
-class CaptureLog extends Logger {
-  lines: string[] = [];
-  override info(m: string): void {
-    this.lines.push(mask(m));
-  }
-  override detail(m: string): void {
-    this.lines.push(mask(m));
-  }
-  override warn(m: string): void {
-    this.lines.push(`warning: ${mask(m)}`);
-  }
-  override error(m: string): void {
-    this.lines.push(`error: ${mask(m)}`);
-  }
-  override fileOnly(): void {}
-}
 
 async function rejection(p: Promise<unknown>): Promise<Error> {
   try {

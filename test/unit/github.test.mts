@@ -11,8 +11,7 @@ import { startFakeGitHub } from '../fakes/github/server.mts';
 import type { FakeGitHub, Permission } from '../fakes/github/server.mts';
 import { loadConfig } from '../../bootstrap/lib/config.mts';
 import type { Config } from '../../bootstrap/lib/config.mts';
-import { Logger } from '../../bootstrap/lib/log.mts';
-import { mask } from '../../bootstrap/lib/redact.mts';
+import { CaptureLog } from '../capture-log.mts';
 import { UsageError, OperationError } from '../../bootstrap/lib/errors.mts';
 import {
   createGitHub, preflightToken, plannedTokenChecks, snapshot, planWiring, applyWiring, githubJournal, describeAction,
@@ -26,24 +25,6 @@ const TOKEN = `github_pat_11UNIT${'a1B2c3D4'.repeat(8)}`;
 const REPO = 'codex-k8s/unit-repo';
 const REF = { owner: 'codex-k8s', repo: 'unit-repo' };
 const PUBKEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl operator@laptop';
-
-/** A Logger that keeps its (masked) lines instead of printing them. */
-class CaptureLog extends Logger {
-  lines: string[] = [];
-  override info(m: string): void {
-    this.lines.push(mask(m));
-  }
-  override detail(m: string): void {
-    this.lines.push(mask(m));
-  }
-  override warn(m: string): void {
-    this.lines.push(`warning: ${mask(m)}`);
-  }
-  override error(m: string): void {
-    this.lines.push(`error: ${mask(m)}`);
-  }
-  override fileOnly(): void {}
-}
 
 function config(api: string, extra: Record<string, string> = {}): Config {
   const r = loadConfig({

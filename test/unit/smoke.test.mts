@@ -9,7 +9,6 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer as createHttpServer, request as httpRequest } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
@@ -20,6 +19,8 @@ import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { startPostgres, postgresBinDir } from '../pg/postgres.mts';
 import type { Postgres } from '../pg/postgres.mts';
+import { startAppProcess } from '../app-process.mts';
+import type { AppProcess } from '../app-process.mts';
 import { SERVER_NODE_BIN, REPO_ROOT } from '../fakes/testkit.mts';
 import {
   runSmoke, runSmokeWithRetries, formatTable, formatMarkdown, formatJson, signWebhook, runnerBelongsToScaleSet, parseSmokeUrl, CHECK_NAMES,
@@ -159,52 +160,6 @@ async function startTlsProxy(upstreamPort: number, tlsCert: { key: string; cert:
   return { url: `https://127.0.0.1:${port}`, port, close: closer(server, sockets) };
 }
 
-interface App extends Running {
-  logs(): string;
-}
-
-async function startApp(pg: Postgres, secretFile: string, version: string): Promise<App> {
-  const probe = createNetServer();
-  const port = await listen(probe);
-  await new Promise<void>((r) => probe.close(() => r()));
-  const child: ChildProcess = spawn(SERVER_NODE_BIN, [APP_ENTRY], {
-    cwd: join(REPO_ROOT, 'app'),
-    env: {
-      PATH: process.env['PATH'] ?? '/usr/bin:/bin',
-      PORT: String(port),
-      DATABASE_URL: `postgres://${pg.user}@${pg.host}:${pg.port}/postgres`,
-      GITHUB_WEBHOOK_SECRET_FILE: secretFile,
-      CODEXK8S_VERSION: version,
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout?.on('data', (c: Buffer) => (out += c.toString()));
-  child.stderr?.on('data', (c: Buffer) => (out += c.toString()));
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  const url = `http://127.0.0.1:${port}`;
-  // Bounded wait for the app to answer /healthz (it migrates the schema first).
-  for (let i = 1; ; i++) {
-    if (child.exitCode !== null) throw new Error(`the app exited with ${child.exitCode} before answering:\n${out}`);
-    const ok = await fetch(`${url}/healthz`).then((r) => r.status === 200, () => false);
-    if (ok) break;
-    if (i === 100) {
-      child.kill('SIGKILL');
-      throw new Error(`the app did not answer /healthz within 10 s:\n${out}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return {
-    url,
-    port,
-    logs: () => out,
-    close: async () => {
-      if (child.exitCode === null) child.kill('SIGTERM');
-      await exited;
-    },
-  };
-}
-
 // The CLI from a copy of exactly the files it may import: if it imported anything else (an npm package, another
 // lib module), the copy would not run. No node_modules exists above the temp dir.
 const CLI_FILES = ['bootstrap/host/smoke_staging.mts', 'bootstrap/lib/smoke.mts', 'bootstrap/lib/errors.mts', 'bootstrap/lib/redact.mts', 'bootstrap/lib/log.mts', 'bootstrap/lib/cli.mts'];
@@ -340,7 +295,7 @@ describe('transport failures', () => {
 
 describe('against the real app', { skip: skipPg }, () => {
   let pg: Postgres;
-  let app: App;
+  let app: AppProcess;
   let pki: Pki;
   const secretFile = join(work, 'webhook-secret');
   const caFile = join(work, 'ca.pem');
@@ -352,11 +307,11 @@ describe('against the real app', { skip: skipPg }, () => {
     pki = makePki(join(work, 'pki'));
     writeFileSync(caFile, pki.caPem);
     pg = await startPostgres();
-    app = await startApp(pg, secretFile, VERSION);
+    app = await startAppProcess({ pg, secretFile, version: VERSION, readyTimeoutMs: 10_000 });
   });
   after(async () => {
     for (const r of toClose) await r.close();
-    await app?.close();
+    await app?.stop();
     pg?.stop();
   });
 

@@ -13,10 +13,8 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parse } from 'yaml';
@@ -27,6 +25,8 @@ import { readCalls } from '../fakes/lib/recorder.mts';
 import { readRegistry } from '../fakes/lib/registry.mts';
 import { startPostgres } from '../pg/postgres.mts';
 import type { Postgres } from '../pg/postgres.mts';
+import { startAppProcess } from '../app-process.mts';
+import type { AppProcess } from '../app-process.mts';
 import { NODE, WORKFLOW_KUBECTL } from '../../bootstrap/lib/versions.mts';
 import { NAMES, appImageTag } from '../../bootstrap/lib/manifests.mts';
 import { buildExecArgv, buildScriptText, pullRef, PULL_REGISTRY_HOST } from '../../bootstrap/lib/build.mts';
@@ -180,55 +180,6 @@ describe('the kubectl step checks the pinned sha256', () => {
 // ---------------------------------------------------------------------------------------------------------------
 // The whole workflow against the doubles and the real app
 
-interface App {
-  url: string;
-  stop(): Promise<void>;
-  output(): string;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
-
-/** The app as staging runs it: `node src/server.mts` on Node 24, real PostgreSQL, the webhook secret in a file. */
-async function startApp(pg: Postgres, secretFile: string, version: string): Promise<App> {
-  const port = await freePort();
-  const child: ChildProcess = spawn(SERVER_NODE_BIN, [join(REPO_ROOT, 'app', 'src', 'server.mts')], {
-    cwd: join(REPO_ROOT, 'app'),
-    env: { PATH: '/usr/bin:/bin', PORT: String(port), DATABASE_URL: `postgres://${pg.user}@${pg.host}:${pg.port}/postgres`, GITHUB_WEBHOOK_SECRET_FILE: secretFile, CODEXK8S_VERSION: version },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout?.on('data', (c: Buffer) => (out += c));
-  child.stderr?.on('data', (c: Buffer) => (out += c));
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  const url = `http://127.0.0.1:${port}`;
-  for (let i = 1; ; i++) {
-    if (child.exitCode !== null) throw new Error(`the app exited (${child.exitCode}):\n${out}`);
-    if (await fetch(`${url}/healthz`).then((r) => r.ok, () => false)) break;
-    if (i === 150) {
-      child.kill('SIGKILL');
-      throw new Error(`the app did not answer /healthz within 15 s:\n${out}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return {
-    url,
-    output: () => out,
-    stop: async () => {
-      if (child.exitCode === null) child.kill('SIGTERM');
-      await exited;
-    },
-  };
-}
-
 /** A bin directory like the runner image's: the system tools, but no node (setup-node brings it). */
 function runnerBin(): string {
   const bin = join(work, 'runner-bin');
@@ -250,7 +201,7 @@ describe('staging-deploy.yml executed against the kubectl double and the real ap
   let secret: string;
   let secretFile: string;
   let basePath: string;
-  let app: App | undefined;
+  let app: AppProcess | undefined;
 
   const kubectl = (...args: string[]) => runDouble('kubectl', ['--kubeconfig', kubeconfig, ...args], { dir: fakes });
   const liveImage = () => {
@@ -264,7 +215,7 @@ describe('staging-deploy.yml executed against the kubectl double and the real ap
   /** One run of the workflow at commit `gitSha`, with staging (the app) reporting `appVersion`. */
   async function deploy(gitSha: string, appVersion: string, wired = true): Promise<{ r: WorkflowResult; calls: ReturnType<typeof readCalls> }> {
     await app?.stop();
-    app = await startApp(pg, secretFile, appVersion);
+    app = await startAppProcess({ pg, secretFile, version: appVersion });
     const before = readCalls(fakes).length;
     const standIns: Record<string, StandIn> = {
       'actions/checkout': async ({ workspace, step }) => {
