@@ -124,7 +124,7 @@ describe('30_cluster_deps and 40_postgres against a sandbox server', { concurren
     assert.deepEqual(issuer['spec']['acme']['solvers'], [{ http01: { ingress: { ingressClassName: 'traefik' } } }]);
     for (const [k, v] of Object.entries(LABELS)) assert.equal(issuer['metadata']['labels'][k], v);
     const traefik = await getJson('-n', 'kube-system', 'helmchartconfig', 'traefik');
-    assert.match(traefik['spec']['valuesContent'], /redirections:\n\s+entryPoint:\n\s+to: websecure\n\s+scheme: https\n\s+permanent: true/);
+    assert.match(traefik['spec']['valuesContent'], /http:\n\s+redirections:\n\s+entryPoint:\n\s+to: websecure\n\s+scheme: https\n\s+permanent: true/);
 
     const before = (await calls()).length;
     const again = await t.launch(['--yes', '--only', '30,40'], env);

@@ -123,7 +123,7 @@ test('the mode decides the Traefik redirect and the ClusterIssuer', () => {
   const local = allObjects('local');
   const server = allObjects('server');
   const traefik = (objs: KubeObject[]) => parseYaml((objs.find((o) => o.kind === 'HelmChartConfig')?.['spec'] as { valuesContent: string }).valuesContent) as Record<string, any>;
-  assert.deepEqual(traefik(server)['ports']?.web?.redirections?.entryPoint, { to: 'websecure', scheme: 'https', permanent: true }, 'Traefik chart >= 34 shape');
+  assert.deepEqual(traefik(server)['ports']?.web?.http?.redirections?.entryPoint, { to: 'websecure', scheme: 'https', permanent: true }, 'Traefik chart >= 39 shape (http nesting)');
   assert.deepEqual(traefik(local), {}, 'local mode: no redirect');
   for (const objs of [local, server]) {
     const cfg = objs.find((o) => o.kind === 'HelmChartConfig');
