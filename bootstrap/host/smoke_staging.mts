@@ -22,7 +22,7 @@ const DEFAULT_RETRY_DELAY_S = 5;
 
 export const SPEC: CliSpec = {
   name: SELF,
-  usage: `${SELF} --url URL [--expect-version SHA] [--webhook-secret-file PATH] [--host-header NAME] [--ca-file PATH] [--runner-scale-set NAME] [--min-cert-days N] [--timeout S] [--retries N] [--retry-delay S] [--json] [--markdown FILE]`,
+  usage: `${SELF} --url URL [--expect-version SHA] [--webhook-secret-file PATH] [--host-header NAME] [--http-url URL] [--ca-file PATH] [--runner-scale-set NAME] [--min-cert-days N] [--timeout S] [--retries N] [--retry-delay S] [--json] [--markdown FILE]`,
   summary:
     'Smoke-checks the codex-k8s staging service and prints one line per check: ✓ (passed), ✗ (failed) or - (skipped),\n' +
     'its name, the time it took and what was seen. Checks, in order: ' + CHECK_NAMES.join(', ') + '.\n' +
@@ -33,6 +33,7 @@ export const SPEC: CliSpec = {
     { name: 'expect-version', type: 'string', value: 'SHA', description: 'the 40-hex git SHA /version must report (the commit just deployed); without it the version is only read' },
     { name: 'webhook-secret-file', type: 'string', value: 'PATH', description: `file holding the webhook secret (wins over ${SECRET_ENV}); one of the two is required` },
     { name: 'host-header', type: 'string', value: 'NAME', description: 'send Host: NAME (and, for https, SNI NAME; the certificate must be valid for NAME) while connecting to the URL\'s address: an Ingress by IP' },
+    { name: 'http-url', type: 'string', value: 'URL', description: 'with an https --url: where plain HTTP is served (default http://<host of --url>, port 80); its /healthz must redirect permanently to https' },
     { name: 'ca-file', type: 'string', value: 'PATH', description: 'extra trusted CA certificates (PEM) for the tls check: a private CA' },
     { name: 'runner-scale-set', type: 'string', value: 'NAME', description: 'check that this job runs on an ephemeral runner of scale set NAME (env RUNNER_NAME); inside a workflow job only' },
     { name: 'min-cert-days', type: 'string', value: 'N', description: `the certificate must be valid for at least N more days (default ${DEFAULT_MIN_CERT_DAYS})` },
@@ -116,6 +117,8 @@ export function parseSmokeArgs(argv: readonly string[], env: NodeJS.ProcessEnv):
   if (expect !== undefined && !/^[0-9a-f]{40}$/.test(expect)) throw new UsageError(`--expect-version: "${expect}" is not a 40-hex git SHA`);
   const hostHeader = str(flags, 'host-header');
   if (hostHeader !== undefined && !/^[A-Za-z0-9.-]+(:\d+)?$/.test(hostHeader)) throw new UsageError(`--host-header: "${hostHeader}" is not a host name`);
+  const httpUrl = str(flags, 'http-url');
+  if (httpUrl !== undefined && parseSmokeUrl(httpUrl).protocol !== 'http:') throw new UsageError(`--http-url: "${httpUrl}" is not an http:// URL`);
   const caFile = str(flags, 'ca-file');
   let ca: string | undefined;
   if (caFile !== undefined) {
@@ -140,6 +143,7 @@ export function parseSmokeArgs(argv: readonly string[], env: NodeJS.ProcessEnv):
     minCertDays,
     timeoutMs: Math.round(timeoutS * 1000),
     ...(hostHeader !== undefined ? { hostHeader } : {}),
+    ...(httpUrl !== undefined ? { httpUrl } : {}),
     ...(ca !== undefined ? { ca } : {}),
     ...(expect !== undefined ? { expectVersion: expect } : {}),
     ...(scaleSet !== undefined ? { runner: async () => runnerBelongsToScaleSet(runnerName, scaleSet) } : {}),

@@ -1,4 +1,5 @@
-// Smoke checks of a running codex-k8s staging service: the TLS certificate, /healthz, /readyz, /version, the
+// Smoke checks of a running codex-k8s staging service: the TLS certificate, the plain-HTTP redirect to HTTPS,
+// /healthz, /readyz, /version, the
 // webhook endpoint (unsigned must be refused, signed must be stored and show as the latest delivery) and an
 // optional runner probe. Used by bootstrap/host/smoke_staging.mts, the staging-deploy workflow's smoke job and
 // step 80.
@@ -19,7 +20,7 @@ import type { PeerCertificate } from 'node:tls';
 import { UsageError } from './errors.mts';
 import { mask, registerSecret } from './redact.mts';
 
-export const CHECK_NAMES = ['tls', 'healthz', 'readyz', 'version', 'webhook-unsigned', 'webhook-signed', 'runner'] as const;
+export const CHECK_NAMES = ['tls', 'https-redirect', 'healthz', 'readyz', 'version', 'webhook-unsigned', 'webhook-signed', 'runner'] as const;
 export type CheckName = (typeof CHECK_NAMES)[number];
 
 export interface CheckResult {
@@ -43,6 +44,11 @@ export interface SmokeOptions {
   url: string;
   /** Sent as Host (and, for https, used as SNI and as the name the certificate must be valid for). */
   hostHeader?: string;
+  /**
+   * For an https URL: where plain HTTP is served (default http://HOST, port 80). Its /healthz must answer a
+   * permanent redirect to the https URL: Traefik's web entry point in server mode (manifests/cluster/traefik.server.yaml).
+   */
+  httpUrl?: string;
   /** Extra trusted CA certificates (PEM) for the tls check: a private CA, tests. */
   ca?: string;
   /** 40-hex git SHA the service must report; when absent the version is only read. */
@@ -307,6 +313,39 @@ async function checkTls(t: Target, minDays: number): Promise<Outcome> {
   });
 }
 
+/** Permanent redirects only: a temporary one (302/307) would not be cached and says the redirect is not ours. */
+const PERMANENT_REDIRECTS = [301, 308];
+
+/**
+ * Server mode: plain HTTP on port 80 must send every request to HTTPS, permanently, at the same name and path.
+ * Traefik does this at the web entry point; if k3s never applied our HelmChartConfig, /healthz is served in clear.
+ */
+async function checkHttpsRedirect(t: Target, httpUrl: string | undefined): Promise<Outcome> {
+  if (t.url.protocol !== 'https:') return { ok: true, skipped: true, reason: 'plain http: no redirect to https expected' };
+  const plain = httpUrl !== undefined ? parseSmokeUrl(httpUrl) : new URL(`http://${t.url.host.replace(/:\d+$/, '')}${t.url.pathname}`);
+  const name = tlsName(t);
+  const path = '/healthz';
+  const want = `https://${name}${t.url.pathname.replace(/\/+$/, '')}${path}`;
+  const a = await httpCall({ ...t, url: plain }, 'GET', path);
+  const location = typeof a.headers.location === 'string' ? a.headers.location : undefined;
+  const from = `http://${plain.host}${path}`;
+  if (!PERMANENT_REDIRECTS.includes(a.status)) {
+    const what = a.status >= 300 && a.status < 400 ? `a temporary redirect (HTTP ${a.status})` : `HTTP ${a.status}`;
+    return { ok: false, reason: `${from} answered ${what}${location ? ` to ${location}` : ''}, want a permanent redirect (301/308) to ${want}` };
+  }
+  let target: URL | undefined;
+  try {
+    target = location !== undefined ? new URL(location, from) : undefined;
+  } catch {
+    target = undefined;
+  }
+  const samePort = target !== undefined && (target.port === '' || target.port === '443' || target.port === t.url.port);
+  if (target === undefined || target.protocol !== 'https:' || target.hostname !== name || !samePort || target.pathname !== new URL(want).pathname) {
+    return { ok: false, reason: `${from} redirects (HTTP ${a.status}) to ${location ?? 'nowhere (no Location header)'}, want ${want}` };
+  }
+  return { ok: true, reason: `${from} -> HTTP ${a.status} ${location}` };
+}
+
 async function checkStatus(t: Target, path: string): Promise<Outcome> {
   const a = await httpCall(t, 'GET', path);
   if (a.status !== 200) return { ok: false, reason: unexpected(a, 200) };
@@ -377,6 +416,7 @@ export async function runSmoke(opts: SmokeOptions): Promise<CheckResult[]> {
   const minDays = opts.minCertDays ?? DEFAULT_MIN_CERT_DAYS;
   const checks: Record<CheckName, () => Promise<Outcome>> = {
     tls: () => checkTls(t, minDays),
+    'https-redirect': () => checkHttpsRedirect(t, opts.httpUrl),
     healthz: () => checkStatus(t, '/healthz'),
     readyz: () => checkStatus(t, '/readyz'),
     version: () => checkVersion(t, opts.expectVersion),

@@ -98,6 +98,8 @@ const daysFromNow = (n: number): Date => new Date(Date.now() + n * DAY);
 
 interface Running {
   url: string;
+  /** A TLS proxy's plain-HTTP side (Traefik's web entry point): what --http-url points at. */
+  httpUrl?: string;
   port: number;
   close(): Promise<void>;
 }
@@ -152,12 +154,31 @@ async function startHttpProxy(upstreamPort: number, rewrite?: Rewrite, intercept
   return { url: `http://127.0.0.1:${port}`, port, close: closer(server, sockets) };
 }
 
-/** TLS termination in front of the app, with the given certificate (like Traefik in front of the Service). */
-async function startTlsProxy(upstreamPort: number, tlsCert: { key: string; cert: string }): Promise<Running> {
+/** What plain HTTP does in front of a TLS proxy: Traefik's web entry point with server mode's redirect, or not. */
+type PlainHttp = (req: IncomingMessage, res: ServerResponse) => void;
+/** Traefik's `ports.web.http.redirections.entryPoint` (to websecure, scheme https, permanent). */
+const REDIRECT_308: PlainHttp = (req, res) => {
+  res.writeHead(308, { location: `https://${String(req.headers.host).replace(/:\d+$/, '')}${req.url ?? '/'}` });
+  res.end();
+};
+
+/**
+ * TLS termination in front of the app, with the given certificate (like Traefik in front of the Service), and its
+ * plain-HTTP side (`plain`, by default the permanent redirect to https that server mode configures).
+ */
+async function startTlsProxy(upstreamPort: number, tlsCert: { key: string; cert: string }, plain: PlainHttp = REDIRECT_308): Promise<Running> {
   const server = createHttpsServer({ key: tlsCert.key, cert: tlsCert.cert }, forward(upstreamPort));
   const sockets = track(server);
   const port = await listen(server);
-  return { url: `https://127.0.0.1:${port}`, port, close: closer(server, sockets) };
+  const web = createHttpServer(plain);
+  const webSockets = track(web);
+  const webPort = await listen(web);
+  const closeTls = closer(server, sockets);
+  const closeWeb = closer(web, webSockets);
+  return { url: `https://127.0.0.1:${port}`, httpUrl: `http://127.0.0.1:${webPort}`, port, close: async () => {
+    await closeTls();
+    await closeWeb();
+  } };
 }
 
 // The CLI from a copy of exactly the files it may import: if it imported anything else (an npm package, another
@@ -317,8 +338,8 @@ describe('against the real app', { skip: skipPg }, () => {
 
   const base = (): SmokeOptions => ({ url: app.url, webhookSecret: SECRET, expectVersion: VERSION, runner: async () => ({ ok: true, reason: 'probe says yes' }) });
 
-  async function tls(cert: { key: string; cert: string }): Promise<Running> {
-    const p = await startTlsProxy(app.port, cert);
+  async function tls(cert: { key: string; cert: string }, plain?: PlainHttp): Promise<Running> {
+    const p = await startTlsProxy(app.port, cert, plain);
     toClose.push(p);
     return p;
   }
@@ -340,11 +361,11 @@ describe('against the real app', { skip: skipPg }, () => {
 
   test('https with --host-header: the certificate verifies for the name, days left reported, all checks pass', async () => {
     const p = await tls(pki.issue('good', NAME, daysFromNow(-1), daysFromNow(90)));
-    const results = await runSmoke({ ...base(), url: p.url, hostHeader: NAME, ca: pki.caPem });
+    const results = await runSmoke({ ...base(), url: p.url, httpUrl: p.httpUrl, hostHeader: NAME, ca: pki.caPem });
     assert.deepEqual(failed(results), [], explain(results));
     assert.match(byName(results).tls.reason, new RegExp(`^valid for ${NAME.replace('.', '\\.')}, 89 days left \\(until \\d{4}-\\d\\d-\\d\\d\\), issuer CN=codex-k8s smoke test CA$`));
     // Too close to expiry for --min-cert-days 120: tls alone fails, and says how many days are left.
-    const soon = await runSmoke({ ...base(), url: p.url, hostHeader: NAME, ca: pki.caPem, minCertDays: 120 });
+    const soon = await runSmoke({ ...base(), url: p.url, httpUrl: p.httpUrl, hostHeader: NAME, ca: pki.caPem, minCertDays: 120 });
     assert.deepEqual(failed(soon), ['tls'], explain(soon));
     assert.match(byName(soon).tls.reason, /89 days left \(until .*\), want at least 120/);
   });
@@ -363,23 +384,53 @@ describe('against the real app', { skip: skipPg }, () => {
 
   test('an expired certificate: tls ✗ alone', async () => {
     const p = await tls(pki.issue('expired', NAME, daysFromNow(-60), daysFromNow(-2)));
-    const results = await runSmoke({ ...base(), url: p.url, hostHeader: NAME, ca: pki.caPem });
+    const results = await runSmoke({ ...base(), url: p.url, httpUrl: p.httpUrl, hostHeader: NAME, ca: pki.caPem });
     assert.deepEqual(failed(results), ['tls'], explain(results));
     assert.match(byName(results).tls.reason, /certificate expired on .* \(2 days ago\)/);
   });
 
   test('a certificate for another name: tls ✗ alone', async () => {
     const p = await tls(pki.issue('other', 'other.test', daysFromNow(-1), daysFromNow(90)));
-    const results = await runSmoke({ ...base(), url: p.url, hostHeader: NAME, ca: pki.caPem });
+    const results = await runSmoke({ ...base(), url: p.url, httpUrl: p.httpUrl, hostHeader: NAME, ca: pki.caPem });
     assert.deepEqual(failed(results), ['tls'], explain(results));
     assert.equal(byName(results).tls.reason, `certificate is for other.test, not ${NAME}`);
   });
 
   test('a certificate from a CA we do not trust: tls ✗ alone', async () => {
     const p = await tls(pki.issue('untrusted', NAME, daysFromNow(-1), daysFromNow(90)));
-    const results = await runSmoke({ ...base(), url: p.url, hostHeader: NAME });
+    const results = await runSmoke({ ...base(), url: p.url, httpUrl: p.httpUrl, hostHeader: NAME });
     assert.deepEqual(failed(results), ['tls'], explain(results));
     assert.match(byName(results).tls.reason, /chain does not verify: UNABLE_TO_VERIFY_LEAF_SIGNATURE/);
+  });
+
+  test('https: plain HTTP must redirect permanently to https at the same name and path, or https-redirect ✗ alone', async () => {
+    const cert = pki.issue('redirect', NAME, daysFromNow(-1), daysFromNow(90));
+    const good = await tls(cert);
+    const ok = await runSmoke({ ...base(), url: good.url, httpUrl: good.httpUrl, hostHeader: NAME, ca: pki.caPem });
+    assert.deepEqual(failed(ok), [], explain(ok));
+    assert.match(byName(ok)['https-redirect'].reason, new RegExp(`-> HTTP 308 https://${NAME.replace('.', '\\.')}/healthz$`));
+    const redirect = (status: number, location: (host: string) => string | undefined): PlainHttp => (req, res) => {
+      const l = location(String(req.headers.host).replace(/:\d+$/, ''));
+      res.writeHead(status, l === undefined ? {} : { location: l });
+      res.end();
+    };
+    const cases: [string, PlainHttp, RegExp][] = [
+      // Traefik without our HelmChartConfig applied: the app answers in clear.
+      ['served in clear', (req, res) => forward(app.port)(req, res), /answered HTTP 200, want a permanent redirect \(301\/308\) to https:\/\//],
+      ['a temporary redirect', redirect(302, (h) => `https://${h}/healthz`), /answered a temporary redirect \(HTTP 302\) to https:\/\/.*\/healthz, want a permanent redirect/],
+      ['to plain http', redirect(301, (h) => `http://${h}/healthz`), /redirects \(HTTP 301\) to http:\/\/.*, want https:\/\//],
+      ['to another name', redirect(308, () => 'https://elsewhere.test/healthz'), /redirects \(HTTP 308\) to https:\/\/elsewhere\.test\/healthz, want/],
+      ['to another path', redirect(308, (h) => `https://${h}/`), /redirects \(HTTP 308\) to https:\/\/[^/]+\/, want/],
+      ['no Location', redirect(301, () => undefined), /nowhere \(no Location header\)/],
+    ];
+    for (const [what, plain, reason] of cases) {
+      const p = await tls(cert, plain);
+      const results = await runSmoke({ ...base(), url: p.url, httpUrl: p.httpUrl, hostHeader: NAME, ca: pki.caPem });
+      assert.deepEqual(failed(results), ['https-redirect'], `${what}: ${explain(results)}`);
+      assert.match(byName(results)['https-redirect'].reason, reason, what);
+    }
+    const plainRun = await runSmoke(base());
+    assert.equal(byName(plainRun)['https-redirect'].skipped, true, 'plain http (local mode): nothing to redirect');
   });
 
   test('the wrong expected version: version ✗ alone', async () => {
@@ -469,7 +520,7 @@ describe('against the real app', { skip: skipPg }, () => {
       assert.equal(r.code, 0, r.stdout + r.stderr);
       for (const n of ['healthz', 'readyz', 'version', 'webhook-unsigned', 'webhook-signed']) assert.match(r.stdout, new RegExp(`^✓ ${n} +\\d+ ms  \\S`, 'm'));
       assert.match(r.stdout, /^- tls .*plain http/m);
-      assert.match(r.stdout, /^all 5 checks passed in [\d.]+s \(2 skipped\)$/m);
+      assert.match(r.stdout, /^all 5 checks passed in [\d.]+s \(3 skipped\)$/m);
       secretLeak(r);
     });
 
@@ -478,7 +529,7 @@ describe('against the real app', { skip: skipPg }, () => {
       const md = join(work, 'summary.md');
       writeFileSync(md, '# earlier content\n');
       const r = await cli(
-        ['--url', p.url, '--host-header', NAME, '--ca-file', caFile, '--expect-version', VERSION, '--runner-scale-set', 'codex-k8s-staging', '--json', '--markdown', md],
+        ['--url', p.url, '--http-url', String(p.httpUrl), '--host-header', NAME, '--ca-file', caFile, '--expect-version', VERSION, '--runner-scale-set', 'codex-k8s-staging', '--json', '--markdown', md],
         { CODEXK8S_WEBHOOK_SECRET: SECRET, RUNNER_NAME: 'codex-k8s-staging-ab12c-runner-x9z8y' },
       );
       assert.equal(r.code, 0, r.stdout + r.stderr);
@@ -490,7 +541,7 @@ describe('against the real app', { skip: skipPg }, () => {
       assert.match(r.stderr, /^✓ tls /m, 'with --json the human lines go to stderr');
       const summary = readFileSync(md, 'utf8');
       assert.ok(summary.startsWith('# earlier content\n### ✓ smoke checks passed'), 'appended, not overwritten');
-      assert.equal(summary.split('\n').filter((l) => l.startsWith('| ✓ |')).length, 7);
+      assert.equal(summary.split('\n').filter((l) => l.startsWith('| ✓ |')).length, 8);
       assert.ok(!summary.includes(SECRET));
       secretLeak(r);
     });
