@@ -43,6 +43,7 @@ import { requireCluster, Store } from './lib/store.mts';
 import { sha256 } from './lib/recorder.mts';
 import { CHART_EFFECTS, CHART_HOOKS } from './lib/chart-hooks.mts';
 import type { ClusterAccess } from './lib/chart-hooks.mts';
+import { chartValuesProblems, isCheckedChart } from './lib/chart-values.mts';
 
 export const DEFAULT_HELM_VERSION = 'v3.19.2+g8766e71';
 
@@ -429,6 +430,8 @@ const upgrade: Verb = {
     if (rule?.allowedTopLevelValues !== undefined) {
       for (const k of Object.keys(values)) if (!rule.allowedTopLevelValues.includes(k)) problems.push(`${k}: Additional property ${k} is not allowed`);
     }
+    // The chart's own schema (or, for ARC, its derived key tree) at our pin: what the real chart refuses, we refuse.
+    if (isCheckedChart(chart)) problems.push(...chartValuesProblems(chart, values));
     const releaseInfo = { name, namespace: ns, chart, version };
     for (const h of rule?.hooks ?? []) problems.push(...(CHART_HOOKS[h] as (typeof CHART_HOOKS)[string])(values, releaseInfo));
     const cluster = clusterAccess(store, ctx.io.dir);

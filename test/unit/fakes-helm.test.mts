@@ -150,3 +150,16 @@ test('registry login: a password in argv is refused; --password-stdin works and 
   assert.equal(h(['version', '--short']).stdout, 'v3.19.2+g8766e71\n');
   assert.match(h(['install', 'x', ARC]).stderr, /^Error: unknown command "install" for "helm"/);
 });
+
+test("upgrade with values the real chart's schema refuses fails like helm: exit 1, the bad key named, nothing installed", () => {
+  const { h } = cluster();
+  const ref = 'oci://quay.io/jetstack/charts/cert-manager';
+  const base = ['upgrade', '--install', 'cert-manager', ref, '--version', 'v1.21.2', '-n', 'cert-manager', '--create-namespace', '--set', 'crds.enabled=true'];
+  const bad = h([...base, '--set', 'installCRDz=true']);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /^Error: INSTALLATION FAILED: values don't meet the specifications of the schema\(s\)[\s\S]*cert-manager:\n[\s\S]*- installCRDz: additional property not allowed/);
+  assert.equal(h(['list', '-A', '-o', 'json']).stdout.includes('cert-manager'), false);
+  const nested = h([...base, '--set', 'webhook.replicaCountt=2']);
+  assert.match(nested.stderr, /- webhook\.replicaCountt: additional property not allowed/);
+  assert.equal(h(base).code, 0);
+});
