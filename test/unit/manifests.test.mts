@@ -8,6 +8,7 @@ import { mkdtempSync, mkdirSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
+import { chartValuesProblems } from '../fakes/lib/chart-values.mts';
 import { ClusterIssuer } from '@kubernetes-models/cert-manager/cert-manager.io/v1/ClusterIssuer';
 import { render, substitute, componentFiles, placeholdersIn, MANIFESTS_DIR, NAMES, ACME_SERVERS, parseObjects } from '../../bootstrap/lib/manifests.mts';
 import type { KubeObject, Mode } from '../../bootstrap/lib/manifests.mts';
@@ -84,6 +85,8 @@ for (const mode of MODES) {
       if (o.kind === 'HelmChartConfig') {
         const values = parseYaml((o['spec'] as { valuesContent: string }).valuesContent) as unknown;
         assert.ok(values !== null && typeof values === 'object' && !Array.isArray(values), 'valuesContent is a YAML map');
+        // k3s' helm-install job hands these values to the bundled Traefik chart, which enforces its schema.
+        assert.deepEqual(chartValuesProblems('traefik', values), [], 'valuesContent meets the vendored Traefik chart values.schema.json');
       }
     }
   });
