@@ -2,6 +2,7 @@
 //
 //   fakesOverlayFiles() -> [{src, dest, mode}]   (src: absolute path on the host; dest: absolute path in the sandbox)
 //     /opt/codex-k8s-fakes/{kubectl,helm}.mts, lib/*.mts, charts.json, k3s-install.sh, bin/{kubectl,helm}
+//     /opt/codex-k8s-fakes/upstream/...          the vendored chart schemas / key trees (test/fixtures/upstream)
 //     /opt/codex-k8s-fakes/node_modules/...      the packages the doubles import (yaml, kubernetes-models,
 //                                                @kubernetes-models/apimachinery) with all their dependencies,
 //                                                in the same nested layout as in the repository's node_modules
@@ -28,7 +29,7 @@ export const FAKES_HOME = '/opt/codex-k8s-fakes';
 export const SERVER_NODE = '/opt/codex-k8s-bootstrap/node/bin/node';
 
 /** Packages the doubles import at run time (their dependencies are added automatically). */
-export const RUNTIME_PACKAGES = ['yaml', 'kubernetes-models', '@kubernetes-models/apimachinery'] as const;
+export const RUNTIME_PACKAGES = ['yaml', 'kubernetes-models', '@kubernetes-models/apimachinery', 'ajv'] as const;
 
 const FAKES_DIR = path.dirname(fileURLToPath(import.meta.url));
 const HOST_ONLY = new Set(['install-layout.mts', 'testkit.mts', 'README.md']);
@@ -90,6 +91,12 @@ export function fakesOverlayFiles(repoRoot: string = path.resolve(FAKES_DIR, '..
     const rel = path.relative(FAKES_DIR, file);
     if (HOST_ONLY.has(rel)) return;
     files.push({ src: file, dest: path.posix.join(FAKES_HOME, rel.split(path.sep).join('/')), mode: executable(rel) ? 0o755 : 0o644 });
+  });
+  // The upstream chart schemas and key trees lib/chart-values.mts checks values against (its UPSTREAM_DIRS).
+  const upstream = path.join(repoRoot, 'test', 'fixtures', 'upstream');
+  walk(upstream, (file) => {
+    if (!file.endsWith('.json') || file.endsWith('template-value-refs.json')) return;
+    files.push({ src: file, dest: path.posix.join(FAKES_HOME, 'upstream', path.relative(upstream, file).split(path.sep).join('/')), mode: 0o644 });
   });
   for (const tool of ['kubectl', 'helm']) {
     files.push({ src: path.join(FAKES_DIR, 'bin', tool), dest: `/usr/local/bin/${tool}`, mode: 0o755 });
