@@ -51,3 +51,20 @@ test('an unknown cert-manager key and unknown ARC keys are refused, naming the k
   const [s] = chartValuesProblems('gha-runner-scale-set', { ...scaleSetValues(runner('server'), 'sec'), minRunner: 1 });
   assert.match(s ?? '', /^minRunner: not a value of this chart/);
 });
+
+test('each vendored upstream file is byte for byte the blob PROVENANCE.md names, and keys.json is what the derivation gives', async () => {
+  const { createHash } = await import('node:crypto');
+  const { deriveKeyTree } = await import('../fixtures/upstream/derive-arc-keys.mts');
+  const dir = new URL('../fixtures/upstream/', import.meta.url);
+  const rows = [...readFileSync(new URL('PROVENANCE.md', dir), 'utf8').matchAll(/^\| ([^ |]+) \| [^|]+ \| [^|]+ \| [^|]+ \| ([0-9a-f]{40}) \|$/gm)];
+  assert.equal(rows.length, 5, 'five vendored files have a PROVENANCE row');
+  for (const [, file, sha] of rows) {
+    const bytes = readFileSync(new URL(file as string, dir));
+    const blob = createHash('sha1').update(`blob ${bytes.length}\0`).update(bytes).digest('hex');
+    assert.equal(blob, sha, `${file}: git blob sha`);
+  }
+  for (const chart of ['gha-runner-scale-set-controller', 'gha-runner-scale-set']) {
+    const at = (f: string) => readFileSync(new URL(`arc-0.14.2/${chart}/${f}`, dir), 'utf8');
+    assert.deepEqual(JSON.parse(at('keys.json')), deriveKeyTree(parse(at('values.yaml')), JSON.parse(at('template-value-refs.json')) as string[]), chart);
+  }
+});
