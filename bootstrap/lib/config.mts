@@ -426,6 +426,26 @@ function levenshtein(a: string, b: string): number {
   return (d[a.length] as number[])[b.length] as number;
 }
 
+// The same line grammar dotenv 16/17 uses, so a key is found where dotenv finds it (multi-line quoted values
+// included); dotenv itself keeps the last of two equal keys without a word, which once aimed a run at the wrong server.
+const DOTENV_LINE = /(?:^|^)\s*(?:export\s+)?([\w.-]+)(?:\s*=\s*?|:\s+?)(\s*'(?:\\'|[^'])*'|\s*"(?:\\"|[^"])*"|\s*`(?:\\`|[^`])*`|[^#\r\n]+)?\s*(?:#.*)?(?:$|$)/gm;
+
+/** Problems for every key given more than once in an env file, naming both line numbers. */
+export function duplicateKeys(text: string, file: string): string[] {
+  const firstLine = new Map<string, number>();
+  const out: string[] = [];
+  const src = text.replace(/\r\n?/g, '\n');
+  for (const m of src.matchAll(DOTENV_LINE)) {
+    const key = m[1] as string;
+    const keyAt = (m.index ?? 0) + m[0].indexOf(key);
+    const line = src.slice(0, keyAt).split('\n').length;
+    const first = firstLine.get(key);
+    if (first === undefined) firstLine.set(key, line);
+    else out.push(`${key} in ${file} is given twice (lines ${first} and ${line}); expected each setting once`);
+  }
+  return out;
+}
+
 export function loadConfig(opts: LoadOptions): LoadResult {
   const strict = opts.strict ?? true;
   const problems: string[] = [];
@@ -438,7 +458,9 @@ export function loadConfig(opts: LoadOptions): LoadResult {
   if (opts.envFile) {
     if (existsSync(opts.envFile)) {
       try {
-        fileValues = parseDotenv(readFileSync(opts.envFile));
+        const text = readFileSync(opts.envFile, 'utf8');
+        problems.push(...duplicateKeys(text, opts.envFile));
+        fileValues = parseDotenv(text);
       } catch (e) {
         problems.push(`--env-file ${opts.envFile}: cannot be read (${(e as Error).message}); expected a readable dotenv file`);
       }

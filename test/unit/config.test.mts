@@ -132,6 +132,17 @@ test('env file: values from the environment win; unknown CODEXK8S_ names are fla
   assert.ok(r.warnings.some((w) => /CODEXK8S_RUNER_MAX .* not a known setting \(did you mean CODEXK8S_RUNNER_MAX\?\)/.test(w)), r.warnings.join('\n'));
 });
 
+test('env file: a key given twice is refused, naming both line numbers (dotenv alone keeps the last)', () => {
+  const f = join(dir, 'dup.env');
+  writeFileSync(f, `TARGET_HOST=10.0.0.1\nCODEXK8S_GITHUB_REPO=a/b\n# comment\nOPERATOR_USER="x\ny"\n  export TARGET_HOST = 10.0.0.2\nOPERATOR_USER=z\n`);
+  const r = loadConfig({ side: 'host', envFile: f, explicitEnvFile: true, env: { TARGET_ROOT_SSH_KEY: key, OPERATOR_SSH_PUBKEY_PATH: pub, CODEXK8S_GITHUB_PAT: TOKEN } });
+  assert.ok(r.problems.some((p) => /^TARGET_HOST in .*dup\.env is given twice \(lines 1 and 6\)/.test(p)), r.problems.join('\n'));
+  assert.ok(r.problems.some((p) => /^OPERATOR_USER in .*dup\.env is given twice \(lines 4 and 7\)/.test(p)), r.problems.join('\n'));
+  writeFileSync(f, `TARGET_HOST=10.0.0.1\nCODEXK8S_GITHUB_REPO=a/b\n`);
+  const ok = loadConfig({ side: 'host', envFile: f, explicitEnvFile: true, env: { TARGET_ROOT_SSH_KEY: key, OPERATOR_SSH_PUBKEY_PATH: pub, CODEXK8S_GITHUB_PAT: TOKEN } });
+  assert.ok(!ok.problems.some((p) => /given twice/.test(p)), ok.problems.join('\n'));
+});
+
 test('an explicit env file that does not exist is a problem', () => {
   const r = loadConfig({ side: 'host', envFile: join(dir, 'missing.env'), explicitEnvFile: true, env: GOOD });
   assert.ok(r.problems.some((p) => /^--env-file .*missing\.env: the file does not exist/.test(p)));
