@@ -287,7 +287,8 @@ function parseValue(s: Setting, raw: string): Parsed {
     case 'email':
       return EMAIL.test(raw) ? { ok: true, value: raw } : { ok: false, why: `${shown} is not an e-mail address`, expected: 'an address such as ops@example.com' };
     case 'repo':
-      return REPO.test(raw) ? { ok: true, value: raw } : { ok: false, why: `${shown} is not a repository`, expected: 'owner/name, e.g. codex-k8s/codex-k8s (no URL, no .git)' };
+      // GitHub's own rules: a name is never `.` or `..`, and a trailing `.git` is the clone URL, not the name.
+      return REPO.test(raw) && !/\/\.{1,2}$/.test(raw) && !/\.git$/i.test(raw) ? { ok: true, value: raw } : { ok: false, why: `${shown} is not a repository`, expected: 'owner/name, e.g. codex-k8s/codex-k8s (no URL, no .git)' };
     case 'duration': {
       const d = parseDuration(raw);
       if (d === undefined || d <= 0) return { ok: false, why: `${shown} is not a duration`, expected: 'a positive duration such as 90s, 5m, 1h30m' };
