@@ -6,6 +6,7 @@
 // config.env files keep working. New settings take the CODEXK8S_ prefix.
 import { readFileSync, existsSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
+import { isIPv4, isIPv6 } from 'node:net';
 import { createHash } from 'node:crypto';
 import { parse as parseDotenv } from 'dotenv';
 import { registerSecret } from './redact.mts';
@@ -219,7 +220,6 @@ type Parsed = { ok: true; value: Value } | { ok: false; why: string; expected: s
 
 const HOSTNAME = /^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/;
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
-const IPV6 = /^[0-9a-fA-F:]+$/;
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const USERNAME = /^[a-z_][a-z0-9_-]{0,31}$/;
 const EMAIL = /^[^@\s]+@([a-zA-Z0-9-]+\.)+[a-zA-Z]{2,}$/;
@@ -233,7 +233,8 @@ export function parseCidr(raw: string): string | undefined {
   if (!m) return undefined;
   const addr = m[1] as string;
   const v6 = addr.includes(':');
-  if (!(v6 ? IPV6.test(addr) && addr.split('::').length <= 2 : IPV4.test(addr))) return undefined;
+  // node:net's parser, not a character class: `:::::` and `999.1.1.1` are no addresses.
+  if (!(v6 ? isIPv6(addr) : isIPv4(addr))) return undefined;
   const bits = m[2] === undefined ? (v6 ? 128 : 32) : Number(m[2]);
   if (bits > (v6 ? 128 : 32)) return undefined;
   return `${addr.toLowerCase()}/${bits}`;
@@ -276,7 +277,8 @@ function parseValue(s: Setting, raw: string): Parsed {
     }
     case 'host': {
       const h = raw.replace(/^\[(.*)\]$/, '$1');
-      if (IPV4.test(h) || HOSTNAME.test(h) || (h.includes(':') && IPV6.test(h))) return { ok: true, value: h };
+      // A DNS name's last label is never all digits (RFC 3696 2.), so `999.1.1.1` is a bad address, not a name.
+      if (isIPv4(h) || isIPv6(h) || (HOSTNAME.test(h) && /[a-zA-Z]/.test(h.split('.').pop() ?? ''))) return { ok: true, value: h };
       return { ok: false, why: `${shown} is not a host name or IP address`, expected: 'e.g. 203.0.113.10 or server.example.com (no user@, no port, no scheme)' };
     }
     case 'domain': {
