@@ -222,7 +222,9 @@ const HOSTNAME = /^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const USERNAME = /^[a-z_][a-z0-9_-]{0,31}$/;
-const EMAIL = /^[^@\s]+@([a-zA-Z0-9-]+\.)+[a-zA-Z]{2,}$/;
+// A conservative addr-spec (RFC 5322 dot-atom, letters, digits and . _ % + - only): the address goes into YAML and
+// shell-facing files, so quotes, `$(...)`, spaces and backticks are refused rather than escaped.
+const EMAIL = /^[A-Za-z0-9_%+-]+(\.[A-Za-z0-9_%+-]+)*@([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$/;
 const REPO = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})\/[A-Za-z0-9._-]{1,100}$/;
 const SSH_KEY_TYPES = ['ssh-ed25519', 'ssh-rsa', 'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521', 'sk-ssh-ed25519@openssh.com', 'sk-ecdsa-sha2-nistp256@openssh.com'];
 const SSH_FORBIDDEN = /(StrictHostKeyChecking\s*=?\s*(no|off)|UserKnownHostsFile\s*=?\s*\/dev\/null|ControlPath|ControlMaster)/i;
