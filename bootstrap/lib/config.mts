@@ -573,6 +573,7 @@ function crossChecks(v: Values, side: 'host' | 'server', strict: boolean, proble
       const r = readSmallFile(key);
       if (!r.ok) (strict ? problems : warnings).push(`TARGET_ROOT_SSH_KEY: ${r.why} (${key}); expected the private key file for the root login`);
       else if (/PUBLIC KEY|^ssh-/.test(r.text.slice(0, 80))) problems.push(`TARGET_ROOT_SSH_KEY: ${key} is a public key; expected the private key (without .pub)`);
+      else if (r.text.trim() === '') problems.push(`TARGET_ROOT_SSH_KEY: ${key} is empty; expected the private key file for the root login`);
       else if ((statSync(key).mode & 0o077) !== 0)
         (strict ? problems : warnings).push(`TARGET_ROOT_SSH_KEY: ${key} is readable by other users (mode 0${(statSync(key).mode & 0o777).toString(8)}), and ssh refuses such keys; expected mode 0600 (chmod 600 ${key})`);
     }
@@ -583,6 +584,9 @@ function crossChecks(v: Values, side: 'host' | 'server', strict: boolean, proble
       const r = readSmallFile(opKey);
       if (!r.ok) (strict ? problems : warnings).push(`OPERATOR_SSH_KEY: ${r.why} (${opKey}); expected the operator's private key, which the launcher logs in with after hardening sshd (set OPERATOR_SSH_KEY when it is not OPERATOR_SSH_PUBKEY_PATH without .pub)`);
       else if (/PUBLIC KEY|^ssh-/.test(r.text.slice(0, 80))) problems.push(`OPERATOR_SSH_KEY: ${opKey} is a public key; expected the private key (without .pub)`);
+      else if (r.text.trim() === '') problems.push(`OPERATOR_SSH_KEY: ${opKey} is empty; expected the operator's private key`);
+      else if ((statSync(opKey).mode & 0o077) !== 0)
+        (strict ? problems : warnings).push(`OPERATOR_SSH_KEY: ${opKey} is readable by other users (mode 0${(statSync(opKey).mode & 0o777).toString(8)}), and ssh refuses such keys; expected mode 0600 (chmod 600 ${opKey})`);
     }
     if (v['OPERATOR_SSH_PUBKEY'] === undefined && !problems.some((p) => p.startsWith('OPERATOR_SSH_PUBKEY')) && strict)
       problems.push('OPERATOR_SSH_PUBKEY: is not set and OPERATOR_SSH_PUBKEY_PATH gave no key; expected an OpenSSH public key');

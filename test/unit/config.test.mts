@@ -2,7 +2,7 @@
 // what is expected; all problems are reported at once; secrets are never echoed.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync, chmodSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, chmodSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig, serializeServerEnv, quoteDotenv, parseDuration, formatDuration, configHash, SETTINGS } from '../../bootstrap/lib/config.mts';
@@ -154,6 +154,20 @@ test('env file: a key given twice is refused, naming both line numbers (dotenv a
   writeFileSync(f, `TARGET_HOST=10.0.0.1\nCODEXK8S_GITHUB_REPO=a/b\n`);
   const ok = loadConfig({ side: 'host', envFile: f, explicitEnvFile: true, env: { TARGET_ROOT_SSH_KEY: key, OPERATOR_SSH_PUBKEY_PATH: pub, CODEXK8S_GITHUB_PAT: TOKEN } });
   assert.ok(!ok.problems.some((p) => /given twice/.test(p)), ok.problems.join('\n'));
+});
+
+test('an empty private key file, and an operator key readable by others, are refused up front', () => {
+  const empty = join(dir, 'empty_key');
+  writeFileSync(empty, '', { mode: 0o600 });
+  const loose = join(dir, 'loose_key');
+  writeFileSync(loose, readFileSync(key), { mode: 0o644 });
+  chmodSync(loose, 0o644);
+  const a = loadConfig({ side: 'host', env: { ...GOOD, TARGET_ROOT_SSH_KEY: empty } });
+  assert.ok(a.problems.some((p) => /^TARGET_ROOT_SSH_KEY: .* is empty/.test(p)), a.problems.join('\n'));
+  const b = loadConfig({ side: 'host', env: { ...GOOD, OPERATOR_SSH_KEY: empty } });
+  assert.ok(b.problems.some((p) => /^OPERATOR_SSH_KEY: .* is empty/.test(p)), b.problems.join('\n'));
+  const c = loadConfig({ side: 'host', env: { ...GOOD, OPERATOR_SSH_KEY: loose } });
+  assert.ok(c.problems.some((p) => /^OPERATOR_SSH_KEY: .* readable by other users \(mode 0644\)/.test(p)), c.problems.join('\n'));
 });
 
 test('an explicit env file that does not exist is a problem', () => {
