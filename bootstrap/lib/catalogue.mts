@@ -25,6 +25,7 @@ export const STEPS: readonly StepInfo[] = [
       'ports 80, 443 and 6443 are free, or held by our own k3s on a re-run',
       'server mode: CODEXK8S_STAGING_DOMAIN resolves to an address of this server',
       'every host a later step downloads from answers over HTTPS (CODEXK8S_OUTBOUND_CHECK: fail, warn or skip)',
+      'kernel.apparmor_restrict_unprivileged_userns and the rootlesskit AppArmor profile: a restricting kernel needs CODEXK8S_BUILDKIT_USERNS (exit 2)',
     ],
     changes: ['nothing'],
   },
@@ -108,6 +109,7 @@ export const STEPS: readonly StepInfo[] = [
     name: '50_deploy_codex_k8s',
     title: 'The codex-k8s staging service: BuildKit in the cluster, the first image, Deployment, Service, Ingress, runtime Secret',
     checks: [
+      'user namespaces for rootless BuildKit: on a kernel with kernel.apparmor_restrict_unprivileged_userns=1, CODEXK8S_BUILDKIT_USERNS is set (else exit 2); sysctl: /etc/sysctl.d/99-codex-k8s-buildkit-userns.conf sets it to 0 and it is 0; apparmor: /etc/apparmor.d/codex-k8s-buildkitd (userns) is loaded',
       'Secret codex-k8s-runtime in CODEXK8S_STAGING_NAMESPACE holds the webhook secret of /etc/codex-k8s-bootstrap/secrets/github-webhook-secret (key github-webhook-secret; compared, never printed)',
       'BuildKit in codex-k8s-system: the ConfigMap buildkit-scripts equals manifests/buildkit/build.sh, the StatefulSet buildkitd (rootless, pinned image) and the Role codex-k8s-builder + RoleBinding codex-k8s-runner-builder (exec into buildkitd-0 only, for the runners) match manifests/buildkit (kubectl diff); buildkitd-0 is ready',
       'the Deployment codex-k8s, its Service and Ingress (server mode: CODEXK8S_STAGING_DOMAIN with TLS from the ClusterIssuer letsencrypt; local mode: plain HTTP, no host) match manifests/app with the live image (kubectl diff)',
@@ -115,7 +117,8 @@ export const STEPS: readonly StepInfo[] = [
     ],
     changes: [
       'generates the webhook secret file once (0600) when it is missing; creates the runtime Secret from it (server-side apply, on stdin), or updates the Secret when the file was rotated',
-      'kubectl apply of the BuildKit objects that differ; waits, bounded, for buildkitd-0',
+      'the chosen user-namespace remedy: writes the sysctl file and runs sysctl -p, or writes the AppArmor profile and runs apparmor_parser --replace (buildkitd-0 then runs under it: appArmorProfile Localhost)',
+      'kubectl apply of the BuildKit objects that differ; waits, bounded, for buildkitd-0, and fails fast with buildkitd\'s last log lines when it crash-loops',
       'only when the Deployment does not exist yet: streams the uploaded app/ as a tar to build.sh in buildkitd-0 (kubectl exec -i), which builds it and pushes registry.../codex-k8s:sha-<12 hex of source.json gitSha> (skipped when that tag is already pushed; bounded by CODEXK8S_BUILD_TIMEOUT)',
       'kubectl apply of the app objects that differ; once the Deployment exists its image is the live one (the deploy workflow owns the tag), so a re-run never rolls staging back',
       'waits, bounded by CODEXK8S_ROLLOUT_TIMEOUT, for the rollout; fails when a pod runs another image',

@@ -22,8 +22,8 @@
 //     helmReleaseDrift(pin, state, want)  pure: drift lines; empty means "do not upgrade". Every helm upgrade
 //                                         writes a new revision, so a step upgrades ONLY when this is non-empty.
 //     helmUpgrade(pin, values, s, log)    `helm upgrade --install ... --values - --wait --timeout`.
-//   argv builders: kubectlArgv, applyArgv, diffArgv, getJsonArgv, rolloutStatusArgv, helmArgv, helmUpgradeArgv,
-//     helmListArgv, helmGetValuesArgv; parsers: parseHelmList, diffSections, diffName.
+//   argv builders: kubectlArgv, applyArgv, diffArgv, getJsonArgv, rolloutStatusArgv, jobLogsArgv, podLogsArgv, helmArgv,
+//     helmUpgradeArgv, helmListArgv, helmGetValuesArgv; parsers: parseHelmList, diffSections, diffName.
 import { run } from './exec.mts';
 import type { RunResult } from './exec.mts';
 import { OperationError } from './errors.mts';
@@ -70,6 +70,16 @@ export function getJsonArgv(kind: string, name: string | readonly string[], name
 
 export function rolloutStatusArgv(kind: 'deployment' | 'statefulset' | 'daemonset', name: string, namespace: string, timeoutSeconds: number): string[] {
   return kubectlArgv('--namespace', namespace, 'rollout', 'status', `${kind}/${name}`, `--timeout=${timeoutSeconds}s`);
+}
+
+/** The last `lines` log lines of a Job's pod (kubectl picks one of its pods). */
+export function jobLogsArgv(namespace: string, job: string, lines: number): string[] {
+  return kubectlArgv('--namespace', namespace, 'logs', `job/${job}`, `--tail=${lines}`);
+}
+
+/** The last `lines` log lines of a pod's container; `previous`: of the instance that ran before (a crash loop's). */
+export function podLogsArgv(namespace: string, pod: string, container: string, lines: number, previous: boolean): string[] {
+  return kubectlArgv('--namespace', namespace, 'logs', `pod/${pod}`, '--container', container, ...(previous ? ['--previous'] : []), `--tail=${lines}`);
 }
 
 export function helmArgv(...args: string[]): string[] {

@@ -14,6 +14,8 @@ import { run } from '../lib/exec.mts';
 import { ARTIFACTS, OUTBOUND_ENDPOINTS } from '../lib/versions.mts';
 import type { Arch } from '../lib/versions.mts';
 import { resolveArtifact } from '../lib/artifacts.mts';
+import { evaluateUserns, readUsernsFacts, usernsPaths } from '../lib/userns.mts';
+import type { UsernsRemedy, UsernsPaths } from '../lib/userns.mts';
 
 export interface Check {
   name: string;
@@ -256,6 +258,22 @@ async function resolveAll(domain: string): Promise<string[] | Error> {
   }
 }
 
+/**
+ * Rootless BuildKit's user namespace (lib/userns.mts, paths injectable for tests): the two report lines, and the
+ * refusal (exit 2: a setting to choose) when the kernel restricts user namespaces and no usable remedy is set.
+ */
+export function usernsPreflight(remedy: UsernsRemedy | undefined, paths: UsernsPaths = usernsPaths()): { checks: Check[]; refusal?: OperationError } {
+  const checks = evaluateUserns(readUsernsFacts(paths), remedy, paths);
+  const refused = checks.filter((c) => c.status === 'fail');
+  if (refused.length === 0) return { checks };
+  return {
+    checks,
+    refusal: new OperationError(`preflight refuses: ${refused.map((c) => `${c.name}: ${c.reason}`).join('; ')}; nothing was changed`, {
+      hint: refused.map((c) => c.fix).join('; '), exitCode: 2,
+    }),
+  };
+}
+
 function thresholds(ctx: StepContext): Thresholds {
   return {
     minMemoryMiB: ctx.cfg.get<number>('CODEXK8S_MIN_MEMORY_MIB'),
@@ -268,6 +286,8 @@ async function check(ctx: StepContext): Promise<string[]> {
   const cfg = ctx.cfg;
   const waitSeconds = cfg.get<number>('CODEXK8S_PREFLIGHT_WAIT');
   const checks = evaluate(gatherFacts(), thresholds(ctx));
+  const userns = usernsPreflight(cfg.maybe<UsernsRemedy>('CODEXK8S_BUILDKIT_USERNS'));
+  checks.push(...userns.checks);
   checks.push(await waitForCloudInit(waitSeconds));
   checks.push(await waitForAptLocks(waitSeconds, ctx.log));
   const held = await listeners();
@@ -288,6 +308,8 @@ async function check(ctx: StepContext): Promise<string[]> {
     checks.push(...(await evaluateOutbound(targets, outbound === 'warn' ? 'warn' : 'fail')));
   }
   for (const line of formatTable(checks)) ctx.log.info(line);
+  // After the table, so every other finding is printed too.
+  if (userns.refusal) throw userns.refusal;
   return checks.filter((c) => c.status === 'fail').map((c) => `${c.name}: ${c.reason}${c.fix ? ` (fix: ${c.fix})` : ''}`);
 }
 

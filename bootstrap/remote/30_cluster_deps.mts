@@ -1,7 +1,8 @@
 #!/opt/codex-k8s-bootstrap/node/bin/node --
 // 30_cluster_deps: what the staging cluster needs before any workload: helm, cert-manager (with its CRDs),
 // in server mode a Let's Encrypt ClusterIssuer, Traefik's settings, the namespaces with their baseline
-// NetworkPolicy, and the in-cluster image registry.
+// NetworkPolicy, and the in-cluster image registry. Traefik's settings count as applied only once k3s' helm-controller
+// has re-run Traefik's install Job with them and it succeeded (lib/helmchartconfig.mts).
 //
 // Everything Kubernetes comes from manifests/cluster and manifests/registry (lib/manifests.mts renders them for
 // the mode), compared with `kubectl diff` and applied with `kubectl apply` only when they differ. cert-manager is a
@@ -13,6 +14,7 @@ import { render, NAMES, ACME_SERVERS, describeObject } from '../lib/manifests.mt
 import type { KubeObject, Mode, PlaceholderValue } from '../lib/manifests.mts';
 import { objectsDrift, applyObjects, getJson, rolloutStatus, helmReleaseState, helmReleaseDrift, helmUpgrade } from '../lib/kube.mts';
 import { helmDrift, installHelm } from '../lib/download.mts';
+import { awaitHelmChartConfig, helmChartConfigDrift, readHelmChartState } from '../lib/helmchartconfig.mts';
 import { CERT_MANAGER_CHART, IMAGES } from '../lib/versions.mts';
 
 export interface ClusterSettings {
@@ -79,6 +81,8 @@ export function certManagerValues(): Record<string, unknown> {
   };
 }
 
+const isHelmChartConfig = (o: KubeObject): boolean => o.kind === 'HelmChartConfig';
+
 /** Errors of an admission webhook that is not serving yet (right after the cert-manager install). */
 const WEBHOOK_NOT_READY = /failed calling webhook|no endpoints available for service|connection refused|context deadline exceeded/;
 
@@ -111,6 +115,10 @@ async function check(ctx: StepContext): Promise<string[]> {
   for (const o of objects.filter((x) => !now.includes(x))) drift.push(`${describeObject(o)}: applied once cert-manager ${CERT_MANAGER_CHART.version} is installed`);
   const objectDrift = await objectsDrift(now, ctx.log);
   drift.push(...objectDrift);
+  // Accepted by the API server is not applied: k3s' helm-controller must have re-run Traefik's install with it.
+  for (const c of objects.filter(isHelmChartConfig)) {
+    if (!objectDrift.some((d) => d.startsWith(`${describeObject(c)} `))) drift.push(...helmChartConfigDrift(c, await readHelmChartState(c, ctx.log)));
+  }
   if (!objectDrift.some((d) => d.startsWith(`Deployment ${NAMES.systemNamespace}/${NAMES.registryDeployment} `))) drift.push(...(await registryHealth(ctx)));
   return drift;
 }
@@ -132,7 +140,14 @@ async function apply(ctx: StepContext): Promise<string[]> {
   }
 
   const objects = clusterObjects(s);
-  changes.push(...(await applyObjects(objects.filter((o) => !needsCertManager(o)), ctx.log)));
+  const appliedAt = new Date().toISOString();
+  const applied = await applyObjects(objects.filter((o) => !needsCertManager(o)), ctx.log);
+  changes.push(...applied);
+  for (const c of objects.filter(isHelmChartConfig)) {
+    // Changed now: only a Job created after this apply proves k3s used the new values.
+    const changedNow = applied.some((l) => l.startsWith(`helmchartconfig.helm.cattle.io/${c.metadata.name} `));
+    changes.push(await awaitHelmChartConfig(c, { since: changedNow ? appliedAt : undefined, timeoutSeconds: timeout, log: ctx.log }));
+  }
   const issuers = objects.filter(needsCertManager);
   // cert-manager's webhook validates the ClusterIssuer; right after an install it may need a few seconds more.
   changes.push(...(await applyObjects(issuers, ctx.log, { retryOn: WEBHOOK_NOT_READY, attempts: 20, delaySeconds: 3, what: 'the ClusterIssuer' })));

@@ -4,8 +4,10 @@
 //   1. the runtime Secret codex-k8s-runtime (staging namespace, key github-webhook-secret): made once from
 //      REMOTE.webhookSecretFile (generated there on first use, shared with 70_github_repo), then compared with
 //      that file on every run; a file rotated by hand (docs/runbook.md) is copied into the Secret.
-//   2. BuildKit (manifests/buildkit, system namespace): the StatefulSet buildkitd, the ConfigMap buildkit-scripts
-//      made from manifests/buildkit/build.sh, and the Role that lets the runners exec into buildkitd-0 only.
+//   2. BuildKit (manifests/buildkit, system namespace), after its user namespace is allowed (lib/userns.mts,
+//      CODEXK8S_BUILDKIT_USERNS; refused with exit 2 on a restricting kernel without it): the StatefulSet buildkitd, the ConfigMap buildkit-scripts
+//      made from manifests/buildkit/build.sh, and the Role that lets the runners exec into buildkitd-0 only. A
+//      crash-looping buildkitd-0 fails the step at once, with buildkitd's own last log lines and the fix.
 //   3. the image. Only while the Deployment does not exist: the uploaded app/ is streamed as a tar to build.sh in
 //      buildkitd-0 (`kubectl exec -i`), tagged sha-<12> from source.json, pushed to the in-cluster registry.
 //      Once the Deployment exists its image belongs to the staging-deploy workflow: this step applies the live
@@ -18,12 +20,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runStep } from '../lib/step.mts';
 import type { StepContext } from '../lib/step.mts';
+import type { Logger } from '../lib/log.mts';
 import { OperationError } from '../lib/errors.mts';
 import { run } from '../lib/exec.mts';
 import { mask, registerSecret } from '../lib/redact.mts';
 import { render, NAMES, recommendedLabels, appImageTag, describeObject } from '../lib/manifests.mts';
 import type { KubeObject, Mode, PlaceholderValue } from '../lib/manifests.mts';
-import { objectsDrift, applyObjects, getJson, existingNamespaces, readSecret, rolloutStatus, kubectlArgv, KUBECONFIG } from '../lib/kube.mts';
+import {
+  objectsDrift, applyObjects, getJson, existingNamespaces, readSecret, rolloutStatus, kubectlArgv, podLogsArgv, rolloutStatusArgv, KUBECONFIG,
+} from '../lib/kube.mts';
+import {
+  APPARMOR_PROFILE, applyUsernsRemedy, isRestricted, readUsernsFacts, usernsDrift, usernsFixText, usernsRefusal, USERNS_SYSCTL,
+} from '../lib/userns.mts';
+import type { UsernsRemedy } from '../lib/userns.mts';
 import { IMAGES } from '../lib/versions.mts';
 import { REMOTE } from '../lib/paths.mts';
 import { readOrCreateSecretFile } from '../lib/github.mts';
@@ -43,6 +52,8 @@ export interface DeploySettings {
   domain?: string;
   rolloutTimeout: number;
   buildTimeout: number;
+  /** CODEXK8S_BUILDKIT_USERNS: apparmor puts buildkitd-0 under our Localhost profile. */
+  userns?: UsernsRemedy;
 }
 
 export function settingsFrom(ctx: StepContext): DeploySettings {
@@ -56,6 +67,7 @@ export function settingsFrom(ctx: StepContext): DeploySettings {
     domain: mode === 'server' ? c.get<string>('CODEXK8S_STAGING_DOMAIN') : undefined,
     rolloutTimeout: c.get<number>('CODEXK8S_ROLLOUT_TIMEOUT'),
     buildTimeout: c.get<number>('CODEXK8S_BUILD_TIMEOUT'),
+    userns: c.maybe<UsernsRemedy>('CODEXK8S_BUILDKIT_USERNS'),
   };
 }
 
@@ -65,7 +77,55 @@ export function buildkitValues(s: DeploySettings, script: string): Record<string
 
 /** The ConfigMap first: the StatefulSet's pod mounts it. */
 export function buildkitObjects(s: DeploySettings, script: string): KubeObject[] {
-  return [buildScriptsConfigMap(script), ...render('buildkit', s.mode, buildkitValues(s, script)).objects];
+  const objects = render('buildkit', s.mode, buildkitValues(s, script)).objects;
+  if (s.userns === 'apparmor') {
+    // The manifest's Unconfined is replaced by the profile this step loads on the node (loaded name = localhostProfile).
+    type Sts = KubeObject & { spec: { template: { spec: { containers: Array<Record<string, any>> } } } };
+    const sts = objects.find((o) => o.kind === 'StatefulSet' && o.metadata.name === NAMES.buildkitStatefulSet) as Sts;
+    const c = sts.spec.template.spec.containers.find((x) => x['name'] === NAMES.buildkitContainer);
+    if (c === undefined) throw new Error(`manifests/buildkit has no container ${NAMES.buildkitContainer}`);
+    c['securityContext'] = { ...c['securityContext'], appArmorProfile: { type: 'Localhost', localhostProfile: APPARMOR_PROFILE } };
+  }
+  return [buildScriptsConfigMap(script), ...objects];
+}
+
+interface ContainerStatusLike {
+  name?: string;
+  ready?: boolean;
+  restartCount?: number;
+  state?: { waiting?: { reason?: string; message?: string }; running?: unknown; terminated?: { exitCode?: number; reason?: string } };
+  lastState?: { terminated?: { exitCode?: number; reason?: string } };
+}
+
+/** Restarts of a container that is not ready, above which buildkitd-0 counts as crash-looping. */
+export const BUILDKIT_MAX_RESTARTS = 2;
+const START_FAILURES = ['CrashLoopBackOff', 'CreateContainerError', 'CreateContainerConfigError', 'RunContainerError'];
+
+/**
+ * Pure: why buildkitd-0 will not become ready however long we wait (undefined: it may still). `previous` says
+ * whether its log is that of the instance that ran before (the current one is waiting to be restarted).
+ */
+export function buildkitPodProblem(
+  pod: { status?: { containerStatuses?: ContainerStatusLike[] } } | undefined, maxRestarts = BUILDKIT_MAX_RESTARTS,
+): { problem: string; previous: boolean } | undefined {
+  const c = pod?.status?.containerStatuses?.find((x) => x.name === NAMES.buildkitContainer);
+  if (c === undefined || c.ready === true) return undefined;
+  const restarts = c.restartCount ?? 0;
+  const last = c.lastState?.terminated;
+  const lastText = last !== undefined ? `; last exit code ${last.exitCode ?? '?'}${last.reason ? ` (${last.reason})` : ''}` : '';
+  const waiting = c.state?.waiting?.reason;
+  if (waiting !== undefined && START_FAILURES.includes(waiting)) {
+    const message = c.state?.waiting?.message ? `: ${c.state.waiting.message}` : '';
+    return { problem: `is in ${waiting} (${restarts} restart(s)${lastText})${message}`, previous: restarts > 0 && last !== undefined };
+  }
+  const term = c.state?.terminated;
+  if (term !== undefined && (term.exitCode ?? 0) !== 0) {
+    return { problem: `terminated with exit code ${term.exitCode}${term.reason ? ` (${term.reason})` : ''} after ${restarts} restart(s)`, previous: false };
+  }
+  if (restarts > maxRestarts) {
+    return { problem: `restarted ${restarts} times without becoming ready${lastText}`, previous: c.state?.running === undefined && last !== undefined };
+  }
+  return undefined;
 }
 
 export function appValues(s: DeploySettings, image: string): Record<string, PlaceholderValue> {
@@ -148,7 +208,79 @@ export function appPodsArgv(namespace: string): string[] {
   return kubectlArgv('--namespace', namespace, 'get', 'pods', '-l', `app.kubernetes.io/name=${NAMES.app},app.kubernetes.io/instance=${NAMES.app}`, '-o', 'json');
 }
 
+export function buildkitPodDeleteArgv(): string[] {
+  return kubectlArgv('--namespace', NAMES.systemNamespace, 'delete', 'pod', NAMES.buildkitPod, '--timeout=60s');
+}
+
 // ---------------------------------------------------------------------------------------------------------------
+
+/** The refusal (exit 2) when the kernel restricts user namespaces and no remedy is chosen, else the remedy's drift. */
+function usernsCheck(s: DeploySettings): string[] {
+  const facts = readUsernsFacts();
+  const refusal = usernsRefusal(facts, s.userns);
+  if (refusal) throw refusal;
+  return usernsDrift(facts, s.userns);
+}
+
+/** The error for a buildkitd-0 that will not start: buildkitd's own last log lines, and the fix. */
+async function buildkitCrashError(problem: { problem: string; previous: boolean }, log: Logger): Promise<OperationError> {
+  const ns = NAMES.systemNamespace;
+  const r = await run(podLogsArgv(ns, NAMES.buildkitPod, NAMES.buildkitContainer, 30, problem.previous), { allowFail: true, timeoutSeconds: 60, log });
+  const logs = r.exitCode === 0 ? r.stdout.trim() : `(no log: ${(r.stderr || r.stdout).trim().split('\n').slice(-1)[0] ?? ''})`;
+  const facts = readUsernsFacts();
+  const kernel = facts.restrict === undefined ? `${USERNS_SYSCTL} does not exist on this kernel` : `${USERNS_SYSCTL} is ${facts.restrict}`;
+  const hint = isRestricted(facts) || /user namespace|newuidmap|operation not permitted|permission denied/i.test(logs)
+    ? `${kernel}: ${usernsFixText()}`
+    : `${kernel}; see the log above and docs/runbook.md; kubectl --kubeconfig ${KUBECONFIG} -n ${ns} describe pod ${NAMES.buildkitPod}`;
+  return new OperationError(`${ns}/${NAMES.buildkitPod} ${problem.problem}`, {
+    detail: `buildkitd's last log lines (kubectl logs ${NAMES.buildkitPod}${problem.previous ? ' --previous' : ''}):\n${mask(logs)}`, hint,
+  });
+}
+
+/**
+ * Bounded wait for buildkitd-0 that fails fast when it crash-loops instead of waiting out the timeout. A pod that
+ * crash-looped before this run fixed its cause (the remedy changed something, or its revision is not the
+ * StatefulSet's current one) is deleted once: the StatefulSet controller does not replace a broken pod by itself
+ * (Kubernetes' "forced rollback"), and a crash loop's back-off would otherwise keep the old failure for minutes.
+ */
+export async function waitForBuildkit(s: DeploySettings, log: Logger, remedyChanged: boolean): Promise<string[]> {
+  const ns = NAMES.systemNamespace;
+  const deadline = Date.now() + s.rolloutTimeout * 1000;
+  const changes: string[] = [];
+  let restarted = false;
+  let last = '';
+  for (let attempt = 1; ; attempt++) {
+    const pod = await getJson<KubeObject & { status?: { containerStatuses?: [] } }>('pod', NAMES.buildkitPod, ns, log);
+    // A terminating pod (the one deleted below, on its way out) says nothing about its replacement.
+    const problem = (pod?.metadata as { deletionTimestamp?: string } | undefined)?.deletionTimestamp !== undefined ? undefined : buildkitPodProblem(pod);
+    if (problem !== undefined) {
+      const sts = await getJson<KubeObject & { status?: { updateRevision?: string } }>('statefulset', NAMES.buildkitStatefulSet, ns, log);
+      const stale = pod?.metadata.labels?.['controller-revision-hash'] !== sts?.status?.updateRevision;
+      if (restarted || !(remedyChanged || stale)) throw await buildkitCrashError(problem, log);
+      log.info(`  .. ${NAMES.buildkitPod} ${problem.problem}; it started before this fix: deleting it once so the StatefulSet starts it again`);
+      // kubectl waits until the pod is gone (--timeout bounds it), so the next look sees its replacement.
+      await run(buildkitPodDeleteArgv(), { timeoutSeconds: 90, log });
+      changes.push(`pod ${ns}/${NAMES.buildkitPod} deleted: it crash-looped from before (the StatefulSet recreates it)`);
+      restarted = true;
+    }
+    const left = Math.ceil((deadline - Date.now()) / 1000);
+    const slice = Math.max(1, Math.min(10, left));
+    const started = Date.now();
+    const r = await run(rolloutStatusArgv('statefulset', NAMES.buildkitStatefulSet, ns, slice), { allowFail: true, timeoutSeconds: slice + 30, log });
+    if (r.exitCode === 0) return changes;
+    last = (r.stdout.trim().split('\n').slice(-1)[0] ?? '') || r.stderr.trim();
+    if (Date.now() >= deadline) {
+      throw new OperationError(`statefulset ${ns}/${NAMES.buildkitStatefulSet} did not become ready within ${s.rolloutTimeout}s (last: ${mask(last)})`, {
+        hint: `kubectl --kubeconfig ${KUBECONFIG} -n ${ns} describe pod ${NAMES.buildkitPod}; ` +
+          `kubectl --kubeconfig ${KUBECONFIG} -n ${ns} logs ${NAMES.buildkitPod} --tail=50`,
+      });
+    }
+    if (attempt % 3 === 0) log.info(`  .. waiting for ${ns}/${NAMES.buildkitPod} (${left}s left): ${mask(last)}`);
+    // kubectl returns at once when it cannot wait (an error): pace the next look.
+    const idle = 3000 - (Date.now() - started);
+    if (idle > 0) await new Promise((res) => setTimeout(res, idle));
+  }
+}
 
 async function requireNamespaces(s: DeploySettings, ctx: StepContext): Promise<void> {
   const want = [NAMES.systemNamespace, s.stagingNamespace];
@@ -205,8 +337,8 @@ async function buildImage(s: DeploySettings, gitSha: string, ctx: StepContext): 
 
 async function check(ctx: StepContext): Promise<string[]> {
   const s = settingsFrom(ctx);
+  const drift: string[] = usernsCheck(s);
   await requireNamespaces(s, ctx);
-  const drift: string[] = [];
 
   // A file others can read is drift (apply tightens it to 0600), not an error that would stop the step here.
   const mode = existsSync(REMOTE.webhookSecretFile) ? statSync(REMOTE.webhookSecretFile).mode & 0o777 : undefined;
@@ -246,6 +378,7 @@ async function check(ctx: StepContext): Promise<string[]> {
 
 async function apply(ctx: StepContext): Promise<string[]> {
   const s = settingsFrom(ctx);
+  usernsCheck(s);
   await requireNamespaces(s, ctx);
   const changes: string[] = [];
   const secretId = `Secret ${s.stagingNamespace}/${NAMES.appRuntimeSecret}`;
@@ -265,9 +398,11 @@ async function apply(ctx: StepContext): Promise<string[]> {
       : `${secretId} updated: ${WEBHOOK_SECRET_KEY} now matches ${REMOTE.webhookSecretFile} (the file was rotated); the service re-reads it within a minute, no restart`);
   }
 
-  // 2. BuildKit, ready before anything is built.
+  // 2. BuildKit, ready before anything is built: its user namespace allowed first (the pod names the AppArmor profile).
+  const userns = await applyUsernsRemedy(s.userns, ctx.log);
+  changes.push(...userns);
   changes.push(...(await applyObjects(buildkitObjects(s, buildScriptText()), ctx.log)));
-  await rolloutStatus('statefulset', NAMES.buildkitStatefulSet, NAMES.systemNamespace, s.rolloutTimeout, ctx.log);
+  changes.push(...(await waitForBuildkit(s, ctx.log, userns.length > 0)));
 
   // 3. The image: built only for a Deployment that does not exist yet.
   const live = await getJson<DeploymentLike>('deployment', NAMES.app, s.stagingNamespace, ctx.log);

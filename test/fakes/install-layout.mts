@@ -92,10 +92,11 @@ export function fakesOverlayFiles(repoRoot: string = path.resolve(FAKES_DIR, '..
     if (HOST_ONLY.has(rel)) return;
     files.push({ src: file, dest: path.posix.join(FAKES_HOME, rel.split(path.sep).join('/')), mode: executable(rel) ? 0o755 : 0o644 });
   });
-  // The upstream chart schemas and key trees lib/chart-values.mts checks values against (its UPSTREAM_DIRS).
+  // The upstream data the doubles check against (lib/upstream.mts): chart schemas, key trees, CRDs; all of it but
+  // the provenance notes and the derivation script, so a newly vendored file cannot be forgotten here.
   const upstream = path.join(repoRoot, 'test', 'fixtures', 'upstream');
   walk(upstream, (file) => {
-    if (!file.endsWith('.json') || file.endsWith('template-value-refs.json')) return;
+    if (file.endsWith('.md') || file.endsWith('.mts')) return;
     files.push({ src: file, dest: path.posix.join(FAKES_HOME, 'upstream', path.relative(upstream, file).split(path.sep).join('/')), mode: 0o644 });
   });
   for (const tool of ['kubectl', 'helm']) {

@@ -28,7 +28,10 @@
 //            `diff -u -N /tmp/LIVE-x/NAME /tmp/MERGED-x/NAME` like the real one; Secret values shown as ***),
 //            >1 on any error (validation, unknown kind, missing namespace: the real one's server dry run fails).
 //   version  [--client] [-o json|yaml]      cluster-info
-// Behaviour: objects are validated strictly (lib/validate.mts: kubernetes-models 1.27 schemas + unknown fields +
+//   logs     job/NAME [--tail=N]: the install Jobs of k3s' helm-controller (lib/helm-controller.mts), which reacts to an
+//            applied HelmChartConfig at once: values Secret updated, Job re-run, Failed when the chart's schema refuses.
+//            pod/NAME [-c C] [--previous]: only a rootless BuildKit container the node's kernel refuses (lib/userns.mts).
+// Behaviour: objects are validated strictly (lib/validate.mts: kubernetes-models 1.36 schemas + unknown fields +
 // API-server rules); created/configured/unchanged like client-side apply; metadata uid/resourceVersion/generation/
 // creationTimestamp maintained; Deployments/StatefulSets/DaemonSets/Jobs/CRDs get a "ready" status at once
 // (KindInfo.status); Secrets: data must be base64, stringData is merged into data; Secret data appears only in
@@ -37,7 +40,9 @@
 // Refuses (exit 1, clear message): apply --prune, -k/kustomize, --validate=false, http(s) -f URLs, label selectors
 // other than equality, JSONPath beyond simple paths, unknown verbs/flags/kinds, CR kinds whose CRD isn't installed.
 // Pods of Deployments and StatefulSets are derived from them at read time (lib/pods.mts: get/wait see them, delete
-// refuses them); a Deployment pod whose internal image was never pushed shows ImagePullBackOff.
+// refuses a Deployment's; a StatefulSet's is "recreated" at once, its owner's readiness re-evaluated); a Deployment pod
+// whose internal image was never pushed shows ImagePullBackOff; rootless BuildKit on a kernel restricting user
+// namespaces crash-loops (lib/userns.mts).
 // Deliberately not simulated: events, real waiting, three-way merge (an apply replaces the user fields;
 // only the restartedAt template annotation from `rollout restart` survives it), field ownership.
 //
@@ -53,6 +58,8 @@ import { clone, DEFAULT_K8S_VERSION, readCluster, requireCluster, sameObject, SE
 import { validateObject } from './lib/validate.mts';
 import { JsonPathError, renderJsonPath } from './lib/jsonpath.mts';
 import { checkExecTarget, runBuildScript, SUPPORTED_EXEC, terminated } from './lib/buildkit.mts';
+import { jobLog, reconcileHelmChartConfig } from './lib/helm-controller.mts';
+import { podDenial } from './lib/userns.mts';
 
 const GLOBAL_FLAGS: FlagTable = {
   kubeconfig: { type: 'string' },
@@ -390,6 +397,7 @@ const apply: Verb = {
         if (dryRun === 'none') {
           store.create(info, desired);
           changed(ctx, `${shown} created`);
+          controllersReact(ctx, store, info, desired);
         }
       } else if (sameObject(current, desired)) {
         verdict = 'unchanged';
@@ -398,6 +406,7 @@ const apply: Verb = {
         if (dryRun === 'none') {
           store.update(info, current, desired);
           changed(ctx, `${shown} configured`);
+          controllersReact(ctx, store, info, desired);
         }
       }
       if (flagBool(p, 'server-side')) verdict = 'serverside-applied';
@@ -406,6 +415,11 @@ const apply: Verb = {
     if (errors.length > 0) throw new DoubleError(errors.join('\n'), 1);
   },
 };
+
+/** Controllers that act on a stored change at once (the fake never waits): k3s' helm-controller. */
+function controllersReact(ctx: Ctx, store: Store, info: KindInfo, obj: K8sObject): void {
+  if (info.group === 'helm.cattle.io' && info.kind === 'HelmChartConfig') for (const c of reconcileHelmChartConfig(store, obj)) changed(ctx, c);
+}
 
 const get: Verb = {
   usage: 'get KIND[/NAME] [NAME...] [-o json|yaml|name|wide|jsonpath=T] [-l k=v] [-A] [--ignore-not-found]',
@@ -928,6 +942,55 @@ const version: Verb = {
   },
 };
 
+/**
+ * `logs pod/NAME` (or NAME): only a container the node's kernel will not start (lib/userns.mts) has a log, rootlesskit's
+ * error; a crash loop shows it for the current and the --previous instance, a container never created has none.
+ */
+function podLogs(ctx: Ctx, store: Store, name: string): string[] {
+  const ns = ctx.namespace();
+  const pod = store.get(kindByApiVersion('v1', 'Pod') as KindInfo, ns, name);
+  if (pod === undefined) throw new DoubleError(`error: error from server (NotFound): pods "${name}" not found in namespace "${ns}"`);
+  const names = ((at(pod, 'spec', 'containers') as unknown[] | undefined) ?? []).filter(isObj).map((c) => String(c['name'] ?? ''));
+  const container = flagString(ctx.args, 'container') ?? (names.length === 1 ? names[0] : undefined);
+  if (container === undefined) throw new DoubleError(`error: a container name must be specified for pod ${name}, choose one of: [${names.join(' ')}]`);
+  if (!names.includes(container)) throw new DoubleError(`error: container ${container} is not valid for pod ${name}`);
+  const denial = podDenial(store.dir, ns, name, container);
+  if (denial?.kind === 'create') throw new DoubleError(`error: container "${container}" in pod "${name}" is waiting to start: CreateContainerError`);
+  if (denial === undefined && flagBool(ctx.args, 'previous')) throw new DoubleError(`error: previous terminated container "${container}" in pod "${name}" not found`);
+  if (denial === undefined) throw new DoubleError(`error: the fake kubectl has no log for pod/${name} container ${container} (only a container the kernel refuses to start logs: lib/userns.mts)`);
+  return denial.log;
+}
+
+const logs: Verb = {
+  usage: 'logs job/NAME | pod/NAME [-c CONTAINER] [--previous] [--tail=N]   (helm-controller Jobs: lib/helm-controller.mts; pods: lib/userns.mts)',
+  flags: { tail: { type: 'string' }, follow: { type: 'bool', short: 'f' }, container: { type: 'string', short: 'c' }, previous: { type: 'bool', short: 'p' } },
+  async run(ctx) {
+    if (flagBool(ctx.args, 'follow')) throw new DoubleError('error: the fake kubectl does not support logs -f (it would never end): use --tail');
+    const target = ctx.pos[0];
+    if (target === undefined || ctx.pos.length > 1) throw new DoubleError('error: expected exactly one job/NAME or pod/NAME (fake kubectl supports: ' + logs.usage + ')');
+    const tailRaw = flagString(ctx.args, 'tail') ?? '-1';
+    if (!/^-?\d+$/.test(tailRaw)) throw new DoubleError(`error: invalid argument "${tailRaw}" for "--tail" flag: strconv.ParseInt: parsing "${tailRaw}": invalid syntax`);
+    const tail = Number(tailRaw);
+    const pm = /^(?:(?:pod|pods|po)\/)?([a-z0-9][a-z0-9.-]*)$/.exec(target);
+    if (pm !== null) {
+      const lines = podLogs(ctx, ctx.store(), pm[1] as string);
+      for (const l of tail < 0 ? lines : lines.slice(Math.max(0, lines.length - tail))) say(ctx, l);
+      return;
+    }
+    const m = /^(?:job|jobs|job\.batch)\/([a-z0-9.-]+)$/.exec(target);
+    if (m === null) throw new DoubleError(`error: the fake kubectl shows logs of job/NAME and pod/NAME only, not ${target}`);
+    if (flagBool(ctx.args, 'previous')) throw new DoubleError('error: the fake kubectl does not support --previous for job/NAME');
+    const ns = ctx.namespace();
+    const store = ctx.store();
+    const name = m[1] as string;
+    if (store.get(kindByApiVersion('batch/v1', 'Job') as KindInfo, ns, name) === undefined) throw new DoubleError(`error: error from server (NotFound): jobs.batch "${name}" not found in namespace "${ns}"`);
+    const text = jobLog(store, ns, name);
+    if (text === undefined) throw new DoubleError(`error: the fake kubectl has no log for job/${name} (only helm-controller's install Jobs log)`);
+    const lines = text.replace(/\n$/, '').split('\n');
+    for (const l of tail < 0 ? lines : lines.slice(Math.max(0, lines.length - tail))) say(ctx, l);
+  },
+};
+
 const clusterInfo: Verb = {
   usage: 'cluster-info',
   flags: {},
@@ -953,6 +1016,7 @@ const VERBS: Readonly<Record<string, Verb>> = {
   create,
   diff,
   version,
+  logs,
   'cluster-info': clusterInfo,
 };
 

@@ -614,8 +614,8 @@ export async function serverNodeBinary(): Promise<string> {
 
 /**
  * Lays out a Node.js mirror under `dir` the way the launcher downloads from nodejs.org:
- * `<dir>/<NODE.path>/<NODE.files.x64>` (e.g. dir/v24.11.1/node-v24.11.1-linux-x64.tar.xz), top directory
- * node-v24.11.1-linux-x64/ with bin/node. Serve `dir` with startFileServer and point the launcher's mirror at it.
+ * `<dir>/<NODE.path>/<NODE.files.x64>` (e.g. dir/v24.19.0/node-v24.19.0-linux-x64.tar.xz), top directory
+ * node-v24.19.0-linux-x64/ with bin/node. Serve `dir` with startFileServer and point the launcher's mirror at it.
  */
 export async function prepareNodeMirror(dir: string): Promise<NodeMirror> {
   const { tarball, sha256 } = await buildNodeTarball();

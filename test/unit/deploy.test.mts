@@ -28,7 +28,7 @@ import { IMAGES } from '../../bootstrap/lib/versions.mts';
 import { REMOTE, UPLOAD_ENTRIES } from '../../bootstrap/lib/paths.mts';
 import { buildUploadTree, isAppTestPath } from '../../bootstrap/lib/upload.mts';
 import { STEPS } from '../../bootstrap/lib/catalogue.mts';
-import { validateObject, stripNewerFields } from '../fakes/lib/validate.mts';
+import { validateObject } from '../fakes/lib/validate.mts';
 import { kindByApiVersion } from '../fakes/lib/kinds.mts';
 import type { K8sObject } from '../fakes/lib/kinds.mts';
 
@@ -189,17 +189,6 @@ test('names agree across modules: pull registry host, catalogue order', () => {
   const names = STEPS.map((s) => s.name);
   assert.equal(names.indexOf('50_deploy_codex_k8s'), names.indexOf('40_postgres') + 1);
   assert.equal(names.indexOf('60_runner_arc'), names.indexOf('50_deploy_codex_k8s') + 1);
-});
-
-test('validate.mts knows securityContext.appArmorProfile (1.30) and stays strict about it', () => {
-  const pod = (sc: unknown) => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p' }, spec: { containers: [{ name: 'c', image: 'x:1', securityContext: sc }] } });
-  assert.deepEqual(stripNewerFields(pod({ appArmorProfile: { type: 'Unconfined' } })).problems, []);
-  assert.deepEqual(stripNewerFields(pod({ appArmorProfile: { type: 'Bogus' } })).problems, ['spec.containers[0].securityContext.appArmorProfile.type: Unsupported value: must be one of ["Localhost","RuntimeDefault","Unconfined"]']);
-  assert.deepEqual(stripNewerFields(pod({ appArmorProfile: { type: 'Localhost' } })).problems, ['spec.containers[0].securityContext.appArmorProfile.localhostProfile: Required value: must be set when type is Localhost']);
-  assert.deepEqual(stripNewerFields(pod({ appArmorProfile: { type: 'Unconfined', extra: 1 } })).problems, ['spec.containers[0].securityContext.appArmorProfile.extra: unknown field']);
-  const misplaced = { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p' }, spec: { appArmorProfile: { type: 'Unconfined' }, containers: [{ name: 'c', image: 'x:1' }] } };
-  assert.deepEqual(stripNewerFields(misplaced).problems, [], 'only under a securityContext');
-  assert.equal((stripNewerFields(misplaced).rest as any).spec.appArmorProfile.type, 'Unconfined', 'elsewhere it stays for the model to refuse');
 });
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -445,7 +445,8 @@ test('in-process: the objects a fresh k3s has are valid; faults match on word bo
   for (const obj of seedObjects({ version: 'v1.31.4+k3s1', nodeName: 'n1', disabled: [] })) {
     const info = kindByApiVersion(obj.apiVersion, obj.kind);
     assert.ok(info !== undefined, `${obj.kind} has a row`);
-    assert.deepEqual(await validateObject({ ...obj, status: undefined } as never, info), [], `${obj.kind}/${obj.metadata.name} is valid`);
+    const { status: _written, ...userView } = obj as Record<string, unknown>; // status is the controllers', not validated
+    assert.deepEqual(await validateObject(userView as never, info), [], `${obj.kind}/${obj.metadata.name} is valid`);
   }
 
   const dir = newStateDir();
@@ -860,4 +861,41 @@ test('in-process: the double\'s names match bootstrap NAMES; tar reader and imag
   assert.deepEqual(parseImageRef('registry.codex-k8s.internal:5000/codex-k8s:sha-0123456789ab'), { host: 'registry.codex-k8s.internal:5000', repository: 'codex-k8s', tag: 'sha-0123456789ab', digest: undefined });
   assert.deepEqual(parseImageRef('nginx'), { host: undefined, repository: 'nginx', tag: undefined, digest: undefined });
   assert.deepEqual(parseImageRef('localhost:5000/a/b@sha256:ab'), { host: 'localhost:5000', repository: 'a/b', tag: undefined, digest: 'sha256:ab' });
+});
+
+test("k3s' helm-controller: an applied HelmChartConfig re-runs helm-install-<chart>; the chart's schema decides; logs show helm", async () => {
+  const { dir, k } = cluster();
+  const hcc = (values: string): string => `apiVersion: helm.cattle.io/v1\nkind: HelmChartConfig\nmetadata: {name: traefik, namespace: kube-system}\nspec:\n  valuesContent: |\n${values.replace(/^/gm, '    ')}\n`;
+  const seeded = getJson(k, ['get', '-n', 'kube-system', 'job', 'helm-install-traefik']);
+  assert.equal(seeded['status'].conditions[0].type, 'Complete', 'a fresh k3s has installed Traefik once');
+  assert.equal(getJson(k, ['get', '-n', 'kube-system', 'secret', 'chart-values-traefik'])['data'].HelmChartConfigValuesContent, undefined);
+
+  // Traefik chart >= v39: entry-point options under `http` (the old ports.web.redirections is refused).
+  const good = 'ports:\n  web:\n    http:\n      redirections:\n        entryPoint: {to: websecure, scheme: https, permanent: true}';
+  await new Promise((r) => setTimeout(r, 1100)); // creationTimestamp has second resolution
+  assert.equal(k(['apply', '-f', '-'], hcc(good)).code, 0);
+  const secret = getJson(k, ['get', '-n', 'kube-system', 'secret', 'chart-values-traefik']);
+  assert.equal(Buffer.from(secret['data'].HelmChartConfigValuesContent, 'base64').toString(), good + '\n');
+  const rerun = getJson(k, ['get', '-n', 'kube-system', 'job', 'helm-install-traefik']);
+  assert.ok(rerun['metadata'].creationTimestamp > seeded['metadata'].creationTimestamp, 'the Job was recreated');
+  assert.equal(rerun['status'].conditions[0].type, 'Complete');
+  assert.match(k(['-n', 'kube-system', 'logs', 'job/helm-install-traefik', '--tail=1']).stdout, /^Release "traefik" has been upgraded/);
+  assert.deepEqual(readCalls(dir).find((c) => c.mutating)?.changes, ['helmchartconfig.helm.cattle.io/traefik created',
+    'secret/chart-values-traefik in kube-system updated', 'job.batch/helm-install-traefik in kube-system re-run and completed']);
+
+  const old = 'ports:\n  web:\n    redirections:\n      entryPoint: {to: websecure, scheme: https, permanent: true}';
+  assert.equal(k(['apply', '-f', '-'], hcc(old)).code, 0, 'the API server accepts it: only the chart refuses');
+  const failed = getJson(k, ['get', '-n', 'kube-system', 'job', 'helm-install-traefik']);
+  assert.equal(failed['status'].conditions[0].type, 'Failed');
+  const log = k(['-n', 'kube-system', 'logs', 'job/helm-install-traefik', '--tail=20']);
+  assert.equal(log.code, 0, log.stderr);
+  assert.match(log.stdout, /values don't meet the specifications of the schema[\s\S]*ports\.web[.\w]*redirections: additional property not allowed/);
+  // The CRD's own schema (helm-controller v0.17.7): unknown fields, wrong types and enums are refused by the API server.
+  const bad = (spec: string): RunResult => k(['apply', '-f', '-'], `apiVersion: helm.cattle.io/v1\nkind: HelmChartConfig\nmetadata: {name: traefik, namespace: kube-system}\nspec: ${spec}\n`);
+  assert.match(bad('{valuesContent: "a: 1", valuesContnet: x}').stderr, /unknown field "spec\.valuesContnet"/);
+  assert.match(bad('{valuesContent: {a: 1}}').stderr, /spec\.valuesContent in body must be of type string/);
+  assert.match(bad('{failurePolicy: never}').stderr, /spec\.failurePolicy: Unsupported value: "never": supported values: "abort", "reinstall", "retry"/);
+  assert.equal(bad('{failurePolicy: abort, values: {any: {thing: 1}}}').code, 0, 'spec.values preserves unknown fields upstream');
+  assert.equal(k(['-n', 'kube-system', 'logs', 'job/nope']).code, 1);
+  assert.match(k(['-n', 'kube-system', 'logs', 'pod/x']).stderr, /error from server \(NotFound\): pods "x" not found/);
 });

@@ -131,3 +131,49 @@ test('runners against the doubles: drift, apply, re-check clean; Secret read-bac
     restore();
   }
 });
+
+test("HelmChartConfig: applied only once k3s' helm-controller re-ran helm-install-<chart> with its values and it succeeded", async () => {
+  const { helmChartConfigDrift, awaitHelmChartConfig, readHelmChartState } = await import('../../bootstrap/lib/helmchartconfig.mts');
+  const { clusterObjects } = await import('../../bootstrap/remote/30_cluster_deps.mts');
+  const settings = { stagingNamespace: 'codex-k8s-staging', runnerNamespace: 'arc-runners', registryPort: 5000, letsencryptEmail: 'ops@example.com', letsencryptServer: 'staging' } as const;
+  const configOf = (mode: 'local' | 'server'): KubeObject => clusterObjects({ ...settings, mode }).find((o) => o.kind === 'HelmChartConfig') as KubeObject;
+  const server = configOf('server');
+  const want = (server['spec'] as { valuesContent: string }).valuesContent;
+  const complete = { created: '2026-12-05T10:00:05Z', conditions: [{ type: 'Complete', status: 'True' }] };
+
+  // Pure: every way "accepted by the API server" is not yet "applied".
+  assert.match(helmChartConfigDrift(server, { values: undefined, job: complete })[0] ?? '', /not applied by k3s yet: Secret kube-system\/chart-values-traefik holds no HelmChartConfig values/);
+  assert.match(helmChartConfigDrift(server, { values: 'other: 1', job: complete })[0] ?? '', /holds other values/);
+  assert.match(helmChartConfigDrift(server, { values: want, job: undefined })[0] ?? '', /Job kube-system\/helm-install-traefik does not exist/);
+  assert.match(helmChartConfigDrift(server, { values: want, job: complete }, '2026-12-05T10:00:06.100Z')[0] ?? '', /before the HelmChartConfig changed/);
+  assert.deepEqual(helmChartConfigDrift(server, { values: want, job: complete }, '2026-12-05T10:00:05.900Z'), [], 'the same second counts as after');
+  assert.match(helmChartConfigDrift(server, { values: want, job: { ...complete, conditions: [{ type: 'Failed', status: 'True', reason: 'BackoffLimitExceeded', message: 'm' }] } })[0] ?? '',
+    /helm-install-traefik failed \(BackoffLimitExceeded: m\)/);
+  assert.match(helmChartConfigDrift(server, { values: want, job: { ...complete, conditions: [] } })[0] ?? '', /has not completed yet/);
+  assert.deepEqual(helmChartConfigDrift(server, { values: want, job: complete }), []);
+
+  // Against the doubles: our values (both modes) are accepted by the Traefik chart's own schema; the old shape fails, named.
+  const { restore } = fakeServer();
+  const log = new Logger();
+  try {
+    for (const mode of ['local', 'server'] as const) {
+      const cfg = configOf(mode);
+      assert.ok(helmChartConfigDrift(cfg, await readHelmChartState(cfg)).length > 0, `${mode}: a fresh k3s has not seen our values`);
+      const since = new Date().toISOString();
+      await applyObjects([cfg], log);
+      assert.match(await awaitHelmChartConfig(cfg, { since, timeoutSeconds: 10, log }), /k3s applied HelmChartConfig kube-system\/traefik: Job kube-system\/helm-install-traefik ran/);
+      assert.deepEqual(helmChartConfigDrift(cfg, await readHelmChartState(cfg)), [], `${mode}: the next check is clean`);
+    }
+    const old: KubeObject = { ...server, spec: { valuesContent: 'ports:\n  web:\n    redirections:\n      entryPoint: {to: websecure, scheme: https, permanent: true}\n' } };
+    const since = new Date().toISOString();
+    await applyObjects([old], log);
+    await assert.rejects(awaitHelmChartConfig(old, { since, timeoutSeconds: 10, log }), (err: Error & { detail?: string; hint?: string }) => {
+      assert.match(err.message, /k3s could not apply HelmChartConfig kube-system\/traefik: Job kube-system\/helm-install-traefik failed/);
+      assert.match(err.detail ?? '', /last 20 log lines of job\/helm-install-traefik:[\s\S]*values don't meet the specifications of the schema[\s\S]*redirections: additional property not allowed/);
+      assert.match(err.hint ?? '', /kubectl -n kube-system delete job helm-install-traefik/);
+      return true;
+    });
+  } finally {
+    restore();
+  }
+});

@@ -1,5 +1,5 @@
 // Every manifest, rendered for both modes with the values the steps really pass, validated against the
-// Kubernetes 1.27 schemas (kubernetes-models) with unknown-field strictness (test/fakes/lib/validate.mts), the
+// Kubernetes 1.36 schemas (kubernetes-models) with unknown-field strictness (test/fakes/lib/validate.mts), the
 // ClusterIssuer against @kubernetes-models/cert-manager; plus the house rules: recommended labels everywhere,
 // resources on every container, pinned images only, placeholders all used, and what each mode must contain.
 import { test } from 'node:test';

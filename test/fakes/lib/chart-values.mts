@@ -3,16 +3,12 @@
 // each schema declares: Traefik 2020-12, cert-manager draft-07), which is what helm enforces for those charts; the
 // ARC charts ship no schema, so against the key tree derived from their values.yaml and templates (keys.json).
 // Errors name the offending key path, as helm's "values don't meet the specifications of the schema" does.
-import { existsSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { readUpstream } from './upstream.mts';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import AjvDraft7 from 'ajv';
 import type { ErrorObject, ValidateFunction } from 'ajv';
 
-// In the repository: test/fixtures/upstream/; copied into the sandbox: /opt/codex-k8s-fakes/upstream/ (install-layout.mts).
-const UPSTREAM = [new URL('../upstream/', import.meta.url), new URL('../../fixtures/upstream/', import.meta.url)]
-  .map((u) => fileURLToPath(u)).find((d) => existsSync(d)) ?? fileURLToPath(new URL('../../fixtures/upstream/', import.meta.url));
-const json = (rel: string): unknown => JSON.parse(readFileSync(UPSTREAM + rel, 'utf8'));
+const json = (rel: string): unknown => JSON.parse(readUpstream(rel));
 
 type KeyTree = true | { readonly [key: string]: KeyTree };
 

@@ -1,5 +1,5 @@
 // THE place for kinds. Every kind the kubectl double knows is one row here:
-//   BUILTIN_KINDS    Kubernetes' own kinds, validated with kubernetes-models (Kubernetes 1.27 schemas) + strictness.
+//   BUILTIN_KINDS    Kubernetes' own kinds, validated with kubernetes-models (Kubernetes 1.36 schemas) + strictness.
 //   EXTENSION_KINDS  custom resources (CRDs). Only kinds listed there are accepted, and only once their CRD is
 //                    "installed" (see `providedBy`), like a real cluster answers "no matches for kind" before that.
 // A row may also carry:
@@ -11,6 +11,8 @@
 // To add a built-in kind: add a row to BUILTIN_KINDS (kubernetes-models must have the model: look in
 // node_modules/kubernetes-models/<group>/<version>/<Kind>.d.ts). To add a CRD kind: add a row to EXTENSION_KINDS
 // (the "ADD CRD KINDS HERE" marker), with its provider and, ideally, a `check`.
+
+import { crdSchemaProblems } from './crd-schema.mts';
 
 export interface ObjectMeta {
   name: string;
@@ -300,13 +302,9 @@ export const BUILTIN_KINDS: readonly KindInfo[] = [
 // ---------------------------------------------------------------------------------------------------------------
 // Extension (CRD) kinds
 
+/** HelmChartConfig: helm-controller v0.17.7's own CRD schema (lib/crd-schema.mts), as k3s v1.36 serves it. */
 function helmChartConfigCheck(obj: K8sObject): string[] {
-  const errors: string[] = [];
-  const spec = obj['spec'];
-  if (!isObj(spec)) return ['spec: Required value'];
-  for (const k of Object.keys(spec)) if (!['valuesContent', 'failurePolicy'].includes(k)) errors.push(`spec.${k}: unknown field`);
-  if (typeof spec['valuesContent'] !== 'string') errors.push('spec.valuesContent: Required value (a YAML string)');
-  return errors;
+  return crdSchemaProblems('helm.cattle.io', 'v1', 'HelmChartConfig', obj);
 }
 
 function issuerCheck(obj: K8sObject): string[] {

@@ -6,14 +6,16 @@
 //                an image (lib/registry.mts). While such a rollout is stuck, the old pods it keeps (status.replicas -
 //                status.updatedReplicas) run the newest older revision whose images pull.
 //   StatefulSet  <name>-0 .. <name>-(replicas-1), Running and Ready (buildkitd-0 is the pod `kubectl exec` reaches).
-// Pods a chart effect stored (the ARC listener) are real stored objects, listed as before. Derived pods cannot be
-// deleted (the double has no controller to recreate them): `rollout restart` is the way to replace them.
+// Pods a chart effect stored (the ARC listener) are real stored objects, listed as before. A Deployment's derived
+// pods cannot be deleted (`rollout restart` replaces them); a StatefulSet's can: it restarts at once (lib/store.mts).
+// A container of rootless BuildKit the node's kernel refuses (lib/userns.mts): CrashLoopBackOff or CreateContainerError.
 import crypto from 'node:crypto';
 import type { K8sObject, KindInfo } from './kinds.mts';
 import { at, isObj, kindByApiVersion } from './kinds.mts';
 import type { RolloutRevision, Store } from './store.mts';
 import { canonicalJson, clone } from './store.mts';
 import { imagePullProblem } from './registry.mts';
+import { podDenial } from './userns.mts';
 
 /** Kubernetes' rand.SafeEncodeString alphabet (no vowels, no look-alikes), as in pod-template-hash values. */
 const ALPHABET = 'bcdfghjklmnpqrstvwxz2456789';
@@ -39,16 +41,30 @@ function containersOf(template: unknown): ContainerLike[] {
   return Array.isArray(list) ? list.filter(isObj).map((c) => ({ name: String(c['name'] ?? ''), image: String(c['image'] ?? '') })) : [];
 }
 
-function podStatus(dir: string, template: unknown, since: string): Record<string, unknown> {
+function podStatus(dir: string, template: unknown, since: string, pod: { namespace: string; name: string }): Record<string, unknown> {
   const containers = containersOf(template);
   const images = [...(((at(template, 'spec', 'initContainers') as unknown[] | undefined) ?? []).filter(isObj).map((c) => String(c['image'] ?? ''))), ...containers.map((c) => c.image)];
   const blocked = images.some((i) => imagePullProblem(dir, i) !== undefined);
+  // Rootless BuildKit on a kernel that restricts user namespaces (lib/userns.mts): crash loop or create error.
+  const denied = blocked ? [] : containers.map((c) => ({ c, d: podDenial(dir, pod.namespace, pod.name, c.name) })).filter((x) => x.d !== undefined);
   const cond = (type: string, ok: boolean): Record<string, unknown> => ({ type, status: ok ? 'True' : 'False', lastProbeTime: null, lastTransitionTime: since });
+  const ready = !blocked && denied.length === 0;
   return {
-    phase: blocked ? 'Pending' : 'Running',
-    conditions: [cond('Initialized', !blocked), cond('Ready', !blocked), cond('ContainersReady', !blocked), cond('PodScheduled', true)],
+    phase: blocked || denied.some((x) => x.d?.kind === 'create') ? 'Pending' : 'Running',
+    conditions: [cond('Initialized', !blocked), cond('Ready', ready), cond('ContainersReady', ready), cond('PodScheduled', true)],
     containerStatuses: containers.map((c) => {
       const problem = imagePullProblem(dir, c.image);
+      const d = denied.find((x) => x.c === c)?.d;
+      if (d?.kind === 'crash') {
+        return {
+          name: c.name, image: c.image, imageID: '', ready: false, started: false, restartCount: 5,
+          state: { waiting: { reason: 'CrashLoopBackOff', message: `back-off 2m40s restarting failed container=${c.name}` } },
+          lastState: { terminated: { exitCode: 1, reason: 'Error', startedAt: since, finishedAt: since } },
+        };
+      }
+      if (d?.kind === 'create') {
+        return { name: c.name, image: c.image, imageID: '', ready: false, started: false, restartCount: 0, state: { waiting: { reason: 'CreateContainerError', message: d.message } } };
+      }
       return {
         name: c.name, image: c.image, imageID: '', ready: !blocked, started: !blocked, restartCount: 0,
         state: problem !== undefined
@@ -73,7 +89,7 @@ function pod(store: Store, owner: K8sObject, ownerKind: string, name: string, te
       ownerReferences: [{ apiVersion: 'apps/v1', kind: ownerKind, name: ownerKind === 'ReplicaSet' ? name.replace(/-[^-]+$/, '') : owner.metadata.name, uid: owner.metadata.uid ?? '', controller: true, blockOwnerDeletion: true }],
     },
     spec: { ...clone((at(template, 'spec') as Record<string, unknown> | undefined) ?? {}), nodeName: store.cluster.nodeName },
-    status: podStatus(store.dir, template, since),
+    status: podStatus(store.dir, template, since, { namespace: owner.metadata.namespace ?? 'default', name }),
   };
 }
 

@@ -17,6 +17,8 @@ import { deployedReleasesOfChart } from './helm-state.mts';
 import { DoubleError } from './cli.mts';
 import { imagePullProblem } from './registry.mts';
 import { derivedPods } from './pods.mts';
+import { podDenied, recordPodStarts } from './userns.mts';
+import { seedBundledCharts } from './helm-controller.mts';
 
 export const DEFAULT_K8S_VERSION = 'v1.31.4+k3s1';
 
@@ -238,6 +240,19 @@ export class Store {
       const recreate = at(obj, 'spec', 'strategy', 'type') === 'Recreate';
       obj['status'] = deploymentStuckStatus(obj, recreate ? 0 : Number(at(previous, 'status', 'availableReplicas') ?? 0));
     }
+    // The StatefulSet's pods (re)start now; those the kernel will not start (lib/userns.mts) never become ready.
+    if (info.kind === 'StatefulSet' && isObj(obj['status'])) {
+      const replicas = typeof at(obj, 'spec', 'replicas') === 'number' ? Number(at(obj, 'spec', 'replicas')) : 1;
+      const pods = Array.from({ length: replicas }, (_, i) => `${obj.metadata.name}-${i}`);
+      const ns = obj.metadata.namespace ?? 'default';
+      const template = at(obj, 'spec', 'template');
+      // Only a new or changed template (or a deleted pod: no `previous`) restarts them; otherwise the last verdict holds.
+      const restart = previous === undefined || canonicalJson(at(previous, 'spec', 'template')) !== canonicalJson(template);
+      if (restart ? recordPodStarts(this.dir, ns, pods, template) : pods.some((pod) => podDenied(this.dir, ns, pod))) {
+        delete obj['status']['readyReplicas'];
+        delete obj['status']['availableReplicas'];
+      }
+    }
   }
 
   /** Why the node cannot pull the images of a workload's pod template (containers and initContainers). */
@@ -274,6 +289,16 @@ export class Store {
       const owner = info.kind === 'Pod' ? this.get(info, namespace, name)?.metadata['ownerReferences'] : undefined;
       if (Array.isArray(owner)) {
         const o = owner[0] as { kind?: string; name?: string } | undefined;
+        if (o?.kind === 'StatefulSet' && o.name !== undefined) {
+          // Its controller recreates it at once (same name), and the new pod's readiness is what the kernel allows now.
+          const stsInfo = kindByApiVersion('apps/v1', 'StatefulSet') as KindInfo;
+          const sts = this.get(stsInfo, namespace, o.name);
+          if (sts !== undefined) {
+            this.refreshStatus(stsInfo, sts);
+            this.put(stsInfo, sts);
+            return true;
+          }
+        }
         throw new DoubleError(`error: the fake kubectl cannot delete pod ${name}: its pods are derived from ${o?.kind ?? 'its controller'} ${o?.name ?? ''} ` +
           '(lib/pods.mts); use `kubectl rollout restart` to replace them');
       }
@@ -403,5 +428,7 @@ export function seedObjects(c: ClusterInfo): K8sObject[] {
     out.push(deploy('traefik', 'traefik'));
     out.push({ apiVersion: 'networking.k8s.io/v1', kind: 'IngressClass', metadata: { name: 'traefik', annotations: { 'ingressclass.kubernetes.io/is-default-class': 'true' } }, spec: { controller: 'traefik.io/ingress-controller' } });
   }
+  // helm-controller's HelmChart, values Secret and completed install Job per bundled chart (lib/helm-controller.mts).
+  out.push(...seedBundledCharts(c));
   return out;
 }
