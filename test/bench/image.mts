@@ -3,7 +3,7 @@
 //     the way BuildKit applies it is approximated by the files the Dockerfile COPYs),
 //   - the deps stage: `npm ci --omit=dev` from app/package-lock.json in an empty directory (the image's layer),
 //   - the layers this repository adds on top of the base image (node_modules + package.json + src).
-// The base image (node:24.11.1-bookworm-slim, ~75 MB compressed per Docker Hub) and BuildKit's own time are not
+// The base image (node:24.19.0-bookworm-slim, ~75 MB compressed per Docker Hub) and BuildKit's own time are not
 // measured here; docs/architecture.md has the paper budget and how to measure push-to-live on a real server.
 import { spawnSync } from 'node:child_process';
 import { cpSync, mkdtempSync, rmSync, statSync, readdirSync } from 'node:fs';

@@ -51,7 +51,7 @@ async function webhookSecret(): Promise<string> {
 function contextTar(): string {
   const d = mkdtempSync(join(tmpdir(), 'ck8s-ctx-'));
   mkdirSync(join(d, 'src'));
-  writeFileSync(join(d, 'Dockerfile'), 'FROM docker.io/library/node:24.11.1-bookworm-slim\nCOPY src ./src\nARG GIT_SHA\n');
+  writeFileSync(join(d, 'Dockerfile'), 'FROM docker.io/library/node:24.19.0-bookworm-slim\nCOPY src ./src\nARG GIT_SHA\n');
   writeFileSync(join(d, 'src', 'server.mts'), 'console.log("v2");\n');
   const buf = execFileSync('tar', ['--create', '--format=ustar', '--file', '-', '--directory', d, '.']);
   const text = buf.toString('utf8');
