@@ -52,7 +52,7 @@ export const SPEC: CliSpec = {
     { name: 'dry-run', type: 'boolean', description: 'validate and print the plan (each step, what it checks and changes); contact nothing, no secrets needed' },
     { name: 'list', type: 'boolean', description: 'list the steps in order and exit' },
     { name: 'from', type: 'string', value: 'STEP', description: 'start at STEP (name, number or words: 10_harden_host, 10, harden_host); earlier steps must have succeeded' },
-    { name: 'only', type: 'string', value: 'STEP[,STEP]', description: 'run just these steps; the steps before them must have succeeded' },
+    { name: 'only', type: 'string', value: 'STEP[,STEP]', description: 'run just these steps; every step before each of them that is not named must have succeeded' },
     { name: 'yes', short: 'y', type: 'boolean', description: 'never prompt: a missing secret is an error' },
     { name: 'verbose', short: 'v', type: 'boolean', description: 'print every command, locally and on the server' },
   ],
@@ -135,12 +135,34 @@ async function loadSettings(opts: Options, log: Logger): Promise<LoadResult> {
     }
     loaded = loadConfig({ ...base, strict: true, env });
   }
+  if (!opts.dryRun) loaded.problems.push(...(await operatorKeyProblems(loaded.config, log)));
   for (const w of loaded.warnings) log.warn(w);
   if (loaded.problems.length > 0) {
     log.error(`${loaded.problems.length} problem(s) in the settings (from ${opts.envFile} and the environment); nothing was contacted:`);
     throw new UsageError(loaded.problems);
   }
   return loaded;
+}
+
+/**
+ * OPERATOR_SSH_KEY must be the private half of OPERATOR_SSH_PUBKEY (type and base64 compared, not the comment), or the
+ * login check after hardening fails and rolls back. `-P ''` never prompts: an encrypted key cannot be compared here.
+ */
+async function operatorKeyProblems(c: Config, log: Logger): Promise<string[]> {
+  const key = c.maybe('OPERATOR_SSH_KEY');
+  const pub = c.maybe('OPERATOR_SSH_PUBKEY');
+  if (!key || !pub) return [];
+  const r = await run(['ssh-keygen', '-y', '-P', '', '-f', key], { allowFail: true, log, timeoutSeconds: 15 });
+  if (r.exitCode !== 0) {
+    if (/passphrase/i.test(r.stderr)) {
+      log.warn(`OPERATOR_SSH_KEY: ${key} is passphrase-protected, so it was not compared with OPERATOR_SSH_PUBKEY here; the login check uses your ssh-agent`);
+      return [];
+    }
+    return [`OPERATOR_SSH_KEY: ssh-keygen cannot read ${key} (${r.stderr.trim().split('\n').pop() ?? ''}); expected the operator's OpenSSH private key`];
+  }
+  const ident = (line: string) => line.trim().split(/\s+/).slice(0, 2).join(' ');
+  if (ident(r.stdout) === ident(pub)) return [];
+  return [`OPERATOR_SSH_KEY: ${key} is not the private key of OPERATOR_SSH_PUBKEY (${ident(pub).slice(0, 40)}...); expected the two settings to name one key pair`];
 }
 
 function printPlan(loaded: LoadResult, selected: readonly string[], log: Logger): number {

@@ -6,10 +6,13 @@
 // config.env files keep working. New settings take the CODEXK8S_ prefix.
 import { readFileSync, existsSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
+import { join } from 'node:path';
 import { isIPv4, isIPv6 } from 'node:net';
 import { createHash } from 'node:crypto';
+import { isDeepStrictEqual } from 'node:util';
 import { parse as parseDotenv } from 'dotenv';
 import { registerSecret } from './redact.mts';
+import { parseSshExtraOptions } from './ssh_options.mts';
 
 export type Scope = 'host' | 'server' | 'both';
 export type Kind =
@@ -89,7 +92,10 @@ export const SETTINGS: readonly Setting[] = [
     description: 'Private key for that login (stays on the laptop).' },
   { name: 'CODEXK8S_SSH_EXTRA_OPTS', group: GROUPS.target, kind: 'sshOptions', scope: 'host',
     example: '-o ProxyJump=bastion.example.com',
-    description: 'Extra ssh options, space-separated, each starting with -. Example: a ProxyJump. Options that disable host key checking are refused.' },
+    description: 'Extra ssh options, space-separated: -o Key=Value (or -oKey=Value, -o Key Value) with ProxyJump, Ciphers, MACs, ' +
+      'KexAlgorithms, ConnectTimeout, ConnectionAttempts, ServerAliveInterval, ServerAliveCountMax, TCPKeepAlive, Compression, AddressFamily ' +
+      'or IPQoS; or -J host, -c, -m, -4, -6, -C. Anything else (other keys, known-hosts or control options, -p, -l, -i, -F, -S, a bare word) ' +
+      'is refused by name: the launcher pins the host key and owns the destination and the shared connection.' },
   { name: 'CODEXK8S_SSH_PORT', group: GROUPS.target, kind: 'port', scope: 'both', default: '22',
     description: 'SSH port the server should listen on after hardening.' },
 
@@ -136,6 +142,9 @@ export const SETTINGS: readonly Setting[] = [
     description: 'Let\'s Encrypt endpoint. Use staging while experimenting: production allows 5 certificates per name set per week.' },
   { name: 'CODEXK8S_INTERNAL_REGISTRY_PORT', group: GROUPS.staging, kind: 'port', scope: 'both', default: '5000',
     description: 'Node port of the in-cluster image registry (reached by containerd through the node\'s loopback).' },
+  { name: 'CODEXK8S_BUILDKIT_USERNS', group: GROUPS.staging, kind: 'enum', scope: 'both', values: ['sysctl', 'apparmor'],
+    defaultText: 'unset: refuse on a kernel that restricts unprivileged user namespaces (Ubuntu 24.04)',
+    description: 'How rootless BuildKit gets its user namespace where kernel.apparmor_restrict_unprivileged_userns=1: sysctl sets it to 0 (/etc/sysctl.d, host-wide, BuildKit\'s documented fix); apparmor loads a Localhost AppArmor profile with userns for the BuildKit pod only. Unset, preflight and 50_deploy_codex_k8s refuse on such a kernel.' },
   { name: 'CODEXK8S_SMOKE_URL', group: GROUPS.staging, kind: 'url', scope: 'both', example: 'http://10.0.0.5:8080',
     defaultText: 'https://CODEXK8S_STAGING_DOMAIN in server mode; in local mode http://<ClusterIP of the Traefik Service>',
     description: 'Where 80_deploy_loop_check sends the smoke checks from the server. Normally left empty; set it when the server cannot reach staging at the default address.' },
@@ -199,7 +208,7 @@ export const SETTINGS: readonly Setting[] = [
   // --- artifacts ----------------------------------------------------------------------------------
   { name: 'CODEXK8S_ARTIFACT_MIRROR', group: GROUPS.artifacts, kind: 'url', scope: 'both',
     example: 'https://mirror.example.com/codex-k8s',
-    description: 'Download every pinned artifact from this mirror instead of its vendor, as MIRROR/<name>/<file> (e.g. node/node-v24.11.1-linux-x64.tar.xz). Checksums are still enforced.' },
+    description: 'Download every pinned artifact from this mirror instead of its vendor, as MIRROR/<name>/<file> (e.g. node/node-v24.19.0-linux-x64.tar.xz). Checksums are still enforced.' },
   { name: 'CODEXK8S_ARTIFACT_SHA256_OVERRIDES', group: GROUPS.artifacts, kind: 'sha256Overrides', scope: 'both',
     example: 'node:x64=<sha256>',
     description: 'Replace pinned sha256 sums, as name:arch=sha256 separated by commas. Only for a mirror that serves rebuilt artifacts; every override is printed as a warning.' },
@@ -227,7 +236,6 @@ const USERNAME = /^[a-z_][a-z0-9_-]{0,31}$/;
 const EMAIL = /^[A-Za-z0-9_%+-]+(\.[A-Za-z0-9_%+-]+)*@([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$/;
 const REPO = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})\/[A-Za-z0-9._-]{1,100}$/;
 const SSH_KEY_TYPES = ['ssh-ed25519', 'ssh-rsa', 'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521', 'sk-ssh-ed25519@openssh.com', 'sk-ecdsa-sha2-nistp256@openssh.com'];
-const SSH_FORBIDDEN = /(StrictHostKeyChecking\s*=?\s*(no|off)|UserKnownHostsFile\s*=?\s*\/dev\/null|ControlPath|ControlMaster)/i;
 
 /** "10.42.0.0/16" or "2001:db8::/64" (a bare address gets /32 or /128); undefined when it is not one. */
 export function parseCidr(raw: string): string | undefined {
@@ -326,13 +334,8 @@ function parseValue(s: Setting, raw: string): Parsed {
       if (/^github_pat_[A-Za-z0-9_]{20,}$/.test(raw) || /^gh[ps]_[A-Za-z0-9]{20,}$/.test(raw)) return { ok: true, value: raw };
       return { ok: false, why: `${shown} does not look like a GitHub token`, expected: 'a fine-grained personal access token (github_pat_...)' };
     }
-    case 'sshOptions': {
-      const tokens = raw.trim().split(/\s+/).filter(Boolean);
-      if (tokens.length === 0) return { ok: true, value: [] };
-      if (!tokens[0]?.startsWith('-')) return { ok: false, why: `${shown} does not start with an option`, expected: 'ssh options such as "-o ProxyJump=bastion" or "-J bastion"' };
-      if (SSH_FORBIDDEN.test(raw)) return { ok: false, why: `${shown} changes host key checking or connection sharing, which the launcher manages`, expected: 'options that keep host keys verified (the launcher pins them per server)' };
-      return { ok: true, value: tokens };
-    }
+    case 'sshOptions':
+      return parseSshExtraOptions(raw);
     case 'cron': {
       const fields = raw.trim().split(/\s+/);
       if (fields.length === 5 && fields.every((f) => /^[0-9*/,\-A-Za-z]+$/.test(f))) return { ok: true, value: fields.join(' ') };
@@ -494,6 +497,11 @@ export function loadConfig(opts: LoadOptions): LoadResult {
       sources[s.name] = 'file';
     }
     raw = raw?.trim();
+    // Only spaces: unset, as the server reads an empty value in bootstrap.env (else its default would differ from ours).
+    if (raw === '') {
+      raw = undefined;
+      delete sources[s.name];
+    }
     if (raw !== undefined && s.secret) registerSecret(raw);
 
     // The operator key is normally read from a file on the laptop.
@@ -538,6 +546,8 @@ export function loadConfig(opts: LoadOptions): LoadResult {
     else problems.push(`${s.name}: is not set; it is required${s.requiredText ? ' ' + s.requiredText : ''}. ${s.description}`);
   }
   crossChecks(values, opts.side, strict, problems, warnings);
+  // On the laptop before anything is contacted; on the server it catches a hand-edited bootstrap.env (configHash needs it).
+  problems.push(...serverEnvProblems(values));
   if (strict && missingSecrets.length > 0) {
     for (const name of missingSecrets) problems.push(`${name}: is not set; it is a required secret. Put it in the env file, export it, or run on a terminal without --yes to be prompted.`);
   }
@@ -568,6 +578,13 @@ function crossChecks(v: Values, side: 'host' | 'server', strict: boolean, proble
   if (typeof warn === 'number' && typeof fail === 'number' && warn < fail)
     problems.push(`CODEXK8S_WARN_MEMORY_MIB: ${warn} is below CODEXK8S_MIN_MEMORY_MIB (${fail}); expected WARN >= MIN`);
   if (side === 'host') {
+    // The launcher creates these (and known_hosts/ under the state dir) on the first run: a file in the way is a setting problem.
+    for (const [name, sub] of [['CODEXK8S_HOST_STATE_DIR', 'known_hosts'], ['CODEXK8S_HOST_LOG_DIR', undefined]] as const) {
+      const dir = v[name];
+      if (typeof dir !== 'string') continue;
+      for (const p of sub ? [dir, join(dir, sub)] : [dir])
+        if (existsSync(p) && !statSync(p).isDirectory()) (strict ? problems : warnings).push(`${name}: ${p} exists and is not a directory; expected a directory (or no file there: the launcher creates it)`);
+    }
     const key = v['TARGET_ROOT_SSH_KEY'];
     if (typeof key === 'string') {
       const r = readSmallFile(key);
@@ -619,11 +636,51 @@ function rawForm(s: Setting, value: Value): string {
   return String(value);
 }
 
-/** One dotenv value, quoted so that dotenv reads it back unchanged. */
+// dotenv reads '...' and `...` literally, and "..." with \n and \r expanded; a backslash before the closing quote can
+// make its line grammar run on into the next line. Values that no quoting carries unchanged are refused at validation.
+const ONE_LINE = 'a value on one line, not ending in a backslash, without all three of \' " ` (bootstrap.env holds it quoted)';
+
+function dotenvQuote(value: string): { ok: true; text: string } | { ok: false; why: string } {
+  if (/[\r\n]/.test(value)) return { ok: false, why: 'it contains a line break' };
+  if (value.endsWith('\\')) return { ok: false, why: 'it ends with a backslash' };
+  // The order of old, so a value that always round-tripped keeps its text (and configHash) as before.
+  for (const q of ["'", '"', '`']) if (!value.includes(q) && (q !== '"' || !/\\[nr]/.test(value))) return { ok: true, text: `${q}${value}${q}` };
+  if (!value.includes('"')) return { ok: false, why: 'it contains \' and ` and a \\n or \\r, which double quotes would expand' };
+  return { ok: false, why: 'it contains all of \' " `' };
+}
+
+/** One dotenv value, quoted so that dotenv reads it back unchanged (validation refused every value that cannot be). */
 export function quoteDotenv(value: string): string {
-  if (value.includes('\n') || value.includes('\r')) throw new Error('multi-line values are not supported in bootstrap.env');
-  for (const q of ["'", '"', '`']) if (!value.includes(q)) return `${q}${value}${q}`;
-  throw new Error('a value that contains all of \' " ` cannot be written to bootstrap.env');
+  const q = dotenvQuote(value);
+  if (!q.ok) throw new Error(`a value that cannot be written to bootstrap.env: ${q.why}`);
+  return q.text;
+}
+
+/** Settings whose value would not reach the steps unchanged through bootstrap.env: found before anything is contacted. */
+function serverEnvProblems(v: Values): string[] {
+  const out: string[] = [];
+  const lines: string[] = [];
+  const written: Setting[] = [];
+  const problem = (s: Setting, why: string) =>
+    `${s.name}: ${s.secret ? 'the value (hidden)' : 'the value'} cannot be written to the server's bootstrap.env unchanged (${why}); expected ${ONE_LINE}`;
+  for (const s of SETTINGS) {
+    const value = v[s.name];
+    if (s.scope === 'host' || value === undefined) continue;
+    const q = dotenvQuote(rawForm(s, value));
+    if (q.ok) {
+      lines.push(`${s.name}=${q.text}`);
+      written.push(s);
+    } else out.push(problem(s, q.why));
+  }
+  // Read back as a step reads it (dotenv, trim, the same parser): the whole file at once, since one line can swallow the next.
+  const back = parseDotenv(lines.join('\n') + '\n');
+  for (const s of written) {
+    const raw = back[s.name]?.trim();
+    const parsed = raw ? parseValue(s, raw) : undefined;
+    if (!parsed?.ok || !isDeepStrictEqual(parsed.value, v[s.name]))
+      out.push(problem(s, 'the server would read it differently'));
+  }
+  return out;
 }
 
 /** The server's bootstrap.env: every setting the remote steps use, nothing that stays on the laptop. */

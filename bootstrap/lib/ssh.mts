@@ -1,6 +1,6 @@
 // SSH through the system `ssh`: one multiplexed master connection that every later command reuses.
 // The host key is pinned per target in a known_hosts file the launcher keeps (accept-new records it on the
-// first connection; a later mismatch stops the run). ~/.ssh/config is honoured; extra options pass through.
+// first connection; a later mismatch stops the run). ~/.ssh/config is honoured; extra options pass only through the allowlist in ssh_options.mts.
 //
 // The builders (sshBaseArgs, masterArgs, commandArgs, remoteCommand, shellQuote) are pure: tests assert them.
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
@@ -60,10 +60,11 @@ export function sshBaseArgs(t: SshTarget): string[] {
   return [
     ...keyAndHostOptions(t.port, t.identityFile, t.knownHostsFile, 'accept-new'),
     '-o', `ControlPath=${t.controlPath}`,
+    // ssh keeps the first value of an option: the user's (validated, lib/ssh_options.mts) before our defaults.
+    ...t.extraOptions,
     '-o', 'ConnectTimeout=20',
     '-o', 'ServerAliveInterval=15',
     '-o', 'ServerAliveCountMax=4',
-    ...t.extraOptions,
   ];
 }
 
@@ -95,9 +96,9 @@ export function freshLoginArgs(t: SshTarget, login: FreshLogin, remoteArgv: read
     ...keyAndHostOptions(login.port, login.identityFile, t.knownHostsFile, 'yes'),
     '-o', 'ControlMaster=no',
     '-o', 'ControlPath=none',
+    ...t.extraOptions,
     '-o', 'ConnectTimeout=5',
     ...alias,
-    ...t.extraOptions,
     `${login.user}@${t.host}`,
     '--',
     remoteCommand(remoteArgv),

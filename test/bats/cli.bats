@@ -116,6 +116,21 @@ in_empty_netns() {
   no_network_calls
 }
 
+@test "ssh options that touch the pin, the control path or the destination, and values bootstrap.env cannot hold: exit 2, no trace" {
+  printf '%s\n' "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl it's \"q\" \`t\`" >"$KEYDIR/odd.pub"
+  local -A want=(['-S none']='option -S is not allowed' ['-o GlobalKnownHostsFile=/tmp/kh']='option GlobalKnownHostsFile is not allowed'
+    ['-o ProxyJump=bastion evil.example.com']='"evil.example.com" is not an option: ssh would take it as the destination')
+  for opts in "${!want[@]}"; do
+    run env CODEXK8S_SSH_EXTRA_OPTS="$opts" TARGET_ROOT_SSH_KEY="$KEYDIR/id" OPERATOR_SSH_PUBKEY_PATH="$KEYDIR/odd.pub" \
+      "$LAUNCHER" --dry-run --env-file .env.example
+    assert_failure 2
+    assert_output --partial "CODEXK8S_SSH_EXTRA_OPTS: ${want[$opts]}"
+    assert_output --partial "OPERATOR_SSH_PUBKEY: the value cannot be written to the server's bootstrap.env unchanged (it contains all of ' \" \`)"
+    refute_output --regexp '^ +at '
+  done
+  no_network_calls
+}
+
 @test "a bad secret is named but never echoed" {
   run env CODEXK8S_GITHUB_PAT='hunter2-is-my-password' TARGET_ROOT_SSH_KEY="$KEYDIR/id" OPERATOR_SSH_PUBKEY_PATH="$KEYDIR/id.pub" \
     "$LAUNCHER" --env-file .env.example --yes
@@ -163,6 +178,18 @@ in_empty_netns() {
   assert_success
 }
 
+@test "pins: --help exits 0; prints every pin offline; a bad --today exits 2 naming the flag" {
+  run ./bootstrap/host/pins.mts --help
+  assert_success
+  assert_output --partial "Usage: ./bootstrap/host/pins.mts"
+  run ./bootstrap/host/pins.mts --today 2026-12-06
+  assert_success
+  assert_output --partial "ages as of 2026-12-06"
+  run ./bootstrap/host/pins.mts --today yesterday
+  assert_failure 2
+  assert_output --partial "--today yesterday: not a date; expected YYYY-MM-DD"
+}
+
 @test "on a terminal, a missing secret is prompted for without echo, then validated like any other" {
   command -v script >/dev/null || skip "script(1) from util-linux is needed to fake a terminal"
   # script(1) gives the launcher a real pseudo-terminal. We type only once the prompt is on screen (raw mode is
@@ -199,4 +226,29 @@ in_empty_netns() {
   run script -qec "env TARGET_ROOT_SSH_KEY=$KEYDIR/id OPERATOR_SSH_PUBKEY_PATH=$KEYDIR/id.pub $LAUNCHER --env-file .env.example --yes </dev/null" /dev/null
   assert_output --partial 'CODEXK8S_GITHUB_PAT: is not set; it is a required secret'
   refute_output --partial 'Fine-grained personal access token for'
+}
+
+@test "a state or log directory setting that points at a file: exit 2 naming the setting, no trace" {
+  touch "$KEYDIR/afile"
+  mkdir -p "$KEYDIR/st" && touch "$KEYDIR/st/known_hosts"
+  for s in CODEXK8S_HOST_STATE_DIR=$KEYDIR/afile CODEXK8S_HOST_LOG_DIR=$KEYDIR/afile CODEXK8S_HOST_STATE_DIR=$KEYDIR/st; do
+    run env "$s" TARGET_ROOT_SSH_KEY="$KEYDIR/id" OPERATOR_SSH_PUBKEY_PATH="$KEYDIR/id.pub" CODEXK8S_GITHUB_PAT=github_pat_aaaaaaaaaaaaaaaaaaaaaaaa \
+      "$LAUNCHER" --env-file .env.example --yes --only 00
+    assert_failure 2
+    assert_output --partial "${s%%=*}: "
+    assert_output --partial "exists and is not a directory"
+    refute_output --regexp '^ +at '
+  done
+  no_network_calls
+}
+
+@test "OPERATOR_SSH_KEY that is not the private half of OPERATOR_SSH_PUBKEY: exit 2 naming both, nothing contacted" {
+  ssh-keygen -q -t ed25519 -N '' -f "$KEYDIR/op" -C one
+  ssh-keygen -q -t ed25519 -N '' -f "$KEYDIR/other" -C two
+  run env TARGET_ROOT_SSH_KEY="$KEYDIR/id" OPERATOR_SSH_PUBKEY_PATH="$KEYDIR/op.pub" OPERATOR_SSH_KEY="$KEYDIR/other" \
+    CODEXK8S_GITHUB_PAT=github_pat_aaaaaaaaaaaaaaaaaaaaaaaa "$LAUNCHER" --env-file .env.example --yes --only 00
+  assert_failure 2
+  assert_output --partial "OPERATOR_SSH_KEY: $KEYDIR/other is not the private key of OPERATOR_SSH_PUBKEY"
+  refute_output --regexp '^ +at '
+  no_network_calls
 }

@@ -4,7 +4,7 @@
 // rolling back a change made by hand that nobody confirmed.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startTarget, footers } from './harness.mts';
 import type { Target } from './harness.mts';
@@ -138,9 +138,14 @@ describe('10_harden_host against a sandbox server', { concurrency: false }, () =
   });
 
   it('lockout: when the fresh operator login fails, the launcher rolls sshd and the firewall back', async () => {
-    const wrong = join(t.dir, 'wrong-key');
-    await runProcess('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', wrong]);
-    const r = await t.launch(['--yes', '--only', '10'], { OPERATOR_SSH_KEY: wrong, CODEXK8S_SSH_MAX_AUTH_TRIES: '4', CODEXK8S_KUBE_API_ALLOW: '10.9.0.0/16' });
+    // The right key pair, but passphrase-protected and no agent: the launcher cannot compare it up front (it warns), and
+    // the BatchMode login after hardening cannot use it. A wrong pair is refused before contact, so it cannot show this.
+    const locked = join(t.dir, 'locked-key');
+    copyFileSync(t.operatorKey, locked);
+    chmodSync(locked, 0o600);
+    await runProcess('ssh-keygen', ['-q', '-p', '-P', '', '-N', 'not-in-any-agent', '-f', locked]);
+    const r = await t.launch(['--yes', '--only', '10'], { OPERATOR_SSH_KEY: locked, SSH_AUTH_SOCK: '', CODEXK8S_SSH_MAX_AUTH_TRIES: '4', CODEXK8S_KUBE_API_ALLOW: '10.9.0.0/16' });
+    assert.match(r.output, /OPERATOR_SSH_KEY: .* is passphrase-protected/);
     assert.equal(r.code, 1, r.output);
     assert.equal(footers(r.output)['10_harden_host'], 'x failed');
     assert.match(r.output, /a new login as codex@\S+:22 failed after: sshd: .*firewall: /);
