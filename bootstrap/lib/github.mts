@@ -1,6 +1,8 @@
 // GitHub REST access for the launcher (token preflight) and the remote steps 60/70 (repository wiring, runners).
-// One Octokit (@octokit/rest 22) with the retry plugin (5xx: 3 retries, 1 s, 4 s, 9 s) and the throttling plugin
-// (primary and secondary rate limits, and at least one second between writes, as GitHub asks of integrations).
+// One Octokit (@octokit/rest 22) with ONE retry policy, a request hook (retryDelaySeconds): at most 3 tries; 5xx
+// and no answer after 1 s and 4 s; rate limits (429, or 403 with retry-after / x-ratelimit-remaining: 0) after
+// GitHub's retry-after or x-ratelimit-reset, up to 2 minutes; no other 4xx. Writes are spaced at least a second
+// apart, as GitHub asks of integrations. (plugin-retry nested in plugin-throttling retried a 429 in both: 16 tries.)
 // Octokit's own console logging goes through our Logger, so every line is masked; the token is a registered secret.
 //
 // The base URL is CODEXK8S_GITHUB_API_URL: api.github.com, a GitHub Enterprise Server's /api/v3, or the fake API of
@@ -13,8 +15,6 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, chmodSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { Octokit } from '@octokit/rest';
-import { retry } from '@octokit/plugin-retry';
-import { throttling } from '@octokit/plugin-throttling';
 import tweetsodium from 'tweetsodium';
 import type { Config } from './config.mts';
 import type { Logger } from './log.mts';
@@ -24,7 +24,7 @@ import { writeFileAtomic } from './fsx.mts';
 import { readJournal, writeJournal } from './state.mts';
 import type { GitHubJournal, GitHubSecretRecord, GitHubWebhookRecord } from './state.mts';
 
-export const GitHub = Octokit.plugin(retry, throttling);
+export const GitHub = Octokit;
 export type GitHubClient = InstanceType<typeof GitHub>;
 
 // A type alias, not an interface: octokit's request parameters need an index signature.
@@ -35,22 +35,72 @@ export function repoRef(cfg: Config): RepoRef {
   return { owner, repo };
 }
 
-const SECONDARY_RETRIES = 3;
-const PRIMARY_MAX_WAIT_SECONDS = 120;
+/** Tries per request, the first included (docs/github.md). */
+export const MAX_TRIES = 3;
+/** The longest wait for a rate limit; a longer one fails at once, saying when it lifts. */
+export const MAX_WAIT_SECONDS = 120;
+/** GitHub asks integrations to leave at least a second between writes (POST, PATCH, PUT, DELETE). */
+const WRITE_SPACING_MS = 1000;
+
+export type ResponseHeaders = Readonly<Record<string, string | number | undefined>>;
+
+/** retry-after as seconds: delta-seconds or an HTTP date; undefined when absent or unreadable. */
+function retryAfterSeconds(v: string | number | undefined, nowMs: number): number | undefined {
+  if (v === undefined || String(v).trim() === '') return undefined;
+  const n = Number(v);
+  if (Number.isFinite(n)) return n >= 0 ? Math.ceil(n) : undefined;
+  const at = Date.parse(String(v));
+  return Number.isNaN(at) ? undefined : Math.max(0, Math.ceil((at - nowMs) / 1000));
+}
+
+/**
+ * Pure: the seconds until a rate limit lifts, or undefined when the answer is no rate limit. GitHub's rules: a 429,
+ * or a 403 with retry-after, x-ratelimit-remaining: 0 or a rate-limit message (a 403 without them is a refusal);
+ * wait for retry-after, else until x-ratelimit-reset (plus a second) when nothing remains, else a minute.
+ */
+export function rateLimitWaitSeconds(status: number | undefined, headers: ResponseHeaders, nowMs: number, message = ''): number | undefined {
+  const retryAfter = retryAfterSeconds(headers['retry-after'], nowMs);
+  const exhausted = String(headers['x-ratelimit-remaining'] ?? '') === '0';
+  const limited = status === 429 || (status === 403 && (retryAfter !== undefined || exhausted || /rate limit/i.test(message)));
+  if (!limited) return undefined;
+  if (retryAfter !== undefined) return retryAfter;
+  const reset = Number(headers['x-ratelimit-reset']);
+  if (exhausted && Number.isFinite(reset) && reset > 0) return Math.max(0, Math.ceil(reset - nowMs / 1000)) + 1;
+  return 60;
+}
+
+/**
+ * Pure, the whole retry policy: seconds to wait before trying again after try number `attempt` (1 = the first)
+ * failed, or undefined for no further try. `status` undefined means no answer (noAnswer: refused, DNS, reset).
+ * Rate limits wait as GitHub says (rateLimitWaitSeconds), up to MAX_WAIT_SECONDS; 5xx and no answer wait
+ * retry-after when sent, else attempt² seconds (1, 4); any other status is final.
+ */
+export function retryDelaySeconds(status: number | undefined, headers: ResponseHeaders, attempt: number, nowMs: number, message = ''): number | undefined {
+  if (attempt >= MAX_TRIES) return undefined;
+  const limit = rateLimitWaitSeconds(status, headers, nowMs, message);
+  const wait = limit ?? (status === undefined || status >= 500 ? retryAfterSeconds(headers['retry-after'], nowMs) ?? attempt * attempt : undefined);
+  return wait !== undefined && wait <= MAX_WAIT_SECONDS ? wait : undefined;
+}
 
 export interface GitHubOptions {
   token: string;
   baseUrl: string;
   log: Logger;
+  /** Waits between tries and between writes (tests pass one that records and returns at once). */
+  sleep?: (ms: number) => Promise<void>;
+  now?: () => number;
 }
 
 /** The client every GitHub call goes through. */
 export function createGitHub(opts: GitHubOptions): GitHubClient {
   registerSecret(opts.token);
   const { log } = opts;
-  return new GitHub({
+  const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const now = opts.now ?? Date.now;
+  const baseUrl = opts.baseUrl.replace(/\/+$/, '');
+  const gh = new GitHub({
     auth: opts.token,
-    baseUrl: opts.baseUrl.replace(/\/+$/, ''),
+    baseUrl,
     userAgent: 'codex-k8s-staging-bootstrap',
     // Octokit prints through console by default; ours masks every line and writes the log file.
     log: {
@@ -60,25 +110,42 @@ export function createGitHub(opts: GitHubOptions): GitHubClient {
       // octokit logs every failed request here; the caller reports the failure itself, with a hint.
       error: (m: string) => log.detail(`github: ${m}`),
     },
-    retry: { retries: 3 },
-    throttle: {
-      onRateLimit: (retryAfter: number, options: { method: string; url: string }, _o: unknown, retryCount: number) => {
-        if (retryCount < 1 && retryAfter <= PRIMARY_MAX_WAIT_SECONDS) {
-          log.warn(`GitHub rate limit reached on ${options.method} ${options.url}; retrying in ${retryAfter}s`);
-          return true;
-        }
-        log.error(`GitHub rate limit reached on ${options.method} ${options.url}; it resets in ${retryAfter}s`);
-        return false;
-      },
-      onSecondaryRateLimit: (retryAfter: number, options: { method: string; url: string }, _o: unknown, retryCount: number) => {
-        if (retryCount < SECONDARY_RETRIES) {
-          log.warn(`GitHub secondary rate limit on ${options.method} ${options.url}; retrying in ${retryAfter}s (attempt ${retryCount + 2}/${SECONDARY_RETRIES + 1})`);
-          return true;
-        }
-        return false;
-      },
-    },
   });
+  let nextWriteAt = 0;
+  gh.hook.wrap('request', async (request, options) => {
+    const what = `${options.method} ${options.url}`;
+    const write = !['GET', 'HEAD'].includes(String(options.method).toUpperCase());
+    for (let attempt = 1; ; attempt++) {
+      if (write) {
+        // The slot is taken before waiting, so concurrent writes line up too.
+        const at = Math.max(now(), nextWriteAt);
+        nextWriteAt = at + WRITE_SPACING_MS;
+        if (at > now()) await sleep(at - now());
+      }
+      try {
+        return await request(options);
+      } catch (e) {
+        const none = noAnswer(e);
+        const status = httpStatus(e);
+        if (none === undefined && status === undefined) throw e; // not a request failure
+        const headers = (e as HttpErrorLike).response?.headers ?? {};
+        const message = none ? '' : githubMessage(e);
+        const wait = retryDelaySeconds(status, headers, attempt, now(), message);
+        const limit = rateLimitWaitSeconds(status, headers, now(), message);
+        const kind = none ? `got no answer (${none.code})` : limit !== undefined ? `${/secondary/i.test(message) ? 'secondary rate limit' : 'rate limit'} (${status})` : `answered ${status}`;
+        if (wait === undefined) {
+          if (limit !== undefined && limit > MAX_WAIT_SECONDS) log.error(`GitHub ${kind} on ${what}: it lifts in ${limit}s, longer than the ${MAX_WAIT_SECONDS}s a run waits`);
+          else if (attempt >= MAX_TRIES) log.warn(`GitHub ${kind} on ${what}: giving up after ${attempt} tries`);
+          if (!none || e instanceof GitHubUnreachable) throw e;
+          const req = (e as { request?: { method?: string; url?: string } }).request;
+          throw new GitHubUnreachable(baseUrl, none.code, { method: req?.method ?? String(options.method), url: req?.url ?? String(options.url) }, e);
+        }
+        log.warn(`GitHub ${kind} on ${what}; retrying in ${wait}s (try ${attempt + 1}/${MAX_TRIES})`);
+        await sleep(wait * 1000);
+      }
+    }
+  });
+  return gh;
 }
 
 export function clientFromConfig(cfg: Config, log: Logger): GitHubClient {
@@ -92,9 +159,66 @@ interface HttpErrorLike {
   response?: { headers?: Record<string, string | undefined>; data?: unknown };
 }
 
+/** GitHub's answer status; undefined when there was no answer (see noAnswer) or the error is not a request's. */
 export function httpStatus(e: unknown): number | undefined {
+  if (noAnswer(e) !== undefined) return undefined;
   const s = (e as HttpErrorLike | undefined)?.status;
   return typeof s === 'number' ? s : undefined;
+}
+
+/**
+ * A request that got no answer, as createGitHub's client throws it once it gives up: the API base URL and the
+ * failure's code, so no caller has to guess from a status.
+ */
+export class GitHubUnreachable extends Error {
+  readonly baseUrl: string;
+  readonly code: string;
+  /** method and URL, as on Octokit's RequestError (failedRequest reads them). */
+  readonly request: { method: string; url: string };
+  constructor(baseUrl: string, code: string, request: { method: string; url: string }, cause: unknown) {
+    super(`cannot reach the GitHub API at ${baseUrl} (${code})`, { cause });
+    this.name = 'GitHubUnreachable';
+    this.baseUrl = baseUrl;
+    this.code = code;
+    this.request = request;
+  }
+}
+
+/**
+ * The one classifier of "no answer" (connection refused, DNS failure, reset, timeout). Octokit reports it as a
+ * RequestError with status 500 and no `response` (fetch's TypeError in `cause`, the errno code in its `cause`):
+ * not GitHub's 500, and nothing about the token. Returns the code (ECONNREFUSED, EAI_AGAIN, ENOTFOUND, ...) and the
+ * base URL (exact from GitHubUnreachable, else the request's origin); undefined when GitHub answered.
+ */
+export function noAnswer(e: unknown): { code: string; baseUrl: string } | undefined {
+  let c: unknown = e;
+  for (let depth = 0; depth < 5 && typeof c === 'object' && c !== null; depth++, c = (c as { cause?: unknown }).cause) {
+    if (c instanceof GitHubUnreachable) return { code: c.code, baseUrl: c.baseUrl };
+    const x = c as HttpErrorLike & { name?: unknown; request?: { url?: unknown } };
+    if (x.response !== undefined) return undefined;
+    // Octokit's RequestError is named HttpError; a timeout is fetch's AbortError, rethrown with status 500.
+    if (x.status === 500 && (x.name === 'HttpError' || x.name === 'AbortError')) {
+      const url = typeof x.request?.url === 'string' ? x.request.url : '';
+      return { code: errnoCode(c), baseUrl: URL.canParse(url) ? new URL(url).origin : 'its configured URL' };
+    }
+  }
+  return undefined;
+}
+
+/** The deepest errno code in a cause chain (AggregateError: the first member's), else the deepest message. */
+function errnoCode(e: unknown): string {
+  let found: string | undefined;
+  let message = '';
+  let c: unknown = e;
+  for (let depth = 0; depth < 6 && typeof c === 'object' && c !== null; depth++, c = (c as { cause?: unknown }).cause) {
+    const x = c as { code?: unknown; errors?: unknown; name?: unknown; message?: unknown };
+    if (x.name === 'AbortError' || x.name === 'TimeoutError') found = 'timed out';
+    const member = Array.isArray(x.errors) ? (x.errors as Array<{ code?: unknown }>).find((m) => typeof m?.code === 'string')?.code : undefined;
+    if (typeof x.code === 'string') found = x.code;
+    else if (typeof member === 'string') found = member;
+    if (typeof x.message === 'string' && x.message !== '') message = x.message;
+  }
+  return found ?? (message || 'no answer');
 }
 
 /** GitHub's message ("Resource not accessible by personal access token"), without octokit's " - https://docs..." tail. */
@@ -124,10 +248,17 @@ export interface PermissionNeed {
   readonly why: string;
   /** The request that proves the permission (the preflight sends it). */
   readonly probe: { readonly method: 'GET' | 'POST'; readonly route: string };
-  /** What the probe does not prove, printed after it (so an `ok` never claims more than was checked). */
+  /**
+   * For a read probe of a Read-and-write need: what it proves and where write access shows first. Printed after
+   * it, with the status `read` instead of `ok`, so a line never claims more than was checked.
+   */
   readonly probeLimit?: string;
   readonly serverModeOnly?: boolean;
 }
+
+// No write request proves these without writing: GitHub's answer to a write of a name that does not exist (403 or
+// 404) is not documented to check the permission first. So the preflight says what it proved, and no more.
+const STEP70_WRITE = 'read ok; write not provable before step 70';
 
 /**
  * What the bootstrap needs of the token, and the request that proves each permission. All probes but one are reads.
@@ -139,10 +270,10 @@ export interface PermissionNeed {
 export const PERMISSIONS: readonly PermissionNeed[] = [
   { key: 'metadata', name: 'Metadata', level: 'Read-only', apiNames: ['metadata'], why: 'find the repository (every fine-grained token has it)', probe: { method: 'GET', route: '/repos/{owner}/{repo}' } },
   { key: 'administration', name: 'Administration', level: 'Read and write', apiNames: ['administration'], why: 'the runner scale set registers runners (ARC)', probe: { method: 'POST', route: '/repos/{owner}/{repo}/actions/runners/registration-token' } },
-  { key: 'secrets', name: 'Secrets', level: 'Read and write', apiNames: ['secrets'], why: 'Actions secrets of the deploy workflow (70_github_repo)', probe: { method: 'GET', route: '/repos/{owner}/{repo}/actions/secrets/public-key' } },
-  { key: 'variables', name: 'Variables', level: 'Read and write', apiNames: ['actions_variables', 'variables'], why: 'repository variables of the deploy workflow (70_github_repo)', probe: { method: 'GET', route: '/repos/{owner}/{repo}/actions/variables' } },
-  { key: 'webhooks', name: 'Webhooks', level: 'Read and write', apiNames: ['repository_hooks'], why: 'the codex-k8s webhook (70_github_repo, server mode)', probe: { method: 'GET', route: '/repos/{owner}/{repo}/hooks' }, serverModeOnly: true },
-  { key: 'actions', name: 'Actions', level: 'Read and write', apiNames: ['actions'], why: 'dispatch the deploy workflow and read its runs (80_deploy_loop_check)', probe: { method: 'GET', route: '/repos/{owner}/{repo}/actions/workflows' }, probeLimit: 'proves read only; write shows at the dispatch (step 80)' },
+  { key: 'secrets', name: 'Secrets', level: 'Read and write', apiNames: ['secrets'], why: 'Actions secrets of the deploy workflow (70_github_repo)', probe: { method: 'GET', route: '/repos/{owner}/{repo}/actions/secrets/public-key' }, probeLimit: STEP70_WRITE },
+  { key: 'variables', name: 'Variables', level: 'Read and write', apiNames: ['actions_variables', 'variables'], why: 'repository variables of the deploy workflow (70_github_repo)', probe: { method: 'GET', route: '/repos/{owner}/{repo}/actions/variables' }, probeLimit: STEP70_WRITE },
+  { key: 'webhooks', name: 'Webhooks', level: 'Read and write', apiNames: ['repository_hooks'], why: 'the codex-k8s webhook (70_github_repo, server mode)', probe: { method: 'GET', route: '/repos/{owner}/{repo}/hooks' }, probeLimit: STEP70_WRITE, serverModeOnly: true },
+  { key: 'actions', name: 'Actions', level: 'Read and write', apiNames: ['actions'], why: 'dispatch the deploy workflow and read its runs (80_deploy_loop_check)', probe: { method: 'GET', route: '/repos/{owner}/{repo}/actions/workflows' }, probeLimit: 'read ok; write not provable before the dispatch in step 80' },
 ];
 
 export function requiredPermissions(mode: string): PermissionNeed[] {
@@ -243,9 +374,9 @@ export async function preflightToken(cfg: Config, log: Logger, gh: GitHubClient 
           `for an organization that requires approval, a pending token sees public repositories only; nothing was changed`,
       ]);
     }
-    if (status === undefined) {
-      throw new OperationError(`cannot reach the GitHub API at ${api} (${(e as Error).message})`, { hint: 'check the network and CODEXK8S_GITHUB_API_URL, then run again; nothing was changed' });
-    }
+    const none = noAnswer(e);
+    if (none) throw new OperationError(`cannot reach the GitHub API at ${api} (${none.code})`, { hint: 'check the network and CODEXK8S_GITHUB_API_URL, then run again; nothing was changed' });
+    if (status === undefined) throw e;
     throw new UsageError([`CODEXK8S_GITHUB_PAT: GET /repos/${name} answered ${status} ${JSON.stringify(githubMessage(e))}; expected 200 (needs ${permissionLabel(meta)})`]);
   }
 
@@ -264,13 +395,15 @@ export async function preflightToken(cfg: Config, log: Logger, gh: GitHubClient 
       results.push({ ...base, ok: true, status: r.status });
     } catch (e) {
       const status = httpStatus(e);
-      if (status === undefined) throw new OperationError(`cannot reach the GitHub API at ${api} (${(e as Error).message})`, { hint: 'check the network, then run again; nothing was changed' });
+      const none = noAnswer(e);
+      if (none) throw new OperationError(`cannot reach the GitHub API at ${api} (${none.code})`, { hint: 'check the network, then run again; nothing was changed' });
+      if (status === undefined) throw e;
       // 403 names the missing permission; GitHub answers 404 instead where it hides what the token may not see.
       if (status !== 403 && status !== 404) throw new OperationError(`${probeText} answered ${status} ${githubMessage(e)}`, { hint: 'GitHub may be having trouble (https://www.githubstatus.com); run again later' });
       results.push({ ...base, ok: false, status, message: githubMessage(e), accepted: acceptedPermissions(e) });
     }
   }
-  for (const r of results) log.info(`  ${r.ok ? 'ok  ' : 'FAIL'}  ${permissionLabel(r.need).padEnd(32)} ${r.request}${r.need.probeLimit ? ` (${r.need.probeLimit})` : ''}`);
+  for (const r of results) log.info(probeLine(r));
   const problems = explainPreflight(name, repo, results, web);
   if (problems.length > 0) {
     log.error(`the GitHub token cannot do everything this run needs (${results.filter((r) => !r.ok).length} permission(s) missing); nothing was changed:`);
@@ -279,11 +412,17 @@ export async function preflightToken(cfg: Config, log: Logger, gh: GitHubClient 
   return results;
 }
 
+/** One preflight line: `ok` when the probe proved the level, `read` when it proved read access only, else FAIL. */
+export function probeLine(r: ProbeResult): string {
+  const status = !r.ok ? 'FAIL' : r.need.probeLimit ? 'read' : 'ok  ';
+  return `  ${status}  ${permissionLabel(r.need).padEnd(32)} ${r.request}${r.ok && r.need.probeLimit ? ` (${r.need.probeLimit})` : ''}`;
+}
+
 /** What --dry-run prints for the token check (no network). */
 export function plannedTokenChecks(cfg: Config): string[] {
   const ref = repoRef(cfg);
   return requiredPermissions(cfg.get('CODEXK8S_MODE')).map(
-    (p) => `${permissionLabel(p).padEnd(32)} ${p.probe.method} ${p.probe.route.replace('{owner}', ref.owner).replace('{repo}', ref.repo)}`,
+    (p) => `${permissionLabel(p).padEnd(32)} ${p.probe.method} ${p.probe.route.replace('{owner}', ref.owner).replace('{repo}', ref.repo)}${p.probeLimit ? ' (proves read only)' : ''}`,
   );
 }
 
@@ -355,7 +494,18 @@ export interface HookInfo {
   active: boolean;
 }
 
+/**
+ * The repository as GitHub names it. The journal is keyed on the id, so a setting that differs only in case
+ * (GitHub matches owner/name case-insensitively) or names the repository after a rename is the same repository.
+ */
+export interface RepoIdentity {
+  id: number;
+  /** Canonical owner/name, in GitHub's spelling. */
+  fullName: string;
+}
+
 export interface RepoSnapshot {
+  repo: RepoIdentity;
   variables: Map<string, string>;
   secrets: Map<string, { updatedAt: string }>;
   publicKey: { keyId: string; key: string };
@@ -373,8 +523,8 @@ export type Action =
   | { kind: 'delete-webhook'; id: number; url: string }
   | { kind: 'forget-webhook'; id: number; url: string };
 
-export function emptyGitHubJournal(repo: string): GitHubJournal {
-  return { repo, salt: randomBytes(16).toString('hex'), variables: [], secrets: {}, webhooks: [] };
+export function emptyGitHubJournal(repo: RepoIdentity): GitHubJournal {
+  return { repo: repo.fullName, repoId: repo.id, salt: randomBytes(16).toString('hex'), variables: [], secrets: {}, webhooks: [] };
 }
 
 /** HMAC (keyed with the journal's random salt) of what was written: the journal never holds a guessable hash. */
@@ -403,6 +553,7 @@ export function planWiring(wanted: Wanted, snap: RepoSnapshot, j: GitHubJournal)
     let why: string | undefined;
     if (!remote) why = 'missing in the repository';
     else if (!rec) why = 'not written by this tool yet';
+    else if (rec.pending) why = 'the last write was not confirmed (the run stopped before reading it back)';
     else if (rec.fingerprint !== fingerprint(j.salt, 'secret', name, value)) why = 'value changed';
     else if (rec.updatedAt !== undefined && rec.updatedAt !== remote.updatedAt) why = `changed outside this tool (updated ${remote.updatedAt})`;
     if (why) actions.push({ kind: 'put-secret', name, value, why, create: !remote });
@@ -490,12 +641,19 @@ export async function listHooks(gh: GitHubClient, ref: RepoRef): Promise<HookInf
   }));
 }
 
-export async function snapshot(gh: GitHubClient, ref: RepoRef, withHooks: boolean): Promise<RepoSnapshot> {
+export async function repoIdentity(gh: GitHubClient, ref: RepoRef): Promise<RepoIdentity> {
+  const r = await gh.request('GET /repos/{owner}/{repo}', ref);
+  return { id: Number(r.data.id), fullName: r.data.full_name };
+}
+
+/** What the repository has; `repo` saves the GET /repos when the caller already asked (it needed the journal first). */
+export async function snapshot(gh: GitHubClient, ref: RepoRef, withHooks: boolean, repo?: RepoIdentity): Promise<RepoSnapshot> {
+  const identity = repo ?? (await repoIdentity(gh, ref));
   const variables = await listVariables(gh, ref);
   const secrets = await listSecrets(gh, ref);
   const key = await gh.request('GET /repos/{owner}/{repo}/actions/secrets/public-key', ref);
   const hooks = withHooks ? await listHooks(gh, ref) : [];
-  return { variables, secrets, publicKey: { keyId: key.data.key_id, key: key.data.key }, hooks };
+  return { repo: identity, variables, secrets, publicKey: { keyId: key.data.key_id, key: key.data.key }, hooks };
 }
 
 /** tweetsodium (libsodium's sealed box) with the repository's public key, as GitHub's secrets API expects. */
@@ -504,12 +662,24 @@ export function sealSecret(value: string, publicKeyBase64: string): string {
   return Buffer.from(sealed).toString('base64');
 }
 
-/** The journal's github section for this repository; a section of another repository is set aside (never acted on). */
-export function githubJournal(journalPath: string, repo: string, log?: Logger): GitHubJournal {
+/**
+ * The journal's github section for this repository, keyed on GitHub's id. A section written before the id was
+ * journaled is matched by its name, case-insensitively as GitHub matches names, and comes back migrated (id and
+ * canonical name; applyWiring saves it). A section of another repository is set aside (never acted on).
+ */
+export function githubJournal(journalPath: string, repo: RepoIdentity, log?: Logger): GitHubJournal {
   const j = readJournal(journalPath).github;
-  if (j && j.repo === repo) return j;
-  if (j) log?.warn(`the journal's GitHub names belong to ${j.repo}, not ${repo}: they are left as they are there, and ${repo} starts a new list`);
+  if (j && sameRepository(j, repo)) {
+    if (j.repo !== repo.fullName) log?.detail(`the journal's GitHub names of ${j.repo} belong to ${repo.fullName} (repository id ${repo.id})`);
+    return { ...j, repo: repo.fullName, repoId: repo.id };
+  }
+  if (j) log?.warn(`the journal's GitHub names belong to ${j.repo}, not ${repo.fullName}: they are left as they are there, and ${repo.fullName} starts a new list`);
   return emptyGitHubJournal(repo);
+}
+
+function sameRepository(j: GitHubJournal, repo: RepoIdentity): boolean {
+  if (j.repoId !== undefined) return j.repoId === repo.id;
+  return j.repo.toLowerCase() === repo.fullName.toLowerCase();
 }
 
 function saveGitHubJournal(journalPath: string, g: GitHubJournal): void {
@@ -517,23 +687,87 @@ function saveGitHubJournal(journalPath: string, g: GitHubJournal): void {
 }
 
 /**
- * Runs the plan, one request per action, and journals after each write, so an interrupted run keeps what it
- * created (and a re-run neither duplicates nor forgets it). Returns one change line per action.
+ * applyWiring's failure: the request that failed, and the writes made (and journaled) before it. It reads as the
+ * request's own error (status, response), so the GitHub error helpers explain it as they explain any request.
+ */
+export class WiringFailure extends Error {
+  readonly failure: unknown;
+  readonly request: string | undefined;
+  readonly done: readonly string[];
+  constructor(failure: unknown, request: string | undefined, done: readonly string[]) {
+    super(`${request ?? 'GitHub wiring'} failed after ${done.length} write(s): ${(failure as Error | undefined)?.message ?? String(failure)}`, { cause: failure });
+    this.name = 'WiringFailure';
+    this.failure = failure;
+    this.request = request;
+    this.done = done;
+  }
+  get status(): number | undefined {
+    return httpStatus(this.failure);
+  }
+  get response(): HttpErrorLike['response'] {
+    return (this.failure as HttpErrorLike | undefined)?.response;
+  }
+}
+
+/** "POST /repos/o/r/hooks -> 403" for an Octokit RequestError (path relative to the API base); undefined for no request. */
+export function failedRequest(e: unknown, baseUrl: string): string | undefined {
+  const req = (e as { request?: { method?: unknown; url?: unknown } } | undefined)?.request;
+  if (typeof req?.method !== 'string' || typeof req.url !== 'string') return undefined;
+  const path = (req.url.startsWith(baseUrl) ? req.url.slice(baseUrl.length) : req.url).replace(/\?.*$/, '');
+  return `${req.method} ${path} -> ${httpStatus(e) ?? 'no answer'}`;
+}
+
+/** A failed step 70 as an OperationError: the failing request in the message, the writes made before it as detail. */
+export function explainWiringError(e: unknown, repo: string, githubUrl: string): OperationError {
+  if (!(e instanceof WiringFailure)) return explainGitHubError(e, `updating ${repo}`, repo, githubUrl);
+  const base = explainGitHubError(e, `updating ${repo}${e.request ? `: ${e.request}` : ''}`, repo, githubUrl);
+  const done = e.done.length > 0
+    ? [`writes made before the failure (${e.done.length}, journaled; the next run keeps them and goes on):`, ...e.done.map((c) => `+ ${c}`)]
+    : ['no write was made before the failure'];
+  return new OperationError(base.message, { hint: base.hint, exitCode: base.exitCode, detail: done.join('\n') });
+}
+
+/**
+ * Runs the plan, one request per action, and journals each write (before the request when its answer could be
+ * lost), so an interrupted run keeps what it created (and a re-run neither duplicates nor forgets it). Returns one
+ * change line per action; a failure is a WiringFailure naming the request and the writes made before it.
  */
 export async function applyWiring(gh: GitHubClient, ref: RepoRef, actions: readonly Action[], snap: RepoSnapshot, journalPath: string, log: Logger): Promise<string[]> {
-  const repo = `${ref.owner}/${ref.repo}`;
-  let j = githubJournal(journalPath, repo, log);
+  const changes: string[] = [];
+  try {
+    await applyActions(gh, ref, actions, snap, journalPath, log, changes);
+  } catch (e) {
+    throw new WiringFailure(e, failedRequest(e, gh.request.endpoint.DEFAULTS.baseUrl), changes);
+  }
+  return changes;
+}
+
+/** applyWiring's loop: `changes` gets one line per write as soon as it is made, so a failure still has them. */
+async function applyActions(gh: GitHubClient, ref: RepoRef, actions: readonly Action[], snap: RepoSnapshot, journalPath: string, log: Logger, changes: string[]): Promise<void> {
+  let j = githubJournal(journalPath, snap.repo, log);
   const save = (next: GitHubJournal) => {
     j = next;
     saveGitHubJournal(journalPath, j);
   };
-  if (readJournal(journalPath).github?.repo !== repo) save(j);
-  const changes: string[] = [];
+  // A write that can take effect although its answer is lost is journaled first; a 4xx means GitHub wrote nothing.
+  const intent = async <T,>(next: GitHubJournal, write: () => Promise<T>): Promise<T> => {
+    const before = j;
+    save(next);
+    try {
+      return await write();
+    } catch (e) {
+      const status = httpStatus(e);
+      if (status !== undefined && status >= 400 && status < 500) save(before);
+      throw e;
+    }
+  };
+  const stored = readJournal(journalPath).github;
+  // A new list, or one migrated to the id and canonical name, is saved before the first write.
+  if (stored?.repoId !== j.repoId || stored?.repo !== j.repo) save(j);
   for (const a of actions) {
     switch (a.kind) {
       case 'create-variable':
-        await gh.request('POST /repos/{owner}/{repo}/actions/variables', { ...ref, name: a.name, value: a.value });
-        save({ ...j, variables: [...new Set([...j.variables, a.name])].sort() });
+        await intent({ ...j, variables: [...new Set([...j.variables, a.name])].sort() }, () => gh.request('POST /repos/{owner}/{repo}/actions/variables', { ...ref, name: a.name, value: a.value }));
         changes.push(`created variable ${a.name}=${JSON.stringify(a.value)}`);
         break;
       case 'update-variable':
@@ -547,12 +781,15 @@ export async function applyWiring(gh: GitHubClient, ref: RepoRef, actions: reado
         break;
       case 'put-secret': {
         const encrypted_value = sealSecret(a.value, snap.publicKey.key);
-        await gh.request('PUT /repos/{owner}/{repo}/actions/secrets/{secret_name}', { ...ref, secret_name: a.name, encrypted_value, key_id: snap.publicKey.keyId });
+        const prev: GitHubSecretRecord | undefined = j.secrets[a.name];
+        const fp = fingerprint(j.salt, 'secret', a.name, a.value);
+        const created = prev?.created ?? a.create;
+        // Pending until read back: a lost answer or a failed read-back leaves it owned, and written again next run.
+        await intent({ ...j, secrets: { ...j.secrets, [a.name]: { fingerprint: fp, created, pending: true } } }, () =>
+          gh.request('PUT /repos/{owner}/{repo}/actions/secrets/{secret_name}', { ...ref, secret_name: a.name, encrypted_value, key_id: snap.publicKey.keyId }));
         // GitHub's updated_at, read back, tells a later run whether someone changed the secret by hand.
         const after = await gh.request('GET /repos/{owner}/{repo}/actions/secrets/{secret_name}', { ...ref, secret_name: a.name });
-        const prev: GitHubSecretRecord | undefined = j.secrets[a.name];
-        const rec: GitHubSecretRecord = { fingerprint: fingerprint(j.salt, 'secret', a.name, a.value), updatedAt: after.data.updated_at, created: prev?.created ?? a.create };
-        save({ ...j, secrets: { ...j.secrets, [a.name]: rec } });
+        save({ ...j, secrets: { ...j.secrets, [a.name]: { fingerprint: fp, updatedAt: after.data.updated_at, created } } });
         changes.push(`${a.create ? 'created' : 'wrote'} secret ${a.name} (${a.why})`);
         break;
       }
@@ -589,7 +826,6 @@ export async function applyWiring(gh: GitHubClient, ref: RepoRef, actions: reado
         break;
     }
   }
-  return changes;
 }
 
 function hookConfig(h: WebhookWanted) {
@@ -610,7 +846,9 @@ async function ignore404<T>(p: Promise<T>): Promise<void> {
  */
 export function explainGitHubError(e: unknown, what: string, repo: string, githubUrl: string): OperationError {
   const status = httpStatus(e);
-  if (status === undefined) return new OperationError(`${what}: cannot reach GitHub (${(e as Error).message})`, { hint: 'check the server\'s outbound HTTPS and CODEXK8S_GITHUB_API_URL' });
+  const none = noAnswer(e);
+  if (none) return new OperationError(`${what}: cannot reach the GitHub API at ${none.baseUrl} (${none.code})`, { hint: 'check the server\'s outbound HTTPS and CODEXK8S_GITHUB_API_URL' });
+  if (status === undefined) return new OperationError(`${what}: ${String((e as Error | undefined)?.message ?? e)}`);
   const accepted = acceptedPermissions(e);
   const msg = `${what}: GitHub answered ${status} ${JSON.stringify(githubMessage(e))}`;
   if (status === 401) return new OperationError(msg, { hint: 'the token is wrong, expired or revoked: put a new one in CODEXK8S_GITHUB_PAT and run the launcher again' });

@@ -2,7 +2,8 @@
 // 70_github_repo: wires the GitHub repository to this staging: the Actions variables the deploy workflow reads,
 // the Actions secrets it needs (sealed with the repository's public key), and in server mode the codex-k8s
 // webhook. Every write is an upsert that is skipped when GitHub already has the value; the journal's `github`
-// section lists what this tool created, so a later run removes only its own leftovers (docs/github.md).
+// section lists what this tool created, keyed on GitHub's repository id (not the setting's spelling), so a later
+// run removes only its own leftovers (docs/github.md).
 // Talks to CODEXK8S_GITHUB_API_URL with CODEXK8S_GITHUB_PAT from bootstrap.env; the launcher checked the token's
 // permissions before the run started.
 import { runStep } from '../lib/step.mts';
@@ -11,8 +12,8 @@ import { formatDuration } from '../lib/config.mts';
 import type { Config } from '../lib/config.mts';
 import { REMOTE } from '../lib/paths.mts';
 import {
-  clientFromConfig, repoRef, snapshot, planWiring, applyWiring, describeAction, githubJournal, explainGitHubError,
-  readOrCreateSecretFile, webhookEvents, hookUrl,
+  clientFromConfig, repoRef, repoIdentity, snapshot, planWiring, applyWiring, describeAction, githubJournal, explainGitHubError,
+  explainWiringError, readOrCreateSecretFile, webhookEvents, hookUrl,
 } from '../lib/github.mts';
 import type { Wanted } from '../lib/github.mts';
 
@@ -62,14 +63,18 @@ export function wanted(cfg: Config, webhookSecret: string | undefined): Wanted {
 async function inspect(ctx: StepContext, secret: string | undefined) {
   const { cfg, log } = ctx;
   const ref = repoRef(cfg);
-  const repo = `${ref.owner}/${ref.repo}`;
+  let repo = `${ref.owner}/${ref.repo}`;
   const gh = clientFromConfig(cfg, log);
-  const journal = githubJournal(REMOTE.journal, repo, log);
   const want = wanted(cfg, secret);
-  // Hooks are listed in server mode, or to remove one this tool created (a local-mode token may lack Webhooks).
-  const withHooks = cfg.get('CODEXK8S_MODE') === 'server' || journal.webhooks.length > 0;
+  let withHooks = cfg.get('CODEXK8S_MODE') === 'server';
   try {
-    const snap = await snapshot(gh, ref, withHooks);
+    // The journal is looked up by GitHub's id for the repository, so it is asked for first.
+    const identity = await repoIdentity(gh, ref);
+    repo = identity.fullName;
+    const journal = githubJournal(REMOTE.journal, identity, log);
+    // Hooks are listed in server mode, or to remove one this tool created (a local-mode token may lack Webhooks).
+    withHooks ||= journal.webhooks.length > 0;
+    const snap = await snapshot(gh, ref, withHooks, identity);
     return { gh, ref, repo, snap, actions: planWiring(want, snap, journal) };
   } catch (e) {
     throw explainGitHubError(e, `reading ${repo}'s variables, secrets${withHooks ? ' and webhooks' : ''}`, repo, cfg.get('CODEXK8S_GITHUB_URL'));
@@ -93,7 +98,7 @@ async function apply(ctx: StepContext): Promise<string[]> {
   try {
     changes.push(...(await applyWiring(gh, ref, actions, snap, REMOTE.journal, ctx.log)));
   } catch (e) {
-    throw explainGitHubError(e, `updating ${repo}`, repo, ctx.cfg.get('CODEXK8S_GITHUB_URL'));
+    throw explainWiringError(e, repo, ctx.cfg.get('CODEXK8S_GITHUB_URL'));
   }
   return changes;
 }

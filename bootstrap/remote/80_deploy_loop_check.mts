@@ -117,7 +117,8 @@ export interface LoopState {
 
 /** Empty when the journal proves the loop for the newest commit deployed and staging still serves that commit. */
 export function loopDrift(s: LoopState): string[] {
-  const r = s.record && s.record.repo === s.repo && s.record.branch === s.branch ? s.record : undefined;
+  // GitHub matches owner/name case-insensitively: a setting typed in another case names the same repository.
+  const r = s.record && s.record.repo.toLowerCase() === s.repo.toLowerCase() && s.record.branch === s.branch ? s.record : undefined;
   const last = r ? ` (last proven: ${r.headSha.slice(0, 12)}, ${r.runUrl})` : '';
   if (!s.newest) return [`the deploy loop has not been proven yet: ${DEPLOY_WORKFLOW} has no run on ${s.branch} of ${s.repo}${last}`];
   const sha = s.newest.headSha;

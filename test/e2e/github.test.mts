@@ -12,14 +12,6 @@ const STEP = '70_github_repo';
 const SERVER_MODE = { CODEXK8S_STAGING_DOMAIN: 'staging.e2e.example', CODEXK8S_LETSENCRYPT_EMAIL: 'ops@e2e.example' };
 let t: Target;
 
-async function seedJournal(): Promise<void> {
-  const now = new Date().toISOString();
-  const steps: Record<string, unknown> = {};
-  for (const name of stepNames().slice(0, stepNames().indexOf(STEP)))
-    steps[name] = { status: 'ok', startedAt: now, endedAt: now, changes: [], configHash: 'seeded-by-test', runId: 'seed' };
-  await t.sb.exec(['sh', '-c', 'mkdir -p /var/lib/codex-k8s-bootstrap && cat > /var/lib/codex-k8s-bootstrap/state.json'], { input: JSON.stringify({ version: 1, steps, history: [] }) });
-}
-
 async function webhookSecretOnServer(): Promise<string> {
   return (await t.sb.exec(['cat', '/etc/codex-k8s-bootstrap/secrets/github-webhook-secret'])).stdout.trim();
 }
@@ -27,7 +19,7 @@ async function webhookSecretOnServer(): Promise<string> {
 describe('GitHub wiring against a sandbox server and the fake GitHub API', { concurrency: false }, () => {
   before(async () => {
     t = await startTarget();
-    await seedJournal();
+    await t.journalAsDone(stepNames().slice(0, stepNames().indexOf(STEP)));
   });
   after(async () => {
     await t?.stop();
@@ -92,6 +84,38 @@ describe('GitHub wiring against a sandbox server and the fake GitHub API', { con
     assert.equal(local.code, 0, local.output);
     assert.equal(t.github.hooks.size, 0);
     assert.equal(t.github.variables.has('CODEXK8S_STAGING_DOMAIN'), false);
+    assert.deepEqual(t.github.problems, []);
+  });
+
+  it('CODEXK8S_GITHUB_REPO in another case is the same repository: unchanged, no second webhook, and still ours', async () => {
+    const recased = { ...SERVER_MODE, CODEXK8S_GITHUB_REPO: 'Codex-K8s/E2E-Sandbox' };
+    const first = await t.launch(['--yes', '--only', STEP], SERVER_MODE);
+    assert.equal(first.code, 0, first.output);
+    const writes = t.github.writes().length;
+    const again = await t.launch(['--yes', '--only', STEP], recased);
+    assert.equal(again.code, 0, again.output);
+    assert.equal(footers(again.output)[STEP], '= unchanged', again.output);
+    assert.equal(t.github.writes().length, writes, 'no write call');
+    assert.equal(t.github.hooks.size, 1, 'no second webhook');
+    const local = await t.launch(['--yes', '--only', STEP], { CODEXK8S_GITHUB_REPO: 'Codex-K8s/E2E-Sandbox' });
+    assert.equal(local.code, 0, local.output);
+    assert.equal(t.github.hooks.size, 0, 'the webhook this tool created is removed: no stale webhook');
+    assert.deepEqual(t.github.problems, []);
+  });
+
+  it('a 403 on the webhook create: the error names the request and lists the variable writes made before it', async () => {
+    t.github.fault('POST /repos/{owner}/{repo}/hooks', { kind: 'missing-permission' });
+    const r = await t.launch(['--yes', '--only', STEP], SERVER_MODE);
+    assert.equal(r.code, 1, r.output);
+    assert.match(r.output, /POST \/repos\/codex-k8s\/e2e-sandbox\/hooks -> 403: GitHub answered 403 "Resource not accessible by personal access token"; the token needs Webhooks: Read and write/);
+    assert.match(r.output, /\| \+ created variable CODEXK8S_STAGING_DOMAIN="staging\.e2e\.example"/);
+    const resumed = await t.launch(['--yes', '--only', STEP], SERVER_MODE);
+    assert.equal(resumed.code, 0, resumed.output);
+    assert.ok(!/created variable/.test(resumed.output), 'the variables written before the failure are kept');
+    assert.equal(t.github.hooks.size, 1);
+    const local = await t.launch(['--yes', '--only', STEP]);
+    assert.equal(local.code, 0, local.output);
+    assert.equal(t.github.hooks.size, 0);
     assert.deepEqual(t.github.problems, []);
   });
 

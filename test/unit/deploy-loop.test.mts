@@ -200,6 +200,7 @@ describe('check(): the drift rule', () => {
   it('a proof for another repository or branch does not count', () => {
     assert.equal(loopDrift({ repo, branch: 'main', newest: run(a), record: rec(a, 'someone/else') }).length, 1);
     assert.equal(loopDrift({ repo, branch: 'trunk', newest: run(a), record: rec(a) }).length, 1);
+    assert.deepEqual(loopDrift({ repo: repo.toUpperCase(), branch: 'main', newest: run(a), record: rec(a) }), [], 'the same repository typed in another case');
   });
   it('the journal keeps the deployLoop section, and refuses a broken one', () => {
     const j = parseJournal(JSON.stringify({ version: 1, steps: {}, history: [], deployLoop: rec(a) }));

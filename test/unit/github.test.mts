@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, statSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { startFakeGitHub } from '../fakes/github/server.mts';
 import type { FakeGitHub, Permission } from '../fakes/github/server.mts';
 import { loadConfig } from '../../bootstrap/lib/config.mts';
@@ -15,11 +17,14 @@ import { CaptureLog } from '../capture-log.mts';
 import { UsageError, OperationError } from '../../bootstrap/lib/errors.mts';
 import {
   createGitHub, preflightToken, plannedTokenChecks, snapshot, planWiring, applyWiring, githubJournal, describeAction,
-  describeAccepted, explainGitHubError, readOrCreateSecretFile, webhookEvents, PERMISSIONS, permissionLabel,
+  describeAccepted, explainGitHubError, explainWiringError, readOrCreateSecretFile, webhookEvents, PERMISSIONS, permissionLabel,
+  httpStatus, noAnswer, retryDelaySeconds, MAX_TRIES,
 } from '../../bootstrap/lib/github.mts';
 import type { GitHubClient, Wanted } from '../../bootstrap/lib/github.mts';
 import { parseJournal, recordStep, readJournal, writeJournal, emptyJournal } from '../../bootstrap/lib/state.mts';
 import { wanted, wantedVariables } from '../../bootstrap/remote/70_github_repo.mts';
+import { reportError } from '../../bootstrap/lib/cli.mts';
+import { stepCliSpec } from '../../bootstrap/lib/step.mts';
 
 const TOKEN = `github_pat_11UNIT${'a1B2c3D4'.repeat(8)}`;
 const REPO = 'codex-k8s/unit-repo';
@@ -36,6 +41,15 @@ function config(api: string, extra: Record<string, string> = {}): Config {
   return r.config;
 }
 const SERVER = { CODEXK8S_STAGING_DOMAIN: 'staging.example.com', CODEXK8S_LETSENCRYPT_EMAIL: 'ops@example.com' };
+
+/** A local port nothing listens on: listen, then close. */
+async function closedPort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const port = (srv.address() as AddressInfo).port;
+  await new Promise((r) => srv.close(r));
+  return port;
+}
 
 async function refusal(p: Promise<unknown>): Promise<UsageError> {
   try {
@@ -70,6 +84,28 @@ describe('token preflight', () => {
     assert.equal(gh.writes().length, 0, 'the registration token changes no repository state');
     assert.deepEqual(gh.problems, []);
     assert.ok(!log.lines.join('\n').includes(TOKEN));
+    // Each line claims what its probe proved: write only where a write was sent (Administration's POST).
+    assert.deepEqual(log.lines.filter((l) => /^ {2}(ok|read|FAIL) /.test(l)).map((l) => l.replace(/\s+/g, ' ').trim()), [
+      `ok Metadata: Read-only GET /repos/${REPO}`,
+      `ok Administration: Read and write POST /repos/${REPO}/actions/runners/registration-token`,
+      `read Secrets: Read and write GET /repos/${REPO}/actions/secrets/public-key (read ok; write not provable before step 70)`,
+      `read Variables: Read and write GET /repos/${REPO}/actions/variables (read ok; write not provable before step 70)`,
+      `read Webhooks: Read and write GET /repos/${REPO}/hooks (read ok; write not provable before step 70)`,
+      `read Actions: Read and write GET /repos/${REPO}/actions/workflows (read ok; write not provable before the dispatch in step 80)`,
+    ]);
+  });
+
+  test('a token with Read-only Secrets, Variables and Webhooks passes, and the preflight says it proved read only', async () => {
+    gh.permissions.secrets = 'read';
+    gh.permissions.actions_variables = 'read';
+    gh.permissions.repository_hooks = 'read';
+    const log = new CaptureLog();
+    await preflightToken(config(gh.url, SERVER), log);
+    const out = log.lines.join('\n');
+    for (const name of ['Secrets', 'Variables', 'Webhooks']) {
+      assert.match(out, new RegExp(`^  read  ${name}: Read and write +GET \\S+ \\(read ok; write not provable before step 70\\)$`, 'm'));
+      assert.doesNotMatch(out, new RegExp(`^  ok +${name}`, 'm'), 'no "ok" beside a write access it did not prove');
+    }
   });
 
   test('local mode does not ask for Webhooks', async () => {
@@ -127,6 +163,29 @@ describe('token preflight', () => {
     assert.equal(gh.calls.length, 1);
   });
 
+  test('no answer (a closed port) is "cannot reach the GitHub API at URL (ECONNREFUSED)", never a token problem', async () => {
+    const closed = await closedPort();
+    const api = `http://127.0.0.1:${closed}`;
+    const log = new CaptureLog();
+    const slept: number[] = [];
+    const client = createGitHub({ token: TOKEN, baseUrl: api, log, sleep: async (ms) => void slept.push(ms) });
+    const e = await preflightToken(config(api, SERVER), log, client).then(() => assert.fail('expected a failure'), (x: unknown) => x);
+    assert.ok(e instanceof OperationError && !(e instanceof UsageError), String(e));
+    assert.equal(e.message, `cannot reach the GitHub API at ${api} (ECONNREFUSED)`);
+    assert.doesNotMatch(`${e.message} ${e.hint ?? ''}`, /token|_PAT\b|\b401\b|\b500\b/);
+    assert.deepEqual(slept, [1000, 4000], 'three tries, after 1 s and 4 s');
+    assert.ok(log.lines.some((l) => /got no answer \(ECONNREFUSED\) on GET \/repos\/\{owner\}\/\{repo\}; retrying in 4s \(try 3\/3\)/.test(l)), log.lines.join('\n'));
+    // The same request failure, as steps 70/80 explain it: no status, the URL and the code.
+    const raw = await client.request('GET /repos/{owner}/{repo}', REF).then(() => assert.fail('expected a failure'), (x: unknown) => x);
+    assert.equal(httpStatus(raw), undefined);
+    assert.deepEqual(noAnswer(raw), { code: 'ECONNREFUSED', baseUrl: api });
+    assert.equal(explainGitHubError(raw, 'updating the repository', REPO, 'https://github.com').message, `updating the repository: cannot reach the GitHub API at ${api} (ECONNREFUSED)`);
+    // GitHub's own 500 (it answered) stays a status.
+    const answered = Object.assign(new Error('Server Error'), { name: 'HttpError', status: 500, response: { headers: {}, data: { message: 'Server Error' } } });
+    assert.equal(httpStatus(answered), 500);
+    assert.equal(noAnswer(answered), undefined);
+  });
+
   test('--dry-run lists the same probes without any request', () => {
     const lines = plannedTokenChecks(config(gh.url, SERVER));
     assert.equal(lines.length, PERMISSIONS.length);
@@ -154,18 +213,20 @@ describe('repository wiring', () => {
     await gh?.close();
     gh = await startFakeGitHub({ token: TOKEN, repo: REPO });
     log = new CaptureLog();
-    client = createGitHub({ token: TOKEN, baseUrl: gh.url, log });
+    // Retry waits and write spacing are recorded, not slept: the policy itself is tested in 'one retry policy'.
+    client = createGitHub({ token: TOKEN, baseUrl: gh.url, log, sleep: async () => undefined });
     journal = join(dir, `state-${Math.random().toString(36).slice(2)}.json`);
   });
 
-  async function converge(w: Wanted): Promise<string[]> {
-    const snap = await snapshot(client, REF, true);
-    const actions = planWiring(w, snap, githubJournal(journal, REPO));
-    return applyWiring(client, REF, actions, snap, journal, log);
+  // `ref`: the repository as the setting spells it (GitHub, and the fake, match it case-insensitively).
+  async function converge(w: Wanted, ref = REF): Promise<string[]> {
+    const snap = await snapshot(client, ref, true);
+    const actions = planWiring(w, snap, githubJournal(journal, snap.repo));
+    return applyWiring(client, ref, actions, snap, journal, log);
   }
-  async function drift(w: Wanted): Promise<string[]> {
-    const snap = await snapshot(client, REF, true);
-    return planWiring(w, snap, githubJournal(journal, REPO)).map((a) => describeAction(a, REPO));
+  async function drift(w: Wanted, ref = REF): Promise<string[]> {
+    const snap = await snapshot(client, ref, true);
+    return planWiring(w, snap, githubJournal(journal, snap.repo)).map((a) => describeAction(a, snap.repo.fullName));
   }
 
   test('first run creates everything; the second run makes no write call', async () => {
@@ -276,7 +337,7 @@ describe('repository wiring', () => {
     await converge(w);
     assert.deepEqual(gh.calls.filter((c) => c.fault).map((c) => `${c.method} ${c.status} ${c.fault}`), ['GET 502 bad-gateway', 'GET 502 bad-gateway', 'POST 403 secondary-rate-limit']);
     assert.equal(gh.variables.size, Object.keys(w.variables).length);
-    assert.ok(log.lines.some((l) => /secondary rate limit on POST .* retrying in 1s/.test(l)), log.lines.join('\n'));
+    assert.ok(log.lines.some((l) => /secondary rate limit \(403\) on POST .* retrying in 1s \(try 2\/3\)/.test(l)), log.lines.join('\n'));
   });
 
   test('a permission refused during the run names it in the token page\'s words', async () => {
@@ -290,6 +351,181 @@ describe('repository wiring', () => {
       assert.match(err.message, /403 "Resource not accessible by personal access token"; the token needs Secrets: Read and write/);
     }
   });
+
+  test('the repository setting in another case is the same repository (journal keyed on GitHub\'s id): unchanged, no second webhook', async () => {
+    const server = wanted(config(gh.url, SERVER), SECRET);
+    await converge(server);
+    const writes = gh.writes().length;
+    const recased = { owner: 'Codex-K8s', repo: 'Unit-REPO' };
+    assert.deepEqual(await drift(server, recased), []);
+    assert.deepEqual(await converge(server, recased), []);
+    assert.equal(gh.writes().length, writes, 'no write call');
+    assert.equal(gh.hooks.size, 1, 'no second webhook');
+    assert.deepEqual({ repo: readJournal(journal).github?.repo, id: readJournal(journal).github?.repoId }, { repo: REPO, id: 1296269 }, 'canonical full_name and id');
+    // Still ours: in local mode (same spelling) the webhook and the variable this tool created are removed.
+    await converge(wanted(config(gh.url), SECRET), recased);
+    assert.equal(gh.hooks.size, 0, 'no stale webhook left behind');
+    assert.equal(gh.variables.has('CODEXK8S_STAGING_DOMAIN'), false);
+    assert.deepEqual(gh.problems, []);
+  });
+
+  test('a journal of the previous format (keyed on the setting\'s string) is found case-insensitively and migrated; another id is another repository', async () => {
+    const server = wanted(config(gh.url, SERVER), SECRET);
+    await converge(server);
+    const current = readJournal(journal);
+    const { repoId: _id, ...legacy } = current.github ?? assert.fail('no github section');
+    writeJournal(journal, { ...current, github: { ...legacy, repo: 'CODEX-K8S/Unit-Repo' } });
+    const writes = gh.writes().length;
+    assert.deepEqual(await drift(server), []);
+    assert.deepEqual(await converge(server), []);
+    assert.equal(gh.writes().length, writes);
+    const migrated = readJournal(journal).github;
+    assert.deepEqual(migrated, { ...legacy, repo: REPO, repoId: 1296269 }, 'same names, secrets and webhooks; id and canonical name added');
+    const other = new CaptureLog();
+    const fresh = githubJournal(journal, { id: 42, fullName: REPO }, other);
+    assert.deepEqual({ variables: fresh.variables, webhooks: fresh.webhooks, repoId: fresh.repoId }, { variables: [], webhooks: [], repoId: 42 }, 'a repository re-created under the same name is not ours');
+    assert.match(other.lines.join('\n'), /belong to codex-k8s\/unit-repo, not codex-k8s\/unit-repo/);
+  });
+
+  test('a secret whose read-back fails stays journaled as ours (written first); the next run writes and confirms it', async () => {
+    const w = wanted(config(gh.url), SECRET);
+    gh.fault('GET /repos/{owner}/{repo}/actions/secrets/{secret_name}', { kind: 'not-found' });
+    await assert.rejects(converge(w), /GET \/repos\/codex-k8s\/unit-repo\/actions\/secrets\/CODEXK8S_WEBHOOK_SECRET -> 404/);
+    assert.equal(gh.secretValue('CODEXK8S_WEBHOOK_SECRET'), SECRET, 'the PUT itself went through');
+    assert.deepEqual(readJournal(journal).github?.secrets['CODEXK8S_WEBHOOK_SECRET'], { fingerprint: readJournal(journal).github?.secrets['CODEXK8S_WEBHOOK_SECRET']?.fingerprint, created: true, pending: true });
+    assert.deepEqual(await drift(w), ['secret CODEXK8S_WEBHOOK_SECRET: the last write was not confirmed (the run stopped before reading it back)']);
+    await converge(w);
+    const rec = readJournal(journal).github?.secrets['CODEXK8S_WEBHOOK_SECRET'];
+    assert.deepEqual({ created: rec?.created, pending: rec?.pending, updatedAt: rec?.updatedAt }, { created: true, pending: undefined, updatedAt: gh.secrets.get('CODEXK8S_WEBHOOK_SECRET')?.updated_at });
+    assert.deepEqual(await drift(w), []);
+    await converge({ ...w, secrets: {} });
+    assert.equal(gh.secrets.has('CODEXK8S_WEBHOOK_SECRET'), false, 'created by this tool, so removed when no longer wanted');
+    // A refused PUT wrote nothing: the intent is taken back, the journal does not claim a secret GitHub never had.
+    gh.fault('PUT /repos/{owner}/{repo}/actions/secrets/{secret_name}', { kind: 'missing-permission' });
+    await assert.rejects(converge(w), /PUT \/repos\/codex-k8s\/unit-repo\/actions\/secrets\/CODEXK8S_WEBHOOK_SECRET -> 403/);
+    assert.equal(readJournal(journal).github?.secrets['CODEXK8S_WEBHOOK_SECRET'], undefined);
+    assert.deepEqual(gh.problems, []);
+  });
+
+  test('a failed step 70 prints the failing request (method, path, status) and the writes made before it', async () => {
+    gh.fault('POST /repos/{owner}/{repo}/hooks', { kind: 'missing-permission' });
+    const w = wanted(config(gh.url, SERVER), SECRET);
+    const failure = await converge(w).then(() => assert.fail('expected a 403'), (e: unknown) => e);
+    const err = explainWiringError(failure, REPO, 'https://github.com');
+    assert.equal(err.message, 'updating codex-k8s/unit-repo: POST /repos/codex-k8s/unit-repo/hooks -> 403: GitHub answered 403 "Resource not accessible by personal access token"; the token needs Webhooks: Read and write');
+    const out = new CaptureLog();
+    reportError(stepCliSpec('70_github_repo'), out, err);
+    const printed = out.lines.join('\n');
+    assert.match(printed, /writes made before the failure \(8, journaled/);
+    for (const [name, value] of Object.entries(w.variables)) assert.ok(printed.includes(`+ created variable ${name}=${JSON.stringify(value)}`), `${name} in:\n${printed}`);
+    assert.ok(printed.includes('+ created secret CODEXK8S_WEBHOOK_SECRET (missing in the repository)'), printed);
+    assert.match(printed, /next: edit the token at https:\/\/github.com\/settings\/personal-access-tokens/);
+    assert.ok(!printed.includes(SECRET));
+    assert.deepEqual(readJournal(journal).github?.variables, Object.keys(w.variables).sort(), 'the writes made are journaled');
+  });
+});
+
+describe('one retry policy (at most 3 tries; rate limits wait as GitHub says)', () => {
+  let gh: FakeGitHub;
+  let client: GitHubClient;
+  let log: CaptureLog;
+  let slept: number[];
+  const VARS = 'GET /repos/{owner}/{repo}/actions/variables';
+  const list = () => client.request(VARS, REF);
+  const tries = () => gh.calls.filter((c) => c.route === VARS).length;
+  beforeEach(async () => {
+    await gh?.close();
+    gh = await startFakeGitHub({ token: TOKEN, repo: REPO });
+    log = new CaptureLog();
+    slept = [];
+    client = createGitHub({ token: TOKEN, baseUrl: gh.url, log, sleep: async (ms) => void slept.push(ms) });
+  });
+  after(async () => gh?.close());
+
+  test('a persistent 429: exactly 3 tries, each after its retry-after; then the 429 itself', async () => {
+    gh.fault(VARS, { kind: 'too-many-requests', retryAfter: 7, times: 100 });
+    const e = await list().then(() => assert.fail('expected a 429'), (x: unknown) => x);
+    assert.equal(httpStatus(e), 429);
+    assert.equal(tries(), 3);
+    assert.deepEqual(slept, [7000, 7000]);
+    assert.match(log.lines.join('\n'), /secondary rate limit \(429\) on GET .*: giving up after 3 tries/);
+    assert.match(explainGitHubError(e, 'reading variables', REPO, 'https://github.com').message, /GitHub answered 429 "You have exceeded a secondary rate limit/);
+  });
+
+  test('a 429 once: the second try succeeds after retry-after', async () => {
+    gh.fault(VARS, { kind: 'too-many-requests', retryAfter: 2 });
+    assert.equal((await list()).status, 200);
+    assert.deepEqual({ tries: tries(), slept }, { tries: 2, slept: [2000] });
+  });
+
+  test('a primary rate limit waits until x-ratelimit-reset; one that lifts after more than 2 minutes fails at once', async () => {
+    gh.fault(VARS, { kind: 'primary-rate-limit', retryAfter: 30 });
+    await list();
+    assert.equal(slept.length, 1);
+    assert.ok((slept[0] ?? 0) >= 30000 && (slept[0] ?? 0) <= 32000, String(slept));
+    gh.fault(VARS, { kind: 'primary-rate-limit', retryAfter: 3600, times: 100 });
+    const before = tries();
+    await assert.rejects(list(), (e: unknown) => httpStatus(e) === 403);
+    assert.equal(tries() - before, 1);
+    assert.match(log.lines.join('\n'), /rate limit \(403\) on GET .*: it lifts in 36\d\ds, longer than the 120s a run waits/);
+  });
+
+  test('a persistent 502: 3 tries after 1 s and 4 s; a refusal (403, 404) is final at once', async () => {
+    gh.fault(VARS, { kind: 'bad-gateway', times: 100 });
+    await assert.rejects(list(), (e: unknown) => httpStatus(e) === 502);
+    assert.deepEqual({ tries: tries(), slept }, { tries: 3, slept: [1000, 4000] });
+    for (const kind of ['missing-permission', 'not-found'] as const) {
+      gh.fault(VARS, { kind, times: 100 });
+      slept.length = 0;
+      const before = tries();
+      await assert.rejects(list());
+      assert.deepEqual({ kind, tries: tries() - before, slept }, { kind, tries: 1, slept: [] });
+    }
+  });
+
+  test('writes are spaced a second apart', async () => {
+    await client.request('POST /repos/{owner}/{repo}/actions/variables', { ...REF, name: 'A_VAR', value: '1' });
+    await client.request('POST /repos/{owner}/{repo}/actions/variables', { ...REF, name: 'B_VAR', value: '2' });
+    assert.equal(slept.length, 1, String(slept));
+    assert.ok((slept[0] ?? 0) > 800 && (slept[0] ?? 0) <= 1000, String(slept));
+    assert.deepEqual(gh.problems, []);
+  });
+});
+
+test('retryDelaySeconds: the whole policy as a table (status undefined = no answer)', () => {
+  const NOW = 1_800_000_000_000;
+  const reset = (s: number) => String(NOW / 1000 + s);
+  const rows: Array<[number | undefined, Record<string, string>, number, string, number | undefined]> = [
+    [undefined, {}, 1, '', 1],
+    [undefined, {}, 2, '', 4],
+    [undefined, {}, 3, '', undefined],
+    [500, {}, 1, '', 1],
+    [502, {}, 2, '', 4],
+    [503, { 'retry-after': '5' }, 1, '', 5],
+    [503, {}, 3, '', undefined],
+    [429, { 'retry-after': '7' }, 1, '', 7],
+    [429, { 'retry-after': '7' }, 2, '', 7],
+    [429, { 'retry-after': '7' }, 3, '', undefined],
+    [429, { 'retry-after': new Date(NOW + 9000).toUTCString() }, 1, '', 9],
+    [429, { 'x-ratelimit-remaining': '0', 'x-ratelimit-reset': reset(20) }, 1, '', 21],
+    [429, {}, 1, '', 60],
+    [403, { 'retry-after': '3' }, 1, 'You have exceeded a secondary rate limit', 3],
+    [403, {}, 1, 'You have exceeded a secondary rate limit', 60],
+    [403, { 'x-ratelimit-remaining': '0', 'x-ratelimit-reset': reset(10) }, 1, 'API rate limit exceeded', 11],
+    [403, { 'x-ratelimit-remaining': '0', 'x-ratelimit-reset': reset(-5) }, 1, 'API rate limit exceeded', 1],
+    [403, { 'x-ratelimit-remaining': '0', 'x-ratelimit-reset': reset(3600) }, 1, 'API rate limit exceeded', undefined],
+    [429, { 'retry-after': '121' }, 1, '', undefined],
+    [403, { 'x-accepted-github-permissions': 'secrets=write' }, 1, 'Resource not accessible by personal access token', undefined],
+    [403, { 'x-ratelimit-remaining': '4999' }, 1, 'Resource not accessible by personal access token', undefined],
+    [401, {}, 1, 'Bad credentials', undefined],
+    [404, {}, 1, 'Not Found', undefined],
+    [409, {}, 1, '', undefined],
+    [422, { 'retry-after': '1' }, 1, 'Validation Failed', undefined],
+  ];
+  for (const [status, headers, attempt, message, want] of rows) {
+    assert.equal(retryDelaySeconds(status, headers, attempt, NOW, message), want, JSON.stringify({ status, headers, attempt, message }));
+  }
+  assert.equal(MAX_TRIES, 3);
 });
 
 test('describeAccepted: GitHub names -> token page names; sets separated by ";", members by ","', () => {

@@ -11,8 +11,9 @@
 //     implementation independent of the tweetsodium the product uses) with the repository key pair; a value that
 //     does not open is a 422. The plaintext is kept for assertions (`secretValue(name)`);
 //   - variable and secret names follow GitHub's rules (letters, digits, _; not GITHUB_; not starting with a digit).
-// Faults (`fault(route, spec)`): 502, a secondary rate limit (403 + retry-after), a missing permission (403 with
-// GitHub's message and x-accepted-github-permissions), 401, 404 -- per route, a number of times.
+// Faults (`fault(route, spec)`): 502, a secondary rate limit (403 + retry-after, or 429 + retry-after), a primary
+// rate limit (403, x-ratelimit-remaining: 0, x-ratelimit-reset), a missing permission (403 with GitHub's message
+// and x-accepted-github-permissions), 401, 404 -- per route, a number of times.
 // `calls`: { method, path, route, status, write, fault? }. `write` is true for requests that change repository
 // state (POST/PATCH/PUT/DELETE), except the runner registration token, which only mints a token that expires in
 // an hour (the preflight sends it to prove "Administration: Read and write").
@@ -41,12 +42,12 @@ const Ajv = AjvModule.default ?? AjvModule;
 export type Permission = 'metadata' | 'administration' | 'secrets' | 'actions_variables' | 'repository_hooks' | 'actions';
 export type Level = 'none' | 'read' | 'write';
 
-export type FaultKind = 'bad-gateway' | 'secondary-rate-limit' | 'missing-permission' | 'unauthorized' | 'not-found';
+export type FaultKind = 'bad-gateway' | 'secondary-rate-limit' | 'too-many-requests' | 'primary-rate-limit' | 'missing-permission' | 'unauthorized' | 'not-found';
 export interface FaultSpec {
   kind: FaultKind;
   /** How many matching calls it hits (default 1). */
   times?: number;
-  /** Seconds, for secondary-rate-limit (default 1). */
+  /** Seconds: retry-after of secondary-rate-limit and too-many-requests, the reset of primary-rate-limit (default 1). */
   retryAfter?: number;
 }
 
@@ -717,6 +718,18 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
             status: '403',
           },
           { 'retry-after': String(f.retryAfter ?? 1) },
+        );
+      case 'too-many-requests':
+        return new HttpAnswer(
+          429,
+          { message: 'You have exceeded a secondary rate limit. Please wait a few minutes before you try again.', documentation_url: 'https://docs.github.com/rest/overview/rate-limits-for-the-rest-api', status: '429' },
+          { 'retry-after': String(f.retryAfter ?? 1) },
+        );
+      case 'primary-rate-limit':
+        return new HttpAnswer(
+          403,
+          { message: 'API rate limit exceeded for user ID 1.', documentation_url: 'https://docs.github.com/rest/overview/rate-limits-for-the-rest-api', status: '403' },
+          { 'x-ratelimit-limit': '5000', 'x-ratelimit-remaining': '0', 'x-ratelimit-used': '5000', 'x-ratelimit-resource': 'core', 'x-ratelimit-reset': String(Math.ceil(Date.now() / 1000) + (f.retryAfter ?? 1)) },
         );
       case 'missing-permission': {
         const [perm, level] = NEEDS[route] ?? ['metadata', 'read'];
