@@ -54,6 +54,11 @@ export interface GitHubSecretRecord {
   updatedAt?: string;
   /** true when this tool created it (only then may it delete it). */
   created: boolean;
+  /**
+   * Journaled before the PUT and cleared once its read-back confirms it: a run that stopped in between still owns
+   * what it may have created, and the next run writes the value again (it cannot know whether GitHub has it).
+   */
+  pending?: true;
 }
 
 export interface GitHubWebhookRecord {
@@ -66,8 +71,13 @@ export interface GitHubWebhookRecord {
 
 /** The names this tool manages in one repository. Only names it created are ever deleted. */
 export interface GitHubJournal {
-  /** owner/name the names below belong to. */
+  /**
+   * GitHub's canonical full_name (owner/name as GitHub spells it) of the repository the names below belong to.
+   * Journals written before `repoId` existed hold the configured string here, in whatever case it was typed.
+   */
   repo: string;
+  /** GitHub's repository id: what identifies the repository (it survives renames and the case of the setting). */
+  repoId?: number;
   /** Random key of the fingerprints (per server). */
   salt: string;
   /** Variables this tool created. */
@@ -104,7 +114,8 @@ function parseGitHubJournal(g: unknown): GitHubJournal {
   const x = g as Partial<GitHubJournal> | null;
   if (!x || typeof x.repo !== 'string' || typeof x.salt !== 'string' || !Array.isArray(x.variables) || typeof x.secrets !== 'object' || x.secrets === null || !Array.isArray(x.webhooks))
     throw new Error('the github section is not {repo, salt, variables, secrets, webhooks}');
-  return { repo: x.repo, salt: x.salt, variables: x.variables, secrets: x.secrets, webhooks: x.webhooks };
+  if (x.repoId !== undefined && !Number.isSafeInteger(x.repoId)) throw new Error('the github section\'s repoId is not an integer');
+  return { repo: x.repo, ...(x.repoId !== undefined ? { repoId: x.repoId } : {}), salt: x.salt, variables: x.variables, secrets: x.secrets, webhooks: x.webhooks };
 }
 
 export function readJournal(path: string): Journal {
@@ -154,18 +165,22 @@ export function selectSteps(all: readonly string[], sel: Selection): string[] {
 }
 
 /**
- * Steps skipped by --from / --only must have succeeded on this server before: every step relies on the
- * ones before it. Returns problems (refuse to run) and warnings (ran with another config).
+ * Every selected step relies on all the steps before it in the catalogue. Those this run does not execute (skipped
+ * by --from / --only, including gaps between two --only steps) must have succeeded on this server before. Returns
+ * problems (refuse to run) and warnings (ran with another config).
  */
 export function checkPrerequisites(all: readonly string[], selected: readonly string[], j: Journal, configHash: string): { problems: string[]; warnings: string[] } {
   const problems: string[] = [];
   const warnings: string[] = [];
-  if (selected.length === 0) return { problems, warnings };
-  const first = all.indexOf(selected[0] as string);
-  for (const name of all.slice(0, first)) {
+  const chosen = new Set(selected);
+  const last = Math.max(-1, ...selected.map((n) => all.indexOf(n)));
+  for (const [i, name] of all.slice(0, last + 1).entries()) {
+    if (chosen.has(name)) continue;
+    // The first selected step after this one is the one that needs it.
+    const needer = all.slice(i + 1).find((n) => chosen.has(n)) as string;
     const rec = j.steps[name];
-    if (!rec) problems.push(`${name} has never run on this server; it must succeed before ${selected[0]}. Run without --from/--only, or with --from ${name}`);
-    else if (rec.status !== 'ok') problems.push(`${name} is ${rec.status} on this server (since ${rec.endedAt ?? rec.startedAt}); resume with --from ${name}`);
+    if (!rec) problems.push(`${name} has never run on this server; it must succeed before ${needer}. Run without --from/--only, or with --from ${name}`);
+    else if (rec.status !== 'ok') problems.push(`${name} is ${rec.status} on this server (since ${rec.endedAt ?? rec.startedAt}); it must succeed before ${needer}. Resume with --from ${name}`);
     else if (rec.configHash !== configHash) warnings.push(`${name} last succeeded with a different configuration (config hash ${rec.configHash}, now ${configHash}); consider --from ${name}`);
   }
   return { problems, warnings };
@@ -173,7 +188,7 @@ export function checkPrerequisites(all: readonly string[], selected: readonly st
 
 /** What the launcher learns about the server in its first round trip (remote_helpers.sh begin). */
 export interface ServerState {
-  /** Version stamp of the installed Node.js runtime ("v24.11.1"), or "" when absent. */
+  /** Version stamp of the installed Node.js runtime ("v24.19.0"), or "" when absent. */
   node: string;
   /** Hash of the uploaded tree, or "". */
   tree: string;

@@ -48,7 +48,7 @@ test('ssh builders: pinned host key, never StrictHostKeyChecking=no, one master 
   assert.ok(base.includes('BatchMode=yes'));
   assert.ok(!base.join(' ').includes('StrictHostKeyChecking=no'));
   assert.deepEqual(base.slice(0, 4), ['-p', '2222', '-i', '/k/id']);
-  assert.deepEqual(base.slice(-2), ['-o', 'ProxyJump=b'], 'extra options come last so they cannot be shadowed');
+  assert.deepEqual(base.slice(-8, -6), ['-o', 'ProxyJump=b'], 'extra options (validated) before our timeouts: ssh keeps the first value');
   const m = masterArgs(T);
   assert.ok(m.includes('ControlMaster=yes') && m.includes('-N') && m.includes('-f'));
   const c = commandArgs(T, ['echo', 'a b']);
@@ -84,12 +84,25 @@ test('resume rules: skipped steps must have succeeded; another config only warns
   j = recordStep(j, '10_operator_user', { ...ok(), status: 'failed', error: 'boom' });
   const p = checkPrerequisites(ALL, ['20_install_k3s'], j, 'h1');
   assert.equal(p.problems.length, 1);
-  assert.match(p.problems[0] ?? '', /10_operator_user is failed .*resume with --from 10_operator_user/);
+  assert.match(p.problems[0] ?? '', /10_operator_user is failed .*must succeed before 20_install_k3s\. Resume with --from 10_operator_user/);
   j = recordStep(j, '10_operator_user', ok('h0'));
   const q = checkPrerequisites(ALL, ['20_install_k3s'], j, 'h1');
   assert.deepEqual(q.problems, []);
   assert.match(q.warnings[0] ?? '', /10_operator_user last succeeded with a different configuration/);
   assert.equal(j.history.length, 3);
+});
+
+test('resume rules: --only checks the prerequisites of every named step, not only of the first', () => {
+  // --only 00,30 on a server where only 00 ever ran: 10 and 20 sit between the two named steps.
+  let j = recordStep(emptyJournal(), '00_preflight', ok());
+  const p = checkPrerequisites(ALL, ['00_preflight', '30_cluster_deps'], j, 'h1');
+  assert.deepEqual(p.problems.map((m) => m.split(';')[0]), ['10_operator_user has never run on this server', '20_install_k3s has never run on this server']);
+  assert.match(p.problems[0] ?? '', /must succeed before 30_cluster_deps/);
+  // A named step needs nothing after it, and a step this run executes is not a prerequisite.
+  assert.deepEqual(checkPrerequisites(ALL, ['00_preflight', '10_operator_user'], emptyJournal(), 'h1').problems, []);
+  j = recordStep(recordStep(j, '10_operator_user', ok()), '20_install_k3s', { ...ok(), status: 'running' });
+  assert.match(checkPrerequisites(ALL, ['10_operator_user', '30_cluster_deps'], j, 'h1').problems.join('\n'), /^20_install_k3s is running .*must succeed before 30_cluster_deps/);
+  assert.deepEqual(checkPrerequisites(ALL, [], emptyJournal(), 'h1'), { problems: [], warnings: [] });
 });
 
 test('the journal is written atomically and read back; garbage is refused', () => {
