@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig, serializeServerEnv, SETTINGS } from '../../bootstrap/lib/config.mts';
 import type { Setting } from '../../bootstrap/lib/config.mts';
+import { prng } from '../prng.mts';
 
 const dir = mkdtempSync(join(tmpdir(), 'ck8s-roundtrip-'));
 const key = join(dir, 'id');
@@ -21,17 +22,6 @@ const GOOD: Record<string, string> = {
   TARGET_HOST: '203.0.113.10', TARGET_ROOT_SSH_KEY: key, OPERATOR_SSH_PUBKEY_PATH: `${key}.pub`, CODEXK8S_GITHUB_REPO: 'a/b', CODEXK8S_GITHUB_PAT: TOKEN,
 };
 const SERVER = SETTINGS.filter((s) => s.scope !== 'host');
-
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // Units a fragment is made of: what dotenv, a shell or YAML could read specially, and plain characters.
 const UNITS = ["'", '"', '`', '\\', '\\n', '\\r', '\n', '\r', '\t', ' ', '#', '$', '${X}', '$(id)', '=', ',', '/', ':', '@', '.', '-', '_', '*',

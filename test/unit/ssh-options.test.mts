@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { loadConfig } from '../../bootstrap/lib/config.mts';
 import { sshBaseArgs, freshLoginArgs } from '../../bootstrap/lib/ssh.mts';
 import type { SshTarget } from '../../bootstrap/lib/ssh.mts';
+import { prng } from '../prng.mts';
 
 const dir = mkdtempSync(join(tmpdir(), 'ck8s-sshopts-'));
 const key = join(dir, 'id');
@@ -102,18 +103,6 @@ test('extra options come before the launcher\'s own timeouts, so theirs take eff
     assert.equal(argv[timeouts[0] ?? -1], 'ConnectTimeout=60', argv.join(' '));
   }
 });
-
-// A seeded generator (mulberry32): the same cases on every run, many shapes of input.
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 let sshG: boolean;
 try {
