@@ -16,11 +16,11 @@ import { parseCli, helpText, runMain } from '../lib/cli.mts';
 import type { CliSpec } from '../lib/cli.mts';
 import { UsageError, OperationError, EXIT_LOCKED } from '../lib/errors.mts';
 import { STEPS, stepNames, stepInfo } from '../lib/catalogue.mts';
-import { selectSteps, checkPrerequisites, parseServerState } from '../lib/state.mts';
+import { selectSteps, checkPrerequisites, parseServerState, markInterrupted } from '../lib/state.mts';
 import type { Journal, ServerState } from '../lib/state.mts';
 import { SshSession, knownHostsPath, shellQuote, freshLoginArgs, transientSshFailure } from '../lib/ssh.mts';
 import type { RemoteRunOptions } from '../lib/ssh.mts';
-import { parseLockAnswer, explainHeldLock } from '../lib/lock.mts';
+import { parseLockAnswer, explainHeldLock, explainRefusedLock, describeTakeover } from '../lib/lock.mts';
 import { REMOTE, RESULT_MARKER, UPLOAD_ENTRIES } from '../lib/paths.mts';
 import { NODE } from '../lib/versions.mts';
 import { resolveArtifact } from '../lib/artifacts.mts';
@@ -336,7 +336,8 @@ async function realRun(opts: Options, cfg: Config, selected: readonly string[], 
  */
 async function begin(ctx: Ctx): Promise<string> {
   const holder = `${userInfo().username}@${hostname()} pid ${process.pid} run ${ctx.runId}`;
-  const r = await helper(ctx, ['begin', REMOTE.lockDir, ctx.lockToken, holder, REMOTE.node, REMOTE.treeHashFile, REMOTE.envFile, REMOTE.journal], { allowFail: true });
+  const stale = String(ctx.cfg.get<number>('CODEXK8S_LOCK_STALE_AFTER'));
+  const r = await helper(ctx, ['begin', REMOTE.lockDir, ctx.lockToken, holder, ctx.runId, stale, REMOTE.node, REMOTE.treeHashFile, REMOTE.envFile, REMOTE.journal], { allowFail: true });
   if (r.exitCode === 4 && r.stdout.startsWith('not-root')) {
     throw new OperationError(`${ctx.cfg.get('TARGET_ROOT_USER')} on the server is not root (${r.stdout.trim().slice('not-root '.length)}); the bootstrap needs root`, {
       hint: 'set TARGET_ROOT_USER=root (and a key that root accepts); nothing was changed',
@@ -344,12 +345,24 @@ async function begin(ctx: Ctx): Promise<string> {
   }
   if (r.exitCode !== 0 && r.exitCode !== EXIT_LOCKED) throw new OperationError('could not take the server lock', { detail: r.stderr });
   const answer = parseLockAnswer(r.stdout);
-  if (!answer.acquired) {
-    const { message, hint } = explainHeldLock(answer.owner, answer.now, ctx.cfg.get<number>('CODEXK8S_LOCK_STALE_AFTER'), ctx.sshHint);
+  if (answer.kind === 'refused' || answer.kind === 'held') {
+    const { message, hint } = answer.kind === 'refused' ? explainRefusedLock(answer.reason, ctx.sshHint) : explainHeldLock(answer, Number(stale), ctx.sshHint);
     throw new OperationError(message, { hint, exitCode: EXIT_LOCKED });
+  }
+  if (answer.kind === 'took-over') {
+    ctx.log.warn(describeTakeover(answer));
+    await recordInterrupted(ctx, answer.previous.run, r.stdout);
   }
   ctx.log.detail(`lock ${REMOTE.lockDir} taken`);
   return r.stdout;
+}
+
+/** The dead run's steps that the journal still calls `running` are marked `interrupted`, on the server. */
+async function recordInterrupted(ctx: Ctx, deadRun: string, beginStdout: string): Promise<void> {
+  const { journal, steps } = markInterrupted(serverState(ctx, beginStdout).journal, deadRun, new Date().toISOString());
+  if (steps.length === 0) return;
+  await helper(ctx, ['write-private', REMOTE.journal], { input: JSON.stringify(journal, null, 2) + '\n' });
+  ctx.log.warn(`journal: ${steps.join(', ')} marked interrupted (run ${deadRun || 'unknown'} died while it ran); this run repeats it`);
 }
 
 /** The last round trip: release the lock and read the journal for the summary. */

@@ -197,7 +197,7 @@ export const SETTINGS: readonly Setting[] = [
   { name: 'CODEXK8S_DEPLOY_WAIT', group: GROUPS.timing, kind: 'duration', scope: 'both', default: '15m',
     description: 'How long 80_deploy_loop_check waits for the staging-deploy run it dispatched to finish (queued behind another deploy, build, rollout and smoke checks).' },
   { name: 'CODEXK8S_LOCK_STALE_AFTER', group: GROUPS.timing, kind: 'duration', scope: 'both', default: '2h',
-    description: 'A server lock older than this is reported as stale, with the command that clears it.' },
+    description: 'A server lock that records no holder process (written by an older version of this tool) is taken over once older than this. A lock whose holder process is gone is taken over at once, whatever its age.' },
 
   // --- postgres -----------------------------------------------------------------------------------
   { name: 'CODEXK8S_POSTGRES_BACKUP_SCHEDULE', group: GROUPS.postgres, kind: 'cron', scope: 'both', default: '17 3 * * *',

@@ -3,7 +3,7 @@
 // first connection; a later mismatch stops the run). ~/.ssh/config is honoured; extra options pass only through the allowlist in ssh_options.mts.
 //
 // The builders (sshBaseArgs, masterArgs, commandArgs, remoteCommand, shellQuote) are pure: tests assert them.
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, readdirSync, readFileSync, writeFileSync, lstatSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -151,6 +151,51 @@ export interface RemoteRunOptions {
   display?: readonly string[];
 }
 
+const CONTROL_DIR_PREFIX = 'ck8s-ssh-';
+const LAUNCHER_PID_FILE = 'launcher.pid';
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: it exists, as another user's process.
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * A launcher killed hard (SIGKILL, a closed laptop lid that never came back) leaves its ControlPersist master
+ * running, and with it its connection, which keeps the server lock alive. Close the masters whose launcher is
+ * gone and remove their directories: ours only (our uid), and only those that name their launcher.
+ */
+export async function sweepOrphanMasters(log: Logger, base: string = tmpdir()): Promise<string[]> {
+  const swept: string[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(base).filter((n) => n.startsWith(CONTROL_DIR_PREFIX));
+  } catch {
+    return swept;
+  }
+  for (const name of names) {
+    const dir = join(base, name);
+    let pid: number;
+    try {
+      const st = lstatSync(dir);
+      if (!st.isDirectory() || st.uid !== process.getuid?.()) continue;
+      pid = Number(readFileSync(join(dir, LAUNCHER_PID_FILE), 'utf8').trim());
+    } catch {
+      continue;
+    }
+    if (!Number.isSafeInteger(pid) || pid <= 0 || processAlive(pid)) continue;
+    await run(['ssh', '-F', '/dev/null', '-o', `ControlPath=${join(dir, 'cm')}`, '-O', 'exit', 'orphan'], { allowFail: true, timeoutSeconds: 15 });
+    rmSync(dir, { recursive: true, force: true });
+    log.info(`closed the SSH connection that a killed launcher (pid ${pid}) left open (${dir})`);
+    swept.push(dir);
+  }
+  return swept;
+}
+
 /** One multiplexed connection to the server. All remote work goes through `run`. */
 export class SshSession {
   readonly target: SshTarget;
@@ -165,8 +210,11 @@ export class SshSession {
   }
 
   static async connect(opts: Omit<SshTarget, 'controlPath'> & { log: Logger }): Promise<SshSession> {
-    // A private directory for the control socket: only we can reach the master through it.
-    const controlDir = mkdtempSync(join(tmpdir(), 'ck8s-ssh-'));
+    await sweepOrphanMasters(opts.log);
+    // A private directory for the control socket: only we can reach the master through it. launcher.pid tells a
+    // later run whether the master is an orphan (its launcher was killed before it could close it).
+    const controlDir = mkdtempSync(join(tmpdir(), CONTROL_DIR_PREFIX));
+    writeFileSync(join(controlDir, LAUNCHER_PID_FILE), `${process.pid}\n`, { mode: 0o600 });
     const target: SshTarget = { ...opts, controlPath: join(controlDir, 'cm') };
     mkdirSync(join(opts.knownHostsFile, '..'), { recursive: true, mode: 0o700 });
     const s = new SshSession(target, opts.log, controlDir);

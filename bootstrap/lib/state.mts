@@ -5,7 +5,8 @@ import { readFileSync, writeFileSync, renameSync, mkdirSync, existsSync } from '
 import { dirname } from 'node:path';
 import { UsageError } from './errors.mts';
 
-export type StepStatus = 'running' | 'ok' | 'failed';
+/** `interrupted`: its run died while it ran (killed launcher, lost connection, reboot); the next run repeats it. */
+export type StepStatus = 'running' | 'ok' | 'failed' | 'interrupted';
 
 export interface StepRecord {
   status: StepStatus;
@@ -135,6 +136,20 @@ export function recordStep(j: Journal, step: string, rec: StepRecord): Journal {
   const steps = { ...j.steps, [step]: rec };
   const history = rec.status === 'running' ? j.history : [...j.history, { step, status: rec.status, at: rec.endedAt ?? rec.startedAt, runId: rec.runId, changed: rec.changes.length }].slice(-HISTORY_LIMIT);
   return { ...j, version: 1, steps, history };
+}
+
+/**
+ * The steps a dead run left `running` become `interrupted` (called once its lock was taken over). Returns the
+ * journal unchanged (the same object) when that run left nothing running.
+ */
+export function markInterrupted(j: Journal, runId: string, at: string): { journal: Journal; steps: string[] } {
+  const steps = Object.entries(j.steps).filter(([, r]) => r.status === 'running' && (runId === '' || r.runId === runId)).map(([n]) => n);
+  let out = j;
+  for (const name of steps) {
+    const rec = out.steps[name] as StepRecord;
+    out = recordStep(out, name, { ...rec, status: 'interrupted', endedAt: at, error: `interrupted: run ${rec.runId} ended while this step ran (its launcher or connection died); the next run repeats it` });
+  }
+  return { journal: out, steps };
 }
 
 /** Accepts the full name (10_harden_host), its number (10) or its words (harden_host). */

@@ -6,10 +6,11 @@
 //
 // Run by the launcher, a step receives CODEXK8S_RUN_ID and CODEXK8S_LOCK_TOKEN; run by hand, it takes the
 // server lock itself. Either way it journals its result and appends to /var/log/codex-k8s-bootstrap/.
-import { mkdirSync, readFileSync, writeFileSync, rmSync, renameSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { run } from './exec.mts';
 import { loadConfig, configHash } from './config.mts';
 import type { Config } from './config.mts';
 import { Logger, color } from './log.mts';
@@ -18,8 +19,8 @@ import type { CliSpec } from './cli.mts';
 import { UsageError, OperationError, EXIT_LOCKED } from './errors.mts';
 import { stepInfo } from './catalogue.mts';
 import { REMOTE, RESULT_MARKER } from './paths.mts';
-import { readJournal, writeJournal, recordStep } from './state.mts';
-import { parseOwner, formatOwner, explainHeldLock } from './lock.mts';
+import { readJournal, writeJournal, recordStep, markInterrupted } from './state.mts';
+import { parseOwner, parseLockAnswer, explainHeldLock, explainRefusedLock, describeTakeover } from './lock.mts';
 import { mask } from './redact.mts';
 
 export interface StepContext {
@@ -135,11 +136,11 @@ export async function runStep(name: string, impl: StepImpl, argv: readonly strin
       return drift.length === 0 ? 0 : 1;
     }
 
-    const lock = holdLock(name, process.env['CODEXK8S_LOCK_TOKEN'], loaded.config.get<number>('CODEXK8S_LOCK_STALE_AFTER'));
+    const lock = await holdLock(name, process.env['CODEXK8S_LOCK_TOKEN'], runId, loaded.config.get<number>('CODEXK8S_LOCK_STALE_AFTER'), log);
     log.setFile(join(REMOTE.logDir, `${runId}.log`));
     if (!fromLauncher) log.info(color.bold(`==> ${name}`));
     const result = await converge(name, impl, ctx, configHash(loaded.config));
-    lock.release();
+    await lock.release();
     if (!fromLauncher) {
       log.stepFooter({ status: result.status, changed: result.changes.length, seconds: result.seconds });
       if (result.loginCheck) printConfirmHint(name, result.loginCheck, log);
@@ -200,41 +201,50 @@ export function newRunId(): string {
   return new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z') + '-' + randomBytes(2).toString('hex');
 }
 
-/** With the launcher's token: verify it owns the lock and record the step. Without: take the lock for this step. */
-function holdLock(step: string, token: string | undefined, staleAfter: number): { release(): void } {
+/** The lock's one implementation (bash, shared with the launcher); this file ships next to this module. */
+const LOCK_HELPER = fileURLToPath(new URL('./remote_helpers.sh', import.meta.url));
+
+/**
+ * With the launcher's token: verify it still owns the lock and record this step (and its pid) in it. Without:
+ * take the lock for this step, as this process; a lock whose holder is gone is taken over, and the steps its dead
+ * run left `running` are marked interrupted.
+ */
+async function holdLock(step: string, token: string | undefined, runId: string, staleAfter: number, log: Logger): Promise<{ release(): Promise<void> }> {
   const dir = REMOTE.lockDir;
-  const ownerFile = join(dir, 'owner');
   if (token) {
-    let owner;
-    try {
-      owner = parseOwner(readFileSync(ownerFile, 'utf8'));
-    } catch {
-      throw new OperationError(`the launcher's lock ${dir} is gone; refusing to run ${step} unlocked`, { exitCode: EXIT_LOCKED });
+    const r = await run(['bash', LOCK_HELPER, 'lock-step', dir, token, step, String(process.pid)], { allowFail: true });
+    const answer = r.stdout.trim().split('\n')[0] ?? '';
+    if (r.exitCode === 0 && answer === 'ok') return { async release() {} };
+    if (answer === 'gone') throw new OperationError(`the launcher's lock ${dir} is gone; refusing to run ${step} unlocked`, { exitCode: EXIT_LOCKED });
+    if (answer === 'not-ours') throw new OperationError(`the lock ${dir} belongs to another run (${parseOwner(r.stdout).holder}); refusing to run ${step}`, { exitCode: EXIT_LOCKED });
+    if (answer.startsWith('refused ')) {
+      const { message, hint } = explainRefusedLock(answer.slice('refused '.length), '');
+      throw new OperationError(message, { hint, exitCode: EXIT_LOCKED });
     }
-    if (owner.token !== token) throw new OperationError(`the lock ${dir} belongs to another run (${owner.holder}); refusing to run ${step}`, { exitCode: EXIT_LOCKED });
-    writeFileSync(`${ownerFile}.tmp`, formatOwner({ ...owner, step }));
-    renameSync(`${ownerFile}.tmp`, ownerFile);
-    return { release() {} };
+    throw new OperationError(`could not record ${step} in the lock ${dir}`, { detail: r.stderr || r.stdout });
   }
-  mkdirSync(join(dir, '..'), { recursive: true });
   const mine = randomBytes(8).toString('hex');
-  try {
-    mkdirSync(dir, { mode: 0o700 });
-  } catch {
-    let owner;
-    try {
-      owner = parseOwner(readFileSync(ownerFile, 'utf8'));
-    } catch {
-      owner = { token: '', holder: 'unknown (no owner file)', since: 0, step: '-' };
-    }
-    const { message, hint } = explainHeldLock(owner, Math.floor(Date.now() / 1000), staleAfter, '');
+  const holder = `${process.env['SUDO_USER'] ?? 'root'}@${hostname()} (by hand, pid ${process.pid})`;
+  const r = await run(['bash', LOCK_HELPER, 'lock-acquire', dir, mine, holder, runId, step, String(staleAfter), String(process.pid)], { allowFail: true });
+  if (r.exitCode !== 0 && r.exitCode !== EXIT_LOCKED) throw new OperationError(`could not take the lock ${dir}`, { detail: r.stderr || r.stdout });
+  const answer = parseLockAnswer(r.stdout);
+  if (answer.kind === 'refused' || answer.kind === 'held') {
+    const { message, hint } = answer.kind === 'refused' ? explainRefusedLock(answer.reason, '') : explainHeldLock(answer, staleAfter, '');
     throw new OperationError(message, { hint, exitCode: EXIT_LOCKED });
   }
-  writeFileSync(ownerFile, formatOwner({ token: mine, holder: `${process.env['SUDO_USER'] ?? 'root'}@${hostname()} (by hand, pid ${process.pid})`, since: Math.floor(Date.now() / 1000), step }));
-  const release = () => rmSync(dir, { recursive: true, force: true });
+  if (answer.kind === 'took-over') {
+    log.warn(describeTakeover(answer));
+    const { journal, steps } = markInterrupted(readJournal(REMOTE.journal), answer.previous.run, new Date().toISOString());
+    if (steps.length > 0) {
+      writeJournal(REMOTE.journal, journal);
+      log.warn(`journal: ${steps.join(', ')} marked interrupted (run ${answer.previous.run || 'unknown'} died while it ran)`);
+    }
+  }
+  const release = async () => {
+    await run(['bash', LOCK_HELPER, 'lock-release', dir, mine], { allowFail: true });
+  };
   process.once('SIGINT', () => {
-    release();
-    process.exit(130);
+    void release().finally(() => process.exit(130));
   });
   return { release };
 }

@@ -3,6 +3,9 @@
 // a failure and its resume, a concurrent run, a step by hand, and finally a server whose host key changed.
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { startTarget, footers } from './harness.mts';
 import type { Target } from './harness.mts';
 import { startStaging } from './staging.mts';
@@ -137,7 +140,7 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     assert.equal((await t.sb.exec(['stat', '-c', '%U', '/home/ops2'])).stdout.trim(), 'ops2');
   });
 
-  it('a second concurrent run is refused by the lock, with the holder named', async () => {
+  it('a second concurrent run is refused by the lock, with the holder and its live connection named', async () => {
     // Freeze the first launcher while it holds the lock (SIGSTOP), so the race is not left to timing.
     const first = await t.launchUntil(['--yes'], /==> prepare/);
     process.kill(first.pid, 'SIGSTOP');
@@ -149,18 +152,83 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     }
     const done = await first.done;
     assert.equal(second.code, 3, second.output);
-    assert.match(second.output, /another bootstrap run holds the server lock: \S+@\S+ pid \d+ run \S+, since .* step /);
-    assert.match(second.output, /rm -rf \/run\/lock\/codex-k8s-bootstrap/);
+    assert.match(second.output, /another bootstrap run holds the server lock: \S+@\S+ pid \d+ run \S+, since .* step .*; its SSH connection is still open \(sshd pid \d+ on the server\)/);
+    assert.doesNotMatch(second.output, /rm -rf/);
     assert.equal(done.code, 0, done.output);
   });
 
-  it('a stale lock is reported as stale, with the command that clears it', async () => {
-    await t.sb.exec(['sh', '-c', 'mkdir -p /run/lock/codex-k8s-bootstrap && printf "token=x\\nholder=ghost@old-laptop pid 1\\nsince=1000\\nstep=10_harden_host\\n" > /run/lock/codex-k8s-bootstrap/owner']);
-    const r = await t.launch(['--yes']);
-    assert.equal(r.code, 3, r.output);
-    assert.match(r.output, /the server lock is STALE: held by ghost@old-laptop pid 1, since 1970-01-01T00:16:40\.000Z/);
-    assert.match(r.output, /clear the lock: ssh -p 22 -i \S+ root@\S+ rm -rf \/run\/lock\/codex-k8s-bootstrap/);
-    await t.sb.exec(['rm', '-rf', '/run/lock/codex-k8s-bootstrap']);
+  it('SIGKILL mid-step: refused while the orphaned step lives, then taken over with no manual step; no SSH master left', async () => {
+    const lock = '/run/lock/codex-k8s-bootstrap';
+    const owner = async () => (await t.sb.exec(['sh', '-c', `cat ${lock}/owner 2>/dev/null; true`])).stdout;
+    const field = (text: string, k: string) => (text.match(new RegExp(`^${k}=(.*)$`, 'm')) ?? [])[1] ?? '';
+    const run = await t.launchUntil(['--yes'], /==> \[03\/\d+\] 20_install_k3s/);
+    // Hold the step still the moment it has recorded itself, so "the orphan still runs" is not left to timing.
+    let stepPid = '';
+    for (let i = 0; i < 200 && !stepPid; i++) {
+      const o = await owner();
+      if (field(o, 'step') === '20_install_k3s' && field(o, 'step_pid')) stepPid = field(o, 'step_pid');
+      else await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(stepPid, `step 20 never recorded itself in the lock:\n${await owner()}`);
+    await t.sb.exec(['kill', '-STOP', stepPid]);
+    const deadRun = field(await owner(), 'run');
+    process.kill(run.pid, 'SIGKILL');
+    await run.done;
+    const masters = () => readdirSync(tmpdir()).filter((n) => n.startsWith('ck8s-ssh-')).filter((n) => {
+      try {
+        return readFileSync(join(tmpdir(), n, 'launcher.pid'), 'utf8').trim() === String(run.pid);
+      } catch {
+        return false;
+      }
+    });
+    assert.equal(masters().length, 1, 'the killed launcher left its SSH master behind (what the next run must sweep)');
+
+    const refused = await t.launch(['--yes']);
+    assert.equal(refused.code, 3, refused.output);
+    assert.match(refused.output, /closed the SSH connection that a killed launcher \(pid \d+\) left open/);
+    assert.match(refused.output, new RegExp(`its step still runs on the server as pid ${stepPid}`));
+    assert.match(refused.output, new RegExp(`kill ${stepPid}\\)`));
+    assert.deepEqual(masters(), [], 'the orphaned master was closed and its directory removed');
+
+    // What the hint says: stop the hung step. Then a plain re-run completes.
+    await t.sb.exec(['kill', '-KILL', stepPid]);
+    const resumed = await t.launch(['--yes']);
+    assert.equal(resumed.code, 0, resumed.output);
+    assert.match(resumed.output, new RegExp(`took over the lock of \\S+@\\S+ pid ${run.pid} run ${deadRun} \\(step 20_install_k3s\\): its holder is gone`));
+    assert.match(resumed.output, /journal: 20_install_k3s marked interrupted/);
+    const journal = JSON.parse((await t.sb.exec(['cat', '/var/lib/codex-k8s-bootstrap/state.json'])).stdout);
+    assert.ok(journal.history.some((h: { step: string; status: string; runId: string }) => h.step === '20_install_k3s' && h.status === 'interrupted' && h.runId === deadRun), JSON.stringify(journal.history.slice(-12)));
+    assert.equal(journal.steps['20_install_k3s'].status, 'ok');
+    assert.equal((await t.sb.exec(['test', '-e', lock], { allowFail: true })).exitCode, 1, 'released at the end');
+  });
+
+  it('a lock that records no process is held until the stale limit, then taken over', async () => {
+    const lock = '/run/lock/codex-k8s-bootstrap';
+    const legacy = (since: number) => t.sb.exec(['sh', '-c', `mkdir -m 700 -p ${lock} && printf "token=x\\nholder=ghost@old-laptop pid 1\\nsince=${since}\\nstep=10_harden_host\\n" > ${lock}/owner`]);
+    await legacy(Math.floor(Date.now() / 1000));
+    const young = await t.launch(['--yes', '--only', '00_preflight']);
+    assert.equal(young.code, 3, young.output);
+    assert.match(young.output, /another bootstrap run holds the server lock: ghost@old-laptop pid 1, since .*It records no process/);
+    assert.match(young.output, /taken over once older than CODEXK8S_LOCK_STALE_AFTER \(2h\)/);
+    assert.doesNotMatch(young.output, /rm -rf/);
+    await t.sb.exec(['rm', '-rf', lock]);
+    await legacy(1000);
+    const old = await t.launch(['--yes', '--only', '00_preflight']);
+    assert.equal(old.code, 0, old.output);
+    assert.match(old.output, /took over the lock of ghost@old-laptop pid 1 \(step 10_harden_host\): its holder is gone \(it records no process and is older than the stale limit/);
+  });
+
+  it('a lock directory that another local user created is refused and left in place', async () => {
+    const lock = '/run/lock/codex-k8s-bootstrap';
+    await t.sb.exec(['sh', '-c', `mkdir -m 700 ${lock} && chown 65534:65534 ${lock}`]);
+    try {
+      const r = await t.launch(['--yes', '--only', '00_preflight']);
+      assert.equal(r.code, 3, r.output);
+      assert.match(r.output, new RegExp(`the server lock is not trusted: ${lock} belongs to uid 65534, not root`));
+      assert.equal((await t.sb.exec(['stat', '-c', '%u', lock])).stdout.trim(), '65534', 'not removed, not reused');
+    } finally {
+      await t.sb.exec(['rm', '-rf', lock]);
+    }
   });
 
   it('Ctrl-C during a run releases the server lock and exits 130', async () => {

@@ -2,15 +2,15 @@
 // the upload tree, flag parsing, and the catalogue against the files in bootstrap/remote.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, statSync, mkdtempSync } from 'node:fs';
+import { readdirSync, statSync, mkdtempSync, mkdirSync, writeFileSync, existsSync, chownSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { registerSecret, mask, clearSecretsForTests } from '../../bootstrap/lib/redact.mts';
-import { shellQuote, remoteCommand, sshBaseArgs, masterArgs, commandArgs, exitArgs, knownHostsPath, explainSshFailure } from '../../bootstrap/lib/ssh.mts';
+import { shellQuote, remoteCommand, sshBaseArgs, masterArgs, commandArgs, exitArgs, knownHostsPath, explainSshFailure, sweepOrphanMasters } from '../../bootstrap/lib/ssh.mts';
 import type { SshTarget } from '../../bootstrap/lib/ssh.mts';
-import { emptyJournal, recordStep, selectSteps, checkPrerequisites, resolveStepName, parseJournal, writeJournal, readJournal } from '../../bootstrap/lib/state.mts';
+import { emptyJournal, recordStep, selectSteps, checkPrerequisites, resolveStepName, parseJournal, writeJournal, readJournal, markInterrupted } from '../../bootstrap/lib/state.mts';
 import type { StepRecord } from '../../bootstrap/lib/state.mts';
-import { parseLockAnswer, isStale, explainHeldLock, parseOwner, formatOwner } from '../../bootstrap/lib/lock.mts';
+import { parseLockAnswer, explainHeldLock, explainRefusedLock, describeTakeover, parseOwner } from '../../bootstrap/lib/lock.mts';
 import { resolveArtifact } from '../../bootstrap/lib/artifacts.mts';
 import { NODE, ARTIFACTS } from '../../bootstrap/lib/versions.mts';
 import { productionPackages, buildUploadTree } from '../../bootstrap/lib/upload.mts';
@@ -116,21 +116,46 @@ test('the journal is written atomically and read back; garbage is refused', () =
   assert.deepEqual(parseJournal(''), emptyJournal());
 });
 
-test('lock answers: acquired, held, stale, with the clearing command', () => {
-  assert.deepEqual(parseLockAnswer('acquired\n'), { acquired: true });
-  const held = parseLockAnswer(`held\nnow=10000\n${formatOwner({ token: 't', holder: 'ana@laptop pid 7', since: 9000, step: '10_operator_user' })}`);
-  assert.equal(held.acquired, false);
-  if (held.acquired) return;
-  assert.equal(held.owner.step, '10_operator_user');
-  assert.equal(isStale(held.owner, held.now, 7200), false);
-  assert.equal(isStale(held.owner, held.now, 600), true);
-  const fresh = explainHeldLock(held.owner, held.now, 7200, 'ssh root@h');
-  assert.match(fresh.message, /another bootstrap run holds the server lock: ana@laptop pid 7, since 1970-01-01T02:30:00.000Z \(17m ago\), step 10_operator_user/);
-  const stale = explainHeldLock(held.owner, held.now, 600, 'ssh root@h');
-  assert.match(stale.message, /STALE/);
-  assert.match(stale.hint, /ssh root@h rm -rf \/run\/lock\/codex-k8s-bootstrap/);
+test('lock answers: acquired, took-over, held (by what), refused; no hint ever says rm -rf', () => {
+  assert.deepEqual(parseLockAnswer('acquired\n'), { kind: 'acquired' });
+  const owner = 'token=t\nholder=ana@laptop pid 7 run R1\nsince=9000\nrun=R1\nstep=10_operator_user\nboot_id=b\npid=41\npid_start=5\nstep_pid=99\nstep_start=6\n';
+  const step = parseLockAnswer(`held\nnow=10000\nalive=step 99\n${owner}`);
+  assert.equal(step.kind, 'held');
+  if (step.kind !== 'held') return;
+  assert.deepEqual([step.owner.step, step.owner.run, step.owner.pid, step.owner.stepPid, step.alive], ['10_operator_user', 'R1', '41', '99', 'step 99']);
+  const s = explainHeldLock(step, 7200, 'ssh root@h');
+  assert.match(s.message, /another bootstrap run holds the server lock: ana@laptop pid 7 run R1, since 1970-01-01T02:30:00.000Z \(17m ago\), step 10_operator_user; its step still runs on the server as pid 99/);
+  assert.match(s.hint, /ssh root@h kill 99\)/);
+  const conn = parseLockAnswer(`held\nnow=10000\nalive=connection 41\n${owner}`);
+  if (conn.kind !== 'held') return assert.fail();
+  assert.match(explainHeldLock(conn, 7200, '').message, /its SSH connection is still open \(sshd pid 41 on the server\)/);
+  assert.match(explainHeldLock(conn, 7200, '').hint, /end its connection \(kill 41\)/);
+  const legacy = parseLockAnswer('held\nnow=10000\nalive=unknown\ntoken=t\nholder=old@x\nsince=9000\nstep=-\n');
+  if (legacy.kind !== 'held') return assert.fail();
+  assert.match(explainHeldLock(legacy, 7200, '').hint, /taken over once older than CODEXK8S_LOCK_STALE_AFTER \(2h\), in 103m/);
+  const took = parseLockAnswer(`took-over\nreason=its connection and its step have ended\n${owner.replace(/^/gm, 'previous.')}node=v24\n`);
+  if (took.kind !== 'took-over') return assert.fail();
+  assert.equal(took.previous.run, 'R1');
+  assert.equal(describeTakeover(took), 'took over the lock of ana@laptop pid 7 run R1 (step 10_operator_user): its holder is gone (its connection and its step have ended)');
+  const refused = parseLockAnswer('refused /run/lock/codex-k8s-bootstrap belongs to uid 1000, not root\n');
+  assert.deepEqual(refused, { kind: 'refused', reason: '/run/lock/codex-k8s-bootstrap belongs to uid 1000, not root' });
+  for (const a of [step, conn, legacy]) if (a.kind === 'held') assert.doesNotMatch(explainHeldLock(a, 600, 'ssh root@h').hint, /rm -rf/);
   assert.equal(parseOwner('holder=x').since, 0);
   assert.throws(() => parseLockAnswer('what'));
+});
+
+test('a dead run\'s running steps become interrupted; other runs\' records stay', () => {
+  let j = recordStep(emptyJournal(), '10_harden_host', { status: 'ok', startedAt: 'a', endedAt: 'b', changes: [], configHash: 'h', runId: 'R1' });
+  j = recordStep(j, '20_install_k3s', { status: 'running', startedAt: 'c', changes: [], configHash: 'h', runId: 'R1' });
+  j = recordStep(j, '30_x', { status: 'running', startedAt: 'c', changes: [], configHash: 'h', runId: 'R0' });
+  const { journal, steps } = markInterrupted(j, 'R1', 'd');
+  assert.deepEqual(steps, ['20_install_k3s']);
+  assert.equal(journal.steps['20_install_k3s']?.status, 'interrupted');
+  assert.equal(journal.steps['30_x']?.status, 'running');
+  assert.deepEqual(journal.history.at(-1), { step: '20_install_k3s', status: 'interrupted', at: 'd', runId: 'R1', changed: 0 });
+  assert.equal(markInterrupted(journal, 'R1', 'e').journal, journal, 'nothing left to mark: the same journal');
+  const pre = checkPrerequisites(['10_harden_host', '20_install_k3s', '30_x'], ['30_x'], journal, 'h');
+  assert.match(pre.problems.join('\n'), /20_install_k3s is interrupted on this server/);
 });
 
 test('artifacts: pinned by default, mirror layout, overrides are explicit', () => {
@@ -193,10 +218,32 @@ test('a secret prompt reads without echo, supports backspace, and Ctrl-C aborts 
   await assert.rejects(aborted, UsageError);
 });
 
-test('the lock-clearing hint is exact from the laptop and on the server', () => {
-  const owner = { token: 't', holder: 'h', since: 1, step: '-' };
-  assert.match(explainHeldLock(owner, 99999, 60, '').hint, /clear the lock: rm -rf \/run\/lock\/codex-k8s-bootstrap$/);
-  assert.match(explainHeldLock(owner, 99999, 60, 'ssh -p 22 root@h').hint, /clear the lock: ssh -p 22 root@h rm -rf /);
+test('SSH masters left by a killed launcher are closed and removed; a live launcher\'s and a stranger\'s stay', async () => {
+  const { Logger } = await import('../../bootstrap/lib/log.mts');
+  const base = mkdtempSync(join(tmpdir(), 'ck8s-sweep-'));
+  const dead = await run(['sh', '-c', 'echo $$']);
+  const make = (name: string, pid: string) => {
+    mkdirSync(join(base, name));
+    writeFileSync(join(base, name, 'launcher.pid'), `${pid}\n`);
+    return join(base, name);
+  };
+  const orphan = make('ck8s-ssh-orphan', dead.stdout.trim());
+  const live = make('ck8s-ssh-live', String(process.pid));
+  const legacy = join(base, 'ck8s-ssh-legacy');
+  mkdirSync(legacy);
+  const stranger = make('ck8s-ssh-stranger', dead.stdout.trim());
+  if (process.getuid?.() === 0) chownSync(stranger, 65534, 65534);
+  const swept = await sweepOrphanMasters(new Logger(), base);
+  assert.deepEqual(swept, [orphan]);
+  assert.equal(existsSync(orphan), false);
+  for (const d of [live, legacy]) assert.equal(existsSync(d), true, d);
+  if (process.getuid?.() === 0) assert.equal(existsSync(stranger), true, 'another user\'s directory is not ours to sweep');
+});
+
+test('an untrusted lock directory: named, and how to look at it from the laptop and on the server', () => {
+  assert.match(explainRefusedLock('x belongs to uid 1000, not root', '').message, /the server lock is not trusted: x belongs to uid 1000, not root/);
+  assert.match(explainRefusedLock('r', '').hint, /look at it \(ls -la \/run\/lock\/codex-k8s-bootstrap /);
+  assert.match(explainRefusedLock('r', 'ssh -p 22 root@h').hint, /look at it \(ssh -p 22 root@h ls -la /);
 });
 
 test('converge: check -> apply only on drift -> check again; leftover drift and errors fail, all journaled', async () => {
