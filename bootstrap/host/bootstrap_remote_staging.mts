@@ -314,6 +314,8 @@ async function realRun(opts: Options, cfg: Config, selected: readonly string[], 
             hint: `${r?.hint ?? 'fix the cause'}, then resume with: ${resume}`,
             // A step that crashed before reporting gave no detail: its stderr is the best we have.
             detail: r?.detail ?? (r?.crashed ? r.stderrTail : undefined),
+            // A step that refused a setting of the server's (exit 2) changed nothing: the launcher says the same.
+            exitCode: r?.exitCode === 2 ? 2 : 1,
           });
         }
         return 0;
@@ -438,7 +440,7 @@ async function prepare(ctx: Ctx, server: ServerState, generated: Record<string, 
 }
 
 /** A step's result as the launcher saw it; `crashed` when the step died without reporting one. */
-type LaunchResult = StepResult & { stderrTail?: string; crashed?: boolean };
+type LaunchResult = StepResult & { stderrTail?: string; crashed?: boolean; exitCode?: number };
 
 async function runSteps(ctx: Ctx, selected: readonly string[], opts: Options): Promise<Map<string, LaunchResult>> {
   const results = new Map<string, LaunchResult>();
@@ -471,6 +473,7 @@ async function runSteps(ctx: Ctx, selected: readonly string[], opts: Options): P
     if (!result) result = { status: 'failed', changes: [], drift: [], seconds, error: `the step exited with code ${r.exitCode} without reporting a result`, crashed: true };
     else if (r.exitCode !== 0 && result.status !== 'failed') result = { ...result, status: 'failed', error: `exit code ${r.exitCode}` };
     result.stderrTail = stderr.slice(-15).join('\n') || undefined;
+    result.exitCode = r.exitCode;
     if (result.loginCheck) result = await proveLogin(ctx, name, result, result.loginCheck, opts);
     result.seconds = (performance.now() - t0) / 1000; // wall time as seen from here: node start-up, SSH and the login check included
     results.set(name, result);
@@ -492,7 +495,7 @@ const LOGIN_ATTEMPTS = 30;
 const LOGIN_INTERVAL_MS = 500;
 
 /**
- * The no-lockout rule: after a step changed sshd or the firewall, a NEW connection as the operator, with the
+ * The no-lockout rule: after a step changed the operator account, sshd or the firewall, a NEW connection as the operator, with the
  * operator's key, must log in and run `sudo -n true`. Transient refusals (sshd re-executing, the socket being
  * re-bound) are retried, bounded; anything else fails at once. Success confirms the change on the server;
  * failure rolls it back over the master connection, which is still open, and fails the step with the reason.
@@ -531,10 +534,12 @@ async function proveLogin(ctx: Ctx, name: string, result: LaunchResult, lc: Logi
   } catch (e) {
     undone = `the server could not be reached to roll back (${(e as Error).message}); ${lc.unit}.timer rolls back within ${lc.rollbackSeconds}s`;
   }
+  // The step failed by itself after a guarded change: its own error says what to fix; the login only explains the rollback.
+  if (result.status === 'failed') return { ...result, error: `${result.error ?? 'the step failed'}; a new login as ${where} then failed too, and ${undone}` };
   return {
     ...result,
     status: 'failed',
-    error: `a new login as ${where} with OPERATOR_SSH_KEY failed after changing sshd/the firewall; ${undone}`,
+    error: `a new login as ${where} with OPERATOR_SSH_KEY failed after changing the operator account, sshd or the firewall; ${undone}`,
     detail: reason,
     hint: `check that OPERATOR_SSH_KEY (${key}) is the private key of OPERATOR_SSH_PUBKEY (ssh-keygen -y -f ${key}) and that port ${lc.port} is reachable from here`,
   };

@@ -26,6 +26,7 @@ export const STEPS: readonly StepInfo[] = [
       'server mode: CODEXK8S_STAGING_DOMAIN resolves to an address of this server',
       'every host a later step downloads from answers over HTTPS (CODEXK8S_OUTBOUND_CHECK: fail, warn or skip)',
       'kernel.apparmor_restrict_unprivileged_userns and the rootlesskit AppArmor profile: a restricting kernel needs CODEXK8S_BUILDKIT_USERNS (exit 2)',
+      'OPERATOR_USER is new, or an account this tool created, or adopted (OPERATOR_ADOPT_EXISTING); root and system accounts (uid below 1000) are refused (exit 2)',
     ],
     changes: ['nothing'],
   },
@@ -34,7 +35,7 @@ export const STEPS: readonly StepInfo[] = [
     title: 'Harden the host: operator user, sshd, firewall, fail2ban, updates, kernel settings',
     checks: [
       'packages nftables, fail2ban, python3-systemd, unattended-upgrades are installed (dpkg-query)',
-      'user OPERATOR_USER exists with a home and /bin/bash; OPERATOR_SSH_PUBKEY is in its authorized_keys (0600)',
+      'user OPERATOR_USER exists with a home and /bin/bash; OPERATOR_SSH_PUBKEY is in its authorized_keys (0600); refused before any change when it is root, a system account, or an account this tool did not create (OPERATOR_ADOPT_EXISTING=true adopts it)',
       '/etc/sudoers.d/codex-k8s-operator grants NOPASSWD sudo (0440, validated with visudo)',
       'effective sshd settings (sshd -T): PasswordAuthentication no, KbdInteractiveAuthentication no, PermitRootLogin prohibit-password, MaxAuthTries CODEXK8S_SSH_MAX_AUTH_TRIES, Port CODEXK8S_SSH_PORT; sshd_config includes sshd_config.d',
       'with ssh.socket active (Ubuntu 24.04): the socket listens on CODEXK8S_SSH_PORT',
@@ -54,8 +55,8 @@ export const STEPS: readonly StepInfo[] = [
       'writes /etc/sysctl.d/90-codex-k8s.conf and /etc/modules-load.d/codex-k8s.conf, applies them; swapoff -a and comments swap lines in /etc/fstab; timedatectl set-ntp true',
     ],
     modes: [
-      { name: 'confirm', description: 'keep the last sshd/firewall change: cancel the pending rollback timer and drop the snapshot (run it from a NEW login)' },
-      { name: 'rollback', description: 'restore the sshd/firewall files snapshotted before the last unconfirmed change and reload them' },
+      { name: 'confirm', description: 'keep the last operator/sshd/firewall change: cancel the pending rollback timer and drop the snapshot (run it from a NEW login)' },
+      { name: 'rollback', description: 'restore the operator account, sshd and firewall as snapshotted before the last unconfirmed change, and reload them' },
     ],
   },
   {

@@ -101,7 +101,9 @@ export const SETTINGS: readonly Setting[] = [
 
   // --- operator -----------------------------------------------------------------------------------
   { name: 'OPERATOR_USER', group: GROUPS.operator, kind: 'username', scope: 'server', default: 'codex',
-    description: 'Unprivileged user created on the server for day-to-day work, with passwordless sudo and your key.' },
+    description: 'Unprivileged user created on the server for day-to-day work, with passwordless sudo and your key. root and system accounts are refused; an existing account this tool did not create only with OPERATOR_ADOPT_EXISTING=true.' },
+  { name: 'OPERATOR_ADOPT_EXISTING', group: GROUPS.operator, kind: 'bool', scope: 'server', default: 'false',
+    description: 'true: OPERATOR_USER may be an existing regular account (uid 1000 or more) that this tool did not create; step 10 gives it a bash login shell, your key and passwordless sudo. Never root or a system account.' },
   { name: 'OPERATOR_SSH_PUBKEY_PATH', group: GROUPS.operator, kind: 'path', scope: 'host', default: '~/.ssh/id_ed25519.pub',
     description: 'Public key (on the laptop) installed for the operator user. Ignored when OPERATOR_SSH_PUBKEY is set.' },
   { name: 'OPERATOR_SSH_PUBKEY', group: GROUPS.operator, kind: 'sshPublicKey', scope: 'server',
@@ -566,7 +568,21 @@ function readSmallFile(path: string): { ok: true; text: string } | { ok: false; 
   }
 }
 
+/**
+ * Accounts that Debian 12 and Ubuntu 24.04 (server and cloud images) create for themselves: never the operator.
+ * The server checks the real account too (a uid below 1000 is refused); this list says so before any contact.
+ */
+export const SYSTEM_ACCOUNTS: ReadonlySet<string> = new Set([
+  'root', 'daemon', 'bin', 'sys', 'sync', 'games', 'man', 'lp', 'mail', 'news', 'uucp', 'proxy', 'www-data', 'backup',
+  'list', 'irc', 'gnats', 'nobody', '_apt', 'messagebus', 'sshd', 'syslog', 'uuidd', 'tcpdump', 'tss', 'landscape',
+  'pollinate', 'polkitd', 'usbmux', 'dnsmasq', 'fwupd-refresh', 'lxd', 'dhcpcd', 'statd', 'postgres', 'systemd-network',
+  'systemd-resolve', 'systemd-timesync', 'systemd-coredump', 'systemd-journal-remote', 'systemd-oom',
+]);
+
 function crossChecks(v: Values, side: 'host' | 'server', strict: boolean, problems: string[], warnings: string[]): void {
+  const op = v['OPERATOR_USER'];
+  if (typeof op === 'string' && SYSTEM_ACCOUNTS.has(op))
+    problems.push(`OPERATOR_USER: "${op}" is ${op === 'root' ? 'root' : 'a system account on Debian and Ubuntu'}; expected a new, unprivileged name for the operator login (such as codex): step 10 gives it a login shell, your key and sudo`);
   const min = v['CODEXK8S_RUNNER_MIN'];
   const max = v['CODEXK8S_RUNNER_MAX'];
   if (typeof min === 'number' && typeof max === 'number' && min > max)

@@ -71,6 +71,8 @@ export interface StepResult {
   hint?: string;
   /** Set when apply() made a change that a fresh login must confirm (see LoginCheck). */
   loginCheck?: LoginCheck;
+  /** A failed step's exit code: 2 when it refused a setting and changed nothing, else 1. */
+  exitCode?: number;
 }
 
 export function stepCliSpec(name: string): CliSpec {
@@ -149,7 +151,7 @@ export async function runStep(name: string, impl: StepImpl, argv: readonly strin
       reportError(spec, log, new OperationError(`${name} failed: ${result.error ?? 'unknown error'}`, { detail: result.detail, hint: result.hint }));
     }
     process.stdout.write(`${RESULT_MARKER} ${mask(JSON.stringify(result))}\n`);
-    return result.status === 'failed' ? 1 : 0;
+    return result.status === 'failed' ? (result.exitCode ?? 1) : 0;
   });
 }
 
@@ -193,7 +195,8 @@ export async function converge(name: string, impl: StepImpl, baseCtx: StepContex
     writeJournal(journalPath, recordStep(readJournal(journalPath), name, { status: 'failed', startedAt, endedAt, seconds: seconds(), changes, configHash: cfgHash, runId: ctx.runId, error: message }));
     // A failure after a guarded change still carries the login check: the launcher then proves the login (and
     // keeps the change) or rolls it back, instead of leaving it to the timer.
-    return { status: 'failed', changes, drift, seconds: seconds(), error: message, detail: detail || undefined, hint: err.hint ? mask(err.hint) : undefined, ...notes };
+    const exitCode = e instanceof OperationError && e.exitCode === 2 ? 2 : 1;
+    return { status: 'failed', changes, drift, seconds: seconds(), error: message, detail: detail || undefined, hint: err.hint ? mask(err.hint) : undefined, exitCode, ...notes };
   }
 }
 

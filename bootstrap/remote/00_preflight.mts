@@ -16,6 +16,8 @@ import type { Arch } from '../lib/versions.mts';
 import { resolveArtifact } from '../lib/artifacts.mts';
 import { evaluateUserns, readUsernsFacts, usernsPaths } from '../lib/userns.mts';
 import type { UsernsRemedy, UsernsPaths } from '../lib/userns.mts';
+import { operatorVerdictNow, refusal } from '../lib/host/operator.mts';
+import type { OperatorVerdict } from '../lib/host/operator.mts';
 
 export interface Check {
   name: string;
@@ -274,6 +276,16 @@ export function usernsPreflight(remedy: UsernsRemedy | undefined, paths: UsernsP
   };
 }
 
+/** Pure: may step 10 make OPERATOR_USER the operator? (It asks again itself before it changes anything.) */
+export function operatorCheck(user: string, v: OperatorVerdict): Check {
+  switch (v.kind) {
+    case 'create': return { name: 'operator', status: 'ok', reason: `${user} does not exist yet; step 10 creates it` };
+    case 'ours': return { name: 'operator', status: 'ok', reason: `${user} (uid ${v.account.uid}) was created by this tool` };
+    case 'adopted': return { name: 'operator', status: 'warn', reason: `${user} (uid ${v.account.uid}) is an existing account, adopted (OPERATOR_ADOPT_EXISTING=true)`, fix: 'step 10 gives it a bash login shell, your key and passwordless sudo' };
+    case 'refused': return { name: 'operator', status: 'fail', reason: v.reason, fix: v.fix };
+  }
+}
+
 function thresholds(ctx: StepContext): Thresholds {
   return {
     minMemoryMiB: ctx.cfg.get<number>('CODEXK8S_MIN_MEMORY_MIB'),
@@ -288,6 +300,8 @@ async function check(ctx: StepContext): Promise<string[]> {
   const checks = evaluate(gatherFacts(), thresholds(ctx));
   const userns = usernsPreflight(cfg.maybe<UsernsRemedy>('CODEXK8S_BUILDKIT_USERNS'));
   checks.push(...userns.checks);
+  const operator = await operatorVerdictNow(cfg);
+  checks.push(operatorCheck(cfg.get('OPERATOR_USER'), operator));
   checks.push(await waitForCloudInit(waitSeconds));
   checks.push(await waitForAptLocks(waitSeconds, ctx.log));
   const held = await listeners();
@@ -308,7 +322,8 @@ async function check(ctx: StepContext): Promise<string[]> {
     checks.push(...(await evaluateOutbound(targets, outbound === 'warn' ? 'warn' : 'fail')));
   }
   for (const line of formatTable(checks)) ctx.log.info(line);
-  // After the table, so every other finding is printed too.
+  // After the table, so every other finding is printed too. Bad settings: exit 2.
+  if (operator.kind === 'refused') throw refusal(operator);
   if (userns.refusal) throw userns.refusal;
   return checks.filter((c) => c.status === 'fail').map((c) => `${c.name}: ${c.reason}${c.fix ? ` (fix: ${c.fix})` : ''}`);
 }

@@ -3,14 +3,15 @@
 // bootstrap/lib/host/ with its own check and apply; this step concatenates their drift and applies only the
 // parts that drift, in this order:
 //   packages   nftables, fail2ban, python3-systemd, unattended-upgrades (apt only for what is missing)
-//   operator   the operator user, its key, passwordless sudo (visudo-checked)
 //   kernel     overlay + br_netfilter, sysctl for Kubernetes, swap off, time sync
 //   upgrades   unattended security upgrades, reboot as CODEXK8S_AUTO_REBOOT says
 //   fail2ban   sshd jail
+//   operator   the operator user, its key, passwordless sudo (visudo-checked); only an account   [guarded]
+//              this tool created or OPERATOR_ADOPT_EXISTING adopts, never root or a system account
 //   sshd       key-only logins (sshd -T checked), port, reload without dropping sessions      [guarded]
 //   firewall   nftables table inet codex_k8s, persisted by codex-k8s-firewall.service          [guarded]
-// Guarded parts can lock the operator out. Before the first of them changes anything, the step snapshots their
-// files and schedules `--rollback` on a timer (lib/host/rollback.mts), and its result asks the launcher to log
+// Guarded parts can lock the operator out (or grant a login nobody proved). Before the first of them changes
+// anything, the step snapshots their files and state and schedules `--rollback` on a timer (lib/host/rollback.mts), and its result asks the launcher to log
 // in anew as the operator: that login confirms (--confirm) or rolls back (--rollback). Run by hand, the step
 // prints how to confirm from a new session before the timer undoes the change.
 import { runStep } from '../lib/step.mts';
@@ -29,7 +30,7 @@ import { firewallPart } from '../lib/host/firewall.mts';
 import { snapshot, schedule, confirm, restore, ROLLBACK_UNIT } from '../lib/host/rollback.mts';
 
 export const STEP = '10_harden_host';
-export const PARTS: readonly HostPart[] = [packagesPart, operatorPart, kernelPart, upgradesPart, fail2banPart, sshdPart, firewallPart];
+export const PARTS: readonly HostPart[] = [packagesPart, kernelPart, upgradesPart, fail2banPart, operatorPart, sshdPart, firewallPart];
 const GUARDED = PARTS.filter((p) => p.guarded);
 
 // check() records each part's drift; apply() works from it (converge always checks right before it applies).
@@ -64,11 +65,11 @@ async function apply(ctx: StepContext): Promise<string[]> {
 /** Snapshot first, timer second: a timer without a snapshot would have nothing to restore. */
 async function armRollback(ctx: StepContext): Promise<string[]> {
   const seconds = ctx.cfg.get<number>('CODEXK8S_LOCKOUT_ROLLBACK_AFTER');
-  const fresh = await snapshot(STEP, GUARDED);
+  const fresh = await snapshot(STEP, GUARDED, ctx);
   await schedule(seconds, process.execPath, import.meta.filename, ctx.log);
   if (ctx.notes) ctx.notes.loginCheck = { user: ctx.cfg.get('OPERATOR_USER'), port: ctx.cfg.get<number>('CODEXK8S_SSH_PORT'), rollbackSeconds: seconds, unit: ROLLBACK_UNIT, reasons: [] };
   return [
-    fresh ? `snapshot of the sshd and firewall files in /var/lib/codex-k8s-bootstrap/rollback/${STEP}` : 'kept the unconfirmed snapshot of an earlier change (a rollback returns to the last confirmed state)',
+    fresh ? `snapshot of the operator account, sshd and firewall in /var/lib/codex-k8s-bootstrap/rollback/${STEP}` : 'kept the unconfirmed snapshot of an earlier change (a rollback returns to the last confirmed state)',
     `${ROLLBACK_UNIT}.timer rolls the change back in ${seconds}s unless a new login confirms it`,
   ];
 }
@@ -90,8 +91,8 @@ const rollbackMode: StepMode = async (log) => {
   const j = readJournal(REMOTE.journal);
   const prev = j.steps[STEP];
   const now = new Date().toISOString();
-  writeJournal(REMOTE.journal, recordStep(j, STEP, { status: 'failed', startedAt: now, endedAt: now, changes: [], configHash: prev?.configHash ?? '', runId: prev?.runId ?? 'rollback', error: 'the sshd/firewall change was rolled back (no confirmed login)' }));
-  log.warn(`${STEP}: rolled back the unconfirmed sshd/firewall change`);
+  writeJournal(REMOTE.journal, recordStep(j, STEP, { status: 'failed', startedAt: now, endedAt: now, changes: [], configHash: prev?.configHash ?? '', runId: prev?.runId ?? 'rollback', error: 'the operator/sshd/firewall change was rolled back (no confirmed login)' }));
+  log.warn(`${STEP}: rolled back the unconfirmed operator/sshd/firewall change`);
   return 0;
 };
 

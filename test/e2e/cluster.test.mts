@@ -31,7 +31,7 @@ describe('30_cluster_deps and 40_postgres against a sandbox server', { concurren
 
   before(async () => {
     t = await startTarget();
-    if (!ONLY.split(',').includes('10')) await t.sb.exec(['useradd', '--create-home', '--shell', '/bin/bash', '--user-group', 'codex']);
+    if (!ONLY.split(',').includes('10')) await t.sb.exec(['useradd', '--create-home', '--shell', '/bin/bash', '--user-group', '--comment', 'codex-k8s operator', 'codex']);
   });
   after(async () => {
     await t?.stop();

@@ -37,7 +37,7 @@ describe('80_deploy_loop_check against a sandbox server, the fake GitHub API and
     t = await startTarget();
     staging = await startStaging(t);
     // 10_harden_host is skipped: the operator user it would create is what 20 hands the kubeconfig to.
-    await t.sb.exec(['useradd', '--create-home', '--shell', '/bin/bash', '--user-group', 'codex']);
+    await t.sb.exec(['useradd', '--create-home', '--shell', '/bin/bash', '--user-group', '--comment', 'codex-k8s operator', 'codex']);
     // The steps this test leaves out are prerequisites of the ones it runs: journaled as done.
     await t.journalAsDone(stepNames().slice(0, stepNames().indexOf(STEP)).filter((n) => !SETUP.includes(n)));
     const stop = t.playArcRunner(SET, 'arc-runners');

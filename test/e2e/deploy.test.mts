@@ -67,7 +67,7 @@ describe('50_deploy_codex_k8s against a sandbox server', { concurrency: false },
     t = await startTarget();
     snap = await snapshotRepo();
     firstSha = snap.sha;
-    if (!ONLY.split(',').includes('10')) await t.sb.exec(['useradd', '--create-home', '--shell', '/bin/bash', '--user-group', 'codex']);
+    if (!ONLY.split(',').includes('10')) await t.sb.exec(['useradd', '--create-home', '--shell', '/bin/bash', '--user-group', '--comment', 'codex-k8s operator', 'codex']);
   });
   after(async () => {
     await t?.stop();

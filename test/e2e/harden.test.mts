@@ -160,6 +160,59 @@ describe('10_harden_host against a sandbox server', { concurrency: false }, () =
     assert.equal((await operatorLogin(['sudo', '-n', 'true'])).exitCode, 0, 'the operator still gets in');
   });
 
+  it('an operator that is a system account, or an account this tool did not create, is refused before anything changes', async () => {
+    await t.sb.exec(['useradd', '--system', '--create-home', '--home-dir', '/var/lib/svcacct', '--shell', '/usr/sbin/nologin', 'svcacct']);
+    const state = async () => (await t.sb.exec(['sh', '-c', 'stat -c "%U %a" /var/lib/svcacct; getent passwd svcacct pwtest; cat /etc/sudoers.d/codex-k8s-operator; ls -A /home/pwtest'])).stdout;
+    const before = await state();
+    const r = await t.launch(['--yes', '--only', '00,10'], { OPERATOR_USER: 'svcacct' });
+    assert.equal(r.code, 2, r.output);
+    assert.match(r.output, /fail\s+operator\s+OPERATOR_USER=svcacct is a system account on the server \(uid \d+, home \/var\/lib\/svcacct\)/);
+    assert.equal(footers(r.output)['10_harden_host'], undefined, 'step 10 never started');
+    // Step 10 asks again by itself (run by hand, or --only 10 after the preflight passed on another day).
+    for (const [user, reason] of [['svcacct', /is a system account on the server/], ['pwtest', /OPERATOR_USER=pwtest is an existing account \(uid \d+, comment ""\) that this tool did not create; nothing was changed/]] as const) {
+      const byHand = await t.sb.exec(['env', `OPERATOR_USER=${user}`, NODE, '--', STEP], { allowFail: true });
+      assert.equal(byHand.exitCode, 2, byHand.stdout + byHand.stderr);
+      assert.match(byHand.stdout + byHand.stderr, reason);
+    }
+    const adoptHint = await t.sb.exec(['env', 'OPERATOR_USER=pwtest', NODE, '--', STEP, '--check'], { allowFail: true });
+    assert.match(adoptHint.stdout + adoptHint.stderr, /OPERATOR_ADOPT_EXISTING=true/);
+    assert.equal(await state(), before, 'no account, home or sudoers change');
+    await noPendingRollback();
+    // The refused preflight is journaled as failed; with a good name the next run passes it, no manual step.
+    const again = await t.launch(['--yes', '--only', '00,10']);
+    assert.equal(again.code, 0, again.output);
+    assert.deepEqual(footers(again.output), { '00_preflight': '= unchanged', '10_harden_host': '= unchanged' }, again.output);
+  });
+
+  it('lockout of a new operator: the rollback removes the account it created and gives sudo back', async () => {
+    const locked = join(t.dir, 'locked-key');
+    const r = await t.launch(['--yes', '--only', '10'], { OPERATOR_USER: 'ops3', OPERATOR_SSH_KEY: locked, SSH_AUTH_SOCK: '' });
+    assert.equal(r.code, 1, r.output);
+    assert.match(r.output, /a new login as ops3@\S+:22 failed after: operator: user ops3 does not exist/);
+    assert.match(r.output, /removed user ops3 and \/home\/ops3 \(it did not exist before\)/);
+    assert.equal((await t.sb.exec(['getent', 'passwd', 'ops3'], { allowFail: true })).exitCode, 2, 'the account is gone');
+    assert.equal((await t.sb.exec(['getent', 'group', 'ops3'], { allowFail: true })).exitCode, 2, 'and its group');
+    assert.equal((await t.sb.exec(['test', '-e', '/home/ops3'], { allowFail: true })).exitCode, 1, 'and its home');
+    assert.match((await t.sb.exec(['cat', '/etc/sudoers.d/codex-k8s-operator'])).stdout, /^codex ALL=\(ALL:ALL\) NOPASSWD: ALL$/m);
+    assert.equal(await journalStatus(), 'failed');
+    await noPendingRollback();
+    assert.equal((await operatorLogin(['sudo', '-n', 'true'])).exitCode, 0, 'the previous operator has sudo again');
+  });
+
+  it('lockout of an adopted account: the rollback restores its shell, .ssh and authorized_keys', async () => {
+    await t.sb.exec(['sh', '-c', 'useradd --create-home --shell /bin/sh adoptme && install -d -m 755 -o adoptme -g adoptme /home/adoptme/.ssh && printf "# kept\\n" > /home/adoptme/.ssh/authorized_keys && chown adoptme: /home/adoptme/.ssh/authorized_keys && chmod 640 /home/adoptme/.ssh/authorized_keys']);
+    const state = async () => (await t.sb.exec(['sh', '-c', 'getent passwd adoptme; stat -c "%n %U %a" /home/adoptme/.ssh /home/adoptme/.ssh/authorized_keys; cat /home/adoptme/.ssh/authorized_keys'])).stdout;
+    const before = await state();
+    const r = await t.launch(['--yes', '--only', '10'], { OPERATOR_USER: 'adoptme', OPERATOR_ADOPT_EXISTING: 'true', OPERATOR_SSH_KEY: join(t.dir, 'locked-key'), SSH_AUTH_SOCK: '' });
+    assert.equal(r.code, 1, r.output);
+    assert.match(r.output, /a new login as adoptme@\S+:22 failed after: operator: login shell of adoptme is \/bin\/sh/);
+    assert.match(r.output, /restored the login shell of adoptme to \/bin\/sh/);
+    assert.equal(await state(), before, 'shell, .ssh and authorized_keys are as they were');
+    assert.match((await t.sb.exec(['cat', '/etc/sudoers.d/codex-k8s-operator'])).stdout, /^codex ALL=/m);
+    await noPendingRollback();
+    assert.equal((await operatorLogin(['sudo', '-n', 'true'])).exitCode, 0);
+  });
+
   it('dead-man timer: a change made by hand and never confirmed is rolled back by itself', async () => {
     const byHand = await t.sb.exec(['env', 'CODEXK8S_LOCKOUT_ROLLBACK_AFTER=3s', 'CODEXK8S_SSH_MAX_AUTH_TRIES=5', NODE, '--', STEP], { allowFail: true });
     assert.equal(byHand.exitCode, 0, byHand.stdout + byHand.stderr);

@@ -40,7 +40,7 @@ describe('20_install_k3s against a sandbox server', { concurrency: false }, () =
 
   before(async () => {
     t = await startTarget();
-    if (!ONLY.split(',').includes('10')) await t.sb.exec(['useradd', '--create-home', '--shell', '/bin/bash', '--user-group', 'codex']);
+    if (!ONLY.split(',').includes('10')) await t.sb.exec(['useradd', '--create-home', '--shell', '/bin/bash', '--user-group', '--comment', 'codex-k8s operator', 'codex']);
     pristine = readFileSync(mirrorScript());
   });
   after(async () => {

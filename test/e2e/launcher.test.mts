@@ -115,8 +115,13 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     assert.match(drift.stdout, /~ \/etc\/sudoers\.d\/codex-k8s-operator is missing/);
     const fix = await t.sb.ssh([step], { allowFail: true });
     assert.equal(fix.exitCode, 0, fix.stdout + fix.stderr);
-    assert.match(fix.stdout, /\+ changed 1/);
-    assert.equal((await operatorLogin(['sudo', '-n', 'true'])).exitCode, 0);
+    // A sudo grant is guarded like sshd: run by hand, it stays only when a new login confirms it.
+    assert.match(fix.stdout, /\+ \/etc\/sudoers\.d\/codex-k8s-operator: codex may sudo without a password/);
+    assert.match(fix.stdout + fix.stderr, /10_harden_host\.mts --confirm/);
+    const confirmed = await operatorLogin(['sudo', '-n', step, '--confirm']);
+    assert.equal(confirmed.exitCode, 0, confirmed.stdout + confirmed.stderr);
+    assert.match(confirmed.stdout + confirmed.stderr, /kept the change/);
+    assert.equal((await t.sb.ssh([step, '--check'], { allowFail: true })).exitCode, 0);
   });
 
   it('a step that fails mid-way stops the run, names the step and the resume command; the resume completes', async () => {
@@ -132,6 +137,10 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     const journal = JSON.parse((await t.sb.exec(['cat', '/var/lib/codex-k8s-bootstrap/state.json'])).stdout) as { steps: Record<string, { status: string; error?: string }> };
     assert.equal(journal.steps['10_harden_host']?.status, 'failed');
     assert.equal((await t.sb.exec(['test', '-d', '/run/lock/codex-k8s-bootstrap'], { allowFail: true })).exitCode, 1, 'the lock was released');
+    // The half-made account went with the rollback; the file in the way of its home stayed.
+    assert.match(failed.output, /removed user ops2 \(it did not exist before\)/);
+    assert.equal((await t.sb.exec(['getent', 'passwd', 'ops2'], { allowFail: true })).exitCode, 2);
+    assert.equal((await t.sb.exec(['cat', '/home/ops2'])).stdout, 'not-a-dir\n');
 
     await t.sb.exec(['mv', '/home/ops2', '/home/ops2.bak']);
     const resumed = await t.launch(['--yes', '--from', '10_harden_host'], { OPERATOR_USER: 'ops2' });

@@ -35,7 +35,7 @@ async function helmJson(...args: string[]): Promise<any> {
 describe('60_runner_arc against a sandbox server', { concurrency: false }, () => {
   before(async () => {
     t = await startTarget();
-    if (!ONLY.split(',').includes('10')) await t.sb.exec(['useradd', '--create-home', '--shell', '/bin/bash', '--user-group', 'codex']);
+    if (!ONLY.split(',').includes('10')) await t.sb.exec(['useradd', '--create-home', '--shell', '/bin/bash', '--user-group', '--comment', 'codex-k8s operator', 'codex']);
     // The steps before 60 that ONLY leaves out (50_deploy_codex_k8s: its own e2e file covers it) are its prerequisites.
     const chosen = ONLY.split(',').map((n) => resolveStepName(stepNames(), n, 'ONLY'));
     await t.journalAsDone(stepNames().slice(0, stepNames().indexOf(STEP)).filter((n) => !chosen.includes(n)));

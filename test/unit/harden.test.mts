@@ -169,7 +169,7 @@ test('managed files: missing, different content, wrong mode or owner', () => {
 test('rollback: a transient timer runs the step with --rollback; cancel stops the timer', () => {
   assert.deepEqual(rollbackCommands.schedule(180, '/opt/codex-k8s-bootstrap/node/bin/node', '/opt/codex-k8s-bootstrap/bootstrap/remote/10_harden_host.mts'), [
     'systemd-run', '--unit=codex-k8s-rollback', '--on-active=180s', '--timer-property=AccuracySec=1s',
-    '--description=codex-k8s bootstrap: undo an unconfirmed sshd/firewall change',
+    '--description=codex-k8s bootstrap: undo an unconfirmed operator/sshd/firewall change',
     '/opt/codex-k8s-bootstrap/node/bin/node', '--', '/opt/codex-k8s-bootstrap/bootstrap/remote/10_harden_host.mts', '--rollback',
   ]);
   assert.deepEqual(rollbackCommands.cancel(), ['systemctl', 'stop', 'codex-k8s-rollback.timer']);
@@ -177,8 +177,8 @@ test('rollback: a transient timer runs the step with --rollback; cancel stops th
 
 test('the step --help lists --confirm and --rollback', () => {
   const help = helpText(stepCliSpec('10_harden_host'));
-  assert.match(help, /--confirm\s+keep the last sshd\/firewall change/);
-  assert.match(help, /--rollback\s+restore the sshd\/firewall files/);
+  assert.match(help, /--confirm\s+keep the last operator\/sshd\/firewall change/);
+  assert.match(help, /--rollback\s+restore the operator account, sshd and firewall as snapshotted/);
 });
 
 const TARGET: SshTarget = { host: '203.0.113.10', port: 22, user: 'root', identityFile: '/k/root', knownHostsFile: '/s/kh', controlPath: '/tmp/cm', extraOptions: ['-o', 'ProxyJump=bastion'] };

@@ -3,9 +3,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { evaluate, formatTable } from '../../bootstrap/remote/00_preflight.mts';
+import { evaluate, formatTable, operatorCheck } from '../../bootstrap/remote/00_preflight.mts';
 import type { Facts } from '../../bootstrap/remote/00_preflight.mts';
-import { parsePasswd, withKey, keyIdentity, sudoersContent } from '../../bootstrap/lib/host/operator.mts';
+import { parsePasswd, withKey, keyIdentity, sudoersContent, operatorVerdict, accountCommands, OPERATOR_GECOS } from '../../bootstrap/lib/host/operator.mts';
 import { GENERATED } from '../../bootstrap/host/gen_config_docs.mts';
 import { SETTINGS } from '../../bootstrap/lib/config.mts';
 
@@ -53,9 +53,40 @@ test('operator user: authorized_keys keeps other keys and never duplicates ours'
 });
 
 test('operator user: passwd parsing and the sudoers line', () => {
-  assert.deepEqual(parsePasswd('codex:x:1001:1001:codex-k8s operator:/home/codex:/bin/bash\n'), { name: 'codex', uid: 1001, gid: 1001, home: '/home/codex', shell: '/bin/bash' });
+  assert.deepEqual(parsePasswd('codex:x:1001:1001:codex-k8s operator:/home/codex:/bin/bash\n'), { name: 'codex', uid: 1001, gid: 1001, gecos: 'codex-k8s operator', home: '/home/codex', shell: '/bin/bash' });
   assert.equal(parsePasswd('garbage'), undefined);
   assert.match(sudoersContent('codex'), /^codex ALL=\(ALL:ALL\) NOPASSWD: ALL$/m);
+});
+
+test('operator user: only an account this tool created, or one adopted on purpose; never root or a system account', () => {
+  const acct = (line: string) => parsePasswd(line);
+  const ours = acct('codex:x:1001:1001:codex-k8s operator:/home/codex:/bin/bash');
+  const alice = acct('alice:x:1002:1002:Alice,,,:/home/alice:/bin/zsh');
+  const sshd = acct('sshd:x:105:65534::/run/sshd:/usr/sbin/nologin');
+  const nobody = acct('nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin');
+  const uid0 = acct('toor:x:0:0:codex-k8s operator:/root:/bin/bash');
+  assert.equal(operatorVerdict('codex', undefined, false).kind, 'create');
+  assert.equal(operatorVerdict('codex', ours, false).kind, 'ours');
+  assert.equal(operatorVerdict('codex', acct('codex:x:1001:1001:codex-k8s operator,,,:/home/codex:/bin/bash'), false).kind, 'ours', 'chfn adds ,,, after the full name');
+  assert.equal(operatorVerdict('alice', alice, true).kind, 'adopted');
+  const cases: [string, ReturnType<typeof acct>, boolean, RegExp][] = [
+    ['alice', alice, false, /^OPERATOR_USER=alice is an existing account \(uid 1002, comment "Alice,,,"\) that this tool did not create$/],
+    ['sshd', sshd, true, /^OPERATOR_USER=sshd is a system account on the server \(uid 105, home \/run\/sshd\)$/],
+    ['nobody', nobody, true, /^OPERATOR_USER=nobody is a system account on the server \(uid 65534/],
+    ['root', undefined, true, /^OPERATOR_USER=root is root \(uid 0\)$/],
+    ['toor', uid0, true, /^OPERATOR_USER=toor is root \(uid 0\)$/],
+  ];
+  for (const [name, a, adopt, reason] of cases) {
+    const v = operatorVerdict(name, a, adopt);
+    assert.equal(v.kind, 'refused', name);
+    if (v.kind === 'refused') assert.match(v.reason, reason);
+  }
+  const alone = operatorVerdict('alice', alice, false);
+  assert.ok(alone.kind === 'refused' && alone.fix.includes('OPERATOR_ADOPT_EXISTING=true'), 'the refusal names the setting that adopts');
+  assert.deepEqual(accountCommands.create('codex'), ['useradd', '--create-home', '--shell', '/bin/bash', '--user-group', '--comment', OPERATOR_GECOS, 'codex'], 'what useradd writes is what the verdict recognises');
+  assert.deepEqual(operatorCheck('alice', alone), { name: 'operator', status: 'fail', reason: alone.kind === 'refused' ? alone.reason : '', fix: alone.kind === 'refused' ? alone.fix : '' });
+  assert.equal(operatorCheck('alice', operatorVerdict('alice', alice, true)).status, 'warn');
+  assert.equal(operatorCheck('codex', operatorVerdict('codex', undefined, false)).status, 'ok');
 });
 
 test('.env.example and docs/configuration.md are generated from the schema and current', () => {

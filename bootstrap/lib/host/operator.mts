@@ -1,9 +1,13 @@
 // The operator account you use day to day (and that stays usable when root login gets restricted): the user,
 // your public key in its authorized_keys, passwordless sudo. The sudoers drop-in is validated with `visudo -cf`
 // before it replaces anything: a broken file never lands.
-import { mkdirSync, chmodSync, chownSync } from 'node:fs';
+// Only an account this tool created (its comment says so) or one adopted on purpose (OPERATOR_ADOPT_EXISTING)
+// is touched: taking over a service account (sshd, www-data) breaks that service. The part is guarded: a grant
+// nobody proved by logging in is undone by the rollback, account changes included.
+import { mkdirSync, chmodSync, chownSync, writeFileSync, readFileSync, existsSync, rmSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { StepContext } from '../step.mts';
+import type { Logger } from '../log.mts';
 import { run } from '../exec.mts';
 import { OperationError } from '../errors.mts';
 import { writeFileAtomic, readIfExists, facts, octal } from '../fsx.mts';
@@ -31,15 +35,59 @@ export interface Account {
   name: string;
   uid: number;
   gid: number;
+  gecos: string;
   home: string;
   shell: string;
 }
 
 /** Parses one `getent passwd` line. */
 export function parsePasswd(line: string): Account | undefined {
-  const f = line.trim().split(':');
+  const f = line.replace(/\n$/, '').split(':');
   if (f.length < 7) return undefined;
-  return { name: f[0] as string, uid: Number(f[2]), gid: Number(f[3]), home: f[5] as string, shell: f[6] as string };
+  return { name: f[0] as string, uid: Number(f[2]), gid: Number(f[3]), gecos: f[4] as string, home: f[5] as string, shell: f[6] as string };
+}
+
+/** The comment `useradd --comment` gives the account this tool creates: how a later run knows it is ours. */
+export const OPERATOR_GECOS = 'codex-k8s operator';
+/** Debian and Ubuntu hand out uids from 1000 (UID_MIN); below are system accounts, 65534 is nobody. */
+export const FIRST_REGULAR_UID = 1000;
+const NOBODY_UID = 65534;
+
+export type OperatorVerdict =
+  | { kind: 'create' }
+  | { kind: 'ours'; account: Account }
+  | { kind: 'adopted'; account: Account }
+  | { kind: 'refused'; reason: string; fix: string };
+
+/**
+ * May step 10 make `name` the operator? Pure: the account as getent shows it (or none) and the adopt setting.
+ * root and system accounts are refused even when adopting: they run services that the shell, home and sudo
+ * changes would break.
+ */
+export function operatorVerdict(name: string, acct: Account | undefined, adopt: boolean): OperatorVerdict {
+  if (name === 'root' || acct?.uid === 0)
+    return { kind: 'refused', reason: `OPERATOR_USER=${name} is root (uid 0)`, fix: 'choose an unprivileged name such as codex: the operator is a separate login with sudo' };
+  if (!acct) return { kind: 'create' };
+  if (acct.uid < FIRST_REGULAR_UID || acct.uid === NOBODY_UID)
+    return { kind: 'refused', reason: `OPERATOR_USER=${name} is a system account on the server (uid ${acct.uid}, home ${acct.home})`, fix: 'choose a name not in use on the server: step 10 would take over its home, shell and sudo, and break the service it runs' };
+  if (acct.gecos.split(',')[0] === OPERATOR_GECOS) return { kind: 'ours', account: acct };
+  if (adopt) return { kind: 'adopted', account: acct };
+  return {
+    kind: 'refused',
+    reason: `OPERATOR_USER=${name} is an existing account (uid ${acct.uid}, comment "${acct.gecos}") that this tool did not create`,
+    fix: `choose a new name, or set OPERATOR_ADOPT_EXISTING=true to give ${name} a bash login shell, your key and passwordless sudo`,
+  };
+}
+
+/** The verdict for the configured operator as the server has it now (preflight and step 10 both ask). */
+export async function operatorVerdictNow(cfg: StepContext['cfg']): Promise<OperatorVerdict> {
+  const name = cfg.get('OPERATOR_USER');
+  return operatorVerdict(name, await account(name), cfg.get<boolean>('OPERATOR_ADOPT_EXISTING'));
+}
+
+/** A refused verdict as the error both callers throw: bad input, exit 2, nothing changed. */
+export function refusal(v: Extract<OperatorVerdict, { kind: 'refused' }>): OperationError {
+  return new OperationError(`${v.reason}; nothing was changed`, { hint: v.fix, exitCode: 2 });
 }
 
 export function sudoersContent(user: string): string {
@@ -72,8 +120,11 @@ function settings(ctx: StepContext) {
 async function checkOperator(ctx: StepContext): Promise<string[]> {
   const { user, key } = settings(ctx);
   const drift: string[] = [];
-  const acct = await account(user);
-  if (!acct) return [`user ${user} does not exist`];
+  // Before any part applies: a refused account stops the step with nothing changed.
+  const verdict = await operatorVerdictNow(ctx.cfg);
+  if (verdict.kind === 'refused') throw refusal(verdict);
+  if (verdict.kind === 'create') return [`user ${user} does not exist`];
+  const acct = verdict.account;
   if (acct.shell !== '/bin/bash') drift.push(`login shell of ${user} is ${acct.shell}, want /bin/bash`);
   const home = facts(acct.home);
   if (!home?.isDir) drift.push(`home ${acct.home} of ${user} is not a directory`);
@@ -102,12 +153,12 @@ async function applyOperator(ctx: StepContext): Promise<string[]> {
   const changes: string[] = [];
   let acct = await account(user);
   if (!acct) {
-    await run(['useradd', '--create-home', '--shell', '/bin/bash', '--user-group', '--comment', 'codex-k8s operator', user], { log: ctx.log });
+    await run(accountCommands.create(user), { log: ctx.log });
     acct = await account(user);
     if (!acct) throw new OperationError(`useradd reported success but ${user} does not exist`);
     changes.push(`created user ${user} (uid ${acct.uid})`);
   } else if (acct.shell !== '/bin/bash') {
-    await run(['usermod', '--shell', '/bin/bash', user], { log: ctx.log });
+    await run(accountCommands.setShell(user, '/bin/bash'), { log: ctx.log });
     changes.push(`set the login shell of ${user} to /bin/bash`);
   }
 
@@ -144,5 +195,149 @@ async function applyOperator(ctx: StepContext): Promise<string[]> {
   return changes;
 }
 
+export const accountCommands = {
+  create: (user: string) => ['useradd', '--create-home', '--shell', '/bin/bash', '--user-group', '--comment', OPERATOR_GECOS, user],
+  setShell: (user: string, shell: string) => ['usermod', '--shell', shell, user],
+  /** Only for an account this run created: its processes (a login during the unconfirmed window) go with it. */
+  killAll: (user: string) => ['pkill', '--signal', 'KILL', '--uid', user],
+  remove: (user: string, withHome: boolean) => ['userdel', ...(withHome ? ['--remove'] : []), user],
+};
 
-export const operatorPart: HostPart = { name: 'operator', check: checkOperator, apply: applyOperator };
+// --- rollback -----------------------------------------------------------------------------------------
+// The sudoers drop-in is a plain file the snapshot copies; the account, its home, .ssh and authorized_keys
+// depend on the user name and are recorded here.
+
+interface PathState {
+  existed: boolean;
+  mode?: number;
+  uid?: number;
+  gid?: number;
+}
+
+export interface OperatorState {
+  user: string;
+  existed: boolean;
+  shell?: string;
+  home?: string;
+  homeState?: PathState;
+  sshDir?: PathState;
+  keys?: PathState & { content?: string };
+}
+
+// One file per account: a snapshot kept from an earlier unconfirmed change may cover another OPERATOR_USER.
+const stateFile = (user: string) => `operator-${user}.json`;
+
+function pathState(path: string): PathState {
+  const f = facts(path);
+  return f ? { existed: true, mode: f.mode, uid: f.uid, gid: f.gid } : { existed: false };
+}
+
+async function saveOperator(dir: string, ctx: StepContext): Promise<void> {
+  const user = ctx.cfg.get('OPERATOR_USER');
+  // Already recorded: that is the state before the first unconfirmed change, the one to return to.
+  if (existsSync(join(dir, stateFile(user)))) return;
+  const acct = await account(user);
+  // A new account's home is where useradd will put it (/home/<user> on Debian and Ubuntu).
+  const home = acct?.home ?? join('/home', user);
+  const ak = join(home, '.ssh', 'authorized_keys');
+  const state: OperatorState = {
+    user,
+    existed: acct !== undefined,
+    shell: acct?.shell,
+    home,
+    homeState: pathState(home),
+    sshDir: pathState(join(home, '.ssh')),
+    keys: { ...pathState(ak), content: readIfExists(ak) },
+  };
+  writeFileSync(join(dir, stateFile(user)), JSON.stringify(state, null, 2) + '\n', { mode: 0o600 });
+}
+
+/** Puts one path's mode and owner back, or removes it when it did not exist. */
+function restorePath(path: string, before: PathState | undefined, done: string[]): void {
+  if (!before) return;
+  const now = facts(path);
+  if (!before.existed) {
+    if (now) {
+      rmSync(path, { recursive: true, force: true });
+      done.push(`removed ${path} (it did not exist before)`);
+    }
+    return;
+  }
+  if (!now) return;
+  if (now.mode !== before.mode) chmodSync(path, before.mode ?? now.mode);
+  if (now.uid !== before.uid || now.gid !== before.gid) chownSync(path, before.uid ?? now.uid, before.gid ?? now.gid);
+  if (now.mode !== before.mode || now.uid !== before.uid || now.gid !== before.gid) done.push(`restored the mode and owner of ${path}`);
+}
+
+/** Undoes what the unconfirmed change did to each recorded account; the sudoers file was already restored. */
+async function restoreOperators(dir: string, log: Logger): Promise<string[]> {
+  const done: string[] = [];
+  for (const f of readdirSync(dir).filter((n) => /^operator-.+\.json$/.test(n)).sort())
+    done.push(...(await restoreOperator(JSON.parse(readFileSync(join(dir, f), 'utf8')) as OperatorState, log)));
+  return done;
+}
+
+async function restoreOperator(before: OperatorState, log: Logger): Promise<string[]> {
+  const done: string[] = [];
+  const now = await account(before.user);
+  const home = before.home ?? join('/home', before.user);
+  const ak = join(home, '.ssh', 'authorized_keys');
+  if (!before.existed) {
+    if (!now) return done;
+    if (now.gecos.split(',')[0] !== OPERATOR_GECOS) {
+      done.push(`left user ${before.user}: it is not the account this run created (comment "${now.gecos}")`);
+      return done;
+    }
+    await run(accountCommands.killAll(before.user), { allowFail: true, log });
+    // A home that was there before the account (useradd kept it) stays; only what this run made goes.
+    const removeHome = before.homeState?.existed === false;
+    const r = await run(accountCommands.remove(before.user, removeHome), { allowFail: true, log });
+    if (r.exitCode !== 0 && (await account(before.user))) {
+      done.push(`could not remove user ${before.user} (userdel: ${r.stderr.trim()}); remove it by hand: userdel --remove ${before.user}`);
+      return done;
+    }
+    done.push(`removed user ${before.user}${removeHome ? ` and ${home}` : ''} (it did not exist before)`);
+    if (!removeHome) {
+      restorePath(join(home, '.ssh'), before.sshDir, done);
+      if (before.sshDir?.existed) await restoreKeys(ak, before.keys, done);
+      restorePath(home, before.homeState, done);
+    }
+    return done;
+  }
+  if (!now) {
+    done.push(`user ${before.user} no longer exists; nothing to restore for it`);
+    return done;
+  }
+  if (before.shell && now.shell !== before.shell) {
+    await run(accountCommands.setShell(before.user, before.shell), { log });
+    done.push(`restored the login shell of ${before.user} to ${before.shell}`);
+  }
+  await restoreKeys(ak, before.keys, done);
+  restorePath(join(home, '.ssh'), before.sshDir, done);
+  restorePath(home, before.homeState, done);
+  return done;
+}
+
+async function restoreKeys(ak: string, before: OperatorState['keys'], done: string[]): Promise<void> {
+  if (!before) return;
+  if (!before.existed || before.content === undefined) {
+    restorePath(ak, { existed: false }, done);
+    return;
+  }
+  const f = facts(ak);
+  if (readIfExists(ak) === before.content && f?.mode === before.mode && f?.uid === before.uid && f?.gid === before.gid) return;
+  // Renamed into place, never written through: a symlink planted there is replaced, not followed.
+  await writeFileAtomic(ak, before.content, { mode: before.mode ?? 0o600, uid: before.uid ?? 0, gid: before.gid ?? 0 });
+  done.push(`restored ${ak}`);
+}
+
+export const operatorPart: HostPart = {
+  name: 'operator',
+  guarded: true,
+  files: [SUDOERS_FILE],
+  check: checkOperator,
+  apply: applyOperator,
+  saveState: saveOperator,
+  addState: saveOperator,
+  afterRestore: restoreOperators,
+};

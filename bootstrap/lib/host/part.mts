@@ -12,8 +12,13 @@ export interface HostPart {
   readonly guarded?: boolean;
   /** Files a rollback restores (guarded parts only). */
   readonly files?: readonly string[];
-  /** Guarded parts: record runtime state the files do not hold (a loaded ruleset) into the snapshot dir. */
-  saveState?(dir: string): Promise<void>;
+  /** Guarded parts: record state the files do not hold (a loaded ruleset, an account) into the snapshot dir. */
+  saveState?(dir: string, ctx: StepContext): Promise<void>;
+  /**
+   * Guarded parts, when an earlier unconfirmed snapshot is kept: record what that snapshot does not know yet
+   * (an operator account it did not cover), never overwriting what it holds.
+   */
+  addState?(dir: string, ctx: StepContext): Promise<void>;
   /** Guarded parts: after a rollback restored the files, make the running system follow them again. */
   afterRestore?(dir: string, log: Logger): Promise<string[]>;
   check(ctx: StepContext): Promise<string[]>;

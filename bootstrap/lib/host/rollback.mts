@@ -1,13 +1,14 @@
-// The dead-man switch for changes that can lock the operator out (sshd, firewall).
+// The dead-man switch for changes that can lock the operator out (sshd, firewall) or grant an unproven login (operator).
 // Before such a change: copy the files it may touch (and the runtime state they do not hold) into a snapshot
 // directory, then schedule `<step> --rollback` with a transient systemd timer. A new login that works runs
 // `--confirm` (timer stopped, snapshot dropped); a login that fails, or nobody confirming in time, runs
-// `--rollback` (files restored, sshd and the firewall made to follow them, snapshot dropped).
+// `--rollback` (files restored, the account, sshd and the firewall made to follow them, snapshot dropped).
 // An unconfirmed snapshot is never overwritten: a second change before the confirmation still rolls back to
 // the last state somebody proved they could log in with.
 import { mkdirSync, existsSync, readFileSync, writeFileSync, rmSync, renameSync, copyFileSync, statSync, chmodSync, chownSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import type { Logger } from '../log.mts';
+import type { StepContext } from '../step.mts';
 import { run } from '../exec.mts';
 import { OperationError } from '../errors.mts';
 import { REMOTE } from '../paths.mts';
@@ -42,7 +43,7 @@ export const rollbackCommands = {
     `--unit=${ROLLBACK_UNIT}`,
     `--on-active=${seconds}s`,
     '--timer-property=AccuracySec=1s',
-    '--description=codex-k8s bootstrap: undo an unconfirmed sshd/firewall change',
+    '--description=codex-k8s bootstrap: undo an unconfirmed operator/sshd/firewall change',
     nodeBin, '--', script, '--rollback',
   ],
   cancel: () => ['systemctl', 'stop', `${ROLLBACK_UNIT}.timer`],
@@ -56,10 +57,13 @@ export function readManifest(step: string): Manifest | undefined {
   return existsSync(f) ? (JSON.parse(readFileSync(f, 'utf8')) as Manifest) : undefined;
 }
 
-/** Snapshots the guarded parts' files and state; returns false when an unconfirmed snapshot is kept instead. */
-export async function snapshot(step: string, parts: readonly HostPart[]): Promise<boolean> {
+/** Snapshots the guarded parts' files and state; returns false when an unconfirmed snapshot is kept instead (parts may add to it). */
+export async function snapshot(step: string, parts: readonly HostPart[], ctx: StepContext): Promise<boolean> {
   const dir = snapshotDir(step);
-  if (readManifest(step)) return false;
+  if (readManifest(step)) {
+    for (const p of parts) await p.addState?.(dir, ctx);
+    return false;
+  }
   const tmp = `${dir}.new-${process.pid}`;
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true, mode: 0o700 });
@@ -74,7 +78,7 @@ export async function snapshot(step: string, parts: readonly HostPart[]): Promis
     copyFileSync(path, join(tmp, copy));
     files.push({ path, existed: true, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, copy });
   }
-  for (const p of parts) await p.saveState?.(tmp);
+  for (const p of parts) await p.saveState?.(tmp, ctx);
   const manifest: Manifest = { version: 1, step, createdAt: new Date().toISOString(), parts: parts.map((p) => p.name), files };
   writeFileSync(join(tmp, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n', { mode: 0o600 });
   rmSync(dir, { recursive: true, force: true });
