@@ -31,7 +31,8 @@ import { newRunId } from '../lib/step.mts';
 import type { StepResult, LoginCheck } from '../lib/step.mts';
 import { canPrompt, readHidden } from '../lib/prompt.mts';
 import { registerSecret } from '../lib/redact.mts';
-import { preflightToken, plannedTokenChecks, webhookEvents } from '../lib/github.mts';
+import { preflightToken, plannedTokenChecks, webhookEvents, clientFromConfig } from '../lib/github.mts';
+import { checkRunnerFreshness, RUNNER_RELEASES_REPO, RUNNER_UPDATE_LIMIT_DAYS } from '../lib/runners.mts';
 
 const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 /** Column width of step names in --list, --help and the summary (the longest name, so the columns line up). */
@@ -182,6 +183,7 @@ function printPlan(loaded: LoadResult, selected: readonly string[], log: Logger)
     webhookEvents(c);
     log.info(color.bold('GitHub token check (on this machine, before the server is touched; a missing permission exits 2)'));
     for (const line of plannedTokenChecks(c)) log.info(`  - ${line}`);
+    log.info(`  - runner freshness: GET /repos/${RUNNER_RELEASES_REPO.owner}/${RUNNER_RELEASES_REPO.repo}/releases against ${c.get('CODEXK8S_RUNNER_IMAGE')} (${RUNNER_UPDATE_LIMIT_DAYS} days past a newer release: ${enforcesRunnerFreshness(selected) ? 'exit 2' : 'a warning'})`);
     log.info('');
   }
   log.info(color.bold('Prepare'));
@@ -232,6 +234,11 @@ function usesGitHub(selected: readonly string[]): boolean {
   return selected.some((n) => stepInfo(n).usesGitHub === true);
 }
 
+/** Steps that install the runners or wait for them: a runner GitHub no longer serves fails them. */
+function enforcesRunnerFreshness(selected: readonly string[]): boolean {
+  return selected.includes('60_runner_arc') || selected.includes('80_deploy_loop_check');
+}
+
 interface Ctx {
   cfg: Config;
   log: Logger;
@@ -264,7 +271,9 @@ async function realRun(opts: Options, cfg: Config, selected: readonly string[], 
   if (usesGitHub(selected)) {
     webhookEvents(cfg);
     log.info(color.bold(`==> GitHub token: what ${cfg.get('CODEXK8S_GITHUB_REPO')} needs (${cfg.get('CODEXK8S_GITHUB_API_URL')})`));
-    await preflightToken(cfg, log);
+    const gh = clientFromConfig(cfg, log);
+    await preflightToken(cfg, log, gh);
+    await checkRunnerFreshness(cfg, log, gh, enforcesRunnerFreshness(selected));
   }
 
   const ssh = await SshSession.connect({ host, port, user, identityFile: key, knownHostsFile: knownHostsPath(cfg.get('CODEXK8S_HOST_STATE_DIR'), host, port), extraOptions: extra, log });

@@ -13,6 +13,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { parse as parseDotenv } from 'dotenv';
 import { registerSecret } from './redact.mts';
 import { parseSshExtraOptions } from './ssh_options.mts';
+import { IMAGES } from './versions.mts';
 
 export type Scope = 'host' | 'server' | 'both';
 export type Kind =
@@ -36,7 +37,8 @@ export type Kind =
   | 'sha256Overrides'
   | 'cidr'
   | 'cidrList'
-  | 'cron';
+  | 'cron'
+  | 'image';
 
 export type Value = string | number | boolean | readonly string[] | Readonly<Record<string, string>>;
 type Values = Record<string, Value | undefined>;
@@ -159,6 +161,8 @@ export const SETTINGS: readonly Setting[] = [
   { name: 'CODEXK8S_RUNNER_MIN', group: GROUPS.runner, kind: 'int', scope: 'both', min: 0, max: 20,
     default: (v) => (isLocal(v) ? '1' : '0'), defaultText: '1 in local mode, 0 in server mode',
     description: 'Minimum number of runners kept online.' },
+  { name: 'CODEXK8S_RUNNER_IMAGE', group: GROUPS.runner, kind: 'image', scope: 'both', default: IMAGES.arcRunner,
+    description: 'The GitHub Actions runner image of the scale set. ARC runners never update themselves, and GitHub stops queueing jobs to a runner 30 days after a newer actions/runner release: the launcher checks the releases and refuses (exit 2) a runner past that limit. Set this to bump it before the pin in bootstrap/lib/versions.mts is bumped (a mirror of the image works too).' },
   { name: 'CODEXK8S_RUNNER_MAX', group: GROUPS.runner, kind: 'int', scope: 'both', min: 1, max: 50,
     default: (v) => (isLocal(v) ? '1' : '3'), defaultText: '1 in local mode, 3 in server mode',
     description: 'Maximum number of runners.' },
@@ -233,6 +237,8 @@ const HOSTNAME = /^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const USERNAME = /^[a-z_][a-z0-9_-]{0,31}$/;
+/** Fully qualified (a registry host first), a version tag, optionally a digest: what the runner-freshness check can read. */
+const IMAGE_REF = /^[a-z0-9]+(?:[.-][a-z0-9]+)*(?::\d{1,5})?(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+:\d+\.\d+\.\d+(?:@sha256:[a-f0-9]{64})?$/;
 // A conservative addr-spec (RFC 5322 dot-atom, letters, digits and . _ % + - only): the address goes into YAML and
 // shell-facing files, so quotes, `$(...)`, spaces and backticks are refused rather than escaped.
 const EMAIL = /^[A-Za-z0-9_%+-]+(\.[A-Za-z0-9_%+-]+)*@([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$/;
@@ -323,6 +329,10 @@ function parseValue(s: Setting, raw: string): Parsed {
       return raw.includes('\0') || raw.trim() === '' ? { ok: false, why: `${shown} is not a path`, expected: 'a file system path' } : { ok: true, value: expandHome(raw) };
     case 'username':
       return USERNAME.test(raw) ? { ok: true, value: raw } : { ok: false, why: `${shown} is not a valid Linux user name`, expected: 'lower-case letters, digits, _ or -, starting with a letter or _, at most 32 characters' };
+    case 'image':
+      return IMAGE_REF.test(raw)
+        ? { ok: true, value: raw }
+        : { ok: false, why: `${shown} is not an image reference with a version tag`, expected: 'REGISTRY/REPOSITORY:X.Y.Z, optionally @sha256:<64 hex digits>, such as ghcr.io/actions/actions-runner:2.336.0' };
     case 'dnsLabel':
       return DNS_LABEL.test(raw) ? { ok: true, value: raw } : { ok: false, why: `${shown} is not a valid Kubernetes name`, expected: 'a DNS label: lower-case letters, digits and -, at most 63 characters' };
     case 'sshPublicKey': {

@@ -2,12 +2,15 @@
 // GitHub. 60_runner_arc installs them and waits until they are healthy; 80_deploy_loop_check reuses the same reading
 // as the smoke checks' runner probe (lib/smoke.mts), run from the server.
 import type { StepContext } from './step.mts';
-import { OperationError } from './errors.mts';
+import { OperationError, UsageError } from './errors.mts';
 import { run } from './exec.mts';
 import type { KubeObject, Mode } from './manifests.mts';
 import { getJson, kubectlArgv, KUBECONFIG } from './kube.mts';
-import { clientFromConfig, repoRef, explainGitHubError } from './github.mts';
-import { ARC_CONTROLLER_CHART } from './versions.mts';
+import { clientFromConfig, repoRef, explainGitHubError, noAnswer, httpStatus, githubMessage } from './github.mts';
+import type { GitHubClient } from './github.mts';
+import type { Config } from './config.mts';
+import type { Logger } from './log.mts';
+import { ARC_CONTROLLER_CHART, IMAGES } from './versions.mts';
 
 export interface RunnerSettings {
   mode: Mode;
@@ -20,6 +23,8 @@ export interface RunnerSettings {
   githubUrl: string;
   /** owner/name */
   repo: string;
+  /** The runner container's image (CODEXK8S_RUNNER_IMAGE, by default IMAGES.arcRunner). */
+  image: string;
 }
 
 export function settingsFrom(ctx: StepContext): RunnerSettings {
@@ -33,6 +38,7 @@ export function settingsFrom(ctx: StepContext): RunnerSettings {
     max: c.get<number>('CODEXK8S_RUNNER_MAX'),
     githubUrl: c.get('CODEXK8S_GITHUB_URL'),
     repo: c.get('CODEXK8S_GITHUB_REPO'),
+    image: c.get('CODEXK8S_RUNNER_IMAGE'),
   };
 }
 
@@ -157,4 +163,115 @@ export async function runnerProbe(s: RunnerSettings, ctx: Pick<StepContext, 'cfg
       ? `scale set ${s.scaleSetName} registered in GitHub, listener Ready, a runner online`
       : `scale set ${s.scaleSetName} registered in GitHub, listener Ready`,
   };
+}
+
+// --- runner freshness (the launcher, while the laptop is online) -------------------------------------------
+// ARC registers its runners with self-update disabled. GitHub stops queueing jobs to a runner that has not taken an
+// available update for 30 days: from then on every deploy and 80_deploy_loop_check wait in the queue forever. The
+// clock starts at the first release newer than ours (the update that became available), not at the newest one.
+
+export const RUNNER_UPDATE_LIMIT_DAYS = 30;
+export const RUNNER_RELEASES_REPO = { owner: 'actions', repo: 'runner' } as const;
+const DAY_MS = 86_400_000;
+
+const RUNNER_TAG = /:(\d+)\.(\d+)\.(\d+)(?:@sha256:[a-f0-9]{64})?$/;
+
+/** The runner version in an image reference's tag (`...actions-runner:2.336.0`, optionally `@sha256:...`). */
+export function runnerImageVersion(image: string): string | undefined {
+  const m = RUNNER_TAG.exec(image);
+  return m ? `${m[1]}.${m[2]}.${m[3]}` : undefined;
+}
+
+/** The same image reference with another version tag (a digest is dropped: it belonged to the old tag). */
+export function withRunnerVersion(image: string, version: string): string {
+  return image.replace(RUNNER_TAG, `:${version}`);
+}
+
+function versionParts(v: string): number[] {
+  return v.split('.').map(Number);
+}
+
+export function compareVersions(a: string, b: string): number {
+  const [x, y] = [versionParts(a), versionParts(b)];
+  for (let i = 0; i < 3; i++) if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) - (y[i] ?? 0);
+  return 0;
+}
+
+export interface ReleaseLike {
+  tag_name: string;
+  published_at: string | null;
+  draft: boolean;
+  prerelease: boolean;
+}
+
+export type RunnerFreshness =
+  | { kind: 'current'; version: string }
+  | { kind: 'behind' | 'expired'; version: string; latest: string; firstNewer: string; firstNewerAt: string; deadline: string; days: number };
+
+/**
+ * Pure: is `version` still served by GitHub at `nowMs`? `days` is the days left (behind) or the days since the
+ * deadline (expired). Drafts, pre-releases and tags that are not vX.Y.Z do not count as available updates.
+ */
+export function runnerFreshness(version: string, releases: readonly ReleaseLike[], nowMs: number): RunnerFreshness {
+  const newer = releases
+    .filter((r) => !r.draft && !r.prerelease && r.published_at && /^v\d+\.\d+\.\d+$/.test(r.tag_name))
+    .map((r) => ({ version: r.tag_name.slice(1), at: Date.parse(r.published_at as string) }))
+    .filter((r) => Number.isFinite(r.at) && compareVersions(r.version, version) > 0);
+  if (newer.length === 0) return { kind: 'current', version };
+  const first = newer.reduce((a, b) => (b.at < a.at ? b : a));
+  const latest = newer.reduce((a, b) => (compareVersions(b.version, a.version) > 0 ? b : a));
+  const deadlineMs = first.at + RUNNER_UPDATE_LIMIT_DAYS * DAY_MS;
+  const expired = nowMs >= deadlineMs;
+  return {
+    kind: expired ? 'expired' : 'behind',
+    version,
+    latest: latest.version,
+    firstNewer: first.version,
+    firstNewerAt: new Date(first.at).toISOString().slice(0, 10),
+    deadline: new Date(deadlineMs).toISOString().slice(0, 10),
+    days: expired ? Math.floor((nowMs - deadlineMs) / DAY_MS) : Math.ceil((deadlineMs - nowMs) / DAY_MS),
+  };
+}
+
+/** How to move to `latest`: the setting for this run, the pin for everyone. */
+export function runnerBumpHint(image: string, latest: string): string {
+  return `set CODEXK8S_RUNNER_IMAGE=${withRunnerVersion(image, latest)} (or bump IMAGES.arcRunner in bootstrap/lib/versions.mts), then run --only 60_runner_arc; see docs/runbook.md "Deploys stay queued: runner too old"`;
+}
+
+/**
+ * The launcher's check, before the server is touched. `enforce` (the run installs or uses the runners): a runner
+ * past GitHub's limit is a setting to fix, exit 2. Otherwise, and for a runner still within the limit, a warning.
+ * When the releases cannot be read (GitHub Enterprise Server without actions/runner, the network), it says so and
+ * goes on: the check protects the deploy loop, it must not block a run that GitHub itself would serve.
+ */
+export async function checkRunnerFreshness(cfg: Config, log: Logger, gh: GitHubClient, enforce: boolean, nowMs = Date.now()): Promise<RunnerFreshness | undefined> {
+  const image = cfg.get('CODEXK8S_RUNNER_IMAGE');
+  const version = runnerImageVersion(image);
+  const where = `${cfg.get('CODEXK8S_GITHUB_API_URL')}/repos/${RUNNER_RELEASES_REPO.owner}/${RUNNER_RELEASES_REPO.repo}/releases`;
+  if (!version) throw new UsageError(`CODEXK8S_RUNNER_IMAGE: ${image} has no X.Y.Z version tag; expected an actions-runner image such as ${IMAGES.arcRunner}`);
+  let releases: ReleaseLike[];
+  try {
+    releases = (await gh.request('GET /repos/{owner}/{repo}/releases', { ...RUNNER_RELEASES_REPO, per_page: 100 })).data as ReleaseLike[];
+  } catch (e) {
+    const none = noAnswer(e);
+    const why = none ? `no answer (${none.code})` : `${httpStatus(e) ?? '?'} ${githubMessage(e)}`;
+    log.warn(`runner freshness not checked: GET ${where} gave ${why}. GitHub stops queueing jobs to runner ${version} ${RUNNER_UPDATE_LIMIT_DAYS} days after a newer release; check https://github.com/actions/runner/releases by hand`);
+    return undefined;
+  }
+  const f = runnerFreshness(version, releases, nowMs);
+  if (f.kind === 'current') {
+    log.info(`  ok    runner image ${image}: no newer actions/runner release`);
+    return f;
+  }
+  const facts = `runner ${f.version} is behind actions/runner ${f.latest}; ${f.firstNewer}, the first newer release, came out on ${f.firstNewerAt}`;
+  if (f.kind === 'behind') {
+    log.warn(`runner image ${image}: ${facts}; GitHub stops queueing jobs to ${f.version} on ${f.deadline} (${f.days} day(s) left). To bump: ${runnerBumpHint(image, f.latest)}`);
+    return f;
+  }
+  const message = `CODEXK8S_RUNNER_IMAGE: ${image} is past GitHub's ${RUNNER_UPDATE_LIMIT_DAYS}-day limit: ${facts}, so since ${f.deadline} GitHub queues no jobs to runner ${f.version} and every deploy would wait forever`;
+  if (!enforce) {
+    log.warn(`${message}. To bump: ${runnerBumpHint(image, f.latest)}`);
+    return f;
+  }
+  throw new UsageError([`${message}; expected ${withRunnerVersion(image, f.latest)}`, `hint: ${runnerBumpHint(image, f.latest)}; nothing was changed`]);
 }

@@ -172,7 +172,8 @@ export const IMAGES = {
   // actions/runner 2.336.0. Pinned by tag only: the image is multi-arch and no digest was recorded at pin time;
   // when bumping, take the version from https://github.com/actions/runner/releases. ARC runners do not
   // self-update, and GitHub stops queueing jobs to a runner that has ignored an available update for 30 days:
-  // this pin must follow the runner releases.
+  // this pin must follow the runner releases. The launcher checks it against the releases on every GitHub run
+  // (lib/runners.mts checkRunnerFreshness); CODEXK8S_RUNNER_IMAGE overrides it until the pin is bumped.
   arcRunner: 'ghcr.io/actions/actions-runner:2.336.0',
   // BuildKit, rootless variant (manifests/buildkit, uid 1000, rootlesskit): moby/buildkit v0.34.0, released
   // 2026-10-07 (https://github.com/moby/buildkit/releases/tag/v0.34.0); every release publishes

@@ -25,7 +25,7 @@ import type { KubeObject, PlaceholderValue } from '../lib/manifests.mts';
 import {
   objectsDrift, applyObjects, getJson, existingNamespaces, helmReleaseState, helmReleaseDrift, helmUpgrade, kubectlArgv,
 } from '../lib/kube.mts';
-import { ARC_CONTROLLER_CHART, ARC_SCALE_SET_CHART, IMAGES } from '../lib/versions.mts';
+import { ARC_CONTROLLER_CHART, ARC_SCALE_SET_CHART } from '../lib/versions.mts';
 import type { ChartPin } from '../lib/versions.mts';
 import { settingsFrom, githubConfigUrl, healthProblems, healthHint, readHealth } from '../lib/runners.mts';
 import type { RunnerSettings } from '../lib/runners.mts';
@@ -98,7 +98,7 @@ export function scaleSetValues(s: RunnerSettings, secretName: string): Record<st
         containers: [
           {
             name: 'runner',
-            image: IMAGES.arcRunner,
+            image: s.image,
             command: ['/home/runner/run.sh'],
             resources: res('100m', '256Mi', '2Gi'),
             // The runner image runs as its own non-root user; no sudo inside jobs, no added capabilities.

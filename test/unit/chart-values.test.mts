@@ -8,10 +8,11 @@ import { chartValuesProblems } from '../fakes/lib/chart-values.mts';
 import { certManagerValues } from '../../bootstrap/remote/30_cluster_deps.mts';
 import { controllerValues, scaleSetValues } from '../../bootstrap/remote/60_runner_arc.mts';
 import type { RunnerSettings } from '../../bootstrap/lib/runners.mts';
+import { IMAGES } from '../../bootstrap/lib/versions.mts';
 
 const runner = (mode: 'server' | 'local'): RunnerSettings => ({
   mode, stagingNamespace: 'staging', runnerNamespace: 'arc-runners', scaleSetName: 'codex-k8s', min: 1, max: 3,
-  githubUrl: 'https://github.com', repo: 'owner/name',
+  githubUrl: 'https://github.com', repo: 'owner/name', image: IMAGES.arcRunner,
 });
 
 function traefikValues(file: string): unknown {

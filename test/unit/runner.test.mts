@@ -31,7 +31,7 @@ const SECRET = tokenSecretName(TOKEN);
 function settings(mode: 'local' | 'server', over: Partial<RunnerSettings> = {}): RunnerSettings {
   return {
     mode, stagingNamespace: 'codex-k8s-staging', runnerNamespace: 'arc-runners', scaleSetName: 'codex-k8s-staging',
-    min: mode === 'local' ? 1 : 0, max: mode === 'local' ? 1 : 3, githubUrl: 'https://github.com', repo: 'codex-k8s/codex-k8s', ...over,
+    min: mode === 'local' ? 1 : 0, max: mode === 'local' ? 1 : 3, githubUrl: 'https://github.com', repo: 'codex-k8s/codex-k8s', image: IMAGES.arcRunner, ...over,
   };
 }
 
@@ -66,10 +66,12 @@ test('settings come from the configuration; local mode keeps one runner whatever
   const values: Record<string, unknown> = {
     CODEXK8S_MODE: 'local', CODEXK8S_STAGING_NAMESPACE: 'stg', CODEXK8S_RUNNER_NAMESPACE: 'runners', CODEXK8S_RUNNER_SCALE_SET_NAME: 'set',
     CODEXK8S_RUNNER_MIN: 0, CODEXK8S_RUNNER_MAX: 4, CODEXK8S_GITHUB_URL: 'https://ghe.example/', CODEXK8S_GITHUB_REPO: 'o/r',
+    CODEXK8S_RUNNER_IMAGE: 'mirror.example/actions/actions-runner:2.999.0',
   };
   const ctx = { cfg: { get: (n: string) => values[n], maybe: (n: string) => values[n] } } as unknown as StepContext;
   const s = settingsFrom(ctx);
-  assert.deepEqual(s, { mode: 'local', stagingNamespace: 'stg', runnerNamespace: 'runners', scaleSetName: 'set', min: 0, max: 4, githubUrl: 'https://ghe.example/', repo: 'o/r' });
+  assert.deepEqual(s, { mode: 'local', stagingNamespace: 'stg', runnerNamespace: 'runners', scaleSetName: 'set', min: 0, max: 4, githubUrl: 'https://ghe.example/', repo: 'o/r', image: 'mirror.example/actions/actions-runner:2.999.0' });
+  assert.equal((scaleSetValues(s, SECRET) as { template: { spec: { containers: Array<{ image: string }> } } }).template.spec.containers[0]?.image, s.image, 'the setting reaches the chart values');
   const local = runnerCounts(s);
   assert.deepEqual([local.min, local.max], [1, 1]);
   assert.match(local.ignored ?? '', /CODEXK8S_RUNNER_MIN=0 \/ CODEXK8S_RUNNER_MAX=4 are used in server mode only/);

@@ -47,6 +47,8 @@ export const OPERATIONS: ReadonlyArray<readonly [string, string]> = [
   ['get', '/repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs'],
   ['get', '/repos/{owner}/{repo}/actions/runs/{run_id}'],
   ['get', '/repos/{owner}/{repo}/actions/runs/{run_id}/jobs'],
+  // The launcher's runner-freshness check: the releases of actions/runner.
+  ['get', '/repos/{owner}/{repo}/releases'],
 ];
 
 export interface FixtureParameter {

@@ -35,6 +35,8 @@ import AjvModule from 'ajv';
 import type { ValidateFunction } from 'ajv';
 import sodium from 'libsodium-wrappers';
 import type { Fixture, FixtureOperation } from './refresh-openapi.mts';
+import { IMAGES, IMAGE_PROVENANCE } from '../../../bootstrap/lib/versions.mts';
+import { runnerImageVersion } from '../../../bootstrap/lib/runners.mts';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const Ajv = AjvModule.default ?? AjvModule;
@@ -79,6 +81,17 @@ export interface Runner {
   busy: boolean;
   labels: string[];
 }
+
+/** A release of the public actions/runner repository, as the runner-freshness check reads it. */
+export interface RunnerRelease {
+  tag: string;
+  publishedAt: string;
+  draft?: boolean;
+  prerelease?: boolean;
+}
+
+/** The public repository whose releases the launcher reads (any token may read it). */
+export const RUNNER_REPO = 'actions/runner';
 
 export type RunConclusion = 'success' | 'failure' | 'cancelled';
 
@@ -162,6 +175,8 @@ export interface FakeGitHubOptions {
   admin?: boolean;
   /** Granted fine-grained permissions (default: all write, metadata read). */
   permissions?: Partial<Record<Permission, Level>>;
+  /** actions/runner releases (default: one, the version of IMAGES.arcRunner, on its pinned release date). */
+  runnerReleases?: RunnerRelease[];
 }
 
 export interface FakeGitHub {
@@ -173,6 +188,8 @@ export interface FakeGitHub {
   readonly secrets: Map<string, { value: string; created_at: string; updated_at: string }>;
   readonly hooks: Map<number, Hook>;
   readonly runners: Runner[];
+  /** actions/runner releases, newest first as GitHub lists them (default: the pinned runner version only). */
+  runnerReleases: RunnerRelease[];
   readonly actions: FakeActions;
   permissions: Record<Permission, Level>;
   admin: boolean;
@@ -217,6 +234,8 @@ const NEEDS: Readonly<Record<string, readonly [Permission, 'read' | 'write']>> =
   'GET /repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs': ['actions', 'read'],
   'GET /repos/{owner}/{repo}/actions/runs/{run_id}': ['actions', 'read'],
   'GET /repos/{owner}/{repo}/actions/runs/{run_id}/jobs': ['actions', 'read'],
+  // Public repositories (actions/runner) are readable with any token; the configured repository's releases too.
+  'GET /repos/{owner}/{repo}/releases': ['metadata', 'read'],
 };
 
 /** per_page maxima GitHub documents (variables: 30; the others 100). */
@@ -362,6 +381,7 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
     secrets,
     hooks,
     runners,
+    runnerReleases: opts.runnerReleases ?? [{ tag: `v${runnerImageVersion(IMAGES.arcRunner)}`, publishedAt: `${IMAGE_PROVENANCE.arcRunner.released}T12:00:00Z` }],
     actions,
     permissions,
     admin: opts.admin ?? true,
@@ -428,6 +448,23 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
     return { slice: items.slice((pageNo - 1) * perPage, pageNo * perPage), headers: links.length ? { link: links.join(', ') } : {} };
   }
 
+  const releaseJson = (r: RunnerRelease, i: number) => {
+    const id = 250_000_000 + i;
+    const api = `${base()}/repos/${RUNNER_REPO}/releases/${id}`;
+    const user = `${base()}/users/github-actions%5Bbot%5D`;
+    const author = {
+      login: 'github-actions[bot]', id: 41_898_282, node_id: 'MDM6Qm90NDE4OTgyODI=', avatar_url: 'https://avatars.githubusercontent.com/in/15368?v=4', gravatar_id: '',
+      url: user, html_url: 'https://github.com/apps/github-actions', followers_url: `${user}/followers`, following_url: `${user}/following{/other_user}`,
+      gists_url: `${user}/gists{/gist_id}`, starred_url: `${user}/starred{/owner}{/repo}`, subscriptions_url: `${user}/subscriptions`, organizations_url: `${user}/orgs`,
+      repos_url: `${user}/repos`, events_url: `${user}/events{/privacy}`, received_events_url: `${user}/received_events`, type: 'Bot', site_admin: false,
+    };
+    return {
+      url: api, html_url: `https://github.com/${RUNNER_REPO}/releases/tag/${r.tag}`, assets_url: `${api}/assets`, upload_url: `https://uploads.github.com/repos/${RUNNER_REPO}/releases/${id}/assets{?name,label}`,
+      tarball_url: `${base()}/repos/${RUNNER_REPO}/tarball/${r.tag}`, zipball_url: `${base()}/repos/${RUNNER_REPO}/zipball/${r.tag}`, id, node_id: `RE_fake${id}`,
+      tag_name: r.tag, target_commitish: 'main', name: r.tag, body: '', draft: r.draft ?? false, prerelease: r.prerelease ?? false,
+      created_at: r.publishedAt, published_at: r.publishedAt, author, assets: [],
+    };
+  };
   const notFound = (docs: string) => new HttpAnswer(404, { message: 'Not Found', documentation_url: docs, status: '404' });
   const invalid = (msg: string) => {
     problems.push(msg);
@@ -598,6 +635,11 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
         const all = jobsJson(run);
         const p = page(all, url, c.key);
         return new HttpAnswer(200, { total_count: all.length, jobs: p.slice }, p.headers);
+      }
+      case 'GET /repos/{owner}/{repo}/releases': {
+        if (`${m['owner']}/${m['repo']}`.toLowerCase() !== RUNNER_REPO) return new HttpAnswer(200, []);
+        const { slice, headers } = page(fake.runnerReleases.map(releaseJson), url, c.key);
+        return new HttpAnswer(200, slice, headers);
       }
       case 'GET /repos/{owner}/{repo}/actions/runners': {
         const named = url.searchParams.get('name');
@@ -773,7 +815,8 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
     const m: Record<string, string> = {};
     const hit = c.regex.exec(url.pathname) ?? [];
     c.names.forEach((n, i) => (m[n] = decodeURIComponent(hit[i + 1] ?? '')));
-    if (m['owner']?.toLowerCase() !== owner.toLowerCase() || m['repo']?.toLowerCase() !== repoName.toLowerCase()) return { answer: notFound('https://docs.github.com/rest/repos/repos#get-a-repository'), route: c.key, write };
+    const publicRunnerRepo = c.key === 'GET /repos/{owner}/{repo}/releases' && `${m['owner']}/${m['repo']}`.toLowerCase() === RUNNER_REPO;
+    if (!publicRunnerRepo && (m['owner']?.toLowerCase() !== owner.toLowerCase() || m['repo']?.toLowerCase() !== repoName.toLowerCase())) return { answer: notFound('https://docs.github.com/rest/repos/repos#get-a-repository'), route: c.key, write };
     const [perm, level] = NEEDS[c.key] ?? ['metadata', 'read'];
     const granted = permissions[perm];
     if (granted === 'none' || (level === 'write' && granted !== 'write')) return { answer: refusal(perm, level), route: c.key, write };
