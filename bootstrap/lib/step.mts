@@ -47,6 +47,18 @@ export interface LoginCheck {
 
 export interface StepNotes {
   loginCheck?: LoginCheck;
+  /** The list apply() pushes its change lines into (changeList): kept when apply fails half-way. */
+  applied?: string[];
+}
+
+/**
+ * The list an apply() collects its change lines in. Registered with the step, so a failure half-way still
+ * journals and prints what was already changed instead of an empty list.
+ */
+export function changeList(ctx: StepContext): string[] {
+  const list: string[] = [];
+  if (ctx.notes) ctx.notes.applied = list;
+  return list;
 }
 
 /** A one-off action of a step (--confirm, --rollback): no config, no lock, no journal by the runner. */
@@ -186,8 +198,13 @@ export async function converge(name: string, impl: StepImpl, baseCtx: StepContex
     const status = changes.length > 0 || drift.length > 0 ? 'changed' : 'unchanged';
     const endedAt = new Date().toISOString();
     writeJournal(journalPath, recordStep(readJournal(journalPath), name, { status: 'ok', startedAt, endedAt, seconds: seconds(), changes, configHash: cfgHash, runId: ctx.runId }));
-    return { status, changes, drift, seconds: seconds(), ...notes };
+    return { status, changes, drift, seconds: seconds(), ...resultNotes(notes) };
   } catch (e) {
+    // apply() did not return: what it had already changed is in its change list.
+    if (changes.length === 0 && notes.applied && notes.applied.length > 0) {
+      changes = [...notes.applied];
+      for (const c of changes) ctx.log.info(`  + ${c}`);
+    }
     const err = e as OperationError;
     const message = mask(err.message ?? String(e));
     const detail = err.detail ? mask(err.detail) : e instanceof OperationError ? undefined : mask((e as Error).stack ?? '');
@@ -196,8 +213,14 @@ export async function converge(name: string, impl: StepImpl, baseCtx: StepContex
     // A failure after a guarded change still carries the login check: the launcher then proves the login (and
     // keeps the change) or rolls it back, instead of leaving it to the timer.
     const exitCode = e instanceof OperationError && e.exitCode === 2 ? 2 : 1;
-    return { status: 'failed', changes, drift, seconds: seconds(), error: message, detail: detail || undefined, hint: err.hint ? mask(err.hint) : undefined, exitCode, ...notes };
+    return { status: 'failed', changes, drift, seconds: seconds(), error: message, detail: detail || undefined, hint: err.hint ? mask(err.hint) : undefined, exitCode, ...resultNotes(notes) };
   }
+}
+
+/** The notes that travel in the result (the change list is already its `changes`). */
+function resultNotes(notes: StepNotes): Omit<StepNotes, 'applied'> {
+  const { applied: _applied, ...rest } = notes;
+  return rest;
 }
 
 export function newRunId(): string {

@@ -14,7 +14,7 @@
 // anything, the step snapshots their files and state and schedules `--rollback` on a timer (lib/host/rollback.mts), and its result asks the launcher to log
 // in anew as the operator: that login confirms (--confirm) or rolls back (--rollback). Run by hand, the step
 // prints how to confirm from a new session before the timer undoes the change.
-import { runStep } from '../lib/step.mts';
+import { runStep, changeList } from '../lib/step.mts';
 import type { StepContext, StepMode } from '../lib/step.mts';
 import { color } from '../lib/log.mts';
 import { REMOTE } from '../lib/paths.mts';
@@ -47,7 +47,7 @@ async function check(ctx: StepContext): Promise<string[]> {
 }
 
 async function apply(ctx: StepContext): Promise<string[]> {
-  const changes: string[] = [];
+  const changes = changeList(ctx);
   let armed = false;
   for (const part of PARTS) {
     const drift = lastDrift.get(part.name) ?? (await part.check(ctx));

@@ -11,7 +11,7 @@
 // which would make every pull from the in-cluster registry fail much later, far from the cause.
 import { mkdirSync, chmodSync, chownSync, mkdtempSync, rmSync, readFileSync, existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { runStep } from '../lib/step.mts';
+import { runStep, changeList } from '../lib/step.mts';
 import type { StepContext } from '../lib/step.mts';
 import { run } from '../lib/exec.mts';
 import { OperationError } from '../lib/errors.mts';
@@ -326,7 +326,7 @@ async function waitForHostsToml(port: number, since: number | undefined): Promis
 
 async function apply(ctx: StepContext): Promise<string[]> {
   const port = ctx.cfg.get<number>('CODEXK8S_INTERNAL_REGISTRY_PORT');
-  const changes: string[] = [];
+  const changes = changeList(ctx);
   let registriesChanged = false;
   const op = await operator(ctx);
   if (!op) throw new OperationError(`user ${ctx.cfg.get('OPERATOR_USER')} does not exist; it gets the kubeconfig`, { hint: 'run step 10 first: --from 10' });

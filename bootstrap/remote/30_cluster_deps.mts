@@ -8,7 +8,7 @@
 // the mode), compared with `kubectl diff` and applied with `kubectl apply` only when they differ. cert-manager is a
 // pinned chart; helm writes a new revision on every upgrade, so the step upgrades only when the installed chart
 // version or values differ from the pin (lib/kube.mts helmReleaseDrift).
-import { runStep } from '../lib/step.mts';
+import { runStep, changeList } from '../lib/step.mts';
 import type { StepContext } from '../lib/step.mts';
 import { render, NAMES, ACME_SERVERS, describeObject } from '../lib/manifests.mts';
 import type { KubeObject, Mode, PlaceholderValue } from '../lib/manifests.mts';
@@ -125,7 +125,7 @@ async function check(ctx: StepContext): Promise<string[]> {
 
 async function apply(ctx: StepContext): Promise<string[]> {
   const s = settingsFrom(ctx);
-  const changes: string[] = [];
+  const changes = changeList(ctx);
   const timeout = timeoutOf(ctx);
 
   if ((await helmDrift(ctx)).length > 0) changes.push(...(await installHelm(ctx)));

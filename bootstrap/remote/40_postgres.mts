@@ -8,7 +8,7 @@
 // and never deletes anything: not the Secret, not the data PVC (data-postgres-0), not the backups.
 // The password exists in memory and on kubectl's stdin only; it is registered for masking before any output.
 import { randomBytes } from 'node:crypto';
-import { runStep } from '../lib/step.mts';
+import { runStep, changeList } from '../lib/step.mts';
 import type { StepContext } from '../lib/step.mts';
 import { OperationError } from '../lib/errors.mts';
 import { registerSecret } from '../lib/redact.mts';
@@ -140,7 +140,7 @@ async function check(ctx: StepContext): Promise<string[]> {
 async function apply(ctx: StepContext): Promise<string[]> {
   const s = settingsFrom(ctx);
   await requireNamespace(s.namespace, ctx);
-  const changes: string[] = [];
+  const changes = changeList(ctx);
   const state = await secretState(s, ctx);
   if (state.data === undefined) {
     const password = generatePassword();

@@ -18,7 +18,7 @@
 import { createReadStream, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runStep } from '../lib/step.mts';
+import { runStep, changeList } from '../lib/step.mts';
 import type { StepContext } from '../lib/step.mts';
 import type { Logger } from '../lib/log.mts';
 import { OperationError } from '../lib/errors.mts';
@@ -380,7 +380,7 @@ async function apply(ctx: StepContext): Promise<string[]> {
   const s = settingsFrom(ctx);
   usernsCheck(s);
   await requireNamespaces(s, ctx);
-  const changes: string[] = [];
+  const changes = changeList(ctx);
   const secretId = `Secret ${s.stagingNamespace}/${NAMES.appRuntimeSecret}`;
 
   // 1. The runtime Secret, from the one webhook secret file.

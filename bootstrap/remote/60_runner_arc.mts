@@ -15,7 +15,7 @@
 // Verified, bounded: the listener pod is Ready and GitHub gave the scale set an ID (the controller writes it on the
 // AutoscalingRunnerSet); in local mode one runner of the set is online in GitHub (REST: list self-hosted runners).
 import { createHash } from 'node:crypto';
-import { runStep } from '../lib/step.mts';
+import { runStep, changeList } from '../lib/step.mts';
 import type { StepContext } from '../lib/step.mts';
 import { OperationError } from '../lib/errors.mts';
 import { run } from '../lib/exec.mts';
@@ -215,7 +215,7 @@ async function apply(ctx: StepContext): Promise<string[]> {
   const s = settingsFrom(ctx);
   await requireNamespaces(s, ctx);
   const timeout = ctx.cfg.get<number>('CODEXK8S_ROLLOUT_TIMEOUT');
-  const changes: string[] = [];
+  const changes = changeList(ctx);
   const t = token(ctx);
   const secretName = tokenSecretName(t);
   const secretId = `Secret ${s.runnerNamespace}/${secretName}`;

@@ -6,7 +6,7 @@
 // run removes only its own leftovers (docs/github.md).
 // Talks to CODEXK8S_GITHUB_API_URL with CODEXK8S_GITHUB_PAT from bootstrap.env; the launcher checked the token's
 // permissions before the run started.
-import { runStep } from '../lib/step.mts';
+import { runStep, changeList } from '../lib/step.mts';
 import type { StepContext } from '../lib/step.mts';
 import { formatDuration } from '../lib/config.mts';
 import type { Config } from '../lib/config.mts';
@@ -90,7 +90,7 @@ async function check(ctx: StepContext): Promise<string[]> {
 }
 
 async function apply(ctx: StepContext): Promise<string[]> {
-  const changes: string[] = [];
+  const changes = changeList(ctx);
   const secret = await readOrCreateSecretFile(WEBHOOK_SECRET_FILE, true);
   if (!secret) throw new Error('unreachable: readOrCreateSecretFile(create=true) returned nothing');
   if (secret.created) changes.push(`generated the webhook secret ${WEBHOOK_SECRET_FILE} (0600)`);

@@ -286,6 +286,24 @@ test('converge: check -> apply only on drift -> check again; leftover drift and 
   const boom = await converge('30_boom', throwing, ctx, 'hash1', journal);
   assert.deepEqual([boom.status, boom.error, boom.hint, boom.detail], ['failed', 'boom', 'do z', 'stderr line']);
   assert.equal(readJournal(journal).steps['30_boom']?.error, 'boom');
+
+  // A failure half-way: what apply() had already changed is journaled, returned and printed, not an empty list.
+  const { changeList } = await import('../../bootstrap/lib/step.mts');
+  const half = {
+    check: async () => ['p', 'q'],
+    apply: async (c: typeof ctx) => {
+      const changes = changeList(c);
+      changes.push('created p');
+      throw new OperationError('q failed');
+    },
+  };
+  const printed: string[] = [];
+  const spyCtx = { ...ctx, log: Object.assign(new Logger(), { info: (l: string) => printed.push(l) }) };
+  const partial = await converge('40_half', half, spyCtx, 'hash1', journal);
+  assert.deepEqual([partial.status, partial.changes], ['failed', ['created p']]);
+  assert.deepEqual(readJournal(journal).steps['40_half']?.changes, ['created p']);
+  assert.ok(printed.includes('  + created p'), printed.join('\n'));
+  assert.equal('applied' in partial, false, 'the change list travels as changes only');
 });
 
 test('the server state of the first round trip is parsed: stamps, hashes and the journal', async () => {
