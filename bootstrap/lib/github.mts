@@ -91,6 +91,15 @@ export interface GitHubOptions {
   now?: () => number;
 }
 
+/**
+ * Errors of requests that were sent more than once. A 4xx after a retry does not prove that nothing was written:
+ * the first try may have taken effect with its answer lost (then the retry of a create is refused as a duplicate).
+ */
+const retriedErrors = new WeakSet<object>();
+export function wasRetried(e: unknown): boolean {
+  return typeof e === 'object' && e !== null && retriedErrors.has(e);
+}
+
 /** The client every GitHub call goes through. */
 export function createGitHub(opts: GitHubOptions): GitHubClient {
   registerSecret(opts.token);
@@ -134,11 +143,14 @@ export function createGitHub(opts: GitHubOptions): GitHubClient {
         const limit = rateLimitWaitSeconds(status, headers, now(), message);
         const kind = none ? `got no answer (${none.code})` : limit !== undefined ? `${/secondary/i.test(message) ? 'secondary rate limit' : 'rate limit'} (${status})` : `answered ${status}`;
         if (wait === undefined) {
+          if (attempt > 1 && typeof e === 'object' && e !== null) retriedErrors.add(e);
           if (limit !== undefined && limit > MAX_WAIT_SECONDS) log.error(`GitHub ${kind} on ${what}: it lifts in ${limit}s, longer than the ${MAX_WAIT_SECONDS}s a run waits`);
           else if (attempt >= MAX_TRIES) log.warn(`GitHub ${kind} on ${what}: giving up after ${attempt} tries`);
           if (!none || e instanceof GitHubUnreachable) throw e;
           const req = (e as { request?: { method?: string; url?: string } }).request;
-          throw new GitHubUnreachable(baseUrl, none.code, { method: req?.method ?? String(options.method), url: req?.url ?? String(options.url) }, e);
+          const unreachable = new GitHubUnreachable(baseUrl, none.code, { method: req?.method ?? String(options.method), url: req?.url ?? String(options.url) }, e);
+          if (attempt > 1) retriedErrors.add(unreachable);
+          throw unreachable;
         }
         log.warn(`GitHub ${kind} on ${what}; retrying in ${wait}s (try ${attempt + 1}/${MAX_TRIES})`);
         await sleep(wait * 1000);
@@ -521,7 +533,8 @@ export type Action =
   | { kind: 'create-webhook'; hook: WebhookWanted }
   | { kind: 'update-webhook'; id: number; hook: WebhookWanted; why: string; created: boolean }
   | { kind: 'delete-webhook'; id: number; url: string }
-  | { kind: 'forget-webhook'; id: number; url: string };
+  | { kind: 'forget-webhook'; id: number; url: string }
+  | { kind: 'forget-pending-webhook'; url: string };
 
 export function emptyGitHubJournal(repo: RepoIdentity): GitHubJournal {
   return { repo: repo.fullName, repoId: repo.id, salt: randomBytes(16).toString('hex'), variables: [], secrets: {}, webhooks: [] };
@@ -566,6 +579,8 @@ export function planWiring(wanted: Wanted, snap: RepoSnapshot, j: GitHubJournal)
     const same = snap.hooks.filter((h) => h.url === w.url);
     // Prefer the hook we created; otherwise adopt the first one with the URL (upsert by URL: no duplicates).
     const target = same.find((h) => mine.has(h.id)) ?? same[0];
+    // A create whose answer was lost: the hook with that URL is ours, though the journal has no id for it.
+    const pendingCreate = (j.pendingWebhooks ?? []).includes(w.url);
     if (!target) actions.push({ kind: 'create-webhook', hook: w });
     else {
       const rec = mine.get(target.id);
@@ -574,12 +589,18 @@ export function planWiring(wanted: Wanted, snap: RepoSnapshot, j: GitHubJournal)
       if (target.insecureSsl !== '0') reasons.push('TLS verification off');
       if (!target.active) reasons.push('inactive');
       if ([...target.events].sort().join(',') !== [...w.events].sort().join(',')) reasons.push(`events ${target.events.join(',')}, want ${w.events.join(',')}`);
-      if (!rec) reasons.push('secret not set by this tool');
+      if (!rec) reasons.push(pendingCreate ? 'created by this tool, but the answer to the create was lost' : 'secret not set by this tool');
       else if (rec.secretFingerprint !== fingerprint(j.salt, 'webhook', w.secret)) reasons.push('secret changed');
-      if (reasons.length) actions.push({ kind: 'update-webhook', id: target.id, hook: w, why: reasons.join(', '), created: rec?.created ?? false });
+      if (reasons.length) actions.push({ kind: 'update-webhook', id: target.id, hook: w, why: reasons.join(', '), created: rec?.created ?? pendingCreate });
     }
     // Our own duplicates (same URL, another id) go; foreign hooks stay.
     for (const h of same) if (h !== target && mine.get(h.id)?.created) actions.push({ kind: 'delete-webhook', id: h.id, url: h.url });
+  }
+  for (const url of j.pendingWebhooks ?? []) {
+    if (wanted.webhook?.url === url) continue;
+    const orphans = snap.hooks.filter((h) => h.url === url && !mine.has(h.id));
+    for (const h of orphans) actions.push({ kind: 'delete-webhook', id: h.id, url });
+    if (orphans.length === 0) actions.push({ kind: 'forget-pending-webhook', url });
   }
   for (const rec of j.webhooks) {
     const live = snap.hooks.find((h) => h.id === rec.id);
@@ -615,6 +636,8 @@ export function describeAction(a: Action, repo: string): string {
       return `webhook ${a.url} (id ${a.id}) was created by this tool and is no longer used`;
     case 'forget-webhook':
       return `webhook ${a.url} (id ${a.id}) is no longer managed (${a.id} is gone or was not created by this tool); the journal forgets it`;
+    case 'forget-pending-webhook':
+      return `webhook ${a.url}: a create whose answer was lost left nothing in ${repo}; the journal forgets it`;
   }
 }
 
@@ -749,7 +772,8 @@ async function applyActions(gh: GitHubClient, ref: RepoRef, actions: readonly Ac
     j = next;
     saveGitHubJournal(journalPath, j);
   };
-  // A write that can take effect although its answer is lost is journaled first; a 4xx means GitHub wrote nothing.
+  // A write that can take effect although its answer is lost is journaled first; a 4xx to the first and only try
+  // means GitHub wrote nothing.
   const intent = async <T,>(next: GitHubJournal, write: () => Promise<T>): Promise<T> => {
     const before = j;
     save(next);
@@ -757,7 +781,7 @@ async function applyActions(gh: GitHubClient, ref: RepoRef, actions: readonly Ac
       return await write();
     } catch (e) {
       const status = httpStatus(e);
-      if (status !== undefined && status >= 400 && status < 500) save(before);
+      if (status !== undefined && status >= 400 && status < 500 && !wasRetried(e)) save(before);
       throw e;
     }
   };
@@ -802,30 +826,42 @@ async function applyActions(gh: GitHubClient, ref: RepoRef, actions: readonly Ac
         break;
       }
       case 'create-webhook': {
-        const r = await gh.request('POST /repos/{owner}/{repo}/hooks', { ...ref, name: 'web', active: true, events: [...a.hook.events], config: hookConfig(a.hook) });
+        // The id comes with the answer: until then the URL is journaled as pending (planWiring adopts it as ours).
+        const pending = [...new Set([...(j.pendingWebhooks ?? []), a.hook.url])];
+        const r = await intent({ ...j, pendingWebhooks: pending }, () => gh.request('POST /repos/{owner}/{repo}/hooks', { ...ref, name: 'web', active: true, events: [...a.hook.events], config: hookConfig(a.hook) }));
         const rec: GitHubWebhookRecord = { id: r.data.id, url: a.hook.url, secretFingerprint: fingerprint(j.salt, 'webhook', a.hook.secret), created: true };
-        save({ ...j, webhooks: [...j.webhooks.filter((h) => h.id !== rec.id), rec] });
+        save(withoutPending({ ...j, webhooks: [...j.webhooks.filter((h) => h.id !== rec.id), rec] }, a.hook.url));
         changes.push(`created webhook ${a.hook.url} (id ${r.data.id}, events ${a.hook.events.join(',')})`);
         break;
       }
       case 'update-webhook': {
         await gh.request('PATCH /repos/{owner}/{repo}/hooks/{hook_id}', { ...ref, hook_id: a.id, active: true, events: [...a.hook.events], config: hookConfig(a.hook) });
         const rec: GitHubWebhookRecord = { id: a.id, url: a.hook.url, secretFingerprint: fingerprint(j.salt, 'webhook', a.hook.secret), created: a.created };
-        save({ ...j, webhooks: [...j.webhooks.filter((h) => h.id !== a.id), rec] });
+        save(withoutPending({ ...j, webhooks: [...j.webhooks.filter((h) => h.id !== a.id), rec] }, a.hook.url));
         changes.push(`updated webhook ${a.hook.url} (id ${a.id}: ${a.why})`);
         break;
       }
       case 'delete-webhook':
         await ignore404(gh.request('DELETE /repos/{owner}/{repo}/hooks/{hook_id}', { ...ref, hook_id: a.id }));
-        save({ ...j, webhooks: j.webhooks.filter((h) => h.id !== a.id) });
+        save(withoutPending({ ...j, webhooks: j.webhooks.filter((h) => h.id !== a.id) }, a.url));
         changes.push(`deleted webhook ${a.url} (id ${a.id}, created by this tool, no longer used)`);
         break;
       case 'forget-webhook':
         save({ ...j, webhooks: j.webhooks.filter((h) => h.id !== a.id) });
         changes.push(`forgot webhook ${a.url} (id ${a.id})`);
         break;
+      case 'forget-pending-webhook':
+        save(withoutPending(j, a.url));
+        changes.push(`forgot the unanswered create of webhook ${a.url} (GitHub has no such hook)`);
+        break;
     }
   }
+}
+
+function withoutPending(j: GitHubJournal, url: string): GitHubJournal {
+  const rest = (j.pendingWebhooks ?? []).filter((u) => u !== url);
+  const { pendingWebhooks: _gone, ...base } = j;
+  return rest.length ? { ...base, pendingWebhooks: rest } : base;
 }
 
 function hookConfig(h: WebhookWanted) {

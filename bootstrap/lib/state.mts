@@ -85,6 +85,11 @@ export interface GitHubJournal {
   variables: string[];
   secrets: Record<string, GitHubSecretRecord>;
   webhooks: GitHubWebhookRecord[];
+  /**
+   * URLs of webhooks whose create was sent but whose answer (the id) never came back: a hook with such a URL that
+   * the journal does not know is the one this tool created, so it is adopted as created, and deleted when unused.
+   */
+  pendingWebhooks?: string[];
 }
 
 const HISTORY_LIMIT = 200;
@@ -116,7 +121,11 @@ function parseGitHubJournal(g: unknown): GitHubJournal {
   if (!x || typeof x.repo !== 'string' || typeof x.salt !== 'string' || !Array.isArray(x.variables) || typeof x.secrets !== 'object' || x.secrets === null || !Array.isArray(x.webhooks))
     throw new Error('the github section is not {repo, salt, variables, secrets, webhooks}');
   if (x.repoId !== undefined && !Number.isSafeInteger(x.repoId)) throw new Error('the github section\'s repoId is not an integer');
-  return { repo: x.repo, ...(x.repoId !== undefined ? { repoId: x.repoId } : {}), salt: x.salt, variables: x.variables, secrets: x.secrets, webhooks: x.webhooks };
+  if (x.pendingWebhooks !== undefined && (!Array.isArray(x.pendingWebhooks) || x.pendingWebhooks.some((u) => typeof u !== 'string'))) throw new Error('the github section\'s pendingWebhooks is not a list of URLs');
+  return {
+    repo: x.repo, ...(x.repoId !== undefined ? { repoId: x.repoId } : {}), salt: x.salt, variables: x.variables, secrets: x.secrets, webhooks: x.webhooks,
+    ...(x.pendingWebhooks?.length ? { pendingWebhooks: x.pendingWebhooks } : {}),
+  };
 }
 
 export function readJournal(path: string): Journal {

@@ -407,6 +407,47 @@ describe('repository wiring', () => {
     assert.deepEqual(gh.problems, []);
   });
 
+  test('a create whose answer is lost (the retry is refused as a duplicate) stays ours: adopted as created next run, removed when unused', async () => {
+    const server = config(gh.url, SERVER);
+    const url = 'https://staging.example.com/webhooks/github';
+    gh.fault('POST /repos/{owner}/{repo}/hooks', { kind: 'lost-answer' });
+    gh.fault('POST /repos/{owner}/{repo}/actions/variables', { kind: 'lost-answer' });
+    await assert.rejects(converge(wanted(server, SECRET)), /POST \/repos\/codex-k8s\/unit-repo\/actions\/variables -> 409/);
+    const first = readJournal(journal).github;
+    assert.equal(gh.variables.size, 1, 'the first try created the variable, its retry got 409');
+    assert.deepEqual(first?.variables, [...gh.variables.keys()], 'a 4xx after a retry does not take the intent back');
+    await assert.rejects(converge(wanted(server, SECRET)), /POST \/repos\/codex-k8s\/unit-repo\/hooks -> 422/);
+    assert.equal(gh.hooks.size, 1, 'the first try created the hook, its retry got 422 "Hook already exists"');
+    assert.deepEqual(readJournal(journal).github?.pendingWebhooks, [url], 'the create is journaled before it is sent');
+    const id = [...gh.hooks.keys()][0];
+    assert.deepEqual(await drift(wanted(server, SECRET)), [`webhook ${url} (id ${id}) differs: created by this tool, but the answer to the create was lost`]);
+    await converge(wanted(server, SECRET));
+    const j = readJournal(journal).github;
+    assert.deepEqual([j?.webhooks.map((h) => [h.id, h.created]), j?.pendingWebhooks], [[[id, true]], undefined]);
+    assert.deepEqual(await drift(wanted(server, SECRET)), []);
+    await converge(wanted(config(gh.url), SECRET));
+    assert.equal(gh.hooks.size, 0, 'created by this tool, so local mode removes it');
+    assert.deepEqual(gh.calls.filter((c) => c.method === 'POST' && c.path.endsWith('/hooks')).map((c) => c.status), [502, 422], 'one create that took effect, one refused retry, never a second hook');
+    assert.deepEqual(gh.problems.filter((p) => !/unknown/.test(p)), []);
+  });
+
+  test('a pending create that left nothing on GitHub is forgotten; one left behind in local mode is deleted', async () => {
+    const url = 'https://staging.example.com/webhooks/github';
+    const cfg = config(gh.url);
+    await converge(wanted(cfg, SECRET));
+    const seed = readJournal(journal);
+    writeJournal(journal, { ...seed, github: { ...seed.github!, pendingWebhooks: [url] } });
+    assert.deepEqual(await drift(wanted(cfg, SECRET)), [`webhook ${url}: a create whose answer was lost left nothing in ${REPO}; the journal forgets it`]);
+    await converge(wanted(cfg, SECRET));
+    assert.equal(readJournal(journal).github?.pendingWebhooks, undefined);
+    gh.hooks.set(9, { id: 9, active: true, events: ['push'], config: { url, content_type: 'json', insecure_ssl: '0' }, created_at: '2026-01-01T00:00:00Z', updated_at: '2026-01-01T00:00:00Z' });
+    const again = readJournal(journal);
+    writeJournal(journal, { ...again, github: { ...again.github!, pendingWebhooks: [url] } });
+    await converge(wanted(cfg, SECRET));
+    assert.equal(gh.hooks.has(9), false, 'the hook of an unanswered create is ours: removed when not wanted');
+    assert.equal(readJournal(journal).github?.pendingWebhooks, undefined);
+  });
+
   test('a failed step 70 prints the failing request (method, path, status) and the writes made before it', async () => {
     gh.fault('POST /repos/{owner}/{repo}/hooks', { kind: 'missing-permission' });
     const w = wanted(config(gh.url, SERVER), SECRET);

@@ -44,7 +44,8 @@ const Ajv = AjvModule.default ?? AjvModule;
 export type Permission = 'metadata' | 'administration' | 'secrets' | 'actions_variables' | 'repository_hooks' | 'actions';
 export type Level = 'none' | 'read' | 'write';
 
-export type FaultKind = 'bad-gateway' | 'secondary-rate-limit' | 'too-many-requests' | 'primary-rate-limit' | 'missing-permission' | 'unauthorized' | 'not-found';
+/** lost-answer: the request takes effect, then the answer is a 502 (a proxy that timed out after GitHub wrote). */
+export type FaultKind = 'bad-gateway' | 'secondary-rate-limit' | 'too-many-requests' | 'primary-rate-limit' | 'missing-permission' | 'unauthorized' | 'not-found' | 'lost-answer';
 export interface FaultSpec {
   kind: FaultKind;
   /** How many matching calls it hits (default 1). */
@@ -749,6 +750,7 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
 
   function faultAnswer(f: FaultSpec, route: string): HttpAnswer {
     switch (f.kind) {
+      case 'lost-answer':
       case 'bad-gateway':
         return new HttpAnswer(502, { message: 'Server Error' });
       case 'secondary-rate-limit':
@@ -808,9 +810,11 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
     const given = auth.replace(/^(token|Bearer) /, '');
     if (!/^(token|Bearer) /.test(auth) || !tokens.has(given)) return { answer: faultAnswer({ kind: 'unauthorized' }, c.key), route: c.key, write };
     const f = faults.get(c.key);
+    let lost = false;
     if (f && f.left > 0) {
       f.left--;
-      return { answer: faultAnswer(f, c.key), route: c.key, write, fault: f.kind };
+      if (f.kind === 'lost-answer') lost = true;
+      else return { answer: faultAnswer(f, c.key), route: c.key, write, fault: f.kind };
     }
     const m: Record<string, string> = {};
     const hit = c.regex.exec(url.pathname) ?? [];
@@ -850,6 +854,7 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
     const answer = handle(c, m, url, body);
     const check = c.responses.get(String(answer.status));
     if (check && !check(answer.body)) problems.push(`the fake's own ${answer.status} answer to ${c.key} fails the OpenAPI schema: ${JSON.stringify(check.errors)}`);
+    if (lost) return { answer: faultAnswer({ kind: 'bad-gateway' }, c.key), route: c.key, write, fault: 'lost-answer' };
     return { answer, route: c.key, write };
   }
 
