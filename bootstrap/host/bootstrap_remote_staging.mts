@@ -187,7 +187,7 @@ function printPlan(loaded: LoadResult, selected: readonly string[], log: Logger)
     log.info('');
   }
   log.info(color.bold('Prepare'));
-  log.info(`  - connect over SSH once (multiplexed), host key pinned in ${knownHostsPath(c.get('CODEXK8S_HOST_STATE_DIR'), c.get('TARGET_HOST'), c.get<number>('TARGET_PORT'))}`);
+  log.info(`  - connect over SSH once (multiplexed), host key pinned in ${knownHostsPath(c.get('CODEXK8S_HOST_STATE_DIR'), c.get('TARGET_HOST'), c.get('TARGET_PORT'))}`);
   log.info(`  - take the server lock ${REMOTE.lockDir}`);
   log.info(`  - Node.js ${node.version} in ${REMOTE.node} unless already there (${node.url}, sha256 ${node.sha256.slice(0, 12)}..., arm64 likewise)`);
   log.info(`  - upload ${UPLOAD_ENTRIES.join(', ')} (those that exist) to ${REMOTE.base} unless identical`);
@@ -258,10 +258,10 @@ async function realRun(opts: Options, cfg: Config, selected: readonly string[], 
   const runId = newRunId();
   log.setFile(join(cfg.get('CODEXK8S_HOST_LOG_DIR'), `${runId}.log`));
   const host = cfg.get('TARGET_HOST');
-  const port = cfg.get<number>('TARGET_PORT');
+  const port = cfg.get('TARGET_PORT');
   const user = cfg.get('TARGET_ROOT_USER');
   const key = cfg.get('TARGET_ROOT_SSH_KEY');
-  const extra = cfg.maybe<readonly string[]>('CODEXK8S_SSH_EXTRA_OPTS') ?? [];
+  const extra = cfg.maybe('CODEXK8S_SSH_EXTRA_OPTS') ?? [];
   const sshHint = ['ssh', '-p', String(port), '-i', key, ...extra, `${user}@${host}`].map(shellQuote).join(' ');
   log.info(color.bold(`codex-k8s staging bootstrap: ${user}@${host}:${port}, mode ${cfg.get('CODEXK8S_MODE')}, run ${runId}`));
   log.info(color.dim(`log: ${log.filePath}`));
@@ -347,7 +347,7 @@ async function realRun(opts: Options, cfg: Config, selected: readonly string[], 
  */
 async function begin(ctx: Ctx): Promise<string> {
   const holder = `${userInfo().username}@${hostname()} pid ${process.pid} run ${ctx.runId}`;
-  const stale = String(ctx.cfg.get<number>('CODEXK8S_LOCK_STALE_AFTER'));
+  const stale = String(ctx.cfg.get('CODEXK8S_LOCK_STALE_AFTER'));
   const r = await helper(ctx, ['begin', REMOTE.lockDir, ctx.lockToken, holder, ctx.runId, stale, REMOTE.node, REMOTE.treeHashFile, REMOTE.envFile, REMOTE.journal], { allowFail: true });
   if (r.exitCode === 4 && r.stdout.startsWith('not-root')) {
     throw new OperationError(`${ctx.cfg.get('TARGET_ROOT_USER')} on the server is not root (${r.stdout.trim().slice('not-root '.length)}); the bootstrap needs root`, {
@@ -399,7 +399,7 @@ async function prepare(ctx: Ctx, server: ServerState, generated: Record<string, 
   log.info(color.bold('==> prepare: runtime, files and settings on the server'));
   let changed = 0;
   const mirror = cfg.maybe('CODEXK8S_ARTIFACT_MIRROR');
-  const overrides = cfg.maybe<Readonly<Record<string, string>>>('CODEXK8S_ARTIFACT_SHA256_OVERRIDES');
+  const overrides = cfg.maybe('CODEXK8S_ARTIFACT_SHA256_OVERRIDES');
   const x64 = resolveArtifact(NODE, 'x64', mirror, overrides);
   const arm64 = resolveArtifact(NODE, 'arm64', mirror, overrides);
   for (const a of [x64, arm64]) if (a.overriddenFrom) log.warn(`checksum of ${a.name} ${a.version} (${a.arch}) overridden: ${a.sha256} instead of the pinned ${a.overriddenFrom}`);
@@ -577,7 +577,7 @@ function printSummary(ctx: Ctx, selected: readonly string[], results: Map<string
     log.info('');
     log.info(color.bold('Next'));
     log.info(`  log in as the operator:  ssh -p ${cfg.get('CODEXK8S_SSH_PORT')} -i ${cfg.get('OPERATOR_SSH_KEY')} ${cfg.get('OPERATOR_USER')}@${cfg.get('TARGET_HOST')}`);
-    if (cfg.get<number>('CODEXK8S_SSH_PORT') !== cfg.get<number>('TARGET_PORT')) log.info(`  sshd now listens on ${cfg.get('CODEXK8S_SSH_PORT')}: set TARGET_PORT=${cfg.get('CODEXK8S_SSH_PORT')} for the next run`);
+    if (cfg.get('CODEXK8S_SSH_PORT') !== cfg.get('TARGET_PORT')) log.info(`  sshd now listens on ${cfg.get('CODEXK8S_SSH_PORT')}: set TARGET_PORT=${cfg.get('CODEXK8S_SSH_PORT')} for the next run`);
     log.info(`  check a step by hand:    ${ctx.sshHint} ${REMOTE.base}/bootstrap/remote/10_harden_host.mts --check`);
     const rel = relative(process.cwd(), log.filePath ?? '');
     log.info(`  this run's log:          ${rel.startsWith('..') ? log.filePath : rel}`);

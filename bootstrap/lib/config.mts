@@ -82,7 +82,7 @@ const GROUPS = {
 const isLocal = (v: Values) => v['CODEXK8S_MODE'] === 'local';
 const isServer = (v: Values) => v['CODEXK8S_MODE'] === 'server';
 
-export const SETTINGS: readonly Setting[] = [
+const SCHEMA = [
   // --- target -------------------------------------------------------------------------------------
   { name: 'TARGET_HOST', group: GROUPS.target, kind: 'host', scope: 'host', required: true, example: '203.0.113.10',
     description: 'Address or DNS name of the server to bootstrap (a fresh Ubuntu 24.04).' },
@@ -224,7 +224,10 @@ export const SETTINGS: readonly Setting[] = [
     description: 'Where the launcher keeps per-server state on the laptop (the pinned SSH host keys).' },
   { name: 'CODEXK8S_HOST_LOG_DIR', group: GROUPS.local, kind: 'path', scope: 'host', default: '.bootstrap-logs',
     description: 'Where the launcher writes its log file, one per run.' },
-];
+] as const satisfies readonly Setting[];
+
+/** The schema as plain Setting records (for code that walks all of them); the types below come from SCHEMA. */
+export const SETTINGS: readonly Setting[] = SCHEMA;
 
 export const SETTING_BY_NAME: ReadonlyMap<string, Setting> = new Map(SETTINGS.map((s) => [s.name, s]));
 
@@ -404,9 +407,42 @@ export interface LoadResult {
   sources: Record<string, string>;
 }
 
+/** The value each kind parses to (parseValue). */
+interface KindValues {
+  string: string;
+  int: number;
+  bool: boolean;
+  port: number;
+  host: string;
+  email: string;
+  domain: string;
+  repo: string;
+  duration: number;
+  url: string;
+  enum: string;
+  path: string;
+  username: string;
+  dnsLabel: string;
+  sshPublicKey: string;
+  githubToken: string;
+  sshOptions: readonly string[];
+  sha256Overrides: Readonly<Record<string, string>>;
+  cidr: string;
+  cidrList: readonly string[];
+  cron: string;
+  image: string;
+}
+
+/** Every setting's name: `cfg.get('CODEXK8S_SSH_PROT')` does not compile. */
+export type SettingName = (typeof SCHEMA)[number]['name'];
+type SettingOf<N extends SettingName> = Extract<(typeof SCHEMA)[number], { readonly name: N }>;
+/** The typed value of a setting: from its kind, and for an enum the union of its values. */
+export type SettingValue<N extends SettingName> =
+  SettingOf<N> extends { readonly kind: 'enum'; readonly values: readonly (infer V)[] } ? V : KindValues[SettingOf<N>['kind']];
+
 export type Config = Readonly<Record<string, Value | undefined>> & {
-  get<T extends Value = string>(name: string): T;
-  maybe<T extends Value = string>(name: string): T | undefined;
+  get<N extends SettingName>(name: N): SettingValue<N>;
+  maybe<N extends SettingName>(name: N): SettingValue<N> | undefined;
 };
 
 function makeConfig(values: Values): Config {

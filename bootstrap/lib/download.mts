@@ -35,7 +35,7 @@ export function serverArch(nodeArch: string = process.arch): Arch {
 }
 
 export function resolveForServer(cfg: Config, artifact: Artifact, arch: Arch = serverArch()): ResolvedArtifact {
-  return resolveArtifact(artifact, arch, cfg.maybe('CODEXK8S_ARTIFACT_MIRROR'), cfg.maybe<Readonly<Record<string, string>>>('CODEXK8S_ARTIFACT_SHA256_OVERRIDES'));
+  return resolveArtifact(artifact, arch, cfg.maybe('CODEXK8S_ARTIFACT_MIRROR'), cfg.maybe('CODEXK8S_ARTIFACT_SHA256_OVERRIDES'));
 }
 
 /** Names the two settings that decide where a download comes from and what it must hash to. */

@@ -30,12 +30,12 @@ export interface RunnerSettings {
 export function settingsFrom(ctx: StepContext): RunnerSettings {
   const c = ctx.cfg;
   return {
-    mode: c.get<string>('CODEXK8S_MODE') as Mode,
+    mode: c.get('CODEXK8S_MODE'),
     stagingNamespace: c.get('CODEXK8S_STAGING_NAMESPACE'),
     runnerNamespace: c.get('CODEXK8S_RUNNER_NAMESPACE'),
     scaleSetName: c.get('CODEXK8S_RUNNER_SCALE_SET_NAME'),
-    min: c.get<number>('CODEXK8S_RUNNER_MIN'),
-    max: c.get<number>('CODEXK8S_RUNNER_MAX'),
+    min: c.get('CODEXK8S_RUNNER_MIN'),
+    max: c.get('CODEXK8S_RUNNER_MAX'),
     githubUrl: c.get('CODEXK8S_GITHUB_URL'),
     repo: c.get('CODEXK8S_GITHUB_REPO'),
     image: c.get('CODEXK8S_RUNNER_IMAGE'),

@@ -150,7 +150,7 @@ export async function runStep(name: string, impl: StepImpl, argv: readonly strin
       return drift.length === 0 ? 0 : 1;
     }
 
-    const lock = await holdLock(name, process.env['CODEXK8S_LOCK_TOKEN'], runId, loaded.config.get<number>('CODEXK8S_LOCK_STALE_AFTER'), log);
+    const lock = await holdLock(name, process.env['CODEXK8S_LOCK_TOKEN'], runId, loaded.config.get('CODEXK8S_LOCK_STALE_AFTER'), log);
     log.setFile(join(REMOTE.logDir, `${runId}.log`));
     if (!fromLauncher) log.info(color.bold(`==> ${name}`));
     const result = await converge(name, impl, ctx, configHash(loaded.config));

@@ -288,17 +288,17 @@ export function operatorCheck(user: string, v: OperatorVerdict): Check {
 
 function thresholds(ctx: StepContext): Thresholds {
   return {
-    minMemoryMiB: ctx.cfg.get<number>('CODEXK8S_MIN_MEMORY_MIB'),
-    warnMemoryMiB: ctx.cfg.get<number>('CODEXK8S_WARN_MEMORY_MIB'),
-    minDiskGiB: ctx.cfg.get<number>('CODEXK8S_MIN_DISK_GIB'),
+    minMemoryMiB: ctx.cfg.get('CODEXK8S_MIN_MEMORY_MIB'),
+    warnMemoryMiB: ctx.cfg.get('CODEXK8S_WARN_MEMORY_MIB'),
+    minDiskGiB: ctx.cfg.get('CODEXK8S_MIN_DISK_GIB'),
   };
 }
 
 async function check(ctx: StepContext): Promise<string[]> {
   const cfg = ctx.cfg;
-  const waitSeconds = cfg.get<number>('CODEXK8S_PREFLIGHT_WAIT');
+  const waitSeconds = cfg.get('CODEXK8S_PREFLIGHT_WAIT');
   const checks = evaluate(gatherFacts(), thresholds(ctx));
-  const userns = usernsPreflight(cfg.maybe<UsernsRemedy>('CODEXK8S_BUILDKIT_USERNS'));
+  const userns = usernsPreflight(cfg.maybe('CODEXK8S_BUILDKIT_USERNS'));
   checks.push(...userns.checks);
   const operator = await operatorVerdictNow(cfg);
   checks.push(operatorCheck(cfg.get('OPERATOR_USER'), operator));
@@ -315,7 +315,7 @@ async function check(ctx: StepContext): Promise<string[]> {
     const targets = outboundTargets({
       mode: cfg.get('CODEXK8S_MODE'),
       mirror: cfg.maybe('CODEXK8S_ARTIFACT_MIRROR'),
-      overrides: cfg.maybe<Record<string, string>>('CODEXK8S_ARTIFACT_SHA256_OVERRIDES'),
+      overrides: cfg.maybe('CODEXK8S_ARTIFACT_SHA256_OVERRIDES'),
       githubApiUrl: cfg.get('CODEXK8S_GITHUB_API_URL'),
       arch: process.arch === 'arm64' ? 'arm64' : 'x64',
     });

@@ -64,10 +64,10 @@ async function apply(ctx: StepContext): Promise<string[]> {
 
 /** Snapshot first, timer second: a timer without a snapshot would have nothing to restore. */
 async function armRollback(ctx: StepContext): Promise<string[]> {
-  const seconds = ctx.cfg.get<number>('CODEXK8S_LOCKOUT_ROLLBACK_AFTER');
+  const seconds = ctx.cfg.get('CODEXK8S_LOCKOUT_ROLLBACK_AFTER');
   const fresh = await snapshot(STEP, GUARDED, ctx);
   await schedule(seconds, process.execPath, import.meta.filename, ctx.log);
-  if (ctx.notes) ctx.notes.loginCheck = { user: ctx.cfg.get('OPERATOR_USER'), port: ctx.cfg.get<number>('CODEXK8S_SSH_PORT'), rollbackSeconds: seconds, unit: ROLLBACK_UNIT, reasons: [] };
+  if (ctx.notes) ctx.notes.loginCheck = { user: ctx.cfg.get('OPERATOR_USER'), port: ctx.cfg.get('CODEXK8S_SSH_PORT'), rollbackSeconds: seconds, unit: ROLLBACK_UNIT, reasons: [] };
   return [
     fresh ? `snapshot of the operator account, sshd and firewall in /var/lib/codex-k8s-bootstrap/rollback/${STEP}` : 'kept the unconfirmed snapshot of an earlier change (a rollback returns to the last confirmed state)',
     `${ROLLBACK_UNIT}.timer rolls the change back in ${seconds}s unless a new login confirms it`,

@@ -272,7 +272,7 @@ function networks(ctx: StepContext): Networks {
 }
 
 async function check(ctx: StepContext): Promise<string[]> {
-  const port = ctx.cfg.get<number>('CODEXK8S_INTERNAL_REGISTRY_PORT');
+  const port = ctx.cfg.get('CODEXK8S_INTERNAL_REGISTRY_PORT');
   const drift = await installDrift(networks(ctx));
   if (readIfExists(REGISTRIES_FILE) !== registriesYaml(port)) drift.push(`${REGISTRIES_FILE} ${existsSync(REGISTRIES_FILE) ? 'differs from the managed content' : 'is missing'}`);
   else {
@@ -325,7 +325,7 @@ async function waitForHostsToml(port: number, since: number | undefined): Promis
 }
 
 async function apply(ctx: StepContext): Promise<string[]> {
-  const port = ctx.cfg.get<number>('CODEXK8S_INTERNAL_REGISTRY_PORT');
+  const port = ctx.cfg.get('CODEXK8S_INTERNAL_REGISTRY_PORT');
   const changes = changeList(ctx);
   let registriesChanged = false;
   const op = await operator(ctx);

@@ -29,12 +29,12 @@ export interface ClusterSettings {
 export function settingsFrom(ctx: StepContext): ClusterSettings {
   const c = ctx.cfg;
   return {
-    mode: c.get<string>('CODEXK8S_MODE') as Mode,
+    mode: c.get('CODEXK8S_MODE'),
     stagingNamespace: c.get('CODEXK8S_STAGING_NAMESPACE'),
     runnerNamespace: c.get('CODEXK8S_RUNNER_NAMESPACE'),
-    registryPort: c.get<number>('CODEXK8S_INTERNAL_REGISTRY_PORT'),
+    registryPort: c.get('CODEXK8S_INTERNAL_REGISTRY_PORT'),
     letsencryptEmail: c.maybe('CODEXK8S_LETSENCRYPT_EMAIL'),
-    letsencryptServer: c.get<string>('CODEXK8S_LETSENCRYPT_SERVER') as 'production' | 'staging',
+    letsencryptServer: c.get('CODEXK8S_LETSENCRYPT_SERVER'),
   };
 }
 
@@ -87,7 +87,7 @@ const isHelmChartConfig = (o: KubeObject): boolean => o.kind === 'HelmChartConfi
 const WEBHOOK_NOT_READY = /failed calling webhook|no endpoints available for service|connection refused|context deadline exceeded/;
 
 function timeoutOf(ctx: StepContext): number {
-  return ctx.cfg.get<number>('CODEXK8S_ROLLOUT_TIMEOUT');
+  return ctx.cfg.get('CODEXK8S_ROLLOUT_TIMEOUT');
 }
 
 async function registryHealth(ctx: StepContext): Promise<string[]> {

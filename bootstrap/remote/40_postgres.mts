@@ -32,10 +32,10 @@ export interface PostgresSettings {
 
 export function settingsFrom(ctx: StepContext): PostgresSettings {
   return {
-    mode: ctx.cfg.get<string>('CODEXK8S_MODE') as Mode,
+    mode: ctx.cfg.get('CODEXK8S_MODE'),
     namespace: ctx.cfg.get('CODEXK8S_STAGING_NAMESPACE'),
     backupSchedule: ctx.cfg.get('CODEXK8S_POSTGRES_BACKUP_SCHEDULE'),
-    backupKeep: ctx.cfg.get<number>('CODEXK8S_POSTGRES_BACKUP_KEEP'),
+    backupKeep: ctx.cfg.get('CODEXK8S_POSTGRES_BACKUP_KEEP'),
   };
 }
 
@@ -155,7 +155,7 @@ async function apply(ctx: StepContext): Promise<string[]> {
     changes.push(`${secretId(s.namespace)}: DATABASE_URL rewritten from the existing credentials (password kept)`);
   }
   changes.push(...(await applyObjects(postgresObjects(s), ctx.log)));
-  await rolloutStatus('statefulset', NAMES.postgresStatefulSet, s.namespace, ctx.cfg.get<number>('CODEXK8S_ROLLOUT_TIMEOUT'), ctx.log);
+  await rolloutStatus('statefulset', NAMES.postgresStatefulSet, s.namespace, ctx.cfg.get('CODEXK8S_ROLLOUT_TIMEOUT'), ctx.log);
   return changes;
 }
 

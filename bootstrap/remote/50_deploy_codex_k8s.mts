@@ -58,16 +58,16 @@ export interface DeploySettings {
 
 export function settingsFrom(ctx: StepContext): DeploySettings {
   const c = ctx.cfg;
-  const mode = c.get<string>('CODEXK8S_MODE') as Mode;
+  const mode = c.get('CODEXK8S_MODE');
   return {
     mode,
     stagingNamespace: c.get('CODEXK8S_STAGING_NAMESPACE'),
     runnerNamespace: c.get('CODEXK8S_RUNNER_NAMESPACE'),
-    registryPort: c.get<number>('CODEXK8S_INTERNAL_REGISTRY_PORT'),
-    domain: mode === 'server' ? c.get<string>('CODEXK8S_STAGING_DOMAIN') : undefined,
-    rolloutTimeout: c.get<number>('CODEXK8S_ROLLOUT_TIMEOUT'),
-    buildTimeout: c.get<number>('CODEXK8S_BUILD_TIMEOUT'),
-    userns: c.maybe<UsernsRemedy>('CODEXK8S_BUILDKIT_USERNS'),
+    registryPort: c.get('CODEXK8S_INTERNAL_REGISTRY_PORT'),
+    domain: mode === 'server' ? c.get('CODEXK8S_STAGING_DOMAIN') : undefined,
+    rolloutTimeout: c.get('CODEXK8S_ROLLOUT_TIMEOUT'),
+    buildTimeout: c.get('CODEXK8S_BUILD_TIMEOUT'),
+    userns: c.maybe('CODEXK8S_BUILDKIT_USERNS'),
   };
 }
 

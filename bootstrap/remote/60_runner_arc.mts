@@ -194,7 +194,7 @@ async function check(ctx: StepContext): Promise<string[]> {
 }
 
 async function waitForRunners(s: RunnerSettings, ctx: StepContext): Promise<string[]> {
-  const timeout = ctx.cfg.get<number>('CODEXK8S_ROLLOUT_TIMEOUT');
+  const timeout = ctx.cfg.get('CODEXK8S_ROLLOUT_TIMEOUT');
   const attempts = Math.max(1, Math.ceil(timeout / POLL_SECONDS));
   let problems: string[] = [];
   for (let i = 1; i <= attempts; i++) {
@@ -214,7 +214,7 @@ async function waitForRunners(s: RunnerSettings, ctx: StepContext): Promise<stri
 async function apply(ctx: StepContext): Promise<string[]> {
   const s = settingsFrom(ctx);
   await requireNamespaces(s, ctx);
-  const timeout = ctx.cfg.get<number>('CODEXK8S_ROLLOUT_TIMEOUT');
+  const timeout = ctx.cfg.get('CODEXK8S_ROLLOUT_TIMEOUT');
   const changes = changeList(ctx);
   const t = token(ctx);
   const secretName = tokenSecretName(t);

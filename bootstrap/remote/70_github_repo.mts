@@ -41,8 +41,8 @@ export function wantedVariables(cfg: Config): Record<string, string> {
     // What workflows put in runs-on.
     CODEXK8S_RUNNER_SCALE_SET_NAME: cfg.get('CODEXK8S_RUNNER_SCALE_SET_NAME'),
     // Where BuildKit pushes and the Deployment pulls from (registries.yaml maps it to the node's loopback).
-    CODEXK8S_INTERNAL_REGISTRY: `registry.codex-k8s.internal:${cfg.get<number>('CODEXK8S_INTERNAL_REGISTRY_PORT')}`,
-    CODEXK8S_ROLLOUT_TIMEOUT: formatDuration(cfg.get<number>('CODEXK8S_ROLLOUT_TIMEOUT')),
+    CODEXK8S_INTERNAL_REGISTRY: `registry.codex-k8s.internal:${cfg.get('CODEXK8S_INTERNAL_REGISTRY_PORT')}`,
+    CODEXK8S_ROLLOUT_TIMEOUT: formatDuration(cfg.get('CODEXK8S_ROLLOUT_TIMEOUT')),
     CODEXK8S_STAGING_URL: stagingUrl(cfg),
   };
   if (mode === 'server') vars['CODEXK8S_STAGING_DOMAIN'] = cfg.get('CODEXK8S_STAGING_DOMAIN');

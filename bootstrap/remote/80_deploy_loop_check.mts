@@ -68,9 +68,9 @@ export function traefikClusterIpArgv(): string[] {
 
 async function resolveSmokeUrl(ctx: StepContext): Promise<string> {
   const cfg = ctx.cfg;
-  const mode = cfg.get<string>('CODEXK8S_MODE') as Mode;
-  const override = cfg.maybe<string>('CODEXK8S_SMOKE_URL');
-  if (override || mode === 'server') return smokeUrl({ override, mode, domain: cfg.maybe<string>('CODEXK8S_STAGING_DOMAIN') });
+  const mode = cfg.get('CODEXK8S_MODE');
+  const override = cfg.maybe('CODEXK8S_SMOKE_URL');
+  if (override || mode === 'server') return smokeUrl({ override, mode, domain: cfg.maybe('CODEXK8S_STAGING_DOMAIN') });
   const r = await run(traefikClusterIpArgv(), { allowFail: true, timeoutSeconds: 60, log: ctx.log });
   if (r.exitCode !== 0) throw new OperationError('cannot read the ClusterIP of the Service kube-system/traefik', { detail: r.stderr.trim().slice(-2000), hint: 'or set CODEXK8S_SMOKE_URL' });
   return smokeUrl({ mode, traefikClusterIp: r.stdout });
@@ -196,7 +196,7 @@ async function apply(ctx: StepContext): Promise<string[]> {
     outcome = await runWorkflow(gh, ref, {
       workflow: DEPLOY_WORKFLOW,
       branch,
-      waitSeconds: cfg.get<number>('CODEXK8S_DEPLOY_WAIT'),
+      waitSeconds: cfg.get('CODEXK8S_DEPLOY_WAIT'),
       pollSeconds: POLL_SECONDS,
       findSeconds: FIND_SECONDS,
       log,

@@ -24,7 +24,7 @@ const GOOD = {
 function parse(opts: string): { value?: readonly string[]; problem?: string } {
   const r = loadConfig({ side: 'host', env: { ...GOOD, CODEXK8S_SSH_EXTRA_OPTS: opts } });
   const problem = r.problems.find((p) => p.startsWith('CODEXK8S_SSH_EXTRA_OPTS'));
-  return problem ? { problem } : { value: r.config.maybe<readonly string[]>('CODEXK8S_SSH_EXTRA_OPTS') ?? [] };
+  return problem ? { problem } : { value: r.config.maybe('CODEXK8S_SSH_EXTRA_OPTS') ?? [] };
 }
 
 const ACCEPTED: Array<[string, string[]]> = [

@@ -35,7 +35,7 @@ export const fail2banCommands = {
 };
 
 function jail(ctx: StepContext): ManagedFile {
-  return { path: JAIL_FILE, content: renderJail(ctx.cfg.get<number>('CODEXK8S_SSH_PORT')), mode: 0o644 };
+  return { path: JAIL_FILE, content: renderJail(ctx.cfg.get('CODEXK8S_SSH_PORT')), mode: 0o644 };
 }
 
 async function check(ctx: StepContext): Promise<string[]> {

@@ -42,13 +42,13 @@ export function connectionPort(sshConnection: string | undefined): number | unde
 }
 
 export function firewallWanted(ctx: StepContext, env: NodeJS.ProcessEnv = process.env): FirewallWanted {
-  const configured = ctx.cfg.get<number>('CODEXK8S_SSH_PORT');
+  const configured = ctx.cfg.get('CODEXK8S_SSH_PORT');
   const current = connectionPort(env['SSH_CONNECTION']);
   return {
     sshPorts: [...new Set([configured, ...(current ? [current] : [])])].sort((a, b) => a - b),
     podCidr: ctx.cfg.get('CODEXK8S_POD_CIDR'),
     serviceCidr: ctx.cfg.get('CODEXK8S_SERVICE_CIDR'),
-    kubeApiAllow: ctx.cfg.maybe<readonly string[]>('CODEXK8S_KUBE_API_ALLOW') ?? [],
+    kubeApiAllow: ctx.cfg.maybe('CODEXK8S_KUBE_API_ALLOW') ?? [],
   };
 }
 
@@ -220,7 +220,7 @@ async function loadedDrift(w: FirewallWanted): Promise<string[]> {
   return drift;
 }
 
-const enabled = (ctx: StepContext) => ctx.cfg.get<boolean>('CODEXK8S_FIREWALL_ENABLED');
+const enabled = (ctx: StepContext) => ctx.cfg.get('CODEXK8S_FIREWALL_ENABLED');
 
 async function check(ctx: StepContext): Promise<string[]> {
   if (!enabled(ctx)) {

@@ -82,7 +82,7 @@ export function operatorVerdict(name: string, acct: Account | undefined, adopt: 
 /** The verdict for the configured operator as the server has it now (preflight and step 10 both ask). */
 export async function operatorVerdictNow(cfg: StepContext['cfg']): Promise<OperatorVerdict> {
   const name = cfg.get('OPERATOR_USER');
-  return operatorVerdict(name, await account(name), cfg.get<boolean>('OPERATOR_ADOPT_EXISTING'));
+  return operatorVerdict(name, await account(name), cfg.get('OPERATOR_ADOPT_EXISTING'));
 }
 
 /** A refused verdict as the error both callers throw: bad input, exit 2, nothing changed. */

@@ -31,7 +31,7 @@ export interface SshdWanted {
 }
 
 export function sshdWanted(ctx: StepContext): SshdWanted {
-  return { port: ctx.cfg.get<number>('CODEXK8S_SSH_PORT'), maxAuthTries: ctx.cfg.get<number>('CODEXK8S_SSH_MAX_AUTH_TRIES') };
+  return { port: ctx.cfg.get('CODEXK8S_SSH_PORT'), maxAuthTries: ctx.cfg.get('CODEXK8S_SSH_MAX_AUTH_TRIES') };
 }
 
 export function renderSshdDropin(w: SshdWanted): string {

@@ -47,7 +47,7 @@ export function aptDrift(values: Map<string, string>, autoReboot: boolean): stri
 }
 
 function file(ctx: StepContext): ManagedFile {
-  return { path: UPGRADES_FILE, content: renderUpgrades(ctx.cfg.get<boolean>('CODEXK8S_AUTO_REBOOT')), mode: 0o644 };
+  return { path: UPGRADES_FILE, content: renderUpgrades(ctx.cfg.get('CODEXK8S_AUTO_REBOOT')), mode: 0o644 };
 }
 
 async function check(ctx: StepContext): Promise<string[]> {
@@ -55,14 +55,14 @@ async function check(ctx: StepContext): Promise<string[]> {
   const f = checkFile(file(ctx));
   if (f) drift.push(f);
   const dump = await run(['apt-config', 'dump'], { allowFail: true });
-  drift.push(...aptDrift(parseAptConfig(dump.stdout), ctx.cfg.get<boolean>('CODEXK8S_AUTO_REBOOT')).filter(() => !f));
+  drift.push(...aptDrift(parseAptConfig(dump.stdout), ctx.cfg.get('CODEXK8S_AUTO_REBOOT')).filter(() => !f));
   for (const t of APT_TIMERS) if (!(await succeeds(systemctl.isEnabled(t)))) drift.push(`${t} is not enabled (unattended-upgrades never runs without it)`);
   return drift;
 }
 
 async function apply(ctx: StepContext): Promise<string[]> {
   const changes: string[] = [];
-  if (await ensureFile(file(ctx))) changes.push(`${UPGRADES_FILE}: daily security updates, Automatic-Reboot ${ctx.cfg.get<boolean>('CODEXK8S_AUTO_REBOOT')}`);
+  if (await ensureFile(file(ctx))) changes.push(`${UPGRADES_FILE}: daily security updates, Automatic-Reboot ${ctx.cfg.get('CODEXK8S_AUTO_REBOOT')}`);
   for (const t of APT_TIMERS) {
     if (!(await succeeds(systemctl.isEnabled(t)))) {
       await run(systemctl.enableNow(t), { log: ctx.log });
