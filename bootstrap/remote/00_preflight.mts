@@ -16,8 +16,8 @@ import type { Arch } from '../lib/versions.mts';
 import { resolveArtifact } from '../lib/artifacts.mts';
 import { evaluateUserns, readUsernsFacts, usernsPaths } from '../lib/userns.mts';
 import type { UsernsRemedy, UsernsPaths } from '../lib/userns.mts';
-import { operatorVerdictNow, refusal } from '../lib/host/operator.mts';
-import type { OperatorVerdict } from '../lib/host/operator.mts';
+import { operatorVerdictNow, refusal } from '../lib/harden/operator.mts';
+import type { OperatorVerdict } from '../lib/harden/operator.mts';
 
 export interface Check {
   name: string;

@@ -1,6 +1,6 @@
 #!/opt/codex-k8s-bootstrap/node/bin/node --
 // 10_harden_host: the server as a staging host should be before k3s arrives. Each part lives in
-// bootstrap/lib/host/ with its own check and apply; this step concatenates their drift and applies only the
+// bootstrap/lib/harden/ with its own check and apply; this step concatenates their drift and applies only the
 // parts that drift, in this order:
 //   packages   nftables, fail2ban, python3-systemd, unattended-upgrades (apt only for what is missing)
 //   kernel     overlay + br_netfilter, sysctl for Kubernetes, swap off, time sync
@@ -11,7 +11,7 @@
 //   sshd       key-only logins (sshd -T checked), port, reload without dropping sessions      [guarded]
 //   firewall   nftables table inet codex_k8s, persisted by codex-k8s-firewall.service          [guarded]
 // Guarded parts can lock the operator out (or grant a login nobody proved). Before the first of them changes
-// anything, the step snapshots their files and state and schedules `--rollback` on a timer (lib/host/rollback.mts), and its result asks the launcher to log
+// anything, the step snapshots their files and state and schedules `--rollback` on a timer (lib/harden/rollback.mts), and its result asks the launcher to log
 // in anew as the operator: that login confirms (--confirm) or rolls back (--rollback). Run by hand, the step
 // prints how to confirm from a new session before the timer undoes the change.
 import { runStep, changeList } from '../lib/step.mts';
@@ -19,15 +19,15 @@ import type { StepContext, StepMode } from '../lib/step.mts';
 import { color } from '../lib/log.mts';
 import { REMOTE } from '../lib/paths.mts';
 import { readJournal, writeJournal, recordStep } from '../lib/state.mts';
-import type { HostPart } from '../lib/host/part.mts';
-import { packagesPart } from '../lib/host/packages.mts';
-import { operatorPart } from '../lib/host/operator.mts';
-import { kernelPart } from '../lib/host/kernel.mts';
-import { upgradesPart } from '../lib/host/upgrades.mts';
-import { fail2banPart } from '../lib/host/fail2ban.mts';
-import { sshdPart } from '../lib/host/sshd.mts';
-import { firewallPart } from '../lib/host/firewall.mts';
-import { snapshot, schedule, confirm, restore, ROLLBACK_UNIT } from '../lib/host/rollback.mts';
+import type { HostPart } from '../lib/harden/part.mts';
+import { packagesPart } from '../lib/harden/packages.mts';
+import { operatorPart } from '../lib/harden/operator.mts';
+import { kernelPart } from '../lib/harden/kernel.mts';
+import { upgradesPart } from '../lib/harden/upgrades.mts';
+import { fail2banPart } from '../lib/harden/fail2ban.mts';
+import { sshdPart } from '../lib/harden/sshd.mts';
+import { firewallPart } from '../lib/harden/firewall.mts';
+import { snapshot, schedule, confirm, restore, ROLLBACK_UNIT } from '../lib/harden/rollback.mts';
 
 export const STEP = '10_harden_host';
 export const PARTS: readonly HostPart[] = [packagesPart, kernelPart, upgradesPart, fail2banPart, operatorPart, sshdPart, firewallPart];

@@ -6,8 +6,8 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { renderRuleset, tableFingerprint, parseLoadedTable, tableDrift, TABLE } from '../../bootstrap/lib/host/firewall.mts';
-import type { FirewallWanted } from '../../bootstrap/lib/host/firewall.mts';
+import { renderRuleset, tableFingerprint, parseLoadedTable, tableDrift, TABLE } from '../../bootstrap/lib/harden/firewall.mts';
+import type { FirewallWanted } from '../../bootstrap/lib/harden/firewall.mts';
 
 const W: FirewallWanted = { sshPorts: [22], podCidr: '10.42.0.0/16', serviceCidr: '10.43.0.0/16', kubeApiAllow: [] };
 const canRun = process.getuid?.() === 0 && spawnSync('sh', ['-c', 'command -v nft && command -v unshare']).status === 0;

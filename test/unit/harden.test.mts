@@ -1,16 +1,16 @@
-// The pure parts of 10_harden_host (bootstrap/lib/host/*): renderers, parsers, drift rules, command builders,
+// The pure parts of 10_harden_host (bootstrap/lib/harden/*): renderers, parsers, drift rules, command builders,
 // and the launcher's fresh-login command. The sandbox e2e (test/e2e/harden.test.mts) proves the real effects.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { renderSshdDropin, hasInclude, withInclude, candidateMain, parseSshdT, effectiveDrift, renderSocketDropin, parseSocketListen, sshCommands, SOCKET_DROPIN, INCLUDE_LINE } from '../../bootstrap/lib/host/sshd.mts';
-import { connectionPort, renderRules, renderRuleset, rulesHash, parseLoadedTable, tableDrift, renderUnit, nftCommands, FIREWALL_FILE } from '../../bootstrap/lib/host/firewall.mts';
-import type { FirewallWanted } from '../../bootstrap/lib/host/firewall.mts';
-import { renderJail } from '../../bootstrap/lib/host/fail2ban.mts';
-import { renderUpgrades, parseAptConfig, aptDrift } from '../../bootstrap/lib/host/upgrades.mts';
-import { renderModules, renderSysctl, parseSwaps, fstabSwapLines, fstabWithoutSwap, sysctlPath } from '../../bootstrap/lib/host/kernel.mts';
-import { missingPackages, aptCommands, PACKAGES } from '../../bootstrap/lib/host/packages.mts';
-import { rollbackCommands } from '../../bootstrap/lib/host/rollback.mts';
-import { fileDrift } from '../../bootstrap/lib/host/part.mts';
+import { renderSshdDropin, hasInclude, withInclude, candidateMain, parseSshdT, effectiveDrift, renderSocketDropin, parseSocketListen, sshCommands, SOCKET_DROPIN, INCLUDE_LINE } from '../../bootstrap/lib/harden/sshd.mts';
+import { connectionPort, renderRules, renderRuleset, rulesHash, parseLoadedTable, tableDrift, renderUnit, nftCommands, FIREWALL_FILE } from '../../bootstrap/lib/harden/firewall.mts';
+import type { FirewallWanted } from '../../bootstrap/lib/harden/firewall.mts';
+import { renderJail } from '../../bootstrap/lib/harden/fail2ban.mts';
+import { renderUpgrades, parseAptConfig, aptDrift } from '../../bootstrap/lib/harden/upgrades.mts';
+import { renderModules, renderSysctl, parseSwaps, fstabSwapLines, fstabWithoutSwap, sysctlPath } from '../../bootstrap/lib/harden/kernel.mts';
+import { missingPackages, aptCommands, PACKAGES } from '../../bootstrap/lib/harden/packages.mts';
+import { rollbackCommands } from '../../bootstrap/lib/harden/rollback.mts';
+import { fileDrift } from '../../bootstrap/lib/harden/part.mts';
 import { freshLoginArgs, transientSshFailure } from '../../bootstrap/lib/ssh.mts';
 import type { SshTarget } from '../../bootstrap/lib/ssh.mts';
 import { parseCidr, loadConfig } from '../../bootstrap/lib/config.mts';

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { evaluate, formatTable, operatorCheck } from '../../bootstrap/remote/00_preflight.mts';
 import type { Facts } from '../../bootstrap/remote/00_preflight.mts';
-import { parsePasswd, withKey, keyIdentity, sudoersContent, operatorVerdict, accountCommands, OPERATOR_GECOS } from '../../bootstrap/lib/host/operator.mts';
+import { parsePasswd, withKey, keyIdentity, sudoersContent, operatorVerdict, accountCommands, OPERATOR_GECOS } from '../../bootstrap/lib/harden/operator.mts';
 import { GENERATED } from '../../bootstrap/host/gen_config_docs.mts';
 import { SETTINGS } from '../../bootstrap/lib/config.mts';
 

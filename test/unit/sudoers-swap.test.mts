@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync, readFileSync, readdirSync, statSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { installSudoers, sudoersContent } from '../../bootstrap/lib/host/operator.mts';
+import { installSudoers, sudoersContent } from '../../bootstrap/lib/harden/operator.mts';
 
 const root = process.getuid?.() === 0;
 
