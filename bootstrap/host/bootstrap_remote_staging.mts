@@ -31,6 +31,7 @@ import { newRunId } from '../lib/step.mts';
 import type { StepResult, LoginCheck } from '../lib/step.mts';
 import { canPrompt, readHidden } from '../lib/prompt.mts';
 import { registerSecret } from '../lib/redact.mts';
+import { pollUntil, PollTimeout } from '../lib/poll.mts';
 import { preflightToken, plannedTokenChecks, webhookEvents, clientFromConfig } from '../lib/github.mts';
 import { checkRunnerFreshness, RUNNER_RELEASES_REPO, RUNNER_UPDATE_LIMIT_DAYS } from '../lib/runners.mts';
 
@@ -515,19 +516,26 @@ async function proveLogin(ctx: Ctx, name: string, result: LaunchResult, lc: Logi
   const where = `${lc.user}@${cfg.get('TARGET_HOST')}:${lc.port}`;
   log.info(`    login check: a new connection as ${where} with ${key}, then sudo -n true`);
   let last = { exitCode: 0, stderr: '' };
-  let ok = false;
-  for (let i = 1; i <= LOGIN_ATTEMPTS; i++) {
-    const r = await run(freshLoginArgs(ctx.ssh.target, { user: lc.user, port: lc.port, identityFile: key }, ['sudo', '-n', 'true']), { allowFail: true, log, timeoutSeconds: 30 });
-    last = r;
-    if (r.exitCode === 0) {
-      ok = true;
-      log.info(`    + a new login as ${where} works and has sudo (attempt ${i}/${LOGIN_ATTEMPTS})`);
-      break;
-    }
-    if (!transientSshFailure(r.exitCode, r.stderr)) break;
-    log.detail(`login check attempt ${i}/${LOGIN_ATTEMPTS}: ${r.stderr.trim().split('\n').pop() ?? ''}`);
-    await new Promise((res) => setTimeout(res, LOGIN_INTERVAL_MS));
-  }
+  const ok = await pollUntil<boolean>(
+    async (i) => {
+      const r = await run(freshLoginArgs(ctx.ssh.target, { user: lc.user, port: lc.port, identityFile: key }, ['sudo', '-n', 'true']), { allowFail: true, log, timeoutSeconds: 30 });
+      last = r;
+      if (r.exitCode === 0) {
+        log.info(`    + a new login as ${where} works and has sudo (attempt ${i}/${LOGIN_ATTEMPTS})`);
+        return { done: true };
+      }
+      return transientSshFailure(r.exitCode, r.stderr) ? { waiting: r.stderr.trim().split('\n').pop() ?? '' } : { done: false };
+    },
+    {
+      attempts: LOGIN_ATTEMPTS,
+      intervalSeconds: LOGIN_INTERVAL_MS / 1000,
+      what: `a new login as ${where}`,
+      onWait: (i, why) => log.detail(`login check attempt ${i}/${LOGIN_ATTEMPTS}: ${why}`),
+    },
+  ).catch((e: unknown) => {
+    if (e instanceof PollTimeout) return false; // still refused after every attempt: the rollback below
+    throw e;
+  });
   if (ok) {
     const c = await runStepMode(ctx, name, 'confirm', opts);
     if (c.exitCode === 0) return result;

@@ -9,6 +9,7 @@
 import type { GitHubClient, RepoRef } from './github.mts';
 import { githubMessage, httpStatus } from './github.mts';
 import { OperationError } from './errors.mts';
+import { pollUntil } from './poll.mts';
 import type { Logger } from './log.mts';
 
 /** The deploy workflow (.github/workflows/staging-deploy.yml), by file name as the API accepts it. */
@@ -70,8 +71,6 @@ function runInfo(r: RawRun): RunInfo {
     createdAt: r.created_at,
   };
 }
-
-const sleep = (seconds: number) => new Promise((r) => setTimeout(r, seconds * 1000));
 
 /** Number of looks a bounded wait makes: at least one, and the last one at or after the bound. */
 export function attemptsFor(waitSeconds: number, pollSeconds: number): number {
@@ -159,40 +158,50 @@ export async function dispatchRun(
     return { runId: answer.data.workflow_run_id, via: 'run details' };
   }
   const attempts = attemptsFor(opts.findSeconds, opts.pollSeconds);
-  for (let i = 1; i <= attempts; i++) {
-    const fresh = (await listRuns(gh, ref, workflow, { branch, event: 'workflow_dispatch' })).filter((r) => !before.has(r.id));
-    const mine = fresh.sort((a, b) => a.id - b.id)[0];
-    if (mine) return { runId: mine.id, via: 'run list' };
-    if (i < attempts) {
-      log.info(`  .. the dispatched run of ${workflow} is not listed yet (attempt ${i}/${attempts}, every ${opts.pollSeconds}s)`);
-      await sleep(opts.pollSeconds);
-    }
-  }
-  throw new OperationError(`dispatched ${workflow} on ${branch}, but no new workflow_dispatch run appeared within ${opts.findSeconds}s`, {
-    hint: `look at the Actions tab of ${ref.owner}/${ref.repo}: is the workflow disabled, or was the run filtered out?`,
-  });
+  return pollUntil<Dispatched>(
+    async () => {
+      const fresh = (await listRuns(gh, ref, workflow, { branch, event: 'workflow_dispatch' })).filter((r) => !before.has(r.id));
+      const mine = fresh.sort((a, b) => a.id - b.id)[0];
+      return mine ? { done: { runId: mine.id, via: 'run list' } } : { waiting: 'not listed yet' };
+    },
+    {
+      attempts,
+      intervalSeconds: opts.pollSeconds,
+      what: `the dispatched run of ${workflow}`,
+      onWait: (i) => log.info(`  .. the dispatched run of ${workflow} is not listed yet (attempt ${i}/${attempts}, every ${opts.pollSeconds}s)`),
+      onTimeout: () => new OperationError(`dispatched ${workflow} on ${branch}, but no new workflow_dispatch run appeared within ${opts.findSeconds}s`, {
+        hint: `look at the Actions tab of ${ref.owner}/${ref.repo}: is the workflow disabled, or was the run filtered out?`,
+      }),
+    },
+  );
 }
 
 /** Looks at the run every pollSeconds until it is completed; a run still going at the bound is an error. */
 export async function waitForRun(gh: GitHubClient, ref: RepoRef, runId: number, opts: WaitOptions): Promise<RunInfo> {
   const attempts = attemptsFor(opts.waitSeconds, opts.pollSeconds);
   let run: RunInfo | undefined;
-  for (let i = 1; i <= attempts; i++) {
-    run = await getRun(gh, ref, runId);
-    if (run.status === 'completed') return run;
-    if (i < attempts) {
-      opts.log.info(`  .. run #${run.runNumber} is ${run.status} (attempt ${i}/${attempts}, every ${opts.pollSeconds}s): ${run.htmlUrl}`);
-      await sleep(opts.pollSeconds);
-    }
-  }
-  const r = run as RunInfo;
-  const why =
-    r.status === 'queued' || r.status === 'waiting' || r.status === 'pending'
-      ? 'no runner took it (is another staging-deploy run ahead of it in the concurrency group, or is the runner scale set offline?)'
-      : 'it is still running';
-  throw new OperationError(`the staging-deploy run ${r.htmlUrl} did not finish within ${formatSeconds(opts.waitSeconds)} (CODEXK8S_DEPLOY_WAIT): it is ${r.status}; ${why}`, {
-    hint: `open ${r.htmlUrl}; when it finishes green, run this step again (a longer CODEXK8S_DEPLOY_WAIT waits longer)`,
-  });
+  return pollUntil<RunInfo>(
+    async () => {
+      run = await getRun(gh, ref, runId);
+      return run.status === 'completed' ? { done: run } : { waiting: run.status };
+    },
+    {
+      attempts,
+      intervalSeconds: opts.pollSeconds,
+      what: `run ${runId}`,
+      onWait: (i) => opts.log.info(`  .. run #${run?.runNumber} is ${run?.status} (attempt ${i}/${attempts}, every ${opts.pollSeconds}s): ${run?.htmlUrl}`),
+      onTimeout: () => {
+        const r = run as RunInfo;
+        const why =
+          r.status === 'queued' || r.status === 'waiting' || r.status === 'pending'
+            ? 'no runner took it (is another staging-deploy run ahead of it in the concurrency group, or is the runner scale set offline?)'
+            : 'it is still running';
+        return new OperationError(`the staging-deploy run ${r.htmlUrl} did not finish within ${formatSeconds(opts.waitSeconds)} (CODEXK8S_DEPLOY_WAIT): it is ${r.status}; ${why}`, {
+          hint: `open ${r.htmlUrl}; when it finishes green, run this step again (a longer CODEXK8S_DEPLOY_WAIT waits longer)`,
+        });
+      },
+    },
+  );
 }
 
 export interface WorkflowOutcome {

@@ -19,6 +19,7 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { OperationError } from './errors.mts';
+import { pollUntil } from './poll.mts';
 import { run } from './exec.mts';
 import { resolveArtifact } from './artifacts.mts';
 import type { ResolvedArtifact } from './artifacts.mts';
@@ -107,39 +108,41 @@ async function attemptOnce(url: string, tmp: string, timeoutSeconds: number): Pr
 export async function downloadVerified(r: ResolvedArtifact, dest: string, opts: DownloadOptions = {}): Promise<DownloadResult> {
   const attempts = opts.attempts ?? 4;
   const timeoutSeconds = opts.timeoutSeconds ?? 300;
-  let delay = opts.retryDelayMs ?? 2000;
+  const firstDelayMs = opts.retryDelayMs ?? 2000;
   mkdirSync(dirname(dest), { recursive: true });
   const tmp = join(dirname(dest), `.${basename(dest)}.${randomBytes(4).toString('hex')}.part`);
   const hint = sourceHint(r, opts.mirror);
-  let last = '';
   try {
-    for (let i = 1; i <= attempts; i++) {
-      opts.log?.detail(`download ${r.name} ${r.version} ${r.arch}: ${r.url} (attempt ${i}/${attempts})`);
-      let got: { sha256: string; bytes: number };
-      try {
-        got = await attemptOnce(r.url, tmp, timeoutSeconds);
-      } catch (e) {
-        rmSync(tmp, { force: true });
-        if (!(e instanceof Retryable)) {
-          throw new OperationError(`downloading ${r.name} ${r.version} from ${r.url} failed: ${(e as Error).message}`, { hint });
+    return await pollUntil<DownloadResult>(
+      async (i) => {
+        opts.log?.detail(`download ${r.name} ${r.version} ${r.arch}: ${r.url} (attempt ${i}/${attempts})`);
+        let got: { sha256: string; bytes: number };
+        try {
+          got = await attemptOnce(r.url, tmp, timeoutSeconds);
+        } catch (e) {
+          rmSync(tmp, { force: true });
+          if (!(e instanceof Retryable)) {
+            throw new OperationError(`downloading ${r.name} ${r.version} from ${r.url} failed: ${(e as Error).message}`, { hint });
+          }
+          return { waiting: e.message };
         }
-        last = e.message;
-        if (i < attempts) {
-          opts.log?.warn(`download of ${r.url} failed (attempt ${i}/${attempts}): ${last}; retrying in ${Math.round(delay / 100) / 10}s`);
-          await new Promise((res) => setTimeout(res, delay));
-          delay *= 2;
+        if (got.sha256 !== r.sha256) {
+          // Never retried: a mirror or proxy that serves other bytes keeps doing so, and nothing may land.
+          throw new OperationError(`sha256 mismatch for ${r.name} ${r.version} (${r.arch}) from ${r.url}: expected ${r.sha256}, got ${got.sha256} (${got.bytes} bytes); nothing was installed`, { hint });
         }
-        continue;
-      }
-      if (got.sha256 !== r.sha256) {
-        // Never retried: a mirror or proxy that serves other bytes keeps doing so, and nothing may land.
-        throw new OperationError(`sha256 mismatch for ${r.name} ${r.version} (${r.arch}) from ${r.url}: expected ${r.sha256}, got ${got.sha256} (${got.bytes} bytes); nothing was installed`, { hint });
-      }
-      if (opts.mode !== undefined) chmodSync(tmp, opts.mode);
-      renameSync(tmp, dest);
-      return { path: dest, sha256: got.sha256, bytes: got.bytes, attempts: i };
-    }
-    throw new OperationError(`downloading ${r.name} ${r.version} from ${r.url} failed after ${attempts} attempts: ${last}`, { hint: `check that this server reaches ${new URL(r.url).host}; ${hint}` });
+        if (opts.mode !== undefined) chmodSync(tmp, opts.mode);
+        renameSync(tmp, dest);
+        return { done: { path: dest, sha256: got.sha256, bytes: got.bytes, attempts: i } };
+      },
+      {
+        attempts,
+        // Doubling: 2 s, 4 s, 8 s by default.
+        intervalSeconds: (i) => (firstDelayMs * 2 ** (i - 1)) / 1000,
+        what: `the download of ${r.url}`,
+        onWait: (i, last, pause) => opts.log?.warn(`download of ${r.url} failed (attempt ${i}/${attempts}): ${last}; retrying in ${Math.round(pause * 10) / 10}s`),
+        onTimeout: (last) => new OperationError(`downloading ${r.name} ${r.version} from ${r.url} failed after ${attempts} attempts: ${last}`, { hint: `check that this server reaches ${new URL(r.url).host}; ${hint}` }),
+      },
+    );
   } finally {
     rmSync(tmp, { force: true });
   }

@@ -11,6 +11,7 @@
 // Ownership rule (docs/github.md): the server journal (lib/state.mts, section `github`) lists the variables,
 // secrets and webhooks this tool CREATED. Only those are ever deleted, and only when the configuration no longer
 // wants them. A name that existed before the tool wanted it is updated when wanted, and never deleted.
+import { sleep as zxSleep } from 'zx';
 import { createHmac, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, chmodSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -104,7 +105,7 @@ export function wasRetried(e: unknown): boolean {
 export function createGitHub(opts: GitHubOptions): GitHubClient {
   registerSecret(opts.token);
   const { log } = opts;
-  const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const sleep = opts.sleep ?? zxSleep;
   const now = opts.now ?? Date.now;
   const baseUrl = opts.baseUrl.replace(/\/+$/, '');
   const gh = new GitHub({

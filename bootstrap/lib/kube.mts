@@ -27,6 +27,7 @@
 import { run } from './exec.mts';
 import type { RunResult } from './exec.mts';
 import { OperationError } from './errors.mts';
+import { pollUntil } from './poll.mts';
 import { registerSecret, mask } from './redact.mts';
 import type { Logger } from './log.mts';
 import type { ChartPin } from './versions.mts';
@@ -249,16 +250,27 @@ export interface ApplyOptions {
 export async function applyObjects(objects: readonly KubeObject[], log: Logger, opts: ApplyOptions = {}): Promise<string[]> {
   if (objects.length === 0) return [];
   const attempts = opts.retryOn ? (opts.attempts ?? 10) : 1;
-  for (let attempt = 1; ; attempt++) {
-    const r = await run(applyArgv({ serverSide: opts.serverSide }), { input: toYamlStream(objects), allowFail: true, timeoutSeconds: QUICK_SECONDS * 2, log });
-    if (r.exitCode === 0) return r.stdout.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !/ unchanged$/.test(l));
-    if (opts.retryOn === undefined || !opts.retryOn.test(r.stderr) || attempt >= attempts) {
-      throw failure(r, `kubectl apply of ${opts.what ?? objects.map(describeObject).join(', ')} failed${attempt > 1 ? ` (attempt ${attempt}/${attempts})` : ''}`,
-        'run the step again with --verbose; kubectl describe the object named above');
-    }
-    log.info(`  .. ${opts.what ?? 'apply'} not accepted yet (${mask(r.stderr.trim().split('\n')[0] ?? '')}); attempt ${attempt}/${attempts}, retrying in ${opts.delaySeconds ?? 3}s`);
-    await new Promise((res) => setTimeout(res, (opts.delaySeconds ?? 3) * 1000));
-  }
+  const delay = opts.delaySeconds ?? 3;
+  const failed = (r: RunResult, attempt: number) =>
+    failure(r, `kubectl apply of ${opts.what ?? objects.map(describeObject).join(', ')} failed${attempt > 1 ? ` (attempt ${attempt}/${attempts})` : ''}`,
+      'run the step again with --verbose; kubectl describe the object named above');
+  let last: RunResult | undefined;
+  return pollUntil<string[]>(
+    async (attempt) => {
+      const r = await run(applyArgv({ serverSide: opts.serverSide }), { input: toYamlStream(objects), allowFail: true, timeoutSeconds: QUICK_SECONDS * 2, log });
+      last = r;
+      if (r.exitCode === 0) return { done: r.stdout.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !/ unchanged$/.test(l)) };
+      if (opts.retryOn === undefined || !opts.retryOn.test(r.stderr)) throw failed(r, attempt);
+      return { waiting: mask(r.stderr.trim().split('\n')[0] ?? '') };
+    },
+    {
+      attempts,
+      intervalSeconds: delay,
+      what: opts.what ?? 'kubectl apply',
+      onWait: (attempt, why) => log.info(`  .. ${opts.what ?? 'apply'} not accepted yet (${why}); attempt ${attempt}/${attempts}, retrying in ${delay}s`),
+      onTimeout: (_last, attempt) => failed(last as RunResult, attempt),
+    },
+  );
 }
 
 /**

@@ -1,29 +1,58 @@
-// One bounded wait for the steps: ask, and ask again every `intervalSeconds` until the answer is final or
-// `timeoutSeconds` have passed. A wait never falls through to success: the timeout is an error that says what was
-// awaited and what was seen last.
-import { sleep } from 'zx';
+// The one bounded wait: ask, and ask again every interval until the answer is final or the bound is reached.
+// Every polling loop in the tree is this function. A wait never falls through to success: reaching the bound is
+// an error that says what was awaited and what was seen last (or the caller's own error, via onTimeout).
+import { sleep as zxSleep } from 'zx';
 import { OperationError } from './errors.mts';
 
 export interface PollOptions {
-  timeoutSeconds: number;
-  intervalSeconds: number;
+  /** The bound as a wall-clock budget; no pause starts that would end past it. */
+  timeoutSeconds?: number;
+  /** The bound as a number of asks (with or instead of timeoutSeconds). */
+  attempts?: number;
+  /** Seconds between asks; a function of the attempt that just failed for a back-off. */
+  intervalSeconds: number | ((attempt: number) => number);
   /** What is awaited, for the timeout message: "Job kube-system/helm-install-traefik to complete". */
   what: string;
   hint?: string;
+  /** Called before each pause with the attempt that was not final and its reason (progress lines). */
+  onWait?: (attempt: number, reason: string, pauseSeconds: number) => void;
+  /** The error thrown at the bound; the default is a PollTimeout. */
+  onTimeout?: (last: string, attempts: number) => Error;
+  /** Pauses between asks (tests pass one that returns at once). */
+  sleep?: (ms: number) => Promise<void>;
 }
 
 /** `probe` answers `{ done: value }` (stop), `{ waiting: reason }` (ask again) or throws (stop with that error). */
 export type PollAnswer<T> = { done: T } | { waiting: string };
 
+/** The bound was reached; `last` is the last reason given. */
+export class PollTimeout extends OperationError {
+  readonly last: string;
+  readonly attempts: number;
+  constructor(message: string, last: string, attempts: number, hint?: string) {
+    super(message, { hint });
+    this.last = last;
+    this.attempts = attempts;
+  }
+}
+
 export async function pollUntil<T>(probe: (attempt: number) => Promise<PollAnswer<T>>, opts: PollOptions): Promise<T> {
-  const deadline = Date.now() + opts.timeoutSeconds * 1000;
+  if (opts.timeoutSeconds === undefined && opts.attempts === undefined) throw new Error(`pollUntil(${opts.what}): no bound`);
+  const pause = opts.sleep ?? zxSleep;
+  const deadline = opts.timeoutSeconds === undefined ? Infinity : Date.now() + opts.timeoutSeconds * 1000;
+  const maxAttempts = opts.attempts ?? Infinity;
   let last = 'not asked yet';
-  for (let attempt = 1; ; attempt++) {
+  let attempt = 1;
+  for (; ; attempt++) {
     const a = await probe(attempt);
     if ('done' in a) return a.done;
     last = a.waiting;
-    if (Date.now() + opts.intervalSeconds * 1000 > deadline) break;
-    await sleep(opts.intervalSeconds * 1000);
+    const seconds = typeof opts.intervalSeconds === 'function' ? opts.intervalSeconds(attempt) : opts.intervalSeconds;
+    if (attempt >= maxAttempts || Date.now() + seconds * 1000 > deadline) break;
+    opts.onWait?.(attempt, last, seconds);
+    await pause(seconds * 1000);
   }
-  throw new OperationError(`timed out after ${opts.timeoutSeconds}s waiting for ${opts.what}; last seen: ${last}`, { hint: opts.hint });
+  if (opts.onTimeout) throw opts.onTimeout(last, attempt);
+  const bound = opts.timeoutSeconds !== undefined ? `after ${opts.timeoutSeconds}s` : `after ${attempt} attempt(s)`;
+  throw new PollTimeout(`timed out ${bound} waiting for ${opts.what}; last seen: ${last}`, last, attempt, opts.hint);
 }

@@ -456,6 +456,7 @@ export async function runSmokeWithRetries(opts: SmokeOptions, retry: RetryOption
     const failed = results.filter((r) => !r.ok);
     if (failed.length === 0 || n === attempts) break;
     retry.onRetry?.(n, attempts, failed);
+    // Not lib/poll.mts: that imports zx, and this module must run without npm ci (see the top of the file).
     await new Promise((r) => setTimeout(r, retry.delayMs));
   }
   return {

@@ -11,6 +11,7 @@ import { runStep } from '../lib/step.mts';
 import type { StepContext } from '../lib/step.mts';
 import { OperationError } from '../lib/errors.mts';
 import { run } from '../lib/exec.mts';
+import { pollUntil, PollTimeout } from '../lib/poll.mts';
 import { ARTIFACTS, OUTBOUND_ENDPOINTS } from '../lib/versions.mts';
 import type { Arch } from '../lib/versions.mts';
 import { resolveArtifact } from '../lib/artifacts.mts';
@@ -169,19 +170,29 @@ async function waitForCloudInit(waitSeconds: number): Promise<Check> {
 async function waitForAptLocks(waitSeconds: number, log: StepContext['log']): Promise<Check> {
   const started = performance.now();
   const attempts = Math.max(1, Math.ceil(waitSeconds / 2));
-  let holders: string[] = [];
-  for (let attempt = 1; attempt <= attempts; attempt++) {
-    const r = await run(['lslocks', '--json', '--output', 'COMMAND,PID,PATH'], { allowFail: true });
-    if (r.exitCode !== 0) return { name: 'apt locks', status: 'warn', reason: 'lslocks failed; cannot tell whether apt is busy', fix: 'if a later step fails on the dpkg lock, wait and resume' };
-    holders = aptLockHolders(r.stdout);
-    if (holders.length === 0) {
-      const took = Math.round((performance.now() - started) / 1000);
-      return { name: 'apt locks', status: 'ok', reason: took > 1 ? `free (waited ${took}s)` : 'free' };
-    }
-    if (attempt === 1 || attempt % 15 === 0) log.info(`  waiting for the apt/dpkg lock, held by ${holders.join('; ')} (attempt ${attempt}/${attempts})`);
-    await new Promise((r) => setTimeout(r, 2000));
+  try {
+    return await pollUntil<Check>(
+      async () => {
+        const r = await run(['lslocks', '--json', '--output', 'COMMAND,PID,PATH'], { allowFail: true });
+        if (r.exitCode !== 0) return { done: { name: 'apt locks', status: 'warn', reason: 'lslocks failed; cannot tell whether apt is busy', fix: 'if a later step fails on the dpkg lock, wait and resume' } };
+        const holders = aptLockHolders(r.stdout);
+        if (holders.length > 0) return { waiting: holders.join('; ') };
+        const took = Math.round((performance.now() - started) / 1000);
+        return { done: { name: 'apt locks', status: 'ok', reason: took > 1 ? `free (waited ${took}s)` : 'free' } };
+      },
+      {
+        attempts,
+        intervalSeconds: 2,
+        what: 'the apt/dpkg lock',
+        onWait: (attempt, holders) => {
+          if (attempt === 1 || attempt % 15 === 0) log.info(`  waiting for the apt/dpkg lock, held by ${holders} (attempt ${attempt}/${attempts})`);
+        },
+      },
+    );
+  } catch (e) {
+    if (!(e instanceof PollTimeout)) throw e;
+    return { name: 'apt locks', status: 'fail', reason: `still held after ${waitSeconds}s by ${e.last}`, fix: 'let the running apt/unattended-upgrades finish (journalctl -u unattended-upgrades), then resume' };
   }
-  return { name: 'apt locks', status: 'fail', reason: `still held after ${waitSeconds}s by ${holders.join('; ')}`, fix: 'let the running apt/unattended-upgrades finish (journalctl -u unattended-upgrades), then resume' };
 }
 
 // ---- DNS and outbound HTTPS ----------------------------------------------------------------------------

@@ -12,6 +12,7 @@
 import { mkdirSync, chmodSync, chownSync, mkdtempSync, rmSync, readFileSync, existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { runStep, changeList } from '../lib/step.mts';
+import { pollUntil } from '../lib/poll.mts';
 import type { StepContext } from '../lib/step.mts';
 import { run } from '../lib/exec.mts';
 import { OperationError } from '../lib/errors.mts';
@@ -304,24 +305,30 @@ async function downloadInstallScript(ctx: StepContext, dir: string): Promise<str
  */
 async function waitForHostsToml(port: number, since: number | undefined): Promise<void> {
   const required = join(CERTS_D, mirrorNames(port)[0] as string, 'hosts.toml');
-  let problems: string[] = [];
-  for (let i = 1; i <= HOSTS_TOML_ATTEMPTS; i++) {
-    const fresh = since === undefined || (existsSync(required) && statSync(required).mtimeMs >= since - 1);
-    problems = fresh ? hostsProblems(port) : [`${required} was not rewritten since the k3s (re)start`];
-    if (fresh && problems.length === 0) return;
-    // A present but https file will not fix itself: that is the k3s bug, not a slow start.
-    const wrongScheme = fresh ? problems.filter((p) => p.includes('#12551')) : [];
-    if (wrongScheme.length > 0) {
-      throw new OperationError(`k3s generated an https endpoint for the http in-cluster registry: ${wrongScheme.join('; ')}`, {
-        detail: mirrorNames(port).map((m) => `${join(CERTS_D, m, 'hosts.toml')}:\n${readIfExists(join(CERTS_D, m, 'hosts.toml')) ?? '(missing)'}`).join('\n'),
-        hint: `pulls from the in-cluster registry would fail; see ${RUNBOOK} (pin a k3s version without issue #12551 in bootstrap/lib/versions.mts, then re-run)`,
-      });
-    }
-    if (i < HOSTS_TOML_ATTEMPTS) await new Promise((res) => setTimeout(res, HOSTS_TOML_PAUSE_MS));
-  }
-  throw new OperationError(`containerd's hosts.toml files did not appear after the k3s (re)start (attempt ${HOSTS_TOML_ATTEMPTS}/${HOSTS_TOML_ATTEMPTS}): ${problems.join('; ')}`, {
-    hint: `look at the k3s log: journalctl -u k3s --since -10min; see ${RUNBOOK}`,
-  });
+  await pollUntil(
+    async () => {
+      const fresh = since === undefined || (existsSync(required) && statSync(required).mtimeMs >= since - 1);
+      const problems = fresh ? hostsProblems(port) : [`${required} was not rewritten since the k3s (re)start`];
+      if (fresh && problems.length === 0) return { done: true };
+      // A present but https file will not fix itself: that is the k3s bug, not a slow start.
+      const wrongScheme = fresh ? problems.filter((p) => p.includes('#12551')) : [];
+      if (wrongScheme.length > 0) {
+        throw new OperationError(`k3s generated an https endpoint for the http in-cluster registry: ${wrongScheme.join('; ')}`, {
+          detail: mirrorNames(port).map((m) => `${join(CERTS_D, m, 'hosts.toml')}:\n${readIfExists(join(CERTS_D, m, 'hosts.toml')) ?? '(missing)'}`).join('\n'),
+          hint: `pulls from the in-cluster registry would fail; see ${RUNBOOK} (pin a k3s version without issue #12551 in bootstrap/lib/versions.mts, then re-run)`,
+        });
+      }
+      return { waiting: problems.join('; ') };
+    },
+    {
+      attempts: HOSTS_TOML_ATTEMPTS,
+      intervalSeconds: HOSTS_TOML_PAUSE_MS / 1000,
+      what: "containerd's hosts.toml files",
+      onTimeout: (problems) => new OperationError(`containerd's hosts.toml files did not appear after the k3s (re)start (attempt ${HOSTS_TOML_ATTEMPTS}/${HOSTS_TOML_ATTEMPTS}): ${problems}`, {
+        hint: `look at the k3s log: journalctl -u k3s --since -10min; see ${RUNBOOK}`,
+      }),
+    },
+  );
 }
 
 async function apply(ctx: StepContext): Promise<string[]> {

@@ -19,6 +19,7 @@ import { createReadStream, existsSync, mkdtempSync, readFileSync, rmSync, statSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runStep, changeList } from '../lib/step.mts';
+import { pollUntil } from '../lib/poll.mts';
 import type { StepContext } from '../lib/step.mts';
 import type { Logger } from '../lib/log.mts';
 import { OperationError } from '../lib/errors.mts';
@@ -248,8 +249,9 @@ export async function waitForBuildkit(s: DeploySettings, log: Logger, remedyChan
   const deadline = Date.now() + s.rolloutTimeout * 1000;
   const changes: string[] = [];
   let restarted = false;
-  let last = '';
-  for (let attempt = 1; ; attempt++) {
+  let lookStarted = 0;
+  return pollUntil<string[]>(async () => {
+    lookStarted = Date.now();
     const pod = await getJson<KubeObject & { status?: { containerStatuses?: [] } }>('pod', NAMES.buildkitPod, ns, log);
     // A terminating pod (the one deleted below, on its way out) says nothing about its replacement.
     const problem = (pod?.metadata as { deletionTimestamp?: string } | undefined)?.deletionTimestamp !== undefined ? undefined : buildkitPodProblem(pod);
@@ -265,21 +267,22 @@ export async function waitForBuildkit(s: DeploySettings, log: Logger, remedyChan
     }
     const left = Math.ceil((deadline - Date.now()) / 1000);
     const slice = Math.max(1, Math.min(10, left));
-    const started = Date.now();
     const r = await run(rolloutStatusArgv('statefulset', NAMES.buildkitStatefulSet, ns, slice), { allowFail: true, timeoutSeconds: slice + 30, log });
-    if (r.exitCode === 0) return changes;
-    last = (r.stdout.trim().split('\n').slice(-1)[0] ?? '') || r.stderr.trim();
-    if (Date.now() >= deadline) {
-      throw new OperationError(`statefulset ${ns}/${NAMES.buildkitStatefulSet} did not become ready within ${s.rolloutTimeout}s (last: ${mask(last)})`, {
-        hint: `kubectl --kubeconfig ${KUBECONFIG} -n ${ns} describe pod ${NAMES.buildkitPod}; ` +
-          `kubectl --kubeconfig ${KUBECONFIG} -n ${ns} logs ${NAMES.buildkitPod} --tail=50`,
-      });
-    }
-    if (attempt % 3 === 0) log.info(`  .. waiting for ${ns}/${NAMES.buildkitPod} (${left}s left): ${mask(last)}`);
-    // kubectl returns at once when it cannot wait (an error): pace the next look.
-    const idle = 3000 - (Date.now() - started);
-    if (idle > 0) await new Promise((res) => setTimeout(res, idle));
-  }
+    if (r.exitCode === 0) return { done: changes };
+    return { waiting: mask((r.stdout.trim().split('\n').slice(-1)[0] ?? '') || r.stderr.trim()) };
+  }, {
+    timeoutSeconds: s.rolloutTimeout,
+    // kubectl returns at once when it cannot wait (an error): the next look comes 3 s after this one began.
+    intervalSeconds: () => Math.max(0, 3000 - (Date.now() - lookStarted)) / 1000,
+    what: `statefulset ${ns}/${NAMES.buildkitStatefulSet}`,
+    onWait: (attempt, last) => {
+      if (attempt % 3 === 0) log.info(`  .. waiting for ${ns}/${NAMES.buildkitPod} (${Math.ceil((deadline - Date.now()) / 1000)}s left): ${last}`);
+    },
+    onTimeout: (last) => new OperationError(`statefulset ${ns}/${NAMES.buildkitStatefulSet} did not become ready within ${s.rolloutTimeout}s (last: ${last})`, {
+      hint: `kubectl --kubeconfig ${KUBECONFIG} -n ${ns} describe pod ${NAMES.buildkitPod}; ` +
+        `kubectl --kubeconfig ${KUBECONFIG} -n ${ns} logs ${NAMES.buildkitPod} --tail=50`,
+    }),
+  });
 }
 
 async function requireNamespaces(s: DeploySettings, ctx: StepContext): Promise<void> {

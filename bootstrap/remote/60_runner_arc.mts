@@ -16,6 +16,7 @@
 // AutoscalingRunnerSet); in local mode one runner of the set is online in GitHub (REST: list self-hosted runners).
 import { createHash } from 'node:crypto';
 import { runStep, changeList } from '../lib/step.mts';
+import { pollUntil } from '../lib/poll.mts';
 import type { StepContext } from '../lib/step.mts';
 import { OperationError } from '../lib/errors.mts';
 import { run } from '../lib/exec.mts';
@@ -196,19 +197,21 @@ async function check(ctx: StepContext): Promise<string[]> {
 async function waitForRunners(s: RunnerSettings, ctx: StepContext): Promise<string[]> {
   const timeout = ctx.cfg.get('CODEXK8S_ROLLOUT_TIMEOUT');
   const attempts = Math.max(1, Math.ceil(timeout / POLL_SECONDS));
+  const ready = s.mode === 'local' ? `listener Ready, a runner of ${s.scaleSetName} online in GitHub` : `listener Ready, scale set ${s.scaleSetName} registered in GitHub`;
   let problems: string[] = [];
-  for (let i = 1; i <= attempts; i++) {
-    problems = healthProblems(s, await readHealth(s, ctx));
-    if (problems.length === 0) {
-      const what = s.mode === 'local' ? `listener Ready, a runner of ${s.scaleSetName} online in GitHub` : `listener Ready, scale set ${s.scaleSetName} registered in GitHub`;
-      return [`${what} (attempt ${i}/${attempts})`];
-    }
-    if (i < attempts) {
-      ctx.log.info(`  .. waiting for the runners: ${problems[0]} (attempt ${i}/${attempts}, every ${POLL_SECONDS}s)`);
-      await new Promise((r) => setTimeout(r, POLL_SECONDS * 1000));
-    }
-  }
-  throw new OperationError(`the runner scale set ${s.scaleSetName} is not ready after ${timeout}s (CODEXK8S_ROLLOUT_TIMEOUT): ${problems.join('; ')}`, { hint: healthHint(s) });
+  return pollUntil<string[]>(
+    async (i) => {
+      problems = healthProblems(s, await readHealth(s, ctx));
+      return problems.length === 0 ? { done: [`${ready} (attempt ${i}/${attempts})`] } : { waiting: problems.join('; ') };
+    },
+    {
+      attempts,
+      intervalSeconds: POLL_SECONDS,
+      what: `the runner scale set ${s.scaleSetName}`,
+      onWait: (i) => ctx.log.info(`  .. waiting for the runners: ${problems[0]} (attempt ${i}/${attempts}, every ${POLL_SECONDS}s)`),
+      onTimeout: (last) => new OperationError(`the runner scale set ${s.scaleSetName} is not ready after ${timeout}s (CODEXK8S_ROLLOUT_TIMEOUT): ${last}`, { hint: healthHint(s) }),
+    },
+  );
 }
 
 async function apply(ctx: StepContext): Promise<string[]> {

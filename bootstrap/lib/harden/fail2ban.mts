@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import type { StepContext } from '../step.mts';
 import { run } from '../exec.mts';
 import { OperationError } from '../errors.mts';
+import { pollUntil } from '../poll.mts';
 import { checkFile, ensureFile, succeeds, systemctl } from './part.mts';
 import type { HostPart, ManagedFile } from './part.mts';
 
@@ -77,13 +78,19 @@ async function apply(ctx: StepContext): Promise<string[]> {
   }
   // The server answers on its socket a moment after systemd reports it started.
   const attempts = 20;
-  for (let i = 1; ; i++) {
-    const r = await run(fail2banCommands.status(), { allowFail: true, log: ctx.log });
-    if (r.exitCode === 0) break;
-    if (i === attempts) throw new OperationError(`fail2ban's sshd jail is not running after ${attempts} attempts`, { detail: (r.stderr + r.stdout).trim(), hint: 'see journalctl -u fail2ban' });
-    ctx.log.detail(`fail2ban not answering yet, attempt ${i}/${attempts}`);
-    await new Promise((res) => setTimeout(res, 500));
-  }
+  await pollUntil(
+    async () => {
+      const r = await run(fail2banCommands.status(), { allowFail: true, log: ctx.log });
+      return r.exitCode === 0 ? { done: true } : { waiting: (r.stderr + r.stdout).trim() };
+    },
+    {
+      attempts,
+      intervalSeconds: 0.5,
+      what: "fail2ban's sshd jail",
+      onWait: (i) => ctx.log.detail(`fail2ban not answering yet, attempt ${i}/${attempts}`),
+      onTimeout: (last) => new OperationError(`fail2ban's sshd jail is not running after ${attempts} attempts`, { detail: last, hint: 'see journalctl -u fail2ban' }),
+    },
+  );
   return changes;
 }
 
