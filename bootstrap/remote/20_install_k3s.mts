@@ -20,257 +20,12 @@ import { writeFileAtomic, readIfExists, facts, octal } from '../lib/fsx.mts';
 import { downloadVerified, resolveForServer } from '../lib/download.mts';
 import { K3S_INSTALL, K3S_VERSION } from '../lib/versions.mts';
 import { REMOTE } from '../lib/paths.mts';
+import { account } from '../lib/harden/operator.mts';
+import type { Account } from '../lib/harden/operator.mts';
+import { CERTS_D, HOSTS_TOML_ATTEMPTS, HOSTS_TOML_PAUSE_MS, K3S_BIN, K3S_KUBECONFIG, K3S_UNIT, NODE_READY_TIMEOUT_SECONDS, REGISTRIES_FILE, execStartDrift, hostsTomlProblems, installArgv, installEnv, kubeconfigPath, mirrorNames, networkChangeProblem, nodeReadyArgv, parseExecStart, parseK3sVersion, registriesYaml, registryEndpoint } from '../lib/k3s.mts';
+import type { Networks } from '../lib/k3s.mts';
 
-export const K3S_BIN = '/usr/local/bin/k3s';
-export const K3S_UNIT = '/etc/systemd/system/k3s.service';
-export const K3S_KUBECONFIG = '/etc/rancher/k3s/k3s.yaml';
-export const REGISTRIES_FILE = '/etc/rancher/k3s/registries.yaml';
-export const CERTS_D = '/var/lib/rancher/k3s/agent/etc/containerd/certs.d';
-/** The name images are tagged with when they are pushed to the in-cluster registry (step 30). */
-export const REGISTRY_HOSTNAME = 'registry.codex-k8s.internal';
-const RUNBOOK = 'docs/runbook.md, "k3s pulls from the in-cluster registry over https"';
-
-/** How long the node may take to become Ready after an install or restart (first start pulls system images). */
-export const NODE_READY_TIMEOUT_SECONDS = 300;
-/** hosts.toml polling after a (re)start: attempts x pause. */
-export const HOSTS_TOML_ATTEMPTS = 30;
-export const HOSTS_TOML_PAUSE_MS = 2000;
-
-// ---- pure builders and parsers ------------------------------------------------------------------------------------
-
-/** The pod and service networks k3s is installed with; the firewall of 10_harden_host allows the same ones. */
-export interface Networks {
-  podCidr: string;
-  serviceCidr: string;
-}
-
-/**
- * k3s server flags, passed as arguments to the install script (which writes them into the unit). The networks
- * are explicit so that k3s and the firewall read them from the same settings (k3s cannot change them later).
- */
-export function serverArgs(n: Networks): string[] {
-  return ['server', '--write-kubeconfig-mode', '600', '--cluster-cidr', n.podCidr, '--service-cidr', n.serviceCidr];
-}
-
-/** The install script's environment: the pinned version; a forced restart when registries.yaml changed with it. */
-export function installEnv(forceRestart: boolean): Record<string, string> {
-  return forceRestart ? { INSTALL_K3S_VERSION: K3S_VERSION, INSTALL_K3S_FORCE_RESTART: 'true' } : { INSTALL_K3S_VERSION: K3S_VERSION };
-}
-
-export function installArgv(scriptPath: string, n: Networks): string[] {
-  return ['sh', scriptPath, ...serverArgs(n)];
-}
-
-export function nodeReadyArgv(timeoutSeconds: number): string[] {
-  return [K3S_BIN, 'kubectl', 'wait', '--for=condition=Ready', 'node', '--all', `--timeout=${timeoutSeconds}s`];
-}
-
-/** Both names containerd may be asked for, and the one endpoint they lead to. */
-export function mirrorNames(port: number): string[] {
-  return [`${REGISTRY_HOSTNAME}:${port}`, `127.0.0.1:${port}`];
-}
-
-export function registryEndpoint(port: number): string {
-  return `http://127.0.0.1:${port}`;
-}
-
-export function registriesYaml(port: number): string {
-  const lines = [
-    '# Managed by codex-k8s bootstrap (20_install_k3s). Edits are overwritten on the next run.',
-    '# The in-cluster registry (step 30) listens on the node loopback over plain HTTP; k3s reads this file at start.',
-    'mirrors:',
-  ];
-  for (const name of mirrorNames(port)) lines.push(`  "${name}":`, '    endpoint:', `      - "${registryEndpoint(port)}"`);
-  return lines.join('\n') + '\n';
-}
-
-/** "k3s version v1.36.2+k3s1 (abcdef12)" -> "v1.36.2+k3s1". */
-export function parseK3sVersion(stdout: string): string | undefined {
-  return /^k3s version (v\d+\.\d+\.\d+\+k3s\d+)\b/m.exec(stdout)?.[1];
-}
-
-/**
- * The words of ExecStart in a systemd unit: continuation lines joined, single and double quotes honoured
- * (the install script writes `ExecStart=/usr/local/bin/k3s \` then one quoted word per line).
- */
-export function parseExecStart(unit: string): string[] | undefined {
-  const lines = unit.split('\n');
-  const start = lines.findIndex((l) => /^ExecStart=/.test(l));
-  if (start < 0) return undefined;
-  let text = '';
-  for (let i = start; i < lines.length; i++) {
-    const l = (lines[i] as string).replace(/^ExecStart=/, '');
-    if (/\\\s*$/.test(l)) {
-      text += l.replace(/\\\s*$/, ' ');
-    } else {
-      text += l;
-      break;
-    }
-  }
-  const words: string[] = [];
-  const re = /'([^']*)'|"((?:[^"\\]|\\.)*)"|(\S+)/g;
-  let m: RegExpExecArray | null;
-  while ((m = re.exec(text)) !== null) words.push(m[1] ?? m[2] ?? m[3] ?? '');
-  return words;
-}
-
-/** What is wrong with the k3s command line in the unit, against the flags we install with. */
-export function execStartDrift(words: readonly string[] | undefined, n: Networks): string[] {
-  if (words === undefined) return [`${K3S_UNIT} has no ExecStart`];
-  const drift: string[] = [];
-  const args = words.slice(1);
-  if (args[0] !== 'server') drift.push(`${K3S_UNIT} runs "${args[0] ?? ''}", want "server"`);
-  const values = (flag: string): string[] => {
-    const out: string[] = [];
-    args.forEach((a, i) => {
-      if (a === `--${flag}`) out.push(args[i + 1] ?? '');
-      else if (a.startsWith(`--${flag}=`)) out.push(a.slice(flag.length + 3));
-    });
-    return out;
-  };
-  const mode = values('write-kubeconfig-mode');
-  if (mode.length === 0 || !mode.every((m) => m === '600' || m === '0600')) drift.push(`${K3S_UNIT}: --write-kubeconfig-mode is ${mode.length ? mode.join(',') : 'not set'}, want 600`);
-  for (const [flag, want] of [['cluster-cidr', n.podCidr], ['service-cidr', n.serviceCidr]] as const) {
-    const got = values(flag);
-    if (got.length !== 1 || got[0] !== want) drift.push(`${K3S_UNIT}: --${flag} is ${got.length ? got.join(',') : 'not set'}, want ${want}`);
-  }
-  for (const d of values('disable')) drift.push(`${K3S_UNIT}: --disable ${d}, want it kept (Traefik, ServiceLB and local-path are used by later steps)`);
-  return drift;
-}
-
-/** k3s's own defaults: a unit written without the flags runs with these. */
-export const K3S_DEFAULT_NETWORKS: Networks = { podCidr: '10.42.0.0/16', serviceCidr: '10.43.0.0/16' };
-
-/**
- * A cluster's pod and service networks are fixed when it is created: re-running the installer with other ones
- * would restart k3s on networks its pods, services and CoreDNS do not use. Returns why that must not happen, or
- * undefined when the wanted networks are the installed ones (or nothing is installed).
- */
-export function networkChangeProblem(words: readonly string[] | undefined, n: Networks): string | undefined {
-  if (words === undefined) return undefined;
-  const value = (flag: string): string | undefined => {
-    const i = words.findIndex((w) => w === `--${flag}` || w.startsWith(`--${flag}=`));
-    if (i < 0) return undefined;
-    const w = words[i] as string;
-    return w.includes('=') ? w.slice(w.indexOf('=') + 1) : words[i + 1];
-  };
-  const installed: Networks = { podCidr: value('cluster-cidr') ?? K3S_DEFAULT_NETWORKS.podCidr, serviceCidr: value('service-cidr') ?? K3S_DEFAULT_NETWORKS.serviceCidr };
-  const diffs = [
-    installed.podCidr !== n.podCidr ? `pod network ${installed.podCidr} (CODEXK8S_POD_CIDR says ${n.podCidr})` : undefined,
-    installed.serviceCidr !== n.serviceCidr ? `service network ${installed.serviceCidr} (CODEXK8S_SERVICE_CIDR says ${n.serviceCidr})` : undefined,
-  ].filter((d): d is string => d !== undefined);
-  return diffs.length === 0 ? undefined : `this k3s cluster was created with the ${diffs.join(' and the ')}; k3s cannot change them`;
-}
-
-export interface HostsToml {
-  server?: string;
-  hosts: string[];
-}
-
-/** The `server = "..."` line and every `[host."..."]` table of a containerd hosts.toml. */
-export function parseHostsToml(text: string): HostsToml {
-  const server = /^\s*server\s*=\s*"([^"]*)"/m.exec(text)?.[1];
-  const hosts = [...text.matchAll(/^\s*\[host\."([^"]+)"\]/gm)].map((m) => m[1] as string);
-  return { server, hosts };
-}
-
-/**
- * Problems with the generated hosts.toml of one mirror: no https entry may point at our loopback registry (k3s #12551:
- * containerd would speak TLS to plain HTTP), and where an entry is required it must be there, over http.
- * k3s writes no file for 127.0.0.1:PORT (its only endpoint equals the default, and containerd already uses http
- * for localhost), so that one is checked only when present.
- */
-export function hostsTomlProblems(mirror: string, text: string | undefined, port: number): string[] {
-  const file = join(CERTS_D, mirror, 'hosts.toml');
-  const required = mirror.startsWith(`${REGISTRY_HOSTNAME}:`);
-  if (text === undefined) return required ? [`${file} is missing (k3s writes it from ${REGISTRIES_FILE} when it starts)`] : [];
-  const { server, hosts } = parseHostsToml(text);
-  const problems: string[] = [];
-  const loopback = (u: string): boolean => {
-    try {
-      const url = new URL(u);
-      return url.hostname === '127.0.0.1' && url.port === String(port);
-    } catch {
-      return false;
-    }
-  };
-  const all = [...hosts, ...(server !== undefined ? [server] : [])];
-  for (const u of all.filter((x) => x.startsWith('https://') && loopback(x))) problems.push(`${file} uses ${u}, want http://127.0.0.1:${port} (k3s #12551)`);
-  if (required && problems.length === 0 && !hosts.some((u) => u.startsWith('http://') && loopback(u))) problems.push(`${file} has no [host."http://127.0.0.1:${port}/v2"] entry`);
-  return problems;
-}
-
-export function kubeconfigPath(home: string): string {
-  return join(home, '.kube', 'config');
-}
-
-// ---- reading the server -------------------------------------------------------------------------------------------
-
-interface Operator {
-  name: string;
-  uid: number;
-  gid: number;
-  home: string;
-}
-
-async function operator(ctx: StepContext): Promise<Operator | undefined> {
-  const name = ctx.cfg.get('OPERATOR_USER');
-  const r = await run(['getent', 'passwd', name], { allowFail: true });
-  if (r.exitCode !== 0) return undefined;
-  const f = r.stdout.trim().split(':');
-  return f.length >= 7 ? { name, uid: Number(f[2]), gid: Number(f[3]), home: f[5] as string } : undefined;
-}
-
-async function installedVersion(): Promise<string | undefined> {
-  if (!existsSync(K3S_BIN)) return undefined;
-  const r = await run([K3S_BIN, '--version'], { allowFail: true, timeoutSeconds: 30 });
-  return r.exitCode === 0 ? parseK3sVersion(r.stdout) : undefined;
-}
-
-async function serviceActive(): Promise<boolean> {
-  const r = await run(['systemctl', 'is-active', 'k3s'], { allowFail: true });
-  return r.stdout.trim() === 'active';
-}
-
-function hostsProblems(port: number): string[] {
-  return mirrorNames(port).flatMap((m) => hostsTomlProblems(m, readIfExists(join(CERTS_D, m, 'hosts.toml')), port));
-}
-
-async function nodeReady(timeoutSeconds: number): Promise<{ ok: boolean; detail: string }> {
-  const r = await run(nodeReadyArgv(timeoutSeconds), { allowFail: true, timeoutSeconds: timeoutSeconds + 30 });
-  return { ok: r.exitCode === 0, detail: (r.stdout + r.stderr).trim() };
-}
-
-/** Drift in what the install script decides: binary version, unit flags, service running. */
-async function installDrift(n: Networks): Promise<string[]> {
-  const drift: string[] = [];
-  const version = await installedVersion();
-  if (version === undefined) return [`k3s is not installed (${K3S_BIN} missing or not answering --version)`];
-  if (version !== K3S_VERSION) drift.push(`k3s is ${version}, want ${K3S_VERSION}`);
-  const unit = readIfExists(K3S_UNIT);
-  drift.push(...(unit === undefined ? [`${K3S_UNIT} is missing`] : execStartDrift(parseExecStart(unit), n)));
-  return drift;
-}
-
-function kubeconfigDrift(op: Operator): string[] {
-  const want = readIfExists(K3S_KUBECONFIG);
-  if (want === undefined) return [`${K3S_KUBECONFIG} is missing (k3s writes it when the server starts)`];
-  const file = kubeconfigPath(op.home);
-  const dir = facts(join(op.home, '.kube'));
-  const f = facts(file);
-  const drift: string[] = [];
-  if (!dir?.isDir) drift.push(`${join(op.home, '.kube')} does not exist`);
-  else if (dir.uid !== op.uid || dir.mode !== 0o700) drift.push(`${join(op.home, '.kube')} is ${octal(dir.mode)} uid ${dir.uid}, want 0700 uid ${op.uid}`);
-  if (readIfExists(file) !== want) drift.push(`${file} ${f ? 'differs from' : 'is not a copy of'} ${K3S_KUBECONFIG}`);
-  else if (f && (f.mode !== 0o600 || f.uid !== op.uid)) drift.push(`${file} is ${octal(f.mode)} uid ${f.uid}, want 0600 uid ${op.uid}`);
-  return drift;
-}
-
-// ---- check / apply ------------------------------------------------------------------------------------------------
-
-function networks(ctx: StepContext): Networks {
-  return { podCidr: ctx.cfg.get('CODEXK8S_POD_CIDR'), serviceCidr: ctx.cfg.get('CODEXK8S_SERVICE_CIDR') };
-}
+// ---- check / apply --------------------------------------------------------------------------------------------------
 
 async function check(ctx: StepContext): Promise<string[]> {
   const port = ctx.cfg.get('CODEXK8S_INTERNAL_REGISTRY_PORT');
@@ -289,46 +44,6 @@ async function check(ctx: StepContext): Promise<string[]> {
   if (!op) drift.push(`user ${ctx.cfg.get('OPERATOR_USER')} does not exist (10_harden_host creates it)`);
   else drift.push(...kubeconfigDrift(op));
   return drift;
-}
-
-async function downloadInstallScript(ctx: StepContext, dir: string): Promise<string> {
-  const r = resolveForServer(ctx.cfg, K3S_INSTALL);
-  if (r.overriddenFrom) ctx.log.warn(`k3s install script: checksum override in force (${r.sha256}, pinned ${r.overriddenFrom})`);
-  const path = join(dir, 'install.sh');
-  await downloadVerified(r, path, { mode: 0o700, mirror: ctx.cfg.maybe('CODEXK8S_ARTIFACT_MIRROR'), log: ctx.log, timeoutSeconds: 60 });
-  return path;
-}
-
-/**
- * After a (re)start at `since` (epoch ms), k3s rewrites every hosts.toml it manages: wait for the required one to be
- * newer than the restart, so a stale file from before it is never taken for the result.
- */
-async function waitForHostsToml(port: number, since: number | undefined): Promise<void> {
-  const required = join(CERTS_D, mirrorNames(port)[0] as string, 'hosts.toml');
-  await pollUntil(
-    async () => {
-      const fresh = since === undefined || (existsSync(required) && statSync(required).mtimeMs >= since - 1);
-      const problems = fresh ? hostsProblems(port) : [`${required} was not rewritten since the k3s (re)start`];
-      if (fresh && problems.length === 0) return { done: true };
-      // A present but https file will not fix itself: that is the k3s bug, not a slow start.
-      const wrongScheme = fresh ? problems.filter((p) => p.includes('#12551')) : [];
-      if (wrongScheme.length > 0) {
-        throw new OperationError(`k3s generated an https endpoint for the http in-cluster registry: ${wrongScheme.join('; ')}`, {
-          detail: mirrorNames(port).map((m) => `${join(CERTS_D, m, 'hosts.toml')}:\n${readIfExists(join(CERTS_D, m, 'hosts.toml')) ?? '(missing)'}`).join('\n'),
-          hint: `pulls from the in-cluster registry would fail; see ${RUNBOOK} (pin a k3s version without issue #12551 in bootstrap/lib/versions.mts, then re-run)`,
-        });
-      }
-      return { waiting: problems.join('; ') };
-    },
-    {
-      attempts: HOSTS_TOML_ATTEMPTS,
-      intervalSeconds: HOSTS_TOML_PAUSE_MS / 1000,
-      what: "containerd's hosts.toml files",
-      onTimeout: (problems) => new OperationError(`containerd's hosts.toml files did not appear after the k3s (re)start (attempt ${HOSTS_TOML_ATTEMPTS}/${HOSTS_TOML_ATTEMPTS}): ${problems}`, {
-        hint: `look at the k3s log: journalctl -u k3s --since -10min; see ${RUNBOOK}`,
-      }),
-    },
-  );
 }
 
 async function apply(ctx: StepContext): Promise<string[]> {
@@ -403,6 +118,106 @@ async function apply(ctx: StepContext): Promise<string[]> {
     changes.push(`${kubeconfigPath(op.home)}: kubeconfig for ${op.name} (0600)`);
   }
   return changes;
+}
+
+// ---- how they read and change the server ---------------------------------------------------------------------------
+
+const RUNBOOK = 'docs/runbook.md, "k3s pulls from the in-cluster registry over https"';
+
+// ---- reading the server -------------------------------------------------------------------------------------------
+
+/** The operator account (step 10 made it), which gets the kubeconfig. */
+function operator(ctx: StepContext): Promise<Account | undefined> {
+  return account(ctx.cfg.get('OPERATOR_USER'));
+}
+
+async function installedVersion(): Promise<string | undefined> {
+  if (!existsSync(K3S_BIN)) return undefined;
+  const r = await run([K3S_BIN, '--version'], { allowFail: true, timeoutSeconds: 30 });
+  return r.exitCode === 0 ? parseK3sVersion(r.stdout) : undefined;
+}
+
+async function serviceActive(): Promise<boolean> {
+  const r = await run(['systemctl', 'is-active', 'k3s'], { allowFail: true });
+  return r.stdout.trim() === 'active';
+}
+
+function hostsProblems(port: number): string[] {
+  return mirrorNames(port).flatMap((m) => hostsTomlProblems(m, readIfExists(join(CERTS_D, m, 'hosts.toml')), port));
+}
+
+async function nodeReady(timeoutSeconds: number): Promise<{ ok: boolean; detail: string }> {
+  const r = await run(nodeReadyArgv(timeoutSeconds), { allowFail: true, timeoutSeconds: timeoutSeconds + 30 });
+  return { ok: r.exitCode === 0, detail: (r.stdout + r.stderr).trim() };
+}
+
+/** Drift in what the install script decides: binary version, unit flags, service running. */
+async function installDrift(n: Networks): Promise<string[]> {
+  const drift: string[] = [];
+  const version = await installedVersion();
+  if (version === undefined) return [`k3s is not installed (${K3S_BIN} missing or not answering --version)`];
+  if (version !== K3S_VERSION) drift.push(`k3s is ${version}, want ${K3S_VERSION}`);
+  const unit = readIfExists(K3S_UNIT);
+  drift.push(...(unit === undefined ? [`${K3S_UNIT} is missing`] : execStartDrift(parseExecStart(unit), n)));
+  return drift;
+}
+
+function kubeconfigDrift(op: Account): string[] {
+  const want = readIfExists(K3S_KUBECONFIG);
+  if (want === undefined) return [`${K3S_KUBECONFIG} is missing (k3s writes it when the server starts)`];
+  const file = kubeconfigPath(op.home);
+  const dir = facts(join(op.home, '.kube'));
+  const f = facts(file);
+  const drift: string[] = [];
+  if (!dir?.isDir) drift.push(`${join(op.home, '.kube')} does not exist`);
+  else if (dir.uid !== op.uid || dir.mode !== 0o700) drift.push(`${join(op.home, '.kube')} is ${octal(dir.mode)} uid ${dir.uid}, want 0700 uid ${op.uid}`);
+  if (readIfExists(file) !== want) drift.push(`${file} ${f ? 'differs from' : 'is not a copy of'} ${K3S_KUBECONFIG}`);
+  else if (f && (f.mode !== 0o600 || f.uid !== op.uid)) drift.push(`${file} is ${octal(f.mode)} uid ${f.uid}, want 0600 uid ${op.uid}`);
+  return drift;
+}
+
+function networks(ctx: StepContext): Networks {
+  return { podCidr: ctx.cfg.get('CODEXK8S_POD_CIDR'), serviceCidr: ctx.cfg.get('CODEXK8S_SERVICE_CIDR') };
+}
+
+async function downloadInstallScript(ctx: StepContext, dir: string): Promise<string> {
+  const r = resolveForServer(ctx.cfg, K3S_INSTALL);
+  if (r.overriddenFrom) ctx.log.warn(`k3s install script: checksum override in force (${r.sha256}, pinned ${r.overriddenFrom})`);
+  const path = join(dir, 'install.sh');
+  await downloadVerified(r, path, { mode: 0o700, mirror: ctx.cfg.maybe('CODEXK8S_ARTIFACT_MIRROR'), log: ctx.log, timeoutSeconds: 60 });
+  return path;
+}
+
+/**
+ * After a (re)start at `since` (epoch ms), k3s rewrites every hosts.toml it manages: wait for the required one to be
+ * newer than the restart, so a stale file from before it is never taken for the result.
+ */
+async function waitForHostsToml(port: number, since: number | undefined): Promise<void> {
+  const required = join(CERTS_D, mirrorNames(port)[0] as string, 'hosts.toml');
+  await pollUntil(
+    async () => {
+      const fresh = since === undefined || (existsSync(required) && statSync(required).mtimeMs >= since - 1);
+      const problems = fresh ? hostsProblems(port) : [`${required} was not rewritten since the k3s (re)start`];
+      if (fresh && problems.length === 0) return { done: true };
+      // A present but https file will not fix itself: that is the k3s bug, not a slow start.
+      const wrongScheme = fresh ? problems.filter((p) => p.includes('#12551')) : [];
+      if (wrongScheme.length > 0) {
+        throw new OperationError(`k3s generated an https endpoint for the http in-cluster registry: ${wrongScheme.join('; ')}`, {
+          detail: mirrorNames(port).map((m) => `${join(CERTS_D, m, 'hosts.toml')}:\n${readIfExists(join(CERTS_D, m, 'hosts.toml')) ?? '(missing)'}`).join('\n'),
+          hint: `pulls from the in-cluster registry would fail; see ${RUNBOOK} (pin a k3s version without issue #12551 in bootstrap/lib/versions.mts, then re-run)`,
+        });
+      }
+      return { waiting: problems.join('; ') };
+    },
+    {
+      attempts: HOSTS_TOML_ATTEMPTS,
+      intervalSeconds: HOSTS_TOML_PAUSE_MS / 1000,
+      what: "containerd's hosts.toml files",
+      onTimeout: (problems) => new OperationError(`containerd's hosts.toml files did not appear after the k3s (re)start (attempt ${HOSTS_TOML_ATTEMPTS}/${HOSTS_TOML_ATTEMPTS}): ${problems}`, {
+        hint: `look at the k3s log: journalctl -u k3s --since -10min; see ${RUNBOOK}`,
+      }),
+    },
+  );
 }
 
 if (import.meta.filename === process.argv[1]) await runStep('20_install_k3s', { check, apply });

@@ -17,6 +17,69 @@ import { helmDrift, installHelm } from '../lib/download.mts';
 import { awaitHelmChartConfig, helmChartConfigDrift, readHelmChartState } from '../lib/helmchartconfig.mts';
 import { CERT_MANAGER_CHART, IMAGES } from '../lib/versions.mts';
 
+// ---- check / apply --------------------------------------------------------------------------------------------------
+
+async function check(ctx: StepContext): Promise<string[]> {
+  const s = settingsFrom(ctx);
+  const drift: string[] = [];
+  const helm = await helmDrift(ctx);
+  drift.push(...helm);
+  let certManagerReady = false;
+  if (helm.length === 0) {
+    const rel = helmReleaseDrift(CERT_MANAGER_CHART, await helmReleaseState(CERT_MANAGER_CHART, ctx.log), certManagerValues());
+    drift.push(...rel);
+    certManagerReady = rel.length === 0;
+  } else {
+    drift.push(`helm release ${CERT_MANAGER_CHART.namespace}/${CERT_MANAGER_CHART.release}: checked once helm is installed`);
+  }
+  const objects = clusterObjects(s);
+  const now = objects.filter((o) => certManagerReady || !needsCertManager(o));
+  for (const o of objects.filter((x) => !now.includes(x))) drift.push(`${describeObject(o)}: applied once cert-manager ${CERT_MANAGER_CHART.version} is installed`);
+  const objectDrift = await objectsDrift(now, ctx.log);
+  drift.push(...objectDrift);
+  // Accepted by the API server is not applied: k3s' helm-controller must have re-run Traefik's install with it.
+  for (const c of objects.filter(isHelmChartConfig)) {
+    if (!objectDrift.some((d) => d.startsWith(`${describeObject(c)} `))) drift.push(...helmChartConfigDrift(c, await readHelmChartState(c, ctx.log)));
+  }
+  if (!objectDrift.some((d) => d.startsWith(`Deployment ${NAMES.systemNamespace}/${NAMES.registryDeployment} `))) drift.push(...(await registryHealth(ctx)));
+  return drift;
+}
+
+async function apply(ctx: StepContext): Promise<string[]> {
+  const s = settingsFrom(ctx);
+  const changes = changeList(ctx);
+  const timeout = timeoutOf(ctx);
+
+  if ((await helmDrift(ctx)).length > 0) changes.push(...(await installHelm(ctx)));
+
+  const state = await helmReleaseState(CERT_MANAGER_CHART, ctx.log);
+  const rel = helmReleaseDrift(CERT_MANAGER_CHART, state, certManagerValues());
+  if (rel.length > 0) {
+    // --wait: helm returns once cert-manager's Deployments (webhook included) are available, bounded by --timeout.
+    await helmUpgrade(CERT_MANAGER_CHART, certManagerValues(), timeout, ctx.log);
+    const id = `helm release ${CERT_MANAGER_CHART.namespace}/${CERT_MANAGER_CHART.release}`;
+    changes.push(state === undefined ? `cert-manager ${CERT_MANAGER_CHART.version} installed (${id})` : `cert-manager ${CERT_MANAGER_CHART.version} upgraded (${rel.join('; ')})`);
+  }
+
+  const objects = clusterObjects(s);
+  const appliedAt = new Date().toISOString();
+  const applied = await applyObjects(objects.filter((o) => !needsCertManager(o)), ctx.log);
+  changes.push(...applied);
+  for (const c of objects.filter(isHelmChartConfig)) {
+    // Changed now: only a Job created after this apply proves k3s used the new values.
+    const changedNow = applied.some((l) => l.startsWith(`helmchartconfig.helm.cattle.io/${c.metadata.name} `));
+    changes.push(await awaitHelmChartConfig(c, { since: changedNow ? appliedAt : undefined, timeoutSeconds: timeout, log: ctx.log }));
+  }
+  const issuers = objects.filter(needsCertManager);
+  // cert-manager's webhook validates the ClusterIssuer; right after an install it may need a few seconds more.
+  changes.push(...(await applyObjects(issuers, ctx.log, { retryOn: WEBHOOK_NOT_READY, attempts: 20, delaySeconds: 3, what: 'the ClusterIssuer' })));
+
+  await rolloutStatus('deployment', NAMES.registryDeployment, NAMES.systemNamespace, timeout, ctx.log);
+  return changes;
+}
+
+// ---- how they read and change the server ---------------------------------------------------------------------------
+
 export interface ClusterSettings {
   mode: Mode;
   stagingNamespace: string;
@@ -95,65 +158,6 @@ async function registryHealth(ctx: StepContext): Promise<string[]> {
   if (d === undefined) return [];
   const ready = d.status?.availableReplicas ?? 0;
   return ready >= 1 ? [] : [`Deployment ${NAMES.systemNamespace}/${NAMES.registryDeployment} is not available (${ready}/1 ready)`];
-}
-
-async function check(ctx: StepContext): Promise<string[]> {
-  const s = settingsFrom(ctx);
-  const drift: string[] = [];
-  const helm = await helmDrift(ctx);
-  drift.push(...helm);
-  let certManagerReady = false;
-  if (helm.length === 0) {
-    const rel = helmReleaseDrift(CERT_MANAGER_CHART, await helmReleaseState(CERT_MANAGER_CHART, ctx.log), certManagerValues());
-    drift.push(...rel);
-    certManagerReady = rel.length === 0;
-  } else {
-    drift.push(`helm release ${CERT_MANAGER_CHART.namespace}/${CERT_MANAGER_CHART.release}: checked once helm is installed`);
-  }
-  const objects = clusterObjects(s);
-  const now = objects.filter((o) => certManagerReady || !needsCertManager(o));
-  for (const o of objects.filter((x) => !now.includes(x))) drift.push(`${describeObject(o)}: applied once cert-manager ${CERT_MANAGER_CHART.version} is installed`);
-  const objectDrift = await objectsDrift(now, ctx.log);
-  drift.push(...objectDrift);
-  // Accepted by the API server is not applied: k3s' helm-controller must have re-run Traefik's install with it.
-  for (const c of objects.filter(isHelmChartConfig)) {
-    if (!objectDrift.some((d) => d.startsWith(`${describeObject(c)} `))) drift.push(...helmChartConfigDrift(c, await readHelmChartState(c, ctx.log)));
-  }
-  if (!objectDrift.some((d) => d.startsWith(`Deployment ${NAMES.systemNamespace}/${NAMES.registryDeployment} `))) drift.push(...(await registryHealth(ctx)));
-  return drift;
-}
-
-async function apply(ctx: StepContext): Promise<string[]> {
-  const s = settingsFrom(ctx);
-  const changes = changeList(ctx);
-  const timeout = timeoutOf(ctx);
-
-  if ((await helmDrift(ctx)).length > 0) changes.push(...(await installHelm(ctx)));
-
-  const state = await helmReleaseState(CERT_MANAGER_CHART, ctx.log);
-  const rel = helmReleaseDrift(CERT_MANAGER_CHART, state, certManagerValues());
-  if (rel.length > 0) {
-    // --wait: helm returns once cert-manager's Deployments (webhook included) are available, bounded by --timeout.
-    await helmUpgrade(CERT_MANAGER_CHART, certManagerValues(), timeout, ctx.log);
-    const id = `helm release ${CERT_MANAGER_CHART.namespace}/${CERT_MANAGER_CHART.release}`;
-    changes.push(state === undefined ? `cert-manager ${CERT_MANAGER_CHART.version} installed (${id})` : `cert-manager ${CERT_MANAGER_CHART.version} upgraded (${rel.join('; ')})`);
-  }
-
-  const objects = clusterObjects(s);
-  const appliedAt = new Date().toISOString();
-  const applied = await applyObjects(objects.filter((o) => !needsCertManager(o)), ctx.log);
-  changes.push(...applied);
-  for (const c of objects.filter(isHelmChartConfig)) {
-    // Changed now: only a Job created after this apply proves k3s used the new values.
-    const changedNow = applied.some((l) => l.startsWith(`helmchartconfig.helm.cattle.io/${c.metadata.name} `));
-    changes.push(await awaitHelmChartConfig(c, { since: changedNow ? appliedAt : undefined, timeoutSeconds: timeout, log: ctx.log }));
-  }
-  const issuers = objects.filter(needsCertManager);
-  // cert-manager's webhook validates the ClusterIssuer; right after an install it may need a few seconds more.
-  changes.push(...(await applyObjects(issuers, ctx.log, { retryOn: WEBHOOK_NOT_READY, attempts: 20, delaySeconds: 3, what: 'the ClusterIssuer' })));
-
-  await rolloutStatus('deployment', NAMES.registryDeployment, NAMES.systemNamespace, timeout, ctx.log);
-  return changes;
 }
 
 if (import.meta.filename === process.argv[1]) await runStep('30_cluster_deps', { check, apply });

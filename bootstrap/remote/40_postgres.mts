@@ -17,6 +17,42 @@ import type { KubeObject, Mode, PlaceholderValue } from '../lib/manifests.mts';
 import { objectsDrift, applyObjects, getJson, existingNamespaces, readSecret, rolloutStatus, KUBECONFIG } from '../lib/kube.mts';
 import { IMAGES } from '../lib/versions.mts';
 
+// ---- check / apply --------------------------------------------------------------------------------------------------
+
+async function check(ctx: StepContext): Promise<string[]> {
+  const s = settingsFrom(ctx);
+  await requireNamespace(s.namespace, ctx);
+  const drift = [...(await secretState(s, ctx)).drift];
+  const objectDrift = await objectsDrift(postgresObjects(s), ctx.log);
+  drift.push(...objectDrift);
+  if (!objectDrift.some((d) => d.startsWith(`StatefulSet ${s.namespace}/${NAMES.postgresStatefulSet} `))) drift.push(...(await postgresHealth(s, ctx)));
+  return drift;
+}
+
+async function apply(ctx: StepContext): Promise<string[]> {
+  const s = settingsFrom(ctx);
+  await requireNamespace(s.namespace, ctx);
+  const changes = changeList(ctx);
+  const state = await secretState(s, ctx);
+  if (state.data === undefined) {
+    const password = generatePassword();
+    registerSecret(password);
+    const secret = credentialsSecret(s.namespace, { user: POSTGRES_USER, password, db: POSTGRES_DB });
+    registerSecret(databaseUrl(s.namespace, POSTGRES_USER, password, POSTGRES_DB));
+    await applyObjects([secret], ctx.log, { what: secretId(s.namespace), serverSide: true });
+    changes.push(`${secretId(s.namespace)} created with a generated password (kept from now on)`);
+  } else if (state.drift.length > 0) {
+    const d = state.data;
+    await applyObjects([credentialsSecret(s.namespace, { user: d['POSTGRES_USER'] as string, password: d['POSTGRES_PASSWORD'] as string, db: d['POSTGRES_DB'] as string })], ctx.log, { what: secretId(s.namespace), serverSide: true });
+    changes.push(`${secretId(s.namespace)}: DATABASE_URL rewritten from the existing credentials (password kept)`);
+  }
+  changes.push(...(await applyObjects(postgresObjects(s), ctx.log)));
+  await rolloutStatus('statefulset', NAMES.postgresStatefulSet, s.namespace, ctx.cfg.get('CODEXK8S_ROLLOUT_TIMEOUT'), ctx.log);
+  return changes;
+}
+
+// ---- how they read and change the server ---------------------------------------------------------------------------
+
 export const POSTGRES_USER = 'codex';
 export const POSTGRES_DB = 'codex_k8s';
 /** Keys of the credentials Secret; the service reads DATABASE_URL, the StatefulSet and the backups the others. */
@@ -125,38 +161,6 @@ async function postgresHealth(s: PostgresSettings, ctx: StepContext): Promise<st
   if (sts === undefined) return [];
   const ready = sts.status?.readyReplicas ?? 0;
   return ready >= 1 ? [] : [`StatefulSet ${s.namespace}/${NAMES.postgresStatefulSet} is not ready (${ready}/1)`];
-}
-
-async function check(ctx: StepContext): Promise<string[]> {
-  const s = settingsFrom(ctx);
-  await requireNamespace(s.namespace, ctx);
-  const drift = [...(await secretState(s, ctx)).drift];
-  const objectDrift = await objectsDrift(postgresObjects(s), ctx.log);
-  drift.push(...objectDrift);
-  if (!objectDrift.some((d) => d.startsWith(`StatefulSet ${s.namespace}/${NAMES.postgresStatefulSet} `))) drift.push(...(await postgresHealth(s, ctx)));
-  return drift;
-}
-
-async function apply(ctx: StepContext): Promise<string[]> {
-  const s = settingsFrom(ctx);
-  await requireNamespace(s.namespace, ctx);
-  const changes = changeList(ctx);
-  const state = await secretState(s, ctx);
-  if (state.data === undefined) {
-    const password = generatePassword();
-    registerSecret(password);
-    const secret = credentialsSecret(s.namespace, { user: POSTGRES_USER, password, db: POSTGRES_DB });
-    registerSecret(databaseUrl(s.namespace, POSTGRES_USER, password, POSTGRES_DB));
-    await applyObjects([secret], ctx.log, { what: secretId(s.namespace), serverSide: true });
-    changes.push(`${secretId(s.namespace)} created with a generated password (kept from now on)`);
-  } else if (state.drift.length > 0) {
-    const d = state.data;
-    await applyObjects([credentialsSecret(s.namespace, { user: d['POSTGRES_USER'] as string, password: d['POSTGRES_PASSWORD'] as string, db: d['POSTGRES_DB'] as string })], ctx.log, { what: secretId(s.namespace), serverSide: true });
-    changes.push(`${secretId(s.namespace)}: DATABASE_URL rewritten from the existing credentials (password kept)`);
-  }
-  changes.push(...(await applyObjects(postgresObjects(s), ctx.log)));
-  await rolloutStatus('statefulset', NAMES.postgresStatefulSet, s.namespace, ctx.cfg.get('CODEXK8S_ROLLOUT_TIMEOUT'), ctx.log);
-  return changes;
 }
 
 if (import.meta.filename === process.argv[1]) await runStep('40_postgres', { check, apply });

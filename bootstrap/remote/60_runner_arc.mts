@@ -36,6 +36,67 @@ import type { RunnerSettings } from '../lib/runners.mts';
 export {
   settingsFrom, githubConfigUrl, listenerSelector, listenerPodsArgv, SCALE_SET_ID_ANNOTATION, podReady, isRunnerOf, clusterProblems, healthProblems, healthHint,
 } from '../lib/runners.mts';
+
+// ---- check / apply --------------------------------------------------------------------------------------------------
+
+async function check(ctx: StepContext): Promise<string[]> {
+  const s = settingsFrom(ctx);
+  const ignored = runnerCounts(s).ignored;
+  if (ignored) ctx.log.warn(ignored);
+  await requireNamespaces(s, ctx);
+  const t = token(ctx);
+  const drift = [...tokenSecretDrift(await readTokenSecret(s, t, ctx), t, s.runnerNamespace)];
+  drift.push(...(await objectsDrift(runnerObjects(s), ctx.log)));
+  const controller = helmReleaseDrift(ARC_CONTROLLER_CHART, await helmReleaseState(ARC_CONTROLLER_CHART, ctx.log), controllerValues());
+  drift.push(...controller);
+  const pin = scaleSetPin(s);
+  const scaleSet = helmReleaseDrift(pin, await helmReleaseState(pin, ctx.log), scaleSetValues(s, tokenSecretName(t)));
+  drift.push(...scaleSet);
+  // The runners are verified once both releases are as wanted (before that, apply installs them and then waits).
+  if (drift.length === 0) drift.push(...healthProblems(s, await readHealth(s, ctx)));
+  for (const old of await staleTokenSecrets(s, t, ctx)) drift.push(`Secret ${s.runnerNamespace}/${old} holds an earlier token (deleted once the runners use the current one)`);
+  return drift;
+}
+
+async function apply(ctx: StepContext): Promise<string[]> {
+  const s = settingsFrom(ctx);
+  await requireNamespaces(s, ctx);
+  const timeout = ctx.cfg.get('CODEXK8S_ROLLOUT_TIMEOUT');
+  const changes = changeList(ctx);
+  const t = token(ctx);
+  const secretName = tokenSecretName(t);
+  const secretId = `Secret ${s.runnerNamespace}/${secretName}`;
+  const live = await readTokenSecret(s, t, ctx);
+  if (tokenSecretDrift(live, t, s.runnerNamespace).length > 0) {
+    // On stdin (applyObjects), never in argv; the value is registered for masking above.
+    await applyObjects([tokenSecret(s.runnerNamespace, t)], ctx.log, { what: secretId, serverSide: true });
+    changes.push(`${secretId} ${live === undefined ? 'created' : 'updated'} with the token (key ${TOKEN_KEY})`);
+  }
+  changes.push(...(await applyObjects(runnerObjects(s), ctx.log)));
+
+  // Controller first: it brings the CRDs the scale set's AutoscalingRunnerSet needs.
+  for (const [pin, values, what] of [
+    [ARC_CONTROLLER_CHART, controllerValues(), 'ARC controller'],
+    [scaleSetPin(s), scaleSetValues(s, secretName), `runner scale set ${s.scaleSetName}`],
+  ] as const) {
+    const state = await helmReleaseState(pin, ctx.log);
+    const rel = helmReleaseDrift(pin, state, values);
+    if (rel.length === 0) continue;
+    await helmUpgrade(pin, values, timeout, ctx.log);
+    changes.push(state === undefined ? `${what} installed (chart ${pin.chart} ${pin.version}, helm release ${pin.namespace}/${pin.release})` : `${what} upgraded (${rel.join('; ')})`);
+  }
+  const { min, max } = runnerCounts(s);
+  changes.push(...(await waitForRunners(s, ctx)).map((l) => `${l}; min ${min}, max ${max} runners`));
+  // Only now, with the runners healthy on the current token, do the Secrets of earlier tokens go.
+  for (const old of await staleTokenSecrets(s, t, ctx)) {
+    await run(kubectlArgv('-n', s.runnerNamespace, 'delete', 'secret', old, '--ignore-not-found'), { log: ctx.log });
+    changes.push(`Secret ${s.runnerNamespace}/${old} of an earlier token deleted (revoke that token in GitHub)`);
+  }
+  return changes;
+}
+
+// ---- how they read and change the server ---------------------------------------------------------------------------
+
 export type { RunnerSettings, Health } from '../lib/runners.mts';
 
 /** The controller's ServiceAccount, named explicitly so the scale-set chart can bind its manager Role to it. */
@@ -175,25 +236,6 @@ async function staleTokenSecrets(s: RunnerSettings, t: string, ctx: StepContext)
 // ---------------------------------------------------------------------------------------------------------------
 // The step
 
-async function check(ctx: StepContext): Promise<string[]> {
-  const s = settingsFrom(ctx);
-  const ignored = runnerCounts(s).ignored;
-  if (ignored) ctx.log.warn(ignored);
-  await requireNamespaces(s, ctx);
-  const t = token(ctx);
-  const drift = [...tokenSecretDrift(await readTokenSecret(s, t, ctx), t, s.runnerNamespace)];
-  drift.push(...(await objectsDrift(runnerObjects(s), ctx.log)));
-  const controller = helmReleaseDrift(ARC_CONTROLLER_CHART, await helmReleaseState(ARC_CONTROLLER_CHART, ctx.log), controllerValues());
-  drift.push(...controller);
-  const pin = scaleSetPin(s);
-  const scaleSet = helmReleaseDrift(pin, await helmReleaseState(pin, ctx.log), scaleSetValues(s, tokenSecretName(t)));
-  drift.push(...scaleSet);
-  // The runners are verified once both releases are as wanted (before that, apply installs them and then waits).
-  if (drift.length === 0) drift.push(...healthProblems(s, await readHealth(s, ctx)));
-  for (const old of await staleTokenSecrets(s, t, ctx)) drift.push(`Secret ${s.runnerNamespace}/${old} holds an earlier token (deleted once the runners use the current one)`);
-  return drift;
-}
-
 async function waitForRunners(s: RunnerSettings, ctx: StepContext): Promise<string[]> {
   const timeout = ctx.cfg.get('CODEXK8S_ROLLOUT_TIMEOUT');
   const attempts = Math.max(1, Math.ceil(timeout / POLL_SECONDS));
@@ -212,43 +254,6 @@ async function waitForRunners(s: RunnerSettings, ctx: StepContext): Promise<stri
       onTimeout: (last) => new OperationError(`the runner scale set ${s.scaleSetName} is not ready after ${timeout}s (CODEXK8S_ROLLOUT_TIMEOUT): ${last}`, { hint: healthHint(s) }),
     },
   );
-}
-
-async function apply(ctx: StepContext): Promise<string[]> {
-  const s = settingsFrom(ctx);
-  await requireNamespaces(s, ctx);
-  const timeout = ctx.cfg.get('CODEXK8S_ROLLOUT_TIMEOUT');
-  const changes = changeList(ctx);
-  const t = token(ctx);
-  const secretName = tokenSecretName(t);
-  const secretId = `Secret ${s.runnerNamespace}/${secretName}`;
-  const live = await readTokenSecret(s, t, ctx);
-  if (tokenSecretDrift(live, t, s.runnerNamespace).length > 0) {
-    // On stdin (applyObjects), never in argv; the value is registered for masking above.
-    await applyObjects([tokenSecret(s.runnerNamespace, t)], ctx.log, { what: secretId, serverSide: true });
-    changes.push(`${secretId} ${live === undefined ? 'created' : 'updated'} with the token (key ${TOKEN_KEY})`);
-  }
-  changes.push(...(await applyObjects(runnerObjects(s), ctx.log)));
-
-  // Controller first: it brings the CRDs the scale set's AutoscalingRunnerSet needs.
-  for (const [pin, values, what] of [
-    [ARC_CONTROLLER_CHART, controllerValues(), 'ARC controller'],
-    [scaleSetPin(s), scaleSetValues(s, secretName), `runner scale set ${s.scaleSetName}`],
-  ] as const) {
-    const state = await helmReleaseState(pin, ctx.log);
-    const rel = helmReleaseDrift(pin, state, values);
-    if (rel.length === 0) continue;
-    await helmUpgrade(pin, values, timeout, ctx.log);
-    changes.push(state === undefined ? `${what} installed (chart ${pin.chart} ${pin.version}, helm release ${pin.namespace}/${pin.release})` : `${what} upgraded (${rel.join('; ')})`);
-  }
-  const { min, max } = runnerCounts(s);
-  changes.push(...(await waitForRunners(s, ctx)).map((l) => `${l}; min ${min}, max ${max} runners`));
-  // Only now, with the runners healthy on the current token, do the Secrets of earlier tokens go.
-  for (const old of await staleTokenSecrets(s, t, ctx)) {
-    await run(kubectlArgv('-n', s.runnerNamespace, 'delete', 'secret', old, '--ignore-not-found'), { log: ctx.log });
-    changes.push(`Secret ${s.runnerNamespace}/${old} of an earlier token deleted (revoke that token in GitHub)`);
-  }
-  return changes;
 }
 
 if (import.meta.filename === process.argv[1]) await runStep('60_runner_arc', { check, apply });

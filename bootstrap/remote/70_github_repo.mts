@@ -17,6 +17,32 @@ import {
 } from '../lib/github.mts';
 import type { Wanted } from '../lib/github.mts';
 
+// ---- check / apply --------------------------------------------------------------------------------------------------
+
+async function check(ctx: StepContext): Promise<string[]> {
+  const secret = await readOrCreateSecretFile(WEBHOOK_SECRET_FILE, false);
+  const drift: string[] = [];
+  if (!secret) drift.push(`the webhook secret ${WEBHOOK_SECRET_FILE} is not generated yet (so neither the secret ${WEBHOOK_SECRET_NAME} nor the webhook can be current)`);
+  const { repo, actions } = await inspect(ctx, secret?.value);
+  return [...drift, ...actions.map((a) => describeAction(a, repo))];
+}
+
+async function apply(ctx: StepContext): Promise<string[]> {
+  const changes = changeList(ctx);
+  const secret = await readOrCreateSecretFile(WEBHOOK_SECRET_FILE, true);
+  if (!secret) throw new Error('unreachable: readOrCreateSecretFile(create=true) returned nothing');
+  if (secret.created) changes.push(`generated the webhook secret ${WEBHOOK_SECRET_FILE} (0600)`);
+  const { gh, ref, repo, snap, actions } = await inspect(ctx, secret.value);
+  try {
+    changes.push(...(await applyWiring(gh, ref, actions, snap, REMOTE.journal, ctx.log)));
+  } catch (e) {
+    throw explainWiringError(e, repo, ctx.cfg.get('CODEXK8S_GITHUB_URL'));
+  }
+  return changes;
+}
+
+// ---- how they read and change the server ---------------------------------------------------------------------------
+
 /** The webhook secret (generated once by 50_deploy_codex_k8s or here, whichever runs first). */
 export const WEBHOOK_SECRET_FILE = REMOTE.webhookSecretFile;
 /** Name of the Actions secret holding it: the deploy workflow's smoke job signs a test delivery with it. */
@@ -79,28 +105,6 @@ async function inspect(ctx: StepContext, secret: string | undefined) {
   } catch (e) {
     throw explainGitHubError(e, `reading ${repo}'s variables, secrets${withHooks ? ' and webhooks' : ''}`, repo, cfg.get('CODEXK8S_GITHUB_URL'));
   }
-}
-
-async function check(ctx: StepContext): Promise<string[]> {
-  const secret = await readOrCreateSecretFile(WEBHOOK_SECRET_FILE, false);
-  const drift: string[] = [];
-  if (!secret) drift.push(`the webhook secret ${WEBHOOK_SECRET_FILE} is not generated yet (so neither the secret ${WEBHOOK_SECRET_NAME} nor the webhook can be current)`);
-  const { repo, actions } = await inspect(ctx, secret?.value);
-  return [...drift, ...actions.map((a) => describeAction(a, repo))];
-}
-
-async function apply(ctx: StepContext): Promise<string[]> {
-  const changes = changeList(ctx);
-  const secret = await readOrCreateSecretFile(WEBHOOK_SECRET_FILE, true);
-  if (!secret) throw new Error('unreachable: readOrCreateSecretFile(create=true) returned nothing');
-  if (secret.created) changes.push(`generated the webhook secret ${WEBHOOK_SECRET_FILE} (0600)`);
-  const { gh, ref, repo, snap, actions } = await inspect(ctx, secret.value);
-  try {
-    changes.push(...(await applyWiring(gh, ref, actions, snap, REMOTE.journal, ctx.log)));
-  } catch (e) {
-    throw explainWiringError(e, repo, ctx.cfg.get('CODEXK8S_GITHUB_URL'));
-  }
-  return changes;
 }
 
 if (import.meta.filename === process.argv[1]) await runStep('70_github_repo', { check, apply });

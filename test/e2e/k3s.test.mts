@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { startTarget, footers } from './harness.mts';
 import type { Target } from './harness.mts';
 import { K3S_VERSION, K3S_INSTALL } from '../../bootstrap/lib/versions.mts';
-import { registriesYaml } from '../../bootstrap/remote/20_install_k3s.mts';
+import { registriesYaml } from '../../bootstrap/lib/k3s.mts';
 
 let t: Target;
 const CERTS = '/var/lib/rancher/k3s/agent/etc/containerd/certs.d';

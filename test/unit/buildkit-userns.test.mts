@@ -15,14 +15,14 @@ import {
 } from '../../bootstrap/lib/userns.mts';
 import type { Runner, UsernsPaths } from '../../bootstrap/lib/userns.mts';
 import { KUBECONFIG, applyObjects, podLogsArgv } from '../../bootstrap/lib/kube.mts';
-import { buildkitObjects, buildkitPodProblem, waitForBuildkit } from '../../bootstrap/remote/50_deploy_codex_k8s.mts';
-import type { DeploySettings } from '../../bootstrap/remote/50_deploy_codex_k8s.mts';
+import { buildkitObjects, buildkitPodProblem, waitForBuildkit } from '../../bootstrap/lib/buildkit.mts';
+import type { DeploySettings } from '../../bootstrap/lib/service.mts';
 import { buildScriptText } from '../../bootstrap/lib/build.mts';
 import { NAMES } from '../../bootstrap/lib/manifests.mts';
 import type { KubeObject } from '../../bootstrap/lib/manifests.mts';
 import { Logger } from '../../bootstrap/lib/log.mts';
 import { OperationError } from '../../bootstrap/lib/errors.mts';
-import { usernsPreflight, formatTable } from '../../bootstrap/remote/00_preflight.mts';
+import { usernsPreflight, formatTable } from '../../bootstrap/lib/preflight.mts';
 import { validateObject } from '../fakes/lib/validate.mts';
 import { kindByApiVersion } from '../fakes/lib/kinds.mts';
 import type { K8sObject } from '../fakes/lib/kinds.mts';

@@ -19,11 +19,10 @@ import {
   BUILD_SCRIPT_FILE, PULL_REGISTRY_HOST, appSourceProblem, buildExecArgv, buildScriptText, buildScriptsConfigMap, chooseImage, contextTarArgv,
   existsExecArgv, gitAppStatusArgv, gitHeadArgv, internalTag, liveAppImage, parseBuildOutput, parseSourceJson, pullRef, pushRef, sha256Hex, sourceJson,
 } from '../../bootstrap/lib/build.mts';
-import {
-  appObjects, appPodsArgv, appValues, buildkitObjects, deploymentHealth, podImageDrift, runtimeSecret, runtimeSecretDrift, WEBHOOK_SECRET_KEY,
-} from '../../bootstrap/remote/50_deploy_codex_k8s.mts';
-import type { DeploySettings } from '../../bootstrap/remote/50_deploy_codex_k8s.mts';
-import { REGISTRY_HOSTNAME } from '../../bootstrap/remote/20_install_k3s.mts';
+import { appObjects, appPodsArgv, appValues, deploymentHealth, podImageDrift, runtimeSecret, runtimeSecretDrift, WEBHOOK_SECRET_KEY } from '../../bootstrap/lib/service.mts';
+import { buildkitObjects } from '../../bootstrap/lib/buildkit.mts';
+import type { DeploySettings } from '../../bootstrap/lib/service.mts';
+import { REGISTRY_HOSTNAME } from '../../bootstrap/lib/k3s.mts';
 import { IMAGES } from '../../bootstrap/lib/versions.mts';
 import { REMOTE, UPLOAD_ENTRIES } from '../../bootstrap/lib/paths.mts';
 import { buildUploadTree, isAppTestPath } from '../../bootstrap/lib/upload.mts';

@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import {
   registriesYaml, mirrorNames, parseK3sVersion, parseExecStart, execStartDrift, parseHostsToml, hostsTomlProblems,
   installArgv, installEnv, nodeReadyArgv, serverArgs, networkChangeProblem,
-} from '../../bootstrap/remote/20_install_k3s.mts';
+} from '../../bootstrap/lib/k3s.mts';
 import { downloadVerified, sourceHint, serverArch, helmStampContent, parseHelmStamp } from '../../bootstrap/lib/download.mts';
 import { resolveArtifact } from '../../bootstrap/lib/artifacts.mts';
 import { K3S_INSTALL, K3S_VERSION, HELM, NODE } from '../../bootstrap/lib/versions.mts';

@@ -16,8 +16,9 @@ import { clusterValues, registryValues, clusterObjects } from '../../bootstrap/r
 import type { ClusterSettings } from '../../bootstrap/remote/30_cluster_deps.mts';
 import { postgresValues, postgresObjects, credentialsSecret, secretProblems, databaseUrl, generatePassword } from '../../bootstrap/remote/40_postgres.mts';
 import type { PostgresSettings } from '../../bootstrap/remote/40_postgres.mts';
-import { buildkitValues, buildkitObjects, appValues, appObjects, runtimeSecret } from '../../bootstrap/remote/50_deploy_codex_k8s.mts';
-import type { DeploySettings } from '../../bootstrap/remote/50_deploy_codex_k8s.mts';
+import { buildkitValues, buildkitObjects } from '../../bootstrap/lib/buildkit.mts';
+import { appValues, appObjects, runtimeSecret } from '../../bootstrap/lib/service.mts';
+import type { DeploySettings } from '../../bootstrap/lib/service.mts';
 import { buildScriptText, internalTag, pullRef } from '../../bootstrap/lib/build.mts';
 import { IMAGES } from '../../bootstrap/lib/versions.mts';
 import { validateObject, runModel } from '../fakes/lib/validate.mts';

@@ -31,8 +31,9 @@ import { NODE, WORKFLOW_KUBECTL } from '../../bootstrap/lib/versions.mts';
 import { NAMES, appImageTag } from '../../bootstrap/lib/manifests.mts';
 import { buildExecArgv, buildScriptText, pullRef, PULL_REGISTRY_HOST } from '../../bootstrap/lib/build.mts';
 import { clusterObjects } from '../../bootstrap/remote/30_cluster_deps.mts';
-import { buildkitObjects, appObjects } from '../../bootstrap/remote/50_deploy_codex_k8s.mts';
-import type { DeploySettings } from '../../bootstrap/remote/50_deploy_codex_k8s.mts';
+import { buildkitObjects } from '../../bootstrap/lib/buildkit.mts';
+import { appObjects } from '../../bootstrap/lib/service.mts';
+import type { DeploySettings } from '../../bootstrap/lib/service.mts';
 import { LOCAL_STAGING_URL } from '../../bootstrap/remote/70_github_repo.mts';
 
 const WORKFLOW = join(REPO_ROOT, '.github', 'workflows', 'staging-deploy.yml');

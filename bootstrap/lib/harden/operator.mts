@@ -108,7 +108,8 @@ export function withKey(existing: string | undefined, key: string): string {
   return [...lines, key].join('\n') + '\n';
 }
 
-async function account(name: string): Promise<Account | undefined> {
+/** The account as `getent passwd` shows it, or undefined when there is none. */
+export async function account(name: string): Promise<Account | undefined> {
   const r = await run(['getent', 'passwd', name], { allowFail: true });
   return r.exitCode === 0 ? parsePasswd(r.stdout) : undefined;
 }
