@@ -1,8 +1,6 @@
 // BuildKit, the in-cluster image builder (manifests/buildkit): its objects, the crash-loop verdict on buildkitd-0,
 // and the bounded wait that fails fast on a crash loop with buildkitd's own log lines.
-
 import { pollUntil } from './poll.mts';
-
 import type { Logger } from './log.mts';
 import { OperationError } from './errors.mts';
 import { run } from './exec.mts';
@@ -11,11 +9,8 @@ import { render, NAMES } from './manifests.mts';
 import type { KubeObject, PlaceholderValue } from './manifests.mts';
 import { getJson, kubectlArgv, podLogsArgv, rolloutStatusArgv, KUBECONFIG } from './kube.mts';
 import { APPARMOR_PROFILE, isRestricted, readUsernsFacts, usernsDrift, usernsFixText, usernsRefusal, USERNS_SYSCTL } from './userns.mts';
-
 import { IMAGES } from './versions.mts';
-
 import { buildScriptsConfigMap, sha256Hex } from './build.mts';
-
 import type { DeploySettings } from './service.mts';
 
 export function buildkitValues(s: DeploySettings, script: string): Record<string, PlaceholderValue> {

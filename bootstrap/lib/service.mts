@@ -1,13 +1,10 @@
 // The codex-k8s staging service as 50_deploy_codex_k8s deploys it: its settings, the runtime Secret, the
 // Deployment and its health, read from objects the step fetched. Pure builders and parsers.
-
 import type { StepContext } from './step.mts';
-
 import { render, NAMES, recommendedLabels } from './manifests.mts';
 import type { KubeObject, Mode, PlaceholderValue } from './manifests.mts';
 import { kubectlArgv } from './kube.mts';
 import type { UsernsRemedy } from './userns.mts';
-
 import { REMOTE } from './paths.mts';
 
 /** The key of the runtime Secret, and so the file name under /var/run/secrets/codex-k8s in the pod. */

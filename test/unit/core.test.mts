@@ -17,7 +17,7 @@ import { productionPackages, buildUploadTree } from '../../bootstrap/lib/upload.
 import { parseCli, helpText } from '../../bootstrap/lib/cli.mts';
 import { UsageError } from '../../bootstrap/lib/errors.mts';
 import { STEPS, stepNames } from '../../bootstrap/lib/catalogue.mts';
-import { SPEC as LAUNCHER } from '../../bootstrap/host/bootstrap_remote_staging.mts';
+import { SPEC as LAUNCHER } from '../../bootstrap/lib/launcher/spec.mts';
 import { run } from '../../bootstrap/lib/exec.mts';
 
 const ROOT = join(import.meta.dirname, '..', '..');

@@ -8,7 +8,7 @@ import { helpText } from '../../bootstrap/lib/cli.mts';
 import type { CliSpec } from '../../bootstrap/lib/cli.mts';
 import { stepCliSpec } from '../../bootstrap/lib/step.mts';
 import { stepNames } from '../../bootstrap/lib/catalogue.mts';
-import { SPEC as LAUNCHER } from '../../bootstrap/host/bootstrap_remote_staging.mts';
+import { SPEC as LAUNCHER } from '../../bootstrap/lib/launcher/spec.mts';
 import { SPEC as GEN_DOCS } from '../../bootstrap/host/gen_config_docs.mts';
 import { SPEC as SMOKE } from '../../bootstrap/host/smoke_staging.mts';
 

@@ -1,0 +1,60 @@
+// What every part of the launcher shares: its options, the run context, the step result as the launcher sees it, and
+// the one way to run bootstrap/lib/remote_helpers.sh on the server.
+import { readFileSync } from 'node:fs';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Config } from '../config.mts';
+import { Logger } from '../log.mts';
+import { STEPS, stepInfo } from '../catalogue.mts';
+import { SshSession } from '../ssh.mts';
+import type { RemoteRunOptions } from '../ssh.mts';
+import type { StepResult } from '../step.mts';
+
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+
+/** Column width of step names in --list, --help and the summary (the longest name, so the columns line up). */
+export const NAME_WIDTH = Math.max(...STEPS.map((s) => s.name.length));
+
+export const SELF = './bootstrap/host/bootstrap_remote_staging.mts';
+
+export const HELPERS = readFileSync(join(REPO_ROOT, 'bootstrap/lib/remote_helpers.sh'), 'utf8');
+
+export interface Options {
+  envFile: string;
+  explicitEnvFile: boolean;
+  dryRun: boolean;
+  yes: boolean;
+  verbose: boolean;
+  from?: string;
+  only?: string[];
+}
+
+export interface Ctx {
+  cfg: Config;
+  log: Logger;
+  ssh: SshSession;
+  runId: string;
+  lockToken: string;
+  sshHint: string;
+}
+
+/** A step's result as the launcher saw it; `crashed` when the step died without reporting one. */
+export type LaunchResult = StepResult & { stderrTail?: string; crashed?: boolean; exitCode?: number };
+
+/** Runs one subcommand of bootstrap/lib/remote_helpers.sh on the server (plain bash: no Node needed there yet). */
+export async function helper(ctx: Ctx, args: string[], opts: Pick<RemoteRunOptions, 'input' | 'allowFail'> = {}) {
+  return ctx.ssh.run(['bash', '-c', HELPERS, 'remote_helpers', ...args], { ...opts, display: ['remote_helpers', ...args] });
+}
+
+/** The step that builds the first image from the uploaded app/ and so needs source.json. */
+export const DEPLOY_STEP = '50_deploy_codex_k8s';
+
+/** Whether any selected step talks to GitHub (then the token is checked first). */
+export function usesGitHub(selected: readonly string[]): boolean {
+  return selected.some((n) => stepInfo(n).usesGitHub === true);
+}
+
+/** Steps that install the runners or wait for them: a runner GitHub no longer serves fails them. */
+export function enforcesRunnerFreshness(selected: readonly string[]): boolean {
+  return selected.includes('60_runner_arc') || selected.includes('80_deploy_loop_check');
+}

@@ -1,0 +1,108 @@
+// A real run: the token and runner checks, one SSH connection, the server lock, prepare, the steps, the summary;
+// Ctrl-C and SIGTERM release the lock.
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { configHash } from '../config.mts';
+import type { Config } from '../config.mts';
+import { Logger, color } from '../log.mts';
+import { UsageError, OperationError } from '../errors.mts';
+import { stepNames } from '../catalogue.mts';
+import { checkPrerequisites } from '../state.mts';
+import { SshSession, knownHostsPath, shellQuote } from '../ssh.mts';
+import { REMOTE } from '../paths.mts';
+import { newRunId } from '../step.mts';
+import { preflightToken, webhookEvents, clientFromConfig } from '../github.mts';
+import { checkRunnerFreshness } from '../runners.mts';
+import { SELF, enforcesRunnerFreshness, helper, usesGitHub } from './context.mts';
+import type { Ctx, Options } from './context.mts';
+import { begin, finish, prepare, serverState } from './prepare.mts';
+import { appSource } from './source.mts';
+import { runSteps } from './steps.mts';
+import { printSummary } from './summary.mts';
+
+export async function realRun(opts: Options, cfg: Config, selected: readonly string[], log: Logger): Promise<number> {
+  const started = performance.now();
+  const runId = newRunId();
+  log.setFile(join(cfg.get('CODEXK8S_HOST_LOG_DIR'), `${runId}.log`));
+  const host = cfg.get('TARGET_HOST');
+  const port = cfg.get('TARGET_PORT');
+  const user = cfg.get('TARGET_ROOT_USER');
+  const key = cfg.get('TARGET_ROOT_SSH_KEY');
+  const extra = cfg.maybe('CODEXK8S_SSH_EXTRA_OPTS') ?? [];
+  const sshHint = ['ssh', '-p', String(port), '-i', key, ...extra, `${user}@${host}`].map(shellQuote).join(' ');
+  log.info(color.bold(`codex-k8s staging bootstrap: ${user}@${host}:${port}, mode ${cfg.get('CODEXK8S_MODE')}, run ${runId}`));
+  log.info(color.dim(`log: ${log.filePath}`));
+  // Before anything is contacted: a deploy from an app/ that is not a commit stops the run (exit 2).
+  const generated = await appSource(selected, log);
+  // Before the first connection: a token that cannot do what the selected steps need stops the run here (exit 2).
+  if (usesGitHub(selected)) {
+    webhookEvents(cfg);
+    log.info(color.bold(`==> GitHub token: what ${cfg.get('CODEXK8S_GITHUB_REPO')} needs (${cfg.get('CODEXK8S_GITHUB_API_URL')})`));
+    const gh = clientFromConfig(cfg, log);
+    await preflightToken(cfg, log, gh);
+    await checkRunnerFreshness(cfg, log, gh, enforcesRunnerFreshness(selected));
+  }
+
+  const ssh = await SshSession.connect({ host, port, user, identityFile: key, knownHostsFile: knownHostsPath(cfg.get('CODEXK8S_HOST_STATE_DIR'), host, port), extraOptions: extra, log });
+  const ctx: Ctx = { cfg, log, ssh, runId, lockToken: randomBytes(12).toString('hex'), sshHint };
+  let locked = false;
+  // Ctrl-C / SIGTERM: release the lock, close the connection, exit 130. The main flow keeps running meanwhile
+  // (its remote command dies with the connection); whatever it ends with, it waits for this cleanup.
+  // A second Ctrl-C kills the launcher at once.
+  let interrupted: Promise<never> | undefined;
+  const onSignal = () => {
+    log.error('interrupted; releasing the server lock');
+    interrupted = (async () => {
+      if (locked) await helper(ctx, ['lock-release', REMOTE.lockDir, ctx.lockToken], { allowFail: true }).catch(() => undefined);
+      await ssh.close().catch(() => undefined);
+      process.exit(130);
+    })();
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const outcome = await runLocked().then(
+    (code) => ({ code }),
+    (error: unknown) => ({ error }),
+  );
+  if (interrupted) await interrupted;
+  if ('error' in outcome) throw outcome.error;
+  return outcome.code;
+
+  async function runLocked(): Promise<number> {
+    try {
+      const answer = await begin(ctx);
+      locked = true;
+      try {
+        const server = serverState(ctx, answer);
+        const pre = checkPrerequisites(stepNames(), selected, server.journal, configHash(cfg));
+        for (const w of pre.warnings) log.warn(w);
+        if (pre.problems.length > 0) throw new UsageError(pre.problems);
+        await prepare(ctx, server, generated);
+        const results = await runSteps(ctx, selected, opts);
+        const finalJournal = await finish(ctx);
+        locked = false;
+        printSummary(ctx, selected, results, finalJournal, (performance.now() - started) / 1000);
+        const failed = selected.find((n) => results.get(n)?.status === 'failed');
+        if (failed) {
+          const r = results.get(failed);
+          const resume = `${SELF}${opts.explicitEnvFile ? ` --env-file ${opts.envFile}` : ''} --from ${failed}`;
+          throw new OperationError(`step ${failed} failed: ${r?.error ?? 'see the output above'}`, {
+            hint: `${r?.hint ?? 'fix the cause'}, then resume with: ${resume}`,
+            // A step that crashed before reporting gave no detail: its stderr is the best we have.
+            detail: r?.detail ?? (r?.crashed ? r.stderrTail : undefined),
+            // A step that refused a setting of the server's (exit 2) changed nothing: the launcher says the same.
+            exitCode: r?.exitCode === 2 ? 2 : 1,
+          });
+        }
+        return 0;
+      } finally {
+        if (locked) await helper(ctx, ['lock-release', REMOTE.lockDir, ctx.lockToken], { allowFail: true });
+        locked = false;
+      }
+    } finally {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      if (!interrupted) await ssh.close();
+    }
+  }
+}

@@ -1,0 +1,54 @@
+// The launcher's command line: flags, help text and examples (lib/cli.mts prints and parses it).
+import type { CliSpec } from '../cli.mts';
+import { EXIT_LOCKED } from '../errors.mts';
+import { STEPS } from '../catalogue.mts';
+import { REMOTE } from '../paths.mts';
+import { NODE } from '../versions.mts';
+import { NAME_WIDTH, SELF } from './context.mts';
+
+export const SPEC: CliSpec = {
+  name: SELF,
+  usage: `${SELF} [--env-file PATH] [--dry-run | --list] [--from STEP | --only STEP[,STEP]] [--yes] [--verbose]`,
+  summary:
+    'Bootstraps a fresh Ubuntu 24.04 server into the codex-k8s staging environment over SSH.\n' +
+    'Validates every setting first (nothing is contacted when one is wrong), then runs the remote steps in order.\n' +
+    'Safe to re-run: every step checks before it changes and reports "unchanged" when there is nothing to do.',
+  flags: [
+    { name: 'help', short: 'h', type: 'boolean', description: 'show this help and exit' },
+    { name: 'env-file', type: 'string', value: 'PATH', description: 'settings file (dotenv; default .env). Variables already in the environment win' },
+    { name: 'dry-run', type: 'boolean', description: 'validate and print the plan (each step, what it checks and changes); contact nothing, no secrets needed' },
+    { name: 'list', type: 'boolean', description: 'list the steps in order and exit' },
+    { name: 'from', type: 'string', value: 'STEP', description: 'start at STEP (name, number or words: 10_harden_host, 10, harden_host); earlier steps must have succeeded' },
+    { name: 'only', type: 'string', value: 'STEP[,STEP]', description: 'run just these steps; every step before each of them that is not named must have succeeded' },
+    { name: 'yes', short: 'y', type: 'boolean', description: 'never prompt: a missing secret is an error' },
+    { name: 'verbose', short: 'v', type: 'boolean', description: 'print every command, locally and on the server' },
+  ],
+  sections: [
+    { title: 'Steps', body: STEPS.map((s) => `${s.name.padEnd(NAME_WIDTH)} ${s.title}`).join('\n') },
+    {
+      title: 'What it changes on the server',
+      body:
+        `${REMOTE.node}            pinned Node.js ${NODE.version} (sha256-verified)\n` +
+        `${REMOTE.base}/{bootstrap,manifests,app,node_modules}  this tree (app/: the service's sources, no tests)\n` +
+        `${REMOTE.sourceFile}  {"gitSha"}: the commit app/ is (step 50 tags the first image with it)\n` +
+        `${REMOTE.envFile}   the settings (0600)\n` +
+        `${REMOTE.journal}   per-step journal\n` +
+        `${REMOTE.logDir}/      logs, one file per run\n` +
+        'and whatever each step says under "Changes" (--dry-run prints them).',
+    },
+    {
+      title: 'On the laptop',
+      body: 'CODEXK8S_HOST_STATE_DIR/known_hosts/<host>_<port>  the pinned SSH host key of each server\nCODEXK8S_HOST_LOG_DIR/<run-id>.log                 the log of each run (secrets masked)',
+    },
+    { title: 'Environment', body: 'Every setting in .env.example (see docs/configuration.md). NO_COLOR=1 disables colours.' },
+    { title: 'Exit codes', body: `0 done\n1 a step, the connection or an upload failed (the message says how to resume)\n2 bad flag or setting; nothing was contacted\n${EXIT_LOCKED} another run holds the server lock` },
+    {
+      title: 'Examples',
+      body:
+        `${SELF} --dry-run --env-file .env.example   # the plan, without a server\n` +
+        `${SELF}                                      # full run with .env\n` +
+        `${SELF} --from 10_harden_host                # resume after a failure\n` +
+        `${SELF} --only 00_preflight --yes            # one step, no prompts`,
+    },
+  ],
+};
