@@ -6,8 +6,8 @@
 // it answers 204 (or refuses the key with a 422, then we dispatch again without it), and the run is found by listing
 // the workflow_dispatch runs of the branch and taking the oldest one that was not there before the dispatch. Runs
 // are compared by id, never by time: the server's clock and GitHub's need not agree.
-import type { GitHubClient, RepoRef } from './github.mts';
-import { githubMessage, httpStatus } from './github.mts';
+import type { GitHubClient, RepoRef } from './github/client.mts';
+import { githubMessage, httpStatus } from './github/client.mts';
 import { OperationError } from './errors.mts';
 import { pollUntil } from './poll.mts';
 import type { Logger } from './log.mts';

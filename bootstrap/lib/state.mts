@@ -24,7 +24,7 @@ export interface Journal {
   steps: Record<string, StepRecord>;
   /** The last runs of any step, newest last (bounded). */
   history: Array<{ step: string; status: StepStatus; at: string; runId: string; changed: number }>;
-  /** What the tool wrote to GitHub (lib/github.mts). Optional: journals written before it existed stay valid. */
+  /** What the tool wrote to GitHub (lib/github/wiring.mts). Optional: journals written before it existed stay valid. */
   github?: GitHubJournal;
   /** The last commit the deploy loop was proven for (80_deploy_loop_check). Optional, like `github`. */
   deployLoop?: DeployLoopRecord;

@@ -28,7 +28,7 @@ import type { KubeObject } from '../lib/manifests.mts';
 import { objectsDrift, applyObjects, getJson, existingNamespaces, readSecret, rolloutStatus, KUBECONFIG } from '../lib/kube.mts';
 import { applyUsernsRemedy } from '../lib/userns.mts';
 import { REMOTE } from '../lib/paths.mts';
-import { readOrCreateSecretFile } from '../lib/github.mts';
+import { readOrCreateSecretFile } from '../lib/github/wiring.mts';
 import { buildExecArgv, buildScriptText, chooseImage, contextTarArgv, parseBuildOutput, parseSourceJson, pushRef } from '../lib/build.mts';
 import type { BuildOutcome, SourceInfo } from '../lib/build.mts';
 import { WEBHOOK_SECRET_KEY, appObjects, appPodsArgv, deploymentHealth, podImageDrift, runtimeSecret, runtimeSecretDrift, settingsFrom } from '../lib/service.mts';

@@ -11,11 +11,9 @@ import type { StepContext } from '../lib/step.mts';
 import { formatDuration } from '../lib/config.mts';
 import type { Config } from '../lib/config.mts';
 import { REMOTE } from '../lib/paths.mts';
-import {
-  clientFromConfig, repoRef, repoIdentity, snapshot, planWiring, applyWiring, describeAction, githubJournal, explainGitHubError,
-  explainWiringError, readOrCreateSecretFile, webhookEvents, hookUrl,
-} from '../lib/github.mts';
-import type { Wanted } from '../lib/github.mts';
+import { clientFromConfig, repoRef, explainGitHubError } from '../lib/github/client.mts';
+import { repoIdentity, snapshot, planWiring, applyWiring, describeAction, githubJournal, explainWiringError, readOrCreateSecretFile, webhookEvents, hookUrl } from '../lib/github/wiring.mts';
+import type { Wanted } from '../lib/github/wiring.mts';
 
 // ---- check / apply --------------------------------------------------------------------------------------------------
 

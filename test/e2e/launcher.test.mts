@@ -170,6 +170,8 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     const lock = '/run/lock/codex-k8s-bootstrap';
     const owner = async () => (await t.sb.exec(['sh', '-c', `cat ${lock}/owner 2>/dev/null; true`])).stdout;
     const field = (text: string, k: string) => (text.match(new RegExp(`^${k}=(.*)$`, 'm')) ?? [])[1] ?? '';
+    // k3s --version (step 20's check) takes 20 s for this run: the step is surely still alive when it is frozen.
+    await t.sb.exec(['sh', '-c', 'mv /usr/local/bin/k3s /usr/local/bin/k3s.real && printf "#!/bin/sh\\nsleep 20\\nexec /usr/local/bin/k3s.real \\"\\$@\\"\\n" > /usr/local/bin/k3s && chmod 755 /usr/local/bin/k3s']);
     const run = await t.launchUntil(['--yes'], /==> \[03\/\d+\] 20_install_k3s/);
     // Hold the step still the moment it has recorded itself, so "the orphan still runs" is not left to timing.
     let stepPid = '';
@@ -201,6 +203,7 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
 
     // What the hint says: stop the hung step. Then a plain re-run completes.
     await t.sb.exec(['kill', '-KILL', stepPid]);
+    await t.sb.exec(['mv', '-f', '/usr/local/bin/k3s.real', '/usr/local/bin/k3s']);
     const resumed = await t.launch(['--yes']);
     assert.equal(resumed.code, 0, resumed.output);
     assert.match(resumed.output, new RegExp(`took over the lock of \\S+@\\S+ pid ${run.pid} run ${deadRun} \\(step 20_install_k3s\\): its holder is gone`));

@@ -15,12 +15,12 @@ import { loadConfig } from '../../bootstrap/lib/config.mts';
 import type { Config } from '../../bootstrap/lib/config.mts';
 import { CaptureLog } from '../capture-log.mts';
 import { UsageError, OperationError } from '../../bootstrap/lib/errors.mts';
-import {
-  createGitHub, preflightToken, plannedTokenChecks, snapshot, planWiring, applyWiring, githubJournal, describeAction,
-  describeAccepted, explainGitHubError, explainWiringError, readOrCreateSecretFile, webhookEvents, PERMISSIONS, permissionLabel,
-  httpStatus, noAnswer, retryDelaySeconds, MAX_TRIES,
-} from '../../bootstrap/lib/github.mts';
-import type { GitHubClient, Wanted } from '../../bootstrap/lib/github.mts';
+import { createGitHub, explainGitHubError, httpStatus, noAnswer, retryDelaySeconds, MAX_TRIES } from '../../bootstrap/lib/github/client.mts';
+import { describeAccepted, PERMISSIONS, permissionLabel } from '../../bootstrap/lib/github/permissions.mts';
+import { preflightToken, plannedTokenChecks } from '../../bootstrap/lib/github/preflight.mts';
+import { snapshot, planWiring, applyWiring, githubJournal, describeAction, explainWiringError, readOrCreateSecretFile, webhookEvents } from '../../bootstrap/lib/github/wiring.mts';
+import type { GitHubClient } from '../../bootstrap/lib/github/client.mts';
+import type { Wanted } from '../../bootstrap/lib/github/wiring.mts';
 import { parseJournal, recordStep, readJournal, writeJournal, emptyJournal } from '../../bootstrap/lib/state.mts';
 import { wanted, wantedVariables } from '../../bootstrap/remote/70_github_repo.mts';
 import { reportError } from '../../bootstrap/lib/cli.mts';

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { startFakeGitHub } from '../fakes/github/server.mts';
 import type { FakeGitHub, RunnerRelease } from '../fakes/github/server.mts';
 import { loadConfig } from '../../bootstrap/lib/config.mts';
-import { createGitHub } from '../../bootstrap/lib/github.mts';
+import { createGitHub } from '../../bootstrap/lib/github/client.mts';
 import { UsageError } from '../../bootstrap/lib/errors.mts';
 import { IMAGES, IMAGE_PROVENANCE } from '../../bootstrap/lib/versions.mts';
 import {

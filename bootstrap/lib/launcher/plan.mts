@@ -7,7 +7,8 @@ import { knownHostsPath } from '../ssh.mts';
 import { REMOTE, UPLOAD_ENTRIES } from '../paths.mts';
 import { NODE } from '../versions.mts';
 import { resolveArtifact } from '../artifacts.mts';
-import { plannedTokenChecks, webhookEvents } from '../github.mts';
+import { plannedTokenChecks } from '../github/preflight.mts';
+import { webhookEvents } from '../github/wiring.mts';
 import { RUNNER_RELEASES_REPO, RUNNER_UPDATE_LIMIT_DAYS } from '../runners.mts';
 import { DEPLOY_STEP, enforcesRunnerFreshness, usesGitHub } from './context.mts';
 

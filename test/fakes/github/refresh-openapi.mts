@@ -21,7 +21,7 @@ const SPEC = 'api.github.com.deref.json';
 /** Response schemas bigger than this are left out (GET /repos/{owner}/{repo} alone is ~90 kB). */
 const MAX_RESPONSE_SCHEMA = 20_000;
 
-/** Every operation the bootstrap (lib/github.mts, lib/actions.mts, steps 60, 70 and 80) calls. */
+/** Every operation the bootstrap (lib/github/, lib/actions.mts, steps 60, 70 and 80) calls. */
 export const OPERATIONS: ReadonlyArray<readonly [string, string]> = [
   ['get', '/repos/{owner}/{repo}'],
   ['get', '/repos/{owner}/{repo}/actions/variables'],
