@@ -48,8 +48,15 @@ export async function startAppProcess(o: AppOptions): Promise<AppProcess> {
   const url = `http://127.0.0.1:${port}`;
   const attempts = Math.ceil((o.readyTimeoutMs ?? 15_000) / 100);
   for (let i = 1; ; i++) {
-    if (child.exitCode !== null) throw new Error(`the app exited (${child.exitCode}) before answering /healthz:\n${out}`);
-    if (await fetch(`${url}/healthz`).then((r) => r.status === 200, () => false)) break;
+    if (child.exitCode !== null)
+      throw new Error(`the app exited (${child.exitCode}) before answering /healthz:\n${out}`);
+    if (
+      await fetch(`${url}/healthz`).then(
+        (r) => r.status === 200,
+        () => false,
+      )
+    )
+      break;
     if (i === attempts) {
       child.kill('SIGKILL');
       throw new Error(`the app did not answer /healthz within ${attempts / 10} s (attempt ${i}/${attempts}):\n${out}`);

@@ -58,7 +58,10 @@ export function workflowFiles(dir: string = WORKFLOW_DIR): string[] {
   } catch {
     return [];
   }
-  return names.filter((n) => /\.ya?ml$/.test(n)).sort().map((n) => join(dir, n));
+  return names
+    .filter((n) => /\.ya?ml$/.test(n))
+    .sort()
+    .map((n) => join(dir, n));
 }
 
 // --- pass 1: actionlint ------------------------------------------------------------------------------------
@@ -176,10 +179,15 @@ export function extractRunBlocks(text: string, file: string): { blocks: RunBlock
       if (script === undefined) return;
       const name = str(get(stepNode, 'name'));
       const id = str(get(stepNode, 'id'));
-      const step = name !== undefined ? JSON.stringify(name) : id ?? `#${i + 1}`;
+      const step = name !== undefined ? JSON.stringify(name) : (id ?? `#${i + 1}`);
       const stepShell = str(get(stepNode, 'shell'));
       const written = stepShell ?? jobShell ?? workflowShell;
-      const { name: shell, setup } = written !== undefined ? shellOf(written) : runsOnWindows(get(jobNode, 'runs-on')) ? { name: 'pwsh', setup: '' } : shellOf('bash');
+      const { name: shell, setup } =
+        written !== undefined
+          ? shellOf(written)
+          : runsOnWindows(get(jobNode, 'runs-on'))
+            ? { name: 'pwsh', setup: '' }
+            : shellOf('bash');
       if (shell !== 'bash' && shell !== 'sh') {
         skipped.push({ file: shown, job, step, shell: written ?? shell });
         return;
@@ -212,7 +220,10 @@ export function scriptFile(b: RunBlock): { text: string; headerLines: number } {
     '# extracted by test/lint-workflows.mts; ${{ }} expressions replaced by underscores, as actionlint does',
     b.setup,
   ];
-  return { text: `${header.join('\n')}\n${b.sanitized}${b.sanitized.endsWith('\n') ? '' : '\n'}`, headerLines: header.length };
+  return {
+    text: `${header.join('\n')}\n${b.sanitized}${b.sanitized.endsWith('\n') ? '' : '\n'}`,
+    headerLines: header.length,
+  };
 }
 
 interface ShellcheckComment {
@@ -231,13 +242,24 @@ export async function shellcheckBlocks(blocks: readonly RunBlock[]): Promise<Fin
   try {
     const files = new Map<string, { block: RunBlock; headerLines: number }>();
     blocks.forEach((block, i) => {
-      const path = join(dir, `${String(i).padStart(3, '0')}-${basename(block.file).replace(/\W+/g, '_')}-${block.job.replace(/\W+/g, '_')}.sh`);
+      const path = join(
+        dir,
+        `${String(i).padStart(3, '0')}-${basename(block.file).replace(/\W+/g, '_')}-${block.job.replace(/\W+/g, '_')}.sh`,
+      );
       const { text, headerLines } = scriptFile(block);
       writeFileSync(path, text);
       files.set(path, { block, headerLines });
     });
     const r = await run(
-      ['shellcheck', '--norc', '--format=json1', '--severity=style', '--external-sources', `--exclude=${SHELLCHECK_EXCLUDES.join(',')}`, ...files.keys()],
+      [
+        'shellcheck',
+        '--norc',
+        '--format=json1',
+        '--severity=style',
+        '--external-sources',
+        `--exclude=${SHELLCHECK_EXCLUDES.join(',')}`,
+        ...files.keys(),
+      ],
       { allowFail: true, timeoutSeconds: 120 },
     );
     let parsed: { comments?: ShellcheckComment[] };
@@ -296,8 +318,11 @@ if (import.meta.filename === process.argv[1]) {
   const args = process.argv.slice(2);
   const report = await lintWorkflows(args.length > 0 ? args : workflowFiles());
   for (const f of [...report.actionlint, ...report.shellcheck]) console.log(formatFinding(f));
-  for (const s of report.skipped) console.log(`${s.file}: job ${s.job}, step ${s.step}: shell ${s.shell}, not checked by shellcheck`);
+  for (const s of report.skipped)
+    console.log(`${s.file}: job ${s.job}, step ${s.step}: shell ${s.shell}, not checked by shellcheck`);
   const total = report.actionlint.length + report.shellcheck.length;
-  console.log(`${report.files.length} workflow(s), ${report.blocks} bash/sh run: block(s): ${report.actionlint.length} actionlint and ${report.shellcheck.length} shellcheck finding(s)`);
+  console.log(
+    `${report.files.length} workflow(s), ${report.blocks} bash/sh run: block(s): ${report.actionlint.length} actionlint and ${report.shellcheck.length} shellcheck finding(s)`,
+  );
   process.exitCode = total > 0 ? 1 : 0;
 }

@@ -97,7 +97,17 @@ interface JobSpec {
   [key: string]: unknown;
 }
 
-const JOB_KEYS = new Set(['needs', 'if', 'runs-on', 'env', 'outputs', 'steps', 'timeout-minutes', 'name', 'permissions']);
+const JOB_KEYS = new Set([
+  'needs',
+  'if',
+  'runs-on',
+  'env',
+  'outputs',
+  'steps',
+  'timeout-minutes',
+  'name',
+  'permissions',
+]);
 const STEP_KEYS = new Set(['id', 'name', 'run', 'uses', 'if', 'env', 'with', 'timeout-minutes']);
 
 export class WorkflowTestError extends Error {}
@@ -152,7 +162,8 @@ export function evaluate(text: string, s: Scope, where: string): string {
     }
     if ((m = /^steps\.([A-Za-z0-9_-]+)\.outputs\.([A-Za-z0-9_-]+)$/.exec(expr))) {
       const step = s.steps[m[1] as string];
-      if (!step && !s.stepIds?.has(m[1] as string)) throw new WorkflowTestError(`${where}: ${expr}: no step with id ${m[1]}`);
+      if (!step && !s.stepIds?.has(m[1] as string))
+        throw new WorkflowTestError(`${where}: ${expr}: no step with id ${m[1]}`);
       return step?.[m[2] as string] ?? '';
     }
     throw new WorkflowTestError(`${where}: the expression \${{ ${expr} }} is not one the test interpreter knows`);
@@ -181,7 +192,9 @@ export function shouldRun(cond: string | undefined, failedBefore: boolean, where
   if (c === 'success()') return !failedBefore;
   if (c === 'failure()') return failedBefore;
   if (c === 'always()') return true;
-  throw new WorkflowTestError(`${where}: if: ${cond} is not one the test interpreter knows (success(), failure(), always())`);
+  throw new WorkflowTestError(
+    `${where}: if: ${cond} is not one the test interpreter knows (success(), failure(), always())`,
+  );
 }
 
 function order(jobs: Record<string, JobSpec>): string[] {
@@ -202,12 +215,22 @@ function needsOf(job: JobSpec): string[] {
   return job.needs === undefined ? [] : Array.isArray(job.needs) ? job.needs : [job.needs];
 }
 
-function runBash(script: string, cwd: string, env: Record<string, string>, timeoutMs: number, dir: string): Promise<{ code: number; stdout: string; stderr: string }> {
+function runBash(
+  script: string,
+  cwd: string,
+  env: Record<string, string>,
+  timeoutMs: number,
+  dir: string,
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const file = join(dir, `step-${Date.now()}-${Math.random().toString(36).slice(2)}.sh`);
   writeFileSync(file, script);
   return new Promise((resolve, reject) => {
     // The runner's bash: `bash --noprofile --norc -eo pipefail {0}`.
-    const child = spawn('bash', ['--noprofile', '--norc', '-eo', 'pipefail', file], { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('bash', ['--noprofile', '--norc', '-eo', 'pipefail', file], {
+      cwd,
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c));
@@ -216,7 +239,11 @@ function runBash(script: string, cwd: string, env: Record<string, string>, timeo
     child.on('error', reject);
     child.on('close', (code, signal) => {
       clearTimeout(timer);
-      resolve({ code: code ?? (signal ? 124 : 1), stdout, stderr: stderr + (signal ? `\n(killed by ${signal} after ${timeoutMs} ms)` : '') });
+      resolve({
+        code: code ?? (signal ? 124 : 1),
+        stdout,
+        stderr: stderr + (signal ? `\n(killed by ${signal} after ${timeoutMs} ms)` : ''),
+      });
     });
   });
 }
@@ -230,12 +257,17 @@ export async function runWorkflow(opts: WorkflowRunOptions): Promise<WorkflowRes
 
   for (const name of order(wf.jobs)) {
     const job = wf.jobs[name] as JobSpec;
-    for (const k of Object.keys(job)) if (!JOB_KEYS.has(k)) throw new WorkflowTestError(`job ${name}: ${k}: is not something the test interpreter runs`);
+    for (const k of Object.keys(job))
+      if (!JOB_KEYS.has(k))
+        throw new WorkflowTestError(`job ${name}: ${k}: is not something the test interpreter runs`);
     const needs: Record<string, JobResult> = {};
     for (const n of needsOf(job)) needs[n] = results[n] as JobResult;
     const result: JobResult = { name, result: 'success', outputs: {}, steps: [], summary: '' };
     results[name] = result;
-    if (Object.values(needs).some((n) => n.result !== 'success') || !jobCondition(job['if'] as string | undefined, opts.vars, `job ${name}`)) {
+    if (
+      Object.values(needs).some((n) => n.result !== 'success') ||
+      !jobCondition(job['if'] as string | undefined, opts.vars, `job ${name}`)
+    ) {
       result.result = 'skipped';
       continue;
     }
@@ -245,7 +277,15 @@ export async function runWorkflow(opts: WorkflowRunOptions): Promise<WorkflowRes
     mkdirSync(workspace);
     mkdirSync(temp);
     const stepIds = new Set(job.steps.map((st) => st.id).filter((id): id is string => id !== undefined));
-    const scope: Scope = { vars: opts.vars, secrets: opts.secrets, sha: opts.github.sha, needs, steps: {}, stepIds, env: {} };
+    const scope: Scope = {
+      vars: opts.vars,
+      secrets: opts.secrets,
+      sha: opts.github.sha,
+      needs,
+      steps: {},
+      stepIds,
+      env: {},
+    };
     result.runsOn = evaluate(String(job['runs-on'] ?? ''), scope, `job ${name} runs-on`);
     const defaults: Record<string, string> = {
       CI: 'true',
@@ -270,12 +310,28 @@ export async function runWorkflow(opts: WorkflowRunOptions): Promise<WorkflowRes
     for (const [i, step] of job.steps.entries()) {
       const label = step.name ?? step.id ?? step.uses ?? `#${i + 1}`;
       const where = `job ${name}, step ${label}`;
-      for (const k of Object.keys(step)) if (!STEP_KEYS.has(k)) throw new WorkflowTestError(`${where}: ${k}: is not something the test interpreter runs`);
-      const sr: StepResult = { job: name, step: label, ...(step.id ? { id: step.id } : {}), outcome: 'skipped', stdout: '', stderr: '', outputs: {} };
+      for (const k of Object.keys(step))
+        if (!STEP_KEYS.has(k))
+          throw new WorkflowTestError(`${where}: ${k}: is not something the test interpreter runs`);
+      const sr: StepResult = {
+        job: name,
+        step: label,
+        ...(step.id ? { id: step.id } : {}),
+        outcome: 'skipped',
+        stdout: '',
+        stderr: '',
+        outputs: {},
+      };
       result.steps.push(sr);
       if (!shouldRun(step.if, failed, where)) continue;
-      if (step.run !== undefined && /\$\{\{/.test(step.run)) throw new WorkflowTestError(`${where}: an expression inside run: (pass it through env:)`);
-      const files = { GITHUB_OUTPUT: join(temp, `output-${i}`), GITHUB_ENV: join(temp, `env-${i}`), GITHUB_PATH: join(temp, `path-${i}`), GITHUB_STEP_SUMMARY: join(temp, `summary-${i}`) };
+      if (step.run !== undefined && /\$\{\{/.test(step.run))
+        throw new WorkflowTestError(`${where}: an expression inside run: (pass it through env:)`);
+      const files = {
+        GITHUB_OUTPUT: join(temp, `output-${i}`),
+        GITHUB_ENV: join(temp, `env-${i}`),
+        GITHUB_PATH: join(temp, `path-${i}`),
+        GITHUB_STEP_SUMMARY: join(temp, `summary-${i}`),
+      };
       for (const f of Object.values(files)) writeFileSync(f, '');
       const stepEnv = evalMap(step.env, { ...scope, env: { ...scope.env, ...fromGithubEnv } }, where);
       const basePath = opts.runnerEnv['PATH'] ?? '/usr/bin:/bin';
@@ -289,7 +345,9 @@ export async function runWorkflow(opts: WorkflowRunOptions): Promise<WorkflowRes
         PATH: [...paths.slice().reverse(), basePath].join(':'),
       };
       let code = 0;
-      const standIn = (step.id ? opts.standIns[step.id] : undefined) ?? (step.uses ? opts.standIns[step.uses.split('@')[0] as string] : undefined);
+      const standIn =
+        (step.id ? opts.standIns[step.id] : undefined) ??
+        (step.uses ? opts.standIns[step.uses.split('@')[0] as string] : undefined);
       if (step.run !== undefined && !standIn) {
         const r = await runBash(step.run, workspace, env, opts.stepTimeoutMs ?? 120_000, temp);
         code = r.code;
@@ -322,7 +380,11 @@ export async function runWorkflow(opts: WorkflowRunOptions): Promise<WorkflowRes
       sr.outputs = parseCommandFile(readFileSync(files.GITHUB_OUTPUT, 'utf8'));
       if (step.id) scope.steps[step.id] = sr.outputs;
       Object.assign(fromGithubEnv, parseCommandFile(readFileSync(files.GITHUB_ENV, 'utf8')));
-      paths.push(...readFileSync(files.GITHUB_PATH, 'utf8').split('\n').filter((l) => l.trim() !== ''));
+      paths.push(
+        ...readFileSync(files.GITHUB_PATH, 'utf8')
+          .split('\n')
+          .filter((l) => l.trim() !== ''),
+      );
       result.summary += readFileSync(files.GITHUB_STEP_SUMMARY, 'utf8');
       log += `##[group]${name} / ${label} (exit ${code})\n${sr.stdout}${sr.stderr}##[endgroup]\n`;
     }

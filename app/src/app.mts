@@ -54,7 +54,12 @@ function databaseUnavailable(e: unknown): boolean {
 
 function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': JSON_TYPE, 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...headers });
+  res.writeHead(status, {
+    'content-type': JSON_TYPE,
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+    ...headers,
+  });
   res.end(text);
 }
 
@@ -140,7 +145,11 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
         await pool.end().catch(() => undefined);
         throw new Error(`database migration failed after ${attempts} attempts: ${reason}`);
       }
-      log.warn('database not ready for the migration, retrying', { attempt: `${attempt}/${attempts}`, error: reason, retryInMs: delay });
+      log.warn('database not ready for the migration, retrying', {
+        attempt: `${attempt}/${attempts}`,
+        error: reason,
+        retryInMs: delay,
+      });
       await sleep(delay);
       delay *= 2;
     }
@@ -160,10 +169,16 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
     }
   }
 
-  async function route(req: IncomingMessage, res: ServerResponse, path: string, fields: Record<string, string>): Promise<void> {
+  async function route(
+    req: IncomingMessage,
+    res: ServerResponse,
+    path: string,
+    fields: Record<string, string>,
+  ): Promise<void> {
     const method = req.method ?? 'GET';
     const only = (allowed: string): void => {
-      if (method !== allowed && !(allowed === 'GET' && method === 'HEAD')) throw new HttpError(405, `method ${method} not allowed`);
+      if (method !== allowed && !(allowed === 'GET' && method === 'HEAD'))
+        throw new HttpError(405, `method ${method} not allowed`);
     };
     switch (path) {
       case '/healthz':
@@ -198,7 +213,11 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
     }
   }
 
-  async function receiveWebhook(req: IncomingMessage, res: ServerResponse, fields: Record<string, string>): Promise<void> {
+  async function receiveWebhook(
+    req: IncomingMessage,
+    res: ServerResponse,
+    fields: Record<string, string>,
+  ): Promise<void> {
     const read = await readBody(req, MAX_BODY_BYTES);
     if (!read.ok) {
       // Closing the connection is what stops the upload; keeping it open would mean reading (or buffering) the rest.
@@ -210,7 +229,8 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
     if (!s.ok) throw new HttpError(401, 'webhook secret not configured');
     const sig = req.headers['x-hub-signature-256'];
     if (sig === undefined) throw new HttpError(401, 'missing X-Hub-Signature-256');
-    if (Array.isArray(sig) || !verifySignature(s.value, read.body, sig)) throw new HttpError(401, 'bad X-Hub-Signature-256');
+    if (Array.isArray(sig) || !verifySignature(s.value, read.body, sig))
+      throw new HttpError(401, 'bad X-Hub-Signature-256');
     const h = deliveryHeaders(req.headers);
     if (!h.ok) throw new HttpError(400, h.error);
     fields['delivery'] = h.delivery;
@@ -253,11 +273,16 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
     route(req, res, path, fields).catch((e: unknown) => {
       if (e instanceof HttpError) {
         fields['error'] = e.detail === undefined ? e.message : `${e.message}: ${e.detail}`;
-        const headers: Record<string, string> = e.status === 405 ? { allow: path === '/webhooks/github' ? 'POST' : 'GET, HEAD' } : {};
+        const headers: Record<string, string> =
+          e.status === 405 ? { allow: path === '/webhooks/github' ? 'POST' : 'GET, HEAD' } : {};
         if (!res.headersSent) sendJson(res, e.status, { error: e.message }, headers);
         return;
       }
-      log.error('request failed', { method, path, error: log.mask(e instanceof Error ? (e.stack ?? e.message) : String(e)) });
+      log.error('request failed', {
+        method,
+        path,
+        error: log.mask(e instanceof Error ? (e.stack ?? e.message) : String(e)),
+      });
       if (!res.headersSent) sendJson(res, 500, { error: 'internal error' });
       else res.destroy();
     });
@@ -285,7 +310,10 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
     server.closeIdleConnections();
     let forced = false;
     if (inFlight.size > 0) {
-      log.info('shutting down: waiting for in-flight requests', { inFlight: inFlight.size, timeoutMs: opts.shutdownTimeoutMs });
+      log.info('shutting down: waiting for in-flight requests', {
+        inFlight: inFlight.size,
+        timeoutMs: opts.shutdownTimeoutMs,
+      });
       const allDone = new Promise<void>((resolve) => {
         drained = resolve;
       });
@@ -295,11 +323,16 @@ export async function startServer(opts: StartOptions): Promise<RunningServer> {
       });
       forced = await Promise.race([allDone.then(() => false), timedOut]);
       clearTimeout(timer);
-      if (forced) log.warn('shutdown bound reached: closing connections with requests still running', { inFlight: inFlight.size });
+      if (forced)
+        log.warn('shutdown bound reached: closing connections with requests still running', {
+          inFlight: inFlight.size,
+        });
     }
     server.closeAllConnections();
     await serverClosed;
-    await pool.end().catch((e: Error) => log.warn('closing the PostgreSQL pool failed', { error: log.mask(e.message) }));
+    await pool
+      .end()
+      .catch((e: Error) => log.warn('closing the PostgreSQL pool failed', { error: log.mask(e.message) }));
     log.info('stopped', { forced });
     return { forced };
   }

@@ -34,7 +34,14 @@ export const DEFAULTS = {
 
 const SHA_RE = /^[0-9a-f]{40}$/;
 
-function intSetting(env: NodeJS.ProcessEnv, name: string, def: number, min: number, max: number, problems: string[]): number {
+function intSetting(
+  env: NodeJS.ProcessEnv,
+  name: string,
+  def: number,
+  min: number,
+  max: number,
+  problems: string[],
+): number {
   const raw = env[name];
   if (raw === undefined || raw === '') return def;
   if (!/^\d+$/.test(raw) || Number(raw) < min || Number(raw) > max) {
@@ -52,16 +59,20 @@ export function loadConfig(env: NodeJS.ProcessEnv): AppConfig {
 
   const databaseUrl = env['DATABASE_URL'] ?? '';
   if (databaseUrl === '') problems.push('DATABASE_URL is required (postgres://user:password@host:5432/db)');
-  else if (!/^postgres(ql)?:\/\//.test(databaseUrl)) problems.push('DATABASE_URL must start with postgres:// or postgresql://');
+  else if (!/^postgres(ql)?:\/\//.test(databaseUrl))
+    problems.push('DATABASE_URL must start with postgres:// or postgresql://');
 
   const webhookSecretFile = env['GITHUB_WEBHOOK_SECRET_FILE'] ?? '';
-  if (webhookSecretFile === '') problems.push('GITHUB_WEBHOOK_SECRET_FILE is required (path of the file holding the GitHub webhook secret)');
+  if (webhookSecretFile === '')
+    problems.push('GITHUB_WEBHOOK_SECRET_FILE is required (path of the file holding the GitHub webhook secret)');
 
   // Empty means the image was built without --build-arg GIT_SHA: say "unknown" rather than pretend.
   const rawVersion = env['CODEXK8S_VERSION'] ?? '';
   const version = rawVersion === '' ? 'unknown' : rawVersion;
   if (version !== 'unknown' && !SHA_RE.test(version)) {
-    problems.push(`CODEXK8S_VERSION=${JSON.stringify(rawVersion)} is not a 40-hex git SHA (the image's build arg GIT_SHA)`);
+    problems.push(
+      `CODEXK8S_VERSION=${JSON.stringify(rawVersion)} is not a 40-hex git SHA (the image's build arg GIT_SHA)`,
+    );
   }
 
   const rawLevel = env['LOG_LEVEL'] ?? '';

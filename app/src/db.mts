@@ -30,7 +30,12 @@ export async function migrate(pool: pg.Pool): Promise<void> {
 }
 
 /** Stores a delivery unless its id is already there: true = new row, false = redelivery (nothing written). */
-export async function storeDelivery(pool: pg.Pool, delivery: string, event: string, payloadJson: string): Promise<boolean> {
+export async function storeDelivery(
+  pool: pg.Pool,
+  delivery: string,
+  event: string,
+  payloadJson: string,
+): Promise<boolean> {
   // The payload goes in as the text GitHub signed and PostgreSQL parses it; ON CONFLICT makes a concurrent
   // redelivery race-free (no check-then-insert).
   const r = await pool.query(
@@ -51,7 +56,9 @@ export async function latestDelivery(pool: pg.Pool): Promise<LatestDelivery | un
     'SELECT delivery_id, event, received_at FROM github_deliveries ORDER BY received_at DESC, delivery_id DESC LIMIT 1',
   );
   const row = r.rows[0];
-  return row === undefined ? undefined : { delivery: row.delivery_id, event: row.event, receivedAt: row.received_at.toISOString() };
+  return row === undefined
+    ? undefined
+    : { delivery: row.delivery_id, event: row.event, receivedAt: row.received_at.toISOString() };
 }
 
 /** Resolves when PostgreSQL answers SELECT 1 within `timeoutMs`; rejects with the reason otherwise. */

@@ -25,7 +25,10 @@ export class WebhookSecret {
       const st = await stat(this.file);
       identity = `${st.mtimeMs}:${st.ino}:${st.size}`;
     } catch (e) {
-      return this.#set('absent', { ok: false, problem: `webhook secret file ${this.file} cannot be read: ${(e as NodeJS.ErrnoException).code ?? String(e)}` });
+      return this.#set('absent', {
+        ok: false,
+        problem: `webhook secret file ${this.file} cannot be read: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+      });
     }
     if (identity === this.#identity) return this.#state;
     try {
@@ -36,7 +39,10 @@ export class WebhookSecret {
       this.#log.addSecret(value);
       return this.#set(identity, { ok: true, value });
     } catch (e) {
-      return this.#set('absent', { ok: false, problem: `webhook secret file ${this.file} cannot be read: ${(e as NodeJS.ErrnoException).code ?? String(e)}` });
+      return this.#set('absent', {
+        ok: false,
+        problem: `webhook secret file ${this.file} cannot be read: ${(e as NodeJS.ErrnoException).code ?? String(e)}`,
+      });
     }
   }
 

@@ -30,7 +30,9 @@ process.on('uncaughtException', (e) => {
   process.exit(1);
 });
 process.on('unhandledRejection', (e) => {
-  running.log.error('unhandled rejection', { error: running.log.mask(e instanceof Error ? (e.stack ?? e.message) : String(e)) });
+  running.log.error('unhandled rejection', {
+    error: running.log.mask(e instanceof Error ? (e.stack ?? e.message) : String(e)),
+  });
   process.exit(1);
 });
 

@@ -35,10 +35,14 @@ function one(h: Headers, name: string): string | undefined {
 }
 
 /** The delivery id and event from the request headers, or the reason they are unusable (a 400). */
-export function deliveryHeaders(h: Headers): { ok: true; delivery: string; event: string } | { ok: false; error: string } {
+export function deliveryHeaders(
+  h: Headers,
+): { ok: true; delivery: string; event: string } | { ok: false; error: string } {
   const delivery = one(h, 'x-github-delivery');
   const event = one(h, 'x-github-event');
-  if (delivery === undefined || !DELIVERY_RE.test(delivery)) return { ok: false, error: 'missing or malformed X-GitHub-Delivery header' };
-  if (event === undefined || !EVENT_RE.test(event)) return { ok: false, error: 'missing or malformed X-GitHub-Event header' };
+  if (delivery === undefined || !DELIVERY_RE.test(delivery))
+    return { ok: false, error: 'missing or malformed X-GitHub-Delivery header' };
+  if (event === undefined || !EVENT_RE.test(event))
+    return { ok: false, error: 'missing or malformed X-GitHub-Event header' };
   return { ok: true, delivery, event };
 }

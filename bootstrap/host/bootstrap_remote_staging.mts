@@ -43,7 +43,13 @@ async function main(argv: readonly string[], log: Logger): Promise<number> {
     yes: Boolean(flags['yes']),
     verbose: Boolean(flags['verbose']),
     from: flags['from'] as string | undefined,
-    only: typeof flags['only'] === 'string' ? flags['only'].split(',').map((s) => s.trim()).filter(Boolean) : undefined,
+    only:
+      typeof flags['only'] === 'string'
+        ? flags['only']
+            .split(',')
+            .map((s) => s.trim())
+            .filter(Boolean)
+        : undefined,
   };
   log.verbose = opts.verbose;
   const selected = selectSteps(stepNames(), { from: opts.from, only: opts.only });

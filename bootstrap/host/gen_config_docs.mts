@@ -60,7 +60,7 @@ export function renderEnvExample(): string {
       out.push(`# ${s.description}`);
       out.push(`# ${requiredText(s)}; default: ${defaultText(s)}${s.secret ? '; SECRET' : ''}`);
       if (s.secret) out.push(`${s.name}=`);
-      else if (s.example !== undefined && (s.required === true)) out.push(`${s.name}=${s.example}`);
+      else if (s.example !== undefined && s.required === true) out.push(`${s.name}=${s.example}`);
       else if (s.example !== undefined) out.push(`# ${s.name}=${s.example}`);
       else out.push(`# ${s.name}=${typeof s.default === 'string' ? s.default : ''}`);
       out.push('');
@@ -81,10 +81,18 @@ export function renderConfigDoc(): string {
     '',
   ];
   for (const [group, items] of groups()) {
-    out.push(`## ${group}`, '', '| Setting | Type | Default | Required | Secret | Used on | Meaning |', '|---|---|---|---|---|---|---|');
+    out.push(
+      `## ${group}`,
+      '',
+      '| Setting | Type | Default | Required | Secret | Used on | Meaning |',
+      '|---|---|---|---|---|---|---|',
+    );
     for (const s of items) {
-      const type = s.kind === 'enum' ? `one of ${s.values?.join(', ')}` : s.kind === 'int' ? `integer ${s.min}..${s.max}` : s.kind;
-      out.push(`| \`${s.name}\` | ${type} | ${defaultText(s).replace(/\|/g, '\\|')} | ${requiredText(s)} | ${s.secret ? 'yes' : 'no'} | ${SCOPE[s.scope]} | ${s.description.replace(/\|/g, '\\|')} |`);
+      const type =
+        s.kind === 'enum' ? `one of ${s.values?.join(', ')}` : s.kind === 'int' ? `integer ${s.min}..${s.max}` : s.kind;
+      out.push(
+        `| \`${s.name}\` | ${type} | ${defaultText(s).replace(/\|/g, '\\|')} | ${requiredText(s)} | ${s.secret ? 'yes' : 'no'} | ${SCOPE[s.scope]} | ${s.description.replace(/\|/g, '\\|')} |`,
+      );
     }
     out.push('');
   }

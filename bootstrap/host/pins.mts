@@ -12,13 +12,22 @@ import { UsageError } from '../lib/errors.mts';
 export const SPEC: CliSpec = {
   name: './bootstrap/host/pins.mts',
   usage: './bootstrap/host/pins.mts [--today YYYY-MM-DD]',
-  summary: 'Prints every pinned version of bootstrap/lib/versions.mts: name, version, release date, age in days, source. Changes nothing, contacts nothing.',
+  summary:
+    'Prints every pinned version of bootstrap/lib/versions.mts: name, version, release date, age in days, source. Changes nothing, contacts nothing.',
   flags: [
     { name: 'help', short: 'h', type: 'boolean', description: 'show this help and exit' },
-    { name: 'today', type: 'string', value: 'YYYY-MM-DD', description: 'count ages as of this day (default: today, UTC)' },
+    {
+      name: 'today',
+      type: 'string',
+      value: 'YYYY-MM-DD',
+      description: 'count ages as of this day (default: today, UTC)',
+    },
   ],
   sections: [
-    { title: 'Notes', body: 'A date marked * is not the upstream release date; the note under the table says what it is.\nTo bump a pin, follow the header comment of bootstrap/lib/versions.mts.' },
+    {
+      title: 'Notes',
+      body: 'A date marked * is not the upstream release date; the note under the table says what it is.\nTo bump a pin, follow the header comment of bootstrap/lib/versions.mts.',
+    },
   ],
 };
 
@@ -33,11 +42,24 @@ export function ageDays(released: string, today: string): number {
 export function renderPins(pins: readonly PinRow[], today: string): string {
   const rows = [...pins].sort((a, b) => a.released.localeCompare(b.released) || a.name.localeCompare(b.name));
   const head = ['NAME', 'VERSION', 'RELEASED', 'AGE(d)', 'SOURCE'];
-  const cells = rows.map((p) => [p.name, p.version, p.released + (p.dateNote ? '*' : ''), String(ageDays(p.released, today)), p.source]);
+  const cells = rows.map((p) => [
+    p.name,
+    p.version,
+    p.released + (p.dateNote ? '*' : ''),
+    String(ageDays(p.released, today)),
+    p.source,
+  ]);
   const width = head.map((h, i) => Math.max(h.length, ...cells.map((c) => (c[i] as string).length)));
   const line = (c: string[]) => c.map((v, i) => (i === c.length - 1 ? v : v.padEnd(width[i] as number))).join('  ');
   const notes = rows.filter((p) => p.dateNote).map((p) => `* ${p.name}: ${p.dateNote}`);
-  return [`pins of bootstrap/lib/versions.mts, ages as of ${today}`, line(head), ...cells.map(line), ...(notes.length ? ['', ...notes] : [])].join('\n') + '\n';
+  return (
+    [
+      `pins of bootstrap/lib/versions.mts, ages as of ${today}`,
+      line(head),
+      ...cells.map(line),
+      ...(notes.length ? ['', ...notes] : []),
+    ].join('\n') + '\n'
+  );
 }
 
 /** A real calendar day written yyyy-mm-dd (2026-02-30 is not one). */

@@ -83,7 +83,12 @@ export async function defaultBranch(gh: GitHubClient, ref: RepoRef): Promise<str
 }
 
 /** Runs of `workflow`, newest first (one page: the newest `perPage`). */
-export async function listRuns(gh: GitHubClient, ref: RepoRef, workflow: string, filter: { branch?: string; event?: string; perPage?: number } = {}): Promise<RunInfo[]> {
+export async function listRuns(
+  gh: GitHubClient,
+  ref: RepoRef,
+  workflow: string,
+  filter: { branch?: string; event?: string; perPage?: number } = {},
+): Promise<RunInfo[]> {
   const r = await gh.request('GET /repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs', {
     ...ref,
     workflow_id: workflow,
@@ -100,7 +105,11 @@ export async function getRun(gh: GitHubClient, ref: RepoRef, runId: number): Pro
 }
 
 export async function runJobs(gh: GitHubClient, ref: RepoRef, runId: number): Promise<JobInfo[]> {
-  const jobs = await gh.paginate('GET /repos/{owner}/{repo}/actions/runs/{run_id}/jobs', { ...ref, run_id: runId, per_page: 100 });
+  const jobs = await gh.paginate('GET /repos/{owner}/{repo}/actions/runs/{run_id}/jobs', {
+    ...ref,
+    run_id: runId,
+    per_page: 100,
+  });
   return jobs.map((j) => {
     const start = j.started_at ? Date.parse(j.started_at) : NaN;
     const end = j.completed_at ? Date.parse(j.completed_at) : NaN;
@@ -108,7 +117,8 @@ export async function runJobs(gh: GitHubClient, ref: RepoRef, runId: number): Pr
       name: j.name,
       status: j.status,
       conclusion: j.conclusion,
-      seconds: Number.isFinite(start) && Number.isFinite(end) ? Math.max(0, Math.round((end - start) / 1000)) : undefined,
+      seconds:
+        Number.isFinite(start) && Number.isFinite(end) ? Math.max(0, Math.round((end - start) / 1000)) : undefined,
       htmlUrl: j.html_url ?? '',
     };
   });
@@ -160,7 +170,9 @@ export async function dispatchRun(
   const attempts = attemptsFor(opts.findSeconds, opts.pollSeconds);
   return pollUntil<Dispatched>(
     async () => {
-      const fresh = (await listRuns(gh, ref, workflow, { branch, event: 'workflow_dispatch' })).filter((r) => !before.has(r.id));
+      const fresh = (await listRuns(gh, ref, workflow, { branch, event: 'workflow_dispatch' })).filter(
+        (r) => !before.has(r.id),
+      );
       const mine = fresh.sort((a, b) => a.id - b.id)[0];
       return mine ? { done: { runId: mine.id, via: 'run list' } } : { waiting: 'not listed yet' };
     },
@@ -168,10 +180,17 @@ export async function dispatchRun(
       attempts,
       intervalSeconds: opts.pollSeconds,
       what: `the dispatched run of ${workflow}`,
-      onWait: (i) => log.info(`  .. the dispatched run of ${workflow} is not listed yet (attempt ${i}/${attempts}, every ${opts.pollSeconds}s)`),
-      onTimeout: () => new OperationError(`dispatched ${workflow} on ${branch}, but no new workflow_dispatch run appeared within ${opts.findSeconds}s`, {
-        hint: `look at the Actions tab of ${ref.owner}/${ref.repo}: is the workflow disabled, or was the run filtered out?`,
-      }),
+      onWait: (i) =>
+        log.info(
+          `  .. the dispatched run of ${workflow} is not listed yet (attempt ${i}/${attempts}, every ${opts.pollSeconds}s)`,
+        ),
+      onTimeout: () =>
+        new OperationError(
+          `dispatched ${workflow} on ${branch}, but no new workflow_dispatch run appeared within ${opts.findSeconds}s`,
+          {
+            hint: `look at the Actions tab of ${ref.owner}/${ref.repo}: is the workflow disabled, or was the run filtered out?`,
+          },
+        ),
     },
   );
 }
@@ -189,16 +208,22 @@ export async function waitForRun(gh: GitHubClient, ref: RepoRef, runId: number, 
       attempts,
       intervalSeconds: opts.pollSeconds,
       what: `run ${runId}`,
-      onWait: (i) => opts.log.info(`  .. run #${run?.runNumber} is ${run?.status} (attempt ${i}/${attempts}, every ${opts.pollSeconds}s): ${run?.htmlUrl}`),
+      onWait: (i) =>
+        opts.log.info(
+          `  .. run #${run?.runNumber} is ${run?.status} (attempt ${i}/${attempts}, every ${opts.pollSeconds}s): ${run?.htmlUrl}`,
+        ),
       onTimeout: () => {
         const r = run as RunInfo;
         const why =
           r.status === 'queued' || r.status === 'waiting' || r.status === 'pending'
             ? 'no runner took it (is another staging-deploy run ahead of it in the concurrency group, or is the runner scale set offline?)'
             : 'it is still running';
-        return new OperationError(`the staging-deploy run ${r.htmlUrl} did not finish within ${formatSeconds(opts.waitSeconds)} (CODEXK8S_DEPLOY_WAIT): it is ${r.status}; ${why}`, {
-          hint: `open ${r.htmlUrl}; when it finishes green, run this step again (a longer CODEXK8S_DEPLOY_WAIT waits longer)`,
-        });
+        return new OperationError(
+          `the staging-deploy run ${r.htmlUrl} did not finish within ${formatSeconds(opts.waitSeconds)} (CODEXK8S_DEPLOY_WAIT): it is ${r.status}; ${why}`,
+          {
+            hint: `open ${r.htmlUrl}; when it finishes green, run this step again (a longer CODEXK8S_DEPLOY_WAIT waits longer)`,
+          },
+        );
       },
     },
   );
@@ -219,13 +244,22 @@ export interface WorkflowOutcome {
 export async function runWorkflow(
   gh: GitHubClient,
   ref: RepoRef,
-  opts: { workflow: string; branch: string; waitSeconds: number; pollSeconds: number; findSeconds: number; log: Logger },
+  opts: {
+    workflow: string;
+    branch: string;
+    waitSeconds: number;
+    pollSeconds: number;
+    findSeconds: number;
+    log: Logger;
+  },
 ): Promise<WorkflowOutcome> {
   const { log } = opts;
   const started = performance.now();
   const { runId, via } = await dispatchRun(gh, ref, opts);
   const first = await getRun(gh, ref, runId);
-  log.info(`  dispatched ${opts.workflow} on ${opts.branch}: run #${first.runNumber} ${first.htmlUrl} (commit ${first.headSha.slice(0, 12)})`);
+  log.info(
+    `  dispatched ${opts.workflow} on ${opts.branch}: run #${first.runNumber} ${first.htmlUrl} (commit ${first.headSha.slice(0, 12)})`,
+  );
   const run = await waitForRun(gh, ref, runId, opts);
   const seconds = Math.round((performance.now() - started) / 1000);
   const jobs = await runJobs(gh, ref, runId);
@@ -233,10 +267,14 @@ export async function runWorkflow(
   for (const line of formatJobs(jobs)) log.info(`    ${line}`);
   if (run.conclusion !== 'success') {
     const failed = jobs.filter((j) => j.conclusion !== 'success' && j.conclusion !== 'skipped');
-    const which = failed.length > 0 ? ` (${failed.map((j) => `${j.name}: ${j.conclusion ?? j.status}`).join(', ')})` : '';
-    throw new OperationError(`the ${opts.workflow} run #${run.runNumber} concluded ${run.conclusion ?? run.status}${which}: ${run.htmlUrl}`, {
-      hint: `open ${run.htmlUrl} for the failed job's log and summary (a failed smoke job has rolled the Deployment back); fix, push to ${opts.branch}, then run this step again`,
-    });
+    const which =
+      failed.length > 0 ? ` (${failed.map((j) => `${j.name}: ${j.conclusion ?? j.status}`).join(', ')})` : '';
+    throw new OperationError(
+      `the ${opts.workflow} run #${run.runNumber} concluded ${run.conclusion ?? run.status}${which}: ${run.htmlUrl}`,
+      {
+        hint: `open ${run.htmlUrl} for the failed job's log and summary (a failed smoke job has rolled the Deployment back); fix, push to ${opts.branch}, then run this step again`,
+      },
+    );
   }
   return { run, jobs, via, seconds };
 }

@@ -12,9 +12,16 @@ export interface ResolvedArtifact {
   overriddenFrom?: string;
 }
 
-export function resolveArtifact(a: Artifact, arch: Arch, mirror: string | undefined, overrides: Readonly<Record<string, string>> | undefined): ResolvedArtifact {
+export function resolveArtifact(
+  a: Artifact,
+  arch: Arch,
+  mirror: string | undefined,
+  overrides: Readonly<Record<string, string>> | undefined,
+): ResolvedArtifact {
   const file = a.files[arch];
-  const url = mirror ? `${mirror.replace(/\/+$/, '')}/${a.name}/${file}` : [a.baseUrl, a.path, file].filter((p) => p !== '').join('/');
+  const url = mirror
+    ? `${mirror.replace(/\/+$/, '')}/${a.name}/${file}`
+    : [a.baseUrl, a.path, file].filter((p) => p !== '').join('/');
   const pinned = a.sha256[arch];
   const override = overrides?.[`${a.name}:${arch}`];
   return override && override !== pinned

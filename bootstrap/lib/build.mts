@@ -64,7 +64,10 @@ export function buildScriptsConfigMap(script: string): KubeObject {
       name: NAMES.buildkitScripts,
       namespace: NAMES.systemNamespace,
       labels: recommendedLabels('buildkitd', 'image-builder'),
-      annotations: { 'codex-k8s.io/source': 'manifests/buildkit/build.sh (50_deploy_codex_k8s writes it; edit the file, not this object)' },
+      annotations: {
+        'codex-k8s.io/source':
+          'manifests/buildkit/build.sh (50_deploy_codex_k8s writes it; edit the file, not this object)',
+      },
     },
     data: { 'build.sh': script },
   };
@@ -74,7 +77,18 @@ export function buildScriptsConfigMap(script: string): KubeObject {
 // argv builders (the exec is the protocol of build.sh, the same for step 50 and the workflow)
 
 function execArgv(words: readonly string[], stdin: boolean): string[] {
-  return kubectlArgv('-n', NAMES.systemNamespace, 'exec', ...(stdin ? ['-i'] : []), NAMES.buildkitPod, '-c', NAMES.buildkitContainer, '--', NAMES.buildkitScriptPath, ...words);
+  return kubectlArgv(
+    '-n',
+    NAMES.systemNamespace,
+    'exec',
+    ...(stdin ? ['-i'] : []),
+    NAMES.buildkitPod,
+    '-c',
+    NAMES.buildkitContainer,
+    '--',
+    NAMES.buildkitScriptPath,
+    ...words,
+  );
 }
 
 function checkTag(tag: string): void {
@@ -105,10 +119,16 @@ export interface BuildOutcome {
 
 /** The result line of `build.sh build` (its last stdout line); anything else is an error. */
 export function parseBuildOutput(stdout: string, tag: string): BuildOutcome {
-  const lines = stdout.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  const lines = stdout
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '');
   const last = lines[lines.length - 1] ?? '';
   const m = /^(pushed|unchanged) (\S+)$/.exec(last);
-  if (m === null) throw new OperationError(`build.sh printed no result line ("pushed REF" or "unchanged REF"); its stdout ended with: ${last || '(nothing)'}`);
+  if (m === null)
+    throw new OperationError(
+      `build.sh printed no result line ("pushed REF" or "unchanged REF"); its stdout ended with: ${last || '(nothing)'}`,
+    );
   const ref = m[2] as string;
   if (ref !== pushRef(tag)) throw new OperationError(`build.sh reported ${ref}, want ${pushRef(tag)}`);
   return { status: m[1] as BuildOutcome['status'], ref };
@@ -131,11 +151,16 @@ export function parseSourceJson(text: string, where: string): SourceInfo {
   try {
     v = JSON.parse(text);
   } catch (e) {
-    throw new OperationError(`${where} is not JSON (${(e as Error).message})`, { hint: 'run the launcher again: it writes this file with every upload' });
+    throw new OperationError(`${where} is not JSON (${(e as Error).message})`, {
+      hint: 'run the launcher again: it writes this file with every upload',
+    });
   }
-  const sha = v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>)['gitSha'] : undefined;
+  const sha =
+    v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>)['gitSha'] : undefined;
   if (typeof sha !== 'string' || !GIT_SHA.test(sha)) {
-    throw new OperationError(`${where} has no gitSha of 40 lower-case hex digits`, { hint: 'run the launcher again from a clean git checkout: it writes this file with every upload' });
+    throw new OperationError(`${where} has no gitSha of 40 lower-case hex digits`, {
+      hint: 'run the launcher again from a clean git checkout: it writes this file with every upload',
+    });
   }
   return { gitSha: sha };
 }
@@ -154,17 +179,28 @@ export function gitAppStatusArgv(repoRoot: string): string[] {
  * Why the uploaded app/ cannot be named by a commit (undefined when it can). `head`: exit code and stdout of
  * gitHeadArgv; `status`: of gitAppStatusArgv.
  */
-export function appSourceProblem(head: { exitCode: number; stdout: string; stderr: string }, status: { exitCode: number; stdout: string; stderr: string } | undefined): string | undefined {
+export function appSourceProblem(
+  head: { exitCode: number; stdout: string; stderr: string },
+  status: { exitCode: number; stdout: string; stderr: string } | undefined,
+): string | undefined {
   if (head.exitCode !== 0 || !GIT_SHA.test(head.stdout.trim())) {
-    return `this directory is not a git checkout with a commit (git rev-parse HEAD: ${(head.stderr || head.stdout).trim().split('\n')[0] || `exit ${head.exitCode}`}); ` +
-      'the first image is tagged with the commit it is built from';
+    return (
+      `this directory is not a git checkout with a commit (git rev-parse HEAD: ${(head.stderr || head.stdout).trim().split('\n')[0] || `exit ${head.exitCode}`}); ` +
+      'the first image is tagged with the commit it is built from'
+    );
   }
-  if (status === undefined || status.exitCode !== 0) return `git status of app/ failed: ${(status?.stderr ?? '').trim().split('\n')[0] ?? ''}`;
+  if (status === undefined || status.exitCode !== 0)
+    return `git status of app/ failed: ${(status?.stderr ?? '').trim().split('\n')[0] ?? ''}`;
   const changed = status.stdout.split('\n').filter((l) => l.trim() !== '');
   if (changed.length > 0) {
-    const shown = changed.slice(0, 10).map((l) => l.trim()).join(', ');
-    return `app/ has uncommitted changes (${shown}${changed.length > 10 ? `, and ${changed.length - 10} more` : ''}); ` +
-      `the image would carry the tag of commit ${head.stdout.trim().slice(0, 12)} without being that commit: commit or stash them first`;
+    const shown = changed
+      .slice(0, 10)
+      .map((l) => l.trim())
+      .join(', ');
+    return (
+      `app/ has uncommitted changes (${shown}${changed.length > 10 ? `, and ${changed.length - 10} more` : ''}); ` +
+      `the image would carry the tag of commit ${head.stdout.trim().slice(0, 12)} without being that commit: commit or stash them first`
+    );
   }
   return undefined;
 }
@@ -186,7 +222,9 @@ interface ContainerLike {
 
 /** The image of the app container in a live Deployment, or undefined when the container is not there. */
 export function liveAppImage(deployment: KubeObject): string | undefined {
-  const containers = ((deployment['spec'] as { template?: { spec?: { containers?: ContainerLike[] } } } | undefined)?.template?.spec?.containers ?? []);
+  const containers =
+    (deployment['spec'] as { template?: { spec?: { containers?: ContainerLike[] } } } | undefined)?.template?.spec
+      ?.containers ?? [];
   const c = containers.find((x) => x.name === NAMES.appContainer);
   return typeof c?.image === 'string' ? c.image : undefined;
 }
@@ -196,17 +234,35 @@ export function liveAppImage(deployment: KubeObject): string | undefined {
  * image belongs to the deploy workflow (and to `kubectl rollout undo`), so the live image is applied again as it is,
  * whatever the laptop's commit; a re-run of the bootstrap never rolls staging back.
  */
-export function chooseImage(live: KubeObject | undefined, registryPort: number, gitSha: string | undefined): ImageChoice {
+export function chooseImage(
+  live: KubeObject | undefined,
+  registryPort: number,
+  gitSha: string | undefined,
+): ImageChoice {
   if (live !== undefined) {
     const image = liveAppImage(live);
     if (image === undefined) {
-      throw new OperationError(`the live Deployment ${live.metadata.namespace ?? ''}/${live.metadata.name} has no container "${NAMES.appContainer}"`, {
-        hint: `someone changed it by hand; kubectl --kubeconfig /etc/rancher/k3s/k3s.yaml -n ${live.metadata.namespace ?? ''} get deployment ${live.metadata.name} -o yaml`,
-      });
+      throw new OperationError(
+        `the live Deployment ${live.metadata.namespace ?? ''}/${live.metadata.name} has no container "${NAMES.appContainer}"`,
+        {
+          hint: `someone changed it by hand; kubectl --kubeconfig /etc/rancher/k3s/k3s.yaml -n ${live.metadata.namespace ?? ''} get deployment ${live.metadata.name} -o yaml`,
+        },
+      );
     }
-    return { image, build: false, why: 'the live image is kept (the deploy workflow owns the tag once the Deployment exists)' };
+    return {
+      image,
+      build: false,
+      why: 'the live image is kept (the deploy workflow owns the tag once the Deployment exists)',
+    };
   }
-  if (gitSha === undefined) throw new OperationError('no commit for the first image: source.json is missing', { hint: 'run the launcher (it uploads app/ and source.json)' });
+  if (gitSha === undefined)
+    throw new OperationError('no commit for the first image: source.json is missing', {
+      hint: 'run the launcher (it uploads app/ and source.json)',
+    });
   const tag = appImageTag(gitSha);
-  return { image: pullRef(registryPort, tag), build: true, why: `first deploy: the uploaded app/ at ${gitSha.slice(0, 12)} is built as ${tag}` };
+  return {
+    image: pullRef(registryPort, tag),
+    build: true,
+    why: `first deploy: the uploaded app/ at ${gitSha.slice(0, 12)} is built as ${tag}`,
+  };
 }

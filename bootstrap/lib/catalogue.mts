@@ -55,8 +55,16 @@ export const STEPS: readonly StepInfo[] = [
       'writes /etc/sysctl.d/90-codex-k8s.conf and /etc/modules-load.d/codex-k8s.conf, applies them; swapoff -a and comments swap lines in /etc/fstab; timedatectl set-ntp true',
     ],
     modes: [
-      { name: 'confirm', description: 'keep the last operator/sshd/firewall change: cancel the pending rollback timer and drop the snapshot (run it from a NEW login)' },
-      { name: 'rollback', description: 'restore the operator account, sshd and firewall as snapshotted before the last unconfirmed change, and reload them' },
+      {
+        name: 'confirm',
+        description:
+          'keep the last operator/sshd/firewall change: cancel the pending rollback timer and drop the snapshot (run it from a NEW login)',
+      },
+      {
+        name: 'rollback',
+        description:
+          'restore the operator account, sshd and firewall as snapshotted before the last unconfirmed change, and reload them',
+      },
     ],
   },
   {
@@ -78,7 +86,8 @@ export const STEPS: readonly StepInfo[] = [
   },
   {
     name: '30_cluster_deps',
-    title: 'Cluster add-ons: helm, cert-manager (+ Let\'s Encrypt issuer in server mode), Traefik settings, namespaces, NetworkPolicy, in-cluster registry',
+    title:
+      "Cluster add-ons: helm, cert-manager (+ Let's Encrypt issuer in server mode), Traefik settings, namespaces, NetworkPolicy, in-cluster registry",
     checks: [
       'helm is the pinned, sha256-verified release (bootstrap/lib/versions.mts HELM)',
       'helm release cert-manager/cert-manager runs the pinned chart version with the pinned values (crds.enabled=true); read with helm list / helm get values',
@@ -108,7 +117,8 @@ export const STEPS: readonly StepInfo[] = [
   },
   {
     name: '50_deploy_codex_k8s',
-    title: 'The codex-k8s staging service: BuildKit in the cluster, the first image, Deployment, Service, Ingress, runtime Secret',
+    title:
+      'The codex-k8s staging service: BuildKit in the cluster, the first image, Deployment, Service, Ingress, runtime Secret',
     checks: [
       'user namespaces for rootless BuildKit: on a kernel with kernel.apparmor_restrict_unprivileged_userns=1, CODEXK8S_BUILDKIT_USERNS is set (else exit 2); sysctl: /etc/sysctl.d/99-codex-k8s-buildkit-userns.conf sets it to 0 and it is 0; apparmor: /etc/apparmor.d/codex-k8s-buildkitd (userns) is loaded',
       'Secret codex-k8s-runtime in CODEXK8S_STAGING_NAMESPACE holds the webhook secret of /etc/codex-k8s-bootstrap/secrets/github-webhook-secret (key github-webhook-secret; compared, never printed)',
@@ -119,7 +129,7 @@ export const STEPS: readonly StepInfo[] = [
     changes: [
       'generates the webhook secret file once (0600) when it is missing; creates the runtime Secret from it (server-side apply, on stdin), or updates the Secret when the file was rotated',
       'the chosen user-namespace remedy: writes the sysctl file and runs sysctl -p, or writes the AppArmor profile and runs apparmor_parser --replace (buildkitd-0 then runs under it: appArmorProfile Localhost)',
-      'kubectl apply of the BuildKit objects that differ; waits, bounded, for buildkitd-0, and fails fast with buildkitd\'s last log lines when it crash-loops',
+      "kubectl apply of the BuildKit objects that differ; waits, bounded, for buildkitd-0, and fails fast with buildkitd's last log lines when it crash-loops",
       'only when the Deployment does not exist yet: streams the uploaded app/ as a tar to build.sh in buildkitd-0 (kubectl exec -i), which builds it and pushes registry.../codex-k8s:sha-<12 hex of source.json gitSha> (skipped when that tag is already pushed; bounded by CODEXK8S_BUILD_TIMEOUT)',
       'kubectl apply of the app objects that differ; once the Deployment exists its image is the live one (the deploy workflow owns the tag), so a re-run never rolls staging back',
       'waits, bounded by CODEXK8S_ROLLOUT_TIMEOUT, for the rollout; fails when a pod runs another image',
@@ -127,7 +137,8 @@ export const STEPS: readonly StepInfo[] = [
   },
   {
     name: '60_runner_arc',
-    title: 'GitHub Actions runners in the cluster: ARC controller and runner scale set, runner ServiceAccount and deploy Role',
+    title:
+      'GitHub Actions runners in the cluster: ARC controller and runner scale set, runner ServiceAccount and deploy Role',
     usesGitHub: true,
     checks: [
       'Secret codex-k8s-runner-github-<token sha256 prefix> in CODEXK8S_RUNNER_NAMESPACE holds CODEXK8S_GITHUB_PAT under github_token (sha256 compared; the value is never printed); Secrets of earlier tokens are gone',
@@ -150,7 +161,7 @@ export const STEPS: readonly StepInfo[] = [
     usesGitHub: true,
     checks: [
       'repository variables CODEXK8S_MODE, CODEXK8S_STAGING_NAMESPACE, CODEXK8S_RUNNER_SCALE_SET_NAME, CODEXK8S_INTERNAL_REGISTRY, CODEXK8S_ROLLOUT_TIMEOUT, CODEXK8S_STAGING_URL (and CODEXK8S_STAGING_DOMAIN in server mode) have the configured values (listed with pagination)',
-      'Actions secret CODEXK8S_WEBHOOK_SECRET exists and was written from the current value (keyed hash in the journal, GitHub\'s updated_at unchanged)',
+      "Actions secret CODEXK8S_WEBHOOK_SECRET exists and was written from the current value (keyed hash in the journal, GitHub's updated_at unchanged)",
       'server mode: one webhook https://CODEXK8S_STAGING_DOMAIN/webhooks/github, content type json, TLS verified, events CODEXK8S_GITHUB_WEBHOOK_EVENTS, current secret',
       'names this tool created earlier and no longer uses (journal section "github") are gone',
     ],
@@ -164,14 +175,15 @@ export const STEPS: readonly StepInfo[] = [
   },
   {
     name: '80_deploy_loop_check',
-    title: 'Deploy loop check: dispatch the staging-deploy workflow, wait for it green, smoke-check staging from the server',
+    title:
+      'Deploy loop check: dispatch the staging-deploy workflow, wait for it green, smoke-check staging from the server',
     usesGitHub: true,
     checks: [
       'the journal (section deployLoop) proves the loop for the newest commit staging-deploy.yml ran for on the default branch (GET /repos/{owner}/{repo}/actions/workflows/staging-deploy.yml/runs); a push to main is drift',
       'staging still answers /version with that commit (CODEXK8S_SMOKE_URL; else https://CODEXK8S_STAGING_DOMAIN in server mode, http://<ClusterIP of kube-system/traefik> in local mode)',
     ],
     changes: [
-      'dispatches staging-deploy.yml on the default branch (POST .../actions/workflows/staging-deploy.yml/dispatches) and waits for its run, bounded by CODEXK8S_DEPLOY_WAIT; prints the run URL, its conclusion and each job\'s duration; a red run fails the step with the run URL',
+      "dispatches staging-deploy.yml on the default branch (POST .../actions/workflows/staging-deploy.yml/dispatches) and waits for its run, bounded by CODEXK8S_DEPLOY_WAIT; prints the run URL, its conclusion and each job's duration; a red run fails the step with the run URL",
       'runs the smoke checks from the server (TLS in server mode, /healthz, /readyz, /version = the commit the run deployed, unsigned and signed webhook deliveries, the runner scale set) with the webhook secret of /etc/codex-k8s-bootstrap/secrets/github-webhook-secret',
       'records the proven commit in the journal (state.json, deployLoop)',
     ],

@@ -30,7 +30,8 @@ export function helpText(spec: CliSpec): string {
   const width = Math.max(...spec.flags.map((f) => flagLabel(f).length));
   const lines = [`Usage: ${spec.usage}`, '', spec.summary, '', 'Flags:'];
   for (const f of spec.flags) lines.push(`  ${flagLabel(f).padEnd(width)}  ${f.description}`);
-  for (const s of spec.sections ?? []) lines.push('', `${s.title}:`, ...s.body.split('\n').map((l) => (l ? `  ${l}` : '')));
+  for (const s of spec.sections ?? [])
+    lines.push('', `${s.title}:`, ...s.body.split('\n').map((l) => (l ? `  ${l}` : '')));
   return lines.join('\n') + '\n';
 }
 
@@ -46,13 +47,16 @@ export function parseCli(spec: CliSpec, argv: readonly string[]): FlagValues {
     const out: FlagValues = {};
     for (const f of spec.flags) {
       const v = (values as Record<string, string | boolean | undefined>)[f.name];
-      if (f.type === 'string' && typeof v === 'string' && v.trim() === '') throw new UsageError(`--${f.name}: the value is empty; expected ${f.value ?? 'a value'}`);
+      if (f.type === 'string' && typeof v === 'string' && v.trim() === '')
+        throw new UsageError(`--${f.name}: the value is empty; expected ${f.value ?? 'a value'}`);
       out[f.name] = v;
     }
     return out;
   } catch (e) {
     if (e instanceof UsageError) throw e;
-    const msg = (e as Error).message.replace(/\. To specify a positional argument.*$/s, '').replace(/^Unknown option/, 'unknown flag');
+    const msg = (e as Error).message
+      .replace(/\. To specify a positional argument.*$/s, '')
+      .replace(/^Unknown option/, 'unknown flag');
     throw new UsageError(msg);
   }
 }
@@ -82,7 +86,15 @@ export function reportError(spec: CliSpec, log: Logger, e: unknown): number {
   }
   if (e instanceof OperationError) {
     log.error(e.message);
-    if (e.detail) log.info(color.dim(e.detail.split('\n').map((l) => `  | ${l}`).join('\n')));
+    if (e.detail)
+      log.info(
+        color.dim(
+          e.detail
+            .split('\n')
+            .map((l) => `  | ${l}`)
+            .join('\n'),
+        ),
+      );
     if (e.hint) log.info(`next: ${e.hint}`);
     return e.exitCode;
   }

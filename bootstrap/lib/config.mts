@@ -84,146 +84,497 @@ const isServer = (v: Values) => v['CODEXK8S_MODE'] === 'server';
 
 const SCHEMA = [
   // --- target -------------------------------------------------------------------------------------
-  { name: 'TARGET_HOST', group: GROUPS.target, kind: 'host', scope: 'host', required: true, example: '203.0.113.10',
-    description: 'Address or DNS name of the server to bootstrap (a fresh Ubuntu 24.04).' },
-  { name: 'TARGET_PORT', group: GROUPS.target, kind: 'port', scope: 'host', default: '22',
-    description: 'SSH port of the server as it is now (before hardening).' },
-  { name: 'TARGET_ROOT_USER', group: GROUPS.target, kind: 'username', scope: 'host', default: 'root',
-    description: 'User the launcher logs in as. It must be root (uid 0): the launcher checks before it changes anything.' },
-  { name: 'TARGET_ROOT_SSH_KEY', group: GROUPS.target, kind: 'path', scope: 'host', default: '~/.ssh/id_ed25519',
-    description: 'Private key for that login (stays on the laptop).' },
-  { name: 'CODEXK8S_SSH_EXTRA_OPTS', group: GROUPS.target, kind: 'sshOptions', scope: 'host',
+  {
+    name: 'TARGET_HOST',
+    group: GROUPS.target,
+    kind: 'host',
+    scope: 'host',
+    required: true,
+    example: '203.0.113.10',
+    description: 'Address or DNS name of the server to bootstrap (a fresh Ubuntu 24.04).',
+  },
+  {
+    name: 'TARGET_PORT',
+    group: GROUPS.target,
+    kind: 'port',
+    scope: 'host',
+    default: '22',
+    description: 'SSH port of the server as it is now (before hardening).',
+  },
+  {
+    name: 'TARGET_ROOT_USER',
+    group: GROUPS.target,
+    kind: 'username',
+    scope: 'host',
+    default: 'root',
+    description:
+      'User the launcher logs in as. It must be root (uid 0): the launcher checks before it changes anything.',
+  },
+  {
+    name: 'TARGET_ROOT_SSH_KEY',
+    group: GROUPS.target,
+    kind: 'path',
+    scope: 'host',
+    default: '~/.ssh/id_ed25519',
+    description: 'Private key for that login (stays on the laptop).',
+  },
+  {
+    name: 'CODEXK8S_SSH_EXTRA_OPTS',
+    group: GROUPS.target,
+    kind: 'sshOptions',
+    scope: 'host',
     example: '-o ProxyJump=bastion.example.com',
-    description: 'Extra ssh options, space-separated: -o Key=Value (or -oKey=Value, -o Key Value) with ProxyJump, Ciphers, MACs, ' +
+    description:
+      'Extra ssh options, space-separated: -o Key=Value (or -oKey=Value, -o Key Value) with ProxyJump, Ciphers, MACs, ' +
       'KexAlgorithms, ConnectTimeout, ConnectionAttempts, ServerAliveInterval, ServerAliveCountMax, TCPKeepAlive, Compression, AddressFamily ' +
       'or IPQoS; or -J host, -c, -m, -4, -6, -C. Anything else (other keys, known-hosts or control options, -p, -l, -i, -F, -S, a bare word) ' +
-      'is refused by name: the launcher pins the host key and owns the destination and the shared connection.' },
-  { name: 'CODEXK8S_SSH_PORT', group: GROUPS.target, kind: 'port', scope: 'both', default: '22',
-    description: 'SSH port the server should listen on after hardening.' },
+      'is refused by name: the launcher pins the host key and owns the destination and the shared connection.',
+  },
+  {
+    name: 'CODEXK8S_SSH_PORT',
+    group: GROUPS.target,
+    kind: 'port',
+    scope: 'both',
+    default: '22',
+    description: 'SSH port the server should listen on after hardening.',
+  },
 
   // --- operator -----------------------------------------------------------------------------------
-  { name: 'OPERATOR_USER', group: GROUPS.operator, kind: 'username', scope: 'server', default: 'codex',
-    description: 'Unprivileged user created on the server for day-to-day work, with passwordless sudo and your key. root and system accounts are refused; an existing account this tool did not create only with OPERATOR_ADOPT_EXISTING=true.' },
-  { name: 'OPERATOR_ADOPT_EXISTING', group: GROUPS.operator, kind: 'bool', scope: 'server', default: 'false',
-    description: 'true: OPERATOR_USER may be an existing regular account (uid 1000 or more) that this tool did not create; step 10 gives it a bash login shell, your key and passwordless sudo. Never root or a system account.' },
-  { name: 'OPERATOR_SSH_PUBKEY_PATH', group: GROUPS.operator, kind: 'path', scope: 'host', default: '~/.ssh/id_ed25519.pub',
-    description: 'Public key (on the laptop) installed for the operator user. Ignored when OPERATOR_SSH_PUBKEY is set.' },
-  { name: 'OPERATOR_SSH_PUBKEY', group: GROUPS.operator, kind: 'sshPublicKey', scope: 'server',
+  {
+    name: 'OPERATOR_USER',
+    group: GROUPS.operator,
+    kind: 'username',
+    scope: 'server',
+    default: 'codex',
+    description:
+      'Unprivileged user created on the server for day-to-day work, with passwordless sudo and your key. root and system accounts are refused; an existing account this tool did not create only with OPERATOR_ADOPT_EXISTING=true.',
+  },
+  {
+    name: 'OPERATOR_ADOPT_EXISTING',
+    group: GROUPS.operator,
+    kind: 'bool',
+    scope: 'server',
+    default: 'false',
+    description:
+      'true: OPERATOR_USER may be an existing regular account (uid 1000 or more) that this tool did not create; step 10 gives it a bash login shell, your key and passwordless sudo. Never root or a system account.',
+  },
+  {
+    name: 'OPERATOR_SSH_PUBKEY_PATH',
+    group: GROUPS.operator,
+    kind: 'path',
+    scope: 'host',
+    default: '~/.ssh/id_ed25519.pub',
+    description: 'Public key (on the laptop) installed for the operator user. Ignored when OPERATOR_SSH_PUBKEY is set.',
+  },
+  {
+    name: 'OPERATOR_SSH_PUBKEY',
+    group: GROUPS.operator,
+    kind: 'sshPublicKey',
+    scope: 'server',
     defaultText: 'read from OPERATOR_SSH_PUBKEY_PATH',
-    description: 'The operator public key itself (one line). Normally left empty: the launcher reads OPERATOR_SSH_PUBKEY_PATH.' },
-  { name: 'OPERATOR_SSH_KEY', group: GROUPS.operator, kind: 'path', scope: 'host',
-    default: (v) => (typeof v['OPERATOR_SSH_PUBKEY_PATH'] === 'string' ? v['OPERATOR_SSH_PUBKEY_PATH'].replace(/\.pub$/, '') : undefined),
+    description:
+      'The operator public key itself (one line). Normally left empty: the launcher reads OPERATOR_SSH_PUBKEY_PATH.',
+  },
+  {
+    name: 'OPERATOR_SSH_KEY',
+    group: GROUPS.operator,
+    kind: 'path',
+    scope: 'host',
+    default: (v) =>
+      typeof v['OPERATOR_SSH_PUBKEY_PATH'] === 'string'
+        ? v['OPERATOR_SSH_PUBKEY_PATH'].replace(/\.pub$/, '')
+        : undefined,
     defaultText: 'OPERATOR_SSH_PUBKEY_PATH without .pub',
-    description: 'Private key of the operator (stays on the laptop). After an sshd or firewall change the launcher logs in with it over a new connection; when that fails, the change is rolled back.' },
+    description:
+      'Private key of the operator (stays on the laptop). After an sshd or firewall change the launcher logs in with it over a new connection; when that fails, the change is rolled back.',
+  },
 
   // --- github -------------------------------------------------------------------------------------
-  { name: 'CODEXK8S_GITHUB_REPO', group: GROUPS.github, kind: 'repo', scope: 'both', required: true, example: 'codex-k8s/codex-k8s',
-    description: 'The GitHub repository that deploys to this staging, as owner/name.' },
-  { name: 'CODEXK8S_GITHUB_PAT', group: GROUPS.github, kind: 'githubToken', scope: 'both', required: true, secret: true,
-    description: 'Fine-grained personal access token for that repository (see README for the permissions). Prompted for on a terminal when empty.' },
-  { name: 'CODEXK8S_GITHUB_API_URL', group: GROUPS.github, kind: 'url', scope: 'both', default: 'https://api.github.com',
-    description: 'GitHub REST API base URL (change for GitHub Enterprise Server).' },
-  { name: 'CODEXK8S_GITHUB_URL', group: GROUPS.github, kind: 'url', scope: 'both', default: 'https://github.com',
-    description: 'GitHub web URL, used for the runner registration URL (change for GitHub Enterprise Server).' },
-  { name: 'CODEXK8S_GITHUB_WEBHOOK_EVENTS', group: GROUPS.github, kind: 'string', scope: 'both', default: 'push,pull_request,issues,issue_comment',
-    description: 'Events the codex-k8s repository webhook receives (server mode), comma-separated GitHub event names.' },
+  {
+    name: 'CODEXK8S_GITHUB_REPO',
+    group: GROUPS.github,
+    kind: 'repo',
+    scope: 'both',
+    required: true,
+    example: 'codex-k8s/codex-k8s',
+    description: 'The GitHub repository that deploys to this staging, as owner/name.',
+  },
+  {
+    name: 'CODEXK8S_GITHUB_PAT',
+    group: GROUPS.github,
+    kind: 'githubToken',
+    scope: 'both',
+    required: true,
+    secret: true,
+    description:
+      'Fine-grained personal access token for that repository (see README for the permissions). Prompted for on a terminal when empty.',
+  },
+  {
+    name: 'CODEXK8S_GITHUB_API_URL',
+    group: GROUPS.github,
+    kind: 'url',
+    scope: 'both',
+    default: 'https://api.github.com',
+    description: 'GitHub REST API base URL (change for GitHub Enterprise Server).',
+  },
+  {
+    name: 'CODEXK8S_GITHUB_URL',
+    group: GROUPS.github,
+    kind: 'url',
+    scope: 'both',
+    default: 'https://github.com',
+    description: 'GitHub web URL, used for the runner registration URL (change for GitHub Enterprise Server).',
+  },
+  {
+    name: 'CODEXK8S_GITHUB_WEBHOOK_EVENTS',
+    group: GROUPS.github,
+    kind: 'string',
+    scope: 'both',
+    default: 'push,pull_request,issues,issue_comment',
+    description: 'Events the codex-k8s repository webhook receives (server mode), comma-separated GitHub event names.',
+  },
 
   // --- staging ------------------------------------------------------------------------------------
-  { name: 'CODEXK8S_STAGING_DOMAIN', group: GROUPS.staging, kind: 'domain', scope: 'both',
-    required: isServer, requiredText: 'in server mode', example: 'staging.example.com',
-    description: 'Public DNS name of staging; it must resolve to the server. Setting it selects server mode (TLS, autoscaled runners).' },
-  { name: 'CODEXK8S_MODE', group: GROUPS.staging, kind: 'enum', scope: 'both', values: ['local', 'server'],
+  {
+    name: 'CODEXK8S_STAGING_DOMAIN',
+    group: GROUPS.staging,
+    kind: 'domain',
+    scope: 'both',
+    required: isServer,
+    requiredText: 'in server mode',
+    example: 'staging.example.com',
+    description:
+      'Public DNS name of staging; it must resolve to the server. Setting it selects server mode (TLS, autoscaled runners).',
+  },
+  {
+    name: 'CODEXK8S_MODE',
+    group: GROUPS.staging,
+    kind: 'enum',
+    scope: 'both',
+    values: ['local', 'server'],
     default: (v) => (v['CODEXK8S_STAGING_DOMAIN'] ? 'server' : 'local'),
     defaultText: 'server when CODEXK8S_STAGING_DOMAIN is set, otherwise local',
-    description: 'local: plain HTTP on the server address, one persistent runner. server: a domain with Let\'s Encrypt TLS and an autoscaled runner scale set.' },
-  { name: 'CODEXK8S_STAGING_NAMESPACE', group: GROUPS.staging, kind: 'dnsLabel', scope: 'both', default: 'codex-k8s-staging',
-    description: 'Kubernetes namespace of the staging service and PostgreSQL.' },
-  { name: 'CODEXK8S_LETSENCRYPT_EMAIL', group: GROUPS.staging, kind: 'email', scope: 'both',
-    required: isServer, requiredText: 'in server mode', example: 'ops@example.com',
-    description: 'Contact e-mail for the Let\'s Encrypt account (expiry notices).' },
-  { name: 'CODEXK8S_LETSENCRYPT_SERVER', group: GROUPS.staging, kind: 'enum', scope: 'both', values: ['production', 'staging'],
+    description:
+      "local: plain HTTP on the server address, one persistent runner. server: a domain with Let's Encrypt TLS and an autoscaled runner scale set.",
+  },
+  {
+    name: 'CODEXK8S_STAGING_NAMESPACE',
+    group: GROUPS.staging,
+    kind: 'dnsLabel',
+    scope: 'both',
+    default: 'codex-k8s-staging',
+    description: 'Kubernetes namespace of the staging service and PostgreSQL.',
+  },
+  {
+    name: 'CODEXK8S_LETSENCRYPT_EMAIL',
+    group: GROUPS.staging,
+    kind: 'email',
+    scope: 'both',
+    required: isServer,
+    requiredText: 'in server mode',
+    example: 'ops@example.com',
+    description: "Contact e-mail for the Let's Encrypt account (expiry notices).",
+  },
+  {
+    name: 'CODEXK8S_LETSENCRYPT_SERVER',
+    group: GROUPS.staging,
+    kind: 'enum',
+    scope: 'both',
+    values: ['production', 'staging'],
     default: 'production',
-    description: 'Let\'s Encrypt endpoint. Use staging while experimenting: production allows 5 certificates per name set per week.' },
-  { name: 'CODEXK8S_INTERNAL_REGISTRY_PORT', group: GROUPS.staging, kind: 'port', scope: 'both', default: '5000',
-    description: 'Node port of the in-cluster image registry (reached by containerd through the node\'s loopback).' },
-  { name: 'CODEXK8S_BUILDKIT_USERNS', group: GROUPS.staging, kind: 'enum', scope: 'both', values: ['sysctl', 'apparmor'],
+    description:
+      "Let's Encrypt endpoint. Use staging while experimenting: production allows 5 certificates per name set per week.",
+  },
+  {
+    name: 'CODEXK8S_INTERNAL_REGISTRY_PORT',
+    group: GROUPS.staging,
+    kind: 'port',
+    scope: 'both',
+    default: '5000',
+    description: "Node port of the in-cluster image registry (reached by containerd through the node's loopback).",
+  },
+  {
+    name: 'CODEXK8S_BUILDKIT_USERNS',
+    group: GROUPS.staging,
+    kind: 'enum',
+    scope: 'both',
+    values: ['sysctl', 'apparmor'],
     defaultText: 'unset: refuse on a kernel that restricts unprivileged user namespaces (Ubuntu 24.04)',
-    description: 'How rootless BuildKit gets its user namespace where kernel.apparmor_restrict_unprivileged_userns=1: sysctl sets it to 0 (/etc/sysctl.d, host-wide, BuildKit\'s documented fix); apparmor loads a Localhost AppArmor profile with userns for the BuildKit pod only. Unset, preflight and 50_deploy_codex_k8s refuse on such a kernel.' },
-  { name: 'CODEXK8S_SMOKE_URL', group: GROUPS.staging, kind: 'url', scope: 'both', example: 'http://10.0.0.5:8080',
-    defaultText: 'https://CODEXK8S_STAGING_DOMAIN in server mode; in local mode http://<ClusterIP of the Traefik Service>',
-    description: 'Where 80_deploy_loop_check sends the smoke checks from the server. Normally left empty; set it when the server cannot reach staging at the default address.' },
+    description:
+      "How rootless BuildKit gets its user namespace where kernel.apparmor_restrict_unprivileged_userns=1: sysctl sets it to 0 (/etc/sysctl.d, host-wide, BuildKit's documented fix); apparmor loads a Localhost AppArmor profile with userns for the BuildKit pod only. Unset, preflight and 50_deploy_codex_k8s refuse on such a kernel.",
+  },
+  {
+    name: 'CODEXK8S_SMOKE_URL',
+    group: GROUPS.staging,
+    kind: 'url',
+    scope: 'both',
+    example: 'http://10.0.0.5:8080',
+    defaultText:
+      'https://CODEXK8S_STAGING_DOMAIN in server mode; in local mode http://<ClusterIP of the Traefik Service>',
+    description:
+      'Where 80_deploy_loop_check sends the smoke checks from the server. Normally left empty; set it when the server cannot reach staging at the default address.',
+  },
 
   // --- runners ------------------------------------------------------------------------------------
-  { name: 'CODEXK8S_RUNNER_NAMESPACE', group: GROUPS.runner, kind: 'dnsLabel', scope: 'both', default: 'arc-runners',
-    description: 'Namespace of the GitHub Actions runner scale set.' },
-  { name: 'CODEXK8S_RUNNER_SCALE_SET_NAME', group: GROUPS.runner, kind: 'dnsLabel', scope: 'both', default: 'codex-k8s-staging',
-    description: 'Name of the runner scale set; workflows use it in runs-on.' },
-  { name: 'CODEXK8S_RUNNER_MIN', group: GROUPS.runner, kind: 'int', scope: 'both', min: 0, max: 20,
-    default: (v) => (isLocal(v) ? '1' : '0'), defaultText: '1 in local mode, 0 in server mode',
-    description: 'Minimum number of runners kept online.' },
-  { name: 'CODEXK8S_RUNNER_IMAGE', group: GROUPS.runner, kind: 'image', scope: 'both', default: IMAGES.arcRunner,
-    description: 'The GitHub Actions runner image of the scale set. ARC runners never update themselves, and GitHub stops queueing jobs to a runner 30 days after a newer actions/runner release: the launcher checks the releases and refuses (exit 2) a runner past that limit. Set this to bump it before the pin in bootstrap/lib/versions.mts is bumped (a mirror of the image works too).' },
-  { name: 'CODEXK8S_RUNNER_MAX', group: GROUPS.runner, kind: 'int', scope: 'both', min: 1, max: 50,
-    default: (v) => (isLocal(v) ? '1' : '3'), defaultText: '1 in local mode, 3 in server mode',
-    description: 'Maximum number of runners.' },
+  {
+    name: 'CODEXK8S_RUNNER_NAMESPACE',
+    group: GROUPS.runner,
+    kind: 'dnsLabel',
+    scope: 'both',
+    default: 'arc-runners',
+    description: 'Namespace of the GitHub Actions runner scale set.',
+  },
+  {
+    name: 'CODEXK8S_RUNNER_SCALE_SET_NAME',
+    group: GROUPS.runner,
+    kind: 'dnsLabel',
+    scope: 'both',
+    default: 'codex-k8s-staging',
+    description: 'Name of the runner scale set; workflows use it in runs-on.',
+  },
+  {
+    name: 'CODEXK8S_RUNNER_MIN',
+    group: GROUPS.runner,
+    kind: 'int',
+    scope: 'both',
+    min: 0,
+    max: 20,
+    default: (v) => (isLocal(v) ? '1' : '0'),
+    defaultText: '1 in local mode, 0 in server mode',
+    description: 'Minimum number of runners kept online.',
+  },
+  {
+    name: 'CODEXK8S_RUNNER_IMAGE',
+    group: GROUPS.runner,
+    kind: 'image',
+    scope: 'both',
+    default: IMAGES.arcRunner,
+    description:
+      'The GitHub Actions runner image of the scale set. ARC runners never update themselves, and GitHub stops queueing jobs to a runner 30 days after a newer actions/runner release: the launcher checks the releases and refuses (exit 2) a runner past that limit. Set this to bump it before the pin in bootstrap/lib/versions.mts is bumped (a mirror of the image works too).',
+  },
+  {
+    name: 'CODEXK8S_RUNNER_MAX',
+    group: GROUPS.runner,
+    kind: 'int',
+    scope: 'both',
+    min: 1,
+    max: 50,
+    default: (v) => (isLocal(v) ? '1' : '3'),
+    defaultText: '1 in local mode, 3 in server mode',
+    description: 'Maximum number of runners.',
+  },
 
   // --- host hardening -----------------------------------------------------------------------------
-  { name: 'CODEXK8S_FIREWALL_ENABLED', group: GROUPS.host, kind: 'bool', scope: 'both', default: 'true',
-    description: 'Manage an nftables firewall (SSH, 80 and 443 inbound only). false removes the table and unit this bootstrap installed.' },
-  { name: 'CODEXK8S_POD_CIDR', group: GROUPS.host, kind: 'cidr', scope: 'both', default: '10.42.0.0/16',
-    description: 'The k3s pod network (--cluster-cidr); the firewall lets it reach the host (CoreDNS, metrics). Fixed once k3s is installed: change it only before the first run.' },
-  { name: 'CODEXK8S_SERVICE_CIDR', group: GROUPS.host, kind: 'cidr', scope: 'both', default: '10.43.0.0/16',
-    description: 'The k3s service network (--service-cidr); the firewall lets it reach the host. Fixed once k3s is installed: change it only before the first run.' },
-  { name: 'CODEXK8S_KUBE_API_ALLOW', group: GROUPS.host, kind: 'cidrList', scope: 'both', example: '198.51.100.7/32',
-    description: 'Addresses (CIDRs, comma- or space-separated) allowed to reach the Kubernetes API on 6443. Empty: 6443 is not reachable from outside.' },
-  { name: 'CODEXK8S_SSH_MAX_AUTH_TRIES', group: GROUPS.host, kind: 'int', scope: 'both', min: 1, max: 10, default: '3',
-    description: 'sshd MaxAuthTries. Keep it at least the number of keys your ssh agent offers.' },
-  { name: 'CODEXK8S_AUTO_REBOOT', group: GROUPS.host, kind: 'bool', scope: 'both', default: 'false',
-    description: 'Let unattended-upgrades reboot the server when an update needs it (Automatic-Reboot).' },
-  { name: 'CODEXK8S_LOCKOUT_ROLLBACK_AFTER', group: GROUPS.host, kind: 'duration', scope: 'both', default: '3m',
-    description: 'After an sshd or firewall change, undo it automatically this long later unless a new login confirmed it (the launcher confirms within seconds).' },
+  {
+    name: 'CODEXK8S_FIREWALL_ENABLED',
+    group: GROUPS.host,
+    kind: 'bool',
+    scope: 'both',
+    default: 'true',
+    description:
+      'Manage an nftables firewall (SSH, 80 and 443 inbound only). false removes the table and unit this bootstrap installed.',
+  },
+  {
+    name: 'CODEXK8S_POD_CIDR',
+    group: GROUPS.host,
+    kind: 'cidr',
+    scope: 'both',
+    default: '10.42.0.0/16',
+    description:
+      'The k3s pod network (--cluster-cidr); the firewall lets it reach the host (CoreDNS, metrics). Fixed once k3s is installed: change it only before the first run.',
+  },
+  {
+    name: 'CODEXK8S_SERVICE_CIDR',
+    group: GROUPS.host,
+    kind: 'cidr',
+    scope: 'both',
+    default: '10.43.0.0/16',
+    description:
+      'The k3s service network (--service-cidr); the firewall lets it reach the host. Fixed once k3s is installed: change it only before the first run.',
+  },
+  {
+    name: 'CODEXK8S_KUBE_API_ALLOW',
+    group: GROUPS.host,
+    kind: 'cidrList',
+    scope: 'both',
+    example: '198.51.100.7/32',
+    description:
+      'Addresses (CIDRs, comma- or space-separated) allowed to reach the Kubernetes API on 6443. Empty: 6443 is not reachable from outside.',
+  },
+  {
+    name: 'CODEXK8S_SSH_MAX_AUTH_TRIES',
+    group: GROUPS.host,
+    kind: 'int',
+    scope: 'both',
+    min: 1,
+    max: 10,
+    default: '3',
+    description: 'sshd MaxAuthTries. Keep it at least the number of keys your ssh agent offers.',
+  },
+  {
+    name: 'CODEXK8S_AUTO_REBOOT',
+    group: GROUPS.host,
+    kind: 'bool',
+    scope: 'both',
+    default: 'false',
+    description: 'Let unattended-upgrades reboot the server when an update needs it (Automatic-Reboot).',
+  },
+  {
+    name: 'CODEXK8S_LOCKOUT_ROLLBACK_AFTER',
+    group: GROUPS.host,
+    kind: 'duration',
+    scope: 'both',
+    default: '3m',
+    description:
+      'After an sshd or firewall change, undo it automatically this long later unless a new login confirmed it (the launcher confirms within seconds).',
+  },
 
   // --- thresholds ---------------------------------------------------------------------------------
-  { name: 'CODEXK8S_MIN_MEMORY_MIB', group: GROUPS.limits, kind: 'int', scope: 'both', min: 0, max: 1048576, default: '2048',
-    description: 'Preflight fails below this much memory (MiB).' },
-  { name: 'CODEXK8S_WARN_MEMORY_MIB', group: GROUPS.limits, kind: 'int', scope: 'both', min: 0, max: 1048576, default: '4096',
-    description: 'Preflight warns below this much memory (MiB).' },
-  { name: 'CODEXK8S_MIN_DISK_GIB', group: GROUPS.limits, kind: 'int', scope: 'both', min: 0, max: 1048576, default: '15',
-    description: 'Preflight fails when /var/lib has less free space than this (GiB).' },
-  { name: 'CODEXK8S_OUTBOUND_CHECK', group: GROUPS.limits, kind: 'enum', scope: 'both', values: ['fail', 'warn', 'skip'], default: 'fail',
-    description: 'What preflight does when a host the later steps download from is unreachable over HTTPS: fail, warn (an air-gapped server with a mirror and preloaded images), or skip the probes.' },
+  {
+    name: 'CODEXK8S_MIN_MEMORY_MIB',
+    group: GROUPS.limits,
+    kind: 'int',
+    scope: 'both',
+    min: 0,
+    max: 1048576,
+    default: '2048',
+    description: 'Preflight fails below this much memory (MiB).',
+  },
+  {
+    name: 'CODEXK8S_WARN_MEMORY_MIB',
+    group: GROUPS.limits,
+    kind: 'int',
+    scope: 'both',
+    min: 0,
+    max: 1048576,
+    default: '4096',
+    description: 'Preflight warns below this much memory (MiB).',
+  },
+  {
+    name: 'CODEXK8S_MIN_DISK_GIB',
+    group: GROUPS.limits,
+    kind: 'int',
+    scope: 'both',
+    min: 0,
+    max: 1048576,
+    default: '15',
+    description: 'Preflight fails when /var/lib has less free space than this (GiB).',
+  },
+  {
+    name: 'CODEXK8S_OUTBOUND_CHECK',
+    group: GROUPS.limits,
+    kind: 'enum',
+    scope: 'both',
+    values: ['fail', 'warn', 'skip'],
+    default: 'fail',
+    description:
+      'What preflight does when a host the later steps download from is unreachable over HTTPS: fail, warn (an air-gapped server with a mirror and preloaded images), or skip the probes.',
+  },
 
   // --- timing -------------------------------------------------------------------------------------
-  { name: 'CODEXK8S_ROLLOUT_TIMEOUT', group: GROUPS.timing, kind: 'duration', scope: 'both', default: '5m',
-    description: 'How long to wait for a Kubernetes rollout (e.g. 90s, 5m, 1h).' },
-  { name: 'CODEXK8S_BUILD_TIMEOUT', group: GROUPS.timing, kind: 'duration', scope: 'both', default: '15m',
-    description: 'How long 50_deploy_codex_k8s lets the first image build (BuildKit in the cluster: base image pull, npm ci, push) take.' },
-  { name: 'CODEXK8S_PREFLIGHT_WAIT', group: GROUPS.timing, kind: 'duration', scope: 'both', default: '10m',
-    description: 'How long preflight waits for cloud-init to finish and for the apt/dpkg locks to be released on a fresh server.' },
-  { name: 'CODEXK8S_DEPLOY_WAIT', group: GROUPS.timing, kind: 'duration', scope: 'both', default: '15m',
-    description: 'How long 80_deploy_loop_check waits for the staging-deploy run it dispatched to finish (queued behind another deploy, build, rollout and smoke checks).' },
-  { name: 'CODEXK8S_LOCK_STALE_AFTER', group: GROUPS.timing, kind: 'duration', scope: 'both', default: '2h',
-    description: 'A server lock that records no holder process (written by an older version of this tool) is taken over once older than this. A lock whose holder process is gone is taken over at once, whatever its age.' },
+  {
+    name: 'CODEXK8S_ROLLOUT_TIMEOUT',
+    group: GROUPS.timing,
+    kind: 'duration',
+    scope: 'both',
+    default: '5m',
+    description: 'How long to wait for a Kubernetes rollout (e.g. 90s, 5m, 1h).',
+  },
+  {
+    name: 'CODEXK8S_BUILD_TIMEOUT',
+    group: GROUPS.timing,
+    kind: 'duration',
+    scope: 'both',
+    default: '15m',
+    description:
+      'How long 50_deploy_codex_k8s lets the first image build (BuildKit in the cluster: base image pull, npm ci, push) take.',
+  },
+  {
+    name: 'CODEXK8S_PREFLIGHT_WAIT',
+    group: GROUPS.timing,
+    kind: 'duration',
+    scope: 'both',
+    default: '10m',
+    description:
+      'How long preflight waits for cloud-init to finish and for the apt/dpkg locks to be released on a fresh server.',
+  },
+  {
+    name: 'CODEXK8S_DEPLOY_WAIT',
+    group: GROUPS.timing,
+    kind: 'duration',
+    scope: 'both',
+    default: '15m',
+    description:
+      'How long 80_deploy_loop_check waits for the staging-deploy run it dispatched to finish (queued behind another deploy, build, rollout and smoke checks).',
+  },
+  {
+    name: 'CODEXK8S_LOCK_STALE_AFTER',
+    group: GROUPS.timing,
+    kind: 'duration',
+    scope: 'both',
+    default: '2h',
+    description:
+      'A server lock that records no holder process (written by an older version of this tool) is taken over once older than this. A lock whose holder process is gone is taken over at once, whatever its age.',
+  },
 
   // --- postgres -----------------------------------------------------------------------------------
-  { name: 'CODEXK8S_POSTGRES_BACKUP_SCHEDULE', group: GROUPS.postgres, kind: 'cron', scope: 'both', default: '17 3 * * *',
-    description: 'When the backup CronJob runs pg_dump (five cron fields, in the server\'s time zone, UTC on a fresh server).' },
-  { name: 'CODEXK8S_POSTGRES_BACKUP_KEEP', group: GROUPS.postgres, kind: 'int', scope: 'both', min: 1, max: 365, default: '7',
-    description: 'How many pg_dump files the backup volume keeps; older ones are removed after each successful dump.' },
+  {
+    name: 'CODEXK8S_POSTGRES_BACKUP_SCHEDULE',
+    group: GROUPS.postgres,
+    kind: 'cron',
+    scope: 'both',
+    default: '17 3 * * *',
+    description:
+      "When the backup CronJob runs pg_dump (five cron fields, in the server's time zone, UTC on a fresh server).",
+  },
+  {
+    name: 'CODEXK8S_POSTGRES_BACKUP_KEEP',
+    group: GROUPS.postgres,
+    kind: 'int',
+    scope: 'both',
+    min: 1,
+    max: 365,
+    default: '7',
+    description: 'How many pg_dump files the backup volume keeps; older ones are removed after each successful dump.',
+  },
 
   // --- artifacts ----------------------------------------------------------------------------------
-  { name: 'CODEXK8S_ARTIFACT_MIRROR', group: GROUPS.artifacts, kind: 'url', scope: 'both',
+  {
+    name: 'CODEXK8S_ARTIFACT_MIRROR',
+    group: GROUPS.artifacts,
+    kind: 'url',
+    scope: 'both',
     example: 'https://mirror.example.com/codex-k8s',
-    description: 'Download every pinned artifact from this mirror instead of its vendor, as MIRROR/<name>/<file> (e.g. node/node-v24.19.0-linux-x64.tar.xz). Checksums are still enforced.' },
-  { name: 'CODEXK8S_ARTIFACT_SHA256_OVERRIDES', group: GROUPS.artifacts, kind: 'sha256Overrides', scope: 'both',
+    description:
+      'Download every pinned artifact from this mirror instead of its vendor, as MIRROR/<name>/<file> (e.g. node/node-v24.19.0-linux-x64.tar.xz). Checksums are still enforced.',
+  },
+  {
+    name: 'CODEXK8S_ARTIFACT_SHA256_OVERRIDES',
+    group: GROUPS.artifacts,
+    kind: 'sha256Overrides',
+    scope: 'both',
     example: 'node:x64=<sha256>',
-    description: 'Replace pinned sha256 sums, as name:arch=sha256 separated by commas. Only for a mirror that serves rebuilt artifacts; every override is printed as a warning.' },
+    description:
+      'Replace pinned sha256 sums, as name:arch=sha256 separated by commas. Only for a mirror that serves rebuilt artifacts; every override is printed as a warning.',
+  },
 
   // --- launcher -----------------------------------------------------------------------------------
-  { name: 'CODEXK8S_HOST_STATE_DIR', group: GROUPS.local, kind: 'path', scope: 'host', default: '.bootstrap-state',
-    description: 'Where the launcher keeps per-server state on the laptop (the pinned SSH host keys).' },
-  { name: 'CODEXK8S_HOST_LOG_DIR', group: GROUPS.local, kind: 'path', scope: 'host', default: '.bootstrap-logs',
-    description: 'Where the launcher writes its log file, one per run.' },
+  {
+    name: 'CODEXK8S_HOST_STATE_DIR',
+    group: GROUPS.local,
+    kind: 'path',
+    scope: 'host',
+    default: '.bootstrap-state',
+    description: 'Where the launcher keeps per-server state on the laptop (the pinned SSH host keys).',
+  },
+  {
+    name: 'CODEXK8S_HOST_LOG_DIR',
+    group: GROUPS.local,
+    kind: 'path',
+    scope: 'host',
+    default: '.bootstrap-logs',
+    description: 'Where the launcher writes its log file, one per run.',
+  },
 ] as const satisfies readonly Setting[];
 
 /** The schema as plain Setting records (for code that walks all of them); the types below come from SCHEMA. */
@@ -236,17 +587,27 @@ export const SETTING_BY_NAME: ReadonlyMap<string, Setting> = new Map(SETTINGS.ma
 
 type Parsed = { ok: true; value: Value } | { ok: false; why: string; expected: string };
 
-const HOSTNAME = /^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/;
+const HOSTNAME =
+  /^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$/;
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 const DNS_LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const USERNAME = /^[a-z_][a-z0-9_-]{0,31}$/;
 /** Fully qualified (a registry host first), a version tag, optionally a digest: what the runner-freshness check can read. */
-const IMAGE_REF = /^[a-z0-9]+(?:[.-][a-z0-9]+)*(?::\d{1,5})?(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+:\d+\.\d+\.\d+(?:@sha256:[a-f0-9]{64})?$/;
+const IMAGE_REF =
+  /^[a-z0-9]+(?:[.-][a-z0-9]+)*(?::\d{1,5})?(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+:\d+\.\d+\.\d+(?:@sha256:[a-f0-9]{64})?$/;
 // A conservative addr-spec (RFC 5322 dot-atom, letters, digits and . _ % + - only): the address goes into YAML and
 // shell-facing files, so quotes, `$(...)`, spaces and backticks are refused rather than escaped.
 const EMAIL = /^[A-Za-z0-9_%+-]+(\.[A-Za-z0-9_%+-]+)*@([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}$/;
 const REPO = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})\/[A-Za-z0-9._-]{1,100}$/;
-const SSH_KEY_TYPES = ['ssh-ed25519', 'ssh-rsa', 'ecdsa-sha2-nistp256', 'ecdsa-sha2-nistp384', 'ecdsa-sha2-nistp521', 'sk-ssh-ed25519@openssh.com', 'sk-ecdsa-sha2-nistp256@openssh.com'];
+const SSH_KEY_TYPES = [
+  'ssh-ed25519',
+  'ssh-rsa',
+  'ecdsa-sha2-nistp256',
+  'ecdsa-sha2-nistp384',
+  'ecdsa-sha2-nistp521',
+  'sk-ssh-ed25519@openssh.com',
+  'sk-ecdsa-sha2-nistp256@openssh.com',
+];
 
 /** "10.42.0.0/16" or "2001:db8::/64" (a bare address gets /32 or /128); undefined when it is not one. */
 export function parseCidr(raw: string): string | undefined {
@@ -279,7 +640,8 @@ function parseValue(s: Setting, raw: string): Parsed {
     case 'string':
       return { ok: true, value: raw };
     case 'int': {
-      if (!/^-?\d+$/.test(raw)) return { ok: false, why: `${shown} is not a whole number`, expected: `an integer from ${s.min} to ${s.max}` };
+      if (!/^-?\d+$/.test(raw))
+        return { ok: false, why: `${shown} is not a whole number`, expected: `an integer from ${s.min} to ${s.max}` };
       const n = Number(raw);
       if ((s.min !== undefined && n < s.min) || (s.max !== undefined && n > s.max))
         return { ok: false, why: `${shown} is out of range`, expected: `an integer from ${s.min} to ${s.max}` };
@@ -299,22 +661,40 @@ function parseValue(s: Setting, raw: string): Parsed {
     case 'host': {
       const h = raw.replace(/^\[(.*)\]$/, '$1');
       // A DNS name's last label is never all digits (RFC 3696 2.), so `999.1.1.1` is a bad address, not a name.
-      if (isIPv4(h) || isIPv6(h) || (HOSTNAME.test(h) && /[a-zA-Z]/.test(h.split('.').pop() ?? ''))) return { ok: true, value: h };
-      return { ok: false, why: `${shown} is not a host name or IP address`, expected: 'e.g. 203.0.113.10 or server.example.com (no user@, no port, no scheme)' };
+      if (isIPv4(h) || isIPv6(h) || (HOSTNAME.test(h) && /[a-zA-Z]/.test(h.split('.').pop() ?? '')))
+        return { ok: true, value: h };
+      return {
+        ok: false,
+        why: `${shown} is not a host name or IP address`,
+        expected: 'e.g. 203.0.113.10 or server.example.com (no user@, no port, no scheme)',
+      };
     }
     case 'domain': {
       if (HOSTNAME.test(raw) && raw.includes('.') && !IPV4.test(raw) && /[a-zA-Z]/.test(raw.split('.').pop() ?? ''))
         return { ok: true, value: raw.toLowerCase() };
-      return { ok: false, why: `${shown} is not a fully qualified domain name`, expected: 'a DNS name such as staging.example.com (no scheme, no path, not an IP address)' };
+      return {
+        ok: false,
+        why: `${shown} is not a fully qualified domain name`,
+        expected: 'a DNS name such as staging.example.com (no scheme, no path, not an IP address)',
+      };
     }
     case 'email':
-      return EMAIL.test(raw) ? { ok: true, value: raw } : { ok: false, why: `${shown} is not an e-mail address`, expected: 'an address such as ops@example.com' };
+      return EMAIL.test(raw)
+        ? { ok: true, value: raw }
+        : { ok: false, why: `${shown} is not an e-mail address`, expected: 'an address such as ops@example.com' };
     case 'repo':
       // GitHub's own rules: a name is never `.` or `..`, and a trailing `.git` is the clone URL, not the name.
-      return REPO.test(raw) && !/\/\.{1,2}$/.test(raw) && !/\.git$/i.test(raw) ? { ok: true, value: raw } : { ok: false, why: `${shown} is not a repository`, expected: 'owner/name, e.g. codex-k8s/codex-k8s (no URL, no .git)' };
+      return REPO.test(raw) && !/\/\.{1,2}$/.test(raw) && !/\.git$/i.test(raw)
+        ? { ok: true, value: raw }
+        : {
+            ok: false,
+            why: `${shown} is not a repository`,
+            expected: 'owner/name, e.g. codex-k8s/codex-k8s (no URL, no .git)',
+          };
     case 'duration': {
       const d = parseDuration(raw);
-      if (d === undefined || d <= 0) return { ok: false, why: `${shown} is not a duration`, expected: 'a positive duration such as 90s, 5m, 1h30m' };
+      if (d === undefined || d <= 0)
+        return { ok: false, why: `${shown} is not a duration`, expected: 'a positive duration such as 90s, 5m, 1h30m' };
       return { ok: true, value: d };
     }
     case 'url': {
@@ -327,54 +707,114 @@ function parseValue(s: Setting, raw: string): Parsed {
       }
     }
     case 'enum':
-      return s.values?.includes(raw) ? { ok: true, value: raw } : { ok: false, why: `${shown} is not allowed`, expected: `one of: ${s.values?.join(', ')}` };
+      return s.values?.includes(raw)
+        ? { ok: true, value: raw }
+        : { ok: false, why: `${shown} is not allowed`, expected: `one of: ${s.values?.join(', ')}` };
     case 'path':
-      return raw.includes('\0') || raw.trim() === '' ? { ok: false, why: `${shown} is not a path`, expected: 'a file system path' } : { ok: true, value: expandHome(raw) };
+      return raw.includes('\0') || raw.trim() === ''
+        ? { ok: false, why: `${shown} is not a path`, expected: 'a file system path' }
+        : { ok: true, value: expandHome(raw) };
     case 'username':
-      return USERNAME.test(raw) ? { ok: true, value: raw } : { ok: false, why: `${shown} is not a valid Linux user name`, expected: 'lower-case letters, digits, _ or -, starting with a letter or _, at most 32 characters' };
+      return USERNAME.test(raw)
+        ? { ok: true, value: raw }
+        : {
+            ok: false,
+            why: `${shown} is not a valid Linux user name`,
+            expected: 'lower-case letters, digits, _ or -, starting with a letter or _, at most 32 characters',
+          };
     case 'image':
       return IMAGE_REF.test(raw)
         ? { ok: true, value: raw }
-        : { ok: false, why: `${shown} is not an image reference with a version tag`, expected: 'REGISTRY/REPOSITORY:X.Y.Z, optionally @sha256:<64 hex digits>, such as ghcr.io/actions/actions-runner:2.336.0' };
+        : {
+            ok: false,
+            why: `${shown} is not an image reference with a version tag`,
+            expected:
+              'REGISTRY/REPOSITORY:X.Y.Z, optionally @sha256:<64 hex digits>, such as ghcr.io/actions/actions-runner:2.336.0',
+          };
     case 'dnsLabel':
-      return DNS_LABEL.test(raw) ? { ok: true, value: raw } : { ok: false, why: `${shown} is not a valid Kubernetes name`, expected: 'a DNS label: lower-case letters, digits and -, at most 63 characters' };
+      return DNS_LABEL.test(raw)
+        ? { ok: true, value: raw }
+        : {
+            ok: false,
+            why: `${shown} is not a valid Kubernetes name`,
+            expected: 'a DNS label: lower-case letters, digits and -, at most 63 characters',
+          };
     case 'sshPublicKey': {
       const parts = raw.trim().split(/\s+/);
-      if (parts.length >= 2 && SSH_KEY_TYPES.includes(parts[0] ?? '') && /^[A-Za-z0-9+/]+={0,3}$/.test(parts[1] ?? '') && !raw.includes('\n'))
+      if (
+        parts.length >= 2 &&
+        SSH_KEY_TYPES.includes(parts[0] ?? '') &&
+        /^[A-Za-z0-9+/]+={0,3}$/.test(parts[1] ?? '') &&
+        !raw.includes('\n')
+      )
         return { ok: true, value: raw.trim() };
-      if (raw.includes('PRIVATE KEY')) return { ok: false, why: 'this is a PRIVATE key', expected: 'the public key (the .pub file)' };
-      return { ok: false, why: 'not an OpenSSH public key', expected: `one line "TYPE BASE64 [comment]" with TYPE one of ${SSH_KEY_TYPES.slice(0, 3).join(', ')}, ...` };
+      if (raw.includes('PRIVATE KEY'))
+        return { ok: false, why: 'this is a PRIVATE key', expected: 'the public key (the .pub file)' };
+      return {
+        ok: false,
+        why: 'not an OpenSSH public key',
+        expected: `one line "TYPE BASE64 [comment]" with TYPE one of ${SSH_KEY_TYPES.slice(0, 3).join(', ')}, ...`,
+      };
     }
     case 'githubToken': {
-      if (/^github_pat_[A-Za-z0-9_]{20,}$/.test(raw) || /^gh[ps]_[A-Za-z0-9]{20,}$/.test(raw)) return { ok: true, value: raw };
-      return { ok: false, why: `${shown} does not look like a GitHub token`, expected: 'a fine-grained personal access token (github_pat_...)' };
+      if (/^github_pat_[A-Za-z0-9_]{20,}$/.test(raw) || /^gh[ps]_[A-Za-z0-9]{20,}$/.test(raw))
+        return { ok: true, value: raw };
+      return {
+        ok: false,
+        why: `${shown} does not look like a GitHub token`,
+        expected: 'a fine-grained personal access token (github_pat_...)',
+      };
     }
     case 'sshOptions':
       return parseSshExtraOptions(raw);
     case 'cron': {
       const fields = raw.trim().split(/\s+/);
-      if (fields.length === 5 && fields.every((f) => /^[0-9*/,\-A-Za-z]+$/.test(f))) return { ok: true, value: fields.join(' ') };
-      return { ok: false, why: `${shown} is not a cron schedule`, expected: 'five cron fields (minute hour day-of-month month day-of-week), e.g. "17 3 * * *"' };
+      if (fields.length === 5 && fields.every((f) => /^[0-9*/,\-A-Za-z]+$/.test(f)))
+        return { ok: true, value: fields.join(' ') };
+      return {
+        ok: false,
+        why: `${shown} is not a cron schedule`,
+        expected: 'five cron fields (minute hour day-of-month month day-of-week), e.g. "17 3 * * *"',
+      };
     }
     case 'cidr': {
       const c = parseCidr(raw);
-      return c ? { ok: true, value: c } : { ok: false, why: `${shown} is not a CIDR`, expected: 'an address with a prefix length, e.g. 10.42.0.0/16 or 2001:db8::/64' };
+      return c
+        ? { ok: true, value: c }
+        : {
+            ok: false,
+            why: `${shown} is not a CIDR`,
+            expected: 'an address with a prefix length, e.g. 10.42.0.0/16 or 2001:db8::/64',
+          };
     }
     case 'cidrList': {
       const items = raw.split(/[\s,]+/).filter(Boolean);
       const out: string[] = [];
       for (const item of items) {
         const c = parseCidr(item);
-        if (!c) return { ok: false, why: `${JSON.stringify(item)} is not a CIDR`, expected: 'CIDRs separated by commas or spaces, e.g. 198.51.100.7/32,203.0.113.0/24' };
+        if (!c)
+          return {
+            ok: false,
+            why: `${JSON.stringify(item)} is not a CIDR`,
+            expected: 'CIDRs separated by commas or spaces, e.g. 198.51.100.7/32,203.0.113.0/24',
+          };
         out.push(c);
       }
       return { ok: true, value: out };
     }
     case 'sha256Overrides': {
       const out: Record<string, string> = {};
-      for (const item of raw.split(',').map((x) => x.trim()).filter(Boolean)) {
+      for (const item of raw
+        .split(',')
+        .map((x) => x.trim())
+        .filter(Boolean)) {
         const m = /^([a-z0-9-]+):(x64|arm64)=([0-9a-f]{64})$/.exec(item);
-        if (!m) return { ok: false, why: `${JSON.stringify(item)} is not an override`, expected: 'name:arch=<64 hex digits>, comma-separated, e.g. node:x64=60e3...89a8' };
+        if (!m)
+          return {
+            ok: false,
+            why: `${JSON.stringify(item)} is not an override`,
+            expected: 'name:arch=<64 hex digits>, comma-separated, e.g. node:x64=60e3...89a8',
+          };
         out[`${m[1]}:${m[2]}`] = m[3] ?? '';
       }
       return { ok: true, value: out };
@@ -438,7 +878,9 @@ export type SettingName = (typeof SCHEMA)[number]['name'];
 type SettingOf<N extends SettingName> = Extract<(typeof SCHEMA)[number], { readonly name: N }>;
 /** The typed value of a setting: from its kind, and for an enum the union of its values. */
 export type SettingValue<N extends SettingName> =
-  SettingOf<N> extends { readonly kind: 'enum'; readonly values: readonly (infer V)[] } ? V : KindValues[SettingOf<N>['kind']];
+  SettingOf<N> extends { readonly kind: 'enum'; readonly values: readonly (infer V)[] }
+    ? V
+    : KindValues[SettingOf<N>['kind']];
 
 export type Config = Readonly<Record<string, Value | undefined>> & {
   get<N extends SettingName>(name: N): SettingValue<N>;
@@ -477,14 +919,19 @@ function levenshtein(a: string, b: string): number {
     for (let j = 1; j <= b.length; j++) {
       const row = d[i] as number[];
       const prev = d[i - 1] as number[];
-      row[j] = Math.min((prev[j] as number) + 1, (row[j - 1] as number) + 1, (prev[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1));
+      row[j] = Math.min(
+        (prev[j] as number) + 1,
+        (row[j - 1] as number) + 1,
+        (prev[j - 1] as number) + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
     }
   return (d[a.length] as number[])[b.length] as number;
 }
 
 // The same line grammar dotenv 16/17 uses, so a key is found where dotenv finds it (multi-line quoted values
 // included); dotenv itself keeps the last of two equal keys without a word, which once aimed a run at the wrong server.
-const DOTENV_LINE = /(?:^|^)\s*(?:export\s+)?([\w.-]+)(?:\s*=\s*?|:\s+?)(\s*'(?:\\'|[^'])*'|\s*"(?:\\"|[^"])*"|\s*`(?:\\`|[^`])*`|[^#\r\n]+)?\s*(?:#.*)?(?:$|$)/gm;
+const DOTENV_LINE =
+  /(?:^|^)\s*(?:export\s+)?([\w.-]+)(?:\s*=\s*?|:\s+?)(\s*'(?:\\'|[^'])*'|\s*"(?:\\"|[^"])*"|\s*`(?:\\`|[^`])*`|[^#\r\n]+)?\s*(?:#.*)?(?:$|$)/gm;
 
 /** Problems for every key given more than once in an env file, naming both line numbers. */
 export function duplicateKeys(text: string, file: string): string[] {
@@ -518,16 +965,25 @@ export function loadConfig(opts: LoadOptions): LoadResult {
         problems.push(...duplicateKeys(text, opts.envFile));
         fileValues = parseDotenv(text);
       } catch (e) {
-        problems.push(`--env-file ${opts.envFile}: cannot be read (${(e as Error).message}); expected a readable dotenv file`);
+        problems.push(
+          `--env-file ${opts.envFile}: cannot be read (${(e as Error).message}); expected a readable dotenv file`,
+        );
       }
     } else if (opts.explicitEnvFile) {
-      problems.push(`--env-file ${opts.envFile}: the file does not exist; expected a dotenv file (copy .env.example to .env)`);
+      problems.push(
+        `--env-file ${opts.envFile}: the file does not exist; expected a dotenv file (copy .env.example to .env)`,
+      );
     }
   }
   for (const key of Object.keys(fileValues)) {
-    if ((key.startsWith('CODEXK8S_') || key.startsWith('TARGET_') || key.startsWith('OPERATOR_')) && !SETTING_BY_NAME.has(key)) {
+    if (
+      (key.startsWith('CODEXK8S_') || key.startsWith('TARGET_') || key.startsWith('OPERATOR_')) &&
+      !SETTING_BY_NAME.has(key)
+    ) {
       const near = SETTINGS.map((s) => s.name).sort((a, b) => levenshtein(key, a) - levenshtein(key, b))[0] ?? '';
-      warnings.push(`${key} in ${opts.envFile} is not a known setting${levenshtein(key, near) <= 3 ? ` (did you mean ${near}?)` : ''}; it is ignored`);
+      warnings.push(
+        `${key} in ${opts.envFile} is not a known setting${levenshtein(key, near) <= 3 ? ` (did you mean ${near}?)` : ''}; it is ignored`,
+      );
     }
   }
 
@@ -561,7 +1017,9 @@ export function loadConfig(opts: LoadOptions): LoadResult {
           raw = read.text.trim();
           sources[s.name] = 'derived';
         } else {
-          (strict ? problems : warnings).push(`OPERATOR_SSH_PUBKEY_PATH: ${read.why} (${path}); expected a readable OpenSSH public key file`);
+          (strict ? problems : warnings).push(
+            `OPERATOR_SSH_PUBKEY_PATH: ${read.why} (${path}); expected a readable OpenSSH public key file`,
+          );
           continue;
         }
       }
@@ -591,13 +1049,19 @@ export function loadConfig(opts: LoadOptions): LoadResult {
     const required = typeof s.required === 'function' ? s.required(values) : (s.required ?? false);
     if (!required) continue;
     if (s.secret) missingSecrets.push(s.name);
-    else problems.push(`${s.name}: is not set; it is required${s.requiredText ? ' ' + s.requiredText : ''}. ${s.description}`);
+    else
+      problems.push(
+        `${s.name}: is not set; it is required${s.requiredText ? ' ' + s.requiredText : ''}. ${s.description}`,
+      );
   }
   crossChecks(values, opts.side, strict, problems, warnings);
   // On the laptop before anything is contacted; on the server it catches a hand-edited bootstrap.env (configHash needs it).
   problems.push(...serverEnvProblems(values));
   if (strict && missingSecrets.length > 0) {
-    for (const name of missingSecrets) problems.push(`${name}: is not set; it is a required secret. Put it in the env file, export it, or run on a terminal without --yes to be prompted.`);
+    for (const name of missingSecrets)
+      problems.push(
+        `${name}: is not set; it is a required secret. Put it in the env file, export it, or run on a terminal without --yes to be prompted.`,
+      );
   }
   return { config: makeConfig(values), problems, warnings, missingSecrets, sources };
 }
@@ -610,7 +1074,15 @@ function readSmallFile(path: string): { ok: true; text: string } | { ok: false; 
     return { ok: true, text: readFileSync(path, 'utf8') };
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    return { ok: false, why: code === 'ENOENT' ? 'the file does not exist' : code === 'EACCES' ? 'the file is not readable' : (e as Error).message };
+    return {
+      ok: false,
+      why:
+        code === 'ENOENT'
+          ? 'the file does not exist'
+          : code === 'EACCES'
+            ? 'the file is not readable'
+            : (e as Error).message,
+    };
   }
 }
 
@@ -619,58 +1091,129 @@ function readSmallFile(path: string): { ok: true; text: string } | { ok: false; 
  * The server checks the real account too (a uid below 1000 is refused); this list says so before any contact.
  */
 export const SYSTEM_ACCOUNTS: ReadonlySet<string> = new Set([
-  'root', 'daemon', 'bin', 'sys', 'sync', 'games', 'man', 'lp', 'mail', 'news', 'uucp', 'proxy', 'www-data', 'backup',
-  'list', 'irc', 'gnats', 'nobody', '_apt', 'messagebus', 'sshd', 'syslog', 'uuidd', 'tcpdump', 'tss', 'landscape',
-  'pollinate', 'polkitd', 'usbmux', 'dnsmasq', 'fwupd-refresh', 'lxd', 'dhcpcd', 'statd', 'postgres', 'systemd-network',
-  'systemd-resolve', 'systemd-timesync', 'systemd-coredump', 'systemd-journal-remote', 'systemd-oom',
+  'root',
+  'daemon',
+  'bin',
+  'sys',
+  'sync',
+  'games',
+  'man',
+  'lp',
+  'mail',
+  'news',
+  'uucp',
+  'proxy',
+  'www-data',
+  'backup',
+  'list',
+  'irc',
+  'gnats',
+  'nobody',
+  '_apt',
+  'messagebus',
+  'sshd',
+  'syslog',
+  'uuidd',
+  'tcpdump',
+  'tss',
+  'landscape',
+  'pollinate',
+  'polkitd',
+  'usbmux',
+  'dnsmasq',
+  'fwupd-refresh',
+  'lxd',
+  'dhcpcd',
+  'statd',
+  'postgres',
+  'systemd-network',
+  'systemd-resolve',
+  'systemd-timesync',
+  'systemd-coredump',
+  'systemd-journal-remote',
+  'systemd-oom',
 ]);
 
-function crossChecks(v: Values, side: 'host' | 'server', strict: boolean, problems: string[], warnings: string[]): void {
+function crossChecks(
+  v: Values,
+  side: 'host' | 'server',
+  strict: boolean,
+  problems: string[],
+  warnings: string[],
+): void {
   const op = v['OPERATOR_USER'];
   if (typeof op === 'string' && SYSTEM_ACCOUNTS.has(op))
-    problems.push(`OPERATOR_USER: "${op}" is ${op === 'root' ? 'root' : 'a system account on Debian and Ubuntu'}; expected a new, unprivileged name for the operator login (such as codex): step 10 gives it a login shell, your key and sudo`);
+    problems.push(
+      `OPERATOR_USER: "${op}" is ${op === 'root' ? 'root' : 'a system account on Debian and Ubuntu'}; expected a new, unprivileged name for the operator login (such as codex): step 10 gives it a login shell, your key and sudo`,
+    );
   const min = v['CODEXK8S_RUNNER_MIN'];
   const max = v['CODEXK8S_RUNNER_MAX'];
   if (typeof min === 'number' && typeof max === 'number' && min > max)
     problems.push(`CODEXK8S_RUNNER_MIN: ${min} is greater than CODEXK8S_RUNNER_MAX (${max}); expected MIN <= MAX`);
   if (v['CODEXK8S_MODE'] === 'local' && v['CODEXK8S_STAGING_DOMAIN'] !== undefined)
-    warnings.push('CODEXK8S_STAGING_DOMAIN is set but CODEXK8S_MODE is local: the domain is not used (no TLS, no webhook)');
+    warnings.push(
+      'CODEXK8S_STAGING_DOMAIN is set but CODEXK8S_MODE is local: the domain is not used (no TLS, no webhook)',
+    );
   const warn = v['CODEXK8S_WARN_MEMORY_MIB'];
   const fail = v['CODEXK8S_MIN_MEMORY_MIB'];
   if (typeof warn === 'number' && typeof fail === 'number' && warn < fail)
     problems.push(`CODEXK8S_WARN_MEMORY_MIB: ${warn} is below CODEXK8S_MIN_MEMORY_MIB (${fail}); expected WARN >= MIN`);
   if (side === 'host') {
     // The launcher creates these (and known_hosts/ under the state dir) on the first run: a file in the way is a setting problem.
-    for (const [name, sub] of [['CODEXK8S_HOST_STATE_DIR', 'known_hosts'], ['CODEXK8S_HOST_LOG_DIR', undefined]] as const) {
+    for (const [name, sub] of [
+      ['CODEXK8S_HOST_STATE_DIR', 'known_hosts'],
+      ['CODEXK8S_HOST_LOG_DIR', undefined],
+    ] as const) {
       const dir = v[name];
       if (typeof dir !== 'string') continue;
       for (const p of sub ? [dir, join(dir, sub)] : [dir])
-        if (existsSync(p) && !statSync(p).isDirectory()) (strict ? problems : warnings).push(`${name}: ${p} exists and is not a directory; expected a directory (or no file there: the launcher creates it)`);
+        if (existsSync(p) && !statSync(p).isDirectory())
+          (strict ? problems : warnings).push(
+            `${name}: ${p} exists and is not a directory; expected a directory (or no file there: the launcher creates it)`,
+          );
     }
     const key = v['TARGET_ROOT_SSH_KEY'];
     if (typeof key === 'string') {
       const r = readSmallFile(key);
-      if (!r.ok) (strict ? problems : warnings).push(`TARGET_ROOT_SSH_KEY: ${r.why} (${key}); expected the private key file for the root login`);
-      else if (/PUBLIC KEY|^ssh-/.test(r.text.slice(0, 80))) problems.push(`TARGET_ROOT_SSH_KEY: ${key} is a public key; expected the private key (without .pub)`);
-      else if (r.text.trim() === '') problems.push(`TARGET_ROOT_SSH_KEY: ${key} is empty; expected the private key file for the root login`);
+      if (!r.ok)
+        (strict ? problems : warnings).push(
+          `TARGET_ROOT_SSH_KEY: ${r.why} (${key}); expected the private key file for the root login`,
+        );
+      else if (/PUBLIC KEY|^ssh-/.test(r.text.slice(0, 80)))
+        problems.push(`TARGET_ROOT_SSH_KEY: ${key} is a public key; expected the private key (without .pub)`);
+      else if (r.text.trim() === '')
+        problems.push(`TARGET_ROOT_SSH_KEY: ${key} is empty; expected the private key file for the root login`);
       else if ((statSync(key).mode & 0o077) !== 0)
-        (strict ? problems : warnings).push(`TARGET_ROOT_SSH_KEY: ${key} is readable by other users (mode 0${(statSync(key).mode & 0o777).toString(8)}), and ssh refuses such keys; expected mode 0600 (chmod 600 ${key})`);
+        (strict ? problems : warnings).push(
+          `TARGET_ROOT_SSH_KEY: ${key} is readable by other users (mode 0${(statSync(key).mode & 0o777).toString(8)}), and ssh refuses such keys; expected mode 0600 (chmod 600 ${key})`,
+        );
     }
     // The launcher proves a fresh operator login with this key after changing sshd or the firewall; without
     // it every such change would be rolled back, so say so before anything is contacted.
     const opKey = v['OPERATOR_SSH_KEY'];
     if (typeof opKey === 'string') {
       const r = readSmallFile(opKey);
-      if (!r.ok) (strict ? problems : warnings).push(`OPERATOR_SSH_KEY: ${r.why} (${opKey}); expected the operator's private key, which the launcher logs in with after hardening sshd (set OPERATOR_SSH_KEY when it is not OPERATOR_SSH_PUBKEY_PATH without .pub)`);
-      else if (/PUBLIC KEY|^ssh-/.test(r.text.slice(0, 80))) problems.push(`OPERATOR_SSH_KEY: ${opKey} is a public key; expected the private key (without .pub)`);
-      else if (r.text.trim() === '') problems.push(`OPERATOR_SSH_KEY: ${opKey} is empty; expected the operator's private key`);
+      if (!r.ok)
+        (strict ? problems : warnings).push(
+          `OPERATOR_SSH_KEY: ${r.why} (${opKey}); expected the operator's private key, which the launcher logs in with after hardening sshd (set OPERATOR_SSH_KEY when it is not OPERATOR_SSH_PUBKEY_PATH without .pub)`,
+        );
+      else if (/PUBLIC KEY|^ssh-/.test(r.text.slice(0, 80)))
+        problems.push(`OPERATOR_SSH_KEY: ${opKey} is a public key; expected the private key (without .pub)`);
+      else if (r.text.trim() === '')
+        problems.push(`OPERATOR_SSH_KEY: ${opKey} is empty; expected the operator's private key`);
       else if ((statSync(opKey).mode & 0o077) !== 0)
-        (strict ? problems : warnings).push(`OPERATOR_SSH_KEY: ${opKey} is readable by other users (mode 0${(statSync(opKey).mode & 0o777).toString(8)}), and ssh refuses such keys; expected mode 0600 (chmod 600 ${opKey})`);
+        (strict ? problems : warnings).push(
+          `OPERATOR_SSH_KEY: ${opKey} is readable by other users (mode 0${(statSync(opKey).mode & 0o777).toString(8)}), and ssh refuses such keys; expected mode 0600 (chmod 600 ${opKey})`,
+        );
     }
     if (v['OPERATOR_SSH_PUBKEY'] === undefined && !problems.some((p) => p.startsWith('OPERATOR_SSH_PUBKEY')) && strict)
-      problems.push('OPERATOR_SSH_PUBKEY: is not set and OPERATOR_SSH_PUBKEY_PATH gave no key; expected an OpenSSH public key');
+      problems.push(
+        'OPERATOR_SSH_PUBKEY: is not set and OPERATOR_SSH_PUBKEY_PATH gave no key; expected an OpenSSH public key',
+      );
   } else if (v['OPERATOR_SSH_PUBKEY'] === undefined && strict) {
-    problems.push('OPERATOR_SSH_PUBKEY: is not set in the server config; expected the operator public key (the launcher writes it)');
+    problems.push(
+      'OPERATOR_SSH_PUBKEY: is not set in the server config; expected the operator public key (the launcher writes it)',
+    );
   }
 }
 
@@ -693,21 +1236,27 @@ export function formatDuration(seconds: number): string {
 /** A value in the form its env-file entry takes (parseValue reads it back to the same value). */
 function rawForm(s: Setting, value: Value): string {
   if (Array.isArray(value)) return value.join(' ');
-  if (typeof value === 'object') return Object.entries(value).map(([k, x]) => `${k}=${x}`).join(',');
+  if (typeof value === 'object')
+    return Object.entries(value)
+      .map(([k, x]) => `${k}=${x}`)
+      .join(',');
   if (s.kind === 'duration') return formatDuration(value as number);
   return String(value);
 }
 
 // dotenv reads '...' and `...` literally, and "..." with \n and \r expanded; a backslash before the closing quote can
 // make its line grammar run on into the next line. Values that no quoting carries unchanged are refused at validation.
-const ONE_LINE = 'a value on one line, not ending in a backslash, without all three of \' " ` (bootstrap.env holds it quoted)';
+const ONE_LINE =
+  'a value on one line, not ending in a backslash, without all three of \' " ` (bootstrap.env holds it quoted)';
 
 function dotenvQuote(value: string): { ok: true; text: string } | { ok: false; why: string } {
   if (/[\r\n]/.test(value)) return { ok: false, why: 'it contains a line break' };
   if (value.endsWith('\\')) return { ok: false, why: 'it ends with a backslash' };
   // The order of old, so a value that always round-tripped keeps its text (and configHash) as before.
-  for (const q of ["'", '"', '`']) if (!value.includes(q) && (q !== '"' || !/\\[nr]/.test(value))) return { ok: true, text: `${q}${value}${q}` };
-  if (!value.includes('"')) return { ok: false, why: 'it contains \' and ` and a \\n or \\r, which double quotes would expand' };
+  for (const q of ["'", '"', '`'])
+    if (!value.includes(q) && (q !== '"' || !/\\[nr]/.test(value))) return { ok: true, text: `${q}${value}${q}` };
+  if (!value.includes('"'))
+    return { ok: false, why: "it contains ' and ` and a \\n or \\r, which double quotes would expand" };
   return { ok: false, why: 'it contains all of \' " `' };
 }
 

@@ -12,7 +12,21 @@
 //                                                         a stamp, points /usr/local/bin/helm at it; returns changes
 //   ensureHelm(ctx): Promise<string[]>                  installHelm only when helmDrift is non-empty
 // Step 30 calls helmDrift() from its check() and installHelm() from its apply().
-import { createWriteStream, mkdirSync, renameSync, rmSync, chmodSync, readFileSync, readlinkSync, lstatSync, symlinkSync, existsSync, mkdtempSync, createReadStream, writeFileSync } from 'node:fs';
+import {
+  createWriteStream,
+  mkdirSync,
+  renameSync,
+  rmSync,
+  chmodSync,
+  readFileSync,
+  readlinkSync,
+  lstatSync,
+  symlinkSync,
+  existsSync,
+  mkdtempSync,
+  createReadStream,
+  writeFileSync,
+} from 'node:fs';
 import { createHash, randomBytes } from 'node:crypto';
 import { dirname, basename, join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
@@ -32,16 +46,25 @@ import { REMOTE } from './paths.mts';
 /** This machine's architecture in versions.mts terms; anything else is refused (preflight says so first). */
 export function serverArch(nodeArch: string = process.arch): Arch {
   if (nodeArch === 'x64' || nodeArch === 'arm64') return nodeArch;
-  throw new OperationError(`unsupported CPU architecture ${nodeArch}: the pinned downloads exist for x64 (amd64) and arm64 only`);
+  throw new OperationError(
+    `unsupported CPU architecture ${nodeArch}: the pinned downloads exist for x64 (amd64) and arm64 only`,
+  );
 }
 
 export function resolveForServer(cfg: Config, artifact: Artifact, arch: Arch = serverArch()): ResolvedArtifact {
-  return resolveArtifact(artifact, arch, cfg.maybe('CODEXK8S_ARTIFACT_MIRROR'), cfg.maybe('CODEXK8S_ARTIFACT_SHA256_OVERRIDES'));
+  return resolveArtifact(
+    artifact,
+    arch,
+    cfg.maybe('CODEXK8S_ARTIFACT_MIRROR'),
+    cfg.maybe('CODEXK8S_ARTIFACT_SHA256_OVERRIDES'),
+  );
 }
 
 /** Names the two settings that decide where a download comes from and what it must hash to. */
 export function sourceHint(r: ResolvedArtifact, mirror: string | undefined): string {
-  const where = mirror ? `CODEXK8S_ARTIFACT_MIRROR=${mirror} (serving ${r.name}/<file>)` : 'CODEXK8S_ARTIFACT_MIRROR is not set (vendor URL)';
+  const where = mirror
+    ? `CODEXK8S_ARTIFACT_MIRROR=${mirror} (serving ${r.name}/<file>)`
+    : 'CODEXK8S_ARTIFACT_MIRROR is not set (vendor URL)';
   const sum = r.overriddenFrom
     ? `the checksum comes from CODEXK8S_ARTIFACT_SHA256_OVERRIDES (${r.name}:${r.arch}), pinned is ${r.overriddenFrom}`
     : `the checksum is the pin in bootstrap/lib/versions.mts (override: CODEXK8S_ARTIFACT_SHA256_OVERRIDES=${r.name}:${r.arch}=<sha256>)`;
@@ -69,13 +92,21 @@ export interface DownloadResult {
 
 class Retryable extends Error {}
 
-async function attemptOnce(url: string, tmp: string, timeoutSeconds: number): Promise<{ sha256: string; bytes: number }> {
+async function attemptOnce(
+  url: string,
+  tmp: string,
+  timeoutSeconds: number,
+): Promise<{ sha256: string; bytes: number }> {
   let res: Response;
   try {
     res = await fetch(url, { redirect: 'follow', signal: AbortSignal.timeout(timeoutSeconds * 1000) });
   } catch (e) {
     const err = e as Error & { cause?: { code?: string; message?: string } };
-    throw new Retryable(err.name === 'TimeoutError' ? `no answer within ${timeoutSeconds}s` : (err.cause?.code ?? err.cause?.message ?? err.message));
+    throw new Retryable(
+      err.name === 'TimeoutError'
+        ? `no answer within ${timeoutSeconds}s`
+        : (err.cause?.code ?? err.cause?.message ?? err.message),
+    );
   }
   if (!res.ok || res.body === null) {
     const why = `HTTP ${res.status} ${res.statusText}`.trim();
@@ -93,10 +124,18 @@ async function attemptOnce(url: string, tmp: string, timeoutSeconds: number): Pr
     },
   });
   try {
-    await pipeline(Readable.fromWeb(res.body as WebReadableStream<Uint8Array>), tap, createWriteStream(tmp, { mode: 0o600 }));
+    await pipeline(
+      Readable.fromWeb(res.body as WebReadableStream<Uint8Array>),
+      tap,
+      createWriteStream(tmp, { mode: 0o600 }),
+    );
   } catch (e) {
     const err = e as Error;
-    throw new Retryable(err.name === 'TimeoutError' || err.name === 'AbortError' ? `the body did not arrive within ${timeoutSeconds}s` : `the transfer broke: ${err.message}`);
+    throw new Retryable(
+      err.name === 'TimeoutError' || err.name === 'AbortError'
+        ? `the body did not arrive within ${timeoutSeconds}s`
+        : `the transfer broke: ${err.message}`,
+    );
   }
   return { sha256: hash.digest('hex'), bytes };
 }
@@ -105,7 +144,11 @@ async function attemptOnce(url: string, tmp: string, timeoutSeconds: number): Pr
  * Downloads `r.url` to `dest` only if its sha256 is `r.sha256`. Bounded: `attempts` tries of `timeoutSeconds` each,
  * then a failure that names the URL, the last reason and the settings that choose the source.
  */
-export async function downloadVerified(r: ResolvedArtifact, dest: string, opts: DownloadOptions = {}): Promise<DownloadResult> {
+export async function downloadVerified(
+  r: ResolvedArtifact,
+  dest: string,
+  opts: DownloadOptions = {},
+): Promise<DownloadResult> {
   const attempts = opts.attempts ?? 4;
   const timeoutSeconds = opts.timeoutSeconds ?? 300;
   const firstDelayMs = opts.retryDelayMs ?? 2000;
@@ -122,13 +165,19 @@ export async function downloadVerified(r: ResolvedArtifact, dest: string, opts: 
         } catch (e) {
           rmSync(tmp, { force: true });
           if (!(e instanceof Retryable)) {
-            throw new OperationError(`downloading ${r.name} ${r.version} from ${r.url} failed: ${(e as Error).message}`, { hint });
+            throw new OperationError(
+              `downloading ${r.name} ${r.version} from ${r.url} failed: ${(e as Error).message}`,
+              { hint },
+            );
           }
           return { waiting: e.message };
         }
         if (got.sha256 !== r.sha256) {
           // Never retried: a mirror or proxy that serves other bytes keeps doing so, and nothing may land.
-          throw new OperationError(`sha256 mismatch for ${r.name} ${r.version} (${r.arch}) from ${r.url}: expected ${r.sha256}, got ${got.sha256} (${got.bytes} bytes); nothing was installed`, { hint });
+          throw new OperationError(
+            `sha256 mismatch for ${r.name} ${r.version} (${r.arch}) from ${r.url}: expected ${r.sha256}, got ${got.sha256} (${got.bytes} bytes); nothing was installed`,
+            { hint },
+          );
         }
         if (opts.mode !== undefined) chmodSync(tmp, opts.mode);
         renameSync(tmp, dest);
@@ -139,8 +188,15 @@ export async function downloadVerified(r: ResolvedArtifact, dest: string, opts: 
         // Doubling: 2 s, 4 s, 8 s by default.
         intervalSeconds: (i) => (firstDelayMs * 2 ** (i - 1)) / 1000,
         what: `the download of ${r.url}`,
-        onWait: (i, last, pause) => opts.log?.warn(`download of ${r.url} failed (attempt ${i}/${attempts}): ${last}; retrying in ${Math.round(pause * 10) / 10}s`),
-        onTimeout: (last) => new OperationError(`downloading ${r.name} ${r.version} from ${r.url} failed after ${attempts} attempts: ${last}`, { hint: `check that this server reaches ${new URL(r.url).host}; ${hint}` }),
+        onWait: (i, last, pause) =>
+          opts.log?.warn(
+            `download of ${r.url} failed (attempt ${i}/${attempts}): ${last}; retrying in ${Math.round(pause * 10) / 10}s`,
+          ),
+        onTimeout: (last) =>
+          new OperationError(
+            `downloading ${r.name} ${r.version} from ${r.url} failed after ${attempts} attempts: ${last}`,
+            { hint: `check that this server reaches ${new URL(r.url).host}; ${hint}` },
+          ),
       },
     );
   } finally {
@@ -196,11 +252,18 @@ export async function helmDrift(ctx: { cfg: Config }): Promise<string[]> {
     drift.push(`helm ${HELM.version} is not installed at ${bin}`);
   } else {
     const stamp = parseHelmStamp(existsSync(helmStamp()) ? readFileSync(helmStamp(), 'utf8') : undefined);
-    if (stamp.tarball !== r.sha256) drift.push(`${bin} does not come from the tarball with sha256 ${r.sha256} (stamp says ${stamp.tarball ?? 'nothing'})`);
-    else if (stamp.binary !== (await sha256File(bin))) drift.push(`${bin} was changed after it was installed (its sha256 differs from the stamp)`);
+    if (stamp.tarball !== r.sha256)
+      drift.push(
+        `${bin} does not come from the tarball with sha256 ${r.sha256} (stamp says ${stamp.tarball ?? 'nothing'})`,
+      );
+    else if (stamp.binary !== (await sha256File(bin)))
+      drift.push(`${bin} was changed after it was installed (its sha256 differs from the stamp)`);
   }
   const link = readLink(HELM_LINK);
-  if (link !== bin) drift.push(`${HELM_LINK} ${link === undefined ? (existsSync(HELM_LINK) ? 'is not a symlink' : 'is missing') : `points to ${link}`}, want a symlink to ${bin}`);
+  if (link !== bin)
+    drift.push(
+      `${HELM_LINK} ${link === undefined ? (existsSync(HELM_LINK) ? 'is not a symlink' : 'is missing') : `points to ${link}`}, want a symlink to ${bin}`,
+    );
   return drift;
 }
 

@@ -8,7 +8,7 @@ import type { Logger } from './log.mts';
 
 // zx is loaded on first use: a step that starts no process (00_preflight) does not pay for it.
 let zx: typeof import('zx') | undefined;
-async function dollar(): Promise<typeof import('zx')['$']> {
+async function dollar(): Promise<(typeof import('zx'))['$']> {
   if (!zx) {
     zx = await import('zx');
     zx.$.verbose = false;

@@ -41,7 +41,8 @@ export interface HelmChartState {
   job: InstallJob | undefined;
 }
 
-const conditionTrue = (j: InstallJob, type: string): JobCondition | undefined => j.conditions.find((c) => c.type === type && c.status === 'True');
+const conditionTrue = (j: InstallJob, type: string): JobCondition | undefined =>
+  j.conditions.find((c) => c.type === type && c.status === 'True');
 
 /**
  * Pure: what is not yet true of "k3s applied this HelmChartConfig". `since` (ISO time of our apply in this run) also
@@ -54,12 +55,17 @@ export function helmChartConfigDrift(config: KubeObject, state: HelmChartState, 
   const want = (config['spec'] as { valuesContent?: string } | undefined)?.valuesContent ?? '';
   // helm-controller leaves the key out for an empty valuesContent.
   if ((state.values ?? '') !== want) {
-    return [`${describeObject(config)} is not applied by k3s yet: Secret ${ns}/${valuesSecretName(chart)} holds ${state.values === undefined ? 'no HelmChartConfig values' : 'other values'}`];
+    return [
+      `${describeObject(config)} is not applied by k3s yet: Secret ${ns}/${valuesSecretName(chart)} holds ${state.values === undefined ? 'no HelmChartConfig values' : 'other values'}`,
+    ];
   }
-  if (state.job === undefined) return [`${job} does not exist: k3s' helm-controller has not installed the chart with these values`];
+  if (state.job === undefined)
+    return [`${job} does not exist: k3s' helm-controller has not installed the chart with these values`];
   // Kubernetes' second-resolution timestamps: a Job created in the same second as our apply counts as after it.
   if (since !== undefined && Date.parse(state.job.created) < Math.floor(Date.parse(since) / 1000) * 1000) {
-    return [`${job} was created at ${state.job.created}, before the HelmChartConfig changed: k3s has not re-run it yet`];
+    return [
+      `${job} was created at ${state.job.created}, before the HelmChartConfig changed: k3s has not re-run it yet`,
+    ];
   }
   const failed = conditionTrue(state.job, 'Failed');
   if (failed !== undefined) return [`${job} failed (${failed.reason ?? 'Failed'}: ${failed.message ?? 'no message'})`];
@@ -72,10 +78,18 @@ export async function readHelmChartState(config: KubeObject, log?: Logger): Prom
   const chart = config.metadata.name;
   // The chart's values are settings, not secrets: nothing to register for masking.
   const secret = await readSecret(ns, valuesSecretName(chart), [], log);
-  const job = await getJson<KubeObject & { status?: { conditions?: JobCondition[] } }>('job', installJobName(chart), ns, log);
+  const job = await getJson<KubeObject & { status?: { conditions?: JobCondition[] } }>(
+    'job',
+    installJobName(chart),
+    ns,
+    log,
+  );
   return {
     values: secret?.[CONFIG_VALUES_KEY],
-    job: job === undefined ? undefined : { created: String(job.metadata['creationTimestamp'] ?? ''), conditions: job.status?.conditions ?? [] },
+    job:
+      job === undefined
+        ? undefined
+        : { created: String(job.metadata['creationTimestamp'] ?? ''), conditions: job.status?.conditions ?? [] },
   };
 }
 
@@ -90,7 +104,10 @@ async function jobLogTail(namespace: string, job: string, log: Logger): Promise<
  * succeeded. A failed Job is an error naming the Job, with its last log lines (helm's own refusal is there).
  * Returns the change line to report.
  */
-export async function awaitHelmChartConfig(config: KubeObject, opts: { since?: string; timeoutSeconds: number; log: Logger }): Promise<string> {
+export async function awaitHelmChartConfig(
+  config: KubeObject,
+  opts: { since?: string; timeoutSeconds: number; log: Logger },
+): Promise<string> {
   const ns = config.metadata.namespace ?? 'kube-system';
   const job = installJobName(config.metadata.name);
   const drift = await pollUntil<string[]>(

@@ -36,7 +36,9 @@ export function serverArgs(n: Networks): string[] {
 
 /** The install script's environment: the pinned version; a forced restart when registries.yaml changed with it. */
 export function installEnv(forceRestart: boolean): Record<string, string> {
-  return forceRestart ? { INSTALL_K3S_VERSION: K3S_VERSION, INSTALL_K3S_FORCE_RESTART: 'true' } : { INSTALL_K3S_VERSION: K3S_VERSION };
+  return forceRestart
+    ? { INSTALL_K3S_VERSION: K3S_VERSION, INSTALL_K3S_FORCE_RESTART: 'true' }
+    : { INSTALL_K3S_VERSION: K3S_VERSION };
 }
 
 export function installArgv(scriptPath: string, n: Networks): string[] {
@@ -62,7 +64,8 @@ export function registriesYaml(port: number): string {
     '# The in-cluster registry (step 30) listens on the node loopback over plain HTTP; k3s reads this file at start.',
     'mirrors:',
   ];
-  for (const name of mirrorNames(port)) lines.push(`  "${name}":`, '    endpoint:', `      - "${registryEndpoint(port)}"`);
+  for (const name of mirrorNames(port))
+    lines.push(`  "${name}":`, '    endpoint:', `      - "${registryEndpoint(port)}"`);
   return lines.join('\n') + '\n';
 }
 
@@ -111,12 +114,18 @@ export function execStartDrift(words: readonly string[] | undefined, n: Networks
     return out;
   };
   const mode = values('write-kubeconfig-mode');
-  if (mode.length === 0 || !mode.every((m) => m === '600' || m === '0600')) drift.push(`${K3S_UNIT}: --write-kubeconfig-mode is ${mode.length ? mode.join(',') : 'not set'}, want 600`);
-  for (const [flag, want] of [['cluster-cidr', n.podCidr], ['service-cidr', n.serviceCidr]] as const) {
+  if (mode.length === 0 || !mode.every((m) => m === '600' || m === '0600'))
+    drift.push(`${K3S_UNIT}: --write-kubeconfig-mode is ${mode.length ? mode.join(',') : 'not set'}, want 600`);
+  for (const [flag, want] of [
+    ['cluster-cidr', n.podCidr],
+    ['service-cidr', n.serviceCidr],
+  ] as const) {
     const got = values(flag);
-    if (got.length !== 1 || got[0] !== want) drift.push(`${K3S_UNIT}: --${flag} is ${got.length ? got.join(',') : 'not set'}, want ${want}`);
+    if (got.length !== 1 || got[0] !== want)
+      drift.push(`${K3S_UNIT}: --${flag} is ${got.length ? got.join(',') : 'not set'}, want ${want}`);
   }
-  for (const d of values('disable')) drift.push(`${K3S_UNIT}: --disable ${d}, want it kept (Traefik, ServiceLB and local-path are used by later steps)`);
+  for (const d of values('disable'))
+    drift.push(`${K3S_UNIT}: --disable ${d}, want it kept (Traefik, ServiceLB and local-path are used by later steps)`);
   return drift;
 }
 
@@ -136,12 +145,21 @@ export function networkChangeProblem(words: readonly string[] | undefined, n: Ne
     const w = words[i] as string;
     return w.includes('=') ? w.slice(w.indexOf('=') + 1) : words[i + 1];
   };
-  const installed: Networks = { podCidr: value('cluster-cidr') ?? K3S_DEFAULT_NETWORKS.podCidr, serviceCidr: value('service-cidr') ?? K3S_DEFAULT_NETWORKS.serviceCidr };
+  const installed: Networks = {
+    podCidr: value('cluster-cidr') ?? K3S_DEFAULT_NETWORKS.podCidr,
+    serviceCidr: value('service-cidr') ?? K3S_DEFAULT_NETWORKS.serviceCidr,
+  };
   const diffs = [
-    installed.podCidr !== n.podCidr ? `pod network ${installed.podCidr} (CODEXK8S_POD_CIDR says ${n.podCidr})` : undefined,
-    installed.serviceCidr !== n.serviceCidr ? `service network ${installed.serviceCidr} (CODEXK8S_SERVICE_CIDR says ${n.serviceCidr})` : undefined,
+    installed.podCidr !== n.podCidr
+      ? `pod network ${installed.podCidr} (CODEXK8S_POD_CIDR says ${n.podCidr})`
+      : undefined,
+    installed.serviceCidr !== n.serviceCidr
+      ? `service network ${installed.serviceCidr} (CODEXK8S_SERVICE_CIDR says ${n.serviceCidr})`
+      : undefined,
   ].filter((d): d is string => d !== undefined);
-  return diffs.length === 0 ? undefined : `this k3s cluster was created with the ${diffs.join(' and the ')}; k3s cannot change them`;
+  return diffs.length === 0
+    ? undefined
+    : `this k3s cluster was created with the ${diffs.join(' and the ')}; k3s cannot change them`;
 }
 
 export interface HostsToml {
@@ -165,7 +183,8 @@ export function parseHostsToml(text: string): HostsToml {
 export function hostsTomlProblems(mirror: string, text: string | undefined, port: number): string[] {
   const file = join(CERTS_D, mirror, 'hosts.toml');
   const required = mirror.startsWith(`${REGISTRY_HOSTNAME}:`);
-  if (text === undefined) return required ? [`${file} is missing (k3s writes it from ${REGISTRIES_FILE} when it starts)`] : [];
+  if (text === undefined)
+    return required ? [`${file} is missing (k3s writes it from ${REGISTRIES_FILE} when it starts)`] : [];
   const { server, hosts } = parseHostsToml(text);
   const problems: string[] = [];
   const loopback = (u: string): boolean => {
@@ -177,8 +196,10 @@ export function hostsTomlProblems(mirror: string, text: string | undefined, port
     }
   };
   const all = [...hosts, ...(server !== undefined ? [server] : [])];
-  for (const u of all.filter((x) => x.startsWith('https://') && loopback(x))) problems.push(`${file} uses ${u}, want http://127.0.0.1:${port} (k3s #12551)`);
-  if (required && problems.length === 0 && !hosts.some((u) => u.startsWith('http://') && loopback(u))) problems.push(`${file} has no [host."http://127.0.0.1:${port}/v2"] entry`);
+  for (const u of all.filter((x) => x.startsWith('https://') && loopback(x)))
+    problems.push(`${file} uses ${u}, want http://127.0.0.1:${port} (k3s #12551)`);
+  if (required && problems.length === 0 && !hosts.some((u) => u.startsWith('http://') && loopback(u)))
+    problems.push(`${file} has no [host."http://127.0.0.1:${port}/v2"] entry`);
   return problems;
 }
 

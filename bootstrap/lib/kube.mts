@@ -66,10 +66,23 @@ export function diffArgv(): string[] {
 
 export function getJsonArgv(kind: string, name: string | readonly string[], namespace?: string): string[] {
   const names = typeof name === 'string' ? [name] : [...name];
-  return kubectlArgv(...(namespace !== undefined ? ['--namespace', namespace] : []), 'get', kind, ...names, '-o', 'json', '--ignore-not-found');
+  return kubectlArgv(
+    ...(namespace !== undefined ? ['--namespace', namespace] : []),
+    'get',
+    kind,
+    ...names,
+    '-o',
+    'json',
+    '--ignore-not-found',
+  );
 }
 
-export function rolloutStatusArgv(kind: 'deployment' | 'statefulset' | 'daemonset', name: string, namespace: string, timeoutSeconds: number): string[] {
+export function rolloutStatusArgv(
+  kind: 'deployment' | 'statefulset' | 'daemonset',
+  name: string,
+  namespace: string,
+  timeoutSeconds: number,
+): string[] {
   return kubectlArgv('--namespace', namespace, 'rollout', 'status', `${kind}/${name}`, `--timeout=${timeoutSeconds}s`);
 }
 
@@ -79,8 +92,23 @@ export function jobLogsArgv(namespace: string, job: string, lines: number): stri
 }
 
 /** The last `lines` log lines of a pod's container; `previous`: of the instance that ran before (a crash loop's). */
-export function podLogsArgv(namespace: string, pod: string, container: string, lines: number, previous: boolean): string[] {
-  return kubectlArgv('--namespace', namespace, 'logs', `pod/${pod}`, '--container', container, ...(previous ? ['--previous'] : []), `--tail=${lines}`);
+export function podLogsArgv(
+  namespace: string,
+  pod: string,
+  container: string,
+  lines: number,
+  previous: boolean,
+): string[] {
+  return kubectlArgv(
+    '--namespace',
+    namespace,
+    'logs',
+    `pod/${pod}`,
+    '--container',
+    container,
+    ...(previous ? ['--previous'] : []),
+    `--tail=${lines}`,
+  );
 }
 
 export function helmArgv(...args: string[]): string[] {
@@ -89,8 +117,22 @@ export function helmArgv(...args: string[]): string[] {
 
 /** Values go on stdin as JSON (`--values -`): JSON is YAML, and nothing is in argv. */
 export function helmUpgradeArgv(pin: ChartPin, timeoutSeconds: number): string[] {
-  return helmArgv('upgrade', '--install', pin.release, pin.ref, '--version', pin.version, '--namespace', pin.namespace,
-    '--create-namespace', '--values', '-', '--wait', '--timeout', `${timeoutSeconds}s`);
+  return helmArgv(
+    'upgrade',
+    '--install',
+    pin.release,
+    pin.ref,
+    '--version',
+    pin.version,
+    '--namespace',
+    pin.namespace,
+    '--create-namespace',
+    '--values',
+    '-',
+    '--wait',
+    '--timeout',
+    `${timeoutSeconds}s`,
+  );
 }
 
 /** `--all`: a release stuck in pending-install/failed must show up too (plain `helm list` hides pending ones). */
@@ -115,13 +157,19 @@ export interface HelmListEntry {
 
 export function parseHelmList(stdout: string, release: string): HelmListEntry | undefined {
   const list = JSON.parse(stdout.trim() === '' ? '[]' : stdout) as unknown;
-  if (!Array.isArray(list)) throw new OperationError(`helm list -o json printed something that is not a list: ${stdout.slice(0, 200)}`);
+  if (!Array.isArray(list))
+    throw new OperationError(`helm list -o json printed something that is not a list: ${stdout.slice(0, 200)}`);
   return (list as HelmListEntry[]).find((r) => r.name === release);
 }
 
 function canonical(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(canonical);
-  if (v !== null && typeof v === 'object') return Object.fromEntries(Object.keys(v).sort().map((k) => [k, canonical((v as Record<string, unknown>)[k])]));
+  if (v !== null && typeof v === 'object')
+    return Object.fromEntries(
+      Object.keys(v)
+        .sort()
+        .map((k) => [k, canonical((v as Record<string, unknown>)[k])]),
+    );
   return v;
 }
 
@@ -166,14 +214,21 @@ export interface HelmReleaseState {
 }
 
 /** What differs between the installed release and the pin; empty means "leave it alone". */
-export function helmReleaseDrift(pin: ChartPin, state: HelmReleaseState | undefined, want: Record<string, unknown>): string[] {
+export function helmReleaseDrift(
+  pin: ChartPin,
+  state: HelmReleaseState | undefined,
+  want: Record<string, unknown>,
+): string[] {
   const id = `helm release ${pin.namespace}/${pin.release}`;
   if (state === undefined) return [`${id} is not installed (want chart ${pin.chart} ${pin.version})`];
   const drift: string[] = [];
   if (state.status !== 'deployed') drift.push(`${id} is ${state.status}, want deployed`);
-  if (state.chart !== pin.chart || state.version !== pin.version) drift.push(`${id} runs chart ${state.chart} ${state.version}, want ${pin.chart} ${pin.version}`);
+  if (state.chart !== pin.chart || state.version !== pin.version)
+    drift.push(`${id} runs chart ${state.chart} ${state.version}, want ${pin.chart} ${pin.version}`);
   if (canonicalJson(state.values) !== canonicalJson(want)) {
-    const keys = [...new Set([...Object.keys(state.values), ...Object.keys(want)])].filter((k) => canonicalJson(state.values[k]) !== canonicalJson(want[k])).sort();
+    const keys = [...new Set([...Object.keys(state.values), ...Object.keys(want)])]
+      .filter((k) => canonicalJson(state.values[k]) !== canonicalJson(want[k]))
+      .sort();
     drift.push(`${id} values differ from the pinned values (${keys.join(', ')})`);
   }
   return drift;
@@ -183,12 +238,25 @@ export function helmReleaseDrift(pin: ChartPin, state: HelmReleaseState | undefi
 // Runners
 
 function failure(r: RunResult, what: string, hint?: string): OperationError {
-  return new OperationError(`${what}: ${mask(r.argv.join(' '))} exited ${r.exitCode}`, { detail: mask((r.stderr || r.stdout).trim().split('\n').slice(-15).join('\n')), hint });
+  return new OperationError(`${what}: ${mask(r.argv.join(' '))} exited ${r.exitCode}`, {
+    detail: mask((r.stderr || r.stdout).trim().split('\n').slice(-15).join('\n')),
+    hint,
+  });
 }
 
-export async function getJson<T = KubeObject>(kind: string, name: string, namespace: string | undefined, log?: Logger): Promise<T | undefined> {
+export async function getJson<T = KubeObject>(
+  kind: string,
+  name: string,
+  namespace: string | undefined,
+  log?: Logger,
+): Promise<T | undefined> {
   const r = await run(getJsonArgv(kind, name, namespace), { allowFail: true, timeoutSeconds: QUICK_SECONDS, log });
-  if (r.exitCode !== 0) throw failure(r, `cannot read ${kind} ${namespace ? `${namespace}/` : ''}${name}`, `is k3s running? systemctl status k3s; kubectl --kubeconfig ${KUBECONFIG} get nodes`);
+  if (r.exitCode !== 0)
+    throw failure(
+      r,
+      `cannot read ${kind} ${namespace ? `${namespace}/` : ''}${name}`,
+      `is k3s running? systemctl status k3s; kubectl --kubeconfig ${KUBECONFIG} get nodes`,
+    );
   return r.stdout.trim() === '' ? undefined : (JSON.parse(r.stdout) as T);
 }
 
@@ -214,12 +282,14 @@ export async function objectsDrift(objects: readonly KubeObject[], log?: Logger)
   const ask: KubeObject[] = [];
   for (const o of objects) {
     const ns = o.metadata.namespace;
-    if (ns !== undefined && !existing.has(ns)) lines.set(o, `${describeObject(o)} does not exist (namespace ${ns} does not exist yet)`);
+    if (ns !== undefined && !existing.has(ns))
+      lines.set(o, `${describeObject(o)} does not exist (namespace ${ns} does not exist yet)`);
     else ask.push(o);
   }
   if (ask.length > 0) {
     const r = await run(diffArgv(), { input: toYamlStream(ask), allowFail: true, timeoutSeconds: QUICK_SECONDS, log });
-    if (r.exitCode !== 0 && r.exitCode !== 1) throw failure(r, 'kubectl diff failed', 'the manifests or the cluster are broken; run the step with --verbose');
+    if (r.exitCode !== 0 && r.exitCode !== 1)
+      throw failure(r, 'kubectl diff failed', 'the manifests or the cluster are broken; run the step with --verbose');
     if (r.exitCode === 1) {
       const sections = diffSections(r.stdout);
       let attributed = 0;
@@ -227,9 +297,15 @@ export async function objectsDrift(objects: readonly KubeObject[], log?: Logger)
         const s = sections.find((x) => x.name === diffName(o));
         if (s === undefined) continue;
         attributed++;
-        lines.set(o, s.created ? `${describeObject(o)} does not exist` : `${describeObject(o)} differs from its manifest`);
+        lines.set(
+          o,
+          s.created ? `${describeObject(o)} does not exist` : `${describeObject(o)} differs from its manifest`,
+        );
       }
-      if (attributed === 0) return [`kubectl diff reports differences it does not attribute to an object:\n${mask(r.stdout).slice(0, 2000)}`];
+      if (attributed === 0)
+        return [
+          `kubectl diff reports differences it does not attribute to an object:\n${mask(r.stdout).slice(0, 2000)}`,
+        ];
     }
   }
   return objects.filter((o) => lines.has(o)).map((o) => lines.get(o) as string);
@@ -247,19 +323,37 @@ export interface ApplyOptions {
 }
 
 /** `kubectl apply -f -` of the objects; returns kubectl's lines for objects it created or changed. */
-export async function applyObjects(objects: readonly KubeObject[], log: Logger, opts: ApplyOptions = {}): Promise<string[]> {
+export async function applyObjects(
+  objects: readonly KubeObject[],
+  log: Logger,
+  opts: ApplyOptions = {},
+): Promise<string[]> {
   if (objects.length === 0) return [];
   const attempts = opts.retryOn ? (opts.attempts ?? 10) : 1;
   const delay = opts.delaySeconds ?? 3;
   const failed = (r: RunResult, attempt: number) =>
-    failure(r, `kubectl apply of ${opts.what ?? objects.map(describeObject).join(', ')} failed${attempt > 1 ? ` (attempt ${attempt}/${attempts})` : ''}`,
-      'run the step again with --verbose; kubectl describe the object named above');
+    failure(
+      r,
+      `kubectl apply of ${opts.what ?? objects.map(describeObject).join(', ')} failed${attempt > 1 ? ` (attempt ${attempt}/${attempts})` : ''}`,
+      'run the step again with --verbose; kubectl describe the object named above',
+    );
   let last: RunResult | undefined;
   return pollUntil<string[]>(
     async (attempt) => {
-      const r = await run(applyArgv({ serverSide: opts.serverSide }), { input: toYamlStream(objects), allowFail: true, timeoutSeconds: QUICK_SECONDS * 2, log });
+      const r = await run(applyArgv({ serverSide: opts.serverSide }), {
+        input: toYamlStream(objects),
+        allowFail: true,
+        timeoutSeconds: QUICK_SECONDS * 2,
+        log,
+      });
       last = r;
-      if (r.exitCode === 0) return { done: r.stdout.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !/ unchanged$/.test(l)) };
+      if (r.exitCode === 0)
+        return {
+          done: r.stdout
+            .split('\n')
+            .map((l) => l.trim())
+            .filter((l) => l !== '' && !/ unchanged$/.test(l)),
+        };
       if (opts.retryOn === undefined || !opts.retryOn.test(r.stderr)) throw failed(r, attempt);
       return { waiting: mask(r.stderr.trim().split('\n')[0] ?? '') };
     },
@@ -267,7 +361,10 @@ export async function applyObjects(objects: readonly KubeObject[], log: Logger, 
       attempts,
       intervalSeconds: delay,
       what: opts.what ?? 'kubectl apply',
-      onWait: (attempt, why) => log.info(`  .. ${opts.what ?? 'apply'} not accepted yet (${why}); attempt ${attempt}/${attempts}, retrying in ${delay}s`),
+      onWait: (attempt, why) =>
+        log.info(
+          `  .. ${opts.what ?? 'apply'} not accepted yet (${why}); attempt ${attempt}/${attempts}, retrying in ${delay}s`,
+        ),
       onTimeout: (_last, attempt) => failed(last as RunResult, attempt),
     },
   );
@@ -277,7 +374,12 @@ export async function applyObjects(objects: readonly KubeObject[], log: Logger, 
  * A Secret's data, decoded, or undefined when it does not exist. The values of the keys in `secretKeys` are
  * registered for masking before anything else can print them.
  */
-export async function readSecret(namespace: string, name: string, secretKeys: readonly string[], log?: Logger): Promise<Record<string, string> | undefined> {
+export async function readSecret(
+  namespace: string,
+  name: string,
+  secretKeys: readonly string[],
+  log?: Logger,
+): Promise<Record<string, string> | undefined> {
   const obj = await getJson<KubeObject & { data?: Record<string, string> }>('secret', name, namespace, log);
   if (obj === undefined) return undefined;
   const out: Record<string, string> = {};
@@ -289,11 +391,24 @@ export async function readSecret(namespace: string, name: string, secretKeys: re
 }
 
 /** Waits (bounded by `timeoutSeconds`) for a rollout; a timeout is an error that says what to look at. */
-export async function rolloutStatus(kind: 'deployment' | 'statefulset' | 'daemonset', name: string, namespace: string, timeoutSeconds: number, log: Logger): Promise<void> {
-  const r = await run(rolloutStatusArgv(kind, name, namespace, timeoutSeconds), { allowFail: true, timeoutSeconds: timeoutSeconds + 30, log });
+export async function rolloutStatus(
+  kind: 'deployment' | 'statefulset' | 'daemonset',
+  name: string,
+  namespace: string,
+  timeoutSeconds: number,
+  log: Logger,
+): Promise<void> {
+  const r = await run(rolloutStatusArgv(kind, name, namespace, timeoutSeconds), {
+    allowFail: true,
+    timeoutSeconds: timeoutSeconds + 30,
+    log,
+  });
   if (r.exitCode !== 0) {
-    throw failure(r, `${kind} ${namespace}/${name} did not become ready within ${timeoutSeconds}s`,
-      `kubectl --kubeconfig ${KUBECONFIG} -n ${namespace} describe ${kind}/${name}; kubectl --kubeconfig ${KUBECONFIG} -n ${namespace} get events --sort-by=.lastTimestamp | tail -20`);
+    throw failure(
+      r,
+      `${kind} ${namespace}/${name} did not become ready within ${timeoutSeconds}s`,
+      `kubectl --kubeconfig ${KUBECONFIG} -n ${namespace} describe ${kind}/${name}; kubectl --kubeconfig ${KUBECONFIG} -n ${namespace} get events --sort-by=.lastTimestamp | tail -20`,
+    );
   }
 }
 
@@ -304,17 +419,32 @@ export async function helmReleaseState(pin: ChartPin, log?: Logger): Promise<Hel
   if (entry === undefined) return undefined;
   const prefix = `${pin.chart}-`;
   const chart = entry.chart.startsWith(prefix) ? pin.chart : entry.chart.replace(/-v?\d[^-]*(-.*)?$/, '');
-  const version = entry.chart.startsWith(prefix) ? entry.chart.slice(prefix.length) : entry.chart.slice(chart.length + 1);
+  const version = entry.chart.startsWith(prefix)
+    ? entry.chart.slice(prefix.length)
+    : entry.chart.slice(chart.length + 1);
   const v = await run(helmGetValuesArgv(pin), { allowFail: true, timeoutSeconds: QUICK_SECONDS, log });
   if (v.exitCode !== 0) throw failure(v, `cannot read the values of helm release ${pin.namespace}/${pin.release}`);
   const parsed = JSON.parse(v.stdout.trim() === '' ? 'null' : v.stdout) as Record<string, unknown> | null;
   return { status: entry.status, chart, version, values: parsed ?? {} };
 }
 
-export async function helmUpgrade(pin: ChartPin, values: Record<string, unknown>, timeoutSeconds: number, log: Logger): Promise<void> {
-  const r = await run(helmUpgradeArgv(pin, timeoutSeconds), { input: JSON.stringify(values), allowFail: true, timeoutSeconds: timeoutSeconds + 60, log });
+export async function helmUpgrade(
+  pin: ChartPin,
+  values: Record<string, unknown>,
+  timeoutSeconds: number,
+  log: Logger,
+): Promise<void> {
+  const r = await run(helmUpgradeArgv(pin, timeoutSeconds), {
+    input: JSON.stringify(values),
+    allowFail: true,
+    timeoutSeconds: timeoutSeconds + 60,
+    log,
+  });
   if (r.exitCode !== 0) {
-    throw failure(r, `helm could not install ${pin.chart} ${pin.version} as ${pin.namespace}/${pin.release}`,
-      `helm --kubeconfig ${KUBECONFIG} -n ${pin.namespace} status ${pin.release}; kubectl --kubeconfig ${KUBECONFIG} -n ${pin.namespace} get pods`);
+    throw failure(
+      r,
+      `helm could not install ${pin.chart} ${pin.version} as ${pin.namespace}/${pin.release}`,
+      `helm --kubeconfig ${KUBECONFIG} -n ${pin.namespace} status ${pin.release}; kubectl --kubeconfig ${KUBECONFIG} -n ${pin.namespace} get pods`,
+    );
   }
 }

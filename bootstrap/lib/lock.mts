@@ -55,12 +55,21 @@ export function parseLockAnswer(stdout: string): LockAnswer {
   const first = lines[0] ?? '';
   if (first === 'acquired') return { kind: 'acquired' };
   if (first === 'took-over') {
-    return { kind: 'took-over', previous: parseOwner(lines.join('\n'), 'previous.'), reason: keyValues(lines)['reason'] ?? 'its holder is gone' };
+    return {
+      kind: 'took-over',
+      previous: parseOwner(lines.join('\n'), 'previous.'),
+      reason: keyValues(lines)['reason'] ?? 'its holder is gone',
+    };
   }
   if (first.startsWith('refused ')) return { kind: 'refused', reason: first.slice('refused '.length) };
   if (first !== 'held') throw new Error(`unexpected lock answer: ${stdout.trim().slice(0, 200)}`);
   const kv = keyValues(lines.slice(1, 3));
-  return { kind: 'held', owner: parseOwner(lines.slice(3).join('\n')), now: Number(kv['now'] ?? 0), alive: kv['alive'] ?? 'unknown' };
+  return {
+    kind: 'held',
+    owner: parseOwner(lines.slice(3).join('\n')),
+    now: Number(kv['now'] ?? 0),
+    alive: kv['alive'] ?? 'unknown',
+  };
 }
 
 export function lockAgeSeconds(owner: LockOwner, now: number): number {
@@ -77,7 +86,11 @@ function describeOwner(owner: LockOwner, now: number): string {
  * `sshHint` is how to reach the server from the laptop; empty when the reader is on the server already.
  * Never "remove the lock": a lock whose holder is gone is taken over by the next run on its own.
  */
-export function explainHeldLock(answer: Extract<LockAnswer, { kind: 'held' }>, staleAfterSeconds: number, sshHint: string): { message: string; hint: string } {
+export function explainHeldLock(
+  answer: Extract<LockAnswer, { kind: 'held' }>,
+  staleAfterSeconds: number,
+  sshHint: string,
+): { message: string; hint: string } {
   const { owner, now, alive } = answer;
   const on = sshHint ? `${sshHint} ` : '';
   const who = describeOwner(owner, now);

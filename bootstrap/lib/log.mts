@@ -50,7 +50,13 @@ export class Logger {
       // eslint-disable-next-line no-control-regex
       const clean = mask(plain ?? text).replace(/\u001b\[[0-9;]*m/g, '');
       const stamp = new Date().toISOString();
-      appendFileSync(this.file, clean.split('\n').map((l) => `${stamp} ${l}`).join('\n') + '\n');
+      appendFileSync(
+        this.file,
+        clean
+          .split('\n')
+          .map((l) => `${stamp} ${l}`)
+          .join('\n') + '\n',
+      );
     }
   }
 
@@ -71,7 +77,13 @@ export class Logger {
   fileOnly(msg: string): void {
     if (!this.file) return;
     const stamp = new Date().toISOString();
-    appendFileSync(this.file, mask(msg).split('\n').map((l) => `${stamp} ${l}`).join('\n') + '\n');
+    appendFileSync(
+      this.file,
+      mask(msg)
+        .split('\n')
+        .map((l) => `${stamp} ${l}`)
+        .join('\n') + '\n',
+    );
   }
 
   stepHeader(index: number, total: number, name: string): void {

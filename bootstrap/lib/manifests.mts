@@ -25,7 +25,13 @@ export type Mode = 'local' | 'server';
 export interface KubeObject {
   apiVersion: string;
   kind: string;
-  metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string>; [k: string]: unknown };
+  metadata: {
+    name: string;
+    namespace?: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    [k: string]: unknown;
+  };
   [k: string]: unknown;
 }
 
@@ -88,7 +94,8 @@ export const NAMES = {
 
 /** The image tag of a git commit: `sha-` and the first 12 hex digits (what the deploy workflow computes too). */
 export function appImageTag(gitSha: string): string {
-  if (!/^[0-9a-f]{40}$/.test(gitSha)) throw new OperationError(`not a full git commit SHA: "${gitSha}" (want 40 lower-case hex digits)`);
+  if (!/^[0-9a-f]{40}$/.test(gitSha))
+    throw new OperationError(`not a full git commit SHA: "${gitSha}" (want 40 lower-case hex digits)`);
   return `sha-${gitSha.slice(0, 12)}`;
 }
 
@@ -128,7 +135,9 @@ export function substitute(text: string, values: Readonly<Record<string, Placeho
     const after = text.slice(offset + match.length, lineEnd);
     const line = text.slice(0, offset).split('\n').length;
     if (!/(^|:\s+|-\s+|\[\s*|\{\s*|,\s*)$/.test(before) || !/^\s*($|,|\]|\}|\s#)/.test(after)) {
-      problems.push(`${where}:${line}: ${match} must be a whole YAML value (not part of a longer string); compute the full value in code`);
+      problems.push(
+        `${where}:${line}: ${match} must be a whole YAML value (not part of a longer string); compute the full value in code`,
+      );
       return match;
     }
     const v = values[name];
@@ -154,11 +163,20 @@ function isObject(v: unknown): v is Record<string, unknown> {
 export function parseObjects(text: string, where: string): KubeObject[] {
   const out: KubeObject[] = [];
   for (const doc of parseAllDocuments(text)) {
-    if (doc.errors.length > 0) throw new OperationError(`${where}: not valid YAML: ${doc.errors[0]?.message ?? 'parse error'}`);
+    if (doc.errors.length > 0)
+      throw new OperationError(`${where}: not valid YAML: ${doc.errors[0]?.message ?? 'parse error'}`);
     const v = doc.toJS() as unknown;
     if (v === null || v === undefined) continue;
-    if (!isObject(v) || typeof v['apiVersion'] !== 'string' || typeof v['kind'] !== 'string' || !isObject(v['metadata']) || typeof v['metadata']['name'] !== 'string') {
-      throw new OperationError(`${where}: a document is not a Kubernetes object (apiVersion, kind and metadata.name are required)`);
+    if (
+      !isObject(v) ||
+      typeof v['apiVersion'] !== 'string' ||
+      typeof v['kind'] !== 'string' ||
+      !isObject(v['metadata']) ||
+      typeof v['metadata']['name'] !== 'string'
+    ) {
+      throw new OperationError(
+        `${where}: a document is not a Kubernetes object (apiVersion, kind and metadata.name are required)`,
+      );
     }
     out.push(v as KubeObject);
   }
@@ -169,7 +187,12 @@ export function parseObjects(text: string, where: string): KubeObject[] {
  * Renders one component for one mode. `values` must cover exactly the placeholders its files use: a missing one
  * and an unused one are both errors.
  */
-export function render(component: string, mode: Mode, values: Readonly<Record<string, PlaceholderValue>>, root: string = MANIFESTS_DIR): Rendered {
+export function render(
+  component: string,
+  mode: Mode,
+  values: Readonly<Record<string, PlaceholderValue>>,
+  root: string = MANIFESTS_DIR,
+): Rendered {
   const files = componentFiles(component, mode, root);
   const used = new Set<string>();
   const objects: KubeObject[] = [];
@@ -182,7 +205,10 @@ export function render(component: string, mode: Mode, values: Readonly<Record<st
     texts.push(`# Source: manifests/${f}\n${text.trim()}\n`);
   }
   const unused = Object.keys(values).filter((k) => !used.has(k));
-  if (unused.length > 0) throw new OperationError(`manifests/${component} (${mode} mode) uses no placeholder ${unused.map((u) => '${' + u + '}').join(', ')}: a value was given for nothing`);
+  if (unused.length > 0)
+    throw new OperationError(
+      `manifests/${component} (${mode} mode) uses no placeholder ${unused.map((u) => '${' + u + '}').join(', ')}: a value was given for nothing`,
+    );
   return { component, mode, files, objects, yaml: texts.join('---\n') };
 }
 

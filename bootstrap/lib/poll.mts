@@ -37,7 +37,8 @@ export class PollTimeout extends OperationError {
 }
 
 export async function pollUntil<T>(probe: (attempt: number) => Promise<PollAnswer<T>>, opts: PollOptions): Promise<T> {
-  if (opts.timeoutSeconds === undefined && opts.attempts === undefined) throw new Error(`pollUntil(${opts.what}): no bound`);
+  if (opts.timeoutSeconds === undefined && opts.attempts === undefined)
+    throw new Error(`pollUntil(${opts.what}): no bound`);
   const pause = opts.sleep ?? zxSleep;
   const deadline = opts.timeoutSeconds === undefined ? Infinity : Date.now() + opts.timeoutSeconds * 1000;
   const maxAttempts = opts.attempts ?? Infinity;

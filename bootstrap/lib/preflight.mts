@@ -50,23 +50,73 @@ export function evaluate(f: Facts, t: Thresholds): Check[] {
   const version = osField(f.osRelease, 'VERSION_ID');
   const pretty = osField(f.osRelease, 'PRETTY_NAME') || `${id} ${version}`;
   if (id === 'ubuntu' && version === '24.04') out.push({ name: 'os', status: 'ok', reason: `${pretty} (supported)` });
-  else if (id === 'debian' && version === '12') out.push({ name: 'os', status: 'ok', reason: `${pretty} (accepted: the test sandbox runs Debian 12)` });
-  else out.push({ name: 'os', status: 'fail', reason: `found ${pretty || 'an unknown OS'}`, fix: 'use Ubuntu 24.04 LTS (Debian 12 is accepted for tests)' });
+  else if (id === 'debian' && version === '12')
+    out.push({ name: 'os', status: 'ok', reason: `${pretty} (accepted: the test sandbox runs Debian 12)` });
+  else
+    out.push({
+      name: 'os',
+      status: 'fail',
+      reason: `found ${pretty || 'an unknown OS'}`,
+      fix: 'use Ubuntu 24.04 LTS (Debian 12 is accepted for tests)',
+    });
 
-  out.push(f.uid === 0 ? { name: 'root', status: 'ok', reason: 'running as root' } : { name: 'root', status: 'fail', reason: `running as uid ${f.uid}`, fix: 'run the step with sudo, or set TARGET_ROOT_USER=root' });
+  out.push(
+    f.uid === 0
+      ? { name: 'root', status: 'ok', reason: 'running as root' }
+      : {
+          name: 'root',
+          status: 'fail',
+          reason: `running as uid ${f.uid}`,
+          fix: 'run the step with sudo, or set TARGET_ROOT_USER=root',
+        },
+  );
 
-  if (f.arch === 'x64' || f.arch === 'arm64') out.push({ name: 'arch', status: 'ok', reason: f.arch === 'x64' ? 'amd64' : 'arm64' });
-  else out.push({ name: 'arch', status: 'fail', reason: `CPU architecture ${f.arch}`, fix: 'use an amd64 or arm64 server' });
+  if (f.arch === 'x64' || f.arch === 'arm64')
+    out.push({ name: 'arch', status: 'ok', reason: f.arch === 'x64' ? 'amd64' : 'arm64' });
+  else
+    out.push({
+      name: 'arch',
+      status: 'fail',
+      reason: `CPU architecture ${f.arch}`,
+      fix: 'use an amd64 or arm64 server',
+    });
 
-  out.push(f.cpus >= 2 ? { name: 'cpus', status: 'ok', reason: `${f.cpus} CPUs` } : { name: 'cpus', status: 'warn', reason: `${f.cpus} CPU`, fix: 'k3s, builds and PostgreSQL share it: 2 or more CPUs are recommended' });
+  out.push(
+    f.cpus >= 2
+      ? { name: 'cpus', status: 'ok', reason: `${f.cpus} CPUs` }
+      : {
+          name: 'cpus',
+          status: 'warn',
+          reason: `${f.cpus} CPU`,
+          fix: 'k3s, builds and PostgreSQL share it: 2 or more CPUs are recommended',
+        },
+  );
 
   const mem = `${Math.round(f.memoryMiB)} MiB`;
-  if (f.memoryMiB < t.minMemoryMiB) out.push({ name: 'memory', status: 'fail', reason: `${mem}, below the minimum ${t.minMemoryMiB} MiB`, fix: 'resize the server (or lower CODEXK8S_MIN_MEMORY_MIB at your own risk)' });
-  else if (f.memoryMiB < t.warnMemoryMiB) out.push({ name: 'memory', status: 'warn', reason: `${mem}, below the recommended ${t.warnMemoryMiB} MiB`, fix: 'expect slow image builds; 4 GiB or more is recommended' });
+  if (f.memoryMiB < t.minMemoryMiB)
+    out.push({
+      name: 'memory',
+      status: 'fail',
+      reason: `${mem}, below the minimum ${t.minMemoryMiB} MiB`,
+      fix: 'resize the server (or lower CODEXK8S_MIN_MEMORY_MIB at your own risk)',
+    });
+  else if (f.memoryMiB < t.warnMemoryMiB)
+    out.push({
+      name: 'memory',
+      status: 'warn',
+      reason: `${mem}, below the recommended ${t.warnMemoryMiB} MiB`,
+      fix: 'expect slow image builds; 4 GiB or more is recommended',
+    });
   else out.push({ name: 'memory', status: 'ok', reason: mem });
 
   const disk = `${f.varLibFreeGiB.toFixed(1)} GiB free under /var/lib`;
-  if (f.varLibFreeGiB < t.minDiskGiB) out.push({ name: 'disk', status: 'fail', reason: `${disk}, below the minimum ${t.minDiskGiB} GiB`, fix: 'grow the disk or free space under /var/lib (images, volumes and k3s live there)' });
+  if (f.varLibFreeGiB < t.minDiskGiB)
+    out.push({
+      name: 'disk',
+      status: 'fail',
+      reason: `${disk}, below the minimum ${t.minDiskGiB} GiB`,
+      fix: 'grow the disk or free space under /var/lib (images, volumes and k3s live there)',
+    });
   else out.push({ name: 'disk', status: 'ok', reason: disk });
   return out;
 }
@@ -85,7 +135,10 @@ export function gatherFacts(): Facts {
 
 export function formatTable(checks: readonly Check[]): string[] {
   const w = Math.max(...checks.map((c) => c.name.length));
-  return checks.map((c) => `  ${c.status.padEnd(4)}  ${c.name.padEnd(w)}  ${c.reason}${c.fix && c.status !== 'ok' ? `  -> ${c.fix}` : ''}`);
+  return checks.map(
+    (c) =>
+      `  ${c.status.padEnd(4)}  ${c.name.padEnd(w)}  ${c.reason}${c.fix && c.status !== 'ok' ? `  -> ${c.fix}` : ''}`,
+  );
 }
 
 // ---- ports --------------------------------------------------------------------------------------------
@@ -121,7 +174,8 @@ export function evaluatePorts(listeners: readonly Listener[], ports: readonly nu
     const name = `port ${port}`;
     if (held.length === 0) return { name, status: 'ok', reason: 'free' };
     const procs = [...new Set(held.flatMap((l) => l.processes))];
-    if (procs.length > 0 && procs.every((p) => OUR_PROCESSES.test(p))) return { name, status: 'ok', reason: `held by our k3s (${procs.join(', ')}): a re-run` };
+    if (procs.length > 0 && procs.every((p) => OUR_PROCESSES.test(p)))
+      return { name, status: 'ok', reason: `held by our k3s (${procs.join(', ')}): a re-run` };
     const who = procs.length > 0 ? procs.join(', ') : 'an unknown process';
     return {
       name,
@@ -139,12 +193,21 @@ export async function listeners(): Promise<Listener[] | undefined> {
 
 // ---- a busy fresh server: cloud-init and the apt/dpkg locks ------------------------------------------
 
-export const APT_LOCKS = ['/var/lib/dpkg/lock-frontend', '/var/lib/dpkg/lock', '/var/lib/apt/lists/lock', '/var/cache/apt/archives/lock'];
+export const APT_LOCKS = [
+  '/var/lib/dpkg/lock-frontend',
+  '/var/lib/dpkg/lock',
+  '/var/lib/apt/lists/lock',
+  '/var/cache/apt/archives/lock',
+];
 
 /** `lslocks --json -o COMMAND,PID,PATH` -> the holders of the apt/dpkg locks. */
 export function aptLockHolders(lslocksJson: string): string[] {
-  const parsed = JSON.parse(lslocksJson || '{"locks":[]}') as { locks?: Array<{ command?: string; pid?: number | string; path?: string | null }> };
-  return (parsed.locks ?? []).filter((l) => l.path && APT_LOCKS.includes(l.path)).map((l) => `${l.command ?? '?'} (pid ${l.pid ?? '?'}) on ${l.path}`);
+  const parsed = JSON.parse(lslocksJson || '{"locks":[]}') as {
+    locks?: Array<{ command?: string; pid?: number | string; path?: string | null }>;
+  };
+  return (parsed.locks ?? [])
+    .filter((l) => l.path && APT_LOCKS.includes(l.path))
+    .map((l) => `${l.command ?? '?'} (pid ${l.pid ?? '?'}) on ${l.path}`);
 }
 
 export async function waitForCloudInit(waitSeconds: number): Promise<Check> {
@@ -155,11 +218,28 @@ export async function waitForCloudInit(waitSeconds: number): Promise<Check> {
     const r = await run(['cloud-init', 'status', '--wait'], { allowFail: true, timeoutSeconds: waitSeconds });
     const took = Math.round((performance.now() - started) / 1000);
     const state = /status:\s*(\S+)/.exec(r.stdout)?.[1] ?? `exit ${r.exitCode}`;
-    if (r.exitCode === 0) return { name: 'cloud-init', status: 'ok', reason: `${state}${took > 1 ? ` (waited ${took}s)` : ''}` };
-    if (r.exitCode === 2) return { name: 'cloud-init', status: 'warn', reason: `finished with recoverable errors (${state})`, fix: 'see cloud-init status --long and /var/log/cloud-init.log' };
-    return { name: 'cloud-init', status: 'fail', reason: `finished with an error (${state})`, fix: 'see cloud-init status --long and /var/log/cloud-init-output.log; fix or rebuild the server' };
+    if (r.exitCode === 0)
+      return { name: 'cloud-init', status: 'ok', reason: `${state}${took > 1 ? ` (waited ${took}s)` : ''}` };
+    if (r.exitCode === 2)
+      return {
+        name: 'cloud-init',
+        status: 'warn',
+        reason: `finished with recoverable errors (${state})`,
+        fix: 'see cloud-init status --long and /var/log/cloud-init.log',
+      };
+    return {
+      name: 'cloud-init',
+      status: 'fail',
+      reason: `finished with an error (${state})`,
+      fix: 'see cloud-init status --long and /var/log/cloud-init-output.log; fix or rebuild the server',
+    };
   } catch {
-    return { name: 'cloud-init', status: 'fail', reason: `still running after ${waitSeconds}s`, fix: 'wait for cloud-init status --wait, or raise CODEXK8S_PREFLIGHT_WAIT' };
+    return {
+      name: 'cloud-init',
+      status: 'fail',
+      reason: `still running after ${waitSeconds}s`,
+      fix: 'wait for cloud-init status --wait, or raise CODEXK8S_PREFLIGHT_WAIT',
+    };
   }
 }
 
@@ -170,7 +250,15 @@ export async function waitForAptLocks(waitSeconds: number, log: StepContext['log
     return await pollUntil<Check>(
       async () => {
         const r = await run(['lslocks', '--json', '--output', 'COMMAND,PID,PATH'], { allowFail: true });
-        if (r.exitCode !== 0) return { done: { name: 'apt locks', status: 'warn', reason: 'lslocks failed; cannot tell whether apt is busy', fix: 'if a later step fails on the dpkg lock, wait and resume' } };
+        if (r.exitCode !== 0)
+          return {
+            done: {
+              name: 'apt locks',
+              status: 'warn',
+              reason: 'lslocks failed; cannot tell whether apt is busy',
+              fix: 'if a later step fails on the dpkg lock, wait and resume',
+            },
+          };
         const holders = aptLockHolders(r.stdout);
         if (holders.length > 0) return { waiting: holders.join('; ') };
         const took = Math.round((performance.now() - started) / 1000);
@@ -181,13 +269,19 @@ export async function waitForAptLocks(waitSeconds: number, log: StepContext['log
         intervalSeconds: 2,
         what: 'the apt/dpkg lock',
         onWait: (attempt, holders) => {
-          if (attempt === 1 || attempt % 15 === 0) log.info(`  waiting for the apt/dpkg lock, held by ${holders} (attempt ${attempt}/${attempts})`);
+          if (attempt === 1 || attempt % 15 === 0)
+            log.info(`  waiting for the apt/dpkg lock, held by ${holders} (attempt ${attempt}/${attempts})`);
         },
       },
     );
   } catch (e) {
     if (!(e instanceof PollTimeout)) throw e;
-    return { name: 'apt locks', status: 'fail', reason: `still held after ${waitSeconds}s by ${e.last}`, fix: 'let the running apt/unattended-upgrades finish (journalctl -u unattended-upgrades), then resume' };
+    return {
+      name: 'apt locks',
+      status: 'fail',
+      reason: `still held after ${waitSeconds}s by ${e.last}`,
+      fix: 'let the running apt/unattended-upgrades finish (journalctl -u unattended-upgrades), then resume',
+    };
   }
 }
 
@@ -195,7 +289,13 @@ export async function waitForAptLocks(waitSeconds: number, log: StepContext['log
 
 export function evaluateDns(domain: string, resolved: readonly string[] | Error, local: readonly string[]): Check {
   const name = 'dns';
-  if (resolved instanceof Error) return { name, status: 'fail', reason: `${domain} does not resolve (${resolved.message})`, fix: `create an A record for ${domain} pointing at this server, then wait for it to propagate` };
+  if (resolved instanceof Error)
+    return {
+      name,
+      status: 'fail',
+      reason: `${domain} does not resolve (${resolved.message})`,
+      fix: `create an A record for ${domain} pointing at this server, then wait for it to propagate`,
+    };
   const mine = resolved.filter((a) => local.includes(a));
   if (mine.length > 0) return { name, status: 'ok', reason: `${domain} -> ${mine.join(', ')} (this server)` };
   return {
@@ -214,11 +314,24 @@ export interface Target {
 }
 
 /** Every HTTPS endpoint a later step reaches, one per host (the first reason wins). */
-export function outboundTargets(opts: { mode: string; mirror?: string; overrides?: Readonly<Record<string, string>>; githubApiUrl: string; arch: Arch }): Target[] {
+export function outboundTargets(opts: {
+  mode: string;
+  mirror?: string;
+  overrides?: Readonly<Record<string, string>>;
+  githubApiUrl: string;
+  arch: Arch;
+}): Target[] {
   const all: Target[] = [
-    ...ARTIFACTS.map((a) => ({ url: resolveArtifact(a, opts.arch, opts.mirror, opts.overrides).url, why: `the ${a.name} ${a.version} download`, mirrorable: true })),
+    ...ARTIFACTS.map((a) => ({
+      url: resolveArtifact(a, opts.arch, opts.mirror, opts.overrides).url,
+      why: `the ${a.name} ${a.version} download`,
+      mirrorable: true,
+    })),
     { url: `${opts.githubApiUrl}/`, why: 'the GitHub API: runners and repository wiring' },
-    ...OUTBOUND_ENDPOINTS.filter((e) => !e.serverModeOnly || opts.mode === 'server').map((e) => ({ url: e.url, why: e.why })),
+    ...OUTBOUND_ENDPOINTS.filter((e) => !e.serverModeOnly || opts.mode === 'server').map((e) => ({
+      url: e.url,
+      why: e.why,
+    })),
   ];
   const seen = new Set<string>();
   return all.filter((t) => {
@@ -230,7 +343,10 @@ export function outboundTargets(opts: { mode: string; mirror?: string; overrides
 }
 
 /** Any HTTP answer counts as reachable (a 404 still proves DNS, routing, TLS and the proxy path). */
-export async function probe(url: string, timeoutMs = 5000): Promise<{ ok: true; status: number } | { ok: false; reason: string }> {
+export async function probe(
+  url: string,
+  timeoutMs = 5000,
+): Promise<{ ok: true; status: number } | { ok: false; reason: string }> {
   try {
     const r = await fetch(url, { method: 'HEAD', redirect: 'manual', signal: AbortSignal.timeout(timeoutMs) });
     return { ok: true, status: r.status };
@@ -241,7 +357,11 @@ export async function probe(url: string, timeoutMs = 5000): Promise<{ ok: true; 
   }
 }
 
-export async function evaluateOutbound(targets: readonly Target[], onFailure: 'fail' | 'warn', timeoutMs = 5000): Promise<Check[]> {
+export async function evaluateOutbound(
+  targets: readonly Target[],
+  onFailure: 'fail' | 'warn',
+  timeoutMs = 5000,
+): Promise<Check[]> {
   const results = await Promise.all(targets.map(async (t) => ({ t, r: await probe(t.url, timeoutMs) })));
   return results.map(({ t, r }): Check => {
     const host = new URL(t.url).host;
@@ -271,24 +391,40 @@ export async function resolveAll(domain: string): Promise<string[] | Error> {
  * Rootless BuildKit's user namespace (lib/userns.mts, paths injectable for tests): the two report lines, and the
  * refusal (exit 2: a setting to choose) when the kernel restricts user namespaces and no usable remedy is set.
  */
-export function usernsPreflight(remedy: UsernsRemedy | undefined, paths: UsernsPaths = usernsPaths()): { checks: Check[]; refusal?: OperationError } {
+export function usernsPreflight(
+  remedy: UsernsRemedy | undefined,
+  paths: UsernsPaths = usernsPaths(),
+): { checks: Check[]; refusal?: OperationError } {
   const checks = evaluateUserns(readUsernsFacts(paths), remedy, paths);
   const refused = checks.filter((c) => c.status === 'fail');
   if (refused.length === 0) return { checks };
   return {
     checks,
-    refusal: new OperationError(`preflight refuses: ${refused.map((c) => `${c.name}: ${c.reason}`).join('; ')}; nothing was changed`, {
-      hint: refused.map((c) => c.fix).join('; '), exitCode: 2,
-    }),
+    refusal: new OperationError(
+      `preflight refuses: ${refused.map((c) => `${c.name}: ${c.reason}`).join('; ')}; nothing was changed`,
+      {
+        hint: refused.map((c) => c.fix).join('; '),
+        exitCode: 2,
+      },
+    ),
   };
 }
 
 /** Pure: may step 10 make OPERATOR_USER the operator? (It asks again itself before it changes anything.) */
 export function operatorCheck(user: string, v: OperatorVerdict): Check {
   switch (v.kind) {
-    case 'create': return { name: 'operator', status: 'ok', reason: `${user} does not exist yet; step 10 creates it` };
-    case 'ours': return { name: 'operator', status: 'ok', reason: `${user} (uid ${v.account.uid}) was created by this tool` };
-    case 'adopted': return { name: 'operator', status: 'warn', reason: `${user} (uid ${v.account.uid}) is an existing account, adopted (OPERATOR_ADOPT_EXISTING=true)`, fix: 'step 10 gives it a bash login shell, your key and passwordless sudo' };
-    case 'refused': return { name: 'operator', status: 'fail', reason: v.reason, fix: v.fix };
+    case 'create':
+      return { name: 'operator', status: 'ok', reason: `${user} does not exist yet; step 10 creates it` };
+    case 'ours':
+      return { name: 'operator', status: 'ok', reason: `${user} (uid ${v.account.uid}) was created by this tool` };
+    case 'adopted':
+      return {
+        name: 'operator',
+        status: 'warn',
+        reason: `${user} (uid ${v.account.uid}) is an existing account, adopted (OPERATOR_ADOPT_EXISTING=true)`,
+        fix: 'step 10 gives it a bash login shell, your key and passwordless sudo',
+      };
+    case 'refused':
+      return { name: 'operator', status: 'fail', reason: v.reason, fix: v.fix };
   }
 }

@@ -9,7 +9,11 @@ export function canPrompt(input: TtyIn = process.stdin): boolean {
 }
 
 /** Reads one line with echo off. Ctrl-C aborts (exit 2: nothing was touched), backspace edits. */
-export function readHidden(prompt: string, input: TtyIn = process.stdin, output: Writable = process.stderr): Promise<string> {
+export function readHidden(
+  prompt: string,
+  input: TtyIn = process.stdin,
+  output: Writable = process.stderr,
+): Promise<string> {
   return new Promise((resolve, reject) => {
     let buf = '';
     // Echo goes off before the prompt shows: nothing typed after the prompt can be echoed.
@@ -27,7 +31,8 @@ export function readHidden(prompt: string, input: TtyIn = process.stdin, output:
     const onData = (chunk: Buffer | string) => {
       for (const ch of chunk.toString()) {
         if (ch === '\r' || ch === '\n') return finish();
-        if (ch === '\u0003' || ch === '\u0004') return finish(new UsageError('interrupted while reading a secret; nothing was changed'));
+        if (ch === '\u0003' || ch === '\u0004')
+          return finish(new UsageError('interrupted while reading a secret; nothing was changed'));
         if (ch === '\u007f' || ch === '\b') buf = buf.slice(0, -1);
         else buf += ch;
       }

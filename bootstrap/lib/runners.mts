@@ -6,7 +6,14 @@ import { OperationError, UsageError } from './errors.mts';
 import { run } from './exec.mts';
 import type { KubeObject, Mode } from './manifests.mts';
 import { getJson, kubectlArgv, KUBECONFIG } from './kube.mts';
-import { clientFromConfig, repoRef, explainGitHubError, noAnswer, httpStatus, githubMessage } from './github/client.mts';
+import {
+  clientFromConfig,
+  repoRef,
+  explainGitHubError,
+  noAnswer,
+  httpStatus,
+  githubMessage,
+} from './github/client.mts';
 import type { GitHubClient } from './github/client.mts';
 import type { Config } from './config.mts';
 import type { Logger } from './log.mts';
@@ -52,12 +59,25 @@ export function listenerSelector(scaleSetName: string): string {
 }
 
 export function listenerPodsArgv(scaleSetName: string): string[] {
-  return kubectlArgv('--namespace', ARC_CONTROLLER_CHART.namespace, 'get', 'pods', '-l', listenerSelector(scaleSetName), '-o', 'json');
+  return kubectlArgv(
+    '--namespace',
+    ARC_CONTROLLER_CHART.namespace,
+    'get',
+    'pods',
+    '-l',
+    listenerSelector(scaleSetName),
+    '-o',
+    'json',
+  );
 }
 
 interface PodLike {
   metadata: { name: string };
-  status?: { phase?: string; conditions?: Array<{ type: string; status: string }>; containerStatuses?: Array<{ state?: { waiting?: { reason?: string } } }> };
+  status?: {
+    phase?: string;
+    conditions?: Array<{ type: string; status: string }>;
+    containerStatuses?: Array<{ state?: { waiting?: { reason?: string } } }>;
+  };
 }
 
 export interface Health {
@@ -83,17 +103,22 @@ export function isRunnerOf(r: { name: string; labels: string[] }, scaleSetName: 
 export function clusterProblems(s: RunnerSettings, h: Health): string[] {
   const ns = s.runnerNamespace;
   const ctl = ARC_CONTROLLER_CHART.namespace;
-  if (h.scaleSet === undefined) return [`the AutoscalingRunnerSet ${ns}/${s.scaleSetName} does not exist (the scale-set chart creates it)`];
+  if (h.scaleSet === undefined)
+    return [`the AutoscalingRunnerSet ${ns}/${s.scaleSetName} does not exist (the scale-set chart creates it)`];
   const problems: string[] = [];
   if (!h.scaleSet.annotations[SCALE_SET_ID_ANNOTATION]) {
-    problems.push(`the scale set ${s.scaleSetName} is not registered in GitHub: the controller has not written the ${SCALE_SET_ID_ANNOTATION} annotation on AutoscalingRunnerSet ${ns}/${s.scaleSetName}`);
+    problems.push(
+      `the scale set ${s.scaleSetName} is not registered in GitHub: the controller has not written the ${SCALE_SET_ID_ANNOTATION} annotation on AutoscalingRunnerSet ${ns}/${s.scaleSetName}`,
+    );
   }
   if (!h.listenerPods.some(podReady)) {
     const seen = h.listenerPods.map((p) => {
       const waiting = p.status?.containerStatuses?.[0]?.state?.waiting?.reason;
       return `${p.metadata.name} ${p.status?.phase ?? 'unknown'}${waiting ? ` (${waiting})` : ''}`;
     });
-    problems.push(`the listener pod of ${s.scaleSetName} in ${ctl} is not Ready (${seen.length === 0 ? 'no listener pod' : seen.join(', ')})`);
+    problems.push(
+      `the listener pod of ${s.scaleSetName} in ${ctl} is not Ready (${seen.length === 0 ? 'no listener pod' : seen.join(', ')})`,
+    );
   }
   return problems;
 }
@@ -109,7 +134,9 @@ export function healthProblems(s: RunnerSettings, h: Health): string[] {
   if (s.mode === 'local' && problems.length === 0) {
     const mine = (h.runners ?? []).filter((r) => isRunnerOf(r, s.scaleSetName));
     if (!mine.some((r) => r.status === 'online')) {
-      problems.push(`no runner of the scale set ${s.scaleSetName} is online in GitHub (${s.repo}: ${mine.length === 0 ? 'none registered' : mine.map((r) => `${r.name} ${r.status}`).join(', ')})`);
+      problems.push(
+        `no runner of the scale set ${s.scaleSetName} is online in GitHub (${s.repo}: ${mine.length === 0 ? 'none registered' : mine.map((r) => `${r.name} ${r.status}`).join(', ')})`,
+      );
     }
   }
   return problems;
@@ -132,10 +159,18 @@ export function healthHint(s: RunnerSettings): string {
 
 /** The cluster's and (local mode) GitHub's view of the runners, as healthProblems() evaluates it. */
 export async function readHealth(s: RunnerSettings, ctx: Pick<StepContext, 'cfg' | 'log'>): Promise<Health> {
-  const ars = await getJson<KubeObject & { status?: { phase?: string } }>('autoscalingrunnersets.actions.github.com', s.scaleSetName, s.runnerNamespace, ctx.log);
+  const ars = await getJson<KubeObject & { status?: { phase?: string } }>(
+    'autoscalingrunnersets.actions.github.com',
+    s.scaleSetName,
+    s.runnerNamespace,
+    ctx.log,
+  );
   const r = await run(listenerPodsArgv(s.scaleSetName), { allowFail: true, timeoutSeconds: 60, log: ctx.log });
-  if (r.exitCode !== 0) throw new OperationError(`cannot list the listener pods in ${ARC_CONTROLLER_CHART.namespace}`, { detail: r.stderr.trim().slice(-2000) });
-  const pods = ((JSON.parse(r.stdout || '{"items":[]}') as { items?: PodLike[] }).items ?? []);
+  if (r.exitCode !== 0)
+    throw new OperationError(`cannot list the listener pods in ${ARC_CONTROLLER_CHART.namespace}`, {
+      detail: r.stderr.trim().slice(-2000),
+    });
+  const pods = (JSON.parse(r.stdout || '{"items":[]}') as { items?: PodLike[] }).items ?? [];
   const h: Health = { listenerPods: pods };
   if (ars !== undefined) h.scaleSet = { annotations: ars.metadata.annotations ?? {}, phase: ars.status?.phase };
   // GitHub is asked only once the cluster side is there: before that, "no runner" says nothing new.
@@ -143,7 +178,10 @@ export async function readHealth(s: RunnerSettings, ctx: Pick<StepContext, 'cfg'
   return h;
 }
 
-export async function listRunners(s: RunnerSettings, ctx: Pick<StepContext, 'cfg' | 'log'>): Promise<NonNullable<Health['runners']>> {
+export async function listRunners(
+  s: RunnerSettings,
+  ctx: Pick<StepContext, 'cfg' | 'log'>,
+): Promise<NonNullable<Health['runners']>> {
   const gh = clientFromConfig(ctx.cfg, ctx.log);
   try {
     const all = await gh.paginate('GET /repos/{owner}/{repo}/actions/runners', { ...repoRef(ctx.cfg), per_page: 100 });
@@ -154,14 +192,18 @@ export async function listRunners(s: RunnerSettings, ctx: Pick<StepContext, 'cfg
 }
 
 /** The runner probe of the smoke checks: healthy runners are a pass, otherwise the first problem is the reason. */
-export async function runnerProbe(s: RunnerSettings, ctx: Pick<StepContext, 'cfg' | 'log'>): Promise<{ ok: boolean; reason: string }> {
+export async function runnerProbe(
+  s: RunnerSettings,
+  ctx: Pick<StepContext, 'cfg' | 'log'>,
+): Promise<{ ok: boolean; reason: string }> {
   const problems = healthProblems(s, await readHealth(s, ctx));
   if (problems.length > 0) return { ok: false, reason: problems.join('; ') };
   return {
     ok: true,
-    reason: s.mode === 'local'
-      ? `scale set ${s.scaleSetName} registered in GitHub, listener Ready, a runner online`
-      : `scale set ${s.scaleSetName} registered in GitHub, listener Ready`,
+    reason:
+      s.mode === 'local'
+        ? `scale set ${s.scaleSetName} registered in GitHub, listener Ready, a runner online`
+        : `scale set ${s.scaleSetName} registered in GitHub, listener Ready`,
   };
 }
 
@@ -206,7 +248,15 @@ export interface ReleaseLike {
 
 export type RunnerFreshness =
   | { kind: 'current'; version: string }
-  | { kind: 'behind' | 'expired'; version: string; latest: string; firstNewer: string; firstNewerAt: string; deadline: string; days: number };
+  | {
+      kind: 'behind' | 'expired';
+      version: string;
+      latest: string;
+      firstNewer: string;
+      firstNewerAt: string;
+      deadline: string;
+      days: number;
+    };
 
 /**
  * Pure: is `version` still served by GitHub at `nowMs`? `days` is the days left (behind) or the days since the
@@ -244,18 +294,30 @@ export function runnerBumpHint(image: string, latest: string): string {
  * When the releases cannot be read (GitHub Enterprise Server without actions/runner, the network), it says so and
  * goes on: the check protects the deploy loop, it must not block a run that GitHub itself would serve.
  */
-export async function checkRunnerFreshness(cfg: Config, log: Logger, gh: GitHubClient, enforce: boolean, nowMs = Date.now()): Promise<RunnerFreshness | undefined> {
+export async function checkRunnerFreshness(
+  cfg: Config,
+  log: Logger,
+  gh: GitHubClient,
+  enforce: boolean,
+  nowMs = Date.now(),
+): Promise<RunnerFreshness | undefined> {
   const image = cfg.get('CODEXK8S_RUNNER_IMAGE');
   const version = runnerImageVersion(image);
   const where = `${cfg.get('CODEXK8S_GITHUB_API_URL')}/repos/${RUNNER_RELEASES_REPO.owner}/${RUNNER_RELEASES_REPO.repo}/releases`;
-  if (!version) throw new UsageError(`CODEXK8S_RUNNER_IMAGE: ${image} has no X.Y.Z version tag; expected an actions-runner image such as ${IMAGES.arcRunner}`);
+  if (!version)
+    throw new UsageError(
+      `CODEXK8S_RUNNER_IMAGE: ${image} has no X.Y.Z version tag; expected an actions-runner image such as ${IMAGES.arcRunner}`,
+    );
   let releases: ReleaseLike[];
   try {
-    releases = (await gh.request('GET /repos/{owner}/{repo}/releases', { ...RUNNER_RELEASES_REPO, per_page: 100 })).data as ReleaseLike[];
+    releases = (await gh.request('GET /repos/{owner}/{repo}/releases', { ...RUNNER_RELEASES_REPO, per_page: 100 }))
+      .data as ReleaseLike[];
   } catch (e) {
     const none = noAnswer(e);
     const why = none ? `no answer (${none.code})` : `${httpStatus(e) ?? '?'} ${githubMessage(e)}`;
-    log.warn(`runner freshness not checked: GET ${where} gave ${why}. GitHub stops queueing jobs to runner ${version} ${RUNNER_UPDATE_LIMIT_DAYS} days after a newer release; check https://github.com/actions/runner/releases by hand`);
+    log.warn(
+      `runner freshness not checked: GET ${where} gave ${why}. GitHub stops queueing jobs to runner ${version} ${RUNNER_UPDATE_LIMIT_DAYS} days after a newer release; check https://github.com/actions/runner/releases by hand`,
+    );
     return undefined;
   }
   const f = runnerFreshness(version, releases, nowMs);
@@ -265,7 +327,9 @@ export async function checkRunnerFreshness(cfg: Config, log: Logger, gh: GitHubC
   }
   const facts = `runner ${f.version} is behind actions/runner ${f.latest}; ${f.firstNewer}, the first newer release, came out on ${f.firstNewerAt}`;
   if (f.kind === 'behind') {
-    log.warn(`runner image ${image}: ${facts}; GitHub stops queueing jobs to ${f.version} on ${f.deadline} (${f.days} day(s) left). To bump: ${runnerBumpHint(image, f.latest)}`);
+    log.warn(
+      `runner image ${image}: ${facts}; GitHub stops queueing jobs to ${f.version} on ${f.deadline} (${f.days} day(s) left). To bump: ${runnerBumpHint(image, f.latest)}`,
+    );
     return f;
   }
   const message = `CODEXK8S_RUNNER_IMAGE: ${image} is past GitHub's ${RUNNER_UPDATE_LIMIT_DAYS}-day limit: ${facts}, so since ${f.deadline} GitHub queues no jobs to runner ${f.version} and every deploy would wait forever`;
@@ -273,5 +337,8 @@ export async function checkRunnerFreshness(cfg: Config, log: Logger, gh: GitHubC
     log.warn(`${message}. To bump: ${runnerBumpHint(image, f.latest)}`);
     return f;
   }
-  throw new UsageError([`${message}; expected ${withRunnerVersion(image, f.latest)}`, `hint: ${runnerBumpHint(image, f.latest)}; nothing was changed`]);
+  throw new UsageError([
+    `${message}; expected ${withRunnerVersion(image, f.latest)}`,
+    `hint: ${runnerBumpHint(image, f.latest)}; nothing was changed`,
+  ]);
 }

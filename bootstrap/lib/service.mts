@@ -40,7 +40,8 @@ export function settingsFrom(ctx: StepContext): DeploySettings {
 export function appValues(s: DeploySettings, image: string): Record<string, PlaceholderValue> {
   const v: Record<string, PlaceholderValue> = { STAGING_NAMESPACE: s.stagingNamespace, APP_IMAGE: image };
   if (s.mode === 'server') {
-    if (s.domain === undefined) throw new Error('server mode needs CODEXK8S_STAGING_DOMAIN (the config schema requires it)');
+    if (s.domain === undefined)
+      throw new Error('server mode needs CODEXK8S_STAGING_DOMAIN (the config schema requires it)');
     v['STAGING_DOMAIN'] = s.domain;
   }
   return v;
@@ -59,7 +60,9 @@ export function runtimeSecret(namespace: string, webhookSecret: string): KubeObj
       name: NAMES.appRuntimeSecret,
       namespace,
       labels: recommendedLabels(NAMES.app, 'web'),
-      annotations: { 'codex-k8s.io/source': `${REMOTE.webhookSecretFile} on the server (50_deploy_codex_k8s copies it here; rotate the file, then run the step)` },
+      annotations: {
+        'codex-k8s.io/source': `${REMOTE.webhookSecretFile} on the server (50_deploy_codex_k8s copies it here; rotate the file, then run the step)`,
+      },
     },
     type: 'Opaque',
     data: { [WEBHOOK_SECRET_KEY]: Buffer.from(webhookSecret, 'utf8').toString('base64') },
@@ -67,18 +70,30 @@ export function runtimeSecret(namespace: string, webhookSecret: string): KubeObj
 }
 
 /** Drift of the runtime Secret against the file; `fileValue` undefined: the file does not exist yet. */
-export function runtimeSecretDrift(namespace: string, fileValue: string | undefined, secret: Readonly<Record<string, string>> | undefined): string[] {
+export function runtimeSecretDrift(
+  namespace: string,
+  fileValue: string | undefined,
+  secret: Readonly<Record<string, string>> | undefined,
+): string[] {
   const id = `Secret ${namespace}/${NAMES.appRuntimeSecret}`;
   const out: string[] = [];
-  if (fileValue === undefined) out.push(`${REMOTE.webhookSecretFile} does not exist (the webhook secret is generated once)`);
+  if (fileValue === undefined)
+    out.push(`${REMOTE.webhookSecretFile} does not exist (the webhook secret is generated once)`);
   if (secret === undefined) out.push(`${id} does not exist`);
-  else if (fileValue !== undefined && secret[WEBHOOK_SECRET_KEY] !== fileValue) out.push(`${id}: ${WEBHOOK_SECRET_KEY} differs from ${REMOTE.webhookSecretFile}`);
+  else if (fileValue !== undefined && secret[WEBHOOK_SECRET_KEY] !== fileValue)
+    out.push(`${id}: ${WEBHOOK_SECRET_KEY} differs from ${REMOTE.webhookSecretFile}`);
   return out;
 }
 
 export interface DeploymentLike extends KubeObject {
   spec?: { replicas?: number };
-  status?: { observedGeneration?: number; replicas?: number; updatedReplicas?: number; availableReplicas?: number; readyReplicas?: number };
+  status?: {
+    observedGeneration?: number;
+    replicas?: number;
+    updatedReplicas?: number;
+    availableReplicas?: number;
+    readyReplicas?: number;
+  };
 }
 
 /** Whether a live Deployment has finished rolling out its current template (what `rollout status` waits for). */
@@ -91,7 +106,10 @@ export function deploymentHealth(d: DeploymentLike): string[] {
   const updated = st.updatedReplicas ?? 0;
   const available = st.availableReplicas ?? 0;
   const total = st.replicas ?? 0;
-  if (updated < want || available < want || total > updated) return [`${id} is not rolled out (${updated}/${want} updated, ${available}/${want} available, ${total - updated} old pod(s) left)`];
+  if (updated < want || available < want || total > updated)
+    return [
+      `${id} is not rolled out (${updated}/${want} updated, ${available}/${want} available, ${total - updated} old pod(s) left)`,
+    ];
   return [];
 }
 
@@ -108,11 +126,21 @@ export function podImageDrift(pods: readonly PodLike[], image: string): string[]
     if (p.metadata.deletionTimestamp !== undefined) continue;
     const c = p.spec?.containers?.find((x) => x.name === NAMES.appContainer);
     if (c?.image !== image) out.push(`pod ${p.metadata.name} runs ${c?.image ?? 'no app container'}, want ${image}`);
-    else if (p.status?.containerStatuses?.find((x) => x.name === NAMES.appContainer)?.ready !== true) out.push(`pod ${p.metadata.name} runs ${image} but is not ready`);
+    else if (p.status?.containerStatuses?.find((x) => x.name === NAMES.appContainer)?.ready !== true)
+      out.push(`pod ${p.metadata.name} runs ${image} but is not ready`);
   }
   return out;
 }
 
 export function appPodsArgv(namespace: string): string[] {
-  return kubectlArgv('--namespace', namespace, 'get', 'pods', '-l', `app.kubernetes.io/name=${NAMES.app},app.kubernetes.io/instance=${NAMES.app}`, '-o', 'json');
+  return kubectlArgv(
+    '--namespace',
+    namespace,
+    'get',
+    'pods',
+    '-l',
+    `app.kubernetes.io/name=${NAMES.app},app.kubernetes.io/instance=${NAMES.app}`,
+    '-o',
+    'json',
+  );
 }

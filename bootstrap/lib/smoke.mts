@@ -20,7 +20,16 @@ import type { PeerCertificate } from 'node:tls';
 import { UsageError } from './errors.mts';
 import { mask, registerSecret } from './redact.mts';
 
-export const CHECK_NAMES = ['tls', 'https-redirect', 'healthz', 'readyz', 'version', 'webhook-unsigned', 'webhook-signed', 'runner'] as const;
+export const CHECK_NAMES = [
+  'tls',
+  'https-redirect',
+  'healthz',
+  'readyz',
+  'version',
+  'webhook-unsigned',
+  'webhook-signed',
+  'runner',
+] as const;
 export type CheckName = (typeof CHECK_NAMES)[number];
 
 export interface CheckResult {
@@ -101,7 +110,8 @@ export function parseSmokeUrl(raw: string): URL {
   } catch {
     throw new UsageError(`--url: "${raw}" is not a URL; expected http://HOST[:PORT] or https://HOST[:PORT]`);
   }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new UsageError(`--url: scheme ${u.protocol} is not http: or https:`);
+  if (u.protocol !== 'http:' && u.protocol !== 'https:')
+    throw new UsageError(`--url: scheme ${u.protocol} is not http: or https:`);
   if (u.username || u.password) throw new UsageError('--url: credentials in the URL are not supported');
   if (u.search || u.hash) throw new UsageError('--url: the base URL takes no query or fragment');
   return u;
@@ -120,7 +130,10 @@ export function runnerBelongsToScaleSet(runnerName: string | undefined, scaleSet
   if (runnerName.startsWith(prefix) && /^[a-z0-9]+-runner-[a-z0-9]+$/.test(runnerName.slice(prefix.length))) {
     return { ok: true, reason: `this job runs on ${runnerName}, an ephemeral runner of scale set ${scaleSet}` };
   }
-  return { ok: false, reason: `this job runs on ${runnerName}, not on an ephemeral runner of scale set ${scaleSet} (${scaleSet}-xxxxx-runner-xxxxx)` };
+  return {
+    ok: false,
+    reason: `this job runs on ${runnerName}, not on an ephemeral runner of scale set ${scaleSet} (${scaleSet}-xxxxx-runner-xxxxx)`,
+  };
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -176,10 +189,19 @@ function describeNetError(e: unknown, t: Target): string {
   }
 }
 
-function httpCall(t: Target, method: 'GET' | 'POST', path: string, opts: { headers?: OutgoingHttpHeaders; body?: string } = {}): Promise<Answer> {
+function httpCall(
+  t: Target,
+  method: 'GET' | 'POST',
+  path: string,
+  opts: { headers?: OutgoingHttpHeaders; body?: string } = {},
+): Promise<Answer> {
   return new Promise((resolve, reject) => {
     const https = t.url.protocol === 'https:';
-    const headers: OutgoingHttpHeaders = { 'user-agent': 'codex-k8s-smoke', accept: 'application/json', ...opts.headers };
+    const headers: OutgoingHttpHeaders = {
+      'user-agent': 'codex-k8s-smoke',
+      accept: 'application/json',
+      ...opts.headers,
+    };
     if (t.hostHeader) headers['host'] = t.hostHeader;
     if (opts.body !== undefined) headers['content-length'] = Buffer.byteLength(opts.body);
     const name = tlsName(t);
@@ -191,7 +213,9 @@ function httpCall(t: Target, method: 'GET' | 'POST', path: string, opts: { heade
       headers,
       agent: false as const,
       // See the header comment: the tls check owns certificate verification.
-      ...(https ? { rejectUnauthorized: false, ...(isIP(name) ? {} : { servername: name }), ...(t.ca ? { ca: t.ca } : {}) } : {}),
+      ...(https
+        ? { rejectUnauthorized: false, ...(isIP(name) ? {} : { servername: name }), ...(t.ca ? { ca: t.ca } : {}) }
+        : {}),
     };
     let settled = false;
     const finish = (err: Error | undefined, answer?: Answer): void => {
@@ -209,7 +233,13 @@ function httpCall(t: Target, method: 'GET' | 'POST', path: string, opts: { heade
         chunks.push(c);
         size += c.length;
       });
-      res.on('end', () => finish(undefined, { status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString('utf8').slice(0, BODY_LIMIT) }));
+      res.on('end', () =>
+        finish(undefined, {
+          status: res.statusCode ?? 0,
+          headers: res.headers,
+          body: Buffer.concat(chunks).toString('utf8').slice(0, BODY_LIMIT),
+        }),
+      );
       res.on('error', (e) => finish(e));
     });
     const timer = setTimeout(() => {
@@ -239,7 +269,9 @@ function snippet(body: string): string {
 /** "HTTP 503, want 200: not ready: <reason>" with the service's own words when it gave any. */
 function unexpected(a: Answer, want: number): string {
   const j = parseJson(a.body);
-  const words = j ? [j['status'], j['reason'], j['error']].filter((x): x is string => typeof x === 'string').join(': ') : '';
+  const words = j
+    ? [j['status'], j['reason'], j['error']].filter((x): x is string => typeof x === 'string').join(': ')
+    : '';
   const said = words || snippet(a.body);
   return `HTTP ${a.status}, want ${want}${said ? `: ${said}` : ''}`;
 }
@@ -287,7 +319,10 @@ async function checkTls(t: Target, minDays: number): Promise<Outcome> {
       rejectUnauthorized: false,
       checkServerIdentity: () => undefined,
     });
-    const timer = setTimeout(() => done({ ok: false, reason: `no TLS handshake within ${seconds(t.timeoutMs)}` }), t.timeoutMs);
+    const timer = setTimeout(
+      () => done({ ok: false, reason: `no TLS handshake within ${seconds(t.timeoutMs)}` }),
+      t.timeoutMs,
+    );
     socket.on('error', (e) => done({ ok: false, reason: `TLS handshake failed: ${describeNetError(e, t)}` }));
     socket.on('secureConnect', () => {
       const cert = socket.getPeerCertificate();
@@ -298,17 +333,26 @@ async function checkTls(t: Target, minDays: number): Promise<Outcome> {
       const daysLeft = Math.floor((notAfter - now) / DAY_MS);
       const problems: string[] = [];
       const chain = socket.authorizationError as unknown as string | Error | null;
-      const chainCode = chain ? (typeof chain === 'string' ? chain : ((chain as NodeJS.ErrnoException).code ?? chain.message)) : '';
-      if (notAfter <= now) problems.push(`certificate expired on ${cert.valid_to} (${Math.floor((now - notAfter) / DAY_MS)} days ago)`);
+      const chainCode = chain
+        ? typeof chain === 'string'
+          ? chain
+          : ((chain as NodeJS.ErrnoException).code ?? chain.message)
+        : '';
+      if (notAfter <= now)
+        problems.push(`certificate expired on ${cert.valid_to} (${Math.floor((now - notAfter) / DAY_MS)} days ago)`);
       else if (notBefore > now) problems.push(`certificate is not valid before ${cert.valid_from}`);
       if (chainCode && chainCode !== 'CERT_HAS_EXPIRED' && chainCode !== 'CERT_NOT_YET_VALID') {
         problems.push(`chain does not verify: ${chainCode} (issuer ${issuerName(cert)}; a private CA needs --ca-file)`);
       }
       const idErr = checkServerIdentity(name, cert);
       if (idErr) problems.push(`certificate is for ${certName(cert)}, not ${name}`);
-      if (notAfter > now && daysLeft < minDays) problems.push(`${daysLeft} days left (until ${dateOnly(notAfter)}), want at least ${minDays}`);
+      if (notAfter > now && daysLeft < minDays)
+        problems.push(`${daysLeft} days left (until ${dateOnly(notAfter)}), want at least ${minDays}`);
       if (problems.length > 0) return done({ ok: false, reason: problems.join('; ') });
-      done({ ok: true, reason: `valid for ${name}, ${daysLeft} days left (until ${dateOnly(notAfter)}), issuer ${issuerName(cert)}` });
+      done({
+        ok: true,
+        reason: `valid for ${name}, ${daysLeft} days left (until ${dateOnly(notAfter)}), issuer ${issuerName(cert)}`,
+      });
     });
   });
 }
@@ -321,8 +365,12 @@ const PERMANENT_REDIRECTS = [301, 308];
  * Traefik does this at the web entry point; if k3s never applied our HelmChartConfig, /healthz is served in clear.
  */
 async function checkHttpsRedirect(t: Target, httpUrl: string | undefined): Promise<Outcome> {
-  if (t.url.protocol !== 'https:') return { ok: true, skipped: true, reason: 'plain http: no redirect to https expected' };
-  const plain = httpUrl !== undefined ? parseSmokeUrl(httpUrl) : new URL(`http://${t.url.host.replace(/:\d+$/, '')}${t.url.pathname}`);
+  if (t.url.protocol !== 'https:')
+    return { ok: true, skipped: true, reason: 'plain http: no redirect to https expected' };
+  const plain =
+    httpUrl !== undefined
+      ? parseSmokeUrl(httpUrl)
+      : new URL(`http://${t.url.host.replace(/:\d+$/, '')}${t.url.pathname}`);
   const name = tlsName(t);
   const path = '/healthz';
   const want = `https://${name}${t.url.pathname.replace(/\/+$/, '')}${path}`;
@@ -331,7 +379,10 @@ async function checkHttpsRedirect(t: Target, httpUrl: string | undefined): Promi
   const from = `http://${plain.host}${path}`;
   if (!PERMANENT_REDIRECTS.includes(a.status)) {
     const what = a.status >= 300 && a.status < 400 ? `a temporary redirect (HTTP ${a.status})` : `HTTP ${a.status}`;
-    return { ok: false, reason: `${from} answered ${what}${location ? ` to ${location}` : ''}, want a permanent redirect (301/308) to ${want}` };
+    return {
+      ok: false,
+      reason: `${from} answered ${what}${location ? ` to ${location}` : ''}, want a permanent redirect (301/308) to ${want}`,
+    };
   }
   let target: URL | undefined;
   try {
@@ -340,8 +391,17 @@ async function checkHttpsRedirect(t: Target, httpUrl: string | undefined): Promi
     target = undefined;
   }
   const samePort = target !== undefined && (target.port === '' || target.port === '443' || target.port === t.url.port);
-  if (target === undefined || target.protocol !== 'https:' || target.hostname !== name || !samePort || target.pathname !== new URL(want).pathname) {
-    return { ok: false, reason: `${from} redirects (HTTP ${a.status}) to ${location ?? 'nowhere (no Location header)'}, want ${want}` };
+  if (
+    target === undefined ||
+    target.protocol !== 'https:' ||
+    target.hostname !== name ||
+    !samePort ||
+    target.pathname !== new URL(want).pathname
+  ) {
+    return {
+      ok: false,
+      reason: `${from} redirects (HTTP ${a.status}) to ${location ?? 'nowhere (no Location header)'}, want ${want}`,
+    };
   }
   return { ok: true, reason: `${from} -> HTTP ${a.status} ${location}` };
 }
@@ -367,13 +427,21 @@ function webhookHeaders(delivery: string): OutgoingHttpHeaders {
 }
 
 function pingBody(kind: string): string {
-  return JSON.stringify({ zen: `codex-k8s smoke check (${kind})`, hook_id: 0, smoke: { at: new Date().toISOString() } });
+  return JSON.stringify({
+    zen: `codex-k8s smoke check (${kind})`,
+    hook_id: 0,
+    smoke: { at: new Date().toISOString() },
+  });
 }
 
 async function checkWebhookUnsigned(t: Target): Promise<Outcome> {
-  const a = await httpCall(t, 'POST', '/webhooks/github', { headers: webhookHeaders(randomUUID()), body: pingBody('unsigned') });
+  const a = await httpCall(t, 'POST', '/webhooks/github', {
+    headers: webhookHeaders(randomUUID()),
+    body: pingBody('unsigned'),
+  });
   if (a.status === 401) return { ok: true, reason: 'unsigned delivery refused with HTTP 401' };
-  if (a.status >= 200 && a.status < 300) return { ok: false, reason: `endpoint accepts unsigned deliveries (HTTP ${a.status}, want 401)` };
+  if (a.status >= 200 && a.status < 300)
+    return { ok: false, reason: `endpoint accepts unsigned deliveries (HTTP ${a.status}, want 401)` };
   return { ok: false, reason: unexpected(a, 401) };
 }
 
@@ -383,13 +451,18 @@ async function checkWebhookSigned(t: Target, secret: string | undefined): Promis
   const body = pingBody('signed');
   const headers = { ...webhookHeaders(delivery), 'x-hub-signature-256': signWebhook(secret, body) };
   const a = await httpCall(t, 'POST', '/webhooks/github', { headers, body });
-  if (a.status === 401) return { ok: false, reason: `signed delivery refused (HTTP 401): the service's webhook secret differs from ours` };
+  if (a.status === 401)
+    return { ok: false, reason: `signed delivery refused (HTTP 401): the service's webhook secret differs from ours` };
   if (a.status !== 202) return { ok: false, reason: `delivery ${delivery}: ${unexpected(a, 202)}` };
   const l = await httpCall(t, 'GET', '/webhooks/github/latest');
-  if (l.status !== 200) return { ok: false, reason: `stored (HTTP 202) but GET /webhooks/github/latest: ${unexpected(l, 200)}` };
+  if (l.status !== 200)
+    return { ok: false, reason: `stored (HTTP 202) but GET /webhooks/github/latest: ${unexpected(l, 200)}` };
   const latest = parseJson(l.body);
   if (latest?.['delivery'] !== delivery) {
-    return { ok: false, reason: `stored (HTTP 202) but the latest delivery is ${String(latest?.['delivery'] ?? snippet(l.body))}, not ${delivery}` };
+    return {
+      ok: false,
+      reason: `stored (HTTP 202) but the latest delivery is ${String(latest?.['delivery'] ?? snippet(l.body))}, not ${delivery}`,
+    };
   }
   return { ok: true, reason: `delivery ${delivery} stored (HTTP 202) and shown as the latest` };
 }
@@ -398,7 +471,10 @@ async function checkRunner(t: Target, probe: SmokeOptions['runner']): Promise<Ou
   if (!probe) return { ok: true, skipped: true, reason: 'no runner probe requested' };
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<Outcome>((resolve) => {
-    timer = setTimeout(() => resolve({ ok: false, reason: `runner probe gave no answer within ${seconds(t.timeoutMs)}` }), t.timeoutMs);
+    timer = setTimeout(
+      () => resolve({ ok: false, reason: `runner probe gave no answer within ${seconds(t.timeoutMs)}` }),
+      t.timeoutMs,
+    );
   });
   try {
     const r = await Promise.race([probe(), deadline]);
@@ -434,7 +510,13 @@ export async function runSmoke(opts: SmokeOptions): Promise<CheckResult[]> {
       o = { ok: false, reason: (e as Error).message || String(e) };
     }
     const reason = mask(o.reason.length > REASON_LIMIT ? `${o.reason.slice(0, REASON_LIMIT)}…` : o.reason);
-    const r: CheckResult = { name, ok: o.ok, skipped: o.skipped ?? false, ms: Math.round(performance.now() - start), reason };
+    const r: CheckResult = {
+      name,
+      ok: o.ok,
+      skipped: o.skipped ?? false,
+      ms: Math.round(performance.now() - start),
+      reason,
+    };
     results.push(r);
     opts.onResult?.(r);
   }
@@ -493,7 +575,8 @@ export function summaryLine(results: readonly CheckResult[]): string {
   const failed = results.filter((r) => !r.ok);
   const ran = results.filter((r) => !r.skipped).length;
   const total = `${(results.reduce((s, r) => s + r.ms, 0) / 1000).toFixed(1)}s`;
-  if (failed.length === 0) return `all ${ran} checks passed in ${total}${ran < results.length ? ` (${results.length - ran} skipped)` : ''}`;
+  if (failed.length === 0)
+    return `all ${ran} checks passed in ${total}${ran < results.length ? ` (${results.length - ran} skipped)` : ''}`;
   return `${failed.length} of ${ran} checks failed in ${total}: ${failed.map((r) => r.name).join(', ')}`;
 }
 
@@ -503,7 +586,11 @@ export function formatTable(results: readonly CheckResult[]): string {
 }
 
 function mdCell(s: string): string {
-  return s.replace(/\\/g, '\\\\').replace(/\|/g, '\\|').replace(/[\r\n]+/g, ' ').replace(/`/g, "'");
+  return s
+    .replace(/\\/g, '\\\\')
+    .replace(/\|/g, '\\|')
+    .replace(/[\r\n]+/g, ' ')
+    .replace(/`/g, "'");
 }
 
 /** A Markdown table for a job summary ($GITHUB_STEP_SUMMARY). */

@@ -44,27 +44,43 @@ export function knownHostsPath(stateDir: string, host: string, port: number): st
 }
 
 /** What every connection shares: this key only, never a prompt, host keys from our own pinned file, never rewritten. */
-function keyAndHostOptions(port: number, identityFile: string, knownHostsFile: string, hostKeyChecking: 'accept-new' | 'yes'): string[] {
+function keyAndHostOptions(
+  port: number,
+  identityFile: string,
+  knownHostsFile: string,
+  hostKeyChecking: 'accept-new' | 'yes',
+): string[] {
   return [
-    '-p', String(port),
-    '-i', identityFile,
-    '-o', 'IdentitiesOnly=yes',
-    '-o', 'BatchMode=yes',
-    '-o', `UserKnownHostsFile=${knownHostsFile}`,
-    '-o', `StrictHostKeyChecking=${hostKeyChecking}`,
-    '-o', 'UpdateHostKeys=no',
+    '-p',
+    String(port),
+    '-i',
+    identityFile,
+    '-o',
+    'IdentitiesOnly=yes',
+    '-o',
+    'BatchMode=yes',
+    '-o',
+    `UserKnownHostsFile=${knownHostsFile}`,
+    '-o',
+    `StrictHostKeyChecking=${hostKeyChecking}`,
+    '-o',
+    'UpdateHostKeys=no',
   ];
 }
 
 export function sshBaseArgs(t: SshTarget): string[] {
   return [
     ...keyAndHostOptions(t.port, t.identityFile, t.knownHostsFile, 'accept-new'),
-    '-o', `ControlPath=${t.controlPath}`,
+    '-o',
+    `ControlPath=${t.controlPath}`,
     // ssh keeps the first value of an option: the user's (validated, lib/ssh_options.mts) before our defaults.
     ...t.extraOptions,
-    '-o', 'ConnectTimeout=20',
-    '-o', 'ServerAliveInterval=15',
-    '-o', 'ServerAliveCountMax=4',
+    '-o',
+    'ConnectTimeout=20',
+    '-o',
+    'ServerAliveInterval=15',
+    '-o',
+    'ServerAliveCountMax=4',
   ];
 }
 
@@ -94,10 +110,13 @@ export function freshLoginArgs(t: SshTarget, login: FreshLogin, remoteArgv: read
     'ssh',
     // The host key was pinned by the master: a fresh login never accepts a new one.
     ...keyAndHostOptions(login.port, login.identityFile, t.knownHostsFile, 'yes'),
-    '-o', 'ControlMaster=no',
-    '-o', 'ControlPath=none',
+    '-o',
+    'ControlMaster=no',
+    '-o',
+    'ControlPath=none',
     ...t.extraOptions,
-    '-o', 'ConnectTimeout=5',
+    '-o',
+    'ConnectTimeout=5',
     ...alias,
     `${login.user}@${t.host}`,
     '--',
@@ -107,7 +126,12 @@ export function freshLoginArgs(t: SshTarget, login: FreshLogin, remoteArgv: read
 
 /** ssh failures worth another attempt: sshd re-executing after a reload, the socket being re-bound. */
 export function transientSshFailure(exitCode: number, stderr: string): boolean {
-  return exitCode === 255 && /Connection refused|Connection reset|Connection closed|kex_exchange_identification|timed out|banner exchange/i.test(stderr);
+  return (
+    exitCode === 255 &&
+    /Connection refused|Connection reset|Connection closed|kex_exchange_identification|timed out|banner exchange/i.test(
+      stderr,
+    )
+  );
 }
 
 export function checkArgs(t: SshTarget): string[] {
@@ -188,7 +212,10 @@ export async function sweepOrphanMasters(log: Logger, base: string = tmpdir()): 
       continue;
     }
     if (!Number.isSafeInteger(pid) || pid <= 0 || processAlive(pid)) continue;
-    await run(['ssh', '-F', '/dev/null', '-o', `ControlPath=${join(dir, 'cm')}`, '-O', 'exit', 'orphan'], { allowFail: true, timeoutSeconds: 15 });
+    await run(['ssh', '-F', '/dev/null', '-o', `ControlPath=${join(dir, 'cm')}`, '-O', 'exit', 'orphan'], {
+      allowFail: true,
+      timeoutSeconds: 15,
+    });
     rmSync(dir, { recursive: true, force: true });
     log.info(`closed the SSH connection that a killed launcher (pid ${pid}) left open (${dir})`);
     swept.push(dir);
@@ -230,13 +257,18 @@ export class SshSession {
   async run(remoteArgv: readonly string[], opts: RemoteRunOptions = {}): Promise<RunResult> {
     if (!this.open) throw new Error('SSH session is closed');
     const { display, ...runOpts } = opts;
-    const r = await run(commandArgs(this.target, remoteArgv), { ...runOpts, allowFail: true, log: display ? undefined : this.log });
+    const r = await run(commandArgs(this.target, remoteArgv), {
+      ...runOpts,
+      allowFail: true,
+      log: display ? undefined : this.log,
+    });
     if (display) this.log.detail(`$ ssh ${destination(this.target)} ${display.join(' ')}`);
     // 255 is ssh's own failure (connection, host key); anything else is the remote command's exit code.
     if (r.exitCode === 255 && /^(ssh:|Host key|@@@|mux_client|Control socket|kex_|Connection)/m.test(r.stderr)) {
       throw explainSshFailure(this.target, r.stderr);
     }
-    if (r.exitCode !== 0 && !opts.allowFail) throw new CommandError({ ...r, argv: display ?? remoteArgv }, 'remote command failed');
+    if (r.exitCode !== 0 && !opts.allowFail)
+      throw new CommandError({ ...r, argv: display ?? remoteArgv }, 'remote command failed');
     return r;
   }
 

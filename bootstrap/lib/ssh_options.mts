@@ -37,60 +37,151 @@ function checkJump(value: string): string | undefined {
   return undefined;
 }
 
-const pattern = (re: RegExp, what: string): Check => (v) => (re.test(v) ? undefined : `${JSON.stringify(v)} is not ${what}`);
+const pattern =
+  (re: RegExp, what: string): Check =>
+  (v) =>
+    re.test(v) ? undefined : `${JSON.stringify(v)} is not ${what}`;
 const oneOf = (...words: string[]): Check => pattern(new RegExp(`^(${words.join('|')})$`, 'i'), words.join(', '));
 
 /** The options known to be safe: how to reach the server and how fast to give up, nothing about whom we trust. */
 const ALLOWED: ReadonlyMap<string, { name: string; check: Check }> = new Map(
-  ([
-    ['ProxyJump', checkJump],
-    ['Ciphers', pattern(ALGORITHMS, 'a cipher list')],
-    ['MACs', pattern(ALGORITHMS, 'a MAC list')],
-    ['KexAlgorithms', pattern(ALGORITHMS, 'a key exchange algorithm list')],
-    ['ConnectTimeout', pattern(TIME, 'a time such as 30 or 1m')],
-    ['ConnectionAttempts', pattern(/^\d{1,4}$/, 'a number')],
-    ['ServerAliveInterval', pattern(TIME, 'a time such as 15 or 1m')],
-    ['ServerAliveCountMax', pattern(/^\d{1,4}$/, 'a number')],
-    ['TCPKeepAlive', oneOf('yes', 'no')],
-    ['Compression', oneOf('yes', 'no')],
-    ['AddressFamily', oneOf('any', 'inet', 'inet6')],
-    ['IPQoS', pattern(IPQOS, 'one IPQoS value such as af21, cs1, ef or lowdelay')],
-  ] as Array<[string, Check]>).map(([name, check]) => [name.toLowerCase(), { name, check }]),
+  (
+    [
+      ['ProxyJump', checkJump],
+      ['Ciphers', pattern(ALGORITHMS, 'a cipher list')],
+      ['MACs', pattern(ALGORITHMS, 'a MAC list')],
+      ['KexAlgorithms', pattern(ALGORITHMS, 'a key exchange algorithm list')],
+      ['ConnectTimeout', pattern(TIME, 'a time such as 30 or 1m')],
+      ['ConnectionAttempts', pattern(/^\d{1,4}$/, 'a number')],
+      ['ServerAliveInterval', pattern(TIME, 'a time such as 15 or 1m')],
+      ['ServerAliveCountMax', pattern(/^\d{1,4}$/, 'a number')],
+      ['TCPKeepAlive', oneOf('yes', 'no')],
+      ['Compression', oneOf('yes', 'no')],
+      ['AddressFamily', oneOf('any', 'inet', 'inet6')],
+      ['IPQoS', pattern(IPQOS, 'one IPQoS value such as af21, cs1, ef or lowdelay')],
+    ] as Array<[string, Check]>
+  ).map(([name, check]) => [name.toLowerCase(), { name, check }]),
 );
 
 // Why a known-dangerous option is refused, by ssh_config keyword (lower case).
 const HOST_KEY = 'it would change how the host key is checked; the launcher pins it per server';
-const WHO = 'it would change where or as whom ssh logs in, or how it authenticates; the launcher sets that from TARGET_*';
+const WHO =
+  'it would change where or as whom ssh logs in, or how it authenticates; the launcher sets that from TARGET_*';
 const CONTROL = 'it would change the shared connection the launcher manages';
 const COMMAND = 'it would run a command of its own';
 const FORWARD = 'it would forward connections, the agent or the environment, or change the session';
-const REFUSED: ReadonlyMap<string, string> = new Map([
-  ...['StrictHostKeyChecking', 'UserKnownHostsFile', 'GlobalKnownHostsFile', 'KnownHostsCommand', 'HostKeyAlias', 'HostKeyAlgorithms',
-    'CheckHostIP', 'VerifyHostKeyDNS', 'UpdateHostKeys', 'HashKnownHosts', 'RevokedHostKeys', 'CASignatureAlgorithms',
-    'NoHostAuthenticationForLocalhost', 'StrictModes'].map((k) => [k, HOST_KEY] as const),
-  ...['Hostname', 'Host', 'Match', 'Include', 'User', 'Port', 'IdentityFile', 'IdentitiesOnly', 'IdentityAgent', 'CertificateFile',
-    'PKCS11Provider', 'SecurityKeyProvider', 'AddKeysToAgent', 'BatchMode', 'PreferredAuthentications', 'PubkeyAuthentication',
-    'PubkeyAcceptedAlgorithms', 'PasswordAuthentication', 'KbdInteractiveAuthentication', 'HostbasedAuthentication',
-    'CanonicalizeHostname', 'CanonicalDomains', 'BindAddress', 'BindInterface', 'Tag'].map((k) => [k, WHO] as const),
-  ...['ControlPath', 'ControlMaster', 'ControlPersist'].map((k) => [k, CONTROL] as const),
-  ...['ProxyCommand', 'LocalCommand', 'PermitLocalCommand', 'RemoteCommand', 'ProxyUseFdpass'].map((k) => [k, COMMAND] as const),
-  ...['LocalForward', 'RemoteForward', 'DynamicForward', 'ForwardAgent', 'ForwardX11', 'ForwardX11Trusted', 'Tunnel', 'TunnelDevice',
-    'GatewayPorts', 'ClearAllForwardings', 'ExitOnForwardFailure', 'PermitRemoteOpen', 'SessionType', 'RequestTTY', 'StdinNull',
-    'ForkAfterAuthentication', 'SendEnv', 'SetEnv', 'EscapeChar', 'LogLevel'].map((k) => [k, FORWARD] as const),
-].map(([k, why]) => [k.toLowerCase(), why]));
+const REFUSED: ReadonlyMap<string, string> = new Map(
+  [
+    ...[
+      'StrictHostKeyChecking',
+      'UserKnownHostsFile',
+      'GlobalKnownHostsFile',
+      'KnownHostsCommand',
+      'HostKeyAlias',
+      'HostKeyAlgorithms',
+      'CheckHostIP',
+      'VerifyHostKeyDNS',
+      'UpdateHostKeys',
+      'HashKnownHosts',
+      'RevokedHostKeys',
+      'CASignatureAlgorithms',
+      'NoHostAuthenticationForLocalhost',
+      'StrictModes',
+    ].map((k) => [k, HOST_KEY] as const),
+    ...[
+      'Hostname',
+      'Host',
+      'Match',
+      'Include',
+      'User',
+      'Port',
+      'IdentityFile',
+      'IdentitiesOnly',
+      'IdentityAgent',
+      'CertificateFile',
+      'PKCS11Provider',
+      'SecurityKeyProvider',
+      'AddKeysToAgent',
+      'BatchMode',
+      'PreferredAuthentications',
+      'PubkeyAuthentication',
+      'PubkeyAcceptedAlgorithms',
+      'PasswordAuthentication',
+      'KbdInteractiveAuthentication',
+      'HostbasedAuthentication',
+      'CanonicalizeHostname',
+      'CanonicalDomains',
+      'BindAddress',
+      'BindInterface',
+      'Tag',
+    ].map((k) => [k, WHO] as const),
+    ...['ControlPath', 'ControlMaster', 'ControlPersist'].map((k) => [k, CONTROL] as const),
+    ...['ProxyCommand', 'LocalCommand', 'PermitLocalCommand', 'RemoteCommand', 'ProxyUseFdpass'].map(
+      (k) => [k, COMMAND] as const,
+    ),
+    ...[
+      'LocalForward',
+      'RemoteForward',
+      'DynamicForward',
+      'ForwardAgent',
+      'ForwardX11',
+      'ForwardX11Trusted',
+      'Tunnel',
+      'TunnelDevice',
+      'GatewayPorts',
+      'ClearAllForwardings',
+      'ExitOnForwardFailure',
+      'PermitRemoteOpen',
+      'SessionType',
+      'RequestTTY',
+      'StdinNull',
+      'ForkAfterAuthentication',
+      'SendEnv',
+      'SetEnv',
+      'EscapeChar',
+      'LogLevel',
+    ].map((k) => [k, FORWARD] as const),
+  ].map(([k, why]) => [k.toLowerCase(), why]),
+);
 
 // Short flags that are shorthands for an allowed option: the flag, the keyword, a fixed value when it takes none.
 const FLAG_ALIASES: Readonly<Record<string, { keyword: string; value?: string }>> = {
-  J: { keyword: 'ProxyJump' }, c: { keyword: 'Ciphers' }, m: { keyword: 'MACs' },
-  '4': { keyword: 'AddressFamily', value: 'inet' }, '6': { keyword: 'AddressFamily', value: 'inet6' }, C: { keyword: 'Compression', value: 'yes' },
+  J: { keyword: 'ProxyJump' },
+  c: { keyword: 'Ciphers' },
+  m: { keyword: 'MACs' },
+  '4': { keyword: 'AddressFamily', value: 'inet' },
+  '6': { keyword: 'AddressFamily', value: 'inet6' },
+  C: { keyword: 'Compression', value: 'yes' },
 };
 const FLAG_REASONS: Readonly<Record<string, string>> = {
-  p: 'the port is TARGET_PORT', l: 'the user is TARGET_ROOT_USER', i: 'the keys are TARGET_ROOT_SSH_KEY and OPERATOR_SSH_KEY',
-  F: 'another configuration file could change how the host key is checked', S: CONTROL, M: CONTROL, O: CONTROL,
-  G: 'ssh would print its configuration and exit instead of connecting', V: 'ssh would print its version and exit',
-  Q: 'ssh would print a list and exit', W: FORWARD, L: FORWARD, R: FORWARD, D: FORWARD, A: FORWARD, X: FORWARD, Y: FORWARD,
-  w: FORWARD, N: FORWARD, f: FORWARD, n: FORWARD, s: FORWARD, t: FORWARD, T: FORWARD, E: 'the launcher reads ssh\'s own messages',
-  q: 'the launcher reads ssh\'s own messages', v: 'the launcher reads ssh\'s own messages', y: 'the launcher reads ssh\'s own messages',
+  p: 'the port is TARGET_PORT',
+  l: 'the user is TARGET_ROOT_USER',
+  i: 'the keys are TARGET_ROOT_SSH_KEY and OPERATOR_SSH_KEY',
+  F: 'another configuration file could change how the host key is checked',
+  S: CONTROL,
+  M: CONTROL,
+  O: CONTROL,
+  G: 'ssh would print its configuration and exit instead of connecting',
+  V: 'ssh would print its version and exit',
+  Q: 'ssh would print a list and exit',
+  W: FORWARD,
+  L: FORWARD,
+  R: FORWARD,
+  D: FORWARD,
+  A: FORWARD,
+  X: FORWARD,
+  Y: FORWARD,
+  w: FORWARD,
+  N: FORWARD,
+  f: FORWARD,
+  n: FORWARD,
+  s: FORWARD,
+  t: FORWARD,
+  T: FORWARD,
+  E: "the launcher reads ssh's own messages",
+  q: "the launcher reads ssh's own messages",
+  v: "the launcher reads ssh's own messages",
+  y: "the launcher reads ssh's own messages",
 };
 // OpenSSH ssh.c getopt string (9.x): flags without and with a value.
 const SSH_FLAGS = '1246ACGKMNTVXYZafgknqstvxy';
@@ -105,13 +196,19 @@ export function parseSshExtraOptions(raw: string): SshOptionsParsed {
   const words = raw.split(/\s+/).filter(Boolean);
   const out: string[] = [];
   const seen = new Set<string>();
-  const fail = (why: string): SshOptionsParsed => ({ ok: false, why, expected: `only these options: ${ALLOWED_SSH_OPTIONS}` });
+  const fail = (why: string): SshOptionsParsed => ({
+    ok: false,
+    why,
+    expected: `only these options: ${ALLOWED_SSH_OPTIONS}`,
+  });
   const add = (keyword: string, value: string | undefined, shown: string): SshOptionsParsed | undefined => {
     const allowed = ALLOWED.get(keyword.toLowerCase());
     if (!allowed) {
       const refused = REFUSED.get(keyword.toLowerCase());
       if (!/^[A-Za-z0-9]+$/.test(keyword)) return fail(`${JSON.stringify(shown)} is not an ssh option`);
-      return fail(`option ${keyword} is not allowed (${refused ?? 'it is not on the list of options known to be safe'})`);
+      return fail(
+        `option ${keyword} is not allowed (${refused ?? 'it is not on the list of options known to be safe'})`,
+      );
     }
     if (value === undefined || value === '') return fail(`option ${allowed.name} has no value`);
     const bad = allowed.check(value);
@@ -125,13 +222,19 @@ export function parseSshExtraOptions(raw: string): SshOptionsParsed {
     const word = words[i] as string;
     if (word === '--') return fail('"--" ends ssh\'s options: the next word would become the destination');
     if (!word.startsWith('-') || word === '-')
-      return fail(`${JSON.stringify(word)} is not an option: ssh would take it as the destination (write -o ProxyJump=${word} to jump through it)`);
+      return fail(
+        `${JSON.stringify(word)} is not an option: ssh would take it as the destination (write -o ProxyJump=${word} to jump through it)`,
+      );
     for (let j = 1; j < word.length; j++) {
       const flag = word[j] as string;
       const alias = FLAG_ALIASES[flag];
-      if (!SSH_FLAGS.includes(flag) && !SSH_FLAGS_WITH_VALUE.includes(flag)) return fail(`-${flag} (in ${JSON.stringify(word)}) is not an ssh option`);
+      if (!SSH_FLAGS.includes(flag) && !SSH_FLAGS_WITH_VALUE.includes(flag))
+        return fail(`-${flag} (in ${JSON.stringify(word)}) is not an ssh option`);
       if (SSH_FLAGS.includes(flag)) {
-        if (!alias) return fail(`option -${flag} is not allowed (${FLAG_REASONS[flag] ?? 'it is not on the list of options known to be safe'})`);
+        if (!alias)
+          return fail(
+            `option -${flag} is not allowed (${FLAG_REASONS[flag] ?? 'it is not on the list of options known to be safe'})`,
+          );
         const r = add(alias.keyword, alias.value, `-${flag}`);
         if (r) return r;
         continue;
@@ -139,7 +242,10 @@ export function parseSshExtraOptions(raw: string): SshOptionsParsed {
       // A flag with a value takes the rest of the word, or else the next word whatever it is (as getopt does).
       let value: string | undefined = word.slice(j + 1);
       if (value === '') value = words[++i];
-      if (flag !== 'o' && !alias) return fail(`option -${flag} is not allowed (${FLAG_REASONS[flag] ?? 'it is not on the list of options known to be safe'})`);
+      if (flag !== 'o' && !alias)
+        return fail(
+          `option -${flag} is not allowed (${FLAG_REASONS[flag] ?? 'it is not on the list of options known to be safe'})`,
+        );
       if (value === undefined) return fail(`option -${flag} has no value`);
       if (alias) {
         const r = add(alias.keyword, value, `-${flag}`);
@@ -150,7 +256,12 @@ export function parseSshExtraOptions(raw: string): SshOptionsParsed {
       const keyword = eq < 0 ? value : value.slice(0, eq);
       let optionValue = eq < 0 ? undefined : value.slice(eq + 1);
       // `-o Key Value`: the value is the next word unless that is the next option.
-      if (optionValue === undefined && ALLOWED.has(keyword.toLowerCase()) && words[i + 1] !== undefined && !words[i + 1]?.startsWith('-'))
+      if (
+        optionValue === undefined &&
+        ALLOWED.has(keyword.toLowerCase()) &&
+        words[i + 1] !== undefined &&
+        !words[i + 1]?.startsWith('-')
+      )
         optionValue = words[++i];
       const r = add(keyword, optionValue, value);
       if (r) return r;

@@ -113,17 +113,43 @@ function parseDeployLoop(d: unknown): DeployLoopRecord {
   const strings = ['repo', 'branch', 'headSha', 'runUrl', 'smokeUrl', 'provenAt'] as const;
   if (!x || strings.some((k) => typeof x[k] !== 'string') || typeof x.runId !== 'number')
     throw new Error('the deployLoop section is not {repo, branch, headSha, runId, runUrl, smokeUrl, provenAt}');
-  return { repo: x.repo!, branch: x.branch!, headSha: x.headSha!, runId: x.runId, runUrl: x.runUrl!, smokeUrl: x.smokeUrl!, provenAt: x.provenAt! };
+  return {
+    repo: x.repo!,
+    branch: x.branch!,
+    headSha: x.headSha!,
+    runId: x.runId,
+    runUrl: x.runUrl!,
+    smokeUrl: x.smokeUrl!,
+    provenAt: x.provenAt!,
+  };
 }
 
 function parseGitHubJournal(g: unknown): GitHubJournal {
   const x = g as Partial<GitHubJournal> | null;
-  if (!x || typeof x.repo !== 'string' || typeof x.salt !== 'string' || !Array.isArray(x.variables) || typeof x.secrets !== 'object' || x.secrets === null || !Array.isArray(x.webhooks))
+  if (
+    !x ||
+    typeof x.repo !== 'string' ||
+    typeof x.salt !== 'string' ||
+    !Array.isArray(x.variables) ||
+    typeof x.secrets !== 'object' ||
+    x.secrets === null ||
+    !Array.isArray(x.webhooks)
+  )
     throw new Error('the github section is not {repo, salt, variables, secrets, webhooks}');
-  if (x.repoId !== undefined && !Number.isSafeInteger(x.repoId)) throw new Error('the github section\'s repoId is not an integer');
-  if (x.pendingWebhooks !== undefined && (!Array.isArray(x.pendingWebhooks) || x.pendingWebhooks.some((u) => typeof u !== 'string'))) throw new Error('the github section\'s pendingWebhooks is not a list of URLs');
+  if (x.repoId !== undefined && !Number.isSafeInteger(x.repoId))
+    throw new Error("the github section's repoId is not an integer");
+  if (
+    x.pendingWebhooks !== undefined &&
+    (!Array.isArray(x.pendingWebhooks) || x.pendingWebhooks.some((u) => typeof u !== 'string'))
+  )
+    throw new Error("the github section's pendingWebhooks is not a list of URLs");
   return {
-    repo: x.repo, ...(x.repoId !== undefined ? { repoId: x.repoId } : {}), salt: x.salt, variables: x.variables, secrets: x.secrets, webhooks: x.webhooks,
+    repo: x.repo,
+    ...(x.repoId !== undefined ? { repoId: x.repoId } : {}),
+    salt: x.salt,
+    variables: x.variables,
+    secrets: x.secrets,
+    webhooks: x.webhooks,
     ...(x.pendingWebhooks?.length ? { pendingWebhooks: x.pendingWebhooks } : {}),
   };
 }
@@ -143,7 +169,13 @@ export function writeJournal(path: string, j: Journal): void {
 
 export function recordStep(j: Journal, step: string, rec: StepRecord): Journal {
   const steps = { ...j.steps, [step]: rec };
-  const history = rec.status === 'running' ? j.history : [...j.history, { step, status: rec.status, at: rec.endedAt ?? rec.startedAt, runId: rec.runId, changed: rec.changes.length }].slice(-HISTORY_LIMIT);
+  const history =
+    rec.status === 'running'
+      ? j.history
+      : [
+          ...j.history,
+          { step, status: rec.status, at: rec.endedAt ?? rec.startedAt, runId: rec.runId, changed: rec.changes.length },
+        ].slice(-HISTORY_LIMIT);
   return { ...j, version: 1, steps, history };
 }
 
@@ -152,11 +184,18 @@ export function recordStep(j: Journal, step: string, rec: StepRecord): Journal {
  * journal unchanged (the same object) when that run left nothing running.
  */
 export function markInterrupted(j: Journal, runId: string, at: string): { journal: Journal; steps: string[] } {
-  const steps = Object.entries(j.steps).filter(([, r]) => r.status === 'running' && (runId === '' || r.runId === runId)).map(([n]) => n);
+  const steps = Object.entries(j.steps)
+    .filter(([, r]) => r.status === 'running' && (runId === '' || r.runId === runId))
+    .map(([n]) => n);
   let out = j;
   for (const name of steps) {
     const rec = out.steps[name] as StepRecord;
-    out = recordStep(out, name, { ...rec, status: 'interrupted', endedAt: at, error: `interrupted: run ${rec.runId} ended while this step ran (its launcher or connection died); the next run repeats it` });
+    out = recordStep(out, name, {
+      ...rec,
+      status: 'interrupted',
+      endedAt: at,
+      error: `interrupted: run ${rec.runId} ended while this step ran (its launcher or connection died); the next run repeats it`,
+    });
   }
   return { journal: out, steps };
 }
@@ -176,7 +215,8 @@ export interface Selection {
 
 /** The steps a run executes, in catalogue order. */
 export function selectSteps(all: readonly string[], sel: Selection): string[] {
-  if (sel.from !== undefined && sel.only !== undefined) throw new UsageError('--from and --only cannot be combined; expected one of them');
+  if (sel.from !== undefined && sel.only !== undefined)
+    throw new UsageError('--from and --only cannot be combined; expected one of them');
   if (sel.only !== undefined) {
     const wanted = new Set(sel.only.map((s) => resolveStepName(all, s, '--only')));
     return all.filter((n) => wanted.has(n));
@@ -193,7 +233,12 @@ export function selectSteps(all: readonly string[], sel: Selection): string[] {
  * by --from / --only, including gaps between two --only steps) must have succeeded on this server before. Returns
  * problems (refuse to run) and warnings (ran with another config).
  */
-export function checkPrerequisites(all: readonly string[], selected: readonly string[], j: Journal, configHash: string): { problems: string[]; warnings: string[] } {
+export function checkPrerequisites(
+  all: readonly string[],
+  selected: readonly string[],
+  j: Journal,
+  configHash: string,
+): { problems: string[]; warnings: string[] } {
   const problems: string[] = [];
   const warnings: string[] = [];
   const chosen = new Set(selected);
@@ -203,9 +248,18 @@ export function checkPrerequisites(all: readonly string[], selected: readonly st
     // The first selected step after this one is the one that needs it.
     const needer = all.slice(i + 1).find((n) => chosen.has(n)) as string;
     const rec = j.steps[name];
-    if (!rec) problems.push(`${name} has never run on this server; it must succeed before ${needer}. Run without --from/--only, or with --from ${name}`);
-    else if (rec.status !== 'ok') problems.push(`${name} is ${rec.status} on this server (since ${rec.endedAt ?? rec.startedAt}); it must succeed before ${needer}. Resume with --from ${name}`);
-    else if (rec.configHash !== configHash) warnings.push(`${name} last succeeded with a different configuration (config hash ${rec.configHash}, now ${configHash}); consider --from ${name}`);
+    if (!rec)
+      problems.push(
+        `${name} has never run on this server; it must succeed before ${needer}. Run without --from/--only, or with --from ${name}`,
+      );
+    else if (rec.status !== 'ok')
+      problems.push(
+        `${name} is ${rec.status} on this server (since ${rec.endedAt ?? rec.startedAt}); it must succeed before ${needer}. Resume with --from ${name}`,
+      );
+    else if (rec.configHash !== configHash)
+      warnings.push(
+        `${name} last succeeded with a different configuration (config hash ${rec.configHash}, now ${configHash}); consider --from ${name}`,
+      );
   }
   return { problems, warnings };
 }
@@ -232,5 +286,10 @@ export function parseServerState(stdout: string): ServerState {
     const i = line.indexOf('=');
     if (i > 0) kv[line.slice(0, i)] = line.slice(i + 1).trim();
   }
-  return { node: kv['node'] ?? '', tree: kv['tree'] ?? '', env: kv['env'] ?? '', journal: parseJournal(stdout.slice(at + JOURNAL_SEPARATOR.length + 2)) };
+  return {
+    node: kv['node'] ?? '',
+    tree: kv['tree'] ?? '',
+    env: kv['env'] ?? '',
+    journal: parseJournal(stdout.slice(at + JOURNAL_SEPARATOR.length + 2)),
+  };
 }

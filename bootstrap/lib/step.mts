@@ -96,8 +96,17 @@ export function stepCliSpec(name: string): CliSpec {
     summary: `${info.title}\nRuns on the server as root. Idempotent: checks first, changes only what drifts, checks again.`,
     flags: [
       { name: 'help', short: 'h', type: 'boolean', description: 'show this help and exit' },
-      { name: 'check', type: 'boolean', description: 'print what drifts from the wanted state and change nothing (exit 0 clean, 1 drift)' },
-      { name: 'env-file', type: 'string', value: 'PATH', description: `configuration to read (default ${REMOTE.envFile})` },
+      {
+        name: 'check',
+        type: 'boolean',
+        description: 'print what drifts from the wanted state and change nothing (exit 0 clean, 1 drift)',
+      },
+      {
+        name: 'env-file',
+        type: 'string',
+        value: 'PATH',
+        description: `configuration to read (default ${REMOTE.envFile})`,
+      },
       { name: 'verbose', short: 'v', type: 'boolean', description: 'print every command it runs' },
       ...modes.map((m) => ({ name: m.name, type: 'boolean' as const, description: m.description })),
     ],
@@ -108,14 +117,21 @@ export function stepCliSpec(name: string): CliSpec {
         title: 'Files',
         body: `reads   ${REMOTE.envFile} (written by the launcher)\njournal ${REMOTE.journal}\nlogs    ${REMOTE.logDir}/<run-id>.log\nlock    ${REMOTE.lockDir} (taken unless the launcher holds it)`,
       },
-      { title: 'Exit codes', body: `0 converged (or clean with --check)\n1 failed, or drift found with --check\n2 bad flag or configuration\n${EXIT_LOCKED} another run holds the lock` },
+      {
+        title: 'Exit codes',
+        body: `0 converged (or clean with --check)\n1 failed, or drift found with --check\n2 bad flag or configuration\n${EXIT_LOCKED} another run holds the lock`,
+      },
       { title: 'Example', body: `sudo ${REMOTE.base}/bootstrap/remote/${name}.mts --check` },
     ],
   };
 }
 
 /** Entry point of a step file: `await runStep('10_harden_host', { check, apply })`. */
-export async function runStep(name: string, impl: StepImpl, argv: readonly string[] = process.argv.slice(2)): Promise<never> {
+export async function runStep(
+  name: string,
+  impl: StepImpl,
+  argv: readonly string[] = process.argv.slice(2),
+): Promise<never> {
   const spec = stepCliSpec(name);
   const log = new Logger();
   return runMain(spec, log, async () => {
@@ -146,11 +162,19 @@ export async function runStep(name: string, impl: StepImpl, argv: readonly strin
       // Read-only: no lock, no journal, no log file.
       const drift = await impl.check(ctx);
       for (const d of drift) log.info(`  ~ ${d}`);
-      log.info(drift.length === 0 ? color.green(`${name}: converged`) : color.yellow(`${name}: ${drift.length} drift(s)`));
+      log.info(
+        drift.length === 0 ? color.green(`${name}: converged`) : color.yellow(`${name}: ${drift.length} drift(s)`),
+      );
       return drift.length === 0 ? 0 : 1;
     }
 
-    const lock = await holdLock(name, process.env['CODEXK8S_LOCK_TOKEN'], runId, loaded.config.get('CODEXK8S_LOCK_STALE_AFTER'), log);
+    const lock = await holdLock(
+      name,
+      process.env['CODEXK8S_LOCK_TOKEN'],
+      runId,
+      loaded.config.get('CODEXK8S_LOCK_STALE_AFTER'),
+      log,
+    );
     log.setFile(join(REMOTE.logDir, `${runId}.log`));
     if (!fromLauncher) log.info(color.bold(`==> ${name}`));
     const result = await converge(name, impl, ctx, configHash(loaded.config));
@@ -160,7 +184,14 @@ export async function runStep(name: string, impl: StepImpl, argv: readonly strin
       if (result.loginCheck) printConfirmHint(name, result.loginCheck, log);
     }
     if (result.status === 'failed') {
-      reportError(spec, log, new OperationError(`${name} failed: ${result.error ?? 'unknown error'}`, { detail: result.detail, hint: result.hint }));
+      reportError(
+        spec,
+        log,
+        new OperationError(`${name} failed: ${result.error ?? 'unknown error'}`, {
+          detail: result.detail,
+          hint: result.hint,
+        }),
+      );
     }
     process.stdout.write(`${RESULT_MARKER} ${mask(JSON.stringify(result))}\n`);
     return result.status === 'failed' ? (result.exitCode ?? 1) : 0;
@@ -170,20 +201,37 @@ export async function runStep(name: string, impl: StepImpl, argv: readonly strin
 /** Run by hand, nobody checks the login for you: say how to keep the change before the timer undoes it. */
 function printConfirmHint(name: string, lc: LoginCheck, log: Logger): void {
   const due = new Date(Date.now() + lc.rollbackSeconds * 1000).toISOString().replace(/\.\d+Z$/, 'Z');
-  log.warn(`${lc.reasons.join('; ')}: this change is rolled back automatically at ${due} (${lc.unit}.timer) unless confirmed.`);
+  log.warn(
+    `${lc.reasons.join('; ')}: this change is rolled back automatically at ${due} (${lc.unit}.timer) unless confirmed.`,
+  );
   log.warn(`From a NEW terminal, check that you can still log in, then confirm:`);
   log.warn(`  ssh -p ${lc.port} ${lc.user}@<this server> sudo ${REMOTE.base}/bootstrap/remote/${name}.mts --confirm`);
   log.warn(`To undo it now instead: ${REMOTE.base}/bootstrap/remote/${name}.mts --rollback`);
 }
 
 /** check -> apply -> check, journaled. Never throws: a failure is a result. */
-export async function converge(name: string, impl: StepImpl, baseCtx: StepContext, cfgHash: string, journalPath: string = REMOTE.journal): Promise<StepResult> {
+export async function converge(
+  name: string,
+  impl: StepImpl,
+  baseCtx: StepContext,
+  cfgHash: string,
+  journalPath: string = REMOTE.journal,
+): Promise<StepResult> {
   const notes: StepNotes = {};
   const ctx: StepContext = { ...baseCtx, notes };
   const started = performance.now();
   const startedAt = new Date().toISOString();
   const seconds = () => Math.round((performance.now() - started) / 100) / 10;
-  writeJournal(journalPath, recordStep(readJournal(journalPath), name, { status: 'running', startedAt, changes: [], configHash: cfgHash, runId: ctx.runId }));
+  writeJournal(
+    journalPath,
+    recordStep(readJournal(journalPath), name, {
+      status: 'running',
+      startedAt,
+      changes: [],
+      configHash: cfgHash,
+      runId: ctx.runId,
+    }),
+  );
   let changes: string[] = [];
   let drift: string[] = [];
   try {
@@ -197,7 +245,18 @@ export async function converge(name: string, impl: StepImpl, baseCtx: StepContex
     }
     const status = changes.length > 0 || drift.length > 0 ? 'changed' : 'unchanged';
     const endedAt = new Date().toISOString();
-    writeJournal(journalPath, recordStep(readJournal(journalPath), name, { status: 'ok', startedAt, endedAt, seconds: seconds(), changes, configHash: cfgHash, runId: ctx.runId }));
+    writeJournal(
+      journalPath,
+      recordStep(readJournal(journalPath), name, {
+        status: 'ok',
+        startedAt,
+        endedAt,
+        seconds: seconds(),
+        changes,
+        configHash: cfgHash,
+        runId: ctx.runId,
+      }),
+    );
     return { status, changes, drift, seconds: seconds(), ...resultNotes(notes) };
   } catch (e) {
     // apply() did not return: what it had already changed is in its change list.
@@ -207,13 +266,39 @@ export async function converge(name: string, impl: StepImpl, baseCtx: StepContex
     }
     const err = e as OperationError;
     const message = mask(err.message ?? String(e));
-    const detail = err.detail ? mask(err.detail) : e instanceof OperationError ? undefined : mask((e as Error).stack ?? '');
+    const detail = err.detail
+      ? mask(err.detail)
+      : e instanceof OperationError
+        ? undefined
+        : mask((e as Error).stack ?? '');
     const endedAt = new Date().toISOString();
-    writeJournal(journalPath, recordStep(readJournal(journalPath), name, { status: 'failed', startedAt, endedAt, seconds: seconds(), changes, configHash: cfgHash, runId: ctx.runId, error: message }));
+    writeJournal(
+      journalPath,
+      recordStep(readJournal(journalPath), name, {
+        status: 'failed',
+        startedAt,
+        endedAt,
+        seconds: seconds(),
+        changes,
+        configHash: cfgHash,
+        runId: ctx.runId,
+        error: message,
+      }),
+    );
     // A failure after a guarded change still carries the login check: the launcher then proves the login (and
     // keeps the change) or rolls it back, instead of leaving it to the timer.
     const exitCode = e instanceof OperationError && e.exitCode === 2 ? 2 : 1;
-    return { status: 'failed', changes, drift, seconds: seconds(), error: message, detail: detail || undefined, hint: err.hint ? mask(err.hint) : undefined, exitCode, ...resultNotes(notes) };
+    return {
+      status: 'failed',
+      changes,
+      drift,
+      seconds: seconds(),
+      error: message,
+      detail: detail || undefined,
+      hint: err.hint ? mask(err.hint) : undefined,
+      exitCode,
+      ...resultNotes(notes),
+    };
   }
 }
 
@@ -224,7 +309,14 @@ function resultNotes(notes: StepNotes): Omit<StepNotes, 'applied'> {
 }
 
 export function newRunId(): string {
-  return new Date().toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z') + '-' + randomBytes(2).toString('hex');
+  return (
+    new Date()
+      .toISOString()
+      .replace(/[-:]/g, '')
+      .replace(/\.\d+Z$/, 'Z') +
+    '-' +
+    randomBytes(2).toString('hex')
+  );
 }
 
 /** The lock's one implementation (bash, shared with the launcher); this file ships next to this module. */
@@ -235,14 +327,27 @@ const LOCK_HELPER = fileURLToPath(new URL('./remote_helpers.sh', import.meta.url
  * take the lock for this step, as this process; a lock whose holder is gone is taken over, and the steps its dead
  * run left `running` are marked interrupted.
  */
-async function holdLock(step: string, token: string | undefined, runId: string, staleAfter: number, log: Logger): Promise<{ release(): Promise<void> }> {
+async function holdLock(
+  step: string,
+  token: string | undefined,
+  runId: string,
+  staleAfter: number,
+  log: Logger,
+): Promise<{ release(): Promise<void> }> {
   const dir = REMOTE.lockDir;
   if (token) {
     const r = await run(['bash', LOCK_HELPER, 'lock-step', dir, token, step, String(process.pid)], { allowFail: true });
     const answer = r.stdout.trim().split('\n')[0] ?? '';
     if (r.exitCode === 0 && answer === 'ok') return { async release() {} };
-    if (answer === 'gone') throw new OperationError(`the launcher's lock ${dir} is gone; refusing to run ${step} unlocked`, { exitCode: EXIT_LOCKED });
-    if (answer === 'not-ours') throw new OperationError(`the lock ${dir} belongs to another run (${parseOwner(r.stdout).holder}); refusing to run ${step}`, { exitCode: EXIT_LOCKED });
+    if (answer === 'gone')
+      throw new OperationError(`the launcher's lock ${dir} is gone; refusing to run ${step} unlocked`, {
+        exitCode: EXIT_LOCKED,
+      });
+    if (answer === 'not-ours')
+      throw new OperationError(
+        `the lock ${dir} belongs to another run (${parseOwner(r.stdout).holder}); refusing to run ${step}`,
+        { exitCode: EXIT_LOCKED },
+      );
     if (answer.startsWith('refused ')) {
       const { message, hint } = explainRefusedLock(answer.slice('refused '.length), '');
       throw new OperationError(message, { hint, exitCode: EXIT_LOCKED });
@@ -251,19 +356,30 @@ async function holdLock(step: string, token: string | undefined, runId: string, 
   }
   const mine = randomBytes(8).toString('hex');
   const holder = `${process.env['SUDO_USER'] ?? 'root'}@${hostname()} (by hand, pid ${process.pid})`;
-  const r = await run(['bash', LOCK_HELPER, 'lock-acquire', dir, mine, holder, runId, step, String(staleAfter), String(process.pid)], { allowFail: true });
-  if (r.exitCode !== 0 && r.exitCode !== EXIT_LOCKED) throw new OperationError(`could not take the lock ${dir}`, { detail: r.stderr || r.stdout });
+  const r = await run(
+    ['bash', LOCK_HELPER, 'lock-acquire', dir, mine, holder, runId, step, String(staleAfter), String(process.pid)],
+    { allowFail: true },
+  );
+  if (r.exitCode !== 0 && r.exitCode !== EXIT_LOCKED)
+    throw new OperationError(`could not take the lock ${dir}`, { detail: r.stderr || r.stdout });
   const answer = parseLockAnswer(r.stdout);
   if (answer.kind === 'refused' || answer.kind === 'held') {
-    const { message, hint } = answer.kind === 'refused' ? explainRefusedLock(answer.reason, '') : explainHeldLock(answer, staleAfter, '');
+    const { message, hint } =
+      answer.kind === 'refused' ? explainRefusedLock(answer.reason, '') : explainHeldLock(answer, staleAfter, '');
     throw new OperationError(message, { hint, exitCode: EXIT_LOCKED });
   }
   if (answer.kind === 'took-over') {
     log.warn(describeTakeover(answer));
-    const { journal, steps } = markInterrupted(readJournal(REMOTE.journal), answer.previous.run, new Date().toISOString());
+    const { journal, steps } = markInterrupted(
+      readJournal(REMOTE.journal),
+      answer.previous.run,
+      new Date().toISOString(),
+    );
     if (steps.length > 0) {
       writeJournal(REMOTE.journal, journal);
-      log.warn(`journal: ${steps.join(', ')} marked interrupted (run ${answer.previous.run || 'unknown'} died while it ran)`);
+      log.warn(
+        `journal: ${steps.join(', ')} marked interrupted (run ${answer.previous.run || 'unknown'} died while it ran)`,
+      );
     }
   }
   const release = async () => {

@@ -17,7 +17,10 @@ interface LockPackage {
 /** node_modules/<pkg> directories needed at run time, from package-lock.json (no npm process needed). */
 export function productionPackages(lockText: string): string[] {
   const lock = JSON.parse(lockText) as { packages?: Record<string, LockPackage> };
-  if (!lock.packages) throw new OperationError('package-lock.json has no "packages" map (lockfileVersion >= 2 expected); run npm install');
+  if (!lock.packages)
+    throw new OperationError(
+      'package-lock.json has no "packages" map (lockfileVersion >= 2 expected); run npm install',
+    );
   return Object.entries(lock.packages)
     .filter(([path, p]) => path.startsWith('node_modules/') && !p.dev && !p.devOptional && !p.link)
     .map(([path]) => path)
@@ -56,7 +59,10 @@ export const APP_SOURCE_DIR = 'app/src';
 
 /** Test files and directories under app/src stay on the laptop. */
 export function isAppTestPath(rel: string): boolean {
-  return rel.split('/').some((seg) => seg === 'node_modules' || seg === 'test' || seg === 'tests' || seg === '__tests__') || /\.(test|spec)\.[cm]?[jt]s$/.test(rel);
+  return (
+    rel.split('/').some((seg) => seg === 'node_modules' || seg === 'test' || seg === 'tests' || seg === '__tests__') ||
+    /\.(test|spec)\.[cm]?[jt]s$/.test(rel)
+  );
 }
 
 function appFiles(repoRoot: string): string[] {
@@ -90,7 +96,10 @@ export function buildUploadTree(repoRoot: string, generated: Record<string, stri
     if (files.length === before) throw new OperationError(`${p} has no files; run npm ci`);
   }
   const native = files.filter((f) => f.endsWith('.node'));
-  if (native.length > 0) throw new OperationError(`production dependencies contain native addons (${native.join(', ')}); only pure-JS packages can be uploaded`);
+  if (native.length > 0)
+    throw new OperationError(
+      `production dependencies contain native addons (${native.join(', ')}); only pure-JS packages can be uploaded`,
+    );
   const h = createHash('sha256');
   for (const f of files) {
     const abs = join(repoRoot, f);
@@ -100,7 +109,8 @@ export function buildUploadTree(repoRoot: string, generated: Record<string, stri
   }
   const names = Object.keys(generated).sort();
   for (const name of names) {
-    if (name.includes('/') || files.some((f) => f.split('/')[0] === name)) throw new OperationError(`generated upload file ${name} must be a new top-level name`);
+    if (name.includes('/') || files.some((f) => f.split('/')[0] === name))
+      throw new OperationError(`generated upload file ${name} must be a new top-level name`);
     h.update(`${name}\0-\0`);
     h.update(generated[name] as string);
     h.update('\0');

@@ -60,7 +60,10 @@ export interface UsernsFacts {
 
 /** `/sys/kernel/security/apparmor/profiles` lines (`name (enforce)`) -> names. */
 export function parseApparmorProfiles(text: string): string[] {
-  return text.split('\n').map((l) => l.trim().replace(/\s+\((?:[a-z_]+)\)$/, '')).filter((l) => l !== '');
+  return text
+    .split('\n')
+    .map((l) => l.trim().replace(/\s+\((?:[a-z_]+)\)$/, ''))
+    .filter((l) => l !== '');
 }
 
 function readQuiet(path: string): string | undefined {
@@ -86,7 +89,7 @@ export const isRestricted = (f: UsernsFacts): boolean => f.restrict !== undefine
 export function renderUsernsSysctl(): string {
   return [
     `# Managed by codex-k8s bootstrap (50_deploy_codex_k8s, ${USERNS_SETTING}=sysctl): rootless BuildKit creates user`,
-    '# namespaces; BuildKit\'s rootless docs give this fix for Ubuntu. Host-wide: remove the file and unset the setting to undo.',
+    "# namespaces; BuildKit's rootless docs give this fix for Ubuntu. Host-wide: remove the file and unset the setting to undo.",
     `${USERNS_SYSCTL} = 0`,
     '',
   ].join('\n');
@@ -113,9 +116,11 @@ export const apparmorLoadArgv = (file: string): string[] => ['apparmor_parser', 
 
 /** The remedies, as the refusal and the crash-loop message name them. */
 export function usernsFixText(paths: UsernsPaths = usernsPaths()): string {
-  return `set ${USERNS_SETTING}=sysctl (writes ${paths.sysctlFile} with ${USERNS_SYSCTL}=0, host-wide, BuildKit's documented fix) ` +
+  return (
+    `set ${USERNS_SETTING}=sysctl (writes ${paths.sysctlFile} with ${USERNS_SYSCTL}=0, host-wide, BuildKit's documented fix) ` +
     `or ${USERNS_SETTING}=apparmor (loads the AppArmor profile ${APPARMOR_PROFILE} with \`userns,\` and runs buildkitd-0 under it); ` +
-    `then run again. See ${RUNBOOK_SECTION}`;
+    `then run again. See ${RUNBOOK_SECTION}`
+  );
 }
 
 function rootlesskitNote(f: UsernsFacts): string {
@@ -131,50 +136,94 @@ export interface UsernsCheck {
 }
 
 /** Pure: what preflight reports. A `fail` here is a setting to choose: the run stops with exit 2. */
-export function evaluateUserns(f: UsernsFacts, remedy: UsernsRemedy | undefined, paths: UsernsPaths = usernsPaths()): UsernsCheck[] {
-  const aa: UsernsCheck = f.profiles === undefined
-    ? { name: 'apparmor', status: 'ok', reason: `not enabled (${paths.profiles} is not readable)` }
-    : { name: 'apparmor', status: 'ok',
-      reason: `enabled; ${rootlesskitNote(f)}${f.profiles.includes(APPARMOR_PROFILE) ? `; ${APPARMOR_PROFILE} is loaded` : ''}` };
+export function evaluateUserns(
+  f: UsernsFacts,
+  remedy: UsernsRemedy | undefined,
+  paths: UsernsPaths = usernsPaths(),
+): UsernsCheck[] {
+  const aa: UsernsCheck =
+    f.profiles === undefined
+      ? { name: 'apparmor', status: 'ok', reason: `not enabled (${paths.profiles} is not readable)` }
+      : {
+          name: 'apparmor',
+          status: 'ok',
+          reason: `enabled; ${rootlesskitNote(f)}${f.profiles.includes(APPARMOR_PROFILE) ? `; ${APPARMOR_PROFILE} is loaded` : ''}`,
+        };
   if (remedy === 'apparmor' && f.profiles === undefined) {
-    Object.assign(aa, { status: 'fail', reason: `not enabled, but ${USERNS_SETTING}=apparmor needs it to load ${APPARMOR_PROFILE}`,
-      fix: `unset ${USERNS_SETTING}${isRestricted(f) ? ` or set it to sysctl` : ' (this kernel does not restrict user namespaces)'}` });
+    Object.assign(aa, {
+      status: 'fail',
+      reason: `not enabled, but ${USERNS_SETTING}=apparmor needs it to load ${APPARMOR_PROFILE}`,
+      fix: `unset ${USERNS_SETTING}${isRestricted(f) ? ` or set it to sysctl` : ' (this kernel does not restrict user namespaces)'}`,
+    });
   }
-  const value = f.restrict === undefined ? `absent (this kernel does not restrict unprivileged user namespaces)` : `${USERNS_SYSCTL}=${f.restrict}`;
+  const value =
+    f.restrict === undefined
+      ? `absent (this kernel does not restrict unprivileged user namespaces)`
+      : `${USERNS_SYSCTL}=${f.restrict}`;
   let u: UsernsCheck;
-  if (!isRestricted(f)) u = { name: 'userns', status: 'ok', reason: `${value}: rootless BuildKit can create its user namespace` };
-  else if (remedy === 'sysctl') u = { name: 'userns', status: 'ok', reason: `${value}; 50_deploy_codex_k8s sets it to 0 (${USERNS_SETTING}=sysctl)` };
+  if (!isRestricted(f))
+    u = { name: 'userns', status: 'ok', reason: `${value}: rootless BuildKit can create its user namespace` };
+  else if (remedy === 'sysctl')
+    u = {
+      name: 'userns',
+      status: 'ok',
+      reason: `${value}; 50_deploy_codex_k8s sets it to 0 (${USERNS_SETTING}=sysctl)`,
+    };
   else if (remedy === 'apparmor') {
-    u = { name: 'userns', status: 'ok', reason: `${value}; 50_deploy_codex_k8s loads ${APPARMOR_PROFILE} for buildkitd-0 (${USERNS_SETTING}=apparmor)` };
+    u = {
+      name: 'userns',
+      status: 'ok',
+      reason: `${value}; 50_deploy_codex_k8s loads ${APPARMOR_PROFILE} for buildkitd-0 (${USERNS_SETTING}=apparmor)`,
+    };
   } else {
-    u = { name: 'userns', status: 'fail', fix: usernsFixText(paths),
-      reason: `${value}: rootless BuildKit (buildkitd-0) cannot create its user namespace and would crash-loop; ${rootlesskitNote(f)}` +
-        ` (it may attach to rootlesskit inside the pod, which nothing proves); ${USERNS_SETTING} is not set` };
+    u = {
+      name: 'userns',
+      status: 'fail',
+      fix: usernsFixText(paths),
+      reason:
+        `${value}: rootless BuildKit (buildkitd-0) cannot create its user namespace and would crash-loop; ${rootlesskitNote(f)}` +
+        ` (it may attach to rootlesskit inside the pod, which nothing proves); ${USERNS_SETTING} is not set`,
+    };
   }
   return [u, aa];
 }
 
 /** The refusal of 50_deploy_codex_k8s (exit 2: a setting to choose, nothing was touched), or undefined. */
-export function usernsRefusal(f: UsernsFacts, remedy: UsernsRemedy | undefined, paths: UsernsPaths = usernsPaths()): OperationError | undefined {
+export function usernsRefusal(
+  f: UsernsFacts,
+  remedy: UsernsRemedy | undefined,
+  paths: UsernsPaths = usernsPaths(),
+): OperationError | undefined {
   const failed = evaluateUserns(f, remedy, paths).filter((c) => c.status === 'fail');
   if (failed.length === 0) return undefined;
-  return new OperationError(`refusing to deploy rootless BuildKit: ${failed.map((c) => `${c.name}: ${c.reason}`).join('; ')}`, {
-    hint: failed.map((c) => c.fix).join('; '), exitCode: 2,
-  });
+  return new OperationError(
+    `refusing to deploy rootless BuildKit: ${failed.map((c) => `${c.name}: ${c.reason}`).join('; ')}`,
+    {
+      hint: failed.map((c) => c.fix).join('; '),
+      exitCode: 2,
+    },
+  );
 }
 
 /** Pure: what the remedy still has to do (empty: nothing). Call usernsRefusal first. */
-export function usernsDrift(f: UsernsFacts, remedy: UsernsRemedy | undefined, paths: UsernsPaths = usernsPaths()): string[] {
+export function usernsDrift(
+  f: UsernsFacts,
+  remedy: UsernsRemedy | undefined,
+  paths: UsernsPaths = usernsPaths(),
+): string[] {
   const drift: string[] = [];
   if (remedy === 'sysctl') {
     if (f.restrict === undefined) return []; // the kernel has no such sysctl: a file for it would make `sysctl -p` fail
     const state = f.sysctlFile === undefined ? 'does not exist' : 'differs';
-    if (f.sysctlFile !== renderUsernsSysctl()) drift.push(`${paths.sysctlFile} ${state} (want ${USERNS_SYSCTL} = 0 at boot)`);
+    if (f.sysctlFile !== renderUsernsSysctl())
+      drift.push(`${paths.sysctlFile} ${state} (want ${USERNS_SYSCTL} = 0 at boot)`);
     if (f.restrict !== '0') drift.push(`sysctl ${USERNS_SYSCTL} is ${f.restrict}, want 0 (${USERNS_SETTING}=sysctl)`);
   } else if (remedy === 'apparmor') {
     const state = f.apparmorFile === undefined ? 'does not exist' : 'differs';
-    if (f.apparmorFile !== renderApparmorProfile()) drift.push(`${paths.apparmorFile} ${state} (AppArmor profile ${APPARMOR_PROFILE}: userns)`);
-    if (!(f.profiles ?? []).includes(APPARMOR_PROFILE)) drift.push(`AppArmor profile ${APPARMOR_PROFILE} is not loaded (${USERNS_SETTING}=apparmor)`);
+    if (f.apparmorFile !== renderApparmorProfile())
+      drift.push(`${paths.apparmorFile} ${state} (AppArmor profile ${APPARMOR_PROFILE}: userns)`);
+    if (!(f.profiles ?? []).includes(APPARMOR_PROFILE))
+      drift.push(`AppArmor profile ${APPARMOR_PROFILE} is not loaded (${USERNS_SETTING}=apparmor)`);
   }
   return drift;
 }
@@ -183,7 +232,10 @@ export type Runner = (argv: string[], opts: RunOptions) => Promise<RunResult>;
 
 /** check -> apply -> check for the chosen remedy; returns the changes (none: unchanged). */
 export async function applyUsernsRemedy(
-  remedy: UsernsRemedy | undefined, log: Logger, paths: UsernsPaths = usernsPaths(), runner: Runner = run,
+  remedy: UsernsRemedy | undefined,
+  log: Logger,
+  paths: UsernsPaths = usernsPaths(),
+  runner: Runner = run,
 ): Promise<string[]> {
   const before = readUsernsFacts(paths);
   const refusal = usernsRefusal(before, remedy, paths);
@@ -191,7 +243,10 @@ export async function applyUsernsRemedy(
   if (usernsDrift(before, remedy, paths).length === 0) return [];
   const changes: string[] = [];
   const fail = (r: RunResult, what: string): OperationError =>
-    new OperationError(`${what}: ${r.argv.join(' ')} exited ${r.exitCode}`, { detail: (r.stderr || r.stdout).trim(), hint: usernsFixText(paths) });
+    new OperationError(`${what}: ${r.argv.join(' ')} exited ${r.exitCode}`, {
+      detail: (r.stderr || r.stdout).trim(),
+      hint: usernsFixText(paths),
+    });
   if (remedy === 'sysctl') {
     if (before.sysctlFile !== renderUsernsSysctl()) {
       mkdirSync(dirname(paths.sysctlFile), { recursive: true });
@@ -217,6 +272,9 @@ export async function applyUsernsRemedy(
     }
   }
   const left = usernsDrift(readUsernsFacts(paths), remedy, paths);
-  if (left.length > 0) throw new OperationError(`the ${USERNS_SETTING}=${remedy} remedy did not take: ${left.join('; ')}`, { hint: usernsFixText(paths) });
+  if (left.length > 0)
+    throw new OperationError(`the ${USERNS_SETTING}=${remedy} remedy did not take: ${left.join('; ')}`, {
+      hint: usernsFixText(paths),
+    });
   return changes;
 }

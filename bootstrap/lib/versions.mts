@@ -145,14 +145,28 @@ export const WORKFLOW_KUBECTL = {
  * host), so a blocked egress shows up before the first download. Keep it in step with the charts and
  * images pinned in this file.
  */
-export const OUTBOUND_ENDPOINTS: readonly { readonly url: string; readonly why: string; readonly serverModeOnly?: boolean }[] = [
-  { url: 'https://registry-1.docker.io/v2/', why: "container images: k3s system images, the registry, PostgreSQL, BuildKit and the service's node base image" },
+export const OUTBOUND_ENDPOINTS: readonly {
+  readonly url: string;
+  readonly why: string;
+  readonly serverModeOnly?: boolean;
+}[] = [
+  {
+    url: 'https://registry-1.docker.io/v2/',
+    why: "container images: k3s system images, the registry, PostgreSQL, BuildKit and the service's node base image",
+  },
   { url: 'https://ghcr.io/v2/', why: 'the GitHub Actions Runner Controller charts and images' },
   { url: 'https://quay.io/v2/', why: 'the cert-manager chart (OCI) and images' },
   { url: 'https://github.com/', why: 'the k3s release binaries' },
-  { url: 'https://registry.npmjs.org/', why: "the service's image build (npm ci in app/Dockerfile, run by BuildKit in the cluster)" },
+  {
+    url: 'https://registry.npmjs.org/',
+    why: "the service's image build (npm ci in app/Dockerfile, run by BuildKit in the cluster)",
+  },
   { url: 'https://dl.k8s.io/', why: 'kubectl for the staging-deploy jobs on the runners (WORKFLOW_KUBECTL)' },
-  { url: 'https://acme-v02.api.letsencrypt.org/directory', why: "Let's Encrypt: TLS certificates", serverModeOnly: true },
+  {
+    url: 'https://acme-v02.api.letsencrypt.org/directory',
+    why: "Let's Encrypt: TLS certificates",
+    serverModeOnly: true,
+  },
 ];
 
 /**
@@ -222,7 +236,8 @@ export const CERT_MANAGER_CHART: PinnedChart = {
   version: 'v1.21.2',
   released: '2026-11-27',
   source: 'https://github.com/cert-manager/cert-manager/releases/tag/v1.21.2',
-  dateNote: 'the day it was pinned here (commit 5d14002): the v1.21.2 tag is not in the cert-manager snapshot readable here',
+  dateNote:
+    'the day it was pinned here (commit 5d14002): the v1.21.2 tag is not in the cert-manager snapshot readable here',
 };
 
 /**
@@ -270,8 +285,18 @@ export const PINS: readonly PinRow[] = [
   ...ARTIFACTS.map((a): PinRow => ({ name: a.name, kind: 'artifact', version: a.version, ...provenanceOf(a) })),
   { name: 'k3s', kind: 'k3s', version: K3S_VERSION, ...K3S_PROVENANCE },
   { name: 'workflow-kubectl', kind: 'kubectl', version: WORKFLOW_KUBECTL.version, ...provenanceOf(WORKFLOW_KUBECTL) },
-  ...(Object.keys(IMAGES) as (keyof typeof IMAGES)[]).map((k): PinRow => ({ name: `image:${k}`, kind: 'image', version: IMAGES[k], ...IMAGE_PROVENANCE[k] })),
-  { name: CERT_MANAGER_CHART.chart, kind: 'chart', version: CERT_MANAGER_CHART.version, ...provenanceOf(CERT_MANAGER_CHART) },
+  ...(Object.keys(IMAGES) as (keyof typeof IMAGES)[]).map((k): PinRow => ({
+    name: `image:${k}`,
+    kind: 'image',
+    version: IMAGES[k],
+    ...IMAGE_PROVENANCE[k],
+  })),
+  {
+    name: CERT_MANAGER_CHART.chart,
+    kind: 'chart',
+    version: CERT_MANAGER_CHART.version,
+    ...provenanceOf(CERT_MANAGER_CHART),
+  },
   { name: ARC_CONTROLLER_CHART.chart, kind: 'chart', version: ARC_CONTROLLER_CHART.version, ...ARC_PROVENANCE },
   { name: ARC_SCALE_SET_CHART.chart, kind: 'chart', version: ARC_SCALE_SET_CHART.version, ...ARC_PROVENANCE },
 ];

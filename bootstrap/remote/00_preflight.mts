@@ -9,8 +9,20 @@ import type { StepContext } from '../lib/step.mts';
 import { OperationError } from '../lib/errors.mts';
 import { operatorVerdictNow, refusal } from '../lib/harden/operator.mts';
 import {
-  evaluate, evaluateDns, evaluateOutbound, evaluatePorts, formatTable, gatherFacts, listeners, localAddresses, operatorCheck, outboundTargets,
-  resolveAll, usernsPreflight, waitForAptLocks, waitForCloudInit,
+  evaluate,
+  evaluateDns,
+  evaluateOutbound,
+  evaluatePorts,
+  formatTable,
+  gatherFacts,
+  listeners,
+  localAddresses,
+  operatorCheck,
+  outboundTargets,
+  resolveAll,
+  usernsPreflight,
+  waitForAptLocks,
+  waitForCloudInit,
 } from '../lib/preflight.mts';
 import type { Thresholds } from '../lib/preflight.mts';
 
@@ -34,11 +46,19 @@ async function check(ctx: StepContext): Promise<string[]> {
   checks.push(await waitForAptLocks(waitSeconds, ctx.log));
   const held = await listeners();
   if (held) checks.push(...evaluatePorts(held));
-  else checks.push({ name: 'ports', status: 'warn', reason: 'ss failed; cannot tell whether 80, 443 and 6443 are free', fix: "check with ss -ltnp; k3s needs them" });
+  else
+    checks.push({
+      name: 'ports',
+      status: 'warn',
+      reason: 'ss failed; cannot tell whether 80, 443 and 6443 are free',
+      fix: 'check with ss -ltnp; k3s needs them',
+    });
   const domain = cfg.maybe('CODEXK8S_STAGING_DOMAIN');
-  if (cfg.get('CODEXK8S_MODE') === 'server' && domain) checks.push(evaluateDns(domain, await resolveAll(domain), localAddresses()));
+  if (cfg.get('CODEXK8S_MODE') === 'server' && domain)
+    checks.push(evaluateDns(domain, await resolveAll(domain), localAddresses()));
   const outbound = cfg.get('CODEXK8S_OUTBOUND_CHECK');
-  if (outbound === 'skip') checks.push({ name: 'https', status: 'warn', reason: 'outbound probes skipped (CODEXK8S_OUTBOUND_CHECK=skip)' });
+  if (outbound === 'skip')
+    checks.push({ name: 'https', status: 'warn', reason: 'outbound probes skipped (CODEXK8S_OUTBOUND_CHECK=skip)' });
   else {
     const targets = outboundTargets({
       mode: cfg.get('CODEXK8S_MODE'),
@@ -53,12 +73,16 @@ async function check(ctx: StepContext): Promise<string[]> {
   // After the table, so every other finding is printed too. Bad settings: exit 2.
   if (operator.kind === 'refused') throw refusal(operator);
   if (userns.refusal) throw userns.refusal;
-  return checks.filter((c) => c.status === 'fail').map((c) => `${c.name}: ${c.reason}${c.fix ? ` (fix: ${c.fix})` : ''}`);
+  return checks
+    .filter((c) => c.status === 'fail')
+    .map((c) => `${c.name}: ${c.reason}${c.fix ? ` (fix: ${c.fix})` : ''}`);
 }
 
 async function apply(_ctx: StepContext, drift: readonly string[]): Promise<string[]> {
   // Preflight cannot fix the server; a failed check stops the run before anything changes.
-  throw new OperationError(`preflight failed (${drift.length} check(s)); nothing was changed`, { hint: 'fix the checks marked fail above, then run again' });
+  throw new OperationError(`preflight failed (${drift.length} check(s)); nothing was changed`, {
+    hint: 'fix the checks marked fail above, then run again',
+  });
 }
 
 if (import.meta.filename === process.argv[1]) await runStep('00_preflight', { check, apply });

@@ -30,7 +30,15 @@ import { firewallPart } from '../lib/harden/firewall.mts';
 import { snapshot, schedule, confirm, restore, ROLLBACK_UNIT } from '../lib/harden/rollback.mts';
 
 export const STEP = '10_harden_host';
-export const PARTS: readonly HostPart[] = [packagesPart, kernelPart, upgradesPart, fail2banPart, operatorPart, sshdPart, firewallPart];
+export const PARTS: readonly HostPart[] = [
+  packagesPart,
+  kernelPart,
+  upgradesPart,
+  fail2banPart,
+  operatorPart,
+  sshdPart,
+  firewallPart,
+];
 const GUARDED = PARTS.filter((p) => p.guarded);
 
 // check() records each part's drift; apply() works from it (converge always checks right before it applies).
@@ -56,7 +64,10 @@ async function apply(ctx: StepContext): Promise<string[]> {
       changes.push(...(await armRollback(ctx)));
       armed = true;
     }
-    if (part.guarded && ctx.notes?.loginCheck) ctx.notes.loginCheck.reasons.push(`${part.name}: ${drift[0]}${drift.length > 1 ? ` (+${drift.length - 1} more)` : ''}`);
+    if (part.guarded && ctx.notes?.loginCheck)
+      ctx.notes.loginCheck.reasons.push(
+        `${part.name}: ${drift[0]}${drift.length > 1 ? ` (+${drift.length - 1} more)` : ''}`,
+      );
     changes.push(...(await part.apply(ctx)));
   }
   return changes;
@@ -67,16 +78,27 @@ async function armRollback(ctx: StepContext): Promise<string[]> {
   const seconds = ctx.cfg.get('CODEXK8S_LOCKOUT_ROLLBACK_AFTER');
   const fresh = await snapshot(STEP, GUARDED, ctx);
   await schedule(seconds, process.execPath, import.meta.filename, ctx.log);
-  if (ctx.notes) ctx.notes.loginCheck = { user: ctx.cfg.get('OPERATOR_USER'), port: ctx.cfg.get('CODEXK8S_SSH_PORT'), rollbackSeconds: seconds, unit: ROLLBACK_UNIT, reasons: [] };
+  if (ctx.notes)
+    ctx.notes.loginCheck = {
+      user: ctx.cfg.get('OPERATOR_USER'),
+      port: ctx.cfg.get('CODEXK8S_SSH_PORT'),
+      rollbackSeconds: seconds,
+      unit: ROLLBACK_UNIT,
+      reasons: [],
+    };
   return [
-    fresh ? `snapshot of the operator account, sshd and firewall in /var/lib/codex-k8s-bootstrap/rollback/${STEP}` : 'kept the unconfirmed snapshot of an earlier change (a rollback returns to the last confirmed state)',
+    fresh
+      ? `snapshot of the operator account, sshd and firewall in /var/lib/codex-k8s-bootstrap/rollback/${STEP}`
+      : 'kept the unconfirmed snapshot of an earlier change (a rollback returns to the last confirmed state)',
     `${ROLLBACK_UNIT}.timer rolls the change back in ${seconds}s unless a new login confirms it`,
   ];
 }
 
 const confirmMode: StepMode = async (log) => {
   const done = await confirm(STEP, log);
-  log.info(done.length ? color.green(`${STEP}: ${done.join('; ')}`) : `${STEP}: nothing to confirm (no pending change)`);
+  log.info(
+    done.length ? color.green(`${STEP}: ${done.join('; ')}`) : `${STEP}: nothing to confirm (no pending change)`,
+  );
   return 0;
 };
 
@@ -91,9 +113,21 @@ const rollbackMode: StepMode = async (log) => {
   const j = readJournal(REMOTE.journal);
   const prev = j.steps[STEP];
   const now = new Date().toISOString();
-  writeJournal(REMOTE.journal, recordStep(j, STEP, { status: 'failed', startedAt: now, endedAt: now, changes: [], configHash: prev?.configHash ?? '', runId: prev?.runId ?? 'rollback', error: 'the operator/sshd/firewall change was rolled back (no confirmed login)' }));
+  writeJournal(
+    REMOTE.journal,
+    recordStep(j, STEP, {
+      status: 'failed',
+      startedAt: now,
+      endedAt: now,
+      changes: [],
+      configHash: prev?.configHash ?? '',
+      runId: prev?.runId ?? 'rollback',
+      error: 'the operator/sshd/firewall change was rolled back (no confirmed login)',
+    }),
+  );
   log.warn(`${STEP}: rolled back the unconfirmed operator/sshd/firewall change`);
   return 0;
 };
 
-if (import.meta.filename === process.argv[1]) await runStep(STEP, { check, apply, modes: { confirm: confirmMode, rollback: rollbackMode } });
+if (import.meta.filename === process.argv[1])
+  await runStep(STEP, { check, apply, modes: { confirm: confirmMode, rollback: rollbackMode } });

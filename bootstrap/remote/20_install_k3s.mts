@@ -22,7 +22,28 @@ import { K3S_INSTALL, K3S_VERSION } from '../lib/versions.mts';
 import { REMOTE } from '../lib/paths.mts';
 import { account } from '../lib/harden/operator.mts';
 import type { Account } from '../lib/harden/operator.mts';
-import { CERTS_D, HOSTS_TOML_ATTEMPTS, HOSTS_TOML_PAUSE_MS, K3S_BIN, K3S_KUBECONFIG, K3S_UNIT, NODE_READY_TIMEOUT_SECONDS, REGISTRIES_FILE, execStartDrift, hostsTomlProblems, installArgv, installEnv, kubeconfigPath, mirrorNames, networkChangeProblem, nodeReadyArgv, parseExecStart, parseK3sVersion, registriesYaml, registryEndpoint } from '../lib/k3s.mts';
+import {
+  CERTS_D,
+  HOSTS_TOML_ATTEMPTS,
+  HOSTS_TOML_PAUSE_MS,
+  K3S_BIN,
+  K3S_KUBECONFIG,
+  K3S_UNIT,
+  NODE_READY_TIMEOUT_SECONDS,
+  REGISTRIES_FILE,
+  execStartDrift,
+  hostsTomlProblems,
+  installArgv,
+  installEnv,
+  kubeconfigPath,
+  mirrorNames,
+  networkChangeProblem,
+  nodeReadyArgv,
+  parseExecStart,
+  parseK3sVersion,
+  registriesYaml,
+  registryEndpoint,
+} from '../lib/k3s.mts';
 import type { Networks } from '../lib/k3s.mts';
 
 // ---- check / apply --------------------------------------------------------------------------------------------------
@@ -30,10 +51,12 @@ import type { Networks } from '../lib/k3s.mts';
 async function check(ctx: StepContext): Promise<string[]> {
   const port = ctx.cfg.get('CODEXK8S_INTERNAL_REGISTRY_PORT');
   const drift = await installDrift(networks(ctx));
-  if (readIfExists(REGISTRIES_FILE) !== registriesYaml(port)) drift.push(`${REGISTRIES_FILE} ${existsSync(REGISTRIES_FILE) ? 'differs from the managed content' : 'is missing'}`);
+  if (readIfExists(REGISTRIES_FILE) !== registriesYaml(port))
+    drift.push(`${REGISTRIES_FILE} ${existsSync(REGISTRIES_FILE) ? 'differs from the managed content' : 'is missing'}`);
   else {
     const f = facts(REGISTRIES_FILE);
-    if (f && (f.mode !== 0o600 || f.uid !== 0)) drift.push(`${REGISTRIES_FILE} is ${octal(f.mode)} uid ${f.uid}, want 0600 uid 0`);
+    if (f && (f.mode !== 0o600 || f.uid !== 0))
+      drift.push(`${REGISTRIES_FILE} is ${octal(f.mode)} uid ${f.uid}, want 0600 uid 0`);
   }
   if (drift.length > 0) return drift; // the rest depends on a k3s that runs with our settings
   if (!(await serviceActive())) return [`k3s.service is not active`];
@@ -51,13 +74,18 @@ async function apply(ctx: StepContext): Promise<string[]> {
   const changes = changeList(ctx);
   let registriesChanged = false;
   const op = await operator(ctx);
-  if (!op) throw new OperationError(`user ${ctx.cfg.get('OPERATOR_USER')} does not exist; it gets the kubeconfig`, { hint: 'run step 10 first: --from 10' });
+  if (!op)
+    throw new OperationError(`user ${ctx.cfg.get('OPERATOR_USER')} does not exist; it gets the kubeconfig`, {
+      hint: 'run step 10 first: --from 10',
+    });
 
   // 0. Never re-install an existing cluster onto other networks.
   const unit = readIfExists(K3S_UNIT);
   const netProblem = networkChangeProblem(unit === undefined ? undefined : parseExecStart(unit), networks(ctx));
   if (netProblem) {
-    throw new OperationError(netProblem, { hint: 'set CODEXK8S_POD_CIDR / CODEXK8S_SERVICE_CIDR back to the installed values in .env; new networks need a new cluster (docs/runbook.md "Rebuilding the server from scratch")' });
+    throw new OperationError(netProblem, {
+      hint: 'set CODEXK8S_POD_CIDR / CODEXK8S_SERVICE_CIDR back to the installed values in .env; new networks need a new cluster (docs/runbook.md "Rebuilding the server from scratch")',
+    });
   }
 
   // 1. When k3s must be (re)installed, fetch and verify the script first: a bad download changes nothing at all.
@@ -82,9 +110,18 @@ async function apply(ctx: StepContext): Promise<string[]> {
     // 3. k3s itself, only when the version or the flags differ: the LOCAL, verified copy of the script.
     if (script !== undefined) {
       since = Date.now();
-      const r = await run(installArgv(script, networks(ctx)), { env: installEnv(registriesChanged), log: ctx.log, timeoutSeconds: 900, allowFail: true, onStdoutLine: (l) => ctx.log.detail(l) });
+      const r = await run(installArgv(script, networks(ctx)), {
+        env: installEnv(registriesChanged),
+        log: ctx.log,
+        timeoutSeconds: 900,
+        allowFail: true,
+        onStdoutLine: (l) => ctx.log.detail(l),
+      });
       if (r.exitCode !== 0) {
-        throw new OperationError(`the k3s install script failed (exit ${r.exitCode})`, { detail: (r.stderr || r.stdout).trim().split('\n').slice(-15).join('\n'), hint: 'journalctl -u k3s --since -10min; the script is re-downloaded and re-run on the next run' });
+        throw new OperationError(`the k3s install script failed (exit ${r.exitCode})`, {
+          detail: (r.stderr || r.stdout).trim().split('\n').slice(-15).join('\n'),
+          hint: 'journalctl -u k3s --since -10min; the script is re-downloaded and re-run on the next run',
+        });
       }
       changes.push(`k3s ${K3S_VERSION} installed (${drift.join('; ')})`);
       restarted = true;
@@ -104,7 +141,10 @@ async function apply(ctx: StepContext): Promise<string[]> {
   await waitForHostsToml(port, since);
   const ready = await nodeReady(NODE_READY_TIMEOUT_SECONDS);
   if (!ready.ok) {
-    throw new OperationError(`the node did not become Ready within ${NODE_READY_TIMEOUT_SECONDS}s`, { detail: ready.detail, hint: 'journalctl -u k3s --since -10min; k3s kubectl describe nodes' });
+    throw new OperationError(`the node did not become Ready within ${NODE_READY_TIMEOUT_SECONDS}s`, {
+      detail: ready.detail,
+      hint: 'journalctl -u k3s --since -10min; k3s kubectl describe nodes',
+    });
   }
 
   // 6. The operator's kubeconfig: a copy of k3s.yaml, 0600, in a 0700 ~/.kube.
@@ -170,9 +210,11 @@ function kubeconfigDrift(op: Account): string[] {
   const f = facts(file);
   const drift: string[] = [];
   if (!dir?.isDir) drift.push(`${join(op.home, '.kube')} does not exist`);
-  else if (dir.uid !== op.uid || dir.mode !== 0o700) drift.push(`${join(op.home, '.kube')} is ${octal(dir.mode)} uid ${dir.uid}, want 0700 uid ${op.uid}`);
+  else if (dir.uid !== op.uid || dir.mode !== 0o700)
+    drift.push(`${join(op.home, '.kube')} is ${octal(dir.mode)} uid ${dir.uid}, want 0700 uid ${op.uid}`);
   if (readIfExists(file) !== want) drift.push(`${file} ${f ? 'differs from' : 'is not a copy of'} ${K3S_KUBECONFIG}`);
-  else if (f && (f.mode !== 0o600 || f.uid !== op.uid)) drift.push(`${file} is ${octal(f.mode)} uid ${f.uid}, want 0600 uid ${op.uid}`);
+  else if (f && (f.mode !== 0o600 || f.uid !== op.uid))
+    drift.push(`${file} is ${octal(f.mode)} uid ${f.uid}, want 0600 uid ${op.uid}`);
   return drift;
 }
 
@@ -182,9 +224,15 @@ function networks(ctx: StepContext): Networks {
 
 async function downloadInstallScript(ctx: StepContext, dir: string): Promise<string> {
   const r = resolveForServer(ctx.cfg, K3S_INSTALL);
-  if (r.overriddenFrom) ctx.log.warn(`k3s install script: checksum override in force (${r.sha256}, pinned ${r.overriddenFrom})`);
+  if (r.overriddenFrom)
+    ctx.log.warn(`k3s install script: checksum override in force (${r.sha256}, pinned ${r.overriddenFrom})`);
   const path = join(dir, 'install.sh');
-  await downloadVerified(r, path, { mode: 0o700, mirror: ctx.cfg.maybe('CODEXK8S_ARTIFACT_MIRROR'), log: ctx.log, timeoutSeconds: 60 });
+  await downloadVerified(r, path, {
+    mode: 0o700,
+    mirror: ctx.cfg.maybe('CODEXK8S_ARTIFACT_MIRROR'),
+    log: ctx.log,
+    timeoutSeconds: 60,
+  });
   return path;
 }
 
@@ -202,10 +250,18 @@ async function waitForHostsToml(port: number, since: number | undefined): Promis
       // A present but https file will not fix itself: that is the k3s bug, not a slow start.
       const wrongScheme = fresh ? problems.filter((p) => p.includes('#12551')) : [];
       if (wrongScheme.length > 0) {
-        throw new OperationError(`k3s generated an https endpoint for the http in-cluster registry: ${wrongScheme.join('; ')}`, {
-          detail: mirrorNames(port).map((m) => `${join(CERTS_D, m, 'hosts.toml')}:\n${readIfExists(join(CERTS_D, m, 'hosts.toml')) ?? '(missing)'}`).join('\n'),
-          hint: `pulls from the in-cluster registry would fail; see ${RUNBOOK} (pin a k3s version without issue #12551 in bootstrap/lib/versions.mts, then re-run)`,
-        });
+        throw new OperationError(
+          `k3s generated an https endpoint for the http in-cluster registry: ${wrongScheme.join('; ')}`,
+          {
+            detail: mirrorNames(port)
+              .map(
+                (m) =>
+                  `${join(CERTS_D, m, 'hosts.toml')}:\n${readIfExists(join(CERTS_D, m, 'hosts.toml')) ?? '(missing)'}`,
+              )
+              .join('\n'),
+            hint: `pulls from the in-cluster registry would fail; see ${RUNBOOK} (pin a k3s version without issue #12551 in bootstrap/lib/versions.mts, then re-run)`,
+          },
+        );
       }
       return { waiting: problems.join('; ') };
     },
@@ -213,9 +269,13 @@ async function waitForHostsToml(port: number, since: number | undefined): Promis
       attempts: HOSTS_TOML_ATTEMPTS,
       intervalSeconds: HOSTS_TOML_PAUSE_MS / 1000,
       what: "containerd's hosts.toml files",
-      onTimeout: (problems) => new OperationError(`containerd's hosts.toml files did not appear after the k3s (re)start (attempt ${HOSTS_TOML_ATTEMPTS}/${HOSTS_TOML_ATTEMPTS}): ${problems}`, {
-        hint: `look at the k3s log: journalctl -u k3s --since -10min; see ${RUNBOOK}`,
-      }),
+      onTimeout: (problems) =>
+        new OperationError(
+          `containerd's hosts.toml files did not appear after the k3s (re)start (attempt ${HOSTS_TOML_ATTEMPTS}/${HOSTS_TOML_ATTEMPTS}): ${problems}`,
+          {
+            hint: `look at the k3s log: journalctl -u k3s --since -10min; see ${RUNBOOK}`,
+          },
+        ),
     },
   );
 }

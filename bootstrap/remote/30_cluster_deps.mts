@@ -12,7 +12,15 @@ import { runStep, changeList } from '../lib/step.mts';
 import type { StepContext } from '../lib/step.mts';
 import { render, NAMES, ACME_SERVERS, describeObject } from '../lib/manifests.mts';
 import type { KubeObject, Mode, PlaceholderValue } from '../lib/manifests.mts';
-import { objectsDrift, applyObjects, getJson, rolloutStatus, helmReleaseState, helmReleaseDrift, helmUpgrade } from '../lib/kube.mts';
+import {
+  objectsDrift,
+  applyObjects,
+  getJson,
+  rolloutStatus,
+  helmReleaseState,
+  helmReleaseDrift,
+  helmUpgrade,
+} from '../lib/kube.mts';
 import { helmDrift, installHelm } from '../lib/download.mts';
 import { awaitHelmChartConfig, helmChartConfigDrift, readHelmChartState } from '../lib/helmchartconfig.mts';
 import { CERT_MANAGER_CHART, IMAGES } from '../lib/versions.mts';
@@ -26,22 +34,31 @@ async function check(ctx: StepContext): Promise<string[]> {
   drift.push(...helm);
   let certManagerReady = false;
   if (helm.length === 0) {
-    const rel = helmReleaseDrift(CERT_MANAGER_CHART, await helmReleaseState(CERT_MANAGER_CHART, ctx.log), certManagerValues());
+    const rel = helmReleaseDrift(
+      CERT_MANAGER_CHART,
+      await helmReleaseState(CERT_MANAGER_CHART, ctx.log),
+      certManagerValues(),
+    );
     drift.push(...rel);
     certManagerReady = rel.length === 0;
   } else {
-    drift.push(`helm release ${CERT_MANAGER_CHART.namespace}/${CERT_MANAGER_CHART.release}: checked once helm is installed`);
+    drift.push(
+      `helm release ${CERT_MANAGER_CHART.namespace}/${CERT_MANAGER_CHART.release}: checked once helm is installed`,
+    );
   }
   const objects = clusterObjects(s);
   const now = objects.filter((o) => certManagerReady || !needsCertManager(o));
-  for (const o of objects.filter((x) => !now.includes(x))) drift.push(`${describeObject(o)}: applied once cert-manager ${CERT_MANAGER_CHART.version} is installed`);
+  for (const o of objects.filter((x) => !now.includes(x)))
+    drift.push(`${describeObject(o)}: applied once cert-manager ${CERT_MANAGER_CHART.version} is installed`);
   const objectDrift = await objectsDrift(now, ctx.log);
   drift.push(...objectDrift);
   // Accepted by the API server is not applied: k3s' helm-controller must have re-run Traefik's install with it.
   for (const c of objects.filter(isHelmChartConfig)) {
-    if (!objectDrift.some((d) => d.startsWith(`${describeObject(c)} `))) drift.push(...helmChartConfigDrift(c, await readHelmChartState(c, ctx.log)));
+    if (!objectDrift.some((d) => d.startsWith(`${describeObject(c)} `)))
+      drift.push(...helmChartConfigDrift(c, await readHelmChartState(c, ctx.log)));
   }
-  if (!objectDrift.some((d) => d.startsWith(`Deployment ${NAMES.systemNamespace}/${NAMES.registryDeployment} `))) drift.push(...(await registryHealth(ctx)));
+  if (!objectDrift.some((d) => d.startsWith(`Deployment ${NAMES.systemNamespace}/${NAMES.registryDeployment} `)))
+    drift.push(...(await registryHealth(ctx)));
   return drift;
 }
 
@@ -58,21 +75,41 @@ async function apply(ctx: StepContext): Promise<string[]> {
     // --wait: helm returns once cert-manager's Deployments (webhook included) are available, bounded by --timeout.
     await helmUpgrade(CERT_MANAGER_CHART, certManagerValues(), timeout, ctx.log);
     const id = `helm release ${CERT_MANAGER_CHART.namespace}/${CERT_MANAGER_CHART.release}`;
-    changes.push(state === undefined ? `cert-manager ${CERT_MANAGER_CHART.version} installed (${id})` : `cert-manager ${CERT_MANAGER_CHART.version} upgraded (${rel.join('; ')})`);
+    changes.push(
+      state === undefined
+        ? `cert-manager ${CERT_MANAGER_CHART.version} installed (${id})`
+        : `cert-manager ${CERT_MANAGER_CHART.version} upgraded (${rel.join('; ')})`,
+    );
   }
 
   const objects = clusterObjects(s);
   const appliedAt = new Date().toISOString();
-  const applied = await applyObjects(objects.filter((o) => !needsCertManager(o)), ctx.log);
+  const applied = await applyObjects(
+    objects.filter((o) => !needsCertManager(o)),
+    ctx.log,
+  );
   changes.push(...applied);
   for (const c of objects.filter(isHelmChartConfig)) {
     // Changed now: only a Job created after this apply proves k3s used the new values.
     const changedNow = applied.some((l) => l.startsWith(`helmchartconfig.helm.cattle.io/${c.metadata.name} `));
-    changes.push(await awaitHelmChartConfig(c, { since: changedNow ? appliedAt : undefined, timeoutSeconds: timeout, log: ctx.log }));
+    changes.push(
+      await awaitHelmChartConfig(c, {
+        since: changedNow ? appliedAt : undefined,
+        timeoutSeconds: timeout,
+        log: ctx.log,
+      }),
+    );
   }
   const issuers = objects.filter(needsCertManager);
   // cert-manager's webhook validates the ClusterIssuer; right after an install it may need a few seconds more.
-  changes.push(...(await applyObjects(issuers, ctx.log, { retryOn: WEBHOOK_NOT_READY, attempts: 20, delaySeconds: 3, what: 'the ClusterIssuer' })));
+  changes.push(
+    ...(await applyObjects(issuers, ctx.log, {
+      retryOn: WEBHOOK_NOT_READY,
+      attempts: 20,
+      delaySeconds: 3,
+      what: 'the ClusterIssuer',
+    })),
+  );
 
   await rolloutStatus('deployment', NAMES.registryDeployment, NAMES.systemNamespace, timeout, ctx.log);
   return changes;
@@ -103,9 +140,13 @@ export function settingsFrom(ctx: StepContext): ClusterSettings {
 
 /** Placeholder values of manifests/cluster for the mode (exactly the ones its files use). */
 export function clusterValues(s: ClusterSettings): Record<string, PlaceholderValue> {
-  const v: Record<string, PlaceholderValue> = { STAGING_NAMESPACE: s.stagingNamespace, RUNNER_NAMESPACE: s.runnerNamespace };
+  const v: Record<string, PlaceholderValue> = {
+    STAGING_NAMESPACE: s.stagingNamespace,
+    RUNNER_NAMESPACE: s.runnerNamespace,
+  };
   if (s.mode === 'server') {
-    if (s.letsencryptEmail === undefined) throw new Error('server mode needs CODEXK8S_LETSENCRYPT_EMAIL (the config schema requires it)');
+    if (s.letsencryptEmail === undefined)
+      throw new Error('server mode needs CODEXK8S_LETSENCRYPT_EMAIL (the config schema requires it)');
     v['LETSENCRYPT_EMAIL'] = s.letsencryptEmail;
     v['ACME_SERVER'] = ACME_SERVERS[s.letsencryptServer];
     v['ACME_ACCOUNT_SECRET'] = `letsencrypt-${s.letsencryptServer}-account`;
@@ -119,7 +160,10 @@ export function registryValues(s: ClusterSettings): Record<string, PlaceholderVa
 
 /** All objects of the step, namespaces first (everything else lives in them). */
 export function clusterObjects(s: ClusterSettings): KubeObject[] {
-  const objs = [...render('cluster', s.mode, clusterValues(s)).objects, ...render('registry', s.mode, registryValues(s)).objects];
+  const objs = [
+    ...render('cluster', s.mode, clusterValues(s)).objects,
+    ...render('registry', s.mode, registryValues(s)).objects,
+  ];
   return [...objs.filter((o) => o.kind === 'Namespace'), ...objs.filter((o) => o.kind !== 'Namespace')];
 }
 
@@ -129,7 +173,10 @@ export function needsCertManager(o: KubeObject): boolean {
 }
 
 const mebi = (n: number): string => `${n}Mi`;
-const res = (cpu: string, memory: number, limit: number) => ({ requests: { cpu, memory: mebi(memory) }, limits: { memory: mebi(limit) } });
+const res = (cpu: string, memory: number, limit: number) => ({
+  requests: { cpu, memory: mebi(memory) },
+  limits: { memory: mebi(limit) },
+});
 
 /** The user-supplied values of the cert-manager release; a change here is an upgrade on the next run. */
 export function certManagerValues(): Record<string, unknown> {
@@ -147,17 +194,25 @@ export function certManagerValues(): Record<string, unknown> {
 const isHelmChartConfig = (o: KubeObject): boolean => o.kind === 'HelmChartConfig';
 
 /** Errors of an admission webhook that is not serving yet (right after the cert-manager install). */
-const WEBHOOK_NOT_READY = /failed calling webhook|no endpoints available for service|connection refused|context deadline exceeded/;
+const WEBHOOK_NOT_READY =
+  /failed calling webhook|no endpoints available for service|connection refused|context deadline exceeded/;
 
 function timeoutOf(ctx: StepContext): number {
   return ctx.cfg.get('CODEXK8S_ROLLOUT_TIMEOUT');
 }
 
 async function registryHealth(ctx: StepContext): Promise<string[]> {
-  const d = await getJson<KubeObject & { status?: { availableReplicas?: number } }>('deployment', NAMES.registryDeployment, NAMES.systemNamespace, ctx.log);
+  const d = await getJson<KubeObject & { status?: { availableReplicas?: number } }>(
+    'deployment',
+    NAMES.registryDeployment,
+    NAMES.systemNamespace,
+    ctx.log,
+  );
   if (d === undefined) return [];
   const ready = d.status?.availableReplicas ?? 0;
-  return ready >= 1 ? [] : [`Deployment ${NAMES.systemNamespace}/${NAMES.registryDeployment} is not available (${ready}/1 ready)`];
+  return ready >= 1
+    ? []
+    : [`Deployment ${NAMES.systemNamespace}/${NAMES.registryDeployment} is not available (${ready}/1 ready)`];
 }
 
 if (import.meta.filename === process.argv[1]) await runStep('30_cluster_deps', { check, apply });

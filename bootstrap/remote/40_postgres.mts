@@ -14,7 +14,15 @@ import { OperationError } from '../lib/errors.mts';
 import { registerSecret } from '../lib/redact.mts';
 import { render, NAMES, recommendedLabels } from '../lib/manifests.mts';
 import type { KubeObject, Mode, PlaceholderValue } from '../lib/manifests.mts';
-import { objectsDrift, applyObjects, getJson, existingNamespaces, readSecret, rolloutStatus, KUBECONFIG } from '../lib/kube.mts';
+import {
+  objectsDrift,
+  applyObjects,
+  getJson,
+  existingNamespaces,
+  readSecret,
+  rolloutStatus,
+  KUBECONFIG,
+} from '../lib/kube.mts';
 import { IMAGES } from '../lib/versions.mts';
 
 // ---- check / apply --------------------------------------------------------------------------------------------------
@@ -25,7 +33,8 @@ async function check(ctx: StepContext): Promise<string[]> {
   const drift = [...(await secretState(s, ctx)).drift];
   const objectDrift = await objectsDrift(postgresObjects(s), ctx.log);
   drift.push(...objectDrift);
-  if (!objectDrift.some((d) => d.startsWith(`StatefulSet ${s.namespace}/${NAMES.postgresStatefulSet} `))) drift.push(...(await postgresHealth(s, ctx)));
+  if (!objectDrift.some((d) => d.startsWith(`StatefulSet ${s.namespace}/${NAMES.postgresStatefulSet} `)))
+    drift.push(...(await postgresHealth(s, ctx)));
   return drift;
 }
 
@@ -43,11 +52,27 @@ async function apply(ctx: StepContext): Promise<string[]> {
     changes.push(`${secretId(s.namespace)} created with a generated password (kept from now on)`);
   } else if (state.drift.length > 0) {
     const d = state.data;
-    await applyObjects([credentialsSecret(s.namespace, { user: d['POSTGRES_USER'] as string, password: d['POSTGRES_PASSWORD'] as string, db: d['POSTGRES_DB'] as string })], ctx.log, { what: secretId(s.namespace), serverSide: true });
+    await applyObjects(
+      [
+        credentialsSecret(s.namespace, {
+          user: d['POSTGRES_USER'] as string,
+          password: d['POSTGRES_PASSWORD'] as string,
+          db: d['POSTGRES_DB'] as string,
+        }),
+      ],
+      ctx.log,
+      { what: secretId(s.namespace), serverSide: true },
+    );
     changes.push(`${secretId(s.namespace)}: DATABASE_URL rewritten from the existing credentials (password kept)`);
   }
   changes.push(...(await applyObjects(postgresObjects(s), ctx.log)));
-  await rolloutStatus('statefulset', NAMES.postgresStatefulSet, s.namespace, ctx.cfg.get('CODEXK8S_ROLLOUT_TIMEOUT'), ctx.log);
+  await rolloutStatus(
+    'statefulset',
+    NAMES.postgresStatefulSet,
+    s.namespace,
+    ctx.cfg.get('CODEXK8S_ROLLOUT_TIMEOUT'),
+    ctx.log,
+  );
   return changes;
 }
 
@@ -77,7 +102,12 @@ export function settingsFrom(ctx: StepContext): PostgresSettings {
 
 export function postgresValues(s: PostgresSettings): Record<string, PlaceholderValue> {
   // BACKUP_KEEP goes into an env var, and env values are strings.
-  return { STAGING_NAMESPACE: s.namespace, POSTGRES_IMAGE: IMAGES.postgres, BACKUP_SCHEDULE: s.backupSchedule, BACKUP_KEEP: String(s.backupKeep) };
+  return {
+    STAGING_NAMESPACE: s.namespace,
+    POSTGRES_IMAGE: IMAGES.postgres,
+    BACKUP_SCHEDULE: s.backupSchedule,
+    BACKUP_KEEP: String(s.backupKeep),
+  };
 }
 
 export function postgresObjects(s: PostgresSettings): KubeObject[] {
@@ -101,7 +131,12 @@ export interface Credentials {
 
 /** The Secret, with every value base64-encoded in `data` (what `get -o json` returns, so a read-back compares). */
 export function credentialsSecret(namespace: string, c: Credentials): KubeObject {
-  const values: Record<string, string> = { POSTGRES_USER: c.user, POSTGRES_PASSWORD: c.password, POSTGRES_DB: c.db, DATABASE_URL: databaseUrl(namespace, c.user, c.password, c.db) };
+  const values: Record<string, string> = {
+    POSTGRES_USER: c.user,
+    POSTGRES_PASSWORD: c.password,
+    POSTGRES_DB: c.db,
+    DATABASE_URL: databaseUrl(namespace, c.user, c.password, c.db),
+  };
   return {
     apiVersion: 'v1',
     kind: 'Secret',
@@ -109,7 +144,9 @@ export function credentialsSecret(namespace: string, c: Credentials): KubeObject
       name: NAMES.postgresSecret,
       namespace,
       labels: recommendedLabels('postgres', 'database', 'postgres'),
-      annotations: { 'codex-k8s.io/generated-by': '40_postgres: generated once, never regenerated; see docs/runbook.md' },
+      annotations: {
+        'codex-k8s.io/generated-by': '40_postgres: generated once, never regenerated; see docs/runbook.md',
+      },
     },
     type: 'Opaque',
     data: Object.fromEntries(Object.entries(values).map(([k, v]) => [k, Buffer.from(v, 'utf8').toString('base64')])),
@@ -120,44 +157,76 @@ export function credentialsSecret(namespace: string, c: Credentials): KubeObject
  * What is wrong with an existing Secret. `fatal`: a value the database depends on is missing (never invented);
  * `fixable`: DATABASE_URL is missing or does not match the other keys (rewritten from them).
  */
-export function secretProblems(namespace: string, data: Readonly<Record<string, string>>): { fatal: string[]; fixable: string[] } {
-  const fatal = ['POSTGRES_USER', 'POSTGRES_PASSWORD', 'POSTGRES_DB'].filter((k) => !data[k]).map((k) => `key ${k} is missing or empty`);
+export function secretProblems(
+  namespace: string,
+  data: Readonly<Record<string, string>>,
+): { fatal: string[]; fixable: string[] } {
+  const fatal = ['POSTGRES_USER', 'POSTGRES_PASSWORD', 'POSTGRES_DB']
+    .filter((k) => !data[k])
+    .map((k) => `key ${k} is missing or empty`);
   if (fatal.length > 0) return { fatal, fixable: [] };
-  const url = databaseUrl(namespace, data['POSTGRES_USER'] as string, data['POSTGRES_PASSWORD'] as string, data['POSTGRES_DB'] as string);
-  return { fatal: [], fixable: data['DATABASE_URL'] === url ? [] : [`DATABASE_URL ${data['DATABASE_URL'] ? 'does not match the other keys' : 'is missing'}`] };
+  const url = databaseUrl(
+    namespace,
+    data['POSTGRES_USER'] as string,
+    data['POSTGRES_PASSWORD'] as string,
+    data['POSTGRES_DB'] as string,
+  );
+  return {
+    fatal: [],
+    fixable:
+      data['DATABASE_URL'] === url
+        ? []
+        : [`DATABASE_URL ${data['DATABASE_URL'] ? 'does not match the other keys' : 'is missing'}`],
+  };
 }
 
 const secretId = (ns: string): string => `Secret ${ns}/${NAMES.postgresSecret}`;
 
 async function requireNamespace(ns: string, ctx: StepContext): Promise<void> {
   if (!(await existingNamespaces([ns], ctx.log)).has(ns)) {
-    throw new OperationError(`namespace ${ns} does not exist`, { hint: 'it is created by 30_cluster_deps: run the launcher with --from 30' });
+    throw new OperationError(`namespace ${ns} does not exist`, {
+      hint: 'it is created by 30_cluster_deps: run the launcher with --from 30',
+    });
   }
 }
 
 /** Reads the Secret; refuses the states where generating or repairing would lose access to existing data. */
-async function secretState(s: PostgresSettings, ctx: StepContext): Promise<{ data?: Record<string, string>; drift: string[] }> {
+async function secretState(
+  s: PostgresSettings,
+  ctx: StepContext,
+): Promise<{ data?: Record<string, string>; drift: string[] }> {
   const data = await readSecret(s.namespace, NAMES.postgresSecret, MASKED_KEYS, ctx.log);
   if (data === undefined) {
     const pvc = await getJson('persistentvolumeclaim', NAMES.postgresDataPvc, s.namespace, ctx.log);
     if (pvc !== undefined) {
-      throw new OperationError(`${secretId(s.namespace)} is gone but the data volume ${NAMES.postgresDataPvc} still exists: a new password would not open the existing database, so none is generated`, {
-        hint: `restore the Secret (same POSTGRES_USER/POSTGRES_PASSWORD/POSTGRES_DB) from your records, then run again; see docs/runbook.md "PostgreSQL credentials Secret lost"`,
-      });
+      throw new OperationError(
+        `${secretId(s.namespace)} is gone but the data volume ${NAMES.postgresDataPvc} still exists: a new password would not open the existing database, so none is generated`,
+        {
+          hint: `restore the Secret (same POSTGRES_USER/POSTGRES_PASSWORD/POSTGRES_DB) from your records, then run again; see docs/runbook.md "PostgreSQL credentials Secret lost"`,
+        },
+      );
     }
     return { drift: [`${secretId(s.namespace)} does not exist (a password is generated once)`] };
   }
   const p = secretProblems(s.namespace, data);
   if (p.fatal.length > 0) {
-    throw new OperationError(`${secretId(s.namespace)} is incomplete (${p.fatal.join('; ')}); it is never regenerated`, {
-      hint: `kubectl --kubeconfig ${KUBECONFIG} -n ${s.namespace} get secret ${NAMES.postgresSecret} -o jsonpath='{.data}' | tr , '\\n' | cut -d: -f1  (which keys are there); restore the missing ones, then run again`,
-    });
+    throw new OperationError(
+      `${secretId(s.namespace)} is incomplete (${p.fatal.join('; ')}); it is never regenerated`,
+      {
+        hint: `kubectl --kubeconfig ${KUBECONFIG} -n ${s.namespace} get secret ${NAMES.postgresSecret} -o jsonpath='{.data}' | tr , '\\n' | cut -d: -f1  (which keys are there); restore the missing ones, then run again`,
+      },
+    );
   }
   return { data, drift: p.fixable.map((f) => `${secretId(s.namespace)}: ${f}`) };
 }
 
 async function postgresHealth(s: PostgresSettings, ctx: StepContext): Promise<string[]> {
-  const sts = await getJson<KubeObject & { status?: { readyReplicas?: number } }>('statefulset', NAMES.postgresStatefulSet, s.namespace, ctx.log);
+  const sts = await getJson<KubeObject & { status?: { readyReplicas?: number } }>(
+    'statefulset',
+    NAMES.postgresStatefulSet,
+    s.namespace,
+    ctx.log,
+  );
   if (sts === undefined) return [];
   const ready = sts.status?.readyReplicas ?? 0;
   return ready >= 1 ? [] : [`StatefulSet ${s.namespace}/${NAMES.postgresStatefulSet} is not ready (${ready}/1)`];

@@ -25,13 +25,38 @@ import { run } from '../lib/exec.mts';
 import { mask, registerSecret } from '../lib/redact.mts';
 import { NAMES, appImageTag, describeObject } from '../lib/manifests.mts';
 import type { KubeObject } from '../lib/manifests.mts';
-import { objectsDrift, applyObjects, getJson, existingNamespaces, readSecret, rolloutStatus, KUBECONFIG } from '../lib/kube.mts';
+import {
+  objectsDrift,
+  applyObjects,
+  getJson,
+  existingNamespaces,
+  readSecret,
+  rolloutStatus,
+  KUBECONFIG,
+} from '../lib/kube.mts';
 import { applyUsernsRemedy } from '../lib/userns.mts';
 import { REMOTE } from '../lib/paths.mts';
 import { readOrCreateSecretFile } from '../lib/github/wiring.mts';
-import { buildExecArgv, buildScriptText, chooseImage, contextTarArgv, parseBuildOutput, parseSourceJson, pushRef } from '../lib/build.mts';
+import {
+  buildExecArgv,
+  buildScriptText,
+  chooseImage,
+  contextTarArgv,
+  parseBuildOutput,
+  parseSourceJson,
+  pushRef,
+} from '../lib/build.mts';
 import type { BuildOutcome, SourceInfo } from '../lib/build.mts';
-import { WEBHOOK_SECRET_KEY, appObjects, appPodsArgv, deploymentHealth, podImageDrift, runtimeSecret, runtimeSecretDrift, settingsFrom } from '../lib/service.mts';
+import {
+  WEBHOOK_SECRET_KEY,
+  appObjects,
+  appPodsArgv,
+  deploymentHealth,
+  podImageDrift,
+  runtimeSecret,
+  runtimeSecretDrift,
+  settingsFrom,
+} from '../lib/service.mts';
 import type { DeploySettings, DeploymentLike, PodLike } from '../lib/service.mts';
 import { buildkitObjects, usernsCheck, waitForBuildkit } from '../lib/buildkit.mts';
 
@@ -56,8 +81,14 @@ async function check(ctx: StepContext): Promise<string[]> {
   const bk = await objectsDrift(buildkitObjects(s, buildScriptText()), ctx.log);
   drift.push(...bk);
   if (!bk.some((d) => d.startsWith(`StatefulSet ${NAMES.systemNamespace}/${NAMES.buildkitStatefulSet} `))) {
-    const sts = await getJson<KubeObject & { status?: { readyReplicas?: number } }>('statefulset', NAMES.buildkitStatefulSet, NAMES.systemNamespace, ctx.log);
-    if (sts !== undefined && (sts.status?.readyReplicas ?? 0) < 1) drift.push(`StatefulSet ${NAMES.systemNamespace}/${NAMES.buildkitStatefulSet} is not ready (0/1)`);
+    const sts = await getJson<KubeObject & { status?: { readyReplicas?: number } }>(
+      'statefulset',
+      NAMES.buildkitStatefulSet,
+      NAMES.systemNamespace,
+      ctx.log,
+    );
+    if (sts !== undefined && (sts.status?.readyReplicas ?? 0) < 1)
+      drift.push(`StatefulSet ${NAMES.systemNamespace}/${NAMES.buildkitStatefulSet} is not ready (0/1)`);
   }
 
   const live = await getJson<DeploymentLike>('deployment', NAMES.app, s.stagingNamespace, ctx.log);
@@ -95,9 +126,11 @@ async function apply(ctx: StepContext): Promise<string[]> {
   const secret = await readSecret(s.stagingNamespace, NAMES.appRuntimeSecret, [WEBHOOK_SECRET_KEY], ctx.log);
   if (secret === undefined || secret[WEBHOOK_SECRET_KEY] !== file.value) {
     await applyObjects([runtimeSecret(s.stagingNamespace, file.value)], ctx.log, { what: secretId, serverSide: true });
-    changes.push(secret === undefined
-      ? `${secretId} created from ${REMOTE.webhookSecretFile}`
-      : `${secretId} updated: ${WEBHOOK_SECRET_KEY} now matches ${REMOTE.webhookSecretFile} (the file was rotated); the service re-reads it within a minute, no restart`);
+    changes.push(
+      secret === undefined
+        ? `${secretId} created from ${REMOTE.webhookSecretFile}`
+        : `${secretId} updated: ${WEBHOOK_SECRET_KEY} now matches ${REMOTE.webhookSecretFile} (the file was rotated); the service re-reads it within a minute, no restart`,
+    );
   }
 
   // 2. BuildKit, ready before anything is built: its user namespace allowed first (the pod names the AppArmor profile).
@@ -112,7 +145,8 @@ async function apply(ctx: StepContext): Promise<string[]> {
   const choice = chooseImage(live, s.registryPort, source?.gitSha);
   if (choice.build && source !== undefined) {
     const outcome = await buildImage(s, source.gitSha, ctx);
-    if (outcome.status === 'pushed') changes.push(`image ${outcome.ref} built from the uploaded app/ (git ${source.gitSha.slice(0, 12)}) and pushed`);
+    if (outcome.status === 'pushed')
+      changes.push(`image ${outcome.ref} built from the uploaded app/ (git ${source.gitSha.slice(0, 12)}) and pushed`);
     else ctx.log.info(`  = image ${outcome.ref} is already in the registry (not rebuilt)`);
   } else {
     ctx.log.info(`  = image ${choice.image}: ${choice.why}`);
@@ -136,21 +170,30 @@ async function requireNamespaces(s: DeploySettings, ctx: StepContext): Promise<v
   const want = [NAMES.systemNamespace, s.stagingNamespace];
   const have = await existingNamespaces(want, ctx.log);
   const missing = want.filter((n) => !have.has(n));
-  if (missing.length > 0) throw new OperationError(`namespace ${missing.join(' and ')} does not exist`, { hint: 'it is created by 30_cluster_deps: run the launcher with --from 30' });
+  if (missing.length > 0)
+    throw new OperationError(`namespace ${missing.join(' and ')} does not exist`, {
+      hint: 'it is created by 30_cluster_deps: run the launcher with --from 30',
+    });
 }
 
 function readSource(): SourceInfo {
   if (!existsSync(REMOTE.sourceFile)) {
-    throw new OperationError(`${REMOTE.sourceFile} does not exist: the first image is tagged with the commit the uploaded app/ comes from`, {
-      hint: 'run the launcher from a clean git checkout (it writes the file with the upload), then this step again',
-    });
+    throw new OperationError(
+      `${REMOTE.sourceFile} does not exist: the first image is tagged with the commit the uploaded app/ comes from`,
+      {
+        hint: 'run the launcher from a clean git checkout (it writes the file with the upload), then this step again',
+      },
+    );
   }
   return parseSourceJson(readFileSync(REMOTE.sourceFile, 'utf8'), REMOTE.sourceFile);
 }
 
 async function podsDrift(s: DeploySettings, image: string, ctx: StepContext): Promise<string[]> {
   const r = await run(appPodsArgv(s.stagingNamespace), { allowFail: true, timeoutSeconds: 60, log: ctx.log });
-  if (r.exitCode !== 0) throw new OperationError(`cannot list the pods of Deployment ${s.stagingNamespace}/${NAMES.app}`, { detail: mask(r.stderr.trim()) });
+  if (r.exitCode !== 0)
+    throw new OperationError(`cannot list the pods of Deployment ${s.stagingNamespace}/${NAMES.app}`, {
+      detail: mask(r.stderr.trim()),
+    });
   const list = JSON.parse(r.stdout) as { items?: PodLike[] };
   return podImageDrift(list.items ?? [], image).map((d) => `Deployment ${s.stagingNamespace}/${NAMES.app}: ${d}`);
 }
@@ -159,13 +202,17 @@ async function podsDrift(s: DeploySettings, image: string, ctx: StepContext): Pr
 async function buildImage(s: DeploySettings, gitSha: string, ctx: StepContext): Promise<BuildOutcome> {
   const tag = appImageTag(gitSha);
   if (!existsSync(join(REMOTE.app, 'Dockerfile'))) {
-    throw new OperationError(`${REMOTE.app}/Dockerfile does not exist: nothing to build the first image from`, { hint: 'run the launcher: it uploads app/ with the tree' });
+    throw new OperationError(`${REMOTE.app}/Dockerfile does not exist: nothing to build the first image from`, {
+      hint: 'run the launcher: it uploads app/ with the tree',
+    });
   }
   const dir = mkdtempSync(join(tmpdir(), 'codex-k8s-context-'));
   try {
     const tar = join(dir, 'context.tar');
     await run(contextTarArgv(REMOTE.app, tar), { timeoutSeconds: 120, log: ctx.log });
-    ctx.log.info(`  .. building ${pushRef(tag)} in ${NAMES.systemNamespace}/${NAMES.buildkitPod} (up to ${s.buildTimeout}s; --verbose shows BuildKit's progress)`);
+    ctx.log.info(
+      `  .. building ${pushRef(tag)} in ${NAMES.systemNamespace}/${NAMES.buildkitPod} (up to ${s.buildTimeout}s; --verbose shows BuildKit's progress)`,
+    );
     const r = await run(buildExecArgv(gitSha), {
       input: createReadStream(tar),
       allowFail: true,

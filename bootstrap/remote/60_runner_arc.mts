@@ -24,7 +24,14 @@ import { registerSecret } from '../lib/redact.mts';
 import { render, NAMES, recommendedLabels } from '../lib/manifests.mts';
 import type { KubeObject, PlaceholderValue } from '../lib/manifests.mts';
 import {
-  objectsDrift, applyObjects, getJson, existingNamespaces, helmReleaseState, helmReleaseDrift, helmUpgrade, kubectlArgv,
+  objectsDrift,
+  applyObjects,
+  getJson,
+  existingNamespaces,
+  helmReleaseState,
+  helmReleaseDrift,
+  helmUpgrade,
+  kubectlArgv,
 } from '../lib/kube.mts';
 import { ARC_CONTROLLER_CHART, ARC_SCALE_SET_CHART } from '../lib/versions.mts';
 import type { ChartPin } from '../lib/versions.mts';
@@ -34,7 +41,16 @@ import type { RunnerSettings } from '../lib/runners.mts';
 // The runners' settings and health live in lib/runners.mts (80_deploy_loop_check reads the same health); re-exported
 // here for this step's tests and for whoever reads the step as a whole.
 export {
-  settingsFrom, githubConfigUrl, listenerSelector, listenerPodsArgv, SCALE_SET_ID_ANNOTATION, podReady, isRunnerOf, clusterProblems, healthProblems, healthHint,
+  settingsFrom,
+  githubConfigUrl,
+  listenerSelector,
+  listenerPodsArgv,
+  SCALE_SET_ID_ANNOTATION,
+  podReady,
+  isRunnerOf,
+  clusterProblems,
+  healthProblems,
+  healthHint,
 } from '../lib/runners.mts';
 
 // ---- check / apply --------------------------------------------------------------------------------------------------
@@ -47,14 +63,21 @@ async function check(ctx: StepContext): Promise<string[]> {
   const t = token(ctx);
   const drift = [...tokenSecretDrift(await readTokenSecret(s, t, ctx), t, s.runnerNamespace)];
   drift.push(...(await objectsDrift(runnerObjects(s), ctx.log)));
-  const controller = helmReleaseDrift(ARC_CONTROLLER_CHART, await helmReleaseState(ARC_CONTROLLER_CHART, ctx.log), controllerValues());
+  const controller = helmReleaseDrift(
+    ARC_CONTROLLER_CHART,
+    await helmReleaseState(ARC_CONTROLLER_CHART, ctx.log),
+    controllerValues(),
+  );
   drift.push(...controller);
   const pin = scaleSetPin(s);
   const scaleSet = helmReleaseDrift(pin, await helmReleaseState(pin, ctx.log), scaleSetValues(s, tokenSecretName(t)));
   drift.push(...scaleSet);
   // The runners are verified once both releases are as wanted (before that, apply installs them and then waits).
   if (drift.length === 0) drift.push(...healthProblems(s, await readHealth(s, ctx)));
-  for (const old of await staleTokenSecrets(s, t, ctx)) drift.push(`Secret ${s.runnerNamespace}/${old} holds an earlier token (deleted once the runners use the current one)`);
+  for (const old of await staleTokenSecrets(s, t, ctx))
+    drift.push(
+      `Secret ${s.runnerNamespace}/${old} holds an earlier token (deleted once the runners use the current one)`,
+    );
   return drift;
 }
 
@@ -83,7 +106,11 @@ async function apply(ctx: StepContext): Promise<string[]> {
     const rel = helmReleaseDrift(pin, state, values);
     if (rel.length === 0) continue;
     await helmUpgrade(pin, values, timeout, ctx.log);
-    changes.push(state === undefined ? `${what} installed (chart ${pin.chart} ${pin.version}, helm release ${pin.namespace}/${pin.release})` : `${what} upgraded (${rel.join('; ')})`);
+    changes.push(
+      state === undefined
+        ? `${what} installed (chart ${pin.chart} ${pin.version}, helm release ${pin.namespace}/${pin.release})`
+        : `${what} upgraded (${rel.join('; ')})`,
+    );
   }
   const { min, max } = runnerCounts(s);
   changes.push(...(await waitForRunners(s, ctx)).map((l) => `${l}; min ${min}, max ${max} runners`));
@@ -111,7 +138,10 @@ const POLL_SECONDS = 5;
 /** Local mode: one persistent runner, whatever MIN/MAX say (runners are ephemeral: "persistent" is min = max = 1). */
 export function runnerCounts(s: RunnerSettings): { min: number; max: number; ignored?: string } {
   if (s.mode === 'server') return { min: s.min, max: s.max };
-  const ignored = s.min !== 1 || s.max !== 1 ? `local mode keeps exactly one runner: CODEXK8S_RUNNER_MIN=${s.min} / CODEXK8S_RUNNER_MAX=${s.max} are used in server mode only` : undefined;
+  const ignored =
+    s.min !== 1 || s.max !== 1
+      ? `local mode keeps exactly one runner: CODEXK8S_RUNNER_MIN=${s.min} / CODEXK8S_RUNNER_MAX=${s.max} are used in server mode only`
+      : undefined;
   return { min: 1, max: 1, ...(ignored ? { ignored } : {}) };
 }
 
@@ -142,7 +172,10 @@ export function tokenSecretName(token: string): string {
 
 export function scaleSetValues(s: RunnerSettings, secretName: string): Record<string, unknown> {
   if (s.scaleSetName.length > MAX_SCALE_SET_NAME) {
-    throw new OperationError(`CODEXK8S_RUNNER_SCALE_SET_NAME "${s.scaleSetName}" has ${s.scaleSetName.length} characters; ARC allows at most ${MAX_SCALE_SET_NAME}`, { hint: 'choose a shorter name in .env and run again' });
+    throw new OperationError(
+      `CODEXK8S_RUNNER_SCALE_SET_NAME "${s.scaleSetName}" has ${s.scaleSetName.length} characters; ARC allows at most ${MAX_SCALE_SET_NAME}`,
+      { hint: 'choose a shorter name in .env and run again' },
+    );
   }
   const { min, max } = runnerCounts(s);
   return {
@@ -194,7 +227,10 @@ export function tokenSecret(namespace: string, token: string): KubeObject {
       name: tokenSecretName(token),
       namespace,
       labels: recommendedLabels(NAMES.runnerGitHubSecret, 'runners'),
-      annotations: { 'codex-k8s.io/source': '60_runner_arc from CODEXK8S_GITHUB_PAT; rotate: change it in .env and run the launcher (docs/github.md)' },
+      annotations: {
+        'codex-k8s.io/source':
+          '60_runner_arc from CODEXK8S_GITHUB_PAT; rotate: change it in .env and run the launcher (docs/github.md)',
+      },
     },
     type: 'Opaque',
     data: { [TOKEN_KEY]: Buffer.from(token, 'utf8').toString('base64') },
@@ -202,18 +238,27 @@ export function tokenSecret(namespace: string, token: string): KubeObject {
 }
 
 /** Drift of the live Secret (as `get -o json` returns it) against the token; compares hashes, prints no value. */
-export function tokenSecretDrift(live: (KubeObject & { data?: Record<string, string> }) | undefined, token: string, namespace: string): string[] {
+export function tokenSecretDrift(
+  live: (KubeObject & { data?: Record<string, string> }) | undefined,
+  token: string,
+  namespace: string,
+): string[] {
   const id = `Secret ${namespace}/${tokenSecretName(token)}`;
   if (live === undefined) return [`${id} does not exist (ARC reads the token from it)`];
   const stored = live.data?.[TOKEN_KEY];
   if (stored === undefined || stored === '') return [`${id} has no key ${TOKEN_KEY}`];
-  return sha256(Buffer.from(stored, 'base64')) === sha256(token) ? [] : [`${id}: ${TOKEN_KEY} is not the current CODEXK8S_GITHUB_PAT (sha256 differs)`];
+  return sha256(Buffer.from(stored, 'base64')) === sha256(token)
+    ? []
+    : [`${id}: ${TOKEN_KEY} is not the current CODEXK8S_GITHUB_PAT (sha256 differs)`];
 }
 
 async function requireNamespaces(s: RunnerSettings, ctx: StepContext): Promise<void> {
   const have = await existingNamespaces([s.runnerNamespace, s.stagingNamespace], ctx.log);
   const missing = [s.runnerNamespace, s.stagingNamespace].filter((n) => !have.has(n));
-  if (missing.length > 0) throw new OperationError(`namespace ${missing.join(' and ')} does not exist`, { hint: 'the namespaces are created by 30_cluster_deps: run the launcher with --from 30' });
+  if (missing.length > 0)
+    throw new OperationError(`namespace ${missing.join(' and ')} does not exist`, {
+      hint: 'the namespaces are created by 30_cluster_deps: run the launcher with --from 30',
+    });
 }
 
 function token(ctx: StepContext): string {
@@ -223,14 +268,34 @@ function token(ctx: StepContext): string {
 }
 
 async function readTokenSecret(s: RunnerSettings, t: string, ctx: StepContext) {
-  return getJson<KubeObject & { data?: Record<string, string> }>('secret', tokenSecretName(t), s.runnerNamespace, ctx.log);
+  return getJson<KubeObject & { data?: Record<string, string> }>(
+    'secret',
+    tokenSecretName(t),
+    s.runnerNamespace,
+    ctx.log,
+  );
 }
 
 /** Token Secrets of earlier tokens (same name label, another name): deleted once the current one is in use. */
 async function staleTokenSecrets(s: RunnerSettings, t: string, ctx: StepContext): Promise<string[]> {
-  const r = await run(kubectlArgv('-n', s.runnerNamespace, 'get', 'secret', '-l', `app.kubernetes.io/name=${NAMES.runnerGitHubSecret}`, '-o', 'name'), { allowFail: true, log: ctx.log });
+  const r = await run(
+    kubectlArgv(
+      '-n',
+      s.runnerNamespace,
+      'get',
+      'secret',
+      '-l',
+      `app.kubernetes.io/name=${NAMES.runnerGitHubSecret}`,
+      '-o',
+      'name',
+    ),
+    { allowFail: true, log: ctx.log },
+  );
   if (r.exitCode !== 0) return [];
-  return r.stdout.split('\n').map((l) => l.trim().replace(/^secret\//, '')).filter((n) => n !== '' && n !== tokenSecretName(t));
+  return r.stdout
+    .split('\n')
+    .map((l) => l.trim().replace(/^secret\//, ''))
+    .filter((n) => n !== '' && n !== tokenSecretName(t));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -239,19 +304,29 @@ async function staleTokenSecrets(s: RunnerSettings, t: string, ctx: StepContext)
 async function waitForRunners(s: RunnerSettings, ctx: StepContext): Promise<string[]> {
   const timeout = ctx.cfg.get('CODEXK8S_ROLLOUT_TIMEOUT');
   const attempts = Math.max(1, Math.ceil(timeout / POLL_SECONDS));
-  const ready = s.mode === 'local' ? `listener Ready, a runner of ${s.scaleSetName} online in GitHub` : `listener Ready, scale set ${s.scaleSetName} registered in GitHub`;
+  const ready =
+    s.mode === 'local'
+      ? `listener Ready, a runner of ${s.scaleSetName} online in GitHub`
+      : `listener Ready, scale set ${s.scaleSetName} registered in GitHub`;
   let problems: string[] = [];
   return pollUntil<string[]>(
     async (i) => {
       problems = healthProblems(s, await readHealth(s, ctx));
-      return problems.length === 0 ? { done: [`${ready} (attempt ${i}/${attempts})`] } : { waiting: problems.join('; ') };
+      return problems.length === 0
+        ? { done: [`${ready} (attempt ${i}/${attempts})`] }
+        : { waiting: problems.join('; ') };
     },
     {
       attempts,
       intervalSeconds: POLL_SECONDS,
       what: `the runner scale set ${s.scaleSetName}`,
-      onWait: (i) => ctx.log.info(`  .. waiting for the runners: ${problems[0]} (attempt ${i}/${attempts}, every ${POLL_SECONDS}s)`),
-      onTimeout: (last) => new OperationError(`the runner scale set ${s.scaleSetName} is not ready after ${timeout}s (CODEXK8S_ROLLOUT_TIMEOUT): ${last}`, { hint: healthHint(s) }),
+      onWait: (i) =>
+        ctx.log.info(`  .. waiting for the runners: ${problems[0]} (attempt ${i}/${attempts}, every ${POLL_SECONDS}s)`),
+      onTimeout: (last) =>
+        new OperationError(
+          `the runner scale set ${s.scaleSetName} is not ready after ${timeout}s (CODEXK8S_ROLLOUT_TIMEOUT): ${last}`,
+          { hint: healthHint(s) },
+        ),
     },
   );
 }

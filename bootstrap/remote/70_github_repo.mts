@@ -12,7 +12,18 @@ import { formatDuration } from '../lib/config.mts';
 import type { Config } from '../lib/config.mts';
 import { REMOTE } from '../lib/paths.mts';
 import { clientFromConfig, repoRef, explainGitHubError } from '../lib/github/client.mts';
-import { repoIdentity, snapshot, planWiring, applyWiring, describeAction, githubJournal, explainWiringError, readOrCreateSecretFile, webhookEvents, hookUrl } from '../lib/github/wiring.mts';
+import {
+  repoIdentity,
+  snapshot,
+  planWiring,
+  applyWiring,
+  describeAction,
+  githubJournal,
+  explainWiringError,
+  readOrCreateSecretFile,
+  webhookEvents,
+  hookUrl,
+} from '../lib/github/wiring.mts';
 import type { Wanted } from '../lib/github/wiring.mts';
 
 // ---- check / apply --------------------------------------------------------------------------------------------------
@@ -20,7 +31,10 @@ import type { Wanted } from '../lib/github/wiring.mts';
 async function check(ctx: StepContext): Promise<string[]> {
   const secret = await readOrCreateSecretFile(WEBHOOK_SECRET_FILE, false);
   const drift: string[] = [];
-  if (!secret) drift.push(`the webhook secret ${WEBHOOK_SECRET_FILE} is not generated yet (so neither the secret ${WEBHOOK_SECRET_NAME} nor the webhook can be current)`);
+  if (!secret)
+    drift.push(
+      `the webhook secret ${WEBHOOK_SECRET_FILE} is not generated yet (so neither the secret ${WEBHOOK_SECRET_NAME} nor the webhook can be current)`,
+    );
   const { repo, actions } = await inspect(ctx, secret?.value);
   return [...drift, ...actions.map((a) => describeAction(a, repo))];
 }
@@ -80,7 +94,10 @@ export function wanted(cfg: Config, webhookSecret: string | undefined): Wanted {
   return {
     variables: wantedVariables(cfg),
     secrets,
-    webhook: server && webhookSecret ? { url: hookUrl(cfg.get('CODEXK8S_STAGING_DOMAIN')), events: webhookEvents(cfg), secret: webhookSecret } : undefined,
+    webhook:
+      server && webhookSecret
+        ? { url: hookUrl(cfg.get('CODEXK8S_STAGING_DOMAIN')), events: webhookEvents(cfg), secret: webhookSecret }
+        : undefined,
   };
 }
 
@@ -101,7 +118,12 @@ async function inspect(ctx: StepContext, secret: string | undefined) {
     const snap = await snapshot(gh, ref, withHooks, identity);
     return { gh, ref, repo, snap, actions: planWiring(want, snap, journal) };
   } catch (e) {
-    throw explainGitHubError(e, `reading ${repo}'s variables, secrets${withHooks ? ' and webhooks' : ''}`, repo, cfg.get('CODEXK8S_GITHUB_URL'));
+    throw explainGitHubError(
+      e,
+      `reading ${repo}'s variables, secrets${withHooks ? ' and webhooks' : ''}`,
+      repo,
+      cfg.get('CODEXK8S_GITHUB_URL'),
+    );
   }
 }
 

@@ -45,7 +45,11 @@ async function benchLauncher(): Promise<void> {
 
 if (!skipNpmTest && !imageOnly) {
   const started = performance.now();
-  const r = spawnSync('npm', ['test'], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+  const r = spawnSync('npm', ['test'], {
+    cwd: REPO_ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, NO_COLOR: '1' },
+  });
   const summary = (r.stdout?.toString() ?? '').trim().split('\n').pop() ?? '';
   rows.push(['npm test', `${((performance.now() - started) / 1000).toFixed(1)} s`, `exit ${r.status}; ${summary}`]);
 }

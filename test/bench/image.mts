@@ -21,22 +21,52 @@ const mib = (n: number): string => `${(n / 1024 / 1024).toFixed(2)} MiB`;
 export function benchImage(repoRoot: string): Array<[string, string, string]> {
   const app = join(repoRoot, 'app');
   const rows: Array<[string, string, string]> = [];
-  const tar = spawnSync('tar', ['-C', app, '--exclude=node_modules', '-c', 'Dockerfile', '.dockerignore', 'package.json', 'package-lock.json', 'src'], { maxBuffer: 256 * 1024 * 1024 });
+  const tar = spawnSync(
+    'tar',
+    [
+      '-C',
+      app,
+      '--exclude=node_modules',
+      '-c',
+      'Dockerfile',
+      '.dockerignore',
+      'package.json',
+      'package-lock.json',
+      'src',
+    ],
+    { maxBuffer: 256 * 1024 * 1024 },
+  );
   if (tar.status !== 0) throw new Error(`tar of app/ failed: ${tar.stderr.toString()}`);
-  rows.push(['build context streamed to BuildKit', mib(tar.stdout.length), 'tar of app/ (Dockerfile, package files, src)']);
+  rows.push([
+    'build context streamed to BuildKit',
+    mib(tar.stdout.length),
+    'tar of app/ (Dockerfile, package files, src)',
+  ]);
 
   const dir = mkdtempSync(join(tmpdir(), 'codex-k8s-image-bench-'));
   try {
     cpSync(join(app, 'package.json'), join(dir, 'package.json'));
     cpSync(join(app, 'package-lock.json'), join(dir, 'package-lock.json'));
     const started = performance.now();
-    const npm = spawnSync('npm', ['ci', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline'], { cwd: dir, encoding: 'utf8' });
+    const npm = spawnSync(
+      'npm',
+      ['ci', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline'],
+      { cwd: dir, encoding: 'utf8' },
+    );
     const seconds = (performance.now() - started) / 1000;
     if (npm.status !== 0) {
-      rows.push(['deps stage (npm ci --omit=dev)', 'failed', (npm.stderr || npm.stdout).trim().split('\n').pop() ?? '']);
+      rows.push([
+        'deps stage (npm ci --omit=dev)',
+        'failed',
+        (npm.stderr || npm.stdout).trim().split('\n').pop() ?? '',
+      ]);
       return rows;
     }
-    rows.push(['deps stage (npm ci --omit=dev)', `${seconds.toFixed(1)} s`, 'npm cache warm; a cold BuildKit cache adds the download']);
+    rows.push([
+      'deps stage (npm ci --omit=dev)',
+      `${seconds.toFixed(1)} s`,
+      'npm cache warm; a cold BuildKit cache adds the download',
+    ]);
     const layer = du(join(dir, 'node_modules')) + du(join(app, 'src')) + du(join(app, 'package.json'));
     rows.push(['app layers on the base image', mib(layer), 'node_modules + src + package.json, uncompressed']);
   } finally {

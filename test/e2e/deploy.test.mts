@@ -33,9 +33,12 @@ const calls = () => t.doublesCalls();
 const getJson = (...args: string[]) => t.kubeJson(...args);
 const since = async (n: number): Promise<DoubleCall[]> => (await calls()).slice(n);
 const execCalls = (cs: DoubleCall[]) => cs.filter((c) => c.tool === 'kubectl' && c.argv.includes('exec'));
-const mutating = (cs: DoubleCall[]) => cs.filter((c) => c.mutating).map((c) => `${c.tool} ${c.argv.join(' ')}: ${(c.changes ?? []).join('; ')}`);
-const liveImage = async () => (await getJson('-n', NS, 'deployment', 'codex-k8s'))['spec']['template']['spec']['containers'][0]['image'] as string;
-const launch50 = (extraEnv: Record<string, string> = {}) => t.launch(['--yes', '--only', '50'], extraEnv, { repoRoot: snap.root });
+const mutating = (cs: DoubleCall[]) =>
+  cs.filter((c) => c.mutating).map((c) => `${c.tool} ${c.argv.join(' ')}: ${(c.changes ?? []).join('; ')}`);
+const liveImage = async () =>
+  (await getJson('-n', NS, 'deployment', 'codex-k8s'))['spec']['template']['spec']['containers'][0]['image'] as string;
+const launch50 = (extraEnv: Record<string, string> = {}) =>
+  t.launch(['--yes', '--only', '50'], extraEnv, { repoRoot: snap.root });
 
 async function pushedTags(): Promise<Record<string, { gitSha: string }>> {
   const r = await t.sb.exec(['sh', '-c', 'cat /var/lib/codex-k8s-fakes/registry.json 2>/dev/null || echo "{}"']);
@@ -51,7 +54,10 @@ async function webhookSecret(): Promise<string> {
 function contextTar(): string {
   const d = mkdtempSync(join(tmpdir(), 'ck8s-ctx-'));
   mkdirSync(join(d, 'src'));
-  writeFileSync(join(d, 'Dockerfile'), 'FROM docker.io/library/node:24.19.0-bookworm-slim\nCOPY src ./src\nARG GIT_SHA\n');
+  writeFileSync(
+    join(d, 'Dockerfile'),
+    'FROM docker.io/library/node:24.19.0-bookworm-slim\nCOPY src ./src\nARG GIT_SHA\n',
+  );
   writeFileSync(join(d, 'src', 'server.mts'), 'console.log("v2");\n');
   const buf = execFileSync('tar', ['--create', '--format=ustar', '--file', '-', '--directory', d, '.']);
   const text = buf.toString('utf8');
@@ -67,7 +73,17 @@ describe('50_deploy_codex_k8s against a sandbox server', { concurrency: false },
     t = await startTarget();
     snap = await snapshotRepo();
     firstSha = snap.sha;
-    if (!ONLY.split(',').includes('10')) await t.sb.exec(['useradd', '--create-home', '--shell', '/bin/bash', '--user-group', '--comment', 'codex-k8s operator', 'codex']);
+    if (!ONLY.split(',').includes('10'))
+      await t.sb.exec([
+        'useradd',
+        '--create-home',
+        '--shell',
+        '/bin/bash',
+        '--user-group',
+        '--comment',
+        'codex-k8s operator',
+        'codex',
+      ]);
   });
   after(async () => {
     await t?.stop();
@@ -78,7 +94,12 @@ describe('50_deploy_codex_k8s against a sandbox server', { concurrency: false },
     assert.equal(r.code, 0, r.output);
     assert.match(footers(r.output)[STEP] ?? '', /^\+ changed \d+$/, r.output);
     const tag = tagOf(firstSha);
-    assert.ok(r.output.includes(`+ image ${PUSH}:${tag} built from the uploaded app/ (git ${firstSha.slice(0, 12)}) and pushed`), r.output);
+    assert.ok(
+      r.output.includes(
+        `+ image ${PUSH}:${tag} built from the uploaded app/ (git ${firstSha.slice(0, 12)}) and pushed`,
+      ),
+      r.output,
+    );
     assert.ok(r.output.includes(`+ ${SECRET_FILE} generated (0600`), r.output);
     assert.ok(r.output.includes(`+ Secret ${NS}/codex-k8s-runtime created from ${SECRET_FILE}`), r.output);
     assert.match(r.output, /\+ deployment\.apps\/codex-k8s created/);
@@ -88,7 +109,22 @@ describe('50_deploy_codex_k8s against a sandbox server', { concurrency: false },
     assert.deepEqual(await pushedTags(), { [tag]: { gitSha: firstSha } });
     const execs = execCalls(await calls());
     assert.equal(execs.length, 1, 'one build');
-    assert.deepEqual(execs[0]?.argv, ['--kubeconfig', K, '-n', SYS, 'exec', '-i', 'buildkitd-0', '-c', 'buildkitd', '--', SCRIPT, 'build', tag, firstSha]);
+    assert.deepEqual(execs[0]?.argv, [
+      '--kubeconfig',
+      K,
+      '-n',
+      SYS,
+      'exec',
+      '-i',
+      'buildkitd-0',
+      '-c',
+      'buildkitd',
+      '--',
+      SCRIPT,
+      'build',
+      tag,
+      firstSha,
+    ]);
     assert.equal(execs[0]?.exitCode, 0);
     assert.equal(execs[0]?.mutating, true);
     assert.ok(execs[0]?.stdinSha256, 'the context came on stdin');
@@ -96,17 +132,34 @@ describe('50_deploy_codex_k8s against a sandbox server', { concurrency: false },
   });
 
   it('the server holds what the step promises: app/ without tests, source.json, BuildKit, the app, the Secret from the file', async () => {
-    const files = (await t.sb.exec(['sh', '-c', 'cd /opt/codex-k8s-bootstrap/app && find . -type f | sort'])).stdout.trim().split('\n');
-    assert.ok(files.includes('./Dockerfile') && files.includes('./package-lock.json') && files.includes('./src/server.mts'), files.join(' '));
-    assert.deepEqual(files.filter((f) => /node_modules|\.test\.|\/test\//.test(f)), [], 'no node_modules, no tests');
-    assert.deepEqual(JSON.parse((await t.sb.exec(['cat', '/opt/codex-k8s-bootstrap/source.json'])).stdout), { gitSha: firstSha });
+    const files = (await t.sb.exec(['sh', '-c', 'cd /opt/codex-k8s-bootstrap/app && find . -type f | sort'])).stdout
+      .trim()
+      .split('\n');
+    assert.ok(
+      files.includes('./Dockerfile') && files.includes('./package-lock.json') && files.includes('./src/server.mts'),
+      files.join(' '),
+    );
+    assert.deepEqual(
+      files.filter((f) => /node_modules|\.test\.|\/test\//.test(f)),
+      [],
+      'no node_modules, no tests',
+    );
+    assert.deepEqual(JSON.parse((await t.sb.exec(['cat', '/opt/codex-k8s-bootstrap/source.json'])).stdout), {
+      gitSha: firstSha,
+    });
 
     const cm = await getJson('-n', SYS, 'configmap', 'buildkit-scripts');
     assert.equal(cm['data']['build.sh'], readFileSync(join(snap.root, 'manifests/buildkit/build.sh'), 'utf8'));
     const sts = await getJson('-n', SYS, 'statefulset', 'buildkitd');
-    assert.match(sts['spec']['template']['spec']['containers'][0]['image'], /^docker\.io\/moby\/buildkit:v[\d.]+-rootless$/);
+    assert.match(
+      sts['spec']['template']['spec']['containers'][0]['image'],
+      /^docker\.io\/moby\/buildkit:v[\d.]+-rootless$/,
+    );
     const role = await getJson('-n', SYS, 'role', 'codex-k8s-builder');
-    assert.deepEqual(role['rules'].map((x: any) => x.resourceNames), [['buildkitd-0'], ['buildkitd-0']]);
+    assert.deepEqual(
+      role['rules'].map((x: any) => x.resourceNames),
+      [['buildkitd-0'], ['buildkitd-0']],
+    );
     const rb = await getJson('-n', SYS, 'rolebinding', 'codex-k8s-runner-builder');
     assert.deepEqual(rb['subjects'], [{ kind: 'ServiceAccount', name: 'codex-k8s-runner', namespace: 'arc-runners' }]);
 
@@ -115,8 +168,17 @@ describe('50_deploy_codex_k8s against a sandbox server', { concurrency: false },
     assert.equal(ing['spec']['rules'][0]['host'], undefined);
     assert.equal((await getJson('-n', NS, 'service', 'codex-k8s'))['spec']['ports'][0]['port'], 80);
     // What the step verified after the rollout: the pods run the image it set, Ready.
-    const pods = await getJson('-n', NS, 'pods', '-l', 'app.kubernetes.io/name=codex-k8s,app.kubernetes.io/instance=codex-k8s');
-    assert.deepEqual(pods['items'].map((p: any) => [p.spec.containers[0].image, p.status.containerStatuses[0].ready]), [[`${PULL}:${tagOf(firstSha)}`, true]]);
+    const pods = await getJson(
+      '-n',
+      NS,
+      'pods',
+      '-l',
+      'app.kubernetes.io/name=codex-k8s,app.kubernetes.io/instance=codex-k8s',
+    );
+    assert.deepEqual(
+      pods['items'].map((p: any) => [p.spec.containers[0].image, p.status.containerStatuses[0].ready]),
+      [[`${PULL}:${tagOf(firstSha)}`, true]],
+    );
 
     const mode = (await t.sb.exec(['stat', '-c', '%a %U', SECRET_FILE])).stdout.trim();
     assert.equal(mode, '600 root');
@@ -124,7 +186,9 @@ describe('50_deploy_codex_k8s against a sandbox server', { concurrency: false },
     assert.match(secretValue, /^[0-9a-f]{64}$/);
     const s = await getJson('-n', NS, 'secret', 'codex-k8s-runtime');
     assert.equal(Buffer.from(s['data']['github-webhook-secret'], 'base64').toString('utf8'), secretValue);
-    const applies = (await calls()).filter((c) => c.tool === 'kubectl' && c.argv.includes('apply') && c.argv.includes('--server-side'));
+    const applies = (await calls()).filter(
+      (c) => c.tool === 'kubectl' && c.argv.includes('apply') && c.argv.includes('--server-side'),
+    );
     assert.ok(applies.length > 0, 'Secrets go server-side');
   });
 
@@ -132,18 +196,41 @@ describe('50_deploy_codex_k8s against a sandbox server', { concurrency: false },
     const n = (await calls()).length;
     const r = await t.launch(['--yes', '--only', ONLY], {}, { repoRoot: snap.root });
     assert.equal(r.code, 0, r.output);
-    for (const [step, footer] of Object.entries(footers(r.output))) assert.equal(footer, '= unchanged', `${step}: ${footer}\n${r.output}`);
+    for (const [step, footer] of Object.entries(footers(r.output)))
+      assert.equal(footer, '= unchanged', `${step}: ${footer}\n${r.output}`);
     assert.ok(Object.keys(footers(r.output)).includes(STEP));
     const after = await since(n);
     assert.deepEqual(mutating(after), []);
     assert.deepEqual(execCalls(after), [], 'no exec: nothing built, nothing even looked up');
-    assert.ok(after.some((c) => c.argv.includes('diff')), 'compared with kubectl diff');
+    assert.ok(
+      after.some((c) => c.argv.includes('diff')),
+      'compared with kubectl diff',
+    );
   });
 
   it('the workflow owns the tag: after a build + set image to another commit, a run from a newer laptop commit keeps it', async () => {
     // What the deploy workflow does: build its commit through the same exec, then point the Deployment at it.
     const workflowSha = 'fedcba9876543210fedcba9876543210fedcba98';
-    const built = await t.sb.exec(['kubectl', '--kubeconfig', K, '-n', SYS, 'exec', '-i', 'buildkitd-0', '-c', 'buildkitd', '--', SCRIPT, 'build', tagOf(workflowSha), workflowSha], { input: contextTar() });
+    const built = await t.sb.exec(
+      [
+        'kubectl',
+        '--kubeconfig',
+        K,
+        '-n',
+        SYS,
+        'exec',
+        '-i',
+        'buildkitd-0',
+        '-c',
+        'buildkitd',
+        '--',
+        SCRIPT,
+        'build',
+        tagOf(workflowSha),
+        workflowSha,
+      ],
+      { input: contextTar() },
+    );
     assert.equal(built.stdout.trim(), `pushed ${PUSH}:${tagOf(workflowSha)}`, built.stderr);
     await t.kubectl('-n', NS, 'set', 'image', 'deployment/codex-k8s', `app=${PULL}:${tagOf(workflowSha)}`);
     assert.equal(await liveImage(), `${PULL}:${tagOf(workflowSha)}`);
@@ -157,7 +244,9 @@ describe('50_deploy_codex_k8s against a sandbox server', { concurrency: false },
     const r = await launch50();
     assert.equal(r.code, 0, r.output);
     assert.match(r.output, /\+ tree uploaded/, 'the new commit was uploaded');
-    assert.deepEqual(JSON.parse((await t.sb.exec(['cat', '/opt/codex-k8s-bootstrap/source.json'])).stdout), { gitSha: laptopSha });
+    assert.deepEqual(JSON.parse((await t.sb.exec(['cat', '/opt/codex-k8s-bootstrap/source.json'])).stdout), {
+      gitSha: laptopSha,
+    });
     assert.equal(footers(r.output)[STEP], '= unchanged', r.output);
     assert.equal(await liveImage(), `${PULL}:${tagOf(workflowSha)}`, 'staging is not rolled back to the laptop commit');
     const after = await since(n);
@@ -167,7 +256,11 @@ describe('50_deploy_codex_k8s against a sandbox server', { concurrency: false },
   });
 
   it('server mode: TLS Ingress for the domain through cert-manager; a re-run changes nothing', async () => {
-    const env = { CODEXK8S_STAGING_DOMAIN: 'staging.example.com', CODEXK8S_LETSENCRYPT_EMAIL: 'ops@example.com', CODEXK8S_LETSENCRYPT_SERVER: 'staging' };
+    const env = {
+      CODEXK8S_STAGING_DOMAIN: 'staging.example.com',
+      CODEXK8S_LETSENCRYPT_EMAIL: 'ops@example.com',
+      CODEXK8S_LETSENCRYPT_SERVER: 'staging',
+    };
     // Step 50 alone: the ClusterIssuer the Ingress names is 30's (cluster.test.mts covers it in server mode), and
     // 00_preflight would refuse a domain that does not resolve here.
     const r = await t.launch(['--yes', '--only', '50'], env, { repoRoot: snap.root });
@@ -193,7 +286,10 @@ describe('50_deploy_codex_k8s against a sandbox server', { concurrency: false },
     await t.sb.exec(['sh', '-c', `umask 077; printf '%s\\n' ${rotated} > ${SECRET_FILE}`]);
     const r = await launch50();
     assert.equal(r.code, 0, r.output);
-    assert.match(r.output, /\+ Secret codex-k8s-staging\/codex-k8s-runtime updated: github-webhook-secret now matches .* \(the file was rotated\)/);
+    assert.match(
+      r.output,
+      /\+ Secret codex-k8s-staging\/codex-k8s-runtime updated: github-webhook-secret now matches .* \(the file was rotated\)/,
+    );
     const s = await getJson('-n', NS, 'secret', 'codex-k8s-runtime');
     assert.equal(Buffer.from(s['data']['github-webhook-secret'], 'base64').toString('utf8'), rotated);
     const again = await launch50();
@@ -202,7 +298,10 @@ describe('50_deploy_codex_k8s against a sandbox server', { concurrency: false },
     await t.sb.exec(['chmod', '644', SECRET_FILE]);
     const loose = await launch50();
     assert.equal(loose.code, 0, loose.output);
-    assert.ok(loose.output.includes(`~ ${SECRET_FILE} is readable by other users (mode 0644), want 0600`), loose.output);
+    assert.ok(
+      loose.output.includes(`~ ${SECRET_FILE} is readable by other users (mode 0644), want 0600`),
+      loose.output,
+    );
     assert.ok(loose.output.includes(`+ ${SECRET_FILE} made 0600`), loose.output);
     assert.equal((await t.sb.exec(['stat', '-c', '%a', SECRET_FILE])).stdout.trim(), '600');
     // Every value the Secret ever had stays out of everything captured.
@@ -220,7 +319,10 @@ describe('50_deploy_codex_k8s against a sandbox server', { concurrency: false },
     try {
       const r = await launch50();
       assert.equal(r.code, 2, r.output);
-      assert.match(r.output, /50_deploy_codex_k8s is selected, but app\/ has uncommitted changes \(\?\? app\/src\/uncommitted\.mts\)/);
+      assert.match(
+        r.output,
+        /50_deploy_codex_k8s is selected, but app\/ has uncommitted changes \(\?\? app\/src\/uncommitted\.mts\)/,
+      );
       assert.equal(readFileSync(t.sshArgvLog, 'utf8'), sshBefore, 'no ssh was started');
       // Other steps do not need the commit: they run, the upload just goes without a new source.json.
       const other = await t.launch(['--yes', '--only', '40'], {}, { repoRoot: snap.root });

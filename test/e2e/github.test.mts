@@ -46,13 +46,26 @@ describe('GitHub wiring against a sandbox server and the fake GitHub API', { con
     const first = await t.launch(['--yes', '--only', STEP]);
     assert.equal(first.code, 0, first.output);
     assert.match(footers(first.output)[STEP] ?? '', /^\+ changed \d+$/, first.output);
-    assert.match(first.output, /ok\s+Administration: Read and write\s+POST \/repos\/codex-k8s\/e2e-sandbox\/actions\/runners\/registration-token/);
+    assert.match(
+      first.output,
+      /ok\s+Administration: Read and write\s+POST \/repos\/codex-k8s\/e2e-sandbox\/actions\/runners\/registration-token/,
+    );
     assert.equal(t.github.variables.get('CODEXK8S_MODE')?.value, 'local');
     assert.equal(t.github.variables.get('CODEXK8S_STAGING_NAMESPACE')?.value, 'codex-k8s-staging');
     const secret = await webhookSecretOnServer();
     assert.match(secret, /^[0-9a-f]{64}$/);
-    assert.equal(t.github.secretValue('CODEXK8S_WEBHOOK_SECRET'), secret, 'sealed on the server with tweetsodium, opened here with libsodium');
-    const mode = await t.sb.exec(['stat', '-c', '%a %U', '/etc/codex-k8s-bootstrap/secrets', '/etc/codex-k8s-bootstrap/secrets/github-webhook-secret']);
+    assert.equal(
+      t.github.secretValue('CODEXK8S_WEBHOOK_SECRET'),
+      secret,
+      'sealed on the server with tweetsodium, opened here with libsodium',
+    );
+    const mode = await t.sb.exec([
+      'stat',
+      '-c',
+      '%a %U',
+      '/etc/codex-k8s-bootstrap/secrets',
+      '/etc/codex-k8s-bootstrap/secrets/github-webhook-secret',
+    ]);
     assert.deepEqual(mode.stdout.trim().split('\n'), ['700 root', '600 root']);
     assert.equal(t.github.hooks.size, 0, 'no webhook in local mode');
 
@@ -107,7 +120,10 @@ describe('GitHub wiring against a sandbox server and the fake GitHub API', { con
     t.github.fault('POST /repos/{owner}/{repo}/hooks', { kind: 'missing-permission' });
     const r = await t.launch(['--yes', '--only', STEP], SERVER_MODE);
     assert.equal(r.code, 1, r.output);
-    assert.match(r.output, /POST \/repos\/codex-k8s\/e2e-sandbox\/hooks -> 403: GitHub answered 403 "Resource not accessible by personal access token"; the token needs Webhooks: Read and write/);
+    assert.match(
+      r.output,
+      /POST \/repos\/codex-k8s\/e2e-sandbox\/hooks -> 403: GitHub answered 403 "Resource not accessible by personal access token"; the token needs Webhooks: Read and write/,
+    );
     assert.match(r.output, /\| \+ created variable CODEXK8S_STAGING_DOMAIN="staging\.e2e\.example"/);
     const resumed = await t.launch(['--yes', '--only', STEP], SERVER_MODE);
     assert.equal(resumed.code, 0, resumed.output);

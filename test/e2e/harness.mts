@@ -3,7 +3,18 @@
 // the launcher's stdout/stderr, its log files, the argv of every ssh it starts (a PATH shim), and the
 // server's logs and doubles' call records.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, writeFileSync, mkdirSync, copyFileSync, readFileSync, readdirSync, existsSync, chmodSync, statSync, symlinkSync } from 'node:fs';
+import {
+  mkdtempSync,
+  writeFileSync,
+  mkdirSync,
+  copyFileSync,
+  readFileSync,
+  readdirSync,
+  existsSync,
+  chmodSync,
+  statSync,
+  symlinkSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes, createHash } from 'node:crypto';
@@ -48,7 +59,11 @@ export interface Target {
    * Runs the launcher. `opts.repoRoot`: a copy of the repository to run it from (its own git state, e.g. a snapshot
    * with app/ committed: see snapshotRepo); default the repository itself.
    */
-  launch(args: readonly string[], extraEnv?: Record<string, string>, opts?: { repoRoot?: string }): Promise<LauncherRun>;
+  launch(
+    args: readonly string[],
+    extraEnv?: Record<string, string>,
+    opts?: { repoRoot?: string },
+  ): Promise<LauncherRun>;
   /** Starts the launcher and resolves once `marker` appears in its output; `done` resolves at exit. */
   launchUntil(args: readonly string[], marker: RegExp): Promise<{ pid: number; done: Promise<LauncherRun> }>;
   /** Everything captured so far, on the host and on the server, as one text per source. */
@@ -88,7 +103,10 @@ const sha256Of = (file: string): string => createHash('sha256').update(readFileS
  *   <mirror>/helm/helm-vX-linux-amd64.tar.gz           linux-amd64/helm = the helm double's launcher (step 30)
  * Returns the CODEXK8S_ARTIFACT_SHA256_OVERRIDES entries that make their checksums the expected ones.
  */
-export async function prepareToolMirror(mirrorRoot: string, workDir: string): Promise<{ overrides: string[]; files: Record<string, string> }> {
+export async function prepareToolMirror(
+  mirrorRoot: string,
+  workDir: string,
+): Promise<{ overrides: string[]; files: Record<string, string> }> {
   const script = join(mirrorRoot, K3S_INSTALL.name, K3S_INSTALL.files.x64);
   mkdirSync(join(mirrorRoot, K3S_INSTALL.name), { recursive: true });
   copyFileSync(join(REPO_ROOT, 'test/fakes/k3s-install.sh'), script);
@@ -120,7 +138,17 @@ export async function startTarget(name?: string): Promise<Target> {
     const tools = await prepareToolMirror(join(dir, 'mirror'), join(dir, 'built'));
     const mirror = await startFileServer({ host: sb.hostAddr, root: join(dir, 'mirror') });
 
-    await runProcess('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'operator@e2e', '-f', join(dir, 'operator')]);
+    await runProcess('ssh-keygen', [
+      '-q',
+      '-t',
+      'ed25519',
+      '-N',
+      '',
+      '-C',
+      'operator@e2e',
+      '-f',
+      join(dir, 'operator'),
+    ]);
     const secret = `github_pat_E2E${randomBytes(24).toString('hex')}`;
     const github = await startFakeGitHub({ host: sb.hostAddr, token: secret, repo: 'codex-k8s/e2e-sandbox' });
     cleanups.push(() => github.close());
@@ -160,14 +188,23 @@ export async function startTarget(name?: string): Promise<Target> {
     chmodSync(join(shimDir, 'ssh'), 0o755);
 
     const runs: LauncherRun[] = [];
-    const spawnLauncher = (args: readonly string[], extraEnv: Record<string, string> = {}, onOutput?: (all: string, pid: number) => void, root: string = REPO_ROOT): Promise<LauncherRun> =>
+    const spawnLauncher = (
+      args: readonly string[],
+      extraEnv: Record<string, string> = {},
+      onOutput?: (all: string, pid: number) => void,
+      root: string = REPO_ROOT,
+    ): Promise<LauncherRun> =>
       new Promise((resolve, reject) => {
         const started = performance.now();
-        const child = spawn(process.execPath, ['--import', 'tsx', '--', 'bootstrap/host/bootstrap_remote_staging.mts', '--env-file', envFile, ...args], {
-          cwd: root,
-          env: { ...process.env, PATH: `${shimDir}:${process.env['PATH']}`, NO_COLOR: '1', ...extraEnv },
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
+        const child = spawn(
+          process.execPath,
+          ['--import', 'tsx', '--', 'bootstrap/host/bootstrap_remote_staging.mts', '--env-file', envFile, ...args],
+          {
+            cwd: root,
+            env: { ...process.env, PATH: `${shimDir}:${process.env['PATH']}`, NO_COLOR: '1', ...extraEnv },
+            stdio: ['ignore', 'pipe', 'pipe'],
+          },
+        );
         let stdout = '';
         let stderr = '';
         let output = '';
@@ -187,7 +224,10 @@ export async function startTarget(name?: string): Promise<Target> {
           runs.push(r);
           // Kept for whoever debugs a red CI run: test/.out/e2e-runs/<sandbox>-<n>.txt
           mkdirSync(join(REPO_ROOT, 'test/.out/e2e-runs'), { recursive: true });
-          writeFileSync(join(REPO_ROOT, 'test/.out/e2e-runs', `${sb.name}-${runs.length}.txt`), `$ launcher ${args.join(' ')}\nexit ${r.code}\n${output}`);
+          writeFileSync(
+            join(REPO_ROOT, 'test/.out/e2e-runs', `${sb.name}-${runs.length}.txt`),
+            `$ launcher ${args.join(' ')}\nexit ${r.code}\n${output}`,
+          );
           resolve(r);
         });
       });
@@ -220,7 +260,8 @@ export async function startTarget(name?: string): Promise<Target> {
         const texts: Record<string, string> = {};
         runs.forEach((r, i) => (texts[`launcher run ${i + 1} output`] = r.output));
         const logDir = join(dir, 'logs');
-        if (existsSync(logDir)) for (const f of readdirSync(logDir)) texts[`host log ${f}`] = readFileSync(join(logDir, f), 'utf8');
+        if (existsSync(logDir))
+          for (const f of readdirSync(logDir)) texts[`host log ${f}`] = readFileSync(join(logDir, f), 'utf8');
         if (existsSync(sshArgvLog)) texts['argv of every ssh'] = readFileSync(sshArgvLog, 'utf8');
         const serverLogs = await sb.exec(['sh', '-c', 'cat /var/log/codex-k8s-bootstrap/*.log 2>/dev/null; true']);
         texts['server logs'] = serverLogs.stdout;
@@ -232,7 +273,10 @@ export async function startTarget(name?: string): Promise<Target> {
       },
       async doublesCalls() {
         const r = await sb.exec(['sh', '-c', 'cat /var/lib/codex-k8s-fakes/calls.jsonl 2>/dev/null; true']);
-        return r.stdout.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as DoubleCall);
+        return r.stdout
+          .split('\n')
+          .filter((l) => l.trim())
+          .map((l) => JSON.parse(l) as DoubleCall);
       },
       async kubectl(...args) {
         return (await sb.exec(['kubectl', '--kubeconfig', '/etc/rancher/k3s/k3s.yaml', ...args])).stdout;
@@ -243,10 +287,22 @@ export async function startTarget(name?: string): Promise<Target> {
       async journalAsDone(steps) {
         const path = '/var/lib/codex-k8s-bootstrap/state.json';
         const old = (await sb.exec(['sh', '-c', `cat ${path} 2>/dev/null; true`])).stdout;
-        const j = (old.trim() ? JSON.parse(old) : { version: 1, steps: {}, history: [] }) as { steps: Record<string, unknown> };
+        const j = (old.trim() ? JSON.parse(old) : { version: 1, steps: {}, history: [] }) as {
+          steps: Record<string, unknown>;
+        };
         const now = new Date().toISOString();
-        for (const name of steps) j.steps[name] ??= { status: 'ok', startedAt: now, endedAt: now, changes: [], configHash: 'seeded-by-test', runId: 'seeded-by-test' };
-        await sb.exec(['sh', '-c', `mkdir -p -m 0700 /var/lib/codex-k8s-bootstrap && umask 077 && cat > ${path}`], { input: JSON.stringify(j) });
+        for (const name of steps)
+          j.steps[name] ??= {
+            status: 'ok',
+            startedAt: now,
+            endedAt: now,
+            changes: [],
+            configHash: 'seeded-by-test',
+            runId: 'seeded-by-test',
+          };
+        await sb.exec(['sh', '-c', `mkdir -p -m 0700 /var/lib/codex-k8s-bootstrap && umask 077 && cat > ${path}`], {
+          input: JSON.stringify(j),
+        });
       },
       playArcRunner(set = 'codex-k8s-staging', namespace = 'arc-runners') {
         const file = `/var/lib/codex-k8s-fakes/objects/autoscalingrunnersets.actions.github.com/${namespace}/${set}.json`;
@@ -255,7 +311,14 @@ export async function startTarget(name?: string): Promise<Target> {
           while (!stopped) {
             const r = await sb.exec(['test', '-f', file], { allowFail: true }).catch(() => ({ exitCode: 1 }));
             if (r.exitCode === 0 && !github.runners.some((x) => x.name.startsWith(`${set}-`))) {
-              github.runners.push({ id: 101, name: `${set}-x7k2p-runner-4q8zd`, os: 'Linux', status: 'online', busy: false, labels: [set] });
+              github.runners.push({
+                id: 101,
+                name: `${set}-x7k2p-runner-4q8zd`,
+                os: 'Linux',
+                status: 'online',
+                busy: false,
+                labels: [set],
+              });
             }
             await new Promise((res) => setTimeout(res, 1000));
           }
@@ -286,15 +349,26 @@ export async function startTarget(name?: string): Promise<Target> {
  */
 export async function snapshotRepo(): Promise<{ root: string; sha: string; git(...args: string[]): Promise<string> }> {
   const root = mkdtempSync(join(tmpdir(), 'ck8s-repo-'));
-  const list = (await runProcess('git', ['-C', REPO_ROOT, 'ls-files', '-z', '--cached', '--others', '--exclude-standard'])).stdout.split('\0').filter((f) => f !== '' && existsSync(join(REPO_ROOT, f)));
+  const list = (
+    await runProcess('git', ['-C', REPO_ROOT, 'ls-files', '-z', '--cached', '--others', '--exclude-standard'])
+  ).stdout
+    .split('\0')
+    .filter((f) => f !== '' && existsSync(join(REPO_ROOT, f)));
   for (const f of list) {
     mkdirSync(join(root, f, '..'), { recursive: true });
     copyFileSync(join(REPO_ROOT, f), join(root, f));
     chmodSync(join(root, f), statSync(join(REPO_ROOT, f)).mode & 0o777);
   }
   symlinkSync(join(REPO_ROOT, 'node_modules'), join(root, 'node_modules'));
-  const env = { GIT_AUTHOR_NAME: 'e2e', GIT_AUTHOR_EMAIL: 'e2e@example.com', GIT_COMMITTER_NAME: 'e2e', GIT_COMMITTER_EMAIL: 'e2e@example.com' };
-  const git = async (...args: string[]) => (await runProcess('git', ['-C', root, ...args], { env: { ...process.env, ...env } as Record<string, string> })).stdout;
+  const env = {
+    GIT_AUTHOR_NAME: 'e2e',
+    GIT_AUTHOR_EMAIL: 'e2e@example.com',
+    GIT_COMMITTER_NAME: 'e2e',
+    GIT_COMMITTER_EMAIL: 'e2e@example.com',
+  };
+  const git = async (...args: string[]) =>
+    (await runProcess('git', ['-C', root, ...args], { env: { ...process.env, ...env } as Record<string, string> }))
+      .stdout;
   await git('init', '-q');
   await git('add', '-A');
   await git('commit', '-q', '-m', 'e2e snapshot');

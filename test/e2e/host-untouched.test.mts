@@ -31,7 +31,15 @@ describe('host stays untouched', () => {
     await sb.exec(['sh', '-c', 'echo "PasswordAuthentication no" > /etc/ssh/sshd_config.d/00-codex.conf && sshd -t']);
     await sb.exec(['sh', '-c', 'echo "codexops:$(head -c 12 /dev/urandom | base64)" | chpasswd']);
     await sb.exec(['nft', 'add', 'table', 'inet', 'codex_host_untouched']);
-    await sb.exec(['nft', 'add', 'chain', 'inet', 'codex_host_untouched', 'input', '{ type filter hook input priority 0; policy accept; }']);
+    await sb.exec([
+      'nft',
+      'add',
+      'chain',
+      'inet',
+      'codex_host_untouched',
+      'input',
+      '{ type filter hook input priority 0; policy accept; }',
+    ]);
     // Also over a real SSH login (sshd, PAM and the journal of the sandbox at work).
     await sb.ssh(['groupadd', 'codexgroup']);
 

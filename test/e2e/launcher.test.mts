@@ -25,7 +25,25 @@ const unchangedAll = (names: readonly string[]) => Object.fromEntries(names.map(
 const mutatingCalls = async () => (await t.doublesCalls()).filter((c) => c.mutating).length;
 
 async function operatorLogin(argv: string[]) {
-  return runProcess('ssh', ['-i', t.operatorKey, '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes', '-o', `UserKnownHostsFile=${t.sb.knownHostsPath}`, '-o', 'StrictHostKeyChecking=yes', `codex@${t.sb.host}`, '--', ...argv], { allowFail: true });
+  return runProcess(
+    'ssh',
+    [
+      '-i',
+      t.operatorKey,
+      '-o',
+      'IdentitiesOnly=yes',
+      '-o',
+      'BatchMode=yes',
+      '-o',
+      `UserKnownHostsFile=${t.sb.knownHostsPath}`,
+      '-o',
+      'StrictHostKeyChecking=yes',
+      `codex@${t.sb.host}`,
+      '--',
+      ...argv,
+    ],
+    { allowFail: true },
+  );
 }
 
 describe('launcher against a sandbox server', { concurrency: false }, () => {
@@ -52,12 +70,19 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     for (const name of ALL.slice(1)) assert.match(f[name] ?? '', /^\+ changed \d+$/, `${name}\n${r.output}`);
     assert.match(r.output, new RegExp(`^==> \\[01/${String(ALL.length).padStart(2, '0')}\\] 00_preflight$`, 'm'));
     assert.match(r.output, /^\s+ok\s+os\s+Debian GNU\/Linux 12/m, 'the preflight table is streamed');
-    assert.match(r.output, new RegExp(`^\\s+\\+ Node\\.js installed v${NODE.version.replaceAll('.', '\\.')} x64$`, 'm'));
+    assert.match(
+      r.output,
+      new RegExp(`^\\s+\\+ Node\\.js installed v${NODE.version.replaceAll('.', '\\.')} x64$`, 'm'),
+    );
     assert.match(r.output, /^\s+\+ tree uploaded/m);
     assert.match(r.output, /^Summary$/m);
     assert.ok(!r.output.includes(RESULT_MARKER), 'the result marker is not shown');
     // The master, and the operator's fresh login that proves the sshd/firewall change did not lock anyone out.
-    assert.equal((await t.sb.countAcceptedSsh()) - before, 2, 'one multiplexed connection for the whole run, plus the login check');
+    assert.equal(
+      (await t.sb.countAcceptedSsh()) - before,
+      2,
+      'one multiplexed connection for the whole run, plus the login check',
+    );
     assert.match(r.output, /\+ a new login as codex@\S+ works and has sudo/);
     // GET: preflight's reachability probes are HEAD requests.
     assert.equal(t.mirror.requests.filter((q) => q.method === 'GET' && q.path.endsWith('.tar.xz')).length, 1);
@@ -66,14 +91,24 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
   it('the run had real effects: the operator logs in with its key and has passwordless sudo', async () => {
     const r = await operatorLogin(['sudo', '-n', 'true']);
     assert.equal(r.exitCode, 0, r.stderr);
-    const modes = await t.sb.exec(['stat', '-c', '%a %U %n', '/home/codex/.ssh', '/home/codex/.ssh/authorized_keys', '/etc/sudoers.d/codex-k8s-operator', '/etc/codex-k8s-bootstrap/bootstrap.env']);
+    const modes = await t.sb.exec([
+      'stat',
+      '-c',
+      '%a %U %n',
+      '/home/codex/.ssh',
+      '/home/codex/.ssh/authorized_keys',
+      '/etc/sudoers.d/codex-k8s-operator',
+      '/etc/codex-k8s-bootstrap/bootstrap.env',
+    ]);
     assert.deepEqual(modes.stdout.trim().split('\n'), [
       '700 codex /home/codex/.ssh',
       '600 codex /home/codex/.ssh/authorized_keys',
       '440 root /etc/sudoers.d/codex-k8s-operator',
       '600 root /etc/codex-k8s-bootstrap/bootstrap.env',
     ]);
-    const journal = JSON.parse((await t.sb.exec(['cat', '/var/lib/codex-k8s-bootstrap/state.json'])).stdout) as { steps: Record<string, { status: string }> };
+    const journal = JSON.parse((await t.sb.exec(['cat', '/var/lib/codex-k8s-bootstrap/state.json'])).stdout) as {
+      steps: Record<string, { status: string }>;
+    };
     for (const name of ALL) assert.equal(journal.steps[name]?.status, 'ok', name);
   });
 
@@ -134,9 +169,15 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     assert.match(failed.output, /\/home\/ops2/);
     const resume = `next: move it aside on the server (mv /home/ops2 /home/ops2.bak), then resume with: ./bootstrap/host/bootstrap_remote_staging.mts --env-file ${t.envFile} --from 10_harden_host`;
     assert.ok(failed.output.includes(resume), failed.output);
-    const journal = JSON.parse((await t.sb.exec(['cat', '/var/lib/codex-k8s-bootstrap/state.json'])).stdout) as { steps: Record<string, { status: string; error?: string }> };
+    const journal = JSON.parse((await t.sb.exec(['cat', '/var/lib/codex-k8s-bootstrap/state.json'])).stdout) as {
+      steps: Record<string, { status: string; error?: string }>;
+    };
     assert.equal(journal.steps['10_harden_host']?.status, 'failed');
-    assert.equal((await t.sb.exec(['test', '-d', '/run/lock/codex-k8s-bootstrap'], { allowFail: true })).exitCode, 1, 'the lock was released');
+    assert.equal(
+      (await t.sb.exec(['test', '-d', '/run/lock/codex-k8s-bootstrap'], { allowFail: true })).exitCode,
+      1,
+      'the lock was released',
+    );
     // The half-made account went with the rollback; the file in the way of its home stayed.
     assert.match(failed.output, /removed user ops2 \(it did not exist before\)/);
     assert.equal((await t.sb.exec(['getent', 'passwd', 'ops2'], { allowFail: true })).exitCode, 2);
@@ -161,7 +202,10 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     }
     const done = await first.done;
     assert.equal(second.code, 3, second.output);
-    assert.match(second.output, /another bootstrap run holds the server lock: \S+@\S+ pid \d+ run \S+, since .* step .*; its SSH connection is still open \(sshd pid \d+ on the server\)/);
+    assert.match(
+      second.output,
+      /another bootstrap run holds the server lock: \S+@\S+ pid \d+ run \S+, since .* step .*; its SSH connection is still open \(sshd pid \d+ on the server\)/,
+    );
     assert.doesNotMatch(second.output, /rm -rf/);
     assert.equal(done.code, 0, done.output);
   });
@@ -171,7 +215,11 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     const owner = async () => (await t.sb.exec(['sh', '-c', `cat ${lock}/owner 2>/dev/null; true`])).stdout;
     const field = (text: string, k: string) => (text.match(new RegExp(`^${k}=(.*)$`, 'm')) ?? [])[1] ?? '';
     // k3s --version (step 20's check) takes 20 s for this run: the step is surely still alive when it is frozen.
-    await t.sb.exec(['sh', '-c', 'mv /usr/local/bin/k3s /usr/local/bin/k3s.real && printf "#!/bin/sh\\nsleep 20\\nexec /usr/local/bin/k3s.real \\"\\$@\\"\\n" > /usr/local/bin/k3s && chmod 755 /usr/local/bin/k3s']);
+    await t.sb.exec([
+      'sh',
+      '-c',
+      'mv /usr/local/bin/k3s /usr/local/bin/k3s.real && printf "#!/bin/sh\\nsleep 20\\nexec /usr/local/bin/k3s.real \\"\\$@\\"\\n" > /usr/local/bin/k3s && chmod 755 /usr/local/bin/k3s',
+    ]);
     const run = await t.launchUntil(['--yes'], /==> \[03\/\d+\] 20_install_k3s/);
     // Hold the step still the moment it has recorded itself, so "the orphan still runs" is not left to timing.
     let stepPid = '';
@@ -185,13 +233,16 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     const deadRun = field(await owner(), 'run');
     process.kill(run.pid, 'SIGKILL');
     await run.done;
-    const masters = () => readdirSync(tmpdir()).filter((n) => n.startsWith('ck8s-ssh-')).filter((n) => {
-      try {
-        return readFileSync(join(tmpdir(), n, 'launcher.pid'), 'utf8').trim() === String(run.pid);
-      } catch {
-        return false;
-      }
-    });
+    const masters = () =>
+      readdirSync(tmpdir())
+        .filter((n) => n.startsWith('ck8s-ssh-'))
+        .filter((n) => {
+          try {
+            return readFileSync(join(tmpdir(), n, 'launcher.pid'), 'utf8').trim() === String(run.pid);
+          } catch {
+            return false;
+          }
+        });
     assert.equal(masters().length, 1, 'the killed launcher left its SSH master behind (what the next run must sweep)');
 
     const refused = await t.launch(['--yes']);
@@ -206,28 +257,50 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     await t.sb.exec(['mv', '-f', '/usr/local/bin/k3s.real', '/usr/local/bin/k3s']);
     const resumed = await t.launch(['--yes']);
     assert.equal(resumed.code, 0, resumed.output);
-    assert.match(resumed.output, new RegExp(`took over the lock of \\S+@\\S+ pid ${run.pid} run ${deadRun} \\(step 20_install_k3s\\): its holder is gone`));
+    assert.match(
+      resumed.output,
+      new RegExp(
+        `took over the lock of \\S+@\\S+ pid ${run.pid} run ${deadRun} \\(step 20_install_k3s\\): its holder is gone`,
+      ),
+    );
     assert.match(resumed.output, /journal: 20_install_k3s marked interrupted/);
     const journal = JSON.parse((await t.sb.exec(['cat', '/var/lib/codex-k8s-bootstrap/state.json'])).stdout);
-    assert.ok(journal.history.some((h: { step: string; status: string; runId: string }) => h.step === '20_install_k3s' && h.status === 'interrupted' && h.runId === deadRun), JSON.stringify(journal.history.slice(-12)));
+    assert.ok(
+      journal.history.some(
+        (h: { step: string; status: string; runId: string }) =>
+          h.step === '20_install_k3s' && h.status === 'interrupted' && h.runId === deadRun,
+      ),
+      JSON.stringify(journal.history.slice(-12)),
+    );
     assert.equal(journal.steps['20_install_k3s'].status, 'ok');
     assert.equal((await t.sb.exec(['test', '-e', lock], { allowFail: true })).exitCode, 1, 'released at the end');
   });
 
   it('a lock that records no process is held until the stale limit, then taken over', async () => {
     const lock = '/run/lock/codex-k8s-bootstrap';
-    const legacy = (since: number) => t.sb.exec(['sh', '-c', `mkdir -m 700 -p ${lock} && printf "token=x\\nholder=ghost@old-laptop pid 1\\nsince=${since}\\nstep=10_harden_host\\n" > ${lock}/owner`]);
+    const legacy = (since: number) =>
+      t.sb.exec([
+        'sh',
+        '-c',
+        `mkdir -m 700 -p ${lock} && printf "token=x\\nholder=ghost@old-laptop pid 1\\nsince=${since}\\nstep=10_harden_host\\n" > ${lock}/owner`,
+      ]);
     await legacy(Math.floor(Date.now() / 1000));
     const young = await t.launch(['--yes', '--only', '00_preflight']);
     assert.equal(young.code, 3, young.output);
-    assert.match(young.output, /another bootstrap run holds the server lock: ghost@old-laptop pid 1, since .*It records no process/);
+    assert.match(
+      young.output,
+      /another bootstrap run holds the server lock: ghost@old-laptop pid 1, since .*It records no process/,
+    );
     assert.match(young.output, /taken over once older than CODEXK8S_LOCK_STALE_AFTER \(2h\)/);
     assert.doesNotMatch(young.output, /rm -rf/);
     await t.sb.exec(['rm', '-rf', lock]);
     await legacy(1000);
     const old = await t.launch(['--yes', '--only', '00_preflight']);
     assert.equal(old.code, 0, old.output);
-    assert.match(old.output, /took over the lock of ghost@old-laptop pid 1 \(step 10_harden_host\): its holder is gone \(it records no process and is older than the stale limit/);
+    assert.match(
+      old.output,
+      /took over the lock of ghost@old-laptop pid 1 \(step 10_harden_host\): its holder is gone \(it records no process and is older than the stale limit/,
+    );
   });
 
   it('a lock directory that another local user created is refused and left in place', async () => {
@@ -249,11 +322,19 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     const r = await run.done;
     assert.equal(r.code, 130, r.output);
     assert.match(r.output, /interrupted; releasing the server lock/);
-    assert.equal((await t.sb.exec(['test', '-e', '/run/lock/codex-k8s-bootstrap'], { allowFail: true })).exitCode, 1, 'no lock left behind');
+    assert.equal(
+      (await t.sb.exec(['test', '-e', '/run/lock/codex-k8s-bootstrap'], { allowFail: true })).exitCode,
+      1,
+      'no lock left behind',
+    );
   });
 
   it('a login that is not root is refused before anything changes', async () => {
-    await t.sb.exec(['sh', '-c', 'useradd -m plain && mkdir -p /home/plain/.ssh && cp /root/.ssh/authorized_keys /home/plain/.ssh/ && chown -R plain: /home/plain/.ssh']);
+    await t.sb.exec([
+      'sh',
+      '-c',
+      'useradd -m plain && mkdir -p /home/plain/.ssh && cp /root/.ssh/authorized_keys /home/plain/.ssh/ && chown -R plain: /home/plain/.ssh',
+    ]);
     const r = await t.launch(['--yes'], { TARGET_ROOT_USER: 'plain' });
     assert.equal(r.code, 1, r.output);
     assert.match(r.output, /error: plain on the server is not root \(uid=\d+ user=plain\); the bootstrap needs root/);
@@ -264,7 +345,8 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
   it('no secret from the config appears in any output, log, argv or record', async () => {
     const texts = await t.capturedTexts();
     assert.ok(Object.keys(texts).length >= 6);
-    for (const [where, text] of Object.entries(texts)) assert.ok(!text.includes(t.secret), `the GitHub token leaked into: ${where}`);
+    for (const [where, text] of Object.entries(texts))
+      assert.ok(!text.includes(t.secret), `the GitHub token leaked into: ${where}`);
     // It did reach the one place it must: the 0600 settings file on the server.
     assert.match((await t.sb.exec(['cat', '/etc/codex-k8s-bootstrap/bootstrap.env'])).stdout, new RegExp(t.secret));
   });

@@ -34,7 +34,17 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml, stringify } from 'yaml';
 import type { FlagTable, Outcome, ParseStyle, ToolIO, VerbContext, VerbSpec } from './lib/cli.mts';
-import { DoubleError, emptyOutcome, flagBool, flagList, flagString, parseArgs, parseDuration, runDouble, runVerb } from './lib/cli.mts';
+import {
+  DoubleError,
+  emptyOutcome,
+  flagBool,
+  flagList,
+  flagString,
+  parseArgs,
+  parseDuration,
+  runDouble,
+  runVerb,
+} from './lib/cli.mts';
 import type { Release, ReleaseRevision } from './lib/helm-state.mts';
 import { deleteRelease, latest, listReleases, readRelease, writeRelease } from './lib/helm-state.mts';
 import { isObj, kindByApiVersion } from './lib/kinds.mts';
@@ -100,13 +110,19 @@ function deployedTime(iso: string): string {
 
 function columns(rows: string[][]): string {
   const widths = (rows[0] ?? []).map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd((widths[i] ?? 0) + 1) + '\t')).join('')).join('\n');
+  return rows
+    .map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd((widths[i] ?? 0) + 1) + '\t')).join(''))
+    .join('\n');
 }
 
 function needRelease(ctx: Ctx): string {
   const name = ctx.pos[0];
-  if (name === undefined) throw new DoubleError(`Error: "helm ${ctx.verb}" requires 1 argument\n\nUsage:  helm ${ctx.verb} RELEASE_NAME [flags]`);
-  if (ctx.pos.length > 1) throw new DoubleError(`Error: "helm ${ctx.verb}" accepts 1 argument, received ${ctx.pos.length}`);
+  if (name === undefined)
+    throw new DoubleError(
+      `Error: "helm ${ctx.verb}" requires 1 argument\n\nUsage:  helm ${ctx.verb} RELEASE_NAME [flags]`,
+    );
+  if (ctx.pos.length > 1)
+    throw new DoubleError(`Error: "helm ${ctx.verb}" accepts 1 argument, received ${ctx.pos.length}`);
   return name;
 }
 
@@ -143,16 +159,27 @@ function readRules(file: string): Record<string, ChartRule> {
   if (!isObj(charts)) throw new DoubleError(`Error: fake helm rules: ${file}: must be {"charts": {NAME: {...}}}`);
   for (const [name, rule] of Object.entries(charts)) {
     if (!isObj(rule)) throw new DoubleError(`Error: fake helm rules: ${file}: charts.${name} must be an object`);
-    for (const k of Object.keys(rule)) if (!RULE_FIELDS.has(k)) throw new DoubleError(`Error: fake helm rules: ${file}: charts.${name}.${k}: unknown field (known: ${[...RULE_FIELDS].join(', ')})`);
+    for (const k of Object.keys(rule))
+      if (!RULE_FIELDS.has(k))
+        throw new DoubleError(
+          `Error: fake helm rules: ${file}: charts.${name}.${k}: unknown field (known: ${[...RULE_FIELDS].join(', ')})`,
+        );
     for (const k of RULE_FIELDS) {
       const v = rule[k];
-      if (v !== undefined && (!Array.isArray(v) || !v.every((x) => typeof x === 'string'))) throw new DoubleError(`Error: fake helm rules: ${file}: charts.${name}.${k} must be a list of strings`);
+      if (v !== undefined && (!Array.isArray(v) || !v.every((x) => typeof x === 'string')))
+        throw new DoubleError(`Error: fake helm rules: ${file}: charts.${name}.${k} must be a list of strings`);
     }
     for (const h of (rule['hooks'] as string[] | undefined) ?? []) {
-      if (CHART_HOOKS[h] === undefined) throw new DoubleError(`Error: fake helm rules: ${file}: charts.${name}.hooks: unknown hook "${h}" (known: ${Object.keys(CHART_HOOKS).join(', ')})`);
+      if (CHART_HOOKS[h] === undefined)
+        throw new DoubleError(
+          `Error: fake helm rules: ${file}: charts.${name}.hooks: unknown hook "${h}" (known: ${Object.keys(CHART_HOOKS).join(', ')})`,
+        );
     }
     for (const e of (rule['effects'] as string[] | undefined) ?? []) {
-      if (CHART_EFFECTS[e] === undefined) throw new DoubleError(`Error: fake helm rules: ${file}: charts.${name}.effects: unknown effect "${e}" (known: ${Object.keys(CHART_EFFECTS).join(', ')})`);
+      if (CHART_EFFECTS[e] === undefined)
+        throw new DoubleError(
+          `Error: fake helm rules: ${file}: charts.${name}.effects: unknown effect "${e}" (known: ${Object.keys(CHART_EFFECTS).join(', ')})`,
+        );
     }
   }
   return charts as Record<string, ChartRule>;
@@ -211,7 +238,10 @@ function splitSet(expr: string): string[] {
 function typedValue(raw: string, asString: boolean): unknown {
   const unescaped = raw.replace(/\\(.)/g, '$1');
   if (asString) return unescaped;
-  if (raw.startsWith('{') && raw.endsWith('}')) return splitSet(raw.slice(1, -1)).filter((s) => s !== '').map((s) => typedValue(s, false));
+  if (raw.startsWith('{') && raw.endsWith('}'))
+    return splitSet(raw.slice(1, -1))
+      .filter((s) => s !== '')
+      .map((s) => typedValue(s, false));
   if (raw === 'true') return true;
   if (raw === 'false') return false;
   if (raw === 'null') return null;
@@ -230,7 +260,8 @@ function applySet(values: Record<string, unknown>, expr: string, asString: boole
     for (const seg of keyText.split(/(?<!\\)\./)) {
       const m = /^(.*?)((?:\[\d+\])*)$/.exec(seg) as RegExpExecArray;
       const name = (m[1] as string).replace(/\\(.)/g, '$1');
-      if (name === '') throw new DoubleError(`Error: failed parsing ${flag} data: key "${keyText}" has an empty segment`);
+      if (name === '')
+        throw new DoubleError(`Error: failed parsing ${flag} data: key "${keyText}" has an empty segment`);
       keys.push(name);
       for (const idx of (m[2] as string).matchAll(/\[(\d+)\]/g)) keys.push(Number(idx[1]));
     }
@@ -240,7 +271,8 @@ function applySet(values: Record<string, unknown>, expr: string, asString: boole
       const last = i === keys.length - 1;
       const nextIsIndex = typeof keys[i + 1] === 'number';
       if (Array.isArray(cur)) {
-        if (typeof k !== 'number') throw new DoubleError(`Error: failed parsing ${flag} data: "${keyText}" mixes list and map`);
+        if (typeof k !== 'number')
+          throw new DoubleError(`Error: failed parsing ${flag} data: "${keyText}" mixes list and map`);
         while (cur.length <= k) cur.push(null);
         if (last) cur[k] = typedValue(raw, asString);
         else {
@@ -248,7 +280,8 @@ function applySet(values: Record<string, unknown>, expr: string, asString: boole
           cur = cur[k] as Record<string, unknown> | unknown[];
         }
       } else {
-        if (typeof k === 'number') throw new DoubleError(`Error: failed parsing ${flag} data: "${keyText}" indexes a map`);
+        if (typeof k === 'number')
+          throw new DoubleError(`Error: failed parsing ${flag} data: "${keyText}" indexes a map`);
         if (last) cur[k] = typedValue(raw, asString);
         else {
           const nextVal: unknown = cur[k];
@@ -264,7 +297,8 @@ function readValuesFile(ctx: Ctx, file: string): Record<string, unknown> {
   let text: string;
   if (file === '-') text = ctx.io.readStdin().toString('utf8');
   else {
-    if (/^https?:\/\//.test(file)) throw new DoubleError(`Error: the fake helm refuses values from a URL (${file}): no internet in the sandbox`);
+    if (/^https?:\/\//.test(file))
+      throw new DoubleError(`Error: the fake helm refuses values from a URL (${file}): no internet in the sandbox`);
     if (!fs.existsSync(file)) throw new DoubleError(`Error: open ${file}: no such file or directory`);
     text = fs.readFileSync(file, 'utf8');
   }
@@ -275,7 +309,10 @@ function readValuesFile(ctx: Ctx, file: string): Record<string, unknown> {
     throw new DoubleError(`Error: failed to parse ${file}: ${(err as Error).message}`);
   }
   if (parsed === null || parsed === undefined) return {};
-  if (!isObj(parsed)) throw new DoubleError(`Error: failed to parse ${file}: error unmarshaling JSON: json: cannot unmarshal ${Array.isArray(parsed) ? 'array' : typeof parsed} into Go value of type map[string]interface {}`);
+  if (!isObj(parsed))
+    throw new DoubleError(
+      `Error: failed to parse ${file}: error unmarshaling JSON: json: cannot unmarshal ${Array.isArray(parsed) ? 'array' : typeof parsed} into Go value of type map[string]interface {}`,
+    );
   return parsed;
 }
 
@@ -311,16 +348,24 @@ function chartName(ctx: Ctx, ref: string): string {
   if (ref.startsWith('oci://')) {
     const segs = ref.slice('oci://'.length).split('/');
     const last = segs[segs.length - 1] ?? '';
-    if (segs.length < 2 || last === '') throw new DoubleError(`Error: invalid chart reference "${ref}": expected oci://HOST/PATH/NAME`);
-    if (/[:@]/.test(last)) throw new DoubleError(`Error: the fake helm refuses a tag or digest in the chart ref "${ref}": pin it with --version`);
+    if (segs.length < 2 || last === '')
+      throw new DoubleError(`Error: invalid chart reference "${ref}": expected oci://HOST/PATH/NAME`);
+    if (/[:@]/.test(last))
+      throw new DoubleError(
+        `Error: the fake helm refuses a tag or digest in the chart ref "${ref}": pin it with --version`,
+      );
     return last;
   }
   if (/^(https?:|file:|\.|\/)/.test(ref) || ref.endsWith('.tgz')) {
-    throw new DoubleError(`Error: the fake helm refuses chart "${ref}": use oci://HOST/PATH/NAME or REPO/NAME (it has no chart files)`);
+    throw new DoubleError(
+      `Error: the fake helm refuses chart "${ref}": use oci://HOST/PATH/NAME or REPO/NAME (it has no chart files)`,
+    );
   }
   const m = /^([a-z0-9][a-z0-9._-]*)\/([a-z0-9][a-z0-9._-]*)$/i.exec(ref);
-  if (m === null) throw new DoubleError(`Error: non-absolute URLs should be in form of repo_name/path_to_chart, got: ${ref}`);
-  if (!readRepos(ctx.io.dir).some((r) => r.name === m[1])) throw new DoubleError(`Error: repo ${m[1] as string} not found`);
+  if (m === null)
+    throw new DoubleError(`Error: non-absolute URLs should be in form of repo_name/path_to_chart, got: ${ref}`);
+  if (!readRepos(ctx.io.dir).some((r) => r.name === m[1]))
+    throw new DoubleError(`Error: repo ${m[1] as string} not found`);
   return m[2] as string;
 }
 
@@ -328,7 +373,14 @@ function chartName(ctx: Ctx, ref: string): string {
 // Verbs
 
 function releaseBlock(rev: ReleaseRevision, name: string, namespace: string): string {
-  return [`NAME: ${name}`, `LAST DEPLOYED: ${deployedTime(rev.updated)}`, `NAMESPACE: ${namespace}`, `STATUS: ${rev.status}`, `REVISION: ${rev.revision}`, 'TEST SUITE: None'].join('\n');
+  return [
+    `NAME: ${name}`,
+    `LAST DEPLOYED: ${deployedTime(rev.updated)}`,
+    `NAMESPACE: ${namespace}`,
+    `STATUS: ${rev.status}`,
+    `REVISION: ${rev.revision}`,
+    'TEST SUITE: None',
+  ].join('\n');
 }
 
 /** The fake cluster as chart effects see it (lib/chart-hooks.mts ClusterAccess), on the kubectl double's store. */
@@ -350,18 +402,21 @@ function clusterAccess(store: Store, dir: string): ClusterAccess {
       }
       const updated = store.update(info, current, obj);
       // Kinds without a fake controller keep their old status on update; an effect sets the new one.
-      if (info.status === undefined && obj['status'] !== undefined) store.put(info, { ...updated, status: obj['status'] });
+      if (info.status === undefined && obj['status'] !== undefined)
+        store.put(info, { ...updated, status: obj['status'] });
     },
     remove: (apiVersion, k, ns, name) => {
       store.remove(kind(apiVersion, k), ns, name);
     },
     unavailable: (apiVersion, k) => store.unavailableReason(kind(apiVersion, k)),
-    releaseNamespace: (chart) => listReleases(dir).find((r) => latest(r)?.status === 'deployed' && latest(r)?.chart.name === chart)?.namespace,
+    releaseNamespace: (chart) =>
+      listReleases(dir).find((r) => latest(r)?.status === 'deployed' && latest(r)?.chart.name === chart)?.namespace,
   };
 }
 
 const upgrade: Verb = {
-  usage: 'upgrade RELEASE CHART --version V [--install] [-n NS] [--create-namespace] [-f FILE]... [--set k=v]... [--wait] [--timeout D] [--atomic]',
+  usage:
+    'upgrade RELEASE CHART --version V [--install] [-n NS] [--create-namespace] [-f FILE]... [--set k=v]... [--wait] [--timeout D] [--atomic]',
   flags: {
     install: { type: 'bool', short: 'i' },
     version: { type: 'string' },
@@ -386,24 +441,40 @@ const upgrade: Verb = {
   },
   async run(ctx) {
     const p = ctx.args;
-    if (ctx.pos.length !== 2) throw new DoubleError(`Error: "helm upgrade" requires 2 arguments\n\nUsage:  helm upgrade [RELEASE] [CHART] [flags]`);
+    if (ctx.pos.length !== 2)
+      throw new DoubleError(
+        `Error: "helm upgrade" requires 2 arguments\n\nUsage:  helm upgrade [RELEASE] [CHART] [flags]`,
+      );
     const [name, ref] = ctx.pos as [string, string];
-    if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(name) || name.length > 53) throw new DoubleError(`Error: invalid release name "${name}": must be a DNS-1123 label of at most 53 characters`);
+    if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(name) || name.length > 53)
+      throw new DoubleError(`Error: invalid release name "${name}": must be a DNS-1123 label of at most 53 characters`);
     if (p.flags.has('dry-run')) throw new DoubleError('Error: the fake helm does not support --dry-run');
     if (flagBool(p, 'devel')) throw new DoubleError('Error: the fake helm refuses --devel: pin an exact --version');
-    if (flagList(p, 'set-file').length > 0 || flagList(p, 'set-json').length > 0) throw new DoubleError('Error: the fake helm does not support --set-file/--set-json: use -f FILE');
+    if (flagList(p, 'set-file').length > 0 || flagList(p, 'set-json').length > 0)
+      throw new DoubleError('Error: the fake helm does not support --set-file/--set-json: use -f FILE');
     const version = flagString(p, 'version');
-    if (version === undefined) throw new DoubleError(`Error: unpinned chart: "helm upgrade ${name} ${ref}" has no --version (the fake helm requires an exact chart version)`);
-    if (!EXACT_VERSION.test(version)) throw new DoubleError(`Error: unpinned chart: --version "${version}" is not an exact version`);
+    if (version === undefined)
+      throw new DoubleError(
+        `Error: unpinned chart: "helm upgrade ${name} ${ref}" has no --version (the fake helm requires an exact chart version)`,
+      );
+    if (!EXACT_VERSION.test(version))
+      throw new DoubleError(`Error: unpinned chart: --version "${version}" is not an exact version`);
     const timeout = flagString(p, 'timeout');
-    if (timeout !== undefined && parseDuration(timeout) === undefined) throw new DoubleError(`Error: invalid argument "${timeout}" for "--timeout" flag: time: invalid duration "${timeout}"`);
+    if (timeout !== undefined && parseDuration(timeout) === undefined)
+      throw new DoubleError(
+        `Error: invalid argument "${timeout}" for "--timeout" flag: time: invalid duration "${timeout}"`,
+      );
     const historyMax = Number(flagString(p, 'history-max') ?? '10');
-    if (!Number.isInteger(historyMax) || historyMax < 0) throw new DoubleError('Error: invalid argument for "--history-max" flag');
-    if (flagBool(p, 'reuse-values') && flagBool(p, 'reset-values')) throw new DoubleError('Error: --reuse-values and --reset-values are mutually exclusive (fake helm)');
+    if (!Number.isInteger(historyMax) || historyMax < 0)
+      throw new DoubleError('Error: invalid argument for "--history-max" flag');
+    if (flagBool(p, 'reuse-values') && flagBool(p, 'reset-values'))
+      throw new DoubleError('Error: --reuse-values and --reset-values are mutually exclusive (fake helm)');
     const chart = chartName(ctx, ref);
     const rule = chartRules(ctx.io.dir)[chart];
     if (rule?.versions !== undefined && !rule.versions.includes(version)) {
-      throw new DoubleError(`Error: chart "${chart}" version "${version}" not found in ${ref} (fake helm: charts.json allows ${rule.versions.join(', ') || 'no version'})`);
+      throw new DoubleError(
+        `Error: chart "${chart}" version "${version}" not found in ${ref} (fake helm: charts.json allows ${rule.versions.join(', ') || 'no version'})`,
+      );
     }
 
     const store = ctx.store();
@@ -412,7 +483,8 @@ const upgrade: Verb = {
     let existing = readRelease(ctx.io.dir, ns, name);
     if (existing !== undefined && existing.history.length === 0) existing = undefined;
     const current = existing === undefined ? undefined : latest(existing);
-    if (current === undefined && !flagBool(p, 'install')) throw new DoubleError(`Error: UPGRADE FAILED: "${name}" has no deployed releases`);
+    if (current === undefined && !flagBool(p, 'install'))
+      throw new DoubleError(`Error: UPGRADE FAILED: "${name}" has no deployed releases`);
 
     // Values: files in order, then --set, then --set-string (helm's precedence).
     let supplied: Record<string, unknown> = {};
@@ -426,24 +498,36 @@ const upgrade: Verb = {
     }
 
     const problems: string[] = [];
-    for (const req of rule?.requiredValues ?? []) if (getPath(values, req) === undefined) problems.push(`${req}: Required value`);
+    for (const req of rule?.requiredValues ?? [])
+      if (getPath(values, req) === undefined) problems.push(`${req}: Required value`);
     if (rule?.allowedTopLevelValues !== undefined) {
-      for (const k of Object.keys(values)) if (!rule.allowedTopLevelValues.includes(k)) problems.push(`${k}: Additional property ${k} is not allowed`);
+      for (const k of Object.keys(values))
+        if (!rule.allowedTopLevelValues.includes(k)) problems.push(`${k}: Additional property ${k} is not allowed`);
     }
     // The chart's own schema (or, for ARC, its derived key tree) at our pin: what the real chart refuses, we refuse.
     if (isCheckedChart(chart)) problems.push(...chartValuesProblems(chart, values));
     const releaseInfo = { name, namespace: ns, chart, version };
-    for (const h of rule?.hooks ?? []) problems.push(...(CHART_HOOKS[h] as (typeof CHART_HOOKS)[string])(values, releaseInfo));
+    for (const h of rule?.hooks ?? [])
+      problems.push(...(CHART_HOOKS[h] as (typeof CHART_HOOKS)[string])(values, releaseInfo));
     const cluster = clusterAccess(store, ctx.io.dir);
     const effects = (rule?.effects ?? []).map((e) => CHART_EFFECTS[e] as (typeof CHART_EFFECTS)[string]);
     if (problems.length === 0) for (const e of effects) problems.push(...e.preflight(values, releaseInfo, cluster));
     if (problems.length > 0) {
-      throw new DoubleError(`Error: ${current === undefined ? 'INSTALLATION' : 'UPGRADE'} FAILED: values don't meet the specifications of the schema(s) in the following chart(s):\n${chart}:\n${problems.map((x) => `- ${x}`).join('\n')}`);
+      throw new DoubleError(
+        `Error: ${current === undefined ? 'INSTALLATION' : 'UPGRADE'} FAILED: values don't meet the specifications of the schema(s) in the following chart(s):\n${chart}:\n${problems.map((x) => `- ${x}`).join('\n')}`,
+      );
     }
 
     if (!store.namespaceExists(ns)) {
-      if (!flagBool(p, 'create-namespace')) throw new DoubleError(`Error: ${current === undefined ? 'INSTALLATION' : 'UPGRADE'} FAILED: create: failed to create: namespaces "${ns}" not found`);
-      store.create(nsInfo, { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns, labels: { 'kubernetes.io/metadata.name': ns } } });
+      if (!flagBool(p, 'create-namespace'))
+        throw new DoubleError(
+          `Error: ${current === undefined ? 'INSTALLATION' : 'UPGRADE'} FAILED: create: failed to create: namespaces "${ns}" not found`,
+        );
+      store.create(nsInfo, {
+        apiVersion: 'v1',
+        kind: 'Namespace',
+        metadata: { name: ns, labels: { 'kubernetes.io/metadata.name': ns } },
+      });
       changed(ctx, `namespace/${ns} created`);
     }
 
@@ -463,8 +547,15 @@ const upgrade: Verb = {
     writeRelease(ctx.io.dir, rel);
     for (const e of effects) for (const c of e.apply(values, releaseInfo, cluster)) changed(ctx, c);
 
-    const same = current !== undefined && current.chart.version === version && current.chart.ref === ref && JSON.stringify(current.values) === JSON.stringify(values);
-    changed(ctx, `helm release ${ns}/${name} revision ${rev.revision} (${chart} ${version}${same ? ', same chart and values as before' : ''})`);
+    const same =
+      current !== undefined &&
+      current.chart.version === version &&
+      current.chart.ref === ref &&
+      JSON.stringify(current.values) === JSON.stringify(values);
+    changed(
+      ctx,
+      `helm release ${ns}/${name} revision ${rev.revision} (${chart} ${version}${same ? ', same chart and values as before' : ''})`,
+    );
     if (current === undefined) say(ctx, `Release "${name}" does not exist. Installing it now.`);
     else say(ctx, `Release "${name}" has been upgraded. Happy Helming!`);
     say(ctx, releaseBlock(rev, name, ns));
@@ -473,8 +564,13 @@ const upgrade: Verb = {
 
 function listRow(r: Release, rev: ReleaseRevision): Record<string, string> {
   return {
-    name: r.name, namespace: r.namespace, revision: String(rev.revision), updated: helmTime(rev.updated),
-    status: rev.status, chart: `${rev.chart.name}-${rev.chart.version}`, app_version: rev.appVersion,
+    name: r.name,
+    namespace: r.namespace,
+    revision: String(rev.revision),
+    updated: helmTime(rev.updated),
+    status: rev.status,
+    chart: `${rev.chart.name}-${rev.chart.version}`,
+    app_version: rev.appVersion,
   };
 }
 
@@ -497,14 +593,24 @@ const list: Verb = {
       if (!flagBool(p, 'all-namespaces') && r.namespace !== ctx.namespace()) continue;
       const rev = latest(r);
       if (rev === undefined) continue;
-      const show = rev.status === 'deployed' || rev.status === 'failed' || flagBool(p, 'all') || (flagBool(p, 'uninstalled') && rev.status === 'uninstalled');
+      const show =
+        rev.status === 'deployed' ||
+        rev.status === 'failed' ||
+        flagBool(p, 'all') ||
+        (flagBool(p, 'uninstalled') && rev.status === 'uninstalled');
       if (!show || (re !== undefined && !re.test(r.name))) continue;
       rows.push(listRow(r, rev));
     }
-    printData(ctx, rows, flagString(p, 'output'), () => columns([
-      ['NAME', 'NAMESPACE', 'REVISION', 'UPDATED', 'STATUS', 'CHART', 'APP VERSION'],
-      ...rows.map((r) => [r['name'], r['namespace'], r['revision'], r['updated'], r['status'], r['chart'], r['app_version']].map(String)),
-    ]));
+    printData(ctx, rows, flagString(p, 'output'), () =>
+      columns([
+        ['NAME', 'NAMESPACE', 'REVISION', 'UPDATED', 'STATUS', 'CHART', 'APP VERSION'],
+        ...rows.map((r) =>
+          [r['name'], r['namespace'], r['revision'], r['updated'], r['status'], r['chart'], r['app_version']].map(
+            String,
+          ),
+        ),
+      ]),
+    );
   },
 };
 
@@ -518,7 +624,13 @@ const status: Verb = {
     const first = rel.history[0] as ReleaseRevision;
     const data = {
       name,
-      info: { first_deployed: first.updated, last_deployed: rev.updated, deleted: '', description: rev.description, status: rev.status },
+      info: {
+        first_deployed: first.updated,
+        last_deployed: rev.updated,
+        deleted: '',
+        description: rev.description,
+        status: rev.status,
+      },
       chart: { metadata: { name: rev.chart.name, version: rev.chart.version, appVersion: rev.appVersion } },
       config: rev.values,
       version: rev.revision,
@@ -534,18 +646,31 @@ const history: Verb = {
   async run(ctx) {
     const name = needRelease(ctx);
     const rel = releaseOrFail(ctx, name, '');
-    const rows = rel.history.map((h) => ({ revision: h.revision, updated: helmTime(h.updated), status: h.status, chart: `${h.chart.name}-${h.chart.version}`, app_version: h.appVersion, description: h.description }));
-    printData(ctx, rows, flagString(ctx.args, 'output'), () => columns([
-      ['REVISION', 'UPDATED', 'STATUS', 'CHART', 'APP VERSION', 'DESCRIPTION'],
-      ...rows.map((r) => [String(r.revision), r.updated, r.status, r.chart, r.app_version, r.description]),
-    ]));
+    const rows = rel.history.map((h) => ({
+      revision: h.revision,
+      updated: helmTime(h.updated),
+      status: h.status,
+      chart: `${h.chart.name}-${h.chart.version}`,
+      app_version: h.appVersion,
+      description: h.description,
+    }));
+    printData(ctx, rows, flagString(ctx.args, 'output'), () =>
+      columns([
+        ['REVISION', 'UPDATED', 'STATUS', 'CHART', 'APP VERSION', 'DESCRIPTION'],
+        ...rows.map((r) => [String(r.revision), r.updated, r.status, r.chart, r.app_version, r.description]),
+      ]),
+    );
   },
 };
 
 const getValues: Verb = {
   usage: 'get values RELEASE [-n NS] [-o json|yaml] [--revision N] [--all]',
   subverbs: ['values'],
-  flags: { output: { type: 'string', short: 'o', values: ['json', 'yaml', 'table'] }, revision: { type: 'string' }, all: { type: 'bool', short: 'a' } },
+  flags: {
+    output: { type: 'string', short: 'o', values: ['json', 'yaml', 'table'] },
+    revision: { type: 'string' },
+    all: { type: 'bool', short: 'a' },
+  },
   async run(ctx) {
     const name = needRelease(ctx);
     const rel = releaseOrFail(ctx, name, '');
@@ -553,17 +678,29 @@ const getValues: Verb = {
     const rev = revArg === undefined ? latest(rel) : rel.history.find((h) => String(h.revision) === revArg);
     if (rev === undefined) throw new DoubleError('Error: release: not found');
     const values = Object.keys(rev.values).length === 0 ? null : rev.values;
-    printData(ctx, values, flagString(ctx.args, 'output'), () => `${flagBool(ctx.args, 'all') ? 'COMPUTED VALUES:' : 'USER-SUPPLIED VALUES:'}\n${toYaml(values)}`);
+    printData(
+      ctx,
+      values,
+      flagString(ctx.args, 'output'),
+      () => `${flagBool(ctx.args, 'all') ? 'COMPUTED VALUES:' : 'USER-SUPPLIED VALUES:'}\n${toYaml(values)}`,
+    );
   },
 };
 
 const uninstall: Verb = {
   usage: 'uninstall RELEASE [-n NS] [--wait] [--timeout D] [--keep-history] [--ignore-not-found]',
-  flags: { wait: { type: 'bool' }, timeout: { type: 'string' }, 'keep-history': { type: 'bool' }, 'ignore-not-found': { type: 'bool' }, 'dry-run': { type: 'bool' } },
+  flags: {
+    wait: { type: 'bool' },
+    timeout: { type: 'string' },
+    'keep-history': { type: 'bool' },
+    'ignore-not-found': { type: 'bool' },
+    'dry-run': { type: 'bool' },
+  },
   async run(ctx) {
     const name = needRelease(ctx);
     const timeout = flagString(ctx.args, 'timeout');
-    if (timeout !== undefined && parseDuration(timeout) === undefined) throw new DoubleError(`Error: invalid argument "${timeout}" for "--timeout" flag`);
+    if (timeout !== undefined && parseDuration(timeout) === undefined)
+      throw new DoubleError(`Error: invalid argument "${timeout}" for "--timeout" flag`);
     ctx.store();
     const rel = readRelease(ctx.io.dir, ctx.namespace(), name);
     const rev = rel === undefined ? undefined : latest(rel);
@@ -592,11 +729,15 @@ const version: Verb = {
   flags: { short: { type: 'bool' }, template: { type: 'string' } },
   async run(ctx) {
     const v = ctx.io.env['CODEXK8S_FAKES_HELM_VERSION'] ?? DEFAULT_HELM_VERSION;
-    if (flagString(ctx.args, 'template') !== undefined) throw new DoubleError('Error: the fake helm does not support version --template: use --short');
+    if (flagString(ctx.args, 'template') !== undefined)
+      throw new DoubleError('Error: the fake helm does not support version --template: use --short');
     if (flagBool(ctx.args, 'short')) say(ctx, v);
     else {
       const [semver, commit] = v.split('+g');
-      say(ctx, `version.BuildInfo{Version:"${semver ?? v}", GitCommit:"${commit ?? ''}", GitTreeState:"clean", GoVersion:"go1.24.9"}`);
+      say(
+        ctx,
+        `version.BuildInfo{Version:"${semver ?? v}", GitCommit:"${commit ?? ''}", GitTreeState:"clean", GoVersion:"go1.24.9"}`,
+      );
     }
   },
 };
@@ -609,7 +750,12 @@ interface Login {
 const registry: Verb = {
   usage: 'registry login HOST -u USER --password-stdin | registry logout HOST',
   subverbs: ['login', 'logout'],
-  flags: { username: { type: 'string', short: 'u' }, password: { type: 'string', short: 'p' }, 'password-stdin': { type: 'bool' }, insecure: { type: 'bool' } },
+  flags: {
+    username: { type: 'string', short: 'u' },
+    password: { type: 'string', short: 'p' },
+    'password-stdin': { type: 'bool' },
+    insecure: { type: 'bool' },
+  },
   async run(ctx) {
     const sub = ctx.verb.split(' ')[1];
     if (ctx.pos.length !== 1) throw new DoubleError(`Error: "helm ${ctx.verb}" requires 1 argument`);
@@ -625,12 +771,19 @@ const registry: Verb = {
       return;
     }
     if (ctx.args.flags.has('password')) {
-      throw new DoubleError('Error: the fake helm refuses -p/--password: a password in argv leaks into process listings and logs; use --password-stdin');
+      throw new DoubleError(
+        'Error: the fake helm refuses -p/--password: a password in argv leaks into process listings and logs; use --password-stdin',
+      );
     }
-    if (!flagBool(ctx.args, 'password-stdin')) throw new DoubleError('Error: the fake helm requires --password-stdin for registry login (it never prompts)');
+    if (!flagBool(ctx.args, 'password-stdin'))
+      throw new DoubleError('Error: the fake helm requires --password-stdin for registry login (it never prompts)');
     const username = flagString(ctx.args, 'username');
-    if (username === undefined || username === '') throw new DoubleError('Error: the fake helm requires -u/--username for registry login');
-    const password = ctx.io.readStdin().toString('utf8').replace(/\r?\n$/, '');
+    if (username === undefined || username === '')
+      throw new DoubleError('Error: the fake helm requires -u/--username for registry login');
+    const password = ctx.io
+      .readStdin()
+      .toString('utf8')
+      .replace(/\r?\n$/, '');
     if (password === '') throw new DoubleError('Error: password required (stdin was empty)');
     const next: Login = { username, passwordSha256: sha256(password) };
     const prev = logins[host];
@@ -646,11 +799,17 @@ const registry: Verb = {
 const repo: Verb = {
   usage: 'repo add NAME URL [--force-update] | repo update [NAME...] | repo list [-o json]',
   subverbs: ['add', 'update', 'list', 'remove'],
-  flags: { 'force-update': { type: 'bool' }, output: { type: 'string', short: 'o', values: ['json', 'yaml', 'table'] }, username: { type: 'string' }, password: { type: 'string' } },
+  flags: {
+    'force-update': { type: 'bool' },
+    output: { type: 'string', short: 'o', values: ['json', 'yaml', 'table'] },
+    username: { type: 'string' },
+    password: { type: 'string' },
+  },
   async run(ctx) {
     const sub = ctx.verb.split(' ')[1];
     const repos = readRepos(ctx.io.dir);
-    if (ctx.args.flags.has('password')) throw new DoubleError('Error: the fake helm refuses --password in argv: use --password-stdin');
+    if (ctx.args.flags.has('password'))
+      throw new DoubleError('Error: the fake helm refuses --password in argv: use --password-stdin');
     if (sub === 'add') {
       if (ctx.pos.length !== 2) throw new DoubleError('Error: "helm repo add" requires 2 arguments');
       const [name, url] = ctx.pos as [string, string];
@@ -660,7 +819,8 @@ const repo: Verb = {
         say(ctx, `"${name}" already exists with the same configuration, skipping`);
         return;
       }
-      if (prev !== undefined && !flagBool(ctx.args, 'force-update')) throw new DoubleError(`Error: repository name (${name}) already exists, please specify a different name`);
+      if (prev !== undefined && !flagBool(ctx.args, 'force-update'))
+        throw new DoubleError(`Error: repository name (${name}) already exists, please specify a different name`);
       writeJson(reposFile(ctx.io.dir), [...repos.filter((r) => r.name !== name), { name, url }]);
       changed(ctx, `helm repo ${name} -> ${url}`);
       say(ctx, `"${name}" has been added to your repositories`);
@@ -668,20 +828,30 @@ const repo: Verb = {
       for (const name of ctx.pos) {
         if (!repos.some((r) => r.name === name)) throw new DoubleError(`Error: no repo named "${name}" found`);
       }
-      writeJson(reposFile(ctx.io.dir), repos.filter((r) => !ctx.pos.includes(r.name)));
+      writeJson(
+        reposFile(ctx.io.dir),
+        repos.filter((r) => !ctx.pos.includes(r.name)),
+      );
       for (const name of ctx.pos) {
         changed(ctx, `helm repo ${name} removed`);
         say(ctx, `"${name}" has been removed from your repositories`);
       }
     } else if (sub === 'update') {
       if (repos.length === 0) throw new DoubleError('Error: no repositories found. You must add one before updating');
-      for (const name of ctx.pos) if (!repos.some((r) => r.name === name)) throw new DoubleError(`Error: no repositories found matching '${name}'.  Nothing will be updated`);
+      for (const name of ctx.pos)
+        if (!repos.some((r) => r.name === name))
+          throw new DoubleError(`Error: no repositories found matching '${name}'.  Nothing will be updated`);
       say(ctx, 'Hang tight while we grab the latest from your chart repositories...');
-      for (const r of repos) if (ctx.pos.length === 0 || ctx.pos.includes(r.name)) say(ctx, `...Successfully got an update from the "${r.name}" chart repository`);
+      for (const r of repos)
+        if (ctx.pos.length === 0 || ctx.pos.includes(r.name))
+          say(ctx, `...Successfully got an update from the "${r.name}" chart repository`);
       say(ctx, 'Update Complete. ⎈Happy Helming!⎈');
     } else {
-      if (repos.length === 0 && flagString(ctx.args, 'output') === undefined) throw new DoubleError('Error: no repositories to show');
-      printData(ctx, repos, flagString(ctx.args, 'output'), () => columns([['NAME', 'URL'], ...repos.map((r) => [r.name, r.url])]));
+      if (repos.length === 0 && flagString(ctx.args, 'output') === undefined)
+        throw new DoubleError('Error: no repositories to show');
+      printData(ctx, repos, flagString(ctx.args, 'output'), () =>
+        columns([['NAME', 'URL'], ...repos.map((r) => [r.name, r.url])]),
+      );
     }
   },
 };
@@ -705,32 +875,45 @@ function findVerb(argv: string[]): string | undefined {
     const a = argv[i] as string;
     if (!a.startsWith('-')) return a;
     const long = a.startsWith('--') ? a.slice(2) : undefined;
-    const spec = long !== undefined ? GLOBAL_FLAGS[long] : Object.values(GLOBAL_FLAGS).find((s) => s.short === a.slice(1));
+    const spec =
+      long !== undefined ? GLOBAL_FLAGS[long] : Object.values(GLOBAL_FLAGS).find((s) => s.short === a.slice(1));
     if (spec !== undefined && spec.type !== 'bool' && !a.includes('=') && (long !== undefined || a.length === 2)) i++;
   }
   return undefined;
 }
 
 function usage(): string {
-  return ['helm (codex-k8s test double). Supported:', ...Object.entries(VERBS).filter(([k]) => k !== 'ls').map(([, v]) => `  helm ${v.usage}`)].join('\n');
+  return [
+    'helm (codex-k8s test double). Supported:',
+    ...Object.entries(VERBS)
+      .filter(([k]) => k !== 'ls')
+      .map(([, v]) => `  helm ${v.usage}`),
+  ].join('\n');
 }
 
 async function main(argv: string[], io: ToolIO): Promise<Outcome> {
   const out = emptyOutcome();
   const verbName = findVerb(argv);
   if (verbName === undefined || verbName === 'help') {
-    if (argv.includes('-h') || argv.includes('--help') || verbName === 'help') return { ...out, stdout: usage() + '\n' };
+    if (argv.includes('-h') || argv.includes('--help') || verbName === 'help')
+      return { ...out, stdout: usage() + '\n' };
     throw new DoubleError(`Error: a command is required\n${usage()}`);
   }
   const verb = VERBS[verbName];
-  if (verb === undefined) throw new DoubleError(`Error: unknown command "${verbName}" for "helm"\nRun 'helm --help' for usage.\n(fake helm supports: ${Object.keys(VERBS).join(', ')}; add verbs to VERBS in test/fakes/helm.mts)`);
+  if (verb === undefined)
+    throw new DoubleError(
+      `Error: unknown command "${verbName}" for "helm"\nRun 'helm --help' for usage.\n(fake helm supports: ${Object.keys(VERBS).join(', ')}; add verbs to VERBS in test/fakes/helm.mts)`,
+    );
   const parsed = parseArgs(argv, { ...GLOBAL_FLAGS, ...verb.flags }, style(verbName));
   if (flagBool(parsed, 'help')) return { ...out, stdout: `helm ${verb.usage}\n` };
   const pos = parsed.positionals.slice(parsed.positionals.indexOf(verbName) + 1);
   let full = verbName;
   if (verb.subverbs !== undefined) {
     const sub = pos.shift();
-    if (sub === undefined || !verb.subverbs.includes(sub)) throw new DoubleError(`Error: unknown command "${sub ?? ''}" for "helm ${verbName}"\n(fake helm supports: helm ${verb.usage})`);
+    if (sub === undefined || !verb.subverbs.includes(sub))
+      throw new DoubleError(
+        `Error: unknown command "${sub ?? ''}" for "helm ${verbName}"\n(fake helm supports: helm ${verb.usage})`,
+      );
     full = `${verbName} ${sub}`;
   }
   const ns = flagString(parsed, 'namespace') ?? io.env['HELM_NAMESPACE'] ?? 'default';
@@ -743,7 +926,15 @@ async function main(argv: string[], io: ToolIO): Promise<Outcome> {
     out,
     namespace: () => ns,
     store: () => {
-      store ??= new Store(io.dir, requireCluster(io.dir, io.env, flagString(parsed, 'kubeconfig'), (m) => `Error: Kubernetes cluster unreachable: ${m}`));
+      store ??= new Store(
+        io.dir,
+        requireCluster(
+          io.dir,
+          io.env,
+          flagString(parsed, 'kubeconfig'),
+          (m) => `Error: Kubernetes cluster unreachable: ${m}`,
+        ),
+      );
       return store;
     },
   };

@@ -66,19 +66,25 @@ interface PackageJson {
 /** Every package directory needed by RUNTIME_PACKAGES, found from the fakes dir like Node would. */
 export function runtimePackageDirs(repoRoot: string = path.resolve(FAKES_DIR, '..', '..')): string[] {
   const seen = new Set<string>();
-  const queue: Array<{ name: string; from: string; required: boolean }> = RUNTIME_PACKAGES.map((name) => ({ name, from: FAKES_DIR, required: true }));
+  const queue: Array<{ name: string; from: string; required: boolean }> = RUNTIME_PACKAGES.map((name) => ({
+    name,
+    from: FAKES_DIR,
+    required: true,
+  }));
   while (queue.length > 0) {
     const { name, from, required } = queue.shift() as { name: string; from: string; required: boolean };
     const dir = resolvePackageDir(name, from, repoRoot);
     if (dir === undefined) {
-      if (required) throw new Error(`fakes overlay: package ${name} (needed from ${from}) is not installed: run npm ci`);
+      if (required)
+        throw new Error(`fakes overlay: package ${name} (needed from ${from}) is not installed: run npm ci`);
       continue;
     }
     if (seen.has(dir)) continue;
     seen.add(dir);
     const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) as PackageJson;
     for (const dep of Object.keys(pkg.dependencies ?? {})) queue.push({ name: dep, from: dir, required: true });
-    for (const dep of Object.keys(pkg.optionalDependencies ?? {})) queue.push({ name: dep, from: dir, required: false });
+    for (const dep of Object.keys(pkg.optionalDependencies ?? {}))
+      queue.push({ name: dep, from: dir, required: false });
     for (const dep of Object.keys(pkg.peerDependencies ?? {})) queue.push({ name: dep, from: dir, required: false });
   }
   return [...seen].sort();
@@ -90,14 +96,22 @@ export function fakesOverlayFiles(repoRoot: string = path.resolve(FAKES_DIR, '..
   walk(FAKES_DIR, (file) => {
     const rel = path.relative(FAKES_DIR, file);
     if (HOST_ONLY.has(rel)) return;
-    files.push({ src: file, dest: path.posix.join(FAKES_HOME, rel.split(path.sep).join('/')), mode: executable(rel) ? 0o755 : 0o644 });
+    files.push({
+      src: file,
+      dest: path.posix.join(FAKES_HOME, rel.split(path.sep).join('/')),
+      mode: executable(rel) ? 0o755 : 0o644,
+    });
   });
   // The upstream data the doubles check against (lib/upstream.mts): chart schemas, key trees, CRDs; all of it but
   // the provenance notes and the derivation script, so a newly vendored file cannot be forgotten here.
   const upstream = path.join(repoRoot, 'test', 'fixtures', 'upstream');
   walk(upstream, (file) => {
     if (file.endsWith('.md') || file.endsWith('.mts')) return;
-    files.push({ src: file, dest: path.posix.join(FAKES_HOME, 'upstream', path.relative(upstream, file).split(path.sep).join('/')), mode: 0o644 });
+    files.push({
+      src: file,
+      dest: path.posix.join(FAKES_HOME, 'upstream', path.relative(upstream, file).split(path.sep).join('/')),
+      mode: 0o644,
+    });
   });
   for (const tool of ['kubectl', 'helm']) {
     files.push({ src: path.join(FAKES_DIR, 'bin', tool), dest: `/usr/local/bin/${tool}`, mode: 0o755 });
@@ -106,15 +120,19 @@ export function fakesOverlayFiles(repoRoot: string = path.resolve(FAKES_DIR, '..
   for (const dir of runtimePackageDirs(repoRoot)) {
     const relPkg = path.relative(nodeModules, dir);
     if (relPkg.startsWith('..')) throw new Error(`fakes overlay: ${dir} is outside ${nodeModules}`);
-    walk(dir, (file) => {
-      if (SKIP_IN_PACKAGES.test(file)) return;
-      const st = fs.statSync(file);
-      files.push({
-        src: file,
-        dest: path.posix.join(FAKES_HOME, 'node_modules', path.relative(nodeModules, file).split(path.sep).join('/')),
-        mode: st.mode & 0o111 ? 0o755 : 0o644,
-      });
-    }, (d) => path.basename(d) === 'node_modules');
+    walk(
+      dir,
+      (file) => {
+        if (SKIP_IN_PACKAGES.test(file)) return;
+        const st = fs.statSync(file);
+        files.push({
+          src: file,
+          dest: path.posix.join(FAKES_HOME, 'node_modules', path.relative(nodeModules, file).split(path.sep).join('/')),
+          mode: st.mode & 0o111 ? 0o755 : 0o644,
+        });
+      },
+      (d) => path.basename(d) === 'node_modules',
+    );
   }
   return files;
 }

@@ -39,7 +39,8 @@ function isObj(v: unknown): v is Record<string, unknown> {
 
 function onlyKeys(where: string, v: unknown, keys: readonly string[]): Record<string, unknown> {
   if (!isObj(v)) throw new Error(`${where}: must be a mapping`);
-  for (const k of Object.keys(v)) if (!keys.includes(k)) throw new Error(`${where}: unknown key "${k}" (k3s knows ${keys.join(', ')})`);
+  for (const k of Object.keys(v))
+    if (!keys.includes(k)) throw new Error(`${where}: unknown key "${k}" (k3s knows ${keys.join(', ')})`);
   return v;
 }
 
@@ -49,7 +50,10 @@ function isLocalhost(host: string): boolean {
 }
 
 /** k3s normalizeEndpointAddress, without the docker.io special cases (the double refuses nothing it cannot model). */
-export function normalize(endpoint: string, forceHttps: boolean): { registry: string; url: string; overridePath: boolean } {
+export function normalize(
+  endpoint: string,
+  forceHttps: boolean,
+): { registry: string; url: string; overridePath: boolean } {
   const withScheme = endpoint.includes('://') ? endpoint : `none://${endpoint}`;
   let u: URL;
   try {
@@ -68,17 +72,28 @@ export function normalize(endpoint: string, forceHttps: boolean): { registry: st
 
 export function hostConfigs(yamlText: string, forceHttps: boolean): Map<string, HostConfig> {
   const doc = onlyKeys('registries.yaml', parse(yamlText, { uniqueKeys: true }) ?? {}, ['mirrors', 'configs']);
-  const configs = doc['configs'] === undefined ? {} : onlyKeys('configs', doc['configs'], Object.keys(isObj(doc['configs']) ? doc['configs'] : {}));
+  const configs =
+    doc['configs'] === undefined
+      ? {}
+      : onlyKeys('configs', doc['configs'], Object.keys(isObj(doc['configs']) ? doc['configs'] : {}));
   for (const [host, c] of Object.entries(configs)) onlyKeys(`configs."${host}"`, c, ['auth', 'tls']);
   const hasConfig = (host: string): boolean => isObj(configs[host]) && Object.keys(configs[host]).length > 0;
   const hosts = new Map<string, HostConfig>();
-  for (const host of Object.keys(configs)) hosts.set(host, { default: { ...normalize(host, forceHttps), hasConfig: hasConfig(host) }, endpoints: [] });
-  const mirrors = doc['mirrors'] === undefined ? {} : onlyKeys('mirrors', doc['mirrors'], Object.keys(isObj(doc['mirrors']) ? doc['mirrors'] : {}));
+  for (const host of Object.keys(configs))
+    hosts.set(host, { default: { ...normalize(host, forceHttps), hasConfig: hasConfig(host) }, endpoints: [] });
+  const mirrors =
+    doc['mirrors'] === undefined
+      ? {}
+      : onlyKeys('mirrors', doc['mirrors'], Object.keys(isObj(doc['mirrors']) ? doc['mirrors'] : {}));
   for (const [host, m] of Object.entries(mirrors)) {
     const mirror = onlyKeys(`mirrors."${host}"`, m, ['endpoint', 'rewrite']);
     const eps = mirror['endpoint'] ?? [];
-    if (!Array.isArray(eps) || !eps.every((e) => typeof e === 'string')) throw new Error(`mirrors."${host}".endpoint: must be a list of strings`);
-    const cfg = hosts.get(host) ?? { default: { ...normalize(host, forceHttps), hasConfig: hasConfig(host) }, endpoints: [] };
+    if (!Array.isArray(eps) || !eps.every((e) => typeof e === 'string'))
+      throw new Error(`mirrors."${host}".endpoint: must be a list of strings`);
+    const cfg = hosts.get(host) ?? {
+      default: { ...normalize(host, forceHttps), hasConfig: hasConfig(host) },
+      endpoints: [],
+    };
     const seen = new Set<string>();
     eps.forEach((e, i) => {
       const n = normalize(e, forceHttps);
@@ -111,7 +126,8 @@ function readKnobs(dir: string): { httpsEndpoints: boolean } {
   if (!fs.existsSync(file)) return { httpsEndpoints: false };
   const raw = JSON.parse(fs.readFileSync(file, 'utf8')) as unknown;
   const v = onlyKeys(file, raw, ['httpsEndpoints']);
-  if (v['httpsEndpoints'] !== undefined && typeof v['httpsEndpoints'] !== 'boolean') throw new Error(`${file}: httpsEndpoints must be true or false`);
+  if (v['httpsEndpoints'] !== undefined && typeof v['httpsEndpoints'] !== 'boolean')
+    throw new Error(`${file}: httpsEndpoints must be true or false`);
   return { httpsEndpoints: v['httpsEndpoints'] === true };
 }
 
@@ -120,7 +136,9 @@ export function generate(root: string, dir: string): string[] {
   const knobs = readKnobs(dir);
   const regFile = root + REGISTRIES;
   const certs = root + CERTS_D;
-  const wanted = fs.existsSync(regFile) ? hostConfigs(fs.readFileSync(regFile, 'utf8'), knobs.httpsEndpoints) : new Map<string, HostConfig>();
+  const wanted = fs.existsSync(regFile)
+    ? hostConfigs(fs.readFileSync(regFile, 'utf8'), knobs.httpsEndpoints)
+    : new Map<string, HostConfig>();
   const before = new Map<string, string>();
   if (fs.existsSync(certs)) {
     for (const d of fs.readdirSync(certs)) {
@@ -144,7 +162,10 @@ export function generate(root: string, dir: string): string[] {
   return changes;
 }
 
-if (process.argv[1] !== undefined && fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(import.meta.url))) {
+if (
+  process.argv[1] !== undefined &&
+  fs.realpathSync(process.argv[1]) === fs.realpathSync(fileURLToPath(import.meta.url))
+) {
   const dir = stateDir();
   const argv = process.argv.slice(2);
   let changes: string[] = [];
@@ -156,6 +177,13 @@ if (process.argv[1] !== undefined && fs.realpathSync(process.argv[1]) === fs.rea
     process.stderr.write(`k3s (fake): ${REGISTRIES}: ${(e as Error).message}\n`);
     exitCode = 1;
   }
-  appendCall(dir, { tool: 'k3s-server', argv, mutating: changes.length > 0, at: new Date().toISOString(), exitCode, ...(changes.length > 0 ? { changes } : {}) });
+  appendCall(dir, {
+    tool: 'k3s-server',
+    argv,
+    mutating: changes.length > 0,
+    at: new Date().toISOString(),
+    exitCode,
+    ...(changes.length > 0 ? { changes } : {}),
+  });
   process.exit(exitCode);
 }

@@ -51,10 +51,29 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parseAllDocuments, stringify } from 'yaml';
 import type { FlagTable, Outcome, ParsedArgs, ParseStyle, ToolIO, VerbContext, VerbSpec } from './lib/cli.mts';
-import { DoubleError, emptyOutcome, flagBool, flagList, flagString, parseArgs, parseDuration, runDouble, runVerb } from './lib/cli.mts';
+import {
+  DoubleError,
+  emptyOutcome,
+  flagBool,
+  flagList,
+  flagString,
+  parseArgs,
+  parseDuration,
+  runDouble,
+  runVerb,
+} from './lib/cli.mts';
 import type { K8sObject, KindInfo } from './lib/kinds.mts';
 import { at, isObj, kindByApiVersion, kindByResourceArg, printName, resourceName } from './lib/kinds.mts';
-import { clone, DEFAULT_K8S_VERSION, readCluster, requireCluster, sameObject, SERVER_METADATA, Store, userView } from './lib/store.mts';
+import {
+  clone,
+  DEFAULT_K8S_VERSION,
+  readCluster,
+  requireCluster,
+  sameObject,
+  SERVER_METADATA,
+  Store,
+  userView,
+} from './lib/store.mts';
 import { validateObject } from './lib/validate.mts';
 import { JsonPathError, renderJsonPath } from './lib/jsonpath.mts';
 import { checkExecTarget, runBuildScript, SUPPORTED_EXEC, terminated } from './lib/buildkit.mts';
@@ -93,7 +112,8 @@ function styleFor(verb: string): ParseStyle {
   const see = verb === '' ? "See 'kubectl --help' for usage." : `See 'kubectl ${verb} --help' for usage.`;
   return {
     unknownFlag: (f) => `error: unknown flag: ${f}\n${see}`,
-    badValue: (f, v, allowed) => `error: invalid argument "${v}" for "${f}" flag: must be one of: ${allowed.join(', ')}\n${see}`,
+    badValue: (f, v, allowed) =>
+      `error: invalid argument "${v}" for "${f}" flag: must be one of: ${allowed.join(', ')}\n${see}`,
     missingValue: (f) => `error: flag needs an argument: ${f}\n${see}`,
   };
 }
@@ -102,7 +122,10 @@ function timeoutMs(p: ParsedArgs, fallback: string | undefined): number | undefi
   const raw = flagString(p, 'timeout') ?? fallback;
   if (raw === undefined) return undefined;
   const ms = parseDuration(raw);
-  if (ms === undefined) throw new DoubleError(`error: invalid argument "${raw}" for "--timeout" flag: time: missing unit in duration "${raw}"`);
+  if (ms === undefined)
+    throw new DoubleError(
+      `error: invalid argument "${raw}" for "--timeout" flag: time: missing unit in duration "${raw}"`,
+    );
   return ms;
 }
 
@@ -117,14 +140,21 @@ interface Doc {
 function listFiles(p: string): string[] {
   const st = fs.statSync(p);
   if (!st.isDirectory()) return [p];
-  return fs.readdirSync(p).filter((f) => /\.(ya?ml|json)$/.test(f)).sort().map((f) => path.join(p, f));
+  return fs
+    .readdirSync(p)
+    .filter((f) => /\.(ya?ml|json)$/.test(f))
+    .sort()
+    .map((f) => path.join(p, f));
 }
 
 /** Reads -f arguments into objects, expanding List kinds. YAML 1.1 like kubectl (yes/on are booleans). */
 function loadManifests(ctx: Ctx, files: string[]): Doc[] {
   const docs: Doc[] = [];
   for (const f of files) {
-    if (/^https?:\/\//.test(f)) throw new DoubleError(`error: the fake kubectl refuses -f ${f}: the sandbox has no internet; ship the manifest and apply the local file`);
+    if (/^https?:\/\//.test(f))
+      throw new DoubleError(
+        `error: the fake kubectl refuses -f ${f}: the sandbox has no internet; ship the manifest and apply the local file`,
+      );
     const sources: Array<{ source: string; text: string }> = [];
     if (f === '-') {
       sources.push({ source: 'STDIN', text: ctx.io.readStdin().toString('utf8') });
@@ -134,11 +164,13 @@ function loadManifests(ctx: Ctx, files: string[]): Doc[] {
     }
     for (const { source, text } of sources) {
       for (const d of parseAllDocuments(text, { version: '1.1' })) {
-        if (d.errors.length > 0) throw new DoubleError(`error: error parsing ${source}: ${d.errors[0]?.message ?? 'invalid YAML'}`);
+        if (d.errors.length > 0)
+          throw new DoubleError(`error: error parsing ${source}: ${d.errors[0]?.message ?? 'invalid YAML'}`);
         const value = d.toJS() as unknown;
         if (value === null || value === undefined) continue;
         const expand = (v: unknown): void => {
-          if (isObj(v) && typeof v['kind'] === 'string' && v['kind'].endsWith('List') && Array.isArray(v['items'])) v['items'].forEach(expand);
+          if (isObj(v) && typeof v['kind'] === 'string' && v['kind'].endsWith('List') && Array.isArray(v['items']))
+            v['items'].forEach(expand);
           else docs.push({ source, obj: v });
         };
         expand(value);
@@ -148,9 +180,19 @@ function loadManifests(ctx: Ctx, files: string[]): Doc[] {
   return docs;
 }
 
-function mappingError(name: string, ns: string, source: string, kind: string, apiVersion: string, why: string | undefined): string {
-  return `error: resource mapping not found for name: "${name}" namespace: "${ns}" from "${source}": no matches for kind "${kind}" in version "${apiVersion}"\n` +
-    'ensure CRDs are installed first' + (why !== undefined ? `\n(fake kubectl: ${why})` : '');
+function mappingError(
+  name: string,
+  ns: string,
+  source: string,
+  kind: string,
+  apiVersion: string,
+  why: string | undefined,
+): string {
+  return (
+    `error: resource mapping not found for name: "${name}" namespace: "${ns}" from "${source}": no matches for kind "${kind}" in version "${apiVersion}"\n` +
+    'ensure CRDs are installed first' +
+    (why !== undefined ? `\n(fake kubectl: ${why})` : '')
+  );
 }
 
 interface Resolved {
@@ -168,7 +210,10 @@ async function resolveAll(ctx: Ctx, docs: Doc[], store: Store): Promise<Resolved
   const errors: string[] = [];
   for (const { source, obj } of docs) {
     if (!isObj(obj) || typeof obj['apiVersion'] !== 'string' || typeof obj['kind'] !== 'string') {
-      const missing = [!isObj(obj) || typeof obj['apiVersion'] !== 'string' ? 'apiVersion not set' : '', !isObj(obj) || typeof obj['kind'] !== 'string' ? 'kind not set' : ''].filter((s) => s !== '');
+      const missing = [
+        !isObj(obj) || typeof obj['apiVersion'] !== 'string' ? 'apiVersion not set' : '',
+        !isObj(obj) || typeof obj['kind'] !== 'string' ? 'kind not set' : '',
+      ].filter((s) => s !== '');
       errors.push(`error: error validating "${source}": error validating data: [${missing.join(', ')}]`);
       continue;
     }
@@ -178,19 +223,25 @@ async function resolveAll(ctx: Ctx, docs: Doc[], store: Store): Promise<Resolved
     const why = info === undefined ? undefined : store.unavailableReason(info);
     if (info === undefined || why !== undefined) {
       const metaNs = isObj(o.metadata) && typeof o.metadata.namespace === 'string' ? o.metadata.namespace : '';
-      errors.push(mappingError(name, metaNs, source, o.kind, o.apiVersion, info === undefined ? crdHint(store, o) : why));
+      errors.push(
+        mappingError(name, metaNs, source, o.kind, o.apiVersion, info === undefined ? crdHint(store, o) : why),
+      );
       continue;
     }
     const problems = await validateObject(o, info);
     if (problems.length > 0) {
-      errors.push(`error: error validating "${source}": ${o.kind} "${name}" is invalid:\n${problems.map((p) => `* ${p}`).join('\n')}`);
+      errors.push(
+        `error: error validating "${source}": ${o.kind} "${name}" is invalid:\n${problems.map((p) => `* ${p}`).join('\n')}`,
+      );
       continue;
     }
     const copy = clone(o);
     if (info.namespaced) {
       const metaNs = copy.metadata.namespace;
       if (metaNs !== undefined && ctx.explicitNamespace && metaNs !== ctx.namespace()) {
-        errors.push(`error: the namespace from the provided object "${metaNs}" does not match the namespace "${ctx.namespace()}". You must pass '--namespace=${metaNs}' to perform this operation.`);
+        errors.push(
+          `error: the namespace from the provided object "${metaNs}" does not match the namespace "${ctx.namespace()}". You must pass '--namespace=${metaNs}' to perform this operation.`,
+        );
         continue;
       }
       copy.metadata.namespace = metaNs ?? ctx.namespace();
@@ -206,7 +257,8 @@ async function resolveAll(ctx: Ctx, docs: Doc[], store: Store): Promise<Resolved
 function crdHint(store: Store, o: K8sObject): string | undefined {
   const crd = kindByApiVersion('apiextensions.k8s.io/v1', 'CustomResourceDefinition') as KindInfo;
   const served = store.list(crd, undefined).find((c) => at(c, 'spec', 'names', 'kind') === o.kind);
-  return served === undefined ? undefined
+  return served === undefined
+    ? undefined
     : `CRD ${served.metadata.name} serves this kind, but the fake has no row for it: add it to EXTENSION_KINDS in test/fakes/lib/kinds.mts`;
 }
 
@@ -234,7 +286,10 @@ function preserveForeignFields(current: K8sObject, desired: K8sObject): void {
   const tpl = at(desired, 'spec', 'template');
   if (typeof v !== 'string' || !isObj(tpl)) return;
   const meta = (isObj(tpl['metadata']) ? tpl['metadata'] : (tpl['metadata'] = {})) as Record<string, unknown>;
-  const ann = (isObj(meta['annotations']) ? meta['annotations'] : (meta['annotations'] = {})) as Record<string, unknown>;
+  const ann = (isObj(meta['annotations']) ? meta['annotations'] : (meta['annotations'] = {})) as Record<
+    string,
+    unknown
+  >;
   if (ann[RESTARTED_AT] === undefined) ann[RESTARTED_AT] = v;
 }
 
@@ -247,7 +302,10 @@ interface Target {
 }
 
 function resolveKind(arg: string): KindInfo {
-  if (arg.includes(',')) throw new DoubleError(`error: the fake kubectl does not support several kinds in one argument ("${arg}"): call it once per kind`);
+  if (arg.includes(','))
+    throw new DoubleError(
+      `error: the fake kubectl does not support several kinds in one argument ("${arg}"): call it once per kind`,
+    );
   if (arg === 'all') throw new DoubleError('error: the fake kubectl does not support "all": name the kind');
   const info = kindByResourceArg(arg);
   if (info === undefined) throw new DoubleError(`error: the server doesn't have a resource type "${arg}"`);
@@ -258,13 +316,17 @@ function resolveKind(arg: string): KindInfo {
 function parseTargets(pos: string[], store: Store): Target[] {
   if (pos.length === 0) throw new DoubleError('error: you must specify the type of resource to get.');
   const servedOrFail = (info: KindInfo, arg: string): KindInfo => {
-    if (store.unavailableReason(info) !== undefined) throw new DoubleError(`error: the server doesn't have a resource type "${arg}"`);
+    if (store.unavailableReason(info) !== undefined)
+      throw new DoubleError(`error: the server doesn't have a resource type "${arg}"`);
     return info;
   };
   if ((pos[0] as string).includes('/')) {
     return pos.map((a) => {
       const slash = a.indexOf('/');
-      if (slash === -1) throw new DoubleError('error: there is no need to specify a resource type as a separate argument when passing arguments in resource/name form');
+      if (slash === -1)
+        throw new DoubleError(
+          'error: there is no need to specify a resource type as a separate argument when passing arguments in resource/name form',
+        );
       const kindArg = a.slice(0, slash);
       return { info: servedOrFail(resolveKind(kindArg), kindArg), name: a.slice(slash + 1) };
     });
@@ -279,7 +341,10 @@ function parseSelector(sel: string | undefined): Array<[string, string]> {
   if (sel === undefined) return [];
   return sel.split(',').map((term) => {
     const m = /^\s*([A-Za-z0-9._\/-]+)\s*==?\s*([A-Za-z0-9._-]*)\s*$/.exec(term);
-    if (m === null) throw new DoubleError(`error: the fake kubectl supports equality label selectors only (k=v[,k=v]); got "${term}"`);
+    if (m === null)
+      throw new DoubleError(
+        `error: the fake kubectl supports equality label selectors only (k=v[,k=v]); got "${term}"`,
+      );
     return [m[1] as string, m[2] as string];
   });
 }
@@ -297,12 +362,20 @@ function nsFor(ctx: Ctx, info: KindInfo): string | undefined {
 }
 
 /** Objects for get/wait/delete: named ones (with NotFound errors) or all matching the selector. */
-function select(ctx: Ctx, store: Store, targets: Target[], allNamespaces: boolean, sel: Array<[string, string]>, ignoreNotFound: boolean): { objs: Array<{ info: KindInfo; obj: K8sObject }>; errors: string[] } {
+function select(
+  ctx: Ctx,
+  store: Store,
+  targets: Target[],
+  allNamespaces: boolean,
+  sel: Array<[string, string]>,
+  ignoreNotFound: boolean,
+): { objs: Array<{ info: KindInfo; obj: K8sObject }>; errors: string[] } {
   const objs: Array<{ info: KindInfo; obj: K8sObject }> = [];
   const errors: string[] = [];
   for (const t of targets) {
     if (t.name === undefined) {
-      for (const obj of store.list(t.info, allNamespaces ? undefined : nsFor(ctx, t.info))) if (matches(obj, sel)) objs.push({ info: t.info, obj });
+      for (const obj of store.list(t.info, allNamespaces ? undefined : nsFor(ctx, t.info)))
+        if (matches(obj, sel)) objs.push({ info: t.info, obj });
       continue;
     }
     if (sel.length > 0) throw new DoubleError('error: name cannot be provided when a selector is specified');
@@ -320,7 +393,9 @@ const OUTPUTS = ['json', 'yaml', 'name', 'wide'];
 
 function checkOutput(o: string | undefined, allowed: readonly string[]): void {
   if (o === undefined || allowed.includes(o) || (allowed.includes('jsonpath') && /^jsonpath=/.test(o))) return;
-  throw new DoubleError(`error: unable to match a printer suitable for the output format "${o}", allowed formats are: ${allowed.join(',')} (the fake kubectl supports these only)`);
+  throw new DoubleError(
+    `error: unable to match a printer suitable for the output format "${o}", allowed formats are: ${allowed.join(',')} (the fake kubectl supports these only)`,
+  );
 }
 
 function toYaml(v: unknown): string {
@@ -337,11 +412,18 @@ function table(ctx: Ctx, rows: Array<{ info: KindInfo; obj: K8sObject }>, allNam
   for (const r of rows) byKind.set(r.info, [...(byKind.get(r.info) ?? []), r.obj]);
   const blocks: string[] = [];
   for (const [info, objs] of byKind) {
-    const cols = info.columns ?? [{ header: 'NAME', value: (o: K8sObject) => o.metadata.name }, { header: 'AGE', value: () => '' }];
+    const cols = info.columns ?? [
+      { header: 'NAME', value: (o: K8sObject) => o.metadata.name },
+      { header: 'AGE', value: () => '' },
+    ];
     const header = [...(allNamespaces && info.namespaced ? ['NAMESPACE'] : []), ...cols.map((c) => c.header)];
-    const lines = objs.map((o) => [...(allNamespaces && info.namespaced ? [o.metadata.namespace ?? ''] : []), ...cols.map((c) => c.value(o, now))]);
+    const lines = objs.map((o) => [
+      ...(allNamespaces && info.namespaced ? [o.metadata.namespace ?? ''] : []),
+      ...cols.map((c) => c.value(o, now)),
+    ]);
     const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => (l[i] ?? '').length)));
-    const fmt = (cells: string[]): string => cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd((widths[i] ?? 0) + 3))).join('');
+    const fmt = (cells: string[]): string =>
+      cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd((widths[i] ?? 0) + 3))).join('');
     blocks.push([fmt(header), ...lines.map(fmt)].join('\n'));
   }
   if (blocks.length > 0) say(ctx, blocks.join('\n\n'));
@@ -363,18 +445,30 @@ const apply: Verb = {
   },
   async run(ctx) {
     const p = ctx.args;
-    if (p.flags.has('prune')) throw new DoubleError('error: the fake kubectl does not support apply --prune (it deletes whatever the selector misses): delete objects explicitly');
-    if (p.flags.has('kustomize')) throw new DoubleError('error: the fake kubectl does not support -k: render with `kubectl kustomize` on the host and apply the result with -f');
+    if (p.flags.has('prune'))
+      throw new DoubleError(
+        'error: the fake kubectl does not support apply --prune (it deletes whatever the selector misses): delete objects explicitly',
+      );
+    if (p.flags.has('kustomize'))
+      throw new DoubleError(
+        'error: the fake kubectl does not support -k: render with `kubectl kustomize` on the host and apply the result with -f',
+      );
     if (p.flags.has('recursive')) throw new DoubleError('error: the fake kubectl does not support -R: list the files');
     const validate = flagString(p, 'validate');
     if (validate !== undefined && validate !== 'strict' && validate !== 'true') {
-      throw new DoubleError(`error: the fake kubectl refuses --validate=${validate}: manifests must pass strict validation`);
+      throw new DoubleError(
+        `error: the fake kubectl refuses --validate=${validate}: manifests must pass strict validation`,
+      );
     }
     const output = flagString(p, 'output');
     checkOutput(output, ['name']);
     const files = flagList(p, 'filename');
-    if (files.length === 0) throw new DoubleError("error: must specify one of -f and -k\n\nSee 'kubectl apply --help' for usage.");
-    if (ctx.pos.length > 0) throw new DoubleError(`error: Unexpected args: [${ctx.pos.join(' ')}]\nSee 'kubectl apply -h' for help and examples`);
+    if (files.length === 0)
+      throw new DoubleError("error: must specify one of -f and -k\n\nSee 'kubectl apply --help' for usage.");
+    if (ctx.pos.length > 0)
+      throw new DoubleError(
+        `error: Unexpected args: [${ctx.pos.join(' ')}]\nSee 'kubectl apply -h' for help and examples`,
+      );
     const dryRun = flagString(p, 'dry-run') ?? 'none';
     const suffix = dryRun === 'client' ? ' (dry run)' : dryRun === 'server' ? ' (server dry run)' : '';
     const store = ctx.store();
@@ -418,7 +512,8 @@ const apply: Verb = {
 
 /** Controllers that act on a stored change at once (the fake never waits): k3s' helm-controller. */
 function controllersReact(ctx: Ctx, store: Store, info: KindInfo, obj: K8sObject): void {
-  if (info.group === 'helm.cattle.io' && info.kind === 'HelmChartConfig') for (const c of reconcileHelmChartConfig(store, obj)) changed(ctx, c);
+  if (info.group === 'helm.cattle.io' && info.kind === 'HelmChartConfig')
+    for (const c of reconcileHelmChartConfig(store, obj)) changed(ctx, c);
 }
 
 const get: Verb = {
@@ -434,14 +529,27 @@ const get: Verb = {
   },
   async run(ctx) {
     const p = ctx.args;
-    if (flagBool(p, 'watch')) throw new DoubleError('error: the fake kubectl does not support get --watch (it would never end): use wait or rollout status');
-    if (flagBool(p, 'show-labels') || flagBool(p, 'no-headers')) throw new DoubleError('error: the fake kubectl does not support --show-labels/--no-headers: use -o jsonpath or -o json');
+    if (flagBool(p, 'watch'))
+      throw new DoubleError(
+        'error: the fake kubectl does not support get --watch (it would never end): use wait or rollout status',
+      );
+    if (flagBool(p, 'show-labels') || flagBool(p, 'no-headers'))
+      throw new DoubleError(
+        'error: the fake kubectl does not support --show-labels/--no-headers: use -o jsonpath or -o json',
+      );
     const output = flagString(p, 'output');
     checkOutput(output, [...OUTPUTS, 'jsonpath']);
     const store = ctx.store();
     const targets = parseTargets(ctx.pos, store);
     const all = flagBool(p, 'all-namespaces');
-    const { objs, errors } = select(ctx, store, targets, all, parseSelector(flagString(p, 'selector')), flagBool(p, 'ignore-not-found'));
+    const { objs, errors } = select(
+      ctx,
+      store,
+      targets,
+      all,
+      parseSelector(flagString(p, 'selector')),
+      flagBool(p, 'ignore-not-found'),
+    );
     const single = targets.length === 1 && targets[0]?.name !== undefined;
     const items = objs.map((o) => o.obj);
     if (output === 'json' || output === 'yaml') {
@@ -464,7 +572,12 @@ const get: Verb = {
       table(ctx, objs, all);
       if (objs.length === 0 && errors.length === 0 && !single) {
         const info = targets[0]?.info;
-        warn(ctx, all || info?.namespaced !== true ? 'No resources found' : `No resources found in ${ctx.namespace()} namespace.`);
+        warn(
+          ctx,
+          all || info?.namespaced !== true
+            ? 'No resources found'
+            : `No resources found in ${ctx.namespace()} namespace.`,
+        );
       }
     }
     if (errors.length > 0) throw new DoubleError(errors.join('\n'));
@@ -492,8 +605,12 @@ const del: Verb = {
     const errors: string[] = [];
     const files = flagList(p, 'filename');
     if (files.length > 0) {
-      if (ctx.pos.length > 0) throw new DoubleError('error: when paths, URLs, or stdin is provided as input, you may not specify resource arguments as well');
-      for (const r of await resolveAll(ctx, loadManifests(ctx, files), store)) victims.push({ info: r.info, ns: r.obj.metadata.namespace, name: r.obj.metadata.name });
+      if (ctx.pos.length > 0)
+        throw new DoubleError(
+          'error: when paths, URLs, or stdin is provided as input, you may not specify resource arguments as well',
+        );
+      for (const r of await resolveAll(ctx, loadManifests(ctx, files), store))
+        victims.push({ info: r.info, ns: r.obj.metadata.namespace, name: r.obj.metadata.name });
     } else {
       const targets = parseTargets(ctx.pos, store);
       const sel = parseSelector(flagString(p, 'selector'));
@@ -503,7 +620,8 @@ const del: Verb = {
       const found = select(ctx, store, targets, false, sel, true);
       victims = found.objs.map((o) => ({ info: o.info, ns: o.obj.metadata.namespace, name: o.obj.metadata.name }));
       for (const t of targets) {
-        if (t.name !== undefined && !victims.some((v) => v.info === t.info && v.name === t.name) && !ignore) errors.push(notFound(t.info, t.name));
+        if (t.name !== undefined && !victims.some((v) => v.info === t.info && v.name === t.name) && !ignore)
+          errors.push(notFound(t.info, t.name));
       }
     }
     for (const v of victims) {
@@ -522,7 +640,12 @@ const del: Verb = {
 function conditionMet(obj: K8sObject, type: string, want: string): boolean {
   const conds = at(obj, 'status', 'conditions');
   if (!Array.isArray(conds)) return false;
-  return conds.some((c) => isObj(c) && String(c['type']).toLowerCase() === type.toLowerCase() && String(c['status']).toLowerCase() === want.toLowerCase());
+  return conds.some(
+    (c) =>
+      isObj(c) &&
+      String(c['type']).toLowerCase() === type.toLowerCase() &&
+      String(c['status']).toLowerCase() === want.toLowerCase(),
+  );
 }
 
 const wait: Verb = {
@@ -552,23 +675,30 @@ const wait: Verb = {
       const want = m[2] as string;
       check = (o) => o !== undefined && renderJsonPath(expr.replace(/^'|'$/g, ''), o) === want;
     } else {
-      throw new DoubleError(`error: unrecognized condition: "${forArg}" (the fake kubectl supports condition=, delete, jsonpath=)`);
+      throw new DoubleError(
+        `error: unrecognized condition: "${forArg}" (the fake kubectl supports condition=, delete, jsonpath=)`,
+      );
     }
     const store = ctx.store();
     const targets = parseTargets(ctx.pos, store);
     const sel = parseSelector(flagString(p, 'selector'));
-    if (targets.some((t) => t.name === undefined) && sel.length === 0 && !flagBool(p, 'all')) throw new DoubleError('error: resource(s) were provided, but no name was specified');
+    if (targets.some((t) => t.name === undefined) && sel.length === 0 && !flagBool(p, 'all'))
+      throw new DoubleError('error: resource(s) were provided, but no name was specified');
     const { objs, errors } = select(ctx, store, targets, flagBool(p, 'all-namespaces'), sel, forArg === 'delete');
     if (errors.length > 0) throw new DoubleError(errors.join('\n'));
     if (forArg === 'delete') {
-      for (const t of targets) if (t.name !== undefined && !objs.some((o) => o.obj.metadata.name === t.name)) say(ctx, `${printName(t.info, t.name)} condition met`);
+      for (const t of targets)
+        if (t.name !== undefined && !objs.some((o) => o.obj.metadata.name === t.name))
+          say(ctx, `${printName(t.info, t.name)} condition met`);
     } else if (objs.length === 0) {
       throw new DoubleError('error: no matching resources found');
     }
     for (const { info, obj } of objs) {
       if (!check(obj)) {
-        throw new DoubleError(`error: timed out waiting for the condition on ${info.plural}/${obj.metadata.name}` +
-          `\n(fake kubectl: not met now, and nothing changes while waiting; --timeout=${timeout})`);
+        throw new DoubleError(
+          `error: timed out waiting for the condition on ${info.plural}/${obj.metadata.name}` +
+            `\n(fake kubectl: not met now, and nothing changes while waiting; --timeout=${timeout})`,
+        );
       }
       say(ctx, `${printName(info, obj.metadata.name)} condition met`);
     }
@@ -579,10 +709,14 @@ const ROLLOUT_KINDS = ['Deployment', 'StatefulSet', 'DaemonSet'];
 
 function rolloutTarget(ctx: Ctx, store: Store, kinds: readonly string[]): { info: KindInfo; obj: K8sObject } {
   const targets = parseTargets(ctx.pos, store);
-  if (targets.length !== 1 || targets[0]?.name === undefined) throw new DoubleError('error: the fake kubectl takes exactly one KIND/NAME for rollout');
+  if (targets.length !== 1 || targets[0]?.name === undefined)
+    throw new DoubleError('error: the fake kubectl takes exactly one KIND/NAME for rollout');
   const t = targets[0];
   if (!kinds.includes(t.info.kind)) {
-    throw new DoubleError(`error: no ${ctx.verb} has been implemented for {${t.info.group} ${t.info.kind}}` + ` (fake kubectl: rollout supports ${kinds.join(', ')})`);
+    throw new DoubleError(
+      `error: no ${ctx.verb} has been implemented for {${t.info.group} ${t.info.kind}}` +
+        ` (fake kubectl: rollout supports ${kinds.join(', ')})`,
+    );
   }
   const obj = store.get(t.info, nsFor(ctx, t.info), t.name as string);
   if (obj === undefined) throw new DoubleError(notFound(t.info, t.name as string));
@@ -593,7 +727,9 @@ function rolloutStatus(ctx: Ctx, store: Store): void {
   const p = ctx.args;
   const watch = p.flags.get('watch');
   if (flagString(p, 'timeout') === undefined && watch !== false) {
-    throw new DoubleError('error: the fake kubectl requires --timeout for rollout status (without it the real one can wait forever)');
+    throw new DoubleError(
+      'error: the fake kubectl requires --timeout for rollout status (without it the real one can wait forever)',
+    );
   }
   timeoutMs(p, undefined);
   const { info, obj } = rolloutTarget(ctx, store, ROLLOUT_KINDS);
@@ -605,22 +741,40 @@ function rolloutStatus(ctx: Ctx, store: Store): void {
   const fail = (waiting: string): never => {
     say(ctx, waiting);
     const pull = store.pullProblems(obj);
-    throw new DoubleError('error: timed out waiting for the condition' +
-      (pull.length > 0 ? `\n(fake kubectl: the new pods cannot pull their image: ${pull.join('; ')})` : ''));
+    throw new DoubleError(
+      'error: timed out waiting for the condition' +
+        (pull.length > 0 ? `\n(fake kubectl: the new pods cannot pull their image: ${pull.join('; ')})` : ''),
+    );
   };
   if (st('observedGeneration') < gen) fail(`Waiting for ${info.kind.toLowerCase()} spec update to be observed...`);
   if (info.kind === 'Deployment') {
     // The order of kubectl's DeploymentStatusViewer.
-    if (st('updatedReplicas') < want) fail(`Waiting for deployment "${name}" rollout to finish: ${st('updatedReplicas')} out of ${want} new replicas have been updated...`);
-    if (st('replicas') > st('updatedReplicas')) fail(`Waiting for deployment "${name}" rollout to finish: ${st('replicas') - st('updatedReplicas')} old replicas are pending termination...`);
-    if (st('availableReplicas') < st('updatedReplicas')) fail(`Waiting for deployment "${name}" rollout to finish: ${st('availableReplicas')} of ${st('updatedReplicas')} updated replicas are available...`);
+    if (st('updatedReplicas') < want)
+      fail(
+        `Waiting for deployment "${name}" rollout to finish: ${st('updatedReplicas')} out of ${want} new replicas have been updated...`,
+      );
+    if (st('replicas') > st('updatedReplicas'))
+      fail(
+        `Waiting for deployment "${name}" rollout to finish: ${st('replicas') - st('updatedReplicas')} old replicas are pending termination...`,
+      );
+    if (st('availableReplicas') < st('updatedReplicas'))
+      fail(
+        `Waiting for deployment "${name}" rollout to finish: ${st('availableReplicas')} of ${st('updatedReplicas')} updated replicas are available...`,
+      );
     say(ctx, `deployment "${name}" successfully rolled out`);
   } else if (info.kind === 'StatefulSet') {
-    if (at(obj, 'spec', 'updateStrategy', 'type') === 'OnDelete') throw new DoubleError('error: rollout status is only available for RollingUpdate strategy type');
+    if (at(obj, 'spec', 'updateStrategy', 'type') === 'OnDelete')
+      throw new DoubleError('error: rollout status is only available for RollingUpdate strategy type');
     if (st('readyReplicas') < want) fail(`Waiting for ${want - st('readyReplicas')} pods to be ready...`);
-    say(ctx, `statefulset rolling update complete ${want} pods at revision ${String(at(obj, 'status', 'updateRevision'))}...`);
+    say(
+      ctx,
+      `statefulset rolling update complete ${want} pods at revision ${String(at(obj, 'status', 'updateRevision'))}...`,
+    );
   } else {
-    if (st('numberAvailable') < st('desiredNumberScheduled')) fail(`Waiting for daemon set "${name}" rollout to finish: ${st('numberAvailable')} of ${st('desiredNumberScheduled')} updated pods are available...`);
+    if (st('numberAvailable') < st('desiredNumberScheduled'))
+      fail(
+        `Waiting for daemon set "${name}" rollout to finish: ${st('numberAvailable')} of ${st('desiredNumberScheduled')} updated pods are available...`,
+      );
     say(ctx, `daemon set "${name}" successfully rolled out`);
   }
 }
@@ -628,13 +782,20 @@ function rolloutStatus(ctx: Ctx, store: Store): void {
 function rolloutUndo(ctx: Ctx, store: Store): void {
   const { info, obj } = rolloutTarget(ctx, store, ['Deployment']);
   const hist = store.history(info, obj.metadata.namespace, obj.metadata.name);
-  const current = Number(obj.metadata.annotations?.['deployment.kubernetes.io/revision'] ?? hist[hist.length - 1]?.revision ?? 0);
+  const current = Number(
+    obj.metadata.annotations?.['deployment.kubernetes.io/revision'] ?? hist[hist.length - 1]?.revision ?? 0,
+  );
   const toRaw = flagString(ctx.args, 'to-revision') ?? '0';
   if (!/^\d+$/.test(toRaw)) throw new DoubleError(`error: invalid argument "${toRaw}" for "--to-revision" flag`);
   const to = Number(toRaw);
-  const target = to === 0 ? [...hist].reverse().find((h) => h.revision !== current) : hist.find((h) => h.revision === to);
+  const target =
+    to === 0 ? [...hist].reverse().find((h) => h.revision !== current) : hist.find((h) => h.revision === to);
   if (target === undefined) {
-    throw new DoubleError(to === 0 ? `error: no rollout history found for deployment "${obj.metadata.name}"` : `error: unable to find specified revision ${to} in history`);
+    throw new DoubleError(
+      to === 0
+        ? `error: no rollout history found for deployment "${obj.metadata.name}"`
+        : `error: unable to find specified revision ${to} in history`,
+    );
   }
   const shown = printName(info, obj.metadata.name);
   if (target.revision === current) {
@@ -653,7 +814,10 @@ function rolloutRestart(ctx: Ctx, store: Store): void {
   const desired = clone(obj);
   const tpl = at(desired, 'spec', 'template') as Record<string, unknown>;
   const meta = (isObj(tpl['metadata']) ? tpl['metadata'] : (tpl['metadata'] = {})) as Record<string, unknown>;
-  meta['annotations'] = { ...(isObj(meta['annotations']) ? meta['annotations'] : {}), [RESTARTED_AT]: new Date().toISOString() };
+  meta['annotations'] = {
+    ...(isObj(meta['annotations']) ? meta['annotations'] : {}),
+    [RESTARTED_AT]: new Date().toISOString(),
+  };
   store.update(info, obj, desired);
   const shown = printName(info, obj.metadata.name);
   say(ctx, `${shown} restarted`);
@@ -663,11 +827,15 @@ function rolloutRestart(ctx: Ctx, store: Store): void {
 function rolloutHistory(ctx: Ctx, store: Store): void {
   const { info, obj } = rolloutTarget(ctx, store, ['Deployment']);
   const hist = store.history(info, obj.metadata.namespace, obj.metadata.name);
-  say(ctx, `${printName(info, obj.metadata.name)} \nREVISION  CHANGE-CAUSE\n${hist.map((h) => `${String(h.revision).padEnd(10)}<none>`).join('\n')}\n`);
+  say(
+    ctx,
+    `${printName(info, obj.metadata.name)} \nREVISION  CHANGE-CAUSE\n${hist.map((h) => `${String(h.revision).padEnd(10)}<none>`).join('\n')}\n`,
+  );
 }
 
 const rollout: Verb = {
-  usage: 'rollout status KIND/NAME --timeout D | undo deployment/NAME [--to-revision N] | restart KIND/NAME | history deployment/NAME',
+  usage:
+    'rollout status KIND/NAME --timeout D | undo deployment/NAME [--to-revision N] | restart KIND/NAME | history deployment/NAME',
   subverbs: ['status', 'undo', 'restart', 'history'],
   flags: {
     timeout: { type: 'string' },
@@ -685,19 +853,23 @@ const rollout: Verb = {
 };
 
 const setVerb: Verb = {
-  usage: 'set image deployment|statefulset|daemonset/NAME (or KIND NAME) CONTAINER=IMAGE... (`*=IMAGE` sets every container)',
+  usage:
+    'set image deployment|statefulset|daemonset/NAME (or KIND NAME) CONTAINER=IMAGE... (`*=IMAGE` sets every container)',
   subverbs: ['image'],
   flags: { record: { type: 'bool' } },
   async run(ctx) {
     if (ctx.args.flags.has('record')) {
-      throw new DoubleError('error: the fake kubectl refuses --record (deprecated in kubectl, to be removed): set the kubernetes.io/change-cause annotation in the manifest instead');
+      throw new DoubleError(
+        'error: the fake kubectl refuses --record (deprecated in kubectl, to be removed): set the kubernetes.io/change-cause annotation in the manifest instead',
+      );
     }
     const resources: string[] = [];
     const pairs: Array<[string, string]> = [];
     for (const a of ctx.pos) {
       const eq = a.indexOf('=');
       if (eq === -1) {
-        if (pairs.length > 0) throw new DoubleError(`error: all resources must be specified before image changes: ${a}`);
+        if (pairs.length > 0)
+          throw new DoubleError(`error: all resources must be specified before image changes: ${a}`);
         resources.push(a);
         continue;
       }
@@ -705,16 +877,27 @@ const setVerb: Verb = {
       pairs.push([a.slice(0, eq), a.slice(eq + 1)]);
     }
     const problems: string[] = [];
-    if (resources.length === 0) problems.push('one or more resources must be specified as <resource> <name> or <resource>/<name>');
+    if (resources.length === 0)
+      problems.push('one or more resources must be specified as <resource> <name> or <resource>/<name>');
     if (pairs.length === 0) problems.push('at least one image update is required');
-    else if (pairs.length > 1 && pairs.some(([c]) => c === '*')) problems.push('all containers are already specified by *, but saw more than one container_name=container_image pairs');
-    if (problems.length > 0) throw new DoubleError(problems.length === 1 ? `error: ${problems[0] as string}` : `[${problems.join(', ')}]`);
+    else if (pairs.length > 1 && pairs.some(([c]) => c === '*'))
+      problems.push(
+        'all containers are already specified by *, but saw more than one container_name=container_image pairs',
+      );
+    if (problems.length > 0)
+      throw new DoubleError(problems.length === 1 ? `error: ${problems[0] as string}` : `[${problems.join(', ')}]`);
     const store = ctx.store();
     const targets = parseTargets(resources, store);
     const errors: string[] = [];
     for (const t of targets) {
-      if (t.name === undefined) throw new DoubleError('error: the fake kubectl needs a name for set image (KIND/NAME or KIND NAME); it does not support --all or -l');
-      if (!ROLLOUT_KINDS.includes(t.info.kind)) throw new DoubleError(`error: the fake kubectl supports set image on ${ROLLOUT_KINDS.join(', ')} only, not ${t.info.kind}`);
+      if (t.name === undefined)
+        throw new DoubleError(
+          'error: the fake kubectl needs a name for set image (KIND/NAME or KIND NAME); it does not support --all or -l',
+        );
+      if (!ROLLOUT_KINDS.includes(t.info.kind))
+        throw new DoubleError(
+          `error: the fake kubectl supports set image on ${ROLLOUT_KINDS.join(', ')} only, not ${t.info.kind}`,
+        );
       const obj = store.get(t.info, nsFor(ctx, t.info), t.name);
       if (obj === undefined) {
         errors.push(notFound(t.info, t.name));
@@ -738,7 +921,8 @@ const setVerb: Verb = {
       }
       if (sameObject(obj, desired)) continue; // kubectl sends no patch and prints nothing
       const invalid = await validateObject(userView(desired), t.info);
-      if (invalid.length > 0) throw new DoubleError(`The ${t.info.kind} "${t.name}" is invalid:\n${invalid.map((p) => `* ${p}`).join('\n')}`);
+      if (invalid.length > 0)
+        throw new DoubleError(`The ${t.info.kind} "${t.name}" is invalid:\n${invalid.map((p) => `* ${p}`).join('\n')}`);
       store.update(t.info, obj, desired);
       const shown = printName(t.info, t.name);
       say(ctx, `${shown} image updated`);
@@ -760,30 +944,44 @@ const exec: Verb = {
   async run(ctx) {
     const command = ctx.command;
     if (command === undefined) {
-      throw new DoubleError("error: exec [POD] [COMMAND] is not supported anymore. Use exec [POD] -- [COMMAND] instead\nSee 'kubectl exec -h' for help and examples");
+      throw new DoubleError(
+        "error: exec [POD] [COMMAND] is not supported anymore. Use exec [POD] -- [COMMAND] instead\nSee 'kubectl exec -h' for help and examples",
+      );
     }
     const podArgs = ctx.pos.slice(0, ctx.pos.length - command.length);
     if (podArgs.length !== 1) {
-      throw new DoubleError("error: expected 'exec (POD | TYPE/NAME) [-c CONTAINER] [flags] -- COMMAND [args...]'.\nPOD or TYPE/NAME is a required argument for the exec command\nSee 'kubectl exec -h' for help and examples");
+      throw new DoubleError(
+        "error: expected 'exec (POD | TYPE/NAME) [-c CONTAINER] [flags] -- COMMAND [args...]'.\nPOD or TYPE/NAME is a required argument for the exec command\nSee 'kubectl exec -h' for help and examples",
+      );
     }
     if (command.length === 0) throw new DoubleError('error: you must specify at least one command for the container');
     const podArg = podArgs[0] as string;
     const slash = podArg.indexOf('/');
     if (slash !== -1 && !['pod', 'pods', 'po'].includes(podArg.slice(0, slash))) {
-      throw new DoubleError(`error: the fake kubectl execs into pods by name only, not ${podArg}\n(fake kubectl supports exactly: ${SUPPORTED_EXEC})`);
+      throw new DoubleError(
+        `error: the fake kubectl execs into pods by name only, not ${podArg}\n(fake kubectl supports exactly: ${SUPPORTED_EXEC})`,
+      );
     }
     const pod = slash === -1 ? podArg : podArg.slice(slash + 1);
     const container = flagString(ctx.args, 'container');
     const withStdin = flagBool(ctx.args, 'stdin');
-    ctx.out.detail = { exec: { namespace: ctx.namespace(), pod, container: container ?? null, stdin: withStdin, command } };
-    if (flagBool(ctx.args, 'tty')) throw new DoubleError('error: the fake kubectl does not support exec -t (automation has no terminal; a TTY would also mangle a binary stdin)');
+    ctx.out.detail = {
+      exec: { namespace: ctx.namespace(), pod, container: container ?? null, stdin: withStdin, command },
+    };
+    if (flagBool(ctx.args, 'tty'))
+      throw new DoubleError(
+        'error: the fake kubectl does not support exec -t (automation has no terminal; a TTY would also mangle a binary stdin)',
+      );
     const pt = flagString(ctx.args, 'pod-running-timeout');
-    if (pt !== undefined && parseDuration(pt) === undefined) throw new DoubleError(`error: invalid argument "${pt}" for "--pod-running-timeout" flag`);
+    if (pt !== undefined && parseDuration(pt) === undefined)
+      throw new DoubleError(`error: invalid argument "${pt}" for "--pod-running-timeout" flag`);
     const store = ctx.store();
     checkExecTarget(store, ctx.namespace(), pod, container, command);
     // Read only when the script reads it (build with valid arguments): real kubectl ends as soon as the remote
     // process does, so an `exists -i` whose stdin is never closed must not hang here either.
-    const r = runBuildScript(ctx.io.dir, store, command.slice(1), () => (withStdin ? ctx.io.readStdin() : Buffer.alloc(0)));
+    const r = runBuildScript(ctx.io.dir, store, command.slice(1), () =>
+      withStdin ? ctx.io.readStdin() : Buffer.alloc(0),
+    );
     ctx.out.stdout += r.stdout;
     ctx.out.stderr += r.stderr;
     if (r.pushed !== undefined) {
@@ -802,7 +1000,10 @@ function unifiedHunk(a: readonly string[], b: readonly string[]): string[] {
   for (let i = n - 1; i >= 0; i--) {
     for (let j = m - 1; j >= 0; j--) {
       const row = lcs[i] as number[];
-      row[j] = a[i] === b[j] ? ((lcs[i + 1] as number[])[j + 1] as number) + 1 : Math.max((lcs[i + 1] as number[])[j] as number, row[j + 1] as number);
+      row[j] =
+        a[i] === b[j]
+          ? ((lcs[i + 1] as number[])[j + 1] as number) + 1
+          : Math.max((lcs[i + 1] as number[])[j] as number, row[j + 1] as number);
     }
   }
   const out: string[] = [`@@ -${n === 0 ? '0,0' : `1,${n}`} +${m === 0 ? '0,0' : `1,${m}`} @@`];
@@ -813,7 +1014,10 @@ function unifiedHunk(a: readonly string[], b: readonly string[]): string[] {
       out.push(` ${a[i] as string}`);
       i++;
       j++;
-    } else if (i < n && (j >= m || ((lcs[i + 1] as number[])[j] as number) >= ((lcs[i] as number[])[j + 1] as number))) {
+    } else if (
+      i < n &&
+      (j >= m || ((lcs[i + 1] as number[])[j] as number) >= ((lcs[i] as number[])[j + 1] as number))
+    ) {
       out.push(`-${a[i] as string}`);
       i++;
     } else {
@@ -853,7 +1057,8 @@ const diff: Verb = {
   async run(ctx) {
     try {
       const files = flagList(ctx.args, 'filename');
-      if (files.length === 0) throw new DoubleError("error: must specify one of -f and -k\n\nSee 'kubectl diff --help' for usage.");
+      if (files.length === 0)
+        throw new DoubleError("error: must specify one of -f and -k\n\nSee 'kubectl diff --help' for usage.");
       if (ctx.pos.length > 0) throw new DoubleError(`error: Unexpected args: [${ctx.pos.join(' ')}]`);
       const store = ctx.store();
       const resolved = await resolveAll(ctx, loadManifests(ctx, files), store);
@@ -862,7 +1067,8 @@ const diff: Verb = {
       const sections: string[] = [];
       for (const { obj, info } of resolved) {
         const ns = info.namespaced ? obj.metadata.namespace : undefined;
-        if (ns !== undefined && !store.namespaceExists(ns)) throw new DoubleError(`Error from server (NotFound): namespaces "${ns}" not found`);
+        if (ns !== undefined && !store.namespaceExists(ns))
+          throw new DoubleError(`Error from server (NotFound): namespaces "${ns}" not found`);
         const desired = normalize(info, obj);
         const current = store.get(info, ns, obj.metadata.name);
         if (current !== undefined) preserveForeignFields(current, desired);
@@ -870,8 +1076,14 @@ const diff: Verb = {
         const [live, merged] = maskSecretPair(current === undefined ? undefined : userView(current), userView(desired));
         const lines = (o: K8sObject | undefined): string[] => (o === undefined ? [] : toYaml(o).trimEnd().split('\n'));
         const name = diffFileName(desired);
-        sections.push([`diff -u -N /tmp/LIVE-${tag}/${name} /tmp/MERGED-${tag}/${name}`, `--- /tmp/LIVE-${tag}/${name}\t${stamp}`,
-          `+++ /tmp/MERGED-${tag}/${name}\t${stamp}`, ...unifiedHunk(lines(live), lines(merged))].join('\n'));
+        sections.push(
+          [
+            `diff -u -N /tmp/LIVE-${tag}/${name} /tmp/MERGED-${tag}/${name}`,
+            `--- /tmp/LIVE-${tag}/${name}\t${stamp}`,
+            `+++ /tmp/MERGED-${tag}/${name}\t${stamp}`,
+            ...unifiedHunk(lines(live), lines(merged)),
+          ].join('\n'),
+        );
       }
       if (sections.length > 0) {
         say(ctx, sections.join('\n'));
@@ -890,28 +1102,40 @@ const create: Verb = {
   subverbs: ['namespace', 'ns'],
   flags: { 'dry-run': { type: 'string', values: ['none', 'client', 'server'] } },
   async run(ctx) {
-    if (ctx.pos.length !== 1) throw new DoubleError('error: exactly one NAME is required, got ' + String(ctx.pos.length));
+    if (ctx.pos.length !== 1)
+      throw new DoubleError('error: exactly one NAME is required, got ' + String(ctx.pos.length));
     const name = ctx.pos[0] as string;
     const store = ctx.store();
     const info = kindByApiVersion('v1', 'Namespace') as KindInfo;
     const obj: K8sObject = { apiVersion: 'v1', kind: 'Namespace', metadata: { name } };
     const problems = await validateObject(obj, info);
     if (problems.length > 0) throw new DoubleError(`The Namespace "${name}" is invalid: ${problems.join(', ')}`);
-    if (store.get(info, undefined, name) !== undefined) throw new DoubleError(`Error from server (AlreadyExists): namespaces "${name}" already exists`);
+    if (store.get(info, undefined, name) !== undefined)
+      throw new DoubleError(`Error from server (AlreadyExists): namespaces "${name}" already exists`);
     const dry = flagString(ctx.args, 'dry-run') ?? 'none';
     if (dry === 'none') {
       store.create(info, obj);
       changed(ctx, `namespace/${name} created`);
     }
-    say(ctx, `namespace/${name} created${dry === 'client' ? ' (dry run)' : dry === 'server' ? ' (server dry run)' : ''}`);
+    say(
+      ctx,
+      `namespace/${name} created${dry === 'client' ? ' (dry run)' : dry === 'server' ? ' (server dry run)' : ''}`,
+    );
   },
 };
 
 function versionInfo(v: string): Record<string, string> {
   const m = /^v(\d+)\.(\d+)/.exec(v);
   return {
-    major: m?.[1] ?? '1', minor: m?.[2] ?? '0', gitVersion: v, gitCommit: '0000000000000000000000000000000000000000',
-    gitTreeState: 'clean', buildDate: '2026-01-01T00:00:00Z', goVersion: 'go1.23.4', compiler: 'gc', platform: 'linux/amd64',
+    major: m?.[1] ?? '1',
+    minor: m?.[2] ?? '0',
+    gitVersion: v,
+    gitCommit: '0000000000000000000000000000000000000000',
+    gitTreeState: 'clean',
+    buildDate: '2026-01-01T00:00:00Z',
+    goVersion: 'go1.23.4',
+    compiler: 'gc',
+    platform: 'linux/amd64',
   };
 }
 
@@ -949,27 +1173,51 @@ const version: Verb = {
 function podLogs(ctx: Ctx, store: Store, name: string): string[] {
   const ns = ctx.namespace();
   const pod = store.get(kindByApiVersion('v1', 'Pod') as KindInfo, ns, name);
-  if (pod === undefined) throw new DoubleError(`error: error from server (NotFound): pods "${name}" not found in namespace "${ns}"`);
-  const names = ((at(pod, 'spec', 'containers') as unknown[] | undefined) ?? []).filter(isObj).map((c) => String(c['name'] ?? ''));
+  if (pod === undefined)
+    throw new DoubleError(`error: error from server (NotFound): pods "${name}" not found in namespace "${ns}"`);
+  const names = ((at(pod, 'spec', 'containers') as unknown[] | undefined) ?? [])
+    .filter(isObj)
+    .map((c) => String(c['name'] ?? ''));
   const container = flagString(ctx.args, 'container') ?? (names.length === 1 ? names[0] : undefined);
-  if (container === undefined) throw new DoubleError(`error: a container name must be specified for pod ${name}, choose one of: [${names.join(' ')}]`);
+  if (container === undefined)
+    throw new DoubleError(
+      `error: a container name must be specified for pod ${name}, choose one of: [${names.join(' ')}]`,
+    );
   if (!names.includes(container)) throw new DoubleError(`error: container ${container} is not valid for pod ${name}`);
   const denial = podDenial(store.dir, ns, name, container);
-  if (denial?.kind === 'create') throw new DoubleError(`error: container "${container}" in pod "${name}" is waiting to start: CreateContainerError`);
-  if (denial === undefined && flagBool(ctx.args, 'previous')) throw new DoubleError(`error: previous terminated container "${container}" in pod "${name}" not found`);
-  if (denial === undefined) throw new DoubleError(`error: the fake kubectl has no log for pod/${name} container ${container} (only a container the kernel refuses to start logs: lib/userns.mts)`);
+  if (denial?.kind === 'create')
+    throw new DoubleError(`error: container "${container}" in pod "${name}" is waiting to start: CreateContainerError`);
+  if (denial === undefined && flagBool(ctx.args, 'previous'))
+    throw new DoubleError(`error: previous terminated container "${container}" in pod "${name}" not found`);
+  if (denial === undefined)
+    throw new DoubleError(
+      `error: the fake kubectl has no log for pod/${name} container ${container} (only a container the kernel refuses to start logs: lib/userns.mts)`,
+    );
   return denial.log;
 }
 
 const logs: Verb = {
-  usage: 'logs job/NAME | pod/NAME [-c CONTAINER] [--previous] [--tail=N]   (helm-controller Jobs: lib/helm-controller.mts; pods: lib/userns.mts)',
-  flags: { tail: { type: 'string' }, follow: { type: 'bool', short: 'f' }, container: { type: 'string', short: 'c' }, previous: { type: 'bool', short: 'p' } },
+  usage:
+    'logs job/NAME | pod/NAME [-c CONTAINER] [--previous] [--tail=N]   (helm-controller Jobs: lib/helm-controller.mts; pods: lib/userns.mts)',
+  flags: {
+    tail: { type: 'string' },
+    follow: { type: 'bool', short: 'f' },
+    container: { type: 'string', short: 'c' },
+    previous: { type: 'bool', short: 'p' },
+  },
   async run(ctx) {
-    if (flagBool(ctx.args, 'follow')) throw new DoubleError('error: the fake kubectl does not support logs -f (it would never end): use --tail');
+    if (flagBool(ctx.args, 'follow'))
+      throw new DoubleError('error: the fake kubectl does not support logs -f (it would never end): use --tail');
     const target = ctx.pos[0];
-    if (target === undefined || ctx.pos.length > 1) throw new DoubleError('error: expected exactly one job/NAME or pod/NAME (fake kubectl supports: ' + logs.usage + ')');
+    if (target === undefined || ctx.pos.length > 1)
+      throw new DoubleError(
+        'error: expected exactly one job/NAME or pod/NAME (fake kubectl supports: ' + logs.usage + ')',
+      );
     const tailRaw = flagString(ctx.args, 'tail') ?? '-1';
-    if (!/^-?\d+$/.test(tailRaw)) throw new DoubleError(`error: invalid argument "${tailRaw}" for "--tail" flag: strconv.ParseInt: parsing "${tailRaw}": invalid syntax`);
+    if (!/^-?\d+$/.test(tailRaw))
+      throw new DoubleError(
+        `error: invalid argument "${tailRaw}" for "--tail" flag: strconv.ParseInt: parsing "${tailRaw}": invalid syntax`,
+      );
     const tail = Number(tailRaw);
     const pm = /^(?:(?:pod|pods|po)\/)?([a-z0-9][a-z0-9.-]*)$/.exec(target);
     if (pm !== null) {
@@ -978,14 +1226,20 @@ const logs: Verb = {
       return;
     }
     const m = /^(?:job|jobs|job\.batch)\/([a-z0-9.-]+)$/.exec(target);
-    if (m === null) throw new DoubleError(`error: the fake kubectl shows logs of job/NAME and pod/NAME only, not ${target}`);
-    if (flagBool(ctx.args, 'previous')) throw new DoubleError('error: the fake kubectl does not support --previous for job/NAME');
+    if (m === null)
+      throw new DoubleError(`error: the fake kubectl shows logs of job/NAME and pod/NAME only, not ${target}`);
+    if (flagBool(ctx.args, 'previous'))
+      throw new DoubleError('error: the fake kubectl does not support --previous for job/NAME');
     const ns = ctx.namespace();
     const store = ctx.store();
     const name = m[1] as string;
-    if (store.get(kindByApiVersion('batch/v1', 'Job') as KindInfo, ns, name) === undefined) throw new DoubleError(`error: error from server (NotFound): jobs.batch "${name}" not found in namespace "${ns}"`);
+    if (store.get(kindByApiVersion('batch/v1', 'Job') as KindInfo, ns, name) === undefined)
+      throw new DoubleError(`error: error from server (NotFound): jobs.batch "${name}" not found in namespace "${ns}"`);
     const text = jobLog(store, ns, name);
-    if (text === undefined) throw new DoubleError(`error: the fake kubectl has no log for job/${name} (only helm-controller's install Jobs log)`);
+    if (text === undefined)
+      throw new DoubleError(
+        `error: the fake kubectl has no log for job/${name} (only helm-controller's install Jobs log)`,
+      );
     const lines = text.replace(/\n$/, '').split('\n');
     for (const l of tail < 0 ? lines : lines.slice(Math.max(0, lines.length - tail))) say(ctx, l);
   },
@@ -999,7 +1253,11 @@ const clusterInfo: Verb = {
     const base = 'https://127.0.0.1:6443';
     say(ctx, `Kubernetes control plane is running at ${base}`);
     say(ctx, `CoreDNS is running at ${base}/api/v1/namespaces/kube-system/services/kube-dns:dns/proxy`);
-    if (!store.cluster.disabled.includes('metrics-server')) say(ctx, `Metrics-server is running at ${base}/api/v1/namespaces/kube-system/services/https:metrics-server:https/proxy`);
+    if (!store.cluster.disabled.includes('metrics-server'))
+      say(
+        ctx,
+        `Metrics-server is running at ${base}/api/v1/namespaces/kube-system/services/https:metrics-server:https/proxy`,
+      );
     say(ctx, "\nTo further debug and diagnose cluster problems, use 'kubectl cluster-info dump'.");
   },
 };
@@ -1021,8 +1279,11 @@ const VERBS: Readonly<Record<string, Verb>> = {
 };
 
 function usage(): string {
-  return ['kubectl (codex-k8s test double). Supported:', ...Object.values(VERBS).map((v) => `  kubectl ${v.usage}`),
-    'Global flags: --kubeconfig F, -n/--namespace NS, --context C, --request-timeout D'].join('\n');
+  return [
+    'kubectl (codex-k8s test double). Supported:',
+    ...Object.values(VERBS).map((v) => `  kubectl ${v.usage}`),
+    'Global flags: --kubeconfig F, -n/--namespace NS, --context C, --request-timeout D',
+  ].join('\n');
 }
 
 /** Finds the verb: the first positional, skipping global flags and their values. */
@@ -1032,7 +1293,8 @@ function findVerb(argv: string[]): string | undefined {
     if (a === '--') return argv[i + 1];
     if (!a.startsWith('-') || a === '-') return a;
     const name = a.startsWith('--') ? a.slice(2) : undefined;
-    const spec = name !== undefined ? GLOBAL_FLAGS[name] : Object.values(GLOBAL_FLAGS).find((s) => s.short === a.slice(1));
+    const spec =
+      name !== undefined ? GLOBAL_FLAGS[name] : Object.values(GLOBAL_FLAGS).find((s) => s.short === a.slice(1));
     if (spec !== undefined && spec.type !== 'bool' && !a.includes('=') && (name !== undefined || a.length === 2)) i++;
   }
   return undefined;
@@ -1042,11 +1304,15 @@ async function main(argv: string[], io: ToolIO): Promise<Outcome> {
   const out = emptyOutcome();
   const verbName = findVerb(argv);
   if (verbName === undefined || verbName === 'help') {
-    if (argv.includes('-h') || argv.includes('--help') || verbName === 'help') return { ...out, stdout: usage() + '\n' };
+    if (argv.includes('-h') || argv.includes('--help') || verbName === 'help')
+      return { ...out, stdout: usage() + '\n' };
     throw new DoubleError(`error: a command is required\n${usage()}`);
   }
   const verb = VERBS[verbName];
-  if (verb === undefined) throw new DoubleError(`error: unknown command "${verbName}" for "kubectl"\n(fake kubectl supports: ${Object.keys(VERBS).join(', ')}; add verbs to VERBS in test/fakes/kubectl.mts)`);
+  if (verb === undefined)
+    throw new DoubleError(
+      `error: unknown command "${verbName}" for "kubectl"\n(fake kubectl supports: ${Object.keys(VERBS).join(', ')}; add verbs to VERBS in test/fakes/kubectl.mts)`,
+    );
   const parsed = parseArgs(argv, { ...GLOBAL_FLAGS, ...verb.flags }, styleFor(verbName));
   if (flagBool(parsed, 'help')) return { ...out, stdout: `kubectl ${verb.usage}\n` };
   const pos = parsed.positionals.slice(parsed.positionals.indexOf(verbName) + 1);
@@ -1054,12 +1320,15 @@ async function main(argv: string[], io: ToolIO): Promise<Outcome> {
   if (verb.subverbs !== undefined) {
     const sub = pos.shift();
     if (sub === undefined || !verb.subverbs.includes(sub)) {
-      throw new DoubleError(`error: unknown command "${sub ?? ''}" for "kubectl ${verbName}"\n(fake kubectl supports: ${verb.usage})`);
+      throw new DoubleError(
+        `error: unknown command "${sub ?? ''}" for "kubectl ${verbName}"\n(fake kubectl supports: ${verb.usage})`,
+      );
     }
     fullVerb = `${verbName} ${sub}`;
   }
   const rt = flagString(parsed, 'request-timeout');
-  if (rt !== undefined && !/^\d+$/.test(rt) && parseDuration(rt) === undefined) throw new DoubleError(`error: invalid argument "${rt}" for "--request-timeout" flag`);
+  if (rt !== undefined && !/^\d+$/.test(rt) && parseDuration(rt) === undefined)
+    throw new DoubleError(`error: invalid argument "${rt}" for "--request-timeout" flag`);
   const nsFlag = flagString(parsed, 'namespace');
   if (nsFlag === '') throw new DoubleError('error: a namespace must not be empty');
   let store: Store | undefined;
@@ -1074,7 +1343,9 @@ async function main(argv: string[], io: ToolIO): Promise<Outcome> {
     namespace: () => nsFlag ?? 'default',
     store: () => {
       if (store === undefined) {
-        const cluster = requireCluster(io.dir, io.env, flagString(parsed, 'kubeconfig'), (m) => (m.startsWith('The connection') ? m : `error: ${m}`));
+        const cluster = requireCluster(io.dir, io.env, flagString(parsed, 'kubeconfig'), (m) =>
+          m.startsWith('The connection') ? m : `error: ${m}`,
+        );
         store = new Store(io.dir, cluster);
       }
       return store;

@@ -59,8 +59,14 @@ export function runDouble(tool: 'kubectl' | 'helm', args: string[], opts: RunOpt
  * Makes the fake cluster "up" as the k3s install double would: cluster.json + a kubeconfig (returned; pass it with
  * --kubeconfig or KUBECONFIG).
  */
-export function seedCluster(dir: string, cluster: { version?: string; nodeName?: string; disabled?: string[] } = {}): string {
-  fs.writeFileSync(path.join(dir, 'cluster.json'), JSON.stringify({ version: 'v1.31.4+k3s1', nodeName: 'sandbox', disabled: [], ...cluster }) + '\n');
+export function seedCluster(
+  dir: string,
+  cluster: { version?: string; nodeName?: string; disabled?: string[] } = {},
+): string {
+  fs.writeFileSync(
+    path.join(dir, 'cluster.json'),
+    JSON.stringify({ version: 'v1.31.4+k3s1', nodeName: 'sandbox', disabled: [], ...cluster }) + '\n',
+  );
   const kubeconfig = path.join(dir, 'kubeconfig.yaml');
   fs.writeFileSync(kubeconfig, 'apiVersion: v1\nkind: Config\n', { mode: 0o600 });
   return kubeconfig;

@@ -22,7 +22,9 @@ export interface Postgres {
 export function postgresBinDir(): string | undefined {
   const root = '/usr/lib/postgresql';
   if (!existsSync(root)) return undefined;
-  const versions = readdirSync(root).filter((v) => existsSync(join(root, v, 'bin', 'initdb'))).sort((a, b) => Number(b) - Number(a));
+  const versions = readdirSync(root)
+    .filter((v) => existsSync(join(root, v, 'bin', 'initdb')))
+    .sort((a, b) => Number(b) - Number(a));
   return versions[0] === undefined ? undefined : join(root, versions[0], 'bin');
 }
 
@@ -35,7 +37,10 @@ function runOk(argv: string[], asUser: string | undefined, env: Record<string, s
 
 export async function startPostgres(): Promise<Postgres> {
   const bin = postgresBinDir();
-  if (!bin) throw new Error('PostgreSQL server binaries not found under /usr/lib/postgresql: apt-get install postgresql (see .ci/run)');
+  if (!bin)
+    throw new Error(
+      'PostgreSQL server binaries not found under /usr/lib/postgresql: apt-get install postgresql (see .ci/run)',
+    );
   const asUser = process.getuid?.() === 0 ? 'postgres' : undefined;
   const dir = mkdtempSync(join(tmpdir(), 'ck8s-pg-'));
   if (asUser) {
@@ -47,7 +52,22 @@ export async function startPostgres(): Promise<Postgres> {
   const data = join(dir, 'data');
   const port = await freePort();
   runOk([join(bin, 'initdb'), '-D', data, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8'], asUser);
-  runOk([join(bin, 'pg_ctl'), '-D', data, '-l', join(dir, 'server.log'), '-w', '-t', '60', '-o', `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`, 'start'], asUser);
+  runOk(
+    [
+      join(bin, 'pg_ctl'),
+      '-D',
+      data,
+      '-l',
+      join(dir, 'server.log'),
+      '-w',
+      '-t',
+      '60',
+      '-o',
+      `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`,
+      'start',
+    ],
+    asUser,
+  );
   const env = { PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: 'postgres' };
   let stopped = false;
   return {

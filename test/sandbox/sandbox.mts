@@ -300,7 +300,8 @@ async function writeOverlay(files: readonly OverlayFile[]): Promise<string> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'codex-k8s-sandbox-overlay-'));
   for (const f of files) {
     const rel = path.posix.normalize(f.dest.replace(/^\/+/, ''));
-    if (rel === '.' || rel.startsWith('..')) throw new Error(`overlay file dest '${f.dest}' is outside the sandbox root`);
+    if (rel === '.' || rel.startsWith('..'))
+      throw new Error(`overlay file dest '${f.dest}' is outside the sandbox root`);
     const target = path.join(dir, rel);
     await fs.mkdir(path.dirname(target), { recursive: true, mode: 0o755 });
     if (f.src !== undefined) {
@@ -357,16 +358,26 @@ export async function startSandbox(opts: StartSandboxOptions = {}): Promise<Sand
   let stopped = false;
 
   const sshArgs = (): string[] => [
-    '-F', '/dev/null',
-    '-p', String(port),
-    '-i', rootKey,
-    '-o', 'IdentitiesOnly=yes',
-    '-o', 'BatchMode=yes',
-    '-o', `UserKnownHostsFile=${knownHostsPath}`,
-    '-o', 'GlobalKnownHostsFile=/dev/null',
-    '-o', 'StrictHostKeyChecking=yes',
-    '-o', 'ConnectTimeout=5',
-    '-o', 'LogLevel=ERROR',
+    '-F',
+    '/dev/null',
+    '-p',
+    String(port),
+    '-i',
+    rootKey,
+    '-o',
+    'IdentitiesOnly=yes',
+    '-o',
+    'BatchMode=yes',
+    '-o',
+    `UserKnownHostsFile=${knownHostsPath}`,
+    '-o',
+    'GlobalKnownHostsFile=/dev/null',
+    '-o',
+    'StrictHostKeyChecking=yes',
+    '-o',
+    'ConnectTimeout=5',
+    '-o',
+    'LogLevel=ERROR',
   ];
 
   const sandbox: Sandbox = {
@@ -409,7 +420,11 @@ export async function startSandbox(opts: StartSandboxOptions = {}): Promise<Sand
 
     async countAcceptedSsh() {
       // --sync: journald has processed everything sshd logged before this call.
-      const r = await sandbox.exec(['sh', '-c', 'journalctl --sync; journalctl --no-pager --output=cat --identifier=sshd']);
+      const r = await sandbox.exec([
+        'sh',
+        '-c',
+        'journalctl --sync; journalctl --no-pager --output=cat --identifier=sshd',
+      ]);
       return r.stdout.split('\n').filter((line) => line.startsWith('Accepted publickey for ')).length;
     },
 
@@ -649,7 +664,8 @@ async function describeTree(target: string): Promise<string[]> {
   if (st.isSymbolicLink()) return [`${target} ${meta} -> ${await fs.readlink(target)}`];
   if (st.isDirectory()) {
     const lines = [`${target}/ ${meta}`];
-    for (const entry of (await fs.readdir(target)).sort()) lines.push(...(await describeTree(path.join(target, entry))));
+    for (const entry of (await fs.readdir(target)).sort())
+      lines.push(...(await describeTree(path.join(target, entry))));
     return lines;
   }
   if (st.isFile()) return [`${target} ${meta} sha256:${await sha256File(target)}`];
@@ -683,7 +699,14 @@ export async function hostSnapshot(): Promise<string> {
   parts.push('== /etc/shadow (digest per entry) ==\n' + (await shadowDigest('/etc/shadow')));
   parts.push('== /etc/gshadow (digest per entry) ==\n' + (await shadowDigest('/etc/gshadow')));
   const files: string[] = [];
-  for (const target of ['/etc/ssh', '/etc/sudoers', '/etc/sudoers.d', '/etc/hosts', '/etc/hostname', '/etc/resolv.conf']) {
+  for (const target of [
+    '/etc/ssh',
+    '/etc/sudoers',
+    '/etc/sudoers.d',
+    '/etc/hosts',
+    '/etc/hostname',
+    '/etc/resolv.conf',
+  ]) {
     files.push(...(await describeTree(target)));
   }
   parts.push('== files ==\n' + files.join('\n') + '\n');

@@ -19,7 +19,8 @@ import { createLogger } from '../../app/src/log.mts';
 import { deliveryHeaders, MAX_BODY_BYTES, signBody, verifySignature } from '../../app/src/webhook.mts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
-const skip = postgresBinDir() === undefined ? 'PostgreSQL is not installed (apt-get install postgresql; .ci/run does)' : false;
+const skip =
+  postgresBinDir() === undefined ? 'PostgreSQL is not installed (apt-get install postgresql; .ci/run does)' : false;
 const SHA = '0123456789abcdef0123456789abcdef01234567';
 const SECRET_A = 'whsec-A-7f3c1e9b2d4a6f8e0c1b3d5f7a9e2c4b';
 const SECRET_B = 'whsec-B-91d2e3f4a5b6c7d8e9f0a1b2c3d4e5f6';
@@ -81,13 +82,23 @@ describe('pure parts', () => {
       { port: c.port, version: c.version, readyTimeoutMs: c.readyTimeoutMs, logLevel: c.logLevel },
       { port: 8080, version: 'unknown', readyTimeoutMs: 2000, logLevel: 'info' },
     );
-    assert.equal(loadConfig({ DATABASE_URL: 'postgres://db/x', GITHUB_WEBHOOK_SECRET_FILE: '/s', CODEXK8S_VERSION: SHA }).version, SHA);
+    assert.equal(
+      loadConfig({ DATABASE_URL: 'postgres://db/x', GITHUB_WEBHOOK_SECRET_FILE: '/s', CODEXK8S_VERSION: SHA }).version,
+      SHA,
+    );
     assert.throws(
       () => loadConfig({ PORT: 'http', CODEXK8S_VERSION: 'v1.2', LOG_LEVEL: 'loud', READY_TIMEOUT_MS: '-1' }),
       (e: unknown) => {
         assert.ok(e instanceof ConfigError);
         const all = e.problems.join('\n');
-        for (const name of ['PORT', 'READY_TIMEOUT_MS', 'DATABASE_URL', 'GITHUB_WEBHOOK_SECRET_FILE', 'CODEXK8S_VERSION', 'LOG_LEVEL']) {
+        for (const name of [
+          'PORT',
+          'READY_TIMEOUT_MS',
+          'DATABASE_URL',
+          'GITHUB_WEBHOOK_SECRET_FILE',
+          'CODEXK8S_VERSION',
+          'LOG_LEVEL',
+        ]) {
           assert.match(all, new RegExp(name), `${name} is reported`);
         }
         return true;
@@ -95,26 +106,41 @@ describe('pure parts', () => {
     );
   });
 
-  test('signature: GitHub\'s sha256=HMAC hex verifies; a wrong secret, a changed body or a malformed header does not', () => {
+  test("signature: GitHub's sha256=HMAC hex verifies; a wrong secret, a changed body or a malformed header does not", () => {
     const body = Buffer.from('{"a":1}');
     // A vector computed independently: printf '{"a":1}' | openssl dgst -sha256 -hmac s3cr3t
     assert.equal(signBody('s3cr3t', body), 'sha256=d42927434049e0b8c73ce887062238cc1c6bb6644bfe66e66d8dd0f30b85679e');
     const sig = signBody('s3cr3t', body);
     assert.equal(verifySignature('s3cr3t', body, sig), true);
-    assert.equal(verifySignature('s3cr3t', body, sig.toUpperCase().replace('SHA256=', 'sha256=')), true, 'hex case does not matter');
+    assert.equal(
+      verifySignature('s3cr3t', body, sig.toUpperCase().replace('SHA256=', 'sha256=')),
+      true,
+      'hex case does not matter',
+    );
     assert.equal(verifySignature('other', body, sig), false);
     assert.equal(verifySignature('s3cr3t', Buffer.from('{"a":2}'), sig), false);
-    for (const bad of [undefined, '', sig.slice(7), sig.slice(0, -2), `sha1=${sig.slice(7)}`, `${sig}00`, `sha256=${'z'.repeat(64)}`]) {
+    for (const bad of [
+      undefined,
+      '',
+      sig.slice(7),
+      sig.slice(0, -2),
+      `sha1=${sig.slice(7)}`,
+      `${sig}00`,
+      `sha256=${'z'.repeat(64)}`,
+    ]) {
       assert.equal(verifySignature('s3cr3t', body, bad), false, `rejects ${JSON.stringify(bad)}`);
     }
   });
 
   test('delivery headers: a GUID and an event name pass; missing, repeated or odd values are a 400', () => {
-    assert.deepEqual(deliveryHeaders({ 'x-github-delivery': '72d3162e-cc78-11e3-81ab-4c9367dc0958', 'x-github-event': 'push' }), {
-      ok: true,
-      delivery: '72d3162e-cc78-11e3-81ab-4c9367dc0958',
-      event: 'push',
-    });
+    assert.deepEqual(
+      deliveryHeaders({ 'x-github-delivery': '72d3162e-cc78-11e3-81ab-4c9367dc0958', 'x-github-event': 'push' }),
+      {
+        ok: true,
+        delivery: '72d3162e-cc78-11e3-81ab-4c9367dc0958',
+        event: 'push',
+      },
+    );
     assert.equal(deliveryHeaders({ 'x-github-event': 'push' }).ok, false);
     assert.equal(deliveryHeaders({ 'x-github-delivery': 'a b', 'x-github-event': 'push' }).ok, false);
     assert.equal(deliveryHeaders({ 'x-github-delivery': ['a', 'b'], 'x-github-event': 'push' }).ok, false);
@@ -129,7 +155,10 @@ describe('pure parts', () => {
     log.addSecret(pw as string);
     log.addSecret('quote"secret\\x');
     log.debug('hidden');
-    log.info('connect failed', { error: 'postgres://app:p%40ss%2Fw0rd@db failed for p@ss/w0rd', other: 'quote"secret\\x' });
+    log.info('connect failed', {
+      error: 'postgres://app:p%40ss%2Fw0rd@db failed for p@ss/w0rd',
+      other: 'quote"secret\\x',
+    });
     assert.equal(lines.length, 1);
     const rec = JSON.parse(lines[0] as string) as Record<string, unknown>;
     assert.equal(rec['level'], 'info');
@@ -162,12 +191,21 @@ describe('the service against a real PostgreSQL', { skip }, () => {
     await app?.close();
   });
 
-  const rowCount = (where = 'true'): number => Number(pgsrv.psql('app_inproc', `select count(*) from github_deliveries where ${where}`).trim());
+  const rowCount = (where = 'true'): number =>
+    Number(pgsrv.psql('app_inproc', `select count(*) from github_deliveries where ${where}`).trim());
 
   test('GET /healthz, /readyz and /version answer JSON', async () => {
-    assert.deepEqual(await getJson(`${app.url}/healthz`), { status: 200, type: 'application/json; charset=utf-8', json: { status: 'ok' } });
+    assert.deepEqual(await getJson(`${app.url}/healthz`), {
+      status: 200,
+      type: 'application/json; charset=utf-8',
+      json: { status: 'ok' },
+    });
     assert.deepEqual((await getJson(`${app.url}/readyz`)).json, { status: 'ready' });
-    assert.deepEqual(await getJson(`${app.url}/version`), { status: 200, type: 'application/json; charset=utf-8', json: { version: SHA } });
+    assert.deepEqual(await getJson(`${app.url}/version`), {
+      status: 200,
+      type: 'application/json; charset=utf-8',
+      json: { version: SHA },
+    });
     assert.equal((await getJson(`${app.url}/nope`)).status, 404);
     const wrongMethod = await fetch(`${app.url}/webhooks/github`);
     assert.equal(wrongMethod.status, 405);
@@ -175,34 +213,66 @@ describe('the service against a real PostgreSQL', { skip }, () => {
   });
 
   test('latest is 404 before any delivery', async () => {
-    assert.deepEqual(await getJson(`${app.url}/webhooks/github/latest`), { status: 404, type: 'application/json; charset=utf-8', json: { error: 'no deliveries yet' } });
+    assert.deepEqual(await getJson(`${app.url}/webhooks/github/latest`), {
+      status: 404,
+      type: 'application/json; charset=utf-8',
+      json: { error: 'no deliveries yet' },
+    });
   });
 
   test('a signed delivery is stored (202) with its event and payload; a redelivery answers 200 without a second row', async () => {
     const body = JSON.stringify({ zen: 'Design for failure.', hook: { id: 7 } });
     const first = await postWebhook(app.url, { body, delivery: 'd-0001', event: 'ping' });
     assert.deepEqual(first, { status: 202, json: { stored: true, delivery: 'd-0001' } });
-    assert.equal(pgsrv.psql('app_inproc', "select event || ' ' || (payload->'hook'->>'id') from github_deliveries where delivery_id = 'd-0001'").trim(), 'ping 7');
+    assert.equal(
+      pgsrv
+        .psql(
+          'app_inproc',
+          "select event || ' ' || (payload->'hook'->>'id') from github_deliveries where delivery_id = 'd-0001'",
+        )
+        .trim(),
+      'ping 7',
+    );
     const again = await postWebhook(app.url, { body, delivery: 'd-0001', event: 'ping' });
     assert.deepEqual(again, { status: 200, json: { stored: false, delivery: 'd-0001' } });
     assert.equal(rowCount("delivery_id = 'd-0001'"), 1);
   });
 
   test('a concurrent redelivery burst stores exactly one row', async () => {
-    const results = await Promise.all(Array.from({ length: 8 }, () => postWebhook(app.url, { delivery: 'd-burst', event: 'push' })));
+    const results = await Promise.all(
+      Array.from({ length: 8 }, () => postWebhook(app.url, { delivery: 'd-burst', event: 'push' })),
+    );
     assert.deepEqual(results.map((r) => r.status).sort(), [200, 200, 200, 200, 200, 200, 200, 202]);
     assert.equal(rowCount("delivery_id = 'd-burst'"), 1);
   });
 
   test('unsigned, wrongly signed and malformed signatures get 401 and store nothing', async () => {
     const before = rowCount();
-    assert.deepEqual(await postWebhook(app.url, { signature: null, delivery: 'd-unsigned' }), { status: 401, json: { error: 'missing X-Hub-Signature-256' } });
-    assert.deepEqual(await postWebhook(app.url, { secret: 'not-the-secret', delivery: 'd-badsig' }), { status: 401, json: { error: 'bad X-Hub-Signature-256' } });
+    assert.deepEqual(await postWebhook(app.url, { signature: null, delivery: 'd-unsigned' }), {
+      status: 401,
+      json: { error: 'missing X-Hub-Signature-256' },
+    });
+    assert.deepEqual(await postWebhook(app.url, { secret: 'not-the-secret', delivery: 'd-badsig' }), {
+      status: 401,
+      json: { error: 'bad X-Hub-Signature-256' },
+    });
     const body = '{"x":1}';
     const sig = signBody(SECRET_A, body);
-    assert.equal((await postWebhook(app.url, { body: '{"x":2}', signature: sig, delivery: 'd-tampered' })).status, 401, 'signature of another body');
-    assert.equal((await postWebhook(app.url, { body, signature: sig.slice(0, -1), delivery: 'd-short' })).status, 401, 'truncated signature');
-    assert.equal((await postWebhook(app.url, { body, signature: `sha1=${sig.slice(7)}`, delivery: 'd-sha1' })).status, 401, 'sha1 prefix');
+    assert.equal(
+      (await postWebhook(app.url, { body: '{"x":2}', signature: sig, delivery: 'd-tampered' })).status,
+      401,
+      'signature of another body',
+    );
+    assert.equal(
+      (await postWebhook(app.url, { body, signature: sig.slice(0, -1), delivery: 'd-short' })).status,
+      401,
+      'truncated signature',
+    );
+    assert.equal(
+      (await postWebhook(app.url, { body, signature: `sha1=${sig.slice(7)}`, delivery: 'd-sha1' })).status,
+      401,
+      'sha1 prefix',
+    );
     assert.equal(rowCount(), before);
   });
 
@@ -221,7 +291,10 @@ describe('the service against a real PostgreSQL', { skip }, () => {
   test('a body over 1 MiB gets 413: declared by Content-Length (nothing read), or streamed (reading stops)', async () => {
     const before = rowCount();
     const big = Buffer.alloc(MAX_BODY_BYTES + 1, 0x20);
-    assert.deepEqual(await postWebhook(app.url, { body: big, delivery: 'd-big' }), { status: 413, json: { error: `body over ${MAX_BODY_BYTES} bytes` } });
+    assert.deepEqual(await postWebhook(app.url, { body: big, delivery: 'd-big' }), {
+      status: 413,
+      json: { error: `body over ${MAX_BODY_BYTES} bytes` },
+    });
     // Exactly 1 MiB is still accepted (the limit is inclusive).
     const atLimit = Buffer.alloc(MAX_BODY_BYTES, 0x20);
     atLimit.write('{"pad":1}');
@@ -234,13 +307,17 @@ describe('the service against a real PostgreSQL', { skip }, () => {
     const outcome = await new Promise<{ status?: number; error?: string; written: number }>((resolve) => {
       let written = 0;
       let done = false;
-      const req = http.request(`${app.url}/webhooks/github`, { method: 'POST', headers: { 'transfer-encoding': 'chunked', 'x-hub-signature-256': signBody(SECRET_A, '') } }, (res) => {
-        res.resume();
-        res.on('end', () => {
-          done = true;
-          resolve({ status: res.statusCode, written });
-        });
-      });
+      const req = http.request(
+        `${app.url}/webhooks/github`,
+        { method: 'POST', headers: { 'transfer-encoding': 'chunked', 'x-hub-signature-256': signBody(SECRET_A, '') } },
+        (res) => {
+          res.resume();
+          res.on('end', () => {
+            done = true;
+            resolve({ status: res.statusCode, written });
+          });
+        },
+      );
       req.on('error', (e) => {
         if (!done) resolve({ error: (e as NodeJS.ErrnoException).code ?? e.message, written });
         done = true;
@@ -258,8 +335,14 @@ describe('the service against a real PostgreSQL', { skip }, () => {
       };
       pump();
     });
-    assert.ok(outcome.status === 413 || ['ECONNRESET', 'EPIPE'].includes(outcome.error ?? ''), `413 or a reset, got ${JSON.stringify(outcome)}`);
-    assert.ok(outcome.written < attempt / 4, `the server stopped reading early (client wrote ${outcome.written} bytes)`);
+    assert.ok(
+      outcome.status === 413 || ['ECONNRESET', 'EPIPE'].includes(outcome.error ?? ''),
+      `413 or a reset, got ${JSON.stringify(outcome)}`,
+    );
+    assert.ok(
+      outcome.written < attempt / 4,
+      `the server stopped reading early (client wrote ${outcome.written} bytes)`,
+    );
     const lines = logs.filter((l) => l.includes('"status":413'));
     assert.equal(lines.length, 2, 'both uploads were answered 413');
     assert.equal(rowCount(), before + 1, 'only the 1 MiB delivery was stored');
@@ -278,12 +361,23 @@ describe('the service against a real PostgreSQL', { skip }, () => {
 
   test('a rotated secret file is picked up without a restart; an empty or missing one means 401 and not ready', async () => {
     writeSecret(secretFile, SECRET_B);
-    assert.equal((await postWebhook(app.url, { secret: SECRET_A, delivery: 'd-old-secret' })).status, 401, 'the old secret stops working');
-    assert.equal((await postWebhook(app.url, { secret: SECRET_B, delivery: 'd-new-secret' })).status, 202, 'the new secret works');
+    assert.equal(
+      (await postWebhook(app.url, { secret: SECRET_A, delivery: 'd-old-secret' })).status,
+      401,
+      'the old secret stops working',
+    );
+    assert.equal(
+      (await postWebhook(app.url, { secret: SECRET_B, delivery: 'd-new-secret' })).status,
+      202,
+      'the new secret works',
+    );
 
     writeSecret(secretFile, '\n');
     assert.equal((await postWebhook(app.url, { secret: SECRET_B, delivery: 'd-empty' })).status, 401);
-    assert.deepEqual((await getJson(`${app.url}/readyz`)).json, { status: 'not ready', reason: `webhook secret file ${secretFile} is empty` });
+    assert.deepEqual((await getJson(`${app.url}/readyz`)).json, {
+      status: 'not ready',
+      reason: `webhook secret file ${secretFile} is empty`,
+    });
 
     rmSync(secretFile);
     assert.equal((await postWebhook(app.url, { secret: SECRET_B, delivery: 'd-missing' })).status, 401);
@@ -307,12 +401,23 @@ describe('the service against a real PostgreSQL', { skip }, () => {
       assert.equal(typeof r['status'], 'number');
       assert.equal(typeof r['ms'], 'number');
     }
-    assert.ok(reqs.some((r) => r['path'] === '/webhooks/github' && r['status'] === 202 && r['delivery'] === 'd-0001' && r['event'] === 'ping'));
+    assert.ok(
+      reqs.some(
+        (r) =>
+          r['path'] === '/webhooks/github' &&
+          r['status'] === 202 &&
+          r['delivery'] === 'd-0001' &&
+          r['event'] === 'ping',
+      ),
+    );
     const all = logs.join('\n');
     for (const s of [SECRET_A, SECRET_B, 'sha256=', 'Design for failure', 'Keep it logically']) {
       assert.ok(!all.toLowerCase().includes(s.toLowerCase()), `logs do not contain ${s.slice(0, 12)}...`);
     }
-    assert.ok(records.some((r) => r['msg'] === 'webhook secret loaded'), 'a rotation is visible in the logs');
+    assert.ok(
+      records.some((r) => r['msg'] === 'webhook secret loaded'),
+      'a rotation is visible in the logs',
+    );
   });
 });
 
@@ -344,9 +449,18 @@ describe('the migration', { skip }, () => {
     } finally {
       await app.close();
     }
-    assert.equal(pgsrv.psql('app_migrate', "select count(*) from pg_indexes where tablename = 'github_deliveries'").trim(), '2', 'primary key + received_at index, once each');
     assert.equal(
-      pgsrv.psql('app_migrate', "select string_agg(column_name || ':' || data_type || ':' || is_nullable, ',' order by ordinal_position) from information_schema.columns where table_name = 'github_deliveries'").trim(),
+      pgsrv.psql('app_migrate', "select count(*) from pg_indexes where tablename = 'github_deliveries'").trim(),
+      '2',
+      'primary key + received_at index, once each',
+    );
+    assert.equal(
+      pgsrv
+        .psql(
+          'app_migrate',
+          "select string_agg(column_name || ':' || data_type || ':' || is_nullable, ',' order by ordinal_position) from information_schema.columns where table_name = 'github_deliveries'",
+        )
+        .trim(),
       'delivery_id:text:NO,event:text:NO,received_at:timestamp with time zone:NO,payload:jsonb:NO',
     );
   });
@@ -377,7 +491,11 @@ describe('the migration', { skip }, () => {
 });
 
 /** The real entry point on the pinned server Node.js (native type stripping), `pg` resolved from node_modules. */
-function spawnApp(env: Record<string, string>, cwd = ROOT, entry = join(ROOT, 'app/src/server.mts')): { child: ChildProcess; out: () => string; listening: Promise<number>; exited: Promise<number | null> } {
+function spawnApp(
+  env: Record<string, string>,
+  cwd = ROOT,
+  entry = join(ROOT, 'app/src/server.mts'),
+): { child: ChildProcess; out: () => string; listening: Promise<number>; exited: Promise<number | null> } {
   const child = spawn(SERVER_NODE_BIN, [entry], {
     cwd,
     env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', ...env },
@@ -410,7 +528,13 @@ describe('the process (node app/src/server.mts)', { skip }, () => {
   test('serves the version, finishes an in-flight webhook on SIGTERM, closes the pool and exits 0', async () => {
     const secretFile = join(dir, 'child-secret');
     writeSecret(secretFile, `${SECRET_A}\n`);
-    const p = spawnApp({ PORT: '0', DATABASE_URL: dbUrl('app_child'), GITHUB_WEBHOOK_SECRET_FILE: secretFile, CODEXK8S_VERSION: SHA, LOG_LEVEL: 'debug' });
+    const p = spawnApp({
+      PORT: '0',
+      DATABASE_URL: dbUrl('app_child'),
+      GITHUB_WEBHOOK_SECRET_FILE: secretFile,
+      CODEXK8S_VERSION: SHA,
+      LOG_LEVEL: 'debug',
+    });
     try {
       const port = await p.listening;
       const base = `http://127.0.0.1:${port}`;
@@ -420,14 +544,24 @@ describe('the process (node app/src/server.mts)', { skip }, () => {
       // Half a delivery on the wire, then SIGTERM, then the rest: the request must still be stored and answered.
       const body = JSON.stringify({ zen: 'Half measures are as bad as nothing at all.' });
       const inflight = new Promise<{ status: number; text: string }>((resolve, reject) => {
-        const req = http.request(`${base}/webhooks/github`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-hub-signature-256': signBody(SECRET_A, body), 'x-github-delivery': 'c-inflight', 'x-github-event': 'ping' },
-        }, (res) => {
-          let text = '';
-          res.on('data', (d: Buffer) => (text += d.toString()));
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
-        });
+        const req = http.request(
+          `${base}/webhooks/github`,
+          {
+            method: 'POST',
+            headers: {
+              'content-type': 'application/json',
+              'content-length': Buffer.byteLength(body),
+              'x-hub-signature-256': signBody(SECRET_A, body),
+              'x-github-delivery': 'c-inflight',
+              'x-github-event': 'ping',
+            },
+          },
+          (res) => {
+            let text = '';
+            res.on('data', (d: Buffer) => (text += d.toString()));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+          },
+        );
         req.on('error', reject);
         req.write(body.slice(0, 10));
         setTimeout(() => {
@@ -440,7 +574,10 @@ describe('the process (node app/src/server.mts)', { skip }, () => {
       const t0 = Date.now();
       assert.equal(await p.exited, 0, p.out());
       assert.ok(Date.now() - t0 < 5000);
-      assert.equal(pgsrv.psql('app_child', "select event from github_deliveries where delivery_id = 'c-inflight'").trim(), 'ping');
+      assert.equal(
+        pgsrv.psql('app_child', "select event from github_deliveries where delivery_id = 'c-inflight'").trim(),
+        'ping',
+      );
       assert.match(p.out(), /"msg":"shutdown requested","signal":"SIGTERM"/);
       assert.match(p.out(), /"msg":"stopped","forced":false/);
       await assert.rejects(fetch(`${base}/healthz`), 'the port is closed');
@@ -469,7 +606,9 @@ describe('shutdown bound', { skip }, () => {
       logSink: (l) => lines.push(l),
     });
     const stuck = http.request(`${app.url}/webhooks/github`, { method: 'POST', headers: { 'content-length': '100' } });
-    const cut = new Promise<string>((resolve) => stuck.on('error', (e) => resolve((e as NodeJS.ErrnoException).code ?? e.message)));
+    const cut = new Promise<string>((resolve) =>
+      stuck.on('error', (e) => resolve((e as NodeJS.ErrnoException).code ?? e.message)),
+    );
     stuck.write('{"half":');
     await new Promise((r) => setTimeout(r, 100));
     const t0 = Date.now();
@@ -482,29 +621,64 @@ describe('shutdown bound', { skip }, () => {
 });
 
 describe('the image layout', { skip }, () => {
-  test('what the Dockerfile assembles (npm ci --omit=dev from app/\'s own lockfile, then src/) runs on its own', async () => {
+  test("what the Dockerfile assembles (npm ci --omit=dev from app/'s own lockfile, then src/) runs on its own", async () => {
     // The Dockerfile's two stages without Docker: a directory outside the repository (no parent node_modules to
     // fall back on), the deps stage's exact command, then the runtime stage's files and CMD.
     const image = mkdtempSync(join(tmpdir(), 'ck8s-app-image-'));
     try {
       for (const f of ['package.json', 'package-lock.json']) cpSync(join(ROOT, 'app', f), join(image, f));
       // --prefer-offline: the root `npm ci` has already put these exact tarballs (same integrity) in npm's cache.
-      const ci = spawnSync('npm', ['ci', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline'], { cwd: image, encoding: 'utf8', timeout: 120_000 });
+      const ci = spawnSync(
+        'npm',
+        ['ci', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline'],
+        { cwd: image, encoding: 'utf8', timeout: 120_000 },
+      );
       assert.equal(ci.status, 0, `npm ci failed:\n${ci.stderr}${ci.stdout}`);
       assert.deepEqual(
-        readdirSync(join(image, 'node_modules')).filter((n) => !n.startsWith('.')).sort(),
-        ['pg', 'pg-cloudflare', 'pg-connection-string', 'pg-int8', 'pg-pool', 'pg-protocol', 'pg-types', 'pgpass', 'postgres-array', 'postgres-bytea', 'postgres-date', 'postgres-interval', 'split2', 'xtend'],
+        readdirSync(join(image, 'node_modules'))
+          .filter((n) => !n.startsWith('.'))
+          .sort(),
+        [
+          'pg',
+          'pg-cloudflare',
+          'pg-connection-string',
+          'pg-int8',
+          'pg-pool',
+          'pg-protocol',
+          'pg-types',
+          'pgpass',
+          'postgres-array',
+          'postgres-bytea',
+          'postgres-date',
+          'postgres-interval',
+          'split2',
+          'xtend',
+        ],
         'production dependencies only: pg and its own dependencies',
       );
       cpSync(join(ROOT, 'app', 'src'), join(image, 'src'), { recursive: true });
       assert.ok(!existsSync(join(tmpdir(), 'node_modules')), 'nothing above the image directory could supply pg');
       const secretFile = join(dir, 'image-secret');
       writeSecret(secretFile, SECRET_A);
-      const p = spawnApp({ PORT: '0', DATABASE_URL: dbUrl('app_child'), GITHUB_WEBHOOK_SECRET_FILE: secretFile, CODEXK8S_VERSION: '', NODE_ENV: 'production' }, image, 'src/server.mts');
+      const p = spawnApp(
+        {
+          PORT: '0',
+          DATABASE_URL: dbUrl('app_child'),
+          GITHUB_WEBHOOK_SECRET_FILE: secretFile,
+          CODEXK8S_VERSION: '',
+          NODE_ENV: 'production',
+        },
+        image,
+        'src/server.mts',
+      );
       try {
         const base = `http://127.0.0.1:${await p.listening}`;
         assert.deepEqual((await getJson(`${base}/readyz`)).json, { status: 'ready' });
-        assert.deepEqual((await getJson(`${base}/version`)).json, { version: 'unknown' }, 'an image built without GIT_SHA says unknown');
+        assert.deepEqual(
+          (await getJson(`${base}/version`)).json,
+          { version: 'unknown' },
+          'an image built without GIT_SHA says unknown',
+        );
         p.child.kill('SIGTERM');
         assert.equal(await p.exited, 0, p.out());
       } finally {
@@ -541,13 +715,23 @@ describe('the database going away', { skip }, () => {
       assert.equal(r.json['status'], 'not ready');
       assert.match(String(r.json['reason']), /^database: .*(ECONNREFUSED|terminat|closed)/);
       assert.ok(Date.now() - t0 < 3000, 'answered within the ready timeout');
-      assert.deepEqual((await getJson(`${app.url}/healthz`)).json, { status: 'ok' }, 'liveness does not depend on the database');
-      assert.deepEqual(await postWebhook(app.url, { delivery: 'd-down' }), { status: 503, json: { error: 'database unavailable' } });
+      assert.deepEqual(
+        (await getJson(`${app.url}/healthz`)).json,
+        { status: 'ok' },
+        'liveness does not depend on the database',
+      );
+      assert.deepEqual(await postWebhook(app.url, { delivery: 'd-down' }), {
+        status: 503,
+        json: { error: 'database unavailable' },
+      });
       assert.equal((await getJson(`${app.url}/webhooks/github/latest`)).status, 503);
     } finally {
       const { forced } = await app.close();
       assert.equal(forced, false);
     }
-    assert.ok(lines.some((l) => l.includes('"status":503') && l.includes('database unavailable: ')), 'the reason is logged');
+    assert.ok(
+      lines.some((l) => l.includes('"status":503') && l.includes('database unavailable: ')),
+      'the reason is logged',
+    );
   });
 });

@@ -6,11 +6,37 @@ import { readdirSync, statSync, mkdtempSync, mkdirSync, writeFileSync, existsSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { registerSecret, mask, clearSecretsForTests } from '../../bootstrap/lib/redact.mts';
-import { shellQuote, remoteCommand, sshBaseArgs, masterArgs, commandArgs, exitArgs, knownHostsPath, explainSshFailure, sweepOrphanMasters } from '../../bootstrap/lib/ssh.mts';
+import {
+  shellQuote,
+  remoteCommand,
+  sshBaseArgs,
+  masterArgs,
+  commandArgs,
+  exitArgs,
+  knownHostsPath,
+  explainSshFailure,
+  sweepOrphanMasters,
+} from '../../bootstrap/lib/ssh.mts';
 import type { SshTarget } from '../../bootstrap/lib/ssh.mts';
-import { emptyJournal, recordStep, selectSteps, checkPrerequisites, resolveStepName, parseJournal, writeJournal, readJournal, markInterrupted } from '../../bootstrap/lib/state.mts';
+import {
+  emptyJournal,
+  recordStep,
+  selectSteps,
+  checkPrerequisites,
+  resolveStepName,
+  parseJournal,
+  writeJournal,
+  readJournal,
+  markInterrupted,
+} from '../../bootstrap/lib/state.mts';
 import type { StepRecord } from '../../bootstrap/lib/state.mts';
-import { parseLockAnswer, explainHeldLock, explainRefusedLock, describeTakeover, parseOwner } from '../../bootstrap/lib/lock.mts';
+import {
+  parseLockAnswer,
+  explainHeldLock,
+  explainRefusedLock,
+  describeTakeover,
+  parseOwner,
+} from '../../bootstrap/lib/lock.mts';
 import { resolveArtifact } from '../../bootstrap/lib/artifacts.mts';
 import { NODE, ARTIFACTS } from '../../bootstrap/lib/versions.mts';
 import { productionPackages, buildUploadTree } from '../../bootstrap/lib/upload.mts';
@@ -39,7 +65,15 @@ test('shell quoting survives spaces, quotes and metacharacters', async () => {
   assert.equal(shellQuote('/opt/x/y.mts'), '/opt/x/y.mts');
 });
 
-const T: SshTarget = { host: '203.0.113.10', port: 2222, user: 'root', identityFile: '/k/id', knownHostsFile: '/s/kh', controlPath: '/tmp/c/cm', extraOptions: ['-o', 'ProxyJump=b'] };
+const T: SshTarget = {
+  host: '203.0.113.10',
+  port: 2222,
+  user: 'root',
+  identityFile: '/k/id',
+  knownHostsFile: '/s/kh',
+  controlPath: '/tmp/c/cm',
+  extraOptions: ['-o', 'ProxyJump=b'],
+};
 
 test('ssh builders: pinned host key, never StrictHostKeyChecking=no, one master reused', () => {
   const base = sshBaseArgs(T);
@@ -48,7 +82,11 @@ test('ssh builders: pinned host key, never StrictHostKeyChecking=no, one master 
   assert.ok(base.includes('BatchMode=yes'));
   assert.ok(!base.join(' ').includes('StrictHostKeyChecking=no'));
   assert.deepEqual(base.slice(0, 4), ['-p', '2222', '-i', '/k/id']);
-  assert.deepEqual(base.slice(-8, -6), ['-o', 'ProxyJump=b'], 'extra options (validated) before our timeouts: ssh keeps the first value');
+  assert.deepEqual(
+    base.slice(-8, -6),
+    ['-o', 'ProxyJump=b'],
+    'extra options (validated) before our timeouts: ssh keeps the first value',
+  );
   const m = masterArgs(T);
   assert.ok(m.includes('ControlMaster=yes') && m.includes('-N') && m.includes('-f'));
   const c = commandArgs(T, ['echo', 'a b']);
@@ -59,32 +97,55 @@ test('ssh builders: pinned host key, never StrictHostKeyChecking=no, one master 
 });
 
 test('ssh failures are explained: changed host key, refused login', () => {
-  const e = explainSshFailure(T, '@@@@@@@@\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\nHost key verification failed.');
+  const e = explainSshFailure(
+    T,
+    '@@@@@@@@\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\nHost key verification failed.',
+  );
   assert.match(e.message, /host key of 203\.0\.113\.10:2222 differs from the one pinned in \/s\/kh/);
   assert.match(e.hint ?? '', /ssh-keygen -R '\[203\.0\.113\.10\]:2222' -f \/s\/kh/);
-  assert.match(explainSshFailure(T, 'root@x: Permission denied (publickey).').message, /login as root@203\.0\.113\.10:2222 .* was refused/);
+  assert.match(
+    explainSshFailure(T, 'root@x: Permission denied (publickey).').message,
+    /login as root@203\.0\.113\.10:2222 .* was refused/,
+  );
 });
 
 const ALL = ['00_preflight', '10_operator_user', '20_install_k3s', '30_cluster_deps'];
-const ok = (hash = 'h1'): StepRecord => ({ status: 'ok', startedAt: 't0', endedAt: 't1', changes: [], configHash: hash, runId: 'r' });
+const ok = (hash = 'h1'): StepRecord => ({
+  status: 'ok',
+  startedAt: 't0',
+  endedAt: 't1',
+  changes: [],
+  configHash: hash,
+  runId: 'r',
+});
 
 test('step selection: --from, --only, names by number or words, bad names exit 2', () => {
   assert.deepEqual(selectSteps(ALL, {}), ALL);
   assert.deepEqual(selectSteps(ALL, { from: '20' }), ['20_install_k3s', '30_cluster_deps']);
   assert.deepEqual(selectSteps(ALL, { only: ['cluster_deps', '00_preflight'] }), ['00_preflight', '30_cluster_deps']);
   assert.equal(resolveStepName(ALL, 'operator_user', '--from'), '10_operator_user');
-  assert.throws(() => selectSteps(ALL, { from: '99' }), (e: unknown) => e instanceof UsageError && /--from: "99" is not a step; expected one of: 00_preflight/.test(e.message));
+  assert.throws(
+    () => selectSteps(ALL, { from: '99' }),
+    (e: unknown) =>
+      e instanceof UsageError && /--from: "99" is not a step; expected one of: 00_preflight/.test(e.message),
+  );
   assert.throws(() => selectSteps(ALL, { from: '00', only: ['10'] }), UsageError);
 });
 
 test('resume rules: skipped steps must have succeeded; another config only warns', () => {
   let j = emptyJournal();
-  assert.match(checkPrerequisites(ALL, ['20_install_k3s', '30_cluster_deps'], j, 'h1').problems[0] ?? '', /00_preflight has never run on this server/);
+  assert.match(
+    checkPrerequisites(ALL, ['20_install_k3s', '30_cluster_deps'], j, 'h1').problems[0] ?? '',
+    /00_preflight has never run on this server/,
+  );
   j = recordStep(j, '00_preflight', ok());
   j = recordStep(j, '10_operator_user', { ...ok(), status: 'failed', error: 'boom' });
   const p = checkPrerequisites(ALL, ['20_install_k3s'], j, 'h1');
   assert.equal(p.problems.length, 1);
-  assert.match(p.problems[0] ?? '', /10_operator_user is failed .*must succeed before 20_install_k3s\. Resume with --from 10_operator_user/);
+  assert.match(
+    p.problems[0] ?? '',
+    /10_operator_user is failed .*must succeed before 20_install_k3s\. Resume with --from 10_operator_user/,
+  );
   j = recordStep(j, '10_operator_user', ok('h0'));
   const q = checkPrerequisites(ALL, ['20_install_k3s'], j, 'h1');
   assert.deepEqual(q.problems, []);
@@ -96,12 +157,18 @@ test('resume rules: --only checks the prerequisites of every named step, not onl
   // --only 00,30 on a server where only 00 ever ran: 10 and 20 sit between the two named steps.
   let j = recordStep(emptyJournal(), '00_preflight', ok());
   const p = checkPrerequisites(ALL, ['00_preflight', '30_cluster_deps'], j, 'h1');
-  assert.deepEqual(p.problems.map((m) => m.split(';')[0]), ['10_operator_user has never run on this server', '20_install_k3s has never run on this server']);
+  assert.deepEqual(
+    p.problems.map((m) => m.split(';')[0]),
+    ['10_operator_user has never run on this server', '20_install_k3s has never run on this server'],
+  );
   assert.match(p.problems[0] ?? '', /must succeed before 30_cluster_deps/);
   // A named step needs nothing after it, and a step this run executes is not a prerequisite.
   assert.deepEqual(checkPrerequisites(ALL, ['00_preflight', '10_operator_user'], emptyJournal(), 'h1').problems, []);
   j = recordStep(recordStep(j, '10_operator_user', ok()), '20_install_k3s', { ...ok(), status: 'running' });
-  assert.match(checkPrerequisites(ALL, ['10_operator_user', '30_cluster_deps'], j, 'h1').problems.join('\n'), /^20_install_k3s is running .*must succeed before 30_cluster_deps/);
+  assert.match(
+    checkPrerequisites(ALL, ['10_operator_user', '30_cluster_deps'], j, 'h1').problems.join('\n'),
+    /^20_install_k3s is running .*must succeed before 30_cluster_deps/,
+  );
   assert.deepEqual(checkPrerequisites(ALL, [], emptyJournal(), 'h1'), { problems: [], warnings: [] });
 });
 
@@ -118,41 +185,73 @@ test('the journal is written atomically and read back; garbage is refused', () =
 
 test('lock answers: acquired, took-over, held (by what), refused; no hint ever says rm -rf', () => {
   assert.deepEqual(parseLockAnswer('acquired\n'), { kind: 'acquired' });
-  const owner = 'token=t\nholder=ana@laptop pid 7 run R1\nsince=9000\nrun=R1\nstep=10_operator_user\nboot_id=b\npid=41\npid_start=5\nstep_pid=99\nstep_start=6\n';
+  const owner =
+    'token=t\nholder=ana@laptop pid 7 run R1\nsince=9000\nrun=R1\nstep=10_operator_user\nboot_id=b\npid=41\npid_start=5\nstep_pid=99\nstep_start=6\n';
   const step = parseLockAnswer(`held\nnow=10000\nalive=step 99\n${owner}`);
   assert.equal(step.kind, 'held');
   if (step.kind !== 'held') return;
-  assert.deepEqual([step.owner.step, step.owner.run, step.owner.pid, step.owner.stepPid, step.alive], ['10_operator_user', 'R1', '41', '99', 'step 99']);
+  assert.deepEqual(
+    [step.owner.step, step.owner.run, step.owner.pid, step.owner.stepPid, step.alive],
+    ['10_operator_user', 'R1', '41', '99', 'step 99'],
+  );
   const s = explainHeldLock(step, 7200, 'ssh root@h');
-  assert.match(s.message, /another bootstrap run holds the server lock: ana@laptop pid 7 run R1, since 1970-01-01T02:30:00.000Z \(17m ago\), step 10_operator_user; its step still runs on the server as pid 99/);
+  assert.match(
+    s.message,
+    /another bootstrap run holds the server lock: ana@laptop pid 7 run R1, since 1970-01-01T02:30:00.000Z \(17m ago\), step 10_operator_user; its step still runs on the server as pid 99/,
+  );
   assert.match(s.hint, /ssh root@h kill 99\)/);
   const conn = parseLockAnswer(`held\nnow=10000\nalive=connection 41\n${owner}`);
   if (conn.kind !== 'held') return assert.fail();
-  assert.match(explainHeldLock(conn, 7200, '').message, /its SSH connection is still open \(sshd pid 41 on the server\)/);
+  assert.match(
+    explainHeldLock(conn, 7200, '').message,
+    /its SSH connection is still open \(sshd pid 41 on the server\)/,
+  );
   assert.match(explainHeldLock(conn, 7200, '').hint, /end its connection \(kill 41\)/);
   const legacy = parseLockAnswer('held\nnow=10000\nalive=unknown\ntoken=t\nholder=old@x\nsince=9000\nstep=-\n');
   if (legacy.kind !== 'held') return assert.fail();
-  assert.match(explainHeldLock(legacy, 7200, '').hint, /taken over once older than CODEXK8S_LOCK_STALE_AFTER \(2h\), in 103m/);
-  const took = parseLockAnswer(`took-over\nreason=its connection and its step have ended\n${owner.replace(/^/gm, 'previous.')}node=v24\n`);
+  assert.match(
+    explainHeldLock(legacy, 7200, '').hint,
+    /taken over once older than CODEXK8S_LOCK_STALE_AFTER \(2h\), in 103m/,
+  );
+  const took = parseLockAnswer(
+    `took-over\nreason=its connection and its step have ended\n${owner.replace(/^/gm, 'previous.')}node=v24\n`,
+  );
   if (took.kind !== 'took-over') return assert.fail();
   assert.equal(took.previous.run, 'R1');
-  assert.equal(describeTakeover(took), 'took over the lock of ana@laptop pid 7 run R1 (step 10_operator_user): its holder is gone (its connection and its step have ended)');
+  assert.equal(
+    describeTakeover(took),
+    'took over the lock of ana@laptop pid 7 run R1 (step 10_operator_user): its holder is gone (its connection and its step have ended)',
+  );
   const refused = parseLockAnswer('refused /run/lock/codex-k8s-bootstrap belongs to uid 1000, not root\n');
   assert.deepEqual(refused, { kind: 'refused', reason: '/run/lock/codex-k8s-bootstrap belongs to uid 1000, not root' });
-  for (const a of [step, conn, legacy]) if (a.kind === 'held') assert.doesNotMatch(explainHeldLock(a, 600, 'ssh root@h').hint, /rm -rf/);
+  for (const a of [step, conn, legacy])
+    if (a.kind === 'held') assert.doesNotMatch(explainHeldLock(a, 600, 'ssh root@h').hint, /rm -rf/);
   assert.equal(parseOwner('holder=x').since, 0);
   assert.throws(() => parseLockAnswer('what'));
 });
 
-test('a dead run\'s running steps become interrupted; other runs\' records stay', () => {
-  let j = recordStep(emptyJournal(), '10_harden_host', { status: 'ok', startedAt: 'a', endedAt: 'b', changes: [], configHash: 'h', runId: 'R1' });
+test("a dead run's running steps become interrupted; other runs' records stay", () => {
+  let j = recordStep(emptyJournal(), '10_harden_host', {
+    status: 'ok',
+    startedAt: 'a',
+    endedAt: 'b',
+    changes: [],
+    configHash: 'h',
+    runId: 'R1',
+  });
   j = recordStep(j, '20_install_k3s', { status: 'running', startedAt: 'c', changes: [], configHash: 'h', runId: 'R1' });
   j = recordStep(j, '30_x', { status: 'running', startedAt: 'c', changes: [], configHash: 'h', runId: 'R0' });
   const { journal, steps } = markInterrupted(j, 'R1', 'd');
   assert.deepEqual(steps, ['20_install_k3s']);
   assert.equal(journal.steps['20_install_k3s']?.status, 'interrupted');
   assert.equal(journal.steps['30_x']?.status, 'running');
-  assert.deepEqual(journal.history.at(-1), { step: '20_install_k3s', status: 'interrupted', at: 'd', runId: 'R1', changed: 0 });
+  assert.deepEqual(journal.history.at(-1), {
+    step: '20_install_k3s',
+    status: 'interrupted',
+    at: 'd',
+    runId: 'R1',
+    changed: 0,
+  });
   assert.equal(markInterrupted(journal, 'R1', 'e').journal, journal, 'nothing left to mark: the same journal');
   const pre = checkPrerequisites(['10_harden_host', '20_install_k3s', '30_x'], ['30_x'], journal, 'h');
   assert.match(pre.problems.join('\n'), /20_install_k3s is interrupted on this server/);
@@ -167,31 +266,53 @@ test('artifacts: pinned by default, mirror layout, overrides are explicit', () =
   assert.equal(m.url, `http://10.0.0.1:8080/m/node/node-v${NODE.version}-linux-arm64.tar.xz`);
   assert.equal(m.sha256, 'f'.repeat(64));
   assert.equal(m.overriddenFrom, NODE.sha256.arm64);
-  for (const art of ARTIFACTS) for (const arch of ['x64', 'arm64'] as const) assert.match(art.sha256[arch], /^[0-9a-f]{64}$/, `${art.name} ${arch}`);
+  for (const art of ARTIFACTS)
+    for (const arch of ['x64', 'arm64'] as const)
+      assert.match(art.sha256[arch], /^[0-9a-f]{64}$/, `${art.name} ${arch}`);
 });
 
 test('upload: production packages only, from the lockfile', () => {
-  const lock = JSON.stringify({ packages: { '': {}, 'node_modules/zx': {}, 'node_modules/tsx': { dev: true }, 'node_modules/x': { devOptional: true }, 'node_modules/a/node_modules/b': {} } });
+  const lock = JSON.stringify({
+    packages: {
+      '': {},
+      'node_modules/zx': {},
+      'node_modules/tsx': { dev: true },
+      'node_modules/x': { devOptional: true },
+      'node_modules/a/node_modules/b': {},
+    },
+  });
   assert.deepEqual(productionPackages(lock), ['node_modules/a/node_modules/b', 'node_modules/zx']);
   const tree = buildUploadTree(ROOT);
   assert.ok(tree.files.includes('bootstrap/remote/00_preflight.mts'));
   assert.ok(tree.files.includes('node_modules/zx/package.json'));
   assert.ok(tree.files.includes('node_modules/tweetsodium/package.json'));
-  assert.ok(!tree.files.some((f) => f.startsWith('node_modules/typescript/') || f.startsWith('node_modules/tsx/')), 'no dev dependencies');
+  assert.ok(
+    !tree.files.some((f) => f.startsWith('node_modules/typescript/') || f.startsWith('node_modules/tsx/')),
+    'no dev dependencies',
+  );
   assert.ok(!tree.files.some((f) => f.startsWith('test/') || f === '.env'), 'no tests, no .env');
   assert.equal(buildUploadTree(ROOT).hash, tree.hash, 'the hash is stable');
 });
 
 test('flags: unknown flag and empty values are usage errors; help lists every flag', () => {
-  assert.throws(() => parseCli(LAUNCHER, ['--bogus']), (e: unknown) => e instanceof UsageError && /unknown flag '--bogus'/.test(e.message));
-  assert.throws(() => parseCli(LAUNCHER, ['--from', ' ']), (e: unknown) => e instanceof UsageError && /--from: the value is empty/.test(e.message));
+  assert.throws(
+    () => parseCli(LAUNCHER, ['--bogus']),
+    (e: unknown) => e instanceof UsageError && /unknown flag '--bogus'/.test(e.message),
+  );
+  assert.throws(
+    () => parseCli(LAUNCHER, ['--from', ' ']),
+    (e: unknown) => e instanceof UsageError && /--from: the value is empty/.test(e.message),
+  );
   assert.equal(parseCli(LAUNCHER, ['--from', '10', '-y'])['yes'], true);
   const help = helpText(LAUNCHER);
   for (const f of LAUNCHER.flags) assert.ok(help.includes(`--${f.name}`), f.name);
 });
 
 test('catalogue and bootstrap/remote agree, both ways, and every step is executable', () => {
-  const files = readdirSync(join(ROOT, 'bootstrap/remote')).filter((f) => /^\d\d_.*\.mts$/.test(f)).map((f) => f.replace(/\.mts$/, '')).sort();
+  const files = readdirSync(join(ROOT, 'bootstrap/remote'))
+    .filter((f) => /^\d\d_.*\.mts$/.test(f))
+    .map((f) => f.replace(/\.mts$/, ''))
+    .sort();
   assert.deepEqual(stepNames(), files);
   assert.deepEqual([...stepNames()].sort(), stepNames(), 'catalogue order is numeric order');
   for (const s of STEPS) {
@@ -218,7 +339,7 @@ test('a secret prompt reads without echo, supports backspace, and Ctrl-C aborts 
   await assert.rejects(aborted, UsageError);
 });
 
-test('SSH masters left by a killed launcher are closed and removed; a live launcher\'s and a stranger\'s stay', async () => {
+test("SSH masters left by a killed launcher are closed and removed; a live launcher's and a stranger's stay", async () => {
   const { Logger } = await import('../../bootstrap/lib/log.mts');
   const base = mkdtempSync(join(tmpdir(), 'ck8s-sweep-'));
   const dead = await run(['sh', '-c', 'echo $$']);
@@ -237,11 +358,15 @@ test('SSH masters left by a killed launcher are closed and removed; a live launc
   assert.deepEqual(swept, [orphan]);
   assert.equal(existsSync(orphan), false);
   for (const d of [live, legacy]) assert.equal(existsSync(d), true, d);
-  if (process.getuid?.() === 0) assert.equal(existsSync(stranger), true, 'another user\'s directory is not ours to sweep');
+  if (process.getuid?.() === 0)
+    assert.equal(existsSync(stranger), true, "another user's directory is not ours to sweep");
 });
 
 test('an untrusted lock directory: named, and how to look at it from the laptop and on the server', () => {
-  assert.match(explainRefusedLock('x belongs to uid 1000, not root', '').message, /the server lock is not trusted: x belongs to uid 1000, not root/);
+  assert.match(
+    explainRefusedLock('x belongs to uid 1000, not root', '').message,
+    /the server lock is not trusted: x belongs to uid 1000, not root/,
+  );
   assert.match(explainRefusedLock('r', '').hint, /look at it \(ls -la \/run\/lock\/codex-k8s-bootstrap /);
   assert.match(explainRefusedLock('r', 'ssh -p 22 root@h').hint, /look at it \(ssh -p 22 root@h ls -la /);
 });
@@ -282,7 +407,12 @@ test('converge: check -> apply only on drift -> check again; leftover drift and 
   assert.match(bad.error ?? '', /still drifting after apply: x is wrong/);
   assert.equal(readJournal(journal).steps['20_stubborn']?.status, 'failed');
 
-  const throwing = { check: async () => ['y'], apply: async () => { throw new OperationError('boom', { hint: 'do z', detail: 'stderr line' }); } };
+  const throwing = {
+    check: async () => ['y'],
+    apply: async () => {
+      throw new OperationError('boom', { hint: 'do z', detail: 'stderr line' });
+    },
+  };
   const boom = await converge('30_boom', throwing, ctx, 'hash1', journal);
   assert.deepEqual([boom.status, boom.error, boom.hint, boom.detail], ['failed', 'boom', 'do z', 'stderr line']);
   assert.equal(readJournal(journal).steps['30_boom']?.error, 'boom');
@@ -312,7 +442,11 @@ test('the server state of the first round trip is parsed: stamps, hashes and the
   const s = parseServerState(`acquired\nnode=v24.11.1\ntree=abc\nenv=\n--- journal\n${j}\n`);
   assert.deepEqual([s.node, s.tree, s.env], ['v24.11.1', 'abc', '']);
   assert.equal(s.journal.steps['00_preflight']?.status, 'ok');
-  assert.deepEqual(parseServerState('released\n--- journal\n').journal, emptyJournal(), 'a fresh server has an empty journal');
+  assert.deepEqual(
+    parseServerState('released\n--- journal\n').journal,
+    emptyJournal(),
+    'a fresh server has an empty journal',
+  );
   assert.throws(() => parseServerState('acquired\nnode=\n'), /no journal section/);
 });
 

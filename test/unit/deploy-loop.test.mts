@@ -10,7 +10,14 @@ import { createGitHub, explainGitHubError } from '../../bootstrap/lib/github/cli
 import type { GitHubClient } from '../../bootstrap/lib/github/client.mts';
 import { CaptureLog } from '../capture-log.mts';
 import { OperationError } from '../../bootstrap/lib/errors.mts';
-import { DEPLOY_WORKFLOW, runWorkflow, listRuns, attemptsFor, formatJobs, formatSeconds } from '../../bootstrap/lib/actions.mts';
+import {
+  DEPLOY_WORKFLOW,
+  runWorkflow,
+  listRuns,
+  attemptsFor,
+  formatJobs,
+  formatSeconds,
+} from '../../bootstrap/lib/actions.mts';
 import type { RunInfo } from '../../bootstrap/lib/actions.mts';
 import { smokeUrl, loopDrift, explainLoopError } from '../../bootstrap/remote/80_deploy_loop_check.mts';
 import type { DeployLoopRecord } from '../../bootstrap/lib/state.mts';
@@ -51,22 +58,44 @@ describe('dispatch and wait against the fake GitHub API', { concurrency: false }
     log = new CaptureLog();
     gh = createGitHub({ token: TOKEN, baseUrl: fake.url, log });
     fake.actions.dispatchRunDetails = 'returned';
-    fake.actions.workflows = [{ id: 161_335, path: '.github/workflows/staging-deploy.yml', name: 'staging-deploy', dispatch: true }];
+    fake.actions.workflows = [
+      { id: 161_335, path: '.github/workflows/staging-deploy.yml', name: 'staging-deploy', dispatch: true },
+    ];
     fake.permissions.actions = 'write';
   });
   after(async () => fake?.close());
 
   it('success: the run named by the dispatch answer, waited for (bounded), with its URL, conclusion and job durations', async () => {
     fake.actions.headSha = randomBytes(20).toString('hex');
-    fake.actions.nextRun = { conclusion: 'success', pollsUntilDone: 3, jobs: [{ name: 'build', seconds: 95, conclusion: 'success' }, { name: 'deploy', seconds: 21, conclusion: 'success' }, { name: 'smoke', seconds: 9, conclusion: 'success' }] };
+    fake.actions.nextRun = {
+      conclusion: 'success',
+      pollsUntilDone: 3,
+      jobs: [
+        { name: 'build', seconds: 95, conclusion: 'success' },
+        { name: 'deploy', seconds: 21, conclusion: 'success' },
+        { name: 'smoke', seconds: 9, conclusion: 'success' },
+      ],
+    };
     const out = await runWorkflow(gh, REF, opts());
     assert.equal(out.via, 'run details');
     assert.equal(out.run.conclusion, 'success');
     assert.equal(out.run.headSha, fake.actions.headSha, 'the run deployed the head of the default branch');
     assert.equal(out.run.event, 'workflow_dispatch');
-    assert.deepEqual(out.jobs.map((j) => [j.name, j.conclusion, j.seconds]), [['build', 'success', 95], ['deploy', 'success', 21], ['smoke', 'success', 9]]);
+    assert.deepEqual(
+      out.jobs.map((j) => [j.name, j.conclusion, j.seconds]),
+      [
+        ['build', 'success', 95],
+        ['deploy', 'success', 21],
+        ['smoke', 'success', 9],
+      ],
+    );
     const text = log.lines.join('\n');
-    assert.match(text, new RegExp(`dispatched staging-deploy\\.yml on main: run #\\d+ ${fake.url.replace(/[.]/g, '\\.')}/${REPO}/actions/runs/${out.run.id}`));
+    assert.match(
+      text,
+      new RegExp(
+        `dispatched staging-deploy\\.yml on main: run #\\d+ ${fake.url.replace(/[.]/g, '\\.')}/${REPO}/actions/runs/${out.run.id}`,
+      ),
+    );
     // The first look (right after the dispatch) saw it queued; then it runs for two looks of the bounded wait.
     assert.match(text, /run #\d+ is in_progress \(attempt 1\/\d+, every 0\.05s\)/);
     assert.match(text, /run #\d+ is in_progress \(attempt 2\/\d+/);
@@ -75,8 +104,11 @@ describe('dispatch and wait against the fake GitHub API', { concurrency: false }
     assert.match(text, /build\s+success\s+1m35s/);
     assert.match(text, /smoke\s+success\s+9s/);
     const dispatch = fake.calls.filter((c) => c.route.endsWith('/dispatches'));
-    assert.deepEqual(dispatch.map((c) => [c.method, c.status, c.write]), [['POST', 200, true]]);
-    assert.deepEqual(fake.problems, [], 'every request matched GitHub\'s OpenAPI description');
+    assert.deepEqual(
+      dispatch.map((c) => [c.method, c.status, c.write]),
+      [['POST', 200, true]],
+    );
+    assert.deepEqual(fake.problems, [], "every request matched GitHub's OpenAPI description");
   });
 
   it('failure: a red run fails with its URL and the failed job', async () => {
@@ -84,7 +116,12 @@ describe('dispatch and wait against the fake GitHub API', { concurrency: false }
     const e = await rejection(runWorkflow(gh, REF, opts()));
     assert.ok(e instanceof OperationError);
     const run = fake.actions.runs.at(-1);
-    assert.match(e.message, new RegExp(`the staging-deploy\\.yml run #\\d+ concluded failure \\(smoke: failure\\): .*/actions/runs/${run?.id}$`));
+    assert.match(
+      e.message,
+      new RegExp(
+        `the staging-deploy\\.yml run #\\d+ concluded failure \\(smoke: failure\\): .*/actions/runs/${run?.id}$`,
+      ),
+    );
     assert.match(e.hint ?? '', /rolled the Deployment back/);
     assert.match(log.lines.join('\n'), /smoke\s+failure\s+12s/, 'the job durations are printed before the failure');
     assert.deepEqual(fake.problems, []);
@@ -94,7 +131,10 @@ describe('dispatch and wait against the fake GitHub API', { concurrency: false }
     fake.actions.nextRun = { conclusion: 'never' };
     const e = await rejection(runWorkflow(gh, REF, opts({ waitSeconds: 0.3, pollSeconds: 0.1 })));
     assert.ok(e instanceof OperationError);
-    assert.match(e.message, /the staging-deploy run .*\/actions\/runs\/\d+ did not finish within 0\.3s \(CODEXK8S_DEPLOY_WAIT\): it is in_progress; it is still running/);
+    assert.match(
+      e.message,
+      /the staging-deploy run .*\/actions\/runs\/\d+ did not finish within 0\.3s \(CODEXK8S_DEPLOY_WAIT\): it is in_progress; it is still running/,
+    );
     const run = fake.actions.runs.at(-1);
     const looks = fake.calls.filter((c) => c.path === `/repos/${REPO}/actions/runs/${run?.id}`).length;
     assert.equal(looks, 1 + attemptsFor(0.3, 0.1), 'one look after the dispatch, then one per attempt');
@@ -110,7 +150,13 @@ describe('dispatch and wait against the fake GitHub API', { concurrency: false }
     assert.equal(out.via, 'run list');
     assert.equal(out.run.id, fake.actions.runs.at(-1)?.id, 'the run this dispatch created');
     assert.equal(out.run.event, 'workflow_dispatch');
-    assert.deepEqual(fake.calls.filter((c) => c.route.endsWith('/dispatches')).slice(-1).map((c) => c.status), [204]);
+    assert.deepEqual(
+      fake.calls
+        .filter((c) => c.route.endsWith('/dispatches'))
+        .slice(-1)
+        .map((c) => c.status),
+      [204],
+    );
     assert.deepEqual(fake.problems, []);
   });
 
@@ -121,14 +167,28 @@ describe('dispatch and wait against the fake GitHub API', { concurrency: false }
     const out = await runWorkflow(gh, REF, opts());
     assert.equal(out.via, 'run list');
     assert.equal(fake.actions.runs.length, before + 1, 'one run, not two');
-    assert.deepEqual(fake.calls.filter((c) => c.route.endsWith('/dispatches')).slice(-2).map((c) => c.status), [422, 204]);
+    assert.deepEqual(
+      fake.calls
+        .filter((c) => c.route.endsWith('/dispatches'))
+        .slice(-2)
+        .map((c) => c.status),
+      [422, 204],
+    );
   });
 
   it('no staging-deploy.yml on the default branch: a 404 that names the file to push', async () => {
     fake.actions.workflows = [];
     const e = await rejection(runWorkflow(gh, REF, opts()));
-    const explained = explainLoopError(e, `running ${DEPLOY_WORKFLOW} in ${REPO}`, REPO, 'https://github.com') as OperationError;
-    assert.match(explained.message, /codex-k8s\/loop-repo has no \.github\/workflows\/staging-deploy\.yml on its default branch/);
+    const explained = explainLoopError(
+      e,
+      `running ${DEPLOY_WORKFLOW} in ${REPO}`,
+      REPO,
+      'https://github.com',
+    ) as OperationError;
+    assert.match(
+      explained.message,
+      /codex-k8s\/loop-repo has no \.github\/workflows\/staging-deploy\.yml on its default branch/,
+    );
     assert.match(explained.hint ?? '', /push this repository's \.github\/workflows\/staging-deploy\.yml/);
   });
 
@@ -137,7 +197,10 @@ describe('dispatch and wait against the fake GitHub API', { concurrency: false }
     const e = await rejection(runWorkflow(gh, REF, opts()));
     const explained = explainGitHubError(e, 'running staging-deploy.yml', REPO, 'https://github.com');
     assert.match(explained.message, /answered 403 .*the token needs Actions: Read and write/);
-    assert.ok(PERMISSIONS.some((p) => p.key === 'actions' && p.level === 'Read and write'), 'the preflight asks for it');
+    assert.ok(
+      PERMISSIONS.some((p) => p.key === 'actions' && p.level === 'Read and write'),
+      'the preflight asks for it',
+    );
   });
 
   it('the newest run on the branch, any event: what check() compares the journal with', async () => {
@@ -152,19 +215,28 @@ describe('dispatch and wait against the fake GitHub API', { concurrency: false }
 
 describe('formatting', () => {
   it('durations and job lines', () => {
-    assert.deepEqual([formatSeconds(undefined), formatSeconds(9), formatSeconds(60), formatSeconds(95), formatSeconds(900)], ['-', '9s', '1m', '1m35s', '15m']);
-    assert.deepEqual(formatJobs([{ name: 'build', status: 'completed', conclusion: 'success', seconds: 41, htmlUrl: '' }, { name: 'smoke', status: 'in_progress', conclusion: null, seconds: undefined, htmlUrl: '' }]), [
-      'build  success    41s',
-      'smoke  in_progress  -',
-    ]);
+    assert.deepEqual(
+      [formatSeconds(undefined), formatSeconds(9), formatSeconds(60), formatSeconds(95), formatSeconds(900)],
+      ['-', '9s', '1m', '1m35s', '15m'],
+    );
+    assert.deepEqual(
+      formatJobs([
+        { name: 'build', status: 'completed', conclusion: 'success', seconds: 41, htmlUrl: '' },
+        { name: 'smoke', status: 'in_progress', conclusion: null, seconds: undefined, htmlUrl: '' },
+      ]),
+      ['build  success    41s', 'smoke  in_progress  -'],
+    );
     assert.equal(attemptsFor(900, 10), 91);
     assert.equal(attemptsFor(1, 10), 2);
   });
 });
 
 describe('the smoke URL from the server', () => {
-  it('CODEXK8S_SMOKE_URL wins; server mode: the public HTTPS name; local mode: Traefik\'s ClusterIP over HTTP', () => {
-    assert.equal(smokeUrl({ override: 'http://10.0.0.5:8080/', mode: 'server', domain: 'staging.example.com' }), 'http://10.0.0.5:8080');
+  it("CODEXK8S_SMOKE_URL wins; server mode: the public HTTPS name; local mode: Traefik's ClusterIP over HTTP", () => {
+    assert.equal(
+      smokeUrl({ override: 'http://10.0.0.5:8080/', mode: 'server', domain: 'staging.example.com' }),
+      'http://10.0.0.5:8080',
+    );
     assert.equal(smokeUrl({ mode: 'server', domain: 'staging.example.com' }), 'https://staging.example.com');
     assert.equal(smokeUrl({ mode: 'local', traefikClusterIp: '10.43.12.7\n' }), 'http://10.43.12.7');
     assert.equal(smokeUrl({ mode: 'local', traefikClusterIp: 'fd00:43::1f' }), 'http://[fd00:43::1f]');
@@ -178,12 +250,36 @@ describe('check(): the drift rule', () => {
   const repo = 'codex-k8s/loop-repo';
   const a = 'a'.repeat(40);
   const b = 'b'.repeat(40);
-  const run = (headSha: string): RunInfo => ({ id: 7, runNumber: 3, htmlUrl: 'https://github.com/x/actions/runs/7', headSha, headBranch: 'main', event: 'push', status: 'completed', conclusion: 'success', createdAt: '2026-11-27T00:00:00Z' });
-  const rec = (headSha: string, r = repo): DeployLoopRecord => ({ repo: r, branch: 'main', headSha, runId: 5, runUrl: 'https://github.com/x/actions/runs/5', smokeUrl: 'http://10.43.0.9', provenAt: '2026-11-27T00:00:00Z' });
+  const run = (headSha: string): RunInfo => ({
+    id: 7,
+    runNumber: 3,
+    htmlUrl: 'https://github.com/x/actions/runs/7',
+    headSha,
+    headBranch: 'main',
+    event: 'push',
+    status: 'completed',
+    conclusion: 'success',
+    createdAt: '2026-11-27T00:00:00Z',
+  });
+  const rec = (headSha: string, r = repo): DeployLoopRecord => ({
+    repo: r,
+    branch: 'main',
+    headSha,
+    runId: 5,
+    runUrl: 'https://github.com/x/actions/runs/5',
+    smokeUrl: 'http://10.43.0.9',
+    provenAt: '2026-11-27T00:00:00Z',
+  });
 
   it('never ran, or never proven: drift', () => {
-    assert.match(loopDrift({ repo, branch: 'main', newest: undefined, record: undefined })[0] ?? '', /has not been proven yet: staging-deploy\.yml has no run on main of codex-k8s\/loop-repo/);
-    assert.match(loopDrift({ repo, branch: 'main', newest: run(a), record: undefined })[0] ?? '', /has not been proven for aaaaaaaaaaaa, the newest commit/);
+    assert.match(
+      loopDrift({ repo, branch: 'main', newest: undefined, record: undefined })[0] ?? '',
+      /has not been proven yet: staging-deploy\.yml has no run on main of codex-k8s\/loop-repo/,
+    );
+    assert.match(
+      loopDrift({ repo, branch: 'main', newest: run(a), record: undefined })[0] ?? '',
+      /has not been proven for aaaaaaaaaaaa, the newest commit/,
+    );
   });
   it('proven for the newest commit and staging serves it: no drift (the second run is unchanged)', () => {
     assert.deepEqual(loopDrift({ repo, branch: 'main', newest: run(a), record: rec(a), live: { version: a } }), []);
@@ -194,17 +290,31 @@ describe('check(): the drift rule', () => {
     assert.match(d[0] ?? '', /not been proven for bbbbbbbbbbbb.*last proven: aaaaaaaaaaaa/);
   });
   it('staging rolled back, or down: drift', () => {
-    assert.match(loopDrift({ repo, branch: 'main', newest: run(a), record: rec(a), live: { version: b } })[0] ?? '', /staging serves version b{40}, not aaaaaaaaaaaa/);
-    assert.match(loopDrift({ repo, branch: 'main', newest: run(a), record: rec(a), live: { error: 'connect ECONNREFUSED' } })[0] ?? '', /staging does not answer its version \(connect ECONNREFUSED\)/);
+    assert.match(
+      loopDrift({ repo, branch: 'main', newest: run(a), record: rec(a), live: { version: b } })[0] ?? '',
+      /staging serves version b{40}, not aaaaaaaaaaaa/,
+    );
+    assert.match(
+      loopDrift({ repo, branch: 'main', newest: run(a), record: rec(a), live: { error: 'connect ECONNREFUSED' } })[0] ??
+        '',
+      /staging does not answer its version \(connect ECONNREFUSED\)/,
+    );
   });
   it('a proof for another repository or branch does not count', () => {
     assert.equal(loopDrift({ repo, branch: 'main', newest: run(a), record: rec(a, 'someone/else') }).length, 1);
     assert.equal(loopDrift({ repo, branch: 'trunk', newest: run(a), record: rec(a) }).length, 1);
-    assert.deepEqual(loopDrift({ repo: repo.toUpperCase(), branch: 'main', newest: run(a), record: rec(a) }), [], 'the same repository typed in another case');
+    assert.deepEqual(
+      loopDrift({ repo: repo.toUpperCase(), branch: 'main', newest: run(a), record: rec(a) }),
+      [],
+      'the same repository typed in another case',
+    );
   });
   it('the journal keeps the deployLoop section, and refuses a broken one', () => {
     const j = parseJournal(JSON.stringify({ version: 1, steps: {}, history: [], deployLoop: rec(a) }));
     assert.deepEqual(j.deployLoop, rec(a));
-    assert.throws(() => parseJournal(JSON.stringify({ version: 1, steps: {}, history: [], deployLoop: { repo } })), /deployLoop section/);
+    assert.throws(
+      () => parseJournal(JSON.stringify({ version: 1, steps: {}, history: [], deployLoop: { repo } })),
+      /deployLoop section/,
+    );
   });
 });

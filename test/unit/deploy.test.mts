@@ -16,10 +16,36 @@ import { join } from 'node:path';
 import { NAMES, appImageTag } from '../../bootstrap/lib/manifests.mts';
 import type { KubeObject, Mode } from '../../bootstrap/lib/manifests.mts';
 import {
-  BUILD_SCRIPT_FILE, PULL_REGISTRY_HOST, appSourceProblem, buildExecArgv, buildScriptText, buildScriptsConfigMap, chooseImage, contextTarArgv,
-  existsExecArgv, gitAppStatusArgv, gitHeadArgv, internalTag, liveAppImage, parseBuildOutput, parseSourceJson, pullRef, pushRef, sha256Hex, sourceJson,
+  BUILD_SCRIPT_FILE,
+  PULL_REGISTRY_HOST,
+  appSourceProblem,
+  buildExecArgv,
+  buildScriptText,
+  buildScriptsConfigMap,
+  chooseImage,
+  contextTarArgv,
+  existsExecArgv,
+  gitAppStatusArgv,
+  gitHeadArgv,
+  internalTag,
+  liveAppImage,
+  parseBuildOutput,
+  parseSourceJson,
+  pullRef,
+  pushRef,
+  sha256Hex,
+  sourceJson,
 } from '../../bootstrap/lib/build.mts';
-import { appObjects, appPodsArgv, appValues, deploymentHealth, podImageDrift, runtimeSecret, runtimeSecretDrift, WEBHOOK_SECRET_KEY } from '../../bootstrap/lib/service.mts';
+import {
+  appObjects,
+  appPodsArgv,
+  appValues,
+  deploymentHealth,
+  podImageDrift,
+  runtimeSecret,
+  runtimeSecretDrift,
+  WEBHOOK_SECRET_KEY,
+} from '../../bootstrap/lib/service.mts';
 import { buildkitObjects } from '../../bootstrap/lib/buildkit.mts';
 import type { DeploySettings } from '../../bootstrap/lib/service.mts';
 import { REGISTRY_HOSTNAME } from '../../bootstrap/lib/k3s.mts';
@@ -38,13 +64,22 @@ const TAG = 'sha-0123456789ab';
 const KUBECONFIG = '/etc/rancher/k3s/k3s.yaml';
 
 const settings = (mode: Mode): DeploySettings => ({
-  mode, stagingNamespace: 'codex-k8s-staging', runnerNamespace: 'arc-runners', registryPort: 5000, rolloutTimeout: 300, buildTimeout: 900,
+  mode,
+  stagingNamespace: 'codex-k8s-staging',
+  runnerNamespace: 'arc-runners',
+  registryPort: 5000,
+  rolloutTimeout: 300,
+  buildTimeout: 900,
   ...(mode === 'server' ? { domain: 'staging.example.com' } : {}),
 });
 const IMAGE = pullRef(5000, TAG);
 
 function objectsOf(mode: Mode): KubeObject[] {
-  return [...buildkitObjects(settings(mode), buildScriptText()), ...appObjects(settings(mode), IMAGE), runtimeSecret('codex-k8s-staging', 'x'.repeat(64))];
+  return [
+    ...buildkitObjects(settings(mode), buildScriptText()),
+    ...appObjects(settings(mode), IMAGE),
+    runtimeSecret('codex-k8s-staging', 'x'.repeat(64)),
+  ];
 }
 const find = (objs: KubeObject[], kind: string, name: string): Record<string, any> => {
   const o = objs.find((x) => x.kind === kind && x.metadata.name === name);
@@ -61,7 +96,8 @@ for (const mode of MODES) {
       const info = kindByApiVersion(o.apiVersion, o.kind);
       assert.ok(info, `${o.apiVersion} ${o.kind}`);
       assert.deepEqual(await validateObject(o as K8sObject, info), [], `${o.kind}/${o.metadata.name}`);
-      for (const k of ['name', 'instance', 'component', 'part-of', 'managed-by']) assert.ok(o.metadata.labels?.[`app.kubernetes.io/${k}`], `${o.kind}/${o.metadata.name} label ${k}`);
+      for (const k of ['name', 'instance', 'component', 'part-of', 'managed-by'])
+        assert.ok(o.metadata.labels?.[`app.kubernetes.io/${k}`], `${o.kind}/${o.metadata.name} label ${k}`);
     }
   });
 }
@@ -81,7 +117,12 @@ test('the app: restricted pod, probes, rolling update without downtime, secrets 
   assert.equal(c.name, NAMES.appContainer);
   assert.equal(c.image, IMAGE);
   assert.deepEqual(c.ports, [{ name: 'http', containerPort: 8080, protocol: 'TCP' }]);
-  assert.deepEqual(c.securityContext, { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, runAsNonRoot: true, capabilities: { drop: ['ALL'] } });
+  assert.deepEqual(c.securityContext, {
+    allowPrivilegeEscalation: false,
+    readOnlyRootFilesystem: true,
+    runAsNonRoot: true,
+    capabilities: { drop: ['ALL'] },
+  });
   assert.equal(c.readinessProbe.httpGet.path, '/readyz');
   assert.equal(c.livenessProbe.httpGet.path, '/healthz');
   assert.equal(c.startupProbe.httpGet.path, '/healthz');
@@ -96,7 +137,10 @@ test('the app: restricted pod, probes, rolling update without downtime, secrets 
   const vol = pod.volumes.find((v: any) => v.name === mount.name);
   assert.equal(vol.secret.secretName, NAMES.appRuntimeSecret);
   assert.equal(vol.secret.defaultMode, 0o440);
-  assert.ok(c.volumeMounts.some((m: any) => m.mountPath === '/tmp'), 'a writable /tmp on a read-only root');
+  assert.ok(
+    c.volumeMounts.some((m: any) => m.mountPath === '/tmp'),
+    'a writable /tmp on a read-only root',
+  );
   // Restricted: nothing in the pod may ask for more (no hostPath, no host namespaces, no added capabilities).
   assert.ok(!pod.volumes.some((v: any) => v.hostPath), 'no hostPath');
   assert.ok(!pod.hostNetwork && !pod.hostPID && !pod.hostIPC);
@@ -104,7 +148,10 @@ test('the app: restricted pod, probes, rolling update without downtime, secrets 
   const svc = find(objs, 'Service', NAMES.app);
   assert.deepEqual(svc['spec'].ports, [{ name: 'http', port: 80, targetPort: 'http', protocol: 'TCP' }]);
   assert.deepEqual(svc['spec'].selector, d['spec'].selector.matchLabels);
-  assert.deepEqual(d['spec'].selector.matchLabels, Object.fromEntries(Object.entries(d['spec'].template.metadata.labels).filter(([k]) => /name$|instance$/.test(k))));
+  assert.deepEqual(
+    d['spec'].selector.matchLabels,
+    Object.fromEntries(Object.entries(d['spec'].template.metadata.labels).filter(([k]) => /name$|instance$/.test(k))),
+  );
 });
 
 test('the Ingress: TLS through cert-manager and the domain in server mode; plain HTTP without host in local mode', () => {
@@ -114,7 +161,9 @@ test('the Ingress: TLS through cert-manager and the domain in server mode; plain
   assert.deepEqual(server['spec'].tls, [{ hosts: ['staging.example.com'], secretName: NAMES.appTlsSecret }]);
   assert.equal(server['spec'].rules.length, 1);
   assert.equal(server['spec'].rules[0].host, 'staging.example.com');
-  assert.deepEqual(server['spec'].rules[0].http.paths, [{ path: '/', pathType: 'Prefix', backend: { service: { name: NAMES.app, port: { name: 'http' } } } }]);
+  assert.deepEqual(server['spec'].rules[0].http.paths, [
+    { path: '/', pathType: 'Prefix', backend: { service: { name: NAMES.app, port: { name: 'http' } } } },
+  ]);
 
   const local = find(appObjects(settings('local'), IMAGE), 'Ingress', NAMES.app);
   assert.equal(local['spec'].ingressClassName, 'traefik');
@@ -140,7 +189,11 @@ test('BuildKit: rootless upstream securityContext, one pod, no listener, cache v
   assert.equal(c.image, IMAGES.buildkit);
   assert.match(IMAGES.buildkit, /^docker\.io\/moby\/buildkit:v\d+\.\d+\.\d+-rootless$/);
   assert.deepEqual(c.args, ['--oci-worker-no-process-sandbox']);
-  assert.deepEqual(c.securityContext, { seccompProfile: { type: 'Unconfined' }, appArmorProfile: { type: 'Unconfined' }, allowPrivilegeEscalation: true });
+  assert.deepEqual(c.securityContext, {
+    seccompProfile: { type: 'Unconfined' },
+    appArmorProfile: { type: 'Unconfined' },
+    allowPrivilegeEscalation: true,
+  });
   assert.equal(c.ports, undefined, 'no port: builds come through kubectl exec only');
   assert.ok(!objs.some((o) => o.kind === 'Service'), 'no Service');
   assert.deepEqual(c.env, [{ name: 'CODEXK8S_REGISTRY', value: NAMES.registryInCluster }]);
@@ -163,7 +216,9 @@ test('BuildKit: rootless upstream securityContext, one pod, no listener, cache v
   ]);
   const rb = find(objs, 'RoleBinding', NAMES.builderRoleBinding);
   assert.deepEqual(rb['roleRef'], { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: NAMES.builderRole });
-  assert.deepEqual(rb['subjects'], [{ kind: 'ServiceAccount', name: NAMES.runnerServiceAccount, namespace: 'arc-runners' }]);
+  assert.deepEqual(rb['subjects'], [
+    { kind: 'ServiceAccount', name: NAMES.runnerServiceAccount, namespace: 'arc-runners' },
+  ]);
   assert.ok(!objs.some((o) => o.kind.startsWith('Cluster')), 'nothing cluster-wide');
   // The reasons are written where an engineer reads them.
   const yaml = readFileSync(join(ROOT, 'manifests/buildkit/buildkit.yaml'), 'utf8');
@@ -176,11 +231,17 @@ test('the ConfigMap is manifests/buildkit/build.sh byte for byte, and a new scri
   assert.equal(cm['metadata'].namespace, NAMES.systemNamespace);
   assert.deepEqual(Object.keys(cm['data']), ['build.sh']);
   assert.equal(cm['data']['build.sh'], script);
-  const annotation = (s: string) => find(buildkitObjects(settings('local'), s), 'StatefulSet', NAMES.buildkitStatefulSet)['spec'].template.metadata.annotations['codex-k8s.io/build-script-sha256'];
+  const annotation = (s: string) =>
+    find(buildkitObjects(settings('local'), s), 'StatefulSet', NAMES.buildkitStatefulSet)['spec'].template.metadata
+      .annotations['codex-k8s.io/build-script-sha256'];
   assert.equal(annotation(script), sha256Hex(script));
   assert.notEqual(annotation(script + '# changed\n'), annotation(script));
   assert.deepEqual(buildScriptsConfigMap('x')['data'], { 'build.sh': 'x' });
-  assert.ok((readFileSync(BUILD_SCRIPT_FILE).length > 0) && (execFileSync('stat', ['-c', '%a', BUILD_SCRIPT_FILE], { encoding: 'utf8' }).trim().endsWith('5')), 'build.sh is executable in the repository');
+  assert.ok(
+    readFileSync(BUILD_SCRIPT_FILE).length > 0 &&
+      execFileSync('stat', ['-c', '%a', BUILD_SCRIPT_FILE], { encoding: 'utf8' }).trim().endsWith('5'),
+    'build.sh is executable in the repository',
+  );
 });
 
 test('names agree across modules: pull registry host, catalogue order', () => {
@@ -194,18 +255,78 @@ test('names agree across modules: pull registry host, catalogue order', () => {
 // argv builders, parsers, source.json, ownership
 
 test('argv: the exec protocol of build.sh, the context tar, git', () => {
-  assert.deepEqual(buildExecArgv(SHA), ['kubectl', '--kubeconfig', KUBECONFIG, '-n', 'codex-k8s-system', 'exec', '-i', 'buildkitd-0', '-c', 'buildkitd', '--',
-    '/opt/codex-k8s-build/build.sh', 'build', TAG, SHA]);
-  assert.deepEqual(existsExecArgv(TAG), ['kubectl', '--kubeconfig', KUBECONFIG, '-n', 'codex-k8s-system', 'exec', 'buildkitd-0', '-c', 'buildkitd', '--',
-    '/opt/codex-k8s-build/build.sh', 'exists', TAG]);
+  assert.deepEqual(buildExecArgv(SHA), [
+    'kubectl',
+    '--kubeconfig',
+    KUBECONFIG,
+    '-n',
+    'codex-k8s-system',
+    'exec',
+    '-i',
+    'buildkitd-0',
+    '-c',
+    'buildkitd',
+    '--',
+    '/opt/codex-k8s-build/build.sh',
+    'build',
+    TAG,
+    SHA,
+  ]);
+  assert.deepEqual(existsExecArgv(TAG), [
+    'kubectl',
+    '--kubeconfig',
+    KUBECONFIG,
+    '-n',
+    'codex-k8s-system',
+    'exec',
+    'buildkitd-0',
+    '-c',
+    'buildkitd',
+    '--',
+    '/opt/codex-k8s-build/build.sh',
+    'exists',
+    TAG,
+  ]);
   assert.throws(() => buildExecArgv('0123'), /not a full git commit SHA/);
   assert.throws(() => existsExecArgv('latest'), /not an image tag/);
-  assert.deepEqual(contextTarArgv('/opt/codex-k8s-bootstrap/app', '/tmp/x/context.tar'),
-    ['tar', '--create', '--file', '/tmp/x/context.tar', '--numeric-owner', '--owner=0', '--group=0', '--directory', '/opt/codex-k8s-bootstrap/app', '.']);
+  assert.deepEqual(contextTarArgv('/opt/codex-k8s-bootstrap/app', '/tmp/x/context.tar'), [
+    'tar',
+    '--create',
+    '--file',
+    '/tmp/x/context.tar',
+    '--numeric-owner',
+    '--owner=0',
+    '--group=0',
+    '--directory',
+    '/opt/codex-k8s-bootstrap/app',
+    '.',
+  ]);
   assert.deepEqual(gitHeadArgv('/r'), ['git', '-C', '/r', 'rev-parse', '--verify', 'HEAD']);
-  assert.deepEqual(gitAppStatusArgv('/r'), ['git', '-C', '/r', 'status', '--porcelain', '--untracked-files=all', '--', 'app']);
-  assert.deepEqual(appPodsArgv('ns'), ['kubectl', '--kubeconfig', KUBECONFIG, '--namespace', 'ns', 'get', 'pods', '-l', 'app.kubernetes.io/name=codex-k8s,app.kubernetes.io/instance=codex-k8s', '-o', 'json']);
-  for (const argv of [buildExecArgv(SHA), existsExecArgv(TAG)]) assert.ok(!argv.some((a) => /\s/.test(a)), 'one word per element, no shell string');
+  assert.deepEqual(gitAppStatusArgv('/r'), [
+    'git',
+    '-C',
+    '/r',
+    'status',
+    '--porcelain',
+    '--untracked-files=all',
+    '--',
+    'app',
+  ]);
+  assert.deepEqual(appPodsArgv('ns'), [
+    'kubectl',
+    '--kubeconfig',
+    KUBECONFIG,
+    '--namespace',
+    'ns',
+    'get',
+    'pods',
+    '-l',
+    'app.kubernetes.io/name=codex-k8s,app.kubernetes.io/instance=codex-k8s',
+    '-o',
+    'json',
+  ]);
+  for (const argv of [buildExecArgv(SHA), existsExecArgv(TAG)])
+    assert.ok(!argv.some((a) => /\s/.test(a)), 'one word per element, no shell string');
 });
 
 test('image references: push through the Service, pull through the node; tags parsed back', () => {
@@ -216,7 +337,10 @@ test('image references: push through the Service, pull through the node; tags pa
   assert.equal(internalTag('docker.io/library/registry:3.0.0'), undefined);
   assert.equal(internalTag('registry.codex-k8s.internal:5000/other:sha-0123456789ab'), undefined);
   assert.deepEqual(parseBuildOutput(`pushed ${pushRef(TAG)}\n`, TAG), { status: 'pushed', ref: pushRef(TAG) });
-  assert.deepEqual(parseBuildOutput(`noise\nunchanged ${pushRef(TAG)}\n`, TAG), { status: 'unchanged', ref: pushRef(TAG) });
+  assert.deepEqual(parseBuildOutput(`noise\nunchanged ${pushRef(TAG)}\n`, TAG), {
+    status: 'unchanged',
+    ref: pushRef(TAG),
+  });
   assert.throws(() => parseBuildOutput('', TAG), /no result line/);
   assert.throws(() => parseBuildOutput(`pushed ${pushRef('sha-ffffffffffff')}`, TAG), /reported .* want/);
 });
@@ -233,11 +357,22 @@ test('source.json: written only for a full SHA, read back strictly', () => {
 
 test('git rules: a clean app/ gives the commit; a change, an untracked file or no checkout is named', () => {
   const dir = mkdtempSync(join(tmpdir(), 'ck8s-git-'));
-  const git = (...a: string[]) => spawnSync('git', ['-C', dir, ...a], { encoding: 'utf8', env: { ...process.env, GIT_AUTHOR_NAME: 't', GIT_AUTHOR_EMAIL: 't@e', GIT_COMMITTER_NAME: 't', GIT_COMMITTER_EMAIL: 't@e' } });
+  const git = (...a: string[]) =>
+    spawnSync('git', ['-C', dir, ...a], {
+      encoding: 'utf8',
+      env: {
+        ...process.env,
+        GIT_AUTHOR_NAME: 't',
+        GIT_AUTHOR_EMAIL: 't@e',
+        GIT_COMMITTER_NAME: 't',
+        GIT_COMMITTER_EMAIL: 't@e',
+      },
+    });
   const res = (r: ReturnType<typeof git>) => ({ exitCode: r.status ?? 1, stdout: r.stdout, stderr: r.stderr });
   const state = () => {
     const head = res(spawnSync(gitHeadArgv(dir)[0] as string, gitHeadArgv(dir).slice(1), { encoding: 'utf8' }));
-    const status = head.exitCode === 0 ? res(spawnSync('git', gitAppStatusArgv(dir).slice(1), { encoding: 'utf8' })) : undefined;
+    const status =
+      head.exitCode === 0 ? res(spawnSync('git', gitAppStatusArgv(dir).slice(1), { encoding: 'utf8' })) : undefined;
     return { head, problem: appSourceProblem(head, status) };
   };
   assert.match(state().problem ?? '', /not a git checkout/);
@@ -265,9 +400,17 @@ test('git rules: a clean app/ gives the commit; a change, an untracked file or n
 
 test('image ownership: build only without a Deployment; afterwards the live image, whatever the commit', () => {
   const first = chooseImage(undefined, 5000, SHA);
-  assert.deepEqual(first, { image: pullRef(5000, TAG), build: true, why: `first deploy: the uploaded app/ at ${SHA.slice(0, 12)} is built as ${TAG}` });
+  assert.deepEqual(first, {
+    image: pullRef(5000, TAG),
+    build: true,
+    why: `first deploy: the uploaded app/ at ${SHA.slice(0, 12)} is built as ${TAG}`,
+  });
   assert.throws(() => chooseImage(undefined, 5000, undefined), /source\.json is missing/);
-  const live = find(appObjects(settings('local'), pullRef(5000, 'sha-ffffffffffff')), 'Deployment', NAMES.app) as KubeObject;
+  const live = find(
+    appObjects(settings('local'), pullRef(5000, 'sha-ffffffffffff')),
+    'Deployment',
+    NAMES.app,
+  ) as KubeObject;
   const kept = chooseImage(live, 5000, SHA);
   assert.equal(kept.image, pullRef(5000, 'sha-ffffffffffff'), 'the workflow deployed another commit: kept');
   assert.equal(kept.build, false);
@@ -279,11 +422,30 @@ test('image ownership: build only without a Deployment; afterwards the live imag
 });
 
 test('health: rollout state of the Deployment and the image of its pods', () => {
-  const dep = (status: Record<string, number>, generation = 2) => ({ apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: 'codex-k8s', namespace: 'ns', generation }, spec: { replicas: 1 }, status }) as any;
-  assert.deepEqual(deploymentHealth(dep({ observedGeneration: 2, replicas: 1, updatedReplicas: 1, availableReplicas: 1 })), []);
-  assert.match(deploymentHealth(dep({ observedGeneration: 1, replicas: 1, updatedReplicas: 1, availableReplicas: 1 }))[0] ?? '', /has not seen generation 2/);
-  assert.match(deploymentHealth(dep({ observedGeneration: 2, replicas: 2, updatedReplicas: 1, availableReplicas: 1 }))[0] ?? '', /1 old pod\(s\) left/);
-  assert.match(deploymentHealth(dep({ observedGeneration: 2, replicas: 1, updatedReplicas: 1, availableReplicas: 0 }))[0] ?? '', /0\/1 available/);
+  const dep = (status: Record<string, number>, generation = 2) =>
+    ({
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: { name: 'codex-k8s', namespace: 'ns', generation },
+      spec: { replicas: 1 },
+      status,
+    }) as any;
+  assert.deepEqual(
+    deploymentHealth(dep({ observedGeneration: 2, replicas: 1, updatedReplicas: 1, availableReplicas: 1 })),
+    [],
+  );
+  assert.match(
+    deploymentHealth(dep({ observedGeneration: 1, replicas: 1, updatedReplicas: 1, availableReplicas: 1 }))[0] ?? '',
+    /has not seen generation 2/,
+  );
+  assert.match(
+    deploymentHealth(dep({ observedGeneration: 2, replicas: 2, updatedReplicas: 1, availableReplicas: 1 }))[0] ?? '',
+    /1 old pod\(s\) left/,
+  );
+  assert.match(
+    deploymentHealth(dep({ observedGeneration: 2, replicas: 1, updatedReplicas: 1, availableReplicas: 0 }))[0] ?? '',
+    /0\/1 available/,
+  );
   const pod = (name: string, image: string, ready: boolean, deleting = false) => ({
     metadata: { name, ...(deleting ? { deletionTimestamp: '2026-01-01T00:00:00Z' } : {}) },
     spec: { containers: [{ name: 'app', image }] },
@@ -302,9 +464,14 @@ test('the runtime Secret: base64 data under github-webhook-secret; drift against
   assert.deepEqual(runtimeSecretDrift('ns', value, { [WEBHOOK_SECRET_KEY]: value }), []);
   assert.deepEqual(runtimeSecretDrift('ns', value, undefined), ['Secret ns/codex-k8s-runtime does not exist']);
   const rotated = runtimeSecretDrift('ns', 'e'.repeat(64), { [WEBHOOK_SECRET_KEY]: value });
-  assert.deepEqual(rotated, [`Secret ns/codex-k8s-runtime: github-webhook-secret differs from ${REMOTE.webhookSecretFile}`]);
+  assert.deepEqual(rotated, [
+    `Secret ns/codex-k8s-runtime: github-webhook-secret differs from ${REMOTE.webhookSecretFile}`,
+  ]);
   assert.ok(!JSON.stringify(rotated).includes(value));
-  assert.deepEqual(runtimeSecretDrift('ns', undefined, undefined), [`${REMOTE.webhookSecretFile} does not exist (the webhook secret is generated once)`, 'Secret ns/codex-k8s-runtime does not exist']);
+  assert.deepEqual(runtimeSecretDrift('ns', undefined, undefined), [
+    `${REMOTE.webhookSecretFile} does not exist (the webhook secret is generated once)`,
+    'Secret ns/codex-k8s-runtime does not exist',
+  ]);
 });
 
 test('upload: app/ sources, package files and Dockerfile; never node_modules or tests; source.json is part of the hash', () => {
@@ -313,21 +480,50 @@ test('upload: app/ sources, package files and Dockerfile; never node_modules or 
     mkdirSync(join(dir, rel, '..'), { recursive: true });
     writeFileSync(join(dir, rel), text);
   };
-  for (const f of ['bootstrap/remote/00_preflight.mts', 'manifests/app/app.yaml', 'package.json', 'app/src/server.mts', 'app/src/lib/db.mts', 'app/package.json',
-    'app/package-lock.json', 'app/Dockerfile', 'app/.dockerignore', 'app/README.md', 'app/src/server.test.mts', 'app/test/app.test.mts', 'app/node_modules/pg/index.js',
-    'app/src/node_modules/x.js']) put(f);
+  for (const f of [
+    'bootstrap/remote/00_preflight.mts',
+    'manifests/app/app.yaml',
+    'package.json',
+    'app/src/server.mts',
+    'app/src/lib/db.mts',
+    'app/package.json',
+    'app/package-lock.json',
+    'app/Dockerfile',
+    'app/.dockerignore',
+    'app/README.md',
+    'app/src/server.test.mts',
+    'app/test/app.test.mts',
+    'app/node_modules/pg/index.js',
+    'app/src/node_modules/x.js',
+  ])
+    put(f);
   put('package-lock.json', JSON.stringify({ packages: { '': {} } }));
   const tree = buildUploadTree(dir);
-  assert.deepEqual(tree.files.filter((f) => f.startsWith('app/')), ['app/.dockerignore', 'app/Dockerfile', 'app/package-lock.json', 'app/package.json', 'app/src/lib/db.mts', 'app/src/server.mts']);
+  assert.deepEqual(
+    tree.files.filter((f) => f.startsWith('app/')),
+    [
+      'app/.dockerignore',
+      'app/Dockerfile',
+      'app/package-lock.json',
+      'app/package.json',
+      'app/src/lib/db.mts',
+      'app/src/server.mts',
+    ],
+  );
   assert.ok(tree.entries.includes('app'));
   assert.ok(!tree.entries.includes('source.json'));
   const withSource = buildUploadTree(dir, { 'source.json': sourceJson(SHA) });
   assert.ok(withSource.entries.includes('source.json'));
   assert.notEqual(withSource.hash, tree.hash);
-  assert.notEqual(buildUploadTree(dir, { 'source.json': sourceJson('f'.repeat(40)) }).hash, withSource.hash, 'another commit is another upload');
+  assert.notEqual(
+    buildUploadTree(dir, { 'source.json': sourceJson('f'.repeat(40)) }).hash,
+    withSource.hash,
+    'another commit is another upload',
+  );
   assert.equal(buildUploadTree(dir, { 'source.json': sourceJson(SHA) }).hash, withSource.hash, 'stable');
   assert.throws(() => buildUploadTree(dir, { app: 'x' }), /must be a new top-level name/);
-  for (const e of withSource.entries) assert.ok((UPLOAD_ENTRIES as readonly string[]).includes(e), `${e} is a documented upload entry`);
+  for (const e of withSource.entries)
+    assert.ok((UPLOAD_ENTRIES as readonly string[]).includes(e), `${e} is a documented upload entry`);
   assert.equal(isAppTestPath('app/src/a.spec.ts'), true);
   assert.equal(isAppTestPath('app/src/contest.mts'), false);
   // The real repository: what app/ holds now ships, tests excluded.
@@ -362,7 +558,9 @@ function sandbox(opts: { registryDown?: boolean; buildctlFails?: boolean; pushVa
   mkdirSync(bin);
   mkdirSync(registry);
   mkdirSync(join(dir, 'tmp'));
-  writeFileSync(join(bin, 'wget'), `#!/bin/sh
+  writeFileSync(
+    join(bin, 'wget'),
+    `#!/bin/sh
 printf 'wget' >>'${calls}'; for a in "$@"; do printf ' [%s]' "$a" >>'${calls}'; done; echo >>'${calls}'
 for url in "$@"; do :; done
 ${opts.registryDown ? `echo "wget: can't connect to remote host (10.43.0.5): Connection refused" >&2; exit 1` : ''}
@@ -373,8 +571,11 @@ if [ -e '${registry}'/"$tag" ]; then
 fi
 printf '  HTTP/1.1 404 Not Found\\nwget: server returned error: HTTP/1.1 404 Not Found\\n' >&2
 exit 1
-`);
-  writeFileSync(join(bin, 'buildctl'), `#!/bin/sh
+`,
+  );
+  writeFileSync(
+    join(bin, 'buildctl'),
+    `#!/bin/sh
 printf 'buildctl' >>'${calls}'; for a in "$@"; do printf ' [%s]' "$a" >>'${calls}'; done; echo >>'${calls}'
 echo '#1 [internal] load build definition from Dockerfile' >&2
 ${opts.buildctlFails ? `echo 'error: failed to solve: process "/bin/sh -c npm ci" did not complete successfully: exit code: 1' >&2; exit 1` : ''}
@@ -388,19 +589,42 @@ cat "$ctx/Dockerfile" >'${dir}/context-dockerfile'
 name=\${out#*name=}; name=\${name%%,*}
 ${opts.pushVanishes ? '' : `: >'${registry}'/"\${name##*:}"`}
 echo '#9 pushing layers done' >&2
-`);
+`,
+  );
   chmodSync(join(bin, 'wget'), 0o755);
   chmodSync(join(bin, 'buildctl'), 0o755);
-  return { dir, bin, registry, calls, env: { PATH: `${bin}:/usr/bin:/bin`, TMPDIR: join(dir, 'tmp'), CODEXK8S_REGISTRY: NAMES.registryInCluster } };
+  return {
+    dir,
+    bin,
+    registry,
+    calls,
+    env: { PATH: `${bin}:/usr/bin:/bin`, TMPDIR: join(dir, 'tmp'), CODEXK8S_REGISTRY: NAMES.registryInCluster },
+  };
 }
 
 const SHELLS = ['sh', ...(spawnSync('busybox', ['true']).status === 0 ? ['busybox sh'] : [])];
 
-function buildSh(shell: string, sb: Sandbox, args: string[], input: string | Buffer = '', env: Record<string, string> = sb.env) {
+function buildSh(
+  shell: string,
+  sb: Sandbox,
+  args: string[],
+  input: string | Buffer = '',
+  env: Record<string, string> = sb.env,
+) {
   const words = shell.split(' ');
-  const r = spawnSync(words[0] as string, [...words.slice(1), BUILD_SCRIPT_FILE, ...args], { env, input, encoding: 'utf8', timeout: 30_000 });
+  const r = spawnSync(words[0] as string, [...words.slice(1), BUILD_SCRIPT_FILE, ...args], {
+    env,
+    input,
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
   if (r.error) throw r.error;
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr, calls: existsSync(sb.calls) ? readFileSync(sb.calls, 'utf8').trim().split('\n').filter(Boolean) : [] };
+  return {
+    code: r.status,
+    stdout: r.stdout,
+    stderr: r.stderr,
+    calls: existsSync(sb.calls) ? readFileSync(sb.calls, 'utf8').trim().split('\n').filter(Boolean) : [],
+  };
 }
 
 function contextTar(files: Record<string, string>): Buffer {
@@ -412,21 +636,37 @@ function contextTar(files: Record<string, string>): Buffer {
   return execFileSync('tar', ['-c', '-f', '-', '-C', d, '.'], { maxBuffer: 64 * 1024 * 1024 });
 }
 
-const ACCEPT = 'Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json';
+const ACCEPT =
+  'Accept: application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json';
 const REF = `${NAMES.registryInCluster}/codex-k8s:${TAG}`;
 
 for (const shell of SHELLS) {
   test(`build.sh (${shell}): arguments are checked before anything runs (exit 2)`, () => {
     const sb = sandbox();
-    for (const args of [[], ['bogus'], ['exists'], ['exists', 'latest'], ['exists', TAG, 'x'], ['exists', 'sha-0123456789AB'], ['build', TAG],
-      ['build', TAG, SHA.toUpperCase()], ['build', TAG, SHA.slice(0, 39)], ['build', 'sha-ffffffffffff', SHA], ['build', TAG, SHA, 'x'], ['build', `${TAG}0`, `${SHA}0`]]) {
+    for (const args of [
+      [],
+      ['bogus'],
+      ['exists'],
+      ['exists', 'latest'],
+      ['exists', TAG, 'x'],
+      ['exists', 'sha-0123456789AB'],
+      ['build', TAG],
+      ['build', TAG, SHA.toUpperCase()],
+      ['build', TAG, SHA.slice(0, 39)],
+      ['build', 'sha-ffffffffffff', SHA],
+      ['build', TAG, SHA, 'x'],
+      ['build', `${TAG}0`, `${SHA}0`],
+    ]) {
       const r = buildSh(shell, sb, args);
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
       assert.match(r.stderr, /usage: build\.sh/);
       assert.equal(r.stdout, '');
     }
     assert.deepEqual(buildSh(shell, sb, []).calls, [], 'no wget, no buildctl');
-    assert.match(buildSh(shell, sb, ['build', 'sha-ffffffffffff', SHA]).stderr, /is not the tag of GIT_SHA .* \(want sha-0123456789ab\)/);
+    assert.match(
+      buildSh(shell, sb, ['build', 'sha-ffffffffffff', SHA]).stderr,
+      /is not the tag of GIT_SHA .* \(want sha-0123456789ab\)/,
+    );
   });
 
   test(`build.sh (${shell}): exists asks the registry for the manifest: present 0, absent 3, no answer 1`, () => {
@@ -434,7 +674,9 @@ for (const shell of SHELLS) {
     const absent = buildSh(shell, sb, ['exists', TAG]);
     assert.equal(absent.code, 3, absent.stderr);
     assert.equal(absent.stdout, `absent ${REF}\n`);
-    assert.deepEqual(absent.calls, [`wget [-q] [-S] [--spider] [--header] [${ACCEPT}] [http://${NAMES.registryInCluster}/v2/codex-k8s/manifests/${TAG}]`]);
+    assert.deepEqual(absent.calls, [
+      `wget [-q] [-S] [--spider] [--header] [${ACCEPT}] [http://${NAMES.registryInCluster}/v2/codex-k8s/manifests/${TAG}]`,
+    ]);
     writeFileSync(join(sb.registry, TAG), '');
     const present = buildSh(shell, sb, ['exists', TAG]);
     assert.equal(present.code, 0, present.stderr);
@@ -451,18 +693,36 @@ for (const shell of SHELLS) {
   test(`build.sh (${shell}): build of a new tag runs buildctl with the context from stdin and pushes`, () => {
     const sb = sandbox();
     const dockerfile = 'FROM node:24\nARG GIT_SHA\nCOPY src ./src\n';
-    const r = buildSh(shell, sb, ['build', TAG, SHA], contextTar({ Dockerfile: dockerfile, 'package.json': '{}', 'src/server.mts': 'x' }));
+    const r = buildSh(
+      shell,
+      sb,
+      ['build', TAG, SHA],
+      contextTar({ Dockerfile: dockerfile, 'package.json': '{}', 'src/server.mts': 'x' }),
+    );
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, `pushed ${REF}\n`, 'only the result line on stdout');
     assert.match(r.stderr, /building .* \(git 0123456789abcdef/);
     assert.match(r.stderr, /#9 pushing layers done/, "buildctl's progress goes to stderr");
     const buildctl = r.calls.filter((c) => c.startsWith('buildctl'));
     assert.equal(buildctl.length, 1);
-    assert.match(buildctl[0] as string, new RegExp(`^buildctl \\[build\\] \\[--progress=plain\\] \\[--frontend\\] \\[dockerfile\\.v0\\] \\[--local\\] \\[context=(\\S+)/context\\] \\[--local\\] \\[dockerfile=\\1/context\\] ` +
-      `\\[--opt\\] \\[build-arg:GIT_SHA=${SHA}\\] \\[--output\\] \\[type=image,name=${REF.replace(/\./g, '\\.')},push=true,registry\\.insecure=true\\]$`));
-    assert.deepEqual(readFileSync(join(sb.dir, 'context-listing'), 'utf8').trim().split('\n'), ['Dockerfile', 'package.json', 'src']);
+    assert.match(
+      buildctl[0] as string,
+      new RegExp(
+        `^buildctl \\[build\\] \\[--progress=plain\\] \\[--frontend\\] \\[dockerfile\\.v0\\] \\[--local\\] \\[context=(\\S+)/context\\] \\[--local\\] \\[dockerfile=\\1/context\\] ` +
+          `\\[--opt\\] \\[build-arg:GIT_SHA=${SHA}\\] \\[--output\\] \\[type=image,name=${REF.replace(/\./g, '\\.')},push=true,registry\\.insecure=true\\]$`,
+      ),
+    );
+    assert.deepEqual(readFileSync(join(sb.dir, 'context-listing'), 'utf8').trim().split('\n'), [
+      'Dockerfile',
+      'package.json',
+      'src',
+    ]);
     assert.equal(readFileSync(join(sb.dir, 'context-dockerfile'), 'utf8'), dockerfile);
-    assert.equal(r.calls.filter((c) => c.startsWith('wget')).length, 2, 'looked up before, and verified after the push');
+    assert.equal(
+      r.calls.filter((c) => c.startsWith('wget')).length,
+      2,
+      'looked up before, and verified after the push',
+    );
     assert.deepEqual(readdirSync(join(sb.dir, 'tmp')), [], 'the extracted context is removed');
   });
 
@@ -474,7 +734,10 @@ for (const shell of SHELLS) {
     const r = buildSh(shell, sb, ['build', TAG, SHA], big);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, `unchanged ${REF}\n`);
-    assert.deepEqual(r.calls.filter((c) => c.startsWith('buildctl')), []);
+    assert.deepEqual(
+      r.calls.filter((c) => c.startsWith('buildctl')),
+      [],
+    );
   });
 
   test(`build.sh (${shell}): a broken context, a failed build or a push the registry does not show are errors`, () => {
@@ -482,9 +745,17 @@ for (const shell of SHELLS) {
     const a = buildSh(shell, noDockerfile, ['build', TAG, SHA], contextTar({ 'src/x.mts': 'x' }));
     assert.equal(a.code, 1);
     assert.match(a.stderr, /no Dockerfile at its root/);
-    assert.deepEqual(a.calls.filter((c) => c.startsWith('buildctl')), []);
+    assert.deepEqual(
+      a.calls.filter((c) => c.startsWith('buildctl')),
+      [],
+    );
 
-    const notTar = buildSh(shell, sandbox(), ['build', TAG, SHA], 'this is not a tar archive, just text that is long enough '.repeat(20));
+    const notTar = buildSh(
+      shell,
+      sandbox(),
+      ['build', TAG, SHA],
+      'this is not a tar archive, just text that is long enough '.repeat(20),
+    );
     assert.equal(notTar.code, 1);
     assert.match(notTar.stderr, /not a readable tar|no Dockerfile/);
 
@@ -495,57 +766,82 @@ for (const shell of SHELLS) {
     assert.match(b.stderr, /did not complete successfully[\s\S]*buildctl build of .* failed/);
     assert.deepEqual(readdirSync(join(failing.dir, 'tmp')), []);
 
-    const vanished = buildSh(shell, sandbox({ pushVanishes: true }), ['build', TAG, SHA], contextTar({ Dockerfile: 'FROM x\n' }));
+    const vanished = buildSh(
+      shell,
+      sandbox({ pushVanishes: true }),
+      ['build', TAG, SHA],
+      contextTar({ Dockerfile: 'FROM x\n' }),
+    );
     assert.equal(vanished.code, 1);
     assert.match(vanished.stderr, /pushed .* but the registry does not list it/);
     assert.doesNotMatch(vanished.stdout, /pushed/);
 
-    const down = buildSh(shell, sandbox({ registryDown: true }), ['build', TAG, SHA], contextTar({ Dockerfile: 'FROM x\n' }));
+    const down = buildSh(
+      shell,
+      sandbox({ registryDown: true }),
+      ['build', TAG, SHA],
+      contextTar({ Dockerfile: 'FROM x\n' }),
+    );
     assert.equal(down.code, 1, 'an unreachable registry is not "absent": nothing is built');
-    assert.deepEqual(down.calls.filter((c) => c.startsWith('buildctl')), []);
+    assert.deepEqual(
+      down.calls.filter((c) => c.startsWith('buildctl')),
+      [],
+    );
   });
 }
 
-test('build.sh with the real BusyBox wget against a registry stub: 200 present, 404 absent, 500 an error', { skip: spawnSync('busybox', ['true']).status !== 0 && 'busybox is not installed' }, async () => {
-  const seen: Array<{ method: string; url: string; accept: string }> = [];
-  const server = createServer((req, res) => {
-    seen.push({ method: req.method ?? '', url: req.url ?? '', accept: String(req.headers['accept']) });
-    if (req.url?.endsWith(`/${TAG}`)) {
-      res.writeHead(200, { 'content-type': 'application/vnd.oci.image.manifest.v1+json', 'docker-content-digest': 'sha256:' + '0'.repeat(64) });
-      res.end('{}');
-    } else if (req.url?.endsWith('/sha-eeeeeeeeeeee')) {
-      res.writeHead(500);
-      res.end('boom');
-    } else {
-      res.writeHead(404, { 'content-type': 'application/json' });
-      res.end('{"errors":[{"code":"MANIFEST_UNKNOWN"}]}');
-    }
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  try {
-    const port = (server.address() as AddressInfo).port;
-    const bin = mkdtempSync(join(tmpdir(), 'ck8s-bb-'));
-    execFileSync('ln', ['-s', '/usr/bin/busybox', join(bin, 'wget')]);
-    const env = { PATH: `${bin}:/usr/bin:/bin`, CODEXK8S_REGISTRY: `127.0.0.1:${port}` };
-    const exists = (tag: string) => new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      const p = spawn('busybox', ['sh', BUILD_SCRIPT_FILE, 'exists', tag], { env });
-      let stdout = '';
-      let stderr = '';
-      p.stdout.on('data', (c: Buffer) => (stdout += c));
-      p.stderr.on('data', (c: Buffer) => (stderr += c));
-      p.on('close', (code: number | null) => resolve({ code, stdout, stderr }));
+test(
+  'build.sh with the real BusyBox wget against a registry stub: 200 present, 404 absent, 500 an error',
+  { skip: spawnSync('busybox', ['true']).status !== 0 && 'busybox is not installed' },
+  async () => {
+    const seen: Array<{ method: string; url: string; accept: string }> = [];
+    const server = createServer((req, res) => {
+      seen.push({ method: req.method ?? '', url: req.url ?? '', accept: String(req.headers['accept']) });
+      if (req.url?.endsWith(`/${TAG}`)) {
+        res.writeHead(200, {
+          'content-type': 'application/vnd.oci.image.manifest.v1+json',
+          'docker-content-digest': 'sha256:' + '0'.repeat(64),
+        });
+        res.end('{}');
+      } else if (req.url?.endsWith('/sha-eeeeeeeeeeee')) {
+        res.writeHead(500);
+        res.end('boom');
+      } else {
+        res.writeHead(404, { 'content-type': 'application/json' });
+        res.end('{"errors":[{"code":"MANIFEST_UNKNOWN"}]}');
+      }
     });
-    const present = await exists(TAG);
-    assert.equal(present.code, 0, present.stderr);
-    assert.equal(present.stdout, `present 127.0.0.1:${port}/codex-k8s:${TAG}\n`);
-    const absent = await exists('sha-ffffffffffff');
-    assert.equal(absent.code, 3, absent.stderr);
-    assert.equal(absent.stdout, `absent 127.0.0.1:${port}/codex-k8s:sha-ffffffffffff\n`);
-    const broken = await exists('sha-eeeeeeeeeeee');
-    assert.equal(broken.code, 1);
-    assert.match(broken.stderr, /did not answer .* with 200 or 404/);
-    assert.deepEqual(seen[0], { method: 'GET', url: `/v2/codex-k8s/manifests/${TAG}`, accept: ACCEPT.slice('Accept: '.length) });
-  } finally {
-    server.close();
-  }
-});
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const port = (server.address() as AddressInfo).port;
+      const bin = mkdtempSync(join(tmpdir(), 'ck8s-bb-'));
+      execFileSync('ln', ['-s', '/usr/bin/busybox', join(bin, 'wget')]);
+      const env = { PATH: `${bin}:/usr/bin:/bin`, CODEXK8S_REGISTRY: `127.0.0.1:${port}` };
+      const exists = (tag: string) =>
+        new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+          const p = spawn('busybox', ['sh', BUILD_SCRIPT_FILE, 'exists', tag], { env });
+          let stdout = '';
+          let stderr = '';
+          p.stdout.on('data', (c: Buffer) => (stdout += c));
+          p.stderr.on('data', (c: Buffer) => (stderr += c));
+          p.on('close', (code: number | null) => resolve({ code, stdout, stderr }));
+        });
+      const present = await exists(TAG);
+      assert.equal(present.code, 0, present.stderr);
+      assert.equal(present.stdout, `present 127.0.0.1:${port}/codex-k8s:${TAG}\n`);
+      const absent = await exists('sha-ffffffffffff');
+      assert.equal(absent.code, 3, absent.stderr);
+      assert.equal(absent.stdout, `absent 127.0.0.1:${port}/codex-k8s:sha-ffffffffffff\n`);
+      const broken = await exists('sha-eeeeeeeeeeee');
+      assert.equal(broken.code, 1);
+      assert.match(broken.stderr, /did not answer .* with 200 or 404/);
+      assert.deepEqual(seen[0], {
+        method: 'GET',
+        url: `/v2/codex-k8s/manifests/${TAG}`,
+        accept: ACCEPT.slice('Accept: '.length),
+      });
+    } finally {
+      server.close();
+    }
+  },
+);

@@ -33,12 +33,16 @@ interface Invocation {
  */
 export function invocations(doc: string, text: string): Invocation[] {
   const out: Invocation[] = [];
-  const fenced = [...text.matchAll(/```[a-z]*\n([\s\S]*?)```/g)].flatMap((m) => (m[1] ?? '').replace(/\\\n\s*/g, ' ').split('\n'));
+  const fenced = [...text.matchAll(/```[a-z]*\n([\s\S]*?)```/g)].flatMap((m) =>
+    (m[1] ?? '').replace(/\\\n\s*/g, ' ').split('\n'),
+  );
   const inline = [...text.matchAll(/`([^`\n]+)`/g)].map((m) => m[1] ?? '');
   for (const raw of [...fenced, ...inline]) {
     const line = raw.replace(/#.*$/, '').trim();
     for (const command of line.split(/\s*(?:\|\|?|&&|;)\s*/)) {
-      const m = /(?:\.\/|\/opt\/codex-k8s-bootstrap\/)?(bootstrap\/(?:host|remote)\/[A-Za-z0-9_]+\.mts)(.*)$/.exec(command);
+      const m = /(?:\.\/|\/opt\/codex-k8s-bootstrap\/)?(bootstrap\/(?:host|remote)\/[A-Za-z0-9_]+\.mts)(.*)$/.exec(
+        command,
+      );
       if (!m) continue;
       const rest = (m[2] ?? '').replace(/['"]/g, ' ');
       const flags = [...rest.matchAll(/(?:^|\s)(--?[A-Za-z][A-Za-z-]*)/g)].map((f) => f[1] as string);
@@ -66,7 +70,9 @@ test('the README and the runbook call our scripts, and every call is checked', (
     assert.ok(spec, `${inv.doc}: no --help spec known for ${inv.script}`);
     const help = helpText(spec);
     for (const flag of inv.flags) {
-      const known = flag.startsWith('--') ? help.includes(`${flag} `) || help.includes(`${flag}\n`) || help.includes(`${flag},`) : new RegExp(`(^|\\s)${flag},`, 'm').test(help);
+      const known = flag.startsWith('--')
+        ? help.includes(`${flag} `) || help.includes(`${flag}\n`) || help.includes(`${flag},`)
+        : new RegExp(`(^|\\s)${flag},`, 'm').test(help);
       assert.ok(known, `${inv.doc}: "${inv.line}" uses ${flag}, which ${inv.script} --help does not list`);
     }
   }
@@ -74,14 +80,26 @@ test('the README and the runbook call our scripts, and every call is checked', (
 
 test('the README quick start shows the plan without a server first', () => {
   const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
-  const quick = readme.slice(readme.indexOf('## Quick start'), readme.indexOf('##', readme.indexOf('## Quick start') + 5));
+  const quick = readme.slice(
+    readme.indexOf('## Quick start'),
+    readme.indexOf('##', readme.indexOf('## Quick start') + 5),
+  );
   const calls = invocations('README.md', quick);
-  assert.equal(calls[0]?.line.replace(/\s+/g, ' '), './bootstrap/host/bootstrap_remote_staging.mts --dry-run --env-file .env.example');
+  assert.equal(
+    calls[0]?.line.replace(/\s+/g, ' '),
+    './bootstrap/host/bootstrap_remote_staging.mts --dry-run --env-file .env.example',
+  );
 });
 
 test('the extractor itself finds flags and ignores comments', () => {
-  const found = invocations('x', '```sh\n./bootstrap/host/bootstrap_remote_staging.mts --from 10 -y   # not --this\n```\n');
-  assert.deepEqual(found.map((f) => f.flags), [['--from', '-y']]);
+  const found = invocations(
+    'x',
+    '```sh\n./bootstrap/host/bootstrap_remote_staging.mts --from 10 -y   # not --this\n```\n',
+  );
+  assert.deepEqual(
+    found.map((f) => f.flags),
+    [['--from', '-y']],
+  );
 });
 
 test('the extractor follows continued lines and stops at the next command', () => {
@@ -93,10 +111,16 @@ test('the extractor follows continued lines and stops at the next command', () =
     '```',
   ].join('\n');
   const found = invocations('x', text);
-  assert.deepEqual(found.map((f) => [f.script, f.flags]), [
-    ['bootstrap/host/bootstrap_remote_staging.mts', ['--env-file', '--only']],
-    ['bootstrap/remote/40_postgres.mts', ['--check']],
-    ['bootstrap/remote/20_install_k3s.mts', ['--check']],
-  ]);
-  assert.ok(specFor('bootstrap/remote/20_install_k3s.mts'), 'a step name with a digit after the number (k3s) has a spec');
+  assert.deepEqual(
+    found.map((f) => [f.script, f.flags]),
+    [
+      ['bootstrap/host/bootstrap_remote_staging.mts', ['--env-file', '--only']],
+      ['bootstrap/remote/40_postgres.mts', ['--check']],
+      ['bootstrap/remote/20_install_k3s.mts', ['--check']],
+    ],
+  );
+  assert.ok(
+    specFor('bootstrap/remote/20_install_k3s.mts'),
+    'a step name with a digit after the number (k3s) has a spec',
+  );
 });

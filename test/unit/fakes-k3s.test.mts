@@ -25,7 +25,8 @@ function fixture(): Fixture {
   return {
     dir,
     root,
-    install: (env, args = []) => runProcess('sh', [SCRIPT, ...args], { dir, env: { CODEXK8S_FAKES_ROOT: root, ...env } }),
+    install: (env, args = []) =>
+      runProcess('sh', [SCRIPT, ...args], { dir, env: { CODEXK8S_FAKES_ROOT: root, ...env } }),
   };
 }
 
@@ -34,7 +35,14 @@ const mode = (p: string): string => (fs.statSync(p).mode & 0o777).toString(8);
 test('installs the k3s stand-in under the fake root and records the requested version', () => {
   const { dir, root, install } = fixture();
   const token = 'K10-not-a-real-token';
-  const r = install({ INSTALL_K3S_VERSION: V1, INSTALL_K3S_EXEC: 'server --disable traefik --tls-san staging.example.com', K3S_TOKEN: token }, ['--write-kubeconfig-mode', '640', '--node-name', 'node1']);
+  const r = install(
+    {
+      INSTALL_K3S_VERSION: V1,
+      INSTALL_K3S_EXEC: 'server --disable traefik --tls-san staging.example.com',
+      K3S_TOKEN: token,
+    },
+    ['--write-kubeconfig-mode', '640', '--node-name', 'node1'],
+  );
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /^\[INFO\]  Using v1\.31\.4\+k3s1 as release/);
   const bin = path.join(root, 'usr/local/bin');
@@ -46,7 +54,10 @@ test('installs the k3s stand-in under the fake root and records the requested ve
   assert.match(fs.readFileSync(kubeconfig, 'utf8'), /server: https:\/\/127\.0\.0\.1:6443/);
   const unit = fs.readFileSync(path.join(root, 'etc/systemd/system/k3s.service'), 'utf8');
   assert.match(unit, /^Type=exec$/m);
-  assert.match(unit, /ExecStart=\/usr\/local\/bin\/k3s \\\n\t'server' \\\n\t'--disable' \\\n\t'traefik' \\\n\t'--tls-san' \\\n\t'staging\.example\.com'/);
+  assert.match(
+    unit,
+    /ExecStart=\/usr\/local\/bin\/k3s \\\n\t'server' \\\n\t'--disable' \\\n\t'traefik' \\\n\t'--tls-san' \\\n\t'staging\.example\.com'/,
+  );
   assert.equal(mode(path.join(root, 'etc/systemd/system/k3s.service.env')), '600');
 
   const version = spawnSync(path.join(bin, 'k3s'), ['--version'], { encoding: 'utf8' });
@@ -84,9 +95,16 @@ test('re-running with the same version changes nothing; a new version replaces t
   assert.match(spawnSync(binary, ['--version'], { encoding: 'utf8' }).stdout, /^k3s version v1\.32\.1\+k3s1 /);
   assert.equal(mode(path.join(root, 'etc/rancher/k3s/k3s.yaml')), '644');
   const calls = readCalls(dir);
-  assert.deepEqual(calls.map((c) => c.mutating), [true, false, true]);
+  assert.deepEqual(
+    calls.map((c) => c.mutating),
+    [true, false, true],
+  );
   assert.equal(calls[1]?.changes, undefined);
-  assert.deepEqual(calls[2]?.changes, ['wrote /usr/local/bin/k3s (mode 755)', 'wrote /etc/rancher/k3s/k3s.yaml (mode 644)', 'cluster v1.32.1+k3s1 up (cluster.json)']);
+  assert.deepEqual(calls[2]?.changes, [
+    'wrote /usr/local/bin/k3s (mode 755)',
+    'wrote /etc/rancher/k3s/k3s.yaml (mode 644)',
+    'cluster v1.32.1+k3s1 up (cluster.json)',
+  ]);
 });
 
 test('refuses an unpinned or malformed version, agents and unknown server flags (recorded, exit 1)', () => {
@@ -102,25 +120,57 @@ test('refuses an unpinned or malformed version, agents and unknown server flags 
   const agent = install({ INSTALL_K3S_VERSION: V1, K3S_URL: 'https://10.0.0.1:6443' });
   assert.match(agent.stderr, /single server only/);
   assert.ok(!fs.existsSync(path.join(root, 'usr/local/bin/k3s')), 'nothing installed');
-  assert.deepEqual(readCalls(dir).map((c) => [c.exitCode, c.mutating]), [[1, false], [1, false], [1, false], [1, false]]);
+  assert.deepEqual(
+    readCalls(dir).map((c) => [c.exitCode, c.mutating]),
+    [
+      [1, false],
+      [1, false],
+      [1, false],
+      [1, false],
+    ],
+  );
   assert.deepEqual(readCalls(dir)[2]?.argv, ['--disabel', 'traefik']);
 });
 
 test('`k3s kubectl` reaches the kubectl double through its launcher; k3s-uninstall.sh removes everything', () => {
   const { dir, root, install } = fixture();
   assert.equal(install({ INSTALL_K3S_VERSION: V1 }, ['--node-name', 'node1']).code, 0);
-  const env = { CODEXK8S_FAKES_ROOT: root, CODEXK8S_FAKES_KUBECTL: path.join(FAKES_DIR, 'bin', 'kubectl'), CODEXK8S_FAKES_NODE: SERVER_NODE_BIN, CODEXK8S_FAKES_HOME: FAKES_DIR };
-  const nodes = runProcess(path.join(root, 'usr/local/bin/k3s'), ['kubectl', 'get', 'nodes', '-o', 'name'], { dir, env });
+  const env = {
+    CODEXK8S_FAKES_ROOT: root,
+    CODEXK8S_FAKES_KUBECTL: path.join(FAKES_DIR, 'bin', 'kubectl'),
+    CODEXK8S_FAKES_NODE: SERVER_NODE_BIN,
+    CODEXK8S_FAKES_HOME: FAKES_DIR,
+  };
+  const nodes = runProcess(path.join(root, 'usr/local/bin/k3s'), ['kubectl', 'get', 'nodes', '-o', 'name'], {
+    dir,
+    env,
+  });
   assert.deepEqual([nodes.code, nodes.stdout], [0, 'node/node1\n'], nodes.stderr);
-  const viaSymlink = runProcess(path.join(root, 'usr/local/bin/kubectl'), ['get', 'node', 'node1', '-o', 'jsonpath={.status.nodeInfo.kubeletVersion}'], { dir, env });
+  const viaSymlink = runProcess(
+    path.join(root, 'usr/local/bin/kubectl'),
+    ['get', 'node', 'node1', '-o', 'jsonpath={.status.nodeInfo.kubeletVersion}'],
+    { dir, env },
+  );
   assert.equal(viaSymlink.stdout, V1);
 
-  const un = runProcess('sh', [path.join(root, 'usr/local/bin/k3s-uninstall.sh')], { dir, env: { CODEXK8S_FAKES_ROOT: root } });
+  const un = runProcess('sh', [path.join(root, 'usr/local/bin/k3s-uninstall.sh')], {
+    dir,
+    env: { CODEXK8S_FAKES_ROOT: root },
+  });
   assert.equal(un.code, 0, un.stderr);
-  for (const f of ['usr/local/bin/k3s', 'usr/local/bin/kubectl', 'usr/local/bin/k3s-uninstall.sh', 'etc/rancher/k3s/k3s.yaml', 'etc/systemd/system/k3s.service']) {
+  for (const f of [
+    'usr/local/bin/k3s',
+    'usr/local/bin/kubectl',
+    'usr/local/bin/k3s-uninstall.sh',
+    'etc/rancher/k3s/k3s.yaml',
+    'etc/systemd/system/k3s.service',
+  ]) {
     assert.ok(!fs.existsSync(path.join(root, f)), `${f} removed`);
   }
-  assert.ok(!fs.existsSync(path.join(dir, 'cluster.json')) && !fs.existsSync(path.join(dir, 'objects')), 'cluster state wiped');
+  assert.ok(
+    !fs.existsSync(path.join(dir, 'cluster.json')) && !fs.existsSync(path.join(dir, 'objects')),
+    'cluster state wiped',
+  );
   const tools = readCalls(dir).map((c) => `${c.tool}:${c.mutating}`);
   assert.deepEqual(tools, ['k3s-install:true', 'kubectl:false', 'kubectl:false', 'k3s-uninstall:true']);
 });
@@ -139,32 +189,42 @@ test('`k3s server` writes containerd hosts.toml from registries.yaml like k3s: h
   const { dir, root, install } = fixture();
   assert.equal(install({ INSTALL_K3S_VERSION: V1 }).code, 0);
   const regDir = path.join(root, 'etc/rancher/k3s');
-  fs.writeFileSync(path.join(regDir, 'registries.yaml'), [
-    'mirrors:',
-    '  "registry.codex-k8s.internal:5000":',
-    '    endpoint:',
-    '      - "http://127.0.0.1:5000"',
-    '  "127.0.0.1:5000":',
-    '    endpoint:',
-    '      - "http://127.0.0.1:5000"',
-    '',
-  ].join('\n'));
-  const env = { CODEXK8S_FAKES_K3S_SERVER_ONCE: '1', CODEXK8S_FAKES_NODE: SERVER_NODE_BIN, CODEXK8S_FAKES_HOME: FAKES_DIR };
+  fs.writeFileSync(
+    path.join(regDir, 'registries.yaml'),
+    [
+      'mirrors:',
+      '  "registry.codex-k8s.internal:5000":',
+      '    endpoint:',
+      '      - "http://127.0.0.1:5000"',
+      '  "127.0.0.1:5000":',
+      '    endpoint:',
+      '      - "http://127.0.0.1:5000"',
+      '',
+    ].join('\n'),
+  );
+  const env = {
+    CODEXK8S_FAKES_K3S_SERVER_ONCE: '1',
+    CODEXK8S_FAKES_NODE: SERVER_NODE_BIN,
+    CODEXK8S_FAKES_HOME: FAKES_DIR,
+  };
   const start = (): RunResult => runProcess(path.join(root, 'usr/local/bin/k3s'), ['server'], { dir, env });
   const certs = path.join(root, 'var/lib/rancher/k3s/agent/etc/containerd/certs.d');
   const hostsToml = path.join(certs, 'registry.codex-k8s.internal:5000', 'hosts.toml');
 
   const first = start();
   assert.equal(first.code, 0, first.stderr);
-  assert.equal(fs.readFileSync(hostsToml, 'utf8'), [
-    '# File generated by k3s. DO NOT EDIT.',
-    'server = "https://registry.codex-k8s.internal:5000/v2"',
-    'capabilities = ["pull", "resolve", "push"]',
-    '',
-    '[host."http://127.0.0.1:5000/v2"]',
-    '  capabilities = ["pull", "resolve"]',
-    '',
-  ].join('\n'));
+  assert.equal(
+    fs.readFileSync(hostsToml, 'utf8'),
+    [
+      '# File generated by k3s. DO NOT EDIT.',
+      'server = "https://registry.codex-k8s.internal:5000/v2"',
+      'capabilities = ["pull", "resolve", "push"]',
+      '',
+      '[host."http://127.0.0.1:5000/v2"]',
+      '  capabilities = ["pull", "resolve"]',
+      '',
+    ].join('\n'),
+  );
   // Like k3s: the only endpoint of 127.0.0.1:5000 is its (http, localhost) default, so no file is written for it.
   assert.deepEqual(fs.readdirSync(certs), ['registry.codex-k8s.internal:5000']);
 
@@ -181,12 +241,26 @@ test('`k3s server` writes containerd hosts.toml from registries.yaml like k3s: h
   assert.match(typo.stderr, /unknown key "httpsEndpoint"/);
   fs.rmSync(path.join(dir, 'k3s-server-faults.json'));
 
-  fs.writeFileSync(path.join(regDir, 'registries.yaml'), 'mirrors:\n  "x:5000":\n    endpoints:\n      - "http://127.0.0.1:5000"\n');
+  fs.writeFileSync(
+    path.join(regDir, 'registries.yaml'),
+    'mirrors:\n  "x:5000":\n    endpoints:\n      - "http://127.0.0.1:5000"\n',
+  );
   const bad = start();
   assert.equal(bad.code, 1, 'a registries.yaml k3s would refuse fails the start');
   assert.match(bad.stderr, /mirrors\."x:5000": unknown key "endpoints"/);
 
   const servers = readCalls(dir).filter((c) => c.tool === 'k3s-server');
-  assert.deepEqual(servers.map((c) => [c.exitCode, c.mutating]), [[0, true], [0, false], [0, true], [1, false], [1, false]]);
-  assert.deepEqual(servers[0]?.changes, ['wrote /var/lib/rancher/k3s/agent/etc/containerd/certs.d/registry.codex-k8s.internal:5000/hosts.toml']);
+  assert.deepEqual(
+    servers.map((c) => [c.exitCode, c.mutating]),
+    [
+      [0, true],
+      [0, false],
+      [0, true],
+      [1, false],
+      [1, false],
+    ],
+  );
+  assert.deepEqual(servers[0]?.changes, [
+    'wrote /var/lib/rancher/k3s/agent/etc/containerd/certs.d/registry.codex-k8s.internal:5000/hosts.toml',
+  ]);
 });

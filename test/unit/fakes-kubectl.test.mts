@@ -12,7 +12,11 @@ import { readCalls, sha256 } from '../fakes/lib/recorder.mts';
 function cluster(): { dir: string; k: (args: string[], stdin?: string | Buffer) => RunResult } {
   const dir = newStateDir();
   const kubeconfig = seedCluster(dir);
-  return { dir, k: (args, stdin) => runDouble('kubectl', ['--kubeconfig', kubeconfig, ...args], stdin === undefined ? { dir } : { dir, stdin }) };
+  return {
+    dir,
+    k: (args, stdin) =>
+      runDouble('kubectl', ['--kubeconfig', kubeconfig, ...args], stdin === undefined ? { dir } : { dir, stdin }),
+  };
 }
 
 const deployment = (image: string, extra = ''): string => `apiVersion: apps/v1
@@ -66,23 +70,37 @@ test('apply: created, then unchanged (not mutating), then configured; server fie
 
   const second = k(['apply', '-f', file]);
   assert.equal(second.code, 0, second.stderr);
-  assert.equal(second.stdout, 'namespace/staging unchanged\ndeployment.apps/web unchanged\nconfigmap/web-config unchanged\n');
+  assert.equal(
+    second.stdout,
+    'namespace/staging unchanged\ndeployment.apps/web unchanged\nconfigmap/web-config unchanged\n',
+  );
 
   fs.writeFileSync(file, STACK('registry.local/web:2'));
   const third = k(['apply', '-f', '-'], fs.readFileSync(file, 'utf8'));
   assert.equal(third.code, 0, third.stderr);
-  assert.equal(third.stdout, 'namespace/staging unchanged\ndeployment.apps/web configured\nconfigmap/web-config unchanged\n');
+  assert.equal(
+    third.stdout,
+    'namespace/staging unchanged\ndeployment.apps/web configured\nconfigmap/web-config unchanged\n',
+  );
   const updated = getJson(k, ['-n', 'staging', 'get', 'deployment/web']);
   assert.equal(updated['metadata']['generation'], 2, 'a spec change bumps generation');
   assert.equal(updated['metadata']['uid'], created['metadata']['uid'], 'uid survives updates');
   assert.notEqual(updated['metadata']['resourceVersion'], created['metadata']['resourceVersion']);
 
   const applies = readCalls(dir).filter((c) => c.argv.includes('apply'));
-  assert.deepEqual(applies.map((c) => c.mutating), [true, false, true]);
+  assert.deepEqual(
+    applies.map((c) => c.mutating),
+    [true, false, true],
+  );
   assert.deepEqual(applies[2]?.changes, ['deployment.apps/web configured']);
   assert.equal(applies[2]?.stdinSha256, sha256(fs.readFileSync(file)), 'stdin is recorded by hash');
   assert.equal(applies[0]?.stdinSha256, undefined, 'no stdin read, no hash');
-  assert.ok(readCalls(dir).filter((c) => c.argv.includes('get')).every((c) => !c.mutating), 'get never mutates');
+  assert.ok(
+    readCalls(dir)
+      .filter((c) => c.argv.includes('get'))
+      .every((c) => !c.mutating),
+    'get never mutates',
+  );
 });
 
 test('apply rejects invalid objects with paths (wrong type, unknown field deep inside, missing required) and applies nothing', () => {
@@ -107,7 +125,10 @@ spec:
   const r = k(['apply', '-f', writeFile(dir, 'bad.yaml', bad)]);
   assert.equal(r.code, 1);
   assert.equal(r.stdout, '');
-  assert.match(r.stderr, /Deployment "web" is invalid:\n\* spec\.template\.spec\.containers\[0\]\.imagePullPolicyy: unknown field/);
+  assert.match(
+    r.stderr,
+    /Deployment "web" is invalid:\n\* spec\.template\.spec\.containers\[0\]\.imagePullPolicyy: unknown field/,
+  );
   assert.match(r.stderr, /Deployment "api" is invalid:/);
   assert.match(r.stderr, /\* spec\.replicas: Invalid value: must be integer/);
   assert.match(r.stderr, /\* spec\.template\.spec\.containers\[0\]\.name: Required value/);
@@ -118,13 +139,19 @@ spec:
   assert.equal(rec?.mutating, false);
   assert.equal(rec?.exitCode, 1);
 
-  const selector = k(['apply', '-f', '-'], `apiVersion: v1
+  const selector = k(
+    ['apply', '-f', '-'],
+    `apiVersion: v1
 kind: Namespace
 metadata: {name: staging}
 ---
-${deployment('registry.local/web:1').replace('labels: {app: web}\n    spec', 'labels: {app: webb}\n    spec')}`);
+${deployment('registry.local/web:1').replace('labels: {app: web}\n    spec', 'labels: {app: webb}\n    spec')}`,
+  );
   assert.equal(selector.code, 1);
-  assert.match(selector.stderr, /spec\.template\.metadata\.labels: Invalid value: selector does not match template labels/);
+  assert.match(
+    selector.stderr,
+    /spec\.template\.metadata\.labels: Invalid value: selector does not match template labels/,
+  );
 });
 
 test('valid manifests of many kinds pass strict validation (no false "unknown field")', () => {
@@ -279,22 +306,48 @@ data: {password: c2VjcmV0LXZhbHVl}
   assert.equal(r.stdout.split('\n').filter((l) => l.endsWith(' created')).length, 14, r.stdout);
   assert.match(r.stdout, /^customresourcedefinition\.apiextensions\.k8s\.io\/widgets\.example\.com created$/m);
   const crd = getJson(k, ['get', 'crd', 'widgets.example.com']);
-  assert.ok(crd['status']['conditions'].some((c: Record<string, string>) => c['type'] === 'Established' && c['status'] === 'True'));
-  const widget = k(['apply', '-f', '-'], 'apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w, namespace: staging}\nspec: {size: 2}\n');
+  assert.ok(
+    crd['status']['conditions'].some(
+      (c: Record<string, string>) => c['type'] === 'Established' && c['status'] === 'True',
+    ),
+  );
+  const widget = k(
+    ['apply', '-f', '-'],
+    'apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w, namespace: staging}\nspec: {size: 2}\n',
+  );
   assert.equal(widget.code, 1, 'a CRD kind without a row in EXTENSION_KINDS is refused');
-  assert.match(widget.stderr, /no matches for kind "Widget" in version "example\.com\/v1"[\s\S]*add it to EXTENSION_KINDS/);
+  assert.match(
+    widget.stderr,
+    /no matches for kind "Widget" in version "example\.com\/v1"[\s\S]*add it to EXTENSION_KINDS/,
+  );
 });
 
 test('unknown kinds and CR kinds whose CRD is not installed: "resource mapping not found", exit 1', () => {
   const { dir, k } = cluster();
-  const r = k(['apply', '-f', writeFile(dir, 'x.yaml', 'apiVersion: apps/v1\nkind: Deploymnt\nmetadata: {name: web}\nspec: {}\n')]);
+  const r = k([
+    'apply',
+    '-f',
+    writeFile(dir, 'x.yaml', 'apiVersion: apps/v1\nkind: Deploymnt\nmetadata: {name: web}\nspec: {}\n'),
+  ]);
   assert.equal(r.code, 1);
-  assert.equal(r.stderr.split('\n')[0], `error: resource mapping not found for name: "web" namespace: "" from "${path.join(dir, 'x.yaml')}": no matches for kind "Deploymnt" in version "apps/v1"`);
+  assert.equal(
+    r.stderr.split('\n')[0],
+    `error: resource mapping not found for name: "web" namespace: "" from "${path.join(dir, 'x.yaml')}": no matches for kind "Deploymnt" in version "apps/v1"`,
+  );
   assert.match(r.stderr, /ensure CRDs are installed first/);
-  const issuer = k(['apply', '-f', '-'], 'apiVersion: cert-manager.io/v1\nkind: ClusterIssuer\nmetadata: {name: le}\nspec: {selfSigned: {}}\n');
+  const issuer = k(
+    ['apply', '-f', '-'],
+    'apiVersion: cert-manager.io/v1\nkind: ClusterIssuer\nmetadata: {name: le}\nspec: {selfSigned: {}}\n',
+  );
   assert.equal(issuer.code, 1);
-  assert.match(issuer.stderr, /no matches for kind "ClusterIssuer" in version "cert-manager\.io\/v1"[\s\S]*no deployed helm release of chart cert-manager/);
-  const hcc = k(['apply', '-f', '-'], 'apiVersion: helm.cattle.io/v1\nkind: HelmChartConfig\nmetadata: {name: traefik, namespace: kube-system}\nspec: {valuesContent: "ports: {}"}\n');
+  assert.match(
+    issuer.stderr,
+    /no matches for kind "ClusterIssuer" in version "cert-manager\.io\/v1"[\s\S]*no deployed helm release of chart cert-manager/,
+  );
+  const hcc = k(
+    ['apply', '-f', '-'],
+    'apiVersion: helm.cattle.io/v1\nkind: HelmChartConfig\nmetadata: {name: traefik, namespace: kube-system}\nspec: {valuesContent: "ports: {}"}\n',
+  );
   assert.equal(hcc.code, 0, hcc.stderr);
   assert.equal(hcc.stdout, 'helmchartconfig.helm.cattle.io/traefik created\n');
   const getUnknown = k(['get', 'widgets']);
@@ -307,7 +360,10 @@ test('namespaces: a missing namespace is an error; object vs -n mismatch is an e
   const file = writeFile(dir, 'web.yaml', deployment('registry.local/web:1'));
   const r = k(['apply', '-f', file]);
   assert.equal(r.code, 1);
-  assert.equal(r.stderr.trim(), `Error from server (NotFound): error when creating "${file}": namespaces "staging" not found`);
+  assert.equal(
+    r.stderr.trim(),
+    `Error from server (NotFound): error when creating "${file}": namespaces "staging" not found`,
+  );
   assert.equal(readCalls(dir).at(-1)?.mutating, false);
   assert.equal(k(['create', 'namespace', 'staging']).stdout, 'namespace/staging created\n');
   const again = k(['create', 'namespace', 'staging']);
@@ -315,10 +371,17 @@ test('namespaces: a missing namespace is an error; object vs -n mismatch is an e
   assert.match(again.stderr, /AlreadyExists\): namespaces "staging" already exists/);
   const mismatch = k(['apply', '-n', 'other', '-f', file]);
   assert.equal(mismatch.code, 1);
-  assert.match(mismatch.stderr, /the namespace from the provided object "staging" does not match the namespace "other"/);
+  assert.match(
+    mismatch.stderr,
+    /the namespace from the provided object "staging" does not match the namespace "other"/,
+  );
   const cm = k(['apply', '-f', '-'], 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a: b}\n');
   assert.equal(cm.code, 0, cm.stderr);
-  assert.equal(k(['get', 'configmap', 'c', '-o', 'jsonpath={.metadata.namespace}']).stdout, 'default', 'no namespace anywhere: default');
+  assert.equal(
+    k(['get', 'configmap', 'c', '-o', 'jsonpath={.metadata.namespace}']).stdout,
+    'default',
+    'no namespace anywhere: default',
+  );
 });
 
 test('get and delete: not found, --ignore-not-found, selectors, output formats', () => {
@@ -330,8 +393,14 @@ test('get and delete: not found, --ignore-not-found, selectors, output formats',
   const ignored = k(['-n', 'staging', 'get', 'deployment', 'nope', '--ignore-not-found']);
   assert.deepEqual([ignored.code, ignored.stdout, ignored.stderr], [0, '', '']);
   assert.equal(k(['get', 'deploy', '-n', 'staging', '-o', 'name']).stdout, 'deployment.apps/web\n');
-  assert.equal(k(['get', 'deploy', '-A', '-l', 'app.kubernetes.io/name=web', '-o', 'jsonpath={.items[*].metadata.name}']).stdout, 'web');
-  assert.equal(k(['get', 'nodes', '-o', 'jsonpath={.items[0].status.conditions[?(@.type=="Ready")].status}']).stdout, 'True');
+  assert.equal(
+    k(['get', 'deploy', '-A', '-l', 'app.kubernetes.io/name=web', '-o', 'jsonpath={.items[*].metadata.name}']).stdout,
+    'web',
+  );
+  assert.equal(
+    k(['get', 'nodes', '-o', 'jsonpath={.items[0].status.conditions[?(@.type=="Ready")].status}']).stdout,
+    'True',
+  );
   const table = k(['get', 'deployments', '-n', 'staging']);
   assert.match(table.stdout, /^NAME\s+READY\s+UP-TO-DATE\s+AVAILABLE\s+AGE\nweb\s+2\/2\s+2\s+2\s+\d+s\n$/);
   assert.equal(k(['get', 'secrets', '-n', 'staging']).stderr.trim(), 'No resources found in staging namespace.');
@@ -344,10 +413,19 @@ test('get and delete: not found, --ignore-not-found, selectors, output formats',
   assert.equal(delAgain.code, 1);
   assert.equal(delAgain.stderr.trim(), 'Error from server (NotFound): deployments.apps "web" not found');
   assert.equal(k(['delete', 'deployment', 'web', '-n', 'staging', '--ignore-not-found']).code, 0);
-  assert.deepEqual(readCalls(dir).slice(before).map((c) => c.mutating), [true, false, false]);
+  assert.deepEqual(
+    readCalls(dir)
+      .slice(before)
+      .map((c) => c.mutating),
+    [true, false, false],
+  );
   const nsDel = k(['delete', 'namespace', 'staging']);
   assert.equal(nsDel.stdout, 'namespace "staging" deleted\n');
-  assert.equal(k(['get', 'configmap', 'web-config', '-n', 'staging']).code, 1, 'deleting a namespace deletes what is in it');
+  assert.equal(
+    k(['get', 'configmap', 'web-config', '-n', 'staging']).code,
+    1,
+    'deleting a namespace deletes what is in it',
+  );
 });
 
 test('rollout: status, fault injection (times), restart and undo to the previous pod template', () => {
@@ -363,19 +441,38 @@ test('rollout: status, fault injection (times), restart and undo to the previous
   assert.equal(unbounded.code, 1);
   assert.match(unbounded.stderr, /requires --timeout/);
 
-  writeFaults(dir, { 'kubectl rollout status deployment/web': { exitCode: 1, stderr: 'error: deployment "web" exceeded its progress deadline', times: 1 } });
+  writeFaults(dir, {
+    'kubectl rollout status deployment/web': {
+      exitCode: 1,
+      stderr: 'error: deployment "web" exceeded its progress deadline',
+      times: 1,
+    },
+  });
   const faulted = k(['-n', 'staging', 'rollout', 'status', 'deployment/web', '--timeout=60s']);
-  assert.deepEqual([faulted.code, faulted.stdout, faulted.stderr], [1, '', 'error: deployment "web" exceeded its progress deadline\n']);
+  assert.deepEqual(
+    [faulted.code, faulted.stdout, faulted.stderr],
+    [1, '', 'error: deployment "web" exceeded its progress deadline\n'],
+  );
   const afterFault = k(['-n', 'staging', 'rollout', 'status', 'deployment/web', '--timeout=60s']);
   assert.equal(afterFault.code, 0, 'times: 1 means the next call runs normally');
   const statusCalls = readCalls(dir).filter((c) => c.argv.includes('status') && c.argv.includes('--timeout=60s'));
-  assert.deepEqual(statusCalls.map((c) => c.fault), [undefined, 'kubectl rollout status deployment/web', undefined]);
+  assert.deepEqual(
+    statusCalls.map((c) => c.fault),
+    [undefined, 'kubectl rollout status deployment/web', undefined],
+  );
 
   const undo = k(['-n', 'staging', 'rollout', 'undo', 'deployment/web']);
   assert.deepEqual([undo.code, undo.stdout], [0, 'deployment.apps/web rolled back\n']);
-  assert.equal(k(['-n', 'staging', 'get', 'deploy', 'web', '-o', 'jsonpath={.spec.template.spec.containers[0].image}']).stdout, 'registry.local/web:1');
+  assert.equal(
+    k(['-n', 'staging', 'get', 'deploy', 'web', '-o', 'jsonpath={.spec.template.spec.containers[0].image}']).stdout,
+    'registry.local/web:1',
+  );
   const undone = getJson(k, ['-n', 'staging', 'get', 'deploy', 'web']);
-  assert.equal(undone['metadata']['annotations']['deployment.kubernetes.io/revision'], '3', 'rolling back makes the old template the newest revision');
+  assert.equal(
+    undone['metadata']['annotations']['deployment.kubernetes.io/revision'],
+    '3',
+    'rolling back makes the old template the newest revision',
+  );
   assert.equal(undone['metadata']['generation'], 3);
   const undoCall = readCalls(dir).find((c) => c.argv.includes('undo'));
   assert.equal(undoCall?.mutating, true, 'undo is recorded as a change');
@@ -385,7 +482,11 @@ test('rollout: status, fault injection (times), restart and undo to the previous
   assert.equal(restart.stdout, 'deployment.apps/web restarted\n');
   fs.writeFileSync(file, STACK('registry.local/web:1'));
   const reapply = k(['apply', '-f', file]);
-  assert.match(reapply.stdout, /deployment\.apps\/web unchanged/, 'the restartedAt annotation survives an apply of the same manifest');
+  assert.match(
+    reapply.stdout,
+    /deployment\.apps\/web unchanged/,
+    'the restartedAt annotation survives an apply of the same manifest',
+  );
 
   const waitOk = k(['-n', 'staging', 'wait', '--for=condition=Available', 'deployment/web', '--timeout=30s']);
   assert.deepEqual([waitOk.code, waitOk.stdout], [0, 'deployment.apps/web condition met\n']);
@@ -403,15 +504,26 @@ stringData: {password: ${value}}
 `;
   const r = k(['apply', '-f', '-'], secret);
   assert.deepEqual([r.code, r.stdout], [0, 'secret/db created\n']);
-  assert.equal(k(['apply', '-f', '-'], secret).stdout, 'secret/db unchanged\n', 'stringData folded into data compares equal');
+  assert.equal(
+    k(['apply', '-f', '-'], secret).stdout,
+    'secret/db unchanged\n',
+    'stringData folded into data compares equal',
+  );
   const table = k(['get', 'secret', 'db', '-n', 'staging']);
   assert.match(table.stdout, /^NAME\s+TYPE\s+DATA\s+AGE\ndb\s+Opaque\s+2\s+/);
   const stored = getJson(k, ['get', 'secret', 'db', '-n', 'staging']);
   assert.equal(Buffer.from(stored['data']['password'], 'base64').toString(), value);
   assert.equal(stored['stringData'], undefined);
   const b64 = Buffer.from(value).toString('base64');
-  for (const c of readCalls(dir)) assert.ok(!JSON.stringify(c).includes(value) && !JSON.stringify(c).includes(b64), 'the value is not in calls.jsonl');
-  const bad = k(['apply', '-f', '-'], 'apiVersion: v1\nkind: Secret\nmetadata: {name: bad, namespace: staging}\ndata: {token: "not base64!"}\n');
+  for (const c of readCalls(dir))
+    assert.ok(
+      !JSON.stringify(c).includes(value) && !JSON.stringify(c).includes(b64),
+      'the value is not in calls.jsonl',
+    );
+  const bad = k(
+    ['apply', '-f', '-'],
+    'apiVersion: v1\nkind: Secret\nmetadata: {name: bad, namespace: staging}\ndata: {token: "not base64!"}\n',
+  );
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /data\["token"\]: illegal base64 data/);
   assert.ok(!bad.stderr.includes('not base64!'), 'the invalid value is not echoed');
@@ -455,11 +567,30 @@ test('in-process: the objects a fresh k3s has are valid; faults match on word bo
     'kubectl rollout status': { exitCode: 4 },
   });
   const argv = (s: string): string[][] => [s.split(' ')];
-  assert.equal(takeFault(dir, 'kubectl', argv('rollout status deployment/web-2 --timeout=1s'))?.fault.exitCode, 4, 'web is not a prefix of web-2');
-  assert.equal(takeFault(dir, 'kubectl', argv('rollout status deployment/web --timeout=1s'))?.fault.exitCode, 3, 'longest key wins');
-  assert.equal(takeFault(dir, 'kubectl', argv('rollout status deployment/web'))?.key, 'kubectl rollout status deployment/web');
-  assert.equal(takeFault(dir, 'kubectl', argv('rollout status deployment/web'))?.fault.exitCode, 4, 'after times: 2 the shorter key applies');
-  assert.equal(takeFault(dir, 'helm', argv('rollout status deployment/web')), undefined, 'the tool name is part of the key');
+  assert.equal(
+    takeFault(dir, 'kubectl', argv('rollout status deployment/web-2 --timeout=1s'))?.fault.exitCode,
+    4,
+    'web is not a prefix of web-2',
+  );
+  assert.equal(
+    takeFault(dir, 'kubectl', argv('rollout status deployment/web --timeout=1s'))?.fault.exitCode,
+    3,
+    'longest key wins',
+  );
+  assert.equal(
+    takeFault(dir, 'kubectl', argv('rollout status deployment/web'))?.key,
+    'kubectl rollout status deployment/web',
+  );
+  assert.equal(
+    takeFault(dir, 'kubectl', argv('rollout status deployment/web'))?.fault.exitCode,
+    4,
+    'after times: 2 the shorter key applies',
+  );
+  assert.equal(
+    takeFault(dir, 'helm', argv('rollout status deployment/web')),
+    undefined,
+    'the tool name is part of the key',
+  );
   writeFaults(dir, { 'kubectl get': { exitCode: 1, stderrr: 'typo' } as never });
   assert.throws(() => readFaults(dir), /"kubectl get"\.stderrr: unknown field/);
 });
@@ -473,8 +604,15 @@ test('diff: exit 1 with a section per object that would change, exit 0 once appl
   const before = k(['diff', '-f', '-'], stack);
   assert.equal(before.code, 1, before.stderr);
   const headers = before.stdout.split('\n').filter((l) => l.startsWith('diff -u -N '));
-  assert.deepEqual(headers.map((h) => h.split('/').pop()), ['apps.v1.Deployment.staging.web', 'v1.ConfigMap.staging.web-config'], 'the namespace is unchanged: no section');
-  assert.match(before.stdout, /^diff -u -N \/tmp\/LIVE-\d+\/apps\.v1\.Deployment\.staging\.web \/tmp\/MERGED-\d+\/apps\.v1\.Deployment\.staging\.web$/m);
+  assert.deepEqual(
+    headers.map((h) => h.split('/').pop()),
+    ['apps.v1.Deployment.staging.web', 'v1.ConfigMap.staging.web-config'],
+    'the namespace is unchanged: no section',
+  );
+  assert.match(
+    before.stdout,
+    /^diff -u -N \/tmp\/LIVE-\d+\/apps\.v1\.Deployment\.staging\.web \/tmp\/MERGED-\d+\/apps\.v1\.Deployment\.staging\.web$/m,
+  );
   assert.match(before.stdout, /^@@ -0,0 \+1,\d+ @@$/m, 'a new object: empty live side');
   assert.match(before.stdout, /^\+  name: web$/m);
 
@@ -487,15 +625,31 @@ test('diff: exit 1 with a section per object that would change, exit 0 once appl
   assert.equal(changed.code, 1);
   assert.match(changed.stdout, /^-\s+image: registry\.local\/web:1$/m);
   assert.match(changed.stdout, /^\+\s+image: registry\.local\/web:2$/m);
-  assert.doesNotMatch(changed.stdout, /^[-+]\s+(uid|resourceVersion|generation|creationTimestamp):/m, 'server fields are not differences');
-  assert.equal(getJson(k, ['-n', 'staging', 'get', 'deployment', 'web'])['spec']['template']['spec']['containers'][0]['image'], 'registry.local/web:1', 'diff changes nothing');
+  assert.doesNotMatch(
+    changed.stdout,
+    /^[-+]\s+(uid|resourceVersion|generation|creationTimestamp):/m,
+    'server fields are not differences',
+  );
+  assert.equal(
+    getJson(k, ['-n', 'staging', 'get', 'deployment', 'web'])['spec']['template']['spec']['containers'][0]['image'],
+    'registry.local/web:1',
+    'diff changes nothing',
+  );
 
   // A restart annotation set by `rollout restart` survives apply, so diff does not report it either.
   assert.equal(k(['-n', 'staging', 'rollout', 'restart', 'deployment/web']).code, 0);
   assert.equal(k(['diff', '-f', '-'], stack).code, 0);
 
   const diffs = readCalls(dir).filter((c) => c.argv.includes('diff'));
-  assert.deepEqual(diffs.map((c) => [c.exitCode, c.mutating]), [[1, false], [0, false], [1, false], [0, false]]);
+  assert.deepEqual(
+    diffs.map((c) => [c.exitCode, c.mutating]),
+    [
+      [1, false],
+      [0, false],
+      [1, false],
+      [0, false],
+    ],
+  );
 });
 
 test('diff: errors exit above 1 (invalid object, unknown CRD kind, missing namespace, no -f); Secret values never shown', () => {
@@ -506,17 +660,27 @@ test('diff: errors exit above 1 (invalid object, unknown CRD kind, missing names
   const noNs = k(['diff', '-f', '-'], deployment('x:1'));
   assert.equal(noNs.code, 2);
   assert.match(noNs.stderr, /namespaces "staging" not found/);
-  const crd = k(['diff', '-f', '-'], 'apiVersion: cert-manager.io/v1\nkind: ClusterIssuer\nmetadata: {name: le}\nspec: {selfSigned: {}}\n');
+  const crd = k(
+    ['diff', '-f', '-'],
+    'apiVersion: cert-manager.io/v1\nkind: ClusterIssuer\nmetadata: {name: le}\nspec: {selfSigned: {}}\n',
+  );
   assert.equal(crd.code, 2);
   assert.match(crd.stderr, /no matches for kind "ClusterIssuer"/);
   assert.equal(k(['diff']).code, 2);
 
-  const secret = (v: string): string => `apiVersion: v1\nkind: Secret\nmetadata: {name: db, namespace: default}\nstringData: {password: ${v}, user: codex}\n`;
+  const secret = (v: string): string =>
+    `apiVersion: v1\nkind: Secret\nmetadata: {name: db, namespace: default}\nstringData: {password: ${v}, user: codex}\n`;
   assert.equal(k(['apply', '-f', '-'], secret('first-password')).code, 0);
   assert.equal(k(['diff', '-f', '-'], secret('first-password')).code, 0, 'stringData compares like apply stores it');
   const d = k(['diff', '-f', '-'], secret('second-password'));
   assert.equal(d.code, 1);
-  for (const v of ['first-password', 'second-password', Buffer.from('first-password').toString('base64'), Buffer.from('second-password').toString('base64')]) assert.ok(!d.stdout.includes(v), 'no secret value in the diff');
+  for (const v of [
+    'first-password',
+    'second-password',
+    Buffer.from('first-password').toString('base64'),
+    Buffer.from('second-password').toString('base64'),
+  ])
+    assert.ok(!d.stdout.includes(v), 'no secret value in the diff');
   assert.match(d.stdout, /^-\s+password: ["']?\*\*\* \(before\)["']?$/m);
   assert.match(d.stdout, /^\+\s+password: ["']?\*\*\* \(after\)["']?$/m);
   assert.match(d.stdout, /^ \s+user: ["']?\*\*\*["']?$/m, 'an unchanged value is masked too');
@@ -525,7 +689,17 @@ test('diff: errors exit above 1 (invalid object, unknown CRD kind, missing names
 // ---------------------------------------------------------------------------------------------------------------
 // The deploy loop: exec into buildkitd-0 (build.sh), the registry, set image, rollouts of internal images.
 
-const BUILD = ['-n', 'codex-k8s-system', 'exec', '-i', 'buildkitd-0', '-c', 'buildkitd', '--', '/opt/codex-k8s-build/build.sh'];
+const BUILD = [
+  '-n',
+  'codex-k8s-system',
+  'exec',
+  '-i',
+  'buildkitd-0',
+  '-c',
+  'buildkitd',
+  '--',
+  '/opt/codex-k8s-build/build.sh',
+];
 const SHA = '0123456789abcdef0123456789abcdef01234567';
 const TAG = 'sha-0123456789ab';
 const REF = `registry.codex-k8s-system.svc.cluster.local:5000/codex-k8s:${TAG}`;
@@ -597,7 +771,13 @@ CMD ["node", "src/server.mts"]
 
 async function context(files: Record<string, string> = {}, dockerfileName = 'Dockerfile'): Promise<Buffer> {
   const { makeTar } = await import('../fakes/lib/tar.mts');
-  const all = { [dockerfileName]: DOCKERFILE, 'package.json': '{}\n', 'package-lock.json': '{}\n', 'src/server.mts': 'export {};\n', ...files };
+  const all = {
+    [dockerfileName]: DOCKERFILE,
+    'package.json': '{}\n',
+    'package-lock.json': '{}\n',
+    'src/server.mts': 'export {};\n',
+    ...files,
+  };
   return makeTar(Object.entries(all).map(([name, content]) => ({ name, content })));
 }
 
@@ -605,7 +785,8 @@ async function context(files: Record<string, string> = {}, dockerfileName = 'Doc
 function buildCluster(mode = '0755'): { dir: string; k: (args: string[], stdin?: string | Buffer) => RunResult } {
   const dir = newStateDir();
   const kubeconfig = seedCluster(dir);
-  const k = (args: string[], stdin?: string | Buffer): RunResult => runDouble('kubectl', ['--kubeconfig', kubeconfig, ...args], stdin === undefined ? { dir } : { dir, stdin });
+  const k = (args: string[], stdin?: string | Buffer): RunResult =>
+    runDouble('kubectl', ['--kubeconfig', kubeconfig, ...args], stdin === undefined ? { dir } : { dir, stdin });
   const r = k(['apply', '-f', '-'], BUILDKIT_STACK(mode));
   assert.equal(r.code, 0, r.stderr);
   return { dir, k };
@@ -616,33 +797,69 @@ test('exec build.sh: absent (exit 3), build pushes (mutating, registry keeps git
   const { dir, k } = buildCluster();
   const before = readCalls(dir).length;
   const absent = k([...BUILD, 'exists', TAG]);
-  assert.deepEqual([absent.code, absent.stdout, absent.stderr], [3, `absent ${REF}\n`, 'command terminated with exit code 3\n']);
+  assert.deepEqual(
+    [absent.code, absent.stdout, absent.stderr],
+    [3, `absent ${REF}\n`, 'command terminated with exit code 3\n'],
+  );
 
   const tar = await context();
   const built = k([...BUILD, 'build', TAG, SHA], tar);
   assert.equal(built.code, 0, built.stderr);
   assert.equal(built.stdout, `pushed ${REF}\n`);
-  assert.match(built.stderr, /^#1 \[internal\] load build definition from Dockerfile$/m, 'buildctl-like progress on stderr');
+  assert.match(
+    built.stderr,
+    /^#1 \[internal\] load build definition from Dockerfile$/m,
+    'buildctl-like progress on stderr',
+  );
   assert.match(built.stderr, /load metadata for docker\.io\/library\/node:24\.4\.1-bookworm-slim/);
   assert.match(built.stderr, new RegExp(`pushing manifest for ${REF.replace(/\./g, '\\.')}@sha256:[0-9a-f]{64} done`));
   const pushed = readRegistry(dir);
   assert.equal(pushed.length, 1);
-  assert.deepEqual({ ref: pushed[0]?.ref, repository: pushed[0]?.repository, tag: pushed[0]?.tag, gitSha: pushed[0]?.gitSha, contextSha256: pushed[0]?.contextSha256 },
-    { ref: REF, repository: 'codex-k8s', tag: TAG, gitSha: SHA, contextSha256: sha256(tar) });
+  assert.deepEqual(
+    {
+      ref: pushed[0]?.ref,
+      repository: pushed[0]?.repository,
+      tag: pushed[0]?.tag,
+      gitSha: pushed[0]?.gitSha,
+      contextSha256: pushed[0]?.contextSha256,
+    },
+    { ref: REF, repository: 'codex-k8s', tag: TAG, gitSha: SHA, contextSha256: sha256(tar) },
+  );
 
   const podJson = getJson(k, ['-n', 'codex-k8s-system', 'get', 'pod', 'buildkitd-0']);
-  assert.deepEqual([podJson['status']['phase'], podJson['metadata']['ownerReferences'][0]['name']], ['Running', 'buildkitd'], 'the exec target is a pod get can see');
+  assert.deepEqual(
+    [podJson['status']['phase'], podJson['metadata']['ownerReferences'][0]['name']],
+    ['Running', 'buildkitd'],
+    'the exec target is a pod get can see',
+  );
   const present = k([...BUILD, 'exists', TAG]);
   assert.deepEqual([present.code, present.stdout, present.stderr], [0, `present ${REF}\n`, '']);
   const again = k([...BUILD, 'build', TAG, SHA], 'not even a tar: the script drains stdin and stops');
   assert.deepEqual([again.code, again.stdout], [0, `unchanged ${REF}\n`]);
   assert.equal(readRegistry(dir).length, 1);
 
-  const calls = readCalls(dir).slice(before).filter((c) => c.argv.includes('exec'));
-  assert.deepEqual(calls.map((c) => [c.exitCode, c.mutating]), [[3, false], [0, true], [0, false], [0, false]]);
+  const calls = readCalls(dir)
+    .slice(before)
+    .filter((c) => c.argv.includes('exec'));
+  assert.deepEqual(
+    calls.map((c) => [c.exitCode, c.mutating]),
+    [
+      [3, false],
+      [0, true],
+      [0, false],
+      [0, false],
+    ],
+  );
   assert.equal(calls[0]?.stdinSha256, undefined, 'exists does not read stdin (an open stdin must not hang it)');
-  assert.deepEqual(calls[1]?.detail, { exec: { namespace: 'codex-k8s-system', pod: 'buildkitd-0', container: 'buildkitd', stdin: true,
-    command: ['/opt/codex-k8s-build/build.sh', 'build', TAG, SHA] } });
+  assert.deepEqual(calls[1]?.detail, {
+    exec: {
+      namespace: 'codex-k8s-system',
+      pod: 'buildkitd-0',
+      container: 'buildkitd',
+      stdin: true,
+      command: ['/opt/codex-k8s-build/build.sh', 'build', TAG, SHA],
+    },
+  });
   assert.equal(calls[1]?.stdinSha256, sha256(tar), 'stdin is recorded by hash only');
   assert.deepEqual(calls[1]?.changes, [`pushed ${REF} (git ${SHA}, context sha256 ${sha256(tar)})`]);
   assert.ok(!JSON.stringify(calls).includes('npm ci'), 'no stdin content in calls.jsonl');
@@ -654,14 +871,32 @@ test('exec build.sh: stdin must be a complete tar with a Dockerfile at its root,
   const good = await context();
   const cases: Array<[string, string | Buffer, RegExp]> = [
     ['short text', 'FROM node:24\n', /not a tar archive \(fake: no tar header at the start \(13 bytes/],
-    ['text', 'FROM node:24\n'.repeat(100), /not a tar archive \(fake: no tar header at the start \(bad header checksum\)/],
+    [
+      'text',
+      'FROM node:24\n'.repeat(100),
+      /not a tar archive \(fake: no tar header at the start \(bad header checksum\)/,
+    ],
     ['empty', '', /not a tar archive \(fake: empty input\)/],
     ['gzip', Buffer.concat([Buffer.from([0x1f, 0x8b, 0x08, 0x00]), Buffer.alloc(600)]), /gzip-compressed data/],
     ['truncated', good.subarray(0, 700), /unexpected end of archive/],
-    ['no Dockerfile', await context({}, 'app/Dockerfile'), /failed to read dockerfile: open Dockerfile: no such file or directory/],
-    ['missing COPY source', (await import('../fakes/lib/tar.mts')).makeTar([{ name: 'Dockerfile', content: DOCKERFILE }, { name: 'package.json', content: '{}' }]),
-      /failed to calculate checksum of ref: "\/package-lock\.json": not found \(Dockerfile line 5/],
-    ['unknown instruction', await context({ Dockerfile: 'FROM node:24\nRUNN npm ci\n' }), /dockerfile parse error on line 2: unknown instruction: RUNN/],
+    [
+      'no Dockerfile',
+      await context({}, 'app/Dockerfile'),
+      /failed to read dockerfile: open Dockerfile: no such file or directory/,
+    ],
+    [
+      'missing COPY source',
+      (await import('../fakes/lib/tar.mts')).makeTar([
+        { name: 'Dockerfile', content: DOCKERFILE },
+        { name: 'package.json', content: '{}' },
+      ]),
+      /failed to calculate checksum of ref: "\/package-lock\.json": not found \(Dockerfile line 5/,
+    ],
+    [
+      'unknown instruction',
+      await context({ Dockerfile: 'FROM node:24\nRUNN npm ci\n' }),
+      /dockerfile parse error on line 2: unknown instruction: RUNN/,
+    ],
     ['no FROM', await context({ Dockerfile: 'ARG X=1\nRUN true\n' }), /no build stage in current context/],
   ];
   for (const [name, stdin, want] of cases) {
@@ -672,7 +907,10 @@ test('exec build.sh: stdin must be a complete tar with a Dockerfile at its root,
     assert.match(r.stderr, /command terminated with exit code 1\n$/, name);
   }
   assert.deepEqual(readRegistry(dir), [], 'nothing pushed');
-  assert.ok(readCalls(dir).every((c) => !c.mutating || c.argv.includes('apply')), 'failed builds are not mutating');
+  assert.ok(
+    readCalls(dir).every((c) => !c.mutating || c.argv.includes('apply')),
+    'failed builds are not mutating',
+  );
   const dotSlash = k([...BUILD, 'build', TAG, SHA], await context({}, './Dockerfile'));
   assert.equal(dotSlash.code, 0, `./Dockerfile is the root Dockerfile too: ${dotSlash.stderr}`);
 });
@@ -698,7 +936,11 @@ test('exec build.sh: bad arguments exit 2 with the usage, before anything is bui
     assert.match(r.stderr, /usage: build\.sh exists TAG \| build\.sh build TAG GIT_SHA/);
     assert.match(r.stderr, /command terminated with exit code 2\n$/);
   }
-  assert.ok(readCalls(dir).filter((c) => c.argv.includes('exec')).every((c) => !c.mutating));
+  assert.ok(
+    readCalls(dir)
+      .filter((c) => c.argv.includes('exec'))
+      .every((c) => !c.mutating),
+  );
 });
 
 test('exec: only build.sh in buildkitd-0/buildkitd; NotFound without the StatefulSet; the script must be mounted executable', async () => {
@@ -708,18 +950,87 @@ test('exec: only build.sh in buildkitd-0/buildkitd; NotFound without the Statefu
   assert.match(notYet.stderr, /^Error from server \(NotFound\): pods "buildkitd-0" not found\n/);
   assert.equal(k(['apply', '-f', '-'], BUILDKIT_STACK()).code, 0);
   const refusals: Array<[string[], RegExp]> = [
-    [['-n', 'codex-k8s-system', 'exec', '-i', 'web-0', '-c', 'buildkitd', '--', '/opt/codex-k8s-build/build.sh', 'exists', TAG], /pods "web-0" not found\n\(fake kubectl: the only exec target is codex-k8s-system\/buildkitd-0; it supports exactly: kubectl -n codex-k8s-system exec/],
-    [['exec', '-i', 'buildkitd-0', '-c', 'buildkitd', '--', '/opt/codex-k8s-build/build.sh', 'exists', TAG], /pods "buildkitd-0" not found/],
-    [['-n', 'codex-k8s-system', 'exec', '-i', 'buildkitd-0', '-c', 'sidecar', '--', '/opt/codex-k8s-build/build.sh'], /\(BadRequest\): container sidecar is not valid for pod buildkitd-0/],
-    [['-n', 'codex-k8s-system', 'exec', 'buildkitd-0', '-c', 'buildkitd', '--', 'sh', '-c', 'buildctl du'], /cannot run "sh -c buildctl du" in buildkitd-0/],
-    [['-n', 'codex-k8s-system', 'exec', 'buildkitd-0', '-c', 'buildkitd', '/opt/codex-k8s-build/build.sh'], /Use exec \[POD\] -- \[COMMAND\] instead/],
-    [['-n', 'codex-k8s-system', 'exec', 'buildkitd-0', '--', '/opt/codex-k8s-build/build.sh'], /requires -c\/--container/],
-    [['-n', 'codex-k8s-system', 'exec', '-it', 'buildkitd-0', '-c', 'buildkitd', '--', '/opt/codex-k8s-build/build.sh'], /invalid argument "t" for "-i"/],
-    [['-n', 'codex-k8s-system', 'exec', '-i', '-t', 'buildkitd-0', '-c', 'buildkitd', '--', '/opt/codex-k8s-build/build.sh'], /does not support exec -t/],
+    [
+      [
+        '-n',
+        'codex-k8s-system',
+        'exec',
+        '-i',
+        'web-0',
+        '-c',
+        'buildkitd',
+        '--',
+        '/opt/codex-k8s-build/build.sh',
+        'exists',
+        TAG,
+      ],
+      /pods "web-0" not found\n\(fake kubectl: the only exec target is codex-k8s-system\/buildkitd-0; it supports exactly: kubectl -n codex-k8s-system exec/,
+    ],
+    [
+      ['exec', '-i', 'buildkitd-0', '-c', 'buildkitd', '--', '/opt/codex-k8s-build/build.sh', 'exists', TAG],
+      /pods "buildkitd-0" not found/,
+    ],
+    [
+      ['-n', 'codex-k8s-system', 'exec', '-i', 'buildkitd-0', '-c', 'sidecar', '--', '/opt/codex-k8s-build/build.sh'],
+      /\(BadRequest\): container sidecar is not valid for pod buildkitd-0/,
+    ],
+    [
+      ['-n', 'codex-k8s-system', 'exec', 'buildkitd-0', '-c', 'buildkitd', '--', 'sh', '-c', 'buildctl du'],
+      /cannot run "sh -c buildctl du" in buildkitd-0/,
+    ],
+    [
+      ['-n', 'codex-k8s-system', 'exec', 'buildkitd-0', '-c', 'buildkitd', '/opt/codex-k8s-build/build.sh'],
+      /Use exec \[POD\] -- \[COMMAND\] instead/,
+    ],
+    [
+      ['-n', 'codex-k8s-system', 'exec', 'buildkitd-0', '--', '/opt/codex-k8s-build/build.sh'],
+      /requires -c\/--container/,
+    ],
+    [
+      [
+        '-n',
+        'codex-k8s-system',
+        'exec',
+        '-it',
+        'buildkitd-0',
+        '-c',
+        'buildkitd',
+        '--',
+        '/opt/codex-k8s-build/build.sh',
+      ],
+      /invalid argument "t" for "-i"/,
+    ],
+    [
+      [
+        '-n',
+        'codex-k8s-system',
+        'exec',
+        '-i',
+        '-t',
+        'buildkitd-0',
+        '-c',
+        'buildkitd',
+        '--',
+        '/opt/codex-k8s-build/build.sh',
+      ],
+      /does not support exec -t/,
+    ],
   ];
-  const registryPod = k(['-n', 'codex-k8s-system', 'get', 'pods', '-l', 'app=registry', '-o', 'jsonpath={.items[0].metadata.name}']).stdout;
+  const registryPod = k([
+    '-n',
+    'codex-k8s-system',
+    'get',
+    'pods',
+    '-l',
+    'app=registry',
+    '-o',
+    'jsonpath={.items[0].metadata.name}',
+  ]).stdout;
   assert.match(registryPod, /^registry-[a-z0-9]{10}-[a-z0-9]{5}$/);
-  refusals.push([['-n', 'codex-k8s-system', 'exec', registryPod, '-c', 'registry', '--', 'ls'], /^error: the fake kubectl cannot exec into pod codex-k8s-system\/registry-/]);
+  refusals.push([
+    ['-n', 'codex-k8s-system', 'exec', registryPod, '-c', 'registry', '--', 'ls'],
+    /^error: the fake kubectl cannot exec into pod codex-k8s-system\/registry-/,
+  ]);
   for (const [args, want] of refusals) {
     const r = k(args);
     assert.equal(r.code, 1, args.join(' '));
@@ -729,24 +1040,38 @@ test('exec: only build.sh in buildkitd-0/buildkitd; NotFound without the Statefu
   const { k: k644 } = buildCluster('0644');
   const notExec = k644([...BUILD, 'exists', TAG]);
   assert.equal(notExec.code, 126);
-  assert.match(notExec.stderr, /exec: "\/opt\/codex-k8s-build\/build\.sh": permission denied: unknown\ncommand terminated with exit code 126\n\(fake kubectl: the script is mounted with mode 0644/);
+  assert.match(
+    notExec.stderr,
+    /exec: "\/opt\/codex-k8s-build\/build\.sh": permission denied: unknown\ncommand terminated with exit code 126\n\(fake kubectl: the script is mounted with mode 0644/,
+  );
 
   assert.equal(k(['-n', 'codex-k8s-system', 'delete', 'configmap', 'buildkit-scripts']).code, 0);
   const noCm = k([...BUILD, 'exists', TAG]);
   assert.equal(noCm.code, 1);
-  assert.match(noCm.stderr, /unable to upgrade connection: container not found \("buildkitd"\)\n\(fake kubectl: the pod cannot start: configmap "buildkit-scripts" not found/);
+  assert.match(
+    noCm.stderr,
+    /unable to upgrade connection: container not found \("buildkitd"\)\n\(fake kubectl: the pod cannot start: configmap "buildkit-scripts" not found/,
+  );
   assert.equal(k(['apply', '-f', '-'], BUILDKIT_STACK()).code, 0);
   assert.equal(k(['-n', 'codex-k8s-system', 'delete', 'service', 'registry']).code, 0);
   const noRegistry = k([...BUILD, 'build', TAG, SHA], await context());
   assert.equal(noRegistry.code, 1);
-  assert.match(noRegistry.stderr, /no such host\n\(fake build\.sh: the in-cluster registry is not deployed \(missing Service codex-k8s-system\/registry/);
-  assert.ok(readCalls(dir).filter((c) => c.argv.includes('exec')).every((c) => !c.mutating));
+  assert.match(
+    noRegistry.stderr,
+    /no such host\n\(fake build\.sh: the in-cluster registry is not deployed \(missing Service codex-k8s-system\/registry/,
+  );
+  assert.ok(
+    readCalls(dir)
+      .filter((c) => c.argv.includes('exec'))
+      .every((c) => !c.mutating),
+  );
 });
 
 test('set image: image updated (new revision, generation bump), unchanged prints nothing; rollout undo restores the previous image', () => {
   const { dir, k } = cluster();
   assert.equal(k(['apply', '-f', '-'], STACK('registry.local/web:1')).code, 0);
-  const image = (): string => k(['-n', 'staging', 'get', 'deploy', 'web', '-o', 'jsonpath={.spec.template.spec.containers[0].image}']).stdout;
+  const image = (): string =>
+    k(['-n', 'staging', 'get', 'deploy', 'web', '-o', 'jsonpath={.spec.template.spec.containers[0].image}']).stdout;
   const before = readCalls(dir).length;
 
   const set = k(['-n', 'staging', 'set', 'image', 'deployment/web', 'web=registry.local/web:2']);
@@ -774,11 +1099,19 @@ test('set image: image updated (new revision, generation bump), unchanged prints
   const record = k(['-n', 'staging', 'set', 'image', 'deployment/web', 'web=x:1', '--record']);
   assert.equal(record.code, 1);
   assert.match(record.stderr, /refuses --record/);
-  assert.equal(k(['-n', 'staging', 'set', 'image', 'deployment/web']).stderr, 'error: at least one image update is required\n');
+  assert.equal(
+    k(['-n', 'staging', 'set', 'image', 'deployment/web']).stderr,
+    'error: at least one image update is required\n',
+  );
   assert.equal(image(), 'registry.local/web:2', 'failed calls changed nothing');
 
-  const calls = readCalls(dir).slice(before).filter((c) => !c.argv.includes('get'));
-  assert.deepEqual(calls.map((c) => c.mutating), [true, false, false, true, true, false, false, false, false]);
+  const calls = readCalls(dir)
+    .slice(before)
+    .filter((c) => !c.argv.includes('get'));
+  assert.deepEqual(
+    calls.map((c) => c.mutating),
+    [true, false, false, true, true, false, false, false, false],
+  );
   assert.deepEqual(calls[0]?.changes, ['deployment.apps/web image updated (web=registry.local/web:2)']);
 });
 
@@ -790,20 +1123,38 @@ test('internal images: rollout status times out until the tag is pushed, then su
   const status = (): RunResult => k(['-n', 'staging', 'rollout', 'status', 'deployment/web', '--timeout=120s']);
   const stuck = status();
   assert.equal(stuck.code, 1);
-  assert.equal(stuck.stdout, 'Waiting for deployment "web" rollout to finish: 0 of 1 updated replicas are available...\n');
-  assert.match(stuck.stderr, /^error: timed out waiting for the condition\n\(fake kubectl: the new pods cannot pull their image: registry\.codex-k8s\.internal:5000\/codex-k8s:sha-0123456789ab: codex-k8s:sha-0123456789ab was never pushed/);
+  assert.equal(
+    stuck.stdout,
+    'Waiting for deployment "web" rollout to finish: 0 of 1 updated replicas are available...\n',
+  );
+  assert.match(
+    stuck.stderr,
+    /^error: timed out waiting for the condition\n\(fake kubectl: the new pods cannot pull their image: registry\.codex-k8s\.internal:5000\/codex-k8s:sha-0123456789ab: codex-k8s:sha-0123456789ab was never pushed/,
+  );
   const wait = k(['-n', 'staging', 'wait', '--for=condition=Available', 'deployment/web', '--timeout=5s']);
   assert.equal(wait.code, 1, 'the Available condition is False');
   assert.match(k(['-n', 'staging', 'get', 'deployments']).stdout, /^web\s+0\/1\s+1\s+0\s+/m);
   const pods = (): Array<Record<string, any>> => getJson(k, ['-n', 'staging', 'get', 'pods', '-l', 'app=web'])['items'];
-  assert.deepEqual(pods().map((p) => [p['spec']['containers'][0]['image'], p['status']['phase'], p['status']['containerStatuses'][0]['state']['waiting']?.['reason']]),
-    [[PULL(5000), 'Pending', 'ImagePullBackOff']], 'the pods the Deployment would have, derived at read time');
-  assert.match(k(['-n', 'staging', 'get', 'pods']).stdout, /^NAME\s+READY\s+STATUS\s+RESTARTS\s+AGE\nweb-[a-z0-9]{10}-[a-z0-9]{5}\s+0\/1\s+ImagePullBackOff\s+0\s+/);
+  assert.deepEqual(
+    pods().map((p) => [
+      p['spec']['containers'][0]['image'],
+      p['status']['phase'],
+      p['status']['containerStatuses'][0]['state']['waiting']?.['reason'],
+    ]),
+    [[PULL(5000), 'Pending', 'ImagePullBackOff']],
+    'the pods the Deployment would have, derived at read time',
+  );
+  assert.match(
+    k(['-n', 'staging', 'get', 'pods']).stdout,
+    /^NAME\s+READY\s+STATUS\s+RESTARTS\s+AGE\nweb-[a-z0-9]{10}-[a-z0-9]{5}\s+0\/1\s+ImagePullBackOff\s+0\s+/,
+  );
 
   const before = readCalls(dir).length;
   const built = k([...BUILD, 'build', TAG, SHA], await context());
   assert.equal(built.code, 0, built.stderr);
-  assert.deepEqual(readCalls(dir).at(-1)?.changes?.slice(1), ['deployment.apps/web in staging rolled out (its image is in the registry now)']);
+  assert.deepEqual(readCalls(dir).at(-1)?.changes?.slice(1), [
+    'deployment.apps/web in staging rolled out (its image is in the registry now)',
+  ]);
   const ok = status();
   assert.deepEqual([ok.code, ok.stdout], [0, 'deployment "web" successfully rolled out\n']);
   assert.equal(k(['-n', 'staging', 'rollout', 'status', 'deployment/web', '--timeout=1s']).code, 0);
@@ -814,11 +1165,22 @@ test('internal images: rollout status times out until the tag is pushed, then su
   assert.equal(k(['-n', 'staging', 'set', 'image', 'deployment/web', `web=${PULL(5000, 'sha-ffffffffffff')}`]).code, 0);
   const bad = status();
   assert.equal(bad.code, 1);
-  assert.equal(bad.stdout, 'Waiting for deployment "web" rollout to finish: 1 old replicas are pending termination...\n');
+  assert.equal(
+    bad.stdout,
+    'Waiting for deployment "web" rollout to finish: 1 old replicas are pending termination...\n',
+  );
   const d = getJson(k, ['-n', 'staging', 'get', 'deployment', 'web']);
   assert.equal(d['status']['availableReplicas'], 1, 'the old pod still serves');
-  assert.deepEqual(pods().map((p) => [p['spec']['containers'][0]['image'], p['status']['phase']]).sort(),
-    [[`127.0.0.1:5000/codex-k8s:${TAG}`, 'Running'], [PULL(5000, 'sha-ffffffffffff'), 'Pending']], 'the old pod runs the last image that pulled');
+  assert.deepEqual(
+    pods()
+      .map((p) => [p['spec']['containers'][0]['image'], p['status']['phase']])
+      .sort(),
+    [
+      [`127.0.0.1:5000/codex-k8s:${TAG}`, 'Running'],
+      [PULL(5000, 'sha-ffffffffffff'), 'Pending'],
+    ],
+    'the old pod runs the last image that pulled',
+  );
   const podName = pods()[0]?.['metadata']['name'] as string;
   const del = k(['-n', 'staging', 'delete', 'pod', podName]);
   assert.equal(del.code, 1);
@@ -832,46 +1194,110 @@ test('internal images: rollout status times out until the tag is pushed, then su
   // Other registries are not simulated: available at once, as before.
   assert.equal(k(['-n', 'staging', 'set', 'image', 'deployment/web', 'web=docker.io/library/nginx:1.27']).code, 0);
   assert.equal(status().code, 0);
-  assert.ok(readCalls(dir).slice(before).filter((c) => c.argv.includes('status')).every((c) => !c.mutating));
+  assert.ok(
+    readCalls(dir)
+      .slice(before)
+      .filter((c) => c.argv.includes('status'))
+      .every((c) => !c.mutating),
+  );
 });
 
 test('faults.json: an exec is matched by its command words too', async () => {
   const { dir, k } = buildCluster();
-  writeFaults(dir, { 'kubectl exec /opt/codex-k8s-build/build.sh build': { exitCode: 1, stderr: 'error: failed to solve: rpc error: code = Unavailable', times: 1 } });
+  writeFaults(dir, {
+    'kubectl exec /opt/codex-k8s-build/build.sh build': {
+      exitCode: 1,
+      stderr: 'error: failed to solve: rpc error: code = Unavailable',
+      times: 1,
+    },
+  });
   assert.equal(k([...BUILD, 'exists', TAG]).code, 3, 'exists is not faulted');
   const tar = await context();
   const faulted = k([...BUILD, 'build', TAG, SHA], tar);
   assert.deepEqual([faulted.code, faulted.stderr], [1, 'error: failed to solve: rpc error: code = Unavailable\n']);
   assert.equal(k([...BUILD, 'build', TAG, SHA], tar).code, 0, 'times: 1');
   const execs = readCalls(dir).filter((c) => c.argv.includes('exec'));
-  assert.deepEqual(execs.map((c) => [c.fault, c.mutating]), [[undefined, false], ['kubectl exec /opt/codex-k8s-build/build.sh build', false], [undefined, true]]);
+  assert.deepEqual(
+    execs.map((c) => [c.fault, c.mutating]),
+    [
+      [undefined, false],
+      ['kubectl exec /opt/codex-k8s-build/build.sh build', false],
+      [undefined, true],
+    ],
+  );
 });
 
-test('in-process: the double\'s names match bootstrap NAMES; tar reader and image references', async () => {
+test("in-process: the double's names match bootstrap NAMES; tar reader and image references", async () => {
   const { NAMES } = await import('../../bootstrap/lib/manifests.mts');
   const { BUILDKIT } = await import('../fakes/lib/buildkit.mts');
   const { REGISTRY_IN_CLUSTER, parseImageRef } = await import('../fakes/lib/registry.mts');
   const { makeTar, readTar, normalizeTarPath } = await import('../fakes/lib/tar.mts');
   assert.equal(REGISTRY_IN_CLUSTER, NAMES.registryInCluster);
-  assert.deepEqual([BUILDKIT.namespace, BUILDKIT.statefulSet, BUILDKIT.pod, BUILDKIT.container, BUILDKIT.script, BUILDKIT.scriptsConfigMap, BUILDKIT.repository, BUILDKIT.registryName],
-    [NAMES.systemNamespace, NAMES.buildkitStatefulSet, NAMES.buildkitPod, NAMES.buildkitContainer, NAMES.buildkitScriptPath, NAMES.buildkitScripts, NAMES.appImageRepo, NAMES.registryService]);
+  assert.deepEqual(
+    [
+      BUILDKIT.namespace,
+      BUILDKIT.statefulSet,
+      BUILDKIT.pod,
+      BUILDKIT.container,
+      BUILDKIT.script,
+      BUILDKIT.scriptsConfigMap,
+      BUILDKIT.repository,
+      BUILDKIT.registryName,
+    ],
+    [
+      NAMES.systemNamespace,
+      NAMES.buildkitStatefulSet,
+      NAMES.buildkitPod,
+      NAMES.buildkitContainer,
+      NAMES.buildkitScriptPath,
+      NAMES.buildkitScripts,
+      NAMES.appImageRepo,
+      NAMES.registryService,
+    ],
+  );
 
-  const entries = readTar(makeTar([{ name: './Dockerfile', content: 'FROM x\n' }, { name: 'src/a.mts', content: Buffer.alloc(1025, 0x61) }]));
-  assert.deepEqual(entries.map((e) => [normalizeTarPath(e.name), e.type, e.size]), [['Dockerfile', '0', 7], ['src/a.mts', '0', 1025]]);
-  assert.deepEqual(parseImageRef('registry.codex-k8s.internal:5000/codex-k8s:sha-0123456789ab'), { host: 'registry.codex-k8s.internal:5000', repository: 'codex-k8s', tag: 'sha-0123456789ab', digest: undefined });
+  const entries = readTar(
+    makeTar([
+      { name: './Dockerfile', content: 'FROM x\n' },
+      { name: 'src/a.mts', content: Buffer.alloc(1025, 0x61) },
+    ]),
+  );
+  assert.deepEqual(
+    entries.map((e) => [normalizeTarPath(e.name), e.type, e.size]),
+    [
+      ['Dockerfile', '0', 7],
+      ['src/a.mts', '0', 1025],
+    ],
+  );
+  assert.deepEqual(parseImageRef('registry.codex-k8s.internal:5000/codex-k8s:sha-0123456789ab'), {
+    host: 'registry.codex-k8s.internal:5000',
+    repository: 'codex-k8s',
+    tag: 'sha-0123456789ab',
+    digest: undefined,
+  });
   assert.deepEqual(parseImageRef('nginx'), { host: undefined, repository: 'nginx', tag: undefined, digest: undefined });
-  assert.deepEqual(parseImageRef('localhost:5000/a/b@sha256:ab'), { host: 'localhost:5000', repository: 'a/b', tag: undefined, digest: 'sha256:ab' });
+  assert.deepEqual(parseImageRef('localhost:5000/a/b@sha256:ab'), {
+    host: 'localhost:5000',
+    repository: 'a/b',
+    tag: undefined,
+    digest: 'sha256:ab',
+  });
 });
 
 test("k3s' helm-controller: an applied HelmChartConfig re-runs helm-install-<chart>; the chart's schema decides; logs show helm", async () => {
   const { dir, k } = cluster();
-  const hcc = (values: string): string => `apiVersion: helm.cattle.io/v1\nkind: HelmChartConfig\nmetadata: {name: traefik, namespace: kube-system}\nspec:\n  valuesContent: |\n${values.replace(/^/gm, '    ')}\n`;
+  const hcc = (values: string): string =>
+    `apiVersion: helm.cattle.io/v1\nkind: HelmChartConfig\nmetadata: {name: traefik, namespace: kube-system}\nspec:\n  valuesContent: |\n${values.replace(/^/gm, '    ')}\n`;
   const seeded = getJson(k, ['get', '-n', 'kube-system', 'job', 'helm-install-traefik']);
   assert.equal(seeded['status'].conditions[0].type, 'Complete', 'a fresh k3s has installed Traefik once');
-  assert.equal(getJson(k, ['get', '-n', 'kube-system', 'secret', 'chart-values-traefik'])['data'].HelmChartConfigValuesContent, undefined);
+  assert.equal(
+    getJson(k, ['get', '-n', 'kube-system', 'secret', 'chart-values-traefik'])['data'].HelmChartConfigValuesContent,
+    undefined,
+  );
 
   // Traefik chart >= v39: entry-point options under `http` (the old ports.web.redirections is refused).
-  const good = 'ports:\n  web:\n    http:\n      redirections:\n        entryPoint: {to: websecure, scheme: https, permanent: true}';
+  const good =
+    'ports:\n  web:\n    http:\n      redirections:\n        entryPoint: {to: websecure, scheme: https, permanent: true}';
   await new Promise((r) => setTimeout(r, 1100)); // creationTimestamp has second resolution
   assert.equal(k(['apply', '-f', '-'], hcc(good)).code, 0);
   const secret = getJson(k, ['get', '-n', 'kube-system', 'secret', 'chart-values-traefik']);
@@ -879,9 +1305,15 @@ test("k3s' helm-controller: an applied HelmChartConfig re-runs helm-install-<cha
   const rerun = getJson(k, ['get', '-n', 'kube-system', 'job', 'helm-install-traefik']);
   assert.ok(rerun['metadata'].creationTimestamp > seeded['metadata'].creationTimestamp, 'the Job was recreated');
   assert.equal(rerun['status'].conditions[0].type, 'Complete');
-  assert.match(k(['-n', 'kube-system', 'logs', 'job/helm-install-traefik', '--tail=1']).stdout, /^Release "traefik" has been upgraded/);
-  assert.deepEqual(readCalls(dir).find((c) => c.mutating)?.changes, ['helmchartconfig.helm.cattle.io/traefik created',
-    'secret/chart-values-traefik in kube-system updated', 'job.batch/helm-install-traefik in kube-system re-run and completed']);
+  assert.match(
+    k(['-n', 'kube-system', 'logs', 'job/helm-install-traefik', '--tail=1']).stdout,
+    /^Release "traefik" has been upgraded/,
+  );
+  assert.deepEqual(readCalls(dir).find((c) => c.mutating)?.changes, [
+    'helmchartconfig.helm.cattle.io/traefik created',
+    'secret/chart-values-traefik in kube-system updated',
+    'job.batch/helm-install-traefik in kube-system re-run and completed',
+  ]);
 
   const old = 'ports:\n  web:\n    redirections:\n      entryPoint: {to: websecure, scheme: https, permanent: true}';
   assert.equal(k(['apply', '-f', '-'], hcc(old)).code, 0, 'the API server accepts it: only the chart refuses');
@@ -889,13 +1321,27 @@ test("k3s' helm-controller: an applied HelmChartConfig re-runs helm-install-<cha
   assert.equal(failed['status'].conditions[0].type, 'Failed');
   const log = k(['-n', 'kube-system', 'logs', 'job/helm-install-traefik', '--tail=20']);
   assert.equal(log.code, 0, log.stderr);
-  assert.match(log.stdout, /values don't meet the specifications of the schema[\s\S]*ports\.web[.\w]*redirections: additional property not allowed/);
+  assert.match(
+    log.stdout,
+    /values don't meet the specifications of the schema[\s\S]*ports\.web[.\w]*redirections: additional property not allowed/,
+  );
   // The CRD's own schema (helm-controller v0.17.7): unknown fields, wrong types and enums are refused by the API server.
-  const bad = (spec: string): RunResult => k(['apply', '-f', '-'], `apiVersion: helm.cattle.io/v1\nkind: HelmChartConfig\nmetadata: {name: traefik, namespace: kube-system}\nspec: ${spec}\n`);
+  const bad = (spec: string): RunResult =>
+    k(
+      ['apply', '-f', '-'],
+      `apiVersion: helm.cattle.io/v1\nkind: HelmChartConfig\nmetadata: {name: traefik, namespace: kube-system}\nspec: ${spec}\n`,
+    );
   assert.match(bad('{valuesContent: "a: 1", valuesContnet: x}').stderr, /unknown field "spec\.valuesContnet"/);
   assert.match(bad('{valuesContent: {a: 1}}').stderr, /spec\.valuesContent in body must be of type string/);
-  assert.match(bad('{failurePolicy: never}').stderr, /spec\.failurePolicy: Unsupported value: "never": supported values: "abort", "reinstall", "retry"/);
-  assert.equal(bad('{failurePolicy: abort, values: {any: {thing: 1}}}').code, 0, 'spec.values preserves unknown fields upstream');
+  assert.match(
+    bad('{failurePolicy: never}').stderr,
+    /spec\.failurePolicy: Unsupported value: "never": supported values: "abort", "reinstall", "retry"/,
+  );
+  assert.equal(
+    bad('{failurePolicy: abort, values: {any: {thing: 1}}}').code,
+    0,
+    'spec.values preserves unknown fields upstream',
+  );
   assert.equal(k(['-n', 'kube-system', 'logs', 'job/nope']).code, 1);
   assert.match(k(['-n', 'kube-system', 'logs', 'pod/x']).stderr, /error from server \(NotFound\): pods "x" not found/);
 });

@@ -6,7 +6,13 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { renderRuleset, tableFingerprint, parseLoadedTable, tableDrift, TABLE } from '../../bootstrap/lib/harden/firewall.mts';
+import {
+  renderRuleset,
+  tableFingerprint,
+  parseLoadedTable,
+  tableDrift,
+  TABLE,
+} from '../../bootstrap/lib/harden/firewall.mts';
 import type { FirewallWanted } from '../../bootstrap/lib/harden/firewall.mts';
 
 const W: FirewallWanted = { sshPorts: [22], podCidr: '10.42.0.0/16', serviceCidr: '10.43.0.0/16', kubeApiAllow: [] };
@@ -19,36 +25,44 @@ function inNetns(script: string): string {
   return r.stdout;
 }
 
-test('firewall: the rendered ruleset loads in real nft; the fingerprint ignores handles and catches a rule edited by hand', { skip: canRun ? false : 'needs root, nft and unshare' }, () => {
-  const dir = mkdtempSync(join(tmpdir(), 'ck8s-nft-'));
-  const file = join(dir, 'codex-k8s.nft');
-  writeFileSync(file, renderRuleset(W));
-  const out = inNetns(
-    [
-      `nft -f ${file}`,
-      `nft -j list table inet ${TABLE}`,
-      'echo ---',
-      // The same file again: the table is replaced and its rules get new handles.
-      `nft -f ${file}`,
-      `nft -j list table inet ${TABLE}`,
-      'echo ---',
-      // Traffic: the marker rule's counter moves (loopback packets cross the input hook).
-      'ip link set lo up',
-      // A TCP connection attempt to a closed port: SYN and RST cross the input hook.
-      `'${process.execPath}' -e "require('net').connect(9, '127.0.0.1').on('error', () => {})"`,
-      `nft -j list table inet ${TABLE}`,
-      'echo ---',
-      // A hand edit that keeps the rule count: 443 becomes 8443.
-      `h=$(nft -a list chain inet ${TABLE} input | awk '/dport \\{ 22, 80, 443 \\}/ { print $NF }')`,
-      `nft replace rule inet ${TABLE} input handle "$h" tcp dport '{ 22, 80, 8443 }' accept`,
-      `nft -j list table inet ${TABLE}`,
-    ].join('\n'),
-  );
-  const [first, reloaded, counted, edited] = out.split('---\n') as [string, string, string, string];
-  assert.deepEqual(tableDrift(parseLoadedTable(first), W), [], 'the loaded table matches the rendered rules (marker, count, policy)');
-  assert.equal(tableFingerprint(reloaded), tableFingerprint(first), 'a reload with new handles is the same table');
-  assert.match(counted, /"packets": [1-9]/, 'traffic was counted');
-  assert.equal(tableFingerprint(counted), tableFingerprint(first), 'counters moving is not a change');
-  assert.deepEqual(tableDrift(parseLoadedTable(edited), W), [], 'marker and count alone cannot see this edit');
-  assert.notEqual(tableFingerprint(edited), tableFingerprint(first), 'the fingerprint does');
-});
+test(
+  'firewall: the rendered ruleset loads in real nft; the fingerprint ignores handles and catches a rule edited by hand',
+  { skip: canRun ? false : 'needs root, nft and unshare' },
+  () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ck8s-nft-'));
+    const file = join(dir, 'codex-k8s.nft');
+    writeFileSync(file, renderRuleset(W));
+    const out = inNetns(
+      [
+        `nft -f ${file}`,
+        `nft -j list table inet ${TABLE}`,
+        'echo ---',
+        // The same file again: the table is replaced and its rules get new handles.
+        `nft -f ${file}`,
+        `nft -j list table inet ${TABLE}`,
+        'echo ---',
+        // Traffic: the marker rule's counter moves (loopback packets cross the input hook).
+        'ip link set lo up',
+        // A TCP connection attempt to a closed port: SYN and RST cross the input hook.
+        `'${process.execPath}' -e "require('net').connect(9, '127.0.0.1').on('error', () => {})"`,
+        `nft -j list table inet ${TABLE}`,
+        'echo ---',
+        // A hand edit that keeps the rule count: 443 becomes 8443.
+        `h=$(nft -a list chain inet ${TABLE} input | awk '/dport \\{ 22, 80, 443 \\}/ { print $NF }')`,
+        `nft replace rule inet ${TABLE} input handle "$h" tcp dport '{ 22, 80, 8443 }' accept`,
+        `nft -j list table inet ${TABLE}`,
+      ].join('\n'),
+    );
+    const [first, reloaded, counted, edited] = out.split('---\n') as [string, string, string, string];
+    assert.deepEqual(
+      tableDrift(parseLoadedTable(first), W),
+      [],
+      'the loaded table matches the rendered rules (marker, count, policy)',
+    );
+    assert.equal(tableFingerprint(reloaded), tableFingerprint(first), 'a reload with new handles is the same table');
+    assert.match(counted, /"packets": [1-9]/, 'traffic was counted');
+    assert.equal(tableFingerprint(counted), tableFingerprint(first), 'counters moving is not a change');
+    assert.deepEqual(tableDrift(parseLoadedTable(edited), W), [], 'marker and count alone cannot see this edit');
+    assert.notEqual(tableFingerprint(edited), tableFingerprint(first), 'the fingerprint does');
+  },
+);

@@ -7,9 +7,28 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { readFileSync } from 'node:fs';
 import {
-  KUBECONFIG, kubectlArgv, applyArgv, diffArgv, getJsonArgv, rolloutStatusArgv, helmUpgradeArgv, helmListArgv, helmGetValuesArgv,
-  parseHelmList, diffName, diffSections, helmReleaseDrift, canonicalJson, objectsDrift, applyObjects, readSecret, getJson,
-  existingNamespaces, helmReleaseState, helmUpgrade, rolloutStatus,
+  KUBECONFIG,
+  kubectlArgv,
+  applyArgv,
+  diffArgv,
+  getJsonArgv,
+  rolloutStatusArgv,
+  helmUpgradeArgv,
+  helmListArgv,
+  helmGetValuesArgv,
+  parseHelmList,
+  diffName,
+  diffSections,
+  helmReleaseDrift,
+  canonicalJson,
+  objectsDrift,
+  applyObjects,
+  readSecret,
+  getJson,
+  existingNamespaces,
+  helmReleaseState,
+  helmUpgrade,
+  rolloutStatus,
 } from '../../bootstrap/lib/kube.mts';
 import type { HelmReleaseState } from '../../bootstrap/lib/kube.mts';
 import type { KubeObject } from '../../bootstrap/lib/manifests.mts';
@@ -27,45 +46,163 @@ test('argv builders: the k3s kubeconfig, objects and values on stdin, bounded wa
   assert.equal(KUBECONFIG, '/etc/rancher/k3s/k3s.yaml');
   assert.deepEqual(kubectlArgv('version'), [...K, 'version']);
   assert.deepEqual(applyArgv(), [...K, 'apply', '-f', '-']);
-  assert.deepEqual(applyArgv({ serverSide: true }), [...K, 'apply', '--server-side', '--field-manager', 'codex-k8s-bootstrap', '--force-conflicts', '-f', '-']);
+  assert.deepEqual(applyArgv({ serverSide: true }), [
+    ...K,
+    'apply',
+    '--server-side',
+    '--field-manager',
+    'codex-k8s-bootstrap',
+    '--force-conflicts',
+    '-f',
+    '-',
+  ]);
   assert.deepEqual(diffArgv(), [...K, 'diff', '-f', '-']);
-  assert.deepEqual(getJsonArgv('secret', 'db', 'ns'), [...K, '--namespace', 'ns', 'get', 'secret', 'db', '-o', 'json', '--ignore-not-found']);
-  assert.deepEqual(getJsonArgv('namespace', ['a', 'b']), [...K, 'get', 'namespace', 'a', 'b', '-o', 'json', '--ignore-not-found']);
-  assert.deepEqual(rolloutStatusArgv('statefulset', 'postgres', 'ns', 300), [...K, '--namespace', 'ns', 'rollout', 'status', 'statefulset/postgres', '--timeout=300s']);
-  assert.deepEqual(helmUpgradeArgv(CERT_MANAGER_CHART, 300), [...H, 'upgrade', '--install', 'cert-manager', 'oci://quay.io/jetstack/charts/cert-manager',
-    '--version', CERT_MANAGER_CHART.version, '--namespace', 'cert-manager', '--create-namespace', '--values', '-', '--wait', '--timeout', '300s']);
-  assert.deepEqual(helmListArgv(CERT_MANAGER_CHART), [...H, 'list', '--namespace', 'cert-manager', '--all', '--filter', '^cert-manager$', '-o', 'json']);
-  assert.deepEqual(helmGetValuesArgv(CERT_MANAGER_CHART), [...H, 'get', 'values', 'cert-manager', '--namespace', 'cert-manager', '-o', 'json']);
+  assert.deepEqual(getJsonArgv('secret', 'db', 'ns'), [
+    ...K,
+    '--namespace',
+    'ns',
+    'get',
+    'secret',
+    'db',
+    '-o',
+    'json',
+    '--ignore-not-found',
+  ]);
+  assert.deepEqual(getJsonArgv('namespace', ['a', 'b']), [
+    ...K,
+    'get',
+    'namespace',
+    'a',
+    'b',
+    '-o',
+    'json',
+    '--ignore-not-found',
+  ]);
+  assert.deepEqual(rolloutStatusArgv('statefulset', 'postgres', 'ns', 300), [
+    ...K,
+    '--namespace',
+    'ns',
+    'rollout',
+    'status',
+    'statefulset/postgres',
+    '--timeout=300s',
+  ]);
+  assert.deepEqual(helmUpgradeArgv(CERT_MANAGER_CHART, 300), [
+    ...H,
+    'upgrade',
+    '--install',
+    'cert-manager',
+    'oci://quay.io/jetstack/charts/cert-manager',
+    '--version',
+    CERT_MANAGER_CHART.version,
+    '--namespace',
+    'cert-manager',
+    '--create-namespace',
+    '--values',
+    '-',
+    '--wait',
+    '--timeout',
+    '300s',
+  ]);
+  assert.deepEqual(helmListArgv(CERT_MANAGER_CHART), [
+    ...H,
+    'list',
+    '--namespace',
+    'cert-manager',
+    '--all',
+    '--filter',
+    '^cert-manager$',
+    '-o',
+    'json',
+  ]);
+  assert.deepEqual(helmGetValuesArgv(CERT_MANAGER_CHART), [
+    ...H,
+    'get',
+    'values',
+    'cert-manager',
+    '--namespace',
+    'cert-manager',
+    '-o',
+    'json',
+  ]);
 });
 
 test('pins: the cert-manager chart version is exact, and the helm double allows exactly it', () => {
   assert.match(CERT_MANAGER_CHART.version, /^v\d+\.\d+\.\d+$/);
-  const rules = JSON.parse(readFileSync(path.join(FAKES_DIR, 'charts.json'), 'utf8')) as { charts: Record<string, { versions: string[] }> };
-  assert.deepEqual(rules.charts['cert-manager']?.versions, [CERT_MANAGER_CHART.version], 'bump test/fakes/charts.json with the pin');
+  const rules = JSON.parse(readFileSync(path.join(FAKES_DIR, 'charts.json'), 'utf8')) as {
+    charts: Record<string, { versions: string[] }>;
+  };
+  assert.deepEqual(
+    rules.charts['cert-manager']?.versions,
+    [CERT_MANAGER_CHART.version],
+    'bump test/fakes/charts.json with the pin',
+  );
 });
 
 test('parsers: helm list, kubectl diff sections and names', () => {
-  const list = JSON.stringify([{ name: 'cert-manager', namespace: 'cert-manager', revision: '1', status: 'deployed', chart: 'cert-manager-v1.21.2', app_version: 'v1.21.2' }]);
+  const list = JSON.stringify([
+    {
+      name: 'cert-manager',
+      namespace: 'cert-manager',
+      revision: '1',
+      status: 'deployed',
+      chart: 'cert-manager-v1.21.2',
+      app_version: 'v1.21.2',
+    },
+  ]);
   assert.equal(parseHelmList(list, 'cert-manager')?.status, 'deployed');
   assert.equal(parseHelmList('[]', 'cert-manager'), undefined);
   assert.equal(parseHelmList('', 'cert-manager'), undefined);
-  const o = (apiVersion: string, kind: string, name: string, namespace?: string): KubeObject => ({ apiVersion, kind, metadata: { name, ...(namespace ? { namespace } : {}) } });
-  assert.equal(diffName(o('apps/v1', 'Deployment', 'registry', 'codex-k8s-system')), 'apps.v1.Deployment.codex-k8s-system.registry');
+  const o = (apiVersion: string, kind: string, name: string, namespace?: string): KubeObject => ({
+    apiVersion,
+    kind,
+    metadata: { name, ...(namespace ? { namespace } : {}) },
+  });
+  assert.equal(
+    diffName(o('apps/v1', 'Deployment', 'registry', 'codex-k8s-system')),
+    'apps.v1.Deployment.codex-k8s-system.registry',
+  );
   assert.equal(diffName(o('v1', 'Namespace', 'x')), 'v1.Namespace..x');
-  assert.equal(diffName(o('cert-manager.io/v1', 'ClusterIssuer', 'letsencrypt')), 'cert-manager.io.v1.ClusterIssuer..letsencrypt');
-  const out = 'diff -u -N /tmp/LIVE-1/v1.Namespace..x /tmp/MERGED-1/v1.Namespace..x\n--- a\n+++ b\n@@ -0,0 +1,4 @@\n+apiVersion: v1\n' +
+  assert.equal(
+    diffName(o('cert-manager.io/v1', 'ClusterIssuer', 'letsencrypt')),
+    'cert-manager.io.v1.ClusterIssuer..letsencrypt',
+  );
+  const out =
+    'diff -u -N /tmp/LIVE-1/v1.Namespace..x /tmp/MERGED-1/v1.Namespace..x\n--- a\n+++ b\n@@ -0,0 +1,4 @@\n+apiVersion: v1\n' +
     'diff -u -N /tmp/LIVE-1/apps.v1.Deployment.ns.web /tmp/MERGED-1/apps.v1.Deployment.ns.web\n--- a\n+++ b\n@@ -1,3 +1,3 @@\n-  image: a\n+  image: b\n';
-  assert.deepEqual(diffSections(out).map((s) => [s.name, s.created]), [['v1.Namespace..x', true], ['apps.v1.Deployment.ns.web', false]]);
+  assert.deepEqual(
+    diffSections(out).map((s) => [s.name, s.created]),
+    [
+      ['v1.Namespace..x', true],
+      ['apps.v1.Deployment.ns.web', false],
+    ],
+  );
 });
 
 test('helmReleaseDrift: missing, wrong version, failed, other values; nothing when all match (key order irrelevant)', () => {
   const want = { crds: { enabled: true, keep: true }, webhook: { resources: {} } };
-  const ok: HelmReleaseState = { status: 'deployed', chart: 'cert-manager', version: CERT_MANAGER_CHART.version, values: { webhook: { resources: {} }, crds: { keep: true, enabled: true } } };
+  const ok: HelmReleaseState = {
+    status: 'deployed',
+    chart: 'cert-manager',
+    version: CERT_MANAGER_CHART.version,
+    values: { webhook: { resources: {} }, crds: { keep: true, enabled: true } },
+  };
   assert.deepEqual(helmReleaseDrift(CERT_MANAGER_CHART, ok, want), []);
-  assert.match(helmReleaseDrift(CERT_MANAGER_CHART, undefined, want)[0] ?? '', /cert-manager\/cert-manager is not installed \(want chart cert-manager v/);
-  assert.match(helmReleaseDrift(CERT_MANAGER_CHART, { ...ok, version: 'v1.0.0' }, want)[0] ?? '', /runs chart cert-manager v1\.0\.0, want cert-manager v/);
-  assert.match(helmReleaseDrift(CERT_MANAGER_CHART, { ...ok, status: 'failed' }, want)[0] ?? '', /is failed, want deployed/);
-  assert.deepEqual(helmReleaseDrift(CERT_MANAGER_CHART, { ...ok, values: { crds: { enabled: true } } }, want), ['helm release cert-manager/cert-manager values differ from the pinned values (crds, webhook)']);
+  assert.match(
+    helmReleaseDrift(CERT_MANAGER_CHART, undefined, want)[0] ?? '',
+    /cert-manager\/cert-manager is not installed \(want chart cert-manager v/,
+  );
+  assert.match(
+    helmReleaseDrift(CERT_MANAGER_CHART, { ...ok, version: 'v1.0.0' }, want)[0] ?? '',
+    /runs chart cert-manager v1\.0\.0, want cert-manager v/,
+  );
+  assert.match(
+    helmReleaseDrift(CERT_MANAGER_CHART, { ...ok, status: 'failed' }, want)[0] ?? '',
+    /is failed, want deployed/,
+  );
+  assert.deepEqual(helmReleaseDrift(CERT_MANAGER_CHART, { ...ok, values: { crds: { enabled: true } } }, want), [
+    'helm release cert-manager/cert-manager values differ from the pinned values (crds, webhook)',
+  ]);
   assert.equal(canonicalJson({ b: 1, a: [{ d: 1, c: 2 }] }), '{"a":[{"c":2,"d":1}],"b":1}');
 });
 
@@ -79,77 +216,188 @@ function fakeServer(): { dir: string; restore: () => void } {
   const node = SERVER_NODE_BIN;
   const bin = path.join(dir, 'bin');
   fs.mkdirSync(bin);
-  for (const tool of ['kubectl', 'helm']) fs.writeFileSync(path.join(bin, tool), `#!/bin/sh\nexec '${node}' '${path.join(FAKES_DIR, `${tool}.mts`)}' "$@"\n`, { mode: 0o755 });
-  const saved = { PATH: process.env['PATH'], D: process.env['CODEXK8S_FAKES_DIR'], R: process.env['CODEXK8S_FAKES_ROOT'], HOME: process.env['HOME'], KUBECONFIG: process.env['KUBECONFIG'] };
+  for (const tool of ['kubectl', 'helm'])
+    fs.writeFileSync(
+      path.join(bin, tool),
+      `#!/bin/sh\nexec '${node}' '${path.join(FAKES_DIR, `${tool}.mts`)}' "$@"\n`,
+      { mode: 0o755 },
+    );
+  const saved = {
+    PATH: process.env['PATH'],
+    D: process.env['CODEXK8S_FAKES_DIR'],
+    R: process.env['CODEXK8S_FAKES_ROOT'],
+    HOME: process.env['HOME'],
+    KUBECONFIG: process.env['KUBECONFIG'],
+  };
   process.env['PATH'] = `${bin}:${process.env['PATH']}`;
   process.env['CODEXK8S_FAKES_DIR'] = dir;
   process.env['CODEXK8S_FAKES_ROOT'] = root;
   process.env['HOME'] = dir;
   delete process.env['KUBECONFIG'];
   const put = (k: string, v: string | undefined) => (v === undefined ? delete process.env[k] : (process.env[k] = v));
-  return { dir, restore: () => { put('PATH', saved.PATH); put('CODEXK8S_FAKES_DIR', saved.D); put('CODEXK8S_FAKES_ROOT', saved.R); put('HOME', saved.HOME); put('KUBECONFIG', saved.KUBECONFIG); } };
+  return {
+    dir,
+    restore: () => {
+      put('PATH', saved.PATH);
+      put('CODEXK8S_FAKES_DIR', saved.D);
+      put('CODEXK8S_FAKES_ROOT', saved.R);
+      put('HOME', saved.HOME);
+      put('KUBECONFIG', saved.KUBECONFIG);
+    },
+  };
 }
 
 const ns = (name: string): KubeObject => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name } });
-const cm = (name: string, namespace: string, v: string): KubeObject => ({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, namespace }, data: { v } });
+const cm = (name: string, namespace: string, v: string): KubeObject => ({
+  apiVersion: 'v1',
+  kind: 'ConfigMap',
+  metadata: { name, namespace },
+  data: { v },
+});
 
 test('runners against the doubles: drift, apply, re-check clean; Secret read-back masked; helm install only on drift', async () => {
   const { dir, restore } = fakeServer();
   const log = new Logger();
   try {
     const objs = [ns('app'), cm('one', 'app', 'a'), cm('two', 'app', 'b')];
-    assert.deepEqual(await objectsDrift(objs), ['Namespace app does not exist', 'ConfigMap app/one does not exist (namespace app does not exist yet)', 'ConfigMap app/two does not exist (namespace app does not exist yet)']);
-    assert.deepEqual(await applyObjects(objs, log), ['namespace/app created', 'configmap/one created', 'configmap/two created']);
+    assert.deepEqual(await objectsDrift(objs), [
+      'Namespace app does not exist',
+      'ConfigMap app/one does not exist (namespace app does not exist yet)',
+      'ConfigMap app/two does not exist (namespace app does not exist yet)',
+    ]);
+    assert.deepEqual(await applyObjects(objs, log), [
+      'namespace/app created',
+      'configmap/one created',
+      'configmap/two created',
+    ]);
     assert.deepEqual(await objectsDrift(objs), []);
     assert.deepEqual(await applyObjects(objs, log), [], 'unchanged lines are not changes');
-    assert.deepEqual(await objectsDrift([ns('app'), cm('one', 'app', 'changed'), cm('two', 'app', 'b')]), ['ConfigMap app/one differs from its manifest']);
+    assert.deepEqual(await objectsDrift([ns('app'), cm('one', 'app', 'changed'), cm('two', 'app', 'b')]), [
+      'ConfigMap app/one differs from its manifest',
+    ]);
     assert.deepEqual([...(await existingNamespaces(['app', 'nope', 'default']))].sort(), ['app', 'default']);
     assert.equal(await getJson('configmap', 'missing', 'app'), undefined);
     assert.equal((await getJson('configmap', 'two', 'app'))?.['data'] !== undefined, true);
 
     clearSecretsForTests();
-    const secret: KubeObject = { apiVersion: 'v1', kind: 'Secret', metadata: { name: 's', namespace: 'app' }, data: { PASSWORD: Buffer.from('very-secret-value').toString('base64'), USER: Buffer.from('someone').toString('base64') } };
+    const secret: KubeObject = {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: { name: 's', namespace: 'app' },
+      data: {
+        PASSWORD: Buffer.from('very-secret-value').toString('base64'),
+        USER: Buffer.from('someone').toString('base64'),
+      },
+    };
     await applyObjects([secret], log);
     assert.deepEqual(await readSecret('app', 's', ['PASSWORD']), { PASSWORD: 'very-secret-value', USER: 'someone' });
-    assert.equal(mask('pw=very-secret-value user=someone'), 'pw=*** user=someone', 'only the named keys are registered');
+    assert.equal(
+      mask('pw=very-secret-value user=someone'),
+      'pw=*** user=someone',
+      'only the named keys are registered',
+    );
     assert.equal(await readSecret('app', 'nope', []), undefined);
     const argvs = readCalls(dir).map((c) => c.argv.join(' '));
-    assert.ok(!argvs.some((a) => a.includes('very-secret-value') || a.includes(Buffer.from('very-secret-value').toString('base64'))), 'never in argv');
+    assert.ok(
+      !argvs.some(
+        (a) => a.includes('very-secret-value') || a.includes(Buffer.from('very-secret-value').toString('base64')),
+      ),
+      'never in argv',
+    );
 
-    await assert.rejects(applyObjects([cm('x', 'nowhere', 'v')], log, { what: 'the test map' }), /kubectl apply of the test map failed/);
-    await assert.rejects(rolloutStatus('deployment', 'missing', 'app', 5, log), /deployment app\/missing did not become ready within 5s/);
+    await assert.rejects(
+      applyObjects([cm('x', 'nowhere', 'v')], log, { what: 'the test map' }),
+      /kubectl apply of the test map failed/,
+    );
+    await assert.rejects(
+      rolloutStatus('deployment', 'missing', 'app', 5, log),
+      /deployment app\/missing did not become ready within 5s/,
+    );
 
     assert.equal(await helmReleaseState(CERT_MANAGER_CHART), undefined);
     await helmUpgrade(CERT_MANAGER_CHART, certManagerValues(), 60, log);
     const state = await helmReleaseState(CERT_MANAGER_CHART);
-    assert.deepEqual(state, { status: 'deployed', chart: 'cert-manager', version: CERT_MANAGER_CHART.version, values: certManagerValues() });
-    assert.deepEqual(helmReleaseDrift(CERT_MANAGER_CHART, state, certManagerValues()), [], 'installed = pinned: the next run does not upgrade');
-    const issuer: KubeObject = { apiVersion: 'cert-manager.io/v1', kind: 'ClusterIssuer', metadata: { name: 'x' }, spec: { selfSigned: {} } };
-    assert.deepEqual(await applyObjects([issuer], log), ['clusterissuer.cert-manager.io/x created'], 'the release installed the CRDs');
-    await assert.rejects(helmUpgrade({ ...CERT_MANAGER_CHART, version: 'v0.0.1' }, certManagerValues(), 60, log), /helm could not install cert-manager v0\.0\.1/);
+    assert.deepEqual(state, {
+      status: 'deployed',
+      chart: 'cert-manager',
+      version: CERT_MANAGER_CHART.version,
+      values: certManagerValues(),
+    });
+    assert.deepEqual(
+      helmReleaseDrift(CERT_MANAGER_CHART, state, certManagerValues()),
+      [],
+      'installed = pinned: the next run does not upgrade',
+    );
+    const issuer: KubeObject = {
+      apiVersion: 'cert-manager.io/v1',
+      kind: 'ClusterIssuer',
+      metadata: { name: 'x' },
+      spec: { selfSigned: {} },
+    };
+    assert.deepEqual(
+      await applyObjects([issuer], log),
+      ['clusterissuer.cert-manager.io/x created'],
+      'the release installed the CRDs',
+    );
+    await assert.rejects(
+      helmUpgrade({ ...CERT_MANAGER_CHART, version: 'v0.0.1' }, certManagerValues(), 60, log),
+      /helm could not install cert-manager v0\.0\.1/,
+    );
   } finally {
     restore();
   }
 });
 
 test("HelmChartConfig: applied only once k3s' helm-controller re-ran helm-install-<chart> with its values and it succeeded", async () => {
-  const { helmChartConfigDrift, awaitHelmChartConfig, readHelmChartState } = await import('../../bootstrap/lib/helmchartconfig.mts');
+  const { helmChartConfigDrift, awaitHelmChartConfig, readHelmChartState } =
+    await import('../../bootstrap/lib/helmchartconfig.mts');
   const { clusterObjects } = await import('../../bootstrap/remote/30_cluster_deps.mts');
-  const settings = { stagingNamespace: 'codex-k8s-staging', runnerNamespace: 'arc-runners', registryPort: 5000, letsencryptEmail: 'ops@example.com', letsencryptServer: 'staging' } as const;
-  const configOf = (mode: 'local' | 'server'): KubeObject => clusterObjects({ ...settings, mode }).find((o) => o.kind === 'HelmChartConfig') as KubeObject;
+  const settings = {
+    stagingNamespace: 'codex-k8s-staging',
+    runnerNamespace: 'arc-runners',
+    registryPort: 5000,
+    letsencryptEmail: 'ops@example.com',
+    letsencryptServer: 'staging',
+  } as const;
+  const configOf = (mode: 'local' | 'server'): KubeObject =>
+    clusterObjects({ ...settings, mode }).find((o) => o.kind === 'HelmChartConfig') as KubeObject;
   const server = configOf('server');
   const want = (server['spec'] as { valuesContent: string }).valuesContent;
   const complete = { created: '2026-12-05T10:00:05Z', conditions: [{ type: 'Complete', status: 'True' }] };
 
   // Pure: every way "accepted by the API server" is not yet "applied".
-  assert.match(helmChartConfigDrift(server, { values: undefined, job: complete })[0] ?? '', /not applied by k3s yet: Secret kube-system\/chart-values-traefik holds no HelmChartConfig values/);
+  assert.match(
+    helmChartConfigDrift(server, { values: undefined, job: complete })[0] ?? '',
+    /not applied by k3s yet: Secret kube-system\/chart-values-traefik holds no HelmChartConfig values/,
+  );
   assert.match(helmChartConfigDrift(server, { values: 'other: 1', job: complete })[0] ?? '', /holds other values/);
-  assert.match(helmChartConfigDrift(server, { values: want, job: undefined })[0] ?? '', /Job kube-system\/helm-install-traefik does not exist/);
-  assert.match(helmChartConfigDrift(server, { values: want, job: complete }, '2026-12-05T10:00:06.100Z')[0] ?? '', /before the HelmChartConfig changed/);
-  assert.deepEqual(helmChartConfigDrift(server, { values: want, job: complete }, '2026-12-05T10:00:05.900Z'), [], 'the same second counts as after');
-  assert.match(helmChartConfigDrift(server, { values: want, job: { ...complete, conditions: [{ type: 'Failed', status: 'True', reason: 'BackoffLimitExceeded', message: 'm' }] } })[0] ?? '',
-    /helm-install-traefik failed \(BackoffLimitExceeded: m\)/);
-  assert.match(helmChartConfigDrift(server, { values: want, job: { ...complete, conditions: [] } })[0] ?? '', /has not completed yet/);
+  assert.match(
+    helmChartConfigDrift(server, { values: want, job: undefined })[0] ?? '',
+    /Job kube-system\/helm-install-traefik does not exist/,
+  );
+  assert.match(
+    helmChartConfigDrift(server, { values: want, job: complete }, '2026-12-05T10:00:06.100Z')[0] ?? '',
+    /before the HelmChartConfig changed/,
+  );
+  assert.deepEqual(
+    helmChartConfigDrift(server, { values: want, job: complete }, '2026-12-05T10:00:05.900Z'),
+    [],
+    'the same second counts as after',
+  );
+  assert.match(
+    helmChartConfigDrift(server, {
+      values: want,
+      job: {
+        ...complete,
+        conditions: [{ type: 'Failed', status: 'True', reason: 'BackoffLimitExceeded', message: 'm' }],
+      },
+    })[0] ?? '',
+    /helm-install-traefik failed \(BackoffLimitExceeded: m\)/,
+  );
+  assert.match(
+    helmChartConfigDrift(server, { values: want, job: { ...complete, conditions: [] } })[0] ?? '',
+    /has not completed yet/,
+  );
   assert.deepEqual(helmChartConfigDrift(server, { values: want, job: complete }), []);
 
   // Against the doubles: our values (both modes) are accepted by the Traefik chart's own schema; the old shape fails, named.
@@ -158,21 +406,46 @@ test("HelmChartConfig: applied only once k3s' helm-controller re-ran helm-instal
   try {
     for (const mode of ['local', 'server'] as const) {
       const cfg = configOf(mode);
-      assert.ok(helmChartConfigDrift(cfg, await readHelmChartState(cfg)).length > 0, `${mode}: a fresh k3s has not seen our values`);
+      assert.ok(
+        helmChartConfigDrift(cfg, await readHelmChartState(cfg)).length > 0,
+        `${mode}: a fresh k3s has not seen our values`,
+      );
       const since = new Date().toISOString();
       await applyObjects([cfg], log);
-      assert.match(await awaitHelmChartConfig(cfg, { since, timeoutSeconds: 10, log }), /k3s applied HelmChartConfig kube-system\/traefik: Job kube-system\/helm-install-traefik ran/);
-      assert.deepEqual(helmChartConfigDrift(cfg, await readHelmChartState(cfg)), [], `${mode}: the next check is clean`);
+      assert.match(
+        await awaitHelmChartConfig(cfg, { since, timeoutSeconds: 10, log }),
+        /k3s applied HelmChartConfig kube-system\/traefik: Job kube-system\/helm-install-traefik ran/,
+      );
+      assert.deepEqual(
+        helmChartConfigDrift(cfg, await readHelmChartState(cfg)),
+        [],
+        `${mode}: the next check is clean`,
+      );
     }
-    const old: KubeObject = { ...server, spec: { valuesContent: 'ports:\n  web:\n    redirections:\n      entryPoint: {to: websecure, scheme: https, permanent: true}\n' } };
+    const old: KubeObject = {
+      ...server,
+      spec: {
+        valuesContent:
+          'ports:\n  web:\n    redirections:\n      entryPoint: {to: websecure, scheme: https, permanent: true}\n',
+      },
+    };
     const since = new Date().toISOString();
     await applyObjects([old], log);
-    await assert.rejects(awaitHelmChartConfig(old, { since, timeoutSeconds: 10, log }), (err: Error & { detail?: string; hint?: string }) => {
-      assert.match(err.message, /k3s could not apply HelmChartConfig kube-system\/traefik: Job kube-system\/helm-install-traefik failed/);
-      assert.match(err.detail ?? '', /last 20 log lines of job\/helm-install-traefik:[\s\S]*values don't meet the specifications of the schema[\s\S]*redirections: additional property not allowed/);
-      assert.match(err.hint ?? '', /kubectl -n kube-system delete job helm-install-traefik/);
-      return true;
-    });
+    await assert.rejects(
+      awaitHelmChartConfig(old, { since, timeoutSeconds: 10, log }),
+      (err: Error & { detail?: string; hint?: string }) => {
+        assert.match(
+          err.message,
+          /k3s could not apply HelmChartConfig kube-system\/traefik: Job kube-system\/helm-install-traefik failed/,
+        );
+        assert.match(
+          err.detail ?? '',
+          /last 20 log lines of job\/helm-install-traefik:[\s\S]*values don't meet the specifications of the schema[\s\S]*redirections: additional property not allowed/,
+        );
+        assert.match(err.hint ?? '', /kubectl -n kube-system delete job helm-install-traefik/);
+        return true;
+      },
+    );
   } finally {
     restore();
   }

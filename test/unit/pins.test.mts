@@ -28,15 +28,18 @@ test('PINS covers every pinned version that versions.mts exports', () => {
   for (const [name, value] of Object.entries(versions)) {
     if (name === 'PINS' || name === 'IMAGE_PROVENANCE') continue;
     if (typeof value === 'string' && /VERSION$/.test(name) && !listed.has(value)) missing.push(`${name}=${value}`);
-    if (value && typeof value === 'object' && 'version' in value && !listed.has(String(value.version))) missing.push(`${name}.version`);
-    if (value && typeof value === 'object' && 'chart' in value && !names.has(String(value.chart))) missing.push(`${name}.chart`);
+    if (value && typeof value === 'object' && 'version' in value && !listed.has(String(value.version)))
+      missing.push(`${name}.version`);
+    if (value && typeof value === 'object' && 'chart' in value && !names.has(String(value.chart)))
+      missing.push(`${name}.chart`);
   }
   for (const image of Object.values(IMAGES)) if (!listed.has(image)) missing.push(`IMAGES ${image}`);
   assert.deepEqual(missing, []);
 });
 
 test('isIsoDate refuses what is not a calendar day', () => {
-  for (const bad of ['2026-02-30', '2026-13-01', '26-01-01', '2026-1-1', 'today', '']) assert.equal(isIsoDate(bad), false, bad);
+  for (const bad of ['2026-02-30', '2026-13-01', '26-01-01', '2026-1-1', 'today', ''])
+    assert.equal(isIsoDate(bad), false, bad);
   assert.equal(isIsoDate('2024-02-29'), true);
 });
 
@@ -44,7 +47,14 @@ test('renderPins: oldest first, age in days, dateNote marked', () => {
   const out = renderPins(
     [
       { name: 'b', kind: 'image', version: '2', released: '2026-12-01', source: 'https://b.example' },
-      { name: 'a', kind: 'artifact', version: '1', released: '2026-01-01', source: 'https://a.example', dateNote: 'pin day' },
+      {
+        name: 'a',
+        kind: 'artifact',
+        version: '1',
+        released: '2026-01-01',
+        source: 'https://a.example',
+        dateNote: 'pin day',
+      },
     ],
     '2026-12-06',
   );
@@ -56,14 +66,21 @@ test('renderPins: oldest first, age in days, dateNote marked', () => {
 });
 
 test('npm run pins: the script runs offline and prints every pin with its date, age and source', () => {
-  const out = execFileSync('node', ['--import', 'tsx', join(ROOT, 'bootstrap/host/pins.mts'), '--today', '2026-12-06'], { cwd: ROOT, encoding: 'utf8' });
+  const out = execFileSync(
+    'node',
+    ['--import', 'tsx', join(ROOT, 'bootstrap/host/pins.mts'), '--today', '2026-12-06'],
+    { cwd: ROOT, encoding: 'utf8' },
+  );
   for (const p of PINS) {
     const row = out.split('\n').find((l) => l.startsWith(`${p.name} `));
     assert.ok(row, `${p.name} is not printed`);
     assert.ok(row.includes(p.version) && row.includes(p.released) && row.includes(p.source), `${p.name}: ${row}`);
     assert.match(row, new RegExp(`\\s${ageDays(p.released, '2026-12-06')}\\s`), `${p.name}: age`);
   }
-  const bad = spawnSync('node', ['--import', 'tsx', join(ROOT, 'bootstrap/host/pins.mts'), '--today', '2026-02-30'], { cwd: ROOT, encoding: 'utf8' });
+  const bad = spawnSync('node', ['--import', 'tsx', join(ROOT, 'bootstrap/host/pins.mts'), '--today', '2026-02-30'], {
+    cwd: ROOT,
+    encoding: 'utf8',
+  });
   assert.equal(bad.status, 2);
   assert.match(bad.stderr + bad.stdout, /--today 2026-02-30: not a date; expected YYYY-MM-DD/);
 });

@@ -10,7 +10,11 @@ test('pollUntil: done on the third ask; each pause is reported first and slept a
   const slept: number[] = [];
   const waits: string[] = [];
   const v = await pollUntil(async (i) => (i === 3 ? { done: `ok@${i}` } : { waiting: `not yet ${i}` }), {
-    attempts: 5, intervalSeconds: 2, what: 'x', sleep: noSleep(slept), onWait: (i, why, s) => waits.push(`${i}:${why}:${s}`),
+    attempts: 5,
+    intervalSeconds: 2,
+    what: 'x',
+    sleep: noSleep(slept),
+    onWait: (i, why, s) => waits.push(`${i}:${why}:${s}`),
   });
   assert.equal(v, 'ok@3');
   assert.deepEqual(waits, ['1:not yet 1:2', '2:not yet 2:2']);
@@ -19,26 +23,52 @@ test('pollUntil: done on the third ask; each pause is reported first and slept a
 
 test('pollUntil: the attempts bound ends in a PollTimeout naming what was awaited and the last reason; no pause after the last ask', async () => {
   const slept: number[] = [];
-  const e = await pollUntil(async (i) => ({ waiting: `busy ${i}` }), { attempts: 3, intervalSeconds: 1, what: 'the lock', hint: 'wait', sleep: noSleep(slept) }).catch((x: unknown) => x);
+  const e = await pollUntil(async (i) => ({ waiting: `busy ${i}` }), {
+    attempts: 3,
+    intervalSeconds: 1,
+    what: 'the lock',
+    hint: 'wait',
+    sleep: noSleep(slept),
+  }).catch((x: unknown) => x);
   assert.ok(e instanceof PollTimeout);
   assert.equal(e.message, 'timed out after 3 attempt(s) waiting for the lock; last seen: busy 3');
   assert.deepEqual([e.last, e.attempts, e.hint, slept.length], ['busy 3', 3, 'wait', 2]);
 });
 
-test('pollUntil: a back-off interval, the caller\'s own timeout error, a probe that throws, and no bound at all', async () => {
+test("pollUntil: a back-off interval, the caller's own timeout error, a probe that throws, and no bound at all", async () => {
   const slept: number[] = [];
   const custom = await pollUntil(async () => ({ waiting: 'down' }), {
-    attempts: 4, intervalSeconds: (i) => 2 ** (i - 1), what: 'x', sleep: noSleep(slept), onTimeout: (last, n) => new OperationError(`gave up after ${n}: ${last}`),
+    attempts: 4,
+    intervalSeconds: (i) => 2 ** (i - 1),
+    what: 'x',
+    sleep: noSleep(slept),
+    onTimeout: (last, n) => new OperationError(`gave up after ${n}: ${last}`),
   }).catch((x: unknown) => x);
   assert.deepEqual(slept, [1000, 2000, 4000]);
   assert.equal((custom as Error).message, 'gave up after 4: down');
-  await assert.rejects(pollUntil(async () => { throw new OperationError('refused'); }, { attempts: 9, intervalSeconds: 0, what: 'x' }), /^OperationError: refused$/);
-  await assert.rejects(pollUntil(async () => ({ waiting: '' }), { intervalSeconds: 1, what: 'x' }), /no bound/);
+  await assert.rejects(
+    pollUntil(
+      async () => {
+        throw new OperationError('refused');
+      },
+      { attempts: 9, intervalSeconds: 0, what: 'x' },
+    ),
+    /^OperationError: refused$/,
+  );
+  await assert.rejects(
+    pollUntil(async () => ({ waiting: '' }), { intervalSeconds: 1, what: 'x' }),
+    /no bound/,
+  );
 });
 
 test('pollUntil: a wall-clock bound stops before a pause that would end past it', async () => {
   const slept: number[] = [];
-  const e = await pollUntil(async () => ({ waiting: 'slow' }), { timeoutSeconds: 0.001, intervalSeconds: 5, what: 'the rollout', sleep: noSleep(slept) }).catch((x: unknown) => x);
+  const e = await pollUntil(async () => ({ waiting: 'slow' }), {
+    timeoutSeconds: 0.001,
+    intervalSeconds: 5,
+    what: 'the rollout',
+    sleep: noSleep(slept),
+  }).catch((x: unknown) => x);
   assert.ok(e instanceof PollTimeout);
   assert.match(e.message, /^timed out after 0\.001s waiting for the rollout; last seen: slow$/);
   assert.deepEqual(slept, []);

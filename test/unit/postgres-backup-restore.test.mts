@@ -14,18 +14,29 @@ import type { Postgres } from '../pg/postgres.mts';
 import { postgresObjects, POSTGRES_USER, POSTGRES_DB } from '../../bootstrap/remote/40_postgres.mts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
-const skip = postgresBinDir() === undefined ? 'PostgreSQL is not installed (apt-get install postgresql; .ci/run does)' : false;
+const skip =
+  postgresBinDir() === undefined ? 'PostgreSQL is not installed (apt-get install postgresql; .ci/run does)' : false;
 let pg: Postgres;
 
-interface Container { command?: string[]; env?: Array<{ name: string; value?: string }> }
+interface Container {
+  command?: string[];
+  env?: Array<{ name: string; value?: string }>;
+}
 
 /** The script the backup CronJob runs, exactly as rendered for the cluster. */
 function backupScript(): string {
-  const cron = postgresObjects({ mode: 'local', namespace: 'codex-k8s-staging', backupSchedule: '17 3 * * *', backupKeep: 7 }).find((o) => o.kind === 'CronJob') as
-    | { spec: { jobTemplate: { spec: { template: { spec: { containers: Container[] } } } } } }
-    | undefined;
+  const cron = postgresObjects({
+    mode: 'local',
+    namespace: 'codex-k8s-staging',
+    backupSchedule: '17 3 * * *',
+    backupKeep: 7,
+  }).find((o) => o.kind === 'CronJob') as
+    { spec: { jobTemplate: { spec: { template: { spec: { containers: Container[] } } } } } } | undefined;
   const command = cron?.spec.jobTemplate.spec.template.spec.containers[0]?.command;
-  assert.ok(command && command[0] === 'sh' && command[1] === '-c' && typeof command[2] === 'string', 'the CronJob runs sh -c SCRIPT');
+  assert.ok(
+    command && command[0] === 'sh' && command[1] === '-c' && typeof command[2] === 'string',
+    'the CronJob runs sh -c SCRIPT',
+  );
   return command[2] as string;
 }
 
@@ -40,7 +51,10 @@ function runbookRestoreCommand(): string {
 }
 
 function sh(script: string, env: Record<string, string>): { code: number; out: string } {
-  const r = spawnSync('sh', ['-c', script], { encoding: 'utf8', env: { ...process.env, PATH: `${postgresBinDir()}:${process.env['PATH']}`, ...env } });
+  const r = spawnSync('sh', ['-c', script], {
+    encoding: 'utf8',
+    env: { ...process.env, PATH: `${postgresBinDir()}:${process.env['PATH']}`, ...env },
+  });
   return { code: r.status ?? -1, out: r.stdout + r.stderr };
 }
 
@@ -53,35 +67,55 @@ before(async () => {
   pg = await startPostgres();
   pg.psql('postgres', `create role ${POSTGRES_USER} login`);
   pg.psql('postgres', `create database ${POSTGRES_DB} owner ${POSTGRES_USER}`);
-  pg.psql(POSTGRES_DB, `set role ${POSTGRES_USER}; create table deliveries (id int primary key, body jsonb not null); insert into deliveries values (1, '{"event":"push"}'), (2, '{"event":"issues"}')`);
+  pg.psql(
+    POSTGRES_DB,
+    `set role ${POSTGRES_USER}; create table deliveries (id int primary key, body jsonb not null); insert into deliveries values (1, '{"event":"push"}'), (2, '{"event":"issues"}')`,
+  );
 });
 after(() => pg?.stop());
 
-test('backup: the CronJob script dumps with pg_dump -Fc and keeps the newest BACKUP_KEEP; the runbook restore brings the data back', { skip }, async () => {
-  const backups = mkdtempSync(join(tmpdir(), 'ck8s-backups-'));
-  const script = backupScript().replaceAll('/backups', backups);
-  const env = { ...pg.env, PGUSER: POSTGRES_USER, PGDATABASE: POSTGRES_DB, PGPASSWORD: 'unused-with-trust', BACKUP_KEEP: '2' };
-  for (let i = 0; i < 3; i++) {
-    const r = sh(script, env);
+test(
+  'backup: the CronJob script dumps with pg_dump -Fc and keeps the newest BACKUP_KEEP; the runbook restore brings the data back',
+  { skip },
+  async () => {
+    const backups = mkdtempSync(join(tmpdir(), 'ck8s-backups-'));
+    const script = backupScript().replaceAll('/backups', backups);
+    const env = {
+      ...pg.env,
+      PGUSER: POSTGRES_USER,
+      PGDATABASE: POSTGRES_DB,
+      PGPASSWORD: 'unused-with-trust',
+      BACKUP_KEEP: '2',
+    };
+    for (let i = 0; i < 3; i++) {
+      const r = sh(script, env);
+      assert.equal(r.code, 0, r.out);
+      assert.match(r.out, /wrote .*codex_k8s-\d{8}T\d{6}Z\.dump/);
+      if (i < 2) await new Promise((res) => setTimeout(res, 1100)); // file names have one-second resolution
+    }
+    const dumps = readdirSync(backups).sort();
+    assert.equal(dumps.length, 2, `rotation keeps BACKUP_KEEP=2: ${dumps.join(', ')}`);
+    assert.ok(
+      dumps.every((f) => /^codex_k8s-\d{8}T\d{6}Z\.dump$/.test(f)),
+      'no .partial left',
+    );
+    const dump = join(backups, dumps[dumps.length - 1] as string);
+    assert.equal(
+      readFileSync(dump).subarray(0, 5).toString(),
+      'PGDMP',
+      'the runbook step 3 check holds: a custom-format dump',
+    );
+
+    const before = rows();
+    pg.psql(POSTGRES_DB, `delete from deliveries where id = 2; insert into deliveries values (3, '{"event":"lost"}')`);
+    assert.notEqual(rows(), before);
+
+    const restore = runbookRestoreCommand().replace('/tmp/restore.dump', dump);
+    const r = sh(restore, { ...pg.env, POSTGRES_USER, POSTGRES_DB });
     assert.equal(r.code, 0, r.out);
-    assert.match(r.out, /wrote .*codex_k8s-\d{8}T\d{6}Z\.dump/);
-    if (i < 2) await new Promise((res) => setTimeout(res, 1100)); // file names have one-second resolution
-  }
-  const dumps = readdirSync(backups).sort();
-  assert.equal(dumps.length, 2, `rotation keeps BACKUP_KEEP=2: ${dumps.join(', ')}`);
-  assert.ok(dumps.every((f) => /^codex_k8s-\d{8}T\d{6}Z\.dump$/.test(f)), 'no .partial left');
-  const dump = join(backups, dumps[dumps.length - 1] as string);
-  assert.equal(readFileSync(dump).subarray(0, 5).toString(), 'PGDMP', 'the runbook step 3 check holds: a custom-format dump');
-
-  const before = rows();
-  pg.psql(POSTGRES_DB, `delete from deliveries where id = 2; insert into deliveries values (3, '{"event":"lost"}')`);
-  assert.notEqual(rows(), before);
-
-  const restore = runbookRestoreCommand().replace('/tmp/restore.dump', dump);
-  const r = sh(restore, { ...pg.env, POSTGRES_USER, POSTGRES_DB });
-  assert.equal(r.code, 0, r.out);
-  assert.equal(rows(), before, 'the data of the dump is back');
-});
+    assert.equal(rows(), before, 'the data of the dump is back');
+  },
+);
 
 test('restore: a damaged dump fails as a whole and changes nothing (--single-transaction)', { skip }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'ck8s-backups-'));
@@ -94,7 +128,11 @@ test('restore: a damaged dump fails as a whole and changes nothing (--single-tra
   chmodSync(damaged, 0o644);
   pg.psql(POSTGRES_DB, `insert into deliveries values (4, '{"event":"after-dump"}') on conflict do nothing`);
   const now = rows();
-  const r = sh(runbookRestoreCommand().replace('/tmp/restore.dump', damaged), { ...pg.env, POSTGRES_USER, POSTGRES_DB });
+  const r = sh(runbookRestoreCommand().replace('/tmp/restore.dump', damaged), {
+    ...pg.env,
+    POSTGRES_USER,
+    POSTGRES_DB,
+  });
   assert.notEqual(r.code, 0, 'pg_restore reports the damaged dump');
   assert.equal(rows(), now, 'nothing was dropped or half-restored');
 });

@@ -3,7 +3,15 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { parseListeners, evaluatePorts, aptLockHolders, evaluateDns, outboundTargets, evaluateOutbound, probe } from '../../bootstrap/lib/preflight.mts';
+import {
+  parseListeners,
+  evaluatePorts,
+  aptLockHolders,
+  evaluateDns,
+  outboundTargets,
+  evaluateOutbound,
+  probe,
+} from '../../bootstrap/lib/preflight.mts';
 import { NODE, OUTBOUND_ENDPOINTS } from '../../bootstrap/lib/versions.mts';
 
 const SS = [

@@ -96,7 +96,11 @@ describe('test sandbox', () => {
     assert.match((await sb.exec(['nft', 'list', 'tables'])).stdout, /table inet sandbox_probe/);
 
     for (const tool of ['curl', 'fail2ban-client', 'unattended-upgrade', 'sudo', 'jq', 'xz']) {
-      assert.equal((await sb.exec(['sh', '-c', `command -v ${tool}`], { allowFail: true })).exitCode, 0, `${tool} missing`);
+      assert.equal(
+        (await sb.exec(['sh', '-c', `command -v ${tool}`], { allowFail: true })).exitCode,
+        0,
+        `${tool} missing`,
+      );
     }
     assert.equal((await sb.exec(['kubectl', 'get', 'pods'])).stdout.trim(), 'fake kubectl get pods');
     assert.equal((await sb.exec(['stat', '-c', '%a %U', '/usr/local/bin/kubectl'])).stdout.trim(), '755 root');
@@ -105,7 +109,15 @@ describe('test sandbox', () => {
 
   it("keeps nft rules applied inside out of the host's ruleset", async () => {
     await sb.exec(['nft', 'add', 'table', 'inet', 'sandbox_only_table']);
-    await sb.exec(['nft', 'add', 'chain', 'inet', 'sandbox_only_table', 'input', '{ type filter hook input priority 0; policy accept; }']);
+    await sb.exec([
+      'nft',
+      'add',
+      'chain',
+      'inet',
+      'sandbox_only_table',
+      'input',
+      '{ type filter hook input priority 0; policy accept; }',
+    ]);
     assert.match((await sb.exec(['nft', 'list', 'ruleset'])).stdout, /sandbox_only_table/);
     const host = await run('nft', ['list', 'ruleset']);
     assert.doesNotMatch(host.stdout, /sandbox_only_table|sandbox_probe/);
@@ -145,7 +157,9 @@ describe('test sandbox', () => {
     // The sandbox's own known_hosts follows the new key...
     assert.equal((await sb.ssh(['echo', 'ok'])).stdout.trim(), 'ok');
     // ...a client that pinned the old key refuses to connect.
-    const args = sb.sshArgs().map((a) => (a.startsWith('UserKnownHostsFile=') ? `UserKnownHostsFile=${oldKnownHosts}` : a));
+    const args = sb
+      .sshArgs()
+      .map((a) => (a.startsWith('UserKnownHostsFile=') ? `UserKnownHostsFile=${oldKnownHosts}` : a));
     const refused = await run('ssh', [...args, `root@${sb.host}`, 'true'], { allowFail: true });
     assert.equal(refused.exitCode, 255);
     assert.match(refused.stderr, /REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed/);
@@ -159,7 +173,16 @@ describe('test sandbox', () => {
     assert.equal((await sb.exec(['curl', '-fsS', `${server.url}/dir/hello.txt`])).stdout, 'hello from the host\n');
     const missing = await sb.exec(['curl', '-sS', '-o', '/dev/null', '-w', '%{http_code}', `${server.url}/nope.txt`]);
     assert.equal(missing.stdout, '404');
-    const traversal = await sb.exec(['curl', '-sS', '--path-as-is', '-o', '/dev/null', '-w', '%{http_code}', `${server.url}/../../etc/passwd`]);
+    const traversal = await sb.exec([
+      'curl',
+      '-sS',
+      '--path-as-is',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code}',
+      `${server.url}/../../etc/passwd`,
+    ]);
     assert.equal(traversal.stdout, '404');
     assert.deepEqual(server.requests.slice(0, 2), [
       { method: 'GET', path: '/dir/hello.txt', status: 200 },
@@ -182,7 +205,11 @@ describe('test sandbox', () => {
     const link = await run('ip', ['link', 'show', `vcks${index}`], { allowFail: true });
     assert.notEqual(link.exitCode, 0, `veth vcks${index} is left`);
     for (const cg of ['/sys/fs/cgroup/systemd', '/sys/fs/cgroup/unified', '/sys/fs/cgroup']) {
-      assert.equal(existsSync(path.join(cg, 'codex-k8s-sandbox', name)), false, `cgroup ${cg}/codex-k8s-sandbox/${name} is left`);
+      assert.equal(
+        existsSync(path.join(cg, 'codex-k8s-sandbox', name)),
+        false,
+        `cgroup ${cg}/codex-k8s-sandbox/${name} is left`,
+      );
     }
     await sb.stop(); // idempotent
     // The other sandbox is unaffected.

@@ -23,7 +23,15 @@ import { startAppProcess } from '../app-process.mts';
 import type { AppProcess } from '../app-process.mts';
 import { SERVER_NODE_BIN, REPO_ROOT } from '../fakes/testkit.mts';
 import {
-  runSmoke, runSmokeWithRetries, formatTable, formatMarkdown, formatJson, signWebhook, runnerBelongsToScaleSet, parseSmokeUrl, CHECK_NAMES,
+  runSmoke,
+  runSmokeWithRetries,
+  formatTable,
+  formatMarkdown,
+  formatJson,
+  signWebhook,
+  runnerBelongsToScaleSet,
+  parseSmokeUrl,
+  CHECK_NAMES,
 } from '../../bootstrap/lib/smoke.mts';
 import type { CheckResult, SmokeOptions, CheckName } from '../../bootstrap/lib/smoke.mts';
 import { UsageError } from '../../bootstrap/lib/errors.mts';
@@ -33,7 +41,8 @@ const VERSION = '0123456789abcdef0123456789abcdef01234567';
 const OTHER_VERSION = 'fedcba9876543210fedcba9876543210fedcba98';
 const NAME = 'staging.test';
 const APP_ENTRY = join(REPO_ROOT, 'app', 'src', 'server.mts');
-const skipPg = postgresBinDir() === undefined ? 'PostgreSQL is not installed (apt-get install postgresql; .ci/run does)' : false;
+const skipPg =
+  postgresBinDir() === undefined ? 'PostgreSQL is not installed (apt-get install postgresql; .ci/run does)' : false;
 
 const work = mkdtempSync(join(tmpdir(), 'ck8s-smoke-'));
 after(() => rmSync(work, { recursive: true, force: true }));
@@ -73,22 +82,95 @@ interface Pki {
 /** A throw-away CA. `openssl ca` (not `x509 -days`, which cannot go back in time) sets exact validity dates. */
 function makePki(dir: string): Pki {
   mkdirSync(dir, { recursive: true });
-  openssl(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '3650', '-subj', '/CN=codex-k8s smoke test CA'], dir);
+  openssl(
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      'ca.key',
+      '-out',
+      'ca.pem',
+      '-days',
+      '3650',
+      '-subj',
+      '/CN=codex-k8s smoke test CA',
+    ],
+    dir,
+  );
   writeFileSync(join(dir, 'index.txt'), '');
   writeFileSync(join(dir, 'serial'), '1000\n');
   writeFileSync(
     join(dir, 'ca.cnf'),
     [
-      '[ca]', 'default_ca = test', '[test]', `database = ${dir}/index.txt`, `new_certs_dir = ${dir}`, `serial = ${dir}/serial`,
-      'default_md = sha256', 'policy = any', 'copy_extensions = copy', 'unique_subject = no', '[any]', 'commonName = supplied', '',
+      '[ca]',
+      'default_ca = test',
+      '[test]',
+      `database = ${dir}/index.txt`,
+      `new_certs_dir = ${dir}`,
+      `serial = ${dir}/serial`,
+      'default_md = sha256',
+      'policy = any',
+      'copy_extensions = copy',
+      'unique_subject = no',
+      '[any]',
+      'commonName = supplied',
+      '',
     ].join('\n'),
   );
   return {
     caPem: readFileSync(join(dir, 'ca.pem'), 'utf8'),
     issue(label, dnsName, from, to) {
-      openssl(['req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${label}.key`, '-out', `${label}.csr`, '-subj', `/CN=${dnsName}`, '-addext', `subjectAltName=DNS:${dnsName}`], dir);
-      openssl(['ca', '-batch', '-notext', '-config', 'ca.cnf', '-cert', 'ca.pem', '-keyfile', 'ca.key', '-in', `${label}.csr`, '-out', `${label}.pem`, '-startdate', asn1Time(from), '-enddate', asn1Time(to)], dir);
-      return { key: readFileSync(join(dir, `${label}.key`), 'utf8'), cert: readFileSync(join(dir, `${label}.pem`), 'utf8') };
+      openssl(
+        [
+          'req',
+          '-new',
+          '-newkey',
+          'ec',
+          '-pkeyopt',
+          'ec_paramgen_curve:P-256',
+          '-nodes',
+          '-keyout',
+          `${label}.key`,
+          '-out',
+          `${label}.csr`,
+          '-subj',
+          `/CN=${dnsName}`,
+          '-addext',
+          `subjectAltName=DNS:${dnsName}`,
+        ],
+        dir,
+      );
+      openssl(
+        [
+          'ca',
+          '-batch',
+          '-notext',
+          '-config',
+          'ca.cnf',
+          '-cert',
+          'ca.pem',
+          '-keyfile',
+          'ca.key',
+          '-in',
+          `${label}.csr`,
+          '-out',
+          `${label}.pem`,
+          '-startdate',
+          asn1Time(from),
+          '-enddate',
+          asn1Time(to),
+        ],
+        dir,
+      );
+      return {
+        key: readFileSync(join(dir, `${label}.key`), 'utf8'),
+        cert: readFileSync(join(dir, `${label}.pem`), 'utf8'),
+      };
     },
   };
 }
@@ -135,10 +217,13 @@ type Intercept = (req: IncomingMessage, res: ServerResponse) => boolean;
 function forward(upstreamPort: number, rewrite?: Rewrite, intercept?: Intercept) {
   return (req: IncomingMessage, res: ServerResponse): void => {
     if (intercept?.(req, res)) return;
-    const up = httpRequest({ host: '127.0.0.1', port: upstreamPort, method: req.method, path: req.url, headers: req.headers, agent: false }, (ur) => {
-      res.writeHead(rewrite ? rewrite(req, ur.statusCode ?? 502) : (ur.statusCode ?? 502), ur.headers);
-      ur.pipe(res);
-    });
+    const up = httpRequest(
+      { host: '127.0.0.1', port: upstreamPort, method: req.method, path: req.url, headers: req.headers, agent: false },
+      (ur) => {
+        res.writeHead(rewrite ? rewrite(req, ur.statusCode ?? 502) : (ur.statusCode ?? 502), ur.headers);
+        ur.pipe(res);
+      },
+    );
     up.on('error', (e) => {
       res.writeHead(502, { 'content-type': 'text/plain' });
       res.end(`proxy: ${e.message}`);
@@ -166,7 +251,11 @@ const REDIRECT_308: PlainHttp = (req, res) => {
  * TLS termination in front of the app, with the given certificate (like Traefik in front of the Service), and its
  * plain-HTTP side (`plain`, by default the permanent redirect to https that server mode configures).
  */
-async function startTlsProxy(upstreamPort: number, tlsCert: { key: string; cert: string }, plain: PlainHttp = REDIRECT_308): Promise<Running> {
+async function startTlsProxy(
+  upstreamPort: number,
+  tlsCert: { key: string; cert: string },
+  plain: PlainHttp = REDIRECT_308,
+): Promise<Running> {
   const server = createHttpsServer({ key: tlsCert.key, cert: tlsCert.cert }, forward(upstreamPort));
   const sockets = track(server);
   const port = await listen(server);
@@ -175,15 +264,27 @@ async function startTlsProxy(upstreamPort: number, tlsCert: { key: string; cert:
   const webPort = await listen(web);
   const closeTls = closer(server, sockets);
   const closeWeb = closer(web, webSockets);
-  return { url: `https://127.0.0.1:${port}`, httpUrl: `http://127.0.0.1:${webPort}`, port, close: async () => {
-    await closeTls();
-    await closeWeb();
-  } };
+  return {
+    url: `https://127.0.0.1:${port}`,
+    httpUrl: `http://127.0.0.1:${webPort}`,
+    port,
+    close: async () => {
+      await closeTls();
+      await closeWeb();
+    },
+  };
 }
 
 // The CLI from a copy of exactly the files it may import: if it imported anything else (an npm package, another
 // lib module), the copy would not run. No node_modules exists above the temp dir.
-const CLI_FILES = ['bootstrap/host/smoke_staging.mts', 'bootstrap/lib/smoke.mts', 'bootstrap/lib/errors.mts', 'bootstrap/lib/redact.mts', 'bootstrap/lib/log.mts', 'bootstrap/lib/cli.mts'];
+const CLI_FILES = [
+  'bootstrap/host/smoke_staging.mts',
+  'bootstrap/lib/smoke.mts',
+  'bootstrap/lib/errors.mts',
+  'bootstrap/lib/redact.mts',
+  'bootstrap/lib/log.mts',
+  'bootstrap/lib/cli.mts',
+];
 const cliRoot = join(work, 'cli-copy');
 for (const f of CLI_FILES) {
   mkdirSync(dirname(join(cliRoot, f)), { recursive: true });
@@ -229,7 +330,9 @@ test('the library and the CLI import node builtins and lib/{errors,redact,log,cl
     const src = readFileSync(join(REPO_ROOT, file), 'utf8');
     assert.doesNotMatch(src, /\bimport\s*\(/, `${file}: no dynamic import`);
     assert.doesNotMatch(src, /\brequire\s*\(/, `${file}: no require`);
-    for (const m of src.matchAll(/^\s*(?:import|export)\b[^'"]*?\bfrom\s+['"]([^'"]+)['"]|^\s*import\s+['"]([^'"]+)['"]/gm)) {
+    for (const m of src.matchAll(
+      /^\s*(?:import|export)\b[^'"]*?\bfrom\s+['"]([^'"]+)['"]|^\s*import\s+['"]([^'"]+)['"]/gm,
+    )) {
       const spec = (m[1] ?? m[2]) as string;
       if (spec.startsWith('node:')) continue;
       assert.ok(spec.startsWith('.'), `${file} imports "${spec}", which is neither node:* nor a relative file`);
@@ -242,21 +345,29 @@ test('the library and the CLI import node builtins and lib/{errors,redact,log,cl
   assert.deepEqual([...seen].sort(), [...allowed].sort());
 });
 
-test('signWebhook is GitHub\'s sha256= HMAC of the raw body', () => {
+test("signWebhook is GitHub's sha256= HMAC of the raw body", () => {
   // GitHub's documented example: secret "It's a Secret to Everybody", payload "Hello, World!".
-  assert.equal(signWebhook("It's a Secret to Everybody", 'Hello, World!'), 'sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17');
+  assert.equal(
+    signWebhook("It's a Secret to Everybody", 'Hello, World!'),
+    'sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17',
+  );
 });
 
 test('runnerBelongsToScaleSet: ARC ephemeral runner names of that scale set only', () => {
   assert.equal(runnerBelongsToScaleSet('codex-k8s-staging-x7k2p-runner-9qv4m', 'codex-k8s-staging').ok, true);
-  assert.equal(runnerBelongsToScaleSet('codex-k8s-staging-2-x7k2p-runner-9qv4m', 'codex-k8s-staging').ok, false, 'another scale set with a longer name');
+  assert.equal(
+    runnerBelongsToScaleSet('codex-k8s-staging-2-x7k2p-runner-9qv4m', 'codex-k8s-staging').ok,
+    false,
+    'another scale set with a longer name',
+  );
   assert.equal(runnerBelongsToScaleSet('GitHub Actions 2', 'codex-k8s-staging').ok, false, 'a GitHub-hosted runner');
   assert.match(runnerBelongsToScaleSet(undefined, 'codex-k8s-staging').reason, /RUNNER_NAME is not set/);
 });
 
 test('parseSmokeUrl refuses what it cannot check', () => {
   assert.equal(parseSmokeUrl('https://staging.example.com').hostname, 'staging.example.com');
-  for (const bad of ['staging.example.com', 'ftp://x', 'https://u:p@x', 'http://x/?a=1']) assert.throws(() => parseSmokeUrl(bad), UsageError, bad);
+  for (const bad of ['staging.example.com', 'ftp://x', 'https://u:p@x', 'http://x/?a=1'])
+    assert.throws(() => parseSmokeUrl(bad), UsageError, bad);
 });
 
 // ------------------------------------------------------------------------------------------------
@@ -270,7 +381,11 @@ describe('transport failures', () => {
     try {
       const start = Date.now();
       const results = await runSmoke({ url: `http://127.0.0.1:${port}`, webhookSecret: SECRET, timeoutMs: 300 });
-      assert.deepEqual(failed(results), ['healthz', 'readyz', 'version', 'webhook-unsigned', 'webhook-signed'], explain(results));
+      assert.deepEqual(
+        failed(results),
+        ['healthz', 'readyz', 'version', 'webhook-unsigned', 'webhook-signed'],
+        explain(results),
+      );
       assert.match(byName(results).healthz.reason, /no answer within 0\.3s/);
       assert.ok(Date.now() - start < 4000, 'five timeouts of 0.3 s, not five of the default 10 s');
     } finally {
@@ -336,7 +451,12 @@ describe('against the real app', { skip: skipPg }, () => {
     pg?.stop();
   });
 
-  const base = (): SmokeOptions => ({ url: app.url, webhookSecret: SECRET, expectVersion: VERSION, runner: async () => ({ ok: true, reason: 'probe says yes' }) });
+  const base = (): SmokeOptions => ({
+    url: app.url,
+    webhookSecret: SECRET,
+    expectVersion: VERSION,
+    runner: async () => ({ ok: true, reason: 'probe says yes' }),
+  });
 
   async function tls(cert: { key: string; cert: string }, plain?: PlainHttp): Promise<Running> {
     const p = await startTlsProxy(app.port, cert, plain);
@@ -355,7 +475,10 @@ describe('against the real app', { skip: skipPg }, () => {
     const delivery = /delivery ([0-9a-f-]{36}) stored/.exec(r['webhook-signed'].reason)?.[1];
     assert.ok(delivery, r['webhook-signed'].reason);
     // A real effect, not printed text: the row is in the table, event ping.
-    assert.equal(pg.psql('postgres', `SELECT event FROM github_deliveries WHERE delivery_id = '${delivery}'`).trim(), 'ping');
+    assert.equal(
+      pg.psql('postgres', `SELECT event FROM github_deliveries WHERE delivery_id = '${delivery}'`).trim(),
+      'ping',
+    );
     assert.ok(results.every((x) => x.ms >= 0 && Number.isInteger(x.ms)));
   });
 
@@ -363,9 +486,21 @@ describe('against the real app', { skip: skipPg }, () => {
     const p = await tls(pki.issue('good', NAME, daysFromNow(-1), daysFromNow(90)));
     const results = await runSmoke({ ...base(), url: p.url, httpUrl: p.httpUrl, hostHeader: NAME, ca: pki.caPem });
     assert.deepEqual(failed(results), [], explain(results));
-    assert.match(byName(results).tls.reason, new RegExp(`^valid for ${NAME.replace('.', '\\.')}, 89 days left \\(until \\d{4}-\\d\\d-\\d\\d\\), issuer CN=codex-k8s smoke test CA$`));
+    assert.match(
+      byName(results).tls.reason,
+      new RegExp(
+        `^valid for ${NAME.replace('.', '\\.')}, 89 days left \\(until \\d{4}-\\d\\d-\\d\\d\\), issuer CN=codex-k8s smoke test CA$`,
+      ),
+    );
     // Too close to expiry for --min-cert-days 120: tls alone fails, and says how many days are left.
-    const soon = await runSmoke({ ...base(), url: p.url, httpUrl: p.httpUrl, hostHeader: NAME, ca: pki.caPem, minCertDays: 120 });
+    const soon = await runSmoke({
+      ...base(),
+      url: p.url,
+      httpUrl: p.httpUrl,
+      hostHeader: NAME,
+      ca: pki.caPem,
+      minCertDays: 120,
+    });
     assert.deepEqual(failed(soon), ['tls'], explain(soon));
     assert.match(byName(soon).tls.reason, /89 days left \(until .*\), want at least 120/);
   });
@@ -408,18 +543,39 @@ describe('against the real app', { skip: skipPg }, () => {
     const good = await tls(cert);
     const ok = await runSmoke({ ...base(), url: good.url, httpUrl: good.httpUrl, hostHeader: NAME, ca: pki.caPem });
     assert.deepEqual(failed(ok), [], explain(ok));
-    assert.match(byName(ok)['https-redirect'].reason, new RegExp(`-> HTTP 308 https://${NAME.replace('.', '\\.')}/healthz$`));
-    const redirect = (status: number, location: (host: string) => string | undefined): PlainHttp => (req, res) => {
-      const l = location(String(req.headers.host).replace(/:\d+$/, ''));
-      res.writeHead(status, l === undefined ? {} : { location: l });
-      res.end();
-    };
+    assert.match(
+      byName(ok)['https-redirect'].reason,
+      new RegExp(`-> HTTP 308 https://${NAME.replace('.', '\\.')}/healthz$`),
+    );
+    const redirect =
+      (status: number, location: (host: string) => string | undefined): PlainHttp =>
+      (req, res) => {
+        const l = location(String(req.headers.host).replace(/:\d+$/, ''));
+        res.writeHead(status, l === undefined ? {} : { location: l });
+        res.end();
+      };
     const cases: [string, PlainHttp, RegExp][] = [
       // Traefik without our HelmChartConfig applied: the app answers in clear.
-      ['served in clear', (req, res) => forward(app.port)(req, res), /answered HTTP 200, want a permanent redirect \(301\/308\) to https:\/\//],
-      ['a temporary redirect', redirect(302, (h) => `https://${h}/healthz`), /answered a temporary redirect \(HTTP 302\) to https:\/\/.*\/healthz, want a permanent redirect/],
-      ['to plain http', redirect(301, (h) => `http://${h}/healthz`), /redirects \(HTTP 301\) to http:\/\/.*, want https:\/\//],
-      ['to another name', redirect(308, () => 'https://elsewhere.test/healthz'), /redirects \(HTTP 308\) to https:\/\/elsewhere\.test\/healthz, want/],
+      [
+        'served in clear',
+        (req, res) => forward(app.port)(req, res),
+        /answered HTTP 200, want a permanent redirect \(301\/308\) to https:\/\//,
+      ],
+      [
+        'a temporary redirect',
+        redirect(302, (h) => `https://${h}/healthz`),
+        /answered a temporary redirect \(HTTP 302\) to https:\/\/.*\/healthz, want a permanent redirect/,
+      ],
+      [
+        'to plain http',
+        redirect(301, (h) => `http://${h}/healthz`),
+        /redirects \(HTTP 301\) to http:\/\/.*, want https:\/\//,
+      ],
+      [
+        'to another name',
+        redirect(308, () => 'https://elsewhere.test/healthz'),
+        /redirects \(HTTP 308\) to https:\/\/elsewhere\.test\/healthz, want/,
+      ],
       ['to another path', redirect(308, (h) => `https://${h}/`), /redirects \(HTTP 308\) to https:\/\/[^/]+\/, want/],
       ['no Location', redirect(301, () => undefined), /nowhere \(no Location header\)/],
     ];
@@ -461,7 +617,10 @@ describe('against the real app', { skip: skipPg }, () => {
     toClose.push(p);
     const results = await runSmoke({ ...base(), url: p.url });
     assert.deepEqual(failed(results), ['webhook-signed'], explain(results));
-    assert.match(byName(results)['webhook-signed'].reason, new RegExp(`^stored \\(HTTP 202\\) but the latest delivery is ${stale}, not [0-9a-f-]{36}$`));
+    assert.match(
+      byName(results)['webhook-signed'].reason,
+      new RegExp(`^stored \\(HTTP 202\\) but the latest delivery is ${stale}, not [0-9a-f-]{36}$`),
+    );
   });
 
   test('a signed delivery with another secret is refused: webhook-signed ✗ alone, with the cause', async () => {
@@ -471,10 +630,18 @@ describe('against the real app', { skip: skipPg }, () => {
   });
 
   test('a failing runner probe: runner ✗ alone; a throwing one is a ✗ too, not a crash', async () => {
-    const no = await runSmoke({ ...base(), runner: async () => ({ ok: false, reason: 'scale set codex-k8s-staging not registered' }) });
+    const no = await runSmoke({
+      ...base(),
+      runner: async () => ({ ok: false, reason: 'scale set codex-k8s-staging not registered' }),
+    });
     assert.deepEqual(failed(no), ['runner'], explain(no));
     assert.equal(byName(no).runner.reason, 'scale set codex-k8s-staging not registered');
-    const boom = await runSmoke({ ...base(), runner: async () => { throw new Error('GitHub API: 502'); } });
+    const boom = await runSmoke({
+      ...base(),
+      runner: async () => {
+        throw new Error('GitHub API: 502');
+      },
+    });
     assert.deepEqual(failed(boom), ['runner']);
     assert.equal(byName(boom).runner.reason, 'GitHub API: 502');
   });
@@ -482,16 +649,24 @@ describe('against the real app', { skip: skipPg }, () => {
   test('retries: the whole set again until it passes, bounded, attempt n/N', async () => {
     // readyz answers 503 to the first two attempts (as right after a rollout), then the app's own answer.
     let readyCalls = 0;
-    const p = await startHttpProxy(app.port, (req, status) => (req.url === '/readyz' && ++readyCalls <= 2 ? 503 : status));
+    const p = await startHttpProxy(app.port, (req, status) =>
+      req.url === '/readyz' && ++readyCalls <= 2 ? 503 : status,
+    );
     toClose.push(p);
     const attempts: string[] = [];
-    const run = await runSmokeWithRetries({ ...base(), url: p.url }, { attempts: 5, delayMs: 20, onAttempt: (n, of) => attempts.push(`${n}/${of}`) });
+    const run = await runSmokeWithRetries(
+      { ...base(), url: p.url },
+      { attempts: 5, delayMs: 20, onAttempt: (n, of) => attempts.push(`${n}/${of}`) },
+    );
     assert.equal(run.ok, true, explain(run.results));
     assert.deepEqual(attempts, ['1/5', '2/5', '3/5']);
     assert.equal(run.attempt, 3);
     // Never passes: stops after the bound with the last results.
     const seen: string[] = [];
-    const bad = await runSmokeWithRetries({ ...base(), expectVersion: OTHER_VERSION }, { attempts: 3, delayMs: 10, onRetry: (n, of, f) => seen.push(`${n}/${of} ${f.map((x) => x.name).join(',')}`) });
+    const bad = await runSmokeWithRetries(
+      { ...base(), expectVersion: OTHER_VERSION },
+      { attempts: 3, delayMs: 10, onRetry: (n, of, f) => seen.push(`${n}/${of} ${f.map((x) => x.name).join(',')}`) },
+    );
     assert.equal(bad.ok, false);
     assert.deepEqual(seen, ['1/3 version', '2/3 version']);
     assert.equal(bad.attempt, 3);
@@ -502,7 +677,10 @@ describe('against the real app', { skip: skipPg }, () => {
     const run = await runSmokeWithRetries({ ...base(), expectVersion: OTHER_VERSION }, { attempts: 1, delayMs: 0 });
     const md = formatMarkdown(run);
     const rows = md.split('\n').filter((l) => /^\| [✓✗-] \| /.test(l));
-    assert.deepEqual(rows.map((l) => l.split(' | ')[1]), [...CHECK_NAMES]);
+    assert.deepEqual(
+      rows.map((l) => l.split(' | ')[1]),
+      [...CHECK_NAMES],
+    );
     assert.match(md, /^### ✗ smoke checks failed/);
     assert.match(md, /\| ✗ \| version \| \d+ ms \| version 0123.*, want fedc.* \|/);
     const doc = JSON.parse(formatJson(run)) as { ok: boolean; results: CheckResult[] };
@@ -518,7 +696,8 @@ describe('against the real app', { skip: skipPg }, () => {
     test('all ✓ -> exit 0, one line per check with ✓ and the time', async () => {
       const r = await cli(['--url', app.url, '--expect-version', VERSION, '--webhook-secret-file', secretFile]);
       assert.equal(r.code, 0, r.stdout + r.stderr);
-      for (const n of ['healthz', 'readyz', 'version', 'webhook-unsigned', 'webhook-signed']) assert.match(r.stdout, new RegExp(`^✓ ${n} +\\d+ ms  \\S`, 'm'));
+      for (const n of ['healthz', 'readyz', 'version', 'webhook-unsigned', 'webhook-signed'])
+        assert.match(r.stdout, new RegExp(`^✓ ${n} +\\d+ ms  \\S`, 'm'));
       assert.match(r.stdout, /^- tls .*plain http/m);
       assert.match(r.stdout, /^all 5 checks passed in [\d.]+s \(3 skipped\)$/m);
       secretLeak(r);
@@ -529,14 +708,33 @@ describe('against the real app', { skip: skipPg }, () => {
       const md = join(work, 'summary.md');
       writeFileSync(md, '# earlier content\n');
       const r = await cli(
-        ['--url', p.url, '--http-url', String(p.httpUrl), '--host-header', NAME, '--ca-file', caFile, '--expect-version', VERSION, '--runner-scale-set', 'codex-k8s-staging', '--json', '--markdown', md],
+        [
+          '--url',
+          p.url,
+          '--http-url',
+          String(p.httpUrl),
+          '--host-header',
+          NAME,
+          '--ca-file',
+          caFile,
+          '--expect-version',
+          VERSION,
+          '--runner-scale-set',
+          'codex-k8s-staging',
+          '--json',
+          '--markdown',
+          md,
+        ],
         { CODEXK8S_WEBHOOK_SECRET: SECRET, RUNNER_NAME: 'codex-k8s-staging-ab12c-runner-x9z8y' },
       );
       assert.equal(r.code, 0, r.stdout + r.stderr);
       const doc = JSON.parse(r.stdout) as { ok: boolean; url: string; hostHeader: string; results: CheckResult[] };
       assert.equal(doc.ok, true);
       assert.equal(doc.hostHeader, NAME);
-      assert.deepEqual(doc.results.map((x) => [x.name, x.ok, x.skipped]), CHECK_NAMES.map((n) => [n, true, false]));
+      assert.deepEqual(
+        doc.results.map((x) => [x.name, x.ok, x.skipped]),
+        CHECK_NAMES.map((n) => [n, true, false]),
+      );
       assert.match(byName(doc.results).tls.reason, /29 days left/);
       assert.match(r.stderr, /^✓ tls /m, 'with --json the human lines go to stderr');
       const summary = readFileSync(md, 'utf8');
@@ -547,13 +745,30 @@ describe('against the real app', { skip: skipPg }, () => {
     });
 
     test('a failing check -> exit 1 and the ✗ with its reason; another runner -> runner ✗', async () => {
-      const r = await cli(['--url', app.url, '--expect-version', OTHER_VERSION, '--runner-scale-set', 'codex-k8s-staging', '--retries', '1', '--retry-delay', '0.05'], {
-        CODEXK8S_WEBHOOK_SECRET: SECRET,
-        RUNNER_NAME: 'GitHub Actions 3',
-      });
+      const r = await cli(
+        [
+          '--url',
+          app.url,
+          '--expect-version',
+          OTHER_VERSION,
+          '--runner-scale-set',
+          'codex-k8s-staging',
+          '--retries',
+          '1',
+          '--retry-delay',
+          '0.05',
+        ],
+        {
+          CODEXK8S_WEBHOOK_SECRET: SECRET,
+          RUNNER_NAME: 'GitHub Actions 3',
+        },
+      );
       assert.equal(r.code, 1, r.stdout + r.stderr);
       assert.match(r.stdout, new RegExp(`^✗ version +\\d+ ms  version ${VERSION}, want ${OTHER_VERSION}$`, 'm'));
-      assert.match(r.stdout, /^✗ runner .*GitHub Actions 3, not on an ephemeral runner of scale set codex-k8s-staging/m);
+      assert.match(
+        r.stdout,
+        /^✗ runner .*GitHub Actions 3, not on an ephemeral runner of scale set codex-k8s-staging/m,
+      );
       assert.match(r.stdout, /^attempt 1\/2$/m);
       assert.match(r.stdout, /^attempt 1\/2: version, runner failed; next attempt in 0.05s$/m);
       assert.match(r.stdout, /^2 of 6 checks failed in [\d.]+s: version, runner \(attempt 2\/2\)$/m);
@@ -602,7 +817,10 @@ describe('against the real app', { skip: skipPg }, () => {
       ] as Array<[string[], Record<string, string>]>) {
         const r = await cli(args, env);
         assert.equal(r.code, 1, r.stdout + r.stderr);
-        assert.match(r.stdout + r.stderr, /✗ readyz .*HTTP 503, want 200: not ready: bad config: GITHUB_WEBHOOK_SECRET=\*\*\*/);
+        assert.match(
+          r.stdout + r.stderr,
+          /✗ readyz .*HTTP 503, want 200: not ready: bad config: GITHUB_WEBHOOK_SECRET=\*\*\*/,
+        );
         secretLeak(r);
       }
       assert.match(readFileSync(md, 'utf8'), /GITHUB_WEBHOOK_SECRET=\*\*\*/);
@@ -618,13 +836,14 @@ describe('against the real app', { skip: skipPg }, () => {
   });
 
   // Last: it stops the database for good.
-  test('the DB stopped: readyz ✗ with the app\'s reason; the checks that need no DB still pass', async () => {
+  test("the DB stopped: readyz ✗ with the app's reason; the checks that need no DB still pass", async () => {
     pg.stop();
     const results = await runSmoke(base());
     const r = byName(results);
     assert.equal(r.readyz.ok, false, explain(results));
     assert.match(r.readyz.reason, /^HTTP 503, want 200: not ready: \S/);
-    for (const n of ['healthz', 'version', 'webhook-unsigned', 'runner'] as const) assert.equal(r[n].ok, true, `${n}${explain(results)}`);
+    for (const n of ['healthz', 'version', 'webhook-unsigned', 'runner'] as const)
+      assert.equal(r[n].ok, true, `${n}${explain(results)}`);
     // Storing the delivery needs the DB too: that one fails as well, and says what the service answered.
     assert.equal(r['webhook-signed'].ok, false);
     assert.match(r['webhook-signed'].reason, /HTTP 5\d\d, want 202/);

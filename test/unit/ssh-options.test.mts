@@ -15,9 +15,15 @@ import { prng } from '../prng.mts';
 const dir = mkdtempSync(join(tmpdir(), 'ck8s-sshopts-'));
 const key = join(dir, 'id');
 writeFileSync(key, '-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n', { mode: 0o600 });
-writeFileSync(`${key}.pub`, 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl op@laptop\n');
+writeFileSync(
+  `${key}.pub`,
+  'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl op@laptop\n',
+);
 const GOOD = {
-  TARGET_HOST: '203.0.113.10', TARGET_ROOT_SSH_KEY: key, OPERATOR_SSH_PUBKEY_PATH: `${key}.pub`, CODEXK8S_GITHUB_REPO: 'a/b',
+  TARGET_HOST: '203.0.113.10',
+  TARGET_ROOT_SSH_KEY: key,
+  OPERATOR_SSH_PUBKEY_PATH: `${key}.pub`,
+  CODEXK8S_GITHUB_REPO: 'a/b',
   CODEXK8S_GITHUB_PAT: 'github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJ',
 };
 
@@ -36,7 +42,10 @@ const ACCEPTED: Array<[string, string[]]> = [
   ['-o ServerAliveInterval=30 -o ConnectTimeout=1m', ['-o', 'ServerAliveInterval=30', '-o', 'ConnectTimeout=1m']],
   ['-4C', ['-o', 'AddressFamily=inet', '-o', 'Compression=yes']],
   ['-c aes256-gcm@openssh.com -m hmac-sha2-512', ['-o', 'Ciphers=aes256-gcm@openssh.com', '-o', 'MACs=hmac-sha2-512']],
-  ['-o KexAlgorithms=+diffie-hellman-group14-sha256 -o IPQoS=af21', ['-o', 'KexAlgorithms=+diffie-hellman-group14-sha256', '-o', 'IPQoS=af21']],
+  [
+    '-o KexAlgorithms=+diffie-hellman-group14-sha256 -o IPQoS=af21',
+    ['-o', 'KexAlgorithms=+diffie-hellman-group14-sha256', '-o', 'IPQoS=af21'],
+  ],
   ['  ', []],
 ];
 for (const [opts, want] of ACCEPTED) {
@@ -49,12 +58,21 @@ for (const [opts, want] of ACCEPTED) {
 
 // [options, the problem line it must give (after "CODEXK8S_SSH_EXTRA_OPTS: ")]
 const REFUSED: Array<[string, RegExp]> = [
-  ['-o GlobalKnownHostsFile=/tmp/kh', /option GlobalKnownHostsFile is not allowed \(it would change how the host key is checked/],
-  ['-o globalknownhostsfile /tmp/kh', /option globalknownhostsfile is not allowed \(it would change how the host key is checked/],
+  [
+    '-o GlobalKnownHostsFile=/tmp/kh',
+    /option GlobalKnownHostsFile is not allowed \(it would change how the host key is checked/,
+  ],
+  [
+    '-o globalknownhostsfile /tmp/kh',
+    /option globalknownhostsfile is not allowed \(it would change how the host key is checked/,
+  ],
   ['-S none', /option -S is not allowed \(it would change the shared connection/],
   ['-o ControlPath=none', /option ControlPath is not allowed/],
   ['-o ControlMaster=no', /option ControlMaster is not allowed/],
-  ['-o ProxyJump=bastion evil.example.com', /"evil\.example\.com" is not an option: ssh would take it as the destination/],
+  [
+    '-o ProxyJump=bastion evil.example.com',
+    /"evil\.example\.com" is not an option: ssh would take it as the destination/,
+  ],
   ['bastion', /"bastion" is not an option: ssh would take it as the destination/],
   ['-- x', /"--" ends ssh's options/],
   ['-F /tmp/cfg', /option -F is not allowed/],
@@ -65,9 +83,15 @@ const REFUSED: Array<[string, RegExp]> = [
   ['-o ProxyCommand=nc %h %p', /option ProxyCommand is not allowed \(it would run a command/],
   ['-oLocalCommand=id', /option LocalCommand is not allowed/],
   ['-o PermitLocalCommand=yes', /option PermitLocalCommand is not allowed/],
-  ['-o StrictHostKeyChecking=no', /option StrictHostKeyChecking is not allowed \(it would change how the host key is checked/],
+  [
+    '-o StrictHostKeyChecking=no',
+    /option StrictHostKeyChecking is not allowed \(it would change how the host key is checked/,
+  ],
   ['-o UserKnownHostsFile=/dev/null', /option UserKnownHostsFile is not allowed/],
-  ['-o HostKeyAlgorithms=ssh-rsa', /option HostKeyAlgorithms is not allowed \(it would change how the host key is checked/],
+  [
+    '-o HostKeyAlgorithms=ssh-rsa',
+    /option HostKeyAlgorithms is not allowed \(it would change how the host key is checked/,
+  ],
   ['-o KnownHostsCommand=/bin/true', /option KnownHostsCommand is not allowed/],
   ['-o HostKeyAlias=other', /option HostKeyAlias is not allowed/],
   ['-o Hostname=198.51.100.1', /option Hostname is not allowed \(it would change where or as whom/],
@@ -95,9 +119,16 @@ for (const [opts, want] of REFUSED) {
   });
 }
 
-test('extra options come before the launcher\'s own timeouts, so theirs take effect (ssh keeps the first value of an option)', () => {
-  const t: SshTarget = { host: 'h.example.com', port: 22, user: 'root', identityFile: '/k', knownHostsFile: '/kh', controlPath: '/c',
-    extraOptions: ['-o', 'ConnectTimeout=60'] };
+test("extra options come before the launcher's own timeouts, so theirs take effect (ssh keeps the first value of an option)", () => {
+  const t: SshTarget = {
+    host: 'h.example.com',
+    port: 22,
+    user: 'root',
+    identityFile: '/k',
+    knownHostsFile: '/kh',
+    controlPath: '/c',
+    extraOptions: ['-o', 'ConnectTimeout=60'],
+  };
   for (const argv of [sshBaseArgs(t), freshLoginArgs(t, { user: 'codex', port: 22, identityFile: '/k2' }, ['true'])]) {
     const timeouts = argv.map((a, i) => (a.startsWith('ConnectTimeout=') ? i : -1)).filter((i) => i >= 0);
     assert.equal(argv[timeouts[0] ?? -1], 'ConnectTimeout=60', argv.join(' '));
@@ -114,50 +145,141 @@ try {
 
 /** ssh's own view of a command line (ssh -G connects nowhere), as keyword -> value. */
 function sshConfig(argv: readonly string[]): Map<string, string> {
-  const text = execFileSync('ssh', ['-G', '-F', '/dev/null', ...argv.slice(1)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-  return new Map(text.split('\n').filter(Boolean).map((l) => [l.slice(0, l.indexOf(' ')), l.slice(l.indexOf(' ') + 1)]));
+  const text = execFileSync('ssh', ['-G', '-F', '/dev/null', ...argv.slice(1)], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  return new Map(
+    text
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => [l.slice(0, l.indexOf(' ')), l.slice(l.indexOf(' ') + 1)]),
+  );
 }
 
-const PINNED = ['hostname', 'user', 'port', 'userknownhostsfile', 'globalknownhostsfile', 'stricthostkeychecking', 'controlpath',
-  'controlmaster', 'identityfile', 'hostkeyalias', 'hostkeyalgorithms', 'proxycommand', 'localcommand', 'permitlocalcommand',
-  'knownhostscommand', 'batchmode', 'identitiesonly', 'updatehostkeys'];
+const PINNED = [
+  'hostname',
+  'user',
+  'port',
+  'userknownhostsfile',
+  'globalknownhostsfile',
+  'stricthostkeychecking',
+  'controlpath',
+  'controlmaster',
+  'identityfile',
+  'hostkeyalias',
+  'hostkeyalgorithms',
+  'proxycommand',
+  'localcommand',
+  'permitlocalcommand',
+  'knownhostscommand',
+  'batchmode',
+  'identitiesonly',
+  'updatehostkeys',
+];
 
-test('what passes leaves ssh\'s destination, host-key pin and control path as set (ssh -G, generated inputs)', { skip: !sshG && 'no ssh' }, () => {
-  const t: SshTarget = { host: '203.0.113.10', port: 2222, user: 'root', identityFile: key, knownHostsFile: '/kh/pin', controlPath: '/c/cm', extraOptions: [] };
-  const base = sshConfig(['ssh', ...sshBaseArgs(t), 'root@203.0.113.10']);
-  const words = ['-o', '-J', '-c', '-m', '-4', '-6', '-C', '-S', 'none', '-p', '2200', '-l', 'x', 'bastion', 'ops@b:2200', 'ProxyJump=b',
-    'ProxyJump', 'GlobalKnownHostsFile=/tmp/kh', 'UserKnownHostsFile=/dev/null', 'StrictHostKeyChecking=no', 'ServerAliveInterval=5',
-    'ConnectTimeout=9', 'Compression=yes', 'ControlPath=none', 'ProxyCommand=nc', 'aes128-ctr', 'HostKeyAlias=z', '-oConnectTimeout=3',
-    '-4C', '-F', '/dev/null', '--', 'IPQoS=ef', 'Ciphers', '-Jb', 'Hostname=evil'];
-  const next = prng(12);
-  let accepted = 0;
-  for (let n = 0; n < 1500; n++) {
-    const opts = Array.from({ length: 1 + Math.floor(next() * 4) }, () => words[Math.floor(next() * words.length)]).join(' ');
-    const r = parse(opts);
-    if (r.problem) continue;
-    const argv = ['ssh', ...sshBaseArgs({ ...t, extraOptions: r.value ?? [] }), 'root@203.0.113.10'];
-    let got: Map<string, string>;
-    try {
-      got = sshConfig(argv);
-    } catch (e) {
-      // An algorithm name ssh does not know (-m ProxyJump): ssh refuses to start, which breaks no pin.
-      assert.match(String((e as { stderr?: unknown }).stderr), /Bad SSH2 (cipher|MAC) spec|Bad SSH2 KexAlgorithms|Unknown (cipher|mac) type/, opts);
-      continue;
+test(
+  "what passes leaves ssh's destination, host-key pin and control path as set (ssh -G, generated inputs)",
+  { skip: !sshG && 'no ssh' },
+  () => {
+    const t: SshTarget = {
+      host: '203.0.113.10',
+      port: 2222,
+      user: 'root',
+      identityFile: key,
+      knownHostsFile: '/kh/pin',
+      controlPath: '/c/cm',
+      extraOptions: [],
+    };
+    const base = sshConfig(['ssh', ...sshBaseArgs(t), 'root@203.0.113.10']);
+    const words = [
+      '-o',
+      '-J',
+      '-c',
+      '-m',
+      '-4',
+      '-6',
+      '-C',
+      '-S',
+      'none',
+      '-p',
+      '2200',
+      '-l',
+      'x',
+      'bastion',
+      'ops@b:2200',
+      'ProxyJump=b',
+      'ProxyJump',
+      'GlobalKnownHostsFile=/tmp/kh',
+      'UserKnownHostsFile=/dev/null',
+      'StrictHostKeyChecking=no',
+      'ServerAliveInterval=5',
+      'ConnectTimeout=9',
+      'Compression=yes',
+      'ControlPath=none',
+      'ProxyCommand=nc',
+      'aes128-ctr',
+      'HostKeyAlias=z',
+      '-oConnectTimeout=3',
+      '-4C',
+      '-F',
+      '/dev/null',
+      '--',
+      'IPQoS=ef',
+      'Ciphers',
+      '-Jb',
+      'Hostname=evil',
+    ];
+    const next = prng(12);
+    let accepted = 0;
+    for (let n = 0; n < 1500; n++) {
+      const opts = Array.from(
+        { length: 1 + Math.floor(next() * 4) },
+        () => words[Math.floor(next() * words.length)],
+      ).join(' ');
+      const r = parse(opts);
+      if (r.problem) continue;
+      const argv = ['ssh', ...sshBaseArgs({ ...t, extraOptions: r.value ?? [] }), 'root@203.0.113.10'];
+      let got: Map<string, string>;
+      try {
+        got = sshConfig(argv);
+      } catch (e) {
+        // An algorithm name ssh does not know (-m ProxyJump): ssh refuses to start, which breaks no pin.
+        assert.match(
+          String((e as { stderr?: unknown }).stderr),
+          /Bad SSH2 (cipher|MAC) spec|Bad SSH2 KexAlgorithms|Unknown (cipher|mac) type/,
+          opts,
+        );
+        continue;
+      }
+      accepted++;
+      for (const k of PINNED) assert.equal(got.get(k), base.get(k), `${JSON.stringify(opts)} changed ${k}`);
     }
-    accepted++;
-    for (const k of PINNED) assert.equal(got.get(k), base.get(k), `${JSON.stringify(opts)} changed ${k}`);
-  }
-  assert.ok(accepted > 40, `only ${accepted} generated inputs were accepted: the property says little`);
-});
+    assert.ok(accepted > 40, `only ${accepted} generated inputs were accepted: the property says little`);
+  },
+);
 
-test('the issue\'s examples really change ssh\'s view when passed through raw (why they are refused)', { skip: !sshG && 'no ssh' }, () => {
-  const t: SshTarget = { host: '203.0.113.10', port: 22, user: 'root', identityFile: key, knownHostsFile: '/kh/pin', controlPath: '/c/cm', extraOptions: [] };
-  const raw = (extra: string[]) => sshConfig(['ssh', ...sshBaseArgs({ ...t, extraOptions: extra }), 'root@203.0.113.10']);
-  assert.equal(raw([]).get('controlpath'), '/c/cm');
-  assert.notEqual(raw(['-S', 'none']).get('controlpath'), '/c/cm');
-  assert.equal(raw(['-o', 'GlobalKnownHostsFile=/tmp/kh']).get('globalknownhostsfile'), '/tmp/kh');
-  assert.equal(raw(['evil.example.com']).get('hostname'), 'evil.example.com');
-});
+test(
+  "the issue's examples really change ssh's view when passed through raw (why they are refused)",
+  { skip: !sshG && 'no ssh' },
+  () => {
+    const t: SshTarget = {
+      host: '203.0.113.10',
+      port: 22,
+      user: 'root',
+      identityFile: key,
+      knownHostsFile: '/kh/pin',
+      controlPath: '/c/cm',
+      extraOptions: [],
+    };
+    const raw = (extra: string[]) =>
+      sshConfig(['ssh', ...sshBaseArgs({ ...t, extraOptions: extra }), 'root@203.0.113.10']);
+    assert.equal(raw([]).get('controlpath'), '/c/cm');
+    assert.notEqual(raw(['-S', 'none']).get('controlpath'), '/c/cm');
+    assert.equal(raw(['-o', 'GlobalKnownHostsFile=/tmp/kh']).get('globalknownhostsfile'), '/tmp/kh');
+    assert.equal(raw(['evil.example.com']).get('hostname'), 'evil.example.com');
+  },
+);
 
 // The pin against a real sshd that presents another key than the pinned one: refused with the launcher's options, and
 // accepted once a raw `-o GlobalKnownHostsFile=` (the issue's example, now refused) names a file with the impostor's key.
@@ -165,49 +287,77 @@ const sshd = ['/usr/sbin/sshd', '/usr/bin/sshd'].find((p) => existsSync(p)) ?? '
 // sshd runs as nobody (setpriv): as root it would want /run/sshd, which this machine need not have.
 const canRunSshd = sshd !== '' && process.getuid?.() === 0 && existsSync('/usr/bin/setpriv');
 
-test('a real sshd with another key than the pinned one is refused; a raw GlobalKnownHostsFile would let it in',
-  { skip: !canRunSshd && 'needs root and sshd' }, async () => {
-  const { spawn } = await import('node:child_process');
-  const { readFileSync, chmodSync, chownSync, mkdirSync } = await import('node:fs');
-  const { freePort } = await import('../net.mts');
-  const { masterArgs } = await import('../../bootstrap/lib/ssh.mts');
-  const d = mkdtempSync(join(tmpdir(), 'ck8s-pin-'));
-  const srv = join(d, 'sshd');
-  mkdirSync(srv);
-  execFileSync('ssh-keygen', ['-q', '-t', 'ecdsa', '-N', '', '-f', join(srv, 'host_ecdsa')]);
-  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(d, 'host_ed25519')]);
-  const port = await freePort();
-  writeFileSync(join(srv, 'sshd_config'), `Port ${port}\nListenAddress 127.0.0.1\nHostKey ${join(srv, 'host_ecdsa')}\nPidFile ${join(srv, 'pid')}\n` +
-    'AuthorizedKeysFile none\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n');
-  chmodSync(d, 0o755);
-  for (const f of ['', 'host_ecdsa', 'host_ecdsa.pub', 'sshd_config']) chownSync(join(srv, f), 65534, 65534);
-  // The pin: this server's name with an ED25519 key; the server only has ECDSA, as an impostor might.
-  const known = join(d, 'known_hosts');
-  writeFileSync(known, `[127.0.0.1]:${port} ${readFileSync(join(d, 'host_ed25519.pub'), 'utf8').split(' ').slice(0, 2).join(' ')}\n`);
-  const before = readFileSync(known, 'utf8');
-  const daemon = spawn('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', sshd, '-D', '-e', '-f', join(srv, 'sshd_config')], { stdio: 'ignore' });
-  try {
-    for (let i = 0; i < 50 && !existsSync(join(srv, 'pid')); i++) await new Promise((r) => setTimeout(r, 100));
-    const connect = (extraOptions: string[]) => {
-      const t: SshTarget = { host: '127.0.0.1', port, user: 'root', identityFile: key, knownHostsFile: known, controlPath: join(d, 'cm'), extraOptions };
-      const argv = masterArgs(t).filter((a) => a !== '-f');
-      try {
-        execFileSync(argv[0] as string, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], timeout: 20000 });
-        return '';
-      } catch (e) {
-        return String((e as { stderr?: unknown }).stderr);
-      }
-    };
-    const pinned = connect([]);
-    assert.match(pinned, /REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed/, pinned);
-    assert.equal(readFileSync(known, 'utf8'), before, 'the impostor key was not added to the pin');
-    const impostor = join(d, 'global_known_hosts');
-    writeFileSync(impostor, `[127.0.0.1]:${port} ${readFileSync(join(srv, 'host_ecdsa.pub'), 'utf8').split(' ').slice(0, 2).join(' ')}\n`);
-    const raw = connect(['-o', `GlobalKnownHostsFile=${impostor}`]);
-    assert.doesNotMatch(raw, /Host key verification failed|IDENTIFICATION HAS CHANGED/, 'ssh trusts the impostor once the global file names it');
-    assert.match(raw, /Permission denied/, raw);
-    assert.ok(parse(`-o GlobalKnownHostsFile=${impostor}`).problem, 'and the launcher refuses that option');
-  } finally {
-    daemon.kill();
-  }
-});
+test(
+  'a real sshd with another key than the pinned one is refused; a raw GlobalKnownHostsFile would let it in',
+  { skip: !canRunSshd && 'needs root and sshd' },
+  async () => {
+    const { spawn } = await import('node:child_process');
+    const { readFileSync, chmodSync, chownSync, mkdirSync } = await import('node:fs');
+    const { freePort } = await import('../net.mts');
+    const { masterArgs } = await import('../../bootstrap/lib/ssh.mts');
+    const d = mkdtempSync(join(tmpdir(), 'ck8s-pin-'));
+    const srv = join(d, 'sshd');
+    mkdirSync(srv);
+    execFileSync('ssh-keygen', ['-q', '-t', 'ecdsa', '-N', '', '-f', join(srv, 'host_ecdsa')]);
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', join(d, 'host_ed25519')]);
+    const port = await freePort();
+    writeFileSync(
+      join(srv, 'sshd_config'),
+      `Port ${port}\nListenAddress 127.0.0.1\nHostKey ${join(srv, 'host_ecdsa')}\nPidFile ${join(srv, 'pid')}\n` +
+        'AuthorizedKeysFile none\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n',
+    );
+    chmodSync(d, 0o755);
+    for (const f of ['', 'host_ecdsa', 'host_ecdsa.pub', 'sshd_config']) chownSync(join(srv, f), 65534, 65534);
+    // The pin: this server's name with an ED25519 key; the server only has ECDSA, as an impostor might.
+    const known = join(d, 'known_hosts');
+    writeFileSync(
+      known,
+      `[127.0.0.1]:${port} ${readFileSync(join(d, 'host_ed25519.pub'), 'utf8').split(' ').slice(0, 2).join(' ')}\n`,
+    );
+    const before = readFileSync(known, 'utf8');
+    const daemon = spawn(
+      'setpriv',
+      ['--reuid=65534', '--regid=65534', '--clear-groups', sshd, '-D', '-e', '-f', join(srv, 'sshd_config')],
+      { stdio: 'ignore' },
+    );
+    try {
+      for (let i = 0; i < 50 && !existsSync(join(srv, 'pid')); i++) await new Promise((r) => setTimeout(r, 100));
+      const connect = (extraOptions: string[]) => {
+        const t: SshTarget = {
+          host: '127.0.0.1',
+          port,
+          user: 'root',
+          identityFile: key,
+          knownHostsFile: known,
+          controlPath: join(d, 'cm'),
+          extraOptions,
+        };
+        const argv = masterArgs(t).filter((a) => a !== '-f');
+        try {
+          execFileSync(argv[0] as string, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], timeout: 20000 });
+          return '';
+        } catch (e) {
+          return String((e as { stderr?: unknown }).stderr);
+        }
+      };
+      const pinned = connect([]);
+      assert.match(pinned, /REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed/, pinned);
+      assert.equal(readFileSync(known, 'utf8'), before, 'the impostor key was not added to the pin');
+      const impostor = join(d, 'global_known_hosts');
+      writeFileSync(
+        impostor,
+        `[127.0.0.1]:${port} ${readFileSync(join(srv, 'host_ecdsa.pub'), 'utf8').split(' ').slice(0, 2).join(' ')}\n`,
+      );
+      const raw = connect(['-o', `GlobalKnownHostsFile=${impostor}`]);
+      assert.doesNotMatch(
+        raw,
+        /Host key verification failed|IDENTIFICATION HAS CHANGED/,
+        'ssh trusts the impostor once the global file names it',
+      );
+      assert.match(raw, /Permission denied/, raw);
+      assert.ok(parse(`-o GlobalKnownHostsFile=${impostor}`).problem, 'and the launcher refuses that option');
+    } finally {
+      daemon.kill();
+    }
+  },
+);

@@ -14,13 +14,38 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync, existsSync } from 'node:fs';
+import {
+  chmodSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+  existsSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parse } from 'yaml';
-import { runWorkflow, shouldRun, jobCondition, evaluate, parseCommandFile, WorkflowTestError } from '../workflow-runner.mts';
+import {
+  runWorkflow,
+  shouldRun,
+  jobCondition,
+  evaluate,
+  parseCommandFile,
+  WorkflowTestError,
+} from '../workflow-runner.mts';
 import type { StandIn, WorkflowResult } from '../workflow-runner.mts';
-import { SERVER_NODE_BIN, REPO_ROOT, FAKES_DIR, newStateDir, seedCluster, runDouble, writeFaults } from '../fakes/testkit.mts';
+import {
+  SERVER_NODE_BIN,
+  REPO_ROOT,
+  FAKES_DIR,
+  newStateDir,
+  seedCluster,
+  runDouble,
+  writeFaults,
+} from '../fakes/testkit.mts';
 import { readCalls } from '../fakes/lib/recorder.mts';
 import { readRegistry } from '../fakes/lib/registry.mts';
 import { startPostgres } from '../pg/postgres.mts';
@@ -41,7 +66,14 @@ const STAGING_NS = 'codex-k8s-staging';
 const SCALE_SET = 'codex-k8s-staging';
 const RUNNER_NAME = `${SCALE_SET}-7xk2p-runner-q4z8d`;
 const REGISTRY = `${PULL_REGISTRY_HOST}:5000`;
-const DEPLOY_SETTINGS: DeploySettings = { mode: 'local', stagingNamespace: STAGING_NS, runnerNamespace: 'arc-runners', registryPort: 5000, rolloutTimeout: 60, buildTimeout: 600 };
+const DEPLOY_SETTINGS: DeploySettings = {
+  mode: 'local',
+  stagingNamespace: STAGING_NS,
+  runnerNamespace: 'arc-runners',
+  registryPort: 5000,
+  rolloutTimeout: 60,
+  buildTimeout: 600,
+};
 const sha = () => randomBytes(20).toString('hex');
 const FIRST = sha();
 const work = mkdtempSync(join(tmpdir(), 'ck8s-staging-deploy-'));
@@ -51,7 +83,14 @@ interface Wf {
   permissions: Record<string, string>;
   concurrency: { group: string; 'cancel-in-progress': boolean };
   env: Record<string, string>;
-  jobs: Record<string, { needs?: string | string[]; 'runs-on': string; steps: Array<{ id?: string; name?: string; uses?: string; run?: string; with?: Record<string, unknown> }> }>;
+  jobs: Record<
+    string,
+    {
+      needs?: string | string[];
+      'runs-on': string;
+      steps: Array<{ id?: string; name?: string; uses?: string; run?: string; with?: Record<string, unknown> }>;
+    }
+  >;
 }
 const wf = parse(readFileSync(WORKFLOW, 'utf8')) as Wf;
 
@@ -65,12 +104,15 @@ describe('staging-deploy.yml: triggers, permissions, pins', () => {
     assert.deepEqual(wf.permissions, { contents: 'read' });
     assert.deepEqual(wf.concurrency, { group: 'staging-deploy', 'cancel-in-progress': false });
     assert.deepEqual(Object.keys(wf.jobs), ['build', 'deploy', 'smoke']);
-    for (const job of Object.values(wf.jobs)) assert.equal(job['runs-on'], '${{ vars.CODEXK8S_RUNNER_SCALE_SET_NAME }}');
+    for (const job of Object.values(wf.jobs))
+      assert.equal(job['runs-on'], '${{ vars.CODEXK8S_RUNNER_SCALE_SET_NAME }}');
   });
 
   it('every action is pinned by commit SHA, the same pins as ci.yml', () => {
     const ci = readFileSync(join(REPO_ROOT, '.github', 'workflows', 'ci.yml'), 'utf8');
-    const uses = Object.values(wf.jobs).flatMap((j) => j.steps.map((s) => s.uses).filter((u): u is string => u !== undefined));
+    const uses = Object.values(wf.jobs).flatMap((j) =>
+      j.steps.map((s) => s.uses).filter((u): u is string => u !== undefined),
+    );
     assert.ok(uses.length >= 3);
     for (const u of uses) {
       assert.match(u, /^[a-z-]+\/[a-z-]+@[0-9a-f]{40}$/, `${u} is not pinned by commit`);
@@ -92,16 +134,33 @@ describe('staging-deploy.yml: triggers, permissions, pins', () => {
   it('the build calls build.sh exactly as step 50 does (lib/build.mts buildExecArgv)', () => {
     const build = wf.jobs['build']?.steps.find((s) => s.name?.startsWith('Build in the cluster'))?.run ?? '';
     const words = buildExecArgv('0'.repeat(40)).slice(3); // without kubectl --kubeconfig FILE
-    const expected = words.join(' ').replace(NAMES.systemNamespace, '"$SYSTEM_NAMESPACE"').replace(`sha-${'0'.repeat(12)} ${'0'.repeat(40)}`, '"$TAG" "$GITHUB_SHA"');
+    const expected = words
+      .join(' ')
+      .replace(NAMES.systemNamespace, '"$SYSTEM_NAMESPACE"')
+      .replace(`sha-${'0'.repeat(12)} ${'0'.repeat(40)}`, '"$TAG" "$GITHUB_SHA"');
     assert.ok(build.includes(`kubectl ${expected}`), `expected "kubectl ${expected}" in:\n${build}`);
     assert.equal(wf.env['SYSTEM_NAMESPACE'], NAMES.systemNamespace);
   });
 });
 
 describe('the test interpreter refuses what it does not know', () => {
-  const scope = { vars: { A: 'a' }, secrets: { S: 's' }, sha: 'f'.repeat(40), needs: {}, steps: { x: { o: '1' } }, env: { E: 'e' } };
+  const scope = {
+    vars: { A: 'a' },
+    secrets: { S: 's' },
+    sha: 'f'.repeat(40),
+    needs: {},
+    steps: { x: { o: '1' } },
+    env: { E: 'e' },
+  };
   it('evaluates the simple references only', () => {
-    assert.equal(evaluate('${{ vars.A }}-${{ secrets.S }}-${{ github.sha }}-${{ steps.x.outputs.o }}-${{ env.E }}-${{ vars.NONE }}', scope, 't'), `a-s-${'f'.repeat(40)}-1-e-`);
+    assert.equal(
+      evaluate(
+        '${{ vars.A }}-${{ secrets.S }}-${{ github.sha }}-${{ steps.x.outputs.o }}-${{ env.E }}-${{ vars.NONE }}',
+        scope,
+        't',
+      ),
+      `a-s-${'f'.repeat(40)}-1-e-`,
+    );
     assert.throws(() => evaluate('${{ github.event.head_commit.id }}', scope, 't'), WorkflowTestError);
     assert.throws(() => evaluate("${{ vars.A == 'a' }}", scope, 't'), WorkflowTestError);
     assert.throws(() => evaluate('${{ steps.y.outputs.o }}', scope, 't'), /no step with id y/);
@@ -136,14 +195,29 @@ describe('the kubectl step checks the pinned sha256', () => {
     const bin = join(dir, 'bin');
     mkdirSync(bin);
     // curl stand-in: records its URL and writes a small executable in place of kubectl.
-    writeFileSync(join(bin, 'curl'), `#!/bin/bash\nout=""; url=""\nwhile [ $# -gt 0 ]; do case "$1" in -o) out="$2"; shift 2;; -*) shift;; *) url="$1"; shift;; esac; done\necho "$url" >"${dir}/url"\nprintf '#!/bin/sh\\necho fake kubectl "$@"\\n' >"$out"\n`);
+    writeFileSync(
+      join(bin, 'curl'),
+      `#!/bin/bash\nout=""; url=""\nwhile [ $# -gt 0 ]; do case "$1" in -o) out="$2"; shift 2;; -*) shift;; *) url="$1"; shift;; esac; done\necho "$url" >"${dir}/url"\nprintf '#!/bin/sh\\necho fake kubectl "$@"\\n' >"$out"\n`,
+    );
     writeFileSync(join(bin, 'uname'), `#!/bin/sh\necho ${arch}\n`);
     for (const f of ['curl', 'uname']) chmodSync(join(bin, f), 0o755);
     const temp = join(dir, 'temp');
     mkdirSync(temp);
-    const files = { GITHUB_PATH: join(dir, 'path'), GITHUB_OUTPUT: join(dir, 'out'), GITHUB_ENV: join(dir, 'env'), GITHUB_STEP_SUMMARY: join(dir, 'sum') };
+    const files = {
+      GITHUB_PATH: join(dir, 'path'),
+      GITHUB_OUTPUT: join(dir, 'out'),
+      GITHUB_ENV: join(dir, 'env'),
+      GITHUB_STEP_SUMMARY: join(dir, 'sum'),
+    };
     for (const f of Object.values(files)) writeFileSync(f, '');
-    const env = { PATH: `${bin}:/usr/bin:/bin`, RUNNER_TEMP: temp, KUBECTL_VERSION: WORKFLOW_KUBECTL.version, KUBECTL_SHA256_AMD64: pins.amd64, KUBECTL_SHA256_ARM64: pins.arm64, ...files };
+    const env = {
+      PATH: `${bin}:/usr/bin:/bin`,
+      RUNNER_TEMP: temp,
+      KUBECTL_VERSION: WORKFLOW_KUBECTL.version,
+      KUBECTL_SHA256_AMD64: pins.amd64,
+      KUBECTL_SHA256_ARM64: pins.arm64,
+      ...files,
+    };
     const r = await new Promise<{ code: number; out: string }>((resolve) => {
       const c = spawn('bash', ['--noprofile', '--norc', '-eo', 'pipefail', '-c', script], { env, cwd: dir });
       let out = '';
@@ -208,13 +282,19 @@ describe('staging-deploy.yml executed against the kubectl double and the real ap
   const liveImage = () => {
     const r = kubectl('-n', STAGING_NS, 'get', 'deployment', NAMES.app, '-o', 'json');
     assert.equal(r.code, 0, r.stderr);
-    const d = JSON.parse(r.stdout) as { spec: { template: { spec: { containers: Array<{ name: string; image: string }> } } } };
+    const d = JSON.parse(r.stdout) as {
+      spec: { template: { spec: { containers: Array<{ name: string; image: string }> } } };
+    };
     return d.spec.template.spec.containers.find((c) => c.name === NAMES.appContainer)?.image;
   };
   const image = (gitSha: string) => pullRef(5000, appImageTag(gitSha));
 
   /** One run of the workflow at commit `gitSha`, with staging (the app) reporting `appVersion`. */
-  async function deploy(gitSha: string, appVersion: string, wired = true): Promise<{ r: WorkflowResult; calls: ReturnType<typeof readCalls> }> {
+  async function deploy(
+    gitSha: string,
+    appVersion: string,
+    wired = true,
+  ): Promise<{ r: WorkflowResult; calls: ReturnType<typeof readCalls> }> {
     await app?.stop();
     app = await startAppProcess({ pg, secretFile, version: appVersion });
     const before = readCalls(fakes).length;
@@ -223,8 +303,16 @@ describe('staging-deploy.yml executed against the kubectl double and the real ap
         assert.equal(step.with?.['persist-credentials'], false);
         // The repository's files at this commit: the tree without node_modules, .git and test output.
         await new Promise<void>((resolve, reject) => {
-          const c = spawn('bash', ['-c', 'tar -C "$1" --exclude=./node_modules --exclude=./.git --exclude=./test/.out -c . | tar -C "$2" -x', 'copy', REPO_ROOT, workspace]);
-          c.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`copying the checkout failed (${code})`))));
+          const c = spawn('bash', [
+            '-c',
+            'tar -C "$1" --exclude=./node_modules --exclude=./.git --exclude=./test/.out -c . | tar -C "$2" -x',
+            'copy',
+            REPO_ROOT,
+            workspace,
+          ]);
+          c.on('close', (code) =>
+            code === 0 ? resolve() : reject(new Error(`copying the checkout failed (${code})`)),
+          );
         });
       },
       'actions/setup-node': ({ step, addPath }) => {
@@ -236,17 +324,30 @@ describe('staging-deploy.yml executed against the kubectl double and the real ap
     };
     const r = await runWorkflow({
       file: WORKFLOW,
-      vars: !wired ? {} : {
-        CODEXK8S_RUNNER_SCALE_SET_NAME: SCALE_SET,
-        CODEXK8S_STAGING_NAMESPACE: STAGING_NS,
-        CODEXK8S_INTERNAL_REGISTRY: REGISTRY,
-        CODEXK8S_ROLLOUT_TIMEOUT: '1m',
-        CODEXK8S_STAGING_URL: app.url,
-        CODEXK8S_MODE: 'local',
-      },
+      vars: !wired
+        ? {}
+        : {
+            CODEXK8S_RUNNER_SCALE_SET_NAME: SCALE_SET,
+            CODEXK8S_STAGING_NAMESPACE: STAGING_NS,
+            CODEXK8S_INTERNAL_REGISTRY: REGISTRY,
+            CODEXK8S_ROLLOUT_TIMEOUT: '1m',
+            CODEXK8S_STAGING_URL: app.url,
+            CODEXK8S_MODE: 'local',
+          },
       secrets: { CODEXK8S_WEBHOOK_SECRET: secret },
-      github: { sha: gitSha, eventName: 'push', event: { repository: { pushed_at: Math.floor(Date.now() / 1000) - 7 } } },
-      runnerEnv: { PATH: basePath, HOME: join(work, 'home'), RUNNER_NAME, KUBECONFIG: kubeconfig, CODEXK8S_FAKES_DIR: fakes, LANG: 'C.UTF-8' },
+      github: {
+        sha: gitSha,
+        eventName: 'push',
+        event: { repository: { pushed_at: Math.floor(Date.now() / 1000) - 7 } },
+      },
+      runnerEnv: {
+        PATH: basePath,
+        HOME: join(work, 'home'),
+        RUNNER_NAME,
+        KUBECONFIG: kubeconfig,
+        CODEXK8S_FAKES_DIR: fakes,
+        LANG: 'C.UTF-8',
+      },
       standIns,
       workDir: work,
     });
@@ -260,7 +361,8 @@ describe('staging-deploy.yml executed against the kubectl double and the real ap
       assert.ok(!JSON.stringify(j.outputs).includes(secret), `the webhook secret is in the ${j.name} outputs`);
     }
   };
-  const words = (c: { argv: string[] }) => c.argv.filter((a, i) => a !== '--kubeconfig' && c.argv[i - 1] !== '--kubeconfig').join(' ');
+  const words = (c: { argv: string[] }) =>
+    c.argv.filter((a, i) => a !== '--kubeconfig' && c.argv[i - 1] !== '--kubeconfig').join(' ');
 
   before(async () => {
     pg = await startPostgres();
@@ -272,15 +374,27 @@ describe('staging-deploy.yml executed against the kubectl double and the real ap
     kubeconfig = seedCluster(fakes);
     shimDir = join(work, 'kubectl-shim');
     mkdirSync(shimDir);
-    writeFileSync(join(shimDir, 'kubectl'), `#!/bin/sh\nexec '${SERVER_NODE_BIN}' '${join(FAKES_DIR, 'kubectl.mts')}' "$@"\n`);
+    writeFileSync(
+      join(shimDir, 'kubectl'),
+      `#!/bin/sh\nexec '${SERVER_NODE_BIN}' '${join(FAKES_DIR, 'kubectl.mts')}' "$@"\n`,
+    );
     chmodSync(join(shimDir, 'kubectl'), 0o755);
     basePath = runnerBin();
     // The cluster after 30 and 50: namespaces, registry, BuildKit, and staging on a first image that was built.
     const objects = [
-      ...clusterObjects({ mode: 'local', stagingNamespace: STAGING_NS, runnerNamespace: 'arc-runners', registryPort: 5000, letsencryptServer: 'staging' }),
+      ...clusterObjects({
+        mode: 'local',
+        stagingNamespace: STAGING_NS,
+        runnerNamespace: 'arc-runners',
+        registryPort: 5000,
+        letsencryptServer: 'staging',
+      }),
       ...buildkitObjects(DEPLOY_SETTINGS, buildScriptText()),
     ];
-    const seed = runDouble('kubectl', ['--kubeconfig', kubeconfig, 'apply', '-f', '-'], { dir: fakes, stdin: JSON.stringify({ apiVersion: 'v1', kind: 'List', items: objects }) });
+    const seed = runDouble('kubectl', ['--kubeconfig', kubeconfig, 'apply', '-f', '-'], {
+      dir: fakes,
+      stdin: JSON.stringify({ apiVersion: 'v1', kind: 'List', items: objects }),
+    });
     assert.equal(seed.code, 0, seed.stderr);
     const tar = await new Promise<Buffer>((resolve) => {
       const c = spawn('tar', ['-C', join(REPO_ROOT, 'app'), '-c', '.']);
@@ -289,7 +403,9 @@ describe('staging-deploy.yml executed against the kubectl double and the real ap
       c.on('close', () => resolve(Buffer.concat(chunks)));
     });
     const first = await new Promise<{ code: number; out: string }>((resolve) => {
-      const c = spawn(join(shimDir, 'kubectl'), ['--kubeconfig', kubeconfig, ...buildExecArgv(FIRST).slice(3)], { env: { ...process.env, CODEXK8S_FAKES_DIR: fakes } });
+      const c = spawn(join(shimDir, 'kubectl'), ['--kubeconfig', kubeconfig, ...buildExecArgv(FIRST).slice(3)], {
+        env: { ...process.env, CODEXK8S_FAKES_DIR: fakes },
+      });
       let out = '';
       c.stdout.on('data', (b: Buffer) => (out += b));
       c.stderr.on('data', (b: Buffer) => (out += b));
@@ -297,7 +413,10 @@ describe('staging-deploy.yml executed against the kubectl double and the real ap
       c.stdin.end(tar);
     });
     assert.equal(first.code, 0, first.out);
-    const appSeed = runDouble('kubectl', ['--kubeconfig', kubeconfig, 'apply', '-f', '-'], { dir: fakes, stdin: JSON.stringify({ apiVersion: 'v1', kind: 'List', items: appObjects(DEPLOY_SETTINGS, image(FIRST)) }) });
+    const appSeed = runDouble('kubectl', ['--kubeconfig', kubeconfig, 'apply', '-f', '-'], {
+      dir: fakes,
+      stdin: JSON.stringify({ apiVersion: 'v1', kind: 'List', items: appObjects(DEPLOY_SETTINGS, image(FIRST)) }),
+    });
     assert.equal(appSeed.code, 0, appSeed.stderr);
     assert.equal(liveImage(), image(FIRST));
   });
@@ -313,17 +432,45 @@ describe('staging-deploy.yml executed against the kubectl double and the real ap
     const next = sha();
     const { r, calls } = await deploy(next, next);
     const jobs = r.jobs;
-    assert.deepEqual(Object.values(jobs).map((j) => [j.name, j.result]), [['build', 'success'], ['deploy', 'success'], ['smoke', 'success']], r.log);
-    assert.deepEqual(Object.values(jobs).map((j) => j.runsOn), [SCALE_SET, SCALE_SET, SCALE_SET]);
+    assert.deepEqual(
+      Object.values(jobs).map((j) => [j.name, j.result]),
+      [
+        ['build', 'success'],
+        ['deploy', 'success'],
+        ['smoke', 'success'],
+      ],
+      r.log,
+    );
+    assert.deepEqual(
+      Object.values(jobs).map((j) => j.runsOn),
+      [SCALE_SET, SCALE_SET, SCALE_SET],
+    );
     assert.equal(jobs['build']?.outputs['tag'], appImageTag(next));
     assert.equal(jobs['deploy']?.outputs['changed'], 'true');
     // Real effects: the image is in the registry, built from app/ at this commit; the Deployment runs it.
     const pushed = readRegistry(fakes).find((i) => i.tag === appImageTag(next));
     assert.equal(pushed?.gitSha, next);
     assert.equal(liveImage(), image(next));
-    const kinds = calls.map((c) => [words(c).split(' ').filter((w) => !w.startsWith('-') && w !== STAGING_NS && w !== NAMES.systemNamespace).slice(0, 2).join(' '), c.mutating]);
-    assert.deepEqual(kinds.filter(([, m]) => m), [['exec buildkitd-0', true], ['set image', true]]);
-    assert.ok(calls.some((c) => words(c) === `-n ${STAGING_NS} rollout status deployment/codex-k8s --timeout 1m` && c.exitCode === 0));
+    const kinds = calls.map((c) => [
+      words(c)
+        .split(' ')
+        .filter((w) => !w.startsWith('-') && w !== STAGING_NS && w !== NAMES.systemNamespace)
+        .slice(0, 2)
+        .join(' '),
+      c.mutating,
+    ]);
+    assert.deepEqual(
+      kinds.filter(([, m]) => m),
+      [
+        ['exec buildkitd-0', true],
+        ['set image', true],
+      ],
+    );
+    assert.ok(
+      calls.some(
+        (c) => words(c) === `-n ${STAGING_NS} rollout status deployment/codex-k8s --timeout 1m` && c.exitCode === 0,
+      ),
+    );
     assert.ok(!calls.some((c) => c.argv.includes('undo')), 'no rollback on a green run');
     // The smoke job signed a delivery that the app stored in PostgreSQL.
     assert.ok(Number(pg.psql('postgres', 'SELECT count(*) FROM github_deliveries')) >= 1);
@@ -332,8 +479,12 @@ describe('staging-deploy.yml executed against the kubectl double and the real ap
     assert.match(smoke, /\| ✓ \| version \|/);
     assert.match(smoke, /\| ✓ \| runner \|/);
     assert.match(smoke, /\*\*push to live\*\*: \d+s/);
-    for (const j of ['build', 'deploy', 'smoke']) assert.match(jobs[j]?.summary ?? '', new RegExp(`\\*\\*${j}\\*\\* took \\d+s \\(runner ${RUNNER_NAME}\\)`));
-    assert.match(jobs['build']?.summary ?? '', /image: `pushed registry\.codex-k8s-system\.svc\.cluster\.local:5000\/codex-k8s:sha-[0-9a-f]{12}`/);
+    for (const j of ['build', 'deploy', 'smoke'])
+      assert.match(jobs[j]?.summary ?? '', new RegExp(`\\*\\*${j}\\*\\* took \\d+s \\(runner ${RUNNER_NAME}\\)`));
+    assert.match(
+      jobs['build']?.summary ?? '',
+      /image: `pushed registry\.codex-k8s-system\.svc\.cluster\.local:5000\/codex-k8s:sha-[0-9a-f]{12}`/,
+    );
     noSecret(r);
   });
 
@@ -342,9 +493,17 @@ describe('staging-deploy.yml executed against the kubectl double and the real ap
     const tag = live?.split(':').pop() ?? '';
     const commit = readRegistry(fakes).find((i) => i.tag === tag)?.gitSha ?? '';
     const { r, calls } = await deploy(commit, commit);
-    assert.deepEqual(Object.values(r.jobs).map((j) => j.result), ['success', 'success', 'success'], r.log);
+    assert.deepEqual(
+      Object.values(r.jobs).map((j) => j.result),
+      ['success', 'success', 'success'],
+      r.log,
+    );
     assert.equal(r.jobs['deploy']?.outputs['changed'], 'false');
-    assert.deepEqual(calls.filter((c) => c.mutating), [], 'a re-run changes nothing in the cluster');
+    assert.deepEqual(
+      calls.filter((c) => c.mutating),
+      [],
+      'a re-run changes nothing in the cluster',
+    );
     assert.match(r.jobs['build']?.summary ?? '', /image: `unchanged /);
     noSecret(r);
   });
@@ -353,11 +512,22 @@ describe('staging-deploy.yml executed against the kubectl double and the real ap
     const previous = liveImage();
     const next = sha();
     const { r, calls } = await deploy(next, FIRST);
-    assert.deepEqual(Object.values(r.jobs).map((j) => [j.name, j.result]), [['build', 'success'], ['deploy', 'success'], ['smoke', 'failure']], r.log);
+    assert.deepEqual(
+      Object.values(r.jobs).map((j) => [j.name, j.result]),
+      [
+        ['build', 'success'],
+        ['deploy', 'success'],
+        ['smoke', 'failure'],
+      ],
+      r.log,
+    );
     const undo = calls.find((c) => words(c) === `-n ${STAGING_NS} rollout undo deployment/codex-k8s`);
     assert.ok(undo, `no rollout undo in calls.jsonl:\n${calls.map(words).join('\n')}`);
     assert.equal(undo.mutating, true);
-    assert.ok(calls.indexOf(undo) > calls.findIndex((c) => c.argv.includes('set')), 'the undo comes after the set image');
+    assert.ok(
+      calls.indexOf(undo) > calls.findIndex((c) => c.argv.includes('set')),
+      'the undo comes after the set image',
+    );
     assert.equal(liveImage(), previous, 'staging is back on the image before this run');
     const steps = r.jobs['smoke']?.steps ?? [];
     assert.equal(steps.find((s) => s.id === 'smoke')?.outcome, 'failure');
@@ -384,11 +554,21 @@ describe('staging-deploy.yml executed against the kubectl double and the real ap
 
   it('a rollout that does not become ready is undone in the deploy job; smoke is skipped', async () => {
     const previous = liveImage();
-    writeFaults(fakes, { 'kubectl rollout status deployment/codex-k8s': { exitCode: 1, stderr: 'error: timed out waiting for the condition\n', times: 1 } });
+    writeFaults(fakes, {
+      'kubectl rollout status deployment/codex-k8s': {
+        exitCode: 1,
+        stderr: 'error: timed out waiting for the condition\n',
+        times: 1,
+      },
+    });
     try {
       const next = sha();
       const { r, calls } = await deploy(next, next);
-      assert.deepEqual(Object.values(r.jobs).map((j) => j.result), ['success', 'failure', 'skipped'], r.log);
+      assert.deepEqual(
+        Object.values(r.jobs).map((j) => j.result),
+        ['success', 'failure', 'skipped'],
+        r.log,
+      );
       assert.ok(calls.some((c) => words(c) === `-n ${STAGING_NS} rollout undo deployment/codex-k8s` && c.mutating));
       assert.equal(liveImage(), previous);
       assert.match(r.log, /::error::deployment\/codex-k8s did not become ready/);
@@ -400,7 +580,10 @@ describe('staging-deploy.yml executed against the kubectl double and the real ap
 
   it('a repository no staging has wired (no variables): every job is skipped, the cluster is not touched', async () => {
     const { r, calls } = await deploy(sha(), sha(), false);
-    assert.deepEqual(Object.values(r.jobs).map((j) => j.result), ['skipped', 'skipped', 'skipped']);
+    assert.deepEqual(
+      Object.values(r.jobs).map((j) => j.result),
+      ['skipped', 'skipped', 'skipped'],
+    );
     assert.deepEqual(calls, []);
   });
 

@@ -104,8 +104,14 @@ jobs:
       - run: echo hi
 `;
   const { blocks, skipped } = extractRunBlocks(text, SAMPLE);
-  assert.deepEqual(blocks.map((b) => [b.job, b.shell, b.shellSource]), [['linux', 'bash', 'bash (default)']]);
-  assert.deepEqual(skipped.map((s) => [s.job, s.shell]), [['win', 'pwsh']]);
+  assert.deepEqual(
+    blocks.map((b) => [b.job, b.shell, b.shellSource]),
+    [['linux', 'bash', 'bash (default)']],
+  );
+  assert.deepEqual(
+    skipped.map((s) => [s.job, s.shell]),
+    [['win', 'pwsh']],
+  );
 });
 
 test('extraction: a workflow that is not YAML fails instead of yielding no blocks', () => {
@@ -120,7 +126,7 @@ test('${{ }} becomes underscores of the same length, on one or several lines', (
   assert.doesNotMatch(out, /\$\{\{/);
 });
 
-test('the temp script names workflow, job and step, and starts with the runner\'s set -e', () => {
+test("the temp script names workflow, job and step, and starts with the runner's set -e", () => {
   const { blocks } = extractRunBlocks(INLINE, SAMPLE);
   const b = blocks[3];
   assert.ok(b);
@@ -135,7 +141,11 @@ test('the temp script names workflow, job and step, and starts with the runner\'
 test('shellcheck catches the bad block and the sh-only problem, and names workflow, job and step', async () => {
   const { blocks } = extractRunBlocks(INLINE, SAMPLE);
   const findings = await shellcheckBlocks(blocks);
-  const byStep = (step: string) => findings.filter((f) => f.step === step).map((f) => f.kind).sort();
+  const byStep = (step: string) =>
+    findings
+      .filter((f) => f.step === step)
+      .map((f) => f.kind)
+      .sort();
   // The unquoted loop over $(ls): iterating over ls output, and word splitting of $f.
   assert.deepEqual(byStep('"bad loop"'), ['SC2045', 'SC2086']);
   // [[ ]] is bash: flagged under the workflow's sh, clean under the job's bash. The shell really is respected.
@@ -163,14 +173,18 @@ jobs:
   const findings = await actionlint(text, SAMPLE);
   const kinds = findings.map((f) => f.kind).sort();
   assert.ok(kinds.includes('job-needs'), `expected a job-needs finding, got ${findings.map(formatFinding).join('\n')}`);
-  assert.ok(kinds.includes('expression'), `expected an expression finding, got ${findings.map(formatFinding).join('\n')}`);
+  assert.ok(
+    kinds.includes('expression'),
+    `expected an expression finding, got ${findings.map(formatFinding).join('\n')}`,
+  );
   assert.deepEqual(await actionlint(INLINE.replace(/ {2}reusable:\n.*\n/, ''), SAMPLE), []);
 });
 
 test('every workflow in .github/workflows passes actionlint and shellcheck', async () => {
   const files = workflowFiles();
   // The workflows the issues ask for must exist: an empty directory would pass every lint.
-  for (const name of ['ci.yml', 'e2e-ubuntu.yml']) assert.ok(existsSync(join(WORKFLOW_DIR, name)), `.github/workflows/${name} is missing`);
+  for (const name of ['ci.yml', 'e2e-ubuntu.yml'])
+    assert.ok(existsSync(join(WORKFLOW_DIR, name)), `.github/workflows/${name} is missing`);
   const report = await lintWorkflows(files);
   assert.deepEqual(report.actionlint.map(formatFinding), [], 'actionlint findings');
   assert.deepEqual(report.shellcheck.map(formatFinding), [], 'shellcheck findings in run: blocks');

@@ -49,10 +49,16 @@ function retryAfterSeconds(v: string | number | undefined, nowMs: number): numbe
  * or a 403 with retry-after, x-ratelimit-remaining: 0 or a rate-limit message (a 403 without them is a refusal);
  * wait for retry-after, else until x-ratelimit-reset (plus a second) when nothing remains, else a minute.
  */
-export function rateLimitWaitSeconds(status: number | undefined, headers: ResponseHeaders, nowMs: number, message = ''): number | undefined {
+export function rateLimitWaitSeconds(
+  status: number | undefined,
+  headers: ResponseHeaders,
+  nowMs: number,
+  message = '',
+): number | undefined {
   const retryAfter = retryAfterSeconds(headers['retry-after'], nowMs);
   const exhausted = String(headers['x-ratelimit-remaining'] ?? '') === '0';
-  const limited = status === 429 || (status === 403 && (retryAfter !== undefined || exhausted || /rate limit/i.test(message)));
+  const limited =
+    status === 429 || (status === 403 && (retryAfter !== undefined || exhausted || /rate limit/i.test(message)));
   if (!limited) return undefined;
   if (retryAfter !== undefined) return retryAfter;
   const reset = Number(headers['x-ratelimit-reset']);
@@ -66,10 +72,20 @@ export function rateLimitWaitSeconds(status: number | undefined, headers: Respon
  * Rate limits wait as GitHub says (rateLimitWaitSeconds), up to MAX_WAIT_SECONDS; 5xx and no answer wait
  * retry-after when sent, else attempt² seconds (1, 4); any other status is final.
  */
-export function retryDelaySeconds(status: number | undefined, headers: ResponseHeaders, attempt: number, nowMs: number, message = ''): number | undefined {
+export function retryDelaySeconds(
+  status: number | undefined,
+  headers: ResponseHeaders,
+  attempt: number,
+  nowMs: number,
+  message = '',
+): number | undefined {
   if (attempt >= MAX_TRIES) return undefined;
   const limit = rateLimitWaitSeconds(status, headers, nowMs, message);
-  const wait = limit ?? (status === undefined || status >= 500 ? retryAfterSeconds(headers['retry-after'], nowMs) ?? attempt * attempt : undefined);
+  const wait =
+    limit ??
+    (status === undefined || status >= 500
+      ? (retryAfterSeconds(headers['retry-after'], nowMs) ?? attempt * attempt)
+      : undefined);
   return wait !== undefined && wait <= MAX_WAIT_SECONDS ? wait : undefined;
 }
 
@@ -132,14 +148,26 @@ export function createGitHub(opts: GitHubOptions): GitHubClient {
         const message = none ? '' : githubMessage(e);
         const wait = retryDelaySeconds(status, headers, attempt, now(), message);
         const limit = rateLimitWaitSeconds(status, headers, now(), message);
-        const kind = none ? `got no answer (${none.code})` : limit !== undefined ? `${/secondary/i.test(message) ? 'secondary rate limit' : 'rate limit'} (${status})` : `answered ${status}`;
+        const kind = none
+          ? `got no answer (${none.code})`
+          : limit !== undefined
+            ? `${/secondary/i.test(message) ? 'secondary rate limit' : 'rate limit'} (${status})`
+            : `answered ${status}`;
         if (wait === undefined) {
           if (attempt > 1 && typeof e === 'object' && e !== null) retriedErrors.add(e);
-          if (limit !== undefined && limit > MAX_WAIT_SECONDS) log.error(`GitHub ${kind} on ${what}: it lifts in ${limit}s, longer than the ${MAX_WAIT_SECONDS}s a run waits`);
+          if (limit !== undefined && limit > MAX_WAIT_SECONDS)
+            log.error(
+              `GitHub ${kind} on ${what}: it lifts in ${limit}s, longer than the ${MAX_WAIT_SECONDS}s a run waits`,
+            );
           else if (attempt >= MAX_TRIES) log.warn(`GitHub ${kind} on ${what}: giving up after ${attempt} tries`);
           if (!none || e instanceof GitHubUnreachable) throw e;
           const req = (e as { request?: { method?: string; url?: string } }).request;
-          const unreachable = new GitHubUnreachable(baseUrl, none.code, { method: req?.method ?? String(options.method), url: req?.url ?? String(options.url) }, e);
+          const unreachable = new GitHubUnreachable(
+            baseUrl,
+            none.code,
+            { method: req?.method ?? String(options.method), url: req?.url ?? String(options.url) },
+            e,
+          );
           if (attempt > 1) retriedErrors.add(unreachable);
           throw unreachable;
         }
@@ -216,7 +244,9 @@ function errnoCode(e: unknown): string {
   for (let depth = 0; depth < 6 && typeof c === 'object' && c !== null; depth++, c = (c as { cause?: unknown }).cause) {
     const x = c as { code?: unknown; errors?: unknown; name?: unknown; message?: unknown };
     if (x.name === 'AbortError' || x.name === 'TimeoutError') found = 'timed out';
-    const member = Array.isArray(x.errors) ? (x.errors as Array<{ code?: unknown }>).find((m) => typeof m?.code === 'string')?.code : undefined;
+    const member = Array.isArray(x.errors)
+      ? (x.errors as Array<{ code?: unknown }>).find((m) => typeof m?.code === 'string')?.code
+      : undefined;
     if (typeof x.code === 'string') found = x.code;
     else if (typeof member === 'string') found = member;
     if (typeof x.message === 'string' && x.message !== '') message = x.message;
@@ -243,11 +273,20 @@ export function acceptedPermissions(e: unknown): string | undefined {
 export function explainGitHubError(e: unknown, what: string, repo: string, githubUrl: string): OperationError {
   const status = httpStatus(e);
   const none = noAnswer(e);
-  if (none) return new OperationError(`${what}: cannot reach the GitHub API at ${none.baseUrl} (${none.code})`, { hint: 'check the server\'s outbound HTTPS and CODEXK8S_GITHUB_API_URL' });
+  if (none)
+    return new OperationError(`${what}: cannot reach the GitHub API at ${none.baseUrl} (${none.code})`, {
+      hint: "check the server's outbound HTTPS and CODEXK8S_GITHUB_API_URL",
+    });
   if (status === undefined) return new OperationError(`${what}: ${String((e as Error | undefined)?.message ?? e)}`);
   const accepted = acceptedPermissions(e);
   const msg = `${what}: GitHub answered ${status} ${JSON.stringify(githubMessage(e))}`;
-  if (status === 401) return new OperationError(msg, { hint: 'the token is wrong, expired or revoked: put a new one in CODEXK8S_GITHUB_PAT and run the launcher again' });
-  if (status === 403 && accepted) return new OperationError(`${msg}; the token needs ${describeAccepted(accepted)}`, { hint: `edit the token at ${githubUrl}/settings/personal-access-tokens for ${repo}, then run again` });
+  if (status === 401)
+    return new OperationError(msg, {
+      hint: 'the token is wrong, expired or revoked: put a new one in CODEXK8S_GITHUB_PAT and run the launcher again',
+    });
+  if (status === 403 && accepted)
+    return new OperationError(`${msg}; the token needs ${describeAccepted(accepted)}`, {
+      hint: `edit the token at ${githubUrl}/settings/personal-access-tokens for ${repo}, then run again`,
+    });
   return new OperationError(msg);
 }

@@ -35,12 +35,59 @@ const STEP70_WRITE = 'read ok; write not provable before step 70';
  * would then only show minutes later as a 403 in the listener's logs, inside the cluster.
  */
 export const PERMISSIONS: readonly PermissionNeed[] = [
-  { key: 'metadata', name: 'Metadata', level: 'Read-only', apiNames: ['metadata'], why: 'find the repository (every fine-grained token has it)', probe: { method: 'GET', route: '/repos/{owner}/{repo}' } },
-  { key: 'administration', name: 'Administration', level: 'Read and write', apiNames: ['administration'], why: 'the runner scale set registers runners (ARC)', probe: { method: 'POST', route: '/repos/{owner}/{repo}/actions/runners/registration-token' } },
-  { key: 'secrets', name: 'Secrets', level: 'Read and write', apiNames: ['secrets'], why: 'Actions secrets of the deploy workflow (70_github_repo)', probe: { method: 'GET', route: '/repos/{owner}/{repo}/actions/secrets/public-key' }, probeLimit: STEP70_WRITE },
-  { key: 'variables', name: 'Variables', level: 'Read and write', apiNames: ['actions_variables', 'variables'], why: 'repository variables of the deploy workflow (70_github_repo)', probe: { method: 'GET', route: '/repos/{owner}/{repo}/actions/variables' }, probeLimit: STEP70_WRITE },
-  { key: 'webhooks', name: 'Webhooks', level: 'Read and write', apiNames: ['repository_hooks'], why: 'the codex-k8s webhook (70_github_repo, server mode)', probe: { method: 'GET', route: '/repos/{owner}/{repo}/hooks' }, probeLimit: STEP70_WRITE, serverModeOnly: true },
-  { key: 'actions', name: 'Actions', level: 'Read and write', apiNames: ['actions'], why: 'dispatch the deploy workflow and read its runs (80_deploy_loop_check)', probe: { method: 'GET', route: '/repos/{owner}/{repo}/actions/workflows' }, probeLimit: 'read ok; write not provable before the dispatch in step 80' },
+  {
+    key: 'metadata',
+    name: 'Metadata',
+    level: 'Read-only',
+    apiNames: ['metadata'],
+    why: 'find the repository (every fine-grained token has it)',
+    probe: { method: 'GET', route: '/repos/{owner}/{repo}' },
+  },
+  {
+    key: 'administration',
+    name: 'Administration',
+    level: 'Read and write',
+    apiNames: ['administration'],
+    why: 'the runner scale set registers runners (ARC)',
+    probe: { method: 'POST', route: '/repos/{owner}/{repo}/actions/runners/registration-token' },
+  },
+  {
+    key: 'secrets',
+    name: 'Secrets',
+    level: 'Read and write',
+    apiNames: ['secrets'],
+    why: 'Actions secrets of the deploy workflow (70_github_repo)',
+    probe: { method: 'GET', route: '/repos/{owner}/{repo}/actions/secrets/public-key' },
+    probeLimit: STEP70_WRITE,
+  },
+  {
+    key: 'variables',
+    name: 'Variables',
+    level: 'Read and write',
+    apiNames: ['actions_variables', 'variables'],
+    why: 'repository variables of the deploy workflow (70_github_repo)',
+    probe: { method: 'GET', route: '/repos/{owner}/{repo}/actions/variables' },
+    probeLimit: STEP70_WRITE,
+  },
+  {
+    key: 'webhooks',
+    name: 'Webhooks',
+    level: 'Read and write',
+    apiNames: ['repository_hooks'],
+    why: 'the codex-k8s webhook (70_github_repo, server mode)',
+    probe: { method: 'GET', route: '/repos/{owner}/{repo}/hooks' },
+    probeLimit: STEP70_WRITE,
+    serverModeOnly: true,
+  },
+  {
+    key: 'actions',
+    name: 'Actions',
+    level: 'Read and write',
+    apiNames: ['actions'],
+    why: 'dispatch the deploy workflow and read its runs (80_deploy_loop_check)',
+    probe: { method: 'GET', route: '/repos/{owner}/{repo}/actions/workflows' },
+    probeLimit: 'read ok; write not provable before the dispatch in step 80',
+  },
 ];
 
 export function requiredPermissions(mode: string): PermissionNeed[] {

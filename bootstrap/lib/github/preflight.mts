@@ -27,7 +27,12 @@ export interface RepoFacts {
 }
 
 /** Pure: probe results -> the problems to report (all of them), with hints on the pattern. */
-export function explainPreflight(repoName: string, repo: RepoFacts, results: readonly ProbeResult[], githubUrl: string): string[] {
+export function explainPreflight(
+  repoName: string,
+  repo: RepoFacts,
+  results: readonly ProbeResult[],
+  githubUrl: string,
+): string[] {
   const failed = results.filter((r) => !r.ok);
   if (failed.length === 0) return [];
   const problems = failed.map((r) => {
@@ -47,7 +52,9 @@ export function explainPreflight(repoName: string, repo: RepoFacts, results: rea
         `(it can read public resources only): ask an organization owner to approve it (${githubUrl}/organizations/${repoName.split('/')[0]}/settings/personal-access-token-requests).`,
     );
   }
-  problems.push(`hint: edit the token at ${githubUrl}/settings/personal-access-tokens (Repository permissions), then run again; nothing was changed`);
+  problems.push(
+    `hint: edit the token at ${githubUrl}/settings/personal-access-tokens (Repository permissions), then run again; nothing was changed`,
+  );
   return problems;
 }
 
@@ -55,7 +62,11 @@ export function explainPreflight(repoName: string, repo: RepoFacts, results: rea
  * The launcher's token check, before the server is touched. Probes each permission the run needs, then reports
  * every missing one at once (UsageError, exit 2). A 401 or a missing repository stops at the first request.
  */
-export async function preflightToken(cfg: Config, log: Logger, gh: GitHubClient = clientFromConfig(cfg, log)): Promise<ProbeResult[]> {
+export async function preflightToken(
+  cfg: Config,
+  log: Logger,
+  gh: GitHubClient = clientFromConfig(cfg, log),
+): Promise<ProbeResult[]> {
   const ref = repoRef(cfg);
   const name = `${ref.owner}/${ref.repo}`;
   const api = cfg.get('CODEXK8S_GITHUB_API_URL');
@@ -64,7 +75,12 @@ export async function preflightToken(cfg: Config, log: Logger, gh: GitHubClient 
   const meta = PERMISSIONS[0] as PermissionNeed;
   try {
     const r = await gh.request('GET /repos/{owner}/{repo}', ref);
-    repo = { fullName: r.data.full_name, private: r.data.private, ownerType: r.data.owner.type, admin: r.data.permissions?.admin };
+    repo = {
+      fullName: r.data.full_name,
+      private: r.data.private,
+      ownerType: r.data.owner.type,
+      admin: r.data.permissions?.admin,
+    };
   } catch (e) {
     const status = httpStatus(e);
     if (status === 401) {
@@ -81,9 +97,14 @@ export async function preflightToken(cfg: Config, log: Logger, gh: GitHubClient 
       ]);
     }
     const none = noAnswer(e);
-    if (none) throw new OperationError(`cannot reach the GitHub API at ${api} (${none.code})`, { hint: 'check the network and CODEXK8S_GITHUB_API_URL, then run again; nothing was changed' });
+    if (none)
+      throw new OperationError(`cannot reach the GitHub API at ${api} (${none.code})`, {
+        hint: 'check the network and CODEXK8S_GITHUB_API_URL, then run again; nothing was changed',
+      });
     if (status === undefined) throw e;
-    throw new UsageError([`CODEXK8S_GITHUB_PAT: GET /repos/${name} answered ${status} ${JSON.stringify(githubMessage(e))}; expected 200 (needs ${permissionLabel(meta)})`]);
+    throw new UsageError([
+      `CODEXK8S_GITHUB_PAT: GET /repos/${name} answered ${status} ${JSON.stringify(githubMessage(e))}; expected 200 (needs ${permissionLabel(meta)})`,
+    ]);
   }
 
   const results: ProbeResult[] = [];
@@ -102,17 +123,25 @@ export async function preflightToken(cfg: Config, log: Logger, gh: GitHubClient 
     } catch (e) {
       const status = httpStatus(e);
       const none = noAnswer(e);
-      if (none) throw new OperationError(`cannot reach the GitHub API at ${api} (${none.code})`, { hint: 'check the network, then run again; nothing was changed' });
+      if (none)
+        throw new OperationError(`cannot reach the GitHub API at ${api} (${none.code})`, {
+          hint: 'check the network, then run again; nothing was changed',
+        });
       if (status === undefined) throw e;
       // 403 names the missing permission; GitHub answers 404 instead where it hides what the token may not see.
-      if (status !== 403 && status !== 404) throw new OperationError(`${probeText} answered ${status} ${githubMessage(e)}`, { hint: 'GitHub may be having trouble (https://www.githubstatus.com); run again later' });
+      if (status !== 403 && status !== 404)
+        throw new OperationError(`${probeText} answered ${status} ${githubMessage(e)}`, {
+          hint: 'GitHub may be having trouble (https://www.githubstatus.com); run again later',
+        });
       results.push({ ...base, ok: false, status, message: githubMessage(e), accepted: acceptedPermissions(e) });
     }
   }
   for (const r of results) log.info(probeLine(r));
   const problems = explainPreflight(name, repo, results, web);
   if (problems.length > 0) {
-    log.error(`the GitHub token cannot do everything this run needs (${results.filter((r) => !r.ok).length} permission(s) missing); nothing was changed:`);
+    log.error(
+      `the GitHub token cannot do everything this run needs (${results.filter((r) => !r.ok).length} permission(s) missing); nothing was changed:`,
+    );
     throw new UsageError(problems);
   }
   return results;
@@ -128,6 +157,7 @@ export function probeLine(r: ProbeResult): string {
 export function plannedTokenChecks(cfg: Config): string[] {
   const ref = repoRef(cfg);
   return requiredPermissions(cfg.get('CODEXK8S_MODE')).map(
-    (p) => `${permissionLabel(p).padEnd(32)} ${p.probe.method} ${p.probe.route.replace('{owner}', ref.owner).replace('{repo}', ref.repo)}${p.probeLimit ? ' (proves read only)' : ''}`,
+    (p) =>
+      `${permissionLabel(p).padEnd(32)} ${p.probe.method} ${p.probe.route.replace('{owner}', ref.owner).replace('{repo}', ref.repo)}${p.probeLimit ? ' (proves read only)' : ''}`,
   );
 }

@@ -26,10 +26,19 @@ export const WEBHOOK_EVENT = /^[a-z_]+$/;
 
 export function webhookEvents(cfg: Config): string[] {
   const raw = cfg.get('CODEXK8S_GITHUB_WEBHOOK_EVENTS');
-  const events = [...new Set(raw.split(',').map((x) => x.trim()).filter(Boolean))].sort();
+  const events = [
+    ...new Set(
+      raw
+        .split(',')
+        .map((x) => x.trim())
+        .filter(Boolean),
+    ),
+  ].sort();
   const bad = events.filter((e) => !WEBHOOK_EVENT.test(e) && e !== '*');
   if (events.length === 0 || bad.length > 0) {
-    throw new UsageError(`CODEXK8S_GITHUB_WEBHOOK_EVENTS: ${JSON.stringify(raw)} is not a list of events${bad.length ? ` (${bad.join(', ')})` : ''}; expected GitHub event names separated by commas, e.g. push,pull_request`);
+    throw new UsageError(
+      `CODEXK8S_GITHUB_WEBHOOK_EVENTS: ${JSON.stringify(raw)} is not a list of events${bad.length ? ` (${bad.join(', ')})` : ''}; expected GitHub event names separated by commas, e.g. push,pull_request`,
+    );
   }
   return events;
 }
@@ -39,15 +48,24 @@ export function webhookEvents(cfg: Config): string[] {
  * Rotation: delete the file and run again (docs/github.md). Returns undefined when absent and `create` is false,
  * so a read-only check() never creates it.
  */
-export async function readOrCreateSecretFile(path: string, create: boolean): Promise<{ value: string; created: boolean } | undefined> {
+export async function readOrCreateSecretFile(
+  path: string,
+  create: boolean,
+): Promise<{ value: string; created: boolean } | undefined> {
   try {
     const st = statSync(path);
     if ((st.mode & 0o077) !== 0) {
-      if (!create) throw new OperationError(`${path} is readable by other users (mode 0${(st.mode & 0o777).toString(8)}); want 0600`);
+      if (!create)
+        throw new OperationError(
+          `${path} is readable by other users (mode 0${(st.mode & 0o777).toString(8)}); want 0600`,
+        );
       chmodSync(path, 0o600);
     }
     const value = readFileSync(path, 'utf8').trim();
-    if (value.length < 32) throw new OperationError(`${path} holds ${value.length} characters; a generated secret has 64`, { hint: `delete it to generate a new one (then run again): rm ${path}` });
+    if (value.length < 32)
+      throw new OperationError(`${path} holds ${value.length} characters; a generated secret has 64`, {
+        hint: `delete it to generate a new one (then run again): rm ${path}`,
+      });
     registerSecret(value);
     return { value, created: false };
   } catch (e) {
@@ -118,7 +136,14 @@ export type Action =
   | { kind: 'forget-pending-webhook'; url: string };
 
 export function emptyGitHubJournal(repo: RepoIdentity): GitHubJournal {
-  return { repo: repo.fullName, repoId: repo.id, salt: randomBytes(16).toString('hex'), variables: [], secrets: {}, webhooks: [] };
+  return {
+    repo: repo.fullName,
+    repoId: repo.id,
+    salt: randomBytes(16).toString('hex'),
+    variables: [],
+    secrets: {},
+    webhooks: [],
+  };
 }
 
 /** HMAC (keyed with the journal's random salt) of what was written: the journal never holds a guessable hash. */
@@ -139,7 +164,8 @@ export function planWiring(wanted: Wanted, snap: RepoSnapshot, j: GitHubJournal)
     if (current === undefined) actions.push({ kind: 'create-variable', name, value });
     else if (current !== value) actions.push({ kind: 'update-variable', name, value, adopted: !owned.has(name) });
   }
-  for (const name of j.variables) if (!(name in wanted.variables) && snap.variables.has(name)) actions.push({ kind: 'delete-variable', name });
+  for (const name of j.variables)
+    if (!(name in wanted.variables) && snap.variables.has(name)) actions.push({ kind: 'delete-variable', name });
 
   for (const [name, value] of Object.entries(wanted.secrets)) {
     const rec = j.secrets[name];
@@ -149,10 +175,13 @@ export function planWiring(wanted: Wanted, snap: RepoSnapshot, j: GitHubJournal)
     else if (!rec) why = 'not written by this tool yet';
     else if (rec.pending) why = 'the last write was not confirmed (the run stopped before reading it back)';
     else if (rec.fingerprint !== fingerprint(j.salt, 'secret', name, value)) why = 'value changed';
-    else if (rec.updatedAt !== undefined && rec.updatedAt !== remote.updatedAt) why = `changed outside this tool (updated ${remote.updatedAt})`;
+    else if (rec.updatedAt !== undefined && rec.updatedAt !== remote.updatedAt)
+      why = `changed outside this tool (updated ${remote.updatedAt})`;
     if (why) actions.push({ kind: 'put-secret', name, value, why, create: !remote });
   }
-  for (const [name, rec] of Object.entries(j.secrets)) if (rec.created && !(name in wanted.secrets) && snap.secrets.has(name)) actions.push({ kind: 'delete-secret', name });
+  for (const [name, rec] of Object.entries(j.secrets))
+    if (rec.created && !(name in wanted.secrets) && snap.secrets.has(name))
+      actions.push({ kind: 'delete-secret', name });
 
   const mine = new Map(j.webhooks.map((h) => [h.id, h]));
   if (wanted.webhook) {
@@ -169,13 +198,25 @@ export function planWiring(wanted: Wanted, snap: RepoSnapshot, j: GitHubJournal)
       if (target.contentType !== 'json') reasons.push(`content type ${target.contentType}`);
       if (target.insecureSsl !== '0') reasons.push('TLS verification off');
       if (!target.active) reasons.push('inactive');
-      if ([...target.events].sort().join(',') !== [...w.events].sort().join(',')) reasons.push(`events ${target.events.join(',')}, want ${w.events.join(',')}`);
-      if (!rec) reasons.push(pendingCreate ? 'created by this tool, but the answer to the create was lost' : 'secret not set by this tool');
+      if ([...target.events].sort().join(',') !== [...w.events].sort().join(','))
+        reasons.push(`events ${target.events.join(',')}, want ${w.events.join(',')}`);
+      if (!rec)
+        reasons.push(
+          pendingCreate ? 'created by this tool, but the answer to the create was lost' : 'secret not set by this tool',
+        );
       else if (rec.secretFingerprint !== fingerprint(j.salt, 'webhook', w.secret)) reasons.push('secret changed');
-      if (reasons.length) actions.push({ kind: 'update-webhook', id: target.id, hook: w, why: reasons.join(', '), created: rec?.created ?? pendingCreate });
+      if (reasons.length)
+        actions.push({
+          kind: 'update-webhook',
+          id: target.id,
+          hook: w,
+          why: reasons.join(', '),
+          created: rec?.created ?? pendingCreate,
+        });
     }
     // Our own duplicates (same URL, another id) go; foreign hooks stay.
-    for (const h of same) if (h !== target && mine.get(h.id)?.created) actions.push({ kind: 'delete-webhook', id: h.id, url: h.url });
+    for (const h of same)
+      if (h !== target && mine.get(h.id)?.created) actions.push({ kind: 'delete-webhook', id: h.id, url: h.url });
   }
   for (const url of j.pendingWebhooks ?? []) {
     if (wanted.webhook?.url === url) continue;
@@ -186,7 +227,8 @@ export function planWiring(wanted: Wanted, snap: RepoSnapshot, j: GitHubJournal)
   for (const rec of j.webhooks) {
     const live = snap.hooks.find((h) => h.id === rec.id);
     if (!live) {
-      if (!wanted.webhook || rec.url !== wanted.webhook.url) actions.push({ kind: 'forget-webhook', id: rec.id, url: rec.url });
+      if (!wanted.webhook || rec.url !== wanted.webhook.url)
+        actions.push({ kind: 'forget-webhook', id: rec.id, url: rec.url });
       continue;
     }
     if (wanted.webhook && live.url === wanted.webhook.url) continue;
@@ -251,7 +293,12 @@ export async function repoIdentity(gh: GitHubClient, ref: RepoRef): Promise<Repo
 }
 
 /** What the repository has; `repo` saves the GET /repos when the caller already asked (it needed the journal first). */
-export async function snapshot(gh: GitHubClient, ref: RepoRef, withHooks: boolean, repo?: RepoIdentity): Promise<RepoSnapshot> {
+export async function snapshot(
+  gh: GitHubClient,
+  ref: RepoRef,
+  withHooks: boolean,
+  repo?: RepoIdentity,
+): Promise<RepoSnapshot> {
   const identity = repo ?? (await repoIdentity(gh, ref));
   const variables = await listVariables(gh, ref);
   const secrets = await listSecrets(gh, ref);
@@ -274,10 +321,14 @@ export function sealSecret(value: string, publicKeyBase64: string): string {
 export function githubJournal(journalPath: string, repo: RepoIdentity, log?: Logger): GitHubJournal {
   const j = readJournal(journalPath).github;
   if (j && sameRepository(j, repo)) {
-    if (j.repo !== repo.fullName) log?.detail(`the journal's GitHub names of ${j.repo} belong to ${repo.fullName} (repository id ${repo.id})`);
+    if (j.repo !== repo.fullName)
+      log?.detail(`the journal's GitHub names of ${j.repo} belong to ${repo.fullName} (repository id ${repo.id})`);
     return { ...j, repo: repo.fullName, repoId: repo.id };
   }
-  if (j) log?.warn(`the journal's GitHub names belong to ${j.repo}, not ${repo.fullName}: they are left as they are there, and ${repo.fullName} starts a new list`);
+  if (j)
+    log?.warn(
+      `the journal's GitHub names belong to ${j.repo}, not ${repo.fullName}: they are left as they are there, and ${repo.fullName} starts a new list`,
+    );
   return emptyGitHubJournal(repo);
 }
 
@@ -299,7 +350,10 @@ export class WiringFailure extends Error {
   readonly request: string | undefined;
   readonly done: readonly string[];
   constructor(failure: unknown, request: string | undefined, done: readonly string[]) {
-    super(`${request ?? 'GitHub wiring'} failed after ${done.length} write(s): ${(failure as Error | undefined)?.message ?? String(failure)}`, { cause: failure });
+    super(
+      `${request ?? 'GitHub wiring'} failed after ${done.length} write(s): ${(failure as Error | undefined)?.message ?? String(failure)}`,
+      { cause: failure },
+    );
     this.name = 'WiringFailure';
     this.failure = failure;
     this.request = request;
@@ -325,9 +379,13 @@ export function failedRequest(e: unknown, baseUrl: string): string | undefined {
 export function explainWiringError(e: unknown, repo: string, githubUrl: string): OperationError {
   if (!(e instanceof WiringFailure)) return explainGitHubError(e, `updating ${repo}`, repo, githubUrl);
   const base = explainGitHubError(e, `updating ${repo}${e.request ? `: ${e.request}` : ''}`, repo, githubUrl);
-  const done = e.done.length > 0
-    ? [`writes made before the failure (${e.done.length}, journaled; the next run keeps them and goes on):`, ...e.done.map((c) => `+ ${c}`)]
-    : ['no write was made before the failure'];
+  const done =
+    e.done.length > 0
+      ? [
+          `writes made before the failure (${e.done.length}, journaled; the next run keeps them and goes on):`,
+          ...e.done.map((c) => `+ ${c}`),
+        ]
+      : ['no write was made before the failure'];
   return new OperationError(base.message, { hint: base.hint, exitCode: base.exitCode, detail: done.join('\n') });
 }
 
@@ -336,7 +394,14 @@ export function explainWiringError(e: unknown, repo: string, githubUrl: string):
  * lost), so an interrupted run keeps what it created (and a re-run neither duplicates nor forgets it). Returns one
  * change line per action; a failure is a WiringFailure naming the request and the writes made before it.
  */
-export async function applyWiring(gh: GitHubClient, ref: RepoRef, actions: readonly Action[], snap: RepoSnapshot, journalPath: string, log: Logger): Promise<string[]> {
+export async function applyWiring(
+  gh: GitHubClient,
+  ref: RepoRef,
+  actions: readonly Action[],
+  snap: RepoSnapshot,
+  journalPath: string,
+  log: Logger,
+): Promise<string[]> {
   const changes: string[] = [];
   try {
     await applyActions(gh, ref, actions, snap, journalPath, log, changes);
@@ -347,7 +412,15 @@ export async function applyWiring(gh: GitHubClient, ref: RepoRef, actions: reado
 }
 
 /** applyWiring's loop: `changes` gets one line per write as soon as it is made, so a failure still has them. */
-async function applyActions(gh: GitHubClient, ref: RepoRef, actions: readonly Action[], snap: RepoSnapshot, journalPath: string, log: Logger, changes: string[]): Promise<void> {
+async function applyActions(
+  gh: GitHubClient,
+  ref: RepoRef,
+  actions: readonly Action[],
+  snap: RepoSnapshot,
+  journalPath: string,
+  log: Logger,
+  changes: string[],
+): Promise<void> {
   let j = githubJournal(journalPath, snap.repo, log);
   const save = (next: GitHubJournal) => {
     j = next;
@@ -372,11 +445,17 @@ async function applyActions(gh: GitHubClient, ref: RepoRef, actions: readonly Ac
   for (const a of actions) {
     switch (a.kind) {
       case 'create-variable':
-        await intent({ ...j, variables: [...new Set([...j.variables, a.name])].sort() }, () => gh.request('POST /repos/{owner}/{repo}/actions/variables', { ...ref, name: a.name, value: a.value }));
+        await intent({ ...j, variables: [...new Set([...j.variables, a.name])].sort() }, () =>
+          gh.request('POST /repos/{owner}/{repo}/actions/variables', { ...ref, name: a.name, value: a.value }),
+        );
         changes.push(`created variable ${a.name}=${JSON.stringify(a.value)}`);
         break;
       case 'update-variable':
-        await gh.request('PATCH /repos/{owner}/{repo}/actions/variables/{name}', { ...ref, name: a.name, value: a.value });
+        await gh.request('PATCH /repos/{owner}/{repo}/actions/variables/{name}', {
+          ...ref,
+          name: a.name,
+          value: a.value,
+        });
         changes.push(`updated variable ${a.name}=${JSON.stringify(a.value)}`);
         break;
       case 'delete-variable':
@@ -391,15 +470,29 @@ async function applyActions(gh: GitHubClient, ref: RepoRef, actions: readonly Ac
         const created = prev?.created ?? a.create;
         // Pending until read back: a lost answer or a failed read-back leaves it owned, and written again next run.
         await intent({ ...j, secrets: { ...j.secrets, [a.name]: { fingerprint: fp, created, pending: true } } }, () =>
-          gh.request('PUT /repos/{owner}/{repo}/actions/secrets/{secret_name}', { ...ref, secret_name: a.name, encrypted_value, key_id: snap.publicKey.keyId }));
+          gh.request('PUT /repos/{owner}/{repo}/actions/secrets/{secret_name}', {
+            ...ref,
+            secret_name: a.name,
+            encrypted_value,
+            key_id: snap.publicKey.keyId,
+          }),
+        );
         // GitHub's updated_at, read back, tells a later run whether someone changed the secret by hand.
-        const after = await gh.request('GET /repos/{owner}/{repo}/actions/secrets/{secret_name}', { ...ref, secret_name: a.name });
-        save({ ...j, secrets: { ...j.secrets, [a.name]: { fingerprint: fp, updatedAt: after.data.updated_at, created } } });
+        const after = await gh.request('GET /repos/{owner}/{repo}/actions/secrets/{secret_name}', {
+          ...ref,
+          secret_name: a.name,
+        });
+        save({
+          ...j,
+          secrets: { ...j.secrets, [a.name]: { fingerprint: fp, updatedAt: after.data.updated_at, created } },
+        });
         changes.push(`${a.create ? 'created' : 'wrote'} secret ${a.name} (${a.why})`);
         break;
       }
       case 'delete-secret': {
-        await ignore404(gh.request('DELETE /repos/{owner}/{repo}/actions/secrets/{secret_name}', { ...ref, secret_name: a.name }));
+        await ignore404(
+          gh.request('DELETE /repos/{owner}/{repo}/actions/secrets/{secret_name}', { ...ref, secret_name: a.name }),
+        );
         const rest = { ...j.secrets };
         delete rest[a.name];
         save({ ...j, secrets: rest });
@@ -409,15 +502,39 @@ async function applyActions(gh: GitHubClient, ref: RepoRef, actions: readonly Ac
       case 'create-webhook': {
         // The id comes with the answer: until then the URL is journaled as pending (planWiring adopts it as ours).
         const pending = [...new Set([...(j.pendingWebhooks ?? []), a.hook.url])];
-        const r = await intent({ ...j, pendingWebhooks: pending }, () => gh.request('POST /repos/{owner}/{repo}/hooks', { ...ref, name: 'web', active: true, events: [...a.hook.events], config: hookConfig(a.hook) }));
-        const rec: GitHubWebhookRecord = { id: r.data.id, url: a.hook.url, secretFingerprint: fingerprint(j.salt, 'webhook', a.hook.secret), created: true };
+        const r = await intent({ ...j, pendingWebhooks: pending }, () =>
+          gh.request('POST /repos/{owner}/{repo}/hooks', {
+            ...ref,
+            name: 'web',
+            active: true,
+            events: [...a.hook.events],
+            config: hookConfig(a.hook),
+          }),
+        );
+        const rec: GitHubWebhookRecord = {
+          id: r.data.id,
+          url: a.hook.url,
+          secretFingerprint: fingerprint(j.salt, 'webhook', a.hook.secret),
+          created: true,
+        };
         save(withoutPending({ ...j, webhooks: [...j.webhooks.filter((h) => h.id !== rec.id), rec] }, a.hook.url));
         changes.push(`created webhook ${a.hook.url} (id ${r.data.id}, events ${a.hook.events.join(',')})`);
         break;
       }
       case 'update-webhook': {
-        await gh.request('PATCH /repos/{owner}/{repo}/hooks/{hook_id}', { ...ref, hook_id: a.id, active: true, events: [...a.hook.events], config: hookConfig(a.hook) });
-        const rec: GitHubWebhookRecord = { id: a.id, url: a.hook.url, secretFingerprint: fingerprint(j.salt, 'webhook', a.hook.secret), created: a.created };
+        await gh.request('PATCH /repos/{owner}/{repo}/hooks/{hook_id}', {
+          ...ref,
+          hook_id: a.id,
+          active: true,
+          events: [...a.hook.events],
+          config: hookConfig(a.hook),
+        });
+        const rec: GitHubWebhookRecord = {
+          id: a.id,
+          url: a.hook.url,
+          secretFingerprint: fingerprint(j.salt, 'webhook', a.hook.secret),
+          created: a.created,
+        };
         save(withoutPending({ ...j, webhooks: [...j.webhooks.filter((h) => h.id !== a.id), rec] }, a.hook.url));
         changes.push(`updated webhook ${a.hook.url} (id ${a.id}: ${a.why})`);
         break;

@@ -45,7 +45,8 @@ async function check(ctx: StepContext): Promise<string[]> {
   if (f) drift.push(f);
   if (!(await succeeds(systemctl.isEnabled('fail2ban.service')))) drift.push('fail2ban.service is not enabled');
   if (!(await succeeds(systemctl.isActive('fail2ban.service')))) drift.push('fail2ban.service is not running');
-  else if (!(await succeeds(fail2banCommands.status()))) drift.push('fail2ban has no running sshd jail (fail2ban-client status sshd)');
+  else if (!(await succeeds(fail2banCommands.status())))
+    drift.push('fail2ban has no running sshd jail (fail2ban-client status sshd)');
   return drift;
 }
 
@@ -59,7 +60,10 @@ async function apply(ctx: StepContext): Promise<string[]> {
       // writeFileAtomic's temp file is in jail.d already; fail2ban ignores dot-files, the copy may too.
       rmSync(join(dir, 'jail.d', '.codex-k8s.local.codex-k8s-tmp'), { force: true });
       const r = await run(fail2banCommands.test(dir), { allowFail: true, log: ctx.log });
-      if (r.exitCode !== 0) throw new OperationError(`fail2ban-client -t refused the jail; ${JAIL_FILE} was left as it was`, { detail: (r.stderr + r.stdout).trim() });
+      if (r.exitCode !== 0)
+        throw new OperationError(`fail2ban-client -t refused the jail; ${JAIL_FILE} was left as it was`, {
+          detail: (r.stderr + r.stdout).trim(),
+        });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -88,7 +92,11 @@ async function apply(ctx: StepContext): Promise<string[]> {
       intervalSeconds: 0.5,
       what: "fail2ban's sshd jail",
       onWait: (i) => ctx.log.detail(`fail2ban not answering yet, attempt ${i}/${attempts}`),
-      onTimeout: (last) => new OperationError(`fail2ban's sshd jail is not running after ${attempts} attempts`, { detail: last, hint: 'see journalctl -u fail2ban' }),
+      onTimeout: (last) =>
+        new OperationError(`fail2ban's sshd jail is not running after ${attempts} attempts`, {
+          detail: last,
+          hint: 'see journalctl -u fail2ban',
+        }),
     },
   );
   return changes;

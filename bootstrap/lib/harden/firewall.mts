@@ -53,7 +53,8 @@ export function firewallWanted(ctx: StepContext, env: NodeJS.ProcessEnv = proces
 }
 
 const v6 = (cidr: string) => cidr.includes(':');
-const set = (items: readonly (string | number)[]) => (items.length === 1 ? String(items[0]) : `{ ${items.join(', ')} }`);
+const set = (items: readonly (string | number)[]) =>
+  items.length === 1 ? String(items[0]) : `{ ${items.join(', ')} }`;
 
 function saddrRules(cidrs: readonly string[], tail: string): string[] {
   const out: string[] = [];
@@ -92,7 +93,7 @@ export function renderRuleset(w: FirewallWanted): string {
   return [
     `#!${NFT} -f`,
     '# Managed by codex-k8s bootstrap (10_harden_host); loaded at boot by codex-k8s-firewall.service.',
-    '# Only this table is ours: the distribution\'s /etc/nftables.conf and the tables of k3s and fail2ban are left alone.',
+    "# Only this table is ours: the distribution's /etc/nftables.conf and the tables of k3s and fail2ban are left alone.",
     '# Loading this file replaces the table in one transaction (declare, delete, re-create).',
     `table inet ${TABLE}`,
     `delete table inet ${TABLE}`,
@@ -184,8 +185,14 @@ export function tableDrift(t: LoadedTable, w: FirewallWanted): string[] {
   if (!t.present) return [`nftables table inet ${TABLE} is not loaded`];
   const rules = renderRules(w);
   const drift: string[] = [];
-  if (t.hook !== 'input' || t.policy !== 'drop') drift.push(`table inet ${TABLE}: chain input is hook ${t.hook ?? 'none'} policy ${t.policy ?? 'none'}, want hook input policy drop`);
-  if (t.marker !== rulesHash(rules) || t.rules !== rules.length + 1) drift.push(`table inet ${TABLE} holds other rules than ${FIREWALL_FILE} renders (marker ${t.marker ?? 'missing'}, ${t.rules} rules; want ${rulesHash(rules)}, ${rules.length + 1})`);
+  if (t.hook !== 'input' || t.policy !== 'drop')
+    drift.push(
+      `table inet ${TABLE}: chain input is hook ${t.hook ?? 'none'} policy ${t.policy ?? 'none'}, want hook input policy drop`,
+    );
+  if (t.marker !== rulesHash(rules) || t.rules !== rules.length + 1)
+    drift.push(
+      `table inet ${TABLE} holds other rules than ${FIREWALL_FILE} renders (marker ${t.marker ?? 'missing'}, ${t.rules} rules; want ${rulesHash(rules)}, ${rules.length + 1})`,
+    );
   return drift;
 }
 
@@ -206,7 +213,9 @@ function files(w: FirewallWanted): ManagedFile[] {
 
 async function loaded(): Promise<LoadedTable & { fingerprint?: string }> {
   const r = await run(nftCommands.listJson(), { allowFail: true });
-  return r.exitCode === 0 ? { ...parseLoadedTable(r.stdout), fingerprint: tableFingerprint(r.stdout) } : { present: false, rules: 0 };
+  return r.exitCode === 0
+    ? { ...parseLoadedTable(r.stdout), fingerprint: tableFingerprint(r.stdout) }
+    : { present: false, rules: 0 };
 }
 
 /** Drift of the loaded table: the marker and count against the rendered rules, the fingerprint against the last load. */
@@ -215,7 +224,10 @@ async function loadedDrift(w: FirewallWanted): Promise<string[]> {
   const drift = tableDrift(t, w);
   if (drift.length === 0) {
     const recorded = existsSync(FIREWALL_FINGERPRINT) ? readFileSync(FIREWALL_FINGERPRINT, 'utf8').trim() : undefined;
-    if (recorded !== t.fingerprint) drift.push(`table inet ${TABLE} differs from what was loaded (${recorded ? 'a rule was changed by hand' : `no fingerprint in ${FIREWALL_FINGERPRINT}`}): it is reloaded from ${FIREWALL_FILE}`);
+    if (recorded !== t.fingerprint)
+      drift.push(
+        `table inet ${TABLE} differs from what was loaded (${recorded ? 'a rule was changed by hand' : `no fingerprint in ${FIREWALL_FINGERPRINT}`}): it is reloaded from ${FIREWALL_FILE}`,
+      );
   }
   return drift;
 }
@@ -225,13 +237,18 @@ const enabled = (ctx: StepContext) => ctx.cfg.get('CODEXK8S_FIREWALL_ENABLED');
 async function check(ctx: StepContext): Promise<string[]> {
   if (!enabled(ctx)) {
     const drift: string[] = [];
-    if ((await loaded()).present) drift.push(`nftables table inet ${TABLE} is loaded, want none (CODEXK8S_FIREWALL_ENABLED=false)`);
-    for (const f of [FIREWALL_FILE, FIREWALL_UNIT_FILE]) if (existsSync(f)) drift.push(`${f} exists, want none (CODEXK8S_FIREWALL_ENABLED=false)`);
+    if ((await loaded()).present)
+      drift.push(`nftables table inet ${TABLE} is loaded, want none (CODEXK8S_FIREWALL_ENABLED=false)`);
+    for (const f of [FIREWALL_FILE, FIREWALL_UNIT_FILE])
+      if (existsSync(f)) drift.push(`${f} exists, want none (CODEXK8S_FIREWALL_ENABLED=false)`);
     return drift;
   }
   const w = firewallWanted(ctx);
-  const drift = files(w).map(checkFile).filter((d): d is string => d !== undefined);
-  if (!(await succeeds(systemctl.isEnabled(FIREWALL_UNIT)))) drift.push(`${FIREWALL_UNIT} is not enabled (the rules would not survive a reboot)`);
+  const drift = files(w)
+    .map(checkFile)
+    .filter((d): d is string => d !== undefined);
+  if (!(await succeeds(systemctl.isEnabled(FIREWALL_UNIT))))
+    drift.push(`${FIREWALL_UNIT} is not enabled (the rules would not survive a reboot)`);
   drift.push(...(await loadedDrift(w)));
   return drift;
 }
@@ -260,9 +277,16 @@ async function apply(ctx: StepContext): Promise<string[]> {
   mkdirSync(join(FIREWALL_FILE, '..'), { recursive: true, mode: 0o755 });
   const rulesChanged = await ensureFile(rules, async (tmp) => {
     const r = await run(nftCommands.check(tmp), { allowFail: true, log: ctx.log });
-    if (r.exitCode !== 0) throw new OperationError(`nft -c refused the rendered ruleset; ${FIREWALL_FILE} and the loaded rules were left as they were`, { detail: r.stderr });
+    if (r.exitCode !== 0)
+      throw new OperationError(
+        `nft -c refused the rendered ruleset; ${FIREWALL_FILE} and the loaded rules were left as they were`,
+        { detail: r.stderr },
+      );
   });
-  if (rulesChanged) changes.push(`${FIREWALL_FILE}: inbound ${w.sshPorts.map((p) => `${p} (ssh)`).join(', ')}, 80, 443${w.kubeApiAllow.length ? `, 6443 from ${w.kubeApiAllow.join(' ')}` : ''}; pods and services; the rest dropped`);
+  if (rulesChanged)
+    changes.push(
+      `${FIREWALL_FILE}: inbound ${w.sshPorts.map((p) => `${p} (ssh)`).join(', ')}, 80, 443${w.kubeApiAllow.length ? `, 6443 from ${w.kubeApiAllow.join(' ')}` : ''}; pods and services; the rest dropped`,
+    );
   if (await ensureFile(unit)) {
     await run(systemctl.daemonReload(), { log: ctx.log });
     changes.push(`${FIREWALL_UNIT_FILE} loads it at boot`);
@@ -289,7 +313,10 @@ async function apply(ctx: StepContext): Promise<string[]> {
 async function saveState(dir: string): Promise<void> {
   const r = await run(nftCommands.list(), { allowFail: true });
   if (r.exitCode === 0) writeFileSync(join(dir, 'nft-table.nft'), r.stdout, { mode: 0o600 });
-  writeFileSync(join(dir, 'firewall-unit-enabled'), (await succeeds(systemctl.isEnabled(FIREWALL_UNIT))) ? 'yes\n' : 'no\n');
+  writeFileSync(
+    join(dir, 'firewall-unit-enabled'),
+    (await succeeds(systemctl.isEnabled(FIREWALL_UNIT))) ? 'yes\n' : 'no\n',
+  );
 }
 
 async function afterRestore(dir: string, log: Logger): Promise<string[]> {
@@ -305,9 +332,23 @@ async function afterRestore(dir: string, log: Logger): Promise<string[]> {
   const now = await loaded();
   if (now.fingerprint && now.present) writeFileSync(FIREWALL_FINGERPRINT, `${now.fingerprint}\n`);
   else rmSync(FIREWALL_FINGERPRINT, { force: true });
-  const wasEnabled = existsSync(join(dir, 'firewall-unit-enabled')) && readFileSync(join(dir, 'firewall-unit-enabled'), 'utf8').trim() === 'yes';
-  if (existsSync(FIREWALL_UNIT_FILE)) await run(wasEnabled ? systemctl.enable(FIREWALL_UNIT) : ['systemctl', 'disable', FIREWALL_UNIT], { allowFail: true, log });
+  const wasEnabled =
+    existsSync(join(dir, 'firewall-unit-enabled')) &&
+    readFileSync(join(dir, 'firewall-unit-enabled'), 'utf8').trim() === 'yes';
+  if (existsSync(FIREWALL_UNIT_FILE))
+    await run(wasEnabled ? systemctl.enable(FIREWALL_UNIT) : ['systemctl', 'disable', FIREWALL_UNIT], {
+      allowFail: true,
+      log,
+    });
   return done;
 }
 
-export const firewallPart: HostPart = { name: 'firewall', guarded: true, files: [FIREWALL_FILE, FIREWALL_UNIT_FILE], check, apply, saveState, afterRestore };
+export const firewallPart: HostPart = {
+  name: 'firewall',
+  guarded: true,
+  files: [FIREWALL_FILE, FIREWALL_UNIT_FILE],
+  check,
+  apply,
+  saveState,
+  afterRestore,
+};

@@ -23,14 +23,22 @@ export function renderModules(): string {
 }
 
 export function renderSysctl(): string {
-  return ['# Managed by codex-k8s bootstrap (10_harden_host): forwarding and bridged traffic for Kubernetes.', ...Object.entries(SYSCTLS).map(([k, v]) => `${k} = ${v}`), ''].join('\n');
+  return [
+    '# Managed by codex-k8s bootstrap (10_harden_host): forwarding and bridged traffic for Kubernetes.',
+    ...Object.entries(SYSCTLS).map(([k, v]) => `${k} = ${v}`),
+    '',
+  ].join('\n');
 }
 
 export const sysctlPath = (key: string) => `/proc/sys/${key.replace(/\./g, '/')}`;
 
 /** Active swap areas from /proc/swaps (the first line is a header). */
 export function parseSwaps(text: string): string[] {
-  return text.split('\n').slice(1).map((l) => l.trim().split(/\s+/)[0] ?? '').filter(Boolean);
+  return text
+    .split('\n')
+    .slice(1)
+    .map((l) => l.trim().split(/\s+/)[0] ?? '')
+    .filter(Boolean);
 }
 
 const isSwapLine = (line: string) => {
@@ -45,7 +53,10 @@ export function fstabSwapLines(text: string): string[] {
 
 /** /etc/fstab with every swap line commented out (kept, so it can be re-enabled by hand). */
 export function fstabWithoutSwap(text: string): string {
-  return text.split('\n').map((l) => (isSwapLine(l) ? `# codex-k8s bootstrap: swap off for the kubelet: ${l}` : l)).join('\n');
+  return text
+    .split('\n')
+    .map((l) => (isSwapLine(l) ? `# codex-k8s bootstrap: swap off for the kubelet: ${l}` : l))
+    .join('\n');
 }
 
 const FILES: ManagedFile[] = [
@@ -84,8 +95,18 @@ async function check(ctx: StepContext): Promise<string[]> {
   for (const l of fstabSwapLines(readIfExists('/etc/fstab') ?? '')) drift.push(`/etc/fstab enables swap: ${l.trim()}`);
   const time = await ntp();
   if (time.on !== 'yes') {
-    if (ct) skipped(ctx, 'time sync', `${ct} container: the host keeps the clock (systemd-timesyncd does not run in containers)`);
-    else drift.push(time.can === 'yes' ? 'time sync (NTP) is off' : 'no time sync service is installed (systemd-timesyncd or chrony)');
+    if (ct)
+      skipped(
+        ctx,
+        'time sync',
+        `${ct} container: the host keeps the clock (systemd-timesyncd does not run in containers)`,
+      );
+    else
+      drift.push(
+        time.can === 'yes'
+          ? 'time sync (NTP) is off'
+          : 'no time sync service is installed (systemd-timesyncd or chrony)',
+      );
   }
   return drift;
 }
@@ -121,7 +142,11 @@ async function apply(ctx: StepContext): Promise<string[]> {
   }
   const time = await ntp();
   if (time.on !== 'yes' && !ct) {
-    if (time.can !== 'yes') await run(['apt-get', '-o', 'DPkg::Lock::Timeout=300', 'install', '-y', '--no-install-recommends', 'systemd-timesyncd'], { log: ctx.log, env: { DEBIAN_FRONTEND: 'noninteractive' } });
+    if (time.can !== 'yes')
+      await run(
+        ['apt-get', '-o', 'DPkg::Lock::Timeout=300', 'install', '-y', '--no-install-recommends', 'systemd-timesyncd'],
+        { log: ctx.log, env: { DEBIAN_FRONTEND: 'noninteractive' } },
+      );
     await run(['timedatectl', 'set-ntp', 'true'], { log: ctx.log });
     changes.push('time sync (NTP) on');
   }

@@ -26,7 +26,10 @@ export async function installSudoers(path: string, content: string, log?: StepCo
     gid: 0,
     validate: async (tmp) => {
       const r = await run(['visudo', '-cf', tmp], { allowFail: true, log });
-      if (r.exitCode !== 0) throw new OperationError(`visudo refused the sudoers drop-in; ${path} was left as it was`, { detail: r.stdout + r.stderr });
+      if (r.exitCode !== 0)
+        throw new OperationError(`visudo refused the sudoers drop-in; ${path} was left as it was`, {
+          detail: r.stdout + r.stderr,
+        });
     },
   });
 }
@@ -44,7 +47,14 @@ export interface Account {
 export function parsePasswd(line: string): Account | undefined {
   const f = line.replace(/\n$/, '').split(':');
   if (f.length < 7) return undefined;
-  return { name: f[0] as string, uid: Number(f[2]), gid: Number(f[3]), gecos: f[4] as string, home: f[5] as string, shell: f[6] as string };
+  return {
+    name: f[0] as string,
+    uid: Number(f[2]),
+    gid: Number(f[3]),
+    gecos: f[4] as string,
+    home: f[5] as string,
+    shell: f[6] as string,
+  };
 }
 
 /** The comment `useradd --comment` gives the account this tool creates: how a later run knows it is ours. */
@@ -66,10 +76,18 @@ export type OperatorVerdict =
  */
 export function operatorVerdict(name: string, acct: Account | undefined, adopt: boolean): OperatorVerdict {
   if (name === 'root' || acct?.uid === 0)
-    return { kind: 'refused', reason: `OPERATOR_USER=${name} is root (uid 0)`, fix: 'choose an unprivileged name such as codex: the operator is a separate login with sudo' };
+    return {
+      kind: 'refused',
+      reason: `OPERATOR_USER=${name} is root (uid 0)`,
+      fix: 'choose an unprivileged name such as codex: the operator is a separate login with sudo',
+    };
   if (!acct) return { kind: 'create' };
   if (acct.uid < FIRST_REGULAR_UID || acct.uid === NOBODY_UID)
-    return { kind: 'refused', reason: `OPERATOR_USER=${name} is a system account on the server (uid ${acct.uid}, home ${acct.home})`, fix: 'choose a name not in use on the server: step 10 would take over its home, shell and sudo, and break the service it runs' };
+    return {
+      kind: 'refused',
+      reason: `OPERATOR_USER=${name} is a system account on the server (uid ${acct.uid}, home ${acct.home})`,
+      fix: 'choose a name not in use on the server: step 10 would take over its home, shell and sudo, and break the service it runs',
+    };
   if (acct.gecos.split(',')[0] === OPERATOR_GECOS) return { kind: 'ours', account: acct };
   if (adopt) return { kind: 'adopted', account: acct };
   return {
@@ -133,19 +151,24 @@ async function checkOperator(ctx: StepContext): Promise<string[]> {
   const sshDir = join(acct.home, '.ssh');
   const dirFacts = facts(sshDir);
   if (!dirFacts?.isDir) drift.push(`${sshDir} does not exist`);
-  else if (dirFacts.mode !== 0o700 || dirFacts.uid !== acct.uid) drift.push(`${sshDir} is ${octal(dirFacts.mode)} uid ${dirFacts.uid}, want 0700 uid ${acct.uid}`);
+  else if (dirFacts.mode !== 0o700 || dirFacts.uid !== acct.uid)
+    drift.push(`${sshDir} is ${octal(dirFacts.mode)} uid ${dirFacts.uid}, want 0700 uid ${acct.uid}`);
   const ak = join(sshDir, 'authorized_keys');
   const akFacts = facts(ak);
   const akText = readIfExists(ak);
-  if (akText === undefined || !akText.split('\n').some((l) => keyIdentity(l) === keyIdentity(key))) drift.push(`${ak} lacks the operator key`);
-  if (akFacts && (akFacts.mode !== 0o600 || akFacts.uid !== acct.uid)) drift.push(`${ak} is ${octal(akFacts.mode)} uid ${akFacts.uid}, want 0600 uid ${acct.uid}`);
+  if (akText === undefined || !akText.split('\n').some((l) => keyIdentity(l) === keyIdentity(key)))
+    drift.push(`${ak} lacks the operator key`);
+  if (akFacts && (akFacts.mode !== 0o600 || akFacts.uid !== acct.uid))
+    drift.push(`${ak} is ${octal(akFacts.mode)} uid ${akFacts.uid}, want 0600 uid ${acct.uid}`);
   const sudo = readIfExists(SUDOERS_FILE);
   const sudoFacts = facts(SUDOERS_FILE);
   if (sudo !== sudoersContent(user)) {
     const other = sudo === undefined ? undefined : /^([a-z_][a-z0-9_-]*) ALL=/m.exec(sudo)?.[1];
-    drift.push(`${SUDOERS_FILE} ${sudo === undefined ? 'is missing' : other && other !== user ? `grants sudo to ${other}, want ${user} (${other} loses it)` : 'differs from the managed content'}`);
-  }
-  else if (sudoFacts && (sudoFacts.mode !== 0o440 || sudoFacts.uid !== 0)) drift.push(`${SUDOERS_FILE} is ${octal(sudoFacts.mode)} uid ${sudoFacts.uid}, want 0440 uid 0`);
+    drift.push(
+      `${SUDOERS_FILE} ${sudo === undefined ? 'is missing' : other && other !== user ? `grants sudo to ${other}, want ${user} (${other} loses it)` : 'differs from the managed content'}`,
+    );
+  } else if (sudoFacts && (sudoFacts.mode !== 0o440 || sudoFacts.uid !== 0))
+    drift.push(`${SUDOERS_FILE} is ${octal(sudoFacts.mode)} uid ${sudoFacts.uid}, want 0440 uid 0`);
   return drift;
 }
 
@@ -165,7 +188,10 @@ async function applyOperator(ctx: StepContext): Promise<string[]> {
 
   const home = facts(acct.home);
   if (!home?.isDir || home.uid !== acct.uid) {
-    if (home && !home.isDir) throw new OperationError(`${acct.home} exists but is not a directory; it cannot be the home of ${user}`, { hint: `move it aside on the server (mv ${acct.home} ${acct.home}.bak)` });
+    if (home && !home.isDir)
+      throw new OperationError(`${acct.home} exists but is not a directory; it cannot be the home of ${user}`, {
+        hint: `move it aside on the server (mv ${acct.home} ${acct.home}.bak)`,
+      });
     mkdirSync(acct.home, { recursive: true, mode: 0o750 });
     chownSync(acct.home, acct.uid, acct.gid);
     changes.push(`home ${acct.home} exists and belongs to ${user}`);
@@ -197,7 +223,16 @@ async function applyOperator(ctx: StepContext): Promise<string[]> {
 }
 
 export const accountCommands = {
-  create: (user: string) => ['useradd', '--create-home', '--shell', '/bin/bash', '--user-group', '--comment', OPERATOR_GECOS, user],
+  create: (user: string) => [
+    'useradd',
+    '--create-home',
+    '--shell',
+    '/bin/bash',
+    '--user-group',
+    '--comment',
+    OPERATOR_GECOS,
+    user,
+  ],
   setShell: (user: string, shell: string) => ['usermod', '--shell', shell, user],
   /** Only for an account this run created: its processes (a login during the unconfirmed window) go with it. */
   killAll: (user: string) => ['pkill', '--signal', 'KILL', '--uid', user],
@@ -267,13 +302,16 @@ function restorePath(path: string, before: PathState | undefined, done: string[]
   if (!now) return;
   if (now.mode !== before.mode) chmodSync(path, before.mode ?? now.mode);
   if (now.uid !== before.uid || now.gid !== before.gid) chownSync(path, before.uid ?? now.uid, before.gid ?? now.gid);
-  if (now.mode !== before.mode || now.uid !== before.uid || now.gid !== before.gid) done.push(`restored the mode and owner of ${path}`);
+  if (now.mode !== before.mode || now.uid !== before.uid || now.gid !== before.gid)
+    done.push(`restored the mode and owner of ${path}`);
 }
 
 /** Undoes what the unconfirmed change did to each recorded account; the sudoers file was already restored. */
 async function restoreOperators(dir: string, log: Logger): Promise<string[]> {
   const done: string[] = [];
-  for (const f of readdirSync(dir).filter((n) => /^operator-.+\.json$/.test(n)).sort())
+  for (const f of readdirSync(dir)
+    .filter((n) => /^operator-.+\.json$/.test(n))
+    .sort())
     done.push(...(await restoreOperator(JSON.parse(readFileSync(join(dir, f), 'utf8')) as OperatorState, log)));
   return done;
 }
@@ -294,7 +332,9 @@ async function restoreOperator(before: OperatorState, log: Logger): Promise<stri
     const removeHome = before.homeState?.existed === false;
     const r = await run(accountCommands.remove(before.user, removeHome), { allowFail: true, log });
     if (r.exitCode !== 0 && (await account(before.user))) {
-      done.push(`could not remove user ${before.user} (userdel: ${r.stderr.trim()}); remove it by hand: userdel --remove ${before.user}`);
+      done.push(
+        `could not remove user ${before.user} (userdel: ${r.stderr.trim()}); remove it by hand: userdel --remove ${before.user}`,
+      );
       return done;
     }
     done.push(`removed user ${before.user}${removeHome ? ` and ${home}` : ''} (it did not exist before)`);
@@ -326,7 +366,8 @@ async function restoreKeys(ak: string, before: OperatorState['keys'], done: stri
     return;
   }
   const f = facts(ak);
-  if (readIfExists(ak) === before.content && f?.mode === before.mode && f?.uid === before.uid && f?.gid === before.gid) return;
+  if (readIfExists(ak) === before.content && f?.mode === before.mode && f?.uid === before.uid && f?.gid === before.gid)
+    return;
   // Renamed into place, never written through: a symlink planted there is replaced, not followed.
   await writeFileAtomic(ak, before.content, { mode: before.mode ?? 0o600, uid: before.uid ?? 0, gid: before.gid ?? 0 });
   done.push(`restored ${ak}`);

@@ -12,7 +12,16 @@ const LOCK_TIMEOUT_SECONDS = 300;
 export const aptCommands = {
   status: (pkgs: readonly string[]) => ['dpkg-query', '-W', '-f', '${Package} ${db:Status-Status}\\n', ...pkgs],
   update: () => ['apt-get', '-o', `DPkg::Lock::Timeout=${LOCK_TIMEOUT_SECONDS}`, '-q', 'update'],
-  install: (pkgs: readonly string[]) => ['apt-get', '-o', `DPkg::Lock::Timeout=${LOCK_TIMEOUT_SECONDS}`, '-q', '-y', '--no-install-recommends', 'install', ...pkgs],
+  install: (pkgs: readonly string[]) => [
+    'apt-get',
+    '-o',
+    `DPkg::Lock::Timeout=${LOCK_TIMEOUT_SECONDS}`,
+    '-q',
+    '-y',
+    '--no-install-recommends',
+    'install',
+    ...pkgs,
+  ],
 };
 
 /** dpkg-query output (and the names it did not know) -> the packages that are not installed. */
@@ -41,8 +50,17 @@ async function apply(ctx: StepContext): Promise<string[]> {
   const todo = await missing();
   if (todo.length === 0) return [];
   const env = { DEBIAN_FRONTEND: 'noninteractive' };
-  const upd = await run(aptCommands.update(), { allowFail: true, log: ctx.log, env, timeoutSeconds: LOCK_TIMEOUT_SECONDS + 600 });
-  if (upd.exitCode !== 0) throw new OperationError('apt-get update failed', { detail: upd.stderr, hint: 'check the server\'s apt sources and its outbound HTTP(S) access' });
+  const upd = await run(aptCommands.update(), {
+    allowFail: true,
+    log: ctx.log,
+    env,
+    timeoutSeconds: LOCK_TIMEOUT_SECONDS + 600,
+  });
+  if (upd.exitCode !== 0)
+    throw new OperationError('apt-get update failed', {
+      detail: upd.stderr,
+      hint: "check the server's apt sources and its outbound HTTP(S) access",
+    });
   await run(aptCommands.install(todo), { log: ctx.log, env, timeoutSeconds: LOCK_TIMEOUT_SECONDS + 900 });
   return [`installed ${todo.join(', ')}`];
 }

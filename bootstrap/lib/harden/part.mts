@@ -32,10 +32,16 @@ export interface ManagedFile {
 }
 
 /** Drift of one managed file (root-owned): missing, different, or wrong mode. */
-export function fileDrift(f: ManagedFile, current: string | undefined, mode: number | undefined, uid: number | undefined): string | undefined {
+export function fileDrift(
+  f: ManagedFile,
+  current: string | undefined,
+  mode: number | undefined,
+  uid: number | undefined,
+): string | undefined {
   if (current === undefined) return `${f.path} is missing`;
   if (current !== f.content) return `${f.path} differs from the managed content`;
-  if (mode !== f.mode || uid !== 0) return `${f.path} is ${mode === undefined ? '?' : octal(mode)} uid ${uid}, want ${octal(f.mode)} uid 0`;
+  if (mode !== f.mode || uid !== 0)
+    return `${f.path} is ${mode === undefined ? '?' : octal(mode)} uid ${uid}, want ${octal(f.mode)} uid 0`;
   return undefined;
 }
 

@@ -5,7 +5,18 @@
 // `--rollback` (files restored, the account, sshd and the firewall made to follow them, snapshot dropped).
 // An unconfirmed snapshot is never overwritten: a second change before the confirmation still rolls back to
 // the last state somebody proved they could log in with.
-import { mkdirSync, existsSync, readFileSync, writeFileSync, rmSync, renameSync, copyFileSync, statSync, chmodSync, chownSync } from 'node:fs';
+import {
+  mkdirSync,
+  existsSync,
+  readFileSync,
+  writeFileSync,
+  rmSync,
+  renameSync,
+  copyFileSync,
+  statSync,
+  chmodSync,
+  chownSync,
+} from 'node:fs';
 import { join, dirname } from 'node:path';
 import type { Logger } from '../log.mts';
 import type { StepContext } from '../step.mts';
@@ -44,7 +55,10 @@ export const rollbackCommands = {
     `--on-active=${seconds}s`,
     '--timer-property=AccuracySec=1s',
     '--description=codex-k8s bootstrap: undo an unconfirmed operator/sshd/firewall change',
-    nodeBin, '--', script, '--rollback',
+    nodeBin,
+    '--',
+    script,
+    '--rollback',
   ],
   cancel: () => ['systemctl', 'stop', `${ROLLBACK_UNIT}.timer`],
   /** A finished or failed transient service keeps its name until reset; a new schedule needs it free. */
@@ -79,7 +93,13 @@ export async function snapshot(step: string, parts: readonly HostPart[], ctx: St
     files.push({ path, existed: true, mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, copy });
   }
   for (const p of parts) await p.saveState?.(tmp, ctx);
-  const manifest: Manifest = { version: 1, step, createdAt: new Date().toISOString(), parts: parts.map((p) => p.name), files };
+  const manifest: Manifest = {
+    version: 1,
+    step,
+    createdAt: new Date().toISOString(),
+    parts: parts.map((p) => p.name),
+    files,
+  };
   writeFileSync(join(tmp, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n', { mode: 0o600 });
   rmSync(dir, { recursive: true, force: true });
   renameSync(tmp, dir);
@@ -91,7 +111,10 @@ export async function schedule(seconds: number, nodeBin: string, script: string,
   await run(rollbackCommands.resetFailed(), { allowFail: true, log });
   const r = await run(rollbackCommands.schedule(seconds, nodeBin, script), { allowFail: true, log });
   if (r.exitCode !== 0) {
-    throw new OperationError('could not schedule the automatic rollback (systemd-run); nothing was changed in sshd or the firewall', { detail: r.stderr });
+    throw new OperationError(
+      'could not schedule the automatic rollback (systemd-run); nothing was changed in sshd or the firewall',
+      { detail: r.stderr },
+    );
   }
 }
 
@@ -121,7 +144,8 @@ export async function restore(step: string, parts: readonly HostPart[], log: Log
     }
     const src = join(dir, f.copy ?? '');
     const before = readFileSync(src);
-    if (existsSync(f.path) && readFileSync(f.path).equals(before) && (statSync(f.path).mode & 0o7777) === f.mode) continue;
+    if (existsSync(f.path) && readFileSync(f.path).equals(before) && (statSync(f.path).mode & 0o7777) === f.mode)
+      continue;
     mkdirSync(dirname(f.path), { recursive: true });
     const tmp = join(dirname(f.path), `.codex-k8s-restore-${process.pid}`);
     writeFileSync(tmp, before, { mode: f.mode });

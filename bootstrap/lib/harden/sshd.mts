@@ -37,7 +37,7 @@ export function sshdWanted(ctx: StepContext): SshdWanted {
 export function renderSshdDropin(w: SshdWanted): string {
   return [
     '# Managed by codex-k8s bootstrap (10_harden_host). Edits are overwritten on the next run.',
-    '# Named 00- so that it is read before cloud-init\'s 50-cloud-init.conf: for sshd the first value wins.',
+    "# Named 00- so that it is read before cloud-init's 50-cloud-init.conf: for sshd the first value wins.",
     `Port ${w.port}`,
     'PasswordAuthentication no',
     'KbdInteractiveAuthentication no',
@@ -94,7 +94,8 @@ export function effectiveDrift(eff: Map<string, string[]>, w: SshdWanted): strin
     if (got !== value) drift.push(`${name} is ${got || 'unset'}, want ${value} (sshd -T)`);
   }
   const ports = eff.get('port') ?? [];
-  if (ports.join(' ') !== String(w.port)) drift.push(`sshd listens on port ${ports.join(', ') || 'none'}, want ${w.port} (sshd -T)`);
+  if (ports.join(' ') !== String(w.port))
+    drift.push(`sshd listens on port ${ports.join(', ') || 'none'}, want ${w.port} (sshd -T)`);
   return drift;
 }
 
@@ -157,7 +158,8 @@ async function check(ctx: StepContext): Promise<string[]> {
   else drift.push(...effectiveDrift(eff, w));
   if (await socketActive()) {
     const ports = await socketPorts();
-    if (ports.join(',') !== String(w.port)) drift.push(`ssh.socket listens on ${ports.join(', ') || 'nothing'}, want ${w.port}`);
+    if (ports.join(',') !== String(w.port))
+      drift.push(`ssh.socket listens on ${ports.join(', ') || 'nothing'}, want ${w.port}`);
   }
   return drift;
 }
@@ -173,24 +175,32 @@ async function validateCandidate(w: SshdWanted, main: string, log: Logger): Prom
   try {
     const dropins = join(dir, 'sshd_config.d');
     mkdirSync(dropins, { mode: 0o755 });
-    for (const name of readdirSafe(SSHD_DIR)) if (name.endsWith('.conf') && join(SSHD_DIR, name) !== SSHD_DROPIN) copyFileSync(join(SSHD_DIR, name), join(dropins, name));
+    for (const name of readdirSafe(SSHD_DIR))
+      if (name.endsWith('.conf') && join(SSHD_DIR, name) !== SSHD_DROPIN)
+        copyFileSync(join(SSHD_DIR, name), join(dropins, name));
     writeFileSync(join(dropins, '00-codex-k8s.conf'), renderSshdDropin(w), { mode: 0o644 });
     const mainCand = join(dir, 'sshd_config');
     writeFileSync(mainCand, candidateMain(main, dropins), { mode: 0o644 });
     const t = await run(sshCommands.test(mainCand), { allowFail: true, log });
     if (t.exitCode !== 0) {
-      throw new OperationError(`sshd -t refused the new configuration; ${SSHD_DROPIN} and ${SSHD_MAIN} were left as they were`, {
-        detail: (t.stderr + t.stdout).trim(),
-        hint: `fix what sshd reports (a file in ${SSHD_DIR} or ${SSHD_MAIN}; check with: sshd -t)`,
-      });
+      throw new OperationError(
+        `sshd -t refused the new configuration; ${SSHD_DROPIN} and ${SSHD_MAIN} were left as they were`,
+        {
+          detail: (t.stderr + t.stdout).trim(),
+          hint: `fix what sshd reports (a file in ${SSHD_DIR} or ${SSHD_MAIN}; check with: sshd -t)`,
+        },
+      );
     }
     const { eff, error } = await effective(mainCand);
     if (!eff) throw new OperationError('sshd -T failed on the candidate configuration', { detail: error });
     const left = effectiveDrift(eff, w);
     if (left.length > 0) {
-      throw new OperationError(`even with ${SSHD_DROPIN} in place sshd would not have the wanted settings: ${left.join('; ')}`, {
-        hint: `a setting before the Include line in ${SSHD_MAIN} wins over the drop-ins; move it below the Include or remove it`,
-      });
+      throw new OperationError(
+        `even with ${SSHD_DROPIN} in place sshd would not have the wanted settings: ${left.join('; ')}`,
+        {
+          hint: `a setting before the Include line in ${SSHD_MAIN} wins over the drop-ins; move it below the Include or remove it`,
+        },
+      );
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -217,7 +227,9 @@ async function apply(ctx: StepContext): Promise<string[]> {
   if (dropinDrifts || !hasInclude(main) || effDrifts) {
     await validateCandidate(w, main, ctx.log);
     if (await ensureFile(sshdDropin(w))) {
-      changes.push(`${SSHD_DROPIN}: Port ${w.port}, PasswordAuthentication no, KbdInteractiveAuthentication no, PermitRootLogin prohibit-password, MaxAuthTries ${w.maxAuthTries}`);
+      changes.push(
+        `${SSHD_DROPIN}: Port ${w.port}, PasswordAuthentication no, KbdInteractiveAuthentication no, PermitRootLogin prohibit-password, MaxAuthTries ${w.maxAuthTries}`,
+      );
       changedConfig = true;
     }
     if (!hasInclude(main)) {
@@ -227,7 +239,8 @@ async function apply(ctx: StepContext): Promise<string[]> {
         gid: 0,
         validate: async (tmp) => {
           const r = await run(sshCommands.test(tmp), { allowFail: true, log: ctx.log });
-          if (r.exitCode !== 0) throw new OperationError(`sshd -t refused ${SSHD_MAIN} with the Include added`, { detail: r.stderr });
+          if (r.exitCode !== 0)
+            throw new OperationError(`sshd -t refused ${SSHD_MAIN} with the Include added`, { detail: r.stderr });
         },
       });
       changes.push(`${SSHD_MAIN} includes ${SSHD_DIR}/*.conf`);
@@ -269,4 +282,11 @@ async function afterRestore(_dir: string, log: Logger): Promise<string[]> {
   return done;
 }
 
-export const sshdPart: HostPart = { name: 'sshd', guarded: true, files: [SSHD_DROPIN, SSHD_MAIN, SOCKET_DROPIN], check, apply, afterRestore };
+export const sshdPart: HostPart = {
+  name: 'sshd',
+  guarded: true,
+  files: [SSHD_DROPIN, SSHD_MAIN, SOCKET_DROPIN],
+  check,
+  apply,
+  afterRestore,
+};

@@ -20,7 +20,7 @@ export function wantedAptValues(autoReboot: boolean): Record<string, string> {
 export function renderUpgrades(autoReboot: boolean): string {
   return [
     '// Managed by codex-k8s bootstrap (10_harden_host). Edits are overwritten on the next run.',
-    '// Security updates come from the origins of 50unattended-upgrades (the distribution\'s security pocket).',
+    "// Security updates come from the origins of 50unattended-upgrades (the distribution's security pocket).",
     ...Object.entries(wantedAptValues(autoReboot)).map(([k, v]) => `${k} "${v}";`),
     '',
   ].join('\n');
@@ -40,7 +40,8 @@ export function aptDrift(values: Map<string, string>, autoReboot: boolean): stri
   const drift: string[] = [];
   for (const [k, v] of Object.entries(wantedAptValues(autoReboot))) {
     const got = values.get(k);
-    const norm = (x: string | undefined) => (x === 'yes' || x === 'on' ? 'true' : x === 'no' || x === 'off' ? 'false' : x);
+    const norm = (x: string | undefined) =>
+      x === 'yes' || x === 'on' ? 'true' : x === 'no' || x === 'off' ? 'false' : x;
     if (norm(got) !== v) drift.push(`${k} is ${got === undefined ? 'unset' : `"${got}"`}, want "${v}" (apt-config)`);
   }
   return drift;
@@ -56,13 +57,16 @@ async function check(ctx: StepContext): Promise<string[]> {
   if (f) drift.push(f);
   const dump = await run(['apt-config', 'dump'], { allowFail: true });
   drift.push(...aptDrift(parseAptConfig(dump.stdout), ctx.cfg.get('CODEXK8S_AUTO_REBOOT')).filter(() => !f));
-  for (const t of APT_TIMERS) if (!(await succeeds(systemctl.isEnabled(t)))) drift.push(`${t} is not enabled (unattended-upgrades never runs without it)`);
+  for (const t of APT_TIMERS)
+    if (!(await succeeds(systemctl.isEnabled(t))))
+      drift.push(`${t} is not enabled (unattended-upgrades never runs without it)`);
   return drift;
 }
 
 async function apply(ctx: StepContext): Promise<string[]> {
   const changes: string[] = [];
-  if (await ensureFile(file(ctx))) changes.push(`${UPGRADES_FILE}: daily security updates, Automatic-Reboot ${ctx.cfg.get('CODEXK8S_AUTO_REBOOT')}`);
+  if (await ensureFile(file(ctx)))
+    changes.push(`${UPGRADES_FILE}: daily security updates, Automatic-Reboot ${ctx.cfg.get('CODEXK8S_AUTO_REBOOT')}`);
   for (const t of APT_TIMERS) {
     if (!(await succeeds(systemctl.isEnabled(t)))) {
       await run(systemctl.enableNow(t), { log: ctx.log });

@@ -43,7 +43,10 @@ export type LaunchResult = StepResult & { stderrTail?: string; crashed?: boolean
 
 /** Runs one subcommand of bootstrap/lib/remote_helpers.sh on the server (plain bash: no Node needed there yet). */
 export async function helper(ctx: Ctx, args: string[], opts: Pick<RemoteRunOptions, 'input' | 'allowFail'> = {}) {
-  return ctx.ssh.run(['bash', '-c', HELPERS, 'remote_helpers', ...args], { ...opts, display: ['remote_helpers', ...args] });
+  return ctx.ssh.run(['bash', '-c', HELPERS, 'remote_helpers', ...args], {
+    ...opts,
+    display: ['remote_helpers', ...args],
+  });
 }
 
 /** The step that builds the first image from the uploaded app/ and so needs source.json. */

@@ -9,7 +9,18 @@ import type { Ctx, LaunchResult, Options } from './context.mts';
 /** Runs `<step> --confirm` or `--rollback` over the master connection (the one that is known to work). */
 export async function runStepMode(ctx: Ctx, name: string, mode: 'confirm' | 'rollback', opts: Options) {
   return ctx.ssh.run(
-    ['env', 'CODEXK8S_LAUNCHER=1', `CODEXK8S_RUN_ID=${ctx.runId}`, `CODEXK8S_LOCK_TOKEN=${ctx.lockToken}`, `NODE_COMPILE_CACHE=${REMOTE.compileCache}`, REMOTE.nodeBin, '--', `${REMOTE.base}/bootstrap/remote/${name}.mts`, `--${mode}`, ...(opts.verbose ? ['--verbose'] : [])],
+    [
+      'env',
+      'CODEXK8S_LAUNCHER=1',
+      `CODEXK8S_RUN_ID=${ctx.runId}`,
+      `CODEXK8S_LOCK_TOKEN=${ctx.lockToken}`,
+      `NODE_COMPILE_CACHE=${REMOTE.compileCache}`,
+      REMOTE.nodeBin,
+      '--',
+      `${REMOTE.base}/bootstrap/remote/${name}.mts`,
+      `--${mode}`,
+      ...(opts.verbose ? ['--verbose'] : []),
+    ],
     { allowFail: true, onStdoutLine: (l) => ctx.log.info(`    ${l}`), onStderrLine: (l) => ctx.log.info(`    ${l}`) },
   );
 }
@@ -24,7 +35,13 @@ export const LOGIN_INTERVAL_MS = 500;
  * re-bound) are retried, bounded; anything else fails at once. Success confirms the change on the server;
  * failure rolls it back over the master connection, which is still open, and fails the step with the reason.
  */
-export async function proveLogin(ctx: Ctx, name: string, result: LaunchResult, lc: LoginCheck, opts: Options): Promise<LaunchResult> {
+export async function proveLogin(
+  ctx: Ctx,
+  name: string,
+  result: LaunchResult,
+  lc: LoginCheck,
+  opts: Options,
+): Promise<LaunchResult> {
   const { log, cfg } = ctx;
   const key = cfg.get('OPERATOR_SSH_KEY');
   const where = `${lc.user}@${cfg.get('TARGET_HOST')}:${lc.port}`;
@@ -32,13 +49,18 @@ export async function proveLogin(ctx: Ctx, name: string, result: LaunchResult, l
   let last = { exitCode: 0, stderr: '' };
   const ok = await pollUntil<boolean>(
     async (i) => {
-      const r = await run(freshLoginArgs(ctx.ssh.target, { user: lc.user, port: lc.port, identityFile: key }, ['sudo', '-n', 'true']), { allowFail: true, log, timeoutSeconds: 30 });
+      const r = await run(
+        freshLoginArgs(ctx.ssh.target, { user: lc.user, port: lc.port, identityFile: key }, ['sudo', '-n', 'true']),
+        { allowFail: true, log, timeoutSeconds: 30 },
+      );
       last = r;
       if (r.exitCode === 0) {
         log.info(`    + a new login as ${where} works and has sudo (attempt ${i}/${LOGIN_ATTEMPTS})`);
         return { done: true };
       }
-      return transientSshFailure(r.exitCode, r.stderr) ? { waiting: r.stderr.trim().split('\n').pop() ?? '' } : { done: false };
+      return transientSshFailure(r.exitCode, r.stderr)
+        ? { waiting: r.stderr.trim().split('\n').pop() ?? '' }
+        : { done: false };
     },
     {
       attempts: LOGIN_ATTEMPTS,
@@ -53,7 +75,13 @@ export async function proveLogin(ctx: Ctx, name: string, result: LaunchResult, l
   if (ok) {
     const c = await runStepMode(ctx, name, 'confirm', opts);
     if (c.exitCode === 0) return result;
-    return { ...result, status: 'failed', error: `the login check passed but --confirm failed (exit ${c.exitCode}); ${lc.unit}.timer will roll the change back`, detail: c.stderr, hint: `confirm by hand within ${lc.rollbackSeconds}s: ${ctx.sshHint} ${REMOTE.base}/bootstrap/remote/${name}.mts --confirm` };
+    return {
+      ...result,
+      status: 'failed',
+      error: `the login check passed but --confirm failed (exit ${c.exitCode}); ${lc.unit}.timer will roll the change back`,
+      detail: c.stderr,
+      hint: `confirm by hand within ${lc.rollbackSeconds}s: ${ctx.sshHint} ${REMOTE.base}/bootstrap/remote/${name}.mts --confirm`,
+    };
   }
   const reason = last.stderr.trim() || `exit code ${last.exitCode}`;
   log.error(`a new login as ${where} failed after: ${lc.reasons.join('; ')}`);
@@ -61,12 +89,19 @@ export async function proveLogin(ctx: Ctx, name: string, result: LaunchResult, l
   let undone: string;
   try {
     const rb = await runStepMode(ctx, name, 'rollback', opts);
-    undone = rb.exitCode === 0 ? 'the change was rolled back over the open connection' : `the rollback failed (exit ${rb.exitCode}); ${lc.unit}.timer retries it within ${lc.rollbackSeconds}s`;
+    undone =
+      rb.exitCode === 0
+        ? 'the change was rolled back over the open connection'
+        : `the rollback failed (exit ${rb.exitCode}); ${lc.unit}.timer retries it within ${lc.rollbackSeconds}s`;
   } catch (e) {
     undone = `the server could not be reached to roll back (${(e as Error).message}); ${lc.unit}.timer rolls back within ${lc.rollbackSeconds}s`;
   }
   // The step failed by itself after a guarded change: its own error says what to fix; the login only explains the rollback.
-  if (result.status === 'failed') return { ...result, error: `${result.error ?? 'the step failed'}; a new login as ${where} then failed too, and ${undone}` };
+  if (result.status === 'failed')
+    return {
+      ...result,
+      error: `${result.error ?? 'the step failed'}; a new login as ${where} then failed too, and ${undone}`,
+    };
   return {
     ...result,
     status: 'failed',

@@ -26,16 +26,38 @@ import type { Ctx } from './context.mts';
 export async function begin(ctx: Ctx): Promise<string> {
   const holder = `${userInfo().username}@${hostname()} pid ${process.pid} run ${ctx.runId}`;
   const stale = String(ctx.cfg.get('CODEXK8S_LOCK_STALE_AFTER'));
-  const r = await helper(ctx, ['begin', REMOTE.lockDir, ctx.lockToken, holder, ctx.runId, stale, REMOTE.node, REMOTE.treeHashFile, REMOTE.envFile, REMOTE.journal], { allowFail: true });
+  const r = await helper(
+    ctx,
+    [
+      'begin',
+      REMOTE.lockDir,
+      ctx.lockToken,
+      holder,
+      ctx.runId,
+      stale,
+      REMOTE.node,
+      REMOTE.treeHashFile,
+      REMOTE.envFile,
+      REMOTE.journal,
+    ],
+    { allowFail: true },
+  );
   if (r.exitCode === 4 && r.stdout.startsWith('not-root')) {
-    throw new OperationError(`${ctx.cfg.get('TARGET_ROOT_USER')} on the server is not root (${r.stdout.trim().slice('not-root '.length)}); the bootstrap needs root`, {
-      hint: 'set TARGET_ROOT_USER=root (and a key that root accepts); nothing was changed',
-    });
+    throw new OperationError(
+      `${ctx.cfg.get('TARGET_ROOT_USER')} on the server is not root (${r.stdout.trim().slice('not-root '.length)}); the bootstrap needs root`,
+      {
+        hint: 'set TARGET_ROOT_USER=root (and a key that root accepts); nothing was changed',
+      },
+    );
   }
-  if (r.exitCode !== 0 && r.exitCode !== EXIT_LOCKED) throw new OperationError('could not take the server lock', { detail: r.stderr });
+  if (r.exitCode !== 0 && r.exitCode !== EXIT_LOCKED)
+    throw new OperationError('could not take the server lock', { detail: r.stderr });
   const answer = parseLockAnswer(r.stdout);
   if (answer.kind === 'refused' || answer.kind === 'held') {
-    const { message, hint } = answer.kind === 'refused' ? explainRefusedLock(answer.reason, ctx.sshHint) : explainHeldLock(answer, Number(stale), ctx.sshHint);
+    const { message, hint } =
+      answer.kind === 'refused'
+        ? explainRefusedLock(answer.reason, ctx.sshHint)
+        : explainHeldLock(answer, Number(stale), ctx.sshHint);
     throw new OperationError(message, { hint, exitCode: EXIT_LOCKED });
   }
   if (answer.kind === 'took-over') {
@@ -51,7 +73,9 @@ export async function recordInterrupted(ctx: Ctx, deadRun: string, beginStdout: 
   const { journal, steps } = markInterrupted(serverState(ctx, beginStdout).journal, deadRun, new Date().toISOString());
   if (steps.length === 0) return;
   await helper(ctx, ['write-private', REMOTE.journal], { input: JSON.stringify(journal, null, 2) + '\n' });
-  ctx.log.warn(`journal: ${steps.join(', ')} marked interrupted (run ${deadRun || 'unknown'} died while it ran); this run repeats it`);
+  ctx.log.warn(
+    `journal: ${steps.join(', ')} marked interrupted (run ${deadRun || 'unknown'} died while it ran); this run repeats it`,
+  );
 }
 
 /** The last round trip: release the lock and read the journal for the summary. */
@@ -80,11 +104,23 @@ export async function prepare(ctx: Ctx, server: ServerState, generated: Record<s
   const overrides = cfg.maybe('CODEXK8S_ARTIFACT_SHA256_OVERRIDES');
   const x64 = resolveArtifact(NODE, 'x64', mirror, overrides);
   const arm64 = resolveArtifact(NODE, 'arm64', mirror, overrides);
-  for (const a of [x64, arm64]) if (a.overriddenFrom) log.warn(`checksum of ${a.name} ${a.version} (${a.arch}) overridden: ${a.sha256} instead of the pinned ${a.overriddenFrom}`);
+  for (const a of [x64, arm64])
+    if (a.overriddenFrom)
+      log.warn(
+        `checksum of ${a.name} ${a.version} (${a.arch}) overridden: ${a.sha256} instead of the pinned ${a.overriddenFrom}`,
+      );
   if (server.node === `v${NODE.version}`) log.info(`  = Node.js unchanged v${NODE.version}`);
   else {
-    const node = await helper(ctx, ['ensure-node', REMOTE.node, NODE.version, x64.url, x64.sha256, arm64.url, arm64.sha256], { allowFail: true });
-    if (node.exitCode !== 0) throw new OperationError(`installing Node.js ${NODE.version} on the server failed`, { detail: node.stderr, hint: `check that the server can reach ${x64.url} (or set CODEXK8S_ARTIFACT_MIRROR)` });
+    const node = await helper(
+      ctx,
+      ['ensure-node', REMOTE.node, NODE.version, x64.url, x64.sha256, arm64.url, arm64.sha256],
+      { allowFail: true },
+    );
+    if (node.exitCode !== 0)
+      throw new OperationError(`installing Node.js ${NODE.version} on the server failed`, {
+        detail: node.stderr,
+        hint: `check that the server can reach ${x64.url} (or set CODEXK8S_ARTIFACT_MIRROR)`,
+      });
     const nodeOut = node.stdout.trim();
     if (nodeOut.startsWith('installed')) changed++;
     log.info(`  ${nodeOut.startsWith('installed') ? '+' : '='} Node.js ${nodeOut}`);

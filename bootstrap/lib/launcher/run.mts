@@ -32,20 +32,34 @@ export async function realRun(opts: Options, cfg: Config, selected: readonly str
   const key = cfg.get('TARGET_ROOT_SSH_KEY');
   const extra = cfg.maybe('CODEXK8S_SSH_EXTRA_OPTS') ?? [];
   const sshHint = ['ssh', '-p', String(port), '-i', key, ...extra, `${user}@${host}`].map(shellQuote).join(' ');
-  log.info(color.bold(`codex-k8s staging bootstrap: ${user}@${host}:${port}, mode ${cfg.get('CODEXK8S_MODE')}, run ${runId}`));
+  log.info(
+    color.bold(`codex-k8s staging bootstrap: ${user}@${host}:${port}, mode ${cfg.get('CODEXK8S_MODE')}, run ${runId}`),
+  );
   log.info(color.dim(`log: ${log.filePath}`));
   // Before anything is contacted: a deploy from an app/ that is not a commit stops the run (exit 2).
   const generated = await appSource(selected, log);
   // Before the first connection: a token that cannot do what the selected steps need stops the run here (exit 2).
   if (usesGitHub(selected)) {
     webhookEvents(cfg);
-    log.info(color.bold(`==> GitHub token: what ${cfg.get('CODEXK8S_GITHUB_REPO')} needs (${cfg.get('CODEXK8S_GITHUB_API_URL')})`));
+    log.info(
+      color.bold(
+        `==> GitHub token: what ${cfg.get('CODEXK8S_GITHUB_REPO')} needs (${cfg.get('CODEXK8S_GITHUB_API_URL')})`,
+      ),
+    );
     const gh = clientFromConfig(cfg, log);
     await preflightToken(cfg, log, gh);
     await checkRunnerFreshness(cfg, log, gh, enforcesRunnerFreshness(selected));
   }
 
-  const ssh = await SshSession.connect({ host, port, user, identityFile: key, knownHostsFile: knownHostsPath(cfg.get('CODEXK8S_HOST_STATE_DIR'), host, port), extraOptions: extra, log });
+  const ssh = await SshSession.connect({
+    host,
+    port,
+    user,
+    identityFile: key,
+    knownHostsFile: knownHostsPath(cfg.get('CODEXK8S_HOST_STATE_DIR'), host, port),
+    extraOptions: extra,
+    log,
+  });
   const ctx: Ctx = { cfg, log, ssh, runId, lockToken: randomBytes(12).toString('hex'), sshHint };
   let locked = false;
   // Ctrl-C / SIGTERM: release the lock, close the connection, exit 130. The main flow keeps running meanwhile
@@ -55,7 +69,8 @@ export async function realRun(opts: Options, cfg: Config, selected: readonly str
   const onSignal = () => {
     log.error('interrupted; releasing the server lock');
     interrupted = (async () => {
-      if (locked) await helper(ctx, ['lock-release', REMOTE.lockDir, ctx.lockToken], { allowFail: true }).catch(() => undefined);
+      if (locked)
+        await helper(ctx, ['lock-release', REMOTE.lockDir, ctx.lockToken], { allowFail: true }).catch(() => undefined);
       await ssh.close().catch(() => undefined);
       process.exit(130);
     })();

@@ -26,7 +26,9 @@ export async function loadSettings(opts: Options, log: Logger): Promise<LoadResu
   if (!opts.dryRun) loaded.problems.push(...(await operatorKeyProblems(loaded.config, log)));
   for (const w of loaded.warnings) log.warn(w);
   if (loaded.problems.length > 0) {
-    log.error(`${loaded.problems.length} problem(s) in the settings (from ${opts.envFile} and the environment); nothing was contacted:`);
+    log.error(
+      `${loaded.problems.length} problem(s) in the settings (from ${opts.envFile} and the environment); nothing was contacted:`,
+    );
     throw new UsageError(loaded.problems);
   }
   return loaded;
@@ -43,12 +45,18 @@ export async function operatorKeyProblems(c: Config, log: Logger): Promise<strin
   const r = await run(['ssh-keygen', '-y', '-P', '', '-f', key], { allowFail: true, log, timeoutSeconds: 15 });
   if (r.exitCode !== 0) {
     if (/passphrase/i.test(r.stderr)) {
-      log.warn(`OPERATOR_SSH_KEY: ${key} is passphrase-protected, so it was not compared with OPERATOR_SSH_PUBKEY here; the login check uses your ssh-agent`);
+      log.warn(
+        `OPERATOR_SSH_KEY: ${key} is passphrase-protected, so it was not compared with OPERATOR_SSH_PUBKEY here; the login check uses your ssh-agent`,
+      );
       return [];
     }
-    return [`OPERATOR_SSH_KEY: ssh-keygen cannot read ${key} (${r.stderr.trim().split('\n').pop() ?? ''}); expected the operator's OpenSSH private key`];
+    return [
+      `OPERATOR_SSH_KEY: ssh-keygen cannot read ${key} (${r.stderr.trim().split('\n').pop() ?? ''}); expected the operator's OpenSSH private key`,
+    ];
   }
   const ident = (line: string) => line.trim().split(/\s+/).slice(0, 2).join(' ');
   if (ident(r.stdout) === ident(pub)) return [];
-  return [`OPERATOR_SSH_KEY: ${key} is not the private key of OPERATOR_SSH_PUBKEY (${ident(pub).slice(0, 40)}...); expected the two settings to name one key pair`];
+  return [
+    `OPERATOR_SSH_KEY: ${key} is not the private key of OPERATOR_SSH_PUBKEY (${ident(pub).slice(0, 40)}...); expected the two settings to name one key pair`,
+  ];
 }

@@ -13,7 +13,10 @@ import { DEPLOY_STEP, REPO_ROOT } from './context.mts';
 export async function appSource(selected: readonly string[], log: Logger): Promise<Record<string, string>> {
   const failed = (e: unknown) => ({ exitCode: 127, stdout: '', stderr: (e as Error).message });
   const head = await run(gitHeadArgv(REPO_ROOT), { allowFail: true, log, timeoutSeconds: 30 }).catch(failed);
-  const status = head.exitCode === 0 ? await run(gitAppStatusArgv(REPO_ROOT), { allowFail: true, log, timeoutSeconds: 30 }).catch(failed) : undefined;
+  const status =
+    head.exitCode === 0
+      ? await run(gitAppStatusArgv(REPO_ROOT), { allowFail: true, log, timeoutSeconds: 30 }).catch(failed)
+      : undefined;
   const problem = appSourceProblem(head, status);
   if (problem === undefined) return { 'source.json': sourceJson(head.stdout.trim()) };
   if (selected.includes(DEPLOY_STEP)) throw new UsageError([`${DEPLOY_STEP} is selected, but ${problem}`]);

@@ -15,11 +15,32 @@ export const SPEC: CliSpec = {
     'Safe to re-run: every step checks before it changes and reports "unchanged" when there is nothing to do.',
   flags: [
     { name: 'help', short: 'h', type: 'boolean', description: 'show this help and exit' },
-    { name: 'env-file', type: 'string', value: 'PATH', description: 'settings file (dotenv; default .env). Variables already in the environment win' },
-    { name: 'dry-run', type: 'boolean', description: 'validate and print the plan (each step, what it checks and changes); contact nothing, no secrets needed' },
+    {
+      name: 'env-file',
+      type: 'string',
+      value: 'PATH',
+      description: 'settings file (dotenv; default .env). Variables already in the environment win',
+    },
+    {
+      name: 'dry-run',
+      type: 'boolean',
+      description:
+        'validate and print the plan (each step, what it checks and changes); contact nothing, no secrets needed',
+    },
     { name: 'list', type: 'boolean', description: 'list the steps in order and exit' },
-    { name: 'from', type: 'string', value: 'STEP', description: 'start at STEP (name, number or words: 10_harden_host, 10, harden_host); earlier steps must have succeeded' },
-    { name: 'only', type: 'string', value: 'STEP[,STEP]', description: 'run just these steps; every step before each of them that is not named must have succeeded' },
+    {
+      name: 'from',
+      type: 'string',
+      value: 'STEP',
+      description:
+        'start at STEP (name, number or words: 10_harden_host, 10, harden_host); earlier steps must have succeeded',
+    },
+    {
+      name: 'only',
+      type: 'string',
+      value: 'STEP[,STEP]',
+      description: 'run just these steps; every step before each of them that is not named must have succeeded',
+    },
     { name: 'yes', short: 'y', type: 'boolean', description: 'never prompt: a missing secret is an error' },
     { name: 'verbose', short: 'v', type: 'boolean', description: 'print every command, locally and on the server' },
   ],
@@ -40,8 +61,14 @@ export const SPEC: CliSpec = {
       title: 'On the laptop',
       body: 'CODEXK8S_HOST_STATE_DIR/known_hosts/<host>_<port>  the pinned SSH host key of each server\nCODEXK8S_HOST_LOG_DIR/<run-id>.log                 the log of each run (secrets masked)',
     },
-    { title: 'Environment', body: 'Every setting in .env.example (see docs/configuration.md). NO_COLOR=1 disables colours.' },
-    { title: 'Exit codes', body: `0 done\n1 a step, the connection or an upload failed (the message says how to resume)\n2 bad flag or setting; nothing was contacted\n${EXIT_LOCKED} another run holds the server lock` },
+    {
+      title: 'Environment',
+      body: 'Every setting in .env.example (see docs/configuration.md). NO_COLOR=1 disables colours.',
+    },
+    {
+      title: 'Exit codes',
+      body: `0 done\n1 a step, the connection or an upload failed (the message says how to resume)\n2 bad flag or setting; nothing was contacted\n${EXIT_LOCKED} another run holds the server lock`,
+    },
     {
       title: 'Examples',
       body:

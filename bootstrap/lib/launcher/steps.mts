@@ -4,7 +4,11 @@ import type { StepResult } from '../step.mts';
 import type { Ctx, LaunchResult, Options } from './context.mts';
 import { proveLogin } from './login.mts';
 
-export async function runSteps(ctx: Ctx, selected: readonly string[], opts: Options): Promise<Map<string, LaunchResult>> {
+export async function runSteps(
+  ctx: Ctx,
+  selected: readonly string[],
+  opts: Options,
+): Promise<Map<string, LaunchResult>> {
   const results = new Map<string, LaunchResult>();
   for (const [i, name] of selected.entries()) {
     ctx.log.stepHeader(i + 1, selected.length, name);
@@ -13,11 +17,17 @@ export async function runSteps(ctx: Ctx, selected: readonly string[], opts: Opti
     const stderr: string[] = [];
     const r = await ctx.ssh.run(
       [
-        'env', 'CODEXK8S_LAUNCHER=1', `CODEXK8S_RUN_ID=${ctx.runId}`, `CODEXK8S_LOCK_TOKEN=${ctx.lockToken}`,
+        'env',
+        'CODEXK8S_LAUNCHER=1',
+        `CODEXK8S_RUN_ID=${ctx.runId}`,
+        `CODEXK8S_LOCK_TOKEN=${ctx.lockToken}`,
         // Node keeps the stripped and compiled modules of the steps there: a converged re-run starts each step faster.
         `NODE_COMPILE_CACHE=${REMOTE.compileCache}`,
         // `--` keeps node from reading a later --env-file as its own option (node scans the whole argv).
-        REMOTE.nodeBin, '--', `${REMOTE.base}/bootstrap/remote/${name}.mts`, ...(opts.verbose ? ['--verbose'] : []),
+        REMOTE.nodeBin,
+        '--',
+        `${REMOTE.base}/bootstrap/remote/${name}.mts`,
+        ...(opts.verbose ? ['--verbose'] : []),
       ],
       {
         allowFail: true,
@@ -32,8 +42,17 @@ export async function runSteps(ctx: Ctx, selected: readonly string[], opts: Opti
       },
     );
     const seconds = (performance.now() - t0) / 1000;
-    if (!result) result = { status: 'failed', changes: [], drift: [], seconds, error: `the step exited with code ${r.exitCode} without reporting a result`, crashed: true };
-    else if (r.exitCode !== 0 && result.status !== 'failed') result = { ...result, status: 'failed', error: `exit code ${r.exitCode}` };
+    if (!result)
+      result = {
+        status: 'failed',
+        changes: [],
+        drift: [],
+        seconds,
+        error: `the step exited with code ${r.exitCode} without reporting a result`,
+        crashed: true,
+      };
+    else if (r.exitCode !== 0 && result.status !== 'failed')
+      result = { ...result, status: 'failed', error: `exit code ${r.exitCode}` };
     result.stderrTail = stderr.slice(-15).join('\n') || undefined;
     result.exitCode = r.exitCode;
     if (result.loginCheck) result = await proveLogin(ctx, name, result, result.loginCheck, opts);
@@ -44,4 +63,3 @@ export async function runSteps(ctx: Ctx, selected: readonly string[], opts: Opti
   }
   return results;
 }
-

@@ -7,7 +7,13 @@ import { REMOTE } from '../paths.mts';
 import { NAME_WIDTH } from './context.mts';
 import type { Ctx, LaunchResult } from './context.mts';
 
-export function printSummary(ctx: Ctx, selected: readonly string[], results: Map<string, LaunchResult>, journal: Journal, seconds: number): void {
+export function printSummary(
+  ctx: Ctx,
+  selected: readonly string[],
+  results: Map<string, LaunchResult>,
+  journal: Journal,
+  seconds: number,
+): void {
   const { log, cfg } = ctx;
   log.info('');
   log.info(color.bold('Summary'));
@@ -29,8 +35,13 @@ export function printSummary(ctx: Ctx, selected: readonly string[], results: Map
   if (selected.every((n) => results.get(n) && results.get(n)?.status !== 'failed')) {
     log.info('');
     log.info(color.bold('Next'));
-    log.info(`  log in as the operator:  ssh -p ${cfg.get('CODEXK8S_SSH_PORT')} -i ${cfg.get('OPERATOR_SSH_KEY')} ${cfg.get('OPERATOR_USER')}@${cfg.get('TARGET_HOST')}`);
-    if (cfg.get('CODEXK8S_SSH_PORT') !== cfg.get('TARGET_PORT')) log.info(`  sshd now listens on ${cfg.get('CODEXK8S_SSH_PORT')}: set TARGET_PORT=${cfg.get('CODEXK8S_SSH_PORT')} for the next run`);
+    log.info(
+      `  log in as the operator:  ssh -p ${cfg.get('CODEXK8S_SSH_PORT')} -i ${cfg.get('OPERATOR_SSH_KEY')} ${cfg.get('OPERATOR_USER')}@${cfg.get('TARGET_HOST')}`,
+    );
+    if (cfg.get('CODEXK8S_SSH_PORT') !== cfg.get('TARGET_PORT'))
+      log.info(
+        `  sshd now listens on ${cfg.get('CODEXK8S_SSH_PORT')}: set TARGET_PORT=${cfg.get('CODEXK8S_SSH_PORT')} for the next run`,
+      );
     log.info(`  check a step by hand:    ${ctx.sshHint} ${REMOTE.base}/bootstrap/remote/10_harden_host.mts --check`);
     const rel = relative(process.cwd(), log.filePath ?? '');
     log.info(`  this run's log:          ${rel.startsWith('..') ? log.filePath : rel}`);

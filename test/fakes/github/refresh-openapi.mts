@@ -122,14 +122,24 @@ export function extract(spec: { paths: Record<string, Record<string, OpenApiOper
       operationId: op.operationId,
       summary: op.summary ?? '',
       docs: op.externalDocs?.url ?? '',
-      parameters: (op.parameters ?? []).map((p) => ({ name: p.name, in: p.in, required: p.required ?? false, schema: strip(p.schema ?? {}) })),
-      ...(body !== undefined ? { requestBody: { required: op.requestBody?.required ?? false, schema: strip(body) } } : {}),
+      parameters: (op.parameters ?? []).map((p) => ({
+        name: p.name,
+        in: p.in,
+        required: p.required ?? false,
+        schema: strip(p.schema ?? {}),
+      })),
+      ...(body !== undefined
+        ? { requestBody: { required: op.requestBody?.required ?? false, schema: strip(body) } }
+        : {}),
       statuses: Object.keys(op.responses),
       responses,
       ...(omitted.length ? { responsesOmitted: omitted } : {}),
     });
   }
-  return { source: { package: '@octokit/openapi', version, spec: SPEC, refreshedAt: new Date().toISOString().slice(0, 10) }, operations };
+  return {
+    source: { package: '@octokit/openapi', version, spec: SPEC, refreshedAt: new Date().toISOString().slice(0, 10) },
+    operations,
+  };
 }
 
 if (import.meta.filename === process.argv[1]) {
@@ -142,7 +152,10 @@ if (import.meta.filename === process.argv[1]) {
     const pkg = `@octokit/openapi${values.version ? `@${values.version}` : ''}`;
     process.stderr.write(`installing ${pkg} into ${temp} (about 385 MB) ...\n`);
     writeFileSync(join(temp, 'package.json'), '{"private":true}\n');
-    execFileSync('npm', ['install', '--no-audit', '--no-fund', '--ignore-scripts', pkg], { cwd: temp, stdio: ['ignore', 'inherit', 'inherit'] });
+    execFileSync('npm', ['install', '--no-audit', '--no-fund', '--ignore-scripts', pkg], {
+      cwd: temp,
+      stdio: ['ignore', 'inherit', 'inherit'],
+    });
   }
   try {
     const root = join(dir, 'node_modules', '@octokit', 'openapi');
@@ -150,7 +163,9 @@ if (import.meta.filename === process.argv[1]) {
     const version = (JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version;
     const fixture = extract(JSON.parse(readFileSync(join(root, 'generated', SPEC), 'utf8')), version);
     writeFileSync(FIXTURE, JSON.stringify(fixture, null, 1) + '\n');
-    process.stderr.write(`wrote ${FIXTURE}: ${fixture.operations.length} operations from @octokit/openapi ${version}\n`);
+    process.stderr.write(
+      `wrote ${FIXTURE}: ${fixture.operations.length} operations from @octokit/openapi ${version}\n`,
+    );
   } finally {
     if (temp) rmSync(temp, { recursive: true, force: true });
   }

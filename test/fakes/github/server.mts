@@ -41,11 +41,20 @@ import { runnerImageVersion } from '../../../bootstrap/lib/runners.mts';
 const HERE = dirname(fileURLToPath(import.meta.url));
 const Ajv = AjvModule.default ?? AjvModule;
 
-export type Permission = 'metadata' | 'administration' | 'secrets' | 'actions_variables' | 'repository_hooks' | 'actions';
+export type Permission =
+  'metadata' | 'administration' | 'secrets' | 'actions_variables' | 'repository_hooks' | 'actions';
 export type Level = 'none' | 'read' | 'write';
 
 /** lost-answer: the request takes effect, then the answer is a 502 (a proxy that timed out after GitHub wrote). */
-export type FaultKind = 'bad-gateway' | 'secondary-rate-limit' | 'too-many-requests' | 'primary-rate-limit' | 'missing-permission' | 'unauthorized' | 'not-found' | 'lost-answer';
+export type FaultKind =
+  | 'bad-gateway'
+  | 'secondary-rate-limit'
+  | 'too-many-requests'
+  | 'primary-rate-limit'
+  | 'missing-permission'
+  | 'unauthorized'
+  | 'not-found'
+  | 'lost-answer';
 export interface FaultSpec {
   kind: FaultKind;
   /** How many matching calls it hits (default 1). */
@@ -293,7 +302,15 @@ function compile(): CompiledOp[] {
     for (const p of op.parameters) params.set(`${p.in}:${p.name}`, ajv.compile(p.schema as object));
     const responses = new Map<string, ValidateFunction>();
     for (const [status, schema] of Object.entries(op.responses)) responses.set(status, ajv.compile(schema as object));
-    return { op, key: `${op.method} ${op.path}`, regex, names, body: op.requestBody ? ajv.compile(op.requestBody.schema as object) : undefined, params, responses };
+    return {
+      op,
+      key: `${op.method} ${op.path}`,
+      regex,
+      names,
+      body: op.requestBody ? ajv.compile(op.requestBody.schema as object) : undefined,
+      params,
+      responses,
+    };
   });
 }
 
@@ -382,12 +399,18 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
     secrets,
     hooks,
     runners,
-    runnerReleases: opts.runnerReleases ?? [{ tag: `v${runnerImageVersion(IMAGES.arcRunner)}`, publishedAt: `${IMAGE_PROVENANCE.arcRunner.released}T12:00:00Z` }],
+    runnerReleases: opts.runnerReleases ?? [
+      {
+        tag: `v${runnerImageVersion(IMAGES.arcRunner)}`,
+        publishedAt: `${IMAGE_PROVENANCE.arcRunner.released}T12:00:00Z`,
+      },
+    ],
     actions,
     permissions,
     admin: opts.admin ?? true,
     fault(route, spec) {
-      if (!NEEDS[route]) throw new Error(`fault on an unknown route ${route}; expected one of:\n${Object.keys(NEEDS).join('\n')}`);
+      if (!NEEDS[route])
+        throw new Error(`fault on an unknown route ${route}; expected one of:\n${Object.keys(NEEDS).join('\n')}`);
       faults.set(route, { ...spec, left: spec.times ?? 1 });
     },
     secretValue: (name) => secrets.get(name)?.value,
@@ -414,7 +437,12 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
     active: h.active,
     events: h.events,
     // GitHub never shows a secret again: it answers "********" when one is set.
-    config: { url: h.config.url, content_type: h.config.content_type, insecure_ssl: h.config.insecure_ssl, ...(h.config.secret ? { secret: '********' } : {}) },
+    config: {
+      url: h.config.url,
+      content_type: h.config.content_type,
+      insecure_ssl: h.config.insecure_ssl,
+      ...(h.config.secret ? { secret: '********' } : {}),
+    },
     updated_at: h.updated_at,
     created_at: h.created_at,
     url: `${base()}/repos/${opts.repo}/hooks/${h.id}`,
@@ -426,7 +454,9 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
 
   function page<T>(items: T[], url: URL, route: string): { slice: T[]; headers: Record<string, string> } {
     const op = ops.find((o) => o.key === route);
-    const def = Number((op?.op.parameters.find((p) => p.name === 'per_page')?.schema as { default?: number } | undefined)?.default ?? 30);
+    const def = Number(
+      (op?.op.parameters.find((p) => p.name === 'per_page')?.schema as { default?: number } | undefined)?.default ?? 30,
+    );
     const max = MAX_PER_PAGE[route] ?? 100;
     const perPage = Math.min(Number(url.searchParams.get('per_page') ?? def), max);
     const pageNo = Number(url.searchParams.get('page') ?? 1);
@@ -446,7 +476,10 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
       link(1, 'first');
       link(pageNo - 1, 'prev');
     }
-    return { slice: items.slice((pageNo - 1) * perPage, pageNo * perPage), headers: links.length ? { link: links.join(', ') } : {} };
+    return {
+      slice: items.slice((pageNo - 1) * perPage, pageNo * perPage),
+      headers: links.length ? { link: links.join(', ') } : {},
+    };
   }
 
   const releaseJson = (r: RunnerRelease, i: number) => {
@@ -454,26 +487,65 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
     const api = `${base()}/repos/${RUNNER_REPO}/releases/${id}`;
     const user = `${base()}/users/github-actions%5Bbot%5D`;
     const author = {
-      login: 'github-actions[bot]', id: 41_898_282, node_id: 'MDM6Qm90NDE4OTgyODI=', avatar_url: 'https://avatars.githubusercontent.com/in/15368?v=4', gravatar_id: '',
-      url: user, html_url: 'https://github.com/apps/github-actions', followers_url: `${user}/followers`, following_url: `${user}/following{/other_user}`,
-      gists_url: `${user}/gists{/gist_id}`, starred_url: `${user}/starred{/owner}{/repo}`, subscriptions_url: `${user}/subscriptions`, organizations_url: `${user}/orgs`,
-      repos_url: `${user}/repos`, events_url: `${user}/events{/privacy}`, received_events_url: `${user}/received_events`, type: 'Bot', site_admin: false,
+      login: 'github-actions[bot]',
+      id: 41_898_282,
+      node_id: 'MDM6Qm90NDE4OTgyODI=',
+      avatar_url: 'https://avatars.githubusercontent.com/in/15368?v=4',
+      gravatar_id: '',
+      url: user,
+      html_url: 'https://github.com/apps/github-actions',
+      followers_url: `${user}/followers`,
+      following_url: `${user}/following{/other_user}`,
+      gists_url: `${user}/gists{/gist_id}`,
+      starred_url: `${user}/starred{/owner}{/repo}`,
+      subscriptions_url: `${user}/subscriptions`,
+      organizations_url: `${user}/orgs`,
+      repos_url: `${user}/repos`,
+      events_url: `${user}/events{/privacy}`,
+      received_events_url: `${user}/received_events`,
+      type: 'Bot',
+      site_admin: false,
     };
     return {
-      url: api, html_url: `https://github.com/${RUNNER_REPO}/releases/tag/${r.tag}`, assets_url: `${api}/assets`, upload_url: `https://uploads.github.com/repos/${RUNNER_REPO}/releases/${id}/assets{?name,label}`,
-      tarball_url: `${base()}/repos/${RUNNER_REPO}/tarball/${r.tag}`, zipball_url: `${base()}/repos/${RUNNER_REPO}/zipball/${r.tag}`, id, node_id: `RE_fake${id}`,
-      tag_name: r.tag, target_commitish: 'main', name: r.tag, body: '', draft: r.draft ?? false, prerelease: r.prerelease ?? false,
-      created_at: r.publishedAt, published_at: r.publishedAt, author, assets: [],
+      url: api,
+      html_url: `https://github.com/${RUNNER_REPO}/releases/tag/${r.tag}`,
+      assets_url: `${api}/assets`,
+      upload_url: `https://uploads.github.com/repos/${RUNNER_REPO}/releases/${id}/assets{?name,label}`,
+      tarball_url: `${base()}/repos/${RUNNER_REPO}/tarball/${r.tag}`,
+      zipball_url: `${base()}/repos/${RUNNER_REPO}/zipball/${r.tag}`,
+      id,
+      node_id: `RE_fake${id}`,
+      tag_name: r.tag,
+      target_commitish: 'main',
+      name: r.tag,
+      body: '',
+      draft: r.draft ?? false,
+      prerelease: r.prerelease ?? false,
+      created_at: r.publishedAt,
+      published_at: r.publishedAt,
+      author,
+      assets: [],
     };
   };
-  const notFound = (docs: string) => new HttpAnswer(404, { message: 'Not Found', documentation_url: docs, status: '404' });
+  const notFound = (docs: string) =>
+    new HttpAnswer(404, { message: 'Not Found', documentation_url: docs, status: '404' });
   const invalid = (msg: string) => {
     problems.push(msg);
-    return new HttpAnswer(422, { message: `Invalid request.\n\n${msg}`, documentation_url: 'https://docs.github.com/rest', status: '422' });
+    return new HttpAnswer(422, {
+      message: `Invalid request.\n\n${msg}`,
+      documentation_url: 'https://docs.github.com/rest',
+      status: '422',
+    });
   };
-  const checkName = (name: string): HttpAnswer | undefined => (NAME_RULE.test(name) ? undefined : invalid(`name ${JSON.stringify(name)} breaks GitHub's naming rules`));
+  const checkName = (name: string): HttpAnswer | undefined =>
+    NAME_RULE.test(name) ? undefined : invalid(`name ${JSON.stringify(name)} breaks GitHub's naming rules`);
 
-  function handle(c: CompiledOp, m: Record<string, string>, url: URL, body: Record<string, unknown> | undefined): HttpAnswer {
+  function handle(
+    c: CompiledOp,
+    m: Record<string, string>,
+    url: URL,
+    body: Record<string, unknown> | undefined,
+  ): HttpAnswer {
     const docs = c.op.docs;
     switch (c.key) {
       case 'GET /repos/{owner}/{repo}':
@@ -495,7 +567,12 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
         const name = String(body?.['name']).toUpperCase();
         const bad = checkName(name);
         if (bad) return bad;
-        if (variables.has(name)) return new HttpAnswer(409, { message: 'Already exists - Variable already exists', documentation_url: docs, status: '409' });
+        if (variables.has(name))
+          return new HttpAnswer(409, {
+            message: 'Already exists - Variable already exists',
+            documentation_url: docs,
+            status: '409',
+          });
         const now = tick();
         variables.set(name, { value: String(body?.['value']), created_at: now, updated_at: now });
         return new HttpAnswer(201, {});
@@ -512,18 +589,27 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
         const bad = checkName(newName);
         if (bad) return bad;
         variables.delete(name);
-        variables.set(newName, { value: body?.['value'] !== undefined ? String(body['value']) : v.value, created_at: v.created_at, updated_at: tick() });
+        variables.set(newName, {
+          value: body?.['value'] !== undefined ? String(body['value']) : v.value,
+          created_at: v.created_at,
+          updated_at: tick(),
+        });
         return new HttpAnswer(204, undefined);
       }
       case 'DELETE /repos/{owner}/{repo}/actions/variables/{name}':
         return variables.delete((m['name'] ?? '').toUpperCase()) ? new HttpAnswer(204, undefined) : notFound(docs);
       case 'GET /repos/{owner}/{repo}/actions/secrets': {
-        const all = [...secrets].sort(([a], [b]) => a.localeCompare(b)).map(([name, s]) => ({ name, created_at: s.created_at, updated_at: s.updated_at }));
+        const all = [...secrets]
+          .sort(([a], [b]) => a.localeCompare(b))
+          .map(([name, s]) => ({ name, created_at: s.created_at, updated_at: s.updated_at }));
         const p = page(all, url, c.key);
         return new HttpAnswer(200, { total_count: all.length, secrets: p.slice }, p.headers);
       }
       case 'GET /repos/{owner}/{repo}/actions/secrets/public-key':
-        return new HttpAnswer(200, { key_id: keyId, key: sodium.to_base64(keys.publicKey, sodium.base64_variants.ORIGINAL) });
+        return new HttpAnswer(200, {
+          key_id: keyId,
+          key: sodium.to_base64(keys.publicKey, sodium.base64_variants.ORIGINAL),
+        });
       case 'GET /repos/{owner}/{repo}/actions/secrets/{secret_name}': {
         const name = (m['secret_name'] ?? '').toUpperCase();
         const s = secrets.get(name);
@@ -533,13 +619,18 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
         const name = (m['secret_name'] ?? '').toUpperCase();
         const bad = checkName(name);
         if (bad) return bad;
-        if (body?.['key_id'] !== keyId) return invalid(`secret ${name}: key_id ${JSON.stringify(body?.['key_id'])} is not the repository's current key ${keyId}`);
+        if (body?.['key_id'] !== keyId)
+          return invalid(
+            `secret ${name}: key_id ${JSON.stringify(body?.['key_id'])} is not the repository's current key ${keyId}`,
+          );
         let plain: string;
         try {
           const sealed = sodium.from_base64(String(body?.['encrypted_value']), sodium.base64_variants.ORIGINAL);
           plain = sodium.to_string(sodium.crypto_box_seal_open(sealed, keys.publicKey, keys.privateKey));
         } catch (e) {
-          return invalid(`secret ${name}: encrypted_value does not open with crypto_box_seal_open (${(e as Error).message})`);
+          return invalid(
+            `secret ${name}: encrypted_value does not open with crypto_box_seal_open (${(e as Error).message})`,
+          );
         }
         const now = tick();
         const existed = secrets.get(name);
@@ -555,17 +646,32 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
       }
       case 'POST /repos/{owner}/{repo}/hooks': {
         const config = (body?.['config'] ?? {}) as Record<string, unknown>;
-        if (body?.['name'] !== undefined && body['name'] !== 'web') return invalid(`hook name ${JSON.stringify(body['name'])}: only "web" is accepted`);
+        if (body?.['name'] !== undefined && body['name'] !== 'web')
+          return invalid(`hook name ${JSON.stringify(body['name'])}: only "web" is accepted`);
         if (typeof config['url'] !== 'string') return invalid('hook config.url is required');
         for (const h of hooks.values())
-          if (h.config.url === config['url'] && JSON.stringify([...h.events].sort()) === JSON.stringify([...((body?.['events'] as string[]) ?? ['push'])].sort()))
-            return new HttpAnswer(422, { message: 'Validation Failed', errors: [{ resource: 'Hook', code: 'custom', message: 'Hook already exists on this repository' }], documentation_url: docs, status: '422' });
+          if (
+            h.config.url === config['url'] &&
+            JSON.stringify([...h.events].sort()) ===
+              JSON.stringify([...((body?.['events'] as string[]) ?? ['push'])].sort())
+          )
+            return new HttpAnswer(422, {
+              message: 'Validation Failed',
+              errors: [{ resource: 'Hook', code: 'custom', message: 'Hook already exists on this repository' }],
+              documentation_url: docs,
+              status: '422',
+            });
         const now = tick();
         const h: Hook = {
           id: nextHookId++,
           active: body?.['active'] !== false,
           events: [...new Set((body?.['events'] as string[] | undefined) ?? ['push'])],
-          config: { url: config['url'], content_type: String(config['content_type'] ?? 'form'), insecure_ssl: String(config['insecure_ssl'] ?? '0'), ...(typeof config['secret'] === 'string' ? { secret: config['secret'] } : {}) },
+          config: {
+            url: config['url'],
+            content_type: String(config['content_type'] ?? 'form'),
+            insecure_ssl: String(config['insecure_ssl'] ?? '0'),
+            ...(typeof config['secret'] === 'string' ? { secret: config['secret'] } : {}),
+          },
           created_at: now,
           updated_at: now,
         };
@@ -583,7 +689,12 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
         if (config) {
           // GitHub replaces the whole config: what is not sent is dropped (the secret too).
           if (typeof config['url'] !== 'string') return invalid('hook config.url is required when config is sent');
-          h.config = { url: config['url'], content_type: String(config['content_type'] ?? 'form'), insecure_ssl: String(config['insecure_ssl'] ?? '0'), ...(typeof config['secret'] === 'string' ? { secret: config['secret'] } : {}) };
+          h.config = {
+            url: config['url'],
+            content_type: String(config['content_type'] ?? 'form'),
+            insecure_ssl: String(config['insecure_ssl'] ?? '0'),
+            ...(typeof config['secret'] === 'string' ? { secret: config['secret'] } : {}),
+          };
         }
         if (Array.isArray(body?.['events'])) h.events = [...new Set(body['events'] as string[])];
         if (typeof body?.['active'] === 'boolean') h.active = body['active'];
@@ -601,15 +712,33 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
         const wf = findWorkflow(m['workflow_id'] ?? '');
         if (!wf) return notFound(docs);
         const ref = String(body?.['ref'] ?? '').replace(/^refs\/heads\//, '');
-        if (ref !== DEFAULT_BRANCH) return new HttpAnswer(422, { message: `No ref found for: ${body?.['ref']}`, documentation_url: docs, status: '422' });
-        if (!wf.dispatch) return new HttpAnswer(422, { message: "Workflow does not have 'workflow_dispatch' trigger", documentation_url: docs, status: '422' });
+        if (ref !== DEFAULT_BRANCH)
+          return new HttpAnswer(422, {
+            message: `No ref found for: ${body?.['ref']}`,
+            documentation_url: docs,
+            status: '422',
+          });
+        if (!wf.dispatch)
+          return new HttpAnswer(422, {
+            message: "Workflow does not have 'workflow_dispatch' trigger",
+            documentation_url: docs,
+            status: '422',
+          });
         const asked = body?.['return_run_details'] === true;
         if (body?.['return_run_details'] !== undefined && actions.dispatchRunDetails === 'rejected') {
-          return new HttpAnswer(422, { message: 'Invalid request.\n\n"return_run_details" is not a permitted key.', documentation_url: docs, status: '422' });
+          return new HttpAnswer(422, {
+            message: 'Invalid request.\n\n"return_run_details" is not a permitted key.',
+            documentation_url: docs,
+            status: '422',
+          });
         }
         const run = newRun('workflow_dispatch', actions.headSha, actions.nextRun, wf.id);
         if (!asked || actions.dispatchRunDetails !== 'returned') return new HttpAnswer(204, undefined);
-        return new HttpAnswer(200, { workflow_run_id: run.id, run_url: `${base()}/repos/${opts.repo}/actions/runs/${run.id}`, html_url: runHtmlUrl(run) });
+        return new HttpAnswer(200, {
+          workflow_run_id: run.id,
+          run_url: `${base()}/repos/${opts.repo}/actions/runs/${run.id}`,
+          html_url: runHtmlUrl(run),
+        });
       }
       case 'GET /repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs': {
         const wf = findWorkflow(m['workflow_id'] ?? '');
@@ -646,12 +775,22 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
         const named = url.searchParams.get('name');
         const all = runners
           .filter((r) => !named || r.name === named)
-          .map((r) => ({ id: r.id, name: r.name, os: r.os, status: r.status, busy: r.busy, labels: r.labels.map((l, i) => ({ id: i + 1, name: l, type: 'custom' as const })) }));
+          .map((r) => ({
+            id: r.id,
+            name: r.name,
+            os: r.os,
+            status: r.status,
+            busy: r.busy,
+            labels: r.labels.map((l, i) => ({ id: i + 1, name: l, type: 'custom' as const })),
+          }));
         const p = page(all, url, c.key);
         return new HttpAnswer(200, { total_count: all.length, runners: p.slice }, p.headers);
       }
       case 'POST /repos/{owner}/{repo}/actions/runners/registration-token':
-        return new HttpAnswer(201, { token: `AABF${randomBytes(12).toString('hex').toUpperCase()}`, expires_at: stamp(Date.now() + 3600_000) });
+        return new HttpAnswer(201, {
+          token: `AABF${randomBytes(12).toString('hex').toUpperCase()}`,
+          expires_at: stamp(Date.now() + 3600_000),
+        });
     }
     problems.push(`no handler for ${c.key}`);
     return new HttpAnswer(500, { message: 'fake: no handler' });
@@ -679,10 +818,14 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
   const runHtmlUrl = (r: FakeRun) => `${base()}/${opts.repo}/actions/runs/${r.id}`;
 
   /** Where the run is now; `look` counts a GET of the run (the knob pollsUntilDone is in looks). */
-  function runState(r: FakeRun, look: boolean): { status: 'queued' | 'in_progress' | 'completed'; conclusion: RunConclusion | null } {
+  function runState(
+    r: FakeRun,
+    look: boolean,
+  ): { status: 'queued' | 'in_progress' | 'completed'; conclusion: RunConclusion | null } {
     const seen = r.looks;
     if (look) r.looks++;
-    if (r.pending || r.plan.conclusion === 'never' || seen < (r.plan.pollsUntilDone ?? 0)) return { status: seen === 0 ? 'queued' : 'in_progress', conclusion: null };
+    if (r.pending || r.plan.conclusion === 'never' || seen < (r.plan.pollsUntilDone ?? 0))
+      return { status: seen === 0 ? 'queued' : 'in_progress', conclusion: null };
     return { status: 'completed', conclusion: r.plan.conclusion };
   }
 
@@ -696,7 +839,7 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
       head_branch: r.headBranch,
       head_sha: r.headSha,
       path: wf?.path ?? '',
-      display_title: r.event === 'push' ? 'a push to main' : wf?.name ?? '',
+      display_title: r.event === 'push' ? 'a push to main' : (wf?.name ?? ''),
       run_number: r.runNumber,
       run_attempt: 1,
       event: r.event,
@@ -757,8 +900,10 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
         return new HttpAnswer(
           403,
           {
-            message: 'You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID 0000:0000:0000000:0000000:00000000.',
-            documentation_url: 'https://docs.github.com/free-pro-team@latest/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits',
+            message:
+              'You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you reach out to GitHub Support for help, please include the request ID 0000:0000:0000000:0000000:00000000.',
+            documentation_url:
+              'https://docs.github.com/free-pro-team@latest/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits',
             status: '403',
           },
           { 'retry-after': String(f.retryAfter ?? 1) },
@@ -766,21 +911,39 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
       case 'too-many-requests':
         return new HttpAnswer(
           429,
-          { message: 'You have exceeded a secondary rate limit. Please wait a few minutes before you try again.', documentation_url: 'https://docs.github.com/rest/overview/rate-limits-for-the-rest-api', status: '429' },
+          {
+            message: 'You have exceeded a secondary rate limit. Please wait a few minutes before you try again.',
+            documentation_url: 'https://docs.github.com/rest/overview/rate-limits-for-the-rest-api',
+            status: '429',
+          },
           { 'retry-after': String(f.retryAfter ?? 1) },
         );
       case 'primary-rate-limit':
         return new HttpAnswer(
           403,
-          { message: 'API rate limit exceeded for user ID 1.', documentation_url: 'https://docs.github.com/rest/overview/rate-limits-for-the-rest-api', status: '403' },
-          { 'x-ratelimit-limit': '5000', 'x-ratelimit-remaining': '0', 'x-ratelimit-used': '5000', 'x-ratelimit-resource': 'core', 'x-ratelimit-reset': String(Math.ceil(Date.now() / 1000) + (f.retryAfter ?? 1)) },
+          {
+            message: 'API rate limit exceeded for user ID 1.',
+            documentation_url: 'https://docs.github.com/rest/overview/rate-limits-for-the-rest-api',
+            status: '403',
+          },
+          {
+            'x-ratelimit-limit': '5000',
+            'x-ratelimit-remaining': '0',
+            'x-ratelimit-used': '5000',
+            'x-ratelimit-resource': 'core',
+            'x-ratelimit-reset': String(Math.ceil(Date.now() / 1000) + (f.retryAfter ?? 1)),
+          },
         );
       case 'missing-permission': {
         const [perm, level] = NEEDS[route] ?? ['metadata', 'read'];
         return refusal(perm, level);
       }
       case 'unauthorized':
-        return new HttpAnswer(401, { message: 'Bad credentials', documentation_url: 'https://docs.github.com/rest', status: '401' });
+        return new HttpAnswer(401, {
+          message: 'Bad credentials',
+          documentation_url: 'https://docs.github.com/rest',
+          status: '401',
+        });
       case 'not-found':
         return notFound('https://docs.github.com/rest');
     }
@@ -789,16 +952,31 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
   function refusal(perm: Permission, level: 'read' | 'write'): HttpAnswer {
     return new HttpAnswer(
       403,
-      { message: 'Resource not accessible by personal access token', documentation_url: 'https://docs.github.com/rest', status: '403' },
+      {
+        message: 'Resource not accessible by personal access token',
+        documentation_url: 'https://docs.github.com/rest',
+        status: '403',
+      },
       { 'x-accepted-github-permissions': `${perm}=${level}` },
     );
   }
 
-  function route(req: IncomingMessage, url: URL, raw: string): { answer: HttpAnswer; route: string; write: boolean; fault?: FaultKind } {
+  function route(
+    req: IncomingMessage,
+    url: URL,
+    raw: string,
+  ): { answer: HttpAnswer; route: string; write: boolean; fault?: FaultKind } {
     const method = req.method ?? 'GET';
     // The API root answers anyone, like api.github.com does: 00_preflight probes it for outbound reachability.
     if ((method === 'GET' || method === 'HEAD') && url.pathname === '/') {
-      return { answer: new HttpAnswer(200, { current_user_url: `${url.origin}/user`, repository_url: `${url.origin}/repos/{owner}/{repo}` }), route: `${method} /`, write: false };
+      return {
+        answer: new HttpAnswer(200, {
+          current_user_url: `${url.origin}/user`,
+          repository_url: `${url.origin}/repos/{owner}/{repo}`,
+        }),
+        route: `${method} /`,
+        write: false,
+      };
     }
     const c = ops.find((o) => o.op.method === method && o.regex.test(url.pathname));
     if (!c) {
@@ -808,7 +986,8 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
     const write = method !== 'GET' && c.key !== 'POST /repos/{owner}/{repo}/actions/runners/registration-token';
     const auth = req.headers['authorization'] ?? '';
     const given = auth.replace(/^(token|Bearer) /, '');
-    if (!/^(token|Bearer) /.test(auth) || !tokens.has(given)) return { answer: faultAnswer({ kind: 'unauthorized' }, c.key), route: c.key, write };
+    if (!/^(token|Bearer) /.test(auth) || !tokens.has(given))
+      return { answer: faultAnswer({ kind: 'unauthorized' }, c.key), route: c.key, write };
     const f = faults.get(c.key);
     let lost = false;
     if (f && f.left > 0) {
@@ -819,22 +998,34 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
     const m: Record<string, string> = {};
     const hit = c.regex.exec(url.pathname) ?? [];
     c.names.forEach((n, i) => (m[n] = decodeURIComponent(hit[i + 1] ?? '')));
-    const publicRunnerRepo = c.key === 'GET /repos/{owner}/{repo}/releases' && `${m['owner']}/${m['repo']}`.toLowerCase() === RUNNER_REPO;
-    if (!publicRunnerRepo && (m['owner']?.toLowerCase() !== owner.toLowerCase() || m['repo']?.toLowerCase() !== repoName.toLowerCase())) return { answer: notFound('https://docs.github.com/rest/repos/repos#get-a-repository'), route: c.key, write };
+    const publicRunnerRepo =
+      c.key === 'GET /repos/{owner}/{repo}/releases' && `${m['owner']}/${m['repo']}`.toLowerCase() === RUNNER_REPO;
+    if (
+      !publicRunnerRepo &&
+      (m['owner']?.toLowerCase() !== owner.toLowerCase() || m['repo']?.toLowerCase() !== repoName.toLowerCase())
+    )
+      return { answer: notFound('https://docs.github.com/rest/repos/repos#get-a-repository'), route: c.key, write };
     const [perm, level] = NEEDS[c.key] ?? ['metadata', 'read'];
     const granted = permissions[perm];
-    if (granted === 'none' || (level === 'write' && granted !== 'write')) return { answer: refusal(perm, level), route: c.key, write };
+    if (granted === 'none' || (level === 'write' && granted !== 'write'))
+      return { answer: refusal(perm, level), route: c.key, write };
 
     for (const p of c.op.parameters) {
       const v = p.in === 'path' ? m[p.name] : p.in === 'query' ? url.searchParams.get(p.name) : undefined;
       if (v === undefined || v === null) {
-        if (p.required) return { answer: invalid(`${c.key}: ${p.in} parameter ${p.name} is required`), route: c.key, write };
+        if (p.required)
+          return { answer: invalid(`${c.key}: ${p.in} parameter ${p.name} is required`), route: c.key, write };
         continue;
       }
       const type = (p.schema as { type?: string }).type;
       const value = type === 'integer' ? (/^-?\d+$/.test(v) ? Number(v) : v) : v;
       const validate = c.params.get(`${p.in}:${p.name}`);
-      if (validate && !validate(value)) return { answer: invalid(`${c.key}: ${p.in} parameter ${p.name}=${v}: ${JSON.stringify(validate.errors)}`), route: c.key, write };
+      if (validate && !validate(value))
+        return {
+          answer: invalid(`${c.key}: ${p.in} parameter ${p.name}=${v}: ${JSON.stringify(validate.errors)}`),
+          route: c.key,
+          write,
+        };
     }
     let body: Record<string, unknown> | undefined;
     if (c.op.requestBody) {
@@ -843,17 +1034,31 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
       } catch {
         return { answer: invalid(`${c.key}: the body is not JSON`), route: c.key, write };
       }
-      if (body === undefined && c.op.requestBody.required) return { answer: invalid(`${c.key}: a body is required`), route: c.key, write };
-      if (body !== undefined && c.body && !c.body(body)) return { answer: invalid(`${c.key}: body fails the OpenAPI schema: ${JSON.stringify(c.body.errors)}`), route: c.key, write };
+      if (body === undefined && c.op.requestBody.required)
+        return { answer: invalid(`${c.key}: a body is required`), route: c.key, write };
+      if (body !== undefined && c.body && !c.body(body))
+        return {
+          answer: invalid(`${c.key}: body fails the OpenAPI schema: ${JSON.stringify(c.body.errors)}`),
+          route: c.key,
+          write,
+        };
       const known = Object.keys((c.op.requestBody.schema as { properties?: object }).properties ?? {});
       const unknown = Object.keys(body ?? {}).filter((k) => !known.includes(k));
-      if (unknown.length) return { answer: invalid(`${c.key}: unknown body properties ${unknown.join(', ')} (known: ${known.join(', ')})`), route: c.key, write };
+      if (unknown.length)
+        return {
+          answer: invalid(`${c.key}: unknown body properties ${unknown.join(', ')} (known: ${known.join(', ')})`),
+          route: c.key,
+          write,
+        };
     } else if (raw !== '') {
       return { answer: invalid(`${c.key}: takes no body, got ${raw.length} bytes`), route: c.key, write };
     }
     const answer = handle(c, m, url, body);
     const check = c.responses.get(String(answer.status));
-    if (check && !check(answer.body)) problems.push(`the fake's own ${answer.status} answer to ${c.key} fails the OpenAPI schema: ${JSON.stringify(check.errors)}`);
+    if (check && !check(answer.body))
+      problems.push(
+        `the fake's own ${answer.status} answer to ${c.key} fails the OpenAPI schema: ${JSON.stringify(check.errors)}`,
+      );
     if (lost) return { answer: faultAnswer({ kind: 'bad-gateway' }, c.key), route: c.key, write, fault: 'lost-answer' };
     return { answer, route: c.key, write };
   }
@@ -870,8 +1075,19 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
         problems.push(`internal error on ${req.method} ${url.pathname}: ${(e as Error).stack}`);
         out = { answer: new HttpAnswer(500, { message: 'fake internal error' }), route: '', write: false };
       }
-      calls.push({ method: req.method ?? 'GET', path: url.pathname + url.search, route: out.route, status: out.answer.status, write: out.write, ...(out.fault ? { fault: out.fault } : {}) });
-      const headers: Record<string, string> = { 'x-github-api-version-selected': '2022-11-28', 'x-github-request-id': `FAKE:${calls.length}`, ...out.answer.headers };
+      calls.push({
+        method: req.method ?? 'GET',
+        path: url.pathname + url.search,
+        route: out.route,
+        status: out.answer.status,
+        write: out.write,
+        ...(out.fault ? { fault: out.fault } : {}),
+      });
+      const headers: Record<string, string> = {
+        'x-github-api-version-selected': '2022-11-28',
+        'x-github-request-id': `FAKE:${calls.length}`,
+        ...out.answer.headers,
+      };
       if (out.answer.body === undefined) {
         res.writeHead(out.answer.status, headers);
         res.end();
@@ -886,6 +1102,7 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
     server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => resolve());
   });
   const addr = server.address() as AddressInfo;
-  (fake as { url: string }).url = `http://${addr.address.includes(':') ? `[${addr.address}]` : addr.address}:${addr.port}`;
+  (fake as { url: string }).url =
+    `http://${addr.address.includes(':') ? `[${addr.address}]` : addr.address}:${addr.port}`;
   return fake;
 }

@@ -5,7 +5,10 @@
 
 import type { K8sObject } from './kinds.mts';
 
-export type ValuesHook = (values: Record<string, unknown>, release: { name: string; namespace: string; chart: string; version: string }) => string[];
+export type ValuesHook = (
+  values: Record<string, unknown>,
+  release: { name: string; namespace: string; chart: string; version: string },
+) => string[];
 
 const SECRET_KEY = /(^|[_-])(token|password|passwd|secret|private[_-]?key|api[_-]?key)$/i;
 
@@ -40,20 +43,24 @@ export const CHART_HOOKS: Readonly<Record<string, ValuesHook>> = {
   'cert-manager': (values) => {
     const problems: string[] = [];
     const crds = values['crds'];
-    const enabled = crds !== null && typeof crds === 'object' ? (crds as Record<string, unknown>)['enabled'] : undefined;
+    const enabled =
+      crds !== null && typeof crds === 'object' ? (crds as Record<string, unknown>)['enabled'] : undefined;
     if (enabled !== true) problems.push('crds.enabled: must be true (boolean): the CRDs are installed by this release');
     if (values['installCRDs'] !== undefined) problems.push('installCRDs: deprecated; use crds.enabled');
     for (const part of ['', 'webhook', 'cainjector', 'startupapicheck']) {
       const holder = part === '' ? values : (values[part] as Record<string, unknown> | undefined);
       const r = holder?.['resources'];
-      if (r !== undefined && (r === null || typeof r !== 'object' || Array.isArray(r))) problems.push(`${part === '' ? '' : part + '.'}resources: must be a map`);
+      if (r !== undefined && (r === null || typeof r !== 'object' || Array.isArray(r)))
+        problems.push(`${part === '' ? '' : part + '.'}resources: must be a map`);
     }
     return problems;
   },
   /** ARC controller: the chart refuses the ServiceAccount name "default" (it would run with the namespace's default SA). */
   'arc-controller': (values) => {
     const sa = values['serviceAccount'];
-    return isObject(sa) && sa['name'] === 'default' ? ["serviceAccount.name: cannot be set to 'default' (the chart fails)"] : [];
+    return isObject(sa) && sa['name'] === 'default'
+      ? ["serviceAccount.name: cannot be set to 'default' (the chart fails)"]
+      : [];
   },
   /**
    * ARC scale set (gha-runner-scale-set 0.14.x templates): what the chart itself refuses, plus what makes ARC fail
@@ -65,28 +72,47 @@ export const CHART_HOOKS: Readonly<Record<string, ValuesHook>> = {
     const problems: string[] = [];
     const url = values['githubConfigUrl'];
     if (typeof url !== 'string' || !/^https?:\/\/[^/\s]+\/[^/\s]+(\/[^/\s]+)?\/?$/.test(url)) {
-      problems.push('githubConfigUrl: must be https://HOST/ORG or https://HOST/OWNER/REPO (ARC registers the scale set there)');
+      problems.push(
+        'githubConfigUrl: must be https://HOST/ORG or https://HOST/OWNER/REPO (ARC registers the scale set there)',
+      );
     }
     if (typeof values['githubConfigSecret'] !== 'string' || values['githubConfigSecret'] === '') {
-      problems.push('githubConfigSecret: must name an existing Secret (key github_token); inline credentials end up in the helm release');
+      problems.push(
+        'githubConfigSecret: must name an existing Secret (key github_token); inline credentials end up in the helm release',
+      );
     }
     const name = values['runnerScaleSetName'] ?? release.name;
-    if (typeof name !== 'string' || name.length === 0 || name.length > 45) problems.push('runnerScaleSetName: Name must have up to 45 characters (chart fail)');
+    if (typeof name !== 'string' || name.length === 0 || name.length > 45)
+      problems.push('runnerScaleSetName: Name must have up to 45 characters (chart fail)');
     const min = values['minRunners'];
     const max = values['maxRunners'];
-    for (const [k, v] of [['minRunners', min], ['maxRunners', max]] as const) {
-      if (v !== undefined && (typeof v !== 'number' || !Number.isInteger(v) || v < 0)) problems.push(`${k}: must be a non-negative integer`);
+    for (const [k, v] of [
+      ['minRunners', min],
+      ['maxRunners', max],
+    ] as const) {
+      if (v !== undefined && (typeof v !== 'number' || !Number.isInteger(v) || v < 0))
+        problems.push(`${k}: must be a non-negative integer`);
     }
-    if (typeof min === 'number' && typeof max === 'number' && min > max) problems.push('maxRunners: maxRunners has to be greater or equal to minRunners (chart fail)');
+    if (typeof min === 'number' && typeof max === 'number' && min > max)
+      problems.push('maxRunners: maxRunners has to be greater or equal to minRunners (chart fail)');
     const mode = isObject(values['containerMode']) ? values['containerMode']['type'] : undefined;
-    if (mode !== undefined && !['dind', 'kubernetes', 'kubernetes-novolume'].includes(String(mode))) problems.push(`containerMode.type: unknown "${String(mode)}"`);
-    const spec = isObject(values['template']) && isObject(values['template']['spec']) ? values['template']['spec'] : undefined;
+    if (mode !== undefined && !['dind', 'kubernetes', 'kubernetes-novolume'].includes(String(mode)))
+      problems.push(`containerMode.type: unknown "${String(mode)}"`);
+    const spec =
+      isObject(values['template']) && isObject(values['template']['spec']) ? values['template']['spec'] : undefined;
     const containers = spec?.['containers'];
-    const runner = Array.isArray(containers) ? containers.find((c) => isObject(c) && c['name'] === 'runner') : undefined;
-    if (!isObject(runner)) problems.push('template.spec.containers: a container named "runner" is required (ARC runs the runner in it)');
-    else if (typeof runner['image'] !== 'string' || runner['image'] === '' || /:latest$/.test(runner['image'])) problems.push('template.spec.containers[runner].image: a pinned image is required');
+    const runner = Array.isArray(containers)
+      ? containers.find((c) => isObject(c) && c['name'] === 'runner')
+      : undefined;
+    if (!isObject(runner))
+      problems.push('template.spec.containers: a container named "runner" is required (ARC runs the runner in it)');
+    else if (typeof runner['image'] !== 'string' || runner['image'] === '' || /:latest$/.test(runner['image']))
+      problems.push('template.spec.containers[runner].image: a pinned image is required');
     const csa = values['controllerServiceAccount'];
-    if (csa !== undefined && (!isObject(csa) || typeof csa['name'] !== 'string' || typeof csa['namespace'] !== 'string')) {
+    if (
+      csa !== undefined &&
+      (!isObject(csa) || typeof csa['name'] !== 'string' || typeof csa['namespace'] !== 'string')
+    ) {
       problems.push('controllerServiceAccount: needs both name and namespace');
     }
     return problems;
@@ -132,7 +158,17 @@ function readyPodStatus(container: string, image: string): Record<string, unknow
   return {
     phase: 'Running',
     conditions: [cond('Initialized'), cond('Ready'), cond('ContainersReady'), cond('PodScheduled')],
-    containerStatuses: [{ name: container, image, imageID: '', ready: true, started: true, restartCount: 0, state: { running: { startedAt: t } } }],
+    containerStatuses: [
+      {
+        name: container,
+        image,
+        imageID: '',
+        ready: true,
+        started: true,
+        restartCount: 0,
+        state: { running: { startedAt: t } },
+      },
+    ],
     startTime: t,
   };
 }
@@ -153,13 +189,43 @@ export const CHART_EFFECTS: Readonly<Record<string, ChartEffect>> = {
     preflight: () => [],
     apply(values, release, cluster) {
       const fullname = release.name.includes('gha-rs-controller') ? release.name : `${release.name}-gha-rs-controller`;
-      const sa = isObject(values['serviceAccount']) && typeof values['serviceAccount']['name'] === 'string' && values['serviceAccount']['name'] !== '' ? values['serviceAccount']['name'] : fullname;
-      const labels = { 'app.kubernetes.io/name': 'gha-rs-controller', 'app.kubernetes.io/namespace': release.namespace, 'app.kubernetes.io/instance': release.name };
-      cluster.put({ apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: sa, namespace: release.namespace, labels } });
+      const sa =
+        isObject(values['serviceAccount']) &&
+        typeof values['serviceAccount']['name'] === 'string' &&
+        values['serviceAccount']['name'] !== ''
+          ? values['serviceAccount']['name']
+          : fullname;
+      const labels = {
+        'app.kubernetes.io/name': 'gha-rs-controller',
+        'app.kubernetes.io/namespace': release.namespace,
+        'app.kubernetes.io/instance': release.name,
+      };
       cluster.put({
-        apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name: fullname, namespace: release.namespace, labels: { ...labels, 'app.kubernetes.io/part-of': 'gha-rs-controller' } },
-        spec: { replicas: 1, selector: { matchLabels: labels }, template: { metadata: { labels }, spec: { serviceAccountName: sa,
-          containers: [{ name: 'manager', image: `ghcr.io/actions/gha-runner-scale-set-controller:${release.version}` }] } } },
+        apiVersion: 'v1',
+        kind: 'ServiceAccount',
+        metadata: { name: sa, namespace: release.namespace, labels },
+      });
+      cluster.put({
+        apiVersion: 'apps/v1',
+        kind: 'Deployment',
+        metadata: {
+          name: fullname,
+          namespace: release.namespace,
+          labels: { ...labels, 'app.kubernetes.io/part-of': 'gha-rs-controller' },
+        },
+        spec: {
+          replicas: 1,
+          selector: { matchLabels: labels },
+          template: {
+            metadata: { labels },
+            spec: {
+              serviceAccountName: sa,
+              containers: [
+                { name: 'manager', image: `ghcr.io/actions/gha-runner-scale-set-controller:${release.version}` },
+              ],
+            },
+          },
+        },
       });
       return [`deployment.apps/${fullname} and serviceaccount/${sa} in ${release.namespace} (fake ARC controller)`];
     },
@@ -174,10 +240,17 @@ export const CHART_EFFECTS: Readonly<Record<string, ChartEffect>> = {
   'arc-scale-set': {
     preflight(_values, _release, cluster) {
       const why = cluster.unavailable('actions.github.com/v1alpha1', 'AutoscalingRunnerSet');
-      return why === undefined ? [] : [`resource mapping not found for kind "AutoscalingRunnerSet" in version "actions.github.com/v1alpha1": ensure CRDs are installed first (${why})`];
+      return why === undefined
+        ? []
+        : [
+            `resource mapping not found for kind "AutoscalingRunnerSet" in version "actions.github.com/v1alpha1": ensure CRDs are installed first (${why})`,
+          ];
     },
     apply(values, release, cluster) {
-      const name = typeof values['runnerScaleSetName'] === 'string' && values['runnerScaleSetName'] !== '' ? values['runnerScaleSetName'] : release.name;
+      const name =
+        typeof values['runnerScaleSetName'] === 'string' && values['runnerScaleSetName'] !== ''
+          ? values['runnerScaleSetName']
+          : release.name;
       const ns = release.namespace;
       const url = String(values['githubConfigUrl'] ?? '');
       const secretName = String(values['githubConfigSecret'] ?? '');
@@ -190,18 +263,44 @@ export const CHART_EFFECTS: Readonly<Record<string, ChartEffect>> = {
       const annotations: Record<string, string> = {};
       if (registered) {
         const known = previous?.metadata.annotations?.['runner-scale-set-id'];
-        const ids = cluster.list('actions.github.com/v1alpha1', 'AutoscalingRunnerSet', undefined).map((o) => Number(o.metadata.annotations?.['runner-scale-set-id'] ?? 0));
+        const ids = cluster
+          .list('actions.github.com/v1alpha1', 'AutoscalingRunnerSet', undefined)
+          .map((o) => Number(o.metadata.annotations?.['runner-scale-set-id'] ?? 0));
         annotations['runner-scale-set-id'] = known ?? String(Math.max(0, ...ids) + 1);
         annotations['actions.github.com/runner-group-name'] = group === 'default' ? 'Default' : group;
       }
       cluster.put({
-        apiVersion: 'actions.github.com/v1alpha1', kind: 'AutoscalingRunnerSet',
-        metadata: { name, namespace: ns, annotations,
-          labels: { ...ARC_PART_OF, 'app.kubernetes.io/component': 'autoscaling-runner-set', 'app.kubernetes.io/instance': release.name, 'app.kubernetes.io/version': release.version,
-            'actions.github.com/scale-set-name': name, 'actions.github.com/scale-set-namespace': ns } },
-        spec: { githubConfigUrl: url, githubConfigSecret: secretName, runnerScaleSetName: name, minRunners: values['minRunners'], maxRunners: values['maxRunners'], template: values['template'] },
+        apiVersion: 'actions.github.com/v1alpha1',
+        kind: 'AutoscalingRunnerSet',
+        metadata: {
+          name,
+          namespace: ns,
+          annotations,
+          labels: {
+            ...ARC_PART_OF,
+            'app.kubernetes.io/component': 'autoscaling-runner-set',
+            'app.kubernetes.io/instance': release.name,
+            'app.kubernetes.io/version': release.version,
+            'actions.github.com/scale-set-name': name,
+            'actions.github.com/scale-set-namespace': ns,
+          },
+        },
+        spec: {
+          githubConfigUrl: url,
+          githubConfigSecret: secretName,
+          runnerScaleSetName: name,
+          minRunners: values['minRunners'],
+          maxRunners: values['maxRunners'],
+          template: values['template'],
+        },
         status: registered
-          ? { phase: 'Running', currentRunners: min, pendingEphemeralRunners: 0, runningEphemeralRunners: min, failedEphemeralRunners: 0 }
+          ? {
+              phase: 'Running',
+              currentRunners: min,
+              pendingEphemeralRunners: 0,
+              runningEphemeralRunners: min,
+              failedEphemeralRunners: 0,
+            }
           : { phase: 'Pending', currentRunners: 0 },
       });
       const changes = [`autoscalingrunnerset.actions.github.com/${name} in ${ns} (fake ARC)`];
@@ -209,16 +308,38 @@ export const CHART_EFFECTS: Readonly<Record<string, ChartEffect>> = {
       if (ctlNs === undefined) return changes;
       // The controller replaces the listener whenever the scale set changes.
       for (const p of cluster.list('v1', 'Pod', ctlNs)) {
-        if (p.metadata.labels?.['actions.github.com/scale-set-name'] === name && p.metadata.labels['actions.github.com/scale-set-namespace'] === ns) cluster.remove('v1', 'Pod', ctlNs, p.metadata.name);
+        if (
+          p.metadata.labels?.['actions.github.com/scale-set-name'] === name &&
+          p.metadata.labels['actions.github.com/scale-set-namespace'] === ns
+        )
+          cluster.remove('v1', 'Pod', ctlNs, p.metadata.name);
       }
-      if (!registered) return [...changes, `no listener: Secret ${ns}/${secretName} with github_token is missing (fake ARC controller)`];
+      if (!registered)
+        return [
+          ...changes,
+          `no listener: Secret ${ns}/${secretName} with github_token is missing (fake ARC controller)`,
+        ];
       const image = `ghcr.io/actions/gha-runner-scale-set-controller:${release.version}`;
       const pod = listenerName(name, ns, group, url);
       cluster.put({
-        apiVersion: 'v1', kind: 'Pod',
-        metadata: { name: pod, namespace: ctlNs, labels: { ...ARC_PART_OF, 'app.kubernetes.io/component': 'runner-scale-set-listener', 'app.kubernetes.io/version': release.version,
-          'actions.github.com/scale-set-name': name, 'actions.github.com/scale-set-namespace': ns } },
-        spec: { serviceAccountName: `${name}-gha-rs-listener`, restartPolicy: 'Never', containers: [{ name: 'listener', image, command: ['/ghalistener'] }] },
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: {
+          name: pod,
+          namespace: ctlNs,
+          labels: {
+            ...ARC_PART_OF,
+            'app.kubernetes.io/component': 'runner-scale-set-listener',
+            'app.kubernetes.io/version': release.version,
+            'actions.github.com/scale-set-name': name,
+            'actions.github.com/scale-set-namespace': ns,
+          },
+        },
+        spec: {
+          serviceAccountName: `${name}-gha-rs-listener`,
+          restartPolicy: 'Never',
+          containers: [{ name: 'listener', image, command: ['/ghalistener'] }],
+        },
         status: readyPodStatus('listener', image),
       });
       return [...changes, `pod/${pod} in ${ctlNs}, Ready (fake ARC listener)`];

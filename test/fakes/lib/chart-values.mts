@@ -41,7 +41,8 @@ function schemaValidator(chart: CheckedChart, file: string, draft: string): Vali
 
 function describe(e: ErrorObject): string {
   const at = e.instancePath.replace(/^\//, '').replace(/\//g, '.') || '(root)';
-  if (e.keyword === 'additionalProperties') return `${at === '(root)' ? '' : at + '.'}${String(e.params.additionalProperty)}: additional property not allowed`;
+  if (e.keyword === 'additionalProperties')
+    return `${at === '(root)' ? '' : at + '.'}${String(e.params.additionalProperty)}: additional property not allowed`;
   return `${at}: ${e.message ?? e.keyword}`;
 }
 
@@ -49,7 +50,8 @@ function keyTreeProblems(tree: KeyTree, value: unknown, path: string[], out: str
   if (tree === true || value === null || typeof value !== 'object' || Array.isArray(value)) return;
   for (const [k, v] of Object.entries(value)) {
     const sub = tree[k];
-    if (sub === undefined) out.push(`${[...path, k].join('.')}: not a value of this chart (allowed here: ${Object.keys(tree).join(', ')})`);
+    if (sub === undefined)
+      out.push(`${[...path, k].join('.')}: not a value of this chart (allowed here: ${Object.keys(tree).join(', ')})`);
     else keyTreeProblems(sub, v, [...path, k], out);
   }
 }

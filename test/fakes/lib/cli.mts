@@ -84,7 +84,8 @@ export function parseArgs(argv: readonly string[], table: FlagTable, style: Pars
       return;
     }
     if (raw === undefined) throw new DoubleError(style.missingValue(shown));
-    if (spec.values !== undefined && !spec.values.includes(raw)) throw new DoubleError(style.badValue(shown, raw, spec.values));
+    if (spec.values !== undefined && !spec.values.includes(raw))
+      throw new DoubleError(style.badValue(shown, raw, spec.values));
     if (spec.type === 'list') {
       const prev = flags.get(name);
       flags.set(name, [...(Array.isArray(prev) ? prev : []), raw]);
@@ -291,11 +292,20 @@ export async function runDouble(spec: DoubleSpec, argv: string[] = process.argv.
   try {
     ensureStateDir(dir);
     outcome = await withLock(dir, async () => {
-      const hit = takeFault(dir, spec.tool, [argv, stripFlags(argv, spec.globalFlags), ...(spec.faultForms?.(argv) ?? [])]);
+      const hit = takeFault(dir, spec.tool, [
+        argv,
+        stripFlags(argv, spec.globalFlags),
+        ...(spec.faultForms?.(argv) ?? []),
+      ]);
       let result: Outcome;
       if (hit !== undefined) {
         faultKey = hit.key;
-        result = { ...emptyOutcome(), stdout: hit.fault.stdout ?? '', stderr: hit.fault.stderr ?? '', exitCode: hit.fault.exitCode };
+        result = {
+          ...emptyOutcome(),
+          stdout: hit.fault.stdout ?? '',
+          stderr: hit.fault.stderr ?? '',
+          exitCode: hit.fault.exitCode,
+        };
       } else {
         try {
           result = await spec.run(argv, io);
@@ -327,7 +337,15 @@ export async function runDouble(spec: DoubleSpec, argv: string[] = process.argv.
   process.exitCode = outcome.exitCode;
 }
 
-function record(dir: string, tool: string, argv: string[], o: Outcome, stdinSha: string | undefined, fault: string | undefined, internal: boolean): void {
+function record(
+  dir: string,
+  tool: string,
+  argv: string[],
+  o: Outcome,
+  stdinSha: string | undefined,
+  fault: string | undefined,
+  internal: boolean,
+): void {
   const rec: CallRecord = { tool, argv, mutating: o.mutating, at: new Date().toISOString(), exitCode: o.exitCode };
   if (stdinSha !== undefined) rec.stdinSha256 = stdinSha;
   if (o.changes.length > 0) rec.changes = o.changes;

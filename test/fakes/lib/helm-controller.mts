@@ -22,7 +22,10 @@ const NS = 'kube-system';
 
 /** k3s' own valuesContent for its bundled Traefik (manifests/traefik.yaml), abridged: what the Secret starts with. */
 const BUNDLED: Readonly<Record<string, { version: string; valuesContent: string }>> = {
-  traefik: { version: '40.1.0+up40.1.0', valuesContent: 'deployment:\n  podAnnotations:\n    prometheus.io/port: "8082"\n    prometheus.io/scrape: "true"\n' },
+  traefik: {
+    version: '40.1.0+up40.1.0',
+    valuesContent: 'deployment:\n  podAnnotations:\n    prometheus.io/port: "8082"\n    prometheus.io/scrape: "true"\n',
+  },
 };
 
 const info = (apiVersion: string, kind: string): KindInfo => kindByApiVersion(apiVersion, kind) as KindInfo;
@@ -30,32 +33,70 @@ const b64 = (s: string): string => Buffer.from(s, 'utf8').toString('base64');
 const nowIso = (): string => new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
 
 function valuesSecret(chart: string, data: Record<string, string>): K8sObject {
-  return { apiVersion: 'v1', kind: 'Secret', metadata: { name: `chart-values-${chart}`, namespace: NS }, type: 'Opaque', data };
+  return {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    metadata: { name: `chart-values-${chart}`, namespace: NS },
+    type: 'Opaque',
+    data,
+  };
 }
 
 function installJob(chart: string): K8sObject {
   return {
-    apiVersion: 'batch/v1', kind: 'Job',
+    apiVersion: 'batch/v1',
+    kind: 'Job',
     metadata: { name: `helm-install-${chart}`, namespace: NS, labels: { 'helmcharts.helm.cattle.io/chart': chart } },
-    spec: { backoffLimit: 1000, template: { spec: { restartPolicy: 'OnFailure', serviceAccountName: `helm-${chart}`,
-      containers: [{ name: 'helm', image: 'rancher/klipper-helm:v0.9.x', args: ['install'] }] } } },
+    spec: {
+      backoffLimit: 1000,
+      template: {
+        spec: {
+          restartPolicy: 'OnFailure',
+          serviceAccountName: `helm-${chart}`,
+          containers: [{ name: 'helm', image: 'rancher/klipper-helm:v0.9.x', args: ['install'] }],
+        },
+      },
+    },
   };
 }
 
 function failedStatus(message: string): Record<string, unknown> {
   const t = nowIso();
-  return { failed: 1, active: 0, ready: 0, startTime: t,
-    conditions: [{ type: 'Failed', status: 'True', reason: 'BackoffLimitExceeded', message, lastProbeTime: t, lastTransitionTime: t }] };
+  return {
+    failed: 1,
+    active: 0,
+    ready: 0,
+    startTime: t,
+    conditions: [
+      {
+        type: 'Failed',
+        status: 'True',
+        reason: 'BackoffLimitExceeded',
+        message,
+        lastProbeTime: t,
+        lastTransitionTime: t,
+      },
+    ],
+  };
 }
 
 /** What a fresh k3s server has for its bundled charts (all but the --disable'd ones). */
 export function seedBundledCharts(c: ClusterInfo): K8sObject[] {
-  return Object.entries(BUNDLED).filter(([chart]) => !c.disabled.includes(chart)).flatMap(([chart, b]) => [
-    { apiVersion: 'helm.cattle.io/v1', kind: 'HelmChart', metadata: { name: chart, namespace: NS },
-      spec: { chart: `https://%{KUBERNETES_API}%/static/charts/${chart}-${b.version}.tgz`, valuesContent: b.valuesContent } },
-    valuesSecret(chart, { [CHART_VALUES_KEY]: b64(b.valuesContent) }),
-    installJob(chart),
-  ]);
+  return Object.entries(BUNDLED)
+    .filter(([chart]) => !c.disabled.includes(chart))
+    .flatMap(([chart, b]) => [
+      {
+        apiVersion: 'helm.cattle.io/v1',
+        kind: 'HelmChart',
+        metadata: { name: chart, namespace: NS },
+        spec: {
+          chart: `https://%{KUBERNETES_API}%/static/charts/${chart}-${b.version}.tgz`,
+          valuesContent: b.valuesContent,
+        },
+      },
+      valuesSecret(chart, { [CHART_VALUES_KEY]: b64(b.valuesContent) }),
+      installJob(chart),
+    ]);
 }
 
 function logFile(store: Store, job: string): string {
@@ -103,14 +144,25 @@ export function reconcileHelmChartConfig(store: Store, config: K8sObject): strin
   const jobName = `helm-install-${chart}`;
   store.remove(jobInfo, NS, jobName);
   const job = store.create(jobInfo, installJob(chart));
-  const lines = ['+ helm_v3 upgrade --install ' + chart + ` https://10.43.0.1:443/static/charts/${chart}.tgz --namespace ${NS} --values /config/values-1-000-HelmChartConfig-ValuesContent.yaml`];
+  const lines = [
+    '+ helm_v3 upgrade --install ' +
+      chart +
+      ` https://10.43.0.1:443/static/charts/${chart}.tgz --namespace ${NS} --values /config/values-1-000-HelmChartConfig-ValuesContent.yaml`,
+  ];
   fs.mkdirSync(path.dirname(logFile(store, jobName)), { recursive: true });
   if (problems.length > 0) {
-    lines.push(`Error: UPGRADE FAILED: values don't meet the specifications of the schema(s) in the following chart(s):`, `${chart}:`, ...problems.map((p) => `- ${p}`));
+    lines.push(
+      `Error: UPGRADE FAILED: values don't meet the specifications of the schema(s) in the following chart(s):`,
+      `${chart}:`,
+      ...problems.map((p) => `- ${p}`),
+    );
     job['status'] = failedStatus('Job has reached the specified backoff limit');
     store.put(jobInfo, job);
     fs.writeFileSync(logFile(store, jobName), lines.join('\n') + '\n');
-    return [`secret/chart-values-${chart} in ${NS} updated`, `job.batch/${jobName} in ${NS} failed: the chart refused the values`];
+    return [
+      `secret/chart-values-${chart} in ${NS} updated`,
+      `job.batch/${jobName} in ${NS} failed: the chart refused the values`,
+    ];
   }
   lines.push(`Release "${chart}" has been upgraded. Happy Helming!`);
   fs.writeFileSync(logFile(store, jobName), lines.join('\n') + '\n');

@@ -7,16 +7,22 @@
 // Missing fields print nothing (kubectl's allowMissingKeys). Several results are joined by a space; maps and
 // lists print as JSON, like kubectl.
 
-type Step = { kind: 'field'; name: string } | { kind: 'index'; index: number } | { kind: 'all' } | { kind: 'filter'; field: string; value: string };
+type Step =
+  | { kind: 'field'; name: string }
+  | { kind: 'index'; index: number }
+  | { kind: 'all' }
+  | { kind: 'filter'; field: string; value: string };
 
 export class JsonPathError extends Error {}
 
 function parseExpr(expr: string): Step[] | string {
   const e = expr.trim();
   if (e.startsWith('"') && e.endsWith('"') && e.length >= 2) return JSON.parse(e) as string;
-  if (/^(range|end)\b/.test(e)) throw new JsonPathError(`unsupported JSONPath "${expr}" (range/end): the fake kubectl supports simple paths only`);
+  if (/^(range|end)\b/.test(e))
+    throw new JsonPathError(`unsupported JSONPath "${expr}" (range/end): the fake kubectl supports simple paths only`);
   let s = e.startsWith('$') ? e.slice(1) : e;
-  if (!s.startsWith('.') && !s.startsWith('[')) throw new JsonPathError(`unsupported JSONPath "${expr}": expected a path starting with "."`);
+  if (!s.startsWith('.') && !s.startsWith('['))
+    throw new JsonPathError(`unsupported JSONPath "${expr}": expected a path starting with "."`);
   const steps: Step[] = [];
   while (s.length > 0) {
     if (s.startsWith('.')) {
@@ -43,9 +49,14 @@ function parseExpr(expr: string): Step[] | string {
       let m: RegExpMatchArray | null;
       if (inner === '*') steps.push({ kind: 'all' });
       else if (/^-?\d+$/.test(inner)) steps.push({ kind: 'index', index: Number(inner) });
-      else if ((m = /^'([^']*)'$/.exec(inner)) !== null || (m = /^"([^"]*)"$/.exec(inner)) !== null) steps.push({ kind: 'field', name: m[1] as string });
-      else if ((m = /^\?\(@\.([\w-]+)\s*==\s*(?:"([^"]*)"|'([^']*)')\)$/.exec(inner)) !== null) steps.push({ kind: 'filter', field: m[1] as string, value: (m[2] ?? m[3]) as string });
-      else throw new JsonPathError(`unsupported JSONPath "${expr}" ([${inner}]): the fake kubectl supports simple paths only`);
+      else if ((m = /^'([^']*)'$/.exec(inner)) !== null || (m = /^"([^"]*)"$/.exec(inner)) !== null)
+        steps.push({ kind: 'field', name: m[1] as string });
+      else if ((m = /^\?\(@\.([\w-]+)\s*==\s*(?:"([^"]*)"|'([^']*)')\)$/.exec(inner)) !== null)
+        steps.push({ kind: 'filter', field: m[1] as string, value: (m[2] ?? m[3]) as string });
+      else
+        throw new JsonPathError(
+          `unsupported JSONPath "${expr}" ([${inner}]): the fake kubectl supports simple paths only`,
+        );
       continue;
     }
     throw new JsonPathError(`unsupported JSONPath "${expr}"`);
@@ -59,7 +70,8 @@ function evaluate(steps: Step[], data: unknown): unknown[] {
     const next: unknown[] = [];
     for (const v of cur) {
       if (st.kind === 'field') {
-        if (v !== null && typeof v === 'object' && !Array.isArray(v) && st.name in v) next.push((v as Record<string, unknown>)[st.name]);
+        if (v !== null && typeof v === 'object' && !Array.isArray(v) && st.name in v)
+          next.push((v as Record<string, unknown>)[st.name]);
       } else if (st.kind === 'index') {
         if (Array.isArray(v)) {
           const i = st.index < 0 ? v.length + st.index : st.index;
@@ -70,7 +82,8 @@ function evaluate(steps: Step[], data: unknown): unknown[] {
         else if (v !== null && typeof v === 'object') next.push(...Object.values(v));
       } else if (Array.isArray(v)) {
         for (const item of v) {
-          if (item !== null && typeof item === 'object' && (item as Record<string, unknown>)[st.field] === st.value) next.push(item);
+          if (item !== null && typeof item === 'object' && (item as Record<string, unknown>)[st.field] === st.value)
+            next.push(item);
         }
       }
     }

@@ -38,7 +38,11 @@ export type Provider =
   /** k3s ships the CRD (helm-controller, traefik): available once the cluster is up. */
   | { readonly k3s: true; readonly unlessDisabled?: string }
   /** A Helm chart installs the CRD: available once a deployed release of that chart exists (and `when` holds). */
-  | { readonly chart: string; readonly when?: (values: Record<string, unknown>) => boolean; readonly whenText?: string };
+  | {
+      readonly chart: string;
+      readonly when?: (values: Record<string, unknown>) => boolean;
+      readonly whenText?: string;
+    };
 
 export interface Column {
   readonly header: string;
@@ -113,7 +117,8 @@ function workloadCheck(obj: K8sObject): string[] {
   if (Array.isArray(containers)) {
     if (containers.length === 0) errors.push('spec.template.spec.containers: Required value');
     containers.forEach((c, i) => {
-      if (isObj(c) && (typeof c['image'] !== 'string' || c['image'] === '')) errors.push(`spec.template.spec.containers[${i}].image: Required value`);
+      if (isObj(c) && (typeof c['image'] !== 'string' || c['image'] === ''))
+        errors.push(`spec.template.spec.containers[${i}].image: Required value`);
     });
   }
   return errors;
@@ -127,12 +132,14 @@ function secretCheck(obj: K8sObject): string[] {
   if (isObj(data)) {
     for (const [k, v] of Object.entries(data)) {
       // Never echo the value: it is a secret.
-      if (typeof v !== 'string' || !BASE64.test(v)) errors.push(`data[${JSON.stringify(k)}]: illegal base64 data (the value is not valid standard base64)`);
+      if (typeof v !== 'string' || !BASE64.test(v))
+        errors.push(`data[${JSON.stringify(k)}]: illegal base64 data (the value is not valid standard base64)`);
     }
   }
   const sd = obj['stringData'];
   if (isObj(sd)) {
-    for (const [k, v] of Object.entries(sd)) if (typeof v !== 'string') errors.push(`stringData[${JSON.stringify(k)}]: must be a string`);
+    for (const [k, v] of Object.entries(sd))
+      if (typeof v !== 'string') errors.push(`stringData[${JSON.stringify(k)}]: must be a string`);
   }
   return errors;
 }
@@ -143,7 +150,12 @@ function deploymentStatus(obj: K8sObject): Json {
   if (n > 0) Object.assign(st, { readyReplicas: n, availableReplicas: n });
   st['conditions'] = [
     condition('Available', 'True', 'MinimumReplicasAvailable', 'Deployment has minimum availability.'),
-    condition('Progressing', 'True', 'NewReplicaSetAvailable', `ReplicaSet "${obj.metadata.name}" has successfully progressed.`),
+    condition(
+      'Progressing',
+      'True',
+      'NewReplicaSetAvailable',
+      `ReplicaSet "${obj.metadata.name}" has successfully progressed.`,
+    ),
   ];
   return st;
 }
@@ -158,7 +170,12 @@ export function deploymentStuckStatus(obj: K8sObject, oldAvailable: number): Jso
   const n = replicasOf(obj);
   if (n === 0) return deploymentStatus(obj);
   const old = Math.max(0, Math.min(oldAvailable, n));
-  const st: Json = { observedGeneration: obj.metadata.generation ?? 1, replicas: n + old, updatedReplicas: n, unavailableReplicas: n };
+  const st: Json = {
+    observedGeneration: obj.metadata.generation ?? 1,
+    replicas: n + old,
+    updatedReplicas: n,
+    unavailableReplicas: n,
+  };
   if (old > 0) Object.assign(st, { readyReplicas: old, availableReplicas: old });
   st['conditions'] = [
     old >= n
@@ -173,16 +190,30 @@ function statefulSetStatus(obj: K8sObject): Json {
   const n = replicasOf(obj);
   const rev = `${obj.metadata.name}-${(obj.metadata.generation ?? 1).toString(16).padStart(10, '0')}`;
   // Like the real controller: no conditions on a StatefulSet (so `kubectl wait --for=condition=Ready sts/x` times out).
-  const st: Json = { observedGeneration: obj.metadata.generation ?? 1, replicas: n, currentReplicas: n, updatedReplicas: n,
-    currentRevision: rev, updateRevision: rev, collisionCount: 0 };
+  const st: Json = {
+    observedGeneration: obj.metadata.generation ?? 1,
+    replicas: n,
+    currentReplicas: n,
+    updatedReplicas: n,
+    currentRevision: rev,
+    updateRevision: rev,
+    collisionCount: 0,
+  };
   if (n > 0) Object.assign(st, { readyReplicas: n, availableReplicas: n });
   return st;
 }
 
 function daemonSetStatus(obj: K8sObject): Json {
   // One node: one pod.
-  return { observedGeneration: obj.metadata.generation ?? 1, desiredNumberScheduled: 1, currentNumberScheduled: 1,
-    numberReady: 1, numberAvailable: 1, updatedNumberScheduled: 1, numberMisscheduled: 0 };
+  return {
+    observedGeneration: obj.metadata.generation ?? 1,
+    desiredNumberScheduled: 1,
+    currentNumberScheduled: 1,
+    numberReady: 1,
+    numberAvailable: 1,
+    updatedNumberScheduled: 1,
+    numberMisscheduled: 0,
+  };
 }
 
 function age(obj: K8sObject, now: number): string {
@@ -205,98 +236,331 @@ const str = (v: unknown): string => (v === undefined || v === null ? '<none>' : 
 
 export const BUILTIN_KINDS: readonly KindInfo[] = [
   // core
-  { group: '', versions: ['v1'], kind: 'Namespace', plural: 'namespaces', shortNames: ['ns'], namespaced: false,
+  {
+    group: '',
+    versions: ['v1'],
+    kind: 'Namespace',
+    plural: 'namespaces',
+    shortNames: ['ns'],
+    namespaced: false,
     status: () => ({ phase: 'Active' }),
-    columns: [NAME, col('STATUS', (o) => str(at(o, 'status', 'phase'))), AGE] },
-  { group: '', versions: ['v1'], kind: 'ConfigMap', plural: 'configmaps', shortNames: ['cm'], namespaced: true,
-    columns: [NAME, col('DATA', (o) => String(Object.keys({ ...(at(o, 'data') as Json), ...(at(o, 'binaryData') as Json) }).length)), AGE] },
-  { group: '', versions: ['v1'], kind: 'Secret', plural: 'secrets', namespaced: true, check: secretCheck,
-    columns: [NAME, col('TYPE', (o) => str(o['type'] ?? 'Opaque')), col('DATA', (o) => String(Object.keys((at(o, 'data') as Json | undefined) ?? {}).length)), AGE] },
-  { group: '', versions: ['v1'], kind: 'Service', plural: 'services', shortNames: ['svc'], namespaced: true,
-    columns: [NAME, col('TYPE', (o) => str(at(o, 'spec', 'type') ?? 'ClusterIP')), AGE] },
-  { group: '', versions: ['v1'], kind: 'ServiceAccount', plural: 'serviceaccounts', shortNames: ['sa'], namespaced: true },
-  { group: '', versions: ['v1'], kind: 'Pod', plural: 'pods', shortNames: ['po'], namespaced: true,
-    columns: [NAME,
+    columns: [NAME, col('STATUS', (o) => str(at(o, 'status', 'phase'))), AGE],
+  },
+  {
+    group: '',
+    versions: ['v1'],
+    kind: 'ConfigMap',
+    plural: 'configmaps',
+    shortNames: ['cm'],
+    namespaced: true,
+    columns: [
+      NAME,
+      col('DATA', (o) => String(Object.keys({ ...(at(o, 'data') as Json), ...(at(o, 'binaryData') as Json) }).length)),
+      AGE,
+    ],
+  },
+  {
+    group: '',
+    versions: ['v1'],
+    kind: 'Secret',
+    plural: 'secrets',
+    namespaced: true,
+    check: secretCheck,
+    columns: [
+      NAME,
+      col('TYPE', (o) => str(o['type'] ?? 'Opaque')),
+      col('DATA', (o) => String(Object.keys((at(o, 'data') as Json | undefined) ?? {}).length)),
+      AGE,
+    ],
+  },
+  {
+    group: '',
+    versions: ['v1'],
+    kind: 'Service',
+    plural: 'services',
+    shortNames: ['svc'],
+    namespaced: true,
+    columns: [NAME, col('TYPE', (o) => str(at(o, 'spec', 'type') ?? 'ClusterIP')), AGE],
+  },
+  {
+    group: '',
+    versions: ['v1'],
+    kind: 'ServiceAccount',
+    plural: 'serviceaccounts',
+    shortNames: ['sa'],
+    namespaced: true,
+  },
+  {
+    group: '',
+    versions: ['v1'],
+    kind: 'Pod',
+    plural: 'pods',
+    shortNames: ['po'],
+    namespaced: true,
+    columns: [
+      NAME,
       col('READY', (o) => {
         const cs = (at(o, 'status', 'containerStatuses') as Json[] | undefined) ?? [];
         return `${cs.filter((c) => c['ready'] === true).length}/${((at(o, 'spec', 'containers') as unknown[] | undefined) ?? []).length}`;
       }),
       col('STATUS', (o) => {
-        const waiting = ((at(o, 'status', 'containerStatuses') as Json[] | undefined) ?? []).map((c) => at(c, 'state', 'waiting', 'reason')).find((r) => typeof r === 'string');
+        const waiting = ((at(o, 'status', 'containerStatuses') as Json[] | undefined) ?? [])
+          .map((c) => at(c, 'state', 'waiting', 'reason'))
+          .find((r) => typeof r === 'string');
         return typeof waiting === 'string' ? waiting : str(at(o, 'status', 'phase'));
       }),
-      col('RESTARTS', (o) => String(((at(o, 'status', 'containerStatuses') as Json[] | undefined) ?? []).reduce((n, c) => n + Number(c['restartCount'] ?? 0), 0))),
-      AGE] },
-  { group: '', versions: ['v1'], kind: 'PersistentVolumeClaim', plural: 'persistentvolumeclaims', shortNames: ['pvc'], namespaced: true,
-    status: (o) => ({ phase: 'Bound', accessModes: at(o, 'spec', 'accessModes'), capacity: at(o, 'spec', 'resources', 'requests') }),
-    columns: [NAME, col('STATUS', (o) => str(at(o, 'status', 'phase'))), AGE] },
-  { group: '', versions: ['v1'], kind: 'PersistentVolume', plural: 'persistentvolumes', shortNames: ['pv'], namespaced: false },
-  { group: '', versions: ['v1'], kind: 'Node', plural: 'nodes', shortNames: ['no'], namespaced: false,
-    columns: [NAME,
+      col('RESTARTS', (o) =>
+        String(
+          ((at(o, 'status', 'containerStatuses') as Json[] | undefined) ?? []).reduce(
+            (n, c) => n + Number(c['restartCount'] ?? 0),
+            0,
+          ),
+        ),
+      ),
+      AGE,
+    ],
+  },
+  {
+    group: '',
+    versions: ['v1'],
+    kind: 'PersistentVolumeClaim',
+    plural: 'persistentvolumeclaims',
+    shortNames: ['pvc'],
+    namespaced: true,
+    status: (o) => ({
+      phase: 'Bound',
+      accessModes: at(o, 'spec', 'accessModes'),
+      capacity: at(o, 'spec', 'resources', 'requests'),
+    }),
+    columns: [NAME, col('STATUS', (o) => str(at(o, 'status', 'phase'))), AGE],
+  },
+  {
+    group: '',
+    versions: ['v1'],
+    kind: 'PersistentVolume',
+    plural: 'persistentvolumes',
+    shortNames: ['pv'],
+    namespaced: false,
+  },
+  {
+    group: '',
+    versions: ['v1'],
+    kind: 'Node',
+    plural: 'nodes',
+    shortNames: ['no'],
+    namespaced: false,
+    columns: [
+      NAME,
       col('STATUS', (o) => {
         const c = (at(o, 'status', 'conditions') as Json[] | undefined)?.find((x) => x['type'] === 'Ready');
         return c?.['status'] === 'True' ? 'Ready' : 'NotReady';
       }),
-      col('ROLES', (o) => Object.keys(o.metadata.labels ?? {}).filter((l) => l.startsWith('node-role.kubernetes.io/'))
-        .map((l) => l.slice('node-role.kubernetes.io/'.length)).sort().join(',') || '<none>'),
+      col(
+        'ROLES',
+        (o) =>
+          Object.keys(o.metadata.labels ?? {})
+            .filter((l) => l.startsWith('node-role.kubernetes.io/'))
+            .map((l) => l.slice('node-role.kubernetes.io/'.length))
+            .sort()
+            .join(',') || '<none>',
+      ),
       AGE,
-      col('VERSION', (o) => str(at(o, 'status', 'nodeInfo', 'kubeletVersion')))] },
+      col('VERSION', (o) => str(at(o, 'status', 'nodeInfo', 'kubeletVersion'))),
+    ],
+  },
   { group: '', versions: ['v1'], kind: 'Endpoints', plural: 'endpoints', shortNames: ['ep'], namespaced: true },
   { group: '', versions: ['v1'], kind: 'Event', plural: 'events', shortNames: ['ev'], namespaced: true },
   { group: '', versions: ['v1'], kind: 'LimitRange', plural: 'limitranges', shortNames: ['limits'], namespaced: true },
-  { group: '', versions: ['v1'], kind: 'ResourceQuota', plural: 'resourcequotas', shortNames: ['quota'], namespaced: true },
+  {
+    group: '',
+    versions: ['v1'],
+    kind: 'ResourceQuota',
+    plural: 'resourcequotas',
+    shortNames: ['quota'],
+    namespaced: true,
+  },
   // apps
-  { group: 'apps', versions: ['v1'], kind: 'Deployment', plural: 'deployments', shortNames: ['deploy'], namespaced: true,
-    check: workloadCheck, status: deploymentStatus,
-    columns: [NAME,
+  {
+    group: 'apps',
+    versions: ['v1'],
+    kind: 'Deployment',
+    plural: 'deployments',
+    shortNames: ['deploy'],
+    namespaced: true,
+    check: workloadCheck,
+    status: deploymentStatus,
+    columns: [
+      NAME,
       col('READY', (o) => `${Number(at(o, 'status', 'readyReplicas') ?? 0)}/${replicasOf(o)}`),
       col('UP-TO-DATE', (o) => String(at(o, 'status', 'updatedReplicas') ?? 0)),
-      col('AVAILABLE', (o) => String(at(o, 'status', 'availableReplicas') ?? 0)), AGE] },
-  { group: 'apps', versions: ['v1'], kind: 'StatefulSet', plural: 'statefulsets', shortNames: ['sts'], namespaced: true,
-    check: workloadCheck, status: statefulSetStatus,
-    columns: [NAME, col('READY', (o) => `${Number(at(o, 'status', 'readyReplicas') ?? 0)}/${replicasOf(o)}`), AGE] },
-  { group: 'apps', versions: ['v1'], kind: 'DaemonSet', plural: 'daemonsets', shortNames: ['ds'], namespaced: true,
-    check: workloadCheck, status: daemonSetStatus },
-  { group: 'apps', versions: ['v1'], kind: 'ReplicaSet', plural: 'replicasets', shortNames: ['rs'], namespaced: true, check: workloadCheck },
+      col('AVAILABLE', (o) => String(at(o, 'status', 'availableReplicas') ?? 0)),
+      AGE,
+    ],
+  },
+  {
+    group: 'apps',
+    versions: ['v1'],
+    kind: 'StatefulSet',
+    plural: 'statefulsets',
+    shortNames: ['sts'],
+    namespaced: true,
+    check: workloadCheck,
+    status: statefulSetStatus,
+    columns: [NAME, col('READY', (o) => `${Number(at(o, 'status', 'readyReplicas') ?? 0)}/${replicasOf(o)}`), AGE],
+  },
+  {
+    group: 'apps',
+    versions: ['v1'],
+    kind: 'DaemonSet',
+    plural: 'daemonsets',
+    shortNames: ['ds'],
+    namespaced: true,
+    check: workloadCheck,
+    status: daemonSetStatus,
+  },
+  {
+    group: 'apps',
+    versions: ['v1'],
+    kind: 'ReplicaSet',
+    plural: 'replicasets',
+    shortNames: ['rs'],
+    namespaced: true,
+    check: workloadCheck,
+  },
   { group: 'apps', versions: ['v1'], kind: 'ControllerRevision', plural: 'controllerrevisions', namespaced: true },
   // batch
-  { group: 'batch', versions: ['v1'], kind: 'Job', plural: 'jobs', namespaced: true,
-    status: () => ({ succeeded: 1, ready: 0, active: 0, startTime: nowIso(), completionTime: nowIso(),
-      conditions: [condition('Complete', 'True', 'CompletionsReached', 'Reached expected number of succeeded pods')] }) },
+  {
+    group: 'batch',
+    versions: ['v1'],
+    kind: 'Job',
+    plural: 'jobs',
+    namespaced: true,
+    status: () => ({
+      succeeded: 1,
+      ready: 0,
+      active: 0,
+      startTime: nowIso(),
+      completionTime: nowIso(),
+      conditions: [condition('Complete', 'True', 'CompletionsReached', 'Reached expected number of succeeded pods')],
+    }),
+  },
   { group: 'batch', versions: ['v1'], kind: 'CronJob', plural: 'cronjobs', shortNames: ['cj'], namespaced: true },
   // networking
-  { group: 'networking.k8s.io', versions: ['v1'], kind: 'Ingress', plural: 'ingresses', shortNames: ['ing'], namespaced: true },
+  {
+    group: 'networking.k8s.io',
+    versions: ['v1'],
+    kind: 'Ingress',
+    plural: 'ingresses',
+    shortNames: ['ing'],
+    namespaced: true,
+  },
   { group: 'networking.k8s.io', versions: ['v1'], kind: 'IngressClass', plural: 'ingressclasses', namespaced: false },
-  { group: 'networking.k8s.io', versions: ['v1'], kind: 'NetworkPolicy', plural: 'networkpolicies', shortNames: ['netpol'], namespaced: true },
+  {
+    group: 'networking.k8s.io',
+    versions: ['v1'],
+    kind: 'NetworkPolicy',
+    plural: 'networkpolicies',
+    shortNames: ['netpol'],
+    namespaced: true,
+  },
   { group: 'discovery.k8s.io', versions: ['v1'], kind: 'EndpointSlice', plural: 'endpointslices', namespaced: true },
   // rbac
   { group: 'rbac.authorization.k8s.io', versions: ['v1'], kind: 'Role', plural: 'roles', namespaced: true },
-  { group: 'rbac.authorization.k8s.io', versions: ['v1'], kind: 'RoleBinding', plural: 'rolebindings', namespaced: true },
-  { group: 'rbac.authorization.k8s.io', versions: ['v1'], kind: 'ClusterRole', plural: 'clusterroles', namespaced: false },
-  { group: 'rbac.authorization.k8s.io', versions: ['v1'], kind: 'ClusterRoleBinding', plural: 'clusterrolebindings', namespaced: false },
+  {
+    group: 'rbac.authorization.k8s.io',
+    versions: ['v1'],
+    kind: 'RoleBinding',
+    plural: 'rolebindings',
+    namespaced: true,
+  },
+  {
+    group: 'rbac.authorization.k8s.io',
+    versions: ['v1'],
+    kind: 'ClusterRole',
+    plural: 'clusterroles',
+    namespaced: false,
+  },
+  {
+    group: 'rbac.authorization.k8s.io',
+    versions: ['v1'],
+    kind: 'ClusterRoleBinding',
+    plural: 'clusterrolebindings',
+    namespaced: false,
+  },
   // policy, storage, autoscaling, coordination, scheduling, node, admission, apiextensions
-  { group: 'policy', versions: ['v1'], kind: 'PodDisruptionBudget', plural: 'poddisruptionbudgets', shortNames: ['pdb'], namespaced: true },
-  { group: 'storage.k8s.io', versions: ['v1'], kind: 'StorageClass', plural: 'storageclasses', shortNames: ['sc'], namespaced: false },
+  {
+    group: 'policy',
+    versions: ['v1'],
+    kind: 'PodDisruptionBudget',
+    plural: 'poddisruptionbudgets',
+    shortNames: ['pdb'],
+    namespaced: true,
+  },
+  {
+    group: 'storage.k8s.io',
+    versions: ['v1'],
+    kind: 'StorageClass',
+    plural: 'storageclasses',
+    shortNames: ['sc'],
+    namespaced: false,
+  },
   { group: 'storage.k8s.io', versions: ['v1'], kind: 'CSIDriver', plural: 'csidrivers', namespaced: false },
-  { group: 'autoscaling', versions: ['v2', 'v1'], kind: 'HorizontalPodAutoscaler', plural: 'horizontalpodautoscalers', shortNames: ['hpa'], namespaced: true },
+  {
+    group: 'autoscaling',
+    versions: ['v2', 'v1'],
+    kind: 'HorizontalPodAutoscaler',
+    plural: 'horizontalpodautoscalers',
+    shortNames: ['hpa'],
+    namespaced: true,
+  },
   { group: 'coordination.k8s.io', versions: ['v1'], kind: 'Lease', plural: 'leases', namespaced: true },
-  { group: 'scheduling.k8s.io', versions: ['v1'], kind: 'PriorityClass', plural: 'priorityclasses', shortNames: ['pc'], namespaced: false },
+  {
+    group: 'scheduling.k8s.io',
+    versions: ['v1'],
+    kind: 'PriorityClass',
+    plural: 'priorityclasses',
+    shortNames: ['pc'],
+    namespaced: false,
+  },
   { group: 'node.k8s.io', versions: ['v1'], kind: 'RuntimeClass', plural: 'runtimeclasses', namespaced: false },
-  { group: 'admissionregistration.k8s.io', versions: ['v1'], kind: 'ValidatingWebhookConfiguration', plural: 'validatingwebhookconfigurations', namespaced: false },
-  { group: 'admissionregistration.k8s.io', versions: ['v1'], kind: 'MutatingWebhookConfiguration', plural: 'mutatingwebhookconfigurations', namespaced: false },
-  { group: 'apiextensions.k8s.io', versions: ['v1'], kind: 'CustomResourceDefinition', plural: 'customresourcedefinitions', shortNames: ['crd', 'crds'], namespaced: false,
+  {
+    group: 'admissionregistration.k8s.io',
+    versions: ['v1'],
+    kind: 'ValidatingWebhookConfiguration',
+    plural: 'validatingwebhookconfigurations',
+    namespaced: false,
+  },
+  {
+    group: 'admissionregistration.k8s.io',
+    versions: ['v1'],
+    kind: 'MutatingWebhookConfiguration',
+    plural: 'mutatingwebhookconfigurations',
+    namespaced: false,
+  },
+  {
+    group: 'apiextensions.k8s.io',
+    versions: ['v1'],
+    kind: 'CustomResourceDefinition',
+    plural: 'customresourcedefinitions',
+    shortNames: ['crd', 'crds'],
+    namespaced: false,
     check: (o) => {
       const want = `${String(at(o, 'spec', 'names', 'plural'))}.${String(at(o, 'spec', 'group'))}`;
-      return o.metadata.name === want ? [] : [`metadata.name: Invalid value: must be spec.names.plural+"."+spec.group ("${want}")`];
+      return o.metadata.name === want
+        ? []
+        : [`metadata.name: Invalid value: must be spec.names.plural+"."+spec.group ("${want}")`];
     },
     status: (o) => ({
       acceptedNames: at(o, 'spec', 'names'),
-      storedVersions: ((at(o, 'spec', 'versions') as Json[] | undefined) ?? []).filter((v) => v['storage'] === true).map((v) => v['name']),
+      storedVersions: ((at(o, 'spec', 'versions') as Json[] | undefined) ?? [])
+        .filter((v) => v['storage'] === true)
+        .map((v) => v['name']),
       conditions: [
         condition('NamesAccepted', 'True', 'NoConflicts', 'no conflicts found'),
         condition('Established', 'True', 'InitialNamesAccepted', 'the initial names have been accepted'),
       ],
-    }) },
+    }),
+  },
 ];
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -312,40 +576,94 @@ function issuerCheck(obj: K8sObject): string[] {
   if (!isObj(spec)) return ['spec: Required value'];
   const types = ['acme', 'ca', 'selfSigned', 'vault', 'venafi'];
   const present = Object.keys(spec).filter((k) => types.includes(k));
-  const errors = Object.keys(spec).filter((k) => !types.includes(k)).map((k) => `spec.${k}: unknown field`);
+  const errors = Object.keys(spec)
+    .filter((k) => !types.includes(k))
+    .map((k) => `spec.${k}: unknown field`);
   if (present.length !== 1) errors.push(`spec: exactly one of ${types.join(', ')} is required (got ${present.length})`);
   const acme = spec['acme'];
   if (isObj(acme)) {
     if (typeof acme['server'] !== 'string') errors.push('spec.acme.server: Required value');
-    if (!isObj(acme['privateKeySecretRef']) || typeof acme['privateKeySecretRef']['name'] !== 'string') errors.push('spec.acme.privateKeySecretRef.name: Required value');
+    if (!isObj(acme['privateKeySecretRef']) || typeof acme['privateKeySecretRef']['name'] !== 'string')
+      errors.push('spec.acme.privateKeySecretRef.name: Required value');
   }
   return errors;
 }
 
-const certManagerCrds = (values: Record<string, unknown>): boolean => at(values, 'crds', 'enabled') === true || values['installCRDs'] === true;
+const certManagerCrds = (values: Record<string, unknown>): boolean =>
+  at(values, 'crds', 'enabled') === true || values['installCRDs'] === true;
 
 export const EXTENSION_KINDS: readonly KindInfo[] = [
   // k3s' helm-controller (always there) configures the bundled Traefik through HelmChartConfig.
-  { group: 'helm.cattle.io', versions: ['v1'], kind: 'HelmChartConfig', plural: 'helmchartconfigs', namespaced: true,
-    providedBy: { k3s: true }, topLevel: ['apiVersion', 'kind', 'metadata', 'spec'], check: helmChartConfigCheck },
-  { group: 'helm.cattle.io', versions: ['v1'], kind: 'HelmChart', plural: 'helmcharts', namespaced: true,
-    providedBy: { k3s: true }, topLevel: ['apiVersion', 'kind', 'metadata', 'spec'] },
+  {
+    group: 'helm.cattle.io',
+    versions: ['v1'],
+    kind: 'HelmChartConfig',
+    plural: 'helmchartconfigs',
+    namespaced: true,
+    providedBy: { k3s: true },
+    topLevel: ['apiVersion', 'kind', 'metadata', 'spec'],
+    check: helmChartConfigCheck,
+  },
+  {
+    group: 'helm.cattle.io',
+    versions: ['v1'],
+    kind: 'HelmChart',
+    plural: 'helmcharts',
+    namespaced: true,
+    providedBy: { k3s: true },
+    topLevel: ['apiVersion', 'kind', 'metadata', 'spec'],
+  },
   // Traefik's CRDs come with the bundled Traefik (absent with --disable traefik).
-  { group: 'traefik.io', versions: ['v1alpha1'], kind: 'Middleware', plural: 'middlewares', namespaced: true,
-    providedBy: { k3s: true, unlessDisabled: 'traefik' }, topLevel: ['apiVersion', 'kind', 'metadata', 'spec'] },
+  {
+    group: 'traefik.io',
+    versions: ['v1alpha1'],
+    kind: 'Middleware',
+    plural: 'middlewares',
+    namespaced: true,
+    providedBy: { k3s: true, unlessDisabled: 'traefik' },
+    topLevel: ['apiVersion', 'kind', 'metadata', 'spec'],
+  },
   // cert-manager: its chart installs the CRDs only with crds.enabled=true (or the older installCRDs=true).
-  { group: 'cert-manager.io', versions: ['v1'], kind: 'ClusterIssuer', plural: 'clusterissuers', namespaced: false,
+  {
+    group: 'cert-manager.io',
+    versions: ['v1'],
+    kind: 'ClusterIssuer',
+    plural: 'clusterissuers',
+    namespaced: false,
     providedBy: { chart: 'cert-manager', when: certManagerCrds, whenText: 'crds.enabled=true' },
-    topLevel: ['apiVersion', 'kind', 'metadata', 'spec'], check: issuerCheck },
-  { group: 'cert-manager.io', versions: ['v1'], kind: 'Issuer', plural: 'issuers', namespaced: true,
+    topLevel: ['apiVersion', 'kind', 'metadata', 'spec'],
+    check: issuerCheck,
+  },
+  {
+    group: 'cert-manager.io',
+    versions: ['v1'],
+    kind: 'Issuer',
+    plural: 'issuers',
+    namespaced: true,
     providedBy: { chart: 'cert-manager', when: certManagerCrds, whenText: 'crds.enabled=true' },
-    topLevel: ['apiVersion', 'kind', 'metadata', 'spec'], check: issuerCheck },
-  { group: 'cert-manager.io', versions: ['v1'], kind: 'Certificate', plural: 'certificates', shortNames: ['cert', 'certs'], namespaced: true,
+    topLevel: ['apiVersion', 'kind', 'metadata', 'spec'],
+    check: issuerCheck,
+  },
+  {
+    group: 'cert-manager.io',
+    versions: ['v1'],
+    kind: 'Certificate',
+    plural: 'certificates',
+    shortNames: ['cert', 'certs'],
+    namespaced: true,
     providedBy: { chart: 'cert-manager', when: certManagerCrds, whenText: 'crds.enabled=true' },
-    topLevel: ['apiVersion', 'kind', 'metadata', 'spec'] },
+    topLevel: ['apiVersion', 'kind', 'metadata', 'spec'],
+  },
   // ARC: the controller chart ships the CRDs; the scale-set chart creates an AutoscalingRunnerSet.
-  { group: 'actions.github.com', versions: ['v1alpha1'], kind: 'AutoscalingRunnerSet', plural: 'autoscalingrunnersets', namespaced: true,
-    providedBy: { chart: 'gha-runner-scale-set-controller' }, topLevel: ['apiVersion', 'kind', 'metadata', 'spec'] },
+  {
+    group: 'actions.github.com',
+    versions: ['v1alpha1'],
+    kind: 'AutoscalingRunnerSet',
+    plural: 'autoscalingrunnersets',
+    namespaced: true,
+    providedBy: { chart: 'gha-runner-scale-set-controller' },
+    topLevel: ['apiVersion', 'kind', 'metadata', 'spec'],
+  },
   // ---- ADD CRD KINDS HERE: { group, versions, kind, plural, namespaced, providedBy, topLevel, check? } ----
 ];
 
@@ -360,7 +678,9 @@ export function apiVersionOf(info: KindInfo, version: string): string {
 
 export function splitApiVersion(apiVersion: string): { group: string; version: string } {
   const i = apiVersion.lastIndexOf('/');
-  return i === -1 ? { group: '', version: apiVersion } : { group: apiVersion.slice(0, i), version: apiVersion.slice(i + 1) };
+  return i === -1
+    ? { group: '', version: apiVersion }
+    : { group: apiVersion.slice(0, i), version: apiVersion.slice(i + 1) };
 }
 
 /** By apiVersion + kind, as in a manifest. Availability of extension kinds is checked by the caller. */

@@ -38,57 +38,139 @@ interface ContainerLike {
 
 function containersOf(template: unknown): ContainerLike[] {
   const list = at(template, 'spec', 'containers');
-  return Array.isArray(list) ? list.filter(isObj).map((c) => ({ name: String(c['name'] ?? ''), image: String(c['image'] ?? '') })) : [];
+  return Array.isArray(list)
+    ? list.filter(isObj).map((c) => ({ name: String(c['name'] ?? ''), image: String(c['image'] ?? '') }))
+    : [];
 }
 
-function podStatus(dir: string, template: unknown, since: string, pod: { namespace: string; name: string }): Record<string, unknown> {
+function podStatus(
+  dir: string,
+  template: unknown,
+  since: string,
+  pod: { namespace: string; name: string },
+): Record<string, unknown> {
   const containers = containersOf(template);
-  const images = [...(((at(template, 'spec', 'initContainers') as unknown[] | undefined) ?? []).filter(isObj).map((c) => String(c['image'] ?? ''))), ...containers.map((c) => c.image)];
+  const images = [
+    ...((at(template, 'spec', 'initContainers') as unknown[] | undefined) ?? [])
+      .filter(isObj)
+      .map((c) => String(c['image'] ?? '')),
+    ...containers.map((c) => c.image),
+  ];
   const blocked = images.some((i) => imagePullProblem(dir, i) !== undefined);
   // Rootless BuildKit on a kernel that restricts user namespaces (lib/userns.mts): crash loop or create error.
-  const denied = blocked ? [] : containers.map((c) => ({ c, d: podDenial(dir, pod.namespace, pod.name, c.name) })).filter((x) => x.d !== undefined);
-  const cond = (type: string, ok: boolean): Record<string, unknown> => ({ type, status: ok ? 'True' : 'False', lastProbeTime: null, lastTransitionTime: since });
+  const denied = blocked
+    ? []
+    : containers
+        .map((c) => ({ c, d: podDenial(dir, pod.namespace, pod.name, c.name) }))
+        .filter((x) => x.d !== undefined);
+  const cond = (type: string, ok: boolean): Record<string, unknown> => ({
+    type,
+    status: ok ? 'True' : 'False',
+    lastProbeTime: null,
+    lastTransitionTime: since,
+  });
   const ready = !blocked && denied.length === 0;
   return {
     phase: blocked || denied.some((x) => x.d?.kind === 'create') ? 'Pending' : 'Running',
-    conditions: [cond('Initialized', !blocked), cond('Ready', ready), cond('ContainersReady', ready), cond('PodScheduled', true)],
+    conditions: [
+      cond('Initialized', !blocked),
+      cond('Ready', ready),
+      cond('ContainersReady', ready),
+      cond('PodScheduled', true),
+    ],
     containerStatuses: containers.map((c) => {
       const problem = imagePullProblem(dir, c.image);
       const d = denied.find((x) => x.c === c)?.d;
       if (d?.kind === 'crash') {
         return {
-          name: c.name, image: c.image, imageID: '', ready: false, started: false, restartCount: 5,
-          state: { waiting: { reason: 'CrashLoopBackOff', message: `back-off 2m40s restarting failed container=${c.name}` } },
+          name: c.name,
+          image: c.image,
+          imageID: '',
+          ready: false,
+          started: false,
+          restartCount: 5,
+          state: {
+            waiting: { reason: 'CrashLoopBackOff', message: `back-off 2m40s restarting failed container=${c.name}` },
+          },
           lastState: { terminated: { exitCode: 1, reason: 'Error', startedAt: since, finishedAt: since } },
         };
       }
       if (d?.kind === 'create') {
-        return { name: c.name, image: c.image, imageID: '', ready: false, started: false, restartCount: 0, state: { waiting: { reason: 'CreateContainerError', message: d.message } } };
+        return {
+          name: c.name,
+          image: c.image,
+          imageID: '',
+          ready: false,
+          started: false,
+          restartCount: 0,
+          state: { waiting: { reason: 'CreateContainerError', message: d.message } },
+        };
       }
       return {
-        name: c.name, image: c.image, imageID: '', ready: !blocked, started: !blocked, restartCount: 0,
-        state: problem !== undefined
-          ? { waiting: { reason: 'ImagePullBackOff', message: `Back-off pulling image "${c.image}": ${problem}` } }
-          : blocked ? { waiting: { reason: 'PodInitializing' } } : { running: { startedAt: since } },
+        name: c.name,
+        image: c.image,
+        imageID: '',
+        ready: !blocked,
+        started: !blocked,
+        restartCount: 0,
+        state:
+          problem !== undefined
+            ? { waiting: { reason: 'ImagePullBackOff', message: `Back-off pulling image "${c.image}": ${problem}` } }
+            : blocked
+              ? { waiting: { reason: 'PodInitializing' } }
+              : { running: { startedAt: since } },
       };
     }),
-    hostIP: '10.0.2.15', podIP: '10.42.0.10', startTime: since,
+    hostIP: '10.0.2.15',
+    podIP: '10.42.0.10',
+    startTime: since,
   };
 }
 
-function pod(store: Store, owner: K8sObject, ownerKind: string, name: string, template: unknown, labels: Record<string, string>): K8sObject {
+function pod(
+  store: Store,
+  owner: K8sObject,
+  ownerKind: string,
+  name: string,
+  template: unknown,
+  labels: Record<string, string>,
+): K8sObject {
   const since = owner.metadata.creationTimestamp ?? new Date().toISOString();
   const tplMeta = at(template, 'metadata');
   return {
-    apiVersion: 'v1', kind: 'Pod',
+    apiVersion: 'v1',
+    kind: 'Pod',
     metadata: {
-      name, namespace: owner.metadata.namespace ?? 'default', uid: crypto.createHash('sha256').update(`${owner.metadata.uid ?? ''}/${name}`).digest('hex').replace(/^(.{8})(.{4})(.{4})(.{4})(.{12}).*$/, '$1-$2-$3-$4-$5'),
+      name,
+      namespace: owner.metadata.namespace ?? 'default',
+      uid: crypto
+        .createHash('sha256')
+        .update(`${owner.metadata.uid ?? ''}/${name}`)
+        .digest('hex')
+        .replace(/^(.{8})(.{4})(.{4})(.{4})(.{12}).*$/, '$1-$2-$3-$4-$5'),
       creationTimestamp: since,
-      labels: { ...(isObj(tplMeta) && isObj(tplMeta['labels']) ? tplMeta['labels'] as Record<string, string> : {}), ...labels },
-      ...(isObj(tplMeta) && isObj(tplMeta['annotations']) ? { annotations: clone(tplMeta['annotations'] as Record<string, string>) } : {}),
-      ownerReferences: [{ apiVersion: 'apps/v1', kind: ownerKind, name: ownerKind === 'ReplicaSet' ? name.replace(/-[^-]+$/, '') : owner.metadata.name, uid: owner.metadata.uid ?? '', controller: true, blockOwnerDeletion: true }],
+      labels: {
+        ...(isObj(tplMeta) && isObj(tplMeta['labels']) ? (tplMeta['labels'] as Record<string, string>) : {}),
+        ...labels,
+      },
+      ...(isObj(tplMeta) && isObj(tplMeta['annotations'])
+        ? { annotations: clone(tplMeta['annotations'] as Record<string, string>) }
+        : {}),
+      ownerReferences: [
+        {
+          apiVersion: 'apps/v1',
+          kind: ownerKind,
+          name: ownerKind === 'ReplicaSet' ? name.replace(/-[^-]+$/, '') : owner.metadata.name,
+          uid: owner.metadata.uid ?? '',
+          controller: true,
+          blockOwnerDeletion: true,
+        },
+      ],
     },
-    spec: { ...clone((at(template, 'spec') as Record<string, unknown> | undefined) ?? {}), nodeName: store.cluster.nodeName },
+    spec: {
+      ...clone((at(template, 'spec') as Record<string, unknown> | undefined) ?? {}),
+      nodeName: store.cluster.nodeName,
+    },
     status: podStatus(store.dir, template, since, { namespace: owner.metadata.namespace ?? 'default', name }),
   };
 }
@@ -101,7 +183,11 @@ function deploymentPods(store: Store, d: K8sObject): K8sObject[] {
   const add = (tpl: unknown, count: number): void => {
     const hash = safeHash(canonicalJson(tpl), 10);
     for (let i = 0; i < count; i++) {
-      out.push(pod(store, d, 'ReplicaSet', `${d.metadata.name}-${hash}-${safeHash(`${hash}/${i}`, 5)}`, tpl, { 'pod-template-hash': hash }));
+      out.push(
+        pod(store, d, 'ReplicaSet', `${d.metadata.name}-${hash}-${safeHash(`${hash}/${i}`, 5)}`, tpl, {
+          'pod-template-hash': hash,
+        }),
+      );
     }
   };
   add(template, replicas);
@@ -109,7 +195,13 @@ function deploymentPods(store: Store, d: K8sObject): K8sObject[] {
   if (old > 0) {
     const key = canonicalJson(template);
     const hist: RolloutRevision[] = store.history(info, d.metadata.namespace, d.metadata.name);
-    const previous = [...hist].reverse().find((h) => canonicalJson(h.template) !== key && containersOf(h.template).every((c) => imagePullProblem(store.dir, c.image) === undefined));
+    const previous = [...hist]
+      .reverse()
+      .find(
+        (h) =>
+          canonicalJson(h.template) !== key &&
+          containersOf(h.template).every((c) => imagePullProblem(store.dir, c.image) === undefined),
+      );
     if (previous !== undefined) add(previous.template, old);
   }
   return out;
@@ -118,9 +210,13 @@ function deploymentPods(store: Store, d: K8sObject): K8sObject[] {
 function statefulSetPods(store: Store, s: K8sObject): K8sObject[] {
   const replicas = typeof at(s, 'spec', 'replicas') === 'number' ? Number(at(s, 'spec', 'replicas')) : 1;
   const rev = String(at(s, 'status', 'updateRevision') ?? `${s.metadata.name}-0`);
-  return Array.from({ length: replicas }, (_, i) => pod(store, s, 'StatefulSet', `${s.metadata.name}-${i}`, at(s, 'spec', 'template'), {
-    'controller-revision-hash': rev, 'statefulset.kubernetes.io/pod-name': `${s.metadata.name}-${i}`, 'apps.kubernetes.io/pod-index': String(i),
-  }));
+  return Array.from({ length: replicas }, (_, i) =>
+    pod(store, s, 'StatefulSet', `${s.metadata.name}-${i}`, at(s, 'spec', 'template'), {
+      'controller-revision-hash': rev,
+      'statefulset.kubernetes.io/pod-name': `${s.metadata.name}-${i}`,
+      'apps.kubernetes.io/pod-index': String(i),
+    }),
+  );
 }
 
 /** The pods the Deployments and StatefulSets of `namespace` (all namespaces when undefined) have. */

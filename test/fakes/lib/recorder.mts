@@ -55,8 +55,10 @@ export function ensureStateDir(dir: string): void {
   try {
     fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
   } catch (err) {
-    throw new Error(`cannot create the fakes state dir ${dir} (${(err as NodeJS.ErrnoException).code ?? String(err)}): ` +
-      'run as root or set CODEXK8S_FAKES_DIR');
+    throw new Error(
+      `cannot create the fakes state dir ${dir} (${(err as NodeJS.ErrnoException).code ?? String(err)}): ` +
+        'run as root or set CODEXK8S_FAKES_DIR',
+    );
   }
 }
 
@@ -91,7 +93,9 @@ export function readCalls(dir: string = stateDir()): CallRecord[] {
 
 /** Calls recorded with mutating: true (optionally only those after the first `since` records). */
 export function mutatingCalls(dir: string = stateDir(), since = 0): CallRecord[] {
-  return readCalls(dir).slice(since).filter((c) => c.mutating);
+  return readCalls(dir)
+    .slice(since)
+    .filter((c) => c.mutating);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -130,10 +134,12 @@ export function readFaults(dir: string): Map<string, Fault> {
   if (raw === undefined) return out;
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new Error(`${file}: must be a JSON object`);
   for (const [key, value] of Object.entries(raw as Record<string, unknown>)) {
-    if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new Error(`${file}: "${key}" must be an object`);
+    if (value === null || typeof value !== 'object' || Array.isArray(value))
+      throw new Error(`${file}: "${key}" must be an object`);
     const v = value as Record<string, unknown>;
     for (const field of Object.keys(v)) {
-      if (!FAULT_FIELDS.has(field)) throw new Error(`${file}: "${key}".${field}: unknown field (known: ${[...FAULT_FIELDS].join(', ')})`);
+      if (!FAULT_FIELDS.has(field))
+        throw new Error(`${file}: "${key}".${field}: unknown field (known: ${[...FAULT_FIELDS].join(', ')})`);
     }
     const exitCode = v['exitCode'] ?? 1;
     if (typeof exitCode !== 'number' || !Number.isInteger(exitCode) || exitCode < 0 || exitCode > 255) {
@@ -148,7 +154,8 @@ export function readFaults(dir: string): Map<string, Fault> {
     }
     if (v['times'] !== undefined) {
       const times = v['times'];
-      if (typeof times !== 'number' || !Number.isInteger(times) || times < 1) throw new Error(`${file}: "${key}".times must be an integer >= 1`);
+      if (typeof times !== 'number' || !Number.isInteger(times) || times < 1)
+        throw new Error(`${file}: "${key}".times must be an integer >= 1`);
       fault.times = times;
     }
     out.set(key, fault);
@@ -164,7 +171,11 @@ function keyMatches(key: string, joined: string): boolean {
  * The fault that applies to this call, if any; consumes one use of it.
  * `argvVariants` are the argv forms to match (raw, and without global flags); the tool name is prepended.
  */
-export function takeFault(dir: string, tool: string, argvVariants: readonly (readonly string[])[]): { key: string; fault: Fault } | undefined {
+export function takeFault(
+  dir: string,
+  tool: string,
+  argvVariants: readonly (readonly string[])[],
+): { key: string; fault: Fault } | undefined {
   const faults = readFaults(dir);
   if (faults.size === 0) return undefined;
   const joined = argvVariants.map((argv) => [tool, ...argv].join(' '));
@@ -223,7 +234,8 @@ export async function withLock<T>(dir: string, fn: () => Promise<T>): Promise<T>
         fs.rmSync(lock, { recursive: true, force: true });
         continue;
       }
-      if (Date.now() > deadline) throw new Error(`timed out after ${LOCK_WAIT_MS} ms waiting for ${lock} (held by pid ${owner})`);
+      if (Date.now() > deadline)
+        throw new Error(`timed out after ${LOCK_WAIT_MS} ms waiting for ${lock} (held by pid ${owner})`);
       sleepSync(25);
     }
   }

@@ -61,7 +61,9 @@ function load(dir: string): RegistryFile {
 
 /** Every pushed image, oldest first. A missing registry.json is an empty registry. */
 export function readRegistry(dir: string): PushedImage[] {
-  return Object.values(load(dir).images).sort((a, b) => a.pushedAt.localeCompare(b.pushedAt) || a.ref.localeCompare(b.ref));
+  return Object.values(load(dir).images).sort(
+    (a, b) => a.pushedAt.localeCompare(b.pushedAt) || a.ref.localeCompare(b.ref),
+  );
 }
 
 export function findPushed(dir: string, repository: string, tag: string): PushedImage | undefined {
@@ -71,7 +73,8 @@ export function findPushed(dir: string, repository: string, tag: string): Pushed
 /** Records a push (the caller holds the state-dir lock, as every double does). */
 export function recordPush(dir: string, image: Omit<PushedImage, 'ref' | 'digest' | 'pushedAt'>): PushedImage {
   const ref = `${REGISTRY_IN_CLUSTER}/${image.repository}:${image.tag}`;
-  const digest = 'sha256:' + crypto.createHash('sha256').update(`${ref}\n${image.contextSha256}\n${image.gitSha}`).digest('hex');
+  const digest =
+    'sha256:' + crypto.createHash('sha256').update(`${ref}\n${image.contextSha256}\n${image.gitSha}`).digest('hex');
   const entry: PushedImage = { ref, ...image, digest, pushedAt: new Date().toISOString() };
   const reg = load(dir);
   reg.images[`${image.repository}:${image.tag}`] = entry;
@@ -121,8 +124,10 @@ export function parseImageRef(image: string): ImageRef {
 export function imagePullProblem(dir: string, image: string): string | undefined {
   const ref = parseImageRef(image);
   if (ref.host === REGISTRY_IN_CLUSTER.split(':')[0] || ref.host === REGISTRY_IN_CLUSTER) {
-    return `${image}: the node's containerd resolves names with the host's DNS, not the cluster's, so it cannot reach ` +
-      `${REGISTRY_IN_CLUSTER}; pods must pull through registry.codex-k8s.internal:<port> (registries.yaml)`;
+    return (
+      `${image}: the node's containerd resolves names with the host's DNS, not the cluster's, so it cannot reach ` +
+      `${REGISTRY_IN_CLUSTER}; pods must pull through registry.codex-k8s.internal:<port> (registries.yaml)`
+    );
   }
   if (ref.host === undefined || !PULL_HOSTS.test(ref.host)) return undefined;
   if (ref.digest !== undefined) return `${image}: the fake registry knows tags only (pull by tag)`;

@@ -48,17 +48,24 @@ export function readCluster(dir: string): ClusterInfo | undefined {
   }
 }
 
-export const CONNECTION_REFUSED = 'The connection to the server 127.0.0.1:6443 was refused - did you specify the right host or port?';
+export const CONNECTION_REFUSED =
+  'The connection to the server 127.0.0.1:6443 was refused - did you specify the right host or port?';
 
 /**
  * Like a client talking to the API server: needs a kubeconfig (the flag, else $KUBECONFIG, else ~/.kube/config,
  * else k3s' /etc/rancher/k3s/k3s.yaml as k3s' bundled kubectl does) and a running cluster (cluster.json).
  */
-export function requireCluster(dir: string, env: NodeJS.ProcessEnv, kubeconfigFlag: string | undefined, format: (msg: string) => string): ClusterInfo {
+export function requireCluster(
+  dir: string,
+  env: NodeJS.ProcessEnv,
+  kubeconfigFlag: string | undefined,
+  format: (msg: string) => string,
+): ClusterInfo {
   const root = fakeRoot(env);
   const rooted = (p: string): string => (path.isAbsolute(p) ? root + p : p);
   if (kubeconfigFlag !== undefined) {
-    if (!fs.existsSync(rooted(kubeconfigFlag))) throw new DoubleError(format(`stat ${kubeconfigFlag}: no such file or directory`));
+    if (!fs.existsSync(rooted(kubeconfigFlag)))
+      throw new DoubleError(format(`stat ${kubeconfigFlag}: no such file or directory`));
   } else {
     const candidates = [
       ...(env['KUBECONFIG'] ?? '').split(':').filter((p) => p !== ''),
@@ -66,7 +73,9 @@ export function requireCluster(dir: string, env: NodeJS.ProcessEnv, kubeconfigFl
       '/etc/rancher/k3s/k3s.yaml',
     ];
     if (!candidates.some((p) => fs.existsSync(rooted(p)))) {
-      throw new DoubleError(format('The connection to the server localhost:8080 was refused - did you specify the right host or port?'));
+      throw new DoubleError(
+        format('The connection to the server localhost:8080 was refused - did you specify the right host or port?'),
+      );
     }
   }
   const cluster = readCluster(dir);
@@ -78,7 +87,16 @@ export function requireCluster(dir: string, env: NodeJS.ProcessEnv, kubeconfigFl
 // Server-managed fields
 
 /** metadata fields the API server owns: never compared, never taken from a manifest. */
-export const SERVER_METADATA = ['uid', 'resourceVersion', 'generation', 'creationTimestamp', 'managedFields', 'selfLink', 'deletionTimestamp', 'deletionGracePeriodSeconds'] as const;
+export const SERVER_METADATA = [
+  'uid',
+  'resourceVersion',
+  'generation',
+  'creationTimestamp',
+  'managedFields',
+  'selfLink',
+  'deletionTimestamp',
+  'deletionGracePeriodSeconds',
+] as const;
 /** Annotations controllers own (kept across applies, ignored when comparing). */
 export const SERVER_ANNOTATIONS = ['deployment.kubernetes.io/revision'] as const;
 
@@ -100,7 +118,12 @@ export function userView(obj: K8sObject): K8sObject {
 
 function canonical(v: unknown): unknown {
   if (Array.isArray(v)) return v.map(canonical);
-  if (isObj(v)) return Object.fromEntries(Object.keys(v).sort().map((k) => [k, canonical(v[k])]));
+  if (isObj(v))
+    return Object.fromEntries(
+      Object.keys(v)
+        .sort()
+        .map((k) => [k, canonical(v[k])]),
+    );
   return v;
 }
 
@@ -148,7 +171,12 @@ export class Store {
   }
 
   private file(info: KindInfo, namespace: string | undefined, name: string): string {
-    return path.join(this.objectsRoot(), resourceName(info), info.namespaced ? (namespace ?? 'default') : '_cluster', `${name}.json`);
+    return path.join(
+      this.objectsRoot(),
+      resourceName(info),
+      info.namespaced ? (namespace ?? 'default') : '_cluster',
+      `${name}.json`,
+    );
   }
 
   get(info: KindInfo, namespace: string | undefined, name: string): K8sObject | undefined {
@@ -156,7 +184,9 @@ export class Store {
       return JSON.parse(fs.readFileSync(this.file(info, namespace, name), 'utf8')) as K8sObject;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      return info.kind === 'Pod' && info.group === '' ? derivedPods(this, namespace ?? 'default').find((p) => p.metadata.name === name) : undefined;
+      return info.kind === 'Pod' && info.group === ''
+        ? derivedPods(this, namespace ?? 'default').find((p) => p.metadata.name === name)
+        : undefined;
     }
   }
 
@@ -164,17 +194,28 @@ export class Store {
   list(info: KindInfo, namespace: string | undefined): K8sObject[] {
     const base = path.join(this.objectsRoot(), resourceName(info));
     if (!fs.existsSync(base) && info.kind !== 'Pod') return [];
-    const nss = info.namespaced ? (namespace !== undefined ? [namespace] : fs.existsSync(base) ? fs.readdirSync(base).sort() : []) : ['_cluster'];
+    const nss = info.namespaced
+      ? namespace !== undefined
+        ? [namespace]
+        : fs.existsSync(base)
+          ? fs.readdirSync(base).sort()
+          : []
+      : ['_cluster'];
     const out: K8sObject[] = [];
     for (const ns of nss) {
       const d = path.join(base, ns);
       if (!fs.existsSync(d)) continue;
-      for (const f of fs.readdirSync(d).sort()) if (f.endsWith('.json')) out.push(JSON.parse(fs.readFileSync(path.join(d, f), 'utf8')) as K8sObject);
+      for (const f of fs.readdirSync(d).sort())
+        if (f.endsWith('.json')) out.push(JSON.parse(fs.readFileSync(path.join(d, f), 'utf8')) as K8sObject);
     }
     if (info.kind === 'Pod' && info.group === '') {
       // The pods of Deployments and StatefulSets are derived, not stored (lib/pods.mts).
       out.push(...derivedPods(this, namespace));
-      out.sort((a, b) => (a.metadata.namespace ?? '').localeCompare(b.metadata.namespace ?? '') || a.metadata.name.localeCompare(b.metadata.name));
+      out.sort(
+        (a, b) =>
+          (a.metadata.namespace ?? '').localeCompare(b.metadata.namespace ?? '') ||
+          a.metadata.name.localeCompare(b.metadata.name),
+      );
     }
     return out;
   }
@@ -238,7 +279,10 @@ export class Store {
     if (info.kind === 'Deployment' && this.pullProblems(obj).length > 0) {
       // Recreate stops the old pods before starting new ones; RollingUpdate keeps them while the new ones fail.
       const recreate = at(obj, 'spec', 'strategy', 'type') === 'Recreate';
-      obj['status'] = deploymentStuckStatus(obj, recreate ? 0 : Number(at(previous, 'status', 'availableReplicas') ?? 0));
+      obj['status'] = deploymentStuckStatus(
+        obj,
+        recreate ? 0 : Number(at(previous, 'status', 'availableReplicas') ?? 0),
+      );
     }
     // The StatefulSet's pods (re)start now; those the kernel will not start (lib/userns.mts) never become ready.
     if (info.kind === 'StatefulSet' && isObj(obj['status'])) {
@@ -247,7 +291,8 @@ export class Store {
       const ns = obj.metadata.namespace ?? 'default';
       const template = at(obj, 'spec', 'template');
       // Only a new or changed template (or a deleted pod: no `previous`) restarts them; otherwise the last verdict holds.
-      const restart = previous === undefined || canonicalJson(at(previous, 'spec', 'template')) !== canonicalJson(template);
+      const restart =
+        previous === undefined || canonicalJson(at(previous, 'spec', 'template')) !== canonicalJson(template);
       if (restart ? recordPodStarts(this.dir, ns, pods, template) : pods.some((pod) => podDenied(this.dir, ns, pod))) {
         delete obj['status']['readyReplicas'];
         delete obj['status']['availableReplicas'];
@@ -271,14 +316,21 @@ export class Store {
    */
   refreshDeployments(): string[] {
     const info = kindByApiVersion('apps/v1', 'Deployment') as KindInfo;
-    const counts = (o: K8sObject): string => canonicalJson(['replicas', 'updatedReplicas', 'readyReplicas', 'availableReplicas', 'unavailableReplicas'].map((k) => at(o, 'status', k) ?? 0));
+    const counts = (o: K8sObject): string =>
+      canonicalJson(
+        ['replicas', 'updatedReplicas', 'readyReplicas', 'availableReplicas', 'unavailableReplicas'].map(
+          (k) => at(o, 'status', k) ?? 0,
+        ),
+      );
     const out: string[] = [];
     for (const obj of this.list(info, undefined)) {
       const next = clone(obj);
       this.refreshStatus(info, next, obj);
       if (counts(next) === counts(obj)) continue;
       this.put(info, next);
-      out.push(`deployment.apps/${obj.metadata.name} in ${obj.metadata.namespace ?? 'default'} rolled out (its image is in the registry now)`);
+      out.push(
+        `deployment.apps/${obj.metadata.name} in ${obj.metadata.namespace ?? 'default'} rolled out (its image is in the registry now)`,
+      );
     }
     return out;
   }
@@ -299,8 +351,10 @@ export class Store {
             return true;
           }
         }
-        throw new DoubleError(`error: the fake kubectl cannot delete pod ${name}: its pods are derived from ${o?.kind ?? 'its controller'} ${o?.name ?? ''} ` +
-          '(lib/pods.mts); use `kubectl rollout restart` to replace them');
+        throw new DoubleError(
+          `error: the fake kubectl cannot delete pod ${name}: its pods are derived from ${o?.kind ?? 'its controller'} ${o?.name ?? ''} ` +
+            '(lib/pods.mts); use `kubectl rollout restart` to replace them',
+        );
       }
       return false;
     }
@@ -360,7 +414,10 @@ export class Store {
       fs.mkdirSync(path.dirname(file), { recursive: true });
       fs.writeFileSync(file, JSON.stringify(hist, null, 2) + '\n');
     }
-    obj.metadata.annotations = { ...(obj.metadata.annotations ?? {}), 'deployment.kubernetes.io/revision': String(revision) };
+    obj.metadata.annotations = {
+      ...(obj.metadata.annotations ?? {}),
+      'deployment.kubernetes.io/revision': String(revision),
+    };
     return revision;
   }
 
@@ -385,14 +442,17 @@ export class Store {
     const p = info.providedBy;
     if (p === undefined) return undefined;
     if ('k3s' in p) {
-      return p.unlessDisabled !== undefined && this.cluster.disabled.includes(p.unlessDisabled) ? `k3s runs with --disable ${p.unlessDisabled}` : undefined;
+      return p.unlessDisabled !== undefined && this.cluster.disabled.includes(p.unlessDisabled)
+        ? `k3s runs with --disable ${p.unlessDisabled}`
+        : undefined;
     }
     // A CRD applied by hand serves the kind too.
     const crdInfo = kindByApiVersion('apiextensions.k8s.io/v1', 'CustomResourceDefinition') as KindInfo;
     if (this.get(crdInfo, undefined, `${info.plural}.${info.group}`) !== undefined) return undefined;
     const releases = deployedReleasesOfChart(this.dir, p.chart);
     if (releases.length === 0) return `no deployed helm release of chart ${p.chart} (which installs the CRD)`;
-    if (p.when !== undefined && !releases.some((r) => p.when?.(r.values) === true)) return `chart ${p.chart} is installed without ${p.whenText ?? 'the values that install its CRDs'}`;
+    if (p.when !== undefined && !releases.some((r) => p.when?.(r.values) === true))
+      return `chart ${p.chart} is installed without ${p.whenText ?? 'the values that install its CRDs'}`;
     return undefined;
   }
 }
@@ -401,32 +461,80 @@ export class Store {
 // What a fresh k3s server has. Add objects here when a step relies on something k3s creates.
 
 export function seedObjects(c: ClusterInfo): K8sObject[] {
-  const ns = (name: string): K8sObject => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels: { 'kubernetes.io/metadata.name': name } } });
+  const ns = (name: string): K8sObject => ({
+    apiVersion: 'v1',
+    kind: 'Namespace',
+    metadata: { name, labels: { 'kubernetes.io/metadata.name': name } },
+  });
   const deploy = (name: string, app: string): K8sObject => ({
-    apiVersion: 'apps/v1', kind: 'Deployment', metadata: { name, namespace: 'kube-system', labels: { 'k8s-app': app } },
-    spec: { replicas: 1, selector: { matchLabels: { 'k8s-app': app } },
-      template: { metadata: { labels: { 'k8s-app': app } }, spec: { containers: [{ name: app, image: `rancher/fake-${app}:k3s` }] } } },
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: { name, namespace: 'kube-system', labels: { 'k8s-app': app } },
+    spec: {
+      replicas: 1,
+      selector: { matchLabels: { 'k8s-app': app } },
+      template: {
+        metadata: { labels: { 'k8s-app': app } },
+        spec: { containers: [{ name: app, image: `rancher/fake-${app}:k3s` }] },
+      },
+    },
   });
   const out: K8sObject[] = [ns('default'), ns('kube-system'), ns('kube-public'), ns('kube-node-lease')];
   out.push({
-    apiVersion: 'v1', kind: 'Node',
-    metadata: { name: c.nodeName, labels: { 'kubernetes.io/hostname': c.nodeName, 'kubernetes.io/os': 'linux', 'node-role.kubernetes.io/control-plane': 'true', 'node-role.kubernetes.io/master': 'true' } },
+    apiVersion: 'v1',
+    kind: 'Node',
+    metadata: {
+      name: c.nodeName,
+      labels: {
+        'kubernetes.io/hostname': c.nodeName,
+        'kubernetes.io/os': 'linux',
+        'node-role.kubernetes.io/control-plane': 'true',
+        'node-role.kubernetes.io/master': 'true',
+      },
+    },
     spec: { podCIDR: '10.42.0.0/24', podCIDRs: ['10.42.0.0/24'] },
     status: {
-      conditions: [{ type: 'Ready', status: 'True', reason: 'KubeletReady', message: 'kubelet is posting ready status', lastHeartbeatTime: nowIso(), lastTransitionTime: nowIso() }],
-      nodeInfo: { kubeletVersion: c.version, kubeProxyVersion: c.version, containerRuntimeVersion: 'containerd://fake', osImage: 'codex-k8s sandbox', operatingSystem: 'linux', architecture: 'amd64' },
+      conditions: [
+        {
+          type: 'Ready',
+          status: 'True',
+          reason: 'KubeletReady',
+          message: 'kubelet is posting ready status',
+          lastHeartbeatTime: nowIso(),
+          lastTransitionTime: nowIso(),
+        },
+      ],
+      nodeInfo: {
+        kubeletVersion: c.version,
+        kubeProxyVersion: c.version,
+        containerRuntimeVersion: 'containerd://fake',
+        osImage: 'codex-k8s sandbox',
+        operatingSystem: 'linux',
+        architecture: 'amd64',
+      },
     },
   });
   out.push(deploy('coredns', 'kube-dns'));
   if (!c.disabled.includes('local-storage')) {
     out.push(deploy('local-path-provisioner', 'local-path-provisioner'));
-    out.push({ apiVersion: 'storage.k8s.io/v1', kind: 'StorageClass', metadata: { name: 'local-path', annotations: { 'storageclass.kubernetes.io/is-default-class': 'true' } },
-      provisioner: 'rancher.io/local-path', reclaimPolicy: 'Delete', volumeBindingMode: 'WaitForFirstConsumer' });
+    out.push({
+      apiVersion: 'storage.k8s.io/v1',
+      kind: 'StorageClass',
+      metadata: { name: 'local-path', annotations: { 'storageclass.kubernetes.io/is-default-class': 'true' } },
+      provisioner: 'rancher.io/local-path',
+      reclaimPolicy: 'Delete',
+      volumeBindingMode: 'WaitForFirstConsumer',
+    });
   }
   if (!c.disabled.includes('metrics-server')) out.push(deploy('metrics-server', 'metrics-server'));
   if (!c.disabled.includes('traefik')) {
     out.push(deploy('traefik', 'traefik'));
-    out.push({ apiVersion: 'networking.k8s.io/v1', kind: 'IngressClass', metadata: { name: 'traefik', annotations: { 'ingressclass.kubernetes.io/is-default-class': 'true' } }, spec: { controller: 'traefik.io/ingress-controller' } });
+    out.push({
+      apiVersion: 'networking.k8s.io/v1',
+      kind: 'IngressClass',
+      metadata: { name: 'traefik', annotations: { 'ingressclass.kubernetes.io/is-default-class': 'true' } },
+      spec: { controller: 'traefik.io/ingress-controller' },
+    });
   }
   // helm-controller's HelmChart, values Secret and completed install Job per bundled chart (lib/helm-controller.mts).
   out.push(...seedBundledCharts(c));

@@ -55,7 +55,8 @@ function paxPath(data: Buffer): string | undefined {
 export function readTar(buf: Buffer): TarEntry[] {
   if (buf.length === 0) throw new TarError('empty input');
   if (buf[0] === 0x1f && buf[1] === 0x8b) throw new TarError('gzip-compressed data, not a plain tar');
-  if (buf.length < BLOCK) throw new TarError(`no tar header at the start (${buf.length} bytes, shorter than one ${BLOCK}-byte header)`);
+  if (buf.length < BLOCK)
+    throw new TarError(`no tar header at the start (${buf.length} bytes, shorter than one ${BLOCK}-byte header)`);
   const out: TarEntry[] = [];
   let off = 0;
   let longName: string | undefined;
@@ -66,7 +67,10 @@ export function readTar(buf: Buffer): TarEntry[] {
     const stored = numeric(h.subarray(148, 156));
     let sum = 0;
     for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : (h[i] as number);
-    if (stored !== sum) throw new TarError(off === 0 ? 'no tar header at the start (bad header checksum)' : `bad header checksum at offset ${off}`);
+    if (stored !== sum)
+      throw new TarError(
+        off === 0 ? 'no tar header at the start (bad header checksum)' : `bad header checksum at offset ${off}`,
+      );
     const size = numeric(h.subarray(124, 136));
     if (size === undefined) throw new TarError(`bad size field at offset ${off}`);
     const typeByte = h[156] as number;
@@ -101,7 +105,10 @@ export function readTar(buf: Buffer): TarEntry[] {
 
 /** `./a/./b/` -> `a/b`: how an archive path names a file relative to the extraction root. */
 export function normalizeTarPath(name: string): string {
-  return name.split('/').filter((p) => p !== '' && p !== '.').join('/');
+  return name
+    .split('/')
+    .filter((p) => p !== '' && p !== '.')
+    .join('/');
 }
 
 /** Writes a tar archive (ustar, regular files only): for tests that need a build context. */
@@ -112,11 +119,17 @@ export function makeTar(files: ReadonlyArray<{ name: string; content: string | B
     if (Buffer.byteLength(f.name) > 100) throw new Error(`makeTar: name longer than 100 bytes: ${f.name}`);
     const h = Buffer.alloc(BLOCK);
     h.write(f.name, 0, 'utf8');
-    h.write(((f.mode ?? 0o644).toString(8).padStart(7, '0')) + '\0', 100, 'latin1');
+    h.write((f.mode ?? 0o644).toString(8).padStart(7, '0') + '\0', 100, 'latin1');
     h.write('0000000\0', 108, 'latin1');
     h.write('0000000\0', 116, 'latin1');
     h.write(data.length.toString(8).padStart(11, '0') + '\0', 124, 'latin1');
-    h.write(Math.floor(Date.now() / 1000).toString(8).padStart(11, '0') + '\0', 136, 'latin1');
+    h.write(
+      Math.floor(Date.now() / 1000)
+        .toString(8)
+        .padStart(11, '0') + '\0',
+      136,
+      'latin1',
+    );
     h.write('        ', 148, 'latin1');
     h.write('0', 156, 'latin1');
     h.write('ustar\0', 257, 'latin1');

@@ -24,9 +24,7 @@ const PROFILES = 'sys/kernel/security/apparmor/profiles';
 /** Images whose entry point is rootlesskit (moby/buildkit's `-rootless` tags). */
 const ROOTLESS_IMAGE = /(^|\/)moby\/buildkit:[^@]*rootless/;
 
-export type UsernsDenial =
-  | { kind: 'crash'; log: string[] }
-  | { kind: 'create'; message: string };
+export type UsernsDenial = { kind: 'crash'; log: string[] } | { kind: 'create'; message: string };
 
 function read(file: string): string | undefined {
   try {
@@ -62,11 +60,18 @@ export function usernsDenial(template: unknown, name: string): UsernsDenial | un
   if (value === undefined || value === '0') return undefined;
   const podSc = isObj(spec) && isObj(spec['securityContext']) ? spec['securityContext'] : {};
   const sc = isObj(c['securityContext']) ? c['securityContext'] : {};
-  const profile = isObj(sc['appArmorProfile']) ? sc['appArmorProfile'] : isObj(podSc['appArmorProfile']) ? podSc['appArmorProfile'] : { type: 'RuntimeDefault' };
+  const profile = isObj(sc['appArmorProfile'])
+    ? sc['appArmorProfile']
+    : isObj(podSc['appArmorProfile'])
+      ? podSc['appArmorProfile']
+      : { type: 'RuntimeDefault' };
   if (profile['type'] === 'Localhost') {
     const wanted = String(profile['localhostProfile'] ?? '');
-    const loaded = (read(path.join(root(), PROFILES)) ?? '').split('\n').map((l) => l.trim().replace(/\s+\([a-z_]+\)$/, ''));
-    if (!loaded.includes(wanted)) return { kind: 'create', message: `failed to generate apparmor spec opts: apparmor profile not found ${wanted}` };
+    const loaded = (read(path.join(root(), PROFILES)) ?? '')
+      .split('\n')
+      .map((l) => l.trim().replace(/\s+\([a-z_]+\)$/, ''));
+    if (!loaded.includes(wanted))
+      return { kind: 'create', message: `failed to generate apparmor spec opts: apparmor profile not found ${wanted}` };
     const source = read(path.join(root(), 'etc/apparmor.d', wanted)) ?? '';
     if (/^\s*userns\s*,/m.test(source)) return undefined;
   }
@@ -83,7 +88,10 @@ function loadVerdicts(dir: string): PodVerdicts {
 /** Pods `names` of `namespace` (re)start from `template` now: records each container's verdict; true when any is denied. */
 export function recordPodStarts(dir: string, namespace: string, names: readonly string[], template: unknown): boolean {
   const spec = isObj(template) ? template['spec'] : undefined;
-  const containers = isObj(spec) && Array.isArray(spec['containers']) ? spec['containers'].filter(isObj).map((c) => String(c['name'] ?? '')) : [];
+  const containers =
+    isObj(spec) && Array.isArray(spec['containers'])
+      ? spec['containers'].filter(isObj).map((c) => String(c['name'] ?? ''))
+      : [];
   const all = loadVerdicts(dir);
   let denied = false;
   for (const pod of names) {

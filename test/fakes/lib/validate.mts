@@ -30,13 +30,36 @@ interface AccessRecord {
  * signature of keys that identifies the schema type: when a node's read keys include all of `signature`, the keys in
  * `alsoKnown` are valid there too. Found by comparing the .d.ts interfaces with the compiled validators.
  */
-const SKIPPED_BY_COMPILED_VALIDATORS: readonly { readonly type: string; readonly signature: readonly string[]; readonly alsoKnown: readonly string[] }[] = [
-  { type: 'apiextensions.k8s.io/v1 JSONSchemaProps', signature: ['$schema', '$ref', 'additionalProperties'],
-    alsoKnown: ['description', 'x-kubernetes-embedded-resource', 'x-kubernetes-int-or-string', 'x-kubernetes-list-map-keys',
-      'x-kubernetes-list-type', 'x-kubernetes-map-type', 'x-kubernetes-preserve-unknown-fields', 'x-kubernetes-validations'] },
-  { type: 'apiextensions.k8s.io/v1 CustomResourceColumnDefinition', signature: ['jsonPath', 'priority'], alsoKnown: ['description'] },
+const SKIPPED_BY_COMPILED_VALIDATORS: readonly {
+  readonly type: string;
+  readonly signature: readonly string[];
+  readonly alsoKnown: readonly string[];
+}[] = [
+  {
+    type: 'apiextensions.k8s.io/v1 JSONSchemaProps',
+    signature: ['$schema', '$ref', 'additionalProperties'],
+    alsoKnown: [
+      'description',
+      'x-kubernetes-embedded-resource',
+      'x-kubernetes-int-or-string',
+      'x-kubernetes-list-map-keys',
+      'x-kubernetes-list-type',
+      'x-kubernetes-map-type',
+      'x-kubernetes-preserve-unknown-fields',
+      'x-kubernetes-validations',
+    ],
+  },
+  {
+    type: 'apiextensions.k8s.io/v1 CustomResourceColumnDefinition',
+    signature: ['jsonPath', 'priority'],
+    alsoKnown: ['description'],
+  },
   { type: 'apiextensions.k8s.io/v1 ExternalDocumentation', signature: ['url'], alsoKnown: ['description'] },
-  { type: 'scheduling.k8s.io/v1 PriorityClass', signature: ['globalDefault', 'preemptionPolicy', 'value'], alsoKnown: ['description'] },
+  {
+    type: 'scheduling.k8s.io/v1 PriorityClass',
+    signature: ['globalDefault', 'preemptionPolicy', 'value'],
+    alsoKnown: ['description'],
+  },
 ];
 
 function tracked(value: unknown, records: WeakMap<object, AccessRecord>): unknown {
@@ -116,7 +139,8 @@ function ajvErrorLine(e: AjvError): string {
   const p = pointerToPath(e.instancePath);
   if (e.keyword === 'required') return `${joinPath(p, String(e.params['missingProperty']))}: Required value`;
   const where = p === '' ? '(root)' : p;
-  if (e.keyword === 'enum') return `${where}: Unsupported value: must be one of ${JSON.stringify(e.params['allowedValues'])}`;
+  if (e.keyword === 'enum')
+    return `${where}: Unsupported value: must be one of ${JSON.stringify(e.params['allowedValues'])}`;
   return `${where}: Invalid value: ${e.message ?? e.keyword}`;
 }
 
@@ -127,7 +151,11 @@ async function importModel(specifier: string, kind: string): Promise<ModelClass 
     const mod = (await import(specifier)) as Record<string, unknown>;
     return mod[kind] as ModelClass | undefined;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ERR_PACKAGE_PATH_NOT_EXPORTED' || (err as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND') return undefined;
+    if (
+      (err as NodeJS.ErrnoException).code === 'ERR_PACKAGE_PATH_NOT_EXPORTED' ||
+      (err as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND'
+    )
+      return undefined;
     throw err;
   }
 }
@@ -172,7 +200,8 @@ function appArmorPairing(node: unknown, where: string, out: string[]): void {
     const at = joinPath(joinPath(where, 'appArmorProfile'), 'localhostProfile');
     const local = profile['localhostProfile'];
     const localhost = profile['type'] === 'Localhost';
-    if (localhost && (typeof local !== 'string' || local.trim() === '')) out.push(`${at}: Required value: must be set when type is Localhost`);
+    if (localhost && (typeof local !== 'string' || local.trim() === ''))
+      out.push(`${at}: Required value: must be set when type is Localhost`);
     if (!localhost && local !== undefined) out.push(`${at}: Invalid value: may only be set when type is Localhost`);
   }
   for (const [k, v] of Object.entries(node)) appArmorPairing(v, joinPath(where, k), out);
@@ -189,9 +218,14 @@ function metadataRules(obj: K8sObject): string[] {
   const errors: string[] = [];
   const name = obj.metadata.name;
   if (LABEL_NAMED_KINDS.has(obj.kind)) {
-    if (name.length > 63 || !DNS1123_LABEL.test(name)) errors.push(`metadata.name: Invalid value: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-' (at most 63)`);
+    if (name.length > 63 || !DNS1123_LABEL.test(name))
+      errors.push(
+        `metadata.name: Invalid value: a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-' (at most 63)`,
+      );
   } else if (name.length > 253 || !DNS1123_SUBDOMAIN.test(name)) {
-    errors.push(`metadata.name: Invalid value: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'`);
+    errors.push(
+      `metadata.name: Invalid value: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'`,
+    );
   }
   const labels = obj.metadata.labels;
   if (isObj(labels)) {
@@ -199,8 +233,10 @@ function metadataRules(obj: K8sObject): string[] {
       const slash = k.lastIndexOf('/');
       const prefix = slash === -1 ? '' : k.slice(0, slash);
       const nm = slash === -1 ? k : k.slice(slash + 1);
-      if ((prefix !== '' && !DNS1123_SUBDOMAIN.test(prefix)) || nm.length > 63 || !LABEL_NAME.test(nm)) errors.push(`metadata.labels[${JSON.stringify(k)}]: Invalid value: not a valid label key`);
-      if (typeof v === 'string' && (v.length > 63 || !LABEL_VALUE.test(v))) errors.push(`metadata.labels[${JSON.stringify(k)}]: Invalid value: not a valid label value`);
+      if ((prefix !== '' && !DNS1123_SUBDOMAIN.test(prefix)) || nm.length > 63 || !LABEL_NAME.test(nm))
+        errors.push(`metadata.labels[${JSON.stringify(k)}]: Invalid value: not a valid label key`);
+      if (typeof v === 'string' && (v.length > 63 || !LABEL_VALUE.test(v)))
+        errors.push(`metadata.labels[${JSON.stringify(k)}]: Invalid value: not a valid label value`);
     }
   }
   return errors;
@@ -215,12 +251,18 @@ export async function validateObject(obj: K8sObject, info: KindInfo): Promise<st
   const meta = obj.metadata as unknown;
   if (!isObj(meta)) return ['metadata: Required value'];
   if (typeof meta['name'] !== 'string' || meta['name'] === '') {
-    return [meta['generateName'] !== undefined ? 'metadata.name: Required value (generateName is not supported by apply)' : 'metadata.name: Required value'];
+    return [
+      meta['generateName'] !== undefined
+        ? 'metadata.name: Required value (generateName is not supported by apply)'
+        : 'metadata.name: Required value',
+    ];
   }
   if (info.providedBy === undefined) {
     const Model = await importModel(modelSpecifier(obj.apiVersion, obj.kind), obj.kind);
     if (Model === undefined || Model.kind !== obj.kind || Model.apiVersion !== obj.apiVersion) {
-      throw new Error(`kubernetes-models has no model for ${obj.apiVersion} ${obj.kind}: fix its row in test/fakes/lib/kinds.mts`);
+      throw new Error(
+        `kubernetes-models has no model for ${obj.apiVersion} ${obj.kind}: fix its row in test/fakes/lib/kinds.mts`,
+      );
     }
     errors.push(...runModel(Model, obj, ''));
     appArmorPairing(obj, '', errors);
