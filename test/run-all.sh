@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `npm test`: every check of the project, in one run. Stages run even when an earlier one failed, so one
 # run shows everything that is wrong; the exit code is non-zero when any stage failed.
+#   0 format      prettier --check on the TypeScript of the tree (.prettierrc.json: 120 columns)
 #   1 typecheck   tsc --noEmit (strict, erasable syntax only)
 #   2 unit        node:test files under test/unit (pure logic, config, doubles, app-less parts)
 #   3 bats        CLI behaviour of every script (test/bats)
@@ -10,7 +11,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 
-stages=${CODEXK8S_TEST_STAGES:-typecheck unit bats shellcheck e2e}
+stages=${CODEXK8S_TEST_STAGES:-format typecheck unit bats shellcheck e2e}
 passed=0 failed=0 failed_stages=()
 out_dir=test/.out
 mkdir -p "$out_dir"
@@ -42,6 +43,11 @@ node_tests() { # LOG CONCURRENCY FILE...
   rc=${PIPESTATUS[0]}
   count_node "$log"
   return "$rc"
+}
+
+format() {
+  # The same globs as `npm run format`; a file that is not formatted fails the stage and is named.
+  if node_modules/.bin/prettier --check 'bootstrap/**/*.mts' 'app/**/*.mts' 'test/**/*.mts'; then passed=$((passed + 1)); else failed=$((failed + 1)); return 1; fi
 }
 
 typecheck() {
@@ -86,6 +92,7 @@ e2e() {
   node_tests "$out_dir/e2e.tap" 2 "${files[@]}"
 }
 
+stage format format
 stage typecheck typecheck
 stage unit unit
 stage bats bats_tests
