@@ -16,6 +16,7 @@
 //   summary    the table at the end
 //   context    what they share: options, the run context, the remote helper
 import { Logger } from '../lib/log.mts';
+import { UsageError } from '../lib/errors.mts';
 import { parseCli, helpText, runMain } from '../lib/cli.mts';
 import { STEPS, stepNames } from '../lib/catalogue.mts';
 import { selectSteps } from '../lib/state.mts';
@@ -42,6 +43,8 @@ async function main(argv: readonly string[], log: Logger): Promise<number> {
     dryRun: Boolean(flags['dry-run']),
     yes: Boolean(flags['yes']),
     verbose: Boolean(flags['verbose']),
+    check: Boolean(flags['check']),
+    json: Boolean(flags['json']),
     from: flags['from'] as string | undefined,
     only:
       typeof flags['only'] === 'string'
@@ -51,7 +54,14 @@ async function main(argv: readonly string[], log: Logger): Promise<number> {
             .filter(Boolean)
         : undefined,
   };
+  if (opts.check && opts.dryRun)
+    throw new UsageError(
+      '--check and --dry-run exclude each other: --dry-run contacts nothing, --check connects and reads the server',
+    );
+  if (opts.json && !opts.check)
+    throw new UsageError('--json goes with --check (the drift report); expected --check --json');
   log.verbose = opts.verbose;
+  log.stdoutForData = opts.json;
   const selected = selectSteps(stepNames(), { from: opts.from, only: opts.only });
   const loaded = await loadSettings(opts, log);
   return opts.dryRun ? printPlan(loaded, selected, log) : realRun(opts, loaded.config, selected, log);

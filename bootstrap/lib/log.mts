@@ -24,6 +24,8 @@ export interface StepOutcome {
 export class Logger {
   private file: string | undefined;
   verbose: boolean;
+  /** Everything to stderr: stdout is kept for one machine-readable document (--check --json). */
+  stdoutForData = false;
 
   constructor(opts: { verbose?: boolean; file?: string } = {}) {
     this.verbose = opts.verbose ?? false;
@@ -44,7 +46,7 @@ export class Logger {
   private emit(stream: 'out' | 'err', text: string, plain?: string): void {
     const masked = mask(text);
     for (const line of masked.split('\n')) {
-      (stream === 'out' ? process.stdout : process.stderr).write(line + '\n');
+      (stream === 'out' && !this.stdoutForData ? process.stdout : process.stderr).write(line + '\n');
     }
     if (this.file) {
       // eslint-disable-next-line no-control-regex

@@ -48,7 +48,7 @@ in_empty_netns() {
 @test "launcher --help exits 0 and lists every flag" {
   run "$LAUNCHER" --help
   assert_success
-  for flag in --help --env-file --dry-run --list --from --only --yes --verbose; do
+  for flag in --help --env-file --dry-run --check --json --list --from --only --yes --verbose; do
     assert_output --partial -- "$flag"
   done
   assert_output --partial "Exit codes"
@@ -94,6 +94,23 @@ in_empty_netns() {
   assert_success
   assert_output --partial "==> [01/01] 10_harden_host"
   refute_output --partial "00_preflight"
+}
+
+@test "--check with --dry-run, or --json without --check: exit 2 naming both, nothing contacted" {
+  run "$LAUNCHER" --check --dry-run --env-file .env.example
+  assert_failure 2
+  assert_output --partial '--check and --dry-run exclude each other'
+  run "$LAUNCHER" --json --env-file .env.example
+  assert_failure 2
+  assert_output --partial '--json goes with --check'
+  [ ! -e "$CALLS" ]
+}
+
+@test "--check with a bad step name exits 2 before any connection" {
+  run "$LAUNCHER" --check --env-file .env.example --only 99_nope
+  assert_failure 2
+  assert_output --partial '--only: "99_nope" is not a step'
+  [ ! -e "$CALLS" ]
 }
 
 @test "an unknown step name exits 2 and lists the real ones" {

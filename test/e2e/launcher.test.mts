@@ -131,6 +131,67 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     assert.equal((await t.sb.countAcceptedSsh()) - before, 1);
   });
 
+  it('--check: a live plan of real drift, changing nothing; --json for machines; a run repairs, then it is converged', async () => {
+    const DROPIN = '/etc/ssh/sshd_config.d/00-codex-k8s.conf';
+    const calls = await mutatingCalls();
+    const githubWrites = t.github.calls.filter((c) => c.write).length;
+    const stamp = async () =>
+      (
+        await t.sb.exec([
+          'sh',
+          '-c',
+          `sha256sum ${DROPIN} /etc/codex-k8s-bootstrap/bootstrap.env /var/lib/codex-k8s-bootstrap/state.json`,
+        ])
+      ).stdout;
+
+    const clean = await t.launch(['--yes', '--check']);
+    assert.equal(clean.code, 0, clean.output);
+    assert.equal(await mutatingCalls(), calls, 'a converged check makes no mutating call');
+    assert.match(clean.output, /converged: 9 step\(s\) checked, nothing to change/);
+    assert.doesNotMatch(clean.output, /\bdrift\b/);
+
+    // Real drift: a hand edit of the sshd drop-in, a deleted NetworkPolicy, and a setting changed on the laptop only.
+    await t.sb.exec(['sh', '-c', `echo 'MaxSessions 99' >> ${DROPIN}`]);
+    await t.kubectl('delete', 'networkpolicy', 'baseline', '-n', 'codex-k8s-staging');
+    const before = await stamp();
+    const callsBefore = await mutatingCalls();
+    const drift = await t.launch(['--yes', '--check', '--json'], { CODEXK8S_ROLLOUT_TIMEOUT: '7m' });
+    assert.equal(drift.code, 1, drift.output);
+    const report = JSON.parse(drift.stdout) as {
+      converged: boolean;
+      steps: { name: string; status: string; drift: string[] }[];
+    };
+    const by = Object.fromEntries(report.steps.map((x) => [x.name, x]));
+    assert.equal(report.converged, false);
+    assert.equal(by['10_harden_host']?.status, 'drift');
+    assert.ok(
+      by['10_harden_host']?.drift.some((d) => d.includes('00-codex-k8s.conf')),
+      JSON.stringify(by['10_harden_host']),
+    );
+    assert.equal(by['30_cluster_deps']?.status, 'drift');
+    assert.ok(
+      by['30_cluster_deps']?.drift.some((d) => /NetworkPolicy .*baseline/.test(d)),
+      JSON.stringify(by['30_cluster_deps']),
+    );
+    assert.equal(by['00_preflight']?.status, 'ok');
+    assert.match(drift.stderr, /\/opt\/codex-k8s-bootstrap\/check\/bootstrap\.env written \(0600, for this check only/);
+    assert.match(drift.stderr, /of 9 step\(s\) would change something/);
+    assert.equal(await stamp(), before, 'the drop-in, the server settings and the journal are as they were');
+    assert.equal(
+      (await t.sb.exec(['test', '-e', '/opt/codex-k8s-bootstrap/check'], { allowFail: true })).exitCode,
+      1,
+      'the check settings are gone',
+    );
+    assert.equal(await mutatingCalls(), callsBefore, 'the doubles recorded no mutating call');
+    assert.equal(t.github.calls.filter((c) => c.write).length, githubWrites, 'no write call to GitHub');
+
+    const repaired = await t.launch(['--yes']);
+    assert.equal(repaired.code, 0, repaired.output);
+    const again = await t.launch(['--yes', '--check', '--only', '10,30']);
+    assert.equal(again.code, 0, again.output);
+    assert.match(again.output, /converged: 2 step\(s\) checked/);
+  });
+
   it('--only runs just the named step; --from starts there', async () => {
     const only = await t.launch(['--yes', '--only', '10']);
     assert.equal(only.code, 0, only.output);

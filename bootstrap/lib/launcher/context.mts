@@ -25,6 +25,10 @@ export interface Options {
   dryRun: boolean;
   yes: boolean;
   verbose: boolean;
+  /** --check: run every selected step's check only, and report the drift. */
+  check: boolean;
+  /** --json (with --check): the report as one JSON document on stdout. */
+  json: boolean;
   from?: string;
   only?: string[];
 }

@@ -95,7 +95,16 @@ export function serverState(ctx: Ctx, stdout: string): ServerState {
 }
 
 /** Runtime, tree and settings on the server; each skipped when already identical. */
-export async function prepare(ctx: Ctx, server: ServerState, generated: Record<string, string>): Promise<void> {
+/**
+ * Node.js, the tree and the settings on the server. Returns the settings file the steps read: the server's own,
+ * or for --check, when the laptop's settings differ from it, a separate file (the server's stays as it is).
+ */
+export async function prepare(
+  ctx: Ctx,
+  server: ServerState,
+  generated: Record<string, string>,
+  purpose: 'run' | 'check' = 'run',
+): Promise<string> {
   const { cfg, log } = ctx;
   const t0 = performance.now();
   log.info(color.bold('==> prepare: runtime, files and settings on the server'));
@@ -153,11 +162,18 @@ export async function prepare(ctx: Ctx, server: ServerState, generated: Record<s
 
   const envText = serializeServerEnv(cfg);
   const envHash = createHash('sha256').update(envText).digest('hex');
+  let settingsFile: string = REMOTE.envFile;
   if (server.env === envHash) log.info(`  = ${REMOTE.envFile} unchanged`);
-  else {
+  else if (purpose === 'check') {
+    settingsFile = REMOTE.checkEnvFile;
+    await helper(ctx, ['write-private', settingsFile], { input: envText });
+    changed++;
+    log.info(`  + ${settingsFile} written (0600, for this check only; ${REMOTE.envFile} is left as it is)`);
+  } else {
     await helper(ctx, ['write-private', REMOTE.envFile], { input: envText });
     changed++;
     log.info(`  + ${REMOTE.envFile} written (0600)`);
   }
   log.stepFooter({ status: changed ? 'changed' : 'unchanged', changed, seconds: (performance.now() - t0) / 1000 });
+  return settingsFile;
 }

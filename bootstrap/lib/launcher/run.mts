@@ -8,6 +8,7 @@ import { Logger, color } from '../log.mts';
 import { UsageError, OperationError } from '../errors.mts';
 import { stepNames } from '../catalogue.mts';
 import { checkPrerequisites } from '../state.mts';
+import type { ServerState } from '../state.mts';
 import { SshSession, knownHostsPath, shellQuote } from '../ssh.mts';
 import { REMOTE } from '../paths.mts';
 import { newRunId } from '../step.mts';
@@ -18,6 +19,7 @@ import { checkRunnerFreshness } from '../runners.mts';
 import { SELF, enforcesRunnerFreshness, helper, usesGitHub } from './context.mts';
 import type { Ctx, Options } from './context.mts';
 import { begin, finish, prepare, serverState } from './prepare.mts';
+import { checkSteps, formatCheckReport } from './check.mts';
 import { appSource } from './source.mts';
 import { runSteps } from './steps.mts';
 import { printSummary } from './summary.mts';
@@ -37,7 +39,8 @@ export async function realRun(opts: Options, cfg: Config, selected: readonly str
   );
   log.info(color.dim(`log: ${log.filePath}`));
   // Before anything is contacted: a deploy from an app/ that is not a commit stops the run (exit 2).
-  const generated = await appSource(selected, log);
+  // (--check builds nothing: a dirty app/ only means the upload goes without source.json.)
+  const generated = await appSource(opts.check ? [] : selected, log);
   // Before the first connection: a token that cannot do what the selected steps need stops the run here (exit 2).
   if (usesGitHub(selected)) {
     webhookEvents(cfg);
@@ -48,7 +51,8 @@ export async function realRun(opts: Options, cfg: Config, selected: readonly str
     );
     const gh = clientFromConfig(cfg, log);
     await preflightToken(cfg, log, gh);
-    await checkRunnerFreshness(cfg, log, gh, enforcesRunnerFreshness(selected));
+    // --check reports instead of refusing: a runner past the limit is a warning there.
+    await checkRunnerFreshness(cfg, log, gh, !opts.check && enforcesRunnerFreshness(selected));
   }
 
   const ssh = await SshSession.connect({
@@ -91,6 +95,7 @@ export async function realRun(opts: Options, cfg: Config, selected: readonly str
       locked = true;
       try {
         const server = serverState(ctx, answer);
+        if (opts.check) return await liveCheck(server);
         const pre = checkPrerequisites(stepNames(), selected, server.journal, configHash(cfg));
         for (const w of pre.warnings) log.warn(w);
         if (pre.problems.length > 0) throw new UsageError(pre.problems);
@@ -121,5 +126,17 @@ export async function realRun(opts: Options, cfg: Config, selected: readonly str
       process.off('SIGTERM', onSignal);
       if (!interrupted) await ssh.close();
     }
+  }
+
+  /** --check: every selected step's check (prerequisites not required: a missing one shows as drift). */
+  async function liveCheck(server: ServerState): Promise<number> {
+    const settingsFile = await prepare(ctx, server, generated, 'check');
+    const report = await checkSteps(ctx, selected, settingsFile);
+    await finish(ctx);
+    locked = false;
+    log.info(color.bold('Check (nothing was changed on the server)'));
+    for (const line of formatCheckReport(report)) log.info(line);
+    if (opts.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+    return report.converged ? 0 : 1;
   }
 }

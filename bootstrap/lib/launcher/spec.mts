@@ -8,7 +8,7 @@ import { NAME_WIDTH, SELF } from './context.mts';
 
 export const SPEC: CliSpec = {
   name: SELF,
-  usage: `${SELF} [--env-file PATH] [--dry-run | --list] [--from STEP | --only STEP[,STEP]] [--yes] [--verbose]`,
+  usage: `${SELF} [--env-file PATH] [--dry-run | --check [--json] | --list] [--from STEP | --only STEP[,STEP]] [--yes] [--verbose]`,
   summary:
     'Bootstraps a fresh Ubuntu 24.04 server into the codex-k8s staging environment over SSH.\n' +
     'Validates every setting first (nothing is contacted when one is wrong), then runs the remote steps in order.\n' +
@@ -27,6 +27,13 @@ export const SPEC: CliSpec = {
       description:
         'validate and print the plan (each step, what it checks and changes); contact nothing, no secrets needed',
     },
+    {
+      name: 'check',
+      type: 'boolean',
+      description:
+        "connect and run every selected step's check: a live plan of the drift, nothing changed on the server (exit 0 converged, 1 drift)",
+    },
+    { name: 'json', type: 'boolean', description: 'with --check: the report as JSON on stdout (the rest on stderr)' },
     { name: 'list', type: 'boolean', description: 'list the steps in order and exit' },
     {
       name: 'from',
@@ -67,13 +74,14 @@ export const SPEC: CliSpec = {
     },
     {
       title: 'Exit codes',
-      body: `0 done\n1 a step, the connection or an upload failed (the message says how to resume)\n2 bad flag or setting; nothing was contacted\n${EXIT_LOCKED} another run holds the server lock`,
+      body: `0 done (--check: converged)\n1 a step, the connection or an upload failed (the message says how to resume); --check: drift\n2 bad flag or setting; nothing was contacted\n${EXIT_LOCKED} another run holds the server lock`,
     },
     {
       title: 'Examples',
       body:
         `${SELF} --dry-run --env-file .env.example   # the plan, without a server\n` +
         `${SELF}                                      # full run with .env\n` +
+        `${SELF} --check                              # what a run would change now (changes nothing)\n` +
         `${SELF} --from 10_harden_host                # resume after a failure\n` +
         `${SELF} --only 00_preflight --yes            # one step, no prompts`,
     },
