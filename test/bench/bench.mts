@@ -1,7 +1,8 @@
 // `npm run bench`: performance figures, printed, not asserted.
 //   1. SSH connections the server accepted during one full launcher run (target: 1, plus the operator's fresh
 //      login that proves an sshd/firewall change on a first run)
-//   2. wall time of a first run and of a converged re-run (target: re-run <= 25% of the first)
+//   2. wall time of a first run and of a converged re-run (target: re-run <= 25% of the first), and of --check on
+//      the converged server, with the doubles' mutating calls during it (target: 0)
 //   3. wall time of `npm test` (skip with --skip-npm-test)
 //   4. the app image: build context, deps stage time, layer size (test/bench/image.mts; `--image-only` for just this)
 // Needs what the e2e tests need: root, systemd-nspawn, debootstrap (see README).
@@ -36,6 +37,16 @@ async function benchLauncher(): Promise<void> {
     rows.push(['converged re-run', `${second.seconds.toFixed(2)} s`, '']);
     const ratio = (second.seconds / first.seconds) * 100;
     rows.push(['re-run / first run', `${ratio.toFixed(1)} %`, `target <= 25 % (${ratio <= 25 ? 'met' : 'NOT met'})`]);
+    const mutating = async () => (await t.doublesCalls()).filter((c) => c.mutating).length;
+    const m0 = await mutating();
+    const check = await t.launch(['--yes', '--check']);
+    if (check.code !== 0) throw new Error(`--check on the converged server did not say converged:\n${check.output}`);
+    rows.push([
+      '--check, converged server',
+      `${check.seconds.toFixed(2)} s`,
+      `next to the converged re-run's ${second.seconds.toFixed(2)} s`,
+    ]);
+    rows.push(['mutating calls during --check', String((await mutating()) - m0), 'target 0']);
   } finally {
     stopRunner();
     await staging.stop();
