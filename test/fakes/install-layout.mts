@@ -26,7 +26,6 @@ export interface OverlayFile {
 }
 
 export const FAKES_HOME = '/opt/codex-k8s-fakes';
-export const SERVER_NODE = '/opt/codex-k8s-bootstrap/node/bin/node';
 
 /** Packages the doubles import at run time (their dependencies are added automatically). */
 export const RUNTIME_PACKAGES = ['yaml', 'kubernetes-models', '@kubernetes-models/apimachinery', 'ajv'] as const;

@@ -36,10 +36,6 @@ function schemaOf(key: string, version: string): Schema | undefined {
   return loaded.get(id);
 }
 
-export function hasCrdSchema(group: string, kind: string): boolean {
-  return CRDS[`${group}/${kind}`] !== undefined;
-}
-
 const typeOf = (v: unknown): string =>
   v === null ? 'null' : Array.isArray(v) ? 'array' : Number.isInteger(v) ? 'integer' : typeof v;
 

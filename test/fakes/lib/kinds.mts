@@ -672,10 +672,6 @@ export const ALL_KINDS: readonly KindInfo[] = [...BUILTIN_KINDS, ...EXTENSION_KI
 // ---------------------------------------------------------------------------------------------------------------
 // Lookups
 
-export function apiVersionOf(info: KindInfo, version: string): string {
-  return info.group === '' ? version : `${info.group}/${version}`;
-}
-
 export function splitApiVersion(apiVersion: string): { group: string; version: string } {
   const i = apiVersion.lastIndexOf('/');
   return i === -1
