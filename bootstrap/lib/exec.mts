@@ -5,6 +5,7 @@ import type { Readable } from 'node:stream';
 import { OperationError } from './errors.mts';
 import { mask } from './redact.mts';
 import type { Logger } from './log.mts';
+import { PROGRESS_SECONDS, progressLine } from './log.mts';
 
 // zx is loaded on first use: a step that starts no process (00_preflight) does not pay for it.
 let zx: typeof import('zx') | undefined;
@@ -26,6 +27,13 @@ export interface RunOptions {
   allowFail?: boolean;
   /** Kill the process after this long; a timeout is a failure. */
   timeoutSeconds?: number;
+  /**
+   * A long command: what it is, for a progress line through `log` every PROGRESS_SECONDS while it runs
+   * ("  .. still waiting for helm upgrade cert-manager: 45s of at most 330s"), so a 5-minute wait is not silence.
+   */
+  progress?: string;
+  /** The interval of those lines (default PROGRESS_SECONDS; tests use less). */
+  progressSeconds?: number;
   /** Called for each complete stdout / stderr line as it arrives (live streaming). */
   onStdoutLine?: (line: string) => void;
   onStderrLine?: (line: string) => void;
@@ -88,7 +96,18 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
   const errLines = opts.onStderrLine ? lineSplitter(opts.onStderrLine) : undefined;
   if (outLines) p.stdout.on('data', (c: Buffer) => outLines.push(c));
   if (errLines) p.stderr.on('data', (c: Buffer) => errLines.push(c));
-  const out = await p;
+  const heartbeat =
+    opts.progress && opts.log
+      ? setInterval(
+          () => {
+            opts.log?.info(
+              progressLine(opts.progress as string, (performance.now() - started) / 1000, opts.timeoutSeconds),
+            );
+          },
+          (opts.progressSeconds ?? PROGRESS_SECONDS) * 1000,
+        )
+      : undefined;
+  const out = await p.finally(() => clearInterval(heartbeat));
   outLines?.end();
   errLines?.end();
   const result: RunResult = {

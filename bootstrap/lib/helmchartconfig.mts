@@ -117,6 +117,7 @@ export async function awaitHelmChartConfig(
     },
     {
       timeoutSeconds: opts.timeoutSeconds,
+      progress: opts.log,
       intervalSeconds: 3,
       what: `k3s to apply ${describeObject(config)} (Job ${ns}/${job})`,
       hint: `kubectl -n ${ns} get helmchart,job,pods; kubectl -n ${ns} logs job/${job}`,

@@ -402,6 +402,7 @@ export async function rolloutStatus(
     allowFail: true,
     timeoutSeconds: timeoutSeconds + 30,
     log,
+    progress: `${kind} ${namespace}/${name} to roll out`,
   });
   if (r.exitCode !== 0) {
     throw failure(
@@ -439,6 +440,7 @@ export async function helmUpgrade(
     allowFail: true,
     timeoutSeconds: timeoutSeconds + 60,
     log,
+    progress: `helm upgrade ${pin.release} ${pin.version} (--wait)`,
   });
   if (r.exitCode !== 0) {
     throw failure(

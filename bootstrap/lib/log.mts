@@ -114,3 +114,17 @@ export function formatSeconds(s: number): string {
     .toString()
     .padStart(2, '0')}s`;
 }
+
+/** How often a long command (RunOptions.progress) and a long wait (lib/poll.mts) say that they still wait. */
+export const PROGRESS_SECONDS = 15;
+
+/** The progress line of a wait that has lasted `elapsedSeconds` (bound: undefined when there is none). */
+export function progressLine(
+  what: string,
+  elapsedSeconds: number,
+  boundSeconds: number | undefined,
+  detail?: string,
+): string {
+  const bound = boundSeconds === undefined ? '' : ` of at most ${Math.round(boundSeconds)}s`;
+  return `  .. still waiting for ${what}: ${Math.round(elapsedSeconds)}s${bound}${detail ? ` (${detail})` : ''}`;
+}

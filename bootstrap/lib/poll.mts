@@ -3,6 +3,8 @@
 // an error that says what was awaited and what was seen last (or the caller's own error, via onTimeout).
 import { sleep as zxSleep } from 'zx';
 import { OperationError } from './errors.mts';
+import { PROGRESS_SECONDS, progressLine } from './log.mts';
+import type { Logger } from './log.mts';
 
 export interface PollOptions {
   /** The bound as a wall-clock budget; no pause starts that would end past it. */
@@ -20,6 +22,10 @@ export interface PollOptions {
   onTimeout?: (last: string, attempts: number) => Error;
   /** Pauses between asks (tests pass one that returns at once). */
   sleep?: (ms: number) => Promise<void>;
+  /** A progress line through this log every PROGRESS_SECONDS of waiting (what, elapsed, bound, last reason). */
+  progress?: Logger;
+  /** The interval of those lines (default PROGRESS_SECONDS). */
+  progressSeconds?: number;
 }
 
 /** `probe` answers `{ done: value }` (stop), `{ waiting: reason }` (ask again) or throws (stop with that error). */
@@ -42,6 +48,8 @@ export async function pollUntil<T>(probe: (attempt: number) => Promise<PollAnswe
   const pause = opts.sleep ?? zxSleep;
   const deadline = opts.timeoutSeconds === undefined ? Infinity : Date.now() + opts.timeoutSeconds * 1000;
   const maxAttempts = opts.attempts ?? Infinity;
+  const started = Date.now();
+  let told = started;
   let last = 'not asked yet';
   let attempt = 1;
   for (; ; attempt++) {
@@ -51,6 +59,10 @@ export async function pollUntil<T>(probe: (attempt: number) => Promise<PollAnswe
     const seconds = typeof opts.intervalSeconds === 'function' ? opts.intervalSeconds(attempt) : opts.intervalSeconds;
     if (attempt >= maxAttempts || Date.now() + seconds * 1000 > deadline) break;
     opts.onWait?.(attempt, last, seconds);
+    if (opts.progress && Date.now() - told >= (opts.progressSeconds ?? PROGRESS_SECONDS) * 1000) {
+      told = Date.now();
+      opts.progress.info(progressLine(opts.what, (told - started) / 1000, opts.timeoutSeconds, last));
+    }
     await pause(seconds * 1000);
   }
   if (opts.onTimeout) throw opts.onTimeout(last, attempt);

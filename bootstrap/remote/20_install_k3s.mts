@@ -115,6 +115,7 @@ async function apply(ctx: StepContext): Promise<string[]> {
         log: ctx.log,
         timeoutSeconds: 900,
         allowFail: true,
+        progress: `the k3s ${K3S_VERSION} install script`,
         onStdoutLine: (l) => ctx.log.detail(l),
       });
       if (r.exitCode !== 0) {
@@ -139,7 +140,7 @@ async function apply(ctx: StepContext): Promise<string[]> {
 
   // 5. Verify what the (re)start produced, bounded, loudly.
   await waitForHostsToml(port, since);
-  const ready = await nodeReady(NODE_READY_TIMEOUT_SECONDS);
+  const ready = await nodeReady(NODE_READY_TIMEOUT_SECONDS, ctx.log);
   if (!ready.ok) {
     throw new OperationError(`the node did not become Ready within ${NODE_READY_TIMEOUT_SECONDS}s`, {
       detail: ready.detail,
@@ -186,8 +187,13 @@ function hostsProblems(port: number): string[] {
   return mirrorNames(port).flatMap((m) => hostsTomlProblems(m, readIfExists(join(CERTS_D, m, 'hosts.toml')), port));
 }
 
-async function nodeReady(timeoutSeconds: number): Promise<{ ok: boolean; detail: string }> {
-  const r = await run(nodeReadyArgv(timeoutSeconds), { allowFail: true, timeoutSeconds: timeoutSeconds + 30 });
+async function nodeReady(timeoutSeconds: number, log?: StepContext['log']): Promise<{ ok: boolean; detail: string }> {
+  const r = await run(nodeReadyArgv(timeoutSeconds), {
+    allowFail: true,
+    timeoutSeconds: timeoutSeconds + 30,
+    log,
+    progress: 'the node to be Ready',
+  });
   return { ok: r.exitCode === 0, detail: (r.stdout + r.stderr).trim() };
 }
 

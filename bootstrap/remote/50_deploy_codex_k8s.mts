@@ -218,6 +218,7 @@ async function buildImage(s: DeploySettings, gitSha: string, ctx: StepContext): 
       allowFail: true,
       timeoutSeconds: s.buildTimeout,
       log: ctx.log,
+      progress: `the image build in ${NAMES.buildkitPod}`,
       onStderrLine: (line) => ctx.log.detail(`  | ${line}`),
     });
     if (r.exitCode !== 0) {

@@ -74,7 +74,10 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
       r.output,
       new RegExp(`^\\s+\\+ Node\\.js installed v${NODE.version.replaceAll('.', '\\.')} x64$`, 'm'),
     );
-    assert.match(r.output, /^\s+\+ tree uploaded/m);
+    assert.match(
+      r.output,
+      /^\s+\+ tree uploaded \(\d+ files, [\d.]+ (KiB|MiB) in [\d.]+s, [\d.]+ (B|KiB|MiB|GiB)\/s; [0-9a-f]{12}\)$/m,
+    );
     assert.match(r.output, /^Summary$/m);
     assert.ok(!r.output.includes(RESULT_MARKER), 'the result marker is not shown');
     // The master, and the operator's fresh login that proves the sshd/firewall change did not lock anyone out.

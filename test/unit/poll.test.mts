@@ -73,3 +73,53 @@ test('pollUntil: a wall-clock bound stops before a pause that would end past it'
   assert.match(e.message, /^timed out after 0\.001s waiting for the rollout; last seen: slow$/);
   assert.deepEqual(slept, []);
 });
+
+test('progress: a long wait says what it waits for, how long it has waited, the bound and the last reason', async () => {
+  const { CaptureLog } = await import('../capture-log.mts');
+  const log = new CaptureLog();
+  await pollUntil(async (i) => (i === 6 ? { done: true } : { waiting: `pending ${i}` }), {
+    attempts: 6,
+    timeoutSeconds: 30,
+    intervalSeconds: 0.05,
+    what: 'Job kube-system/helm-install-traefik',
+    progress: log,
+    progressSeconds: 0.1,
+  });
+  assert.ok(log.lines.length >= 1, 'at least one progress line in 0.25 s of waiting');
+  assert.match(
+    log.lines[0] ?? '',
+    /^ {2}\.\. still waiting for Job kube-system\/helm-install-traefik: \d+s of at most 30s \(pending \d\)$/,
+  );
+});
+
+test('progress: a long command prints a line every interval while it runs, and none after it ended', async () => {
+  const { CaptureLog } = await import('../capture-log.mts');
+  const { run } = await import('../../bootstrap/lib/exec.mts');
+  const log = new CaptureLog();
+  await run(['sleep', '0.35'], {
+    log,
+    progress: 'helm upgrade cert-manager v1.21.2 (--wait)',
+    progressSeconds: 0.1,
+    timeoutSeconds: 330,
+  });
+  const lines = log.lines.filter((l) => l.includes('still waiting'));
+  assert.ok(lines.length >= 2, log.lines.join('\n'));
+  assert.match(
+    lines[0] ?? '',
+    /^ {2}\.\. still waiting for helm upgrade cert-manager v1\.21\.2 \(--wait\): \d+s of at most 330s$/,
+  );
+  const after = log.lines.length;
+  await new Promise((r) => setTimeout(r, 250));
+  assert.equal(log.lines.length, after, 'the heartbeat stops with the command');
+});
+
+test('formatBytes: the sizes and rates of progress lines', async () => {
+  const { formatBytes } = await import('../../bootstrap/lib/launcher/prepare.mts');
+  assert.deepEqual([0, 1023, 1536, 5 * 1024 ** 2, 3.25 * 1024 ** 3].map(formatBytes), [
+    '0 B',
+    '1023 B',
+    '1.5 KiB',
+    '5.0 MiB',
+    '3.3 GiB',
+  ]);
+});

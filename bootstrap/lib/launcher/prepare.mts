@@ -1,7 +1,7 @@
 // The first round trip and the upload: take the lock (a dead holder taken over), read the server's state, install
 // Node.js, upload the tree and the settings; and the last round trip that releases the lock.
 import { createHash } from 'node:crypto';
-import { mkdtempSync, mkdirSync, rmSync, createReadStream, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, createReadStream, writeFileSync, statSync } from 'node:fs';
 import { hostname, tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { serializeServerEnv } from '../config.mts';
@@ -139,6 +139,7 @@ export async function prepare(
   if (server.tree === tree.hash) log.info(`  = tree unchanged (${tree.files.length} files, ${tree.hash.slice(0, 12)})`);
   else {
     const dir = mkdtempSync(join(tmpdir(), 'ck8s-upload-'));
+    let transfer = '';
     try {
       const list = join(dir, 'files');
       const tar = join(dir, 'tree.tar');
@@ -152,12 +153,15 @@ export async function prepare(
         for (const n of names) writeFileSync(join(stage, n), tree.generated[n] as string);
         await run(['tar', '-rf', tar, '-C', stage, ...names], { env: { COPYFILE_DISABLE: '1' }, log });
       }
+      const bytes = statSync(tar).size;
+      const t1 = performance.now();
       await helper(ctx, ['install-tree', REMOTE.base, tree.hash, ...tree.entries], { input: createReadStream(tar) });
+      transfer = ` ${formatBytes(bytes)} in ${((performance.now() - t1) / 1000).toFixed(1)}s, ${formatBytes(bytes / Math.max(0.001, (performance.now() - t1) / 1000))}/s;`;
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
     changed++;
-    log.info(`  + tree uploaded (${tree.files.length} files, ${tree.hash.slice(0, 12)})`);
+    log.info(`  + tree uploaded (${tree.files.length} files,${transfer} ${tree.hash.slice(0, 12)})`);
   }
 
   const envText = serializeServerEnv(cfg);
@@ -176,4 +180,15 @@ export async function prepare(
   }
   log.stepFooter({ status: changed ? 'changed' : 'unchanged', changed, seconds: (performance.now() - t0) / 1000 });
   return settingsFile;
+}
+
+/** 1536 -> "1.5 KiB": sizes and rates in progress lines. */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${i === 0 ? Math.round(n) : n.toFixed(1)} ${units[i]}`;
 }
