@@ -69,26 +69,30 @@ export function formatCheckReport(r: CheckReport): string[] {
 export async function checkSteps(ctx: Ctx, selected: readonly string[], settingsFile: string): Promise<CheckReport> {
   const steps: StepCheck[] = [];
   ctx.log.info(color.bold(`==> check: ${selected.length} step(s), read-only`));
-  for (const name of selected) {
-    const r = await ctx.ssh.run(
-      [
-        'env',
-        `NODE_COMPILE_CACHE=${REMOTE.compileCache}`,
-        REMOTE.nodeBin,
-        '--',
-        `${REMOTE.base}/bootstrap/remote/${name}.mts`,
-        '--check',
-        '--env-file',
-        settingsFile,
-      ],
-      {
-        allowFail: true,
-        onStdoutLine: (l) => ctx.log.detail(`    ${l}`),
-        onStderrLine: (l) => ctx.log.detail(`    ${l}`),
-      },
-    );
-    steps.push(parseStepCheck(name, r.exitCode, r.stdout, r.stderr));
+  try {
+    for (const name of selected) {
+      const r = await ctx.ssh.run(
+        [
+          'env',
+          `NODE_COMPILE_CACHE=${REMOTE.compileCache}`,
+          REMOTE.nodeBin,
+          '--',
+          `${REMOTE.base}/bootstrap/remote/${name}.mts`,
+          '--check',
+          '--env-file',
+          settingsFile,
+        ],
+        {
+          allowFail: true,
+          onStdoutLine: (l) => ctx.log.detail(`    ${l}`),
+          onStderrLine: (l) => ctx.log.detail(`    ${l}`),
+        },
+      );
+      steps.push(parseStepCheck(name, r.exitCode, r.stdout, r.stderr));
+    }
+  } finally {
+    // The check's copy of the settings holds secrets: it goes whatever happened to the checks.
+    if (settingsFile !== REMOTE.envFile) await ctx.ssh.run(['rm', '-rf', dirname(settingsFile)], { allowFail: true });
   }
-  if (settingsFile !== REMOTE.envFile) await ctx.ssh.run(['rm', '-rf', dirname(settingsFile)], { allowFail: true });
   return { converged: steps.every((s) => s.status === 'ok'), steps };
 }
