@@ -91,7 +91,8 @@ const SCHEMA = [
     scope: 'host',
     required: true,
     example: '203.0.113.10',
-    description: 'Address or DNS name of the server to bootstrap (a fresh Ubuntu 24.04).',
+    description:
+      'Address or DNS name of the server to bootstrap (a fresh Ubuntu 24.04). An IPv6 address may be given bare or in brackets.',
   },
   {
     name: 'TARGET_PORT',

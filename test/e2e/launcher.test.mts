@@ -415,6 +415,31 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     assert.match((await t.sb.exec(['cat', '/etc/codex-k8s-bootstrap/bootstrap.env'])).stdout, new RegExp(t.secret));
   });
 
+  it('an IPv6 literal as TARGET_HOST: the same server over IPv6, its host key pinned under its own name', async () => {
+    // A ULA on both ends of the sandbox's veth (host vcksN, sandbox host0); the rest of the run stays on IPv4.
+    const index = t.sb.host.split('.')[2];
+    const v6 = `fd42:200:${index}::2`;
+    // nodad: usable at once (duplicate address detection would hold both addresses tentative for a second or two).
+    await runProcess('ip', ['-6', 'addr', 'replace', `fd42:200:${index}::1/64`, 'dev', `vcks${index}`, 'nodad']);
+    await t.sb.exec(['ip', '-6', 'addr', 'replace', `${v6}/64`, 'dev', 'host0', 'nodad']);
+    try {
+      const r = await t.launch(['--yes', '--only', '10'], { TARGET_HOST: `[${v6}]` });
+      assert.equal(r.code, 0, r.output);
+      assert.match(r.output, new RegExp(`^codex-k8s staging bootstrap: root@${v6.replaceAll(':', '\\:')}:\\d+`, 'm'));
+      assert.deepEqual(footers(r.output), { '10_harden_host': '= unchanged' }, r.output);
+      const pinned = readdirSync(join(t.dir, 'state', 'known_hosts'));
+      assert.ok(
+        pinned.some((n) => n.startsWith(`fd42_200_${index}__2_`)),
+        pinned.join(', '),
+      );
+    } finally {
+      await t.sb.exec(['ip', '-6', 'addr', 'del', `${v6}/64`, 'dev', 'host0'], { allowFail: true });
+      await runProcess('ip', ['-6', 'addr', 'del', `fd42:200:${index}::1/64`, 'dev', `vcks${index}`], {
+        allowFail: true,
+      });
+    }
+  });
+
   it('a changed host key is refused before anything is sent', async () => {
     await t.sb.rekey();
     const before = await t.sb.countAcceptedSsh();

@@ -404,3 +404,18 @@ test('durations', () => {
   assert.equal(formatDuration(300), '5m');
   assert.equal(parseDuration(formatDuration(3725)), 3725);
 });
+
+test('TARGET_HOST: IPv6 literals, bare or in brackets, become the bare address; a known_hosts name of their own', async () => {
+  const { knownHostsPath } = await import('../../bootstrap/lib/ssh.mts');
+  for (const given of ['2001:db8::10', '[2001:db8::10]']) {
+    const r = load({ TARGET_HOST: given });
+    assert.deepEqual(r.problems, [], given);
+    assert.equal(r.config.get('TARGET_HOST'), '2001:db8::10');
+  }
+  assert.equal(knownHostsPath('/s', '2001:db8::10', 22), '/s/known_hosts/2001_db8__10_22');
+  for (const bad of ['[2001:db8::10', '2001:db8::10::1', '[2001:db8::10]:22'])
+    assert.ok(
+      load({ TARGET_HOST: bad }).problems.some((p) => p.startsWith('TARGET_HOST:')),
+      bad,
+    );
+});
