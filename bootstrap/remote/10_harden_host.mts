@@ -103,13 +103,26 @@ const confirmMode: StepMode = async (log) => {
 };
 
 const rollbackMode: StepMode = async (log) => {
-  const done = await restore(STEP, GUARDED, log);
+  let done: string[];
+  try {
+    done = await restore(STEP, GUARDED, log);
+  } catch (e) {
+    // Half rolled back is not succeeded either.
+    journalRolledBack(`the rollback of the operator/sshd/firewall change did not complete: ${(e as Error).message}`);
+    throw e;
+  }
   if (done.length === 0) {
     log.info(`${STEP}: nothing to roll back (no pending change)`);
     return 0;
   }
   for (const d of done) log.info(`  - ${d}`);
-  // The journal must not claim the step succeeded: the next run applies it again, and later steps wait for it.
+  journalRolledBack('the operator/sshd/firewall change was rolled back (no confirmed login)');
+  log.warn(`${STEP}: rolled back the unconfirmed operator/sshd/firewall change`);
+  return 0;
+};
+
+/** The journal must not claim the step succeeded: the next run applies it again, and later steps wait for it. */
+function journalRolledBack(error: string): void {
   const j = readJournal(REMOTE.journal);
   const prev = j.steps[STEP];
   const now = new Date().toISOString();
@@ -122,12 +135,10 @@ const rollbackMode: StepMode = async (log) => {
       changes: [],
       configHash: prev?.configHash ?? '',
       runId: prev?.runId ?? 'rollback',
-      error: 'the operator/sshd/firewall change was rolled back (no confirmed login)',
+      error,
     }),
   );
-  log.warn(`${STEP}: rolled back the unconfirmed operator/sshd/firewall change`);
-  return 0;
-};
+}
 
 if (import.meta.filename === process.argv[1])
   await runStep(STEP, { check, apply, modes: { confirm: confirmMode, rollback: rollbackMode } });

@@ -360,6 +360,50 @@ describe('10_harden_host against a sandbox server', { concurrency: false }, () =
     assert.equal((await operatorLogin(['sudo', '-n', 'true'])).exitCode, 0);
   });
 
+  it('a rollback whose account part fails still restores sshd and the firewall, keeps the snapshot, and can be run again', async () => {
+    await t.sb.exec(['sh', '-c', 'useradd --create-home --shell /bin/sh adoptfail']);
+    // usermod fails for this run only: the account part of the rollback cannot put the shell back.
+    await t.sb.exec([
+      'sh',
+      '-c',
+      'mv /usr/sbin/usermod /usr/sbin/usermod.real && printf "#!/bin/sh\\ncase \\"\\$*\\" in *--shell\\ /bin/sh*) echo usermod: simulated failure >&2; exit 1;; esac\\nexec /usr/sbin/usermod.real \\"\\$@\\"\\n" > /usr/sbin/usermod && chmod 755 /usr/sbin/usermod',
+    ]);
+    try {
+      const r = await t.launch(['--yes', '--only', '10'], {
+        OPERATOR_USER: 'adoptfail',
+        OPERATOR_ADOPT_EXISTING: 'true',
+        OPERATOR_SSH_KEY: join(t.dir, 'locked-key'),
+        SSH_AUTH_SOCK: '',
+        CODEXK8S_SSH_MAX_AUTH_TRIES: '4',
+      });
+      assert.equal(r.code, 1, r.output);
+      assert.match(
+        r.output,
+        /not everything followed them: operator: command failed: usermod --shell \/bin\/sh adoptfail/,
+      );
+      assert.match(
+        r.output,
+        /the rollback failed \(exit 1\) and no timer is left to retry it: .*10_harden_host\.mts --rollback/,
+      );
+      assert.equal(await sshdT('maxauthtries'), '3', 'sshd was restored and reloaded although the account part failed');
+      assert.equal(await journalStatus(), 'failed', 'half rolled back is not succeeded');
+      assert.equal(
+        (await t.sb.exec(['test', '-d', '/var/lib/codex-k8s-bootstrap/rollback/10_harden_host'], { allowFail: true }))
+          .exitCode,
+        0,
+        'the snapshot is kept',
+      );
+    } finally {
+      await t.sb.exec(['mv', '-f', '/usr/sbin/usermod.real', '/usr/sbin/usermod']);
+    }
+    const again = await t.sb.exec([NODE, '--', STEP, '--rollback'], { allowFail: true });
+    assert.equal(again.exitCode, 0, again.stdout + again.stderr);
+    assert.match(again.stdout + again.stderr, /restored the login shell of adoptfail to \/bin\/sh/);
+    assert.equal((await t.sb.exec(['getent', 'passwd', 'adoptfail'])).stdout.trim().split(':')[6], '/bin/sh');
+    await noPendingRollback();
+    assert.equal((await operatorLogin(['sudo', '-n', 'true'])).exitCode, 0);
+  });
+
   it('dead-man timer: a change made by hand and never confirmed is rolled back by itself', async () => {
     const byHand = await t.sb.exec(
       ['env', 'CODEXK8S_LOCKOUT_ROLLBACK_AFTER=3s', 'CODEXK8S_SSH_MAX_AUTH_TRIES=5', NODE, '--', STEP],

@@ -154,9 +154,26 @@ export async function restore(step: string, parts: readonly HostPart[], log: Log
     renameSync(tmp, f.path);
     done.push(`restored ${f.path}`);
   }
+  // Every part gets its turn even when one fails: an account that cannot be restored must not leave sshd or the
+  // firewall unrestored. A failure keeps the snapshot, so the next --rollback can try again.
+  const failed: string[] = [];
   for (const name of m.parts) {
     const part = parts.find((p) => p.name === name);
-    if (part?.afterRestore) done.push(...(await part.afterRestore(dir, log)));
+    if (!part?.afterRestore) continue;
+    try {
+      done.push(...(await part.afterRestore(dir, log)));
+    } catch (e) {
+      failed.push(`${name}: ${(e as Error).message}`);
+    }
+  }
+  if (failed.length > 0) {
+    for (const d of done) log.info(`  - ${d}`);
+    throw new OperationError(
+      `the rollback restored the files, but not everything followed them: ${failed.join('; ')}`,
+      {
+        hint: `the snapshot in ${dir} is kept; fix the cause and run --rollback again`,
+      },
+    );
   }
   rmSync(dir, { recursive: true, force: true });
   return done;

@@ -89,10 +89,15 @@ export async function proveLogin(
   let undone: string;
   try {
     const rb = await runStepMode(ctx, name, 'rollback', opts);
-    undone =
-      rb.exitCode === 0
-        ? 'the change was rolled back over the open connection'
-        : `the rollback failed (exit ${rb.exitCode}); ${lc.unit}.timer retries it within ${lc.rollbackSeconds}s`;
+    if (rb.exitCode === 0) undone = 'the change was rolled back over the open connection';
+    else {
+      // A rollback that started cancelled the timer; one that never got that far left it pending. Say which.
+      const pending = await ctx.ssh.run(['systemctl', 'is-active', '--quiet', `${lc.unit}.timer`], { allowFail: true });
+      undone =
+        pending.exitCode === 0
+          ? `the rollback failed (exit ${rb.exitCode}); ${lc.unit}.timer retries it within ${lc.rollbackSeconds}s`
+          : `the rollback failed (exit ${rb.exitCode}) and no timer is left to retry it: fix the cause shown above, then run ${REMOTE.base}/bootstrap/remote/${name}.mts --rollback on the server (its snapshot is kept)`;
+    }
   } catch (e) {
     undone = `the server could not be reached to roll back (${(e as Error).message}); ${lc.unit}.timer rolls back within ${lc.rollbackSeconds}s`;
   }
