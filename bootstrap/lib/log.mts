@@ -49,8 +49,7 @@ export class Logger {
       (stream === 'out' && !this.stdoutForData ? process.stdout : process.stderr).write(line + '\n');
     }
     if (this.file) {
-      // eslint-disable-next-line no-control-regex
-      const clean = mask(plain ?? text).replace(/\u001b\[[0-9;]*m/g, '');
+      const clean = stripAnsi(mask(plain ?? text));
       const stamp = new Date().toISOString();
       appendFileSync(
         this.file,
@@ -127,4 +126,10 @@ export function progressLine(
 ): string {
   const bound = boundSeconds === undefined ? '' : ` of at most ${Math.round(boundSeconds)}s`;
   return `  .. still waiting for ${what}: ${Math.round(elapsedSeconds)}s${bound}${detail ? ` (${detail})` : ''}`;
+}
+
+/** Text without terminal colour codes (log files, parsed step output). */
+export function stripAnsi(text: string): string {
+  // eslint-disable-next-line no-control-regex
+  return text.replace(/\u001b\[[0-9;]*m/g, '');
 }

@@ -12,8 +12,11 @@ export const REMOTE = {
   treeHashFile: '/opt/codex-k8s-bootstrap/.tree-sha256',
   /** The configuration the steps read, written by the launcher (0600, holds secrets). */
   envFile: '/etc/codex-k8s-bootstrap/bootstrap.env',
-  /** The laptop's settings for one --check run, when they differ from envFile (removed when the check ends). */
-  checkEnvFile: '/opt/codex-k8s-bootstrap/check/bootstrap.env',
+  /**
+   * The laptop's settings for one --check run, when they differ from envFile. Inside the lock directory: it goes
+   * when the lock is released or taken over (a killed check), and at reboot (/run).
+   */
+  checkEnvFile: '/run/lock/codex-k8s-bootstrap/check.env',
   /** Secrets generated once on the server (0600 files, directory 0700), read back on every later run. */
   secretsDir: '/etc/codex-k8s-bootstrap/secrets',
   /**

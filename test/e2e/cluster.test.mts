@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { startTarget, footers } from './harness.mts';
 import type { Target } from './harness.mts';
 import { CERT_MANAGER_CHART } from '../../bootstrap/lib/versions.mts';
+import { accountCommands } from '../../bootstrap/lib/harden/operator.mts';
 
 let t: Target;
 // CODEXK8S_E2E_CLUSTER_STEPS=00,20,30,40 leaves out a step 10 under repair (the operator user is then created here).
@@ -39,17 +40,7 @@ describe('30_cluster_deps and 40_postgres against a sandbox server', { concurren
 
   before(async () => {
     t = await startTarget();
-    if (!ONLY.split(',').includes('10'))
-      await t.sb.exec([
-        'useradd',
-        '--create-home',
-        '--shell',
-        '/bin/bash',
-        '--user-group',
-        '--comment',
-        'codex-k8s operator',
-        'codex',
-      ]);
+    if (!ONLY.split(',').includes('10')) await t.sb.exec(accountCommands.create('codex'));
   });
   after(async () => {
     await t?.stop();

@@ -15,6 +15,7 @@ import type { Target } from './harness.mts';
 import { startStaging } from './staging.mts';
 import type { Staging } from './staging.mts';
 import { stepNames } from '../../bootstrap/lib/catalogue.mts';
+import { accountCommands } from '../../bootstrap/lib/harden/operator.mts';
 
 const STEP = '80_deploy_loop_check';
 const SETUP = ['00_preflight', '20_install_k3s', '30_cluster_deps', '60_runner_arc', '70_github_repo'];
@@ -43,16 +44,7 @@ describe(
       t = await startTarget();
       staging = await startStaging(t);
       // 10_harden_host is skipped: the operator user it would create is what 20 hands the kubeconfig to.
-      await t.sb.exec([
-        'useradd',
-        '--create-home',
-        '--shell',
-        '/bin/bash',
-        '--user-group',
-        '--comment',
-        'codex-k8s operator',
-        'codex',
-      ]);
+      await t.sb.exec(accountCommands.create('codex'));
       // The steps this test leaves out are prerequisites of the ones it runs: journaled as done.
       await t.journalAsDone(
         stepNames()

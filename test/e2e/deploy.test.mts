@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTarget, footers, snapshotRepo } from './harness.mts';
 import type { Target, DoubleCall } from './harness.mts';
+import { accountCommands } from '../../bootstrap/lib/harden/operator.mts';
 
 let t: Target;
 let snap: Awaited<ReturnType<typeof snapshotRepo>>;
@@ -73,17 +74,7 @@ describe('50_deploy_codex_k8s against a sandbox server', { concurrency: false },
     t = await startTarget();
     snap = await snapshotRepo();
     firstSha = snap.sha;
-    if (!ONLY.split(',').includes('10'))
-      await t.sb.exec([
-        'useradd',
-        '--create-home',
-        '--shell',
-        '/bin/bash',
-        '--user-group',
-        '--comment',
-        'codex-k8s operator',
-        'codex',
-      ]);
+    if (!ONLY.split(',').includes('10')) await t.sb.exec(accountCommands.create('codex'));
   });
   after(async () => {
     await t?.stop();

@@ -12,6 +12,7 @@ import { startTarget, footers } from './harness.mts';
 import type { Target } from './harness.mts';
 import { K3S_VERSION, K3S_INSTALL } from '../../bootstrap/lib/versions.mts';
 import { registriesYaml } from '../../bootstrap/lib/k3s.mts';
+import { accountCommands } from '../../bootstrap/lib/harden/operator.mts';
 
 let t: Target;
 const CERTS = '/var/lib/rancher/k3s/agent/etc/containerd/certs.d';
@@ -40,17 +41,7 @@ describe('20_install_k3s against a sandbox server', { concurrency: false }, () =
 
   before(async () => {
     t = await startTarget();
-    if (!ONLY.split(',').includes('10'))
-      await t.sb.exec([
-        'useradd',
-        '--create-home',
-        '--shell',
-        '/bin/bash',
-        '--user-group',
-        '--comment',
-        'codex-k8s operator',
-        'codex',
-      ]);
+    if (!ONLY.split(',').includes('10')) await t.sb.exec(accountCommands.create('codex'));
     pristine = readFileSync(mirrorScript());
   });
   after(async () => {

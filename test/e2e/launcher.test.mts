@@ -177,13 +177,13 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
       JSON.stringify(by['30_cluster_deps']),
     );
     assert.equal(by['00_preflight']?.status, 'ok');
-    assert.match(drift.stderr, /\/opt\/codex-k8s-bootstrap\/check\/bootstrap\.env written \(0600, for this check only/);
+    assert.match(drift.stderr, /\/run\/lock\/codex-k8s-bootstrap\/check\.env written \(0600, for this check only/);
     assert.match(drift.stderr, /of 9 step\(s\) would change something/);
     assert.equal(await stamp(), before, 'the drop-in, the server settings and the journal are as they were');
     assert.equal(
-      (await t.sb.exec(['test', '-e', '/opt/codex-k8s-bootstrap/check'], { allowFail: true })).exitCode,
+      (await t.sb.exec(['test', '-e', '/run/lock/codex-k8s-bootstrap/check.env'], { allowFail: true })).exitCode,
       1,
-      'the check settings are gone',
+      'the check settings went with the released lock',
     );
     assert.equal(await mutatingCalls(), callsBefore, 'the doubles recorded no mutating call');
     assert.equal(t.github.calls.filter((c) => c.write).length, githubWrites, 'no write call to GitHub');

@@ -14,6 +14,7 @@ import type { Target } from './harness.mts';
 import { ARC_CONTROLLER_CHART, ARC_VERSION, IMAGES } from '../../bootstrap/lib/versions.mts';
 import { tokenSecretName } from '../../bootstrap/remote/60_runner_arc.mts';
 import { randomBytes } from 'node:crypto';
+import { accountCommands } from '../../bootstrap/lib/harden/operator.mts';
 
 let t: Target;
 const ONLY = process.env['CODEXK8S_E2E_RUNNER_STEPS'] ?? '00,10,20,30,40,60';
@@ -40,17 +41,7 @@ async function helmJson(...args: string[]): Promise<any> {
 describe('60_runner_arc against a sandbox server', { concurrency: false }, () => {
   before(async () => {
     t = await startTarget();
-    if (!ONLY.split(',').includes('10'))
-      await t.sb.exec([
-        'useradd',
-        '--create-home',
-        '--shell',
-        '/bin/bash',
-        '--user-group',
-        '--comment',
-        'codex-k8s operator',
-        'codex',
-      ]);
+    if (!ONLY.split(',').includes('10')) await t.sb.exec(accountCommands.create('codex'));
     // The steps before 60 that ONLY leaves out (50_deploy_codex_k8s: its own e2e file covers it) are its prerequisites.
     const chosen = ONLY.split(',').map((n) => resolveStepName(stepNames(), n, 'ONLY'));
     await t.journalAsDone(

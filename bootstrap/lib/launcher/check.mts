@@ -1,10 +1,9 @@
 // --check: the live plan. Every selected step runs its own check on the server (`<step> --check`: read-only, no
 // journal, no lock of its own) against the laptop's settings; the launcher gathers the drift lines into one report.
-// Nothing on the server's system changes: only the tool's own files (the tree, Node.js, a settings file for the
-// check) may be refreshed, and prepare() says so line by line.
-import { dirname } from 'node:path';
-import { color } from '../log.mts';
-import { REMOTE } from '../paths.mts';
+// Nothing on the server's system changes: only the tool's own files (the tree, Node.js, and a settings file for the
+// check inside the lock directory, which goes with the lock) may be refreshed, and prepare() says so line by line.
+import { color, stripAnsi } from '../log.mts';
+import { remoteStepArgv } from './context.mts';
 import type { Ctx } from './context.mts';
 
 export interface StepCheck {
@@ -20,23 +19,19 @@ export interface CheckReport {
   steps: StepCheck[];
 }
 
-// eslint-disable-next-line no-control-regex
-const ANSI = /\u001b\[[0-9;]*m/g;
-
 /**
  * Pure: one step's `--check` output and exit code as a row. The step prints `  ~ LINE` per drift and ends with
  * `NAME: converged` (exit 0) or `NAME: N drift(s)` (exit 1); anything else is an error of the check itself.
  */
 export function parseStepCheck(name: string, exitCode: number, stdout: string, stderr: string): StepCheck {
-  const lines = stdout.replace(ANSI, '').split('\n');
+  const lines = stripAnsi(stdout).split('\n');
   const drift = lines.filter((l) => /^\s*~ /.test(l)).map((l) => l.replace(/^\s*~ /, ''));
   const converged = lines.some((l) => l.trim() === `${name}: converged`);
   const drifting = lines.some((l) => new RegExp(`^${name}: \\d+ drift\\(s\\)$`).test(l.trim()));
   if (exitCode === 0 && converged) return { name, status: 'ok', drift: [] };
   if (exitCode === 1 && drifting) return { name, status: 'drift', drift };
   const errorLine =
-    stderr
-      .replace(ANSI, '')
+    stripAnsi(stderr)
       .split('\n')
       .map((l) => l.trim())
       .filter((l) => l.startsWith('error:'))
@@ -69,30 +64,13 @@ export function formatCheckReport(r: CheckReport): string[] {
 export async function checkSteps(ctx: Ctx, selected: readonly string[], settingsFile: string): Promise<CheckReport> {
   const steps: StepCheck[] = [];
   ctx.log.info(color.bold(`==> check: ${selected.length} step(s), read-only`));
-  try {
-    for (const name of selected) {
-      const r = await ctx.ssh.run(
-        [
-          'env',
-          `NODE_COMPILE_CACHE=${REMOTE.compileCache}`,
-          REMOTE.nodeBin,
-          '--',
-          `${REMOTE.base}/bootstrap/remote/${name}.mts`,
-          '--check',
-          '--env-file',
-          settingsFile,
-        ],
-        {
-          allowFail: true,
-          onStdoutLine: (l) => ctx.log.detail(`    ${l}`),
-          onStderrLine: (l) => ctx.log.detail(`    ${l}`),
-        },
-      );
-      steps.push(parseStepCheck(name, r.exitCode, r.stdout, r.stderr));
-    }
-  } finally {
-    // The check's copy of the settings holds secrets: it goes whatever happened to the checks.
-    if (settingsFile !== REMOTE.envFile) await ctx.ssh.run(['rm', '-rf', dirname(settingsFile)], { allowFail: true });
+  for (const name of selected) {
+    const r = await ctx.ssh.run(remoteStepArgv(ctx, name, ['--check', '--env-file', settingsFile]), {
+      allowFail: true,
+      onStdoutLine: (l) => ctx.log.detail(`    ${l}`),
+      onStderrLine: (l) => ctx.log.detail(`    ${l}`),
+    });
+    steps.push(parseStepCheck(name, r.exitCode, r.stdout, r.stderr));
   }
   return { converged: steps.every((s) => s.status === 'ok'), steps };
 }

@@ -9,6 +9,7 @@ import { STEPS, stepInfo } from '../catalogue.mts';
 import { SshSession } from '../ssh.mts';
 import type { RemoteRunOptions } from '../ssh.mts';
 import type { StepResult } from '../step.mts';
+import { REMOTE } from '../paths.mts';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
@@ -64,4 +65,23 @@ export function usesGitHub(selected: readonly string[]): boolean {
 /** Steps that install the runners or wait for them: a runner GitHub no longer serves fails them. */
 export function enforcesRunnerFreshness(selected: readonly string[]): boolean {
   return selected.includes('60_runner_arc') || selected.includes('80_deploy_loop_check');
+}
+
+/**
+ * `<step> ARGS` on the server with the pinned Node: the step knows it runs under this launcher (its run id, and the
+ * lock token it checks before it works). `--` keeps node from reading a later --env-file as its own option.
+ */
+export function remoteStepArgv(ctx: Ctx, name: string, args: readonly string[]): string[] {
+  return [
+    'env',
+    'CODEXK8S_LAUNCHER=1',
+    `CODEXK8S_RUN_ID=${ctx.runId}`,
+    `CODEXK8S_LOCK_TOKEN=${ctx.lockToken}`,
+    // Node keeps the stripped and compiled modules of the steps there: a converged re-run starts each step faster.
+    `NODE_COMPILE_CACHE=${REMOTE.compileCache}`,
+    REMOTE.nodeBin,
+    '--',
+    `${REMOTE.base}/bootstrap/remote/${name}.mts`,
+    ...args,
+  ];
 }

@@ -4,25 +4,16 @@ import { REMOTE } from '../paths.mts';
 import { run } from '../exec.mts';
 import type { LoginCheck } from '../step.mts';
 import { pollUntil, PollTimeout } from '../poll.mts';
+import { remoteStepArgv } from './context.mts';
 import type { Ctx, LaunchResult, Options } from './context.mts';
 
 /** Runs `<step> --confirm` or `--rollback` over the master connection (the one that is known to work). */
 export async function runStepMode(ctx: Ctx, name: string, mode: 'confirm' | 'rollback', opts: Options) {
-  return ctx.ssh.run(
-    [
-      'env',
-      'CODEXK8S_LAUNCHER=1',
-      `CODEXK8S_RUN_ID=${ctx.runId}`,
-      `CODEXK8S_LOCK_TOKEN=${ctx.lockToken}`,
-      `NODE_COMPILE_CACHE=${REMOTE.compileCache}`,
-      REMOTE.nodeBin,
-      '--',
-      `${REMOTE.base}/bootstrap/remote/${name}.mts`,
-      `--${mode}`,
-      ...(opts.verbose ? ['--verbose'] : []),
-    ],
-    { allowFail: true, onStdoutLine: (l) => ctx.log.info(`    ${l}`), onStderrLine: (l) => ctx.log.info(`    ${l}`) },
-  );
+  return ctx.ssh.run(remoteStepArgv(ctx, name, [`--${mode}`, ...(opts.verbose ? ['--verbose'] : [])]), {
+    allowFail: true,
+    onStdoutLine: (l) => ctx.log.info(`    ${l}`),
+    onStderrLine: (l) => ctx.log.info(`    ${l}`),
+  });
 }
 
 export const LOGIN_ATTEMPTS = 30;

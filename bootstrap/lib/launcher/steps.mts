@@ -1,6 +1,7 @@
 // The step loop: each selected step on the server, its output streamed, its result read from the marker line.
-import { REMOTE, RESULT_MARKER } from '../paths.mts';
+import { RESULT_MARKER } from '../paths.mts';
 import type { StepResult } from '../step.mts';
+import { remoteStepArgv } from './context.mts';
 import type { Ctx, LaunchResult, Options } from './context.mts';
 import { proveLogin } from './login.mts';
 
@@ -15,32 +16,17 @@ export async function runSteps(
     const t0 = performance.now();
     let result: LaunchResult | undefined;
     const stderr: string[] = [];
-    const r = await ctx.ssh.run(
-      [
-        'env',
-        'CODEXK8S_LAUNCHER=1',
-        `CODEXK8S_RUN_ID=${ctx.runId}`,
-        `CODEXK8S_LOCK_TOKEN=${ctx.lockToken}`,
-        // Node keeps the stripped and compiled modules of the steps there: a converged re-run starts each step faster.
-        `NODE_COMPILE_CACHE=${REMOTE.compileCache}`,
-        // `--` keeps node from reading a later --env-file as its own option (node scans the whole argv).
-        REMOTE.nodeBin,
-        '--',
-        `${REMOTE.base}/bootstrap/remote/${name}.mts`,
-        ...(opts.verbose ? ['--verbose'] : []),
-      ],
-      {
-        allowFail: true,
-        onStdoutLine: (line) => {
-          if (line.startsWith(RESULT_MARKER)) result = JSON.parse(line.slice(RESULT_MARKER.length)) as StepResult;
-          else ctx.log.info(`    ${line}`);
-        },
-        onStderrLine: (line) => {
-          stderr.push(line);
-          ctx.log.info(`    ${line}`);
-        },
+    const r = await ctx.ssh.run(remoteStepArgv(ctx, name, opts.verbose ? ['--verbose'] : []), {
+      allowFail: true,
+      onStdoutLine: (line) => {
+        if (line.startsWith(RESULT_MARKER)) result = JSON.parse(line.slice(RESULT_MARKER.length)) as StepResult;
+        else ctx.log.info(`    ${line}`);
       },
-    );
+      onStderrLine: (line) => {
+        stderr.push(line);
+        ctx.log.info(`    ${line}`);
+      },
+    });
     const seconds = (performance.now() - t0) / 1000;
     if (!result)
       result = {
