@@ -23,7 +23,7 @@ import { selectSteps } from '../lib/state.mts';
 import { NAME_WIDTH } from '../lib/launcher/context.mts';
 import type { Options } from '../lib/launcher/context.mts';
 import { printPlan } from '../lib/launcher/plan.mts';
-import { realRun } from '../lib/launcher/run.mts';
+import { RESTORE_STEP, realRun } from '../lib/launcher/run.mts';
 import { loadSettings } from '../lib/launcher/settings.mts';
 import { SPEC } from '../lib/launcher/spec.mts';
 
@@ -53,16 +53,29 @@ async function main(argv: readonly string[], log: Logger): Promise<number> {
             .map((s) => s.trim())
             .filter(Boolean)
         : undefined,
+    backup: flags['backup'] as string | undefined,
+    restoreFrom: flags['restore-from'] as string | undefined,
+    restoreOverwrite: Boolean(flags['restore-overwrite']),
   };
   if (opts.check && opts.dryRun)
     throw new UsageError(
       '--check and --dry-run exclude each other: --dry-run contacts nothing, --check connects and reads the server',
     );
+  if (opts.backup !== undefined && (opts.check || opts.dryRun || opts.restoreFrom || opts.from || opts.only))
+    throw new UsageError(
+      '--backup runs alone: it writes a bundle and changes nothing, so --check, --dry-run, --restore-from, --from and --only do not go with it',
+    );
+  if (opts.restoreFrom !== undefined && (opts.check || opts.dryRun))
+    throw new UsageError('--restore-from makes a run: --check and --dry-run do not go with it');
+  if (opts.restoreOverwrite && opts.restoreFrom === undefined)
+    throw new UsageError('--restore-overwrite goes with --restore-from FILE');
   if (opts.json && !opts.check)
     throw new UsageError('--json goes with --check (the drift report); expected --check --json');
   log.verbose = opts.verbose;
   log.stdoutForData = opts.json;
   const selected = selectSteps(stepNames(), { from: opts.from, only: opts.only });
+  if (opts.restoreFrom !== undefined && !selected.includes(RESTORE_STEP))
+    throw new UsageError(`--restore-from: the selected steps leave out ${RESTORE_STEP}, which restores the bundle`);
   const loaded = await loadSettings(opts, log);
   return opts.dryRun ? printPlan(loaded, selected, log) : realRun(opts, loaded.config, selected, log);
 }

@@ -108,11 +108,20 @@ export const STEPS: readonly StepInfo[] = [
       'Secret postgres-credentials exists in CODEXK8S_STAGING_NAMESPACE with POSTGRES_USER, POSTGRES_PASSWORD, POSTGRES_DB, DATABASE_URL (read back, never regenerated)',
       'the StatefulSet, its Services, the backup PVC and the backup CronJob (CODEXK8S_POSTGRES_BACKUP_SCHEDULE, CODEXK8S_POSTGRES_BACKUP_KEEP) match manifests/postgres (kubectl diff)',
       'the StatefulSet is ready (pg_isready readiness probe)',
+      'a restore uploaded by --restore-from (/var/lib/codex-k8s-bootstrap/restore) is pending; refused before any change (exit 2) when the server holds other credentials, another webhook secret, another repository wiring, or a database with rows (unless --restore-overwrite)',
     ],
     changes: [
-      'generates the password once (in memory, applied on stdin) when the Secret does not exist; refuses when the Secret is gone but the data PVC is not',
+      'generates the password once (in memory, applied on stdin) when the Secret does not exist, or takes it from a restored bundle; refuses when the Secret is gone but the data PVC is not',
       'kubectl apply of the manifests that differ; never deletes a PVC',
       'waits, bounded, for the StatefulSet rollout',
+      'a pending restore: pg_restore of the bundle\'s dump in one transaction, row counts compared with its manifest, the webhook secret file and the journal\'s GitHub record put back; then the uploaded bundle is removed',
+    ],
+    modes: [
+      {
+        name: 'backup-stream',
+        description:
+          'write a backup bundle (unencrypted: the PostgreSQL dump, the generated secrets, the journal, the pins, a manifest) to stdout for the launcher\'s --backup, which encrypts it; changes nothing',
+      },
     ],
   },
   {

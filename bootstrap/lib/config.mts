@@ -38,7 +38,8 @@ export type Kind =
   | 'cidr'
   | 'cidrList'
   | 'cron'
-  | 'image';
+  | 'image'
+  | 'ageRecipient';
 
 export type Value = string | number | boolean | readonly string[] | Readonly<Record<string, string>>;
 type Values = Record<string, Value | undefined>;
@@ -76,8 +77,12 @@ const GROUPS = {
   timing: 'Timeouts and locks',
   artifacts: 'Downloads',
   postgres: 'PostgreSQL',
+  backup: 'Backups (--backup, --restore-from)',
   local: 'Launcher (laptop side)',
 } as const;
+
+/** An age recipient as `age-keygen -y` prints it: X25519 (`age1` + 58 bech32 characters) or hybrid (`age1pq1...`). */
+const AGE_RECIPIENT = /^age1(?:pq1[02-9ac-hj-np-z]{100,}|[02-9ac-hj-np-z]{58})$/;
 
 const isLocal = (v: Values) => v['CODEXK8S_MODE'] === 'local';
 const isServer = (v: Values) => v['CODEXK8S_MODE'] === 'server';
@@ -539,6 +544,26 @@ const SCHEMA = [
     description: 'How many pg_dump files the backup volume keeps; older ones are removed after each successful dump.',
   },
 
+  // --- backups ------------------------------------------------------------------------------------
+  {
+    name: 'CODEXK8S_BACKUP_AGE_RECIPIENT',
+    group: GROUPS.backup,
+    kind: 'ageRecipient',
+    scope: 'host',
+    example: 'age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p',
+    description:
+      'The age public key (age1...) that --backup encrypts bundles to. Unset: --backup asks for a passphrase on the terminal. Keep the matching secret key off the server: it is what --restore-from needs.',
+  },
+  {
+    name: 'CODEXK8S_BACKUP_AGE_IDENTITY_FILE',
+    group: GROUPS.backup,
+    kind: 'path',
+    scope: 'host',
+    example: '~/.config/codex-k8s/backup-key.txt',
+    description:
+      'The age secret key file (as age-keygen writes it) that opens bundles for --restore-from. Unset: --restore-from asks for the passphrase on the terminal.',
+  },
+
   // --- artifacts ----------------------------------------------------------------------------------
   {
     name: 'CODEXK8S_ARTIFACT_MIRROR',
@@ -723,6 +748,14 @@ function parseValue(s: Setting, raw: string): Parsed {
             why: `${shown} is not a valid Linux user name`,
             expected: 'lower-case letters, digits, _ or -, starting with a letter or _, at most 32 characters',
           };
+    case 'ageRecipient':
+      return AGE_RECIPIENT.test(raw.trim())
+        ? { ok: true, value: raw.trim() }
+        : {
+            ok: false,
+            why: raw.startsWith('AGE-SECRET-KEY') ? 'this is an age SECRET key' : `${shown} is not an age recipient`,
+            expected: 'the public key age-keygen prints (age1... : `age-keygen -y KEYFILE`); the secret key stays off the server',
+          };
     case 'image':
       return IMAGE_REF.test(raw)
         ? { ok: true, value: raw }
@@ -872,6 +905,7 @@ interface KindValues {
   cidrList: readonly string[];
   cron: string;
   image: string;
+  ageRecipient: string;
 }
 
 /** Every setting's name: `cfg.get('CODEXK8S_SSH_PROT')` does not compile. */

@@ -1,7 +1,9 @@
-// The only module that starts processes (with lib/ssh.mts building on it).
+// The only module that starts processes (with lib/ssh.mts building on it): run() for commands whose output fits in
+// memory (zx), spawnStream() for the few whose stdout is a stream of any size (a database dump).
 // Commands are argv arrays; zx quotes every element (`$\`${argv}\``), so no shell string is ever built by hand.
 // Secret values travel on stdin (`input`), never in argv.
-import type { Readable } from 'node:stream';
+import { spawn } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
 import { OperationError } from './errors.mts';
 import { mask } from './redact.mts';
 import type { Logger } from './log.mts';
@@ -122,4 +124,69 @@ export async function run(argv: readonly string[], opts: RunOptions = {}): Promi
   }
   if (result.exitCode !== 0 && !opts.allowFail) throw new CommandError(result);
   return result;
+}
+
+/** A process whose stdin and stdout are streams: a database dump in or out, or a session answered line by line. */
+export interface StreamingProcess {
+  /** null unless `stdin: 'pipe'` was asked for. */
+  readonly stdin: Writable | null;
+  readonly stdout: Readable;
+  /** Resolves when the process has exited: stdout is not in it (it was streamed), stderr is (its last 64 KiB). */
+  readonly done: Promise<RunResult>;
+  kill(): void;
+}
+
+export interface StreamOptions {
+  /** 'pipe': the caller writes stdin (and ends it); a Readable: piped in; default: no stdin. */
+  stdin?: 'pipe' | Readable;
+  env?: Record<string, string | undefined>;
+  /** Called for each complete stderr line as it arrives (the remote side's log lines). */
+  onStderrLine?: (line: string) => void;
+  log?: Logger;
+}
+
+const STDERR_KEEP = 64 * 1024;
+
+/**
+ * Starts `argv` with its stdout as a stream. zx keeps everything a process prints in memory, which a dump of a
+ * database must not do, so this is child_process.spawn itself (no shell: argv as is). Secrets still go on stdin.
+ * `done` never rejects: check its exitCode (and use CommandError to report it).
+ */
+export function spawnStream(argv: readonly string[], opts: StreamOptions = {}): StreamingProcess {
+  if (argv.length === 0) throw new Error('spawnStream(): empty argv');
+  const started = performance.now();
+  opts.log?.detail(`$ ${argv.join(' ')}`);
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries({ ...process.env, ...opts.env })) if (v !== undefined) env[k] = v;
+  const child = spawn(argv[0] as string, argv.slice(1), {
+    env,
+    stdio: [opts.stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  const errLines = opts.onStderrLine ? lineSplitter(opts.onStderrLine) : undefined;
+  child.stderr?.on('data', (c: Buffer) => {
+    stderr = (stderr + c.toString()).slice(-STDERR_KEEP);
+    errLines?.push(c);
+  });
+  child.stderr?.on('end', () => errLines?.end());
+  if (opts.stdin !== undefined && opts.stdin !== 'pipe') {
+    opts.stdin.pipe(child.stdin as Writable);
+    // The process may exit before it read everything (a refused restore): that is its answer, not a crash here.
+    child.stdin?.on('error', () => undefined);
+  }
+  const done = new Promise<RunResult>((resolve) => {
+    const finish = (exitCode: number) =>
+      resolve({ argv, stdout: '', stderr, exitCode, seconds: (performance.now() - started) / 1000 });
+    child.once('error', (e) => {
+      stderr += `${(e as Error).message}\n`;
+      finish(127);
+    });
+    child.once('close', (code, signal) => finish(code ?? (signal ? 128 : 1)));
+  });
+  return {
+    stdin: opts.stdin === 'pipe' ? child.stdin : null,
+    stdout: child.stdout as Readable,
+    done,
+    kill: () => child.kill('SIGTERM'),
+  };
 }

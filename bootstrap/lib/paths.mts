@@ -24,6 +24,11 @@ export const REMOTE = {
    * app's runtime Secret, 70_github_repo in the Actions secret and the webhook), read back by every later run.
    */
   webhookSecretFile: '/etc/codex-k8s-bootstrap/secrets/github-webhook-secret',
+  /**
+   * A restore in progress: the checked parts of a backup bundle the launcher uploaded (--restore-from), 0700, files
+   * 0600; 40_postgres restores from it, then removes it.
+   */
+  restoreDir: '/var/lib/codex-k8s-bootstrap/restore',
   /** The journal: per step status, times, changes, config hash. */
   stateDir: '/var/lib/codex-k8s-bootstrap',
   journal: '/var/lib/codex-k8s-bootstrap/state.json',

@@ -7,8 +7,8 @@ import { mkdtempSync, mkdirSync, rmSync, readdirSync, readFileSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { run, CommandError } from './exec.mts';
-import type { RunResult } from './exec.mts';
+import { run, spawnStream, CommandError } from './exec.mts';
+import type { RunResult, StreamOptions, StreamingProcess } from './exec.mts';
 import { OperationError } from './errors.mts';
 import type { Logger } from './log.mts';
 
@@ -270,6 +270,19 @@ export class SshSession {
     if (r.exitCode !== 0 && !opts.allowFail)
       throw new CommandError({ ...r, argv: display ?? remoteArgv }, 'remote command failed');
     return r;
+  }
+
+  /**
+   * A remote command whose stdin or stdout is a byte stream (a backup coming down, a dump going up) over the same
+   * connection. The caller reads `done` for the exit code; 255 there is ssh's own failure.
+   */
+  stream(
+    remoteArgv: readonly string[],
+    opts: Pick<StreamOptions, 'stdin' | 'onStderrLine'> & { display?: readonly string[] } = {},
+  ): StreamingProcess {
+    if (!this.open) throw new Error('SSH session is closed');
+    this.log.detail(`$ ssh ${destination(this.target)} ${(opts.display ?? remoteArgv).join(' ')}`);
+    return spawnStream(commandArgs(this.target, remoteArgv), { stdin: opts.stdin, onStderrLine: opts.onStderrLine });
   }
 
   async close(): Promise<void> {

@@ -61,8 +61,19 @@ export function changeList(ctx: StepContext): string[] {
   return list;
 }
 
-/** A one-off action of a step (--confirm, --rollback): no config, no lock, no journal by the runner. */
-export type StepMode = (log: Logger) => Promise<number>;
+/**
+ * A one-off action of a step (--confirm, --rollback, --backup-stream): no lock and no journal by the runner; a mode
+ * that needs the settings loads them from `envFile` itself (loadStepConfig), so a rollback works without them.
+ */
+export type StepMode = (log: Logger, opts: { envFile: string }) => Promise<number>;
+
+/** The server's settings for a step or a mode; bad ones are a UsageError (exit 2). */
+export function loadStepConfig(envFile: string, log: Logger): Config {
+  const loaded = loadConfig({ envFile, explicitEnvFile: true, side: 'server' });
+  for (const w of loaded.warnings) log.warn(w);
+  if (loaded.problems.length > 0) throw new UsageError(loaded.problems);
+  return loaded.config;
+}
 
 export interface StepImpl {
   check(ctx: StepContext): Promise<string[]>;
@@ -143,20 +154,18 @@ export async function runStep(
     log.verbose = Boolean(flags['verbose']);
     // Modes run before the configuration is read and without the lock: a rollback must work while the
     // launcher holds the lock, and even when the settings file is broken.
+    const envFile = (flags['env-file'] as string | undefined) ?? REMOTE.envFile;
     const mode = (stepInfo(name).modes ?? []).find((m) => flags[m.name]);
     if (mode) {
       const handler = impl.modes?.[mode.name];
       if (!handler) throw new Error(`${name} lists the mode --${mode.name} in the catalogue but implements no handler`);
-      return handler(log);
+      return handler(log, { envFile });
     }
-    const envFile = (flags['env-file'] as string | undefined) ?? REMOTE.envFile;
-    const loaded = loadConfig({ envFile, explicitEnvFile: true, side: 'server' });
-    for (const w of loaded.warnings) log.warn(w);
-    if (loaded.problems.length > 0) throw new UsageError(loaded.problems);
+    const config = loadStepConfig(envFile, log);
 
     const fromLauncher = process.env['CODEXK8S_LAUNCHER'] === '1';
     const runId = process.env['CODEXK8S_RUN_ID'] ?? newRunId();
-    const ctx: StepContext = { cfg: loaded.config, log, runId };
+    const ctx: StepContext = { cfg: config, log, runId };
 
     if (flags['check']) {
       // Read-only: no lock, no journal, no log file.
@@ -172,12 +181,12 @@ export async function runStep(
       name,
       process.env['CODEXK8S_LOCK_TOKEN'],
       runId,
-      loaded.config.get('CODEXK8S_LOCK_STALE_AFTER'),
+      config.get('CODEXK8S_LOCK_STALE_AFTER'),
       log,
     );
     log.setFile(join(REMOTE.logDir, `${runId}.log`));
     if (!fromLauncher) log.info(color.bold(`==> ${name}`));
-    const result = await converge(name, impl, ctx, configHash(loaded.config));
+    const result = await converge(name, impl, ctx, configHash(config));
     await lock.release();
     if (!fromLauncher) {
       log.stepFooter({ status: result.status, changed: result.changes.length, seconds: result.seconds });

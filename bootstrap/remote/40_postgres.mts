@@ -7,9 +7,30 @@
 // The step therefore refuses to generate a password when the Secret is gone but the data volume is still there,
 // and never deletes anything: not the Secret, not the data PVC (data-postgres-0), not the backups.
 // The password exists in memory and on kubectl's stdin only; it is registered for masking before any output.
+//
+// Restore (--restore-from on the launcher, lib/backup/server.mts): the credentials come from the bundle instead, the
+// dump is restored into the empty database, its row counts are proven against the manifest, and the webhook secret
+// and the journal's GitHub record are put back. `--backup-stream` writes a bundle to stdout for --backup.
 import { randomBytes } from 'node:crypto';
-import { runStep, changeList } from '../lib/step.mts';
-import type { StepContext } from '../lib/step.mts';
+import { createReadStream, existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { runStep, changeList, loadStepConfig } from '../lib/step.mts';
+import type { StepContext, StepMode } from '../lib/step.mts';
+import { REMOTE } from '../lib/paths.mts';
+import { readJournal, writeJournal } from '../lib/state.mts';
+import { writeFileAtomic } from '../lib/fsx.mts';
+import { rowCountMismatches } from '../lib/backup/bundle.mts';
+import { databaseReachable, restoreDump, rowCounts } from '../lib/backup/database.mts';
+import type { Database } from '../lib/backup/database.mts';
+import {
+  pendingRestore,
+  refuseRestore,
+  removePending,
+  restoreConflicts,
+  verifyUploadedDump,
+  writeBackup,
+} from '../lib/backup/server.mts';
+import type { PendingRestore } from '../lib/backup/server.mts';
 import { OperationError } from '../lib/errors.mts';
 import { registerSecret } from '../lib/redact.mts';
 import { render, NAMES, recommendedLabels } from '../lib/manifests.mts';
@@ -30,7 +51,15 @@ import { IMAGES } from '../lib/versions.mts';
 async function check(ctx: StepContext): Promise<string[]> {
   const s = settingsFrom(ctx);
   await requireNamespace(s.namespace, ctx);
-  const drift = [...(await secretState(s, ctx)).drift];
+  const state = await secretState(s, ctx);
+  const drift = [...state.drift];
+  const pending = pendingRestore(ctx.log);
+  if (pending) {
+    await refuseConflicts(pending, s, state.data, ctx);
+    drift.push(
+      `a restore from ${pending.options.source} (${pending.manifest.server.hostname}, ${pending.manifest.createdAt}) is pending`,
+    );
+  }
   const objectDrift = await objectsDrift(postgresObjects(s), ctx.log);
   drift.push(...objectDrift);
   if (!objectDrift.some((d) => d.startsWith(`StatefulSet ${s.namespace}/${NAMES.postgresStatefulSet} `)))
@@ -43,7 +72,14 @@ async function apply(ctx: StepContext): Promise<string[]> {
   await requireNamespace(s.namespace, ctx);
   const changes = changeList(ctx);
   const state = await secretState(s, ctx);
-  if (state.data === undefined) {
+  const pending = pendingRestore(ctx.log);
+  if (state.data === undefined && pending) {
+    const secret = credentialsSecret(s.namespace, pending.secrets.postgres);
+    await applyObjects([secret], ctx.log, { what: secretId(s.namespace), serverSide: true });
+    changes.push(
+      `${secretId(s.namespace)} created from the backup bundle (the password of ${pending.manifest.server.hostname}, kept from now on)`,
+    );
+  } else if (state.data === undefined) {
     const password = generatePassword();
     registerSecret(password);
     const secret = credentialsSecret(s.namespace, { user: POSTGRES_USER, password, db: POSTGRES_DB });
@@ -73,8 +109,108 @@ async function apply(ctx: StepContext): Promise<string[]> {
     ctx.cfg.get('CODEXK8S_ROLLOUT_TIMEOUT'),
     ctx.log,
   );
+  if (pending) changes.push(...(await finishRestore(pending, s, ctx)));
   return changes;
 }
+
+/** The restore's last part, after the database runs: the dump in, its row counts proven, the rest put back. */
+async function finishRestore(p: PendingRestore, s: PostgresSettings, ctx: StepContext): Promise<string[]> {
+  const changes: string[] = [];
+  const d = databaseOf(s, p);
+  const already = await refuseConflicts(p, s, (await secretState(s, ctx)).data, ctx);
+  if (already) {
+    ctx.log.info(
+      `  = database ${d.db} already holds the bundle's rows (a restore that stopped before it was recorded)`,
+    );
+  } else {
+    await verifyUploadedDump(p);
+    await restoreDump(d, createReadStream(p.dumpFile), ctx.log);
+    const mismatches = rowCountMismatches(p.manifest.postgres.rows, await restoredCounts(d, p, ctx));
+    if (mismatches.length > 0)
+      throw new OperationError(`the restored database does not have the bundle's rows: ${mismatches.join('; ')}`, {
+        hint: 'the bundle stays on the server: run again to restore it anew (the restore replaces what the dump holds), or restore an older bundle',
+      });
+    const rows = Object.values(p.manifest.postgres.rows).reduce((a, b) => a + b, 0);
+    changes.push(
+      `database ${d.db} restored from ${p.options.source}: ${Object.keys(p.manifest.postgres.rows).length} tables, ${rows} rows, each table's count equal to the manifest's`,
+    );
+  }
+  if (p.secrets.webhookSecret !== undefined && !existsSync(REMOTE.webhookSecretFile)) {
+    mkdirSync(dirname(REMOTE.webhookSecretFile), { recursive: true, mode: 0o700 });
+    await writeFileAtomic(REMOTE.webhookSecretFile, p.secrets.webhookSecret + '\n', { mode: 0o600, uid: 0, gid: 0 });
+    changes.push(`${REMOTE.webhookSecretFile} restored from the bundle (0600; GitHub keeps the same webhook secret)`);
+  }
+  const journal = readJournal(REMOTE.journal);
+  if (p.github !== undefined && journal.github === undefined) {
+    writeJournal(REMOTE.journal, { ...journal, github: p.github });
+    changes.push(
+      `journal: the record of what this tool wrote to GitHub (${p.github.repo}) restored, so 70_github_repo rewrites only what differs`,
+    );
+  }
+  removePending(p);
+  changes.push(`${p.dir} removed (the restore is complete)`);
+  return changes;
+}
+
+const databaseOf = (s: PostgresSettings, p: PendingRestore): Database => ({
+  namespace: s.namespace,
+  user: p.secrets.postgres.user,
+  db: p.secrets.postgres.db,
+});
+
+/** The restored counts, without the empty tables a service may have made for itself that the dump does not hold. */
+async function restoredCounts(d: Database, p: PendingRestore, ctx: StepContext): Promise<Record<string, number>> {
+  const found = await rowCounts(d, ctx.log);
+  return Object.fromEntries(Object.entries(found).filter(([t, n]) => n > 0 || t in p.manifest.postgres.rows));
+}
+
+/**
+ * Refuses (exit 2, nothing changed) a restore this server cannot take. Returns true when the database already holds
+ * exactly the bundle's rows: an earlier run restored it and stopped before it was recorded.
+ */
+async function refuseConflicts(
+  p: PendingRestore,
+  s: PostgresSettings,
+  credentials: Readonly<Record<string, string>> | undefined,
+  ctx: StepContext,
+): Promise<boolean> {
+  const d = databaseOf(s, p);
+  let rows: number | undefined;
+  let already = false;
+  if (credentials !== undefined && (await databaseReachable(d, ctx.log))) {
+    const counts = await restoredCounts(d, p, ctx);
+    already = Object.keys(counts).length > 0 && rowCountMismatches(p.manifest.postgres.rows, counts).length === 0;
+    rows = already ? 0 : Object.values(counts).reduce((a, b) => a + b, 0);
+  }
+  const webhook = existsSync(REMOTE.webhookSecretFile)
+    ? readFileSync(REMOTE.webhookSecretFile, 'utf8').trim()
+    : undefined;
+  const conflicts = restoreConflicts(p, {
+    namespace: s.namespace,
+    ...(credentials ? { credentials } : {}),
+    ...(webhook ? { webhookSecret: webhook } : {}),
+    ...(readJournal(REMOTE.journal).github ? { github: readJournal(REMOTE.journal).github } : {}),
+    ...(rows !== undefined ? { rows } : {}),
+  });
+  if (conflicts.length > 0) throw refuseRestore(conflicts);
+  return already;
+}
+
+/** --backup-stream: the bundle, unencrypted, on stdout (the launcher's SSH channel). Logs go to stderr. */
+const backupStreamMode: StepMode = async (log, { envFile }) => {
+  log.stdoutForData = true;
+  const cfg = loadStepConfig(envFile, log);
+  const m = await writeBackup(
+    process.stdout,
+    { namespace: cfg.get('CODEXK8S_STAGING_NAMESPACE'), mode: cfg.get('CODEXK8S_MODE') },
+    log,
+  );
+  const rows = Object.values(m.postgres.rows).reduce((a, b) => a + b, 0);
+  log.info(
+    `backup written: ${Object.keys(m.postgres.rows).length} tables, ${rows} rows, dump ${m.parts['postgres.dump']?.bytes ?? 0} bytes`,
+  );
+  return 0;
+};
 
 // ---- how they read and change the server ---------------------------------------------------------------------------
 
@@ -232,4 +368,5 @@ async function postgresHealth(s: PostgresSettings, ctx: StepContext): Promise<st
   return ready >= 1 ? [] : [`StatefulSet ${s.namespace}/${NAMES.postgresStatefulSet} is not ready (${ready}/1)`];
 }
 
-if (import.meta.filename === process.argv[1]) await runStep('40_postgres', { check, apply });
+if (import.meta.filename === process.argv[1])
+  await runStep('40_postgres', { check, apply, modes: { 'backup-stream': backupStreamMode } });

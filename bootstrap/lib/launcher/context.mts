@@ -32,6 +32,12 @@ export interface Options {
   json: boolean;
   from?: string;
   only?: string[];
+  /** --backup DIR: an encrypted bundle into DIR, nothing else. */
+  backup?: string;
+  /** --restore-from FILE: the run restores that bundle (40_postgres). */
+  restoreFrom?: string;
+  /** --restore-overwrite: the restore may replace a database that holds rows. */
+  restoreOverwrite: boolean;
 }
 
 export interface Ctx {

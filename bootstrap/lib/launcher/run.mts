@@ -23,6 +23,12 @@ import { checkSteps, formatCheckReport } from './check.mts';
 import { appSource } from './source.mts';
 import { runSteps } from './steps.mts';
 import { printSummary } from './summary.mts';
+import { backupDir, backupKey, takeBackup } from './backup.mts';
+import { discardRestore, openBundle, uploadRestore } from './restore.mts';
+import type { BundleKey } from '../backup/crypt.mts';
+
+/** The step that restores a bundle uploaded by --restore-from. */
+export const RESTORE_STEP = '40_postgres';
 
 export async function realRun(opts: Options, cfg: Config, selected: readonly string[], log: Logger): Promise<number> {
   const started = performance.now();
@@ -39,104 +45,130 @@ export async function realRun(opts: Options, cfg: Config, selected: readonly str
   );
   log.info(color.dim(`log: ${log.filePath}`));
   // Before anything is contacted: a deploy from an app/ that is not a commit stops the run (exit 2).
-  // (--check builds nothing: a dirty app/ only means the upload goes without source.json.)
-  const generated = await appSource(opts.check ? [] : selected, log);
-  // Before the first connection: a token that cannot do what the selected steps need stops the run here (exit 2).
-  if (usesGitHub(selected)) {
-    webhookEvents(cfg);
-    log.info(
-      color.bold(
-        `==> GitHub token: what ${cfg.get('CODEXK8S_GITHUB_REPO')} needs (${cfg.get('CODEXK8S_GITHUB_API_URL')})`,
-      ),
-    );
-    const gh = clientFromConfig(cfg, log);
-    await preflightToken(cfg, log, gh);
-    // --check reports instead of refusing: a runner past the limit is a warning there.
-    await checkRunnerFreshness(cfg, log, gh, !opts.check && enforcesRunnerFreshness(selected));
+  // (--check and --backup build nothing: a dirty app/ only means the upload goes without source.json.)
+  const generated = await appSource(opts.check || opts.backup ? [] : selected, log);
+  // --backup: the directory and the key are settled before the connection (a wrong recipient is exit 2 here).
+  const backup = opts.backup ? { dir: backupDir(opts.backup), key: await backupKey(cfg, opts.yes) } : undefined;
+  // --restore-from: the whole bundle is decrypted and checked before the connection (exit 2 when it is not right).
+  const bundle = opts.restoreFrom ? await openBundle(opts.restoreFrom, cfg, opts.yes, log) : undefined;
+  try {
+    return await connected();
+  } finally {
+    bundle?.close();
   }
 
-  const ssh = await SshSession.connect({
-    host,
-    port,
-    user,
-    identityFile: key,
-    knownHostsFile: knownHostsPath(cfg.get('CODEXK8S_HOST_STATE_DIR'), host, port),
-    extraOptions: extra,
-    log,
-  });
-  const ctx: Ctx = { cfg, log, ssh, runId, lockToken: randomBytes(12).toString('hex'), sshHint };
-  let locked = false;
-  // Ctrl-C / SIGTERM: release the lock, close the connection, exit 130. The main flow keeps running meanwhile
-  // (its remote command dies with the connection); whatever it ends with, it waits for this cleanup.
-  // A second Ctrl-C kills the launcher at once.
-  let interrupted: Promise<never> | undefined;
-  const onSignal = () => {
-    log.error('interrupted; releasing the server lock');
-    interrupted = (async () => {
-      if (locked)
-        await helper(ctx, ['lock-release', REMOTE.lockDir, ctx.lockToken], { allowFail: true }).catch(() => undefined);
-      await ssh.close().catch(() => undefined);
-      process.exit(130);
-    })();
-  };
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
-  const outcome = await runLocked().then(
-    (code) => ({ code }),
-    (error: unknown) => ({ error }),
-  );
-  if (interrupted) await interrupted;
-  if ('error' in outcome) throw outcome.error;
-  return outcome.code;
-
-  async function runLocked(): Promise<number> {
-    try {
-      const answer = await begin(ctx);
-      locked = true;
-      try {
-        const server = serverState(ctx, answer);
-        if (opts.check) return await liveCheck(server);
-        const pre = checkPrerequisites(stepNames(), selected, server.journal, configHash(cfg));
-        for (const w of pre.warnings) log.warn(w);
-        if (pre.problems.length > 0) throw new UsageError(pre.problems);
-        await prepare(ctx, server, generated);
-        const results = await runSteps(ctx, selected, opts);
-        const finalJournal = await finish(ctx);
-        locked = false;
-        printSummary(ctx, selected, results, finalJournal, (performance.now() - started) / 1000);
-        const failed = selected.find((n) => results.get(n)?.status === 'failed');
-        if (failed) {
-          const r = results.get(failed);
-          const resume = `${SELF}${opts.explicitEnvFile ? ` --env-file ${opts.envFile}` : ''} --from ${failed}`;
-          throw new OperationError(`step ${failed} failed: ${r?.error ?? 'see the output above'}`, {
-            hint: `${r?.hint ?? 'fix the cause'}, then resume with: ${resume}`,
-            // A step that crashed before reporting gave no detail: its stderr is the best we have.
-            detail: r?.detail ?? (r?.crashed ? r.stderrTail : undefined),
-            // A step that refused a setting of the server's (exit 2) changed nothing: the launcher says the same.
-            exitCode: r?.exitCode === 2 ? 2 : 1,
-          });
-        }
-        return 0;
-      } finally {
-        if (locked) await helper(ctx, ['lock-release', REMOTE.lockDir, ctx.lockToken], { allowFail: true });
-        locked = false;
-      }
-    } finally {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
-      if (!interrupted) await ssh.close();
+  async function connected(): Promise<number> {
+    // Before the first connection: a token that cannot do what the selected steps need stops the run here (exit 2).
+    if (!backup && usesGitHub(selected)) {
+      webhookEvents(cfg);
+      log.info(
+        color.bold(
+          `==> GitHub token: what ${cfg.get('CODEXK8S_GITHUB_REPO')} needs (${cfg.get('CODEXK8S_GITHUB_API_URL')})`,
+        ),
+      );
+      const gh = clientFromConfig(cfg, log);
+      await preflightToken(cfg, log, gh);
+      // --check reports instead of refusing: a runner past the limit is a warning there.
+      await checkRunnerFreshness(cfg, log, gh, !opts.check && enforcesRunnerFreshness(selected));
     }
-  }
 
-  /** --check: every selected step's check (prerequisites not required: a missing one shows as drift). */
-  async function liveCheck(server: ServerState): Promise<number> {
-    const settingsFile = await prepare(ctx, server, generated, 'check');
-    const report = await checkSteps(ctx, selected, settingsFile);
-    await finish(ctx);
-    locked = false;
-    log.info(color.bold('Check (nothing was changed on the server)'));
-    for (const line of formatCheckReport(report)) log.info(line);
-    if (opts.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
-    return report.converged ? 0 : 1;
+    const ssh = await SshSession.connect({
+      host,
+      port,
+      user,
+      identityFile: key,
+      knownHostsFile: knownHostsPath(cfg.get('CODEXK8S_HOST_STATE_DIR'), host, port),
+      extraOptions: extra,
+      log,
+    });
+    const ctx: Ctx = { cfg, log, ssh, runId, lockToken: randomBytes(12).toString('hex'), sshHint };
+    let locked = false;
+    // Ctrl-C / SIGTERM: release the lock, close the connection, exit 130. The main flow keeps running meanwhile
+    // (its remote command dies with the connection); whatever it ends with, it waits for this cleanup.
+    // A second Ctrl-C kills the launcher at once.
+    let interrupted: Promise<never> | undefined;
+    const onSignal = () => {
+      log.error('interrupted; releasing the server lock');
+      interrupted = (async () => {
+        if (locked)
+          await helper(ctx, ['lock-release', REMOTE.lockDir, ctx.lockToken], { allowFail: true }).catch(
+            () => undefined,
+          );
+        await ssh.close().catch(() => undefined);
+        process.exit(130);
+      })();
+    };
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+    const outcome = await runLocked().then(
+      (code) => ({ code }),
+      (error: unknown) => ({ error }),
+    );
+    if (interrupted) await interrupted;
+    if ('error' in outcome) throw outcome.error;
+    return outcome.code;
+
+    async function runLocked(): Promise<number> {
+      try {
+        const answer = await begin(ctx);
+        locked = true;
+        try {
+          const server = serverState(ctx, answer);
+          if (opts.check) return await liveCheck(server);
+          if (backup) return await backupRun(server, backup);
+          const pre = checkPrerequisites(stepNames(), selected, server.journal, configHash(cfg));
+          for (const w of pre.warnings) log.warn(w);
+          if (pre.problems.length > 0) throw new UsageError(pre.problems);
+          await prepare(ctx, server, generated);
+          if (bundle) await uploadRestore(ctx, bundle, opts.restoreOverwrite);
+          const results = await runSteps(ctx, selected, opts);
+          if (bundle && results.get(RESTORE_STEP)?.exitCode === 2) await discardRestore(ctx);
+          const finalJournal = await finish(ctx);
+          locked = false;
+          printSummary(ctx, selected, results, finalJournal, (performance.now() - started) / 1000);
+          const failed = selected.find((n) => results.get(n)?.status === 'failed');
+          if (failed) {
+            const r = results.get(failed);
+            const resume = `${SELF}${opts.explicitEnvFile ? ` --env-file ${opts.envFile}` : ''} --from ${failed}`;
+            throw new OperationError(`step ${failed} failed: ${r?.error ?? 'see the output above'}`, {
+              hint: `${r?.hint ?? 'fix the cause'}, then resume with: ${resume}`,
+              // A step that crashed before reporting gave no detail: its stderr is the best we have.
+              detail: r?.detail ?? (r?.crashed ? r.stderrTail : undefined),
+              // A step that refused a setting of the server's (exit 2) changed nothing: the launcher says the same.
+              exitCode: r?.exitCode === 2 ? 2 : 1,
+            });
+          }
+          return 0;
+        } finally {
+          if (locked) await helper(ctx, ['lock-release', REMOTE.lockDir, ctx.lockToken], { allowFail: true });
+          locked = false;
+        }
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        if (!interrupted) await ssh.close();
+      }
+    }
+
+    /** --backup: the bundle down the connection into DIR; the server's settings file stays as it is. */
+    async function backupRun(server: ServerState, b: { dir: string; key: BundleKey }): Promise<number> {
+      const settingsFile = await prepare(ctx, server, generated, 'check');
+      await takeBackup(ctx, b.dir, settingsFile, b.key);
+      await finish(ctx);
+      locked = false;
+      return 0;
+    }
+
+    /** --check: every selected step's check (prerequisites not required: a missing one shows as drift). */
+    async function liveCheck(server: ServerState): Promise<number> {
+      const settingsFile = await prepare(ctx, server, generated, 'check');
+      const report = await checkSteps(ctx, selected, settingsFile);
+      await finish(ctx);
+      locked = false;
+      log.info(color.bold('Check (nothing was changed on the server)'));
+      for (const line of formatCheckReport(report)) log.info(line);
+      if (opts.json) process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+      return report.converged ? 0 : 1;
+    }
   }
 }

@@ -8,7 +8,7 @@ import { NAME_WIDTH, SELF } from './context.mts';
 
 export const SPEC: CliSpec = {
   name: SELF,
-  usage: `${SELF} [--env-file PATH] [--dry-run | --check [--json] | --list] [--from STEP | --only STEP[,STEP]] [--yes] [--verbose]`,
+  usage: `${SELF} [--env-file PATH] [--dry-run | --check [--json] | --list | --backup DIR] [--restore-from FILE [--restore-overwrite]] [--from STEP | --only STEP[,STEP]] [--yes] [--verbose]`,
   summary:
     'Bootstraps a fresh Ubuntu 24.04 server into the codex-k8s staging environment over SSH.\n' +
     'Validates every setting first (nothing is contacted when one is wrong), then runs the remote steps in order.\n' +
@@ -35,6 +35,25 @@ export const SPEC: CliSpec = {
     },
     { name: 'json', type: 'boolean', description: 'with --check: the report as JSON on stdout (the rest on stderr)' },
     { name: 'list', type: 'boolean', description: 'list the steps in order and exit' },
+    {
+      name: 'backup',
+      type: 'string',
+      value: 'DIR',
+      description:
+        'write an encrypted backup bundle of staging into DIR on this laptop (database dump, generated secrets, journal, pins, manifest; age, to CODEXK8S_BACKUP_AGE_RECIPIENT or a passphrase) and exit; changes nothing on the server',
+    },
+    {
+      name: 'restore-from',
+      type: 'string',
+      value: 'FILE',
+      description:
+        'run the steps onto a fresh server with the data and secrets of a bundle written by --backup: checked whole before anything is contacted; 40_postgres restores it',
+    },
+    {
+      name: 'restore-overwrite',
+      type: 'boolean',
+      description: 'with --restore-from: replace a database that already holds rows (refused without it)',
+    },
     {
       name: 'from',
       type: 'string',
@@ -66,7 +85,7 @@ export const SPEC: CliSpec = {
     },
     {
       title: 'On the laptop',
-      body: 'CODEXK8S_HOST_STATE_DIR/known_hosts/<host>_<port>  the pinned SSH host key of each server\nCODEXK8S_HOST_LOG_DIR/<run-id>.log                 the log of each run (secrets masked)',
+      body: 'CODEXK8S_HOST_STATE_DIR/known_hosts/<host>_<port>  the pinned SSH host key of each server\nCODEXK8S_HOST_LOG_DIR/<run-id>.log                 the log of each run (secrets masked)\nDIR/codex-k8s-staging-<host>-<time>.age          --backup: the encrypted bundle (0600)',
     },
     {
       title: 'Environment',
@@ -83,7 +102,9 @@ export const SPEC: CliSpec = {
         `${SELF}                                      # full run with .env\n` +
         `${SELF} --check                              # what a run would change now (changes nothing)\n` +
         `${SELF} --from 10_harden_host                # resume after a failure\n` +
-        `${SELF} --only 00_preflight --yes            # one step, no prompts`,
+        `${SELF} --only 00_preflight --yes            # one step, no prompts\n` +
+        `${SELF} --backup ~/backups                   # an encrypted bundle of staging's data and secrets\n` +
+        `${SELF} --restore-from ~/backups/F.age       # a new server, with the data and secrets of that bundle`,
     },
   ],
 };

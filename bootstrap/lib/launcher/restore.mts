@@ -1,0 +1,112 @@
+// --restore-from FILE: the bundle is opened and checked whole on the laptop before anything is contacted (a wrong
+// key, a flipped byte, a truncated file or a manifest that does not match stop here, exit 2). After prepare, its
+// parts go to REMOTE.restoreDir on the server (0600, manifest.json last); 40_postgres restores from there. A refusal
+// by 40_postgres (exit 2: the server holds other secrets or a database with rows) removes them again.
+import { createReadStream, createWriteStream, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import type { WriteStream } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import type { Config } from '../config.mts';
+import { OperationError, UsageError } from '../errors.mts';
+import { color } from '../log.mts';
+import type { Logger } from '../log.mts';
+import { REMOTE } from '../paths.mts';
+import { canPrompt, readHidden } from '../prompt.mts';
+import { registerSecret } from '../redact.mts';
+import { BundleReader, PART, parseSecrets } from '../backup/bundle.mts';
+import type { Manifest } from '../backup/bundle.mts';
+import { decryptStream, explainDecryptError, readIdentityFile, toWeb } from '../backup/crypt.mts';
+import type { BundleIdentity } from '../backup/crypt.mts';
+import { RESTORE_OPTIONS_FILE } from '../backup/server.mts';
+import type { RestoreOptions } from '../backup/server.mts';
+import { helper } from './context.mts';
+import type { Ctx } from './context.mts';
+import { formatBytes } from './prepare.mts';
+
+export interface OpenedBundle {
+  file: string;
+  manifest: Manifest;
+  /** The small parts, whole (secrets.json among them: in memory only, never on the laptop's disk). */
+  parts: Map<string, Buffer>;
+  /** The dump, decrypted into a private temp directory until the run ends. */
+  dumpFile: string;
+  close(): void;
+}
+
+/** The key that opens the bundle: the identity file setting, or the passphrase asked on a terminal. */
+async function bundleIdentity(cfg: Config, yes: boolean): Promise<BundleIdentity> {
+  const idFile = cfg.maybe('CODEXK8S_BACKUP_AGE_IDENTITY_FILE');
+  if (idFile !== undefined) return { identities: readIdentityFile(idFile) };
+  if (yes || !canPrompt())
+    throw new UsageError(
+      '--restore-from: no CODEXK8S_BACKUP_AGE_IDENTITY_FILE set and no terminal to ask for the passphrase; set it to the age secret key the bundle was made for',
+    );
+  return { passphrase: await readHidden('Passphrase of the backup bundle: ') };
+}
+
+/** Decrypts and checks the whole bundle; nothing is contacted yet. */
+export async function openBundle(file: string, cfg: Config, yes: boolean, log: Logger): Promise<OpenedBundle> {
+  if (!existsSync(file) || !statSync(file).isFile())
+    throw new UsageError(`--restore-from ${file}: no such file; expected a bundle written by --backup (.age)`);
+  const id = await bundleIdentity(cfg, yes);
+  const t0 = performance.now();
+  const tmp = mkdtempSync(join(tmpdir(), 'ck8s-restore-'));
+  const dumpFile = join(tmp, PART.dump);
+  const close = () => rmSync(tmp, { recursive: true, force: true });
+  let out: WriteStream | undefined;
+  try {
+    out = createWriteStream(dumpFile, { mode: 0o600 });
+    const dump = out;
+    const reader = new BundleReader(
+      (piece) => new Promise<void>((res, rej) => dump.write(piece, (e) => (e ? rej(e) : res()))),
+    );
+    const plain = await decryptStream(toWeb(createReadStream(file)), id, file);
+    try {
+      for await (const chunk of plain as unknown as AsyncIterable<Uint8Array>) await reader.push(chunk);
+    } catch (e) {
+      if (e instanceof OperationError) throw e;
+      throw explainDecryptError(e, file, id);
+    }
+    await new Promise<void>((res, rej) => dump.end((e?: Error | null) => (e ? rej(e) : res())));
+    const { manifest, parts } = reader.end();
+    const secrets = parseSecrets(parts.get(PART.secrets));
+    registerSecret(secrets.postgres.password);
+    if (secrets.webhookSecret) registerSecret(secrets.webhookSecret);
+    const rows = Object.values(manifest.postgres.rows).reduce((a, b) => a + b, 0);
+    log.info(
+      color.bold(`==> backup bundle ${basename(file)}`) +
+        `: from ${manifest.server.hostname} (${manifest.server.namespace}) at ${manifest.createdAt}; ` +
+        `${Object.keys(manifest.postgres.rows).length} tables, ${rows} rows, dump ${formatBytes(manifest.parts[PART.dump]?.bytes ?? 0)}; ` +
+        `decrypted and every part checked in ${((performance.now() - t0) / 1000).toFixed(1)}s`,
+    );
+    if (manifest.image) log.info(`    its service ran ${manifest.image.ref}`);
+    return { file, manifest, parts, dumpFile, close };
+  } catch (e) {
+    out?.destroy();
+    close();
+    throw e;
+  }
+}
+
+/** The parts onto the server, manifest last (so a cut upload is never taken for a restore). */
+export async function uploadRestore(ctx: Ctx, b: OpenedBundle, overwrite: boolean): Promise<void> {
+  const t0 = performance.now();
+  const at = (name: string) => `${REMOTE.restoreDir}/${name}`;
+  await ctx.ssh.run(['rm', '-f', at(PART.manifest)]);
+  await helper(ctx, ['write-private', at(PART.dump)], { input: createReadStream(b.dumpFile) });
+  for (const name of [PART.secrets, PART.journal, PART.pins])
+    await helper(ctx, ['write-private', at(name)], { input: b.parts.get(name) as Buffer });
+  const options: RestoreOptions = { overwrite, source: basename(b.file) };
+  await helper(ctx, ['write-private', at(RESTORE_OPTIONS_FILE)], { input: JSON.stringify(options) + '\n' });
+  await helper(ctx, ['write-private', at(PART.manifest)], { input: b.parts.get(PART.manifest) as Buffer });
+  const bytes = statSync(b.dumpFile).size;
+  ctx.log.info(
+    `  + ${REMOTE.restoreDir}: the bundle's parts uploaded (${formatBytes(bytes)} dump, 0600) in ${((performance.now() - t0) / 1000).toFixed(1)}s; 40_postgres restores them`,
+  );
+}
+
+/** 40_postgres refused the restore: the server is left as it was, without the uploaded bundle. */
+export async function discardRestore(ctx: Ctx): Promise<void> {
+  await ctx.ssh.run(['rm', '-rf', REMOTE.restoreDir], { allowFail: true });
+  ctx.log.info(`  - ${REMOTE.restoreDir} removed (the restore was refused; nothing else was changed by it)`);
+}
