@@ -84,7 +84,7 @@ async function apply(ctx: StepContext): Promise<string[]> {
   const netProblem = networkChangeProblem(unit === undefined ? undefined : parseExecStart(unit), networks(ctx));
   if (netProblem) {
     throw new OperationError(netProblem, {
-      hint: 'set CODEXK8S_POD_CIDR / CODEXK8S_SERVICE_CIDR back to the installed values in .env; new networks need a new cluster (docs/runbook.md "Rebuilding the server from scratch")',
+      hint: 'set CODEXK8S_POD_CIDR / CODEXK8S_SERVICE_CIDR back to the installed values in .env; new networks need a new cluster (docs/runbook.md "Restoring staging onto a new server")',
     });
   }
 

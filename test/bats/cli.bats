@@ -269,3 +269,37 @@ in_empty_netns() {
   refute_output --regexp '^ +at '
   no_network_calls
 }
+
+@test "--backup and --restore-from: bad flags, a bad key setting, a missing bundle: exit 2, nothing contacted" {
+  ssh-keygen -q -t ed25519 -N '' -C op@laptop -f "$KEYDIR/real"
+  ok_env=(TARGET_ROOT_SSH_KEY="$KEYDIR/real" OPERATOR_SSH_PUBKEY_PATH="$KEYDIR/real.pub" CODEXK8S_GITHUB_PAT=github_pat_aaaaaaaaaaaaaaaaaaaaaaaa)
+  run "$LAUNCHER" --backup "$KEYDIR/b" --check --env-file .env.example
+  assert_failure 2
+  assert_output --partial '--backup runs alone'
+  run "$LAUNCHER" --restore-overwrite --env-file .env.example
+  assert_failure 2
+  assert_output --partial '--restore-overwrite goes with --restore-from FILE'
+  run "$LAUNCHER" --restore-from x.age --dry-run --env-file .env.example
+  assert_failure 2
+  assert_output --partial '--restore-from makes a run'
+  run env "${ok_env[@]}" "$LAUNCHER" --restore-from x.age --only 50 --env-file .env.example --yes
+  assert_failure 2
+  assert_output --partial 'leave out 40_postgres, which restores the bundle'
+  run env "${ok_env[@]}" "$LAUNCHER" --restore-from "$KEYDIR/nope.age" --env-file .env.example --yes
+  assert_failure 2
+  assert_output --partial "--restore-from $KEYDIR/nope.age: no such file"
+  touch "$KEYDIR/afile"
+  run env "${ok_env[@]}" "$LAUNCHER" --backup "$KEYDIR/afile" --env-file .env.example --yes
+  assert_failure 2
+  assert_output --partial 'exists and is not a directory'
+  run env "${ok_env[@]}" "$LAUNCHER" --backup "$KEYDIR/b" --env-file .env.example --yes
+  assert_failure 2
+  assert_output --partial 'no CODEXK8S_BACKUP_AGE_RECIPIENT set and no terminal'
+  run env "${ok_env[@]}" CODEXK8S_BACKUP_AGE_RECIPIENT=AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ \
+    "$LAUNCHER" --backup "$KEYDIR/b" --env-file .env.example --yes
+  assert_failure 2
+  assert_output --partial 'CODEXK8S_BACKUP_AGE_RECIPIENT: this is an age SECRET key'
+  refute_output --partial 'AGE-SECRET-KEY-1QQQ'
+  [ ! -e "$KEYDIR/b" ]
+  no_network_calls
+}
