@@ -20,8 +20,17 @@
 //            a change is a new rollout revision (`rollout undo` goes back). --record is refused (deprecated).
 //   exec     [-i] buildkitd-0 -c buildkitd -- /opt/codex-k8s-build/build.sh exists TAG | build TAG GIT_SHA, in
 //            codex-k8s-system only (lib/buildkit.mts: the build.sh protocol, the stdin tar checked, pushes kept in
-//            registry.json); the remote exit code is kubectl's ("command terminated with exit code N"). Any other
-//            pod, container or command is refused with what is supported. calls.jsonl `detail.exec` has the words.
+//            registry.json); and into postgres-0 -c postgres of a StatefulSet postgres in -n NS, exactly
+//              -i psql -X -q -At -v ON_ERROR_STOP=1 -U USER -d DB | pg_dump -Fc -U USER -d DB [--snapshot=ID] |
+//              -i pg_restore --exit-on-error --single-transaction [--clean [--if-exists]] --no-owner --no-privileges
+//              -U USER -d DB
+//            (flags in any order; USER/DB = POSTGRES_USER/POSTGRES_DB of the Secret postgres-credentials, else the
+//            real "FATAL:  role/database ... does not exist"): lib/postgres-exec.mts runs the REAL binary against
+//            the PostgreSQL named by postgres.json in the state dir, stdin/stdout streamed, after the state lock is
+//            released (a psql session stays open while pg_dump runs). The remote exit code is kubectl's ("command
+//            terminated with exit code N"). -t is refused, and so are psql/pg_restore without -i, pg_dump with it.
+//            Any other pod, container, command or flag is refused with what is supported (lib/exec-targets.mts
+//            SUPPORTED_EXEC). calls.jsonl `detail.exec` has the words; stdin only as stdinSha256.
 //   create   namespace NAME
 //   diff     -f FILE|DIR|- : compares each object with the stored one the way apply would (so apply then diff is
 //            clean); exit 0 no differences, 1 differences (a unified diff per object on stdout, in sections
@@ -76,7 +85,9 @@ import {
 } from './lib/store.mts';
 import { validateObject } from './lib/validate.mts';
 import { JsonPathError, renderJsonPath } from './lib/jsonpath.mts';
-import { checkExecTarget, runBuildScript, SUPPORTED_EXEC, terminated } from './lib/buildkit.mts';
+import { checkExecTarget, runBuildScript } from './lib/buildkit.mts';
+import { POSTGRES, SUPPORTED_EXEC, terminated } from './lib/exec-targets.mts';
+import { checkPostgresExec, runPostgresExec } from './lib/postgres-exec.mts';
 import { jobLog, reconcileHelmChartConfig } from './lib/helm-controller.mts';
 import { podDenial } from './lib/userns.mts';
 
@@ -976,6 +987,13 @@ const exec: Verb = {
     if (pt !== undefined && parseDuration(pt) === undefined)
       throw new DoubleError(`error: invalid argument "${pt}" for "--pod-running-timeout" flag`);
     const store = ctx.store();
+    if (pod === POSTGRES.pod) {
+      // Checked here, under the state lock; run after it is released: a psql session stays open while the
+      // pg_dump of its snapshot (another kubectl call) runs.
+      const plan = checkPostgresExec(store, ctx.io.dir, ctx.namespace(), container, command, withStdin);
+      ctx.out.unlocked = (out) => runPostgresExec(plan, ctx.io, out);
+      return;
+    }
     checkExecTarget(store, ctx.namespace(), pod, container, command);
     // Read only when the script reads it (build with valid arguments): real kubectl ends as soon as the remote
     // process does, so an `exists -i` whose stdin is never closed must not hang here either.

@@ -1,8 +1,10 @@
 // A real, throw-away PostgreSQL for tests: Debian's server binaries (`.ci/run` installs the postgresql package),
 // `initdb` in a temp dir, a free port on 127.0.0.1, trust auth for the one local user, stopped and removed by stop().
 // PostgreSQL refuses to run as root, so as root the cluster belongs to the `postgres` user the package creates.
+// `startPostgres({ listen: '0.0.0.0' })` listens on every address (a sandbox reaches it at its hostAddr); pg_hba
+// trusts TCP connections from anywhere then (a throw-away test database); `host` stays 127.0.0.1 for this host.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, chownSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdtempSync, readdirSync, rmSync, chownSync, readFileSync } from 'node:fs';
 import { freePort } from '../net.mts';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -35,7 +37,16 @@ function runOk(argv: string[], asUser: string | undefined, env: Record<string, s
   return r.stdout;
 }
 
-export async function startPostgres(): Promise<Postgres> {
+export interface StartOptions {
+  /**
+   * listen_addresses: '127.0.0.1' (default), or '0.0.0.0' so that a sandbox connects at its `t.sb.hostAddr` (then
+   * every TCP client is trusted); another single address is used as `host` too.
+   */
+  listen?: string;
+}
+
+export async function startPostgres(opts: StartOptions = {}): Promise<Postgres> {
+  const listen = opts.listen ?? '127.0.0.1';
   const bin = postgresBinDir();
   if (!bin)
     throw new Error(
@@ -50,8 +61,15 @@ export async function startPostgres(): Promise<Postgres> {
     chownSync(dir, Number(pw.stdout), Number(gid.stdout));
   }
   const data = join(dir, 'data');
-  const port = await freePort();
+  const port = await freePort(listen === '*' ? '0.0.0.0' : listen);
   runOk([join(bin, 'initdb'), '-D', data, '-U', 'postgres', '--auth=trust', '--no-sync', '-E', 'UTF8'], asUser);
+  // initdb's trust covers local sockets and loopback only; a sandbox connects over TCP from its own address.
+  if (listen !== '127.0.0.1')
+    appendFileSync(
+      join(data, 'pg_hba.conf'),
+      '# test/pg/postgres.mts: a throw-away test database reached from a sandbox\n' +
+        'host all all 0.0.0.0/0 trust\nhost all all ::/0 trust\n',
+    );
   runOk(
     [
       join(bin, 'pg_ctl'),
@@ -63,15 +81,17 @@ export async function startPostgres(): Promise<Postgres> {
       '-t',
       '60',
       '-o',
-      `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`,
+      `-p ${port} -k ${dir} -c listen_addresses=${listen} -c fsync=off`,
       'start',
     ],
     asUser,
   );
-  const env = { PGHOST: '127.0.0.1', PGPORT: String(port), PGUSER: 'postgres' };
+  // Listening on every address includes loopback: this host keeps connecting there.
+  const host = listen === '0.0.0.0' || listen === '*' ? '127.0.0.1' : listen;
+  const env = { PGHOST: host, PGPORT: String(port), PGUSER: 'postgres' };
   let stopped = false;
   return {
-    host: '127.0.0.1',
+    host,
     port,
     user: 'postgres',
     env,

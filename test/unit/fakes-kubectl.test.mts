@@ -964,7 +964,7 @@ test('exec: only build.sh in buildkitd-0/buildkitd; NotFound without the Statefu
         'exists',
         TAG,
       ],
-      /pods "web-0" not found\n\(fake kubectl: the only exec target is codex-k8s-system\/buildkitd-0; it supports exactly: kubectl -n codex-k8s-system exec/,
+      /pods "web-0" not found\n\(fake kubectl: the exec targets are codex-k8s-system\/buildkitd-0 and postgres-0 of a StatefulSet postgres; it supports exactly: kubectl -n codex-k8s-system exec/,
     ],
     [
       ['exec', '-i', 'buildkitd-0', '-c', 'buildkitd', '--', '/opt/codex-k8s-build/build.sh', 'exists', TAG],

@@ -1,6 +1,6 @@
 // What `kubectl exec` into the BuildKit pod does in the fake cluster: the pod buildkitd-0 of the StatefulSet
 // buildkitd (manifests/buildkit), its container buildkitd, and the build script mounted from the ConfigMap
-// buildkit-scripts at /opt/codex-k8s-build/build.sh. Nothing else can be exec'd into: the double models no pods.
+// buildkit-scripts at /opt/codex-k8s-build/build.sh. The only other exec target is postgres-0 (lib/postgres-exec.mts).
 //
 // build.sh protocol (docs: /work/issue5-spec.md section 2; the real script is manifests/buildkit):
 //   build.sh exists TAG          exit 0 "present <ref>" | exit 3 "absent <ref>" | other exit = error
@@ -23,35 +23,16 @@ import { DoubleError } from './cli.mts';
 import { findPushed, recordPush, REGISTRY_IN_CLUSTER } from './registry.mts';
 import type { PushedImage } from './registry.mts';
 import { normalizeTarPath, readTar, TarError } from './tar.mts';
+import { BUILDKIT, execNote as note, POSTGRES, SUPPORTED_EXEC, terminated } from './exec-targets.mts';
 import type { TarEntry } from './tar.mts';
 
-/** The names of manifests/buildkit (NAMES in bootstrap/lib/manifests.mts; a unit test keeps them equal). */
-export const BUILDKIT = {
-  namespace: 'codex-k8s-system',
-  statefulSet: 'buildkitd',
-  pod: 'buildkitd-0',
-  container: 'buildkitd',
-  scriptDir: '/opt/codex-k8s-build',
-  scriptFile: 'build.sh',
-  script: '/opt/codex-k8s-build/build.sh',
-  scriptsConfigMap: 'buildkit-scripts',
-  registryName: 'registry',
-  repository: 'codex-k8s',
-} as const;
-
-export const SUPPORTED_EXEC = `kubectl -n ${BUILDKIT.namespace} exec [-i] ${BUILDKIT.pod} -c ${BUILDKIT.container} -- ${BUILDKIT.script} exists TAG | build TAG GIT_SHA`;
-
-const note = (why: string): string => `\n(fake kubectl: ${why}; it supports exactly: ${SUPPORTED_EXEC})`;
+// The names, the supported forms and kubectl's exit line live in lib/exec-targets.mts (shared with postgres-0).
+export { BUILDKIT, SUPPORTED_EXEC, terminated };
 
 function kind(apiVersion: string, k: string): KindInfo {
   const info = kindByApiVersion(apiVersion, k);
   if (info === undefined) throw new Error(`no kind row for ${apiVersion} ${k}`);
   return info;
-}
-
-/** The command exited: kubectl prints this on stderr and exits with the same code. */
-export function terminated(code: number): string {
-  return `command terminated with exit code ${code}`;
 }
 
 function ociExecFailure(detail: string, why: string): DoubleError {
@@ -123,6 +104,8 @@ function checkScriptMount(store: Store, sts: K8sObject): void {
   );
 }
 
+const EXEC_TARGETS = `the exec targets are ${BUILDKIT.namespace}/${BUILDKIT.pod} and ${POSTGRES.pod} of a StatefulSet ${POSTGRES.statefulSet}`;
+
 /**
  * Checks that `kubectl -n NS exec POD -c CONTAINER -- COMMAND...` reaches build.sh in a running buildkitd-0,
  * throwing kubectl's error (plus a note saying what the fake supports) otherwise.
@@ -136,15 +119,9 @@ export function checkExecTarget(
 ): void {
   if (pod !== BUILDKIT.pod || namespace !== BUILDKIT.namespace) {
     if (store.get(kind('v1', 'Pod'), namespace, pod) !== undefined) {
-      throw new DoubleError(
-        `error: the fake kubectl cannot exec into pod ${namespace}/${pod}` +
-          note(`the only exec target is ${BUILDKIT.namespace}/${BUILDKIT.pod}`),
-      );
+      throw new DoubleError(`error: the fake kubectl cannot exec into pod ${namespace}/${pod}` + note(EXEC_TARGETS));
     }
-    throw new DoubleError(
-      `Error from server (NotFound): pods "${pod}" not found` +
-        note(`the only exec target is ${BUILDKIT.namespace}/${BUILDKIT.pod}`),
-    );
+    throw new DoubleError(`Error from server (NotFound): pods "${pod}" not found` + note(EXEC_TARGETS));
   }
   const sts = store.get(kind('apps/v1', 'StatefulSet'), BUILDKIT.namespace, BUILDKIT.statefulSet);
   const replicas = at(sts, 'spec', 'replicas');

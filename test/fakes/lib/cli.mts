@@ -1,5 +1,6 @@
 // Plumbing shared by the kubectl and helm doubles: a pflag-like argv parser, the error type that becomes
 // "stderr + exit code", and runDouble(), the one main() that does fault injection, locking and call recording.
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { appendCall, ensureStateDir, sha256, stateDir, takeFault, withLock } from './recorder.mts';
 import type { CallRecord } from './recorder.mts';
@@ -23,6 +24,13 @@ export interface Outcome {
   changes: string[];
   /** Recorded as calls.jsonl `detail` (never stdin, never a secret): e.g. kubectl exec's pod, container, command. */
   detail?: Record<string, unknown>;
+  /**
+   * Work that runs after the state lock is released, before the call is recorded: a long-lived remote process
+   * (kubectl exec psql, pg_dump, pg_restore) that streams, while other calls of the doubles (the pg_dump of a psql
+   * session's snapshot) must be able to run. It writes its own stdout (the child's, inherited) and sets `exitCode`,
+   * `stderr`, `mutating` and `changes` on the outcome; a DoubleError it throws is turned into stderr + exit code.
+   */
+  unlocked?: (out: Outcome) => Promise<void>;
 }
 
 export function emptyOutcome(): Outcome {
@@ -35,6 +43,13 @@ export interface ToolIO {
   readonly env: NodeJS.ProcessEnv;
   /** Reads all of stdin once (recording its sha256 in the call record). */
   readStdin(): Buffer;
+  /**
+   * Streams stdin into `dest` chunk by chunk as it arrives (never all of it in memory, with back-pressure), ends
+   * `dest` at EOF, and records the sha256 of everything forwarded. `done` resolves at EOF (or when stopped);
+   * `stop()` ends the forwarding early, when the remote process is gone: what was forwarded until then is hashed,
+   * and stdin is released so the process can exit (real kubectl ends with the remote process, not at EOF).
+   */
+  pipeStdin(dest: NodeJS.WritableStream): { done: Promise<void>; stop(): void };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -285,6 +300,44 @@ export async function runDouble(spec: DoubleSpec, argv: string[] = process.argv.
       }
       return stdinCache;
     },
+    pipeStdin(dest) {
+      if (stdinCache !== undefined || stdinSha !== undefined) throw new Error('stdin was already read');
+      const hash = crypto.createHash('sha256');
+      const input = process.stdin;
+      let finish: () => void = () => undefined;
+      const done = new Promise<void>((resolve, reject) => {
+        let over = false;
+        const onData = (chunk: Buffer): void => {
+          hash.update(chunk);
+          if (!dest.write(chunk)) {
+            input.pause();
+            dest.once('drain', () => input.resume());
+          }
+        };
+        const end = (err?: Error): void => {
+          if (over) return;
+          over = true;
+          stdinSha = hash.digest('hex');
+          input.off('data', onData);
+          if (err === undefined) resolve();
+          else reject(err);
+        };
+        finish = () => {
+          end();
+          input.destroy();
+        };
+        input.on('data', onData);
+        input.once('end', () => {
+          dest.end();
+          end();
+        });
+        input.once('error', (err) => {
+          dest.end();
+          end(err);
+        });
+      });
+      return { done, stop: () => finish() };
+    },
   };
   let outcome: Outcome;
   let faultKey: string | undefined;
@@ -314,9 +367,15 @@ export async function runDouble(spec: DoubleSpec, argv: string[] = process.argv.
           result = { ...emptyOutcome(), stderr: err.message, exitCode: err.exitCode };
         }
       }
-      record(dir, spec.tool, argv, result, stdinSha, faultKey, false);
+      if (result.unlocked === undefined) record(dir, spec.tool, argv, result, stdinSha, faultKey, false);
       return result;
     });
+    const { unlocked } = outcome;
+    if (unlocked !== undefined) {
+      delete outcome.unlocked;
+      await runVerb(outcome, () => unlocked(outcome));
+      record(dir, spec.tool, argv, outcome, stdinSha, faultKey, false);
+    }
   } catch (err) {
     internal = true;
     outcome = {
