@@ -52,8 +52,10 @@ async function check(ctx: StepContext): Promise<string[]> {
   const s = settingsFrom(ctx);
   await requireNamespace(s.namespace, ctx);
   const state = await secretState(s, ctx);
-  const drift = [...state.drift];
   const pending = pendingRestore(ctx.log);
+  const drift = pending
+    ? state.drift.map((d) => d.replace('(a password is generated once)', '(made from the backup bundle)'))
+    : [...state.drift];
   if (pending) {
     await refuseConflicts(pending, s, state.data, ctx);
     drift.push(

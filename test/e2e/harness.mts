@@ -85,6 +85,12 @@ export interface Target {
    * the launcher's "every earlier step succeeded" check while this test leaves them out.
    */
   journalAsDone(steps: readonly string[]): Promise<void>;
+  /**
+   * Routes `kubectl exec` into postgres-0 (psql, pg_dump, pg_restore: test/fakes/lib/postgres-exec.mts) to a real
+   * PostgreSQL on this host, e.g. `startPostgres({ listen: '0.0.0.0' })`: writes the fakes' postgres.json
+   * `{"host": <t.sb.hostAddr>, "port", "user", "database"}`; the double then runs the real client binaries there.
+   */
+  routePostgres(pg: { port: number; user: string }, database: string): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -124,7 +130,14 @@ export async function prepareToolMirror(
   };
 }
 
-export async function startTarget(name?: string): Promise<Target> {
+/**
+ * `opts.github` (with the token it accepts): a second server wired to the same repository as the first (a restore
+ * onto a new server); the fake then belongs to the first target, which closes it.
+ */
+export async function startTarget(
+  name?: string,
+  opts: { github?: FakeGitHub; githubToken?: string } = {},
+): Promise<Target> {
   const dir = mkdtempSync(join(tmpdir(), 'ck8s-e2e-'));
   const sb = await startSandbox({ name, overlayFiles: await overlayFiles() });
   /** Servers started before the target is complete, closed if starting it fails. */
@@ -149,9 +162,10 @@ export async function startTarget(name?: string): Promise<Target> {
       '-f',
       join(dir, 'operator'),
     ]);
-    const secret = `github_pat_E2E${randomBytes(24).toString('hex')}`;
-    const github = await startFakeGitHub({ host: sb.hostAddr, token: secret, repo: 'codex-k8s/e2e-sandbox' });
-    cleanups.push(() => github.close());
+    const secret = opts.githubToken ?? `github_pat_E2E${randomBytes(24).toString('hex')}`;
+    const github =
+      opts.github ?? (await startFakeGitHub({ host: sb.hostAddr, token: secret, repo: 'codex-k8s/e2e-sandbox' }));
+    if (!opts.github) cleanups.push(() => github.close());
     const envFile = join(dir, 'e2e.env');
     writeFileSync(
       envFile,
@@ -304,6 +318,13 @@ export async function startTarget(name?: string): Promise<Target> {
           input: JSON.stringify(j),
         });
       },
+      async routePostgres(pg, database) {
+        const route = { host: sb.hostAddr, port: pg.port, user: pg.user, database };
+        const dir = '/var/lib/codex-k8s-fakes';
+        await sb.exec(['sh', '-c', `mkdir -p ${dir} && umask 022 && cat > ${dir}/postgres.json`], {
+          input: JSON.stringify(route, null, 2) + '\n',
+        });
+      },
       playArcRunner(set = 'codex-k8s-staging', namespace = 'arc-runners') {
         const file = `/var/lib/codex-k8s-fakes/objects/autoscalingrunnersets.actions.github.com/${namespace}/${set}.json`;
         let stopped = false;
@@ -330,7 +351,7 @@ export async function startTarget(name?: string): Promise<Target> {
       },
       async stop() {
         await mirror.close();
-        await github.close();
+        if (!opts.github) await github.close();
         await sb.stop();
       },
     };

@@ -42,8 +42,13 @@ export interface Staging {
   stop(): Promise<void>;
 }
 
-export async function startStaging(t: Target): Promise<Staging> {
-  const pg = await startPostgres();
+/**
+ * `opts.routeDatabase`: the PostgreSQL pod of the server is this staging's database too: `kubectl exec postgres-0`
+ * (psql, pg_dump, pg_restore) reaches it (t.routePostgres), so backups and restores move the app's real rows.
+ */
+export async function startStaging(t: Target, opts: { routeDatabase?: boolean } = {}): Promise<Staging> {
+  const pg = await startPostgres(opts.routeDatabase ? { listen: '0.0.0.0' } : {});
+  if (opts.routeDatabase) await t.routePostgres(pg, 'postgres');
   const dir = mkdtempSync(join(tmpdir(), 'ck8s-staging-'));
   const secretFile = join(dir, 'github-webhook-secret');
   const port = await freePort('0.0.0.0');

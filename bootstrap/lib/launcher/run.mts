@@ -129,7 +129,9 @@ export async function realRun(opts: Options, cfg: Config, selected: readonly str
           const failed = selected.find((n) => results.get(n)?.status === 'failed');
           if (failed) {
             const r = results.get(failed);
-            const resume = `${SELF}${opts.explicitEnvFile ? ` --env-file ${opts.envFile}` : ''} --from ${failed}`;
+            // A restore resumes with its bundle: 40_postgres finds the upload again, or a refusal removed it.
+            const restore = bundle ? ` --restore-from ${shellQuote(bundle.file)}` : '';
+            const resume = `${SELF}${opts.explicitEnvFile ? ` --env-file ${opts.envFile}` : ''}${restore} --from ${failed}`;
             throw new OperationError(`step ${failed} failed: ${r?.error ?? 'see the output above'}`, {
               hint: `${r?.hint ?? 'fix the cause'}, then resume with: ${resume}`,
               // A step that crashed before reporting gave no detail: its stderr is the best we have.
