@@ -114,13 +114,13 @@ export const STEPS: readonly StepInfo[] = [
       'generates the password once (in memory, applied on stdin) when the Secret does not exist, or takes it from a restored bundle; refuses when the Secret is gone but the data PVC is not',
       'kubectl apply of the manifests that differ; never deletes a PVC',
       'waits, bounded, for the StatefulSet rollout',
-      'a pending restore: pg_restore of the bundle\'s dump in one transaction, row counts compared with its manifest, the webhook secret file and the journal\'s GitHub record put back; then the uploaded bundle is removed',
+      "a pending restore: pg_restore of the bundle's dump in one transaction, row counts compared with its manifest, the webhook secret file and the journal's GitHub record put back; then the uploaded bundle is removed",
     ],
     modes: [
       {
         name: 'backup-stream',
         description:
-          'write a backup bundle (unencrypted: the PostgreSQL dump, the generated secrets, the journal, the pins, a manifest) to stdout for the launcher\'s --backup, which encrypts it; changes nothing',
+          "write a backup bundle (unencrypted: the PostgreSQL dump, the generated secrets, the journal, the pins, a manifest) to stdout for the launcher's --backup, which encrypts it; changes nothing",
       },
     ],
   },

@@ -754,7 +754,8 @@ function parseValue(s: Setting, raw: string): Parsed {
         : {
             ok: false,
             why: raw.startsWith('AGE-SECRET-KEY') ? 'this is an age SECRET key' : `${shown} is not an age recipient`,
-            expected: 'the public key age-keygen prints (age1... : `age-keygen -y KEYFILE`); the secret key stays off the server',
+            expected:
+              'the public key age-keygen prints (age1... : `age-keygen -y KEYFILE`); the secret key stays off the server',
           };
     case 'image':
       return IMAGE_REF.test(raw)

@@ -125,6 +125,7 @@ async function finishRestore(p: PendingRestore, s: PostgresSettings, ctx: StepCo
       `  = database ${d.db} already holds the bundle's rows (a restore that stopped before it was recorded)`,
     );
   } else {
+    const t0 = performance.now();
     await verifyUploadedDump(p);
     await restoreDump(d, createReadStream(p.dumpFile), ctx.log);
     const mismatches = rowCountMismatches(p.manifest.postgres.rows, await restoredCounts(d, p, ctx));
@@ -134,7 +135,7 @@ async function finishRestore(p: PendingRestore, s: PostgresSettings, ctx: StepCo
       });
     const rows = Object.values(p.manifest.postgres.rows).reduce((a, b) => a + b, 0);
     changes.push(
-      `database ${d.db} restored from ${p.options.source}: ${Object.keys(p.manifest.postgres.rows).length} tables, ${rows} rows, each table's count equal to the manifest's`,
+      `database ${d.db} restored from ${p.options.source}: ${Object.keys(p.manifest.postgres.rows).length} tables, ${rows} rows, each table's count equal to the manifest's (${((performance.now() - t0) / 1000).toFixed(1)}s)`,
     );
   }
   if (p.secrets.webhookSecret !== undefined && !existsSync(REMOTE.webhookSecretFile)) {

@@ -5,19 +5,24 @@
 //      the converged server, with the doubles' mutating calls during it (target: 0)
 //   3. wall time of `npm test` (skip with --skip-npm-test)
 //   4. the app image: build context, deps stage time, layer size (test/bench/image.mts; `--image-only` for just this)
+//   5. --backup and --restore-from of a database of 100+ MB of rows, next to plain pg_dump/pg_restore
+//      (test/bench/backup.mts; `--backup-only` for just this)
 // Needs what the e2e tests need: root, systemd-nspawn, debootstrap (see README).
 import { spawnSync } from 'node:child_process';
 import { startTarget } from '../e2e/harness.mts';
 import { REPO_ROOT } from '../sandbox/sandbox.mts';
 import { benchImage } from './image.mts';
+import { benchBackup } from './backup.mts';
 import { startStaging } from '../e2e/staging.mts';
 
 const skipNpmTest = process.argv.includes('--skip-npm-test');
 const imageOnly = process.argv.includes('--image-only');
+const backupOnly = process.argv.includes('--backup-only');
 const rows: Array<[string, string, string]> = [];
 
-rows.push(...benchImage(REPO_ROOT));
-if (!imageOnly) await benchLauncher();
+if (!backupOnly) rows.push(...benchImage(REPO_ROOT));
+if (!imageOnly && !backupOnly) await benchLauncher();
+if (!imageOnly) rows.push(...(await benchBackup()));
 
 async function benchLauncher(): Promise<void> {
   const t = await startTarget('bench');
@@ -54,7 +59,7 @@ async function benchLauncher(): Promise<void> {
   }
 }
 
-if (!skipNpmTest && !imageOnly) {
+if (!skipNpmTest && !imageOnly && !backupOnly) {
   const started = performance.now();
   const r = spawnSync('npm', ['test'], {
     cwd: REPO_ROOT,

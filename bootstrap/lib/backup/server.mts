@@ -125,14 +125,19 @@ export function pendingRestore(log: Logger, dir: string = REMOTE.restoreDir): Pe
     log.warn(`${dir} holds an upload of a backup bundle that did not finish; run --restore-from again to restore`);
     return undefined;
   }
-  const manifest = JSON.parse(readFileSync(at(PART.manifest), 'utf8')) as Manifest;
-  const secrets = parseSecrets(readFileSync(at(PART.secrets)));
-  registerSecret(secrets.postgres.password);
-  if (secrets.webhookSecret) registerSecret(secrets.webhookSecret);
-  const journalText = readFileSync(at(PART.journal), 'utf8');
-  const github = (JSON.parse(journalText) as { github?: GitHubJournal }).github;
-  const options = JSON.parse(readFileSync(at(RESTORE_OPTIONS_FILE), 'utf8')) as RestoreOptions;
-  return { dir, manifest, secrets, ...(github ? { github } : {}), options, dumpFile: at(PART.dump) };
+  try {
+    const manifest = JSON.parse(readFileSync(at(PART.manifest), 'utf8')) as Manifest;
+    const secrets = parseSecrets(readFileSync(at(PART.secrets)));
+    registerSecret(secrets.postgres.password);
+    if (secrets.webhookSecret) registerSecret(secrets.webhookSecret);
+    const journalText = readFileSync(at(PART.journal), 'utf8');
+    const github = (JSON.parse(journalText) as { github?: GitHubJournal }).github;
+    const options = JSON.parse(readFileSync(at(RESTORE_OPTIONS_FILE), 'utf8')) as RestoreOptions;
+    return { dir, manifest, secrets, ...(github ? { github } : {}), options, dumpFile: at(PART.dump) };
+  } catch (e) {
+    if (e instanceof OperationError) throw e;
+    throw damaged(`the upload in ${dir} is unreadable (${(e as Error).message}): run --restore-from again`);
+  }
 }
 
 /** The dump on the server is the one the manifest describes (an upload cut short is found here, not by pg_restore). */

@@ -5,10 +5,11 @@
 import { createReadStream, createWriteStream, existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import type { WriteStream } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { Transform } from 'node:stream';
 import { basename, join } from 'node:path';
 import type { Config } from '../config.mts';
 import { OperationError, UsageError } from '../errors.mts';
-import { color } from '../log.mts';
+import { PROGRESS_SECONDS, color } from '../log.mts';
 import type { Logger } from '../log.mts';
 import { REMOTE } from '../paths.mts';
 import { canPrompt, readHidden } from '../prompt.mts';
@@ -52,7 +53,13 @@ export async function openBundle(file: string, cfg: Config, yes: boolean, log: L
   const t0 = performance.now();
   const tmp = mkdtempSync(join(tmpdir(), 'ck8s-restore-'));
   const dumpFile = join(tmp, PART.dump);
-  const close = () => rmSync(tmp, { recursive: true, force: true });
+  // The plain dump must not outlive the run, also when Ctrl-C ends it with process.exit.
+  const remove = () => rmSync(tmp, { recursive: true, force: true });
+  process.once('exit', remove);
+  const close = () => {
+    process.off('exit', remove);
+    remove();
+  };
   let out: WriteStream | undefined;
   try {
     out = createWriteStream(dumpFile, { mode: 0o600 });
@@ -61,11 +68,22 @@ export async function openBundle(file: string, cfg: Config, yes: boolean, log: L
       (piece) => new Promise<void>((res, rej) => dump.write(piece, (e) => (e ? rej(e) : res()))),
     );
     const plain = await decryptStream(toWeb(createReadStream(file)), id, file);
+    let done = 0;
+    const total = statSync(file).size;
+    const progress = setInterval(
+      () => log.info(`  .. bundle: ${formatBytes(done)} decrypted and checked (the file is ${formatBytes(total)})`),
+      PROGRESS_SECONDS * 1000,
+    );
     try {
-      for await (const chunk of plain as unknown as AsyncIterable<Uint8Array>) await reader.push(chunk);
+      for await (const chunk of plain as unknown as AsyncIterable<Uint8Array>) {
+        done += chunk.length;
+        await reader.push(chunk);
+      }
     } catch (e) {
       if (e instanceof OperationError) throw e;
       throw explainDecryptError(e, file, id);
+    } finally {
+      clearInterval(progress);
     }
     await new Promise<void>((res, rej) => dump.end((e?: Error | null) => (e ? rej(e) : res())));
     const { manifest, parts } = reader.end();
@@ -93,13 +111,30 @@ export async function uploadRestore(ctx: Ctx, b: OpenedBundle, overwrite: boolea
   const t0 = performance.now();
   const at = (name: string) => `${REMOTE.restoreDir}/${name}`;
   await ctx.ssh.run(['rm', '-f', at(PART.manifest)]);
-  await helper(ctx, ['write-private', at(PART.dump)], { input: createReadStream(b.dumpFile) });
+  const bytes = statSync(b.dumpFile).size;
+  let sent = 0;
+  const counted = createReadStream(b.dumpFile).pipe(
+    new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        sent += chunk.length;
+        cb(null, chunk);
+      },
+    }),
+  );
+  const progress = setInterval(
+    () => ctx.log.info(`  .. upload of the dump: ${formatBytes(sent)} of ${formatBytes(bytes)}`),
+    PROGRESS_SECONDS * 1000,
+  );
+  try {
+    await helper(ctx, ['write-private', at(PART.dump)], { input: counted });
+  } finally {
+    clearInterval(progress);
+  }
   for (const name of [PART.secrets, PART.journal, PART.pins])
     await helper(ctx, ['write-private', at(name)], { input: b.parts.get(name) as Buffer });
   const options: RestoreOptions = { overwrite, source: basename(b.file) };
   await helper(ctx, ['write-private', at(RESTORE_OPTIONS_FILE)], { input: JSON.stringify(options) + '\n' });
   await helper(ctx, ['write-private', at(PART.manifest)], { input: b.parts.get(PART.manifest) as Buffer });
-  const bytes = statSync(b.dumpFile).size;
   ctx.log.info(
     `  + ${REMOTE.restoreDir}: the bundle's parts uploaded (${formatBytes(bytes)} dump, 0600) in ${((performance.now() - t0) / 1000).toFixed(1)}s; 40_postgres restores them`,
   );
