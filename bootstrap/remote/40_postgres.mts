@@ -119,25 +119,24 @@ async function apply(ctx: StepContext): Promise<string[]> {
 async function finishRestore(p: PendingRestore, s: PostgresSettings, ctx: StepContext): Promise<string[]> {
   const changes: string[] = [];
   const d = databaseOf(s, p);
-  const already = await refuseConflicts(p, s, (await secretState(s, ctx)).data, ctx);
-  if (already) {
+  // pg_restore --clean replaces exactly what the dump holds: a database that already holds the bundle's rows (a
+  // restore that committed, then stopped before it was recorded) is restored again, to the same rows.
+  if (await refuseConflicts(p, s, (await secretState(s, ctx)).data, ctx))
     ctx.log.info(
-      `  = database ${d.db} already holds the bundle's rows (a restore that stopped before it was recorded)`,
+      `  = database ${d.db} already holds the bundle's rows (an earlier restore stopped before it was recorded): restored again`,
     );
-  } else {
-    const t0 = performance.now();
-    await verifyUploadedDump(p);
-    await restoreDump(d, createReadStream(p.dumpFile), ctx.log);
-    const mismatches = rowCountMismatches(p.manifest.postgres.rows, await restoredCounts(d, p, ctx));
-    if (mismatches.length > 0)
-      throw new OperationError(`the restored database does not have the bundle's rows: ${mismatches.join('; ')}`, {
-        hint: 'the bundle stays on the server: run again to restore it anew (the restore replaces what the dump holds), or restore an older bundle',
-      });
-    const rows = Object.values(p.manifest.postgres.rows).reduce((a, b) => a + b, 0);
-    changes.push(
-      `database ${d.db} restored from ${p.options.source}: ${Object.keys(p.manifest.postgres.rows).length} tables, ${rows} rows, each table's count equal to the manifest's (${((performance.now() - t0) / 1000).toFixed(1)}s)`,
-    );
-  }
+  const t0 = performance.now();
+  await verifyUploadedDump(p);
+  await restoreDump(d, createReadStream(p.dumpFile), ctx.log);
+  const mismatches = rowCountMismatches(p.manifest.postgres.rows, await restoredCounts(d, p, ctx));
+  if (mismatches.length > 0)
+    throw new OperationError(`the restored database does not have the bundle's rows: ${mismatches.join('; ')}`, {
+      hint: 'the bundle stays on the server: run again to restore it anew (the restore replaces what the dump holds), or restore an older bundle',
+    });
+  const rows = Object.values(p.manifest.postgres.rows).reduce((a, b) => a + b, 0);
+  changes.push(
+    `database ${d.db} restored from ${p.options.source}: ${Object.keys(p.manifest.postgres.rows).length} tables, ${rows} rows, each table's count equal to the manifest's (${((performance.now() - t0) / 1000).toFixed(1)}s)`,
+  );
   if (p.secrets.webhookSecret !== undefined && !existsSync(REMOTE.webhookSecretFile)) {
     mkdirSync(dirname(REMOTE.webhookSecretFile), { recursive: true, mode: 0o700 });
     await writeFileAtomic(REMOTE.webhookSecretFile, p.secrets.webhookSecret + '\n', { mode: 0o600, uid: 0, gid: 0 });
@@ -169,7 +168,7 @@ async function restoredCounts(d: Database, p: PendingRestore, ctx: StepContext):
 
 /**
  * Refuses (exit 2, nothing changed) a restore this server cannot take. Returns true when the database already holds
- * exactly the bundle's rows: an earlier run restored it and stopped before it was recorded.
+ * exactly the bundle's rows (an earlier run restored it and stopped before it was recorded): those are not in the way.
  */
 async function refuseConflicts(
   p: PendingRestore,
