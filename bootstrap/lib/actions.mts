@@ -9,7 +9,7 @@
 import type { GitHubClient, RepoRef } from './github/client.mts';
 import { githubMessage, httpStatus } from './github/client.mts';
 import { OperationError } from './errors.mts';
-import { pollUntil } from './poll.mts';
+import { attemptsWithin, backOff, pollUntil } from './poll.mts';
 import type { Logger } from './log.mts';
 
 /** The deploy workflow (.github/workflows/staging-deploy.yml), by file name as the API accepts it. */
@@ -41,7 +41,7 @@ export interface JobInfo {
 export interface WaitOptions {
   /** The bound (CODEXK8S_DEPLOY_WAIT). */
   waitSeconds: number;
-  /** Seconds between two looks. */
+  /** The longest pause between two looks; the first ones are shorter (backOff: 1 s, 2 s, 4 s, ...). */
   pollSeconds: number;
   log: Logger;
 }
@@ -70,11 +70,6 @@ function runInfo(r: RawRun): RunInfo {
     conclusion: r.conclusion,
     createdAt: r.created_at,
   };
-}
-
-/** Number of looks a bounded wait makes: at least one, and the last one at or after the bound. */
-export function attemptsFor(waitSeconds: number, pollSeconds: number): number {
-  return Math.max(1, Math.ceil(waitSeconds / pollSeconds) + 1);
 }
 
 export async function defaultBranch(gh: GitHubClient, ref: RepoRef): Promise<string> {
@@ -167,7 +162,8 @@ export async function dispatchRun(
   if (answer.status === 200 && answer.data && typeof answer.data.workflow_run_id === 'number') {
     return { runId: answer.data.workflow_run_id, via: 'run details' };
   }
-  const attempts = attemptsFor(opts.findSeconds, opts.pollSeconds);
+  const interval = backOff(opts.pollSeconds);
+  const attempts = attemptsWithin(opts.findSeconds, interval);
   return pollUntil<Dispatched>(
     async () => {
       const fresh = (await listRuns(gh, ref, workflow, { branch, event: 'workflow_dispatch' })).filter(
@@ -178,11 +174,11 @@ export async function dispatchRun(
     },
     {
       attempts,
-      intervalSeconds: opts.pollSeconds,
+      intervalSeconds: interval,
       what: `the dispatched run of ${workflow}`,
-      onWait: (i) =>
+      onWait: (i, _reason, pause) =>
         log.info(
-          `  .. the dispatched run of ${workflow} is not listed yet (attempt ${i}/${attempts}, every ${opts.pollSeconds}s)`,
+          `  .. the dispatched run of ${workflow} is not listed yet (attempt ${i}/${attempts}, next look in ${pause}s)`,
         ),
       onTimeout: () =>
         new OperationError(
@@ -195,9 +191,10 @@ export async function dispatchRun(
   );
 }
 
-/** Looks at the run every pollSeconds until it is completed; a run still going at the bound is an error. */
+/** Looks at the run, backing off to every pollSeconds, until it is completed; a run still going at the bound is an error. */
 export async function waitForRun(gh: GitHubClient, ref: RepoRef, runId: number, opts: WaitOptions): Promise<RunInfo> {
-  const attempts = attemptsFor(opts.waitSeconds, opts.pollSeconds);
+  const interval = backOff(opts.pollSeconds);
+  const attempts = attemptsWithin(opts.waitSeconds, interval);
   let run: RunInfo | undefined;
   return pollUntil<RunInfo>(
     async () => {
@@ -206,11 +203,11 @@ export async function waitForRun(gh: GitHubClient, ref: RepoRef, runId: number, 
     },
     {
       attempts,
-      intervalSeconds: opts.pollSeconds,
+      intervalSeconds: interval,
       what: `run ${runId}`,
-      onWait: (i) =>
+      onWait: (i, _reason, pause) =>
         opts.log.info(
-          `  .. run #${run?.runNumber} is ${run?.status} (attempt ${i}/${attempts}, every ${opts.pollSeconds}s): ${run?.htmlUrl}`,
+          `  .. run #${run?.runNumber} is ${run?.status} (attempt ${i}/${attempts}, next look in ${pause}s): ${run?.htmlUrl}`,
         ),
       onTimeout: () => {
         const r = run as RunInfo;

@@ -42,6 +42,23 @@ export class PollTimeout extends OperationError {
   }
 }
 
+/**
+ * Pauses that start at `firstSeconds` and double up to `maxSeconds`: what is ready a moment later is seen a moment
+ * later, and a long wait asks no more often than every `maxSeconds`.
+ */
+export function backOff(maxSeconds: number, firstSeconds = 1): (attempt: number) => number {
+  const first = Math.min(firstSeconds, maxSeconds);
+  return (attempt) => Math.min(maxSeconds, first * 2 ** (attempt - 1));
+}
+
+/** Asks a wait with these pauses makes: at least one, and the last one at or after `waitSeconds`. */
+export function attemptsWithin(waitSeconds: number, interval: number | ((attempt: number) => number)): number {
+  const pause = typeof interval === 'function' ? interval : () => interval;
+  let attempts = 1;
+  for (let waited = 0; waited < waitSeconds; attempts++) waited += pause(attempts);
+  return attempts;
+}
+
 export async function pollUntil<T>(probe: (attempt: number) => Promise<PollAnswer<T>>, opts: PollOptions): Promise<T> {
   if (opts.timeoutSeconds === undefined && opts.attempts === undefined)
     throw new Error(`pollUntil(${opts.what}): no bound`);

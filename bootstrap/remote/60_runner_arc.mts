@@ -16,7 +16,7 @@
 // AutoscalingRunnerSet); in local mode one runner of the set is online in GitHub (REST: list self-hosted runners).
 import { createHash } from 'node:crypto';
 import { runStep, changeList } from '../lib/step.mts';
-import { pollUntil } from '../lib/poll.mts';
+import { attemptsWithin, backOff, pollUntil } from '../lib/poll.mts';
 import type { StepContext } from '../lib/step.mts';
 import { OperationError } from '../lib/errors.mts';
 import { run } from '../lib/exec.mts';
@@ -132,7 +132,7 @@ export const CONTROLLER_SERVICE_ACCOUNT = 'arc-gha-rs-controller';
 export const TOKEN_KEY = 'github_token';
 /** The chart refuses longer scale set names ("Name must have up to 45 characters"). */
 export const MAX_SCALE_SET_NAME = 45;
-/** Seconds between two looks while waiting for the listener and the runner. */
+/** The longest pause between two looks at the listener and the runner (the first come after 1, 2 and 4 s). */
 const POLL_SECONDS = 5;
 
 /** Local mode: one persistent runner, whatever MIN/MAX say (runners are ephemeral: "persistent" is min = max = 1). */
@@ -303,7 +303,8 @@ async function staleTokenSecrets(s: RunnerSettings, t: string, ctx: StepContext)
 
 async function waitForRunners(s: RunnerSettings, ctx: StepContext): Promise<string[]> {
   const timeout = ctx.cfg.get('CODEXK8S_ROLLOUT_TIMEOUT');
-  const attempts = Math.max(1, Math.ceil(timeout / POLL_SECONDS));
+  const interval = backOff(POLL_SECONDS);
+  const attempts = attemptsWithin(timeout, interval);
   const ready =
     s.mode === 'local'
       ? `listener Ready, a runner of ${s.scaleSetName} online in GitHub`
@@ -318,10 +319,10 @@ async function waitForRunners(s: RunnerSettings, ctx: StepContext): Promise<stri
     },
     {
       attempts,
-      intervalSeconds: POLL_SECONDS,
+      intervalSeconds: interval,
       what: `the runner scale set ${s.scaleSetName}`,
-      onWait: (i) =>
-        ctx.log.info(`  .. waiting for the runners: ${problems[0]} (attempt ${i}/${attempts}, every ${POLL_SECONDS}s)`),
+      onWait: (i, _reason, pause) =>
+        ctx.log.info(`  .. waiting for the runners: ${problems[0]} (attempt ${i}/${attempts}, next look in ${pause}s)`),
       onTimeout: (last) =>
         new OperationError(
           `the runner scale set ${s.scaleSetName} is not ready after ${timeout}s (CODEXK8S_ROLLOUT_TIMEOUT): ${last}`,

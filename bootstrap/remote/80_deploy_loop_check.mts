@@ -147,7 +147,7 @@ async function apply(ctx: StepContext): Promise<string[]> {
 
 // ---- how they read and change the server ---------------------------------------------------------------------------
 
-/** Seconds between two looks at the run. */
+/** The longest pause between two looks at the run (the first looks come after 1, 2, 4 and 8 s). */
 export const POLL_SECONDS = 10;
 /** How long a dispatched run may take to show up in the run list (older GitHub Enterprise Server only). */
 const FIND_SECONDS = 60;

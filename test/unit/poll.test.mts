@@ -1,7 +1,7 @@
 // lib/poll.mts: the one bounded wait every polling loop goes through.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { pollUntil, PollTimeout } from '../../bootstrap/lib/poll.mts';
+import { attemptsWithin, backOff, pollUntil, PollTimeout } from '../../bootstrap/lib/poll.mts';
 import { OperationError } from '../../bootstrap/lib/errors.mts';
 
 const noSleep = (log: number[]) => async (ms: number) => void log.push(ms);
@@ -122,4 +122,18 @@ test('formatBytes: the sizes and rates of progress lines', async () => {
     '5.0 MiB',
     '3.3 GiB',
   ]);
+});
+
+test('backOff: 1 s, then doubling up to the longest pause; attemptsWithin: the last ask at or after the bound', () => {
+  assert.deepEqual([1, 2, 3, 4, 5, 6].map(backOff(10)), [1, 2, 4, 8, 10, 10]);
+  assert.deepEqual([1, 2, 3].map(backOff(0.05)), [0.05, 0.05, 0.05], 'never longer than the longest pause');
+  // A steady interval: 900 s every 10 s is the first ask plus 90.
+  assert.equal(attemptsWithin(900, 10), 91);
+  assert.equal(attemptsWithin(1, 10), 2);
+  assert.equal(attemptsWithin(0, 10), 1, 'at least one ask');
+  // Backing off: pauses 1+2+4+8 = 15, then 10 each; 900 s needs 4 + 89 pauses (15 + 885 >= 900).
+  assert.equal(attemptsWithin(900, backOff(10)), 1 + 4 + 89);
+  const pauses = (n: number) => Array.from({ length: n - 1 }, (_, i) => backOff(10)(i + 1)).reduce((a, b) => a + b, 0);
+  assert.ok(pauses(attemptsWithin(900, backOff(10))) >= 900);
+  assert.ok(pauses(attemptsWithin(900, backOff(10)) - 1) < 900, 'no more asks than needed');
 });
