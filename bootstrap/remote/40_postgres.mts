@@ -119,8 +119,9 @@ async function apply(ctx: StepContext): Promise<string[]> {
 async function finishRestore(p: PendingRestore, s: PostgresSettings, ctx: StepContext): Promise<string[]> {
   const changes: string[] = [];
   const d = databaseOf(s, p);
-  // pg_restore --clean replaces exactly what the dump holds: a database that already holds the bundle's rows (a
-  // restore that committed, then stopped before it was recorded) is restored again, to the same rows.
+  // Asked again, not taken from check(): on a fresh server check() had no credentials and no running database to
+  // count. pg_restore --clean replaces exactly what the dump holds: a database that already holds the bundle's rows
+  // (a restore that committed, then stopped before it was recorded) is restored again, to the same rows.
   if (await refuseConflicts(p, s, (await secretState(s, ctx)).data, ctx))
     ctx.log.info(
       `  = database ${d.db} already holds the bundle's rows (an earlier restore stopped before it was recorded): restored again`,
@@ -187,11 +188,12 @@ async function refuseConflicts(
   const webhook = existsSync(REMOTE.webhookSecretFile)
     ? readFileSync(REMOTE.webhookSecretFile, 'utf8').trim()
     : undefined;
+  const github = readJournal(REMOTE.journal).github;
   const conflicts = restoreConflicts(p, {
     namespace: s.namespace,
     ...(credentials ? { credentials } : {}),
     ...(webhook ? { webhookSecret: webhook } : {}),
-    ...(readJournal(REMOTE.journal).github ? { github: readJournal(REMOTE.journal).github } : {}),
+    ...(github ? { github } : {}),
     ...(rows !== undefined ? { rows } : {}),
   });
   if (conflicts.length > 0) throw refuseRestore(conflicts);

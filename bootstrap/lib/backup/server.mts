@@ -36,7 +36,11 @@ export interface BackupSource {
 
 /** Writes the whole bundle to `out`. Throws (and the bundle is left without its end mark) on any failure. */
 export async function writeBackup(out: Writable, s: BackupSource, log: Logger): Promise<Manifest> {
-  const creds = await readSecret(s.namespace, NAMES.postgresSecret, ['POSTGRES_PASSWORD', 'DATABASE_URL'], log);
+  // Two independent reads of the cluster, side by side (each is a kubectl start).
+  const [creds, image] = await Promise.all([
+    readSecret(s.namespace, NAMES.postgresSecret, ['POSTGRES_PASSWORD', 'DATABASE_URL'], log),
+    runningImage(s.namespace, log),
+  ]);
   if (!creds?.['POSTGRES_USER'] || !creds['POSTGRES_PASSWORD'] || !creds['POSTGRES_DB'])
     throw new OperationError(
       `Secret ${s.namespace}/${NAMES.postgresSecret} is missing or incomplete: nothing to back up`,
@@ -53,7 +57,6 @@ export async function writeBackup(out: Writable, s: BackupSource, log: Logger): 
     postgres: { user: d.user, password: creds['POSTGRES_PASSWORD'], db: d.db },
     ...(webhook ? { webhookSecret: webhook } : {}),
   };
-  const image = await runningImage(s.namespace, log);
 
   const session = await openSnapshot(d, log);
   const w = new BundleWriter(out);
