@@ -4,7 +4,7 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import type { Postgres } from './pg/postgres.mts';
-import { SERVER_NODE_BIN, REPO_ROOT } from './fakes/testkit.mts';
+import { COMPILE_CACHE_ENV, SERVER_NODE_BIN, REPO_ROOT } from './fakes/testkit.mts';
 import { freePort } from './net.mts';
 
 export interface AppProcess {
@@ -38,6 +38,7 @@ export async function startAppProcess(o: AppOptions): Promise<AppProcess> {
       DATABASE_URL: `postgres://${o.pg.user}@${o.pg.host}:${o.pg.port}/postgres`,
       GITHUB_WEBHOOK_SECRET_FILE: o.secretFile,
       CODEXK8S_VERSION: o.version,
+      ...COMPILE_CACHE_ENV,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -188,8 +188,10 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     assert.equal(await mutatingCalls(), callsBefore, 'the doubles recorded no mutating call');
     assert.equal(t.github.calls.filter((c) => c.write).length, githubWrites, 'no write call to GitHub');
 
-    const repaired = await t.launch(['--yes']);
+    const repaired = await t.launch(['--yes', '--only', '10,30']);
     assert.equal(repaired.code, 0, repaired.output);
+    assert.match(footers(repaired.output)['10_harden_host'] ?? '', /^\+ changed/, repaired.output);
+    assert.match(footers(repaired.output)['30_cluster_deps'] ?? '', /^\+ changed/, repaired.output);
     const again = await t.launch(['--yes', '--check', '--only', '10,30']);
     assert.equal(again.code, 0, again.output);
     assert.match(again.output, /converged: 2 step\(s\) checked/);
@@ -256,11 +258,12 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
 
   it('a second concurrent run is refused by the lock, with the holder and its live connection named', async () => {
     // Freeze the first launcher while it holds the lock (SIGSTOP), so the race is not left to timing.
-    const first = await t.launchUntil(['--yes'], /==> prepare/);
+    // One step is enough: the lock is taken before any step and held until the last.
+    const first = await t.launchUntil(['--yes', '--only', '10'], /==> prepare/);
     process.kill(first.pid, 'SIGSTOP');
     let second;
     try {
-      second = await t.launch(['--yes']);
+      second = await t.launch(['--yes', '--only', '10']);
     } finally {
       process.kill(first.pid, 'SIGCONT');
     }

@@ -11,6 +11,18 @@ import { serverNodeBinary } from '../sandbox/sandbox.mts';
 /** The pinned server Node.js: runs the .mts doubles natively (type stripping), like /opt/codex-k8s-bootstrap/node. */
 export const SERVER_NODE_BIN = await serverNodeBinary();
 
+/**
+ * Node's compile cache for the doubles and the app started from the tests, as test/fakes/bin/* sets it in the
+ * sandbox: a double starts in about 0.25 s of CPU instead of 0.6 s, and unit files start it hundreds of times.
+ * Only speed. Children that inherit this process's environment get it too.
+ */
+export const COMPILE_CACHE_ENV = {
+  NODE_COMPILE_CACHE:
+    process.env['NODE_COMPILE_CACHE'] ??
+    path.join(os.tmpdir(), `codex-k8s-fakes-compile-cache-${process.getuid?.() ?? 0}`),
+};
+process.env['NODE_COMPILE_CACHE'] = COMPILE_CACHE_ENV.NODE_COMPILE_CACHE;
+
 export const FAKES_DIR = path.dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = path.resolve(FAKES_DIR, '..', '..');
 
@@ -35,7 +47,13 @@ export function newStateDir(prefix = 'codex-k8s-fakes-'): string {
 
 /** A clean environment: no KUBECONFIG or ~/.kube/config from the machine running the tests. */
 export function baseEnv(dir: string, extra: Record<string, string> = {}): Record<string, string> {
-  return { PATH: process.env['PATH'] ?? '/usr/bin:/bin', HOME: dir, CODEXK8S_FAKES_DIR: dir, ...extra };
+  return {
+    PATH: process.env['PATH'] ?? '/usr/bin:/bin',
+    HOME: dir,
+    CODEXK8S_FAKES_DIR: dir,
+    ...COMPILE_CACHE_ENV,
+    ...extra,
+  };
 }
 
 export function runProcess(cmd: string, args: string[], opts: RunOptions): RunResult {
