@@ -55,7 +55,12 @@ export function backOff(maxSeconds: number, firstSeconds = 1): (attempt: number)
 export function attemptsWithin(waitSeconds: number, interval: number | ((attempt: number) => number)): number {
   const pause = typeof interval === 'function' ? interval : () => interval;
   let attempts = 1;
-  for (let waited = 0; waited < waitSeconds; attempts++) waited += pause(attempts);
+  for (let waited = 0; waited < waitSeconds; attempts++) {
+    const seconds = pause(attempts);
+    // A pause of nothing would never reach the bound: a wait must move on.
+    if (!(seconds > 0)) throw new Error(`attemptsWithin: pause ${seconds}s before attempt ${attempts + 1}`);
+    waited += seconds;
+  }
   return attempts;
 }
 

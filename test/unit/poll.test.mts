@@ -131,6 +131,8 @@ test('backOff: 1 s, then doubling up to the longest pause; attemptsWithin: the l
   assert.equal(attemptsWithin(900, 10), 91);
   assert.equal(attemptsWithin(1, 10), 2);
   assert.equal(attemptsWithin(0, 10), 1, 'at least one ask');
+  assert.throws(() => attemptsWithin(10, 0), /pause 0s/, 'a pause of nothing would never reach the bound');
+  assert.throws(() => attemptsWithin(10, () => Number.NaN), /pause NaN/);
   // Backing off: pauses 1+2+4+8 = 15, then 10 each; 900 s needs 4 + 89 pauses (15 + 885 >= 900).
   assert.equal(attemptsWithin(900, backOff(10)), 1 + 4 + 89);
   const pauses = (n: number) => Array.from({ length: n - 1 }, (_, i) => backOff(10)(i + 1)).reduce((a, b) => a + b, 0);
