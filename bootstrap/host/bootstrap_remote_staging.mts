@@ -68,7 +68,7 @@ async function main(argv: readonly string[], log: Logger): Promise<number> {
   if (opts.restoreFrom !== undefined && (opts.check || opts.dryRun))
     throw new UsageError('--restore-from makes a run: --check and --dry-run do not go with it');
   if (opts.restoreOverwrite && opts.restoreFrom === undefined)
-    throw new UsageError('--restore-overwrite goes with --restore-from FILE');
+    throw new UsageError('--restore-overwrite goes with --restore-from');
   if (opts.json && !opts.check)
     throw new UsageError('--json goes with --check (the drift report); expected --check --json');
   log.verbose = opts.verbose;

@@ -278,7 +278,7 @@ in_empty_netns() {
   assert_output --partial '--backup runs alone'
   run "$LAUNCHER" --restore-overwrite --env-file .env.example
   assert_failure 2
-  assert_output --partial '--restore-overwrite goes with --restore-from FILE'
+  assert_output --partial '--restore-overwrite goes with --restore-from'
   run "$LAUNCHER" --restore-from x.age --dry-run --env-file .env.example
   assert_failure 2
   assert_output --partial '--restore-from makes a run'

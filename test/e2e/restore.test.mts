@@ -3,7 +3,9 @@
 // pg_restore are the real ones). `--backup` writes an age-encrypted bundle to the laptop. Server B, a second sandbox
 // wired to the same (fake) GitHub repository, is bootstrapped `--restore-from` that bundle: the service on B shows
 // A's latest delivery and row counts, the database password and the webhook secret are byte-identical, and GitHub
-// sees no secret written again. Then the refusals: a wrong key, a truncated and a flipped bundle (before anything
+// sees no secret written again. B's first restore takes the bundle the way a nightly backup leaves it: as the
+// newest workflow artifact in the fake GitHub (`--restore-from github:latest`, a zip fetched through the storage
+// redirect); the second takes the file. Then the refusals: a wrong key, a truncated and a flipped bundle (before anything
 // is contacted), and a target database that holds rows (refused by 40_postgres before it changes anything).
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,6 +15,8 @@ import { generateX25519Identity, identityToRecipient } from 'age-encryption';
 import { startTarget, footers } from './harness.mts';
 import type { Target } from './harness.mts';
 import { startStaging } from './staging.mts';
+import { zipArchive } from '../fakes/zip-writer.mts';
+import { BACKUP_ARTIFACT, BACKUP_ARTIFACT_FILE } from '../../bootstrap/lib/backup/from-github.mts';
 import type { Staging } from './staging.mts';
 
 const NS = 'codex-k8s-staging';
@@ -111,19 +115,31 @@ describe('backup and restore onto a fresh server (the restore drill)', { concurr
     stagingA = undefined;
   });
 
-  it('server B, restored from the bundle: the same latest delivery, rows, password and webhook secret', async () => {
+  it('server B, restored from the nightly artifact, then from the file: the same latest delivery, rows, password and webhook secret', async () => {
     b = await startTarget(undefined, { github: a.github, githubToken: a.secret });
     stagingB = await startStaging(b, { routeDatabase: true });
+    const artifact = a.github.addArtifact(
+      BACKUP_ARTIFACT,
+      zipArchive([{ name: BACKUP_ARTIFACT_FILE, data: readFileSync(bundle) }]),
+    );
     const writesBefore = secretWrites(b);
-    const r = await b.launch(['--yes', '--restore-from', bundle, '--only', UNTIL_40], {
+    const r = await b.launch(['--yes', '--restore-from', 'github:latest', '--only', UNTIL_40], {
       CODEXK8S_BACKUP_AGE_IDENTITY_FILE: keys['id'] as string,
     });
     assert.equal(r.code, 0, r.output);
+    assert.match(r.output, new RegExp(`downloaded the backup artifact ${artifact.id} of run ${artifact.runId}`));
     assert.match(r.output, /created from the backup bundle/);
     assert.match(
       r.output,
-      /restored from codex-k8s-staging-.+\.age: 1 tables, 50\d rows, each table's count equal to the manifest's/,
+      new RegExp(
+        `restored from github: artifact ${artifact.id} of run ${artifact.runId} .*: 1 tables, 50\\d rows, each table's count equal to the manifest's`,
+      ),
     );
+    assert.ok(
+      a.github.calls.some((c) => c.route === 'GET (artifact storage)' && c.status === 200),
+      'the zip came from the storage URL',
+    );
+    assert.deepEqual(a.github.problems, []);
     assert.equal(exactCounts(stagingB), countsA);
     assert.deepEqual(await latest(stagingB), latestA);
     assert.equal(await secretOf(b, 'POSTGRES_PASSWORD'), await secretOf(a, 'POSTGRES_PASSWORD'));

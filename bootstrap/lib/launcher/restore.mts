@@ -1,4 +1,5 @@
-// --restore-from FILE: the bundle is opened and checked whole on the laptop before anything is contacted (a wrong
+// --restore-from FILE | github:latest | github:RUN_ID: the bundle (downloaded first when it is a nightly backup
+// artifact: lib/backup/from-github.mts) is opened and checked whole on the laptop before anything is contacted (a wrong
 // key, a flipped byte, a truncated file or a manifest that does not match stop here, exit 2). After prepare, its
 // parts go to REMOTE.restoreDir on the server (0600, manifest.json last); 40_postgres restores from there. A refusal
 // by 40_postgres (exit 2: the server holds other secrets or a database with rows) removes them again.
@@ -18,7 +19,9 @@ import { BundleReader, PART, parseSecrets } from '../backup/bundle.mts';
 import type { Manifest } from '../backup/bundle.mts';
 import { decryptStream, explainDecryptError, readIdentityFile, toWeb } from '../backup/crypt.mts';
 import type { BundleIdentity } from '../backup/crypt.mts';
+import { downloadBackup, parseGitHubSource } from '../backup/from-github.mts';
 import { RESTORE_OPTIONS_FILE } from '../backup/server.mts';
+import { clientFromConfig, repoRef } from '../github/client.mts';
 import type { RestoreOptions } from '../backup/server.mts';
 import { helper } from './context.mts';
 import type { Ctx } from './context.mts';
@@ -26,6 +29,10 @@ import { formatBytes } from './prepare.mts';
 
 export interface OpenedBundle {
   file: string;
+  /** What --restore-from repeats to get this very bundle again: the file, or github:RUN_ID. */
+  source: string;
+  /** For messages and the journal: the file's name, or the artifact and its run. */
+  label: string;
   manifest: Manifest;
   /** The small parts, whole (secrets.json among them: in memory only, never on the laptop's disk). */
   parts: Map<string, Buffer>;
@@ -46,10 +53,18 @@ async function bundleIdentity(cfg: Config, yes: boolean): Promise<BundleIdentity
 }
 
 /** Decrypts and checks the whole bundle; nothing is contacted yet. */
-export async function openBundle(file: string, cfg: Config, yes: boolean, log: Logger): Promise<OpenedBundle> {
-  if (!existsSync(file) || !statSync(file).isFile())
-    throw new UsageError(`--restore-from ${file}: no such file; expected a bundle written by --backup (.age)`);
+export async function openBundle(source: string, cfg: Config, yes: boolean, log: Logger): Promise<OpenedBundle> {
+  const fromGitHub = parseGitHubSource(source);
+  if (!fromGitHub && (!existsSync(source) || !statSync(source).isFile()))
+    throw new UsageError(
+      `--restore-from ${source}: no such file; expected a bundle written by --backup (.age), github:latest or github:RUN_ID`,
+    );
   const id = await bundleIdentity(cfg, yes);
+  const fetched = fromGitHub
+    ? await downloadBackup(clientFromConfig(cfg, log), repoRef(cfg), fromGitHub, cfg.get('CODEXK8S_GITHUB_URL'), log)
+    : undefined;
+  const file = fetched?.file ?? source;
+  const label = fetched ? `github: ${fetched.label}` : basename(file);
   const t0 = performance.now();
   const tmp = mkdtempSync(join(tmpdir(), 'ck8s-restore-'));
   const dumpFile = join(tmp, PART.dump);
@@ -59,6 +74,7 @@ export async function openBundle(file: string, cfg: Config, yes: boolean, log: L
   const close = () => {
     process.off('exit', remove);
     remove();
+    fetched?.close();
   };
   let out: WriteStream | undefined;
   try {
@@ -92,13 +108,13 @@ export async function openBundle(file: string, cfg: Config, yes: boolean, log: L
     if (secrets.webhookSecret) registerSecret(secrets.webhookSecret);
     const rows = Object.values(manifest.postgres.rows).reduce((a, b) => a + b, 0);
     log.info(
-      color.bold(`==> backup bundle ${basename(file)}`) +
+      color.bold(`==> backup bundle ${label}`) +
         `: from ${manifest.server.hostname} (${manifest.server.namespace}) at ${manifest.createdAt}; ` +
         `${Object.keys(manifest.postgres.rows).length} tables, ${rows} rows, dump ${formatBytes(manifest.parts[PART.dump]?.bytes ?? 0)}; ` +
         `decrypted and every part checked in ${((performance.now() - t0) / 1000).toFixed(1)}s`,
     );
     if (manifest.image) log.info(`    its service ran ${manifest.image.ref}`);
-    return { file, manifest, parts, dumpFile, close };
+    return { file, source: fetched?.source ?? source, label, manifest, parts, dumpFile, close };
   } catch (e) {
     out?.destroy();
     close();
@@ -132,7 +148,7 @@ export async function uploadRestore(ctx: Ctx, b: OpenedBundle, overwrite: boolea
   }
   for (const name of [PART.secrets, PART.journal, PART.pins])
     await helper(ctx, ['write-private', at(name)], { input: b.parts.get(name) as Buffer });
-  const options: RestoreOptions = { overwrite, source: basename(b.file) };
+  const options: RestoreOptions = { overwrite, source: b.label };
   await helper(ctx, ['write-private', at(RESTORE_OPTIONS_FILE)], { input: JSON.stringify(options) + '\n' });
   await helper(ctx, ['write-private', at(PART.manifest)], { input: b.parts.get(PART.manifest) as Buffer });
   ctx.log.info(

@@ -130,7 +130,7 @@ export async function realRun(opts: Options, cfg: Config, selected: readonly str
           if (failed) {
             const r = results.get(failed);
             // A restore resumes with its bundle: 40_postgres finds the upload again, or a refusal removed it.
-            const restore = bundle ? ` --restore-from ${shellQuote(bundle.file)}` : '';
+            const restore = bundle ? ` --restore-from ${shellQuote(bundle.source)}` : '';
             const resume = `${SELF}${opts.explicitEnvFile ? ` --env-file ${opts.envFile}` : ''}${restore} --from ${failed}`;
             throw new OperationError(`step ${failed} failed: ${r?.error ?? 'see the output above'}`, {
               hint: `${r?.hint ?? 'fix the cause'}, then resume with: ${resume}`,

@@ -8,7 +8,7 @@ import { NAME_WIDTH, SELF } from './context.mts';
 
 export const SPEC: CliSpec = {
   name: SELF,
-  usage: `${SELF} [--env-file PATH] [--dry-run | --check [--json] | --list | --backup DIR] [--restore-from FILE [--restore-overwrite]] [--from STEP | --only STEP[,STEP]] [--yes] [--verbose]`,
+  usage: `${SELF} [--env-file PATH] [--dry-run | --check [--json] | --list | --backup DIR] [--restore-from FILE|github:latest|github:RUN_ID [--restore-overwrite]] [--from STEP | --only STEP[,STEP]] [--yes] [--verbose]`,
   summary:
     'Bootstraps a fresh Ubuntu 24.04 server into the codex-k8s staging environment over SSH.\n' +
     'Validates every setting first (nothing is contacted when one is wrong), then runs the remote steps in order.\n' +
@@ -45,9 +45,9 @@ export const SPEC: CliSpec = {
     {
       name: 'restore-from',
       type: 'string',
-      value: 'FILE',
+      value: 'FILE|github:latest|github:RUN_ID',
       description:
-        'run the steps onto a fresh server with the data and secrets of a bundle written by --backup: checked whole before anything is contacted; 40_postgres restores it',
+        "run the steps onto a fresh server with the data and secrets of a bundle written by --backup, or of the nightly staging-backup workflow (its newest artifact, or that run's, downloaded with CODEXK8S_GITHUB_PAT): checked whole before anything is contacted; 40_postgres restores it",
     },
     {
       name: 'restore-overwrite',
@@ -104,7 +104,8 @@ export const SPEC: CliSpec = {
         `${SELF} --from 10_harden_host                # resume after a failure\n` +
         `${SELF} --only 00_preflight --yes            # one step, no prompts\n` +
         `${SELF} --backup ~/backups                   # an encrypted bundle of staging's data and secrets\n` +
-        `${SELF} --restore-from ~/backups/F.age       # a new server, with the data and secrets of that bundle`,
+        `${SELF} --restore-from ~/backups/F.age       # a new server, with the data and secrets of that bundle\n` +
+        `${SELF} --restore-from github:latest         # the same from the newest nightly backup artifact`,
     },
   ],
 };

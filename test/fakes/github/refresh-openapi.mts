@@ -49,6 +49,10 @@ export const OPERATIONS: ReadonlyArray<readonly [string, string]> = [
   ['get', '/repos/{owner}/{repo}/actions/runs/{run_id}/jobs'],
   // The launcher's runner-freshness check: the releases of actions/runner.
   ['get', '/repos/{owner}/{repo}/releases'],
+  // --restore-from github:latest | github:RUN_ID: the nightly backup's artifact (staging-backup.yml).
+  ['get', '/repos/{owner}/{repo}/actions/artifacts'],
+  ['get', '/repos/{owner}/{repo}/actions/runs/{run_id}/artifacts'],
+  ['get', '/repos/{owner}/{repo}/actions/artifacts/{artifact_id}/{archive_format}'],
 ];
 
 export interface FixtureParameter {

@@ -24,6 +24,10 @@
 // `return_run_details: true` answers: `returned` (200 with the run id and URLs, as api.github.com does since 2026),
 // `ignored` (204, a server without the parameter that ignores it) or `rejected` (422 naming the key).
 // `actions.push()` adds a run as a push to main would, completed at once.
+// Artifacts (`addArtifact`, for --restore-from github:...): listed per repository and per run, newest first; the
+// zip download answers 302 to a storage URL on this server (GET /_storage/artifacts/ID.zip, as GitHub hands out a
+// short-lived blob URL) that serves the bytes without a token; a token sent there is a problem (it must not leak to
+// the storage host). An expired artifact's download answers 410.
 import { createServer } from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { readFileSync } from 'node:fs';
@@ -165,6 +169,18 @@ export interface FakeActions {
 
 export const DEFAULT_BRANCH = 'main';
 
+/** A workflow artifact: what actions/upload-artifact left, as a zip. */
+export interface FakeArtifact {
+  id: number;
+  name: string;
+  /** The run that uploaded it (a run of its own, not in `actions.runs`). */
+  runId: number;
+  headSha: string;
+  createdAt: string;
+  expired: boolean;
+  zip: Buffer;
+}
+
 export function defaultJobs(conclusion: RunPlan['conclusion']): FakeJobPlan[] {
   const end: RunConclusion = conclusion === 'never' ? 'success' : conclusion;
   return [
@@ -214,6 +230,9 @@ export interface FakeGitHub {
   acceptToken(token: string): void;
   /** Sets a secret as if someone changed it in the GitHub UI. */
   setSecretByHand(name: string, value: string): void;
+  readonly artifacts: FakeArtifact[];
+  /** An artifact as a workflow run uploads it (a new run id unless given); `zip` is the archive GitHub serves. */
+  addArtifact(name: string, zip: Buffer, opts?: { runId?: number; expired?: boolean }): FakeArtifact;
   close(): Promise<void>;
 }
 
@@ -244,6 +263,9 @@ const NEEDS: Readonly<Record<string, readonly [Permission, 'read' | 'write']>> =
   'GET /repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs': ['actions', 'read'],
   'GET /repos/{owner}/{repo}/actions/runs/{run_id}': ['actions', 'read'],
   'GET /repos/{owner}/{repo}/actions/runs/{run_id}/jobs': ['actions', 'read'],
+  'GET /repos/{owner}/{repo}/actions/artifacts': ['actions', 'read'],
+  'GET /repos/{owner}/{repo}/actions/runs/{run_id}/artifacts': ['actions', 'read'],
+  'GET /repos/{owner}/{repo}/actions/artifacts/{artifact_id}/{archive_format}': ['actions', 'read'],
   // Public repositories (actions/runner) are readable with any token; the configured repository's releases too.
   'GET /repos/{owner}/{repo}/releases': ['metadata', 'read'],
 };
@@ -331,7 +353,9 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
   const tokens = new Set<string>([opts.token]);
   const runners: Runner[] = [];
   const runs: FakeRun[] = [];
+  const artifacts: FakeArtifact[] = [];
   let nextRunId = 18_000_000_001;
+  let nextArtifactId = 4_100_000_001;
   let nextHookId = 500_000_001;
   // A clock that moves one second per write, so updated_at always changes on a write.
   let clock = Date.parse('2026-11-01T00:00:00Z');
@@ -426,10 +450,48 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
       const now = tick();
       secrets.set(name, { value, created_at: secrets.get(name)?.created_at ?? now, updated_at: now });
     },
+    artifacts,
+    addArtifact(name, zip, o = {}) {
+      const a: FakeArtifact = {
+        id: nextArtifactId++,
+        name,
+        runId: o.runId ?? nextRunId++,
+        headSha: actions.headSha,
+        createdAt: tick(),
+        expired: o.expired ?? false,
+        zip,
+      };
+      artifacts.push(a);
+      return a;
+    },
     close: () => new Promise((r) => server.close(() => r())),
   };
 
   const base = () => fake.url;
+  const artifactJson = (a: FakeArtifact) => ({
+    id: a.id,
+    node_id: `MDg6QXJ0aWZhY3Q${a.id}`,
+    name: a.name,
+    size_in_bytes: a.zip.length,
+    url: `${base()}/repos/${opts.repo}/actions/artifacts/${a.id}`,
+    archive_download_url: `${base()}/repos/${opts.repo}/actions/artifacts/${a.id}/zip`,
+    expired: a.expired,
+    created_at: a.createdAt,
+    // GitHub's default retention: 90 days.
+    expires_at: stamp(Date.parse(a.createdAt) + 90 * 86_400_000),
+    updated_at: a.createdAt,
+    workflow_run: { id: a.runId, head_branch: DEFAULT_BRANCH, head_sha: a.headSha },
+  });
+  /** Newest first, as GitHub lists them; `name` filters exactly. */
+  const listArtifacts = (all: FakeArtifact[], url: URL, key: string) => {
+    const named = url.searchParams.get('name');
+    const list = all
+      .filter((a) => !named || a.name === named)
+      .sort((x, y) => y.id - x.id)
+      .map(artifactJson);
+    const p = page(list, url, key);
+    return new HttpAnswer(200, { total_count: list.length, artifacts: p.slice }, p.headers);
+  };
   const hookJson = (h: Hook) => ({
     type: 'Repository',
     id: h.id,
@@ -766,6 +828,23 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
         const p = page(all, url, c.key);
         return new HttpAnswer(200, { total_count: all.length, jobs: p.slice }, p.headers);
       }
+      case 'GET /repos/{owner}/{repo}/actions/artifacts':
+        return listArtifacts(artifacts, url, c.key);
+      case 'GET /repos/{owner}/{repo}/actions/runs/{run_id}/artifacts':
+        return listArtifacts(
+          artifacts.filter((a) => a.runId === Number(m['run_id'])),
+          url,
+          c.key,
+        );
+      case 'GET /repos/{owner}/{repo}/actions/artifacts/{artifact_id}/{archive_format}': {
+        const a = artifacts.find((x) => x.id === Number(m['artifact_id']));
+        if (!a || m['archive_format'] !== 'zip') return notFound(docs);
+        if (a.expired)
+          return new HttpAnswer(410, { message: 'Artifact has expired', documentation_url: docs, status: '410' });
+        return new HttpAnswer(302, undefined, {
+          location: `${base()}/_storage/artifacts/${a.id}.zip?sig=${randomBytes(8).toString('hex')}`,
+        });
+      }
       case 'GET /repos/{owner}/{repo}/releases': {
         if (`${m['owner']}/${m['repo']}`.toLowerCase() !== RUNNER_REPO) return new HttpAnswer(200, []);
         const { slice, headers } = page(fake.runnerReleases.map(releaseJson), url, c.key);
@@ -1068,6 +1147,23 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
     req.on('data', (b: Buffer) => chunks.push(b));
     req.on('end', () => {
       const url = new URL(req.url ?? '/', 'http://fake.invalid');
+      const stored = /^\/_storage\/artifacts\/(\d+)\.zip$/.exec(url.pathname);
+      if (req.method === 'GET' && stored) {
+        // The storage host: no token wanted (and none must be sent: it would leave GitHub).
+        if (req.headers['authorization'] !== undefined)
+          problems.push(`the artifact storage URL ${url.pathname} was sent an Authorization header`);
+        const a = artifacts.find((x) => x.id === Number(stored[1]));
+        calls.push({
+          method: 'GET',
+          path: url.pathname,
+          route: 'GET (artifact storage)',
+          status: a ? 200 : 404,
+          write: false,
+        });
+        res.writeHead(a ? 200 : 404, { 'content-type': 'application/zip' });
+        res.end(a?.zip);
+        return;
+      }
       let out: ReturnType<typeof route>;
       try {
         out = route(req, url, Buffer.concat(chunks).toString('utf8'));
