@@ -3,7 +3,7 @@
 // instead of only linting it. Deliberately narrow: whatever it does not know is a test error, never a guess.
 //
 //   jobs       in `needs` order; a job whose needs did not all succeed is skipped; a job-level `if:` may only
-//              compare a repository variable with a string: vars.X != '' (or ==)
+//              compare repository variables with strings: vars.X != '' (or ==), joined by &&
 //   steps      `run:` with bash -eo pipefail (the runner's default shell), cwd = the job's workspace;
 //              `uses:` replaced by a stand-in the test gives, looked up by the step's id, else by the action's name
 //              (`actions/checkout`), and refused when none is given; a stand-in given for a step id replaces a
@@ -176,14 +176,19 @@ function evalMap(map: Record<string, unknown> | undefined, s: Scope, where: stri
   return out;
 }
 
-/** A job-level `if:`: only `vars.X != 'literal'` or `vars.X == 'literal'`. */
+/** A job-level `if:`: `vars.X != 'literal'` or `vars.X == 'literal'`, or several of them joined by `&&`. */
 export function jobCondition(cond: string | undefined, vars: Record<string, string>, where: string): boolean {
   if (cond === undefined) return true;
   const c = cond.trim().replace(/^\$\{\{\s*(.*?)\s*\}\}$/s, '$1');
-  const m = /^vars\.([A-Za-z_][A-Za-z0-9_]*)\s*(!=|==)\s*'([^']*)'$/.exec(c);
-  if (!m) throw new WorkflowTestError(`${where}: if: ${cond} is not one the test interpreter knows (vars.X != '...')`);
-  const equal = (vars[m[1] as string] ?? '') === m[3];
-  return m[2] === '==' ? equal : !equal;
+  return c.split('&&').every((part) => {
+    const m = /^vars\.([A-Za-z_][A-Za-z0-9_]*)\s*(!=|==)\s*'([^']*)'$/.exec(part.trim());
+    if (!m)
+      throw new WorkflowTestError(
+        `${where}: if: ${cond} is not one the test interpreter knows (vars.X != '...' [&& ...])`,
+      );
+    const equal = (vars[m[1] as string] ?? '') === m[3];
+    return m[2] === '==' ? equal : !equal;
+  });
 }
 
 /** Whether a step runs, given its `if:` and whether an earlier step of the job failed. */

@@ -151,7 +151,7 @@ export const STEPS: readonly StepInfo[] = [
     usesGitHub: true,
     checks: [
       'Secret codex-k8s-runner-github-<token sha256 prefix> in CODEXK8S_RUNNER_NAMESPACE holds CODEXK8S_GITHUB_PAT under github_token (sha256 compared; the value is never printed); Secrets of earlier tokens are gone',
-      'ServiceAccount codex-k8s-runner (runner namespace), Role codex-k8s-deployer and RoleBinding codex-k8s-runner-deployer (CODEXK8S_STAGING_NAMESPACE) match manifests/runner (kubectl diff); no cluster-wide rights',
+      'ServiceAccount codex-k8s-runner (runner namespace), Roles codex-k8s-deployer (the deploy) and codex-k8s-backup (exec into postgres-0 only, the nightly backup) with their RoleBindings (CODEXK8S_STAGING_NAMESPACE) match manifests/runner (kubectl diff); no cluster-wide rights',
       'helm release arc-systems/arc runs chart gha-runner-scale-set-controller at the pinned version with the pinned values (helm list / helm get values)',
       'helm release CODEXK8S_RUNNER_NAMESPACE/CODEXK8S_RUNNER_SCALE_SET_NAME runs chart gha-runner-scale-set at the pinned version: githubConfigUrl CODEXK8S_GITHUB_URL/CODEXK8S_GITHUB_REPO, the Secret by name, min = max = 1 runner (local) or CODEXK8S_RUNNER_MIN..CODEXK8S_RUNNER_MAX (server), our ServiceAccount, the pinned runner image',
       'the listener pod in arc-systems is Ready and GitHub gave the scale set an ID (annotation runner-scale-set-id); local mode: a runner of the set is online in GitHub (GET /repos/{owner}/{repo}/actions/runners)',

@@ -84,6 +84,15 @@ const GROUPS = {
 /** An age recipient as `age-keygen -y` prints it: X25519 (`age1` + 58 bech32 characters) or hybrid (`age1pq1...`). */
 const AGE_RECIPIENT = /^age1(?:pq1[02-9ac-hj-np-z]{100,}|[02-9ac-hj-np-z]{58})$/;
 
+/** What is wrong with an age recipient given outside the settings file (the nightly backup's environment), if anything. */
+export function validateAgeRecipient(raw: string): string | undefined {
+  if (AGE_RECIPIENT.test(raw.trim())) return undefined;
+  if (raw.trim() === '') return 'not set; expected the age1... public key (age-keygen -y KEYFILE)';
+  return raw.startsWith('AGE-SECRET-KEY')
+    ? 'this is an age SECRET key; expected the public key (age-keygen -y KEYFILE), the secret key stays off the server'
+    : 'not an age recipient; expected the age1... public key (age-keygen -y KEYFILE)';
+}
+
 const isLocal = (v: Values) => v['CODEXK8S_MODE'] === 'local';
 const isServer = (v: Values) => v['CODEXK8S_MODE'] === 'server';
 
@@ -549,10 +558,22 @@ const SCHEMA = [
     name: 'CODEXK8S_BACKUP_AGE_RECIPIENT',
     group: GROUPS.backup,
     kind: 'ageRecipient',
-    scope: 'host',
+    // both: 70_github_repo hands it to the nightly backup workflow as a repository variable (a public key).
+    scope: 'both',
     example: 'age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p',
     description:
-      'The age public key (age1...) that --backup encrypts bundles to. Unset: --backup asks for a passphrase on the terminal. Keep the matching secret key off the server: it is what --restore-from needs.',
+      'The age public key (age1...) that backup bundles are encrypted to: by --backup, and by the nightly staging-backup workflow, which runs only when this is set (70_github_repo makes it a repository variable). Unset: --backup asks for a passphrase on the terminal, and there are no nightly backups. Keep the matching secret key off the server: it is what --restore-from needs.',
+  },
+  {
+    name: 'CODEXK8S_BACKUP_RETENTION_DAYS',
+    group: GROUPS.backup,
+    kind: 'int',
+    scope: 'both',
+    min: 1,
+    max: 90,
+    default: '30',
+    description:
+      "Days GitHub keeps each nightly backup artifact (staging-backup.yml, upload-artifact retention-days; the repository's own limit still applies). Only used with CODEXK8S_BACKUP_AGE_RECIPIENT.",
   },
   {
     name: 'CODEXK8S_BACKUP_AGE_IDENTITY_FILE',

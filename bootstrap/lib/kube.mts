@@ -47,6 +47,14 @@ export function kubectlArgv(...args: string[]): string[] {
 }
 
 /**
+ * kubectl in a pod (the nightly backup on a runner): no kubeconfig file, so client-go falls back to the pod's
+ * ServiceAccount, and the Role bound to it is all it may do.
+ */
+export function inClusterKubectlArgv(...args: string[]): string[] {
+  return ['kubectl', ...args];
+}
+
+/**
  * `kubectl apply -f -`. With `serverSide` (used for Secrets): server-side apply keeps no
  * last-applied-configuration annotation, so a Secret's values are not stored a second time in it, and a value
  * rotated by hand is not shadowed by a stale copy there.

@@ -68,6 +68,9 @@ export const NAMES = {
   runnerServiceAccount: 'codex-k8s-runner',
   runnerRole: 'codex-k8s-deployer',
   runnerRoleBinding: 'codex-k8s-runner-deployer',
+  /** The nightly backup's Role (staging namespace, manifests/runner): exec into postgres-0, nothing else. */
+  backupRole: 'codex-k8s-backup',
+  backupRoleBinding: 'codex-k8s-runner-backup',
   /** Secret (runner namespace) with key github_token that ARC reads (chart value githubConfigSecret). */
   runnerGitHubSecret: 'codex-k8s-runner-github',
   /** The codex-k8s staging service (manifests/app, 50_deploy_codex_k8s): Deployment, Service and Ingress share it. */

@@ -84,6 +84,12 @@ export function wantedVariables(cfg: Config): Record<string, string> {
     CODEXK8S_STAGING_URL: stagingUrl(cfg),
   };
   if (mode === 'server') vars['CODEXK8S_STAGING_DOMAIN'] = cfg.get('CODEXK8S_STAGING_DOMAIN');
+  // The nightly backup (staging-backup.yml) runs only with a recipient: without one it has no key to encrypt to.
+  const recipient = cfg.maybe('CODEXK8S_BACKUP_AGE_RECIPIENT');
+  if (recipient !== undefined) {
+    vars['CODEXK8S_BACKUP_AGE_RECIPIENT'] = recipient;
+    vars['CODEXK8S_BACKUP_RETENTION_DAYS'] = String(cfg.get('CODEXK8S_BACKUP_RETENTION_DAYS'));
+  }
   return vars;
 }
 

@@ -21,6 +21,7 @@
 //   exec     [-i] buildkitd-0 -c buildkitd -- /opt/codex-k8s-build/build.sh exists TAG | build TAG GIT_SHA, in
 //            codex-k8s-system only (lib/buildkit.mts: the build.sh protocol, the stdin tar checked, pushes kept in
 //            registry.json); and into postgres-0 -c postgres of a StatefulSet postgres in -n NS, exactly
+//              printenv NAME... (the container's env from the pod spec, secretKeyRef resolved) |
 //              -i psql -X -q -At -v ON_ERROR_STOP=1 -U USER -d DB | pg_dump -Fc -U USER -d DB [--snapshot=ID] |
 //              -i pg_restore --exit-on-error --single-transaction [--clean [--if-exists]] --no-owner --no-privileges
 //              -U USER -d DB
@@ -87,7 +88,7 @@ import { validateObject } from './lib/validate.mts';
 import { JsonPathError, renderJsonPath } from './lib/jsonpath.mts';
 import { checkExecTarget, runBuildScript } from './lib/buildkit.mts';
 import { POSTGRES, SUPPORTED_EXEC, terminated } from './lib/exec-targets.mts';
-import { checkPostgresExec, runPostgresExec } from './lib/postgres-exec.mts';
+import { checkPostgresExec, postgresPrintenv, runPostgresExec } from './lib/postgres-exec.mts';
 import { jobLog, reconcileHelmChartConfig } from './lib/helm-controller.mts';
 import { podDenial } from './lib/userns.mts';
 
@@ -987,6 +988,12 @@ const exec: Verb = {
     if (pt !== undefined && parseDuration(pt) === undefined)
       throw new DoubleError(`error: invalid argument "${pt}" for "--pod-running-timeout" flag`);
     const store = ctx.store();
+    if (pod === POSTGRES.pod && command[0] === 'printenv') {
+      const r = postgresPrintenv(store, ctx.namespace(), container, command, withStdin);
+      ctx.out.stdout = r.stdout;
+      if (r.exitCode !== 0) throw new DoubleError(terminated(r.exitCode), r.exitCode);
+      return;
+    }
     if (pod === POSTGRES.pod) {
       // Checked here, under the state lock; run after it is released: a psql session stays open while the
       // pg_dump of its snapshot (another kubectl call) runs.

@@ -112,7 +112,11 @@ test("exec postgres-0: the pod, the container, exactly three commands, -i as eac
     ],
     ['-t', [...EXEC, '-i', '-t', ...IN_POD, ...PSQL], /does not support exec -t/],
     ['a shell', [...EXEC, '-i', ...IN_POD, 'sh', '-c', 'psql'], /cannot run "sh -c psql" in postgres-0/],
-    ['a path', [...EXEC, '-i', ...IN_POD, '/usr/bin/psql', ...PSQL.slice(1)], /only psql, pg_dump and pg_restore/],
+    [
+      'a path',
+      [...EXEC, '-i', ...IN_POD, '/usr/bin/psql', ...PSQL.slice(1)],
+      /only printenv, psql, pg_dump and pg_restore/,
+    ],
     ['psql without -X', [...EXEC, '-i', ...IN_POD, ...PSQL.filter((w) => w !== '-X')], /psql without -X/],
     ['psql -c', psql(['-c', 'SELECT 1']), /psql flag -c is not supported/],
     ['psql -f', psql(['-f', '/tmp/x.sql']), /psql flag -f is not supported/],
@@ -231,6 +235,33 @@ test("exec postgres-0: the pod, the container, exactly three commands, -i as eac
   assert.deepEqual(execs.at(-1)?.detail, {
     exec: { namespace: 'staging', pod: 'postgres-0', container: 'postgres', stdin: true, command: PSQL },
   });
+});
+
+test('exec postgres-0 printenv: the container env of the pod spec, secretKeyRef resolved; printenv exit codes', () => {
+  const { k } = cluster(false);
+  const withEnv = POSTGRES_STACK.replace(
+    '        ports: [{name: postgres, containerPort: 5432}]\n',
+    '        ports: [{name: postgres, containerPort: 5432}]\n' +
+      '        env:\n' +
+      '        - {name: POSTGRES_USER, valueFrom: {secretKeyRef: {name: postgres-credentials, key: POSTGRES_USER}}}\n' +
+      '        - {name: POSTGRES_PASSWORD, valueFrom: {secretKeyRef: {name: postgres-credentials, key: POSTGRES_PASSWORD}}}\n' +
+      '        - {name: PGDATA, value: /var/lib/postgresql/data/pgdata}\n',
+  );
+  assert.equal(k(['apply', '-f', '-'], withEnv).code, 0);
+  const printenv = (...names: string[]) => k([...EXEC, ...IN_POD, 'printenv', ...names]);
+  const ok = printenv('POSTGRES_USER', 'POSTGRES_PASSWORD', 'PGDATA');
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.equal(ok.stdout, `${USER}\npw\n/var/lib/postgresql/data/pgdata\n`);
+  const missing = printenv('POSTGRES_USER', 'POSTGRES_DB');
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /command terminated with exit code 1/);
+  assert.match(k([...EXEC, ...IN_POD, 'printenv']).stderr, /printenv without names would print the whole environment/);
+  assert.match(k([...EXEC, ...IN_POD, 'printenv', '-0', 'X']).stderr, /variable names only, no flags/);
+  assert.match(k([...EXEC, '-i', ...IN_POD, 'printenv', 'PGDATA']).stderr, /printenv reads no stdin: no -i/);
+  // A secretKeyRef into a key the Secret lacks: the container never started.
+  const broken = withEnv.replace('key: POSTGRES_PASSWORD}', 'key: NOPE}');
+  assert.equal(k(['apply', '-f', '-'], broken).code, 0);
+  assert.match(printenv('PGDATA').stderr, /CreateContainerConfigError.*couldn't find key NOPE/);
 });
 
 test('in-process: the postgres exec names match bootstrap NAMES and the product argv of bootstrap/lib/backup', async () => {

@@ -278,6 +278,8 @@ for (const mode of ['local', 'server'] as const) {
         `ServiceAccount arc-runners/${NAMES.runnerServiceAccount}`,
         `Role codex-k8s-staging/${NAMES.runnerRole}`,
         `RoleBinding codex-k8s-staging/${NAMES.runnerRoleBinding}`,
+        `Role codex-k8s-staging/${NAMES.backupRole}`,
+        `RoleBinding codex-k8s-staging/${NAMES.backupRoleBinding}`,
       ],
     );
     for (const o of objs) {
@@ -294,7 +296,7 @@ for (const mode of ['local', 'server'] as const) {
 test('the Role grants exactly what a deploy needs in the staging namespace, no Secrets, nothing cluster-wide', () => {
   const objs = runnerObjects(settings('server', { stagingNamespace: 'stg', runnerNamespace: 'runners' }));
   assert.ok(!objs.some((o) => o.kind.startsWith('Cluster')), 'no ClusterRole / ClusterRoleBinding');
-  const role = objs.find((o) => o.kind === 'Role') as KubeObject & {
+  const role = objs.find((o) => o.kind === 'Role' && o.metadata.name === NAMES.runnerRole) as KubeObject & {
     rules: Array<{ apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] }>;
   };
   assert.equal(role.metadata.namespace, 'stg');
@@ -325,13 +327,36 @@ test('the Role grants exactly what a deploy needs in the staging namespace, no S
     ![...grants.keys()].some((k) => /secrets|roles|rolebindings|serviceaccounts/.test(k)),
     'no Secrets, no RBAC, no tokens',
   );
-  const binding = objs.find((o) => o.kind === 'RoleBinding') as Record<string, any>;
+  const binding = objs.find((o) => o.kind === 'RoleBinding' && o.metadata.name === NAMES.runnerRoleBinding) as Record<
+    string,
+    any
+  >;
   assert.equal(binding['metadata'].namespace, 'stg');
   assert.deepEqual(binding['roleRef'], { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: NAMES.runnerRole });
   assert.deepEqual(binding['subjects'], [
     { kind: 'ServiceAccount', name: NAMES.runnerServiceAccount, namespace: 'runners' },
   ]);
   assert.equal(objs.find((o) => o.kind === 'ServiceAccount')?.metadata.namespace, 'runners');
+});
+
+test('the backup Role grants exec into postgres-0 and nothing else; bound to the same runner ServiceAccount', () => {
+  const objs = runnerObjects(settings('server', { stagingNamespace: 'stg', runnerNamespace: 'runners' }));
+  const role = objs.find((o) => o.kind === 'Role' && o.metadata.name === NAMES.backupRole) as KubeObject & {
+    rules: Array<{ apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] }>;
+  };
+  assert.equal(role.metadata.namespace, 'stg');
+  assert.deepEqual(role.rules, [
+    { apiGroups: [''], resources: ['pods'], resourceNames: ['postgres-0'], verbs: ['get'] },
+    { apiGroups: [''], resources: ['pods/exec'], resourceNames: ['postgres-0'], verbs: ['create', 'get'] },
+  ]);
+  const binding = objs.find((o) => o.kind === 'RoleBinding' && o.metadata.name === NAMES.backupRoleBinding) as Record<
+    string,
+    any
+  >;
+  assert.deepEqual(binding['roleRef'], { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: NAMES.backupRole });
+  assert.deepEqual(binding['subjects'], [
+    { kind: 'ServiceAccount', name: NAMES.runnerServiceAccount, namespace: 'runners' },
+  ]);
 });
 
 test('the token Secret: built for stdin, compared by hash, never quoted in a drift line', async () => {

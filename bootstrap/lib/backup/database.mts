@@ -9,9 +9,10 @@ import type { Readable } from 'node:stream';
 import { OperationError } from '../errors.mts';
 import { CommandError, run, spawnStream } from '../exec.mts';
 import type { StreamingProcess } from '../exec.mts';
-import { kubectlArgv } from '../kube.mts';
+import { inClusterKubectlArgv, kubectlArgv } from '../kube.mts';
 import type { Logger } from '../log.mts';
 import { NAMES } from '../manifests.mts';
+import { registerSecret } from '../redact.mts';
 
 /** The pod and container of the StatefulSet's one replica. */
 export const POSTGRES_POD = `${NAMES.postgresStatefulSet}-0`;
@@ -21,11 +22,17 @@ export interface Database {
   namespace: string;
   user: string;
   db: string;
+  /** On a runner pod (the nightly backup): kubectl with the pod's ServiceAccount, not the server's kubeconfig. */
+  inCluster?: boolean;
 }
 
 /** `kubectl exec` into the PostgreSQL container; `-i` when the command reads stdin. */
-export function pgExecArgv(d: Database, withStdin: boolean, words: readonly string[]): string[] {
-  return kubectlArgv(
+export function pgExecArgv(
+  d: Pick<Database, 'namespace' | 'inCluster'>,
+  withStdin: boolean,
+  words: readonly string[],
+): string[] {
+  return (d.inCluster ? inClusterKubectlArgv : kubectlArgv)(
     '-n',
     d.namespace,
     'exec',
@@ -36,6 +43,35 @@ export function pgExecArgv(d: Database, withStdin: boolean, words: readonly stri
     '--',
     ...words,
   );
+}
+
+/** The container's database credentials, as the pod got them from the Secret (env, in this order). */
+export const CREDENTIAL_ENV = ['POSTGRES_USER', 'POSTGRES_PASSWORD', 'POSTGRES_DB'] as const;
+
+/**
+ * The credentials read inside the pod (`printenv`): what the nightly backup's Role allows, which has no right on
+ * the Secret itself. The values come back on stdout only, and the password is a registered secret at once.
+ */
+export async function podCredentials(
+  d: Pick<Database, 'namespace' | 'inCluster'>,
+  log: Logger,
+): Promise<{ user: string; password: string; db: string }> {
+  const r = await run(pgExecArgv(d, false, ['printenv', ...CREDENTIAL_ENV]), {
+    log,
+    allowFail: true,
+    timeoutSeconds: 60,
+  });
+  const [user = '', password = '', db = ''] = r.stdout.split('\n');
+  if (password !== '') registerSecret(password);
+  if (r.exitCode !== 0 || user === '' || password === '' || db === '')
+    throw new OperationError(
+      `cannot read the database credentials in ${d.namespace}/${POSTGRES_POD} (kubectl exec printenv exit ${r.exitCode})`,
+      {
+        detail: r.stderr.trim().split('\n').slice(-10).join('\n'),
+        hint: `is PostgreSQL running (40_postgres), and may this identity exec into ${POSTGRES_POD} (Role ${NAMES.backupRole}, manifests/runner/rbac.yaml)?`,
+      },
+    );
+  return { user, password, db };
 }
 
 /** psql reading SQL from stdin: no ~/.psqlrc, no notices, unaligned tuples only, stop at the first error. */

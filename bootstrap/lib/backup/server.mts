@@ -34,7 +34,19 @@ export interface BackupSource {
   mode: string;
 }
 
-/** Writes the whole bundle to `out`. Throws (and the bundle is left without its end mark) on any failure. */
+/** Everything a bundle holds besides the dump, gathered by whoever makes it (the server, or the nightly workflow). */
+export interface BundleInputs {
+  database: Database;
+  password: string;
+  /** REMOTE.webhookSecretFile's value (the server), or the Actions secret (the workflow). */
+  webhookSecret?: string;
+  /** The server's journal; `{}` where it cannot be read (the workflow's runner). */
+  journal: unknown;
+  image?: Manifest['image'];
+  server: Manifest['server'];
+}
+
+/** The server's side of --backup: the bundle of this server's staging, to `out`. */
 export async function writeBackup(out: Writable, s: BackupSource, log: Logger): Promise<Manifest> {
   // Two independent reads of the cluster, side by side (each is a kubectl start).
   const [creds, image] = await Promise.all([
@@ -48,21 +60,41 @@ export async function writeBackup(out: Writable, s: BackupSource, log: Logger): 
         hint: 'run the launcher first (40_postgres creates the database and its Secret)',
       },
     );
-  const d: Database = { namespace: s.namespace, user: creds['POSTGRES_USER'], db: creds['POSTGRES_DB'] };
   const webhook = existsSync(REMOTE.webhookSecretFile)
     ? readFileSync(REMOTE.webhookSecretFile, 'utf8').trim()
     : undefined;
-  if (webhook) registerSecret(webhook);
+  return writeBundle(
+    out,
+    {
+      database: { namespace: s.namespace, user: creds['POSTGRES_USER'], db: creds['POSTGRES_DB'] },
+      password: creds['POSTGRES_PASSWORD'],
+      ...(webhook ? { webhookSecret: webhook } : {}),
+      journal: readJournal(REMOTE.journal),
+      ...(image ? { image } : {}),
+      server: { hostname: hostname(), namespace: s.namespace, mode: s.mode },
+    },
+    log,
+  );
+}
+
+/**
+ * Writes the whole bundle to `out`: the parts, then the dump of one snapshot (its row counts go into the manifest),
+ * then the manifest. Throws (and the bundle is left without its end mark) on any failure.
+ */
+export async function writeBundle(out: Writable, b: BundleInputs, log: Logger): Promise<Manifest> {
+  const d = b.database;
+  registerSecret(b.password);
+  if (b.webhookSecret) registerSecret(b.webhookSecret);
   const secrets: BundleSecrets = {
-    postgres: { user: d.user, password: creds['POSTGRES_PASSWORD'], db: d.db },
-    ...(webhook ? { webhookSecret: webhook } : {}),
+    postgres: { user: d.user, password: b.password, db: d.db },
+    ...(b.webhookSecret ? { webhookSecret: b.webhookSecret } : {}),
   };
 
   const session = await openSnapshot(d, log);
   const w = new BundleWriter(out);
   try {
     await w.part(PART.secrets, JSON.stringify(secrets) + '\n');
-    await w.part(PART.journal, JSON.stringify(readJournal(REMOTE.journal), null, 2) + '\n');
+    await w.part(PART.journal, JSON.stringify(b.journal, null, 2) + '\n');
     await w.part(
       PART.pins,
       JSON.stringify(
@@ -81,8 +113,8 @@ export async function writeBackup(out: Writable, s: BackupSource, log: Logger): 
   return w.finish({
     format: 1,
     createdAt: new Date().toISOString(),
-    server: { hostname: hostname(), namespace: s.namespace, mode: s.mode },
-    ...(image ? { image } : {}),
+    server: b.server,
+    ...(b.image ? { image: b.image } : {}),
     postgres: { serverVersion: session.serverVersion, rows: session.rows },
   });
 }

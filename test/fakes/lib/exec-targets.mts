@@ -34,8 +34,9 @@ export const POSTGRES = {
 const BUILD_EXEC = `kubectl -n ${BUILDKIT.namespace} exec [-i] ${BUILDKIT.pod} -c ${BUILDKIT.container} -- ${BUILDKIT.script} exists TAG | build TAG GIT_SHA`;
 const IN_POSTGRES = `${POSTGRES.pod} -c ${POSTGRES.container} --`;
 
-/** The three database commands, exactly (flags in any order); USER/DB: the Secret's POSTGRES_USER/POSTGRES_DB. */
+/** The four commands, exactly (flags in any order); USER/DB: the Secret's POSTGRES_USER/POSTGRES_DB. */
 export const POSTGRES_EXEC = [
+  `kubectl -n NS exec ${IN_POSTGRES} printenv NAME...`,
   `kubectl -n NS exec -i ${IN_POSTGRES} psql -X -q -At -v ON_ERROR_STOP=1 -U USER -d DB`,
   `kubectl -n NS exec ${IN_POSTGRES} pg_dump -Fc -U USER -d DB [--snapshot=ID]`,
   `kubectl -n NS exec -i ${IN_POSTGRES} pg_restore --exit-on-error --single-transaction [--clean [--if-exists]] --no-owner --no-privileges -U USER -d DB`,

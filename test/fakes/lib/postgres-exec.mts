@@ -1,6 +1,11 @@
 // What `kubectl exec` into the PostgreSQL pod does in the fake cluster: the pod postgres-0 of the StatefulSet
-// postgres (manifests/postgres) in the namespace given with -n, its container postgres, and exactly three commands
+// postgres (manifests/postgres) in the namespace given with -n, its container postgres, and exactly four commands
 // (lib/exec-targets.mts POSTGRES_EXEC; flags in any order):
+//
+//       printenv NAME...                                       the container's env as the pod spec gives it
+//                                                              (value, or secretKeyRef into a Secret), one value
+//                                                              per line; exit 1 when a NAME is not set (printenv's
+//                                                              own rule). The nightly backup reads its credentials so.
 //
 //   -i  psql -X -q -At -v ON_ERROR_STOP=1 -U USER -d DB        stdin and stdout stream live (a session kept open)
 //       pg_dump -Fc -U USER -d DB [--snapshot=ID]              no -i; the binary dump streams on stdout
@@ -142,7 +147,7 @@ export function parsePostgresCommand(command: readonly string[]): ParsedCommand 
   const refuse = (why: string): DoubleError =>
     new DoubleError(`error: the fake kubectl cannot run ${shown} in ${POSTGRES.pod}` + note(why));
   const tool = command[0];
-  if (!isTool(tool)) throw refuse('only psql, pg_dump and pg_restore, by these names');
+  if (!isTool(tool)) throw refuse('only printenv, psql, pg_dump and pg_restore, by these names');
   const spec = COMMANDS[tool];
   const seen = new Map<string, string | true>();
   const put = (flag: string, value: string | true): void => {
@@ -285,6 +290,59 @@ export function checkPostgresExec(
   command: readonly string[],
   withStdin: boolean,
 ): PostgresPlan {
+  checkPostgresContainer(store, namespace, container);
+  return planPostgresCommand(store, dir, namespace, command, withStdin);
+}
+
+/**
+ * `printenv NAME...` in postgres-0's container: its env entries as the pod spec states them (a literal value, or a
+ * secretKeyRef resolved from the Secret; a missing Secret or key means the container never started). Like
+ * printenv: the values of the names that are set, one per line, exit 1 when any is not.
+ */
+export function postgresPrintenv(
+  store: Store,
+  namespace: string,
+  container: string | undefined,
+  command: readonly string[],
+  withStdin: boolean,
+): { stdout: string; exitCode: number } {
+  const pod = checkPostgresContainer(store, namespace, container);
+  const names = command.slice(1);
+  const refuse = (why: string): DoubleError =>
+    new DoubleError(
+      `error: the fake kubectl cannot run ${JSON.stringify(command.join(' '))} in ${POSTGRES.pod}` + note(why),
+    );
+  if (names.length === 0) throw refuse('printenv without names would print the whole environment: name the variables');
+  if (names.some((n) => !/^[A-Za-z_][A-Za-z0-9_]*$/.test(n)))
+    throw refuse('printenv takes variable names only, no flags');
+  if (withStdin) throw refuse('printenv reads no stdin: no -i');
+  const spec = ((at(pod, 'spec', 'containers') as unknown[] | undefined) ?? []).find(
+    (c) => isObj(c) && c['name'] === POSTGRES.container,
+  );
+  const env = new Map<string, string>();
+  for (const e of (isObj(spec) && Array.isArray(spec['env']) ? spec['env'] : []) as unknown[]) {
+    if (!isObj(e) || typeof e['name'] !== 'string') continue;
+    if (typeof e['value'] === 'string') env.set(e['name'], e['value']);
+    const ref = at(e, 'valueFrom', 'secretKeyRef');
+    if (!isObj(ref)) continue;
+    const secretName = String(ref['name']);
+    const secret = store.get(kind('v1', 'Secret'), namespace, secretName);
+    const value = secret === undefined ? undefined : decoded(secret, String(ref['key']));
+    if (value === undefined)
+      throw notRunning(
+        `the container cannot start (CreateContainerConfigError): ${secret === undefined ? `secret "${secretName}" not found` : `couldn't find key ${String(ref['key'])} in Secret ${namespace}/${secretName}`}`,
+      );
+    env.set(e['name'], value);
+  }
+  const set = names.filter((n) => env.has(n));
+  return {
+    stdout: set.map((n) => `${env.get(n)}\n`).join(''),
+    exitCode: set.length === names.length ? 0 : 1,
+  };
+}
+
+/** The pod postgres-0 of the namespace exists, is ready, and `container` is its postgres container; the pod. */
+function checkPostgresContainer(store: Store, namespace: string, container: string | undefined): K8sObject {
   const sts = store.get(kind('apps/v1', 'StatefulSet'), namespace, POSTGRES.statefulSet);
   const pod = store.get(kind('v1', 'Pod'), namespace, POSTGRES.pod);
   if (sts === undefined || pod === undefined) {
@@ -334,6 +392,16 @@ export function checkPostgresExec(
         note(`only the ${POSTGRES.container} container`),
     );
   }
+  return pod;
+}
+
+function planPostgresCommand(
+  store: Store,
+  dir: string,
+  namespace: string,
+  command: readonly string[],
+  withStdin: boolean,
+): PostgresPlan {
   const parsed = parsePostgresCommand(command);
   const spec = COMMANDS[parsed.tool];
   if (spec.stdin && !withStdin) {
