@@ -65,6 +65,8 @@ export async function openBundle(source: string, cfg: Config, yes: boolean, log:
     : undefined;
   const file = fetched?.file ?? source;
   const label = fetched ? `github: ${fetched.label}` : basename(file);
+  // What the refusals name: the file given, or the artifact (not the temp file it was downloaded to).
+  const shown = fetched ? `the backup ${fetched.label}` : file;
   const t0 = performance.now();
   const tmp = mkdtempSync(join(tmpdir(), 'ck8s-restore-'));
   const dumpFile = join(tmp, PART.dump);
@@ -83,7 +85,7 @@ export async function openBundle(source: string, cfg: Config, yes: boolean, log:
     const reader = new BundleReader(
       (piece) => new Promise<void>((res, rej) => dump.write(piece, (e) => (e ? rej(e) : res()))),
     );
-    const plain = await decryptStream(toWeb(createReadStream(file)), id, file);
+    const plain = await decryptStream(toWeb(createReadStream(file)), id, shown);
     let done = 0;
     const total = statSync(file).size;
     const progress = setInterval(
@@ -97,7 +99,7 @@ export async function openBundle(source: string, cfg: Config, yes: boolean, log:
       }
     } catch (e) {
       if (e instanceof OperationError) throw e;
-      throw explainDecryptError(e, file, id);
+      throw explainDecryptError(e, shown, id);
     } finally {
       clearInterval(progress);
     }
