@@ -21,15 +21,73 @@ export interface StepOutcome {
   seconds: number;
 }
 
+/** Where a Logger writes: process.stdout / process.stderr, or a stand-in in tests. */
+export interface Sink {
+  write(text: string): unknown;
+  isTTY?: boolean;
+  columns?: number;
+}
+
+/** Erases the terminal line the cursor is on (the live line), leaving the cursor at its start. */
+const ERASE_LINE = '\r\u001b[K';
+
 export class Logger {
   private file: string | undefined;
+  private readonly out: Sink;
+  private readonly err: Sink;
+  /** The live line drawn at the bottom of the terminal now (undefined: none). */
+  private live: string | undefined;
   verbose: boolean;
   /** Everything to stderr: stdout is kept for one machine-readable document (--check --json). */
   stdoutForData = false;
 
-  constructor(opts: { verbose?: boolean; file?: string } = {}) {
+  constructor(opts: { verbose?: boolean; file?: string; out?: Sink; err?: Sink } = {}) {
     this.verbose = opts.verbose ?? false;
+    this.out = opts.out ?? process.stdout;
+    this.err = opts.err ?? process.stderr;
     if (opts.file) this.setFile(opts.file);
+  }
+
+  /** The terminal the live line goes to, when the human output goes to one; undefined otherwise (CI, pipes, logs). */
+  private get terminal(): Sink | undefined {
+    const human = this.stdoutForData ? this.err : this.out;
+    return human.isTTY ? human : undefined;
+  }
+
+  /** Whether progress shows as a live line (a terminal) rather than as lines of their own. */
+  get isLive(): boolean {
+    return this.terminal !== undefined;
+  }
+
+  /**
+   * The live line: one line at the bottom of a terminal, redrawn in place (what is being waited for, how long, the
+   * bound). Other output scrolls above it. Never written to the log file, never shown on a non-terminal;
+   * `undefined` removes it.
+   */
+  liveLine(text: string | undefined): void {
+    const t = this.terminal;
+    if (!t) return;
+    if (this.live !== undefined) t.write(ERASE_LINE);
+    this.live = text;
+    this.drawLive();
+  }
+
+  /**
+   * A progress report of long work (a wait, a transfer): the live line on a terminal (and the log file), a line of
+   * its own everywhere else, so CI logs keep one line per report.
+   */
+  progress(msg: string): void {
+    if (!this.isLive) return this.info(msg);
+    this.fileOnly(msg);
+    this.liveLine(msg.trim());
+  }
+
+  private drawLive(): void {
+    const t = this.terminal;
+    if (!t || this.live === undefined) return;
+    const width = Math.max(20, (t.columns ?? 80) - 1);
+    const text = mask(this.live);
+    t.write(text.length > width ? `${text.slice(0, width - 1)}…` : text);
   }
 
   /** Start writing every line to `path` too (created 0600: logs may name hosts and users). */
@@ -45,9 +103,13 @@ export class Logger {
 
   private emit(stream: 'out' | 'err', text: string, plain?: string): void {
     const masked = mask(text);
+    // A line scrolls above the live line: erase it, write the line, draw it again below.
+    const live = this.live !== undefined ? this.terminal : undefined;
+    live?.write(ERASE_LINE);
     for (const line of masked.split('\n')) {
-      (stream === 'out' && !this.stdoutForData ? process.stdout : process.stderr).write(line + '\n');
+      (stream === 'out' && !this.stdoutForData ? this.out : this.err).write(line + '\n');
     }
+    if (live) this.drawLive();
     if (this.file) {
       const clean = stripAnsi(mask(plain ?? text));
       const stamp = new Date().toISOString();
@@ -126,6 +188,19 @@ export function progressLine(
 ): string {
   const bound = boundSeconds === undefined ? '' : ` of at most ${Math.round(boundSeconds)}s`;
   return `  .. still waiting for ${what}: ${Math.round(elapsedSeconds)}s${bound}${detail ? ` (${detail})` : ''}`;
+}
+
+/** Whether a line is a progress report (`  .. ...`: progressLine, transfers), which a terminal shows as the live line. */
+export function isProgressLine(line: string): boolean {
+  return /^\s*\.\. /.test(line);
+}
+
+const SPINNER = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
+
+/** Pure: the live line of a running step: a spinner frame, the step, its time so far, the last progress report. */
+export function stepLiveLine(name: string, seconds: number, tick: number, latest?: string): string {
+  const report = latest === undefined ? '' : ` · ${latest.trim().replace(/^\.\. /, '')}`;
+  return `${SPINNER[tick % SPINNER.length]} ${name} ${formatSeconds(seconds)}${report}`;
 }
 
 /** Text without terminal colour codes (log files, parsed step output). */

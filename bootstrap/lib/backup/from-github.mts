@@ -177,7 +177,7 @@ async function fetchArchive(
     });
   let got = 0;
   const progress = setInterval(
-    () => log.info(`  .. download: ${(got / 2 ** 20).toFixed(1)} of ${(a.size_in_bytes / 2 ** 20).toFixed(1)} MiB`),
+    () => log.progress(`  .. download: ${(got / 2 ** 20).toFixed(1)} of ${(a.size_in_bytes / 2 ** 20).toFixed(1)} MiB`),
     PROGRESS_SECONDS * 1000,
   );
   try {
@@ -197,5 +197,6 @@ async function fetchArchive(
     });
   } finally {
     clearInterval(progress);
+    log.liveLine(undefined);
   }
 }

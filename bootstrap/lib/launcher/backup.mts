@@ -95,7 +95,7 @@ export async function takeBackup(
   let received = 0;
   const progress = setInterval(() => {
     const s = (performance.now() - t0) / 1000;
-    log.info(`  .. backup: ${formatBytes(received)} received in ${s.toFixed(0)}s, ${formatBytes(received / s)}/s`);
+    log.progress(`  .. backup: ${formatBytes(received)} received in ${s.toFixed(0)}s, ${formatBytes(received / s)}/s`);
   }, PROGRESS_SECONDS * 1000);
   // Opened exclusively and 0600 before the first byte: no one else's file is overwritten, no one reads along.
   const fd = openSync(partial, 'wx', 0o600);
@@ -128,6 +128,7 @@ export async function takeBackup(
     throw e;
   } finally {
     clearInterval(progress);
+    log.liveLine(undefined);
     try {
       closeSync(fd);
     } catch {

@@ -89,7 +89,7 @@ export async function openBundle(source: string, cfg: Config, yes: boolean, log:
     let done = 0;
     const total = statSync(file).size;
     const progress = setInterval(
-      () => log.info(`  .. bundle: ${formatBytes(done)} decrypted and checked (the file is ${formatBytes(total)})`),
+      () => log.progress(`  .. bundle: ${formatBytes(done)} decrypted and checked (the file is ${formatBytes(total)})`),
       PROGRESS_SECONDS * 1000,
     );
     try {
@@ -102,6 +102,7 @@ export async function openBundle(source: string, cfg: Config, yes: boolean, log:
       throw explainDecryptError(e, shown, id);
     } finally {
       clearInterval(progress);
+      log.liveLine(undefined);
     }
     await new Promise<void>((res, rej) => dump.end((e?: Error | null) => (e ? rej(e) : res())));
     const { manifest, parts } = reader.end();
@@ -140,13 +141,14 @@ export async function uploadRestore(ctx: Ctx, b: OpenedBundle, overwrite: boolea
     }),
   );
   const progress = setInterval(
-    () => ctx.log.info(`  .. upload of the dump: ${formatBytes(sent)} of ${formatBytes(bytes)}`),
+    () => ctx.log.progress(`  .. upload of the dump: ${formatBytes(sent)} of ${formatBytes(bytes)}`),
     PROGRESS_SECONDS * 1000,
   );
   try {
     await helper(ctx, ['write-private', at(PART.dump)], { input: counted });
   } finally {
     clearInterval(progress);
+    ctx.log.liveLine(undefined);
   }
   for (const name of [PART.secrets, PART.journal, PART.pins])
     await helper(ctx, ['write-private', at(name)], { input: b.parts.get(name) as Buffer });

@@ -1,4 +1,5 @@
 // The step loop: each selected step on the server, its output streamed, its result read from the marker line.
+import { isProgressLine, stepLiveLine } from '../log.mts';
 import { RESULT_MARKER } from '../paths.mts';
 import type { StepResult } from '../step.mts';
 import { remoteStepArgv } from './context.mts';
@@ -16,17 +17,33 @@ export async function runSteps(
     const t0 = performance.now();
     let result: LaunchResult | undefined;
     const stderr: string[] = [];
-    const r = await ctx.ssh.run(remoteStepArgv(ctx, name, opts.verbose ? ['--verbose'] : []), {
-      allowFail: true,
-      onStdoutLine: (line) => {
-        if (line.startsWith(RESULT_MARKER)) result = JSON.parse(line.slice(RESULT_MARKER.length)) as StepResult;
-        else ctx.log.info(`    ${line}`);
-      },
-      onStderrLine: (line) => {
-        stderr.push(line);
-        ctx.log.info(`    ${line}`);
-      },
-    });
+    // On a terminal: a live line with the step's time, ticking every second, and the server's last progress
+    // report (which then goes to the log file only). Elsewhere the reports are lines of their own, every 15 s.
+    let latest: string | undefined;
+    let tick = 0;
+    const drawLive = () => ctx.log.liveLine(stepLiveLine(name, (performance.now() - t0) / 1000, tick++, latest));
+    const ticker = ctx.log.isLive ? setInterval(drawLive, 1000) : undefined;
+    let r;
+    try {
+      r = await ctx.ssh.run(remoteStepArgv(ctx, name, opts.verbose ? ['--verbose'] : []), {
+        allowFail: true,
+        onStdoutLine: (line) => {
+          if (line.startsWith(RESULT_MARKER)) result = JSON.parse(line.slice(RESULT_MARKER.length)) as StepResult;
+          else if (ticker && isProgressLine(line)) {
+            latest = line;
+            ctx.log.fileOnly(`    ${line}`);
+            drawLive();
+          } else ctx.log.info(`    ${line}`);
+        },
+        onStderrLine: (line) => {
+          stderr.push(line);
+          ctx.log.info(`    ${line}`);
+        },
+      });
+    } finally {
+      clearInterval(ticker);
+      ctx.log.liveLine(undefined);
+    }
     const seconds = (performance.now() - t0) / 1000;
     if (!result)
       result = {
