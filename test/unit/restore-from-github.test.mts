@@ -170,6 +170,26 @@ test('github: downloads against the fake GitHub API', async (t) => {
     );
   });
 
+  await t.test('a 502 and a secondary rate limit on the way are retried, as every GitHub call is', async () => {
+    const want = fake.addArtifact(BACKUP_ARTIFACT, artifact(bundle('retried')));
+    fake.fault('GET /repos/{owner}/{repo}/actions/artifacts', { kind: 'bad-gateway' });
+    fake.fault('GET /repos/{owner}/{repo}/actions/artifacts/{artifact_id}/{archive_format}', {
+      kind: 'secondary-rate-limit',
+    });
+    const got = await downloadBackup(gh, REF, { run: 'latest' }, 'https://github.com', log);
+    try {
+      assert.match(readFileSync(got.file, 'utf8').slice(0, 40), /retried/);
+      assert.equal(got.source, `github:${want.runId}`);
+    } finally {
+      got.close();
+    }
+    assert.ok(
+      log.lines.some((l) => /retrying in \d+s \(try 2\/3\)/.test(l)),
+      log.lines.join('\n'),
+    );
+    assert.deepEqual(fake.problems, []);
+  });
+
   await t.test('a token without Actions read: the error names the permission', async () => {
     fake.addArtifact(BACKUP_ARTIFACT, artifact(bundle('x')));
     fake.permissions.actions = 'none';
