@@ -73,6 +73,28 @@ test('zip: stored, deflated and empty entries read back byte for byte; a cut or 
       assert.equal(statSync(out).mode & 0o777, 0o600);
     }
 
+    // Zip64 fields on every entry (an archiver that forces them): the same content.
+    writeFileSync(
+      join(dir, 'f64.zip'),
+      zipArchive(
+        [
+          { name: 'big.bin', data: big },
+          { name: 'text.txt', data: text, deflate: true },
+        ],
+        { zip64: true },
+      ),
+    );
+    const e64 = await zipEntries(join(dir, 'f64.zip'));
+    assert.deepEqual(
+      e64.map((e) => [e.name, e.size]),
+      [
+        ['big.bin', 300_000],
+        ['text.txt', 100_000],
+      ],
+    );
+    await extractEntry(join(dir, 'f64.zip'), e64[1]!, join(dir, 'out64'));
+    assert.ok(readFileSync(join(dir, 'out64')).equals(text));
+
     const whole = readFileSync(file);
     writeFileSync(join(dir, 'cut.zip'), whole.subarray(0, 200_000));
     await assert.rejects(

@@ -1,6 +1,6 @@
 // Reads one file out of a zip archive: the form in which GitHub serves a workflow artifact (actions/upload-artifact
-// zips what it uploads). Only what such archives hold is read: stored (0) or deflated (8) entries, no zip64 (an
-// artifact over 4 GiB), no encryption; anything else is refused by name. The entry's integrity is not checked here:
+// zips what it uploads). Only what such archives hold is read: stored (0) or deflated (8) entries, zip64 fields per
+// entry, no encryption; an archive over 4 GiB (a zip64 end record) and anything else is refused by name. The entry's integrity is not checked here:
 // it is an age file, which authenticates every byte (crypt.mts). Sizes are, so a cut download is named as such.
 import { createReadStream, createWriteStream } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
@@ -66,17 +66,47 @@ export async function zipEntries(file: string): Promise<ZipEntry[]> {
     const nameLength = cd.readUInt16LE(p + 28);
     const extraLength = cd.readUInt16LE(p + 30);
     const commentLength = cd.readUInt16LE(p + 32);
-    entries.push({
+    const e: ZipEntry = {
       flags: cd.readUInt16LE(p + 8),
       method: cd.readUInt16LE(p + 10),
       compressedSize: cd.readUInt32LE(p + 20),
       size: cd.readUInt32LE(p + 24),
       localHeaderOffset: cd.readUInt32LE(p + 42),
       name: cd.toString('utf8', p + 46, p + 46 + nameLength),
-    });
+    };
+    zip64Sizes(e, cd.subarray(p + 46 + nameLength, p + 46 + nameLength + extraLength));
+    entries.push(e);
     p += 46 + nameLength + extraLength + commentLength;
   }
   return entries;
+}
+
+/**
+ * An archiver that writes zip64 fields for every entry (whatever its size) marks the 32-bit fields 0xFFFFFFFF and
+ * puts the real values in the extra field 0x0001, in this order: size, compressed size, local header offset.
+ */
+function zip64Sizes(e: ZipEntry, extra: Buffer): void {
+  const MAX = 0xffffffff;
+  if (e.size !== MAX && e.compressedSize !== MAX && e.localHeaderOffset !== MAX) return;
+  for (let i = 0; i + 4 <= extra.length;) {
+    const id = extra.readUInt16LE(i);
+    const len = extra.readUInt16LE(i + 2);
+    if (id === 0x0001) {
+      let q = i + 4;
+      const next = (): number => {
+        if (q + 8 > i + 4 + len) throw new ZipError(`entry ${e.name} has a short zip64 extra field`);
+        const v = Number(extra.readBigUInt64LE(q));
+        q += 8;
+        return v;
+      };
+      if (e.size === MAX) e.size = next();
+      if (e.compressedSize === MAX) e.compressedSize = next();
+      if (e.localHeaderOffset === MAX) e.localHeaderOffset = next();
+      return;
+    }
+    i += 4 + len;
+  }
+  throw new ZipError(`entry ${e.name} is marked zip64 but has no zip64 extra field`);
 }
 
 /** Writes the entry's content to `dest` (0600); `onBytes` sees the compressed bytes read, for progress lines. */
