@@ -37,6 +37,7 @@ export class Logger {
   private readonly err: Sink;
   /** The live line drawn at the bottom of the terminal now (undefined: none). */
   private live: string | undefined;
+  private eraseOnExit = false;
   verbose: boolean;
   /** Everything to stderr: stdout is kept for one machine-readable document (--check --json). */
   stdoutForData = false;
@@ -68,6 +69,13 @@ export class Logger {
     const t = this.terminal;
     if (!t) return;
     if (this.live !== undefined) t.write(ERASE_LINE);
+    else if (text !== undefined && !this.eraseOnExit) {
+      // Ctrl-C or an error exit must not leave a stale spinner in front of the shell prompt.
+      this.eraseOnExit = true;
+      process.once('exit', () => {
+        if (this.live !== undefined) t.write(ERASE_LINE);
+      });
+    }
     this.live = text;
     this.drawLive();
   }
@@ -190,7 +198,7 @@ export function progressLine(
   return `  .. still waiting for ${what}: ${Math.round(elapsedSeconds)}s${bound}${detail ? ` (${detail})` : ''}`;
 }
 
-/** Whether a line is a progress report (`  .. ...`: progressLine, transfers), which a terminal shows as the live line. */
+/** Whether a line is a progress report (`  .. ...`: progressLine, transfers): a terminal shows it as the live line. */
 export function isProgressLine(line: string): boolean {
   return /^\s*\.\. /.test(line);
 }

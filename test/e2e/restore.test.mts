@@ -5,8 +5,8 @@
 // A's latest delivery and row counts, the database password and the webhook secret are byte-identical, and GitHub
 // sees no secret written again. B's first restore takes the bundle the way a nightly backup leaves it: as the
 // newest workflow artifact in the fake GitHub (`--restore-from github:latest`, a zip fetched through the storage
-// redirect); the second takes the file. Then the refusals: a wrong key, a truncated and a flipped bundle (before anything
-// is contacted), and a target database that holds rows (refused by 40_postgres before it changes anything).
+// redirect); the second takes the file. Then the refusals: a wrong key, a truncated and a flipped bundle (before
+// anything is contacted), and a target database that holds rows (refused by 40_postgres before it changes anything).
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';

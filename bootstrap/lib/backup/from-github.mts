@@ -1,9 +1,10 @@
-// --restore-from github:latest | github:RUN_ID: the bundle of a nightly backup run (.github/workflows/staging-backup.yml),
-// fetched with the configured token before anything else happens. GitHub keeps it as a workflow artifact named
-// BACKUP_ARTIFACT, a zip holding BACKUP_ARTIFACT_FILE. `latest` is the newest one that has not expired; a run id
-// takes that run's. The artifact is downloaded to a private temp directory (0700, files 0600) and unzipped there;
-// from then on it is a bundle file like any other (lib/launcher/restore.mts opens and checks it whole).
-// A resumed restore names the run it resolved to, so a nightly run that finishes meanwhile cannot swap the bundle.
+// --restore-from github:latest | github:RUN_ID: the bundle of a nightly backup run
+// (.github/workflows/staging-backup.yml), fetched with the configured token before anything else happens. GitHub
+// keeps it as a workflow artifact named BACKUP_ARTIFACT, a zip holding BACKUP_ARTIFACT_FILE. `latest` is the newest
+// one that has not expired; a run id takes that run's. The artifact is downloaded to a private temp directory
+// (0700, files 0600) and unzipped there; from then on it is a bundle file like any other (lib/launcher/restore.mts
+// opens and checks it whole). A resumed restore names the run it resolved to, so a nightly run that finishes
+// meanwhile cannot swap the bundle.
 import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -1,7 +1,8 @@
 // Reads one file out of a zip archive: the form in which GitHub serves a workflow artifact (actions/upload-artifact
 // zips what it uploads). Only what such archives hold is read: stored (0) or deflated (8) entries, zip64 fields per
-// entry, no encryption; an archive over 4 GiB (a zip64 end record) and anything else is refused by name. The entry's integrity is not checked here:
-// it is an age file, which authenticates every byte (crypt.mts). Sizes are, so a cut download is named as such.
+// entry, no encryption; an archive over 4 GiB (a zip64 end record) and anything else is refused by name. The
+// entry's integrity is not checked here: it is an age file, which authenticates every byte (crypt.mts). Sizes are,
+// so a cut download is named as such.
 import { createReadStream, createWriteStream } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import { PassThrough, Transform } from 'node:stream';
