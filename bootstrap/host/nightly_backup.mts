@@ -7,7 +7,7 @@
 // (CODEXK8S_WEBHOOK_SECRET, the Actions secret 70_github_repo keeps). What the runner cannot read stays out and
 // the manifest says so: the server's journal (`{}`) and the running image.
 // Exit 0 with the bundle written; 2 for bad input; 1 when the backup failed (nothing is left at --out then).
-import { appendFileSync, closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { appendFileSync, closeSync, existsSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { PassThrough } from 'node:stream';
 import { UsageError } from '../lib/errors.mts';
 import { Logger, color } from '../lib/log.mts';
@@ -49,6 +49,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, log:
   const namespace = flags['namespace'] as string | undefined;
   const out = flags['out'] as string | undefined;
   if (!namespace || !out) throw new UsageError(`${!namespace ? '--namespace NS' : '--out FILE'} is required`);
+  if (existsSync(out)) throw new UsageError(`--out ${out}: exists already; expected a new file for the bundle`);
   const recipient = (env[RECIPIENT_ENV] ?? '').trim();
   const problem = validateAgeRecipient(recipient);
   if (problem) throw new UsageError(`${RECIPIENT_ENV}: ${problem}`);

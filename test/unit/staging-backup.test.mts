@@ -321,6 +321,37 @@ describe('staging-backup.yml executed against the kubectl double and a real Post
     assert.ok(!allows(rules, 'list', 'pods', 'postgres-0'));
   });
 
+  it('the script alone: bad input is exit 2 before anything is contacted, naming the flag or setting', async () => {
+    const run = (args: string[], env: Record<string, string>) =>
+      new Promise<{ code: number; out: string }>((resolve) => {
+        const c = spawn(SERVER_NODE_BIN, [join(REPO_ROOT, 'bootstrap/host/nightly_backup.mts'), ...args], {
+          env: { PATH: `${shimDir}:/usr/bin:/bin`, KUBECONFIG: kubeconfig, CODEXK8S_FAKES_DIR: fakes, ...env },
+        });
+        let out = '';
+        c.stdout.on('data', (b: Buffer) => (out += b));
+        c.stderr.on('data', (b: Buffer) => (out += b));
+        c.on('close', (code) => resolve({ code: code ?? 1, out }));
+      });
+    const before = readCalls(fakes).length;
+    const existing = join(work, 'exists.age');
+    writeFileSync(existing, 'x');
+    for (const [args, env, why] of [
+      [['--out', join(work, 'a.age')], { CODEXK8S_BACKUP_AGE_RECIPIENT: recipient }, /--namespace NS is required/],
+      [['--namespace', STAGING_NS, '--out', existing], { CODEXK8S_BACKUP_AGE_RECIPIENT: recipient }, /exists already/],
+      [['--namespace', STAGING_NS, '--out', join(work, 'b.age')], {}, /CODEXK8S_BACKUP_AGE_RECIPIENT: not set/],
+      [
+        ['--namespace', STAGING_NS, '--out', join(work, 'c.age')],
+        { CODEXK8S_BACKUP_AGE_RECIPIENT: 'age1nope' },
+        /not an age recipient/,
+      ],
+    ] as const) {
+      const r = await run([...args], { ...env });
+      assert.equal(r.code, 2, r.out);
+      assert.match(r.out, why);
+    }
+    assert.equal(readCalls(fakes).length, before, 'kubectl was called');
+  });
+
   it('no recipient: the job is skipped, nothing is made', async () => {
     const before = github.artifacts.length;
     const { r, calls } = await backup({});
