@@ -14,7 +14,7 @@ import { Logger, color } from '../lib/log.mts';
 import { parseCli, helpText, runMain } from '../lib/cli.mts';
 import type { CliSpec } from '../lib/cli.mts';
 import { registerSecret } from '../lib/redact.mts';
-import { PART } from '../lib/backup/bundle.mts';
+import { BundleReader, PART, checkedOnTheWay } from '../lib/backup/bundle.mts';
 import type { Manifest } from '../lib/backup/bundle.mts';
 import { encryptStream, toWeb } from '../lib/backup/crypt.mts';
 import { podCredentials } from '../lib/backup/database.mts';
@@ -92,12 +92,15 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, log:
       },
     );
     written.catch(() => undefined); // awaited below, after the loop; no unhandled rejection meanwhile
-    const sealed = await encryptStream(toWeb(plain), { recipient });
+    // Read back on its way to the encrypter: what is kept is what its manifest says (as --backup checks it).
+    const reader = new BundleReader();
+    const sealed = await encryptStream(toWeb(checkedOnTheWay(plain, reader)), { recipient });
     for await (const chunk of sealed as unknown as AsyncIterable<Uint8Array>) {
       writeSync(fd, chunk);
       bytes += chunk.length;
     }
     manifest = await written;
+    reader.end();
     fsyncSync(fd);
     closeSync(fd);
     renameSync(partial, out);
@@ -115,7 +118,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, log:
   const dump = manifest.parts[PART.dump]?.bytes ?? 0;
   const seconds = ((performance.now() - t0) / 1000).toFixed(1);
   log.info(
-    `  + ${out}: ${bytes} bytes (0600), ${tables} tables, ${rows} rows, dump ${dump} bytes, PostgreSQL ${manifest.postgres.serverVersion}; ${seconds}s`,
+    `  + ${out}: ${bytes} bytes (0600), ${tables} tables, ${rows} rows, dump ${dump} bytes, PostgreSQL ${manifest.postgres.serverVersion}; every part checked against the manifest; ${seconds}s`,
   );
   if (!webhookSecret)
     log.warn(`${WEBHOOK_ENV} is not set: the bundle has no webhook secret (a restore makes a new one)`);

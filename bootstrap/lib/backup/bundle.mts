@@ -158,6 +158,23 @@ export interface ReadBundle {
 }
 
 /**
+ * Passes a plain bundle on (to the encrypter) chunk by chunk, each through `reader`, which checks it: a bundle
+ * that is not what its manifest says fails the stream before it is kept anywhere.
+ */
+export async function* checkedOnTheWay(
+  src: AsyncIterable<unknown>,
+  reader: BundleReader,
+  count: (n: number) => void = () => undefined,
+): AsyncGenerator<Uint8Array> {
+  for await (const chunk of src) {
+    const c = chunk as Buffer;
+    count(c.length);
+    await reader.push(c);
+    yield c;
+  }
+}
+
+/**
  * Reads a bundle as it arrives. Every part but the dump is kept whole (they are small); the dump's pieces go to
  * `onDump` (a file on the laptop for a restore, nowhere while a backup is checked on its way to disk).
  */

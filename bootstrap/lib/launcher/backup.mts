@@ -14,12 +14,11 @@ import {
   fsyncSync,
 } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { Readable } from 'node:stream';
 import type { Config } from '../config.mts';
 import { OperationError, UsageError } from '../errors.mts';
 import { PROGRESS_SECONDS, color } from '../log.mts';
 import { canPrompt, readHidden } from '../prompt.mts';
-import { BundleReader, PART } from '../backup/bundle.mts';
+import { BundleReader, PART, checkedOnTheWay } from '../backup/bundle.mts';
 import type { Manifest } from '../backup/bundle.mts';
 import { encryptStream, toWeb } from '../backup/crypt.mts';
 import type { BundleKey } from '../backup/crypt.mts';
@@ -101,7 +100,7 @@ export async function takeBackup(
   const fd = openSync(partial, 'wx', 0o600);
   let bytes = 0;
   try {
-    const sealed = await encryptStream(toWeb(tap(p.stdout, reader, (n) => (received += n))), key);
+    const sealed = await encryptStream(toWeb(checkedOnTheWay(p.stdout, reader, (n) => (received += n))), key);
     for await (const chunk of sealed as unknown as AsyncIterable<Uint8Array>) {
       writeSync(fd, chunk);
       bytes += chunk.length;
@@ -135,15 +134,5 @@ export async function takeBackup(
       // closed on success
     }
     rmSync(partial, { force: true });
-  }
-}
-
-/** Passes the server's bytes on to the encrypter, and each through the reader that checks the bundle. */
-async function* tap(src: Readable, reader: BundleReader, count: (n: number) => void): AsyncGenerator<Uint8Array> {
-  for await (const chunk of src) {
-    const c = chunk as Buffer;
-    count(c.length);
-    await reader.push(c);
-    yield c;
   }
 }
