@@ -18,7 +18,16 @@
 // Refused: shell:, working-directory:, continue-on-error:, container:, services:, strategy:, other job-level if:,
 // expressions inside run: (the workflows pass them through env:, which is also what keeps secrets out of scripts).
 import { spawn } from 'node:child_process';
-import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 
@@ -397,4 +406,40 @@ export async function runWorkflow(opts: WorkflowRunOptions): Promise<WorkflowRes
     result.outputs = evalMap(job.outputs, scope, `job ${name} outputs`);
   }
   return { jobs: results, log };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// What the workflow tests share
+
+/** A bin directory like the ARC runner image's, under `work`: the system tools, but no node (setup-node brings it). */
+export function runnerBin(work: string): string {
+  const bin = join(work, 'runner-bin');
+  mkdirSync(bin, { recursive: true });
+  for (const d of ['/usr/bin', '/bin'])
+    for (const name of readdirSync(d)) {
+      if (/^(node|nodejs|npm|npx|corepack)$/.test(name) || existsSync(join(bin, name))) continue;
+      symlinkSync(join(d, name), join(bin, name));
+    }
+  return bin;
+}
+
+/**
+ * actions/checkout's stand-in: the repository's files at this commit (the tree of `repoRoot` without node_modules,
+ * .git and test output) in the job's workspace. The workflows check out without persisted credentials.
+ */
+export function checkoutStandIn(repoRoot: string): StandIn {
+  return async ({ workspace, step }) => {
+    if (step.with?.['persist-credentials'] !== false)
+      throw new WorkflowTestError('actions/checkout without persist-credentials: false');
+    await new Promise<void>((resolve, reject) => {
+      const c = spawn('bash', [
+        '-c',
+        'tar -C "$1" --exclude=./node_modules --exclude=./.git --exclude=./test/.out -c . | tar -C "$2" -x',
+        'copy',
+        repoRoot,
+        workspace,
+      ]);
+      c.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`copying the checkout failed (${code})`))));
+    });
+  };
 }

@@ -10,7 +10,7 @@
 import { appendFileSync, closeSync, existsSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { PassThrough } from 'node:stream';
 import { UsageError } from '../lib/errors.mts';
-import { Logger, color } from '../lib/log.mts';
+import { Logger, color, formatBytes } from '../lib/log.mts';
 import { parseCli, helpText, runMain } from '../lib/cli.mts';
 import type { CliSpec } from '../lib/cli.mts';
 import { registerSecret } from '../lib/redact.mts';
@@ -19,10 +19,11 @@ import type { Manifest } from '../lib/backup/bundle.mts';
 import { encryptStream, toWeb } from '../lib/backup/crypt.mts';
 import { podCredentials } from '../lib/backup/database.mts';
 import { writeBundle } from '../lib/backup/server.mts';
-import { validateAgeRecipient } from '../lib/config.mts';
+import { settingProblem } from '../lib/config.mts';
+import type { SettingName } from '../lib/config.mts';
 
 const SELF = './bootstrap/host/nightly_backup.mts';
-export const RECIPIENT_ENV = 'CODEXK8S_BACKUP_AGE_RECIPIENT';
+export const RECIPIENT_ENV = 'CODEXK8S_BACKUP_AGE_RECIPIENT' satisfies SettingName;
 export const WEBHOOK_ENV = 'CODEXK8S_WEBHOOK_SECRET';
 
 export const SPEC: CliSpec = {
@@ -50,9 +51,9 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, log:
   const out = flags['out'] as string | undefined;
   if (!namespace || !out) throw new UsageError(`${!namespace ? '--namespace NS' : '--out FILE'} is required`);
   if (existsSync(out)) throw new UsageError(`--out ${out}: exists already; expected a new file for the bundle`);
-  const recipient = (env[RECIPIENT_ENV] ?? '').trim();
-  const problem = validateAgeRecipient(recipient);
-  if (problem) throw new UsageError(`${RECIPIENT_ENV}: ${problem}`);
+  const problem = settingProblem(RECIPIENT_ENV, env[RECIPIENT_ENV]);
+  if (problem) throw new UsageError(problem);
+  const recipient = (env[RECIPIENT_ENV] as string).trim();
   const webhookSecret = (env[WEBHOOK_ENV] ?? '').trim() || undefined;
   if (webhookSecret) registerSecret(webhookSecret);
 
@@ -118,7 +119,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, log:
   const dump = manifest.parts[PART.dump]?.bytes ?? 0;
   const seconds = ((performance.now() - t0) / 1000).toFixed(1);
   log.info(
-    `  + ${out}: ${bytes} bytes (0600), ${tables} tables, ${rows} rows, dump ${dump} bytes, PostgreSQL ${manifest.postgres.serverVersion}; every part checked against the manifest; ${seconds}s`,
+    `  + ${out}: ${formatBytes(bytes)} (0600), ${tables} tables, ${rows} rows, dump ${formatBytes(dump)}, PostgreSQL ${manifest.postgres.serverVersion}; every part checked against the manifest; ${seconds}s`,
   );
   if (!webhookSecret)
     log.warn(`${WEBHOOK_ENV} is not set: the bundle has no webhook secret (a restore makes a new one)`);
@@ -131,7 +132,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv, log:
         '',
         '| tables | rows | dump | bundle | PostgreSQL | took |',
         '|---|---|---|---|---|---|',
-        `| ${tables} | ${rows} | ${dump} B | ${bytes} B | ${manifest.postgres.serverVersion} | ${seconds}s |`,
+        `| ${tables} | ${rows} | ${formatBytes(dump)} | ${formatBytes(bytes)} | ${manifest.postgres.serverVersion} | ${seconds}s |`,
         '',
         'Restore onto a new server: `bootstrap/host/bootstrap_remote_staging.mts --restore-from github:latest`',
         '',

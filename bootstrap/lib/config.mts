@@ -84,15 +84,6 @@ const GROUPS = {
 /** An age recipient as `age-keygen -y` prints it: X25519 (`age1` + 58 bech32 characters) or hybrid (`age1pq1...`). */
 const AGE_RECIPIENT = /^age1(?:pq1[02-9ac-hj-np-z]{100,}|[02-9ac-hj-np-z]{58})$/;
 
-/** What is wrong with an age recipient given outside the settings file (the nightly backup's environment), if anything. */
-export function validateAgeRecipient(raw: string): string | undefined {
-  if (AGE_RECIPIENT.test(raw.trim())) return undefined;
-  if (raw.trim() === '') return 'not set; expected the age1... public key (age-keygen -y KEYFILE)';
-  return raw.startsWith('AGE-SECRET-KEY')
-    ? 'this is an age SECRET key; expected the public key (age-keygen -y KEYFILE), the secret key stays off the server'
-    : 'not an age recipient; expected the age1... public key (age-keygen -y KEYFILE)';
-}
-
 const isLocal = (v: Values) => v['CODEXK8S_MODE'] === 'local';
 const isServer = (v: Values) => v['CODEXK8S_MODE'] === 'server';
 
@@ -679,6 +670,20 @@ export function parseDuration(raw: string): number | undefined {
 
 export function expandHome(p: string): string {
   return p === '~' ? homedir() : p.startsWith('~/') ? homedir() + p.slice(1) : p;
+}
+
+/**
+ * One setting's value given outside a settings file (the nightly backup's environment), checked by the schema's
+ * own rule: the problem as the settings file would report it (`NAME: why; expected ...`), or undefined.
+ */
+export function settingProblem(name: SettingName, raw: string | undefined): string | undefined {
+  const s = SCHEMA.find((x) => x.name === name) as Setting;
+  if (raw === undefined || raw.trim() === '') {
+    const empty = parseValue(s, ''); // what the rule expects, in its own words
+    return `${name}: not set; expected ${empty.ok ? 'a value' : empty.expected}`;
+  }
+  const parsed = parseValue(s, raw.trim());
+  return parsed.ok ? undefined : `${name}: ${parsed.why}; expected ${parsed.expected}`;
 }
 
 function parseValue(s: Setting, raw: string): Parsed {

@@ -184,6 +184,17 @@ export function formatSeconds(s: number): string {
     .padStart(2, '0')}s`;
 }
 
+/** 1536 -> "1.5 KiB": sizes and rates in progress lines. */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${i === 0 ? Math.round(n) : n.toFixed(1)} ${units[i]}`;
+}
+
 /** How often a long command (RunOptions.progress) and a long wait (lib/poll.mts) say that they still wait. */
 export const PROGRESS_SECONDS = 15;
 

@@ -114,7 +114,7 @@ test('progress: a long command prints a line every interval while it runs, and n
 });
 
 test('formatBytes: the sizes and rates of progress lines', async () => {
-  const { formatBytes } = await import('../../bootstrap/lib/launcher/prepare.mts');
+  const { formatBytes } = await import('../../bootstrap/lib/log.mts');
   assert.deepEqual([0, 1023, 1536, 5 * 1024 ** 2, 3.25 * 1024 ** 3].map(formatBytes), [
     '0 B',
     '1023 B',

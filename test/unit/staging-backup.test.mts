@@ -9,23 +9,14 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import {
-  chmodSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  symlinkSync,
-  writeFileSync,
-} from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createReadStream } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parse } from 'yaml';
 import { generateX25519Identity, identityToRecipient } from 'age-encryption';
-import { runWorkflow } from '../workflow-runner.mts';
-import type { StandIn, WorkflowResult } from '../workflow-runner.mts';
+import { checkoutStandIn, runWorkflow, runnerBin } from '../workflow-runner.mts';
+import type { StandIn, StepSpec, WorkflowResult } from '../workflow-runner.mts';
 import { SERVER_NODE_BIN, REPO_ROOT, FAKES_DIR, newStateDir, seedCluster, runDouble } from '../fakes/testkit.mts';
 import { readCalls } from '../fakes/lib/recorder.mts';
 import { POSTGRES_ROUTE_FILE } from '../fakes/lib/postgres-exec.mts';
@@ -54,20 +45,12 @@ const TOKEN = 'github_pat_' + 'b'.repeat(40);
 const CREDS = { user: 'codex', password: randomBytes(24).toString('base64url'), db: 'codex_k8s' };
 const work = mkdtempSync(join(tmpdir(), 'ck8s-staging-backup-'));
 
-interface Step {
-  id?: string;
-  name?: string;
-  uses?: string;
-  run?: string;
-  env?: Record<string, string>;
-  with?: Record<string, unknown>;
-}
 interface Wf {
   on: Record<string, unknown>;
   permissions: Record<string, string>;
   concurrency: { group: string; 'cancel-in-progress': boolean };
   env: Record<string, string>;
-  jobs: Record<string, { if?: string; 'runs-on': string; steps: Step[] }>;
+  jobs: Record<string, { if?: string; 'runs-on': string; steps: StepSpec[] }>;
 }
 const wf = parse(readFileSync(WORKFLOW, 'utf8')) as Wf;
 const deployWf = parse(readFileSync(DEPLOY_WORKFLOW, 'utf8')) as Wf;
@@ -118,18 +101,6 @@ describe('staging-backup.yml: triggers, permissions, pins, the artifact', () => 
   });
 });
 
-/** A bin directory like the runner image's: the system tools, but no node (setup-node brings it). */
-function runnerBin(): string {
-  const bin = join(work, 'runner-bin');
-  mkdirSync(bin, { recursive: true });
-  for (const d of ['/usr/bin', '/bin'])
-    for (const name of readdirSync(d)) {
-      if (/^(node|nodejs|npm|npx|corepack)$/.test(name) || existsSync(join(bin, name))) continue;
-      symlinkSync(join(d, name), join(bin, name));
-    }
-  return bin;
-}
-
 type Rule = { apiGroups: string[]; resources: string[]; verbs: string[]; resourceNames?: string[] };
 /** RBAC's rule evaluation for one request (no wildcards: the Role has none, and the test checks that). */
 const allows = (rules: Rule[], verb: string, resource: string, name: string): boolean =>
@@ -157,21 +128,7 @@ describe('staging-backup.yml executed against the kubectl double and a real Post
   ): Promise<{ r: WorkflowResult; calls: ReturnType<typeof readCalls> }> {
     const before = readCalls(fakes).length;
     const standIns: Record<string, StandIn> = {
-      'actions/checkout': async ({ workspace, step }) => {
-        assert.equal(step.with?.['persist-credentials'], false);
-        await new Promise<void>((resolve, reject) => {
-          const c = spawn('bash', [
-            '-c',
-            'tar -C "$1" --exclude=./node_modules --exclude=./.git --exclude=./test/.out -c . | tar -C "$2" -x',
-            'copy',
-            REPO_ROOT,
-            workspace,
-          ]);
-          c.on('close', (code) =>
-            code === 0 ? resolve() : reject(new Error(`copying the checkout failed (${code})`)),
-          );
-        });
-      },
+      'actions/checkout': checkoutStandIn(REPO_ROOT),
       'actions/setup-node': ({ step, addPath }) => {
         assert.equal(step.with?.['node-version'], NODE.version);
         addPath(dirname(SERVER_NODE_BIN));
@@ -251,7 +208,7 @@ describe('staging-backup.yml executed against the kubectl double and a real Post
       `#!/bin/sh\nexec '${SERVER_NODE_BIN}' '${join(FAKES_DIR, 'kubectl.mts')}' "$@"\n`,
     );
     chmodSync(join(shimDir, 'kubectl'), 0o755);
-    basePath = runnerBin();
+    basePath = runnerBin(work);
     github = await startFakeGitHub({ token: TOKEN, repo: REPO });
     identity = await generateX25519Identity();
     recipient = await identityToRecipient(identity);
@@ -266,7 +223,7 @@ describe('staging-backup.yml executed against the kubectl double and a real Post
     assert.equal(r.jobs['backup']?.result, 'success', r.log);
     assert.match(r.jobs['backup']?.summary ?? '', /\| 1 \| 321 \|/);
     assert.match(r.log, /==> backup: codex-k8s-staging\/postgres-0 -> .*staging-backup\.age/);
-    assert.match(r.log, /1 tables, 321 rows, dump \d+ bytes, PostgreSQL \d+/);
+    assert.match(r.log, /1 tables, 321 rows, dump [\d.]+ (B|KiB|MiB), PostgreSQL \d+/);
     assert.ok(!r.log.includes(CREDS.password) && !r.log.includes(webhook), 'a secret is in the log');
     assert.ok(!(r.jobs['backup']?.summary ?? '').includes(CREDS.password));
 

@@ -14,21 +14,13 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import {
-  chmodSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-  existsSync,
-} from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parse } from 'yaml';
 import {
+  checkoutStandIn,
+  runnerBin,
   runWorkflow,
   shouldRun,
   jobCondition,
@@ -255,19 +247,6 @@ describe('the kubectl step checks the pinned sha256', () => {
 // ---------------------------------------------------------------------------------------------------------------
 // The whole workflow against the doubles and the real app
 
-/** A bin directory like the runner image's: the system tools, but no node (setup-node brings it). */
-function runnerBin(): string {
-  const bin = join(work, 'runner-bin');
-  mkdirSync(bin, { recursive: true });
-  for (const d of ['/usr/bin', '/bin']) {
-    for (const name of readdirSync(d)) {
-      if (/^(node|nodejs|npm|npx|corepack)$/.test(name) || existsSync(join(bin, name))) continue;
-      symlinkSync(join(d, name), join(bin, name));
-    }
-  }
-  return bin;
-}
-
 describe('staging-deploy.yml executed against the kubectl double and the real app', { concurrency: false }, () => {
   let pg: Postgres;
   let fakes: string;
@@ -299,22 +278,7 @@ describe('staging-deploy.yml executed against the kubectl double and the real ap
     app = await startAppProcess({ pg, secretFile, version: appVersion });
     const before = readCalls(fakes).length;
     const standIns: Record<string, StandIn> = {
-      'actions/checkout': async ({ workspace, step }) => {
-        assert.equal(step.with?.['persist-credentials'], false);
-        // The repository's files at this commit: the tree without node_modules, .git and test output.
-        await new Promise<void>((resolve, reject) => {
-          const c = spawn('bash', [
-            '-c',
-            'tar -C "$1" --exclude=./node_modules --exclude=./.git --exclude=./test/.out -c . | tar -C "$2" -x',
-            'copy',
-            REPO_ROOT,
-            workspace,
-          ]);
-          c.on('close', (code) =>
-            code === 0 ? resolve() : reject(new Error(`copying the checkout failed (${code})`)),
-          );
-        });
-      },
+      'actions/checkout': checkoutStandIn(REPO_ROOT),
       'actions/setup-node': ({ step, addPath }) => {
         assert.equal(step.with?.['node-version'], NODE.version);
         addPath(dirname(SERVER_NODE_BIN));
@@ -379,7 +343,7 @@ describe('staging-deploy.yml executed against the kubectl double and the real ap
       `#!/bin/sh\nexec '${SERVER_NODE_BIN}' '${join(FAKES_DIR, 'kubectl.mts')}' "$@"\n`,
     );
     chmodSync(join(shimDir, 'kubectl'), 0o755);
-    basePath = runnerBin();
+    basePath = runnerBin(work);
     // The cluster after 30 and 50: namespaces, registry, BuildKit, and staging on a first image that was built.
     const objects = [
       ...clusterObjects({

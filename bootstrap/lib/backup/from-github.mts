@@ -13,7 +13,7 @@ import { pipeline } from 'node:stream/promises';
 import { OperationError, UsageError } from '../errors.mts';
 import { explainGitHubError } from '../github/client.mts';
 import type { GitHubClient, RepoRef } from '../github/client.mts';
-import { PROGRESS_SECONDS } from '../log.mts';
+import { PROGRESS_SECONDS, formatBytes } from '../log.mts';
 import type { Logger } from '../log.mts';
 import { ZipError, extractEntry, zipEntries } from './zip.mts';
 
@@ -178,7 +178,7 @@ async function fetchArchive(
     });
   let got = 0;
   const progress = setInterval(
-    () => log.progress(`  .. download: ${(got / 2 ** 20).toFixed(1)} of ${(a.size_in_bytes / 2 ** 20).toFixed(1)} MiB`),
+    () => log.progress(`  .. download: ${formatBytes(got)} of ${formatBytes(a.size_in_bytes)}`),
     PROGRESS_SECONDS * 1000,
   );
   try {

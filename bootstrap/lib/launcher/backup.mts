@@ -16,7 +16,7 @@ import {
 import { join, resolve } from 'node:path';
 import type { Config } from '../config.mts';
 import { OperationError, UsageError } from '../errors.mts';
-import { PROGRESS_SECONDS, color } from '../log.mts';
+import { PROGRESS_SECONDS, color, formatBytes } from '../log.mts';
 import { canPrompt, readHidden } from '../prompt.mts';
 import { BundleReader, PART, checkedOnTheWay } from '../backup/bundle.mts';
 import type { Manifest } from '../backup/bundle.mts';
@@ -24,7 +24,6 @@ import { encryptStream, toWeb } from '../backup/crypt.mts';
 import type { BundleKey } from '../backup/crypt.mts';
 import { remoteStepArgv } from './context.mts';
 import type { Ctx } from './context.mts';
-import { formatBytes } from './prepare.mts';
 
 /** The directory the bundle goes to: made (0700) when missing; a file there is a usage error. */
 export function backupDir(dir: string): string {

@@ -5,7 +5,7 @@ import { mkdtempSync, mkdirSync, rmSync, createReadStream, writeFileSync, statSy
 import { hostname, tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { serializeServerEnv } from '../config.mts';
-import { color } from '../log.mts';
+import { color, formatBytes } from '../log.mts';
 import { OperationError, EXIT_LOCKED } from '../errors.mts';
 import { parseServerState, markInterrupted } from '../state.mts';
 import type { Journal, ServerState } from '../state.mts';
@@ -180,15 +180,4 @@ export async function prepare(
   }
   log.stepFooter({ status: changed ? 'changed' : 'unchanged', changed, seconds: (performance.now() - t0) / 1000 });
   return settingsFile;
-}
-
-/** 1536 -> "1.5 KiB": sizes and rates in progress lines. */
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB'];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) {
-    n /= 1024;
-    i++;
-  }
-  return `${i === 0 ? Math.round(n) : n.toFixed(1)} ${units[i]}`;
 }

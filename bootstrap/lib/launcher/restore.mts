@@ -10,7 +10,7 @@ import { Transform } from 'node:stream';
 import { basename, join } from 'node:path';
 import type { Config } from '../config.mts';
 import { OperationError, UsageError } from '../errors.mts';
-import { PROGRESS_SECONDS, color } from '../log.mts';
+import { PROGRESS_SECONDS, color, formatBytes } from '../log.mts';
 import type { Logger } from '../log.mts';
 import { REMOTE } from '../paths.mts';
 import { canPrompt, readHidden } from '../prompt.mts';
@@ -25,7 +25,6 @@ import { clientFromConfig, repoRef } from '../github/client.mts';
 import type { RestoreOptions } from '../backup/server.mts';
 import { helper } from './context.mts';
 import type { Ctx } from './context.mts';
-import { formatBytes } from './prepare.mts';
 
 export interface OpenedBundle {
   file: string;
