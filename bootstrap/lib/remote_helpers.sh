@@ -43,9 +43,14 @@ proc_start() {
   printf '%s\n' "${fields[19]}"
 }
 
-proc_alive() { # PID START
+# PID START: the process exists, is the one recorded (same start time), and is not a zombie. A killed step whose
+# parent never reaps it (a sudo that stopped itself when its command was stopped) is dead, though /proc still has it.
+proc_alive() {
+  local stat fields
   [[ $1 =~ ^[0-9]+$ ]] || return 1
-  [ "$(proc_start "$1" || true)" = "$2" ]
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  read -r -a fields <<<"${stat##*) }"
+  [ "${fields[0]}" != Z ] && [ "${fields[0]}" != X ] && [ "${fields[19]}" = "$2" ]
 }
 
 # The sshd process serving this connection: it lives exactly as long as the launcher's SSH connection.

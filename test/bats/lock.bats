@@ -57,6 +57,21 @@ dead_pid() { sh -c 'echo $$'; }
   grep -qx token=tok2 "$L/owner"
 }
 
+@test "lock: a step that was killed but never reaped (a zombie) is not alive" {
+  # The child exits at once; its parent (exec'd into sleep) never waits for it, so it stays a zombie.
+  sh -c 'sh -c "exit 0" & echo $! > "$1"; exec sleep 300' _ "$BASE/child" &
+  SLEEPER=$!
+  for _ in $(seq 50); do [ -s "$BASE/child" ] && [ "$(cut -d' ' -f3 "/proc/$(cat "$BASE/child")/stat" 2>/dev/null)" = Z ] && break; sleep 0.1; done
+  zombie=$(cat "$BASE/child")
+  run cut -d' ' -f3 "/proc/$zombie/stat"
+  assert_output Z
+  bash "$H" lock-acquire "$L" tok1 "ana@srv" R1 20_install_k3s 7200 "$zombie"
+  run bash "$H" lock-acquire "$L" tok2 "bob@srv" R2 10_harden_host 7200 "$(dead_pid)"
+  assert_success
+  assert_line --index 0 took-over
+  assert_line "reason=its connection and its step have ended"
+}
+
 @test "lock: a reused pid with another start time is not the holder" {
   start_sleeper
   bash "$H" lock-acquire "$L" tok1 "ana@srv" R1 - 7200 "$SLEEPER"
