@@ -114,7 +114,7 @@ const SCHEMA = [
     scope: 'host',
     default: 'root',
     description:
-      'User the launcher logs in as. It must be root (uid 0): the launcher checks before it changes anything.',
+      "User the launcher logs in as: root, or a user with passwordless sudo (a cloud image's ubuntu, admin or azureuser), whose every server-side command then runs through sudo -n. A sudo that asks for a password is refused before anything changes (exit 2). After hardening, a new login as this user must still work, or the change is rolled back.",
   },
   {
     name: 'TARGET_ROOT_SSH_KEY',

@@ -67,7 +67,7 @@ export function evaluate(f: Facts, t: Thresholds): Check[] {
           name: 'root',
           status: 'fail',
           reason: `running as uid ${f.uid}`,
-          fix: 'run the step with sudo, or set TARGET_ROOT_USER=root',
+          fix: 'run the step with sudo (the launcher does, for a TARGET_ROOT_USER that is not root)',
         },
   );
 

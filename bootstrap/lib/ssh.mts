@@ -1,6 +1,7 @@
 // SSH through the system `ssh`: one multiplexed master connection that every later command reuses.
 // The host key is pinned per target in a known_hosts file the launcher keeps (accept-new records it on the
-// first connection; a later mismatch stops the run). ~/.ssh/config is honoured; extra options pass only through the allowlist in ssh_options.mts.
+// first connection; a later mismatch stops the run). ~/.ssh/config is honoured; extra options pass only through the
+// allowlist in ssh_options.mts. A login that is not root runs every command through `sudo -n` (asRoot).
 //
 // The builders (sshBaseArgs, masterArgs, commandArgs, remoteCommand, shellQuote) are pure: tests assert them.
 import { mkdtempSync, mkdirSync, rmSync, readdirSync, readFileSync, writeFileSync, lstatSync } from 'node:fs';
@@ -89,8 +90,51 @@ export function masterArgs(t: SshTarget): string[] {
   return ['ssh', ...sshBaseArgs(t), '-o', 'ControlMaster=yes', '-o', 'ControlPersist=600', '-N', '-f', destination(t)];
 }
 
+/**
+ * Every server-side command runs as root. A login that is not root (a cloud image's `ubuntu`) gets there through
+ * `sudo -n`: never a password prompt, so a sudo that wants one fails at once (sudoRefusal says why). Inputs still
+ * travel on stdin, which sudo passes through untouched.
+ */
+export function asRoot(t: Pick<SshTarget, 'user'>, remoteArgv: readonly string[]): readonly string[] {
+  return t.user === 'root' ? remoteArgv : ['sudo', '-n', '--', ...remoteArgv];
+}
+
 export function commandArgs(t: SshTarget, remoteArgv: readonly string[]): string[] {
-  return ['ssh', ...sshBaseArgs(t), '-o', 'ControlMaster=no', destination(t), '--', remoteCommand(remoteArgv)];
+  return [
+    'ssh',
+    ...sshBaseArgs(t),
+    '-o',
+    'ControlMaster=no',
+    destination(t),
+    '--',
+    remoteCommand(asRoot(t, remoteArgv)),
+  ];
+}
+
+/**
+ * What `sudo -n` printed when the login may not become root without a password, or has no sudo at all; undefined
+ * for anything else (the command itself failed). Exit 2 at the caller: a setting or the server's sudoers is wrong.
+ */
+export function sudoRefusal(
+  t: Pick<SshTarget, 'user'>,
+  exitCode: number,
+  stderr: string,
+): { message: string; hint: string } | undefined {
+  if (t.user === 'root') return undefined;
+  const fix =
+    `give ${t.user} passwordless sudo on the server (as cloud images do: ` +
+    `echo '${t.user} ALL=(ALL) NOPASSWD:ALL' | sudo tee /etc/sudoers.d/90-${t.user}; sudo chmod 440 /etc/sudoers.d/90-${t.user}), ` +
+    'or set TARGET_ROOT_USER=root with a key that root accepts; nothing was changed';
+  if (exitCode === 127 && /sudo: (command )?not found/.test(stderr))
+    return { message: `sudo is not installed on the server, and ${t.user} is not root`, hint: fix };
+  if (
+    exitCode === 1 &&
+    /^sudo: (a password is required|a terminal is required|sorry, you must have a tty)/m.test(stderr)
+  )
+    return { message: `${t.user} on the server needs a password for sudo; the bootstrap never types one`, hint: fix };
+  if (exitCode === 1 && /^sudo: .*(not in the sudoers file|is not allowed to (run|execute))/m.test(stderr))
+    return { message: `${t.user} on the server may not use sudo`, hint: fix };
+  return undefined;
 }
 
 export interface FreshLogin {
@@ -223,7 +267,7 @@ export async function sweepOrphanMasters(log: Logger, base: string = tmpdir()): 
   return swept;
 }
 
-/** One multiplexed connection to the server. All remote work goes through `run`. */
+/** One multiplexed connection to the server. All remote work goes through `run` or `stream`, as root (asRoot). */
 export class SshSession {
   readonly target: SshTarget;
   private readonly log: Logger;

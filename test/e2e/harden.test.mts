@@ -144,13 +144,18 @@ describe('10_harden_host against a sandbox server', { concurrency: false }, () =
     const r = await t.launch(['--yes', '--only', '00,10']);
     assert.equal(r.code, 0, r.output);
     assert.match(footers(r.output)['10_harden_host'] ?? '', /^\+ changed \d+$/, r.output);
-    assert.equal((await t.sb.countAcceptedSsh()) - accepted, 2, 'the master, plus one NEW login for the check');
+    assert.equal(
+      (await t.sb.countAcceptedSsh()) - accepted,
+      3,
+      "the master, plus NEW logins for the check: the operator's and root's own",
+    );
     assert.match(
       (await t.sb.exec(['journalctl', '-u', 'ssh', '--no-pager', '-o', 'cat'])).stdout,
       /Accepted publickey for codex /,
     );
     assert.match(r.output, /login check: a new connection as codex@\S+:22/);
     assert.match(r.output, /\+ a new login as codex@\S+:22 works and has sudo/);
+    assert.match(r.output, /\+ a new login as root@\S+:22 works and has root/);
     assert.match(r.output, /kept the change; stopped codex-k8s-rollback\.timer/);
     await noPendingRollback();
   });
@@ -247,6 +252,28 @@ describe('10_harden_host against a sandbox server', { concurrency: false }, () =
     assert.equal(await journalStatus(), 'failed');
     await noPendingRollback();
     assert.equal((await operatorLogin(['sudo', '-n', 'true'])).exitCode, 0, 'the operator still gets in');
+  });
+
+  it("lockout of the launcher's own login: the operator still gets in, root does not, so the change is rolled back", async () => {
+    // Someone's sshd drop-in denies root; it bites at the reload of the step's next sshd change (the master stays).
+    const deny = '/etc/ssh/sshd_config.d/90-deny-root.conf';
+    await t.sb.exec(['sh', '-c', `echo 'DenyUsers root' > ${deny}`]);
+    try {
+      const r = await t.launch(['--yes', '--only', '10'], { CODEXK8S_SSH_MAX_AUTH_TRIES: '5' });
+      assert.equal(r.code, 1, r.output);
+      assert.equal(footers(r.output)['10_harden_host'], 'x failed');
+      assert.match(r.output, /\+ a new login as codex@\S+:22 works and has sudo/);
+      assert.match(r.output, /a new login as root@\S+:22 failed after: sshd: /);
+      assert.match(r.output, /a new login as root@\S+:22 with TARGET_ROOT_SSH_KEY failed after changing/);
+      assert.match(r.output, /the change was rolled back over the open connection/);
+      assert.match(r.output, /check that root still logs in with TARGET_ROOT_SSH_KEY/);
+      assert.equal(await sshdT('maxauthtries'), '3', 'the previous sshd settings are back');
+      await noPendingRollback();
+    } finally {
+      await t.sb.exec(['rm', '-f', deny]);
+      await t.sb.exec(['systemctl', 'reload', 'ssh.service']);
+    }
+    assert.equal((await t.sb.ssh(['true'])).exitCode, 0, 'root gets in again once the drop-in is gone');
   });
 
   it('an operator that is a system account, or an account this tool did not create, is refused before anything changes', async () => {

@@ -18,7 +18,14 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes, createHash } from 'node:crypto';
-import { startSandbox, startFileServer, prepareNodeMirror, REPO_ROOT, run as runProcess } from '../sandbox/sandbox.mts';
+import {
+  startSandbox,
+  startFileServer,
+  prepareNodeMirror,
+  REPO_ROOT,
+  run as runProcess,
+  shellQuote,
+} from '../sandbox/sandbox.mts';
 import type { Sandbox, FileServer, OverlayFile } from '../sandbox/sandbox.mts';
 import { startFakeGitHub } from '../fakes/github/server.mts';
 import type { FakeGitHub } from '../fakes/github/server.mts';
@@ -54,6 +61,13 @@ export interface Target {
   secret: string;
   operatorKey: string;
   sshArgvLog: string;
+  /** TARGET_ROOT_USER: root, or with `cloudLogin` the cloud image's sudo user (root's own login is refused). */
+  login: string;
+  /** A command by hand on the server as the launcher's login gets there: `ssh LOGIN@host [sudo -n --] ARGV`. */
+  ssh(
+    argv: readonly string[],
+    opts?: { allowFail?: boolean },
+  ): Promise<{ stdout: string; stderr: string; exitCode: number }>;
   runs: LauncherRun[];
   /**
    * Runs the launcher. `opts.repoRoot`: a copy of the repository to run it from (its own git state, e.g. a snapshot
@@ -92,6 +106,44 @@ export interface Target {
    */
   routePostgres(pg: { port: number; user: string }, database: string): Promise<void>;
   stop(): Promise<void>;
+}
+
+/** The sudo user of a cloud image (AWS, GCP and Azure name theirs ubuntu on Ubuntu). */
+export const CLOUD_USER = 'ubuntu';
+
+/**
+ * A server as a cloud image leaves it: a first user with the launch key and passwordless sudo (cloud-init's
+ * 90-cloud-init-users), and root's key refused the way cloud-init's disable_root does it (a forced command that
+ * prints "Please login as the user ..." and exits 142).
+ */
+/**
+ * A server as a cloud image leaves it: a first user with the launch key and passwordless sudo (cloud-init's
+ * 90-cloud-init-users), and root's key refused the way cloud-init's disable_root does it (a forced command that
+ * prints "Please login as the user ..." and exits 142).
+ */
+async function makeCloudImageLogin(sb: Sandbox, user: string): Promise<void> {
+  await sb.exec([
+    'sh',
+    '-c',
+    [
+      `useradd --create-home --shell /bin/bash --uid 1000 ${user}`,
+      `install -d -m 700 -o ${user} -g ${user} /home/${user}/.ssh`,
+      `install -m 600 -o ${user} -g ${user} /root/.ssh/authorized_keys /home/${user}/.ssh/authorized_keys`,
+      `echo '${user} ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/90-cloud-init-users`,
+      'chmod 440 /etc/sudoers.d/90-cloud-init-users',
+    ].join(' && '),
+  ]);
+  const disabled =
+    'no-port-forwarding,no-agent-forwarding,no-X11-forwarding,' +
+    `command="echo 'Please login as the user \\"${user}\\" rather than the user \\"root\\".';echo;sleep 10;exit 142"`;
+  await sb.exec(
+    [
+      'sh',
+      '-c',
+      'o=$(cat); k=$(cat /root/.ssh/authorized_keys); printf "%s %s\\n" "$o" "$k" > /root/.ssh/authorized_keys',
+    ],
+    { input: disabled },
+  );
 }
 
 async function overlayFiles(): Promise<OverlayFile[]> {
@@ -136,13 +188,15 @@ export async function prepareToolMirror(
  */
 export async function startTarget(
   name?: string,
-  opts: { github?: FakeGitHub; githubToken?: string } = {},
+  opts: { github?: FakeGitHub; githubToken?: string; cloudLogin?: boolean } = {},
 ): Promise<Target> {
   const dir = mkdtempSync(join(tmpdir(), 'ck8s-e2e-'));
   const sb = await startSandbox({ name, overlayFiles: await overlayFiles() });
+  const login = opts.cloudLogin ? CLOUD_USER : 'root';
   /** Servers started before the target is complete, closed if starting it fails. */
   const cleanups: Array<() => Promise<void>> = [];
   try {
+    if (opts.cloudLogin) await makeCloudImageLogin(sb, CLOUD_USER);
     // The artifact mirror, laid out as CODEXK8S_ARTIFACT_MIRROR expects: <mirror>/<name>/<file>.
     const built = join(dir, 'built');
     const { sha256 } = await prepareNodeMirror(built);
@@ -172,6 +226,7 @@ export async function startTarget(
       [
         `TARGET_HOST=${sb.host}`,
         `TARGET_PORT=${sb.port}`,
+        `TARGET_ROOT_USER=${login}`,
         `TARGET_ROOT_SSH_KEY=${sb.rootKey}`,
         `OPERATOR_SSH_PUBKEY_PATH=${join(dir, 'operator.pub')}`,
         'CODEXK8S_GITHUB_REPO=codex-k8s/e2e-sandbox',
@@ -255,6 +310,18 @@ export async function startTarget(
       secret,
       operatorKey: join(dir, 'operator'),
       sshArgvLog,
+      login,
+      ssh: (argv, o = {}) =>
+        runProcess(
+          'ssh',
+          [
+            ...sb.sshArgs(),
+            `${login}@${sb.host}`,
+            '--',
+            [...(login === 'root' ? [] : ['sudo', '-n', '--']), ...argv].map(shellQuote).join(' '),
+          ],
+          { allowFail: o.allowFail },
+        ),
       runs,
       launch: (args, extraEnv, opts) => spawnLauncher(args, extraEnv, undefined, opts?.repoRoot),
       launchUntil: (args, marker) =>
@@ -283,6 +350,8 @@ export async function startTarget(
         texts['doubles calls.jsonl'] = calls.stdout;
         const journal = await sb.exec(['sh', '-c', 'cat /var/lib/codex-k8s-bootstrap/state.json 2>/dev/null; true']);
         texts['server journal'] = journal.stdout;
+        // The system journal: sshd, and sudo's record of every command it ran (a cloud login's whole argv).
+        texts['server system journal'] = (await sb.exec(['journalctl', '--no-pager', '-o', 'cat'])).stdout;
         return texts;
       },
       async doublesCalls() {

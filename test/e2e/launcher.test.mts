@@ -1,4 +1,6 @@
-// The launcher end to end, over real SSH, against a disposable Debian server (test/sandbox).
+// The launcher end to end, over real SSH, against a disposable Debian server (test/sandbox) set up as a cloud image
+// leaves it: the login is `ubuntu` with passwordless sudo, root's own key login is refused (cloud-init's way), so
+// every server-side command of every run goes through `sudo -n`. (The other e2e files log in as root.)
 // The tests run in order on one sandbox, like an operator's week: first run, re-run, single steps,
 // a failure and its resume, a concurrent run, a step by hand, and finally a server whose host key changed.
 import { describe, it, before, after } from 'node:test';
@@ -49,7 +51,7 @@ async function operatorLogin(argv: string[]) {
 describe('launcher against a sandbox server', { concurrency: false }, () => {
   before(async () => {
     hostBefore = await hostSnapshot();
-    t = await startTarget();
+    t = await startTarget(undefined, { cloudLogin: true });
     stopRunner = t.playArcRunner();
     // 80_deploy_loop_check smoke-checks a real app: the one on this host, playing the cluster's deployment.
     staging = await startStaging(t);
@@ -60,7 +62,7 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     await t?.stop();
   });
 
-  it('a full run succeeds, every step in order, over one SSH connection (plus the login check)', async () => {
+  it('a full run as a sudo user succeeds, every step in order, over one SSH connection (plus the login checks)', async () => {
     const before = await t.sb.countAcceptedSsh();
     const r = await t.launch(['--yes']);
     assert.equal(r.code, 0, r.output);
@@ -80,13 +82,19 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     );
     assert.match(r.output, /^Summary$/m);
     assert.ok(!r.output.includes(RESULT_MARKER), 'the result marker is not shown');
-    // The master, and the operator's fresh login that proves the sshd/firewall change did not lock anyone out.
+    // The master, and the fresh logins (the operator's, then ubuntu's own) that prove the sshd/firewall change did
+    // not lock anyone out.
     assert.equal(
       (await t.sb.countAcceptedSsh()) - before,
-      2,
-      'one multiplexed connection for the whole run, plus the login check',
+      3,
+      'one multiplexed connection for the whole run, plus the two login checks',
     );
     assert.match(r.output, /\+ a new login as codex@\S+ works and has sudo/);
+    assert.match(r.output, /\+ a new login as ubuntu@\S+ works and has sudo/);
+    // Every server-side command ran through sudo as ubuntu: sudo recorded them.
+    const sudo = (await t.sb.exec(['journalctl', '--no-pager', '-o', 'cat', '-t', 'sudo'])).stdout;
+    assert.match(sudo, /^\s*ubuntu : .*USER=root ; COMMAND=\/usr\/bin\/bash -c /m);
+    assert.match(sudo, /^\s*ubuntu : .*USER=root ; COMMAND=\/usr\/bin\/env CODEXK8S_LAUNCHER=1 /m);
     // GET: preflight's reachability probes are HEAD requests.
     assert.equal(t.mirror.requests.filter((q) => q.method === 'GET' && q.path.endsWith('.tar.xz')).length, 1);
   });
@@ -209,12 +217,12 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
 
   it('a step run by hand on the server: --check reports drift, apply repairs it', async () => {
     const step = '/opt/codex-k8s-bootstrap/bootstrap/remote/10_harden_host.mts';
-    assert.equal((await t.sb.ssh([step, '--check'], { allowFail: true })).exitCode, 0);
+    assert.equal((await t.ssh([step, '--check'], { allowFail: true })).exitCode, 0);
     await t.sb.exec(['rm', '/etc/sudoers.d/codex-k8s-operator']);
-    const drift = await t.sb.ssh([step, '--check'], { allowFail: true });
+    const drift = await t.ssh([step, '--check'], { allowFail: true });
     assert.equal(drift.exitCode, 1);
     assert.match(drift.stdout, /~ \/etc\/sudoers\.d\/codex-k8s-operator is missing/);
-    const fix = await t.sb.ssh([step], { allowFail: true });
+    const fix = await t.ssh([step], { allowFail: true });
     assert.equal(fix.exitCode, 0, fix.stdout + fix.stderr);
     // A sudo grant is guarded like sshd: run by hand, it stays only when a new login confirms it.
     assert.match(fix.stdout, /\+ \/etc\/sudoers\.d\/codex-k8s-operator: codex may sudo without a password/);
@@ -222,7 +230,7 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     const confirmed = await operatorLogin(['sudo', '-n', step, '--confirm']);
     assert.equal(confirmed.exitCode, 0, confirmed.stdout + confirmed.stderr);
     assert.match(confirmed.stdout + confirmed.stderr, /kept the change/);
-    assert.equal((await t.sb.ssh([step, '--check'], { allowFail: true })).exitCode, 0);
+    assert.equal((await t.ssh([step, '--check'], { allowFail: true })).exitCode, 0);
   });
 
   it('a step that fails mid-way stops the run, names the step and the resume command; the resume completes', async () => {
@@ -396,15 +404,16 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     );
   });
 
-  it('a login that is not root is refused before anything changes', async () => {
+  it('a login whose sudo wants a password is refused (exit 2) with the fix, before anything changes', async () => {
     await t.sb.exec([
       'sh',
       '-c',
-      'useradd -m plain && mkdir -p /home/plain/.ssh && cp /root/.ssh/authorized_keys /home/plain/.ssh/ && chown -R plain: /home/plain/.ssh',
+      'useradd -m plain && install -d -m 700 -o plain /home/plain/.ssh && install -m 600 -o plain /home/ubuntu/.ssh/authorized_keys /home/plain/.ssh/',
     ]);
     const r = await t.launch(['--yes'], { TARGET_ROOT_USER: 'plain' });
-    assert.equal(r.code, 1, r.output);
-    assert.match(r.output, /error: plain on the server is not root \(uid=\d+ user=plain\); the bootstrap needs root/);
+    assert.equal(r.code, 2, r.output);
+    assert.match(r.output, /error: plain on the server needs a password for sudo; the bootstrap never types one/);
+    assert.match(r.output, /give plain passwordless sudo on the server .*NOPASSWD:ALL.*or set TARGET_ROOT_USER=root/);
     assert.doesNotMatch(r.output, /==> prepare/);
     assert.equal((await t.sb.exec(['test', '-e', '/run/lock/codex-k8s-bootstrap'], { allowFail: true })).exitCode, 1);
   });
@@ -428,7 +437,7 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     try {
       const r = await t.launch(['--yes', '--only', '10'], { TARGET_HOST: `[${v6}]` });
       assert.equal(r.code, 0, r.output);
-      assert.match(r.output, new RegExp(`^codex-k8s staging bootstrap: root@${v6.replaceAll(':', '\\:')}:\\d+`, 'm'));
+      assert.match(r.output, new RegExp(`^codex-k8s staging bootstrap: ubuntu@${v6.replaceAll(':', '\\:')}:\\d+`, 'm'));
       assert.deepEqual(footers(r.output), { '10_harden_host': '= unchanged' }, r.output);
       const pinned = readdirSync(join(t.dir, 'state', 'known_hosts'));
       assert.ok(

@@ -16,7 +16,11 @@ import {
   knownHostsPath,
   explainSshFailure,
   sweepOrphanMasters,
+  asRoot,
+  sudoRefusal,
 } from '../../bootstrap/lib/ssh.mts';
+import { loginsToProve } from '../../bootstrap/lib/launcher/login.mts';
+import { loadConfig } from '../../bootstrap/lib/config.mts';
 import type { SshTarget } from '../../bootstrap/lib/ssh.mts';
 import {
   emptyJournal,
@@ -94,6 +98,73 @@ test('ssh builders: pinned host key, never StrictHostKeyChecking=no, one master 
   assert.deepEqual(c.slice(-3), ['root@203.0.113.10', '--', "echo 'a b'"]);
   assert.deepEqual(exitArgs(T).slice(-3), ['-O', 'exit', 'root@203.0.113.10']);
   assert.equal(knownHostsPath('/st', '2001:db8::1', 22), '/st/known_hosts/2001_db8__1_22');
+});
+
+test('a login that is not root runs every remote command through sudo -n (no prompt), the argv intact', async () => {
+  const U = { ...T, user: 'ubuntu' };
+  assert.deepEqual(asRoot(T, ['true']), ['true']);
+  assert.deepEqual(asRoot(U, ['bash', '-c', 'x y']), ['sudo', '-n', '--', 'bash', '-c', 'x y']);
+  assert.deepEqual(commandArgs(U, ['echo', 'a b']).slice(-3), ['ubuntu@203.0.113.10', '--', "sudo -n -- echo 'a b'"]);
+  // What the remote shell makes of it: sudo gets exactly the words, in order.
+  const words = ['printf', '%s|', "it's", '$HOME', 'a;b'];
+  const r = await run(['sh', '-c', `sudo() { shift 2; "$@"; }; ${remoteCommand(asRoot(U, words))}`]);
+  assert.equal(r.stdout, "it's|$HOME|a;b|");
+});
+
+test("sudo's refusals are named with the fix; anything else is the command's own failure", () => {
+  const U = { user: 'ubuntu' };
+  const pw = sudoRefusal(U, 1, 'sudo: a password is required\n');
+  assert.match(pw?.message ?? '', /^ubuntu on the server needs a password for sudo; the bootstrap never types one$/);
+  assert.match(pw?.hint ?? '', /ubuntu ALL=\(ALL\) NOPASSWD:ALL.*\/etc\/sudoers\.d\/90-ubuntu.*TARGET_ROOT_USER=root/);
+  assert.match(
+    sudoRefusal(U, 1, 'sudo: a terminal is required to read the password; either use the -S option\n')?.message ?? '',
+    /needs a password for sudo/,
+  );
+  assert.match(
+    sudoRefusal(U, 1, 'sudo: ubuntu is not in the sudoers file.\n')?.message ?? '',
+    /ubuntu on the server may not use sudo/,
+  );
+  assert.match(sudoRefusal(U, 127, 'bash: line 1: sudo: command not found\n')?.message ?? '', /sudo is not installed/);
+  assert.equal(sudoRefusal(U, 1, 'remote_helpers: tar failed\n'), undefined);
+  assert.equal(sudoRefusal({ user: 'root' }, 1, 'sudo: a password is required\n'), undefined);
+});
+
+test("a guarded change is proven by the operator's login and the launcher's own, once each", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ck8s-logins-'));
+  const file = (name: string, text: string) => {
+    writeFileSync(join(dir, name), text, { mode: 0o600 });
+    return join(dir, name);
+  };
+  const keyText = '-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n';
+  const [cloudKey, rootKey, opKey] = ['cloud', 'root', 'op'].map((n) => file(n, keyText));
+  const pub = file('op.pub', 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl op\n');
+  const lc = { user: 'codex', port: 22, rollbackSeconds: 120, unit: 'codex-k8s-rollback', reasons: [] };
+  const logins = (env: Record<string, string>) => {
+    const r = loadConfig({
+      side: 'host',
+      strict: true,
+      env: {
+        TARGET_HOST: '203.0.113.10',
+        OPERATOR_SSH_PUBKEY_PATH: pub,
+        OPERATOR_SSH_KEY: opKey as string,
+        CODEXK8S_GITHUB_REPO: 'codex-k8s/codex-k8s',
+        CODEXK8S_GITHUB_PAT: 'github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJ',
+        ...env,
+      },
+    });
+    assert.deepEqual(r.problems, []);
+    return loginsToProve(r.config, lc).map((l) => [l.user, l.identityFile, l.keySetting, l.proof.join(' ')]);
+  };
+  assert.deepEqual(logins({ TARGET_ROOT_USER: 'ubuntu', TARGET_ROOT_SSH_KEY: cloudKey as string }), [
+    ['codex', opKey, 'OPERATOR_SSH_KEY', 'sudo -n true'],
+    ['ubuntu', cloudKey, 'TARGET_ROOT_SSH_KEY', 'sudo -n -- true'],
+  ]);
+  assert.deepEqual(logins({ TARGET_ROOT_SSH_KEY: rootKey as string }), [
+    ['codex', opKey, 'OPERATOR_SSH_KEY', 'sudo -n true'],
+    ['root', rootKey, 'TARGET_ROOT_SSH_KEY', 'true'],
+  ]);
+  // The login is the operator itself, with the same key: one proof.
+  assert.equal(logins({ TARGET_ROOT_USER: 'codex', TARGET_ROOT_SSH_KEY: opKey as string }).length, 1);
 });
 
 test('ssh failures are explained: changed host key, refused login', () => {

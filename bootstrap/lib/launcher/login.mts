@@ -1,5 +1,7 @@
-// The no-lockout rule: after a guarded change, a NEW login as the operator confirms it, or it is rolled back.
-import { freshLoginArgs, transientSshFailure } from '../ssh.mts';
+// The no-lockout rule: after a guarded change, NEW logins as the operator and as the launcher's own user confirm it,
+// or it is rolled back.
+import { asRoot, freshLoginArgs, transientSshFailure } from '../ssh.mts';
+import type { Config } from '../config.mts';
 import { REMOTE } from '../paths.mts';
 import { run } from '../exec.mts';
 import type { LoginCheck } from '../step.mts';
@@ -20,33 +22,61 @@ export const LOGIN_ATTEMPTS = 30;
 
 export const LOGIN_INTERVAL_MS = 500;
 
+/** One login that must still work after a guarded change, and the command that proves it has root. */
+export interface LoginToProve {
+  user: string;
+  identityFile: string;
+  /** The setting that names the key, for the hint when the login fails. */
+  keySetting: 'OPERATOR_SSH_KEY' | 'TARGET_ROOT_SSH_KEY';
+  proof: readonly string[];
+}
+
 /**
- * The no-lockout rule: after a step changed the operator account, sshd or the firewall, a NEW connection as the operator, with the
- * operator's key, must log in and run `sudo -n true`. Transient refusals (sshd re-executing, the socket being
- * re-bound) are retried, bounded; anything else fails at once. Success confirms the change on the server;
- * failure rolls it back over the master connection, which is still open, and fails the step with the reason.
+ * The operator's login, and the launcher's own (TARGET_ROOT_USER: root, or a cloud image's sudo user), which the
+ * next run needs; one entry when both are the same user with the same key.
  */
-export async function proveLogin(
+export function loginsToProve(cfg: Config, lc: LoginCheck): LoginToProve[] {
+  const operator: LoginToProve = {
+    user: lc.user,
+    identityFile: cfg.get('OPERATOR_SSH_KEY'),
+    keySetting: 'OPERATOR_SSH_KEY',
+    proof: ['sudo', '-n', 'true'],
+  };
+  const user = cfg.get('TARGET_ROOT_USER');
+  const launcher: LoginToProve = {
+    user,
+    identityFile: cfg.get('TARGET_ROOT_SSH_KEY'),
+    keySetting: 'TARGET_ROOT_SSH_KEY',
+    proof: asRoot({ user }, ['true']),
+  };
+  const same = launcher.user === operator.user && launcher.identityFile === operator.identityFile;
+  return same ? [operator] : [operator, launcher];
+}
+
+/**
+ * A NEW connection as `login` on `port`, its proof command run. Transient refusals (sshd re-executing, the socket
+ * being re-bound) are retried, bounded; anything else fails at once.
+ */
+async function freshLogin(
   ctx: Ctx,
-  name: string,
-  result: LaunchResult,
-  lc: LoginCheck,
-  opts: Options,
-): Promise<LaunchResult> {
-  const { log, cfg } = ctx;
-  const key = cfg.get('OPERATOR_SSH_KEY');
-  const where = `${lc.user}@${cfg.get('TARGET_HOST')}:${lc.port}`;
-  log.info(`    login check: a new connection as ${where} with ${key}, then sudo -n true`);
+  login: LoginToProve,
+  port: number,
+): Promise<{ ok: boolean; where: string; last: { exitCode: number; stderr: string } }> {
+  const { log } = ctx;
+  const where = `${login.user}@${ctx.cfg.get('TARGET_HOST')}:${port}`;
+  log.info(`    login check: a new connection as ${where} with ${login.identityFile}, then ${login.proof.join(' ')}`);
   let last = { exitCode: 0, stderr: '' };
   const ok = await pollUntil<boolean>(
     async (i) => {
       const r = await run(
-        freshLoginArgs(ctx.ssh.target, { user: lc.user, port: lc.port, identityFile: key }, ['sudo', '-n', 'true']),
+        freshLoginArgs(ctx.ssh.target, { user: login.user, port, identityFile: login.identityFile }, login.proof),
         { allowFail: true, log, timeoutSeconds: 30 },
       );
       last = r;
       if (r.exitCode === 0) {
-        log.info(`    + a new login as ${where} works and has sudo (attempt ${i}/${LOGIN_ATTEMPTS})`);
+        log.info(
+          `    + a new login as ${where} works and has ${login.user === 'root' ? 'root' : 'sudo'} (attempt ${i}/${LOGIN_ATTEMPTS})`,
+        );
         return { done: true };
       }
       return transientSshFailure(r.exitCode, r.stderr)
@@ -63,7 +93,32 @@ export async function proveLogin(
     if (e instanceof PollTimeout) return false; // still refused after every attempt: the rollback below
     throw e;
   });
-  if (ok) {
+  return { ok, where, last };
+}
+
+/**
+ * The no-lockout rule: after a step changed the operator account, sshd or the firewall, a NEW connection as the
+ * operator, with the operator's key, must log in and run `sudo -n true`; and so must the launcher's own login
+ * (loginsToProve). Success confirms the change on the server; failure rolls it back over the master connection,
+ * which is still open, and fails the step with the reason.
+ */
+export async function proveLogin(
+  ctx: Ctx,
+  name: string,
+  result: LaunchResult,
+  lc: LoginCheck,
+  opts: Options,
+): Promise<LaunchResult> {
+  const { log } = ctx;
+  let failed: { login: LoginToProve; where: string; last: { exitCode: number; stderr: string } } | undefined;
+  for (const login of loginsToProve(ctx.cfg, lc)) {
+    const r = await freshLogin(ctx, login, lc.port);
+    if (!r.ok) {
+      failed = { login, where: r.where, last: r.last };
+      break;
+    }
+  }
+  if (!failed) {
     const c = await runStepMode(ctx, name, 'confirm', opts);
     if (c.exitCode === 0) return result;
     return {
@@ -74,6 +129,8 @@ export async function proveLogin(
       hint: `confirm by hand within ${lc.rollbackSeconds}s: ${ctx.sshHint} ${REMOTE.base}/bootstrap/remote/${name}.mts --confirm`,
     };
   }
+  const { login, where, last } = failed;
+  const key = login.identityFile;
   const reason = last.stderr.trim() || `exit code ${last.exitCode}`;
   log.error(`a new login as ${where} failed after: ${lc.reasons.join('; ')}`);
   for (const line of reason.split('\n')) log.info(`    | ${line}`);
@@ -101,8 +158,11 @@ export async function proveLogin(
   return {
     ...result,
     status: 'failed',
-    error: `a new login as ${where} with OPERATOR_SSH_KEY failed after changing the operator account, sshd or the firewall; ${undone}`,
+    error: `a new login as ${where} with ${login.keySetting} failed after changing the operator account, sshd or the firewall; ${undone}`,
     detail: reason,
-    hint: `check that OPERATOR_SSH_KEY (${key}) is the private key of OPERATOR_SSH_PUBKEY (ssh-keygen -y -f ${key}) and that port ${lc.port} is reachable from here`,
+    hint:
+      login.keySetting === 'OPERATOR_SSH_KEY'
+        ? `check that OPERATOR_SSH_KEY (${key}) is the private key of OPERATOR_SSH_PUBKEY (ssh-keygen -y -f ${key}) and that port ${lc.port} is reachable from here`
+        : `check that ${login.user} still logs in with TARGET_ROOT_SSH_KEY (${key}) on port ${lc.port} (an AllowUsers, a Match block or a key that sshd refuses now) and that its sudo needs no password`,
   };
 }

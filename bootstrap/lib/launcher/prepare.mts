@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { serializeServerEnv } from '../config.mts';
 import { color, formatBytes } from '../log.mts';
 import { OperationError, EXIT_LOCKED } from '../errors.mts';
+import { sudoRefusal } from '../ssh.mts';
 import { parseServerState, markInterrupted } from '../state.mts';
 import type { Journal, ServerState } from '../state.mts';
 import { parseLockAnswer, explainHeldLock, explainRefusedLock, describeTakeover } from '../lock.mts';
@@ -42,11 +43,14 @@ export async function begin(ctx: Ctx): Promise<string> {
     ],
     { allowFail: true },
   );
+  // The first command of the run: a login whose sudo wants a password fails here, before anything changed.
+  const sudo = sudoRefusal(ctx.ssh.target, r.exitCode, r.stderr);
+  if (sudo) throw new OperationError(sudo.message, { hint: sudo.hint, detail: r.stderr, exitCode: 2 });
   if (r.exitCode === 4 && r.stdout.startsWith('not-root')) {
     throw new OperationError(
       `${ctx.cfg.get('TARGET_ROOT_USER')} on the server is not root (${r.stdout.trim().slice('not-root '.length)}); the bootstrap needs root`,
       {
-        hint: 'set TARGET_ROOT_USER=root (and a key that root accepts); nothing was changed',
+        hint: 'set TARGET_ROOT_USER=root (and a key that root accepts), or a user with passwordless sudo; nothing was changed',
       },
     );
   }

@@ -9,7 +9,7 @@ import { UsageError, OperationError } from '../errors.mts';
 import { stepNames } from '../catalogue.mts';
 import { checkPrerequisites } from '../state.mts';
 import type { ServerState } from '../state.mts';
-import { SshSession, knownHostsPath, shellQuote } from '../ssh.mts';
+import { SshSession, asRoot, knownHostsPath, shellQuote } from '../ssh.mts';
 import { REMOTE } from '../paths.mts';
 import { newRunId } from '../step.mts';
 import { clientFromConfig } from '../github/client.mts';
@@ -39,7 +39,10 @@ export async function realRun(opts: Options, cfg: Config, selected: readonly str
   const user = cfg.get('TARGET_ROOT_USER');
   const key = cfg.get('TARGET_ROOT_SSH_KEY');
   const extra = cfg.maybe('CODEXK8S_SSH_EXTRA_OPTS') ?? [];
-  const sshHint = ['ssh', '-p', String(port), '-i', key, ...extra, `${user}@${host}`].map(shellQuote).join(' ');
+  // How a hint reaches the server by hand: "<sshHint> COMMAND" runs COMMAND as root, as the run does (asRoot).
+  const sshHint = ['ssh', '-p', String(port), '-i', key, ...extra, `${user}@${host}`, ...asRoot({ user }, [])]
+    .map(shellQuote)
+    .join(' ');
   log.info(
     color.bold(`codex-k8s staging bootstrap: ${user}@${host}:${port}, mode ${cfg.get('CODEXK8S_MODE')}, run ${runId}`),
   );
