@@ -37,7 +37,7 @@ export const STEPS: readonly StepInfo[] = [
       'packages nftables, fail2ban, python3-systemd, unattended-upgrades are installed (dpkg-query)',
       'user OPERATOR_USER exists with a home and /bin/bash; OPERATOR_SSH_PUBKEY is in its authorized_keys (0600); refused before any change when it is root, a system account, or an account this tool did not create (OPERATOR_ADOPT_EXISTING=true adopts it)',
       '/etc/sudoers.d/codex-k8s-operator grants NOPASSWD sudo (0440, validated with visudo)',
-      'effective sshd settings (sshd -T): PasswordAuthentication no, KbdInteractiveAuthentication no, PermitRootLogin prohibit-password, MaxAuthTries CODEXK8S_SSH_MAX_AUTH_TRIES, Port CODEXK8S_SSH_PORT; sshd_config includes sshd_config.d',
+      'effective sshd settings (sshd -T): PasswordAuthentication no, KbdInteractiveAuthentication no, PermitRootLogin prohibit-password (or the stricter no that the server has without our drop-in), MaxAuthTries CODEXK8S_SSH_MAX_AUTH_TRIES, Port CODEXK8S_SSH_PORT; sshd_config includes sshd_config.d',
       'with ssh.socket active (Ubuntu 24.04): the socket listens on CODEXK8S_SSH_PORT',
       'the nftables table inet codex_k8s is loaded as rendered (content marker and rule count) and unchanged since it was loaded (fingerprint) and codex-k8s-firewall.service is enabled; or absent when CODEXK8S_FIREWALL_ENABLED=false',
       'fail2ban: /etc/fail2ban/jail.d/codex-k8s.local, service enabled and running, jail sshd answers',

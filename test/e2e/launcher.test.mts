@@ -24,6 +24,8 @@ let staging: Staging | undefined;
 const ALL = stepNames();
 const unchangedAll = (names: readonly string[]) => Object.fromEntries(names.map((n) => [n, '= unchanged']));
 
+const IMAGE_DROPIN = '/etc/ssh/sshd_config.d/60-hardened-image.conf';
+
 const mutatingCalls = async () => (await t.doublesCalls()).filter((c) => c.mutating).length;
 
 async function operatorLogin(argv: string[]) {
@@ -52,6 +54,8 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
   before(async () => {
     hostBefore = await hostSnapshot();
     t = await startTarget(undefined, { cloudLogin: true });
+    // A hardened image says no root login at all: the tool's drop-in (read first, so it wins) must keep that.
+    await t.sb.exec(['sh', '-c', `echo 'PermitRootLogin no' > ${IMAGE_DROPIN}`]);
     stopRunner = t.playArcRunner();
     // 80_deploy_loop_check smoke-checks a real app: the one on this host, playing the cluster's deployment.
     staging = await startStaging(t);
@@ -102,6 +106,12 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
   it('the run had real effects: the operator logs in with its key and has passwordless sudo', async () => {
     const r = await operatorLogin(['sudo', '-n', 'true']);
     assert.equal(r.exitCode, 0, r.stderr);
+    // The image's "PermitRootLogin no" was not loosened to prohibit-password.
+    assert.match((await t.sb.exec(['sshd', '-T'])).stdout, /^permitrootlogin no$/m);
+    assert.match(
+      (await t.sb.exec(['cat', '/etc/ssh/sshd_config.d/00-codex-k8s.conf'])).stdout,
+      /^PermitRootLogin no$/m,
+    );
     const modes = await t.sb.exec([
       'stat',
       '-c',

@@ -9,6 +9,7 @@ import {
   candidateMain,
   parseSshdT,
   effectiveDrift,
+  rootLoginWanted,
   renderSocketDropin,
   parseSocketListen,
   sshCommands,
@@ -46,7 +47,7 @@ import { parseCidr, loadConfig } from '../../bootstrap/lib/config.mts';
 import { stepCliSpec } from '../../bootstrap/lib/step.mts';
 import { helpText } from '../../bootstrap/lib/cli.mts';
 
-const W = { port: 22, maxAuthTries: 3 };
+const W = { port: 22, maxAuthTries: 3, rootLogin: 'prohibit-password' } as const;
 
 test('sshd: the drop-in says what the issue asks, and sorts before 50-cloud-init.conf', () => {
   const d = renderSshdDropin(W);
@@ -59,6 +60,20 @@ test('sshd: the drop-in says what the issue asks, and sorts before 50-cloud-init
   ])
     assert.match(d, new RegExp(`^${line}$`, 'm'));
   assert.ok('00-codex-k8s.conf' < '50-cloud-init.conf');
+});
+
+test("sshd: root's login is never loosened: the server's own `no` or forced-commands-only stays", () => {
+  assert.equal(rootLoginWanted('no'), 'no');
+  assert.equal(rootLoginWanted('forced-commands-only'), 'forced-commands-only');
+  for (const theirs of ['yes', 'prohibit-password', 'without-password', undefined])
+    assert.equal(rootLoginWanted(theirs), 'prohibit-password', String(theirs));
+  assert.match(renderSshdDropin({ ...W, rootLogin: 'no' }), /^PermitRootLogin no$/m);
+  const strict = parseSshdT(
+    'port 22\npasswordauthentication no\nkbdinteractiveauthentication no\npermitrootlogin prohibit-password\nmaxauthtries 3\n',
+  );
+  assert.deepEqual(effectiveDrift(strict, { ...W, rootLogin: 'no' }), [
+    'PermitRootLogin is prohibit-password, want no (sshd -T)',
+  ]);
 });
 
 test('sshd: the Include is detected, added on top when missing, and redirected for a candidate', () => {
@@ -310,7 +325,7 @@ const TARGET: SshTarget = {
   identityFile: '/k/root',
   knownHostsFile: '/s/kh',
   controlPath: '/tmp/cm',
-  extraOptions: ['-o', 'ProxyJump=bastion'],
+  extraOptions: ['-o', 'Compression=yes'],
 };
 
 test('launcher: the login check is a NEW connection as the operator, with the pinned host key', () => {
@@ -325,7 +340,7 @@ test('launcher: the login check is a NEW connection as the operator, with the pi
   assert.ok(!s.includes('/tmp/cm'), 'never through the master');
   assert.ok(!s.includes('HostKeyAlias'), 'same port: the pinned name matches as it is');
   assert.deepEqual(argv.slice(-3), ['codex@203.0.113.10', '--', 'sudo -n true']);
-  assert.ok(s.includes('-o ProxyJump=bastion'), 'extra options pass through');
+  assert.ok(s.includes('-o Compression=yes'), 'extra options pass through');
   const moved = freshLoginArgs(TARGET, { user: 'codex', port: 2222, identityFile: '/k/op' }, ['true']).join(' ');
   assert.match(
     moved,

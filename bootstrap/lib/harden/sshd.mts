@@ -25,13 +25,32 @@ export const INCLUDE_LINE = `Include ${SSHD_DIR}/*.conf`;
  */
 export const SOCKET_DROPIN = '/etc/systemd/system/ssh.socket.d/addresses.conf';
 
+/**
+ * Root's SSH login as the drop-in sets it: keys only, unless the server's own configuration is stricter. Ours comes
+ * first and so wins: it must never loosen an image's or an admin's `PermitRootLogin no`.
+ */
+export type RootLogin = 'prohibit-password' | 'forced-commands-only' | 'no';
+
 export interface SshdWanted {
   port: number;
   maxAuthTries: number;
+  rootLogin: RootLogin;
 }
 
-export function sshdWanted(ctx: StepContext): SshdWanted {
-  return { port: ctx.cfg.get('CODEXK8S_SSH_PORT'), maxAuthTries: ctx.cfg.get('CODEXK8S_SSH_MAX_AUTH_TRIES') };
+/** The root login to write, from what the configuration says without our drop-in (sshd -T; undefined: unknown). */
+export function rootLoginWanted(theirs: string | undefined): RootLogin {
+  return theirs === 'no' || theirs === 'forced-commands-only' ? theirs : 'prohibit-password';
+}
+
+async function sshdWanted(ctx: StepContext, main: string): Promise<SshdWanted> {
+  const theirs = await withCandidate(main, undefined, async (cand) =>
+    (await effective(cand)).eff?.get('permitrootlogin'),
+  );
+  return {
+    port: ctx.cfg.get('CODEXK8S_SSH_PORT'),
+    maxAuthTries: ctx.cfg.get('CODEXK8S_SSH_MAX_AUTH_TRIES'),
+    rootLogin: rootLoginWanted(theirs?.[0]),
+  };
 }
 
 export function renderSshdDropin(w: SshdWanted): string {
@@ -41,7 +60,7 @@ export function renderSshdDropin(w: SshdWanted): string {
     `Port ${w.port}`,
     'PasswordAuthentication no',
     'KbdInteractiveAuthentication no',
-    'PermitRootLogin prohibit-password',
+    `PermitRootLogin ${w.rootLogin}`,
     `MaxAuthTries ${w.maxAuthTries}`,
     '',
   ].join('\n');
@@ -85,7 +104,7 @@ export function effectiveDrift(eff: Map<string, string[]>, w: SshdWanted): strin
   const want: Array<[string, string, string]> = [
     ['passwordauthentication', 'PasswordAuthentication', 'no'],
     ['kbdinteractiveauthentication', 'KbdInteractiveAuthentication', 'no'],
-    ['permitrootlogin', 'PermitRootLogin', 'prohibit-password'],
+    ['permitrootlogin', 'PermitRootLogin', w.rootLogin],
     ['maxauthtries', 'MaxAuthTries', String(w.maxAuthTries)],
   ];
   const drift: string[] = [];
@@ -147,11 +166,11 @@ async function socketPorts(): Promise<number[]> {
 }
 
 async function check(ctx: StepContext): Promise<string[]> {
-  const w = sshdWanted(ctx);
+  const main = readIfExists(SSHD_MAIN) ?? '';
+  const w = await sshdWanted(ctx, main);
   const drift: string[] = [];
   const f = checkFile(sshdDropin(w));
   if (f) drift.push(f);
-  const main = readIfExists(SSHD_MAIN) ?? '';
   if (!hasInclude(main)) drift.push(`${SSHD_MAIN} does not include ${SSHD_DIR}/*.conf`);
   const { eff, error } = await effective();
   if (!eff) drift.push(`sshd -T fails: ${error}`);
@@ -170,17 +189,7 @@ async function check(ctx: StepContext): Promise<string[]> {
  * is moved into place.
  */
 async function validateCandidate(w: SshdWanted, main: string, log: Logger): Promise<void> {
-  ensurePrivsepDir();
-  const dir = mkdtempSync(join('/etc/ssh', '.codex-k8s-candidate-'));
-  try {
-    const dropins = join(dir, 'sshd_config.d');
-    mkdirSync(dropins, { mode: 0o755 });
-    for (const name of readdirSafe(SSHD_DIR))
-      if (name.endsWith('.conf') && join(SSHD_DIR, name) !== SSHD_DROPIN)
-        copyFileSync(join(SSHD_DIR, name), join(dropins, name));
-    writeFileSync(join(dropins, '00-codex-k8s.conf'), renderSshdDropin(w), { mode: 0o644 });
-    const mainCand = join(dir, 'sshd_config');
-    writeFileSync(mainCand, candidateMain(main, dropins), { mode: 0o644 });
+  await withCandidate(main, renderSshdDropin(w), async (mainCand) => {
     const t = await run(sshCommands.test(mainCand), { allowFail: true, log });
     if (t.exitCode !== 0) {
       throw new OperationError(
@@ -202,6 +211,30 @@ async function validateCandidate(w: SshdWanted, main: string, log: Logger): Prom
         },
       );
     }
+  });
+}
+
+/**
+ * Runs `fn` on a private copy of the whole configuration (its main file's path): the main file with the Include,
+ * every drop-in there now but ours, and `ours` in our drop-in's place (left out when undefined).
+ */
+async function withCandidate<T>(
+  main: string,
+  ours: string | undefined,
+  fn: (mainCandidate: string) => Promise<T>,
+): Promise<T> {
+  ensurePrivsepDir();
+  const dir = mkdtempSync(join('/etc/ssh', '.codex-k8s-candidate-'));
+  try {
+    const dropins = join(dir, 'sshd_config.d');
+    mkdirSync(dropins, { mode: 0o755 });
+    for (const name of readdirSafe(SSHD_DIR))
+      if (name.endsWith('.conf') && join(SSHD_DIR, name) !== SSHD_DROPIN)
+        copyFileSync(join(SSHD_DIR, name), join(dropins, name));
+    if (ours !== undefined) writeFileSync(join(dropins, '00-codex-k8s.conf'), ours, { mode: 0o644 });
+    const mainCand = join(dir, 'sshd_config');
+    writeFileSync(mainCand, candidateMain(main, dropins), { mode: 0o644 });
+    return await fn(mainCand);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -216,9 +249,9 @@ function readdirSafe(dir: string): string[] {
 }
 
 async function apply(ctx: StepContext): Promise<string[]> {
-  const w = sshdWanted(ctx);
-  const changes: string[] = [];
   const main = readIfExists(SSHD_MAIN) ?? '';
+  const w = await sshdWanted(ctx, main);
+  const changes: string[] = [];
   const dropinDrifts = checkFile(sshdDropin(w)) !== undefined;
   let changedConfig = false;
   const now = await effective();
@@ -228,7 +261,7 @@ async function apply(ctx: StepContext): Promise<string[]> {
     await validateCandidate(w, main, ctx.log);
     if (await ensureFile(sshdDropin(w))) {
       changes.push(
-        `${SSHD_DROPIN}: Port ${w.port}, PasswordAuthentication no, KbdInteractiveAuthentication no, PermitRootLogin prohibit-password, MaxAuthTries ${w.maxAuthTries}`,
+        `${SSHD_DROPIN}: Port ${w.port}, PasswordAuthentication no, KbdInteractiveAuthentication no, PermitRootLogin ${w.rootLogin}, MaxAuthTries ${w.maxAuthTries}`,
       );
       changedConfig = true;
     }
