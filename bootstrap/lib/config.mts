@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
 import { parse as parseDotenv } from 'dotenv';
 import { registerSecret } from './redact.mts';
-import { parseSshExtraOptions } from './ssh_options.mts';
+import { parseSshExtraOptions, parseJumpHost, formatJumpHost } from './ssh_options.mts';
 import { IMAGES } from './versions.mts';
 
 export type Scope = 'host' | 'server' | 'both';
@@ -34,6 +34,7 @@ export type Kind =
   | 'sshPublicKey'
   | 'githubToken'
   | 'sshOptions'
+  | 'sshJump'
   | 'sha256Overrides'
   | 'cidr'
   | 'cidrList'
@@ -129,12 +130,31 @@ const SCHEMA = [
     group: GROUPS.target,
     kind: 'sshOptions',
     scope: 'host',
-    example: '-o ProxyJump=bastion.example.com',
+    example: '-o ServerAliveInterval=30',
     description:
-      'Extra ssh options, space-separated: -o Key=Value (or -oKey=Value, -o Key Value) with ProxyJump, Ciphers, MACs, ' +
+      'Extra ssh options, space-separated: -o Key=Value (or -oKey=Value, -o Key Value) with Ciphers, MACs, ' +
       'KexAlgorithms, ConnectTimeout, ConnectionAttempts, ServerAliveInterval, ServerAliveCountMax, TCPKeepAlive, Compression, AddressFamily ' +
-      'or IPQoS; or -J host, -c, -m, -4, -6, -C. Anything else (other keys, known-hosts or control options, -p, -l, -i, -F, -S, a bare word) ' +
-      'is refused by name: the launcher pins the host key and owns the destination and the shared connection.',
+      'or IPQoS; or -c, -m, -4, -6, -C. Anything else (other keys, known-hosts or control options, ProxyJump and -J: use CODEXK8S_SSH_JUMP, ' +
+      '-p, -l, -i, -F, -S, a bare word) is refused by name: the launcher pins the host key and owns the destination and the shared connection.',
+  },
+  {
+    name: 'CODEXK8S_SSH_JUMP',
+    group: GROUPS.target,
+    kind: 'sshJump',
+    scope: 'host',
+    example: 'ops@bastion.example.com:22',
+    description:
+      "A jump host (bastion) to reach the server through: [user@]host[:port]. Its host key is pinned like the server's, in the tool's own known_hosts (a later change stops the run), and the login checks after hardening go through it too. Unset: a ProxyJump that ~/.ssh/config gives for the server is used the same way.",
+  },
+  {
+    name: 'CODEXK8S_SSH_JUMP_KEY',
+    group: GROUPS.target,
+    kind: 'path',
+    scope: 'host',
+    default: (v) => (typeof v['TARGET_ROOT_SSH_KEY'] === 'string' ? v['TARGET_ROOT_SSH_KEY'] : undefined),
+    defaultText: 'TARGET_ROOT_SSH_KEY',
+    description:
+      'Private key for the login on the jump host (stays on the laptop); keys that ~/.ssh/config names for that host are offered too.',
   },
   {
     name: 'CODEXK8S_SSH_PORT',
@@ -828,6 +848,10 @@ function parseValue(s: Setting, raw: string): Parsed {
     }
     case 'sshOptions':
       return parseSshExtraOptions(raw);
+    case 'sshJump': {
+      const j = parseJumpHost(raw.trim());
+      return j.ok ? { ok: true, value: formatJumpHost(j.value) } : j;
+    }
     case 'cron': {
       const fields = raw.trim().split(/\s+/);
       if (fields.length === 5 && fields.every((f) => /^[0-9*/,\-A-Za-z]+$/.test(f)))
@@ -927,6 +951,7 @@ interface KindValues {
   sshPublicKey: string;
   githubToken: string;
   sshOptions: readonly string[];
+  sshJump: string;
   sha256Overrides: Readonly<Record<string, string>>;
   cidr: string;
   cidrList: readonly string[];
@@ -1234,38 +1259,28 @@ function crossChecks(
             `${name}: ${p} exists and is not a directory; expected a directory (or no file there: the launcher creates it)`,
           );
     }
-    const key = v['TARGET_ROOT_SSH_KEY'];
-    if (typeof key === 'string') {
+    // The private keys the launcher logs in with. OPERATOR_SSH_KEY: after an sshd or firewall change it proves a fresh
+    // operator login with it; without it every such change would be rolled back, so say so before anything is contacted.
+    const keys: Array<[string, Value | undefined, string]> = [
+      ['TARGET_ROOT_SSH_KEY', v['TARGET_ROOT_SSH_KEY'], 'the private key file for the TARGET_ROOT_USER login'],
+      [
+        'OPERATOR_SSH_KEY',
+        v['OPERATOR_SSH_KEY'],
+        "the operator's private key, which the launcher logs in with after hardening sshd (set OPERATOR_SSH_KEY when it is not OPERATOR_SSH_PUBKEY_PATH without .pub)",
+      ],
+    ];
+    if (v['CODEXK8S_SSH_JUMP'] !== undefined && v['CODEXK8S_SSH_JUMP_KEY'] !== v['TARGET_ROOT_SSH_KEY'])
+      keys.push(['CODEXK8S_SSH_JUMP_KEY', v['CODEXK8S_SSH_JUMP_KEY'], 'the private key for the jump host login']);
+    for (const [name, key, expected] of keys) {
+      if (typeof key !== 'string') continue;
       const r = readSmallFile(key);
-      if (!r.ok)
-        (strict ? problems : warnings).push(
-          `TARGET_ROOT_SSH_KEY: ${r.why} (${key}); expected the private key file for the root login`,
-        );
+      if (!r.ok) (strict ? problems : warnings).push(`${name}: ${r.why} (${key}); expected ${expected}`);
       else if (/PUBLIC KEY|^ssh-/.test(r.text.slice(0, 80)))
-        problems.push(`TARGET_ROOT_SSH_KEY: ${key} is a public key; expected the private key (without .pub)`);
-      else if (r.text.trim() === '')
-        problems.push(`TARGET_ROOT_SSH_KEY: ${key} is empty; expected the private key file for the root login`);
+        problems.push(`${name}: ${key} is a public key; expected the private key (without .pub)`);
+      else if (r.text.trim() === '') problems.push(`${name}: ${key} is empty; expected ${expected}`);
       else if ((statSync(key).mode & 0o077) !== 0)
         (strict ? problems : warnings).push(
-          `TARGET_ROOT_SSH_KEY: ${key} is readable by other users (mode 0${(statSync(key).mode & 0o777).toString(8)}), and ssh refuses such keys; expected mode 0600 (chmod 600 ${key})`,
-        );
-    }
-    // The launcher proves a fresh operator login with this key after changing sshd or the firewall; without
-    // it every such change would be rolled back, so say so before anything is contacted.
-    const opKey = v['OPERATOR_SSH_KEY'];
-    if (typeof opKey === 'string') {
-      const r = readSmallFile(opKey);
-      if (!r.ok)
-        (strict ? problems : warnings).push(
-          `OPERATOR_SSH_KEY: ${r.why} (${opKey}); expected the operator's private key, which the launcher logs in with after hardening sshd (set OPERATOR_SSH_KEY when it is not OPERATOR_SSH_PUBKEY_PATH without .pub)`,
-        );
-      else if (/PUBLIC KEY|^ssh-/.test(r.text.slice(0, 80)))
-        problems.push(`OPERATOR_SSH_KEY: ${opKey} is a public key; expected the private key (without .pub)`);
-      else if (r.text.trim() === '')
-        problems.push(`OPERATOR_SSH_KEY: ${opKey} is empty; expected the operator's private key`);
-      else if ((statSync(opKey).mode & 0o077) !== 0)
-        (strict ? problems : warnings).push(
-          `OPERATOR_SSH_KEY: ${opKey} is readable by other users (mode 0${(statSync(opKey).mode & 0o777).toString(8)}), and ssh refuses such keys; expected mode 0600 (chmod 600 ${opKey})`,
+          `${name}: ${key} is readable by other users (mode 0${(statSync(key).mode & 0o777).toString(8)}), and ssh refuses such keys; expected mode 0600 (chmod 600 ${key})`,
         );
     }
     if (v['OPERATOR_SSH_PUBKEY'] === undefined && !problems.some((p) => p.startsWith('OPERATOR_SSH_PUBKEY')) && strict)

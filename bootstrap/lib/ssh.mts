@@ -10,8 +10,11 @@ import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { run, spawnStream, CommandError } from './exec.mts';
 import type { RunResult, StreamOptions, StreamingProcess } from './exec.mts';
-import { OperationError } from './errors.mts';
+import { OperationError, UsageError } from './errors.mts';
+import { readIfExists } from './fsx.mts';
 import type { Logger } from './log.mts';
+import { formatJumpHost, parseJumpHost } from './ssh_options.mts';
+import type { JumpHost } from './ssh_options.mts';
 
 export interface SshTarget {
   host: string;
@@ -21,6 +24,19 @@ export interface SshTarget {
   knownHostsFile: string;
   controlPath: string;
   extraOptions: readonly string[];
+  /** The bastion every connection goes through (CODEXK8S_SSH_JUMP, or ~/.ssh/config's ProxyJump). */
+  jump?: SshJump;
+}
+
+/** A jump host with its own key and its own pinned known_hosts file. */
+export interface SshJump extends JumpHost {
+  identityFile: string;
+  knownHostsFile: string;
+  /**
+   * Where the hop's ssh writes its messages (-E): a backgrounded master (ControlPersist) sends its ProxyCommand's
+   * stderr to /dev/null, and a changed bastion key would show only as "Connection closed". Set by SshSession.connect.
+   */
+  errorLog?: string;
 }
 
 const SAFE = /^[A-Za-z0-9_\-.,:/@=+%^]+$/;
@@ -69,9 +85,34 @@ function keyAndHostOptions(
   ];
 }
 
+/**
+ * The bastion hop as a ProxyCommand of our own, not ProxyJump: ssh starts a ProxyJump's connection with none of our
+ * options, so its host key would be checked against ~/.ssh/known_hosts (or asked about) instead of our pin, and
+ * BatchMode would not hold. ssh runs `exec COMMAND` through the shell after %-expansion: every word is quoted, and a
+ * literal % doubled; [%h]:%p is the server as ssh resolved it (brackets for IPv6).
+ */
+export function jumpProxyCommand(j: SshJump, hostKeyChecking: 'accept-new' | 'yes'): string {
+  const argv = [
+    'ssh',
+    ...keyAndHostOptions(j.port, j.identityFile, j.knownHostsFile, hostKeyChecking),
+    '-o',
+    'ConnectTimeout=20',
+    ...(j.errorLog ? ['-E', j.errorLog] : []),
+    '-W',
+    '[%h]:%p',
+    j.user ? `${j.user}@${j.host}` : j.host,
+  ];
+  return `${argv.map((w) => (w === '[%h]:%p' ? `'${w}'` : shellQuote(w).replaceAll('%', '%%'))).join(' ')}`;
+}
+
+function jumpOptions(t: SshTarget, hostKeyChecking: 'accept-new' | 'yes'): string[] {
+  return t.jump ? ['-o', `ProxyCommand=${jumpProxyCommand(t.jump, hostKeyChecking)}`] : [];
+}
+
 export function sshBaseArgs(t: SshTarget): string[] {
   return [
     ...keyAndHostOptions(t.port, t.identityFile, t.knownHostsFile, 'accept-new'),
+    ...jumpOptions(t, 'accept-new'),
     '-o',
     `ControlPath=${t.controlPath}`,
     // ssh keeps the first value of an option: the user's (validated, lib/ssh_options.mts) before our defaults.
@@ -152,8 +193,9 @@ export function freshLoginArgs(t: SshTarget, login: FreshLogin, remoteArgv: read
   const alias = login.port === t.port ? [] : ['-o', `HostKeyAlias=${t.port === 22 ? t.host : `[${t.host}]:${t.port}`}`];
   return [
     'ssh',
-    // The host key was pinned by the master: a fresh login never accepts a new one.
+    // The host keys (the server's, the bastion's) were pinned by the master: a fresh login never accepts a new one.
     ...keyAndHostOptions(login.port, login.identityFile, t.knownHostsFile, 'yes'),
+    ...jumpOptions(t, 'yes'),
     '-o',
     'ControlMaster=no',
     '-o',
@@ -166,6 +208,32 @@ export function freshLoginArgs(t: SshTarget, login: FreshLogin, remoteArgv: read
     '--',
     remoteCommand(remoteArgv),
   ];
+}
+
+/**
+ * The ProxyJump that ssh's own configuration (~/.ssh/config, or `configFile`) gives for this server, read with
+ * `ssh -G`, which prints the resolved configuration and connects nowhere. The launcher then makes that hop itself,
+ * pinned (jumpProxyCommand). A chain of hops is refused (exit 2): one jump host is supported.
+ */
+export async function jumpFromSshConfig(
+  host: string,
+  port: number,
+  user: string,
+  configFile?: string,
+): Promise<JumpHost | undefined> {
+  const r = await run(['ssh', '-G', ...(configFile ? ['-F', configFile] : []), '-p', String(port), `${user}@${host}`], {
+    allowFail: true,
+    timeoutSeconds: 15,
+  });
+  if (r.exitCode !== 0) return undefined; // a configuration ssh cannot read fails the connection itself, with its words
+  const value = /^proxyjump (.+)$/m.exec(r.stdout)?.[1]?.trim();
+  if (!value || value.toLowerCase() === 'none') return undefined;
+  const j = parseJumpHost(value);
+  if (!j.ok)
+    throw new UsageError(
+      `ProxyJump for ${host} in ${configFile ?? '~/.ssh/config'}: ${j.why}; expected ${j.expected} (or set CODEXK8S_SSH_JUMP)`,
+    );
+  return j.value;
 }
 
 /** ssh failures worth another attempt: sshd re-executing after a reload, the socket being re-bound. */
@@ -187,6 +255,24 @@ export function exitArgs(t: SshTarget): string[] {
 }
 
 export function explainSshFailure(t: SshTarget, stderr: string): OperationError {
+  const j = t.jump;
+  if (j && stderr.includes(j.knownHostsFile) && /REMOTE HOST IDENTIFICATION HAS CHANGED|has changed/i.test(stderr)) {
+    const alias = j.port === 22 ? j.host : `[${j.host}]:${j.port}`;
+    return new OperationError(
+      `the SSH host key of the jump host ${formatJumpHost(j)} differs from the one pinned in ${j.knownHostsFile}. ` +
+        'Either the bastion was rebuilt, or something is intercepting the connection. The run stopped before sending anything.',
+      {
+        hint: `if (and only if) the bastion was rebuilt, forget its old key: ssh-keygen -R '${alias}' -f ${j.knownHostsFile}`,
+        detail: stderr.trim(),
+      },
+    );
+  }
+  if (j && new RegExp(`@${j.host.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: Permission denied`).test(stderr)) {
+    return new OperationError(`SSH login on the jump host ${formatJumpHost(j)} with ${j.identityFile} was refused`, {
+      hint: `check CODEXK8S_SSH_JUMP and CODEXK8S_SSH_JUMP_KEY: ssh -i ${j.identityFile} -p ${j.port} ${j.user ? `${j.user}@` : ''}${j.host} true`,
+      detail: stderr.trim(),
+    });
+  }
   if (/REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed|host key for .* has changed/i.test(stderr)) {
     return new OperationError(
       `the SSH host key of ${t.host}:${t.port} differs from the one pinned in ${t.knownHostsFile}. ` +
@@ -286,13 +372,18 @@ export class SshSession {
     // later run whether the master is an orphan (its launcher was killed before it could close it).
     const controlDir = mkdtempSync(join(tmpdir(), CONTROL_DIR_PREFIX));
     writeFileSync(join(controlDir, LAUNCHER_PID_FILE), `${process.pid}\n`, { mode: 0o600 });
-    const target: SshTarget = { ...opts, controlPath: join(controlDir, 'cm') };
+    const target: SshTarget = {
+      ...opts,
+      controlPath: join(controlDir, 'cm'),
+      ...(opts.jump ? { jump: { ...opts.jump, errorLog: join(controlDir, 'jump.log') } } : {}),
+    };
     mkdirSync(join(opts.knownHostsFile, '..'), { recursive: true, mode: 0o700 });
     const s = new SshSession(target, opts.log, controlDir);
     const r = await run(masterArgs(target), { allowFail: true, log: opts.log, timeoutSeconds: 60 });
     if (r.exitCode !== 0) {
+      const hop = target.jump?.errorLog ? (readIfExists(target.jump.errorLog) ?? '') : '';
       s.cleanupDir();
-      throw explainSshFailure(target, r.stderr);
+      throw explainSshFailure(target, hop + r.stderr);
     }
     s.open = true;
     return s;

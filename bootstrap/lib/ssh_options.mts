@@ -25,16 +25,39 @@ function jumpHost(h: string): boolean {
   return h.length <= 253 && labels.every((l) => HOST_LABEL.test(l)) && /[A-Za-z]/.test(labels[labels.length - 1] ?? '');
 }
 
-/** ProxyJump: `none`, or [ssh://][user@]host[:port] hops separated by commas (readconf.c parse_jump). */
-function checkJump(value: string): string | undefined {
-  if (value.toLowerCase() === 'none') return undefined;
-  for (const hop of value.split(',')) {
-    const m = /^(?:ssh:\/\/)?(?:([^@]*)@)?(\[[^\]]*\]|[^:@[\]]*)(?::(\d{1,5}))?$/.exec(hop);
-    const port = m?.[3] === undefined ? 22 : Number(m[3]);
-    if (!m || (m[1] !== undefined && !JUMP_USER.test(m[1])) || !jumpHost(m[2] ?? '') || port < 1 || port > 65535)
-      return `jump host ${JSON.stringify(hop)} is not [user@]host[:port]`;
-  }
-  return undefined;
+/** A jump host (bastion) the launcher connects through, its host key pinned like the server's (CODEXK8S_SSH_JUMP). */
+export interface JumpHost {
+  /** Absent: ssh's own choice (~/.ssh/config's User for that host, else the local user name). */
+  user?: string;
+  /** As ssh takes it: a name or an address, an IPv6 address without brackets. */
+  host: string;
+  port: number;
+}
+
+export type JumpParsed = { ok: true; value: JumpHost } | { ok: false; why: string; expected: string };
+
+const JUMP_EXPECTED = 'one jump host, [user@]host[:port] (an IPv6 address in brackets: [2001:db8::1]:22)';
+
+/** [ssh://][user@]host[:port], one hop (readconf.c parse_jump reads the same syntax; a chain is not supported). */
+export function parseJumpHost(value: string): JumpParsed {
+  const shown = JSON.stringify(value);
+  if (value.includes(','))
+    return {
+      ok: false,
+      why: `${shown} is a chain of jump hosts`,
+      expected: `${JUMP_EXPECTED}; a chain is not supported`,
+    };
+  const m = /^(?:ssh:\/\/)?(?:([^@]*)@)?(\[[^\]]*\]|[^:@[\]]*)(?::(\d{1,5}))?$/.exec(value);
+  const port = m?.[3] === undefined ? 22 : Number(m[3]);
+  if (!m || (m[1] !== undefined && !JUMP_USER.test(m[1])) || !jumpHost(m[2] ?? '') || port < 1 || port > 65535)
+    return { ok: false, why: `${shown} is not [user@]host[:port]`, expected: JUMP_EXPECTED };
+  const host = (m[2] as string).replace(/^\[(.*)\]$/, '$1');
+  return { ok: true, value: { ...(m[1] !== undefined ? { user: m[1] } : {}), host, port } };
+}
+
+/** The jump host as a human writes it (and as `ssh -J` takes it). */
+export function formatJumpHost(j: JumpHost): string {
+  return `${j.user ? `${j.user}@` : ''}${j.host.includes(':') ? `[${j.host}]` : j.host}:${j.port}`;
 }
 
 const pattern =
@@ -47,7 +70,6 @@ const oneOf = (...words: string[]): Check => pattern(new RegExp(`^(${words.join(
 const ALLOWED: ReadonlyMap<string, { name: string; check: Check }> = new Map(
   (
     [
-      ['ProxyJump', checkJump],
       ['Ciphers', pattern(ALGORITHMS, 'a cipher list')],
       ['MACs', pattern(ALGORITHMS, 'a MAC list')],
       ['KexAlgorithms', pattern(ALGORITHMS, 'a key exchange algorithm list')],
@@ -69,6 +91,8 @@ const WHO =
   'it would change where or as whom ssh logs in, or how it authenticates; the launcher sets that from TARGET_*';
 const CONTROL = 'it would change the shared connection the launcher manages';
 const COMMAND = 'it would run a command of its own';
+const JUMP =
+  'a jump host given here would be checked against ~/.ssh/known_hosts, not pinned; set CODEXK8S_SSH_JUMP=[user@]host[:port] instead';
 const FORWARD = 'it would forward connections, the agent or the environment, or change the session';
 const REFUSED: ReadonlyMap<string, string> = new Map(
   [
@@ -116,6 +140,7 @@ const REFUSED: ReadonlyMap<string, string> = new Map(
       'Tag',
     ].map((k) => [k, WHO] as const),
     ...['ControlPath', 'ControlMaster', 'ControlPersist'].map((k) => [k, CONTROL] as const),
+    ['ProxyJump', JUMP] as const,
     ...['ProxyCommand', 'LocalCommand', 'PermitLocalCommand', 'RemoteCommand', 'ProxyUseFdpass'].map(
       (k) => [k, COMMAND] as const,
     ),
@@ -146,7 +171,6 @@ const REFUSED: ReadonlyMap<string, string> = new Map(
 
 // Short flags that are shorthands for an allowed option: the flag, the keyword, a fixed value when it takes none.
 const FLAG_ALIASES: Readonly<Record<string, { keyword: string; value?: string }>> = {
-  J: { keyword: 'ProxyJump' },
   c: { keyword: 'Ciphers' },
   m: { keyword: 'MACs' },
   '4': { keyword: 'AddressFamily', value: 'inet' },
@@ -154,6 +178,7 @@ const FLAG_ALIASES: Readonly<Record<string, { keyword: string; value?: string }>
   C: { keyword: 'Compression', value: 'yes' },
 };
 const FLAG_REASONS: Readonly<Record<string, string>> = {
+  J: JUMP,
   p: 'the port is TARGET_PORT',
   l: 'the user is TARGET_ROOT_USER',
   i: 'the keys are TARGET_ROOT_SSH_KEY and OPERATOR_SSH_KEY',
@@ -187,7 +212,7 @@ const FLAG_REASONS: Readonly<Record<string, string>> = {
 const SSH_FLAGS = '1246ACGKMNTVXYZafgknqstvxy';
 const SSH_FLAGS_WITH_VALUE = 'BDEFIJLOPQRSWbceilmopw';
 
-export const ALLOWED_SSH_OPTIONS = `-o with ${[...ALLOWED.values()].map((a) => a.name).join(', ')}; or -J (ProxyJump), -c (Ciphers), -m (MACs), -4, -6, -C`;
+export const ALLOWED_SSH_OPTIONS = `-o with ${[...ALLOWED.values()].map((a) => a.name).join(', ')}; or -c (Ciphers), -m (MACs), -4, -6, -C`;
 
 export type SshOptionsParsed = { ok: true; value: string[] } | { ok: false; why: string; expected: string };
 
@@ -223,7 +248,7 @@ export function parseSshExtraOptions(raw: string): SshOptionsParsed {
     if (word === '--') return fail('"--" ends ssh\'s options: the next word would become the destination');
     if (!word.startsWith('-') || word === '-')
       return fail(
-        `${JSON.stringify(word)} is not an option: ssh would take it as the destination (write -o ProxyJump=${word} to jump through it)`,
+        `${JSON.stringify(word)} is not an option: ssh would take it as the destination (set CODEXK8S_SSH_JUMP=${word} to jump through it)`,
       );
     for (let j = 1; j < word.length; j++) {
       const flag = word[j] as string;

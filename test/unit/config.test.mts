@@ -369,10 +369,11 @@ test('an explicit env file that does not exist is a problem', () => {
 });
 
 test('the server file holds server settings only and round-trips through dotenv', () => {
-  const r = load({ CODEXK8S_SSH_EXTRA_OPTS: '-o ProxyJump=bastion' });
+  const r = load({ CODEXK8S_SSH_EXTRA_OPTS: '-o Compression=yes', CODEXK8S_SSH_JUMP: 'ops@bastion' });
   const text = serializeServerEnv(r.config);
   assert.ok(!text.includes('TARGET_ROOT_SSH_KEY'), 'the private key path stays on the laptop');
   assert.ok(!text.includes('CODEXK8S_SSH_EXTRA_OPTS'));
+  assert.ok(!text.includes('CODEXK8S_SSH_JUMP'), 'the jump host stays on the laptop');
   assert.ok(!text.includes('TARGET_HOST='));
   const back = loadConfig({ side: 'server', env: parseDotenv(text) });
   assert.deepEqual(back.problems, []);

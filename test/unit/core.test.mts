@@ -18,6 +18,9 @@ import {
   sweepOrphanMasters,
   asRoot,
   sudoRefusal,
+  jumpProxyCommand,
+  jumpFromSshConfig,
+  freshLoginArgs,
 } from '../../bootstrap/lib/ssh.mts';
 import { loginsToProve } from '../../bootstrap/lib/launcher/login.mts';
 import { loadConfig } from '../../bootstrap/lib/config.mts';
@@ -76,7 +79,7 @@ const T: SshTarget = {
   identityFile: '/k/id',
   knownHostsFile: '/s/kh',
   controlPath: '/tmp/c/cm',
-  extraOptions: ['-o', 'ProxyJump=b'],
+  extraOptions: ['-o', 'Compression=yes'],
 };
 
 test('ssh builders: pinned host key, never StrictHostKeyChecking=no, one master reused', () => {
@@ -88,7 +91,7 @@ test('ssh builders: pinned host key, never StrictHostKeyChecking=no, one master 
   assert.deepEqual(base.slice(0, 4), ['-p', '2222', '-i', '/k/id']);
   assert.deepEqual(
     base.slice(-8, -6),
-    ['-o', 'ProxyJump=b'],
+    ['-o', 'Compression=yes'],
     'extra options (validated) before our timeouts: ssh keeps the first value',
   );
   const m = masterArgs(T);
@@ -167,6 +170,56 @@ test("a guarded change is proven by the operator's login and the launcher's own,
   assert.equal(logins({ TARGET_ROOT_USER: 'codex', TARGET_ROOT_SSH_KEY: opKey as string }).length, 1);
 });
 
+const JUMP = {
+  user: 'ops',
+  host: 'bastion.example.com',
+  port: 2200,
+  identityFile: '/k/jump 100%',
+  knownHostsFile: '/s/known_hosts/bastion.example.com_2200',
+};
+
+test('a jump host is our own pinned hop (ProxyCommand), in the master and in every fresh login', async () => {
+  const cmd = jumpProxyCommand(JUMP, 'accept-new');
+  assert.match(cmd, /^ssh -p 2200 -i '\/k\/jump 100%%' -o IdentitiesOnly=yes -o BatchMode=yes /);
+  assert.match(
+    cmd,
+    / -o UserKnownHostsFile=\/s\/known_hosts\/bastion\.example\.com_2200 -o StrictHostKeyChecking=accept-new /,
+  );
+  assert.match(cmd, / -W '\[%h\]:%p' ops@bastion\.example\.com$/);
+  const J = { ...T, jump: JUMP };
+  const base = sshBaseArgs(J);
+  assert.equal(base[base.indexOf(`ProxyCommand=${cmd}`) - 1], '-o');
+  const fresh = freshLoginArgs(J, { user: 'codex', port: 22, identityFile: '/k/op' }, ['true']);
+  assert.ok(fresh.includes(`ProxyCommand=${jumpProxyCommand(JUMP, 'yes')}`), 'the bastion was pinned by the master');
+  assert.ok(!sshBaseArgs(T).some((a) => a.startsWith('ProxyCommand=')), 'no jump: no ProxyCommand of ours');
+  // What the shell runs after ssh's %-expansion (%% -> %, %h/%p -> the server): the words, intact.
+  const expanded = cmd
+    .replaceAll('[%h]:%p', '[203.0.113.10]:22')
+    .replaceAll('%%', '%')
+    .replace(/^ssh /, '');
+  const r = await run(['sh', '-c', `printf '%s\\n' ${expanded}`]);
+  const words = r.stdout.trim().split('\n');
+  assert.deepEqual(words.slice(0, 4), ['-p', '2200', '-i', '/k/jump 100%']);
+  assert.deepEqual(words.slice(-3), ['-W', '[203.0.113.10]:22', 'ops@bastion.example.com']);
+});
+
+test("a ProxyJump from ssh's own configuration is found (ssh -G), one hop only", async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ck8s-sshcfg-'));
+  const cfg = join(dir, 'config');
+  writeFileSync(
+    cfg,
+    'Host staging\n  ProxyJump ops@bastion:2200\nHost chain\n  ProxyJump a,b\nHost v6\n  ProxyJump [2001:db8::1]\n',
+  );
+  assert.deepEqual(await jumpFromSshConfig('staging', 22, 'root', cfg), { user: 'ops', host: 'bastion', port: 2200 });
+  assert.deepEqual(await jumpFromSshConfig('v6', 22, 'root', cfg), { host: '2001:db8::1', port: 22 });
+  assert.equal(await jumpFromSshConfig('other', 22, 'root', cfg), undefined);
+  await assert.rejects(
+    jumpFromSshConfig('chain', 22, 'root', cfg),
+    (e: unknown) =>
+      e instanceof UsageError && /ProxyJump for chain in .*config: "a,b" is a chain of jump hosts/.test(e.message),
+  );
+});
+
 test('ssh failures are explained: changed host key, refused login', () => {
   const e = explainSshFailure(
     T,
@@ -177,6 +230,32 @@ test('ssh failures are explained: changed host key, refused login', () => {
   assert.match(
     explainSshFailure(T, 'root@x: Permission denied (publickey).').message,
     /login as root@203\.0\.113\.10:2222 .* was refused/,
+  );
+});
+
+test('ssh failures through a jump host name the bastion when it is the bastion that failed', () => {
+  const J = { ...T, jump: JUMP };
+  const changed = explainSshFailure(
+    J,
+    `@@@@@@@@\n@    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\nOffending ED25519 key in ${JUMP.knownHostsFile}:1\nHost key for [bastion.example.com]:2200 has changed and you have requested strict checking.\nHost key verification failed.\nkex_exchange_identification: Connection closed by remote host`,
+  );
+  assert.match(
+    changed.message,
+    /^the SSH host key of the jump host ops@bastion\.example\.com:2200 differs from the one pinned in /,
+  );
+  assert.match(
+    changed.hint ?? '',
+    /ssh-keygen -R '\[bastion\.example\.com\]:2200' -f \/s\/known_hosts\/bastion\.example\.com_2200/,
+  );
+  const refused = explainSshFailure(J, 'ops@bastion.example.com: Permission denied (publickey).\nConnection closed');
+  assert.match(
+    refused.message,
+    /^SSH login on the jump host ops@bastion\.example\.com:2200 with \/k\/jump 100% was refused/,
+  );
+  // The server's own refusal, through the bastion, is still the server's.
+  assert.match(
+    explainSshFailure(J, 'root@203.0.113.10: Permission denied (publickey).').message,
+    /^SSH login as root@203\.0\.113\.10:2222 .* was refused/,
   );
 });
 

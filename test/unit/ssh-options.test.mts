@@ -9,6 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../bootstrap/lib/config.mts';
 import { sshBaseArgs, freshLoginArgs } from '../../bootstrap/lib/ssh.mts';
+import { parseJumpHost, formatJumpHost } from '../../bootstrap/lib/ssh_options.mts';
+import type { JumpHost } from '../../bootstrap/lib/ssh_options.mts';
 import type { SshTarget } from '../../bootstrap/lib/ssh.mts';
 import { prng } from '../prng.mts';
 
@@ -34,11 +36,6 @@ function parse(opts: string): { value?: readonly string[]; problem?: string } {
 }
 
 const ACCEPTED: Array<[string, string[]]> = [
-  ['-o ProxyJump=bastion.example.com', ['-o', 'ProxyJump=bastion.example.com']],
-  ['-oProxyJump=ops@bastion:2222', ['-o', 'ProxyJump=ops@bastion:2222']],
-  ['-o proxyjump bastion', ['-o', 'ProxyJump=bastion']],
-  ['-J a.example.com,ops@[2001:db8::1]:22', ['-o', 'ProxyJump=a.example.com,ops@[2001:db8::1]:22']],
-  ['-Jssh://ops@bastion:2200', ['-o', 'ProxyJump=ssh://ops@bastion:2200']],
   ['-o ServerAliveInterval=30 -o ConnectTimeout=1m', ['-o', 'ServerAliveInterval=30', '-o', 'ConnectTimeout=1m']],
   ['-4C', ['-o', 'AddressFamily=inet', '-o', 'Compression=yes']],
   ['-c aes256-gcm@openssh.com -m hmac-sha2-512', ['-o', 'Ciphers=aes256-gcm@openssh.com', '-o', 'MACs=hmac-sha2-512']],
@@ -70,9 +67,18 @@ const REFUSED: Array<[string, RegExp]> = [
   ['-o ControlPath=none', /option ControlPath is not allowed/],
   ['-o ControlMaster=no', /option ControlMaster is not allowed/],
   [
-    '-o ProxyJump=bastion evil.example.com',
-    /"evil\.example\.com" is not an option: ssh would take it as the destination/,
+    '-o ConnectTimeout=5 evil.example.com',
+    /"evil\.example\.com" is not an option: ssh would take it as the destination \(set CODEXK8S_SSH_JUMP=evil/,
   ],
+  // A jump host has a setting of its own, whose host key is pinned: here it would be checked against ~/.ssh/known_hosts.
+  ['-o ProxyJump=bastion.example.com', /option ProxyJump is not allowed \(a jump host given here .* CODEXK8S_SSH_JUMP/],
+  ['-oProxyJump=ops@bastion:2222', /option ProxyJump is not allowed/],
+  ['-o proxyjump bastion', /option proxyjump is not allowed/],
+  [
+    '-J a.example.com',
+    /option -J is not allowed \(a jump host given here would be checked against ~\/\.ssh\/known_hosts/,
+  ],
+  ['-Jssh://ops@bastion:2200', /option -J is not allowed/],
   ['bastion', /"bastion" is not an option: ssh would take it as the destination/],
   ['-- x', /"--" ends ssh's options/],
   ['-F /tmp/cfg', /option -F is not allowed/],
@@ -101,13 +107,11 @@ const REFUSED: Array<[string, RegExp]> = [
   ['-L 8080:localhost:80', /option -L is not allowed/],
   ['-G', /option -G is not allowed/],
   ['-v', /option -v is not allowed/],
-  ['-J -oProxyCommand=x', /option ProxyJump: jump host "-oProxyCommand=x" is not \[user@\]host\[:port\]/],
-  ['-J bastion:99999', /option ProxyJump: jump host "bastion:99999" is not/],
-  ['-J a,-x', /option ProxyJump: jump host "-x" is not/],
-  ['-J', /option -J has no value/],
-  ['-o ProxyJump', /option ProxyJump has no value/],
+  ['-J', /option -J is not allowed/],
+  ['-o ProxyJump', /option ProxyJump is not allowed/],
+  ['-o Ciphers', /option Ciphers has no value/],
   ['-o Ciphers=aes128-ctr;id', /option Ciphers: .* is not a cipher list/],
-  ['-J a -o ProxyJump=b', /option ProxyJump is given twice/],
+  ['-c aes128-ctr -o Ciphers=aes256-ctr', /option Ciphers is given twice/],
   ['-H', /-H \(in "-H"\) is not an ssh option/],
 ];
 for (const [opts, want] of REFUSED) {
@@ -115,9 +119,48 @@ for (const [opts, want] of REFUSED) {
     const r = parse(opts);
     assert.ok(r.problem, `accepted as ${JSON.stringify(r.value)}`);
     assert.match(r.problem, new RegExp(`^CODEXK8S_SSH_EXTRA_OPTS: ${want.source}`));
-    assert.match(r.problem, /; expected only these options: -o with ProxyJump, Ciphers/);
+    assert.match(r.problem, /; expected only these options: -o with Ciphers, MACs/);
   });
 }
+
+// CODEXK8S_SSH_JUMP (and a ProxyJump from ~/.ssh/config): one hop, [ssh://][user@]host[:port].
+const JUMPS: Array<[string, JumpHost | RegExp]> = [
+  ['bastion.example.com', { host: 'bastion.example.com', port: 22 }],
+  ['ops@bastion:2222', { user: 'ops', host: 'bastion', port: 2222 }],
+  ['ssh://ops@10.0.0.5:2200', { user: 'ops', host: '10.0.0.5', port: 2200 }],
+  ['ops@[2001:db8::1]:22', { user: 'ops', host: '2001:db8::1', port: 22 }],
+  ['a.example.com,b.example.com', /"a\.example\.com,b\.example\.com" is a chain of jump hosts/],
+  ['-oProxyCommand=x', /is not \[user@\]host\[:port\]/],
+  ['bastion:99999', /"bastion:99999" is not \[user@\]host\[:port\]/],
+  ['ev il@bastion', /is not \[user@\]host\[:port\]/],
+  ['[bastion]', /is not \[user@\]host\[:port\]/],
+  ['', /is not \[user@\]host\[:port\]/],
+];
+for (const [value, want] of JUMPS) {
+  test(`jump host ${JSON.stringify(value)}: ${want instanceof RegExp ? 'refused' : 'parsed'}`, () => {
+    const r = parseJumpHost(value);
+    if (want instanceof RegExp) {
+      assert.equal(r.ok, false);
+      if (!r.ok) assert.match(r.why, want);
+    } else {
+      assert.deepEqual(r, { ok: true, value: want });
+      // As the setting holds it: formatted back, it parses to the same hop.
+      assert.deepEqual(parseJumpHost(formatJumpHost(want)), r);
+    }
+  });
+}
+
+test('CODEXK8S_SSH_JUMP is refused by name when it is not one jump host (exit 2 before contact)', () => {
+  const r = loadConfig({ side: 'host', env: { ...GOOD, CODEXK8S_SSH_JUMP: 'a,b' } });
+  assert.ok(
+    r.problems.some((p) => /^CODEXK8S_SSH_JUMP: "a,b" is a chain of jump hosts; expected one jump host/.test(p)),
+    r.problems.join('\n'),
+  );
+  const ok = loadConfig({ side: 'host', env: { ...GOOD, CODEXK8S_SSH_JUMP: 'ssh://ops@[2001:db8::1]' } });
+  assert.deepEqual(ok.problems, []);
+  assert.equal(ok.config.get('CODEXK8S_SSH_JUMP'), 'ops@[2001:db8::1]:22');
+  assert.equal(ok.config.get('CODEXK8S_SSH_JUMP_KEY'), key, 'the jump key defaults to TARGET_ROOT_SSH_KEY');
+});
 
 test("extra options come before the launcher's own timeouts, so theirs take effect (ssh keeps the first value of an option)", () => {
   const t: SshTarget = {

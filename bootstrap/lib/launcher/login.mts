@@ -2,6 +2,7 @@
 // or it is rolled back.
 import { asRoot, freshLoginArgs, transientSshFailure } from '../ssh.mts';
 import type { Config } from '../config.mts';
+import { formatJumpHost } from '../ssh_options.mts';
 import { REMOTE } from '../paths.mts';
 import { run } from '../exec.mts';
 import type { LoginCheck } from '../step.mts';
@@ -64,7 +65,11 @@ async function freshLogin(
 ): Promise<{ ok: boolean; where: string; last: { exitCode: number; stderr: string } }> {
   const { log } = ctx;
   const where = `${login.user}@${ctx.cfg.get('TARGET_HOST')}:${port}`;
-  log.info(`    login check: a new connection as ${where} with ${login.identityFile}, then ${login.proof.join(' ')}`);
+  const jump = ctx.ssh.target.jump;
+  const via = jump ? ` through the jump host ${formatJumpHost(jump)}` : '';
+  log.info(
+    `    login check: a new connection as ${where}${via} with ${login.identityFile}, then ${login.proof.join(' ')}`,
+  );
   let last = { exitCode: 0, stderr: '' };
   const ok = await pollUntil<boolean>(
     async (i) => {
@@ -163,6 +168,8 @@ export async function proveLogin(
     hint:
       login.keySetting === 'OPERATOR_SSH_KEY'
         ? `check that OPERATOR_SSH_KEY (${key}) is the private key of OPERATOR_SSH_PUBKEY (ssh-keygen -y -f ${key}) and that port ${lc.port} is reachable from here`
-        : `check that ${login.user} still logs in with TARGET_ROOT_SSH_KEY (${key}) on port ${lc.port} (an AllowUsers, a Match block or a key that sshd refuses now) and that its sudo needs no password`,
+        : login.user === 'root'
+          ? `check that root still logs in with TARGET_ROOT_SSH_KEY (${key}) on port ${lc.port} (an AllowUsers, DenyUsers or Match block); a server whose own sshd configuration says PermitRootLogin no keeps it: log in as a user with passwordless sudo instead (TARGET_ROOT_USER)`
+          : `check that ${login.user} still logs in with TARGET_ROOT_SSH_KEY (${key}) on port ${lc.port} (an AllowUsers, DenyUsers or Match block) and that its sudo needs no password`,
   };
 }

@@ -22,7 +22,7 @@ export function printPlan(loaded: LoadResult, selected: readonly string[], log: 
   );
   log.info(color.bold(`Plan (dry run: nothing is contacted, nothing changes)`));
   log.info(
-    `target   ${c.get('TARGET_ROOT_USER')}@${c.get('TARGET_HOST')}:${c.get('TARGET_PORT')}   mode ${c.get('CODEXK8S_MODE')}   repo ${c.get('CODEXK8S_GITHUB_REPO')}`,
+    `target   ${c.get('TARGET_ROOT_USER')}@${c.get('TARGET_HOST')}:${c.get('TARGET_PORT')}${c.maybe('CODEXK8S_SSH_JUMP') ? ` via ${c.get('CODEXK8S_SSH_JUMP')}` : ''}   mode ${c.get('CODEXK8S_MODE')}   repo ${c.get('CODEXK8S_GITHUB_REPO')}`,
   );
   log.info('');
   log.info(color.bold('Settings'));

@@ -9,7 +9,9 @@ import { UsageError, OperationError } from '../errors.mts';
 import { stepNames } from '../catalogue.mts';
 import { checkPrerequisites } from '../state.mts';
 import type { ServerState } from '../state.mts';
-import { SshSession, asRoot, knownHostsPath, shellQuote } from '../ssh.mts';
+import { SshSession, asRoot, jumpFromSshConfig, knownHostsPath, shellQuote } from '../ssh.mts';
+import type { SshJump } from '../ssh.mts';
+import { formatJumpHost, parseJumpHost } from '../ssh_options.mts';
 import { REMOTE } from '../paths.mts';
 import { newRunId } from '../step.mts';
 import { clientFromConfig } from '../github/client.mts';
@@ -27,6 +29,22 @@ import { backupDir, backupKey, takeBackup } from './backup.mts';
 import { discardRestore, openBundle, uploadRestore } from './restore.mts';
 import type { BundleKey } from '../backup/crypt.mts';
 
+/**
+ * The bastion: CODEXK8S_SSH_JUMP, else the ProxyJump that ~/.ssh/config gives for the server; either way with its
+ * own key and its host key pinned in a known_hosts file of its own.
+ */
+async function jumpHost(cfg: Config, host: string, port: number, user: string): Promise<SshJump | undefined> {
+  const setting = cfg.maybe('CODEXK8S_SSH_JUMP');
+  const parsed = setting ? parseJumpHost(setting) : undefined;
+  const j = parsed?.ok ? parsed.value : await jumpFromSshConfig(host, port, user);
+  if (!j) return undefined;
+  return {
+    ...j,
+    identityFile: cfg.get('CODEXK8S_SSH_JUMP_KEY'),
+    knownHostsFile: knownHostsPath(cfg.get('CODEXK8S_HOST_STATE_DIR'), j.host, j.port),
+  };
+}
+
 /** The step that restores a bundle uploaded by --restore-from. */
 export const RESTORE_STEP = '40_postgres';
 
@@ -39,12 +57,26 @@ export async function realRun(opts: Options, cfg: Config, selected: readonly str
   const user = cfg.get('TARGET_ROOT_USER');
   const key = cfg.get('TARGET_ROOT_SSH_KEY');
   const extra = cfg.maybe('CODEXK8S_SSH_EXTRA_OPTS') ?? [];
+  const jump = await jumpHost(cfg, host, port, user);
   // How a hint reaches the server by hand: "<sshHint> COMMAND" runs COMMAND as root, as the run does (asRoot).
-  const sshHint = ['ssh', '-p', String(port), '-i', key, ...extra, `${user}@${host}`, ...asRoot({ user }, [])]
+  const sshHint = [
+    'ssh',
+    ...(jump ? ['-J', formatJumpHost(jump)] : []),
+    '-p',
+    String(port),
+    '-i',
+    key,
+    ...extra,
+    `${user}@${host}`,
+    ...asRoot({ user }, []),
+  ]
     .map(shellQuote)
     .join(' ');
+  const via = jump ? ` via ${formatJumpHost(jump)}` : '';
   log.info(
-    color.bold(`codex-k8s staging bootstrap: ${user}@${host}:${port}, mode ${cfg.get('CODEXK8S_MODE')}, run ${runId}`),
+    color.bold(
+      `codex-k8s staging bootstrap: ${user}@${host}:${port}${via}, mode ${cfg.get('CODEXK8S_MODE')}, run ${runId}`,
+    ),
   );
   log.info(color.dim(`log: ${log.filePath}`));
   // Before anything is contacted: a deploy from an app/ that is not a commit stops the run (exit 2).
@@ -82,6 +114,7 @@ export async function realRun(opts: Options, cfg: Config, selected: readonly str
       identityFile: key,
       knownHostsFile: knownHostsPath(cfg.get('CODEXK8S_HOST_STATE_DIR'), host, port),
       extraOptions: extra,
+      ...(jump ? { jump } : {}),
       log,
     });
     const ctx: Ctx = { cfg, log, ssh, runId, lockToken: randomBytes(12).toString('hex'), sshHint };
