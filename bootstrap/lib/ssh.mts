@@ -1,7 +1,8 @@
 // SSH through the system `ssh`: one multiplexed master connection that every later command reuses.
 // The host key is pinned per target in a known_hosts file the launcher keeps (accept-new records it on the
 // first connection; a later mismatch stops the run). ~/.ssh/config is honoured; extra options pass only through the
-// allowlist in ssh_options.mts. A login that is not root runs every command through `sudo -n` (asRoot).
+// allowlist in ssh_options.mts. A login that is not root runs every command through `sudo -n` (asRoot). A jump host
+// is a ProxyCommand of our own (jumpProxyCommand), so the bastion's host key is pinned the same way.
 //
 // The builders (sshBaseArgs, masterArgs, commandArgs, remoteCommand, shellQuote) are pure: tests assert them.
 import { mkdtempSync, mkdirSync, rmSync, readdirSync, readFileSync, writeFileSync, lstatSync } from 'node:fs';
@@ -102,7 +103,7 @@ export function jumpProxyCommand(j: SshJump, hostKeyChecking: 'accept-new' | 'ye
     '[%h]:%p',
     j.user ? `${j.user}@${j.host}` : j.host,
   ];
-  return `${argv.map((w) => (w === '[%h]:%p' ? `'${w}'` : shellQuote(w).replaceAll('%', '%%'))).join(' ')}`;
+  return argv.map((w) => (w === '[%h]:%p' ? `'${w}'` : shellQuote(w).replaceAll('%', '%%'))).join(' ');
 }
 
 function jumpOptions(t: SshTarget, hostKeyChecking: 'accept-new' | 'yes'): string[] {
