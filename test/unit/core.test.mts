@@ -193,10 +193,7 @@ test('a jump host is our own pinned hop (ProxyCommand), in the master and in eve
   assert.ok(fresh.includes(`ProxyCommand=${jumpProxyCommand(JUMP, 'yes')}`), 'the bastion was pinned by the master');
   assert.ok(!sshBaseArgs(T).some((a) => a.startsWith('ProxyCommand=')), 'no jump: no ProxyCommand of ours');
   // What the shell runs after ssh's %-expansion (%% -> %, %h/%p -> the server): the words, intact.
-  const expanded = cmd
-    .replaceAll('[%h]:%p', '[203.0.113.10]:22')
-    .replaceAll('%%', '%')
-    .replace(/^ssh /, '');
+  const expanded = cmd.replaceAll('[%h]:%p', '[203.0.113.10]:22').replaceAll('%%', '%').replace(/^ssh /, '');
   const r = await run(['sh', '-c', `printf '%s\\n' ${expanded}`]);
   const words = r.stdout.trim().split('\n');
   assert.deepEqual(words.slice(0, 4), ['-p', '2200', '-i', '/k/jump 100%']);
