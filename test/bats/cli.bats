@@ -136,7 +136,7 @@ in_empty_netns() {
 @test "ssh options that touch the pin, the control path or the destination, and values bootstrap.env cannot hold: exit 2, no trace" {
   printf '%s\n' "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl it's \"q\" \`t\`" >"$KEYDIR/odd.pub"
   local -A want=(['-S none']='option -S is not allowed' ['-o GlobalKnownHostsFile=/tmp/kh']='option GlobalKnownHostsFile is not allowed'
-    ['-o ProxyJump=bastion evil.example.com']='"evil.example.com" is not an option: ssh would take it as the destination')
+    ['-o Compression=yes evil.example.com']='"evil.example.com" is not an option: ssh would take it as the destination')
   for opts in "${!want[@]}"; do
     run env CODEXK8S_SSH_EXTRA_OPTS="$opts" TARGET_ROOT_SSH_KEY="$KEYDIR/id" OPERATOR_SSH_PUBKEY_PATH="$KEYDIR/odd.pub" \
       "$LAUNCHER" --dry-run --env-file .env.example

@@ -57,26 +57,8 @@ export async function realRun(opts: Options, cfg: Config, selected: readonly str
   const user = cfg.get('TARGET_ROOT_USER');
   const key = cfg.get('TARGET_ROOT_SSH_KEY');
   const extra = cfg.maybe('CODEXK8S_SSH_EXTRA_OPTS') ?? [];
-  const jump = await jumpHost(cfg, host, port, user);
-  // How a hint reaches the server by hand: "<sshHint> COMMAND" runs COMMAND as root, as the run does (asRoot).
-  const sshHint = [
-    'ssh',
-    ...(jump ? ['-J', formatJumpHost(jump)] : []),
-    '-p',
-    String(port),
-    '-i',
-    key,
-    ...extra,
-    `${user}@${host}`,
-    ...asRoot({ user }, []),
-  ]
-    .map(shellQuote)
-    .join(' ');
-  const via = jump ? ` via ${formatJumpHost(jump)}` : '';
   log.info(
-    color.bold(
-      `codex-k8s staging bootstrap: ${user}@${host}:${port}${via}, mode ${cfg.get('CODEXK8S_MODE')}, run ${runId}`,
-    ),
+    color.bold(`codex-k8s staging bootstrap: ${user}@${host}:${port}, mode ${cfg.get('CODEXK8S_MODE')}, run ${runId}`),
   );
   log.info(color.dim(`log: ${log.filePath}`));
   // Before anything is contacted: a deploy from an app/ that is not a commit stops the run (exit 2).
@@ -107,6 +89,23 @@ export async function realRun(opts: Options, cfg: Config, selected: readonly str
       await checkRunnerFreshness(cfg, log, gh, !opts.check && enforcesRunnerFreshness(selected));
     }
 
+    // After every check that can refuse the run (exit 2): `ssh -G` reads ~/.ssh/config for a ProxyJump.
+    const jump = await jumpHost(cfg, host, port, user);
+    if (jump) log.info(`via the jump host ${formatJumpHost(jump)} (its host key pinned in ${jump.knownHostsFile})`);
+    // How a hint reaches the server by hand: "<sshHint> COMMAND" runs COMMAND as root, as the run does (asRoot).
+    const sshHint = [
+      'ssh',
+      ...(jump ? ['-J', formatJumpHost(jump)] : []),
+      '-p',
+      String(port),
+      '-i',
+      key,
+      ...extra,
+      `${user}@${host}`,
+      ...asRoot({ user }, []),
+    ]
+      .map(shellQuote)
+      .join(' ');
     const ssh = await SshSession.connect({
       host,
       port,
