@@ -30,6 +30,7 @@ import type { Sandbox, FileServer, OverlayFile } from '../sandbox/sandbox.mts';
 import { startFakeGitHub } from '../fakes/github/server.mts';
 import type { FakeGitHub } from '../fakes/github/server.mts';
 import { NODE, K3S_INSTALL, HELM } from '../../bootstrap/lib/versions.mts';
+import { asRoot } from '../../bootstrap/lib/ssh.mts';
 
 export interface LauncherRun {
   code: number;
@@ -314,12 +315,7 @@ export async function startTarget(
       ssh: (argv, o = {}) =>
         runProcess(
           'ssh',
-          [
-            ...sb.sshArgs(),
-            `${login}@${sb.host}`,
-            '--',
-            [...(login === 'root' ? [] : ['sudo', '-n', '--']), ...argv].map(shellQuote).join(' '),
-          ],
+          [...sb.sshArgs(), `${login}@${sb.host}`, '--', asRoot({ user: login }, argv).map(shellQuote).join(' ')],
           { allowFail: o.allowFail },
         ),
       runs,
