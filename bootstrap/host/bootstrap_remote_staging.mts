@@ -14,6 +14,7 @@
 //   steps      the step loop: each step streamed, its result read from its marker line
 //   login      after a guarded change: a NEW operator login confirms it, or it is rolled back
 //   summary    the table at the end
+//   status     --status: the one-screen status, read without the lock (lines made by lib/status.mts)
 //   context    what they share: options, the run context, the remote helper
 import { Logger } from '../lib/log.mts';
 import { UsageError } from '../lib/errors.mts';
@@ -44,6 +45,7 @@ async function main(argv: readonly string[], log: Logger): Promise<number> {
     yes: Boolean(flags['yes']),
     verbose: Boolean(flags['verbose']),
     check: Boolean(flags['check']),
+    status: Boolean(flags['status']),
     json: Boolean(flags['json']),
     from: flags['from'] as string | undefined,
     only:
@@ -69,8 +71,14 @@ async function main(argv: readonly string[], log: Logger): Promise<number> {
     throw new UsageError('--restore-from makes a run: --check and --dry-run do not go with it');
   if (opts.restoreOverwrite && opts.restoreFrom === undefined)
     throw new UsageError('--restore-overwrite goes with --restore-from');
-  if (opts.json && !opts.check)
-    throw new UsageError('--json goes with --check (the drift report); expected --check --json');
+  if (opts.status && (opts.check || opts.dryRun || opts.backup || opts.restoreFrom || opts.from || opts.only))
+    throw new UsageError(
+      '--status runs alone: it reads the server and GitHub and changes nothing, so --check, --dry-run, --backup, --restore-from, --from and --only do not go with it',
+    );
+  if (opts.json && !opts.check && !opts.status)
+    throw new UsageError(
+      '--json goes with --check (the drift report) or --status; expected --check --json or --status --json',
+    );
   log.verbose = opts.verbose;
   log.stdoutForData = opts.json;
   const selected = selectSteps(stepNames(), { from: opts.from, only: opts.only });

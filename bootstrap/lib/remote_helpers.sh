@@ -16,6 +16,8 @@
 #                                             -> "unchanged vX arch" | "installed vX arch"
 #   install-tree BASE HASH ENTRY...           -> tar on stdin, swapped in entry by entry
 #   write-private PATH                        -> stdin to PATH, 0600 before the first byte, atomic
+#   status LOCKDIR JOURNAL DATADIR            -> --status: read-only, no lock taken; the lock's holder (no token),
+#                                                disk under DATADIR, memory, then the journal
 set -euo pipefail
 
 die() { echo "remote_helpers: $*" >&2; exit 1; }
@@ -212,6 +214,25 @@ finish() {
   cat "$journal" 2>/dev/null || true
 }
 
+# --status: reads only. The lock is looked at, never taken (a run may be going on); its token is not printed.
+status() {
+  local lockdir=$1 journal=$2 datadir=$3 state
+  [ "$(id -u)" = 0 ] || { echo "not-root uid=$(id -u) user=$(id -un)"; return 4; }
+  printf 'now=%s\n' "$(date +%s)"
+  if [ -f "$lockdir/owner" ]; then
+    state=$(lock_holder_state "$lockdir")
+    printf 'lock=%s\n' "$state"
+    sed -n 's/^\(holder\|since\|run\|step\)=/lock.\1=/p' "$lockdir/owner"
+  else
+    echo 'lock=free'
+  fi
+  # df -B1 --output: size and available bytes of the file system that holds k3s, PostgreSQL and the registry.
+  df -B1 --output=size,avail "$datadir" 2>/dev/null | awk 'NR==2 {print "disk_bytes=" $1; print "disk_avail_bytes=" $2}'
+  awk '/^MemTotal:/ {print "mem_kib=" $2} /^MemAvailable:/ {print "mem_avail_kib=" $2}' /proc/meminfo
+  echo '--- journal'
+  cat "$journal" 2>/dev/null || true
+}
+
 ensure_node() {
   local dest=$1 version=$2 arch url sha machine
   machine=$(uname -m)
@@ -293,5 +314,6 @@ case "$cmd" in
   ensure-node) ensure_node "$@" ;;
   install-tree) install_tree "$@" ;;
   write-private) write_private "$@" ;;
+  status) status "$@" ;;
   *) die "unknown subcommand $cmd" ;;
 esac

@@ -106,6 +106,20 @@ in_empty_netns() {
   [ ! -e "$CALLS" ]
 }
 
+@test "--status with a flag that makes or plans a run, or with a bad setting: exit 2, nothing contacted" {
+  for other in --check --dry-run "--from 20" "--only 40" "--restore-from x.age" "--backup $KEYDIR/b"; do
+    # shellcheck disable=SC2086 # the flag and its value are two words on purpose
+    run "$LAUNCHER" --status $other --env-file .env.example
+    assert_failure 2
+    assert_output --partial '--status runs alone'
+  done
+  run env TARGET_PORT=70000 "$LAUNCHER" --status --json --env-file .env.example --yes
+  assert_failure 2
+  assert_output --partial 'TARGET_PORT'
+  [ ! -e "$CALLS" ]
+  [ ! -e "$KEYDIR/b" ]
+}
+
 @test "--check with a bad step name exits 2 before any connection" {
   run "$LAUNCHER" --check --env-file .env.example --only 99_nope
   assert_failure 2

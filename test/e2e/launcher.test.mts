@@ -152,6 +152,62 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     assert.equal((await t.sb.countAcceptedSsh()) - before, 1);
   });
 
+  it('--status: one screen of the converged staging, read without the lock and changing nothing; a lost CronJob is a failure', async () => {
+    const calls = await mutatingCalls();
+    const githubWrites = t.github.calls.filter((c) => c.write).length;
+    const journal = async () => (await t.sb.exec(['cat', '/var/lib/codex-k8s-bootstrap/state.json'])).stdout;
+    const journalBefore = await journal();
+    const before = await t.sb.countAcceptedSsh();
+    const r = await t.launch(['--yes', '--status', '--json']);
+    assert.equal(r.code, 0, r.output);
+    const report = JSON.parse(r.stdout) as {
+      healthy: boolean;
+      lines: { area: string; level: string; text: string; action?: string }[];
+    };
+    assert.equal(report.healthy, true);
+    const line = (area: string, re: RegExp) => report.lines.find((l) => l.area === area && re.test(l.text));
+    const shown = report.lines.map((l) => `${l.level} ${l.area}: ${l.text}`).join('\n');
+    assert.equal(line('cluster', /^1\/1 node\(s\) Ready$/)?.level, 'ok', shown);
+    assert.equal(line('cluster', /k3s v\S+ \(the pin\)$/)?.level, 'ok', shown);
+    assert.equal(line('charts', /^cert-manager\/cert-manager: cert-manager-v\S+ \(the pin\)$/)?.level, 'ok', shown);
+    assert.equal(line('charts', /^arc-systems\/arc: gha-runner-scale-set-controller-\S+ \(the pin\)$/)?.level, 'ok');
+    assert.equal(
+      line('images', /^docker\.io\/pgvector\/pgvector:\S+ \(the pin\) in codex-k8s-staging\/postgres/)?.level,
+      'ok',
+      shown,
+    );
+    assert.equal(line('postgres', /^ready \(1\/1\)/)?.level, 'ok', shown);
+    assert.equal(line('postgres', /no backup yet: the CronJob is .* old and runs nightly/)?.level, 'info', shown);
+    assert.equal(line('service', /^codex-k8s 1\/1 ready, image of commit [0-9a-f]{12}$/)?.level, 'ok', shown);
+    assert.equal(line('runners', /^1 online in GitHub/)?.level, 'ok', shown);
+    assert.equal(line('deploys', /^last deploy #\d+ of [0-9a-f]{12}, .* ago: success http/)?.level, 'ok', shown);
+    assert.equal(line('tls', /^local mode/)?.level, 'info');
+    assert.equal(line('host', /^disk under \/var\/lib: .* free of /)?.level, 'ok', shown);
+    assert.equal(line('journal', /^last run \S+, .* ago; every step ok$/)?.level, 'ok', shown);
+    // The same screen for a person: words, not symbols, off a terminal.
+    assert.match(r.stderr, /^ {2}cluster +ok {4}1\/1 node\(s\) Ready$/m);
+    assert.match(r.stderr, /^healthy/m);
+    // Read only: no lock, no upload, no write anywhere; one SSH connection.
+    assert.doesNotMatch(r.stderr, /==> prepare|lock .* taken/);
+    assert.equal(await mutatingCalls(), calls, 'the doubles recorded no mutating call');
+    assert.equal(t.github.calls.filter((c) => c.write).length, githubWrites, 'no write call to GitHub');
+    assert.equal(await journal(), journalBefore);
+    assert.equal((await t.sb.countAcceptedSsh()) - before, 1);
+
+    // Trouble is named with the command that repairs it, and the exit code says so.
+    await t.kubectl('delete', 'cronjob', 'postgres-backup', '-n', 'codex-k8s-staging');
+    const broken = await t.launch(['--yes', '--status']);
+    assert.equal(broken.code, 1, broken.output);
+    assert.match(
+      broken.output,
+      /^ {2}postgres +ok .*\n +FAIL {2}CronJob codex-k8s-staging\/postgres-backup is missing$/m,
+    );
+    assert.match(broken.output, /^ +-> \.\/bootstrap\/host\/bootstrap_remote_staging\.mts --only 40_postgres$/m);
+    assert.match(broken.output, /^1 problem\(s\)/m);
+    const repaired = await t.launch(['--yes', '--only', '40']);
+    assert.equal(repaired.code, 0, repaired.output);
+  });
+
   it('--check: a live plan of real drift, changing nothing; --json for machines; a run repairs, then it is converged', async () => {
     const DROPIN = '/etc/ssh/sshd_config.d/00-codex-k8s.conf';
     const calls = await mutatingCalls();

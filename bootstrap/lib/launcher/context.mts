@@ -28,7 +28,9 @@ export interface Options {
   verbose: boolean;
   /** --check: run every selected step's check only, and report the drift. */
   check: boolean;
-  /** --json (with --check): the report as one JSON document on stdout. */
+  /** --status: the one-screen status (lib/status.mts); reads only, takes no lock. */
+  status: boolean;
+  /** --json (with --check or --status): the report as one JSON document on stdout. */
   json: boolean;
   from?: string;
   only?: string[];

@@ -25,6 +25,7 @@ import { checkSteps, formatCheckReport } from './check.mts';
 import { appSource } from './source.mts';
 import { runSteps } from './steps.mts';
 import { printSummary } from './summary.mts';
+import { statusRun } from './status.mts';
 import { backupDir, backupKey, takeBackup } from './backup.mts';
 import { discardRestore, openBundle, uploadRestore } from './restore.mts';
 import type { BundleKey } from '../backup/crypt.mts';
@@ -63,7 +64,7 @@ export async function realRun(opts: Options, cfg: Config, selected: readonly str
   log.info(color.dim(`log: ${log.filePath}`));
   // Before anything is contacted: a deploy from an app/ that is not a commit stops the run (exit 2).
   // (--check and --backup build nothing: a dirty app/ only means the upload goes without source.json.)
-  const generated = await appSource(opts.check || opts.backup ? [] : selected, log);
+  const generated = await appSource(opts.check || opts.backup || opts.status ? [] : selected, log);
   // --backup: the directory and the key are settled before the connection (a wrong recipient is exit 2 here).
   const backup = opts.backup ? { dir: backupDir(opts.backup), key: await backupKey(cfg, opts.yes) } : undefined;
   // --restore-from: the whole bundle is decrypted and checked before the connection (exit 2 when it is not right).
@@ -76,7 +77,8 @@ export async function realRun(opts: Options, cfg: Config, selected: readonly str
 
   async function connected(): Promise<number> {
     // Before the first connection: a token that cannot do what the selected steps need stops the run here (exit 2).
-    if (!backup && usesGitHub(selected)) {
+    // (--status reads GitHub with what the token can do, and says so line by line: it refuses nothing.)
+    if (!backup && !opts.status && usesGitHub(selected)) {
       webhookEvents(cfg);
       log.info(
         color.bold(
@@ -145,6 +147,8 @@ export async function realRun(opts: Options, cfg: Config, selected: readonly str
 
     async function runLocked(): Promise<number> {
       try {
+        // --status takes no lock: it reads, and it answers while a run is going on.
+        if (opts.status) return await statusRun(ctx, opts.json);
         const answer = await begin(ctx);
         locked = true;
         try {

@@ -8,7 +8,7 @@ import { NAME_WIDTH, SELF } from './context.mts';
 
 export const SPEC: CliSpec = {
   name: SELF,
-  usage: `${SELF} [--env-file PATH] [--dry-run | --check [--json] | --list | --backup DIR] [--restore-from FILE|github:latest|github:RUN_ID [--restore-overwrite]] [--from STEP | --only STEP[,STEP]] [--yes] [--verbose]`,
+  usage: `${SELF} [--env-file PATH] [--dry-run | --check [--json] | --status [--json] | --list | --backup DIR] [--restore-from FILE|github:latest|github:RUN_ID [--restore-overwrite]] [--from STEP | --only STEP[,STEP]] [--yes] [--verbose]`,
   summary:
     'Bootstraps a fresh Ubuntu 24.04 server into the codex-k8s staging environment over SSH.\n' +
     'Validates every setting first (nothing is contacted when one is wrong), then runs the remote steps in order.\n' +
@@ -33,7 +33,17 @@ export const SPEC: CliSpec = {
       description:
         "connect and run every selected step's check: a live plan of the drift, nothing changed on the server (exit 0 converged, 1 drift)",
     },
-    { name: 'json', type: 'boolean', description: 'with --check: the report as JSON on stdout (the rest on stderr)' },
+    {
+      name: 'status',
+      type: 'boolean',
+      description:
+        'one screen of how staging is doing: nodes, k3s, charts and images against their pins, PostgreSQL and its last backup, runners, the last deploy, TLS days left, disk and memory, the last run; each line that needs action names the command or runbook section. Reads only, takes no lock (exit 0 healthy, 1 when a line is a failure)',
+    },
+    {
+      name: 'json',
+      type: 'boolean',
+      description: 'with --check or --status: the report as JSON on stdout (the rest on stderr)',
+    },
     { name: 'list', type: 'boolean', description: 'list the steps in order and exit' },
     {
       name: 'backup',
