@@ -179,6 +179,14 @@ export function recordStep(j: Journal, step: string, rec: StepRecord): Journal {
   return { ...j, version: 1, steps, history };
 }
 
+/** The journal without the step's record (its --uninstall removed what it made); its history stays. */
+export function forgetStep(j: Journal, step: string): Journal {
+  if (!(step in j.steps)) return j;
+  const steps = { ...j.steps };
+  delete steps[step];
+  return { ...j, steps };
+}
+
 /**
  * The steps a dead run left `running` become `interrupted` (called once its lock was taken over). Returns the
  * journal unchanged (the same object) when that run left nothing running.

@@ -19,7 +19,7 @@ import type { CliSpec } from './cli.mts';
 import { UsageError, OperationError, EXIT_LOCKED } from './errors.mts';
 import { stepInfo } from './catalogue.mts';
 import { REMOTE, RESULT_MARKER } from './paths.mts';
-import { readJournal, writeJournal, recordStep, markInterrupted } from './state.mts';
+import { readJournal, writeJournal, recordStep, markInterrupted, forgetStep } from './state.mts';
 import { parseOwner, parseLockAnswer, explainHeldLock, explainRefusedLock, describeTakeover } from './lock.mts';
 import { mask } from './redact.mts';
 
@@ -43,6 +43,8 @@ export interface LoginCheck {
   unit: string;
   /** What changed, for the message when the login fails. */
   reasons: string[];
+  /** --uninstall --remove-operator took the operator away: only the launcher's own login is proven. */
+  operatorRemoved?: true;
 }
 
 export interface StepNotes {
@@ -80,6 +82,25 @@ export interface StepImpl {
   apply(ctx: StepContext, drift: readonly string[]): Promise<string[]>;
   /** Handlers of the modes the catalogue lists for this step, by flag name. */
   modes?: Readonly<Record<string, StepMode>>;
+  /** What `--uninstall` takes away of this step's work; a step without one leaves nothing behind of its own. */
+  teardown?: Teardown;
+}
+
+/** What `--uninstall` keeps unless told otherwise. */
+export interface TeardownOptions {
+  /** --purge-data: the PostgreSQL dumps kept on the server go too. */
+  readonly purgeData: boolean;
+  /** --remove-operator: the operator account, its home and its sudoers drop-in go too. */
+  readonly removeOperator: boolean;
+}
+
+/**
+ * Teardown is convergence to absence: check() lists what of ours is still there (one line each, read-only),
+ * apply() removes it and returns what it removed; the runner checks again and fails on anything left.
+ */
+export interface Teardown {
+  check(ctx: StepContext, o: TeardownOptions): Promise<string[]>;
+  apply(ctx: StepContext, o: TeardownOptions): Promise<string[]>;
 }
 
 export interface StepResult {
@@ -103,7 +124,7 @@ export function stepCliSpec(name: string): CliSpec {
   const modes = info.modes ?? [];
   return {
     name: `${name}.mts`,
-    usage: `${REMOTE.base}/bootstrap/remote/${name}.mts [--check${modes.map((m) => ` | --${m.name}`).join('')}] [--env-file PATH] [--verbose]`,
+    usage: `${REMOTE.base}/bootstrap/remote/${name}.mts [--check${modes.map((m) => ` | --${m.name}`).join('')} | --uninstall [--check] [--purge-data] [--remove-operator]] [--env-file PATH] [--verbose]`,
     summary: `${info.title}\nRuns on the server as root. Idempotent: checks first, changes only what drifts, checks again.`,
     flags: [
       { name: 'help', short: 'h', type: 'boolean', description: 'show this help and exit' },
@@ -119,6 +140,22 @@ export function stepCliSpec(name: string): CliSpec {
         description: `configuration to read (default ${REMOTE.envFile})`,
       },
       { name: 'verbose', short: 'v', type: 'boolean', description: 'print every command it runs' },
+      {
+        name: 'uninstall',
+        type: 'boolean',
+        description:
+          "remove what this step made (with --check: list it and change nothing); the launcher's --uninstall runs every step's, last step first",
+      },
+      {
+        name: 'purge-data',
+        type: 'boolean',
+        description: 'with --uninstall: the PostgreSQL dumps kept on the server go too',
+      },
+      {
+        name: 'remove-operator',
+        type: 'boolean',
+        description: 'with --uninstall: the operator account, its home and sudoers drop-in go too',
+      },
       ...modes.map((m) => ({ name: m.name, type: 'boolean' as const, description: m.description })),
     ],
     sections: [
@@ -161,12 +198,28 @@ export async function runStep(
       if (!handler) throw new Error(`${name} lists the mode --${mode.name} in the catalogue but implements no handler`);
       return handler(log, { envFile });
     }
+    const uninstall = Boolean(flags['uninstall']);
+    const teardownOpts: TeardownOptions = {
+      purgeData: Boolean(flags['purge-data']),
+      removeOperator: Boolean(flags['remove-operator']),
+    };
+    if (!uninstall && (teardownOpts.purgeData || teardownOpts.removeOperator))
+      throw new UsageError(
+        `--${teardownOpts.purgeData ? 'purge-data' : 'remove-operator'} goes with --uninstall only; expected --uninstall ${teardownOpts.purgeData ? '--purge-data' : '--remove-operator'}`,
+      );
     const config = loadStepConfig(envFile, log);
 
     const fromLauncher = process.env['CODEXK8S_LAUNCHER'] === '1';
     const runId = process.env['CODEXK8S_RUN_ID'] ?? newRunId();
     const ctx: StepContext = { cfg: config, log, runId };
 
+    if (uninstall && flags['check']) {
+      // The teardown plan: read-only, like --check.
+      const left = (await impl.teardown?.check(ctx, teardownOpts)) ?? [];
+      for (const l of left) log.info(`  - ${l}`);
+      log.info(left.length === 0 ? `${name}: nothing to remove` : `${name}: ${left.length} to remove`);
+      return left.length === 0 ? 0 : 1;
+    }
     if (flags['check']) {
       // Read-only: no lock, no journal, no log file.
       const drift = await impl.check(ctx);
@@ -186,7 +239,9 @@ export async function runStep(
     );
     log.setFile(join(REMOTE.logDir, `${runId}.log`));
     if (!fromLauncher) log.info(color.bold(`==> ${name}`));
-    const result = await converge(name, impl, ctx, configHash(config));
+    const result = uninstall
+      ? await removeStep(name, impl.teardown, ctx, teardownOpts)
+      : await converge(name, impl, ctx, configHash(config));
     await lock.release();
     if (!fromLauncher) {
       log.stepFooter({ status: result.status, changed: result.changes.length, seconds: result.seconds });
@@ -315,6 +370,77 @@ export async function converge(
 function resultNotes(notes: StepNotes): Omit<StepNotes, 'applied'> {
   const { applied: _applied, ...rest } = notes;
   return rest;
+}
+
+/**
+ * --uninstall: the step's teardown as check -> apply -> check. Removed, the step leaves the journal (a later run
+ * makes it again from scratch); a failure half-way is journaled as failed, so a bootstrap after it repeats the
+ * step and a second --uninstall removes what is left. Never throws, like converge.
+ */
+export async function removeStep(
+  name: string,
+  td: Teardown | undefined,
+  baseCtx: StepContext,
+  o: TeardownOptions,
+  journalPath: string = REMOTE.journal,
+): Promise<StepResult> {
+  const notes: StepNotes = {};
+  const ctx: StepContext = { ...baseCtx, notes };
+  const started = performance.now();
+  const startedAt = new Date().toISOString();
+  const seconds = () => Math.round((performance.now() - started) / 100) / 10;
+  let changes: string[] = [];
+  let present: string[] = [];
+  try {
+    present = td ? await td.check(ctx, o) : [];
+    if (present.length > 0 && td) {
+      for (const d of present) ctx.log.info(`  - ${d}`);
+      changes = await td.apply(ctx, o);
+      for (const c of changes) ctx.log.info(`  + ${c}`);
+      const left = await td.check(ctx, o);
+      if (left.length > 0) throw new OperationError(`still present after the removal: ${left.join('; ')}`);
+    }
+    writeJournal(journalPath, forgetStep(readJournal(journalPath), name));
+    return {
+      status: changes.length > 0 ? 'changed' : 'unchanged',
+      changes,
+      drift: present,
+      seconds: seconds(),
+      ...resultNotes(notes),
+    };
+  } catch (e) {
+    if (changes.length === 0 && notes.applied && notes.applied.length > 0) {
+      changes = [...notes.applied];
+      for (const c of changes) ctx.log.info(`  + ${c}`);
+    }
+    const err = e as OperationError;
+    const message = mask(`uninstall: ${err.message ?? String(e)}`);
+    const prev = readJournal(journalPath).steps[name];
+    writeJournal(
+      journalPath,
+      recordStep(readJournal(journalPath), name, {
+        status: 'failed',
+        startedAt,
+        endedAt: new Date().toISOString(),
+        seconds: seconds(),
+        changes,
+        configHash: prev?.configHash ?? '',
+        runId: ctx.runId,
+        error: message,
+      }),
+    );
+    return {
+      status: 'failed',
+      changes,
+      drift: present,
+      seconds: seconds(),
+      error: message,
+      detail: err.detail ? mask(err.detail) : e instanceof OperationError ? undefined : mask((e as Error).stack ?? ''),
+      hint: err.hint ? mask(err.hint) : undefined,
+      exitCode: e instanceof OperationError && e.exitCode === 2 ? 2 : 1,
+      ...resultNotes(notes),
+    };
+  }
 }
 
 export function newRunId(): string {

@@ -14,18 +14,20 @@
 // anything, the step snapshots their files and state and schedules `--rollback` on a timer (lib/harden/rollback.mts), and its result asks the launcher to log
 // in anew as the operator: that login confirms (--confirm) or rolls back (--rollback). Run by hand, the step
 // prints how to confirm from a new session before the timer undoes the change.
+// --uninstall (teardown) runs the parts in reverse: firewall, sshd, operator (--remove-operator only), fail2ban,
+// upgrades, kernel; packages stay. The same snapshot and timer are armed before the first guarded removal.
 import { runStep, changeList } from '../lib/step.mts';
-import type { StepContext, StepMode } from '../lib/step.mts';
+import type { StepContext, StepMode, Teardown, TeardownOptions } from '../lib/step.mts';
 import { color } from '../lib/log.mts';
 import { REMOTE } from '../lib/paths.mts';
 import { readJournal, writeJournal, recordStep } from '../lib/state.mts';
 import type { HostPart } from '../lib/harden/part.mts';
 import { packagesPart } from '../lib/harden/packages.mts';
-import { operatorPart } from '../lib/harden/operator.mts';
+import { operatorPart, operatorRemovalRefusal } from '../lib/harden/operator.mts';
 import { kernelPart } from '../lib/harden/kernel.mts';
 import { upgradesPart } from '../lib/harden/upgrades.mts';
 import { fail2banPart } from '../lib/harden/fail2ban.mts';
-import { sshdPart } from '../lib/harden/sshd.mts';
+import { sshdPart, validateRemoval, effectivePort } from '../lib/harden/sshd.mts';
 import { firewallPart } from '../lib/harden/firewall.mts';
 import { snapshot, schedule, confirm, restore, ROLLBACK_UNIT } from '../lib/harden/rollback.mts';
 
@@ -73,15 +75,58 @@ async function apply(ctx: StepContext): Promise<string[]> {
   return changes;
 }
 
-/** Snapshot first, timer second: a timer without a snapshot would have nothing to restore. */
-async function armRollback(ctx: StepContext): Promise<string[]> {
+/** The parts in teardown order: the reverse of PARTS, those with a teardown (packages have none: they stay). */
+export const TEARDOWN_PARTS: readonly HostPart[] = [...PARTS].reverse().filter((p) => p.teardown);
+
+async function teardownCheck(ctx: StepContext, o: TeardownOptions): Promise<string[]> {
+  const all: string[] = [];
+  for (const part of TEARDOWN_PARTS) all.push(...((await part.teardown?.check(ctx, o)) ?? []));
+  return all;
+}
+
+async function teardownApply(ctx: StepContext, o: TeardownOptions): Promise<string[]> {
+  const changes = changeList(ctx);
+  const present = new Map<string, string[]>();
+  for (const part of TEARDOWN_PARTS) present.set(part.name, (await part.teardown?.check(ctx, o)) ?? []);
+  // Everything that can refuse does so before anything is removed: the firewall goes first and must not be gone
+  // when sshd then refuses the configuration without our drop-in.
+  const refused = await operatorRemovalRefusal(ctx, o);
+  if (refused) throw refused;
+  const port = (present.get('sshd') ?? []).length > 0 ? await validateRemoval(ctx.log) : await effectivePort();
+  let armed = false;
+  for (const part of TEARDOWN_PARTS) {
+    const lines = present.get(part.name) ?? [];
+    if (lines.length === 0) continue;
+    if (part.guarded && !armed) {
+      changes.push(...(await armRollback(ctx, port)));
+      armed = true;
+    }
+    const lc = ctx.notes?.loginCheck;
+    if (part.guarded && lc) {
+      lc.reasons.push(`${part.name} removed: ${lines[0]}${lines.length > 1 ? ` (+${lines.length - 1} more)` : ''}`);
+      if (part.name === 'operator') lc.operatorRemoved = true;
+    }
+    changes.push(...((await part.teardown?.apply(ctx, o)) ?? []));
+    // What sshd says now is the truth for the login check (the candidate said the same, unless a file moved).
+    if (part.name === 'sshd' && lc) lc.port = (await effectivePort()) ?? lc.port;
+  }
+  return changes;
+}
+
+export const teardown: Teardown = { check: teardownCheck, apply: teardownApply };
+
+/**
+ * Snapshot first, timer second: a timer without a snapshot would have nothing to restore. `port`: where the login
+ * check connects when it is not the configured one (a teardown: where sshd listens without our drop-in).
+ */
+async function armRollback(ctx: StepContext, port?: number): Promise<string[]> {
   const seconds = ctx.cfg.get('CODEXK8S_LOCKOUT_ROLLBACK_AFTER');
   const fresh = await snapshot(STEP, GUARDED, ctx);
   await schedule(seconds, process.execPath, import.meta.filename, ctx.log);
   if (ctx.notes)
     ctx.notes.loginCheck = {
       user: ctx.cfg.get('OPERATOR_USER'),
-      port: ctx.cfg.get('CODEXK8S_SSH_PORT'),
+      port: port ?? ctx.cfg.get('CODEXK8S_SSH_PORT'),
       rollbackSeconds: seconds,
       unit: ROLLBACK_UNIT,
       reasons: [],
@@ -141,4 +186,4 @@ function journalRolledBack(error: string): void {
 }
 
 if (import.meta.filename === process.argv[1])
-  await runStep(STEP, { check, apply, modes: { confirm: confirmMode, rollback: rollbackMode } });
+  await runStep(STEP, { check, apply, modes: { confirm: confirmMode, rollback: rollbackMode }, teardown });

@@ -2,14 +2,22 @@
 // without rsyslog) and bans through nftables (its own table, inet f2b-table). Our jail.d/*.local is read after
 // the distribution's jail.d/*.conf, so it wins. The candidate is tested with `fail2ban-client -t` on a copy of
 // /etc/fail2ban before it is moved in.
-import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { StepContext } from '../step.mts';
+import type { StepContext, Teardown } from '../step.mts';
 import { run } from '../exec.mts';
 import { OperationError } from '../errors.mts';
 import { pollUntil } from '../poll.mts';
-import { checkFile, ensureFile, succeeds, systemctl } from './part.mts';
+import {
+  checkFile,
+  disableRecorded,
+  enableRecorded,
+  ensureFile,
+  succeeds,
+  systemctl,
+  unitsEnabledByUs,
+} from './part.mts';
 import type { HostPart, ManagedFile } from './part.mts';
 
 export const JAIL_FILE = '/etc/fail2ban/jail.d/codex-k8s.local';
@@ -70,7 +78,7 @@ async function apply(ctx: StepContext): Promise<string[]> {
   });
   if (changed) changes.push(`${JAIL_FILE}: sshd jail (journal, nftables bans)`);
   if (!(await succeeds(systemctl.isEnabled('fail2ban.service')))) {
-    await run(systemctl.enable('fail2ban.service'), { log: ctx.log });
+    await enableRecorded('fail2ban.service', false, ctx.log);
     changes.push('fail2ban.service enabled');
   }
   if (!(await succeeds(systemctl.isActive('fail2ban.service')))) {
@@ -102,4 +110,30 @@ async function apply(ctx: StepContext): Promise<string[]> {
   return changes;
 }
 
-export const fail2banPart: HostPart = { name: 'fail2ban', check, apply };
+// Teardown: our jail goes, the package and the distribution's jail.d/*.conf stay. A failed reload does not put the
+// file back: it is reported in the change line (the distribution's own sshd jail may want /var/log/auth.log).
+const UNIT = 'fail2ban.service';
+const fail2banTeardown: Teardown = {
+  async check() {
+    return [
+      ...(existsSync(JAIL_FILE) ? [`file ${JAIL_FILE}`] : []),
+      ...(unitsEnabledByUs().includes(UNIT) ? [`unit ${UNIT} (enabled by this tool)`] : []),
+    ];
+  },
+  async apply(ctx) {
+    const changes: string[] = [];
+    if (unitsEnabledByUs().includes(UNIT)) changes.push(await disableRecorded(UNIT, ctx.log));
+    if (!existsSync(JAIL_FILE)) return changes;
+    rmSync(JAIL_FILE, { force: true });
+    if (!(await succeeds(systemctl.isActive(UNIT)))) return [...changes, `removed ${JAIL_FILE}`];
+    const r = await run(systemctl.reload(UNIT), { allowFail: true, log: ctx.log });
+    return [
+      ...changes,
+      r.exitCode === 0
+        ? `removed ${JAIL_FILE}; fail2ban reloaded`
+        : `removed ${JAIL_FILE}; the fail2ban reload failed (${(r.stderr || r.stdout).trim().split('\n').pop() ?? ''}): see journalctl -u fail2ban`,
+    ];
+  },
+};
+
+export const fail2banPart: HostPart = { name: 'fail2ban', check, apply, teardown: fail2banTeardown };

@@ -8,9 +8,9 @@
 // fingerprint of the table as the kernel holds it (`nft -j`, handles left out); a rule edited by hand, even one
 // that keeps the count, changes the fingerprint and is drift too.
 import { createHash } from 'node:crypto';
-import { mkdirSync, rmSync, existsSync, writeFileSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import type { StepContext } from '../step.mts';
+import { mkdirSync, rmSync, existsSync, writeFileSync, readFileSync, readdirSync, rmdirSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import type { StepContext, Teardown } from '../step.mts';
 import type { Logger } from '../log.mts';
 import { run } from '../exec.mts';
 import { OperationError } from '../errors.mts';
@@ -343,6 +343,71 @@ async function afterRestore(dir: string, log: Logger): Promise<string[]> {
   return done;
 }
 
+// --- teardown -------------------------------------------------------------------------------------------
+// Only what apply() made: our unit, our table, our two files and the fingerprint. The distribution's nftables
+// and the tables of k3s and fail2ban are not ours and stay.
+
+export interface FirewallFacts {
+  unitEnabled: boolean;
+  unitActive: boolean;
+  tableLoaded: boolean;
+  /** Which of FIREWALL_FILE, FIREWALL_UNIT_FILE, FIREWALL_FINGERPRINT exist. */
+  files: readonly string[];
+}
+
+/** Pure: the teardown check's lines, one per thing of ours still there. */
+export function firewallTeardownLines(f: FirewallFacts): string[] {
+  const lines: string[] = [];
+  const state = [f.unitEnabled ? 'enabled' : '', f.unitActive ? 'active' : ''].filter(Boolean).join(', ');
+  if (state) lines.push(`unit ${FIREWALL_UNIT} (${state})`);
+  if (f.tableLoaded) lines.push(`nftables table inet ${TABLE} (loaded)`);
+  for (const p of f.files) lines.push(`file ${p}`);
+  return lines;
+}
+
+async function firewallFacts(): Promise<FirewallFacts> {
+  return {
+    unitEnabled: await succeeds(systemctl.isEnabled(FIREWALL_UNIT)),
+    unitActive: await succeeds(systemctl.isActive(FIREWALL_UNIT)),
+    tableLoaded: (await loaded()).present,
+    files: [FIREWALL_FILE, FIREWALL_UNIT_FILE, FIREWALL_FINGERPRINT].filter((p) => existsSync(p)),
+  };
+}
+
+const firewallTeardown: Teardown = {
+  async check() {
+    return firewallTeardownLines(await firewallFacts());
+  },
+  async apply(ctx) {
+    const done: string[] = [];
+    const f = await firewallFacts();
+    if (f.unitEnabled || f.unitActive) {
+      // The unit's ExecStop deletes the table; the delete below is for a table loaded without the unit.
+      await run(systemctl.disableNow(FIREWALL_UNIT), { log: ctx.log });
+      done.push(`disabled and stopped ${FIREWALL_UNIT}`);
+    }
+    if ((await loaded()).present) {
+      await run(nftCommands.remove(), { log: ctx.log });
+      done.push(`removed the nftables table inet ${TABLE} (the other tables are untouched)`);
+    } else if (f.tableLoaded) done.push(`removed the nftables table inet ${TABLE} (stopping ${FIREWALL_UNIT} did)`);
+    for (const p of f.files) {
+      rmSync(p, { force: true });
+      done.push(`removed ${p}`);
+    }
+    // apply() made the directory for its file (a rollback makes it again); anyone else's files keep it.
+    const dir = dirname(FIREWALL_FILE);
+    if (existsSync(dir) && readdirSync(dir).length === 0) {
+      rmdirSync(dir);
+      done.push(`removed ${dir} (empty)`);
+    }
+    if (f.files.includes(FIREWALL_UNIT_FILE)) {
+      await run(systemctl.daemonReload(), { log: ctx.log });
+      done.push('systemd reloaded (daemon-reload)');
+    }
+    return done;
+  },
+};
+
 export const firewallPart: HostPart = {
   name: 'firewall',
   guarded: true,
@@ -351,4 +416,5 @@ export const firewallPart: HostPart = {
   apply,
   saveState,
   afterRestore,
+  teardown: firewallTeardown,
 };

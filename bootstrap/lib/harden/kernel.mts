@@ -2,8 +2,8 @@
 // forwarding and bridged traffic through netfilter (sysctl), no swap (the kubelet refuses it by default),
 // and a synchronised clock (TLS and tokens). In a container the kernel belongs to the host: what cannot be
 // changed from inside is reported as skipped, with the reason.
-import { existsSync, readFileSync } from 'node:fs';
-import type { StepContext } from '../step.mts';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import type { StepContext, Teardown } from '../step.mts';
 import { run } from '../exec.mts';
 import { writeFileAtomic, readIfExists } from '../fsx.mts';
 import { checkFile, ensureFile, container, skipped } from './part.mts';
@@ -51,11 +51,29 @@ export function fstabSwapLines(text: string): string[] {
   return text.split('\n').filter(isSwapLine);
 }
 
+export const SWAP_OFF_PREFIX = '# codex-k8s bootstrap: swap off for the kubelet: ';
+
 /** /etc/fstab with every swap line commented out (kept, so it can be re-enabled by hand). */
 export function fstabWithoutSwap(text: string): string {
   return text
     .split('\n')
-    .map((l) => (isSwapLine(l) ? `# codex-k8s bootstrap: swap off for the kubelet: ${l}` : l))
+    .map((l) => (isSwapLine(l) ? `${SWAP_OFF_PREFIX}${l}` : l))
+    .join('\n');
+}
+
+/** The lines fstabWithoutSwap commented out, as they were (without the prefix). */
+export function fstabSwapOffLines(text: string): string[] {
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith(SWAP_OFF_PREFIX))
+    .map((l) => l.slice(SWAP_OFF_PREFIX.length));
+}
+
+/** The inverse of fstabWithoutSwap: the lines it commented out get their original text back; nothing else changes. */
+export function fstabWithSwap(text: string): string {
+  return text
+    .split('\n')
+    .map((l) => (l.startsWith(SWAP_OFF_PREFIX) ? l.slice(SWAP_OFF_PREFIX.length) : l))
     .join('\n');
 }
 
@@ -153,4 +171,36 @@ async function apply(ctx: StepContext): Promise<string[]> {
   return changes;
 }
 
-export const kernelPart: HostPart = { name: 'kernel', check, apply };
+// Teardown: our two files go and fstab's swap lines come back. The live sysctl values, the loaded modules and
+// the swap that is off stay as they are until the next boot (then the distribution's defaults apply): changing
+// them under a running system buys nothing for a server being taken down.
+const kernelTeardown: Teardown = {
+  async check() {
+    const lines = [MODULES_FILE, SYSCTL_FILE].filter((p) => existsSync(p)).map((p) => `file ${p}`);
+    const off = fstabSwapOffLines(readIfExists('/etc/fstab') ?? '');
+    if (off.length > 0) lines.push(`/etc/fstab: ${off.length} swap line(s) commented out by codex-k8s bootstrap`);
+    return lines;
+  },
+  async apply() {
+    const done: string[] = [];
+    if (existsSync(MODULES_FILE)) {
+      rmSync(MODULES_FILE, { force: true });
+      done.push(`removed ${MODULES_FILE} (${MODULES.join(', ')} stay loaded until the next boot)`);
+    }
+    if (existsSync(SYSCTL_FILE)) {
+      rmSync(SYSCTL_FILE, { force: true });
+      done.push(
+        `removed ${SYSCTL_FILE} (the live values stay until the next boot, then the distribution's defaults apply)`,
+      );
+    }
+    const fstab = readIfExists('/etc/fstab');
+    if (fstab !== undefined && fstabSwapOffLines(fstab).length > 0) {
+      const n = fstabSwapOffLines(fstab).length;
+      await writeFileAtomic('/etc/fstab', fstabWithSwap(fstab), { mode: 0o644, uid: 0, gid: 0 });
+      done.push(`/etc/fstab: ${n} swap line(s) back as they were (swap is on again from the next boot, or swapon -a)`);
+    }
+    return done;
+  },
+};
+
+export const kernelPart: HostPart = { name: 'kernel', check, apply, teardown: kernelTeardown };

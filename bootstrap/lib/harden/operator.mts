@@ -6,7 +6,7 @@
 // nobody proved by logging in is undone by the rollback, account changes included.
 import { mkdirSync, chmodSync, chownSync, writeFileSync, readFileSync, existsSync, rmSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { StepContext } from '../step.mts';
+import type { StepContext, Teardown, TeardownOptions } from '../step.mts';
 import type { Logger } from '../log.mts';
 import { run } from '../exec.mts';
 import { OperationError } from '../errors.mts';
@@ -237,6 +237,23 @@ export const accountCommands = {
   /** Only for an account this run created: its processes (a login during the unconfirmed window) go with it. */
   killAll: (user: string) => ['pkill', '--signal', 'KILL', '--uid', user],
   remove: (user: string, withHome: boolean) => ['userdel', ...(withHome ? ['--remove'] : []), user],
+  /** A rollback after --remove-operator: the account again, with the uid, group, comment and shell it had. */
+  recreate: (a: { user: string; uid: number; gid: number; gecos: string; shell: string }) => [
+    'useradd',
+    '--create-home',
+    '--shell',
+    a.shell,
+    '--uid',
+    String(a.uid),
+    '--gid',
+    String(a.gid),
+    '--comment',
+    a.gecos,
+    a.user,
+  ],
+  /** userdel took the user's own group with it; it comes back first, with its gid, so the files' owners match. */
+  createGroup: (name: string, gid: number) => ['groupadd', '--gid', String(gid), name],
+  groupByGid: (gid: number) => ['getent', 'group', String(gid)],
 };
 
 // --- rollback -----------------------------------------------------------------------------------------
@@ -253,6 +270,10 @@ interface PathState {
 export interface OperatorState {
   user: string;
   existed: boolean;
+  /** uid, gid and comment: what a rollback after --remove-operator needs to create the account again. */
+  uid?: number;
+  gid?: number;
+  gecos?: string;
   shell?: string;
   home?: string;
   homeState?: PathState;
@@ -279,6 +300,9 @@ async function saveOperator(dir: string, ctx: StepContext): Promise<void> {
   const state: OperatorState = {
     user,
     existed: acct !== undefined,
+    uid: acct?.uid,
+    gid: acct?.gid,
+    gecos: acct?.gecos,
     shell: acct?.shell,
     home,
     homeState: pathState(home),
@@ -346,8 +370,11 @@ async function restoreOperator(before: OperatorState, log: Logger): Promise<stri
     return done;
   }
   if (!now) {
-    done.push(`user ${before.user} no longer exists; nothing to restore for it`);
-    return done;
+    if (before.uid === undefined || before.uid < FIRST_REGULAR_UID || before.gid === undefined) {
+      done.push(`user ${before.user} no longer exists; nothing to restore for it`);
+      return done;
+    }
+    return recreateOperator(before, log);
   }
   if (before.shell && now.shell !== before.shell) {
     await run(accountCommands.setShell(before.user, before.shell), { log });
@@ -355,6 +382,42 @@ async function restoreOperator(before: OperatorState, log: Logger): Promise<stri
   }
   await restoreKeys(ak, before.keys, done);
   restorePath(join(home, '.ssh'), before.sshDir, done);
+  restorePath(home, before.homeState, done);
+  return done;
+}
+
+/**
+ * The account is gone (--uninstall --remove-operator removed it) but a login never proved the server reachable
+ * without it: it comes back with its uid, group, comment, shell, .ssh and authorized_keys. Other files of its old
+ * home are not in the snapshot; useradd gives the new home the skeleton files.
+ */
+async function recreateOperator(before: OperatorState, log: Logger): Promise<string[]> {
+  const done: string[] = [];
+  const uid = before.uid as number;
+  const gid = before.gid as number;
+  const home = before.home ?? join('/home', before.user);
+  if ((await run(accountCommands.groupByGid(gid), { allowFail: true, log })).exitCode !== 0)
+    await run(accountCommands.createGroup(before.user, gid), { log });
+  await run(
+    accountCommands.recreate({
+      user: before.user,
+      uid,
+      gid,
+      gecos: before.gecos ?? OPERATOR_GECOS,
+      shell: before.shell ?? '/bin/bash',
+    }),
+    { log },
+  );
+  done.push(
+    `recreated user ${before.user} (uid ${uid}, gid ${gid}; the files of its old home other than its keys are gone)`,
+  );
+  const sshDir = join(home, '.ssh');
+  if (before.sshDir?.existed) {
+    mkdirSync(sshDir, { recursive: true, mode: before.sshDir.mode ?? 0o700 });
+    chmodSync(sshDir, before.sshDir.mode ?? 0o700);
+    chownSync(sshDir, before.sshDir.uid ?? uid, before.sshDir.gid ?? gid);
+    await restoreKeys(join(sshDir, 'authorized_keys'), before.keys, done);
+  }
   restorePath(home, before.homeState, done);
   return done;
 }
@@ -373,6 +436,126 @@ async function restoreKeys(ak: string, before: OperatorState['keys'], done: stri
   done.push(`restored ${ak}`);
 }
 
+// --- teardown -------------------------------------------------------------------------------------------
+// Only with --remove-operator. An account this tool created (its comment) goes with its home; an adopted one
+// (OPERATOR_ADOPT_EXISTING) stays, and loses only what we gave it: the sudoers drop-in and our key line. root and
+// system accounts are never touched, whatever the settings say.
+
+/** authorized_keys without `key` (matched by type and base64, whatever the comment); other lines stay as they were. */
+export function withoutKey(existing: string, key: string): string {
+  const id = keyIdentity(key);
+  const lines = existing.split('\n').filter((l, i, all) => !(i === all.length - 1 && l === ''));
+  const kept = lines.filter((l) => id === undefined || keyIdentity(l) !== id);
+  return kept.join('\n') + (kept.length ? '\n' : '');
+}
+
+export type OperatorRemoval =
+  /** userdel --remove: the account this tool created. */
+  | { kind: 'delete'; account: Account }
+  /** An adopted account keeps everything but our key line. */
+  | { kind: 'unkey'; account: Account; authorizedKeys: string }
+  /** Nothing of the account is ours to take (none, a system account, one neither created nor adopted). */
+  | { kind: 'keep'; why?: string };
+
+/** Pure: what --remove-operator does to the account, from getent's view of it, the adopt setting and its keys. */
+export function operatorRemoval(
+  acct: Account | undefined,
+  adopt: boolean,
+  key: string,
+  authorizedKeys: string | undefined,
+): OperatorRemoval {
+  if (!acct) return { kind: 'keep' };
+  if (acct.name === 'root' || acct.uid === 0 || acct.uid < FIRST_REGULAR_UID || acct.uid === NOBODY_UID)
+    return { kind: 'keep', why: `${acct.name} is root or a system account (uid ${acct.uid}): never removed` };
+  if (acct.gecos.split(',')[0] === OPERATOR_GECOS) return { kind: 'delete', account: acct };
+  const id = keyIdentity(key);
+  const hasKey = authorizedKeys !== undefined && authorizedKeys.split('\n').some((l) => keyIdentity(l) === id);
+  if (adopt && hasKey)
+    return { kind: 'unkey', account: acct, authorizedKeys: join(acct.home, '.ssh', 'authorized_keys') };
+  return { kind: 'keep', why: adopt ? undefined : `${acct.name} was not created by this tool: it stays` };
+}
+
+/** Pure: the teardown check's lines. */
+export function operatorTeardownLines(r: OperatorRemoval, sudoersPresent: boolean): string[] {
+  const lines: string[] = [];
+  if (r.kind === 'delete')
+    lines.push(`user ${r.account.name} (uid ${r.account.uid}, created by codex-k8s bootstrap; home ${r.account.home})`);
+  if (r.kind === 'unkey')
+    lines.push(`operator key in ${r.authorizedKeys} (user ${r.account.name} was adopted: the account stays)`);
+  if (sudoersPresent) lines.push(`file ${SUDOERS_FILE}`);
+  return lines;
+}
+
+async function removalNow(ctx: StepContext): Promise<OperatorRemoval> {
+  const { user, key } = settings(ctx);
+  const acct = await account(user);
+  const ak = acct ? readIfExists(join(acct.home, '.ssh', 'authorized_keys')) : undefined;
+  return operatorRemoval(acct, ctx.cfg.get('OPERATOR_ADOPT_EXISTING'), key, ak);
+}
+
+/**
+ * Refuses --remove-operator before anything changes when it cannot succeed: userdel refuses an account with
+ * running processes, and the one running this through sudo is such an account.
+ */
+export async function operatorRemovalRefusal(
+  ctx: StepContext,
+  o: TeardownOptions,
+): Promise<OperationError | undefined> {
+  if (!o.removeOperator) return undefined;
+  const r = await removalNow(ctx);
+  if (r.kind !== 'delete') return undefined;
+  const by = process.env['SUDO_USER'];
+  if (by === r.account.name)
+    return new OperationError(
+      `--remove-operator would remove ${by}, the account running this uninstall (through sudo); nothing was removed`,
+      { hint: `run it as root or another sudo user (ssh root@<server>), or leave out --remove-operator`, exitCode: 2 },
+    );
+  return undefined;
+}
+
+const operatorTeardown: Teardown = {
+  async check(ctx, o) {
+    if (!o.removeOperator) return [];
+    return operatorTeardownLines(await removalNow(ctx), existsSync(SUDOERS_FILE));
+  },
+  async apply(ctx, o) {
+    if (!o.removeOperator) return [];
+    const refused = await operatorRemovalRefusal(ctx, o);
+    if (refused) throw refused;
+    const r = await removalNow(ctx);
+    const done: string[] = [];
+    if (r.kind === 'keep' && r.why) ctx.log.detail(r.why);
+    if (r.kind === 'delete') {
+      const res = await run(accountCommands.remove(r.account.name, true), { allowFail: true, log: ctx.log });
+      // userdel exits 12 when only the home could not be removed; the account itself is what counts here.
+      if (await account(r.account.name))
+        throw new OperationError(`userdel could not remove ${r.account.name}`, {
+          detail: (res.stderr + res.stdout).trim(),
+          hint: `log out the sessions of ${r.account.name} (who -u; loginctl terminate-user ${r.account.name}) and run the uninstall again`,
+        });
+      done.push(
+        `removed user ${r.account.name} and its home ${r.account.home}${res.exitCode !== 0 ? ` (userdel: ${res.stderr.trim()})` : ''}`,
+      );
+    }
+    if (r.kind === 'unkey') {
+      const text = readIfExists(r.authorizedKeys) ?? '';
+      const f = facts(r.authorizedKeys);
+      // Renamed into place, never written through: a symlink planted there is replaced, not followed.
+      await writeFileAtomic(r.authorizedKeys, withoutKey(text, ctx.cfg.get('OPERATOR_SSH_PUBKEY')), {
+        mode: f?.mode ?? 0o600,
+        uid: f?.uid ?? r.account.uid,
+        gid: f?.gid ?? r.account.gid,
+      });
+      done.push(`removed the operator key from ${r.authorizedKeys} (user ${r.account.name} stays: it was adopted)`);
+    }
+    if (existsSync(SUDOERS_FILE)) {
+      rmSync(SUDOERS_FILE, { force: true });
+      done.push(`removed ${SUDOERS_FILE} (no more passwordless sudo)`);
+    }
+    return done;
+  },
+};
+
 export const operatorPart: HostPart = {
   name: 'operator',
   guarded: true,
@@ -382,4 +565,5 @@ export const operatorPart: HostPart = {
   saveState: saveOperator,
   addState: saveOperator,
   afterRestore: restoreOperators,
+  teardown: operatorTeardown,
 };

@@ -1,9 +1,12 @@
 // What every part of 10_harden_host shares: the part contract, file convergence, systemd command builders.
 // A part is a slice of the host state with its own check (read-only drift lines) and apply (change lines);
 // the step concatenates the parts' drift and applies only the parts that drift.
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { readIfExists, facts, writeFileAtomic, octal } from '../fsx.mts';
+import { REMOTE } from '../paths.mts';
 import { run } from '../exec.mts';
-import type { StepContext } from '../step.mts';
+import type { StepContext, Teardown } from '../step.mts';
 import type { Logger } from '../log.mts';
 
 export interface HostPart {
@@ -23,6 +26,8 @@ export interface HostPart {
   afterRestore?(dir: string, log: Logger): Promise<string[]>;
   check(ctx: StepContext): Promise<string[]>;
   apply(ctx: StepContext): Promise<string[]>;
+  /** --uninstall: what of this part is still there, and its removal (the step runs them last part first). */
+  teardown?: Teardown;
 }
 
 export interface ManagedFile {
@@ -90,4 +95,55 @@ export function skipped(ctx: StepContext, what: string, why: string): void {
   if (noted.has(what)) return;
   noted.add(what);
   ctx.log.info(`  - ${what}: skipped (${why})`);
+}
+
+/**
+ * Units this tool enabled because they were disabled (a distribution enables fail2ban and the apt timers itself;
+ * an image may not). --uninstall disables exactly these again; one enabled before us stays enabled.
+ */
+export const ENABLED_UNITS_FILE = join(REMOTE.stateDir, 'enabled-units.json');
+
+export function unitsEnabledByUs(file: string = ENABLED_UNITS_FILE): string[] {
+  if (!existsSync(file)) return [];
+  try {
+    const v = JSON.parse(readFileSync(file, 'utf8')) as unknown;
+    return Array.isArray(v) ? v.filter((u): u is string => typeof u === 'string') : [];
+  } catch {
+    return []; // unreadable: nothing is disabled that might have been enabled before us
+  }
+}
+
+function saveUnits(units: readonly string[], file: string): void {
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  writeFileSync(file, JSON.stringify([...new Set(units)].sort()) + '\n', { mode: 0o600 });
+}
+
+/** `systemctl enable` (with --now when asked) of a disabled unit, recorded for the teardown. */
+export async function enableRecorded(
+  unit: string,
+  now: boolean,
+  log: Logger,
+  file = ENABLED_UNITS_FILE,
+): Promise<void> {
+  await run(now ? systemctl.enableNow(unit) : systemctl.enable(unit), { log });
+  saveUnits([...unitsEnabledByUs(file), unit], file);
+}
+
+/** The teardown's side: disable (and stop) a unit this tool enabled; its emptied .wants directory goes too. */
+export async function disableRecorded(unit: string, log: Logger, file = ENABLED_UNITS_FILE): Promise<string> {
+  const r = await run(['systemctl', 'show', '--property=WantedBy', '--value', unit], { allowFail: true, log });
+  await run(systemctl.disableNow(unit), { log });
+  for (const target of r.stdout.trim().split(/\s+/).filter(Boolean)) {
+    const wants = `/etc/systemd/system/${target}.wants`;
+    try {
+      if (readdirSync(wants).length === 0) rmdirSync(wants);
+    } catch {
+      // not there: nothing to tidy
+    }
+  }
+  saveUnits(
+    unitsEnabledByUs(file).filter((u) => u !== unit),
+    file,
+  );
+  return `${unit} disabled and stopped (it was disabled before this tool enabled it)`;
 }

@@ -5,7 +5,7 @@
 // sshd is reloaded, never restarted: a reload re-executes the listener and keeps every open session.
 import { mkdtempSync, mkdirSync, readdirSync, copyFileSync, writeFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import type { StepContext } from '../step.mts';
+import type { StepContext, Teardown } from '../step.mts';
 import type { Logger } from '../log.mts';
 import { run } from '../exec.mts';
 import { OperationError } from '../errors.mts';
@@ -315,6 +315,109 @@ async function afterRestore(_dir: string, log: Logger): Promise<string[]> {
   return done;
 }
 
+// --- teardown -------------------------------------------------------------------------------------------
+// Our drop-in goes, and the ssh.socket drop-in when our apply wrote it (its header says so; Ubuntu's upgrade
+// may have put its own file of that name there, which stays). The Include line apply may have added on top of
+// sshd_config stays: it only reads sshd_config.d/*.conf, which Debian and Ubuntu include anyway, and editing
+// the main file again is a risk for no gain.
+
+const SOCKET_DROPIN_HEADER = '# Managed by codex-k8s bootstrap (10_harden_host)';
+
+/** Pure: is this ssh.socket drop-in the one renderSocketDropin wrote? */
+export function isOurSocketDropin(text: string | undefined): boolean {
+  return text !== undefined && text.startsWith(SOCKET_DROPIN_HEADER);
+}
+
+/** Pure: the teardown check's lines. */
+export function sshdTeardownLines(f: { dropin: boolean; socketDropin: boolean }): string[] {
+  return [
+    ...(f.dropin ? [`file ${SSHD_DROPIN}`] : []),
+    ...(f.socketDropin ? [`file ${SOCKET_DROPIN} (ssh.socket addresses)`] : []),
+  ];
+}
+
+function sshdTeardownFacts(): { dropin: boolean; socketDropin: boolean } {
+  return {
+    dropin: readIfExists(SSHD_DROPIN) !== undefined,
+    socketDropin: isOurSocketDropin(readIfExists(SOCKET_DROPIN)),
+  };
+}
+
+/** The first Port of an `sshd -T` dump, when there is one. */
+export function portOf(eff: Map<string, string[]> | undefined): number | undefined {
+  const p = Number(eff?.get('port')?.[0]);
+  return Number.isInteger(p) && p > 0 && p < 65536 ? p : undefined;
+}
+
+/** The port sshd listens on now, as `sshd -T` says (after a teardown: the distribution's or the admin's). */
+export async function effectivePort(): Promise<number | undefined> {
+  return portOf((await effective()).eff);
+}
+
+/**
+ * The configuration as it would be without our drop-in must pass `sshd -t` and give a port (`sshd -T`), or
+ * nothing is removed. Returns that port: the one to prove a login on after the removal.
+ */
+export async function validateRemoval(log?: Logger): Promise<number> {
+  const main = readIfExists(SSHD_MAIN) ?? '';
+  return withCandidate(main, undefined, async (mainCand) => {
+    const t = await run(sshCommands.test(mainCand), { allowFail: true, log });
+    if (t.exitCode !== 0)
+      throw new OperationError(
+        `sshd -t refuses the configuration without ${SSHD_DROPIN}; nothing was removed (sshd would not start after it)`,
+        {
+          detail: (t.stderr + t.stdout).trim(),
+          hint: `fix what sshd reports in ${SSHD_MAIN} or another file in ${SSHD_DIR}, then run the uninstall again`,
+          exitCode: 2,
+        },
+      );
+    const { eff, error } = await effective(mainCand);
+    const port = portOf(eff);
+    if (port === undefined)
+      throw new OperationError(
+        `sshd -T gives no port for the configuration without ${SSHD_DROPIN}; nothing was removed`,
+        { detail: error, exitCode: 2 },
+      );
+    return port;
+  });
+}
+
+const sshdTeardown: Teardown = {
+  async check() {
+    return sshdTeardownLines(sshdTeardownFacts());
+  },
+  async apply(ctx) {
+    const f = sshdTeardownFacts();
+    const done: string[] = [];
+    if (!f.dropin && !f.socketDropin) return done;
+    // The whole candidate first: a configuration sshd refuses is never left behind.
+    const port = await validateRemoval(ctx.log);
+    if (f.dropin) {
+      rmSync(SSHD_DROPIN, { force: true });
+      if (await succeeds(systemctl.isActive('ssh.service'))) {
+        await run(sshCommands.reload(), { log: ctx.log });
+        done.push(`removed ${SSHD_DROPIN}; sshd reloaded (open sessions are kept; it listens on ${port})`);
+      } else done.push(`removed ${SSHD_DROPIN} (sshd listens on ${port} when it starts)`);
+    }
+    // Socket activation: the generator writes the socket's addresses from sshd_config again on daemon-reload. The
+    // socket is re-bound (like apply's port change) when our drop-in goes or it listens elsewhere; the ports are
+    // read before the daemon-reload, which changes what systemctl shows but not what is bound.
+    const active = await socketActive();
+    const bound = active ? await socketPorts() : [];
+    if (f.socketDropin) rmSync(SOCKET_DROPIN, { force: true });
+    if (active && (f.socketDropin || bound.join(',') !== String(port))) {
+      for (const argv of sshCommands.socketRebind()) await run(argv, { log: ctx.log });
+      done.push(
+        `${f.socketDropin ? `removed ${SOCKET_DROPIN}; ` : ''}ssh.socket re-bound to ${port} (sessions are kept)`,
+      );
+    } else if (f.socketDropin) {
+      await run(systemctl.daemonReload(), { log: ctx.log });
+      done.push(`removed ${SOCKET_DROPIN}; systemd reloaded (daemon-reload)`);
+    }
+    return done;
+  },
+};
+
 export const sshdPart: HostPart = {
   name: 'sshd',
   guarded: true,
@@ -322,4 +425,5 @@ export const sshdPart: HostPart = {
   check,
   apply,
   afterRestore,
+  teardown: sshdTeardown,
 };

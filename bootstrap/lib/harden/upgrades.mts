@@ -1,9 +1,18 @@
 // unattended-upgrades: security updates every day; reboots only when CODEXK8S_AUTO_REBOOT says so (a reboot
 // restarts k3s and every pod). apt.conf.d files are read in name order and the last value wins, so ours is
 // named after 20auto-upgrades and 50unattended-upgrades; the check reads the effective values (apt-config dump).
-import type { StepContext } from '../step.mts';
+import { existsSync, rmSync } from 'node:fs';
+import type { StepContext, Teardown } from '../step.mts';
 import { run } from '../exec.mts';
-import { checkFile, ensureFile, succeeds, systemctl } from './part.mts';
+import {
+  checkFile,
+  disableRecorded,
+  enableRecorded,
+  ensureFile,
+  succeeds,
+  systemctl,
+  unitsEnabledByUs,
+} from './part.mts';
 import type { HostPart, ManagedFile } from './part.mts';
 
 export const UPGRADES_FILE = '/etc/apt/apt.conf.d/52codex-k8s-unattended-upgrades';
@@ -69,11 +78,32 @@ async function apply(ctx: StepContext): Promise<string[]> {
     changes.push(`${UPGRADES_FILE}: daily security updates, Automatic-Reboot ${ctx.cfg.get('CODEXK8S_AUTO_REBOOT')}`);
   for (const t of APT_TIMERS) {
     if (!(await succeeds(systemctl.isEnabled(t)))) {
-      await run(systemctl.enableNow(t), { log: ctx.log });
+      await enableRecorded(t, true, ctx.log);
       changes.push(`${t} enabled`);
     }
   }
   return changes;
 }
 
-export const upgradesPart: HostPart = { name: 'upgrades', check, apply };
+// Teardown: our file goes; the apt timers stay as Ubuntu enables them, unless this tool was what enabled them.
+const upgradesTeardown: Teardown = {
+  async check() {
+    const ours = unitsEnabledByUs();
+    return [
+      ...(existsSync(UPGRADES_FILE) ? [`file ${UPGRADES_FILE}`] : []),
+      ...APT_TIMERS.filter((t) => ours.includes(t)).map((t) => `unit ${t} (enabled by this tool)`),
+    ];
+  },
+  async apply(ctx) {
+    const changes: string[] = [];
+    const ours = unitsEnabledByUs();
+    for (const t of APT_TIMERS) if (ours.includes(t)) changes.push(await disableRecorded(t, ctx.log));
+    if (existsSync(UPGRADES_FILE)) {
+      rmSync(UPGRADES_FILE, { force: true });
+      changes.push(`removed ${UPGRADES_FILE} (the distribution's unattended-upgrades settings stay)`);
+    }
+    return changes;
+  },
+};
+
+export const upgradesPart: HostPart = { name: 'upgrades', check, apply, teardown: upgradesTeardown };
