@@ -8,6 +8,10 @@ export const K3S_BIN = '/usr/local/bin/k3s';
 export const K3S_UNIT = '/etc/systemd/system/k3s.service';
 export const K3S_KUBECONFIG = '/etc/rancher/k3s/k3s.yaml';
 export const REGISTRIES_FILE = '/etc/rancher/k3s/registries.yaml';
+/** k3s's own uninstall script, written by its install script: stops k3s, removes its binaries, units and data. */
+export const K3S_UNINSTALL = '/usr/local/bin/k3s-uninstall.sh';
+/** Where k3s keeps its configuration (registries.yaml, k3s.yaml); the uninstall script removes it. */
+export const K3S_CONFIG_DIR = '/etc/rancher/k3s';
 export const CERTS_D = '/var/lib/rancher/k3s/agent/etc/containerd/certs.d';
 /** The name images are tagged with when they are pushed to the in-cluster registry (step 30). */
 export const REGISTRY_HOSTNAME = 'registry.codex-k8s.internal';
@@ -201,6 +205,16 @@ export function hostsTomlProblems(mirror: string, text: string | undefined, port
   if (required && problems.length === 0 && !hosts.some((u) => u.startsWith('http://') && loopback(u)))
     problems.push(`${file} has no [host."http://127.0.0.1:${port}/v2"] entry`);
   return problems;
+}
+
+/** The uninstall script, run as is (it is k3s's, generated for this install). */
+export function uninstallArgv(): string[] {
+  return [K3S_UNINSTALL];
+}
+
+/** Pure: the operator's kubeconfig is ours to remove only while it is a byte-for-byte copy of k3s's admin one. */
+export function isOurKubeconfigCopy(copy: string | undefined, k3sYaml: string | undefined): boolean {
+  return copy !== undefined && k3sYaml !== undefined && copy === k3sYaml;
 }
 
 export function kubeconfigPath(home: string): string {

@@ -23,7 +23,7 @@
 //                                         writes a new revision, so a step upgrades ONLY when this is non-empty.
 //     helmUpgrade(pin, values, s, log)    `helm upgrade --install ... --values - --wait --timeout`.
 //   argv builders: kubectlArgv, applyArgv, diffArgv, getJsonArgv, rolloutStatusArgv, jobLogsArgv, podLogsArgv, helmArgv,
-//     helmUpgradeArgv, helmListArgv, helmGetValuesArgv; parsers: parseHelmList, diffSections, diffName.
+//     helmUpgradeArgv, helmListArgv, helmGetValuesArgv, helmUninstallArgv, deleteArgv; parsers: parseHelmList, diffSections, diffName.
 import { run } from './exec.mts';
 import type { RunResult } from './exec.mts';
 import { OperationError } from './errors.mts';
@@ -150,6 +150,33 @@ export function helmListArgv(pin: ChartPin): string[] {
 
 export function helmGetValuesArgv(pin: ChartPin): string[] {
   return helmArgv('get', 'values', pin.release, '--namespace', pin.namespace, '-o', 'json');
+}
+
+/** `helm uninstall`, bounded: --wait returns once the release's resources are gone (helm 3.7+). */
+export function helmUninstallArgv(pin: Pick<ChartPin, 'release' | 'namespace'>, timeoutSeconds: number): string[] {
+  return helmArgv(
+    'uninstall',
+    pin.release,
+    '--namespace',
+    pin.namespace,
+    '--ignore-not-found',
+    '--wait',
+    '--timeout',
+    `${timeoutSeconds}s`,
+  );
+}
+
+/** `kubectl delete KIND/NAME...` in one namespace, waiting (bounded) until they are gone; absent ones are fine. */
+export function deleteArgv(namespace: string, targets: readonly string[], timeoutSeconds: number): string[] {
+  return kubectlArgv(
+    '--namespace',
+    namespace,
+    'delete',
+    ...targets,
+    '--ignore-not-found',
+    '--wait',
+    `--timeout=${timeoutSeconds}s`,
+  );
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@
 // A kernel without the sysctl (Debian, other distributions) does not restrict: nothing to do.
 //
 // Paths are injectable (`usernsPaths(root)`): the tests put a fake /proc, /sys and /etc under a temp dir.
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { OperationError } from './errors.mts';
 import { run } from './exec.mts';
@@ -276,5 +277,67 @@ export async function applyUsernsRemedy(
     throw new OperationError(`the ${USERNS_SETTING}=${remedy} remedy did not take: ${left.join('; ')}`, {
       hint: usernsFixText(paths),
     });
+  return changes;
+}
+
+// ---- --uninstall ------------------------------------------------------------------------------------------------------
+
+/** `--remove` unloads the profile the file defines (by its name inside, so the file must be there or be rendered). */
+export const apparmorRemoveArgv = (file: string): string[] => ['apparmor_parser', '--remove', file];
+
+/** Pure: what of the remedy is still on the host, one line each; empty when nothing is (whatever the setting says). */
+export function usernsLeftovers(f: UsernsFacts, paths: UsernsPaths = usernsPaths()): string[] {
+  const left: string[] = [];
+  if (f.sysctlFile !== undefined) left.push(`file ${paths.sysctlFile} (${USERNS_SYSCTL} = 0 at boot)`);
+  if ((f.profiles ?? []).includes(APPARMOR_PROFILE)) left.push(`AppArmor profile ${APPARMOR_PROFILE} (loaded)`);
+  if (f.apparmorFile !== undefined) left.push(`file ${paths.apparmorFile}`);
+  return left;
+}
+
+/**
+ * Takes the remedy away: the profile is unloaded before its file goes (a killed run that removed the file first
+ * would leave a loaded profile nobody can name: then the rendered profile, which has the same name, unloads it).
+ * The sysctl file goes; the running kernel keeps the value until the next boot (the file said so at boot only).
+ */
+export async function removeUsernsRemedy(
+  log: Logger,
+  paths: UsernsPaths = usernsPaths(),
+  runner: Runner = run,
+): Promise<string[]> {
+  const f = readUsernsFacts(paths);
+  const changes: string[] = [];
+  if ((f.profiles ?? []).includes(APPARMOR_PROFILE)) {
+    let file = paths.apparmorFile;
+    let tmp: string | undefined;
+    if (f.apparmorFile === undefined) {
+      tmp = join(mkdtempSync(join(tmpdir(), 'codex-k8s-apparmor-')), APPARMOR_PROFILE);
+      writeFileSync(tmp, renderApparmorProfile(), { mode: 0o600 });
+      file = tmp;
+    }
+    try {
+      const r = await runner(apparmorRemoveArgv(file), { allowFail: true, timeoutSeconds: 60, log });
+      if (r.exitCode !== 0)
+        throw new OperationError(
+          `apparmor_parser could not unload ${APPARMOR_PROFILE}: ${r.argv.join(' ')} exited ${r.exitCode}`,
+          {
+            detail: (r.stderr || r.stdout).trim(),
+            hint: `look at: aa-status | grep ${APPARMOR_PROFILE}; then --uninstall again`,
+          },
+        );
+    } finally {
+      if (tmp !== undefined) rmSync(dirname(tmp), { recursive: true, force: true });
+    }
+    changes.push(`AppArmor profile ${APPARMOR_PROFILE} unloaded`);
+  }
+  if (f.apparmorFile !== undefined) {
+    rmSync(paths.apparmorFile, { force: true });
+    changes.push(`removed ${paths.apparmorFile}`);
+  }
+  if (f.sysctlFile !== undefined) {
+    rmSync(paths.sysctlFile, { force: true });
+    changes.push(
+      `removed ${paths.sysctlFile} (the running kernel keeps ${USERNS_SYSCTL}=${f.restrict ?? '?'} until the next boot)`,
+    );
+  }
   return changes;
 }

@@ -10,13 +10,14 @@
 // reads the generated hosts.toml back: some k3s versions wrote an https endpoint for an http mirror (k3s #12551),
 // which would make every pull from the in-cluster registry fail much later, far from the cause.
 import { mkdirSync, chmodSync, chownSync, mkdtempSync, rmSync, readFileSync, existsSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { runStep, changeList } from '../lib/step.mts';
 import { pollUntil } from '../lib/poll.mts';
-import type { StepContext } from '../lib/step.mts';
+import type { StepContext, Teardown } from '../lib/step.mts';
 import { run } from '../lib/exec.mts';
 import { OperationError } from '../lib/errors.mts';
 import { writeFileAtomic, readIfExists, facts, octal } from '../lib/fsx.mts';
+import { removeDirIfEmpty, removeFile } from '../lib/teardown.mts';
 import { downloadVerified, resolveForServer } from '../lib/download.mts';
 import { K3S_INSTALL, K3S_VERSION } from '../lib/versions.mts';
 import { REMOTE } from '../lib/paths.mts';
@@ -27,13 +28,17 @@ import {
   HOSTS_TOML_ATTEMPTS,
   HOSTS_TOML_PAUSE_MS,
   K3S_BIN,
+  K3S_CONFIG_DIR,
   K3S_KUBECONFIG,
+  K3S_UNINSTALL,
   K3S_UNIT,
   NODE_READY_TIMEOUT_SECONDS,
   REGISTRIES_FILE,
   execStartDrift,
   hostsTomlProblems,
   installArgv,
+  isOurKubeconfigCopy,
+  uninstallArgv,
   installEnv,
   kubeconfigPath,
   mirrorNames,
@@ -161,6 +166,79 @@ async function apply(ctx: StepContext): Promise<string[]> {
   return changes;
 }
 
+// ---- --uninstall: k3s by its own uninstall script (it takes every object and volume in the cluster with it) -------
+
+const teardown: Teardown = {
+  async check(ctx) {
+    const left: string[] = [];
+    const copy = await kubeconfigCopy(ctx);
+    if (copy) left.push(`file ${copy} (the operator's copy of ${K3S_KUBECONFIG})`);
+    if (k3sPresent()) {
+      const version = await installedVersion();
+      left.push(
+        `k3s${version ? ` ${version}` : ''} (${K3S_BIN}, ${K3S_UNIT}, ${K3S_CONFIG_DIR}, /var/lib/rancher/k3s: every object and volume in the cluster)`,
+      );
+    } else if (existsSync(REGISTRIES_FILE)) left.push(`file ${REGISTRIES_FILE}`);
+    return left;
+  },
+  async apply(ctx) {
+    const changes = changeList(ctx);
+    // The copy first, while k3s.yaml is there to prove it is a copy: later nothing could.
+    const copy = await kubeconfigCopy(ctx);
+    if (copy && removeFile(copy)) {
+      changes.push(`removed ${copy} (the operator's copy of ${K3S_KUBECONFIG})`);
+      if (removeDirIfEmpty(dirname(copy))) changes.push(`removed ${dirname(copy)} (empty)`);
+    }
+    if (k3sPresent()) {
+      if (!existsSync(K3S_UNINSTALL))
+        throw new OperationError(
+          `k3s is installed (${K3S_BIN} or ${K3S_UNIT}) but its uninstall script ${K3S_UNINSTALL} is missing`,
+          {
+            hint: `get the script back by installing k3s again (the launcher with --only 20_install_k3s), then --uninstall again; or remove k3s by hand: systemctl disable --now k3s; /usr/local/bin/k3s-killall.sh; rm -rf ${K3S_BIN} ${K3S_UNIT} ${K3S_CONFIG_DIR} /var/lib/rancher/k3s`,
+          },
+        );
+      const version = await installedVersion();
+      const r = await run(uninstallArgv(), {
+        allowFail: true,
+        timeoutSeconds: 600,
+        log: ctx.log,
+        progress: `${K3S_UNINSTALL}`,
+        onStdoutLine: (l) => ctx.log.detail(l),
+      });
+      if (r.exitCode !== 0)
+        throw new OperationError(`${K3S_UNINSTALL} failed (exit ${r.exitCode})`, {
+          detail: (r.stderr || r.stdout).trim().split('\n').slice(-15).join('\n'),
+          hint: `run it again by hand (sudo ${K3S_UNINSTALL}) and read its output, then --uninstall again`,
+        });
+      changes.push(
+        `k3s${version ? ` ${version}` : ''} uninstalled by ${K3S_UNINSTALL} (binaries, unit, ${K3S_CONFIG_DIR}, /var/lib/rancher/k3s)`,
+      );
+    }
+    // What the step wrote itself, when the script did not take it (a k3s that never got installed).
+    if (removeFile(REGISTRIES_FILE)) changes.push(`removed ${REGISTRIES_FILE}`);
+    // The parents the step's registries.yaml made (the uninstall script leaves them), when nothing else is in them.
+    for (const dir of [K3S_CONFIG_DIR, dirname(K3S_CONFIG_DIR), '/var/lib/rancher'])
+      if (removeDirIfEmpty(dir)) changes.push(`removed ${dir} (empty)`);
+    return changes;
+  },
+};
+
+function k3sPresent(): boolean {
+  return existsSync(K3S_BIN) || existsSync(K3S_UNIT);
+}
+
+/** The operator's kubeconfig when it is the copy this step made (identical to k3s.yaml); else undefined. */
+async function kubeconfigCopy(ctx: StepContext): Promise<string | undefined> {
+  const op = await operator(ctx);
+  if (!op) return undefined;
+  const file = kubeconfigPath(op.home);
+  const copy = readIfExists(file);
+  if (copy === undefined) return undefined;
+  if (isOurKubeconfigCopy(copy, readIfExists(K3S_KUBECONFIG))) return file;
+  ctx.log.detail(`${file} is not a copy of ${K3S_KUBECONFIG} (any more): it is left alone`);
+  return undefined;
+}
+
 // ---- how they read and change the server ---------------------------------------------------------------------------
 
 const RUNBOOK = 'docs/runbook.md, "k3s pulls from the in-cluster registry over https"';
@@ -286,4 +364,4 @@ async function waitForHostsToml(port: number, since: number | undefined): Promis
   );
 }
 
-if (import.meta.filename === process.argv[1]) await runStep('20_install_k3s', { check, apply });
+if (import.meta.filename === process.argv[1]) await runStep('20_install_k3s', { check, apply, teardown });

@@ -8,8 +8,10 @@
 // the mode), compared with `kubectl diff` and applied with `kubectl apply` only when they differ. cert-manager is a
 // pinned chart; helm writes a new revision on every upgrade, so the step upgrades only when the installed chart
 // version or values differ from the pin (lib/kube.mts helmReleaseDrift).
+import { existsSync, lstatSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import { runStep, changeList } from '../lib/step.mts';
-import type { StepContext } from '../lib/step.mts';
+import type { StepContext, Teardown } from '../lib/step.mts';
 import { render, NAMES, ACME_SERVERS, describeObject } from '../lib/manifests.mts';
 import type { KubeObject, Mode, PlaceholderValue } from '../lib/manifests.mts';
 import {
@@ -21,7 +23,8 @@ import {
   helmReleaseDrift,
   helmUpgrade,
 } from '../lib/kube.mts';
-import { helmDrift, installHelm } from '../lib/download.mts';
+import { helmDrift, installHelm, HELM_LINK, TOOLS_DIR } from '../lib/download.mts';
+import { removeDirIfEmpty, removeFile } from '../lib/teardown.mts';
 import { awaitHelmChartConfig, helmChartConfigDrift, readHelmChartState } from '../lib/helmchartconfig.mts';
 import { CERT_MANAGER_CHART, IMAGES } from '../lib/versions.mts';
 
@@ -113,6 +116,55 @@ async function apply(ctx: StepContext): Promise<string[]> {
 
   await rolloutStatus('deployment', NAMES.registryDeployment, NAMES.systemNamespace, timeout, ctx.log);
   return changes;
+}
+
+// ---- --uninstall: helm, the one thing of this step on the host; its objects in the cluster go with k3s ---------
+
+const teardown: Teardown = {
+  async check() {
+    const h = helmLeftovers();
+    return [
+      ...h.dirs.map((d) => `helm binary ${join(d, 'helm')} (${d})`),
+      ...(h.link ? [`symlink ${HELM_LINK} -> ${h.link}`] : []),
+    ];
+  },
+  async apply(ctx) {
+    const changes = changeList(ctx);
+    const h = helmLeftovers();
+    // The link first: it never points at a removed binary.
+    if (h.link && removeFile(HELM_LINK)) changes.push(`removed the symlink ${HELM_LINK} (-> ${h.link})`);
+    for (const d of h.dirs) {
+      rmSync(d, { recursive: true, force: true });
+      changes.push(`removed helm ${d}`);
+    }
+    if (removeDirIfEmpty(TOOLS_DIR)) changes.push(`removed ${TOOLS_DIR} (empty)`);
+    return changes;
+  },
+};
+
+/** Our helm: the versions under TOOLS_DIR, and HELM_LINK only while it points into TOOLS_DIR (else it is not ours). */
+export function helmLeftovers(): { dirs: string[]; link?: string } {
+  const dirs = existsSync(TOOLS_DIR)
+    ? readdirSync(TOOLS_DIR)
+        .filter((n) => n.startsWith('helm-') || n.startsWith('.helm-'))
+        .map((n) => join(TOOLS_DIR, n))
+        .sort()
+    : [];
+  let link: string | undefined;
+  try {
+    if (lstatSync(HELM_LINK).isSymbolicLink()) {
+      const to = readlinkSync(HELM_LINK);
+      if (isOurs(to)) link = to;
+    }
+  } catch {
+    // no such file
+  }
+  return { dirs, ...(link ? { link } : {}) };
+}
+
+/** Pure: a link target inside TOOLS_DIR is the one installHelm made. */
+export function isOurs(target: string): boolean {
+  return target.startsWith(`${TOOLS_DIR}/`);
 }
 
 // ---- how they read and change the server ---------------------------------------------------------------------------
@@ -215,4 +267,4 @@ async function registryHealth(ctx: StepContext): Promise<string[]> {
     : [`Deployment ${NAMES.systemNamespace}/${NAMES.registryDeployment} is not available (${ready}/1 ready)`];
 }
 
-if (import.meta.filename === process.argv[1]) await runStep('30_cluster_deps', { check, apply });
+if (import.meta.filename === process.argv[1]) await runStep('30_cluster_deps', { check, apply, teardown });

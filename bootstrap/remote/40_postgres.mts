@@ -12,17 +12,26 @@
 // dump is restored into the empty database, its row counts are proven against the manifest, and the webhook secret
 // and the journal's GitHub record are put back. `--backup-stream` writes a bundle to stdout for --backup.
 import { randomBytes } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, readFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { runStep, changeList, loadStepConfig } from '../lib/step.mts';
-import type { StepContext, StepMode } from '../lib/step.mts';
+import type { StepContext, StepMode, Teardown } from '../lib/step.mts';
 import { REMOTE } from '../lib/paths.mts';
 import { readJournal, writeJournal } from '../lib/state.mts';
 import { writeFileAtomic } from '../lib/fsx.mts';
 import { rowCountMismatches } from '../lib/backup/bundle.mts';
-import { databaseReachable, restoreDump, rowCounts } from '../lib/backup/database.mts';
+import { databaseReachable, podCredentials, restoreDump, rowCounts, POSTGRES_POD } from '../lib/backup/database.mts';
 import type { Database } from '../lib/backup/database.mts';
 import {
+  KEPT_DUMPS_DIR,
+  dumpSizes,
+  dumpsToCopy,
+  ensureKeptDir,
+  finalDumpName,
+  finalDumpOfRun,
+  keepStream,
+  pvHostPath,
+  writeFinalDump,
   pendingRestore,
   refuseRestore,
   removePending,
@@ -45,6 +54,7 @@ import {
   KUBECONFIG,
 } from '../lib/kube.mts';
 import { IMAGES } from '../lib/versions.mts';
+import { clusterAnswers } from '../lib/teardown.mts';
 
 // ---- check / apply --------------------------------------------------------------------------------------------------
 
@@ -216,6 +226,120 @@ const backupStreamMode: StepMode = async (log, { envFile }) => {
   return 0;
 };
 
+// ---- --uninstall: the data is kept (a final dump and the nightly ones) unless --purge-data ----------------------
+
+const teardown: Teardown = {
+  async check(ctx, o) {
+    if (o.purgeData)
+      return existsSync(KEPT_DUMPS_DIR)
+        ? [`directory ${KEPT_DUMPS_DIR} (the kept PostgreSQL dumps: --purge-data)`]
+        : [];
+    const k = await keepState(ctx);
+    const left: string[] = [];
+    if (k.copy.length > 0)
+      left.push(
+        `${k.copy.length} nightly dump(s) in ${k.nightlyDir} (PVC ${NAMES.postgresBackupPvc}): copied to ${KEPT_DUMPS_DIR}/ (kept)`,
+      );
+    if (k.dumpDue) left.push(`PostgreSQL database ${k.db}: a final dump goes to ${KEPT_DUMPS_DIR}/ (kept)`);
+    return left;
+  },
+  async apply(ctx, o) {
+    const changes = changeList(ctx);
+    if (o.purgeData) {
+      if (existsSync(KEPT_DUMPS_DIR)) {
+        rmSync(KEPT_DUMPS_DIR, { recursive: true, force: true });
+        changes.push(`removed ${KEPT_DUMPS_DIR} (the kept PostgreSQL dumps; --purge-data)`);
+      }
+      return changes;
+    }
+    const k = await keepState(ctx);
+    if (k.copy.length === 0 && !k.dumpDue) return changes;
+    ensureKeptDir();
+    for (const name of k.copy) {
+      const bytes = await keepStream(createReadStream(join(k.nightlyDir as string, name)), KEPT_DUMPS_DIR, name);
+      changes.push(`nightly dump ${name} copied to ${KEPT_DUMPS_DIR}/ (${bytes} bytes, 0600)`);
+    }
+    if (k.dumpDue) {
+      const s = settingsFrom(ctx);
+      const creds = await secretOrPod(s, ctx);
+      const d: Database = { namespace: s.namespace, user: creds.user, db: creds.db };
+      if (!(await databaseReachable(d, ctx.log)))
+        throw new OperationError(
+          `${s.namespace}/${POSTGRES_POD} does not answer: no final dump of ${d.db} can be taken, and k3s's uninstall (20_install_k3s) deletes its volume`,
+          {
+            hint: `start it (kubectl --kubeconfig ${KUBECONFIG} -n ${s.namespace} get pods; the launcher with --only 40_postgres), then --uninstall again; or --uninstall --purge-data to let the data go`,
+          },
+        );
+      const name = finalDumpName(d.db, ctx.runId, new Date());
+      const bytes = await writeFinalDump(d, KEPT_DUMPS_DIR, name, ctx.log);
+      changes.push(`final dump of database ${d.db} kept: ${join(KEPT_DUMPS_DIR, name)} (${bytes} bytes, 0600)`);
+    }
+    return changes;
+  },
+};
+
+interface KeepState {
+  db: string;
+  /** A final dump is still to be taken in this run: the database is there and this run has not dumped it. */
+  dumpDue: boolean;
+  /** The host directory of the nightly dumps' volume, when the PV names one. */
+  nightlyDir?: string;
+  /** Nightly dumps not yet in KEPT_DUMPS_DIR. */
+  copy: string[];
+}
+
+/** What of the database is still to keep; nothing when the cluster is gone (k3s took the volumes with it). */
+async function keepState(ctx: StepContext): Promise<KeepState> {
+  const s = settingsFrom(ctx);
+  const none: KeepState = { db: POSTGRES_DB, dumpDue: false, copy: [] };
+  if (!(await clusterAnswers(ctx.log))) return none;
+  const sts = await getJson('statefulset', NAMES.postgresStatefulSet, s.namespace, ctx.log);
+  // The same name apply() dumps under, so the check after it finds the dump (the Secret first, else the pod's env).
+  const db =
+    sts === undefined
+      ? POSTGRES_DB
+      : await secretOrPod(s, ctx).then(
+          (c) => c.db,
+          () => POSTGRES_DB,
+        );
+  const kept = existsSync(KEPT_DUMPS_DIR) ? readdirSync(KEPT_DUMPS_DIR) : [];
+  const dumpDue = sts !== undefined && finalDumpOfRun(kept, db, ctx.runId) === undefined;
+  const nightlyDir = await nightlyDumpDir(s, ctx);
+  const copy = nightlyDir === undefined ? [] : dumpsToCopy(dumpSizes(nightlyDir), dumpSizes(KEPT_DUMPS_DIR));
+  return { db, dumpDue, copy, ...(nightlyDir !== undefined ? { nightlyDir } : {}) };
+}
+
+/** The host path of the PV bound to postgres-backups; optional: a PV without one (or none) is said and skipped. */
+async function nightlyDumpDir(s: PostgresSettings, ctx: StepContext): Promise<string | undefined> {
+  const pvc = await getJson<KubeObject & { spec?: { volumeName?: string } }>(
+    'persistentvolumeclaim',
+    NAMES.postgresBackupPvc,
+    s.namespace,
+    ctx.log,
+  );
+  if (pvc === undefined) return undefined;
+  const volume = pvc.spec?.volumeName;
+  const pv = volume
+    ? await getJson<Parameters<typeof pvHostPath>[0] & KubeObject>('persistentvolume', volume, undefined, ctx.log)
+    : undefined;
+  const path = pvHostPath(pv);
+  if (path === undefined || !existsSync(path)) {
+    ctx.log.info(
+      `  = PVC ${s.namespace}/${NAMES.postgresBackupPvc}: ${volume ? `its PV ${volume} names no host path here` : 'not bound to a PV'}; its nightly dumps are not copied (the final dump is kept)`,
+    );
+    return undefined;
+  }
+  return path;
+}
+
+/** The credentials from the Secret, or (Secret gone) as the running pod got them. */
+async function secretOrPod(s: PostgresSettings, ctx: StepContext): Promise<{ user: string; db: string }> {
+  const secret = await readSecret(s.namespace, NAMES.postgresSecret, MASKED_KEYS, ctx.log);
+  if (secret?.['POSTGRES_USER'] && secret['POSTGRES_DB'])
+    return { user: secret['POSTGRES_USER'], db: secret['POSTGRES_DB'] };
+  return podCredentials({ namespace: s.namespace }, ctx.log);
+}
+
 // ---- how they read and change the server ---------------------------------------------------------------------------
 
 export const POSTGRES_USER = 'codex';
@@ -373,4 +497,4 @@ async function postgresHealth(s: PostgresSettings, ctx: StepContext): Promise<st
 }
 
 if (import.meta.filename === process.argv[1])
-  await runStep('40_postgres', { check, apply, modes: { 'backup-stream': backupStreamMode } });
+  await runStep('40_postgres', { check, apply, modes: { 'backup-stream': backupStreamMode }, teardown });

@@ -19,7 +19,7 @@ import { createReadStream, existsSync, mkdtempSync, readFileSync, rmSync, statSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runStep, changeList } from '../lib/step.mts';
-import type { StepContext } from '../lib/step.mts';
+import type { StepContext, Teardown } from '../lib/step.mts';
 import { OperationError } from '../lib/errors.mts';
 import { run } from '../lib/exec.mts';
 import { mask, registerSecret } from '../lib/redact.mts';
@@ -32,9 +32,11 @@ import {
   existingNamespaces,
   readSecret,
   rolloutStatus,
+  deleteArgv,
   KUBECONFIG,
 } from '../lib/kube.mts';
-import { applyUsernsRemedy } from '../lib/userns.mts';
+import { applyUsernsRemedy, readUsernsFacts, removeUsernsRemedy, usernsLeftovers } from '../lib/userns.mts';
+import { clusterAnswers } from '../lib/teardown.mts';
 import { REMOTE } from '../lib/paths.mts';
 import { readOrCreateSecretFile } from '../lib/github/wiring.mts';
 import {
@@ -164,6 +166,56 @@ async function apply(ctx: StepContext): Promise<string[]> {
   return changes;
 }
 
+// ---- --uninstall: stop serving, then the host files; the rest of the cluster goes with k3s (20_install_k3s) ------
+
+const teardown: Teardown = {
+  async check(ctx) {
+    const s = settingsFrom(ctx);
+    const left: string[] = [];
+    if (await clusterAnswers(ctx.log))
+      for (const [kind, id] of await servingObjects(s, ctx))
+        left.push(`${kind} ${s.stagingNamespace}/${id} (stops serving first)`);
+    return [...left, ...usernsLeftovers(readUsernsFacts())];
+  },
+  async apply(ctx) {
+    const s = settingsFrom(ctx);
+    const changes = changeList(ctx);
+    if (await clusterAnswers(ctx.log)) {
+      const there = await servingObjects(s, ctx);
+      if (there.length > 0) {
+        const r = await run(
+          deleteArgv(
+            s.stagingNamespace,
+            there.map(([kind, name]) => `${kind.toLowerCase()}/${name}`),
+            s.rolloutTimeout,
+          ),
+          { allowFail: true, timeoutSeconds: s.rolloutTimeout + 30, log: ctx.log },
+        );
+        if (r.exitCode !== 0)
+          throw new OperationError(
+            `cannot delete the service's ${there.map(([k]) => k).join(' and ')} in ${s.stagingNamespace}`,
+            {
+              detail: mask((r.stderr || r.stdout).trim().split('\n').slice(-10).join('\n')),
+              hint: `kubectl --kubeconfig ${KUBECONFIG} -n ${s.stagingNamespace} get ingress,deployment; then --uninstall again`,
+            },
+          );
+        for (const [kind, name] of there) changes.push(`${kind} ${s.stagingNamespace}/${name} deleted`);
+      }
+    }
+    changes.push(...(await removeUsernsRemedy(ctx.log)));
+    return changes;
+  },
+};
+
+/** The Ingress (first: no more traffic to a going service) and the Deployment, those of them that exist. */
+async function servingObjects(s: DeploySettings, ctx: StepContext): Promise<Array<[string, string]>> {
+  const out: Array<[string, string]> = [];
+  for (const kind of ['Ingress', 'Deployment'])
+    if ((await getJson(kind.toLowerCase(), NAMES.app, s.stagingNamespace, ctx.log)) !== undefined)
+      out.push([kind, NAMES.app]);
+  return out;
+}
+
 // ---- how they read and change the server ---------------------------------------------------------------------------
 
 async function requireNamespaces(s: DeploySettings, ctx: StepContext): Promise<void> {
@@ -233,4 +285,4 @@ async function buildImage(s: DeploySettings, gitSha: string, ctx: StepContext): 
   }
 }
 
-if (import.meta.filename === process.argv[1]) await runStep('50_deploy_codex_k8s', { check, apply });
+if (import.meta.filename === process.argv[1]) await runStep('50_deploy_codex_k8s', { check, apply, teardown });

@@ -17,7 +17,7 @@
 import { createHash } from 'node:crypto';
 import { runStep, changeList } from '../lib/step.mts';
 import { attemptsWithin, backOff, pollUntil } from '../lib/poll.mts';
-import type { StepContext } from '../lib/step.mts';
+import type { StepContext, Teardown } from '../lib/step.mts';
 import { OperationError } from '../lib/errors.mts';
 import { run } from '../lib/exec.mts';
 import { registerSecret } from '../lib/redact.mts';
@@ -32,10 +32,14 @@ import {
   helmReleaseDrift,
   helmUpgrade,
   kubectlArgv,
+  getJsonArgv,
+  KUBECONFIG,
 } from '../lib/kube.mts';
 import { ARC_CONTROLLER_CHART, ARC_SCALE_SET_CHART } from '../lib/versions.mts';
 import type { ChartPin } from '../lib/versions.mts';
-import { settingsFrom, githubConfigUrl, healthProblems, healthHint, readHealth } from '../lib/runners.mts';
+import { settingsFrom, githubConfigUrl, healthProblems, healthHint, readHealth, isRunnerOf } from '../lib/runners.mts';
+import { clientFromConfig, repoRef, explainGitHubError, httpStatus } from '../lib/github/client.mts';
+import { clusterAnswers, helmReleaseInstalled, helmUninstall } from '../lib/teardown.mts';
 import type { RunnerSettings } from '../lib/runners.mts';
 
 // The runners' settings and health live in lib/runners.mts (80_deploy_loop_check reads the same health); re-exported
@@ -120,6 +124,141 @@ async function apply(ctx: StepContext): Promise<string[]> {
     changes.push(`Secret ${s.runnerNamespace}/${old} of an earlier token deleted (revoke that token in GitHub)`);
   }
   return changes;
+}
+
+// ---- --uninstall: the scale set first (its controller deregisters it from GitHub), then the controller ----------
+
+const teardown: Teardown = {
+  async check(ctx) {
+    const s = settingsFrom(ctx);
+    const left: string[] = [];
+    let arsGone = true;
+    if (await clusterAnswers(ctx.log)) {
+      for (const [pin, what] of releases(s))
+        if (await helmReleaseInstalled(pin, ctx.log))
+          left.push(`helm release ${pin.namespace}/${pin.release} (${what})`);
+      if (await scaleSetPresent(s, ctx)) {
+        arsGone = false;
+        left.push(
+          `AutoscalingRunnerSet ${s.runnerNamespace}/${s.scaleSetName} (the scale set, registered in GitHub until it goes)`,
+        );
+      }
+    } else ctx.log.detail('the cluster does not answer: no helm release or scale set left in it to list');
+    // While the scale set lives, its controller owns its runners in GitHub; once it is gone, any left are stale.
+    if (arsGone)
+      for (const r of await staleRunners(s, ctx))
+        left.push(`GitHub runner ${r.name} (id ${r.id}) of the scale set ${s.scaleSetName} in ${s.repo}`);
+    return left;
+  },
+  async apply(ctx) {
+    const s = settingsFrom(ctx);
+    const timeout = ctx.cfg.get('CODEXK8S_ROLLOUT_TIMEOUT');
+    const changes = changeList(ctx);
+    if (await clusterAnswers(ctx.log)) {
+      const [[set, setWhat], [controller, controllerWhat]] = releases(s);
+      if (await helmReleaseInstalled(set, ctx.log)) {
+        await helmUninstall(set, timeout, ctx.log);
+        changes.push(`helm release ${set.namespace}/${set.release} uninstalled (${setWhat})`);
+      }
+      if (await scaleSetPresent(s, ctx)) {
+        await waitScaleSetGone(s, timeout, ctx);
+        changes.push(
+          `AutoscalingRunnerSet ${s.runnerNamespace}/${s.scaleSetName} gone (the controller deregistered the scale set from GitHub)`,
+        );
+      }
+      if (await helmReleaseInstalled(controller, ctx.log)) {
+        await helmUninstall(controller, timeout, ctx.log);
+        changes.push(`helm release ${controller.namespace}/${controller.release} uninstalled (${controllerWhat})`);
+      }
+    }
+    for (const r of await staleRunners(s, ctx)) {
+      await deleteRunner(s, r, ctx);
+      changes.push(`GitHub runner ${r.name} (id ${r.id}) of the scale set ${s.scaleSetName} deleted from ${s.repo}`);
+    }
+    return changes;
+  },
+};
+
+/** Both releases, in the order they go: the scale set, then the controller that deregisters it. */
+function releases(s: RunnerSettings): [[ChartPin, string], [ChartPin, string]] {
+  return [
+    [scaleSetPin(s), `runner scale set ${s.scaleSetName}`],
+    [ARC_CONTROLLER_CHART, 'ARC controller'],
+  ];
+}
+
+const ARS_KIND = 'autoscalingrunnersets.actions.github.com';
+
+/** Whether the AutoscalingRunnerSet exists; its CRD gone (the controller release took it) is "no". */
+async function scaleSetPresent(s: RunnerSettings, ctx: StepContext): Promise<boolean> {
+  const r = await run(getJsonArgv(ARS_KIND, s.scaleSetName, s.runnerNamespace), {
+    allowFail: true,
+    timeoutSeconds: 60,
+    log: ctx.log,
+  });
+  if (r.exitCode === 0) return r.stdout.trim() !== '';
+  if (/doesn't have a resource type|no matches for kind|could not find the requested resource/i.test(r.stderr))
+    return false;
+  throw new OperationError(`cannot read AutoscalingRunnerSet ${s.runnerNamespace}/${s.scaleSetName}`, {
+    detail: r.stderr.trim().split('\n').slice(-10).join('\n'),
+    hint: `kubectl --kubeconfig ${KUBECONFIG} -n ${s.runnerNamespace} get autoscalingrunnersets`,
+  });
+}
+
+/** Bounded: the controller removes the scale set from GitHub, then its finalizer lets the object go. */
+async function waitScaleSetGone(s: RunnerSettings, timeout: number, ctx: StepContext): Promise<void> {
+  const interval = backOff(POLL_SECONDS);
+  const attempts = attemptsWithin(timeout, interval);
+  const id = `AutoscalingRunnerSet ${s.runnerNamespace}/${s.scaleSetName}`;
+  await pollUntil<true>(
+    async () => ((await scaleSetPresent(s, ctx)) ? { waiting: `${id} still exists` } : { done: true }),
+    {
+      attempts,
+      intervalSeconds: interval,
+      what: `${id} to go`,
+      onWait: (i, _r, pause) =>
+        ctx.log.info(`  .. waiting for ${id} to go (attempt ${i}/${attempts}, next look in ${pause}s)`),
+      onTimeout: () =>
+        new OperationError(
+          `${id} is still there ${timeout}s (CODEXK8S_ROLLOUT_TIMEOUT) after its release was uninstalled: the controller has not deregistered it`,
+          {
+            hint: `${healthHint(s)}\nthe controller must still run for that: do not remove ${ARC_CONTROLLER_CHART.namespace}/${ARC_CONTROLLER_CHART.release} by hand; then --uninstall again`,
+          },
+        ),
+    },
+  );
+}
+
+interface GitHubRunner {
+  id: number;
+  name: string;
+  labels: string[];
+}
+
+/** Runners of OUR scale set GitHub still lists (isRunnerOf); anyone else's are never touched. */
+async function staleRunners(s: RunnerSettings, ctx: StepContext): Promise<GitHubRunner[]> {
+  const gh = clientFromConfig(ctx.cfg, ctx.log);
+  try {
+    const all = await gh.paginate('GET /repos/{owner}/{repo}/actions/runners', { ...repoRef(ctx.cfg), per_page: 100 });
+    return all
+      .map((r) => ({ id: r.id, name: r.name, labels: r.labels.map((l) => l.name) }))
+      .filter((r) => isRunnerOf(r, s.scaleSetName));
+  } catch (e) {
+    throw explainGitHubError(e, `listing the self-hosted runners of ${s.repo}`, s.repo, s.githubUrl);
+  }
+}
+
+async function deleteRunner(s: RunnerSettings, r: GitHubRunner, ctx: StepContext): Promise<void> {
+  const gh = clientFromConfig(ctx.cfg, ctx.log);
+  try {
+    await gh.request('DELETE /repos/{owner}/{repo}/actions/runners/{runner_id}', {
+      ...repoRef(ctx.cfg),
+      runner_id: r.id,
+    });
+  } catch (e) {
+    if (httpStatus(e) === 404) return; // gone meanwhile: what we wanted
+    throw explainGitHubError(e, `deleting the runner ${r.name} (id ${r.id}) of ${s.repo}`, s.repo, s.githubUrl);
+  }
 }
 
 // ---- how they read and change the server ---------------------------------------------------------------------------
@@ -332,4 +471,4 @@ async function waitForRunners(s: RunnerSettings, ctx: StepContext): Promise<stri
   );
 }
 
-if (import.meta.filename === process.argv[1]) await runStep('60_runner_arc', { check, apply });
+if (import.meta.filename === process.argv[1]) await runStep('60_runner_arc', { check, apply, teardown });

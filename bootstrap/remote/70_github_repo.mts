@@ -7,7 +7,7 @@
 // Talks to CODEXK8S_GITHUB_API_URL with CODEXK8S_GITHUB_PAT from bootstrap.env; the launcher checked the token's
 // permissions before the run started.
 import { runStep, changeList } from '../lib/step.mts';
-import type { StepContext } from '../lib/step.mts';
+import type { StepContext, Teardown } from '../lib/step.mts';
 import { formatDuration } from '../lib/config.mts';
 import type { Config } from '../lib/config.mts';
 import { REMOTE } from '../lib/paths.mts';
@@ -23,8 +23,11 @@ import {
   readOrCreateSecretFile,
   webhookEvents,
   hookUrl,
+  describeTeardown,
+  NOTHING_WANTED,
 } from '../lib/github/wiring.mts';
 import type { Wanted } from '../lib/github/wiring.mts';
+import { readJournal } from '../lib/state.mts';
 
 // ---- check / apply --------------------------------------------------------------------------------------------------
 
@@ -35,7 +38,7 @@ async function check(ctx: StepContext): Promise<string[]> {
     drift.push(
       `the webhook secret ${WEBHOOK_SECRET_FILE} is not generated yet (so neither the secret ${WEBHOOK_SECRET_NAME} nor the webhook can be current)`,
     );
-  const { repo, actions } = await inspect(ctx, secret?.value);
+  const { repo, actions } = await inspect(ctx, wanted(ctx.cfg, secret?.value));
   return [...drift, ...actions.map((a) => describeAction(a, repo))];
 }
 
@@ -44,7 +47,7 @@ async function apply(ctx: StepContext): Promise<string[]> {
   const secret = await readOrCreateSecretFile(WEBHOOK_SECRET_FILE, true);
   if (!secret) throw new Error('unreachable: readOrCreateSecretFile(create=true) returned nothing');
   if (secret.created) changes.push(`generated the webhook secret ${WEBHOOK_SECRET_FILE} (0600)`);
-  const { gh, ref, repo, snap, actions } = await inspect(ctx, secret.value);
+  const { gh, ref, repo, snap, actions } = await inspect(ctx, wanted(ctx.cfg, secret.value));
   try {
     changes.push(...(await applyWiring(gh, ref, actions, snap, REMOTE.journal, ctx.log)));
   } catch (e) {
@@ -52,6 +55,28 @@ async function apply(ctx: StepContext): Promise<string[]> {
   }
   return changes;
 }
+
+// ---- --uninstall: what the journal says this tool created goes; nothing else is touched --------------------------
+
+const teardown: Teardown = {
+  async check(ctx) {
+    // No record of writes: nothing of ours on GitHub, and no need to ask it (the token may be revoked by now).
+    if (readJournal(REMOTE.journal).github === undefined) return [];
+    const { repo, actions } = await inspect(ctx, NOTHING_WANTED);
+    return actions.map((a) => describeTeardown(a, repo));
+  },
+  async apply(ctx) {
+    const changes = changeList(ctx);
+    if (readJournal(REMOTE.journal).github === undefined) return changes;
+    const { gh, ref, repo, snap, actions } = await inspect(ctx, NOTHING_WANTED);
+    try {
+      changes.push(...(await applyWiring(gh, ref, actions, snap, REMOTE.journal, ctx.log)));
+    } catch (e) {
+      throw explainWiringError(e, repo, ctx.cfg.get('CODEXK8S_GITHUB_URL'));
+    }
+    return changes;
+  },
+};
 
 // ---- how they read and change the server ---------------------------------------------------------------------------
 
@@ -107,12 +132,12 @@ export function wanted(cfg: Config, webhookSecret: string | undefined): Wanted {
   };
 }
 
-async function inspect(ctx: StepContext, secret: string | undefined) {
+/** GitHub's state and the plan from it to `want` (the step's wanted state, or nothing for --uninstall). */
+async function inspect(ctx: StepContext, want: Wanted) {
   const { cfg, log } = ctx;
   const ref = repoRef(cfg);
   let repo = `${ref.owner}/${ref.repo}`;
   const gh = clientFromConfig(cfg, log);
-  const want = wanted(cfg, secret);
   let withHooks = cfg.get('CODEXK8S_MODE') === 'server';
   try {
     // The journal is looked up by GitHub's id for the repository, so it is asked for first.
@@ -120,7 +145,7 @@ async function inspect(ctx: StepContext, secret: string | undefined) {
     repo = identity.fullName;
     const journal = githubJournal(REMOTE.journal, identity, log);
     // Hooks are listed in server mode, or to remove one this tool created (a local-mode token may lack Webhooks).
-    withHooks ||= journal.webhooks.length > 0;
+    withHooks ||= journal.webhooks.length > 0 || (journal.pendingWebhooks ?? []).length > 0;
     const snap = await snapshot(gh, ref, withHooks, identity);
     return { gh, ref, repo, snap, actions: planWiring(want, snap, journal) };
   } catch (e) {
@@ -133,4 +158,4 @@ async function inspect(ctx: StepContext, secret: string | undefined) {
   }
 }
 
-if (import.meta.filename === process.argv[1]) await runStep('70_github_repo', { check, apply });
+if (import.meta.filename === process.argv[1]) await runStep('70_github_repo', { check, apply, teardown });

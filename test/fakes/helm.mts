@@ -712,6 +712,12 @@ const uninstall: Verb = {
       say(ctx, `release "${name}" uninstalled`);
       return;
     }
+    // What goes with the release: the chart's objects, and the controllers' reaction (lib/chart-hooks.mts remove).
+    const rule = chartRules(ctx.io.dir)[rev.chart.name];
+    const cluster = clusterAccess(ctx.store(), ctx.io.dir);
+    const releaseInfo = { name, namespace: rel.namespace, chart: rev.chart.name, version: rev.chart.version };
+    for (const e of rule?.effects ?? [])
+      for (const c of CHART_EFFECTS[e]?.remove?.(rev.values, releaseInfo, cluster) ?? []) changed(ctx, c);
     if (flagBool(ctx.args, 'keep-history')) {
       rev.status = 'uninstalled';
       rev.description = 'Uninstallation complete';

@@ -577,4 +577,13 @@ test('the helm double plays ARC: CRDs from the controller, the scale set, and a 
     readCalls(dir).every((call) => !call.argv.join(' ').includes(TOKEN)),
     'the token is in no argv',
   );
+  // helm uninstall undoes the chart's effects: the scale set and its listener go (the controller deregisters
+  // them), then the controller's Deployment.
+  assert.equal(h(['uninstall', pin.release, '--namespace', pin.namespace, '--wait']).code, 0);
+  const gone = k(['-n', 'arc-runners', 'get', 'autoscalingrunnersets.actions.github.com', 'set', '-o', 'json']);
+  assert.notEqual(gone.code, 0);
+  assert.match(gone.stderr, /NotFound|not found/);
+  assert.equal(pods().length, 0, 'the listener goes with the scale set');
+  assert.equal(h(['uninstall', c.release, '--namespace', c.namespace, '--wait']).code, 0);
+  assert.notEqual(k(['-n', 'arc-systems', 'get', 'deployment', 'arc-gha-rs-controller', '-o', 'json']).code, 0);
 });

@@ -7,12 +7,27 @@
 // from them, restores the dump, proves the row counts, puts back the webhook secret and the journal's record of
 // what GitHub holds, and removes the directory. Until then every run continues the restore.
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, readFileSync, rmSync, statSync } from 'node:fs';
+import {
+  chmodSync,
+  createReadStream,
+  createWriteStream,
+  existsSync,
+  fchmodSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Writable } from 'node:stream';
 import { OperationError } from '../errors.mts';
-import { CommandError } from '../exec.mts';
+import { CommandError, spawnStream } from '../exec.mts';
 import { getJson, readSecret } from '../kube.mts';
 import type { Logger } from '../log.mts';
 import { NAMES } from '../manifests.mts';
@@ -24,7 +39,7 @@ import type { GitHubJournal } from '../state.mts';
 import { PINS } from '../versions.mts';
 import { BundleWriter, PART, damaged, parseSecrets } from './bundle.mts';
 import type { BundleSecrets, Manifest } from './bundle.mts';
-import { dumpStream, openSnapshot } from './database.mts';
+import { dumpStream, openSnapshot, pgDumpWords, pgExecArgv } from './database.mts';
 import type { Database } from './database.mts';
 
 // ---- backup ---------------------------------------------------------------------------------------------------------
@@ -234,4 +249,112 @@ export function refuseRestore(conflicts: readonly string[]): OperationError {
 /** The restore is complete: its files go (the dump and the secrets are on the laptop, in the bundle). */
 export function removePending(p: PendingRestore): void {
   rmSync(p.dir, { recursive: true, force: true });
+}
+
+// ---- --uninstall: the dumps kept on the server -----------------------------------------------------------------------
+
+/** Where 40_postgres's teardown keeps the database (0700, files 0600); --purge-data removes it. */
+export const KEPT_DUMPS_DIR = '/var/backups/codex-k8s-bootstrap';
+export const DUMP_SUFFIX = '.dump';
+const PARTIAL = '.partial';
+
+/** "20261207T203501Z" */
+export function utcStamp(at: Date): string {
+  return at
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'Z');
+}
+
+/** A run id as a file-name word (the launcher's are already; a hand-set CODEXK8S_RUN_ID may not be). */
+function runWord(runId: string): string {
+  return runId.replace(/[^A-Za-z0-9-]/g, '_');
+}
+
+/**
+ * `<db>-<UTC time>-final-<run id>.dump`: the run id makes "this run already dumped" a look at the directory, so the
+ * runner's check after apply (and a repeat within the same run) finds it and does not dump again.
+ */
+export function finalDumpName(db: string, runId: string, at: Date): string {
+  return `${db}-${utcStamp(at)}-final-${runWord(runId)}${DUMP_SUFFIX}`;
+}
+
+/** Pure: the final dump of `db` this run made, among the directory's names (a .partial never counts). */
+export function finalDumpOfRun(names: readonly string[], db: string, runId: string): string | undefined {
+  const tail = `-final-${runWord(runId)}${DUMP_SUFFIX}`;
+  return names.find(
+    (n) => n.startsWith(`${db}-`) && n.endsWith(tail) && /^\d{8}T\d{6}Z$/.test(n.slice(db.length + 1, -tail.length)),
+  );
+}
+
+/** Pure: the nightly dumps (`*.dump`) not yet copied, given the sizes of both directories' files. */
+export function dumpsToCopy(source: ReadonlyMap<string, number>, kept: ReadonlyMap<string, number>): string[] {
+  return [...source.keys()].filter((n) => n.endsWith(DUMP_SUFFIX) && kept.get(n) !== source.get(n)).sort();
+}
+
+/** The kept directory, 0700 root, made before any file goes in. */
+export function ensureKeptDir(dir: string = KEPT_DUMPS_DIR): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  chmodSync(dir, 0o700);
+}
+
+/** The `*.dump` files of a directory with their sizes; empty when it is not there. */
+export function dumpSizes(dir: string): Map<string, number> {
+  const out = new Map<string, number>();
+  if (!existsSync(dir)) return out;
+  for (const n of readdirSync(dir)) {
+    if (!n.endsWith(DUMP_SUFFIX)) continue;
+    const st = statSync(join(dir, n));
+    if (st.isFile()) out.set(n, st.size);
+  }
+  return out;
+}
+
+/**
+ * Writes `src` to `dir/name` through `name.partial` (0600 before the first byte); `complete` (the writer's exit
+ * status) and size > 0 are checked before the rename, so a `name` without .partial is always whole.
+ */
+export async function keepStream(
+  src: Readable,
+  dir: string,
+  name: string,
+  complete: () => Promise<void> = async () => {},
+): Promise<number> {
+  const target = join(dir, name);
+  const partial = target + PARTIAL;
+  rmSync(partial, { force: true });
+  try {
+    const fd = openSync(partial, 'wx', 0o600);
+    fchmodSync(fd, 0o600);
+    await pipeline(src, createWriteStream('', { fd }));
+    await complete();
+    const size = statSync(partial).size;
+    if (size === 0) throw new OperationError(`${target} would be empty: nothing was kept`);
+    renameSync(partial, target);
+    return size;
+  } finally {
+    rmSync(partial, { force: true });
+  }
+}
+
+/** The final `pg_dump -Fc` of the database (the exec form of the backups), kept as `name` in `dir`. */
+export async function writeFinalDump(d: Database, dir: string, name: string, log: Logger): Promise<number> {
+  const p = spawnStream(pgExecArgv(d, false, pgDumpWords(d)), { log });
+  try {
+    return await keepStream(p.stdout, dir, name, async () => {
+      const res = await p.done;
+      if (res.exitCode !== 0) throw new CommandError(res, `pg_dump of ${d.db} failed; nothing was kept`);
+    });
+  } catch (e) {
+    p.kill();
+    await p.done;
+    throw e;
+  }
+}
+
+/** Pure: the host directory behind a PersistentVolume (local-path's hostPath, or a `local` volume), if it has one. */
+export function pvHostPath(
+  pv: { spec?: { local?: { path?: string }; hostPath?: { path?: string } } } | undefined,
+): string | undefined {
+  return pv?.spec?.local?.path ?? pv?.spec?.hostPath?.path ?? undefined;
 }

@@ -238,6 +238,36 @@ export function planWiring(wanted: Wanted, snap: RepoSnapshot, j: GitHubJournal)
   return actions;
 }
 
+/** --uninstall wants nothing: planWiring then deletes exactly what the journal says this tool created. */
+export const NOTHING_WANTED: Wanted = { variables: {}, secrets: {}, webhook: undefined };
+
+/**
+ * Pure: the teardown of the wiring. Only names the journal lists as created are deleted; an adopted webhook is only
+ * forgotten; an adopted variable or secret is never touched (the journal does not even list it as ours).
+ */
+export function teardownPlan(snap: RepoSnapshot, j: GitHubJournal): Action[] {
+  return planWiring(NOTHING_WANTED, snap, j);
+}
+
+/** One line per thing of ours --uninstall removes (or forgets), for the teardown's check(). */
+export function describeTeardown(a: Action, repo: string): string {
+  switch (a.kind) {
+    case 'delete-variable':
+      return `GitHub variable ${a.name} in ${repo} (created by this tool)`;
+    case 'delete-secret':
+      return `GitHub secret ${a.name} in ${repo} (created by this tool)`;
+    case 'delete-webhook':
+      return `GitHub webhook ${a.url} (id ${a.id}) in ${repo} (created by this tool)`;
+    case 'forget-webhook':
+      return `the journal's record of webhook ${a.url} (id ${a.id}; not created by this tool, or gone: forgotten, never deleted)`;
+    case 'forget-pending-webhook':
+      return `the journal's record of an unanswered create of webhook ${a.url} (GitHub has no such hook: forgotten)`;
+    default:
+      // planWiring with nothing wanted creates and updates nothing.
+      return describeAction(a, repo);
+  }
+}
+
 /** One drift line per action, for check(). Values of variables are shown; secrets never. */
 export function describeAction(a: Action, repo: string): string {
   switch (a.kind) {

@@ -42,6 +42,8 @@ export const OPERATIONS: ReadonlyArray<readonly [string, string]> = [
   ['get', '/repos/{owner}/{repo}/actions/workflows'],
   ['get', '/repos/{owner}/{repo}/actions/runners'],
   ['post', '/repos/{owner}/{repo}/actions/runners/registration-token'],
+  // --uninstall: a runner of our scale set that GitHub still lists once the scale set is gone.
+  ['delete', '/repos/{owner}/{repo}/actions/runners/{runner_id}'],
   // 80_deploy_loop_check: dispatch staging-deploy.yml, find and follow its run, read its jobs.
   ['post', '/repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches'],
   ['get', '/repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs'],

@@ -259,6 +259,7 @@ const NEEDS: Readonly<Record<string, readonly [Permission, 'read' | 'write']>> =
   'GET /repos/{owner}/{repo}/actions/workflows': ['actions', 'read'],
   'GET /repos/{owner}/{repo}/actions/runners': ['administration', 'read'],
   'POST /repos/{owner}/{repo}/actions/runners/registration-token': ['administration', 'write'],
+  'DELETE /repos/{owner}/{repo}/actions/runners/{runner_id}': ['administration', 'write'],
   'POST /repos/{owner}/{repo}/actions/workflows/{workflow_id}/dispatches': ['actions', 'write'],
   'GET /repos/{owner}/{repo}/actions/workflows/{workflow_id}/runs': ['actions', 'read'],
   'GET /repos/{owner}/{repo}/actions/runs/{run_id}': ['actions', 'read'],
@@ -864,6 +865,12 @@ export async function startFakeGitHub(opts: FakeGitHubOptions): Promise<FakeGitH
           }));
         const p = page(all, url, c.key);
         return new HttpAnswer(200, { total_count: all.length, runners: p.slice }, p.headers);
+      }
+      case 'DELETE /repos/{owner}/{repo}/actions/runners/{runner_id}': {
+        const i = runners.findIndex((r) => r.id === Number(m['runner_id']));
+        if (i < 0) return notFound(docs);
+        runners.splice(i, 1);
+        return new HttpAnswer(204, undefined);
       }
       case 'POST /repos/{owner}/{repo}/actions/runners/registration-token':
         return new HttpAnswer(201, {

@@ -128,7 +128,8 @@ function isObject(v: unknown): v is Record<string, unknown> {
 // Effects: what installing a chart creates in the cluster, referenced from charts.json ("effects": [...]).
 // The helm double renders no templates; an effect stands in for the chart's objects AND for the controllers that
 // react to them, as far as the steps look at them. `preflight` runs before the release is written (a problem
-// fails the install, like the real helm would); `apply` runs after, and returns change lines.
+// fails the install, like the real helm would); `apply` runs after, and returns change lines; `remove` runs at
+// `helm uninstall`.
 
 /** What an effect may do to the fake cluster (helm.mts builds it on the kubectl double's store). */
 export interface ClusterAccess {
@@ -148,6 +149,8 @@ export type ReleaseInfo = Parameters<ValuesHook>[1];
 export interface ChartEffect {
   preflight(values: Record<string, unknown>, release: ReleaseInfo, cluster: ClusterAccess): string[];
   apply(values: Record<string, unknown>, release: ReleaseInfo, cluster: ClusterAccess): string[];
+  /** `helm uninstall`: what goes with the release's objects (and what the controllers then do); change lines. */
+  remove?(values: Record<string, unknown>, release: ReleaseInfo, cluster: ClusterAccess): string[];
 }
 
 const ARC_PART_OF = { 'app.kubernetes.io/part-of': 'gha-rs' };
@@ -180,6 +183,25 @@ function listenerName(name: string, namespace: string, group: string, url: strin
   return `${name}-${h.toString(36).slice(0, 6).padStart(6, '0')}-listener`;
 }
 
+/** The controller chart's Deployment and ServiceAccount names (its fullname template, the serviceAccount.name value). */
+function controllerNames(values: Record<string, unknown>, release: ReleaseInfo): { fullname: string; sa: string } {
+  const fullname = release.name.includes('gha-rs-controller') ? release.name : `${release.name}-gha-rs-controller`;
+  const sa =
+    isObject(values['serviceAccount']) &&
+    typeof values['serviceAccount']['name'] === 'string' &&
+    values['serviceAccount']['name'] !== ''
+      ? values['serviceAccount']['name']
+      : fullname;
+  return { fullname, sa };
+}
+
+/** The scale set's name: runnerScaleSetName, else the release name (the chart's default). */
+function scaleSetName(values: Record<string, unknown>, release: ReleaseInfo): string {
+  return typeof values['runnerScaleSetName'] === 'string' && values['runnerScaleSetName'] !== ''
+    ? values['runnerScaleSetName']
+    : release.name;
+}
+
 export const CHART_EFFECTS: Readonly<Record<string, ChartEffect>> = {
   /**
    * gha-runner-scale-set-controller: its CRDs (lib/kinds.mts EXTENSION_KINDS, providedBy this chart) and the
@@ -188,13 +210,7 @@ export const CHART_EFFECTS: Readonly<Record<string, ChartEffect>> = {
   'arc-controller': {
     preflight: () => [],
     apply(values, release, cluster) {
-      const fullname = release.name.includes('gha-rs-controller') ? release.name : `${release.name}-gha-rs-controller`;
-      const sa =
-        isObject(values['serviceAccount']) &&
-        typeof values['serviceAccount']['name'] === 'string' &&
-        values['serviceAccount']['name'] !== ''
-          ? values['serviceAccount']['name']
-          : fullname;
+      const { fullname, sa } = controllerNames(values, release);
       const labels = {
         'app.kubernetes.io/name': 'gha-rs-controller',
         'app.kubernetes.io/namespace': release.namespace,
@@ -229,6 +245,14 @@ export const CHART_EFFECTS: Readonly<Record<string, ChartEffect>> = {
       });
       return [`deployment.apps/${fullname} and serviceaccount/${sa} in ${release.namespace} (fake ARC controller)`];
     },
+    remove(values, release, cluster) {
+      const { fullname, sa } = controllerNames(values, release);
+      cluster.remove('apps/v1', 'Deployment', release.namespace, fullname);
+      cluster.remove('v1', 'ServiceAccount', release.namespace, sa);
+      return [
+        `deployment.apps/${fullname} and serviceaccount/${sa} in ${release.namespace} deleted (fake ARC controller)`,
+      ];
+    },
   },
   /**
    * gha-runner-scale-set: the AutoscalingRunnerSet (its kind is served only once the controller chart is deployed,
@@ -238,6 +262,28 @@ export const CHART_EFFECTS: Readonly<Record<string, ChartEffect>> = {
    * retries). The fake cannot tell a valid token from an invalid one: the GitHub side of a test decides that.
    */
   'arc-scale-set': {
+    /**
+     * The AutoscalingRunnerSet goes with the release; the controller (while it runs) then deletes the scale set in
+     * GitHub (the harness plays that side) and its listener pod.
+     */
+    remove(values, release, cluster) {
+      const name = scaleSetName(values, release);
+      const ns = release.namespace;
+      if (cluster.unavailable('actions.github.com/v1alpha1', 'AutoscalingRunnerSet') !== undefined) return [];
+      cluster.remove('actions.github.com/v1alpha1', 'AutoscalingRunnerSet', ns, name);
+      const changes = [`autoscalingrunnerset.actions.github.com/${name} in ${ns} deleted (fake ARC)`];
+      const ctlNs = cluster.releaseNamespace('gha-runner-scale-set-controller');
+      if (ctlNs === undefined) return changes;
+      for (const p of cluster.list('v1', 'Pod', ctlNs))
+        if (
+          p.metadata.labels?.['actions.github.com/scale-set-name'] === name &&
+          p.metadata.labels['actions.github.com/scale-set-namespace'] === ns
+        ) {
+          cluster.remove('v1', 'Pod', ctlNs, p.metadata.name);
+          changes.push(`pod/${p.metadata.name} in ${ctlNs} deleted (fake ARC controller)`);
+        }
+      return changes;
+    },
     preflight(_values, _release, cluster) {
       const why = cluster.unavailable('actions.github.com/v1alpha1', 'AutoscalingRunnerSet');
       return why === undefined
@@ -247,10 +293,7 @@ export const CHART_EFFECTS: Readonly<Record<string, ChartEffect>> = {
           ];
     },
     apply(values, release, cluster) {
-      const name =
-        typeof values['runnerScaleSetName'] === 'string' && values['runnerScaleSetName'] !== ''
-          ? values['runnerScaleSetName']
-          : release.name;
+      const name = scaleSetName(values, release);
       const ns = release.namespace;
       const url = String(values['githubConfigUrl'] ?? '');
       const secretName = String(values['githubConfigSecret'] ?? '');
