@@ -15,6 +15,7 @@
 //   login      after a guarded change: a NEW operator login confirms it, or it is rolled back
 //   summary    the table at the end
 //   status     --status: the one-screen status, read without the lock (lines made by lib/status.mts)
+//   uninstall  --uninstall: every step's teardown, last first, after a plan and a typed confirmation
 //   context    what they share: options, the run context, the remote helper
 import { Logger } from '../lib/log.mts';
 import { UsageError } from '../lib/errors.mts';
@@ -27,6 +28,7 @@ import { printPlan } from '../lib/launcher/plan.mts';
 import { RESTORE_STEP, realRun } from '../lib/launcher/run.mts';
 import { loadSettings } from '../lib/launcher/settings.mts';
 import { SPEC } from '../lib/launcher/spec.mts';
+import { checkUninstallOptions } from '../lib/launcher/uninstall.mts';
 
 async function main(argv: readonly string[], log: Logger): Promise<number> {
   const flags = parseCli(SPEC, argv);
@@ -58,6 +60,10 @@ async function main(argv: readonly string[], log: Logger): Promise<number> {
     backup: flags['backup'] as string | undefined,
     restoreFrom: flags['restore-from'] as string | undefined,
     restoreOverwrite: Boolean(flags['restore-overwrite']),
+    uninstall: Boolean(flags['uninstall']),
+    confirmHost: flags['confirm-host'] as string | undefined,
+    purgeData: Boolean(flags['purge-data']),
+    removeOperator: Boolean(flags['remove-operator']),
   };
   if (opts.check && opts.dryRun)
     throw new UsageError(
@@ -75,6 +81,20 @@ async function main(argv: readonly string[], log: Logger): Promise<number> {
     throw new UsageError(
       '--status runs alone: it reads the server and GitHub and changes nothing, so --check, --dry-run, --backup, --restore-from, --from and --only do not go with it',
     );
+  if (
+    opts.uninstall &&
+    (opts.check || opts.dryRun || opts.status || opts.backup || opts.restoreFrom || opts.from || opts.only)
+  )
+    throw new UsageError(
+      '--uninstall runs alone: it removes every step, last first, so --check, --dry-run, --status, --backup, --restore-from, --from and --only do not go with it (take a --backup first, in its own run)',
+    );
+  for (const [set, flag] of [
+    [opts.confirmHost !== undefined, '--confirm-host NAME'],
+    [opts.purgeData, '--purge-data'],
+    [opts.removeOperator, '--remove-operator'],
+  ] as const)
+    if (set && !opts.uninstall)
+      throw new UsageError(`${flag} goes with --uninstall only; expected --uninstall ${flag}`);
   if (opts.json && !opts.check && !opts.status)
     throw new UsageError(
       '--json goes with --check (the drift report) or --status; expected --check --json or --status --json',
@@ -85,6 +105,13 @@ async function main(argv: readonly string[], log: Logger): Promise<number> {
   if (opts.restoreFrom !== undefined && !selected.includes(RESTORE_STEP))
     throw new UsageError(`--restore-from: the selected steps leave out ${RESTORE_STEP}, which restores the bundle`);
   const loaded = await loadSettings(opts, log);
+  if (opts.uninstall)
+    checkUninstallOptions(
+      opts,
+      loaded.config.get('TARGET_HOST'),
+      loaded.config.get('OPERATOR_USER'),
+      loaded.config.get('TARGET_ROOT_USER'),
+    );
   return opts.dryRun ? printPlan(loaded, selected, log) : realRun(opts, loaded.config, selected, log);
 }
 

@@ -48,7 +48,7 @@ in_empty_netns() {
 @test "launcher --help exits 0 and lists every flag" {
   run "$LAUNCHER" --help
   assert_success
-  for flag in --help --env-file --dry-run --check --json --list --from --only --yes --verbose; do
+  for flag in --help --env-file --dry-run --check --json --status --uninstall --confirm-host --purge-data --remove-operator --list --from --only --yes --verbose; do
     assert_output --partial -- "$flag"
   done
   assert_output --partial "Exit codes"
@@ -118,6 +118,36 @@ in_empty_netns() {
   assert_output --partial 'TARGET_PORT'
   [ ! -e "$CALLS" ]
   [ ! -e "$KEYDIR/b" ]
+}
+
+@test "--uninstall: with a flag of another run, without a confirmation, naming another host, or removing the login: exit 2, nothing contacted" {
+  ssh-keygen -q -t ed25519 -N '' -C op@laptop -f "$KEYDIR/real"
+  ok_env=(TARGET_ROOT_SSH_KEY="$KEYDIR/real" OPERATOR_SSH_PUBKEY_PATH="$KEYDIR/real.pub" OPERATOR_SSH_KEY="$KEYDIR/real" CODEXK8S_GITHUB_PAT=github_pat_aaaaaaaaaaaaaaaaaaaaaaaa)
+  for other in --check --dry-run --status "--from 20" "--only 40" "--restore-from x.age" "--backup $KEYDIR/b"; do
+    # shellcheck disable=SC2086 # the flag and its value are two words on purpose
+    run "$LAUNCHER" --uninstall $other --env-file .env.example
+    assert_failure 2
+    assert_output --partial '--uninstall runs alone'
+  done
+  for flag in --purge-data --remove-operator "--confirm-host 203.0.113.10"; do
+    # shellcheck disable=SC2086
+    run "$LAUNCHER" $flag --env-file .env.example
+    assert_failure 2
+    assert_output --partial 'goes with --uninstall only'
+  done
+  run env "${ok_env[@]}" "$LAUNCHER" --uninstall --yes --env-file .env.example
+  assert_failure 2
+  assert_output --partial '--uninstall --yes needs --confirm-host 203.0.113.10'
+  run env "${ok_env[@]}" "$LAUNCHER" --uninstall --yes --confirm-host 203.0.113.11 --env-file .env.example
+  assert_failure 2
+  assert_output --partial '--confirm-host 203.0.113.11: the settings name the server 203.0.113.10 (TARGET_HOST)'
+  run env "${ok_env[@]}" "$LAUNCHER" --uninstall --env-file .env.example </dev/null
+  assert_failure 2
+  assert_output --partial 'there is no terminal; expected --yes --confirm-host 203.0.113.10'
+  run env "${ok_env[@]}" TARGET_ROOT_USER=codex OPERATOR_USER=codex "$LAUNCHER" --uninstall --remove-operator --yes --confirm-host 203.0.113.10 --env-file .env.example
+  assert_failure 2
+  assert_output --partial 'would lock this tool out'
+  no_network_calls
 }
 
 @test "--check with a bad step name exits 2 before any connection" {

@@ -86,7 +86,8 @@ export interface Target {
   /**
    * GitHub's side of ARC, played openly: nothing in the sandbox can reach the fake GitHub API the way a real
    * listener would, so once the AutoscalingRunnerSet `set` exists on the server an online runner of that set is
-   * registered in the fake (named the way ARC names them), never before. Returns a function that stops watching.
+   * registered in the fake (named the way ARC names them), never before; once the set is deleted again, its runners
+   * leave the fake (the controller deletes the scale set in GitHub). Returns a function that stops watching.
    */
   playArcRunner(set?: string, namespace?: string): () => void;
   /** Every call the doubles (kubectl, helm, k3s installer) recorded on the server, in order. */
@@ -406,6 +407,10 @@ export async function startTarget(
                 labels: [set],
               });
             }
+            // The set deleted (helm uninstall): the controller deleted the scale set in GitHub, and its runners with it.
+            if (r.exitCode !== 0)
+              for (let i = github.runners.length - 1; i >= 0; i--)
+                if (github.runners[i]?.name.startsWith(`${set}-`)) github.runners.splice(i, 1);
             await new Promise((res) => setTimeout(res, 1000));
           }
         };

@@ -19,12 +19,33 @@ import { NODE } from '../../bootstrap/lib/versions.mts';
 
 let t: Target;
 let hostBefore: string;
+let serverBefore: string[];
 let stopRunner: (() => void) | undefined;
 let staging: Staging | undefined;
 const ALL = stepNames();
 const unchangedAll = (names: readonly string[]) => Object.fromEntries(names.map((n) => [n, '= unchanged']));
 
 const IMAGE_DROPIN = '/etc/ssh/sshd_config.d/60-hardened-image.conf';
+
+/**
+ * What a teardown must give back, as text to diff: every file under /etc with its hash, mode and owner, every
+ * directory and link, the systemd unit files and their state, the nftables ruleset, and the accounts.
+ */
+async function serverState(): Promise<string[]> {
+  const script = [
+    "find /etc -xdev -type f -printf '%m %u:%g ' -exec sha256sum {} \\; | sed 's/  / /'",
+    "find /etc -xdev \\( -type d -o -type l \\) -printf '%y %m %u:%g %p %l\\n'",
+    'systemctl list-unit-files --no-legend --no-pager | sed "s/^/unit /"',
+    'nft list ruleset | sed "s/^/nft /"',
+    'getent passwd | sed "s/^/user /"',
+  ].join('; ');
+  const out = (await t.sb.exec(['sh', '-c', script])).stdout;
+  return out.split('\n').filter(Boolean).sort();
+}
+
+/** The operator is kept by --uninstall, with its sudo: these files differ by its account, and only by that. */
+const OPERATOR_FILES =
+  /^\S+ \S+ [0-9a-f]{64} \/etc\/((passwd|group|shadow|gshadow|subuid|subgid)-?|sudoers\.d\/codex-k8s-operator)$|^user codex:/;
 
 const mutatingCalls = async () => (await t.doublesCalls()).filter((c) => c.mutating).length;
 
@@ -57,8 +78,14 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
     // A hardened image says no root login at all: the tool's drop-in (read first, so it wins) must keep that.
     await t.sb.exec(['sh', '-c', `echo 'PermitRootLogin no' > ${IMAGE_DROPIN}`]);
     stopRunner = t.playArcRunner();
+    // What --uninstall must give back, and objects of someone else's in the repository that it must leave alone.
+    serverBefore = await serverState();
+    const now = new Date().toISOString();
+    t.github.variables.set('THEIR_VARIABLE', { value: 'theirs', created_at: now, updated_at: now });
+    t.github.secrets.set('THEIR_SECRET', { value: 'theirs', created_at: now, updated_at: now });
     // 80_deploy_loop_check smoke-checks a real app: the one on this host, playing the cluster's deployment.
-    staging = await startStaging(t);
+    // Its PostgreSQL is the server's database too: --uninstall's final dump reads real rows.
+    staging = await startStaging(t, { routeDatabase: true });
   });
   after(async () => {
     stopRunner?.();
@@ -491,6 +518,71 @@ describe('launcher against a sandbox server', { concurrency: false }, () => {
       assert.ok(!text.includes(t.secret), `the GitHub token leaked into: ${where}`);
     // It did reach the one place it must: the 0600 settings file on the server.
     assert.match((await t.sb.exec(['cat', '/etc/codex-k8s-bootstrap/bootstrap.env'])).stdout, new RegExp(t.secret));
+  });
+
+  it('--uninstall: the plan, then everything it made removed last step first; the server is as before, a fresh bootstrap works', async () => {
+    const writesBefore = t.github.writes().length;
+    const ours = [...t.github.variables.keys()].filter((n) => n.startsWith('CODEXK8S_'));
+    assert.ok(ours.length > 0, 'the bootstrap created variables');
+    const r = await t.launch(['--yes', '--uninstall', '--confirm-host', t.sb.host]);
+    assert.equal(r.code, 0, r.output);
+    // The plan first, step by step, last step first, with what is kept.
+    assert.match(r.output, /^Uninstall plan for \S+ \(nothing removed yet\)$/m);
+    const planAt = r.output.indexOf('Uninstall plan');
+    const plan = r.output.slice(planAt, r.output.indexOf('Kept:', planAt));
+    assert.match(
+      plan,
+      /^ {2}70_github_repo +remove\n +- GitHub variable CODEXK8S_\w+ in \S+ \(created by this tool\)$/m,
+      plan,
+    );
+    assert.match(plan, /^ {2}20_install_k3s +remove/m, plan);
+    assert.match(plan, /^ {2}10_harden_host +remove\n(.*\n)* +- .*codex-k8s-firewall\.service/m, plan);
+    assert.ok(plan.indexOf('70_github_repo') < plan.indexOf('10_harden_host'), 'last step first');
+    assert.match(r.output, /^ {2}= PostgreSQL: a final dump of the database in \/var\/backups\/codex-k8s-bootstrap/m);
+    assert.match(r.output, /\+ a new login as ubuntu@\S+ works and has sudo/, 'the server is still reachable');
+    assert.match(r.output, /^Uninstalled: \d+ thing\(s\) removed from /m);
+
+    // The server is as it was before the bootstrap, but for what is kept: the operator and the final dump.
+    const after = await serverState();
+    const changed = (a: string[], b: string[]) => a.filter((l) => !b.includes(l) && !OPERATOR_FILES.test(l));
+    assert.deepEqual(changed(after, serverBefore), [], 'nothing of ours is left');
+    assert.deepEqual(changed(serverBefore, after), [], "nothing of the server's own is gone");
+    const gone = await t.sb.exec(
+      ['ls', '-d', '/opt/codex-k8s-bootstrap', '/var/lib/codex-k8s-bootstrap', '/usr/local/bin/k3s'],
+      { allowFail: true },
+    );
+    assert.equal(gone.stdout, '', gone.stdout);
+    const dumps = await t.sb.exec([
+      'sh',
+      '-c',
+      'stat -c "%a %s %n" /var/backups/codex-k8s-bootstrap /var/backups/codex-k8s-bootstrap/*.dump',
+    ]);
+    assert.match(
+      dumps.stdout,
+      /^700 \d+ \/var\/backups\/codex-k8s-bootstrap\n600 [1-9]\d* \/var\/backups\/codex-k8s-bootstrap\/\S+\.dump$/m,
+    );
+    assert.equal((await operatorLogin(['sudo', '-n', 'true'])).exitCode, 0, 'the operator is kept');
+
+    // GitHub: only what this tool created went, by DELETE; someone else's names stay.
+    const writes = t.github.writes().slice(writesBefore);
+    assert.ok(writes.length > 0);
+    for (const w of writes) assert.equal(w.method, 'DELETE', `${w.method} ${w.path}`);
+    for (const n of ours) assert.equal(t.github.variables.has(n), false, n);
+    assert.equal(t.github.variables.get('THEIR_VARIABLE')?.value, 'theirs');
+    assert.ok(t.github.secrets.has('THEIR_SECRET'));
+    assert.equal(t.github.secrets.has('CODEXK8S_WEBHOOK_SECRET'), false);
+    assert.equal(t.github.runners.length, 0, 'the scale set took its runners with it');
+
+    // Again: nothing is left to remove.
+    const again = await t.launch(['--yes', '--uninstall', '--confirm-host', t.sb.host]);
+    assert.equal(again.code, 0, again.output);
+    for (const name of ALL) assert.match(again.output, new RegExp(`^ {2}${name} +nothing$`, 'm'), again.output);
+
+    // And the same server bootstraps from scratch.
+    const fresh = await t.launch(['--yes']);
+    assert.equal(fresh.code, 0, fresh.output);
+    const f = footers(fresh.output);
+    for (const name of ALL.slice(1)) assert.match(f[name] ?? '', /^\+ changed \d+$/, `${name}\n${fresh.output}`);
   });
 
   it('an IPv6 literal as TARGET_HOST: the same server over IPv6, its host key pinned under its own name', async () => {

@@ -40,6 +40,14 @@ export interface Options {
   restoreFrom?: string;
   /** --restore-overwrite: the restore may replace a database that holds rows. */
   restoreOverwrite: boolean;
+  /** --uninstall: every step's teardown, last step first, after a plan and a typed confirmation. */
+  uninstall: boolean;
+  /** --confirm-host NAME: with --uninstall --yes, the server named as TARGET_HOST names it. */
+  confirmHost?: string;
+  /** --purge-data (with --uninstall): the kept PostgreSQL dumps go too. */
+  purgeData: boolean;
+  /** --remove-operator (with --uninstall): the operator account goes too. */
+  removeOperator: boolean;
 }
 
 export interface Ctx {

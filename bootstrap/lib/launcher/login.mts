@@ -50,6 +50,8 @@ export function loginsToProve(cfg: Config, lc: LoginCheck): LoginToProve[] {
     keySetting: 'TARGET_ROOT_SSH_KEY',
     proof: asRoot({ user }, ['true']),
   };
+  // After --uninstall --remove-operator there is no operator to log in as: the launcher's own login is what is left.
+  if (lc.operatorRemoved) return [launcher];
   const same = launcher.user === operator.user && launcher.identityFile === operator.identityFile;
   return same ? [operator] : [operator, launcher];
 }

@@ -107,7 +107,8 @@ export async function prepare(
   ctx: Ctx,
   server: ServerState,
   generated: Record<string, string>,
-  purpose: 'run' | 'check' = 'run',
+  /** check and teardown leave the server's settings file as it is (they use one of their own when it differs). */
+  purpose: 'run' | 'check' | 'teardown' = 'run',
 ): Promise<string> {
   const { cfg, log } = ctx;
   const t0 = performance.now();
@@ -172,11 +173,11 @@ export async function prepare(
   const envHash = createHash('sha256').update(envText).digest('hex');
   let settingsFile: string = REMOTE.envFile;
   if (server.env === envHash) log.info(`  = ${REMOTE.envFile} unchanged`);
-  else if (purpose === 'check') {
+  else if (purpose !== 'run') {
     settingsFile = REMOTE.checkEnvFile;
     await helper(ctx, ['write-private', settingsFile], { input: envText });
     changed++;
-    log.info(`  + ${settingsFile} written (0600, for this check only; ${REMOTE.envFile} is left as it is)`);
+    log.info(`  + ${settingsFile} written (0600, for this ${purpose} only; ${REMOTE.envFile} is left as it is)`);
   } else {
     await helper(ctx, ['write-private', REMOTE.envFile], { input: envText });
     changed++;

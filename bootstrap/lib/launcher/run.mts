@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { configHash } from '../config.mts';
 import type { Config } from '../config.mts';
-import { Logger, color } from '../log.mts';
+import { Logger, color, formatSeconds } from '../log.mts';
 import { UsageError, OperationError } from '../errors.mts';
 import { stepNames } from '../catalogue.mts';
 import { checkPrerequisites } from '../state.mts';
@@ -26,6 +26,14 @@ import { appSource } from './source.mts';
 import { runSteps } from './steps.mts';
 import { printSummary } from './summary.mts';
 import { statusRun } from './status.mts';
+import {
+  TEARDOWN_ORDER,
+  confirmTeardown,
+  formatTeardownPlan,
+  keptLines,
+  runTeardown,
+  teardownPlan,
+} from './uninstall.mts';
 import { backupDir, backupKey, takeBackup } from './backup.mts';
 import { discardRestore, openBundle, uploadRestore } from './restore.mts';
 import type { BundleKey } from '../backup/crypt.mts';
@@ -64,7 +72,7 @@ export async function realRun(opts: Options, cfg: Config, selected: readonly str
   log.info(color.dim(`log: ${log.filePath}`));
   // Before anything is contacted: a deploy from an app/ that is not a commit stops the run (exit 2).
   // (--check and --backup build nothing: a dirty app/ only means the upload goes without source.json.)
-  const generated = await appSource(opts.check || opts.backup || opts.status ? [] : selected, log);
+  const generated = await appSource(opts.check || opts.backup || opts.status || opts.uninstall ? [] : selected, log);
   // --backup: the directory and the key are settled before the connection (a wrong recipient is exit 2 here).
   const backup = opts.backup ? { dir: backupDir(opts.backup), key: await backupKey(cfg, opts.yes) } : undefined;
   // --restore-from: the whole bundle is decrypted and checked before the connection (exit 2 when it is not right).
@@ -88,7 +96,8 @@ export async function realRun(opts: Options, cfg: Config, selected: readonly str
       const gh = clientFromConfig(cfg, log);
       await preflightToken(cfg, log, gh);
       // --check reports instead of refusing: a runner past the limit is a warning there.
-      await checkRunnerFreshness(cfg, log, gh, !opts.check && enforcesRunnerFreshness(selected));
+      // --uninstall removes the runners: their age does not matter.
+      if (!opts.uninstall) await checkRunnerFreshness(cfg, log, gh, !opts.check && enforcesRunnerFreshness(selected));
     }
 
     // After every check that can refuse the run (exit 2): `ssh -G` reads ~/.ssh/config for a ProxyJump.
@@ -155,6 +164,7 @@ export async function realRun(opts: Options, cfg: Config, selected: readonly str
           const server = serverState(ctx, answer);
           if (opts.check) return await liveCheck(server);
           if (backup) return await backupRun(server, backup);
+          if (opts.uninstall) return await uninstallRun(server);
           const pre = checkPrerequisites(stepNames(), selected, server.journal, configHash(cfg));
           for (const w of pre.warnings) log.warn(w);
           if (pre.problems.length > 0) throw new UsageError(pre.problems);
@@ -197,6 +207,51 @@ export async function realRun(opts: Options, cfg: Config, selected: readonly str
       await takeBackup(ctx, b.dir, settingsFile, b.key);
       await finish(ctx);
       locked = false;
+      return 0;
+    }
+
+    /** --uninstall: the plan, the typed confirmation, every step's teardown (last first), the tool's directories. */
+    async function uninstallRun(server: ServerState): Promise<number> {
+      const o = { purgeData: opts.purgeData, removeOperator: opts.removeOperator };
+      const settingsFile = await prepare(ctx, server, generated, 'teardown');
+      const rows = await teardownPlan(ctx, o, settingsFile);
+      log.info(color.bold(`Uninstall plan for ${host} (nothing removed yet)`));
+      for (const line of formatTeardownPlan(rows, keptLines(o, cfg.get('OPERATOR_USER')))) log.info(line);
+      const unreadable = rows.filter((r) => r.status === 'error').map((r) => r.name);
+      if (unreadable.length > 0)
+        throw new OperationError(
+          `the teardown plan of ${unreadable.join(', ')} could not be read: nothing was removed`,
+          {
+            hint: `run ${SELF} --check to see why, fix it, then --uninstall again`,
+          },
+        );
+      await confirmTeardown(ctx, opts);
+      const results = await runTeardown(ctx, opts, o, settingsFile);
+      await helper(ctx, ['lock-release', REMOTE.lockDir, ctx.lockToken], { allowFail: true });
+      locked = false;
+      const failed = TEARDOWN_ORDER.find((n) => results.get(n)?.status === 'failed');
+      if (failed) {
+        const r = results.get(failed);
+        throw new OperationError(`the teardown of ${failed} failed: ${r?.error ?? 'see the output above'}`, {
+          hint: `${r?.hint ?? 'fix the cause'}, then finish with: ${SELF}${opts.explicitEnvFile ? ` --env-file ${opts.envFile}` : ''} --uninstall (it removes what is left)`,
+          detail: r?.detail ?? (r?.crashed ? r.stderrTail : undefined),
+        });
+      }
+      const removed = [...results.values()].reduce((n, r) => n + r.changes.length, 0);
+      const sshPort = results.get('10_harden_host')?.loginCheck?.port;
+      log.info('');
+      log.info(
+        color.bold(
+          `Uninstalled: ${removed} thing(s) removed from ${host} in ${formatSeconds((performance.now() - started) / 1000)}`,
+        ),
+      );
+      if (sshPort !== undefined && sshPort !== port)
+        log.info(
+          `  sshd listens on ${sshPort} again (the server's own configuration): set TARGET_PORT=${sshPort} for the next run`,
+        );
+      log.info(
+        `  a fresh bootstrap of this server: ${SELF}${opts.explicitEnvFile ? ` --env-file ${opts.envFile}` : ''}`,
+      );
       return 0;
     }
 

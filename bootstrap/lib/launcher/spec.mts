@@ -8,7 +8,7 @@ import { NAME_WIDTH, SELF } from './context.mts';
 
 export const SPEC: CliSpec = {
   name: SELF,
-  usage: `${SELF} [--env-file PATH] [--dry-run | --check [--json] | --status [--json] | --list | --backup DIR] [--restore-from FILE|github:latest|github:RUN_ID [--restore-overwrite]] [--from STEP | --only STEP[,STEP]] [--yes] [--verbose]`,
+  usage: `${SELF} [--env-file PATH] [--dry-run | --check [--json] | --status [--json] | --list | --backup DIR | --uninstall [--purge-data] [--remove-operator] [--confirm-host NAME]] [--restore-from FILE|github:latest|github:RUN_ID [--restore-overwrite]] [--from STEP | --only STEP[,STEP]] [--yes] [--verbose]`,
   summary:
     'Bootstraps a fresh Ubuntu 24.04 server into the codex-k8s staging environment over SSH.\n' +
     'Validates every setting first (nothing is contacted when one is wrong), then runs the remote steps in order.\n' +
@@ -77,6 +77,28 @@ export const SPEC: CliSpec = {
       value: 'STEP[,STEP]',
       description: 'run just these steps; every step before each of them that is not named must have succeeded',
     },
+    {
+      name: 'uninstall',
+      type: 'boolean',
+      description:
+        "take staging down: prints everything it will remove (every step's teardown, last step first: GitHub's variables, secrets and webhook that this tool created, ARC, the service, k3s through its own uninstall script, the firewall, fail2ban jail, sysctl files and the sshd drop-in, then the tool's own directories), asks for the host name to be typed, removes it, and proves a new login still works. Keeps a final PostgreSQL dump and the operator unless told",
+    },
+    {
+      name: 'confirm-host',
+      type: 'string',
+      value: 'NAME',
+      description: 'with --uninstall --yes: the confirmation without a prompt; must equal TARGET_HOST',
+    },
+    {
+      name: 'purge-data',
+      type: 'boolean',
+      description: 'with --uninstall: no final PostgreSQL dump is kept, and earlier kept dumps go too',
+    },
+    {
+      name: 'remove-operator',
+      type: 'boolean',
+      description: 'with --uninstall: the operator account (one this tool created), its home and its sudo go too',
+    },
     { name: 'yes', short: 'y', type: 'boolean', description: 'never prompt: a missing secret is an error' },
     { name: 'verbose', short: 'v', type: 'boolean', description: 'print every command, locally and on the server' },
   ],
@@ -115,7 +137,8 @@ export const SPEC: CliSpec = {
         `${SELF} --only 00_preflight --yes            # one step, no prompts\n` +
         `${SELF} --backup ~/backups                   # an encrypted bundle of staging's data and secrets\n` +
         `${SELF} --restore-from ~/backups/F.age       # a new server, with the data and secrets of that bundle\n` +
-        `${SELF} --restore-from github:latest         # the same from the newest nightly backup artifact`,
+        `${SELF} --restore-from github:latest         # the same from the newest nightly backup artifact\n` +
+        `${SELF} --uninstall                          # the teardown plan, then remove it after the host name is typed`,
     },
   ],
 };

@@ -10,6 +10,8 @@ export async function runSteps(
   ctx: Ctx,
   selected: readonly string[],
   opts: Options,
+  /** What every step gets besides --verbose (--uninstall's teardown flags). */
+  args: readonly string[] = [],
 ): Promise<Map<string, LaunchResult>> {
   const results = new Map<string, LaunchResult>();
   for (const [i, name] of selected.entries()) {
@@ -25,7 +27,7 @@ export async function runSteps(
     const ticker = ctx.log.isLive ? setInterval(drawLive, 1000) : undefined;
     let r;
     try {
-      r = await ctx.ssh.run(remoteStepArgv(ctx, name, opts.verbose ? ['--verbose'] : []), {
+      r = await ctx.ssh.run(remoteStepArgv(ctx, name, [...args, ...(opts.verbose ? ['--verbose'] : [])]), {
         allowFail: true,
         onStdoutLine: (line) => {
           if (line.startsWith(RESULT_MARKER)) result = JSON.parse(line.slice(RESULT_MARKER.length)) as StepResult;
