@@ -43,9 +43,12 @@ async function serverState(): Promise<string[]> {
   return out.split('\n').filter(Boolean).sort();
 }
 
-/** The operator is kept by --uninstall, with its sudo: these files differ by its account, and only by that. */
+/**
+ * The operator is kept by --uninstall, with its sudo: these files differ by its account, and only by that. ops2 and
+ * plain are accounts earlier tests of this file make on purpose (the operator refusals), not the bootstrap's.
+ */
 const OPERATOR_FILES =
-  /^\S+ \S+ [0-9a-f]{64} \/etc\/((passwd|group|shadow|gshadow|subuid|subgid)-?|sudoers\.d\/codex-k8s-operator)$|^user codex:/;
+  /^\S+ \S+ [0-9a-f]{64} \/etc\/((passwd|group|shadow|gshadow|subuid|subgid)-?|sudoers\.d\/codex-k8s-operator)$|^user (codex|ops2|plain):/;
 
 const mutatingCalls = async () => (await t.doublesCalls()).filter((c) => c.mutating).length;
 
