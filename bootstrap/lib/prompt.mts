@@ -14,31 +14,7 @@ export function readHidden(
   input: TtyIn = process.stdin,
   output: Writable = process.stderr,
 ): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let buf = '';
-    // Echo goes off before the prompt shows: nothing typed after the prompt can be echoed.
-    input.setRawMode?.(true);
-    input.resume();
-    output.write(prompt);
-    const finish = (err?: Error) => {
-      input.off('data', onData);
-      input.setRawMode?.(false);
-      input.pause();
-      output.write('\n');
-      if (err) reject(err);
-      else resolve(buf.trim());
-    };
-    const onData = (chunk: Buffer | string) => {
-      for (const ch of chunk.toString()) {
-        if (ch === '\r' || ch === '\n') return finish();
-        if (ch === '\u0003' || ch === '\u0004')
-          return finish(new UsageError('interrupted while reading a secret; nothing was changed'));
-        if (ch === '\u007f' || ch === '\b') buf = buf.slice(0, -1);
-        else buf += ch;
-      }
-    };
-    input.on('data', onData);
-  });
+  return readTyped(prompt, false, 'interrupted while reading a secret; nothing was changed', input, output);
 }
 
 /** Reads one line with echo on (a typed confirmation). Ctrl-C or Ctrl-D abort (exit 2: nothing was touched). */
@@ -46,6 +22,20 @@ export function readLine(
   prompt: string,
   input: TtyIn = process.stdin,
   output: Writable = process.stderr,
+): Promise<string> {
+  return readTyped(prompt, true, 'interrupted at the confirmation; nothing was removed', input, output);
+}
+
+/**
+ * One line from a terminal in raw mode: Enter ends it, backspace edits, Ctrl-C / Ctrl-D reject with `interrupted`
+ * (a UsageError). Echo goes off before the prompt shows, so nothing typed after it is echoed unless `echo`.
+ */
+function readTyped(
+  prompt: string,
+  echo: boolean,
+  interrupted: string,
+  input: TtyIn,
+  output: Writable,
 ): Promise<string> {
   return new Promise((resolve, reject) => {
     let buf = '';
@@ -63,12 +53,12 @@ export function readLine(
     const onData = (chunk: Buffer | string) => {
       for (const ch of chunk.toString()) {
         if (ch === '\r' || ch === '\n') return finish();
-        if (ch === '\u0003' || ch === '\u0004')
-          return finish(new UsageError('interrupted at the confirmation; nothing was removed'));
+        if (ch === '\u0003' || ch === '\u0004') return finish(new UsageError(interrupted));
         if (ch === '\u007f' || ch === '\b') {
-          if (buf.length > 0) output.write('\b \b');
+          if (echo && buf.length > 0) output.write('\b \b');
           buf = buf.slice(0, -1);
-        } else if (ch >= ' ') {
+        } else if (!echo) buf += ch;
+        else if (ch >= ' ') {
           buf += ch;
           output.write(ch);
         }

@@ -323,46 +323,17 @@ export async function converge(
     );
     return { status, changes, drift, seconds: seconds(), ...resultNotes(notes) };
   } catch (e) {
-    // apply() did not return: what it had already changed is in its change list.
-    if (changes.length === 0 && notes.applied && notes.applied.length > 0) {
-      changes = [...notes.applied];
-      for (const c of changes) ctx.log.info(`  + ${c}`);
-    }
-    const err = e as OperationError;
-    const message = mask(err.message ?? String(e));
-    const detail = err.detail
-      ? mask(err.detail)
-      : e instanceof OperationError
-        ? undefined
-        : mask((e as Error).stack ?? '');
-    const endedAt = new Date().toISOString();
-    writeJournal(
-      journalPath,
-      recordStep(readJournal(journalPath), name, {
-        status: 'failed',
-        startedAt,
-        endedAt,
-        seconds: seconds(),
-        changes,
-        configHash: cfgHash,
-        runId: ctx.runId,
-        error: message,
-      }),
-    );
-    // A failure after a guarded change still carries the login check: the launcher then proves the login (and
-    // keeps the change) or rolls it back, instead of leaving it to the timer.
-    const exitCode = e instanceof OperationError && e.exitCode === 2 ? 2 : 1;
-    return {
-      status: 'failed',
+    return failed(e, {
+      name,
+      ctx,
+      notes,
       changes,
       drift,
+      startedAt,
       seconds: seconds(),
-      error: message,
-      detail: detail || undefined,
-      hint: err.hint ? mask(err.hint) : undefined,
-      exitCode,
-      ...resultNotes(notes),
-    };
+      journalPath,
+      configHash: cfgHash,
+    });
   }
 }
 
@@ -409,38 +380,72 @@ export async function removeStep(
       ...resultNotes(notes),
     };
   } catch (e) {
-    if (changes.length === 0 && notes.applied && notes.applied.length > 0) {
-      changes = [...notes.applied];
-      for (const c of changes) ctx.log.info(`  + ${c}`);
-    }
-    const err = e as OperationError;
-    const message = mask(`uninstall: ${err.message ?? String(e)}`);
-    const prev = readJournal(journalPath).steps[name];
-    writeJournal(
-      journalPath,
-      recordStep(readJournal(journalPath), name, {
-        status: 'failed',
-        startedAt,
-        endedAt: new Date().toISOString(),
-        seconds: seconds(),
-        changes,
-        configHash: prev?.configHash ?? '',
-        runId: ctx.runId,
-        error: message,
-      }),
+    const configHash = readJournal(journalPath).steps[name]?.configHash ?? '';
+    return failed(
+      e,
+      { name, ctx, notes, changes, drift: present, startedAt, seconds: seconds(), journalPath, configHash },
+      'uninstall: ',
     );
-    return {
-      status: 'failed',
-      changes,
-      drift: present,
-      seconds: seconds(),
-      error: message,
-      detail: err.detail ? mask(err.detail) : e instanceof OperationError ? undefined : mask((e as Error).stack ?? ''),
-      hint: err.hint ? mask(err.hint) : undefined,
-      exitCode: e instanceof OperationError && e.exitCode === 2 ? 2 : 1,
-      ...resultNotes(notes),
-    };
   }
+}
+
+/**
+ * A step (or its teardown) that threw: what apply() had already changed (its change list), the error masked and
+ * journaled as failed, and the result the launcher reads. A refusal of a setting (exit 2) stays exit 2; a failure
+ * after a guarded change still carries the login check, so the launcher proves the login or rolls it back.
+ */
+function failed(
+  e: unknown,
+  at: {
+    name: string;
+    ctx: StepContext;
+    notes: StepNotes;
+    changes: string[];
+    drift: string[];
+    startedAt: string;
+    seconds: number;
+    journalPath: string;
+    configHash: string;
+  },
+  prefix = '',
+): StepResult {
+  const { name, ctx, notes, drift, journalPath } = at;
+  let changes = at.changes;
+  if (changes.length === 0 && notes.applied && notes.applied.length > 0) {
+    changes = [...notes.applied];
+    for (const c of changes) ctx.log.info(`  + ${c}`);
+  }
+  const err = e as OperationError;
+  const message = mask(`${prefix}${err.message ?? String(e)}`);
+  const detail = err.detail
+    ? mask(err.detail)
+    : e instanceof OperationError
+      ? undefined
+      : mask((e as Error).stack ?? '');
+  writeJournal(
+    journalPath,
+    recordStep(readJournal(journalPath), name, {
+      status: 'failed',
+      startedAt: at.startedAt,
+      endedAt: new Date().toISOString(),
+      seconds: at.seconds,
+      changes,
+      configHash: at.configHash,
+      runId: ctx.runId,
+      error: message,
+    }),
+  );
+  return {
+    status: 'failed',
+    changes,
+    drift,
+    seconds: at.seconds,
+    error: message,
+    detail: detail || undefined,
+    hint: err.hint ? mask(err.hint) : undefined,
+    exitCode: e instanceof OperationError && e.exitCode === 2 ? 2 : 1,
+    ...resultNotes(notes),
+  };
 }
 
 export function newRunId(): string {

@@ -30,13 +30,17 @@ export function parseStepCheck(name: string, exitCode: number, stdout: string, s
   const drifting = lines.some((l) => new RegExp(`^${name}: \\d+ drift\\(s\\)$`).test(l.trim()));
   if (exitCode === 0 && converged) return { name, status: 'ok', drift: [] };
   if (exitCode === 1 && drifting) return { name, status: 'drift', drift };
-  const errorLine =
-    stripAnsi(stderr)
-      .split('\n')
-      .map((l) => l.trim())
-      .filter((l) => l.startsWith('error:'))
-      .pop() ?? `the check exited with code ${exitCode}`;
-  return { name, status: 'error', drift, error: errorLine.replace(/^error: /, '') };
+  return { name, status: 'error', drift, error: lastError(stderr) ?? `the check exited with code ${exitCode}` };
+}
+
+/** Pure: the last `error: ...` line a step printed on stderr (its one error handler's), without the prefix. */
+export function lastError(stderr: string): string | undefined {
+  return stripAnsi(stderr)
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l.startsWith('error:'))
+    .pop()
+    ?.replace(/^error: /, '');
 }
 
 /** Pure: the report as the terminal shows it, one row per step and one line per drift. */

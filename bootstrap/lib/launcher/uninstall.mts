@@ -12,6 +12,7 @@ import { REMOTE } from '../paths.mts';
 import { KEPT_DUMPS_DIR } from '../backup/server.mts';
 import { canPrompt, readLine } from '../prompt.mts';
 import { remoteStepArgv } from './context.mts';
+import { lastError } from './check.mts';
 import type { Ctx, LaunchResult, Options } from './context.mts';
 import { runSteps } from './steps.mts';
 
@@ -53,13 +54,7 @@ export function parseTeardownCheck(name: string, exitCode: number, stdout: strin
     return { name, status: 'none', lines: [] };
   if (exitCode === 1 && lines.some((l) => new RegExp(`^${name}: \\d+ to remove$`).test(l.trim())))
     return { name, status: 'remove', lines: items };
-  const errorLine =
-    stripAnsi(stderr)
-      .split('\n')
-      .map((l) => l.trim())
-      .filter((l) => l.startsWith('error:'))
-      .pop() ?? `its plan exited with code ${exitCode}`;
-  return { name, status: 'error', lines: items, error: errorLine.replace(/^error: /, '') };
+  return { name, status: 'error', lines: items, error: lastError(stderr) ?? `its plan exited with code ${exitCode}` };
 }
 
 /** Pure: what stays on the server after the teardown, by the options. */
