@@ -118,11 +118,8 @@ describe('10_harden_host against a sandbox server', { concurrency: false }, () =
   });
 
   it('before hardening: a cloud-init drop-in allows passwords, a password login works, a test port is open', async () => {
-    await t.sb.exec([
-      'sh',
-      '-c',
-      'printf "PasswordAuthentication yes\\n" > /etc/ssh/sshd_config.d/50-cloud-init.conf && systemctl reload ssh',
-    ]);
+    await t.sb.exec(['sh', '-c', 'printf "PasswordAuthentication yes\\n" > /etc/ssh/sshd_config.d/50-cloud-init.conf']);
+    await t.sb.reloadSshd();
     await t.sb.exec(['sh', '-c', 'useradd --create-home --shell /bin/bash pwtest && chpasswd'], {
       input: `pwtest:${PASSWORD}\n`,
     });
@@ -271,7 +268,7 @@ describe('10_harden_host against a sandbox server', { concurrency: false }, () =
       await noPendingRollback();
     } finally {
       await t.sb.exec(['rm', '-f', deny]);
-      await t.sb.exec(['systemctl', 'reload', 'ssh.service']);
+      await t.sb.reloadSshd();
     }
     assert.equal((await t.sb.ssh(['true'])).exitCode, 0, 'root gets in again once the drop-in is gone');
   });

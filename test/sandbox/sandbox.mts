@@ -24,6 +24,8 @@
  *       sshArgs(): string[]  the ssh options of ssh() (before the destination), for tests that run ssh themselves.
  *       hostKeyFingerprint(): Promise<string>  SHA256:... of the host key sshd currently offers (ssh-keyscan).
  *       rekey(): Promise<string>  new host key for sshd (reloaded); returns the new public key file.
+ *       reloadSshd(): Promise<void>  `systemctl reload ssh.service`, then waits until sshd answers again: for up to a
+ *           second after the SIGHUP it re-executes and refuses connections (a login right after it may fail).
  *       countAcceptedSsh(): Promise<number>  'Accepted publickey' lines in the sandbox's journal.
  *       stop(): Promise<void>  tears everything down; idempotent.
  *   sandboxPreflight(): Promise<void>   throws SandboxPreflightError (message: what is missing, which apt package).
@@ -126,6 +128,7 @@ export interface Sandbox {
   sshArgs(): string[];
   hostKeyFingerprint(): Promise<string>;
   rekey(): Promise<string>;
+  reloadSshd(): Promise<void>;
   countAcceptedSsh(): Promise<number>;
   stop(): Promise<void>;
 }
@@ -416,6 +419,19 @@ export async function startSandbox(opts: StartSandboxOptions = {}): Promise<Sand
     async rekey() {
       const r = await script(['rekey', name]);
       return r.stdout.trim();
+    },
+
+    async reloadSshd() {
+      await sandbox.exec(['systemctl', 'reload', 'ssh.service']);
+      // ssh-keyscan does not log in, so waiting adds no 'Accepted publickey' line.
+      const deadline = Date.now() + 10_000;
+      for (;;) {
+        const r = await run('ssh-keyscan', ['-T', '1', '-t', 'ed25519', '-p', String(port), host], { allowFail: true });
+        if (r.stdout.includes('ssh-ed25519')) return;
+        if (Date.now() > deadline)
+          throw new Error(`sshd in ${name} does not answer 10 s after its reload: ${r.stderr}`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
     },
 
     async countAcceptedSsh() {
