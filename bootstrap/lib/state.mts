@@ -32,7 +32,8 @@ export interface Journal {
 
 /**
  * A green staging-deploy run followed by passing smoke checks from the server, for one commit of the default branch.
- * 80_deploy_loop_check reports no drift only while this is the newest commit deployed (a push to main makes it stale).
+ * 80_deploy_loop_check reports no drift only while this is the newest commit deployed (a push to main makes it stale)
+ * and the tool's pins are still the ones it was proven with (an upgrade makes it stale too).
  */
 export interface DeployLoopRecord {
   /** owner/name */
@@ -45,6 +46,11 @@ export interface DeployLoopRecord {
   /** The URL the smoke checks used. */
   smokeUrl: string;
   provenAt: string;
+  /**
+   * The pins (lib/versions.mts pinVersions: name -> version) the loop was proven with. Optional: records written
+   * before it existed stay readable, and 80_deploy_loop_check treats them as drift.
+   */
+  pins?: Record<string, string>;
 }
 
 /** A secret this tool wrote: GitHub secrets are write-only, so a keyed hash of the value says whether to write again. */
@@ -121,7 +127,14 @@ function parseDeployLoop(d: unknown): DeployLoopRecord {
     runUrl: x.runUrl!,
     smokeUrl: x.smokeUrl!,
     provenAt: x.provenAt!,
+    ...(x.pins !== undefined ? { pins: parsePins(x.pins) } : {}),
   };
+}
+
+function parsePins(p: unknown): Record<string, string> {
+  if (typeof p !== 'object' || p === null || Array.isArray(p) || Object.values(p).some((v) => typeof v !== 'string'))
+    throw new Error("the deployLoop section's pins is not an object of name: version strings");
+  return p as Record<string, string>;
 }
 
 function parseGitHubJournal(g: unknown): GitHubJournal {

@@ -304,3 +304,8 @@ export const PINS: readonly PinRow[] = [
 function provenanceOf(p: Provenance): Provenance {
   return { released: p.released, source: p.source, ...(p.dateNote ? { dateNote: p.dateNote } : {}) };
 }
+
+/** Pure: each pin's version by its name; 80_deploy_loop_check journals it, so an upgrade is drift until proven. */
+export function pinVersions(): Record<string, string> {
+  return Object.fromEntries(PINS.map((p) => [p.name, p.version]));
+}

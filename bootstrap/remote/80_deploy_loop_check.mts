@@ -6,10 +6,11 @@
 // (lib/smoke.mts) run from the server against staging, expecting the commit the run deployed, with the webhook secret
 // from the server and the runner health 60_runner_arc waits for (lib/runners.mts) as the runner check.
 //
-// Proven is journaled (state.json, section deployLoop) with the commit. check() reports drift unless the journal
-// holds a proof for the newest commit GitHub ran staging-deploy.yml for on the default branch (every push to main
-// starts one) AND staging still answers /version with that commit. So a second run is `unchanged`, and a new commit
-// on main, or a staging rolled back or down, is drift that a run fixes by dispatching again.
+// Proven is journaled (state.json, section deployLoop) with the commit and the tool's pins (lib/versions.mts).
+// check() reports drift unless the journal holds a proof for the newest commit GitHub ran staging-deploy.yml for on
+// the default branch (every push to main starts one), made with the pins of this checkout, AND staging still answers
+// /version with that commit. So a second run is `unchanged`, and a new commit on main, an upgrade of k3s, charts or
+// images (the pins moved), or a staging rolled back or down, is drift that a run fixes by dispatching again.
 // Why not the branch head itself: reading a commit needs "Contents: Read" on the token; the runs list needs only
 // "Actions", which the dispatch needs anyway (docs/github.md).
 import http from 'node:http';
@@ -30,6 +31,7 @@ import { readJournal, writeJournal } from '../lib/state.mts';
 import type { DeployLoopRecord } from '../lib/state.mts';
 import { runSmokeWithRetries, formatResult, summaryLine } from '../lib/smoke.mts';
 import { settingsFrom, runnerProbe } from '../lib/runners.mts';
+import { pinVersions } from '../lib/versions.mts';
 
 // ---- check / apply --------------------------------------------------------------------------------------------------
 
@@ -56,8 +58,8 @@ async function check(ctx: StepContext): Promise<string[]> {
     );
   }
   const record = readJournal(REMOTE.journal).deployLoop;
-  const state: LoopState = { repo, branch, newest, record };
-  // Staging is asked only when the journal proves the newest commit: otherwise the answer changes nothing.
+  const state: LoopState = { repo, branch, newest, record, pins: pinVersions() };
+  // Staging is asked only when the journal proves the newest commit with these pins: else its answer changes nothing.
   if (loopDrift(state).length === 0) state.live = await liveVersion(await resolveSmokeUrl(ctx));
   return loopDrift(state);
 }
@@ -131,6 +133,7 @@ async function apply(ctx: StepContext): Promise<string[]> {
   }
   changes.push(`smoke checks from the server against ${url}: ${summaryLine(smoke.results)}`);
 
+  // Only now, after the smoke checks passed: the pins journaled are the ones the loop was proven with.
   const record: DeployLoopRecord = {
     repo,
     branch,
@@ -139,6 +142,7 @@ async function apply(ctx: StepContext): Promise<string[]> {
     runUrl: wr.htmlUrl,
     smokeUrl: url,
     provenAt: new Date().toISOString(),
+    pins: pinVersions(),
   };
   writeJournal(REMOTE.journal, { ...readJournal(REMOTE.journal), deployLoop: record });
   changes.push(`the deploy loop is proven for ${wr.headSha.slice(0, 12)} (journal: deployLoop)`);
@@ -244,15 +248,25 @@ export interface LoopState {
   record: DeployLoopRecord | undefined;
   /** What staging answers now at /version; asked only when the record proves the newest commit. */
   live?: { version?: string; error?: string };
+  /** The pins of this checkout (pinVersions()), which the record must have been proven with. */
+  pins: Record<string, string>;
 }
 
-/** Empty when the journal proves the loop for the newest commit deployed and staging still serves that commit. */
+/**
+ * Empty when the journal proves the loop for the newest commit deployed, with the pins of this checkout, and staging
+ * still serves that commit.
+ */
 export function loopDrift(s: LoopState): string[] {
   // GitHub matches owner/name case-insensitively: a setting typed in another case names the same repository.
   const r =
     s.record && s.record.repo.toLowerCase() === s.repo.toLowerCase() && s.record.branch === s.branch
       ? s.record
       : undefined;
+  // Without a proof for this repository and branch, the commit line says it all.
+  return [...commitDrift(s, r), ...(r ? pinsDrift(r.pins, s.pins) : [])];
+}
+
+function commitDrift(s: LoopState, r: DeployLoopRecord | undefined): string[] {
   const last = r ? ` (last proven: ${r.headSha.slice(0, 12)}, ${r.runUrl})` : '';
   if (!s.newest)
     return [
@@ -271,6 +285,27 @@ export function loopDrift(s: LoopState): string[] {
       `staging serves version ${s.live.version ?? 'none'}, not ${sha.slice(0, 12)} for which the loop was proven (rolled back, or deployed by hand?)`,
     ];
   return [];
+}
+
+/**
+ * Pure: one drift line naming each pin that moved, appeared (`new`) or went (`removed`) between the pins the loop was
+ * proven with and `now`; or one line when the record predates the pins (undefined); empty when they are equal.
+ * After an upgrade (k3s, charts, images), the loop proven before it says nothing about the cluster that runs now.
+ */
+export function pinsDrift(proven: Record<string, string> | undefined, now: Record<string, string>): string[] {
+  if (proven === undefined)
+    return [
+      'the deploy loop was proven before the pins were recorded (journal: deployLoop has no pins): prove it again with the pins of this checkout',
+    ];
+  const moved: string[] = [];
+  for (const [name, version] of Object.entries(now)) {
+    if (!Object.hasOwn(proven, name)) moved.push(`${name} new ${version}`);
+    else if (proven[name] !== version) moved.push(`${name} ${proven[name]} -> ${version}`);
+  }
+  for (const [name, version] of Object.entries(proven))
+    if (!Object.hasOwn(now, name)) moved.push(`${name} removed (was ${version})`);
+  if (moved.length === 0) return [];
+  return [`the deploy loop was proven with other pins (${moved.join(', ')}): prove it again after the upgrade`];
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ import { CaptureLog } from '../capture-log.mts';
 import { OperationError } from '../../bootstrap/lib/errors.mts';
 import { DEPLOY_WORKFLOW, runWorkflow, listRuns, formatJobs, formatSeconds } from '../../bootstrap/lib/actions.mts';
 import type { RunInfo } from '../../bootstrap/lib/actions.mts';
-import { smokeUrl, loopDrift, explainLoopError } from '../../bootstrap/remote/80_deploy_loop_check.mts';
+import { smokeUrl, loopDrift, pinsDrift, explainLoopError } from '../../bootstrap/remote/80_deploy_loop_check.mts';
+import { pinVersions, PINS, K3S_VERSION, IMAGES } from '../../bootstrap/lib/versions.mts';
 import { attemptsWithin, backOff } from '../../bootstrap/lib/poll.mts';
 import type { DeployLoopRecord } from '../../bootstrap/lib/state.mts';
 import { parseJournal } from '../../bootstrap/lib/state.mts';
@@ -255,7 +256,9 @@ describe('check(): the drift rule', () => {
     conclusion: 'success',
     createdAt: '2026-11-27T00:00:00Z',
   });
-  const rec = (headSha: string, r = repo): DeployLoopRecord => ({
+  const pins = { k3s: 'v1.36.2+k3s1', 'image:postgres': 'docker.io/pgvector/pgvector:0.8.6-pg17-bookworm' };
+  // null: a record written before the pins were journaled (undefined would take the default).
+  const rec = (headSha: string, r = repo, p: Record<string, string> | null = pins): DeployLoopRecord => ({
     repo: r,
     branch: 'main',
     headSha,
@@ -263,42 +266,52 @@ describe('check(): the drift rule', () => {
     runUrl: 'https://github.com/x/actions/runs/5',
     smokeUrl: 'http://10.43.0.9',
     provenAt: '2026-11-27T00:00:00Z',
+    ...(p ? { pins: p } : {}),
   });
 
   it('never ran, or never proven: drift', () => {
     assert.match(
-      loopDrift({ repo, branch: 'main', newest: undefined, record: undefined })[0] ?? '',
+      loopDrift({ pins, repo, branch: 'main', newest: undefined, record: undefined })[0] ?? '',
       /has not been proven yet: staging-deploy\.yml has no run on main of codex-k8s\/loop-repo/,
     );
     assert.match(
-      loopDrift({ repo, branch: 'main', newest: run(a), record: undefined })[0] ?? '',
+      loopDrift({ pins, repo, branch: 'main', newest: run(a), record: undefined })[0] ?? '',
       /has not been proven for aaaaaaaaaaaa, the newest commit/,
     );
   });
   it('proven for the newest commit and staging serves it: no drift (the second run is unchanged)', () => {
-    assert.deepEqual(loopDrift({ repo, branch: 'main', newest: run(a), record: rec(a), live: { version: a } }), []);
+    assert.deepEqual(
+      loopDrift({ pins, repo, branch: 'main', newest: run(a), record: rec(a), live: { version: a } }),
+      [],
+    );
   });
   it('a new commit on main (a push run for it): drift naming both commits', () => {
-    const d = loopDrift({ repo, branch: 'main', newest: run(b), record: rec(a) });
+    const d = loopDrift({ pins, repo, branch: 'main', newest: run(b), record: rec(a) });
     assert.equal(d.length, 1);
     assert.match(d[0] ?? '', /not been proven for bbbbbbbbbbbb.*last proven: aaaaaaaaaaaa/);
   });
   it('staging rolled back, or down: drift', () => {
     assert.match(
-      loopDrift({ repo, branch: 'main', newest: run(a), record: rec(a), live: { version: b } })[0] ?? '',
+      loopDrift({ pins, repo, branch: 'main', newest: run(a), record: rec(a), live: { version: b } })[0] ?? '',
       /staging serves version b{40}, not aaaaaaaaaaaa/,
     );
     assert.match(
-      loopDrift({ repo, branch: 'main', newest: run(a), record: rec(a), live: { error: 'connect ECONNREFUSED' } })[0] ??
-        '',
+      loopDrift({
+        pins,
+        repo,
+        branch: 'main',
+        newest: run(a),
+        record: rec(a),
+        live: { error: 'connect ECONNREFUSED' },
+      })[0] ?? '',
       /staging does not answer its version \(connect ECONNREFUSED\)/,
     );
   });
   it('a proof for another repository or branch does not count', () => {
-    assert.equal(loopDrift({ repo, branch: 'main', newest: run(a), record: rec(a, 'someone/else') }).length, 1);
-    assert.equal(loopDrift({ repo, branch: 'trunk', newest: run(a), record: rec(a) }).length, 1);
+    assert.equal(loopDrift({ pins, repo, branch: 'main', newest: run(a), record: rec(a, 'someone/else') }).length, 1);
+    assert.equal(loopDrift({ pins, repo, branch: 'trunk', newest: run(a), record: rec(a) }).length, 1);
     assert.deepEqual(
-      loopDrift({ repo: repo.toUpperCase(), branch: 'main', newest: run(a), record: rec(a) }),
+      loopDrift({ pins, repo: repo.toUpperCase(), branch: 'main', newest: run(a), record: rec(a) }),
       [],
       'the same repository typed in another case',
     );
@@ -310,5 +323,115 @@ describe('check(): the drift rule', () => {
       () => parseJournal(JSON.stringify({ version: 1, steps: {}, history: [], deployLoop: { repo } })),
       /deployLoop section/,
     );
+  });
+
+  it('the journal keeps the pins exactly, takes a record without them, and refuses pins of another shape', () => {
+    const text = (d: unknown) => JSON.stringify({ version: 1, steps: {}, history: [], deployLoop: d });
+    const withPins = rec(a, repo, pinVersions());
+    assert.deepEqual(parseJournal(text(withPins)).deployLoop, withPins);
+    assert.deepEqual(parseJournal(text(withPins)).deployLoop?.pins, pinVersions());
+    assert.deepEqual(parseJournal(text(rec(a, repo, {}))).deployLoop, rec(a, repo, {}), 'no pins at all is kept');
+    const older = parseJournal(text(rec(a, repo, null))).deployLoop;
+    assert.deepEqual(older, rec(a, repo, null), 'a record from before the pins stays valid');
+    assert.equal(older !== undefined && 'pins' in older, false, 'and gains no pins key');
+    for (const bad of [['v1'], 'v1.36.2+k3s1', null, 7, { k3s: 1 }, { k3s: 'v1', helm: null }, { k3s: { v: 'v1' } }])
+      assert.throws(
+        () => parseJournal(text({ ...rec(a), pins: bad })),
+        /the deployLoop section's pins is not an object of name: version strings/,
+        JSON.stringify(bad),
+      );
+  });
+});
+
+describe('check(): the pins the loop was proven with', () => {
+  const repo = 'codex-k8s/loop-repo';
+  const a = 'a'.repeat(40);
+  const now = {
+    k3s: 'v1.36.2+k3s1',
+    'image:postgres': 'docker.io/pgvector/pgvector:0.8.6-pg17-bookworm',
+    'cert-manager': 'v1.21.2',
+  };
+  const run: RunInfo = {
+    id: 7,
+    runNumber: 3,
+    htmlUrl: 'https://github.com/x/actions/runs/7',
+    headSha: a,
+    headBranch: 'main',
+    event: 'push',
+    status: 'completed',
+    conclusion: 'success',
+    createdAt: '2026-11-27T00:00:00Z',
+  };
+  const rec = (pins: Record<string, string> | undefined): DeployLoopRecord => ({
+    repo,
+    branch: 'main',
+    headSha: a,
+    runId: 5,
+    runUrl: 'https://github.com/x/actions/runs/5',
+    smokeUrl: 'http://10.43.0.9',
+    provenAt: '2026-11-27T00:00:00Z',
+    ...(pins ? { pins } : {}),
+  });
+
+  it('equal pins, in any key order: no drift', () => {
+    assert.deepEqual(pinsDrift({ ...now }, now), []);
+    assert.deepEqual(
+      pinsDrift({ 'cert-manager': 'v1.21.2', 'image:postgres': now['image:postgres'], k3s: 'v1.36.2+k3s1' }, now),
+      [],
+    );
+    assert.deepEqual(pinsDrift({}, {}), []);
+  });
+  it('moved pins: one line naming each, old -> new', () => {
+    const d = pinsDrift(
+      { ...now, k3s: 'v1.36.1+k3s1', 'image:postgres': 'docker.io/pgvector/pgvector:0.8.5-pg17-bookworm' },
+      now,
+    );
+    assert.deepEqual(d, [
+      'the deploy loop was proven with other pins (k3s v1.36.1+k3s1 -> v1.36.2+k3s1, image:postgres docker.io/pgvector/pgvector:0.8.5-pg17-bookworm -> docker.io/pgvector/pgvector:0.8.6-pg17-bookworm): prove it again after the upgrade',
+    ]);
+  });
+  it('a new pin and a removed one count too', () => {
+    const { 'cert-manager': _, ...without } = now;
+    assert.deepEqual(pinsDrift(without, now), [
+      'the deploy loop was proven with other pins (cert-manager new v1.21.2): prove it again after the upgrade',
+    ]);
+    assert.deepEqual(pinsDrift({ ...now, helm: 'v4.2.4' }, now), [
+      'the deploy loop was proven with other pins (helm removed (was v4.2.4)): prove it again after the upgrade',
+    ]);
+    const both = pinsDrift({ ...without, k3s: 'v1.36.1+k3s1', helm: 'v4.2.4' }, now);
+    assert.equal(both.length, 1, 'one line for all that moved');
+    assert.match(
+      both[0] ?? '',
+      /\(k3s v1\.36\.1\+k3s1 -> v1\.36\.2\+k3s1, cert-manager new v1\.21\.2, helm removed \(was v4\.2\.4\)\)/,
+    );
+  });
+  it('a record from before the pins were recorded: drift of its own', () => {
+    assert.deepEqual(pinsDrift(undefined, now), [
+      'the deploy loop was proven before the pins were recorded (journal: deployLoop has no pins): prove it again with the pins of this checkout',
+    ]);
+  });
+  it('loopDrift: a proof for the newest commit with other pins, or none, is drift; with these pins it is not', () => {
+    const s = { repo, branch: 'main', newest: run, pins: now, live: { version: a } };
+    assert.deepEqual(loopDrift({ ...s, record: rec(now) }), []);
+    assert.match(
+      loopDrift({ ...s, record: rec({ ...now, k3s: 'v1.36.1+k3s1' }) }).join('\n'),
+      /^the deploy loop was proven with other pins \(k3s v1\.36\.1\+k3s1 -> v1\.36\.2\+k3s1\)/,
+    );
+    assert.match(loopDrift({ ...s, record: rec(undefined) }).join('\n'), /proven before the pins were recorded/);
+    // A stale commit and moved pins: both said, one line each.
+    assert.equal(
+      loopDrift({ ...s, newest: { ...run, headSha: 'b'.repeat(40) }, record: rec({ ...now, k3s: 'v0' }) }).length,
+      2,
+    );
+    // No proof for this repository: the commit line alone, not a pins line about someone else's record.
+    assert.equal(loopDrift({ ...s, record: { ...rec(undefined), repo: 'someone/else' } }).length, 1);
+  });
+  it('pinVersions maps every PINS row, so a bump of any pin moves it', () => {
+    const v = pinVersions();
+    assert.equal(Object.keys(v).length, PINS.length);
+    for (const p of PINS) assert.equal(v[p.name], p.version, p.name);
+    assert.equal(v['k3s'], K3S_VERSION);
+    assert.equal(v['image:postgres'], IMAGES.postgres);
+    assert.deepEqual(pinsDrift(pinVersions(), pinVersions()), [], 'a second run with the same checkout is unchanged');
   });
 });
