@@ -11,8 +11,10 @@
 //                                         >1 error); objects whose namespace does not exist yet are reported
 //                                         without asking the server (kubectl diff would fail on them).
 //     applyObjects(objects, log, opts)    `kubectl apply -f -`; returns the lines that changed something
-//                                         ("deployment.apps/x configured"); opts.retryOn retries, bounded, on
-//                                         errors such as a webhook that is not serving yet.
+//                                         ("deployment.apps/x configured"), then one imageMoves line per
+//                                         container of a workload whose image it changed; opts.retryOn retries,
+//                                         bounded, on errors such as a webhook that is not serving yet.
+//     imageMoves(live, want)              pure: "image of statefulset/x container c: OLD -> NEW" lines.
 //     getJson(kind, name, ns, log)        one object as JSON, or undefined when it does not exist.
 //     existingNamespaces(names, log)      which of these namespaces exist.
 //     readSecret(ns, name, log, mask)     a Secret's data decoded; the keys in `mask` are registered as secrets.
@@ -23,13 +25,15 @@
 //                                         writes a new revision, so a step upgrades ONLY when this is non-empty.
 //     helmUpgrade(pin, values, s, log)    `helm upgrade --install ... --values - --wait --timeout`.
 //   argv builders: kubectlArgv, applyArgv, diffArgv, getJsonArgv, rolloutStatusArgv, jobLogsArgv, podLogsArgv, helmArgv,
-//     helmUpgradeArgv, helmListArgv, helmGetValuesArgv, helmUninstallArgv, deleteArgv; parsers: parseHelmList, diffSections, diffName.
+//     helmUpgradeArgv, helmListArgv, helmGetValuesArgv, helmUninstallArgv, deleteArgv; parsers: parseHelmList, diffSections, diffName,
+//     appliedName.
 import { run } from './exec.mts';
 import type { RunResult } from './exec.mts';
 import { OperationError } from './errors.mts';
 import { pollUntil } from './poll.mts';
 import { registerSecret, mask } from './redact.mts';
 import type { Logger } from './log.mts';
+import { moved } from './log.mts';
 import type { ChartPin } from './versions.mts';
 import type { KubeObject } from './manifests.mts';
 import { describeObject, toYamlStream } from './manifests.mts';
@@ -269,6 +273,59 @@ export function helmReleaseDrift(
   return drift;
 }
 
+/** Where each workload kind keeps its pod spec (the containers whose images a pin moves). */
+const POD_SPEC_PATHS: Readonly<Record<string, readonly string[]>> = {
+  Deployment: ['spec', 'template', 'spec'],
+  StatefulSet: ['spec', 'template', 'spec'],
+  DaemonSet: ['spec', 'template', 'spec'],
+  Job: ['spec', 'template', 'spec'],
+  CronJob: ['spec', 'jobTemplate', 'spec', 'template', 'spec'],
+};
+
+const isRecord = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+function podSpec(o: KubeObject): Record<string, unknown> | undefined {
+  const path = POD_SPEC_PATHS[o.kind];
+  if (path === undefined) return undefined;
+  let v: unknown = o;
+  for (const k of path) v = isRecord(v) ? v[k] : undefined;
+  return isRecord(v) ? v : undefined;
+}
+
+/** Container name -> image of one list of a pod spec (`containers` or `initContainers`). */
+function imagesOf(spec: Record<string, unknown>, field: 'containers' | 'initContainers'): Map<string, string> {
+  const list = spec[field];
+  const out = new Map<string, string>();
+  if (!Array.isArray(list)) return out;
+  for (const c of list as unknown[])
+    if (isRecord(c) && typeof c['name'] === 'string' && typeof c['image'] === 'string') out.set(c['name'], c['image']);
+  return out;
+}
+
+/**
+ * Pure: one line per container of a workload whose image `want` changes from the live object's, e.g.
+ * `image of statefulset/postgres container postgres: A -> B`. Nothing when there is no live object (a create is
+ * not a move), for other kinds, and for containers only one side has.
+ */
+export function imageMoves(live: KubeObject | undefined, want: KubeObject): string[] {
+  if (live === undefined || live.kind !== want.kind) return [];
+  const [was, now] = [podSpec(live), podSpec(want)];
+  if (was === undefined || now === undefined) return [];
+  const id = `${want.kind.toLowerCase()}/${want.metadata.name}`;
+  const lines: string[] = [];
+  for (const [field, label] of [
+    ['containers', 'container'],
+    ['initContainers', 'init container'],
+  ] as const) {
+    const before = imagesOf(was, field);
+    for (const [name, image] of imagesOf(now, field)) {
+      const from = before.get(name);
+      if (from !== undefined && from !== image) lines.push(moved(`image of ${id} ${label} ${name}:`, from, image));
+    }
+  }
+  return lines;
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Runners
 
@@ -357,13 +414,44 @@ export interface ApplyOptions {
   serverSide?: boolean;
 }
 
-/** `kubectl apply -f -` of the objects; returns kubectl's lines for objects it created or changed. */
+/**
+ * The image moves applying `objects` will make, read from the live workloads before the apply. Best effort: a
+ * failed read only costs its line (the apply itself says whether the cluster answers).
+ */
+async function pendingImageMoves(
+  objects: readonly KubeObject[],
+  log: Logger,
+): Promise<Array<{ object: KubeObject; lines: string[] }>> {
+  const moves: Array<{ object: KubeObject; lines: string[] }> = [];
+  for (const o of objects.filter((x) => POD_SPEC_PATHS[x.kind] !== undefined)) {
+    try {
+      const lines = imageMoves(await getJson(o.kind.toLowerCase(), o.metadata.name, o.metadata.namespace, log), o);
+      if (lines.length > 0) moves.push({ object: o, lines });
+    } catch (e) {
+      log.detail(`cannot read the live ${describeObject(o)} for its images: ${(e as Error).message}`);
+    }
+  }
+  return moves;
+}
+
+/** kubectl apply's name of an object in its output lines: `deployment.apps/web`, `configmap/x`. */
+export function appliedName(o: KubeObject): string {
+  const slash = o.apiVersion.lastIndexOf('/');
+  const group = slash === -1 ? '' : `.${o.apiVersion.slice(0, slash)}`;
+  return `${o.kind.toLowerCase()}${group}/${o.metadata.name}`;
+}
+
+/**
+ * `kubectl apply -f -` of the objects; returns kubectl's lines for objects it created or changed, then the image
+ * moves (imageMoves) it made, so an upgrade is journaled with its old and new image.
+ */
 export async function applyObjects(
   objects: readonly KubeObject[],
   log: Logger,
   opts: ApplyOptions = {},
 ): Promise<string[]> {
   if (objects.length === 0) return [];
+  const moves = await pendingImageMoves(objects, log);
   const attempts = opts.retryOn ? (opts.attempts ?? 10) : 1;
   const delay = opts.delaySeconds ?? 3;
   const failed = (r: RunResult, attempt: number) =>
@@ -373,7 +461,7 @@ export async function applyObjects(
       'run the step again with --verbose; kubectl describe the object named above',
     );
   let last: RunResult | undefined;
-  return pollUntil<string[]>(
+  const applied = await pollUntil<string[]>(
     async (attempt) => {
       const r = await run(applyArgv({ serverSide: opts.serverSide }), {
         input: toYamlStream(objects),
@@ -403,6 +491,9 @@ export async function applyObjects(
       onTimeout: (_last, attempt) => failed(last as RunResult, attempt),
     },
   );
+  // Only for objects kubectl says it changed: a move line is a claim about what this apply did.
+  const changed = (o: KubeObject) => applied.some((l) => l.startsWith(`${appliedName(o)} `));
+  return [...applied, ...moves.filter((m) => changed(m.object)).flatMap((m) => m.lines)];
 }
 
 /**

@@ -227,3 +227,11 @@ export function stripAnsi(text: string): string {
   // eslint-disable-next-line no-control-regex
   return text.replace(/\u001b\[[0-9;]*m/g, '');
 }
+
+/**
+ * Pure: the one journal line of a component that moved from one version (or image) to another,
+ * `<what> <from> -> <to> (<detail>)`, so every upgrade reads and greps the same way.
+ */
+export function moved(what: string, from: string, to: string, detail?: string): string {
+  return `${what} ${from} -> ${to}${detail ? ` (${detail})` : ''}`;
+}

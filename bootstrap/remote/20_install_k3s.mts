@@ -16,6 +16,7 @@ import { pollUntil } from '../lib/poll.mts';
 import type { StepContext, Teardown } from '../lib/step.mts';
 import { run } from '../lib/exec.mts';
 import { OperationError } from '../lib/errors.mts';
+import { moved } from '../lib/log.mts';
 import { writeFileAtomic, readIfExists, facts, octal } from '../lib/fsx.mts';
 import { removeDirIfEmpty, removeFile } from '../lib/teardown.mts';
 import { downloadVerified, resolveForServer } from '../lib/download.mts';
@@ -114,6 +115,8 @@ async function apply(ctx: StepContext): Promise<string[]> {
 
     // 3. k3s itself, only when the version or the flags differ: the LOCAL, verified copy of the script.
     if (script !== undefined) {
+      // Read before the script replaces the binary: afterwards only the new version answers.
+      const from = await installedVersion();
       since = Date.now();
       const r = await run(installArgv(script, networks(ctx)), {
         env: installEnv(registriesChanged),
@@ -129,7 +132,17 @@ async function apply(ctx: StepContext): Promise<string[]> {
           hint: 'journalctl -u k3s --since -10min; the script is re-downloaded and re-run on the next run',
         });
       }
-      changes.push(`k3s ${K3S_VERSION} installed (${drift.join('; ')})`);
+      // An upgrade's from/to line says the version already; the rest of the drift stays as the reason.
+      changes.push(
+        from !== undefined && from !== K3S_VERSION
+          ? moved(
+              'k3s',
+              from,
+              K3S_VERSION,
+              ['upgraded by the install script', ...drift.filter((d) => d !== versionDrift(from))].join('; '),
+            )
+          : `k3s ${K3S_VERSION} installed (${drift.join('; ')})`,
+      );
       restarted = true;
     }
   } finally {
@@ -280,10 +293,14 @@ async function installDrift(n: Networks): Promise<string[]> {
   const drift: string[] = [];
   const version = await installedVersion();
   if (version === undefined) return [`k3s is not installed (${K3S_BIN} missing or not answering --version)`];
-  if (version !== K3S_VERSION) drift.push(`k3s is ${version}, want ${K3S_VERSION}`);
+  if (version !== K3S_VERSION) drift.push(versionDrift(version));
   const unit = readIfExists(K3S_UNIT);
   drift.push(...(unit === undefined ? [`${K3S_UNIT} is missing`] : execStartDrift(parseExecStart(unit), n)));
   return drift;
+}
+
+function versionDrift(version: string): string {
+  return `k3s is ${version}, want ${K3S_VERSION}`;
 }
 
 function kubeconfigDrift(op: Account): string[] {

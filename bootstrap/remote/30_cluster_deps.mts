@@ -22,7 +22,10 @@ import {
   helmReleaseState,
   helmReleaseDrift,
   helmUpgrade,
+  appliedName,
 } from '../lib/kube.mts';
+import type { HelmReleaseState } from '../lib/kube.mts';
+import { moved } from '../lib/log.mts';
 import { helmDrift, installHelm, HELM_LINK, TOOLS_DIR } from '../lib/download.mts';
 import { removeDirIfEmpty, removeFile } from '../lib/teardown.mts';
 import { awaitHelmChartConfig, helmChartConfigDrift, readHelmChartState } from '../lib/helmchartconfig.mts';
@@ -77,12 +80,7 @@ async function apply(ctx: StepContext): Promise<string[]> {
   if (rel.length > 0) {
     // --wait: helm returns once cert-manager's Deployments (webhook included) are available, bounded by --timeout.
     await helmUpgrade(CERT_MANAGER_CHART, certManagerValues(), timeout, ctx.log);
-    const id = `helm release ${CERT_MANAGER_CHART.namespace}/${CERT_MANAGER_CHART.release}`;
-    changes.push(
-      state === undefined
-        ? `cert-manager ${CERT_MANAGER_CHART.version} installed (${id})`
-        : `cert-manager ${CERT_MANAGER_CHART.version} upgraded (${rel.join('; ')})`,
-    );
+    changes.push(certManagerChange(state, rel));
   }
 
   const objects = clusterObjects(s);
@@ -94,7 +92,7 @@ async function apply(ctx: StepContext): Promise<string[]> {
   changes.push(...applied);
   for (const c of objects.filter(isHelmChartConfig)) {
     // Changed now: only a Job created after this apply proves k3s used the new values.
-    const changedNow = applied.some((l) => l.startsWith(`helmchartconfig.helm.cattle.io/${c.metadata.name} `));
+    const changedNow = applied.some((l) => l.startsWith(`${appliedName(c)} `));
     changes.push(
       await awaitHelmChartConfig(c, {
         since: changedNow ? appliedAt : undefined,
@@ -241,6 +239,19 @@ export function certManagerValues(): Record<string, unknown> {
     cainjector: { resources: res('10m', 64, 256) },
     startupapicheck: { resources: res('10m', 32, 128) },
   };
+}
+
+/**
+ * Pure: the journal line of a cert-manager install or upgrade. A chart bump is a from/to line (the drift about the
+ * version is then said by it); a values-only change names the drift.
+ */
+export function certManagerChange(state: HelmReleaseState | undefined, drift: readonly string[]): string {
+  const pin = CERT_MANAGER_CHART;
+  const id = `helm release ${pin.namespace}/${pin.release}`;
+  if (state === undefined) return `cert-manager ${pin.version} installed (${id})`;
+  if (state.version === pin.version) return `cert-manager ${pin.version} upgraded (${drift.join('; ')})`;
+  const rest = drift.filter((d) => !d.startsWith(`${id} runs chart `));
+  return moved('cert-manager', state.version, pin.version, [`${id} upgraded`, ...rest].join('; '));
 }
 
 const isHelmChartConfig = (o: KubeObject): boolean => o.kind === 'HelmChartConfig';

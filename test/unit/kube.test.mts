@@ -29,14 +29,16 @@ import {
   helmReleaseState,
   helmUpgrade,
   rolloutStatus,
+  imageMoves,
+  appliedName,
 } from '../../bootstrap/lib/kube.mts';
 import type { HelmReleaseState } from '../../bootstrap/lib/kube.mts';
 import type { KubeObject } from '../../bootstrap/lib/manifests.mts';
 import { CERT_MANAGER_CHART } from '../../bootstrap/lib/versions.mts';
-import { certManagerValues } from '../../bootstrap/remote/30_cluster_deps.mts';
-import { Logger } from '../../bootstrap/lib/log.mts';
+import { certManagerValues, certManagerChange } from '../../bootstrap/remote/30_cluster_deps.mts';
+import { Logger, moved } from '../../bootstrap/lib/log.mts';
 import { mask, clearSecretsForTests } from '../../bootstrap/lib/redact.mts';
-import { FAKES_DIR, newStateDir, seedCluster, SERVER_NODE_BIN } from '../fakes/testkit.mts';
+import { FAKES_DIR, newStateDir, seedCluster, SERVER_NODE_BIN, writeFaults } from '../fakes/testkit.mts';
 import { readCalls } from '../fakes/lib/recorder.mts';
 
 const K = ['kubectl', '--kubeconfig', '/etc/rancher/k3s/k3s.yaml'];
@@ -445,6 +447,175 @@ test("HelmChartConfig: applied only once k3s' helm-controller re-ran helm-instal
         assert.match(err.hint ?? '', /kubectl -n kube-system delete job helm-install-traefik/);
         return true;
       },
+    );
+  } finally {
+    restore();
+  }
+});
+
+/** A workload with the given containers (name -> image); `kind` picks where the pod spec sits. */
+function workload(
+  kind: 'Deployment' | 'StatefulSet' | 'DaemonSet' | 'Job' | 'CronJob',
+  name: string,
+  containers: Record<string, string>,
+  initContainers: Record<string, string> = {},
+): KubeObject {
+  const list = (m: Record<string, string>) => Object.entries(m).map(([n, image]) => ({ name: n, image }));
+  const template = {
+    metadata: { labels: { app: name } },
+    spec: {
+      ...(Object.keys(initContainers).length > 0 ? { initContainers: list(initContainers) } : {}),
+      containers: list(containers),
+      ...(kind === 'Job' || kind === 'CronJob' ? { restartPolicy: 'Never' } : {}),
+    },
+  };
+  const spec =
+    kind === 'CronJob'
+      ? { schedule: '17 3 * * *', jobTemplate: { spec: { template } } }
+      : kind === 'Job'
+        ? { template }
+        : { selector: { matchLabels: { app: name } }, template };
+  return {
+    apiVersion: kind === 'Job' || kind === 'CronJob' ? 'batch/v1' : 'apps/v1',
+    kind,
+    metadata: { name, namespace: 'app' },
+    spec,
+  };
+}
+
+test('moved: "<what> <from> -> <to>", the detail in parentheses only when there is one', () => {
+  assert.equal(
+    moved('k3s', 'v1.36.1+k3s1', 'v1.36.2+k3s1', 'upgraded by the install script'),
+    'k3s v1.36.1+k3s1 -> v1.36.2+k3s1 (upgraded by the install script)',
+  );
+  assert.equal(
+    moved('image of statefulset/postgres container postgres:', 'a:1', 'a:2'),
+    'image of statefulset/postgres container postgres: a:1 -> a:2',
+  );
+  assert.equal(moved('x', '1', '2', ''), 'x 1 -> 2', 'an empty detail adds nothing');
+});
+
+test('imageMoves: one from/to line per container whose image moves, in every workload kind; none for a create', () => {
+  const OLD = 'docker.io/pgvector/pgvector:0.8.5-pg17-bookworm';
+  const NEW = 'docker.io/pgvector/pgvector:0.8.6-pg17-bookworm';
+  assert.deepEqual(
+    imageMoves(
+      workload('StatefulSet', 'postgres', { postgres: OLD }),
+      workload('StatefulSet', 'postgres', { postgres: NEW }),
+    ),
+    [`image of statefulset/postgres container postgres: ${OLD} -> ${NEW}`],
+  );
+  assert.deepEqual(
+    imageMoves(undefined, workload('StatefulSet', 'postgres', { postgres: NEW })),
+    [],
+    'a first install is not a move',
+  );
+  assert.deepEqual(
+    imageMoves(workload('Deployment', 'web', { web: NEW }), workload('Deployment', 'web', { web: NEW })),
+    [],
+    'same image',
+  );
+  for (const kind of ['Deployment', 'DaemonSet', 'Job', 'CronJob'] as const)
+    assert.deepEqual(
+      imageMoves(workload(kind, 'w', { c: 'i:1' }), workload(kind, 'w', { c: 'i:2' })),
+      [`image of ${kind.toLowerCase()}/w container c: i:1 -> i:2`],
+      kind,
+    );
+  assert.deepEqual(
+    imageMoves(
+      workload('Deployment', 'web', { web: 'w:1', sidecar: 's:1' }, { migrate: 'm:1' }),
+      workload('Deployment', 'web', { web: 'w:2', sidecar: 's:1', added: 'a:1' }, { migrate: 'm:2' }),
+    ),
+    ['image of deployment/web container web: w:1 -> w:2', 'image of deployment/web init container migrate: m:1 -> m:2'],
+    'only the moved ones; a container only one side has is no move',
+  );
+  const cm: KubeObject = {
+    apiVersion: 'v1',
+    kind: 'ConfigMap',
+    metadata: { name: 'x', namespace: 'app' },
+    data: { image: 'a' },
+  };
+  assert.deepEqual(imageMoves({ ...cm, data: { image: 'b' } }, cm), [], 'not a workload');
+  assert.deepEqual(
+    imageMoves(workload('Job', 'w', { c: 'i:1' }), workload('CronJob', 'w', { c: 'i:2' })),
+    [],
+    'another kind',
+  );
+});
+
+test('certManagerChange: a chart bump is a from/to line; values-only changes and a first install keep their wording', () => {
+  const pin = CERT_MANAGER_CHART;
+  const id = `helm release ${pin.namespace}/${pin.release}`;
+  const at = (version: string): HelmReleaseState => ({
+    status: 'deployed',
+    chart: 'cert-manager',
+    version,
+    values: {},
+  });
+  assert.equal(
+    certManagerChange(undefined, [`${id} is not installed`]),
+    `cert-manager ${pin.version} installed (${id})`,
+  );
+  const old = at('v1.0.0');
+  assert.equal(
+    certManagerChange(old, helmReleaseDrift(pin, old, {})),
+    `cert-manager v1.0.0 -> ${pin.version} (${id} upgraded)`,
+  );
+  const drift = helmReleaseDrift(pin, old, certManagerValues());
+  assert.equal(
+    certManagerChange(old, drift),
+    `cert-manager v1.0.0 -> ${pin.version} (${id} upgraded; ${drift[1]})`,
+    'other drift stays as the reason',
+  );
+  const values = helmReleaseDrift(pin, at(pin.version), certManagerValues());
+  assert.equal(values.length, 1);
+  assert.equal(certManagerChange(at(pin.version), values), `cert-manager ${pin.version} upgraded (${values[0]})`);
+});
+
+test("appliedName: kubectl apply's name of an object, the group after the lowercase kind", () => {
+  assert.equal(appliedName(workload('Deployment', 'web', { web: 'i' })), 'deployment.apps/web');
+  assert.equal(appliedName(workload('CronJob', 'backup', { c: 'i' })), 'cronjob.batch/backup');
+  assert.equal(appliedName(cm('x', 'app', 'v')), 'configmap/x');
+  assert.equal(
+    appliedName({ apiVersion: 'helm.cattle.io/v1', kind: 'HelmChartConfig', metadata: { name: 'traefik' } }),
+    'helmchartconfig.helm.cattle.io/traefik',
+  );
+});
+
+test('applyObjects against the doubles: an image move is journaled from/to; a create is not; a failed read costs only the line', async () => {
+  const { dir, restore } = fakeServer();
+  const log = new Logger();
+  try {
+    await applyObjects([ns('app')], log);
+    assert.deepEqual(
+      await applyObjects([workload('Deployment', 'web', { web: 'docker.io/library/nginx:1.27' })], log),
+      ['deployment.apps/web created'],
+    );
+    assert.deepEqual(
+      await applyObjects(
+        [cm('settings', 'app', 'v'), workload('Deployment', 'web', { web: 'docker.io/library/nginx:1.28' })],
+        log,
+      ),
+      [
+        'configmap/settings created',
+        'deployment.apps/web configured',
+        'image of deployment/web container web: docker.io/library/nginx:1.27 -> docker.io/library/nginx:1.28',
+      ],
+    );
+    assert.deepEqual(
+      await applyObjects([workload('Deployment', 'web', { web: 'docker.io/library/nginx:1.28' })], log),
+      [],
+    );
+    writeFaults(dir, { 'kubectl get deployment web': { exitCode: 1, stderr: 'error: the server is on fire' } });
+    assert.deepEqual(
+      await applyObjects([workload('Deployment', 'web', { web: 'docker.io/library/nginx:1.29' })], log),
+      ['deployment.apps/web configured'],
+      'the apply still happens, without the move line',
+    );
+    const gets = readCalls(dir).filter((c) => c.argv.includes('get'));
+    assert.ok(
+      gets.some((c) => c.fault === 'kubectl get deployment web'),
+      'the read was attempted and failed',
     );
   } finally {
     restore();
