@@ -47,6 +47,7 @@ import {
   nodeReadyArgv,
   parseExecStart,
   parseK3sVersion,
+  compareK3sVersions,
   registriesYaml,
   registryEndpoint,
 } from '../lib/k3s.mts';
@@ -94,7 +95,11 @@ async function apply(ctx: StepContext): Promise<string[]> {
     });
   }
 
-  // 1. When k3s must be (re)installed, fetch and verify the script first: a bad download changes nothing at all.
+  // 1. Never downgrade: an older checkout against a newer server stops here, with nothing changed.
+  const refusal = downgradeRefusal(await installedVersion());
+  if (refusal) throw refusal;
+
+  // 2. When k3s must be (re)installed, fetch and verify the script first: a bad download changes nothing at all.
   const drift = await installDrift(networks(ctx));
   if (drift.length > 0) mkdirSync(REMOTE.stateDir, { recursive: true, mode: 0o700 });
   const workDir = drift.length > 0 ? mkdtempSync(join(REMOTE.stateDir, 'k3s-install-')) : undefined;
@@ -103,7 +108,7 @@ async function apply(ctx: StepContext): Promise<string[]> {
   try {
     const script = workDir !== undefined ? await downloadInstallScript(ctx, workDir) : undefined;
 
-    // 2. registries.yaml before k3s (first) starts: then no restart is needed for it on a fresh server.
+    // 3. registries.yaml before k3s (first) starts: then no restart is needed for it on a fresh server.
     const wanted = registriesYaml(port);
     const regFacts = facts(REGISTRIES_FILE);
     registriesChanged = readIfExists(REGISTRIES_FILE) !== wanted;
@@ -113,7 +118,7 @@ async function apply(ctx: StepContext): Promise<string[]> {
       changes.push(`${REGISTRIES_FILE}: ${mirrorNames(port).join(' and ')} -> ${registryEndpoint(port)}`);
     }
 
-    // 3. k3s itself, only when the version or the flags differ: the LOCAL, verified copy of the script.
+    // 4. k3s itself, only when the version or the flags differ: the LOCAL, verified copy of the script.
     if (script !== undefined) {
       // Read before the script replaces the binary: afterwards only the new version answers.
       const from = await installedVersion();
@@ -149,14 +154,14 @@ async function apply(ctx: StepContext): Promise<string[]> {
     if (workDir !== undefined) rmSync(workDir, { recursive: true, force: true });
   }
 
-  // 4. A running k3s that has not read the current registries.yaml, or wrote bad hosts.toml: restart it once.
+  // 5. A running k3s that has not read the current registries.yaml, or wrote bad hosts.toml: restart it once.
   if (!restarted && (registriesChanged || !(await serviceActive()) || hostsProblems(port).length > 0)) {
     since = Date.now();
     await run(['systemctl', 'restart', 'k3s'], { log: ctx.log, timeoutSeconds: 300 });
     changes.push(registriesChanged ? 'restarted k3s to load registries.yaml' : 'restarted k3s');
   }
 
-  // 5. Verify what the (re)start produced, bounded, loudly.
+  // 6. Verify what the (re)start produced, bounded, loudly.
   await waitForHostsToml(port, since);
   const ready = await nodeReady(NODE_READY_TIMEOUT_SECONDS, ctx.log);
   if (!ready.ok) {
@@ -166,7 +171,7 @@ async function apply(ctx: StepContext): Promise<string[]> {
     });
   }
 
-  // 6. The operator's kubeconfig: a copy of k3s.yaml, 0600, in a 0700 ~/.kube.
+  // 7. The operator's kubeconfig: a copy of k3s.yaml, 0600, in a 0700 ~/.kube.
   if (kubeconfigDrift(op).length > 0) {
     const content = readFileSync(K3S_KUBECONFIG, 'utf8');
     const kube = join(op.home, '.kube');
@@ -300,7 +305,20 @@ async function installDrift(n: Networks): Promise<string[]> {
 }
 
 function versionDrift(version: string): string {
-  return `k3s is ${version}, want ${K3S_VERSION}`;
+  return (compareK3sVersions(version, K3S_VERSION) ?? 0) > 0
+    ? `k3s is ${version}, newer than this checkout's pin ${K3S_VERSION}: k3s cannot be downgraded (an older checkout of this tool?)`
+    : `k3s is ${version}, want ${K3S_VERSION}`;
+}
+
+/** The refusal of a downgrade, before anything is downloaded or changed. */
+function downgradeRefusal(version: string | undefined): OperationError | undefined {
+  if (version === undefined || (compareK3sVersions(version, K3S_VERSION) ?? 0) <= 0) return undefined;
+  return new OperationError(
+    `k3s on the server is ${version}, newer than ${K3S_VERSION}, the pin of this checkout: k3s does not support downgrades, so nothing was changed`,
+    {
+      hint: 'run the launcher from a checkout at least as new as the one that installed the server (git pull); docs/runbook.md "Upgrades"',
+    },
+  );
 }
 
 function kubeconfigDrift(op: Account): string[] {

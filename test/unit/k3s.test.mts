@@ -11,6 +11,7 @@ import {
   registriesYaml,
   mirrorNames,
   parseK3sVersion,
+  compareK3sVersions,
   parseExecStart,
   execStartDrift,
   parseHostsToml,
@@ -112,6 +113,15 @@ test('registries.yaml: both names to the loopback endpoint over http, and k3s wo
 });
 
 // ---- parsers ------------------------------------------------------------------------------------------------------
+
+test('compareK3sVersions orders vX.Y.Z+k3sN, k3s revision included; anything else is not comparable', () => {
+  assert.ok((compareK3sVersions('v1.36.1+k3s1', 'v1.36.2+k3s1') as number) < 0);
+  assert.ok((compareK3sVersions('v1.36.2+k3s2', 'v1.36.2+k3s1') as number) > 0);
+  assert.ok((compareK3sVersions('v1.37.0+k3s1', 'v1.36.10+k3s1') as number) > 0, 'numbers, not strings');
+  assert.equal(compareK3sVersions('v1.36.2+k3s1', 'v1.36.2+k3s1'), 0);
+  assert.equal(compareK3sVersions('v1.36.2', 'v1.36.2+k3s1'), undefined);
+  assert.equal(compareK3sVersions('latest', 'v1.36.2+k3s1'), undefined);
+});
 
 test('parseK3sVersion reads `k3s --version`', () => {
   assert.equal(parseK3sVersion('k3s version v1.36.2+k3s1 (1d2a3b4c)\ngo version go1.26.4\n'), 'v1.36.2+k3s1');
