@@ -90,6 +90,19 @@ export interface Health {
 
 export const SCALE_SET_ID_ANNOTATION = 'runner-scale-set-id';
 
+/**
+ * The CRDs ARC's controller chart ships in crds/ (at ARC_VERSION; test/fixtures/upstream/.../crds.json). helm
+ * creates them at install when absent and never upgrades or deletes them, so a controller upgraded by helm would run
+ * on the previous version's CRDs: ARC's documented upgrade deletes them between the controller's uninstall and its
+ * install (60_runner_arc arcUpgrade, docs/runners.md "Upgrades").
+ */
+export const ARC_CRDS = [
+  'autoscalinglisteners.actions.github.com',
+  'autoscalingrunnersets.actions.github.com',
+  'ephemeralrunners.actions.github.com',
+  'ephemeralrunnersets.actions.github.com',
+] as const;
+
 export function podReady(p: PodLike): boolean {
   return (p.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True');
 }

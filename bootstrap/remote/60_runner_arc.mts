@@ -19,6 +19,7 @@ import { runStep, changeList } from '../lib/step.mts';
 import { attemptsWithin, backOff, pollUntil } from '../lib/poll.mts';
 import type { StepContext, Teardown } from '../lib/step.mts';
 import { OperationError } from '../lib/errors.mts';
+import { moved } from '../lib/log.mts';
 import { run } from '../lib/exec.mts';
 import { registerSecret } from '../lib/redact.mts';
 import { render, NAMES, recommendedLabels } from '../lib/manifests.mts';
@@ -35,9 +36,17 @@ import {
   getJsonArgv,
   KUBECONFIG,
 } from '../lib/kube.mts';
-import { ARC_CONTROLLER_CHART, ARC_SCALE_SET_CHART } from '../lib/versions.mts';
+import { ARC_CONTROLLER_CHART, ARC_SCALE_SET_CHART, ARC_VERSION } from '../lib/versions.mts';
 import type { ChartPin } from '../lib/versions.mts';
-import { settingsFrom, githubConfigUrl, healthProblems, healthHint, readHealth, isRunnerOf } from '../lib/runners.mts';
+import {
+  ARC_CRDS,
+  settingsFrom,
+  githubConfigUrl,
+  healthProblems,
+  healthHint,
+  readHealth,
+  isRunnerOf,
+} from '../lib/runners.mts';
 import { clientFromConfig, repoRef, explainGitHubError, httpStatus } from '../lib/github/client.mts';
 import { clusterAnswers, helmReleaseInstalled, helmUninstall } from '../lib/teardown.mts';
 import type { RunnerSettings } from '../lib/runners.mts';
@@ -67,15 +76,17 @@ async function check(ctx: StepContext): Promise<string[]> {
   const t = token(ctx);
   const drift = [...tokenSecretDrift(await readTokenSecret(s, t, ctx), t, s.runnerNamespace)];
   drift.push(...(await objectsDrift(runnerObjects(s), ctx.log)));
-  const controller = helmReleaseDrift(
-    ARC_CONTROLLER_CHART,
-    await helmReleaseState(ARC_CONTROLLER_CHART, ctx.log),
-    controllerValues(),
-  );
-  drift.push(...controller);
+  const controllerState = await helmReleaseState(ARC_CONTROLLER_CHART, ctx.log);
+  drift.push(...helmReleaseDrift(ARC_CONTROLLER_CHART, controllerState, controllerValues()));
   const pin = scaleSetPin(s);
-  const scaleSet = helmReleaseDrift(pin, await helmReleaseState(pin, ctx.log), scaleSetValues(s, tokenSecretName(t)));
+  const setState = await helmReleaseState(pin, ctx.log);
+  const scaleSet = helmReleaseDrift(pin, setState, scaleSetValues(s, tokenSecretName(t)));
   drift.push(...scaleSet);
+  const from = arcVersionMove(controllerState, setState);
+  if (from !== undefined)
+    drift.push(
+      `ARC ${from} -> ${ARC_VERSION} by ARC's upgrade sequence: the scale set and the controller are uninstalled, the CRDs deleted, both installed again (no runner meanwhile)`,
+    );
   // The runners are verified once both releases are as wanted (before that, apply installs them and then waits).
   if (drift.length === 0) drift.push(...healthProblems(s, await readHealth(s, ctx)));
   for (const old of await staleTokenSecrets(s, t, ctx))
@@ -100,6 +111,8 @@ async function apply(ctx: StepContext): Promise<string[]> {
     changes.push(`${secretId} ${live === undefined ? 'created' : 'updated'} with the token (key ${TOKEN_KEY})`);
   }
   changes.push(...(await applyObjects(runnerObjects(s), ctx.log)));
+  const runnerImageBefore = runnerImageOf((await helmReleaseState(scaleSetPin(s), ctx.log))?.values);
+  changes.push(...(await arcUpgrade(s, timeout, ctx)));
 
   // Controller first: it brings the CRDs the scale set's AutoscalingRunnerSet needs.
   for (const [pin, values, what] of [
@@ -116,6 +129,8 @@ async function apply(ctx: StepContext): Promise<string[]> {
         : `${what} upgraded (${rel.join('; ')})`,
     );
   }
+  if (runnerImageBefore !== undefined && runnerImageBefore !== s.image)
+    changes.push(moved(`runner image of ${s.scaleSetName}`, runnerImageBefore, s.image));
   const { min, max } = runnerCounts(s);
   changes.push(...(await waitForRunners(s, ctx)).map((l) => `${l}; min ${min}, max ${max} runners`));
   // Only now, with the runners healthy on the current token, do the Secrets of earlier tokens go.
@@ -143,6 +158,8 @@ const teardown: Teardown = {
           `AutoscalingRunnerSet ${s.runnerNamespace}/${s.scaleSetName} (the scale set, registered in GitHub until it goes)`,
         );
       }
+      for (const crd of await presentCrds(ctx))
+        left.push(`CRD ${crd} (ARC's; helm keeps a chart's crds/ after uninstall)`);
     } else ctx.log.detail('the cluster does not answer: no helm release or scale set left in it to list');
     // While the scale set lives, its controller owns its runners in GitHub; once it is gone, any left are stale.
     if (arsGone)
@@ -170,6 +187,7 @@ const teardown: Teardown = {
         await helmUninstall(controller, timeout, ctx.log);
         changes.push(`helm release ${controller.namespace}/${controller.release} uninstalled (${controllerWhat})`);
       }
+      changes.push(...(await deleteCrds(ctx)));
     }
     for (const r of await staleRunners(s, ctx)) {
       await deleteRunner(s, r, ctx);
@@ -178,6 +196,100 @@ const teardown: Teardown = {
     return changes;
   },
 };
+
+// ---- upgrades: ARC's own sequence, because helm never upgrades (or deletes) the CRDs in a chart's crds/ -------------
+
+/** Pure: the ARC version either release runs when it is not the pin (undefined: no move, or nothing installed). */
+export function arcVersionMove(
+  controller: { version: string } | undefined,
+  scaleSet: { version: string } | undefined,
+): string | undefined {
+  return [controller, scaleSet].find((r) => r !== undefined && r.version !== ARC_VERSION)?.version;
+}
+
+/**
+ * ARC's documented upgrade ("Upgrading ARC", docs/runners.md): uninstall the scale set and wait until the controller
+ * has removed it (from GitHub too), uninstall the controller, delete the CRDs; apply then installs both at the pin
+ * and the controller's install brings the new CRDs. Each part looks at what is there, so a run killed half-way is
+ * finished by the next: ARC's CRDs without a controller release (an upgrade killed after the controller's uninstall,
+ * or CRDs someone left behind) are of an unknown version, and they go before the install, which would keep them.
+ */
+async function arcUpgrade(s: RunnerSettings, timeout: number, ctx: StepContext): Promise<string[]> {
+  const changes: string[] = [];
+  const set = scaleSetPin(s);
+  const controllerState = await helmReleaseState(ARC_CONTROLLER_CHART, ctx.log);
+  const from = arcVersionMove(controllerState, await helmReleaseState(set, ctx.log));
+  if (from === undefined && controllerState !== undefined) return changes;
+  if (from !== undefined) {
+    ctx.log.info(`  ARC ${from} -> ${ARC_VERSION}: ARC's upgrade sequence (no runner until it ends)`);
+    if (await helmReleaseInstalled(set, ctx.log)) {
+      await helmUninstall(set, timeout, ctx.log);
+      changes.push(
+        `ARC upgrade: helm release ${set.namespace}/${set.release} (runner scale set ${s.scaleSetName}) uninstalled`,
+      );
+    }
+    if (await scaleSetPresent(s, ctx)) {
+      await waitScaleSetGone(s, timeout, ctx);
+      changes.push(
+        `ARC upgrade: AutoscalingRunnerSet ${s.runnerNamespace}/${s.scaleSetName} gone (deregistered from GitHub)`,
+      );
+    }
+    if (controllerState !== undefined) {
+      await helmUninstall(ARC_CONTROLLER_CHART, timeout, ctx.log);
+      changes.push(
+        `ARC upgrade: helm release ${ARC_CONTROLLER_CHART.namespace}/${ARC_CONTROLLER_CHART.release} (ARC controller ${controllerState.version}) uninstalled`,
+      );
+    }
+  } else if (await scaleSetPresent(s, ctx)) {
+    // CRDs without a controller, but a scale set on them: deleting the CRDs would wait forever on its finalizer.
+    throw new OperationError(
+      `AutoscalingRunnerSet ${s.runnerNamespace}/${s.scaleSetName} exists, but the ARC controller release ${ARC_CONTROLLER_CHART.namespace}/${ARC_CONTROLLER_CHART.release} does not: nothing can deregister it`,
+      {
+        hint: `someone removed the controller by hand; remove the scale set's release first (helm --kubeconfig ${KUBECONFIG} -n ${s.runnerNamespace} uninstall ${s.scaleSetName}), then run this step again`,
+      },
+    );
+  }
+  const deleted = await deleteCrds(ctx);
+  changes.push(...deleted.map((l) => (from !== undefined ? `ARC upgrade: ${l}` : `${l} (left without a controller)`)));
+  if (from !== undefined)
+    changes.push(moved('ARC', from, ARC_VERSION, "by ARC's upgrade sequence; installed again below"));
+  return changes;
+}
+
+/** Pure: the image of the `runner` container in a scale set's values (scaleSetValues), if any. */
+export function runnerImageOf(values: Record<string, unknown> | undefined): string | undefined {
+  const containers = (values?.['template'] as { spec?: { containers?: { name?: string; image?: string }[] } })?.spec
+    ?.containers;
+  return Array.isArray(containers) ? containers.find((c) => c.name === 'runner')?.image : undefined;
+}
+
+/** ARC's CRDs present in the cluster (ARC_CRDS), by name. */
+async function presentCrds(ctx: StepContext): Promise<string[]> {
+  const r = await run(
+    kubectlArgv('get', 'customresourcedefinitions', ...ARC_CRDS, '--ignore-not-found', '-o', 'name'),
+    { allowFail: true, timeoutSeconds: 60, log: ctx.log },
+  );
+  if (r.exitCode !== 0)
+    throw new OperationError("cannot list ARC's CRDs", {
+      detail: r.stderr.trim().split('\n').slice(-10).join('\n'),
+      hint: `kubectl --kubeconfig ${KUBECONFIG} get crds | grep actions.github.com`,
+    });
+  return r.stdout
+    .split('\n')
+    .map((l) => l.trim().replace(/^customresourcedefinition(\.apiextensions\.k8s\.io)?\//, ''))
+    .filter((l) => l !== '');
+}
+
+/** Deletes ARC's CRDs (and with them any custom resource left on them); a line per CRD deleted. */
+async function deleteCrds(ctx: StepContext): Promise<string[]> {
+  const present = await presentCrds(ctx);
+  if (present.length === 0) return [];
+  await run(kubectlArgv('delete', 'customresourcedefinitions', ...present, '--ignore-not-found'), {
+    timeoutSeconds: 300,
+    log: ctx.log,
+  });
+  return present.map((c) => `CRD ${c} deleted`);
+}
 
 /** Both releases, in the order they go: the scale set, then the controller that deregisters it. */
 function releases(s: RunnerSettings): [[ChartPin, string], [ChartPin, string]] {

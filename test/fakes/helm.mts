@@ -505,8 +505,8 @@ const upgrade: Verb = {
         if (!rule.allowedTopLevelValues.includes(k)) problems.push(`${k}: Additional property ${k} is not allowed`);
     }
     // The chart's own schema (or, for ARC, its derived key tree) at our pin: what the real chart refuses, we refuse.
-    if (isCheckedChart(chart)) problems.push(...chartValuesProblems(chart, values));
-    const releaseInfo = { name, namespace: ns, chart, version };
+    if (isCheckedChart(chart)) problems.push(...chartValuesProblems(chart, values, version));
+    const releaseInfo = { name, namespace: ns, chart, version, install: current === undefined };
     for (const h of rule?.hooks ?? [])
       problems.push(...(CHART_HOOKS[h] as (typeof CHART_HOOKS)[string])(values, releaseInfo));
     const cluster = clusterAccess(store, ctx.io.dir);

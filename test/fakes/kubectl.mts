@@ -73,7 +73,15 @@ import {
   runVerb,
 } from './lib/cli.mts';
 import type { K8sObject, KindInfo } from './lib/kinds.mts';
-import { at, isObj, kindByApiVersion, kindByResourceArg, printName, resourceName } from './lib/kinds.mts';
+import {
+  at,
+  EXTENSION_KINDS,
+  isObj,
+  kindByApiVersion,
+  kindByResourceArg,
+  printName,
+  resourceName,
+} from './lib/kinds.mts';
 import {
   clone,
   DEFAULT_K8S_VERSION,
@@ -637,6 +645,10 @@ const del: Verb = {
       }
     }
     for (const v of victims) {
+      // The API server deletes every custom resource of a deleted CRD with it.
+      if (v.info.kind === 'CustomResourceDefinition')
+        for (const served of EXTENSION_KINDS.filter((x) => `${x.plural}.${x.group}` === v.name))
+          for (const o of store.list(served, undefined)) store.remove(served, o.metadata.namespace, o.metadata.name);
       if (store.remove(v.info, v.ns, v.name)) {
         const k = v.info.kind.toLowerCase();
         say(ctx, `${v.info.group === '' ? k : `${k}.${v.info.group}`} "${v.name}" deleted`);

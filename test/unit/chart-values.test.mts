@@ -4,23 +4,27 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { parse, parseAllDocuments } from 'yaml';
-import { chartValuesProblems } from '../fakes/lib/chart-values.mts';
+import { CHART_VALUES_SOURCES, chartValuesProblems } from '../fakes/lib/chart-values.mts';
 import { certManagerValues } from '../../bootstrap/remote/30_cluster_deps.mts';
 import { controllerValues, scaleSetValues } from '../../bootstrap/remote/60_runner_arc.mts';
 import type { RunnerSettings } from '../../bootstrap/lib/runners.mts';
 import { IMAGES } from '../../bootstrap/lib/versions.mts';
 
+// As test/unit/runner.test.mts builds them (min/max by mode, as .env's defaults give).
 const runner = (mode: 'server' | 'local'): RunnerSettings => ({
   mode,
-  stagingNamespace: 'staging',
+  stagingNamespace: 'codex-k8s-staging',
   runnerNamespace: 'arc-runners',
-  scaleSetName: 'codex-k8s',
-  min: 1,
-  max: 3,
+  scaleSetName: 'codex-k8s-staging',
+  min: mode === 'local' ? 1 : 0,
+  max: mode === 'local' ? 1 : 3,
   githubUrl: 'https://github.com',
-  repo: 'owner/name',
+  repo: 'codex-k8s/codex-k8s',
   image: IMAGES.arcRunner,
 });
+
+/** The ARC versions whose key trees are vendored: the previous release (the upgrade test's start) and our pin. */
+const ARC_VERSIONS = ['0.14.1', '0.14.2'] as const;
 
 function traefikValues(file: string): unknown {
   const docs = parseAllDocuments(readFileSync(new URL(`../../manifests/cluster/${file}`, import.meta.url), 'utf8'));
@@ -47,15 +51,52 @@ test('cert-manager values (30_cluster_deps certManagerValues) meet cert-manager 
   assert.deepEqual(chartValuesProblems('cert-manager', certManagerValues()), []);
 });
 
-test('ARC controller and scale-set values (60_runner_arc) use only keys the 0.14.2 charts read', () => {
-  assert.deepEqual(chartValuesProblems('gha-runner-scale-set-controller', controllerValues()), []);
-  for (const mode of ['server', 'local'] as const) {
-    assert.deepEqual(
-      chartValuesProblems('gha-runner-scale-set', scaleSetValues(runner(mode), 'arc-github-token-0123456789')),
-      [],
-      mode,
-    );
+test('ARC controller and scale-set values (60_runner_arc) use only keys the 0.14.1 and the 0.14.2 charts read', () => {
+  for (const version of ARC_VERSIONS) {
+    assert.deepEqual(chartValuesProblems('gha-runner-scale-set-controller', controllerValues(), version), [], version);
+    for (const mode of ['server', 'local'] as const) {
+      assert.deepEqual(
+        chartValuesProblems(
+          'gha-runner-scale-set',
+          scaleSetValues(runner(mode), 'arc-github-token-0123456789'),
+          version,
+        ),
+        [],
+        `${version} ${mode}`,
+      );
+    }
   }
+});
+
+test("ARC values are checked against their own version's tree: pprof is 0.14.2's, an unvendored version is refused", () => {
+  // gha-runner-scale-set-0.14.1..0.14.2, charts/gha-runner-scale-set-controller/values.yaml: `+pprof: {}` (addr).
+  const withPprof = { ...controllerValues(), pprof: { addr: ':6060' } };
+  assert.deepEqual(chartValuesProblems('gha-runner-scale-set-controller', withPprof, '0.14.2'), []);
+  const [old, ...more] = chartValuesProblems('gha-runner-scale-set-controller', withPprof, '0.14.1');
+  assert.match(old ?? '', /^pprof: not a value of this chart/);
+  assert.ok(!/\bpprof\b/.test((old ?? '').replace(/^pprof:/, '')), "0.14.1's allowed keys do not list pprof");
+  assert.deepEqual(more, []);
+  // Likewise the rate limiter flag, also new in 0.14.2.
+  const withLimiter = { ...controllerValues(), flags: { rateLimiter: { name: 'typed_rate_limiter' } } };
+  assert.deepEqual(chartValuesProblems('gha-runner-scale-set-controller', withLimiter, '0.14.2'), []);
+  assert.match(
+    chartValuesProblems('gha-runner-scale-set-controller', withLimiter, '0.14.1')[0] ?? '',
+    /^flags\.rateLimiter: not a value of this chart/,
+  );
+  // No silent fallback to another version's tree: the values are fine, the version is the problem.
+  for (const chart of ['gha-runner-scale-set-controller', 'gha-runner-scale-set'] as const) {
+    const values = chart === 'gha-runner-scale-set' ? scaleSetValues(runner('server'), 'sec') : controllerValues();
+    const problems = chartValuesProblems(chart, values, '0.13.0');
+    assert.equal(problems.length, 1, chart);
+    assert.match(
+      problems[0] ?? '',
+      new RegExp(`^${chart} 0\\.13\\.0: no key tree vendored for this version \\(vendored: 0\\.14\\.1, 0\\.14\\.2\\)`),
+    );
+    assert.ok(problems[0]?.includes(`test/fixtures/upstream/arc-0.13.0/${chart}/`), 'says where to vendor it');
+    assert.match(chartValuesProblems(chart, values)[0] ?? '', /no chart version given/, 'ARC needs the version');
+  }
+  // Schema-checked charts ignore the version, as before.
+  assert.deepEqual(chartValuesProblems('cert-manager', certManagerValues(), 'v0.0.1'), []);
 });
 
 test("both modes' Traefik valuesContent meet the values.schema.json of the Traefik chart k3s bundles", () => {
@@ -78,13 +119,20 @@ test('an unknown cert-manager key and unknown ARC keys are refused, naming the k
   assert.deepEqual(chartValuesProblems('cert-manager', { ...certManagerValues(), installCRDz: true }), [
     'installCRDz: additional property not allowed',
   ]);
-  const [c] = chartValuesProblems('gha-runner-scale-set-controller', {
-    ...controllerValues(),
-    serviceAccount: { create: true, nam: 'x' },
-  });
-  assert.match(c ?? '', /^serviceAccount\.nam: not a value of this chart/);
-  const [s] = chartValuesProblems('gha-runner-scale-set', { ...scaleSetValues(runner('server'), 'sec'), minRunner: 1 });
-  assert.match(s ?? '', /^minRunner: not a value of this chart/);
+  for (const version of ARC_VERSIONS) {
+    const [c] = chartValuesProblems(
+      'gha-runner-scale-set-controller',
+      { ...controllerValues(), serviceAccount: { create: true, nam: 'x' } },
+      version,
+    );
+    assert.match(c ?? '', /^serviceAccount\.nam: not a value of this chart/, version);
+    const [s] = chartValuesProblems(
+      'gha-runner-scale-set',
+      { ...scaleSetValues(runner('server'), 'sec'), minRunner: 1 },
+      version,
+    );
+    assert.match(s ?? '', /^minRunner: not a value of this chart/, version);
+  }
 });
 
 test('each vendored upstream file is byte for byte the blob PROVENANCE.md names, and keys.json is what the derivation gives', async () => {
@@ -97,7 +145,7 @@ test('each vendored upstream file is byte for byte the blob PROVENANCE.md names,
     ),
   ];
   // Every vendored file has its row; derived files (named in PROVENANCE's notes) and the derivation script are ours.
-  const ours = new Set(['PROVENANCE.md', 'derive-arc-keys.mts', 'keys.json', 'template-value-refs.json']);
+  const ours = new Set(['PROVENANCE.md', 'derive-arc-keys.mts', 'keys.json', 'template-value-refs.json', 'crds.json']);
   const { readdirSync } = await import('node:fs');
   const vendored = (readdirSync(dir, { recursive: true, withFileTypes: true }) as import('node:fs').Dirent[])
     .filter((d) => d.isFile() && !ours.has(d.name))
@@ -109,12 +157,24 @@ test('each vendored upstream file is byte for byte the blob PROVENANCE.md names,
     const blob = createHash('sha1').update(`blob ${bytes.length}\0`).update(bytes).digest('hex');
     assert.equal(blob, sha, `${file}: git blob sha`);
   }
-  for (const chart of ['gha-runner-scale-set-controller', 'gha-runner-scale-set']) {
-    const at = (f: string) => readFileSync(new URL(`arc-0.14.2/${chart}/${f}`, dir), 'utf8');
-    assert.deepEqual(
-      JSON.parse(at('keys.json')),
-      deriveKeyTree(parse(at('values.yaml')), JSON.parse(at('template-value-refs.json')) as string[]),
-      chart,
-    );
+  for (const version of ARC_VERSIONS) {
+    for (const chart of ['gha-runner-scale-set-controller', 'gha-runner-scale-set']) {
+      const at = (f: string) => readFileSync(new URL(`arc-${version}/${chart}/${f}`, dir), 'utf8');
+      assert.deepEqual(
+        JSON.parse(at('keys.json')),
+        deriveKeyTree(parse(at('values.yaml')), JSON.parse(at('template-value-refs.json')) as string[]),
+        `${version} ${chart}`,
+      );
+    }
   }
+  // The vendored ARC versions are exactly the ones chart-values.mts checks against.
+  const arcDirs = readdirSync(dir)
+    .filter((d) => d.startsWith('arc-'))
+    .sort();
+  assert.deepEqual(
+    arcDirs,
+    ARC_VERSIONS.map((v) => `arc-${v}`),
+  );
+  for (const chart of ['gha-runner-scale-set-controller', 'gha-runner-scale-set'] as const)
+    assert.deepEqual(Object.keys(CHART_VALUES_SOURCES[chart].byVersion).sort(), [...ARC_VERSIONS], chart);
 });

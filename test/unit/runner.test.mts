@@ -23,9 +23,12 @@ import {
   listenerPodsArgv,
   listenerSelector,
   isRunnerOf,
+  arcVersionMove,
+  runnerImageOf,
   CONTROLLER_SERVICE_ACCOUNT,
   TOKEN_KEY,
 } from '../../bootstrap/remote/60_runner_arc.mts';
+import { ARC_CRDS } from '../../bootstrap/lib/runners.mts';
 import type { RunnerSettings, Health } from '../../bootstrap/remote/60_runner_arc.mts';
 import type { StepContext } from '../../bootstrap/lib/step.mts';
 import type { KubeObject } from '../../bootstrap/lib/manifests.mts';
@@ -36,8 +39,8 @@ import { stepNames, stepInfo } from '../../bootstrap/lib/catalogue.mts';
 import { validateObject } from '../fakes/lib/validate.mts';
 import { kindByApiVersion } from '../fakes/lib/kinds.mts';
 import type { K8sObject } from '../fakes/lib/kinds.mts';
-import { CHART_HOOKS } from '../fakes/lib/chart-hooks.mts';
-import { newStateDir, runDouble, seedCluster } from '../fakes/testkit.mts';
+import { CHART_HOOKS, CRD_FROM_CHART, arcCrds } from '../fakes/lib/chart-hooks.mts';
+import { newStateDir, runDouble, seedCluster, writeFile } from '../fakes/testkit.mts';
 import { readCalls } from '../fakes/lib/recorder.mts';
 
 const ROOT = path.join(import.meta.dirname, '..', '..');
@@ -494,7 +497,7 @@ test('the helm double plays ARC: CRDs from the controller, the scale set, and a 
   assert.equal(early.code, 1);
   assert.match(
     early.stderr,
-    /ensure CRDs are installed first \(no deployed helm release of chart gha-runner-scale-set-controller/,
+    /ensure CRDs are installed first \(CRD autoscalingrunnersets\.actions\.github\.com not found \(chart gha-runner-scale-set-controller installs it from crds\/ at install\)/,
   );
 
   const c = ARC_CONTROLLER_CHART;
@@ -586,4 +589,91 @@ test('the helm double plays ARC: CRDs from the controller, the scale set, and a 
   assert.equal(pods().length, 0, 'the listener goes with the scale set');
   assert.equal(h(['uninstall', c.release, '--namespace', c.namespace, '--wait']).code, 0);
   assert.notEqual(k(['-n', 'arc-systems', 'get', 'deployment', 'arc-gha-rs-controller', '-o', 'json']).code, 0);
+});
+
+test("ARC's CRDs are the chart's crds/ at our pin; a version move of either release is an upgrade by ARC's sequence", () => {
+  assert.deepEqual(
+    [...ARC_CRDS],
+    arcCrds().map((c) => c.name),
+    'ARC_CRDS = test/fixtures/upstream/.../crds.json',
+  );
+  assert.equal(arcVersionMove(undefined, undefined), undefined, 'nothing installed: an install, not an upgrade');
+  assert.equal(arcVersionMove({ version: ARC_CONTROLLER_CHART.version }, undefined), undefined);
+  assert.equal(arcVersionMove({ version: '0.14.1' }, { version: ARC_CONTROLLER_CHART.version }), '0.14.1');
+  assert.equal(arcVersionMove(undefined, { version: '0.13.0' }), '0.13.0', 'a scale set left on an older chart');
+  const values = scaleSetValues(settings('local'), SECRET);
+  assert.equal(runnerImageOf(values), IMAGES.arcRunner);
+  assert.equal(runnerImageOf(undefined), undefined);
+  assert.equal(runnerImageOf({ template: { spec: { containers: [{ name: 'other', image: 'x' }] } } }), undefined);
+});
+
+test("the helm double keeps a chart's crds/ as helm does: made at install, never upgraded, kept at uninstall; kubectl delete takes their objects", () => {
+  const dir = newStateDir();
+  const kubeconfig = seedCluster(dir);
+  const h = (args: string[], stdin?: string) =>
+    runDouble('helm', ['--kubeconfig', kubeconfig, ...args], stdin === undefined ? { dir } : { dir, stdin });
+  const k = (args: string[], stdin?: string) =>
+    runDouble('kubectl', ['--kubeconfig', kubeconfig, ...args], stdin === undefined ? { dir } : { dir, stdin });
+  // The shipped rule, with an earlier version allowed too (a test's rule replaces the shipped one).
+  const shipped = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fakes', 'charts.json'), 'utf8')) as {
+    charts: Record<string, { versions: string[] }>;
+  };
+  const rule = shipped.charts['gha-runner-scale-set-controller'] as { versions: string[] };
+  writeFile(
+    dir,
+    'charts.json',
+    JSON.stringify({
+      charts: { 'gha-runner-scale-set-controller': { ...rule, versions: ['0.14.1', ...rule.versions] } },
+    }),
+  );
+  const c = ARC_CONTROLLER_CHART;
+  const ctl = (version: string) =>
+    h(
+      [
+        'upgrade',
+        '--install',
+        c.release,
+        c.ref,
+        '--version',
+        version,
+        '-n',
+        c.namespace,
+        '--create-namespace',
+        '-f',
+        '-',
+      ],
+      JSON.stringify(controllerValues()),
+    );
+  const crds = () =>
+    Object.fromEntries(
+      (
+        JSON.parse(
+          k(['get', 'customresourcedefinitions', ...ARC_CRDS, '--ignore-not-found', '-o', 'json']).stdout ||
+            '{"items":[]}',
+        ) as {
+          items: K8sObject[];
+        }
+      ).items.map((o) => [o.metadata.name, o.metadata.annotations?.[CRD_FROM_CHART]]),
+    );
+  const all = (v: string) => Object.fromEntries(ARC_CRDS.map((n) => [n, `gha-runner-scale-set-controller-${v}`]));
+  assert.deepEqual(crds(), {});
+  assert.equal(ctl('0.14.1').code, 0);
+  assert.deepEqual(crds(), all('0.14.1'), 'the install made them');
+  assert.equal(ctl(c.version).code, 0);
+  assert.deepEqual(crds(), all('0.14.1'), 'helm upgrade never touches crds/');
+  assert.equal(h(['uninstall', c.release, '-n', c.namespace]).code, 0);
+  assert.deepEqual(crds(), all('0.14.1'), 'helm uninstall keeps them');
+  assert.equal(k(['create', 'namespace', 'arc-runners']).code, 0);
+  const ars = `apiVersion: actions.github.com/v1alpha1\nkind: AutoscalingRunnerSet\nmetadata: {name: left, namespace: arc-runners}\nspec: {}\n`;
+  assert.equal(k(['apply', '-f', '-'], ars).code, 0, 'the kind is served while its CRD is there');
+  const del = k(['delete', 'customresourcedefinitions', ...ARC_CRDS, '--ignore-not-found']);
+  assert.equal(del.code, 0, del.stderr);
+  assert.deepEqual(crds(), {});
+  assert.match(
+    k(['-n', 'arc-runners', 'get', 'autoscalingrunnersets.actions.github.com', 'left']).stderr,
+    /doesn't have a resource type|no matches for kind|could not find the requested resource/,
+    'the CRD took its objects and its kind with it',
+  );
+  assert.equal(ctl(c.version).code, 0);
+  assert.deepEqual(crds(), all(c.version), 'a fresh install brings the CRDs of the new version');
 });

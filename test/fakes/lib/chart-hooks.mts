@@ -4,10 +4,12 @@
 // creates, standing in for the chart's templates and the controllers reacting to them) are further down.
 
 import type { K8sObject } from './kinds.mts';
+import { readUpstream } from './upstream.mts';
 
 export type ValuesHook = (
   values: Record<string, unknown>,
-  release: { name: string; namespace: string; chart: string; version: string },
+  /** install: no revision of the release exists yet (helm's install path, which alone installs a chart's crds/). */
+  release: { name: string; namespace: string; chart: string; version: string; install?: boolean },
 ) => string[];
 
 const SECRET_KEY = /(^|[_-])(token|password|passwd|secret|private[_-]?key|api[_-]?key)$/i;
@@ -202,14 +204,55 @@ function scaleSetName(values: Record<string, unknown>, release: ReleaseInfo): st
     : release.name;
 }
 
+/** Annotation of the fake's ARC CRDs: `<chart>-<version>` they were installed with (the real ones carry none). */
+export const CRD_FROM_CHART = 'codex-k8s-fakes/from-chart';
+
+interface UpstreamCrd {
+  name: string;
+  kind: string;
+  plural: string;
+}
+
+/** ARC's CRDs at our pin (test/fixtures/upstream/arc-0.14.2/gha-runner-scale-set-controller/crds.json). */
+export function arcCrds(): UpstreamCrd[] {
+  return (JSON.parse(readUpstream('arc-0.14.2/gha-runner-scale-set-controller/crds.json')) as { crds: UpstreamCrd[] })
+    .crds;
+}
+
+function installCrds(release: ReleaseInfo, cluster: ClusterAccess): string[] {
+  const out: string[] = [];
+  for (const c of arcCrds()) {
+    if (cluster.get('apiextensions.k8s.io/v1', 'CustomResourceDefinition', undefined, c.name) !== undefined) continue;
+    const [plural, ...group] = c.name.split('.');
+    cluster.put({
+      apiVersion: 'apiextensions.k8s.io/v1',
+      kind: 'CustomResourceDefinition',
+      metadata: { name: c.name, annotations: { [CRD_FROM_CHART]: `${release.chart}-${release.version}` } },
+      spec: {
+        group: group.join('.'),
+        names: { kind: c.kind, plural, singular: c.kind.toLowerCase(), listKind: `${c.kind}List` },
+        scope: 'Namespaced',
+        versions: [{ name: 'v1alpha1', served: true, storage: true, schema: { openAPIV3Schema: { type: 'object' } } }],
+      },
+    });
+    out.push(
+      `customresourcedefinition.apiextensions.k8s.io/${c.name} created (crds/ of ${release.chart} ${release.version})`,
+    );
+  }
+  return out;
+}
+
 export const CHART_EFFECTS: Readonly<Record<string, ChartEffect>> = {
   /**
-   * gha-runner-scale-set-controller: its CRDs (lib/kinds.mts EXTENSION_KINDS, providedBy this chart) and the
-   * controller Deployment with its ServiceAccount, in the release namespace, Available at once.
+   * gha-runner-scale-set-controller: its CRDs and the controller Deployment with its ServiceAccount, in the release
+   * namespace, Available at once. The CRDs come from the chart's crds/ as helm treats that directory: created at
+   * install when absent, never upgraded, never deleted (ARC's own upgrade sequence deletes them by hand). Each
+   * carries the chart version it came with (CRD_FROM_CHART), standing in for that version's CRD content.
    */
   'arc-controller': {
     preflight: () => [],
     apply(values, release, cluster) {
+      const crds = release.install ? installCrds(release, cluster) : [];
       const { fullname, sa } = controllerNames(values, release);
       const labels = {
         'app.kubernetes.io/name': 'gha-rs-controller',
@@ -243,7 +286,10 @@ export const CHART_EFFECTS: Readonly<Record<string, ChartEffect>> = {
           },
         },
       });
-      return [`deployment.apps/${fullname} and serviceaccount/${sa} in ${release.namespace} (fake ARC controller)`];
+      return [
+        ...crds,
+        `deployment.apps/${fullname} and serviceaccount/${sa} in ${release.namespace} (fake ARC controller)`,
+      ];
     },
     remove(values, release, cluster) {
       const { fullname, sa } = controllerNames(values, release);

@@ -37,9 +37,13 @@ export interface K8sObject {
 export type Provider =
   /** k3s ships the CRD (helm-controller, traefik): available once the cluster is up. */
   | { readonly k3s: true; readonly unlessDisabled?: string }
-  /** A Helm chart installs the CRD: available once a deployed release of that chart exists (and `when` holds). */
+  /**
+   * A Helm chart installs the CRD: available once a deployed release of that chart exists (and `when` holds). With
+   * `crdsDir`, the chart ships it in crds/: the CRD object itself decides (helm keeps it after an uninstall).
+   */
   | {
       readonly chart: string;
+      readonly crdsDir?: true;
       readonly when?: (values: Record<string, unknown>) => boolean;
       readonly whenText?: string;
     };
@@ -661,7 +665,7 @@ export const EXTENSION_KINDS: readonly KindInfo[] = [
     kind: 'AutoscalingRunnerSet',
     plural: 'autoscalingrunnersets',
     namespaced: true,
-    providedBy: { chart: 'gha-runner-scale-set-controller' },
+    providedBy: { chart: 'gha-runner-scale-set-controller', crdsDir: true },
     topLevel: ['apiVersion', 'kind', 'metadata', 'spec'],
   },
   // ---- ADD CRD KINDS HERE: { group, versions, kind, plural, namespaced, providedBy, topLevel, check? } ----

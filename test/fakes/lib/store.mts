@@ -449,6 +449,8 @@ export class Store {
     // A CRD applied by hand serves the kind too.
     const crdInfo = kindByApiVersion('apiextensions.k8s.io/v1', 'CustomResourceDefinition') as KindInfo;
     if (this.get(crdInfo, undefined, `${info.plural}.${info.group}`) !== undefined) return undefined;
+    if (p.crdsDir)
+      return `CRD ${info.plural}.${info.group} not found (chart ${p.chart} installs it from crds/ at install)`;
     const releases = deployedReleasesOfChart(this.dir, p.chart);
     if (releases.length === 0) return `no deployed helm release of chart ${p.chart} (which installs the CRD)`;
     if (p.when !== undefined && !releases.some((r) => p.when?.(r.values) === true))
