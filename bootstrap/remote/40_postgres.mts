@@ -72,6 +72,8 @@ async function check(ctx: StepContext): Promise<string[]> {
       `a restore from ${pending.options.source} (${pending.manifest.server.hostname}, ${pending.manifest.createdAt}) is pending`,
     );
   }
+  const major = majorVersionRefusal(await liveImage(s, ctx), IMAGES.postgres);
+  if (major) drift.push(major);
   const objectDrift = await objectsDrift(postgresObjects(s), ctx.log);
   drift.push(...objectDrift);
   if (!objectDrift.some((d) => d.startsWith(`StatefulSet ${s.namespace}/${NAMES.postgresStatefulSet} `)))
@@ -82,6 +84,12 @@ async function check(ctx: StepContext): Promise<string[]> {
 async function apply(ctx: StepContext): Promise<string[]> {
   const s = settingsFrom(ctx);
   await requireNamespace(s.namespace, ctx);
+  // Before anything: a new major version cannot start on the old data directory (the pod would crash-loop).
+  const major = majorVersionRefusal(await liveImage(s, ctx), IMAGES.postgres);
+  if (major)
+    throw new OperationError(`${major}; nothing was changed`, {
+      hint: 'a major upgrade is a dump and a restore: --backup, then restore it onto a server bootstrapped with this checkout (docs/runbook.md "Upgrades (the pins moved)")',
+    });
   const changes = changeList(ctx);
   const state = await secretState(s, ctx);
   const pending = pendingRestore(ctx.log);
@@ -372,6 +380,37 @@ export function postgresValues(s: PostgresSettings): Record<string, PlaceholderV
     BACKUP_SCHEDULE: s.backupSchedule,
     BACKUP_KEEP: String(s.backupKeep),
   };
+}
+
+/**
+ * Pure: the PostgreSQL major version of an image: pgvector's tags carry it as `-pgNN` (`0.8.6-pg17-bookworm`), the
+ * official image as the tag's first number (`postgres:17.6`). undefined when the tag says neither.
+ */
+export function postgresMajor(image: string): number | undefined {
+  const colon = image.lastIndexOf(':');
+  if (colon < 0) return undefined;
+  const [repo, tag] = [image.slice(0, colon), image.slice(colon + 1)];
+  const m = /(?:^|-)pg(\d+)(?:-|$)/.exec(tag) ?? (/(^|\/)postgres$/.test(repo) ? /^(\d+)/.exec(tag) : null);
+  return m ? Number(m[1]) : undefined;
+}
+
+/**
+ * Pure: why the pinned image must not replace the running one, or undefined. A minor or pgvector move is an
+ * in-place update on the same volume; a major move is not (PostgreSQL refuses a data directory of another major).
+ */
+export function majorVersionRefusal(live: string | undefined, want: string): string | undefined {
+  if (live === undefined || live === want) return undefined;
+  const [from, to] = [postgresMajor(live), postgresMajor(want)];
+  if (from === undefined || to === undefined || from === to) return undefined;
+  return `PostgreSQL ${from} -> ${to}: the pinned image ${want} is another major version than the running ${live}, and it cannot start on the data directory of PostgreSQL ${from}`;
+}
+
+/** The image the live StatefulSet runs (its postgres container), if it exists. */
+async function liveImage(s: PostgresSettings, ctx: StepContext): Promise<string | undefined> {
+  const sts = await getJson<
+    KubeObject & { spec?: { template?: { spec?: { containers?: { name: string; image: string }[] } } } }
+  >('statefulset', NAMES.postgresStatefulSet, s.namespace, ctx.log);
+  return sts?.spec?.template?.spec?.containers?.find((c) => c.name === 'postgres')?.image;
 }
 
 export function postgresObjects(s: PostgresSettings): KubeObject[] {

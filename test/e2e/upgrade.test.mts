@@ -251,6 +251,23 @@ describe(
       for (const s of STEPS) assert.equal(footers(r.output)[s], '= unchanged', `${s}\n${r.output}`);
     });
 
+    it('a pin that moves PostgreSQL to another major version is refused before anything changes (the data directory would not start)', async () => {
+      // A server whose PostgreSQL is 16, as if installed by a checkout that pinned it: the pin (17) must not replace it.
+      const pg16 = 'docker.io/pgvector/pgvector:0.8.6-pg16-bookworm';
+      await t.kubectl('-n', STAGING_NS, 'set', 'image', 'statefulset/postgres', `postgres=${pg16}`);
+      const calls = (await t.doublesCalls()).filter((c) => c.mutating).length;
+      const r = await t.launch(['--yes', '--only', '40_postgres']);
+      assert.equal(r.code, 1, r.output);
+      assert.ok(
+        r.output.includes(
+          `PostgreSQL 16 -> 17: the pinned image ${IMAGES.postgres} is another major version than the running ${pg16}, and it cannot start on the data directory of PostgreSQL 16; nothing was changed`,
+        ),
+        r.output,
+      );
+      assert.equal(await image('statefulset', 'postgres'), pg16);
+      assert.equal((await t.doublesCalls()).filter((c) => c.mutating).length, calls, 'no mutating call');
+    });
+
     it('the previous release run against the upgraded server refuses to downgrade k3s, and changes nothing', async () => {
       const installs = async () => (await t.doublesCalls()).filter((c) => c.tool === 'k3s-install').length;
       const calls = await installs();

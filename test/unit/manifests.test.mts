@@ -30,6 +30,8 @@ import {
   secretProblems,
   databaseUrl,
   generatePassword,
+  postgresMajor,
+  majorVersionRefusal,
 } from '../../bootstrap/remote/40_postgres.mts';
 import type { PostgresSettings } from '../../bootstrap/remote/40_postgres.mts';
 import { buildkitValues, buildkitObjects } from '../../bootstrap/lib/buildkit.mts';
@@ -477,4 +479,22 @@ test('runbook: the PostgreSQL restore section uses the names the manifests defin
   );
   assert.match(code, /--kubeconfig \/etc\/rancher\/k3s\/k3s\.yaml|KUBECONFIG=\/etc\/rancher\/k3s\/k3s\.yaml/);
   assert.doesNotMatch(code, /delete (pvc|persistentvolumeclaim)/, 'never deletes the data PVC');
+});
+
+test('a PostgreSQL image that moves its major version is refused; a pgvector or minor move is an in-place update', () => {
+  assert.equal(postgresMajor(IMAGES.postgres), 17);
+  assert.equal(postgresMajor('docker.io/pgvector/pgvector:0.8.6-pg18-trixie'), 18);
+  assert.equal(postgresMajor('docker.io/library/postgres:17.6-bookworm'), 17);
+  assert.equal(postgresMajor('postgres:16'), 16);
+  assert.equal(postgresMajor('docker.io/library/registry:3.1.1'), undefined, 'not a PostgreSQL tag');
+  assert.equal(majorVersionRefusal(undefined, IMAGES.postgres), undefined, 'nothing runs yet');
+  assert.equal(majorVersionRefusal('docker.io/pgvector/pgvector:0.8.5-pg17-bookworm', IMAGES.postgres), undefined);
+  assert.match(
+    majorVersionRefusal(IMAGES.postgres, 'docker.io/pgvector/pgvector:0.8.6-pg18-bookworm') ?? '',
+    /^PostgreSQL 17 -> 18: the pinned image \S+pg18\S+ is another major version than the running \S+pg17\S+, and it cannot start on the data directory of PostgreSQL 17$/,
+  );
+  assert.match(
+    majorVersionRefusal('docker.io/pgvector/pgvector:0.8.6-pg18-bookworm', IMAGES.postgres) ?? '',
+    /^PostgreSQL 18 -> 17:/,
+  );
 });
