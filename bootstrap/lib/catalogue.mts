@@ -80,7 +80,7 @@ export const STEPS: readonly StepInfo[] = [
     ],
     changes: [
       'writes registries.yaml (0600) before k3s starts; restarts k3s when it changed',
-      'downloads the install script from its pinned commit URL, checks its sha256, runs the local copy with INSTALL_K3S_VERSION pinned (only when the version or flags differ)',
+      'downloads the install script from its pinned commit URL, checks its sha256, runs the local copy with INSTALL_K3S_VERSION pinned (only when the version or flags differ; an upgrade is journaled "k3s FROM -> TO"; a server newer than the pin is refused: k3s cannot be downgraded)',
       'copies the kubeconfig to the operator',
     ],
   },
@@ -160,6 +160,7 @@ export const STEPS: readonly StepInfo[] = [
       'kubectl apply (on stdin) of the token Secret when it is missing or holds another token',
       'kubectl apply of the runner ServiceAccount, Role and RoleBinding that differ',
       'helm upgrade --install of the controller, then of the scale set, each only when its chart version or values differ (--wait, bounded by CODEXK8S_ROLLOUT_TIMEOUT)',
+      "when ARC's version moves: ARC's upgrade sequence first (uninstall the scale set and wait until it is gone, uninstall the controller, delete ARC's CRDs), so the controller's install brings the new CRDs (helm never upgrades a chart's crds/)",
       'waits, bounded by CODEXK8S_ROLLOUT_TIMEOUT, for the listener, the scale set registration and (local mode) the runner; a timeout names what is missing and where to look',
       'then deletes the token Secrets of earlier tokens (a rotated token is a new Secret the scale set is switched to)',
     ],
@@ -188,13 +189,13 @@ export const STEPS: readonly StepInfo[] = [
       'Deploy loop check: dispatch the staging-deploy workflow, wait for it green, smoke-check staging from the server',
     usesGitHub: true,
     checks: [
-      'the journal (section deployLoop) proves the loop for the newest commit staging-deploy.yml ran for on the default branch (GET /repos/{owner}/{repo}/actions/workflows/staging-deploy.yml/runs); a push to main is drift',
+      'the journal (section deployLoop) proves the loop for the newest commit staging-deploy.yml ran for on the default branch (GET /repos/{owner}/{repo}/actions/workflows/staging-deploy.yml/runs), with the pins of this checkout (lib/versions.mts); a push to main, or an upgrade (a pin moved), is drift',
       'staging still answers /version with that commit (CODEXK8S_SMOKE_URL; else https://CODEXK8S_STAGING_DOMAIN in server mode, http://<ClusterIP of kube-system/traefik> in local mode)',
     ],
     changes: [
       "dispatches staging-deploy.yml on the default branch (POST .../actions/workflows/staging-deploy.yml/dispatches) and waits for its run, bounded by CODEXK8S_DEPLOY_WAIT; prints the run URL, its conclusion and each job's duration; a red run fails the step with the run URL",
       'runs the smoke checks from the server (TLS in server mode, /healthz, /readyz, /version = the commit the run deployed, unsigned and signed webhook deliveries, the runner scale set) with the webhook secret of /etc/codex-k8s-bootstrap/secrets/github-webhook-secret',
-      'records the proven commit in the journal (state.json, deployLoop)',
+      'records the proven commit and the pins it was proven with in the journal (state.json, deployLoop)',
     ],
   },
 ];

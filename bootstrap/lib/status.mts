@@ -11,7 +11,14 @@ import type { HelmListEntry } from './kube.mts';
 import type { Mode } from './manifests.mts';
 import { runnerBumpHint, runnerFreshness, runnerImageVersion } from './runners.mts';
 import type { ReleaseLike } from './runners.mts';
-import { ARC_CONTROLLER_CHART, ARC_SCALE_SET_CHART, CERT_MANAGER_CHART, IMAGES, K3S_VERSION } from './versions.mts';
+import {
+  ARC_CONTROLLER_CHART,
+  ARC_SCALE_SET_CHART,
+  CERT_MANAGER_CHART,
+  IMAGES,
+  K3S_VERSION,
+  pinVersions,
+} from './versions.mts';
 
 /** ok: nothing to do; warn: look at it soon; fail: broken now (exit 1); info: a fact without a verdict. */
 export type Level = 'ok' | 'warn' | 'fail' | 'info';
@@ -455,7 +462,7 @@ function deployLines(last: Read<RunInfo | undefined>, journal: Journal, now: num
       ? {
           area,
           level: 'info',
-          text: `deploy loop last proven for ${proven.headSha.slice(0, 12)} at ${proven.provenAt}`,
+          text: `deploy loop last proven for ${proven.headSha.slice(0, 12)} at ${proven.provenAt}${pinsNote(proven.pins)}`,
         }
       : {
           area,
@@ -465,6 +472,15 @@ function deployLines(last: Read<RunInfo | undefined>, journal: Journal, now: num
         },
   );
   return out;
+}
+
+/** After an upgrade the proof is of the old cluster: say so (80_deploy_loop_check proves it again on the next run). */
+function pinsNote(pins: Record<string, string> | undefined): string {
+  if (pins === undefined) return ' (before the pins were recorded)';
+  const now = pinVersions();
+  const same =
+    Object.keys(now).length === Object.keys(pins).length && Object.entries(now).every(([k, v]) => pins[k] === v);
+  return same ? '' : ', with other pins than this checkout (a run proves it again: --only 80_deploy_loop_check)';
 }
 
 function tlsLines(cert: Read<string | undefined> | undefined, s: StatusSettings, now: number): StatusLine[] {

@@ -11,7 +11,7 @@ import type { ClusterFacts, GitHubFacts, KubeItem, ServerFacts, StatusSettings }
 import { emptyJournal, parseJournal } from '../../bootstrap/lib/state.mts';
 import type { Journal } from '../../bootstrap/lib/state.mts';
 import type { RunInfo } from '../../bootstrap/lib/actions.mts';
-import { ARC_VERSION, CERT_MANAGER_CHART, IMAGES, K3S_VERSION } from '../../bootstrap/lib/versions.mts';
+import { ARC_VERSION, CERT_MANAGER_CHART, IMAGES, K3S_VERSION, pinVersions } from '../../bootstrap/lib/versions.mts';
 import { stripAnsi } from '../../bootstrap/lib/log.mts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -75,6 +75,7 @@ function server(over: Partial<ServerFacts> = {}): ServerFacts {
         runUrl: 'https://github.com/org/repo/actions/runs/7',
         smokeUrl: 'http://10.43.0.10',
         provenAt: iso(3600),
+        pins: pinVersions(),
       },
     }),
     ...over,
@@ -179,7 +180,26 @@ test('a converged staging: healthy, every area answered, nothing to act on', () 
   );
   assert.match(all, /host: disk under \/var\/lib: .* \(60%\)/);
   assert.match(all, /journal: last run r1, 10m ago; every step ok/);
+  assert.match(
+    all,
+    /deploy loop last proven for aaaaaaaaaaaa at \S+$/m,
+    'with the pins of this checkout: nothing more',
+  );
   assert.ok(r.lines.every((l) => l.level !== 'ok' || l.action === undefined));
+});
+
+test('a deploy loop proven before an upgrade says so: the proof is of the old cluster', () => {
+  const proven = server().journal.deployLoop;
+  const line = (pins: Record<string, string> | undefined) => {
+    const j = server().journal;
+    const facts = server({ journal: { ...j, deployLoop: { ...(proven as NonNullable<typeof proven>), pins } } });
+    return texts(statusReport(S, facts, cluster(), github())).find((t) => t.includes('deploy loop last proven')) ?? '';
+  };
+  assert.match(
+    line({ ...pinVersions(), k3s: 'v1.36.1+k3s1' }),
+    /, with other pins than this checkout \(a run proves it again: --only 80_deploy_loop_check\)$/,
+  );
+  assert.match(line(undefined), / \(before the pins were recorded\)$/);
 });
 
 test('each kind of trouble is named, with the command or runbook section that deals with it', () => {
