@@ -5,7 +5,7 @@ import { mkdtempSync, mkdirSync, rmSync, createReadStream, writeFileSync, statSy
 import { hostname, tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { serializeServerEnv } from '../config.mts';
-import { color, formatBytes } from '../log.mts';
+import { color, formatBytes, moved } from '../log.mts';
 import { OperationError, EXIT_LOCKED } from '../errors.mts';
 import { sudoRefusal } from '../ssh.mts';
 import { parseServerState, markInterrupted } from '../state.mts';
@@ -136,8 +136,14 @@ export async function prepare(
         hint: `check that the server can reach ${x64.url} (or set CODEXK8S_ARTIFACT_MIRROR)`,
       });
     const nodeOut = node.stdout.trim();
-    if (nodeOut.startsWith('installed')) changed++;
-    log.info(`  ${nodeOut.startsWith('installed') ? '+' : '='} Node.js ${nodeOut}`);
+    const installed = nodeOut.startsWith('installed');
+    if (installed) changed++;
+    // An upgrade says from what, like the steps' journal lines; a first install keeps its own words.
+    const line =
+      installed && /^v\d/.test(server.node)
+        ? moved('Node.js', server.node, `v${NODE.version}`, nodeOut)
+        : `Node.js ${nodeOut}`;
+    log.info(`  ${installed ? '+' : '='} ${line}`);
   }
 
   const tree = buildUploadTree(REPO_ROOT, generated);
