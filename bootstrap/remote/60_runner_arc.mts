@@ -15,11 +15,14 @@
 // Verified, bounded: the listener pod is Ready and GitHub gave the scale set an ID (the controller writes it on the
 // AutoscalingRunnerSet); in local mode one runner of the set is online in GitHub (REST: list self-hosted runners).
 import { createHash } from 'node:crypto';
+import { mkdirSync, rmSync } from 'node:fs';
 import { runStep, changeList } from '../lib/step.mts';
 import { attemptsWithin, backOff, pollUntil } from '../lib/poll.mts';
 import type { StepContext, Teardown } from '../lib/step.mts';
 import { OperationError } from '../lib/errors.mts';
 import { moved } from '../lib/log.mts';
+import { readIfExists, writeFileAtomic } from '../lib/fsx.mts';
+import { REMOTE } from '../lib/paths.mts';
 import { run } from '../lib/exec.mts';
 import { registerSecret } from '../lib/redact.mts';
 import { render, NAMES, recommendedLabels } from '../lib/manifests.mts';
@@ -83,6 +86,11 @@ async function check(ctx: StepContext): Promise<string[]> {
   const scaleSet = helmReleaseDrift(pin, setState, scaleSetValues(s, tokenSecretName(t)));
   drift.push(...scaleSet);
   const from = arcVersionMove(controllerState, setState);
+  const interrupted = readArcUpgrade();
+  if (from === undefined && interrupted)
+    drift.push(
+      `an ARC upgrade ${interrupted.from} -> ${interrupted.to} stopped half-way (${ARC_UPGRADE_FILE}): this run finishes it`,
+    );
   if (from !== undefined)
     drift.push(
       `ARC ${from} -> ${ARC_VERSION} by ARC's upgrade sequence: the scale set and the controller are uninstalled, the CRDs deleted, both installed again (no runner meanwhile)`,
@@ -112,7 +120,7 @@ async function apply(ctx: StepContext): Promise<string[]> {
   }
   changes.push(...(await applyObjects(runnerObjects(s), ctx.log)));
   const runnerImageBefore = runnerImageOf((await helmReleaseState(scaleSetPin(s), ctx.log))?.values);
-  changes.push(...(await arcUpgrade(s, timeout, ctx)));
+  const arcFrom = await arcUpgrade(s, timeout, ctx, changes);
 
   // Controller first: it brings the CRDs the scale set's AutoscalingRunnerSet needs.
   for (const [pin, values, what] of [
@@ -128,6 +136,11 @@ async function apply(ctx: StepContext): Promise<string[]> {
         ? `${what} installed (chart ${pin.chart} ${pin.version}, helm release ${pin.namespace}/${pin.release})`
         : `${what} upgraded (${rel.join('; ')})`,
     );
+  }
+  // The move is journaled once both releases run the pin; a sequence that failed half-way journaled its parts.
+  if (arcFrom !== undefined) {
+    changes.push(moved('ARC', arcFrom, ARC_VERSION, "by ARC's upgrade sequence"));
+    rmSync(ARC_UPGRADE_FILE, { force: true });
   }
   if (runnerImageBefore !== undefined && runnerImageBefore !== s.image)
     changes.push(moved(`runner image of ${s.scaleSetName}`, runnerImageBefore, s.image));
@@ -161,6 +174,8 @@ const teardown: Teardown = {
       for (const crd of await presentCrds(ctx))
         left.push(`CRD ${crd} (ARC's; helm keeps a chart's crds/ after uninstall)`);
     } else ctx.log.detail('the cluster does not answer: no helm release or scale set left in it to list');
+    if (readIfExists(ARC_UPGRADE_FILE) !== undefined)
+      left.push(`file ${ARC_UPGRADE_FILE} (the record of an ARC upgrade that stopped half-way)`);
     // While the scale set lives, its controller owns its runners in GitHub; once it is gone, any left are stale.
     if (arsGone)
       for (const r of await staleRunners(s, ctx))
@@ -189,6 +204,10 @@ const teardown: Teardown = {
       }
       changes.push(...(await deleteCrds(ctx)));
     }
+    if (readIfExists(ARC_UPGRADE_FILE) !== undefined) {
+      rmSync(ARC_UPGRADE_FILE, { force: true });
+      changes.push(`removed ${ARC_UPGRADE_FILE}`);
+    }
     for (const r of await staleRunners(s, ctx)) {
       await deleteRunner(s, r, ctx);
       changes.push(`GitHub runner ${r.name} (id ${r.id}) of the scale set ${s.scaleSetName} deleted from ${s.repo}`);
@@ -213,14 +232,30 @@ export function arcVersionMove(
  * and the controller's install brings the new CRDs. Each part looks at what is there, so a run killed half-way is
  * finished by the next: ARC's CRDs without a controller release (an upgrade killed after the controller's uninstall,
  * or CRDs someone left behind) are of an unknown version, and they go before the install, which would keep them.
+ * Each part goes into `changes` (the step's changeList) as it is done, so a failure journals what was done.
+ * Returns the version it upgrades from, if any.
  */
-async function arcUpgrade(s: RunnerSettings, timeout: number, ctx: StepContext): Promise<string[]> {
-  const changes: string[] = [];
+async function arcUpgrade(
+  s: RunnerSettings,
+  timeout: number,
+  ctx: StepContext,
+  changes: string[],
+): Promise<string | undefined> {
   const set = scaleSetPin(s);
   const controllerState = await helmReleaseState(ARC_CONTROLLER_CHART, ctx.log);
-  const from = arcVersionMove(controllerState, await helmReleaseState(set, ctx.log));
-  if (from === undefined && controllerState !== undefined) return changes;
-  if (from !== undefined) {
+  const moving = arcVersionMove(controllerState, await helmReleaseState(set, ctx.log));
+  // A sequence that stopped half-way left its record: the version it started from is known only there.
+  const from = moving ?? readArcUpgrade()?.from;
+  // The controller at the pin: nothing to take down (a record left means the run ended before its cleanup; apply
+  // journals the move and removes it once both releases run the pin).
+  if (moving === undefined && controllerState !== undefined) return from;
+  if (moving !== undefined) {
+    mkdirSync(REMOTE.stateDir, { recursive: true, mode: 0o700 });
+    await writeFileAtomic(
+      ARC_UPGRADE_FILE,
+      JSON.stringify({ from: moving, to: ARC_VERSION, startedAt: new Date().toISOString() }) + '\n',
+      { mode: 0o600, uid: 0, gid: 0 },
+    );
     ctx.log.info(`  ARC ${from} -> ${ARC_VERSION}: ARC's upgrade sequence (no runner until it ends)`);
     if (await helmReleaseInstalled(set, ctx.log)) {
       await helmUninstall(set, timeout, ctx.log);
@@ -241,7 +276,7 @@ async function arcUpgrade(s: RunnerSettings, timeout: number, ctx: StepContext):
       );
     }
   } else if (await scaleSetPresent(s, ctx)) {
-    // CRDs without a controller, but a scale set on them: deleting the CRDs would wait forever on its finalizer.
+    // A controller gone, but a scale set on its CRDs: deleting the CRDs would wait forever on its finalizer.
     throw new OperationError(
       `AutoscalingRunnerSet ${s.runnerNamespace}/${s.scaleSetName} exists, but the ARC controller release ${ARC_CONTROLLER_CHART.namespace}/${ARC_CONTROLLER_CHART.release} does not: nothing can deregister it`,
       {
@@ -250,10 +285,24 @@ async function arcUpgrade(s: RunnerSettings, timeout: number, ctx: StepContext):
     );
   }
   const deleted = await deleteCrds(ctx);
-  changes.push(...deleted.map((l) => (from !== undefined ? `ARC upgrade: ${l}` : `${l} (left without a controller)`)));
-  if (from !== undefined)
-    changes.push(moved('ARC', from, ARC_VERSION, "by ARC's upgrade sequence; installed again below"));
-  return changes;
+  changes.push(
+    ...deleted.map((l) => (moving !== undefined ? `ARC upgrade: ${l}` : `${l} (left without a controller)`)),
+  );
+  return from;
+}
+
+/** Where an ARC upgrade records the version it started from, until both releases run the pin (0600, root). */
+export const ARC_UPGRADE_FILE = `${REMOTE.stateDir}/arc-upgrade.json`;
+
+function readArcUpgrade(): { from: string; to: string } | undefined {
+  const text = readIfExists(ARC_UPGRADE_FILE);
+  if (text === undefined) return undefined;
+  try {
+    const x = JSON.parse(text) as { from?: unknown; to?: unknown };
+    return typeof x.from === 'string' && typeof x.to === 'string' ? { from: x.from, to: x.to } : undefined;
+  } catch {
+    return undefined; // a torn or foreign file says nothing: the CRD rule alone finishes the upgrade
+  }
 }
 
 /** Pure: the image of the `runner` container in a scale set's values (scaleSetValues), if any. */
@@ -284,10 +333,16 @@ async function presentCrds(ctx: StepContext): Promise<string[]> {
 async function deleteCrds(ctx: StepContext): Promise<string[]> {
   const present = await presentCrds(ctx);
   if (present.length === 0) return [];
-  await run(kubectlArgv('delete', 'customresourcedefinitions', ...present, '--ignore-not-found'), {
+  const r = await run(kubectlArgv('delete', 'customresourcedefinitions', ...present, '--ignore-not-found'), {
+    allowFail: true,
     timeoutSeconds: 300,
     log: ctx.log,
   });
+  if (r.exitCode !== 0)
+    throw new OperationError(`deleting ARC's CRDs (${present.join(', ')}) failed (exit ${r.exitCode})`, {
+      detail: r.stderr.trim().split('\n').slice(-10).join('\n'),
+      hint: `run the step again: CRDs left without a controller are deleted before it is installed; by hand: kubectl --kubeconfig ${KUBECONFIG} delete crd ${present.join(' ')}`,
+    });
   return present.map((c) => `CRD ${c} deleted`);
 }
 

@@ -86,6 +86,17 @@ async function crdsFrom(): Promise<string[]> {
     .map((c) => `${c.metadata.name} ${c.metadata.annotations?.[CRD_FROM_CHART]}`)
     .sort();
 }
+const esc = (x: string) => x.replace(/[.+*?^${}()|[\]\\]/g, '\\$&');
+
+/** Each pattern matches `text` after the previous one's match: the lines come in this order. */
+function inOrder(text: string, patterns: readonly RegExp[]): void {
+  let at = 0;
+  for (const re of patterns) {
+    const m = re.exec(text.slice(at));
+    assert.ok(m, `${re} after position ${at} in:\n${text}`);
+    at += m.index + m[0].length;
+  }
+}
 const crdsOf = (version: string) => ARC_CRDS.map((n) => `${n} gha-runner-scale-set-controller-${version}`).sort();
 
 describe(
@@ -167,18 +178,36 @@ describe(
       assert.deepEqual(await kept(), keptBefore, '--check changed nothing that holds data or secrets');
     });
 
-    it('the normal run upgrades in order (k3s, charts, images), ARC by its sequence, each move journaled from -> to, then re-proves the loop', async () => {
-      const deliveries = staging.deliveries();
+    it("the normal run upgrades in order (k3s, charts, images), each journaled from -> to; a failure half-way through ARC's sequence stops with the resume command", async () => {
+      // The CRDs' deletion fails once: the controller is gone by then, its old CRDs are not.
+      await t.sb.exec(['sh', '-c', 'cat > /var/lib/codex-k8s-fakes/faults.json'], {
+        input: JSON.stringify({
+          'kubectl delete customresourcedefinitions': {
+            exitCode: 1,
+            stderr: 'Error from server (InternalError): etcdserver: request timed out',
+            times: 1,
+          },
+        }),
+      });
       const r = await t.launch(['--yes', '--only', STEPS.join(',')]);
-      assert.equal(r.code, 0, r.output);
+      assert.equal(r.code, 1, r.output);
       const f = footers(r.output);
-      for (const s of ['20_install_k3s', '30_cluster_deps', '40_postgres', '60_runner_arc', '80_deploy_loop_check'])
+      for (const s of ['20_install_k3s', '30_cluster_deps', '40_postgres'])
         assert.match(f[s] ?? '', /^\+ changed \d+$/, `${s}\n${r.output}`);
-      assert.equal(f['70_github_repo'], '= unchanged', r.output);
+      assert.equal(f['60_runner_arc'], 'x failed', r.output);
+      assert.equal(f['70_github_repo'], undefined, 'the run stopped at the failure');
+      assert.match(
+        r.output,
+        /deleting ARC's CRDs \(autoscalinglisteners\.actions\.github\.com, .*\) failed \(exit 1\)/,
+      );
+      assert.match(r.output, /etcdserver: request timed out/, "kubectl's reason is shown");
+      assert.match(r.output, /then resume with: \S+ (--env-file \S+ )?--from 60_runner_arc$/m);
+      // The order of the run: k3s before the charts, the charts before the images.
+      const pos = (s: string) => r.output.indexOf(`] ${s}`);
+      assert.ok(pos('20_install_k3s') < pos('30_cluster_deps') && pos('30_cluster_deps') < pos('40_postgres'));
 
       const j = await journal();
       const changes = (s: string) => j.steps[s]?.changes.join('\n') ?? '';
-      const esc = (x: string) => x.replace(/[.+*?^${}()|[\]\\]/g, '\\$&');
       assert.match(changes('20_install_k3s'), new RegExp(`^k3s ${esc(previous('k3s'))} -> ${esc(K3S_VERSION)}`, 'm'));
       assert.match(
         changes('30_cluster_deps'),
@@ -194,27 +223,45 @@ describe(
           'm',
         ),
       );
-      // ARC: the documented order, then the new version.
-      const arc = changes('60_runner_arc');
-      const order = [
+      // What the failed step did is journaled, in ARC's order; then the failure.
+      inOrder(changes('60_runner_arc'), [
         /^ARC upgrade: helm release arc-runners\/codex-k8s-staging \(runner scale set codex-k8s-staging\) uninstalled$/m,
         /^ARC upgrade: helm release arc-systems\/arc \(ARC controller 0\.14\.1\) uninstalled$/m,
-        /^ARC upgrade: CRD autoscalingrunnersets\.actions\.github\.com deleted$/m,
-        new RegExp(`^ARC 0\\.14\\.1 -> ${esc(ARC_VERSION)} \\(by ARC's upgrade sequence`, 'm'),
+      ]);
+      assert.deepEqual(await helmChart('arc-systems'), [], 'the controller is gone');
+      assert.deepEqual(await crdsFrom(), crdsOf(previous('gha-runner-scale-set-controller')), 'its old CRDs are not');
+      const check = await t.launch(['--check', '--only', '60_runner_arc']);
+      assert.match(
+        check.output,
+        /an ARC upgrade 0\.14\.1 -> \S+ stopped half-way \(\/var\/lib\/codex-k8s-bootstrap\/arc-upgrade\.json\): this run finishes it/,
+      );
+    });
+
+    it("the resume finishes ARC's sequence (the CRDs left without a controller go first), journals ARC from -> to, and proves the loop again", async () => {
+      const deliveries = staging.deliveries();
+      const r = await t.launch(['--yes', '--from', '60_runner_arc']);
+      assert.equal(r.code, 0, r.output);
+      const f = footers(r.output);
+      assert.deepEqual(Object.keys(f), ['60_runner_arc', '70_github_repo', '80_deploy_loop_check'], r.output);
+      assert.match(f['60_runner_arc'] ?? '', /^\+ changed \d+$/);
+      assert.equal(f['70_github_repo'], '= unchanged', r.output);
+      assert.match(f['80_deploy_loop_check'] ?? '', /^\+ changed \d+$/);
+
+      const j = await journal();
+      const changes = (s: string) => j.steps[s]?.changes.join('\n') ?? '';
+      inOrder(changes('60_runner_arc'), [
+        /^CRD autoscalingrunnersets\.actions\.github\.com deleted \(left without a controller\)$/m,
         /^ARC controller installed \(chart gha-runner-scale-set-controller /m,
         /^runner scale set codex-k8s-staging installed/m,
+        new RegExp(`^ARC 0\\.14\\.1 -> ${esc(ARC_VERSION)} \\(by ARC's upgrade sequence\\)$`, 'm'),
         /^listener Ready, a runner of codex-k8s-staging online in GitHub/m,
-      ];
-      let at = 0;
-      for (const re of order) {
-        const m = re.exec(arc.slice(at));
-        assert.ok(m, `${re} after position ${at} in:\n${arc}`);
-        at += m.index + m[0].length;
-      }
-      // The order of the whole run: k3s before the charts, the charts before the images, the loop last.
-      const pos = (s: string) => r.output.indexOf(`] ${s}`);
-      assert.ok(pos('20_install_k3s') < pos('30_cluster_deps') && pos('30_cluster_deps') < pos('40_postgres'));
-      assert.ok(pos('60_runner_arc') < pos('80_deploy_loop_check'));
+      ]);
+      assert.equal(
+        (await t.sb.exec(['test', '-e', '/var/lib/codex-k8s-bootstrap/arc-upgrade.json'], { allowFail: true }))
+          .exitCode,
+        1,
+        'the record of the upgrade in progress is gone',
+      );
       assert.match(changes('80_deploy_loop_check'), /^smoke checks from the server against \S+: /m);
       assert.ok(staging.deliveries() > deliveries, 'the smoke checks ran against staging after the upgrade');
 
