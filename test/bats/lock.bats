@@ -58,8 +58,9 @@ dead_pid() { sh -c 'echo $$'; }
 }
 
 @test "lock: a step that was killed but never reaped (a zombie) is not alive" {
-  # The child exits at once; its parent (exec'd into sleep) never waits for it, so it stays a zombie.
-  sh -c 'sh -c "exit 0" & echo $! > "$1"; exec sleep 300' _ "$BASE/child" &
+  # The child exits after its parent has exec'd into sleep, which never waits for it, so it stays a zombie. (A child
+  # that exits at once may be reaped by the shell before its exec: then there is no zombie to test.)
+  sh -c 'sh -c "sleep 0.3; exit 0" & echo $! > "$1"; exec sleep 300' _ "$BASE/child" &
   SLEEPER=$!
   for _ in $(seq 50); do [ -s "$BASE/child" ] && [ "$(cut -d' ' -f3 "/proc/$(cat "$BASE/child")/stat" 2>/dev/null)" = Z ] && break; sleep 0.1; done
   zombie=$(cat "$BASE/child")
