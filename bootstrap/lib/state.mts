@@ -28,6 +28,18 @@ export interface Journal {
   github?: GitHubJournal;
   /** The last commit the deploy loop was proven for (80_deploy_loop_check). Optional, like `github`. */
   deployLoop?: DeployLoopRecord;
+  /** The checkout of this tool that last converged a step from the launcher, with its pins (see ToolRecord). */
+  tool?: ToolRecord;
+}
+
+/**
+ * Which checkout of the tool last converged a step here (the launcher's git HEAD) and the pins it had. The launcher
+ * refuses an OLDER checkout, one that would move a pin back without containing that commit (lib/launcher/run.mts).
+ */
+export interface ToolRecord {
+  commit: string;
+  pins: Record<string, string>;
+  at: string;
 }
 
 /**
@@ -111,7 +123,15 @@ export function parseJournal(text: string): Journal {
   const out: Journal = { version: 1, steps: j.steps, history: Array.isArray(j.history) ? j.history : [] };
   if (j.github !== undefined) out.github = parseGitHubJournal(j.github);
   if (j.deployLoop !== undefined) out.deployLoop = parseDeployLoop(j.deployLoop);
+  if (j.tool !== undefined) out.tool = parseTool(j.tool);
   return out;
+}
+
+function parseTool(t: unknown): ToolRecord {
+  const x = t as Partial<ToolRecord> | null;
+  if (!x || typeof x.commit !== 'string' || !/^[0-9a-f]{40}$/.test(x.commit) || typeof x.at !== 'string')
+    throw new Error('the tool section is not {commit (40 hex digits), pins, at}');
+  return { commit: x.commit, pins: parsePins(x.pins, 'tool'), at: x.at };
 }
 
 function parseDeployLoop(d: unknown): DeployLoopRecord {
@@ -127,13 +147,13 @@ function parseDeployLoop(d: unknown): DeployLoopRecord {
     runUrl: x.runUrl!,
     smokeUrl: x.smokeUrl!,
     provenAt: x.provenAt!,
-    ...(x.pins !== undefined ? { pins: parsePins(x.pins) } : {}),
+    ...(x.pins !== undefined ? { pins: parsePins(x.pins, 'deployLoop') } : {}),
   };
 }
 
-function parsePins(p: unknown): Record<string, string> {
+function parsePins(p: unknown, section: string): Record<string, string> {
   if (typeof p !== 'object' || p === null || Array.isArray(p) || Object.values(p).some((v) => typeof v !== 'string'))
-    throw new Error("the deployLoop section's pins is not an object of name: version strings");
+    throw new Error(`the ${section} section's pins is not an object of name: version strings`);
   return p as Record<string, string>;
 }
 

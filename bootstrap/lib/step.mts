@@ -4,8 +4,8 @@
 // The runner does check -> apply (only when drifting) -> check again; drift left after apply is a failure
 // that names what is still wrong. `--check` prints the drift and changes nothing (exit 0 clean, 1 drift).
 //
-// Run by the launcher, a step receives CODEXK8S_RUN_ID and CODEXK8S_LOCK_TOKEN; run by hand, it takes the
-// server lock itself. Either way it journals its result and appends to /var/log/codex-k8s-bootstrap/.
+// Run by the launcher, a step receives CODEXK8S_RUN_ID, CODEXK8S_LOCK_TOKEN and CODEXK8S_TOOL_COMMIT (the checkout
+// it came from, journaled with the pins); run by hand, it takes the server lock itself. Either way it journals its result and appends to /var/log/codex-k8s-bootstrap/.
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -20,6 +20,7 @@ import { UsageError, OperationError, EXIT_LOCKED } from './errors.mts';
 import { stepInfo } from './catalogue.mts';
 import { REMOTE, RESULT_MARKER } from './paths.mts';
 import { readJournal, writeJournal, recordStep, markInterrupted, forgetStep } from './state.mts';
+import { pinVersions } from './versions.mts';
 import { parseOwner, parseLockAnswer, explainHeldLock, explainRefusedLock, describeTakeover } from './lock.mts';
 import { mask } from './redact.mts';
 
@@ -68,6 +69,16 @@ export function changeList(ctx: StepContext): string[] {
  * that needs the settings loads them from `envFile` itself (loadStepConfig), so a rollback works without them.
  */
 export type StepMode = (log: Logger, opts: { envFile: string }) => Promise<number>;
+
+/**
+ * Journals which checkout converged the step (the launcher passes its git HEAD; a run by hand has none and leaves
+ * the record as it is), so an older checkout is refused later instead of moving pins back.
+ */
+function recordTool(commit: string | undefined, journalPath: string = REMOTE.journal): void {
+  if (commit === undefined || !/^[0-9a-f]{40}$/.test(commit)) return;
+  const j = readJournal(journalPath);
+  writeJournal(journalPath, { ...j, tool: { commit, pins: pinVersions(), at: new Date().toISOString() } });
+}
 
 /** The server's settings for a step or a mode; bad ones are a UsageError (exit 2). */
 export function loadStepConfig(envFile: string, log: Logger): Config {
@@ -242,6 +253,7 @@ export async function runStep(
     const result = uninstall
       ? await removeStep(name, impl.teardown, ctx, teardownOpts)
       : await converge(name, impl, ctx, configHash(config));
+    if (!uninstall && result.status !== 'failed') recordTool(process.env['CODEXK8S_TOOL_COMMIT']);
     await lock.release();
     if (!fromLauncher) {
       log.stepFooter({ status: result.status, changed: result.changes.length, seconds: result.seconds });

@@ -309,3 +309,33 @@ function provenanceOf(p: Provenance): Provenance {
 export function pinVersions(): Record<string, string> {
   return Object.fromEntries(PINS.map((p) => [p.name, p.version]));
 }
+
+/**
+ * Pure: orders two versions of one pin by the dotted numbers they start with (an image by its tag): `v1.36.2+k3s1`,
+ * `0.14.2`, `24.19.0`, `docker.io/pgvector/pgvector:0.8.6-pg17-bookworm`. Negative: a is older. undefined when
+ * they differ and either has no such numbers (the install script's commit) or only what follows them differs.
+ */
+export function comparePinVersions(a: string, b: string): number | undefined {
+  const nums = (v: string) => {
+    const tag = v.slice(v.lastIndexOf(':') + 1); // an image's tag; a plain version has no ':'
+    const m = /^v?(\d+(?:\.\d+)+)/.exec(tag);
+    return m ? (m[1] as string).split('.').map(Number) : undefined;
+  };
+  if (a === b) return 0;
+  const [x, y] = [nums(a), nums(b)];
+  if (!x || !y) return undefined;
+  for (let i = 0; i < Math.max(x.length, y.length); i++)
+    if ((x[i] ?? 0) !== (y[i] ?? 0)) return (x[i] ?? 0) - (y[i] ?? 0);
+  // Same numbers: k3s's own revision (+k3sN) still orders; anything else is not comparable.
+  const rev = (v: string) => /\+k3s(\d+)$/.exec(v)?.[1];
+  const [ra, rb] = [rev(a), rev(b)];
+  if (ra !== undefined && rb !== undefined) return Number(ra) - Number(rb);
+  return undefined;
+}
+
+/** Pure: the pins `server` has newer than `here`, as `name SERVER (here HERE)`; pins only one side has do not count. */
+export function pinsNewerThan(server: Record<string, string>, here: Record<string, string>): string[] {
+  return Object.entries(server)
+    .filter(([name, v]) => here[name] !== undefined && (comparePinVersions(v, here[name] as string) ?? 0) > 0)
+    .map(([name, v]) => `${name} ${v} (here ${here[name]})`);
+}

@@ -315,7 +315,31 @@ describe(
       assert.equal((await t.doublesCalls()).filter((c) => c.mutating).length, calls, 'no mutating call');
     });
 
-    it('the previous release run against the upgraded server refuses to downgrade k3s, and changes nothing', async () => {
+    it('the previous release against the upgraded server is refused before it uploads anything (exit 2): it would move pins back', async () => {
+      const tree = async () =>
+        (await t.sb.exec(['sha256sum', '/opt/codex-k8s-bootstrap/bootstrap/lib/versions.mts'])).stdout;
+      const before = await tree();
+      const calls = (await t.doublesCalls()).length;
+      for (const args of [['--yes'], ['--check']]) {
+        const r = await t.launch(args, {}, { repoRoot: old.root });
+        assert.equal(r.code, 2, r.output);
+        assert.match(
+          r.output,
+          new RegExp(
+            `this checkout is older than the one that last converged the server \\(commit [0-9a-f]{12}, \\S+\\): the server has .*k3s ${esc(K3S_VERSION)} \\(here ${esc(previous('k3s'))}\\).*gha-runner-scale-set-controller ${esc(ARC_VERSION)} \\(here 0\\.14\\.1\\).*; nothing was changed\\. Pull that commit`,
+          ),
+        );
+        assert.equal(footers(r.output)['00_preflight'], undefined, `${args}: no step ran`);
+      }
+      assert.equal(await tree(), before, "the server's tree is this checkout's, not the older one");
+      assert.equal((await t.doublesCalls()).length, calls, 'nothing was called on the server');
+    });
+
+    it('without that record (a server converged before it existed), step 20 itself refuses to downgrade k3s', async () => {
+      const j = JSON.parse((await t.sb.exec(['cat', JOURNAL])).stdout) as Record<string, unknown>;
+      assert.ok(j['tool'], 'the launcher runs recorded the checkout');
+      delete j['tool'];
+      await t.sb.exec(['sh', '-c', `cat > ${JOURNAL}`], { input: JSON.stringify(j) });
       const installs = async () => (await t.doublesCalls()).filter((c) => c.tool === 'k3s-install').length;
       const calls = await installs();
       const r = await t.launch(['--yes', '--only', '20_install_k3s'], {}, { repoRoot: old.root });

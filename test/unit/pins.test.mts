@@ -84,3 +84,24 @@ test('npm run pins: the script runs offline and prints every pin with its date, 
   assert.equal(bad.status, 2);
   assert.match(bad.stderr + bad.stdout, /--today 2026-02-30: not a date; expected YYYY-MM-DD/);
 });
+
+test('comparePinVersions orders each kind of pin by its leading numbers; what has none is not ordered', () => {
+  const { comparePinVersions: cmp, pinsNewerThan } = versions;
+  const older = (a: string, b: string) => assert.ok((cmp(a, b) as number) < 0, `${a} < ${b}`);
+  older('v1.36.1+k3s1', 'v1.36.2+k3s1');
+  older('v1.36.2+k3s1', 'v1.36.2+k3s2');
+  older('v1.36.9+k3s1', 'v1.36.10+k3s1');
+  older('0.14.1', '0.14.2');
+  older('24.19.0', '24.20.0');
+  older('docker.io/pgvector/pgvector:0.8.5-pg17-bookworm', 'docker.io/pgvector/pgvector:0.8.6-pg17-bookworm');
+  older('docker.io/moby/buildkit:v0.33.0-rootless', 'docker.io/moby/buildkit:v0.34.0-rootless');
+  older('localhost:5000/registry:3.1.0', 'localhost:5000/registry:3.1.1');
+  assert.equal(cmp('v1.21.2', 'v1.21.2'), 0);
+  assert.equal(cmp('019b0afdd830', '119b0afdd830'), undefined, "the install script's commit is not ordered");
+  assert.equal(cmp('x:0.8.6-pg17-bookworm', 'x:0.8.6-pg18-bookworm'), undefined, 'same numbers, other strings');
+  for (const p of PINS) assert.equal(cmp(p.version, p.version), 0, p.name);
+  assert.deepEqual(
+    pinsNewerThan({ k3s: 'v1.36.2+k3s1', helm: 'v4.2.4', gone: '1.0' }, { k3s: 'v1.36.1+k3s1', helm: 'v4.3.0' }),
+    ['k3s v1.36.2+k3s1 (here v1.36.1+k3s1)'],
+  );
+});

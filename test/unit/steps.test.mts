@@ -16,6 +16,9 @@ import {
 } from '../../bootstrap/lib/harden/operator.mts';
 import { GENERATED } from '../../bootstrap/host/gen_config_docs.mts';
 import { SETTINGS } from '../../bootstrap/lib/config.mts';
+import { olderCheckoutProblem } from '../../bootstrap/lib/launcher/source.mts';
+import { parseJournal } from '../../bootstrap/lib/state.mts';
+import { pinVersions } from '../../bootstrap/lib/versions.mts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const UBUNTU = 'PRETTY_NAME="Ubuntu 24.04.1 LTS"\nID=ubuntu\nVERSION_ID="24.04"\n';
@@ -154,4 +157,35 @@ test('.env.example lists exactly the settings of the schema', () => {
   const text = readFileSync(join(ROOT, '.env.example'), 'utf8');
   const names = [...text.matchAll(/^#? ?([A-Z][A-Z0-9_]+)=/gm)].map((m) => m[1]);
   assert.deepEqual([...names].sort(), SETTINGS.map((s) => s.name).sort());
+});
+
+test('an older checkout is refused unless it contains the commit that converged the server; the record round-trips', () => {
+  const commit = 'a'.repeat(40);
+  const tool = { commit, pins: { ...pinVersions(), k3s: 'v9.0.0+k3s1' }, at: '2026-12-08T00:00:00.000Z' };
+  const problem = olderCheckoutProblem(tool, pinVersions(), false) ?? '';
+  assert.match(
+    problem,
+    /^this checkout is older than the one that last converged the server \(commit aaaaaaaaaaaa, 2026-12-08T00:00:00\.000Z\): the server has k3s v9\.0\.0\+k3s1 \(here v\S+\); nothing was changed\. Pull that commit/,
+  );
+  assert.equal(
+    olderCheckoutProblem(tool, pinVersions(), true),
+    undefined,
+    'a newer commit moved the pin back on purpose',
+  );
+  assert.equal(
+    olderCheckoutProblem(undefined, pinVersions(), false),
+    undefined,
+    'a server converged before the record',
+  );
+  assert.equal(olderCheckoutProblem({ ...tool, pins: pinVersions() }, pinVersions(), false), undefined, 'same pins');
+  const olderServer = { ...tool, pins: { ...pinVersions(), k3s: 'v1.0.0+k3s1' } };
+  assert.equal(olderCheckoutProblem(olderServer, pinVersions(), false), undefined, 'an upgrade is not refused');
+  // The journal keeps it exactly; a commit that is not one is refused.
+  const j = { version: 1, steps: {}, history: [], tool };
+  assert.deepEqual(parseJournal(JSON.stringify(j)).tool, tool);
+  assert.throws(
+    () => parseJournal(JSON.stringify({ ...j, tool: { ...tool, commit: 'HEAD' } })),
+    /the tool section is not/,
+  );
+  assert.throws(() => parseJournal(JSON.stringify({ ...j, tool: { ...tool, pins: [1] } })), /the tool section's pins/);
 });

@@ -57,6 +57,8 @@ export interface Ctx {
   runId: string;
   lockToken: string;
   sshHint: string;
+  /** git HEAD of this checkout, when it is one: journaled by the steps (ToolRecord). */
+  toolCommit?: string;
 }
 
 /** A step's result as the launcher saw it; `crashed` when the step died without reporting one. */
@@ -93,6 +95,7 @@ export function remoteStepArgv(ctx: Ctx, name: string, args: readonly string[]):
     'CODEXK8S_LAUNCHER=1',
     `CODEXK8S_RUN_ID=${ctx.runId}`,
     `CODEXK8S_LOCK_TOKEN=${ctx.lockToken}`,
+    ...(ctx.toolCommit ? [`CODEXK8S_TOOL_COMMIT=${ctx.toolCommit}`] : []),
     // Node keeps the stripped and compiled modules of the steps there: a converged re-run starts each step faster.
     `NODE_COMPILE_CACHE=${REMOTE.compileCache}`,
     REMOTE.nodeBin,

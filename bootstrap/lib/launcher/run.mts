@@ -22,7 +22,7 @@ import { SELF, enforcesRunnerFreshness, helper, usesGitHub } from './context.mts
 import type { Ctx, Options } from './context.mts';
 import { begin, finish, prepare, serverState } from './prepare.mts';
 import { checkSteps, formatCheckReport } from './check.mts';
-import { appSource } from './source.mts';
+import { appSource, checkoutCommit, refuseOlderCheckout } from './source.mts';
 import { runSteps } from './steps.mts';
 import { printSummary } from './summary.mts';
 import { statusRun } from './status.mts';
@@ -127,7 +127,16 @@ export async function realRun(opts: Options, cfg: Config, selected: readonly str
       ...(jump ? { jump } : {}),
       log,
     });
-    const ctx: Ctx = { cfg, log, ssh, runId, lockToken: randomBytes(12).toString('hex'), sshHint };
+    const toolCommit = await checkoutCommit(log);
+    const ctx: Ctx = {
+      cfg,
+      log,
+      ssh,
+      runId,
+      lockToken: randomBytes(12).toString('hex'),
+      sshHint,
+      ...(toolCommit ? { toolCommit } : {}),
+    };
     let locked = false;
     // Ctrl-C / SIGTERM: release the lock, close the connection, exit 130. The main flow keeps running meanwhile
     // (its remote command dies with the connection); whatever it ends with, it waits for this cleanup.
@@ -162,6 +171,8 @@ export async function realRun(opts: Options, cfg: Config, selected: readonly str
         locked = true;
         try {
           const server = serverState(ctx, answer);
+          // An older checkout would move pins back (and --check would upload its older tree): exit 2, unchanged.
+          if (!opts.uninstall && !backup) await refuseOlderCheckout(server.journal.tool, log);
           if (opts.check) return await liveCheck(server);
           if (backup) return await backupRun(server, backup);
           if (opts.uninstall) return await uninstallRun(server);
