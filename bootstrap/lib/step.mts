@@ -5,7 +5,8 @@
 // that names what is still wrong. `--check` prints the drift and changes nothing (exit 0 clean, 1 drift).
 //
 // Run by the launcher, a step receives CODEXK8S_RUN_ID, CODEXK8S_LOCK_TOKEN and CODEXK8S_TOOL_COMMIT (the checkout
-// it came from, journaled with the pins); run by hand, it takes the server lock itself. Either way it journals its result and appends to /var/log/codex-k8s-bootstrap/.
+// it came from, journaled with the pins); run by hand, it takes the server lock itself. Either way it journals its
+// result and appends to /var/log/codex-k8s-bootstrap/.
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
