@@ -73,19 +73,6 @@ export function registriesYaml(port: number): string {
   return lines.join('\n') + '\n';
 }
 
-/**
- * Pure: orders two k3s versions (`vX.Y.Z+k3sN`): negative when a is older, 0 equal, positive newer; undefined when
- * either is not of that form. A server newer than the pin means an older checkout of this tool is running, and
- * k3s does not support downgrades (its upgrade docs): step 20 refuses instead of installing the older binary.
- */
-export function compareK3sVersions(a: string, b: string): number | undefined {
-  const parts = (v: string) => /^v(\d+)\.(\d+)\.(\d+)\+k3s(\d+)$/.exec(v)?.slice(1).map(Number);
-  const [x, y] = [parts(a), parts(b)];
-  if (!x || !y) return undefined;
-  for (let i = 0; i < 4; i++) if (x[i] !== y[i]) return (x[i] as number) - (y[i] as number);
-  return 0;
-}
-
 /** "k3s version v1.36.2+k3s1 (abcdef12)" -> "v1.36.2+k3s1". */
 export function parseK3sVersion(stdout: string): string | undefined {
   return /^k3s version (v\d+\.\d+\.\d+\+k3s\d+)\b/m.exec(stdout)?.[1];

@@ -17,6 +17,7 @@ import {
   CERT_MANAGER_CHART,
   IMAGES,
   K3S_VERSION,
+  pinMoves,
   pinVersions,
 } from './versions.mts';
 
@@ -477,10 +478,9 @@ function deployLines(last: Read<RunInfo | undefined>, journal: Journal, now: num
 /** After an upgrade the proof is of the old cluster: say so (80_deploy_loop_check proves it again on the next run). */
 function pinsNote(pins: Record<string, string> | undefined): string {
   if (pins === undefined) return ' (before the pins were recorded)';
-  const now = pinVersions();
-  const same =
-    Object.keys(now).length === Object.keys(pins).length && Object.entries(now).every(([k, v]) => pins[k] === v);
-  return same ? '' : ', with other pins than this checkout (a run proves it again: --only 80_deploy_loop_check)';
+  return pinMoves(pins, pinVersions()).length === 0
+    ? ''
+    : ', with other pins than this checkout (a run proves it again: --only 80_deploy_loop_check)';
 }
 
 function tlsLines(cert: Read<string | undefined> | undefined, s: StatusSettings, now: number): StatusLine[] {

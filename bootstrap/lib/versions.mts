@@ -314,6 +314,7 @@ export function pinVersions(): Record<string, string> {
  * Pure: orders two versions of one pin by the dotted numbers they start with (an image by its tag): `v1.36.2+k3s1`,
  * `0.14.2`, `24.19.0`, `docker.io/pgvector/pgvector:0.8.6-pg17-bookworm`. Negative: a is older. undefined when
  * they differ and either has no such numbers (the install script's commit) or only what follows them differs.
+ * k3s's `+k3sN` orders too: 20_install_k3s refuses a downgrade by it, the launcher an older checkout.
  */
 export function comparePinVersions(a: string, b: string): number | undefined {
   const nums = (v: string) => {
@@ -338,4 +339,16 @@ export function pinsNewerThan(server: Record<string, string>, here: Record<strin
   return Object.entries(server)
     .filter(([name, v]) => here[name] !== undefined && (comparePinVersions(v, here[name] as string) ?? 0) > 0)
     .map(([name, v]) => `${name} ${v} (here ${here[name]})`);
+}
+
+/** Pure: each pin that moved (`name FROM -> TO`), appeared (`name new V`) or went (`name removed (was V)`). */
+export function pinMoves(from: Record<string, string>, to: Record<string, string>): string[] {
+  const moves: string[] = [];
+  for (const [name, version] of Object.entries(to)) {
+    if (!Object.hasOwn(from, name)) moves.push(`${name} new ${version}`);
+    else if (from[name] !== version) moves.push(`${name} ${from[name]} -> ${version}`);
+  }
+  for (const [name, version] of Object.entries(from))
+    if (!Object.hasOwn(to, name)) moves.push(`${name} removed (was ${version})`);
+  return moves;
 }

@@ -20,7 +20,7 @@ import { moved } from '../lib/log.mts';
 import { writeFileAtomic, readIfExists, facts, octal } from '../lib/fsx.mts';
 import { removeDirIfEmpty, removeFile } from '../lib/teardown.mts';
 import { downloadVerified, resolveForServer } from '../lib/download.mts';
-import { K3S_INSTALL, K3S_VERSION } from '../lib/versions.mts';
+import { K3S_INSTALL, K3S_VERSION, comparePinVersions } from '../lib/versions.mts';
 import { REMOTE } from '../lib/paths.mts';
 import { account } from '../lib/harden/operator.mts';
 import type { Account } from '../lib/harden/operator.mts';
@@ -47,7 +47,6 @@ import {
   nodeReadyArgv,
   parseExecStart,
   parseK3sVersion,
-  compareK3sVersions,
   registriesYaml,
   registryEndpoint,
 } from '../lib/k3s.mts';
@@ -305,14 +304,14 @@ async function installDrift(n: Networks): Promise<string[]> {
 }
 
 function versionDrift(version: string): string {
-  return (compareK3sVersions(version, K3S_VERSION) ?? 0) > 0
+  return (comparePinVersions(version, K3S_VERSION) ?? 0) > 0
     ? `k3s is ${version}, newer than this checkout's pin ${K3S_VERSION}: k3s cannot be downgraded (an older checkout of this tool?)`
     : `k3s is ${version}, want ${K3S_VERSION}`;
 }
 
 /** The refusal of a downgrade, before anything is downloaded or changed. */
 function downgradeRefusal(version: string | undefined): OperationError | undefined {
-  if (version === undefined || (compareK3sVersions(version, K3S_VERSION) ?? 0) <= 0) return undefined;
+  if (version === undefined || (comparePinVersions(version, K3S_VERSION) ?? 0) <= 0) return undefined;
   return new OperationError(
     `k3s on the server is ${version}, newer than ${K3S_VERSION}, the pin of this checkout: k3s does not support downgrades, so nothing was changed`,
     {

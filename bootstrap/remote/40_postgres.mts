@@ -72,12 +72,13 @@ async function check(ctx: StepContext): Promise<string[]> {
       `a restore from ${pending.options.source} (${pending.manifest.server.hostname}, ${pending.manifest.createdAt}) is pending`,
     );
   }
-  const major = majorVersionRefusal(await liveImage(s, ctx), IMAGES.postgres);
+  const sts = await liveStatefulSet(s, ctx);
+  const major = majorVersionRefusal(runningImage(sts), IMAGES.postgres);
   if (major) drift.push(major);
   const objectDrift = await objectsDrift(postgresObjects(s), ctx.log);
   drift.push(...objectDrift);
   if (!objectDrift.some((d) => d.startsWith(`StatefulSet ${s.namespace}/${NAMES.postgresStatefulSet} `)))
-    drift.push(...(await postgresHealth(s, ctx)));
+    drift.push(...postgresHealth(s, sts));
   return drift;
 }
 
@@ -85,7 +86,7 @@ async function apply(ctx: StepContext): Promise<string[]> {
   const s = settingsFrom(ctx);
   await requireNamespace(s.namespace, ctx);
   // Before anything: a new major version cannot start on the old data directory (the pod would crash-loop).
-  const major = majorVersionRefusal(await liveImage(s, ctx), IMAGES.postgres);
+  const major = majorVersionRefusal(runningImage(await liveStatefulSet(s, ctx)), IMAGES.postgres);
   if (major)
     throw new OperationError(`${major}; nothing was changed`, {
       hint: 'a major upgrade is a dump and a restore: --backup, then restore it onto a server bootstrapped with this checkout (docs/runbook.md "Upgrades (the pins moved)")',
@@ -405,11 +406,18 @@ export function majorVersionRefusal(live: string | undefined, want: string): str
   return `PostgreSQL ${from} -> ${to}: the pinned image ${want} is another major version than the running ${live}, and it cannot start on the data directory of PostgreSQL ${from}`;
 }
 
-/** The image the live StatefulSet runs (its postgres container), if it exists. */
-async function liveImage(s: PostgresSettings, ctx: StepContext): Promise<string | undefined> {
-  const sts = await getJson<
-    KubeObject & { spec?: { template?: { spec?: { containers?: { name: string; image: string }[] } } } }
-  >('statefulset', NAMES.postgresStatefulSet, s.namespace, ctx.log);
+type LiveStatefulSet = KubeObject & {
+  spec?: { template?: { spec?: { containers?: { name: string; image: string }[] } } };
+  status?: { readyReplicas?: number };
+};
+
+/** The live StatefulSet of PostgreSQL, if it exists: one read for its image and its health. */
+function liveStatefulSet(s: PostgresSettings, ctx: StepContext): Promise<LiveStatefulSet | undefined> {
+  return getJson<LiveStatefulSet>('statefulset', NAMES.postgresStatefulSet, s.namespace, ctx.log);
+}
+
+/** The image the StatefulSet's postgres container runs. */
+function runningImage(sts: LiveStatefulSet | undefined): string | undefined {
   return sts?.spec?.template?.spec?.containers?.find((c) => c.name === 'postgres')?.image;
 }
 
@@ -523,13 +531,7 @@ async function secretState(
   return { data, drift: p.fixable.map((f) => `${secretId(s.namespace)}: ${f}`) };
 }
 
-async function postgresHealth(s: PostgresSettings, ctx: StepContext): Promise<string[]> {
-  const sts = await getJson<KubeObject & { status?: { readyReplicas?: number } }>(
-    'statefulset',
-    NAMES.postgresStatefulSet,
-    s.namespace,
-    ctx.log,
-  );
+function postgresHealth(s: PostgresSettings, sts: LiveStatefulSet | undefined): string[] {
   if (sts === undefined) return [];
   const ready = sts.status?.readyReplicas ?? 0;
   return ready >= 1 ? [] : [`StatefulSet ${s.namespace}/${NAMES.postgresStatefulSet} is not ready (${ready}/1)`];

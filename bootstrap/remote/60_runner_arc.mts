@@ -41,6 +41,7 @@ import {
 } from '../lib/kube.mts';
 import { ARC_CONTROLLER_CHART, ARC_SCALE_SET_CHART, ARC_VERSION } from '../lib/versions.mts';
 import type { ChartPin } from '../lib/versions.mts';
+import type { HelmReleaseState } from '../lib/kube.mts';
 import {
   ARC_CRDS,
   settingsFrom,
@@ -119,8 +120,12 @@ async function apply(ctx: StepContext): Promise<string[]> {
     changes.push(`${secretId} ${live === undefined ? 'created' : 'updated'} with the token (key ${TOKEN_KEY})`);
   }
   changes.push(...(await applyObjects(runnerObjects(s), ctx.log)));
-  const runnerImageBefore = runnerImageOf((await helmReleaseState(scaleSetPin(s), ctx.log))?.values);
-  const arcFrom = await arcUpgrade(s, timeout, ctx, changes);
+  const before = {
+    controller: await helmReleaseState(ARC_CONTROLLER_CHART, ctx.log),
+    scaleSet: await helmReleaseState(scaleSetPin(s), ctx.log),
+  };
+  const runnerImageBefore = runnerImageOf(before.scaleSet?.values);
+  const arcFrom = await arcUpgrade(s, before, timeout, ctx, changes);
 
   // Controller first: it brings the CRDs the scale set's AutoscalingRunnerSet needs.
   for (const [pin, values, what] of [
@@ -237,13 +242,14 @@ export function arcVersionMove(
  */
 async function arcUpgrade(
   s: RunnerSettings,
+  before: { controller: HelmReleaseState | undefined; scaleSet: HelmReleaseState | undefined },
   timeout: number,
   ctx: StepContext,
   changes: string[],
 ): Promise<string | undefined> {
   const set = scaleSetPin(s);
-  const controllerState = await helmReleaseState(ARC_CONTROLLER_CHART, ctx.log);
-  const moving = arcVersionMove(controllerState, await helmReleaseState(set, ctx.log));
+  const controllerState = before.controller;
+  const moving = arcVersionMove(controllerState, before.scaleSet);
   // A sequence that stopped half-way left its record: the version it started from is known only there.
   const from = moving ?? readArcUpgrade()?.from;
   // The controller at the pin: nothing to take down (a record left means the run ended before its cleanup; apply

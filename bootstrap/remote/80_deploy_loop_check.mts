@@ -31,7 +31,7 @@ import { readJournal, writeJournal } from '../lib/state.mts';
 import type { DeployLoopRecord } from '../lib/state.mts';
 import { runSmokeWithRetries, formatResult, summaryLine } from '../lib/smoke.mts';
 import { settingsFrom, runnerProbe } from '../lib/runners.mts';
-import { pinVersions } from '../lib/versions.mts';
+import { pinMoves, pinVersions } from '../lib/versions.mts';
 
 // ---- check / apply --------------------------------------------------------------------------------------------------
 
@@ -297,13 +297,7 @@ export function pinsDrift(proven: Record<string, string> | undefined, now: Recor
     return [
       'the deploy loop was proven before the pins were recorded (journal: deployLoop has no pins): prove it again with the pins of this checkout',
     ];
-  const moved: string[] = [];
-  for (const [name, version] of Object.entries(now)) {
-    if (!Object.hasOwn(proven, name)) moved.push(`${name} new ${version}`);
-    else if (proven[name] !== version) moved.push(`${name} ${proven[name]} -> ${version}`);
-  }
-  for (const [name, version] of Object.entries(proven))
-    if (!Object.hasOwn(now, name)) moved.push(`${name} removed (was ${version})`);
+  const moved = pinMoves(proven, now);
   if (moved.length === 0) return [];
   return [`the deploy loop was proven with other pins (${moved.join(', ')}): prove it again after the upgrade`];
 }

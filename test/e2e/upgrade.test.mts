@@ -8,8 +8,6 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { startTarget, footers } from './harness.mts';
 import type { Target } from './harness.mts';
 import { startStaging } from './staging.mts';
@@ -20,6 +18,7 @@ import { accountCommands } from '../../bootstrap/lib/harden/operator.mts';
 import { ARC_CRDS } from '../../bootstrap/lib/runners.mts';
 import { ARC_VERSION, IMAGES, K3S_VERSION, pinVersions } from '../../bootstrap/lib/versions.mts';
 import { CRD_FROM_CHART } from '../fakes/lib/chart-hooks.mts';
+import { chartRulesAllowing } from '../fakes/lib/chart-rules.mts';
 
 const STEPS = [
   '00_preflight',
@@ -110,16 +109,13 @@ describe(
       await t.journalAsDone(stepNames().filter((n) => !STEPS.includes(n)));
       // The helm double allows the earlier ARC version too: the shipped rules with 0.14.1 added (a test's rule
       // replaces the shipped one of that chart).
-      const shipped = JSON.parse(readFileSync(join(import.meta.dirname, '..', 'fakes', 'charts.json'), 'utf8')) as {
-        charts: Record<string, { versions: string[] }>;
-      };
-      const charts: Record<string, unknown> = {};
-      for (const c of ['gha-runner-scale-set-controller', 'gha-runner-scale-set']) {
-        const rule = shipped.charts[c] as { versions: string[] };
-        charts[c] = { ...rule, versions: [previous('gha-runner-scale-set-controller'), ...rule.versions] };
-      }
       await t.sb.exec(['sh', '-c', 'cat > /var/lib/codex-k8s-fakes/charts.json'], {
-        input: JSON.stringify({ charts }),
+        input: JSON.stringify(
+          chartRulesAllowing(
+            ['gha-runner-scale-set-controller', 'gha-runner-scale-set'],
+            [previous('gha-runner-scale-set-controller')],
+          ),
+        ),
       });
       old = await previousRelease();
       stopRunner = t.playArcRunner(SET, 'arc-runners');

@@ -90,6 +90,22 @@ export function seedCluster(
   return kubeconfig;
 }
 
+/** A fresh state dir with the cluster up, and helm and kubectl bound to it: `h(args, stdin?)`, `k(args, stdin?)`. */
+export function seededDoubles(): {
+  dir: string;
+  h: (args: string[], stdin?: string) => RunResult;
+  k: (args: string[], stdin?: string) => RunResult;
+} {
+  const dir = newStateDir();
+  const kubeconfig = seedCluster(dir);
+  const opts = (stdin: string | undefined): RunOptions => (stdin === undefined ? { dir } : { dir, stdin });
+  return {
+    dir,
+    h: (args, stdin) => runDouble('helm', ['--kubeconfig', kubeconfig, ...args], opts(stdin)),
+    k: (args, stdin) => runDouble('kubectl', ['--kubeconfig', kubeconfig, ...args], opts(stdin)),
+  };
+}
+
 export function writeFaults(dir: string, faults: Record<string, Partial<Fault>>): void {
   fs.writeFileSync(path.join(dir, 'faults.json'), JSON.stringify(faults, null, 2) + '\n');
 }

@@ -4,30 +4,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { newStateDir, runDouble, seedCluster, writeFile } from '../fakes/testkit.mts';
-import type { RunResult } from '../fakes/testkit.mts';
+import { seededDoubles, writeFile } from '../fakes/testkit.mts';
 import { readCalls } from '../fakes/lib/recorder.mts';
 
 const ARC = 'oci://ghcr.io/actions/actions-runner-controller-charts/gha-runner-scale-set';
 
-function cluster(): {
-  dir: string;
-  h: (args: string[], stdin?: string) => RunResult;
-  k: (args: string[], stdin?: string) => RunResult;
-} {
-  const dir = newStateDir();
-  const kubeconfig = seedCluster(dir);
-  const opts = (stdin: string | undefined): { dir: string; stdin?: string } =>
-    stdin === undefined ? { dir } : { dir, stdin };
-  return {
-    dir,
-    h: (args, stdin) => runDouble('helm', ['--kubeconfig', kubeconfig, ...args], opts(stdin)),
-    k: (args, stdin) => runDouble('kubectl', ['--kubeconfig', kubeconfig, ...args], opts(stdin)),
-  };
-}
-
 test('upgrade without an exact --version is refused as an unpinned chart, and changes nothing', () => {
-  const { dir, h } = cluster();
+  const { dir, h } = seededDoubles();
   const none = h(['upgrade', '--install', 'arc', ARC, '-n', 'arc-runners', '--create-namespace']);
   assert.equal(none.code, 1);
   assert.match(
@@ -46,7 +29,7 @@ test('upgrade without an exact --version is refused as an unpinned chart, and ch
 });
 
 test('upgrade --install: revisions bump like real helm; list/status/history/get values show the latest', () => {
-  const { dir, h, k } = cluster();
+  const { dir, h, k } = seededDoubles();
   // Revision mechanics only: the shipped ARC rule (values, effects) is exercised in test/unit/runner.test.mts.
   writeFile(dir, 'charts.json', JSON.stringify({ charts: { 'gha-runner-scale-set': { versions: ['0.14.2'] } } }));
   const values = writeFile(
@@ -169,7 +152,7 @@ test('upgrade --install: revisions bump like real helm; list/status/history/get 
 });
 
 test('charts.json rules: allowed versions, required values and a values hook', () => {
-  const { dir, h, k } = cluster();
+  const { dir, h, k } = seededDoubles();
   assert.equal(k(['create', 'namespace', 'arc-runners']).code, 0);
   fs.writeFileSync(
     path.join(dir, 'charts.json'),
@@ -214,7 +197,7 @@ test('charts.json rules: allowed versions, required values and a values hook', (
 });
 
 test('a chart release installs its CRD kinds for the kubectl double (cert-manager needs crds.enabled=true)', () => {
-  const { dir, h, k } = cluster();
+  const { dir, h, k } = seededDoubles();
   // The shipped rule (test/fakes/charts.json) pins the version and insists on crds.enabled=true:
   const pinned = h([
     'upgrade',
@@ -282,7 +265,7 @@ test('a chart release installs its CRD kinds for the kubectl double (cert-manage
 });
 
 test('registry login: a password in argv is refused; --password-stdin works and is recorded by hash only', () => {
-  const { dir, h } = cluster();
+  const { dir, h } = seededDoubles();
   const password = 'pw-NOT-REAL-123456';
   const argv = h(['registry', 'login', 'ghcr.io', '-u', 'bot', '--password', password]);
   assert.equal(argv.code, 1);
@@ -307,7 +290,7 @@ test('registry login: a password in argv is refused; --password-stdin works and 
 });
 
 test("upgrade with values the real chart's schema refuses fails like helm: exit 1, the bad key named, nothing installed", () => {
-  const { h } = cluster();
+  const { h } = seededDoubles();
   const ref = 'oci://quay.io/jetstack/charts/cert-manager';
   const base = [
     'upgrade',

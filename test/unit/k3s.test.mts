@@ -11,7 +11,6 @@ import {
   registriesYaml,
   mirrorNames,
   parseK3sVersion,
-  compareK3sVersions,
   parseExecStart,
   execStartDrift,
   parseHostsToml,
@@ -30,7 +29,7 @@ import {
   parseHelmStamp,
 } from '../../bootstrap/lib/download.mts';
 import { resolveArtifact } from '../../bootstrap/lib/artifacts.mts';
-import { K3S_INSTALL, K3S_VERSION, HELM, NODE } from '../../bootstrap/lib/versions.mts';
+import { K3S_INSTALL, K3S_VERSION, HELM, NODE, comparePinVersions } from '../../bootstrap/lib/versions.mts';
 import { OperationError } from '../../bootstrap/lib/errors.mts';
 import { hostConfigs, renderHostsToml } from '../fakes/k3s-registries.mts';
 
@@ -114,13 +113,13 @@ test('registries.yaml: both names to the loopback endpoint over http, and k3s wo
 
 // ---- parsers ------------------------------------------------------------------------------------------------------
 
-test('compareK3sVersions orders vX.Y.Z+k3sN, k3s revision included; anything else is not comparable', () => {
-  assert.ok((compareK3sVersions('v1.36.1+k3s1', 'v1.36.2+k3s1') as number) < 0);
-  assert.ok((compareK3sVersions('v1.36.2+k3s2', 'v1.36.2+k3s1') as number) > 0);
-  assert.ok((compareK3sVersions('v1.37.0+k3s1', 'v1.36.10+k3s1') as number) > 0, 'numbers, not strings');
-  assert.equal(compareK3sVersions('v1.36.2+k3s1', 'v1.36.2+k3s1'), 0);
-  assert.equal(compareK3sVersions('v1.36.2', 'v1.36.2+k3s1'), undefined);
-  assert.equal(compareK3sVersions('latest', 'v1.36.2+k3s1'), undefined);
+test('comparePinVersions orders k3s versions vX.Y.Z+k3sN (step 20 refuses a downgrade by it), k3s revision included; anything else is not comparable', () => {
+  assert.ok((comparePinVersions('v1.36.1+k3s1', 'v1.36.2+k3s1') as number) < 0);
+  assert.ok((comparePinVersions('v1.36.2+k3s2', 'v1.36.2+k3s1') as number) > 0);
+  assert.ok((comparePinVersions('v1.37.0+k3s1', 'v1.36.10+k3s1') as number) > 0, 'numbers, not strings');
+  assert.equal(comparePinVersions('v1.36.2+k3s1', 'v1.36.2+k3s1'), 0);
+  assert.equal(comparePinVersions('v1.36.2', 'v1.36.2+k3s1'), undefined);
+  assert.equal(comparePinVersions('latest', 'v1.36.2+k3s1'), undefined);
 });
 
 test('parseK3sVersion reads `k3s --version`', () => {

@@ -40,7 +40,8 @@ import { validateObject } from '../fakes/lib/validate.mts';
 import { kindByApiVersion } from '../fakes/lib/kinds.mts';
 import type { K8sObject } from '../fakes/lib/kinds.mts';
 import { CHART_HOOKS, CRD_FROM_CHART, arcCrds } from '../fakes/lib/chart-hooks.mts';
-import { newStateDir, runDouble, seedCluster, writeFile } from '../fakes/testkit.mts';
+import { seededDoubles, writeFile } from '../fakes/testkit.mts';
+import { chartRulesAllowing } from '../fakes/lib/chart-rules.mts';
 import { readCalls } from '../fakes/lib/recorder.mts';
 
 const ROOT = path.join(import.meta.dirname, '..', '..');
@@ -464,12 +465,7 @@ test('health: each missing piece is named, in order; local mode also needs a run
 });
 
 test('the helm double plays ARC: CRDs from the controller, the scale set, and a Ready listener only once the token Secret exists', () => {
-  const dir = newStateDir();
-  const kubeconfig = seedCluster(dir);
-  const h = (args: string[], stdin?: string) =>
-    runDouble('helm', ['--kubeconfig', kubeconfig, ...args], stdin === undefined ? { dir } : { dir, stdin });
-  const k = (args: string[], stdin?: string) =>
-    runDouble('kubectl', ['--kubeconfig', kubeconfig, ...args], stdin === undefined ? { dir } : { dir, stdin });
+  const { dir, h, k } = seededDoubles();
   const s = settings('local', { scaleSetName: 'set' });
   for (const ns of ['arc-runners', 'codex-k8s-staging']) assert.equal(k(['create', 'namespace', ns]).code, 0);
   const pin = scaleSetPin(s);
@@ -608,24 +604,9 @@ test("ARC's CRDs are the chart's crds/ at our pin; a version move of either rele
 });
 
 test("the helm double keeps a chart's crds/ as helm does: made at install, never upgraded, kept at uninstall; kubectl delete takes their objects", () => {
-  const dir = newStateDir();
-  const kubeconfig = seedCluster(dir);
-  const h = (args: string[], stdin?: string) =>
-    runDouble('helm', ['--kubeconfig', kubeconfig, ...args], stdin === undefined ? { dir } : { dir, stdin });
-  const k = (args: string[], stdin?: string) =>
-    runDouble('kubectl', ['--kubeconfig', kubeconfig, ...args], stdin === undefined ? { dir } : { dir, stdin });
-  // The shipped rule, with an earlier version allowed too (a test's rule replaces the shipped one).
-  const shipped = JSON.parse(fs.readFileSync(path.join(ROOT, 'test', 'fakes', 'charts.json'), 'utf8')) as {
-    charts: Record<string, { versions: string[] }>;
-  };
-  const rule = shipped.charts['gha-runner-scale-set-controller'] as { versions: string[] };
-  writeFile(
-    dir,
-    'charts.json',
-    JSON.stringify({
-      charts: { 'gha-runner-scale-set-controller': { ...rule, versions: ['0.14.1', ...rule.versions] } },
-    }),
-  );
+  const { dir, h, k } = seededDoubles();
+  // The shipped rule, with an earlier version allowed too.
+  writeFile(dir, 'charts.json', JSON.stringify(chartRulesAllowing(['gha-runner-scale-set-controller'], ['0.14.1'])));
   const c = ARC_CONTROLLER_CHART;
   const ctl = (version: string) =>
     h(

@@ -22,7 +22,7 @@ import { SELF, enforcesRunnerFreshness, helper, usesGitHub } from './context.mts
 import type { Ctx, Options } from './context.mts';
 import { begin, finish, prepare, serverState } from './prepare.mts';
 import { checkSteps, formatCheckReport } from './check.mts';
-import { appSource, checkoutCommit, refuseOlderCheckout } from './source.mts';
+import { appSource, checkoutHead, commitOf, refuseOlderCheckout } from './source.mts';
 import { runSteps } from './steps.mts';
 import { printSummary } from './summary.mts';
 import { statusRun } from './status.mts';
@@ -72,7 +72,12 @@ export async function realRun(opts: Options, cfg: Config, selected: readonly str
   log.info(color.dim(`log: ${log.filePath}`));
   // Before anything is contacted: a deploy from an app/ that is not a commit stops the run (exit 2).
   // (--check and --backup build nothing: a dirty app/ only means the upload goes without source.json.)
-  const generated = await appSource(opts.check || opts.backup || opts.status || opts.uninstall ? [] : selected, log);
+  const head = await checkoutHead(log);
+  const generated = await appSource(
+    opts.check || opts.backup || opts.status || opts.uninstall ? [] : selected,
+    head,
+    log,
+  );
   // --backup: the directory and the key are settled before the connection (a wrong recipient is exit 2 here).
   const backup = opts.backup ? { dir: backupDir(opts.backup), key: await backupKey(cfg, opts.yes) } : undefined;
   // --restore-from: the whole bundle is decrypted and checked before the connection (exit 2 when it is not right).
@@ -127,7 +132,7 @@ export async function realRun(opts: Options, cfg: Config, selected: readonly str
       ...(jump ? { jump } : {}),
       log,
     });
-    const toolCommit = await checkoutCommit(log);
+    const toolCommit = commitOf(head);
     const ctx: Ctx = {
       cfg,
       log,

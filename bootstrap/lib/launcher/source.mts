@@ -14,12 +14,14 @@ import { DEPLOY_STEP, REPO_ROOT } from './context.mts';
  * git checkout) and the deploy step is selected, the run stops here with exit 2: the first image would carry the
  * tag of a commit it is not. Otherwise the upload simply goes without source.json.
  */
-export async function appSource(selected: readonly string[], log: Logger): Promise<Record<string, string>> {
-  const failed = (e: unknown) => ({ exitCode: 127, stdout: '', stderr: (e as Error).message });
-  const head = await run(gitHeadArgv(REPO_ROOT), { allowFail: true, log, timeoutSeconds: 30 }).catch(failed);
+export async function appSource(
+  selected: readonly string[],
+  head: CheckoutHead,
+  log: Logger,
+): Promise<Record<string, string>> {
   const status =
     head.exitCode === 0
-      ? await run(gitAppStatusArgv(REPO_ROOT), { allowFail: true, log, timeoutSeconds: 30 }).catch(failed)
+      ? await run(gitAppStatusArgv(REPO_ROOT), { allowFail: true, log, timeoutSeconds: 30 }).catch(gitNotRun)
       : undefined;
   const problem = appSourceProblem(head, status);
   if (problem === undefined) return { 'source.json': sourceJson(head.stdout.trim()) };
@@ -28,10 +30,25 @@ export async function appSource(selected: readonly string[], log: Logger): Promi
   return {};
 }
 
-/** This checkout's git HEAD (40 hex digits), or undefined when it is not a git checkout. */
-export async function checkoutCommit(log: Logger): Promise<string | undefined> {
-  const r = await run(gitHeadArgv(REPO_ROOT), { allowFail: true, log, timeoutSeconds: 30 }).catch(() => undefined);
-  const sha = r?.exitCode === 0 ? r.stdout.trim() : '';
+/** `git rev-parse HEAD` of this checkout, read once: appSource and the journal's ToolRecord both need it. */
+export interface CheckoutHead {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+export async function checkoutHead(log: Logger): Promise<CheckoutHead> {
+  return run(gitHeadArgv(REPO_ROOT), { allowFail: true, log, timeoutSeconds: 30 }).catch(gitNotRun);
+}
+
+/** git itself missing: a result like a failed command, which appSourceProblem explains. */
+function gitNotRun(e: unknown): CheckoutHead {
+  return { exitCode: 127, stdout: '', stderr: (e as Error).message };
+}
+
+/** Pure: the commit (40 hex digits), or undefined when this is not a git checkout. */
+export function commitOf(head: CheckoutHead): string | undefined {
+  const sha = head.exitCode === 0 ? head.stdout.trim() : '';
   return /^[0-9a-f]{40}$/.test(sha) ? sha : undefined;
 }
 
